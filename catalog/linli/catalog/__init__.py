@@ -1,0 +1,1 @@
+"""The shared catalog: device profiles, the reading model, line protocol and names."""

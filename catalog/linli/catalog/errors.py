@@ -1,0 +1,73 @@
+"""Errors that name the file, the key and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+
+class ConfigError(Exception):
+    """A profile or config file that cannot be used, with every problem in it."""
+
+    def __init__(self, path: Path | str, problems: list[str]) -> None:
+        self.path = str(path)
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{self.path}: {len(problems)} problem(s):\n{lines}")
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """Walk the model along `loc` to list the keys allowed where an unknown key was found."""
+    current: object = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        annotation = fields[part].annotation
+        current = _model_in(annotation)
+        if current is None:
+            return []
+    fields = getattr(current, "model_fields", None)
+    return sorted(fields) if fields else []
+
+
+def _model_in(annotation: object) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def describe_validation_error(model: type[BaseModel], exc: ValidationError) -> list[str]:
+    """Turn pydantic's errors into one line each: key, what is wrong, what is expected."""
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = _key_path(loc)
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc)
+            hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+            problems.append(f"key '{key}': unknown key (a typo?){hint}")
+        elif err["type"] == "missing":
+            problems.append(f"key '{key}': required but missing")
+        else:
+            got = err.get("input")
+            shown = repr(got) if not isinstance(got, dict) else "a table"
+            problems.append(f"key '{key}': {err['msg']} (got {shown})")
+    return problems

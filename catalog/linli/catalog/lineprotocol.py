@@ -1,0 +1,56 @@
+"""InfluxDB line protocol: the contract with storage.
+
+The same bytes go to InfluxDB 1.x (/write), 2.x and 3.x (v2 write API), and
+VictoriaMetrics. Formatting is done by hand, without a Point object per reading,
+because it is on the hot path of every connector.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+FieldValue = bool | int | float | str
+
+_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n"})
+_KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n"})
+
+
+def escape_measurement(name: str) -> str:
+    """Escape commas and spaces in a measurement name."""
+    return name.translate(_MEASUREMENT_ESCAPES)
+
+
+def escape_key(text: str) -> str:
+    """Escape a tag key, tag value or field key."""
+    return text.translate(_KEY_ESCAPES)
+
+
+def format_field_value(value: FieldValue) -> str:
+    """One field value in line-protocol syntax; NaN and infinity cannot be stored."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"line protocol cannot carry {value}")
+        return repr(value)
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def format_line(
+    measurement: str,
+    tags: Mapping[str, str],
+    fields: Mapping[str, FieldValue],
+    time_ms: int,
+) -> str:
+    """One point: tags sorted by key (InfluxDB's preferred order), time in milliseconds."""
+    if not fields:
+        raise ValueError(f"{measurement}: a point needs at least one field")
+    parts = [escape_measurement(measurement)]
+    parts.extend(f"{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()) if v != "")
+    head = ",".join(parts)
+    body = ",".join(f"{escape_key(k)}={format_field_value(v)}" for k, v in fields.items())
+    return f"{head} {body} {time_ms}"

@@ -1,0 +1,267 @@
+"""Device profiles: one declarative TOML file per device kind, validated strictly.
+
+A profile says what a device offers: its data points with units and scaling, and for
+Modbus devices where each point lives in the register map. Everything else (the
+simulator, the edge poller, the register-map docs) is built from it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from linli.catalog.errors import ConfigError, describe_validation_error
+
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=48)]
+
+# Tags every reading carries; a field may not reuse them (InfluxDB 3 rejects a name
+# that is both tag and field).
+RESERVED_TAGS = frozenset({"site", "device", "kind"})
+
+
+class Strict(BaseModel):
+    """Base for every file-backed model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class RegisterType(StrEnum):
+    """The four Modbus data tables."""
+
+    HOLDING = "holding"
+    INPUT = "input"
+    COIL = "coil"
+    DISCRETE = "discrete"
+
+    @property
+    def is_bit(self) -> bool:
+        return self in (RegisterType.COIL, RegisterType.DISCRETE)
+
+
+class DataType(StrEnum):
+    """How the bits of one or two registers make a number."""
+
+    INT16 = "int16"
+    UINT16 = "uint16"
+    INT32 = "int32"
+    UINT32 = "uint32"
+    FLOAT32 = "float32"
+    BOOL = "bool"  # a coil or discrete input
+
+    @property
+    def registers(self) -> int:
+        return 2 if self in (DataType.INT32, DataType.UINT32, DataType.FLOAT32) else 1
+
+    @property
+    def bits(self) -> int:
+        return 16 * self.registers if self is not DataType.BOOL else 1
+
+
+class Order(StrEnum):
+    """Byte order inside a register, or word order across registers."""
+
+    BIG = "big"
+    LITTLE = "little"
+
+
+class ModbusPoint(Strict):
+    """One value read from the register map; it becomes the field `field`."""
+
+    field: Name
+    # "register" in the file; BaseModel already has an attribute of that name.
+    table: RegisterType = Field(alias="register")
+    address: Annotated[int, Field(ge=0, le=65535)]
+    type: DataType = DataType.UINT16
+    bit: Annotated[int, Field(ge=0, le=31)] | None = None
+    byte_order: Order | None = None
+    word_order: Order | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str = ""
+    description: str = ""
+    enum: dict[str, str] | None = None
+    valid_min: float | None = None
+    valid_max: float | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.table.is_bit != (self.type is DataType.BOOL):
+            raise ValueError(
+                f"point '{self.field}': type 'bool' goes with register 'coil' or 'discrete', "
+                f"and only there (got type '{self.type}' on register '{self.table}')"
+            )
+        if self.bit is not None:
+            if self.type in (DataType.FLOAT32, DataType.BOOL):
+                raise ValueError(f"point '{self.field}': 'bit' needs an integer type")
+            if self.bit >= self.type.bits:
+                raise ValueError(
+                    f"point '{self.field}': bit {self.bit} is outside a {self.type.bits}-bit value"
+                )
+        if self.scale == 0:
+            raise ValueError(f"point '{self.field}': scale must not be 0")
+        if self.enum is not None:
+            for key in self.enum:
+                if not key.lstrip("-").isdigit():
+                    raise ValueError(f"point '{self.field}': enum key '{key}' is not an integer")
+        return self
+
+    @property
+    def is_integer(self) -> bool:
+        """True when the stored field is an integer (no scaling applied)."""
+        return self.type is not DataType.FLOAT32 and self.scale == 1.0 and self.offset == 0.0
+
+    def at(self, shift: int) -> ModbusPoint:
+        """The same point moved `shift` addresses on (for repeated groups)."""
+        return self.model_copy(update={"address": self.address + shift})
+
+
+class ModbusCommand(Strict):
+    """A coil or holding register that a person or a rule writes to act on the device."""
+
+    name: Name
+    table: RegisterType = Field(alias="register")
+    address: Annotated[int, Field(ge=0, le=65535)]
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _writable(self) -> Self:
+        if self.table not in (RegisterType.COIL, RegisterType.HOLDING):
+            raise ValueError(f"command '{self.name}': only coils and holding registers are writable")
+        return self
+
+
+class ModbusGroup(Strict):
+    """Points repeated once per channel (a charger's ports), `stride` addresses apart.
+
+    Addresses in `points` and `commands` are those of channel 1.
+    """
+
+    tag: Name
+    count: Annotated[int, Field(ge=1, le=256)]
+    max_count: Annotated[int, Field(ge=1, le=256)]
+    stride: Annotated[int, Field(ge=1)]
+    points: list[ModbusPoint]
+    commands: list[ModbusCommand] = []
+
+    @model_validator(mode="after")
+    def _counts(self) -> Self:
+        if self.count > self.max_count:
+            raise ValueError(f"group count {self.count} exceeds max_count {self.max_count}")
+        return self
+
+
+class ModbusMap(Strict):
+    """The register map and the defaults of how to read it."""
+
+    unit: Annotated[int, Field(ge=0, le=255)] = 1
+    byte_order: Order = Order.BIG
+    word_order: Order = Order.BIG
+    # Modbus allows 125 registers (2000 bits) a read; some gateways want fewer.
+    max_registers_per_read: Annotated[int, Field(ge=1, le=125)] = 125
+    max_gap: Annotated[int, Field(ge=0, le=124)] = 16
+    points: list[ModbusPoint] = []
+    commands: list[ModbusCommand] = []
+    group: ModbusGroup | None = None
+
+
+class Profile(Strict):
+    """A device kind: what it measures and how to read it."""
+
+    kind: Name
+    title: str
+    description: str = ""
+    measurement: Name
+    modbus: ModbusMap | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        problems = _profile_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def group_tag(self) -> str | None:
+        return self.modbus.group.tag if self.modbus and self.modbus.group else None
+
+    def modbus_points(self, count: int | None = None) -> list[tuple[int | None, ModbusPoint]]:
+        """Every point to poll, with its channel number (None for device-level points)."""
+        if self.modbus is None:
+            return []
+        out: list[tuple[int | None, ModbusPoint]] = [(None, p) for p in self.modbus.points]
+        group = self.modbus.group
+        if group is not None:
+            n = group.count if count is None else count
+            for channel in range(1, n + 1):
+                shift = (channel - 1) * group.stride
+                out.extend((channel, p.at(shift)) for p in group.points)
+        return out
+
+
+def _profile_problems(profile: Profile) -> list[str]:
+    problems: list[str] = []
+    if profile.modbus is None:
+        return problems
+    mb = profile.modbus
+    group = mb.group
+    device_fields = [p.field for p in mb.points]
+    group_fields = [p.field for p in group.points] if group else []
+    for name in set(device_fields + group_fields):
+        if (device_fields + group_fields).count(name) > 1:
+            problems.append(f"field '{name}' is defined more than once")
+        if name in RESERVED_TAGS or (group and name == group.tag):
+            problems.append(f"field '{name}' has the name of a tag; rename it")
+    if group and group.tag in RESERVED_TAGS:
+        problems.append(f"group tag '{group.tag}' is reserved")
+    # Two points must not share a register unless they are bits of the same word.
+    used: dict[tuple[RegisterType, int], str] = {}
+    points = [p for _, p in profile.modbus_points(group.max_count if group else None)]
+    for point in points:
+        for addr in range(point.address, point.address + point.type.registers):
+            key = (point.table, addr)
+            if key in used and (point.bit is None or used[key] != "bit"):
+                problems.append(f"point '{point.field}' overlaps another point at {point.table} {addr}")
+            used[key] = "bit" if point.bit is not None else point.field
+    return problems
+
+
+def load_profile(path: Path) -> Profile:
+    """Read and validate one profile file; raise ConfigError naming each bad key."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"not valid TOML: {exc}"]) from exc
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from exc
+    try:
+        profile = Profile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(path, describe_validation_error(Profile, exc)) from exc
+    if profile.kind != path.stem:
+        raise ConfigError(path, [f"key 'kind': '{profile.kind}' must match the file name '{path.stem}'"])
+    return profile
+
+
+def builtin_profile_dir() -> Path:
+    """Where the profiles shipped with linli live."""
+    return Path(str(resources.files("linli.catalog.profiles")))
+
+
+@cache
+def builtin_profiles() -> dict[str, Profile]:
+    """All shipped profiles by kind."""
+    return {p.stem: load_profile(p) for p in sorted(builtin_profile_dir().glob("*.toml"))}
+
+
+def get_profile(kind: str) -> Profile:
+    """One shipped profile; the error lists the kinds there are."""
+    profiles = builtin_profiles()
+    if kind not in profiles:
+        raise KeyError(f"no profile '{kind}'; known kinds: {', '.join(sorted(profiles))}")
+    return profiles[kind]

@@ -1,0 +1,172 @@
+"""Register codec: the bits of Modbus registers to numbers and back.
+
+Knows data types, byte order, word order, bit fields, scale and offset; knows nothing
+of connections. Decoders are compiled once per point because the poller runs them
+thousands of times a second.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from linli.catalog.profile import DataType, ModbusPoint, Order
+
+Value = int | float
+
+_FORMATS = {
+    DataType.INT16: ">h",
+    DataType.UINT16: ">H",
+    DataType.INT32: ">i",
+    DataType.UINT32: ">I",
+    DataType.FLOAT32: ">f",
+}
+
+_RANGES = {
+    DataType.INT16: (-(2**15), 2**15 - 1),
+    DataType.UINT16: (0, 2**16 - 1),
+    DataType.INT32: (-(2**31), 2**31 - 1),
+    DataType.UINT32: (0, 2**32 - 1),
+}
+
+
+class DecodeError(ValueError):
+    """A register value that is no usable number (NaN, infinity, out of the valid range)."""
+
+    def __init__(self, field: str, reason: str, detail: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {detail}")
+
+
+def _swap16(reg: int) -> int:
+    return ((reg & 0xFF) << 8) | (reg >> 8)
+
+
+def registers_to_bytes(regs: Sequence[int], byte_order: Order, word_order: Order) -> bytes:
+    """Lay registers out as big-endian bytes of the value, undoing the device's orders."""
+    ordered = list(regs) if word_order is Order.BIG else list(reversed(regs))
+    if byte_order is Order.LITTLE:
+        ordered = [_swap16(r) for r in ordered]
+    return b"".join(r.to_bytes(2, "big") for r in ordered)
+
+
+def bytes_to_registers(data: bytes, byte_order: Order, word_order: Order) -> list[int]:
+    """The inverse of registers_to_bytes."""
+    regs = [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
+    if byte_order is Order.LITTLE:
+        regs = [_swap16(r) for r in regs]
+    return regs if word_order is Order.BIG else list(reversed(regs))
+
+
+def _power_of_ten_divisor(scale: float) -> int | None:
+    """10 for 0.1, 100 for 0.01: dividing by it gives the shortest exact decimal."""
+    if scale >= 1:
+        return None
+    inverse = 1 / scale
+    rounded = round(inverse)
+    if abs(inverse - rounded) < 1e-9 and rounded in (10, 100, 1000, 10000, 100000, 1000000):
+        return rounded
+    return None
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """Decodes one point from the registers of a read block."""
+
+    field: str
+    registers: int
+    fn: Callable[[Sequence[int], int], Value]
+
+    def __call__(self, block: Sequence[int], offset: int) -> Value:
+        return self.fn(block, offset)
+
+
+def compile_decoder(
+    point: ModbusPoint, default_byte_order: Order = Order.BIG, default_word_order: Order = Order.BIG
+) -> Decoder:
+    """Build the decoder for `point`, resolving its orders against the map's defaults."""
+    dtype = point.type
+    field = point.field
+    if dtype is DataType.BOOL:
+        return Decoder(field, 1, lambda block, off: 1 if block[off] else 0)
+    byte_order = point.byte_order or default_byte_order
+    word_order = point.word_order or default_word_order
+    fmt = struct.Struct(_FORMATS[dtype])
+    n = dtype.registers
+
+    def raw(block: Sequence[int], off: int) -> Value:
+        data = registers_to_bytes(block[off : off + n], byte_order, word_order)
+        value: Value = fmt.unpack(data)[0]
+        return value
+
+    if point.bit is not None:
+        bit = point.bit
+        unsigned = struct.Struct(">H" if n == 1 else ">I")
+
+        def bit_value(block: Sequence[int], off: int) -> Value:
+            data = registers_to_bytes(block[off : off + n], byte_order, word_order)
+            return (int(unsigned.unpack(data)[0]) >> bit) & 1
+
+        return Decoder(field, n, bit_value)
+
+    lo, hi = point.valid_min, point.valid_max
+    scaled = _scaler(point)
+
+    def value(block: Sequence[int], off: int) -> Value:
+        v = scaled(raw(block, off))
+        if isinstance(v, float) and not math.isfinite(v):
+            raise DecodeError(field, "not_finite", f"value is {v}")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise DecodeError(field, "out_of_range", f"value {v} outside [{lo}, {hi}]")
+        return v
+
+    return Decoder(field, n, value)
+
+
+def _scaler(point: ModbusPoint) -> Callable[[Value], Value]:
+    if point.is_integer:
+        return lambda v: v
+    scale, offset = point.scale, point.offset
+    divisor = _power_of_ten_divisor(scale)
+    if divisor is not None:
+        return lambda v: v / divisor + offset
+    return lambda v: v * scale + offset
+
+
+def encode(
+    point: ModbusPoint,
+    value: Value,
+    default_byte_order: Order = Order.BIG,
+    default_word_order: Order = Order.BIG,
+) -> list[int]:
+    """Registers that hold `value` for `point` (the simulator's side).
+
+    Bit-field points are encoded by the caller, who owns the rest of the word.
+    Integer values are rounded and clamped to the type's range, as a device would.
+    """
+    dtype = point.type
+    if dtype is DataType.BOOL:
+        return [1 if value else 0]
+    if point.bit is not None:
+        raise ValueError(f"{point.field}: encode bit fields with encode_bits")
+    byte_order = point.byte_order or default_byte_order
+    word_order = point.word_order or default_word_order
+    raw = (value - point.offset) / point.scale
+    if dtype is DataType.FLOAT32:
+        data = struct.pack(">f", raw)
+    else:
+        lo, hi = _RANGES[dtype]
+        data = struct.pack(_FORMATS[dtype], max(lo, min(hi, round(raw))))
+    return bytes_to_registers(data, byte_order, word_order)
+
+
+def encode_bits(bits: dict[int, bool]) -> int:
+    """One 16-bit register from its set bits."""
+    word = 0
+    for bit, on in bits.items():
+        if on:
+            word |= 1 << bit
+    return word

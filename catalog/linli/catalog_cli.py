@@ -1,0 +1,45 @@
+"""`linli catalog ...`: list the device kinds and document their profiles."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from linli.catalog.docs import profile_markdown
+from linli.catalog.profile import builtin_profiles, get_profile
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `linli catalog` and its commands."""
+    catalog = subparsers.add_parser("catalog", help="device kinds and their register maps")
+    cmds = catalog.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    ls = cmds.add_parser("list", help="list the device kinds")
+    ls.set_defaults(func=_list)
+    doc = cmds.add_parser("doc", help="print (or write) a kind's storage schema and register map")
+    doc.add_argument("kind", nargs="?", help="device kind; all kinds with --out")
+    doc.add_argument("--out", type=Path, help="write KIND.md for every kind into this folder")
+    doc.set_defaults(func=_doc)
+
+
+def _list(_args: argparse.Namespace) -> int:
+    for kind, profile in builtin_profiles().items():
+        print(f"{kind:<12} {profile.title}")
+    return 0
+
+
+def _doc(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for kind, profile in builtin_profiles().items():
+            (args.out / f"{kind}.md").write_text(profile_markdown(profile), encoding="utf-8")
+        return 0
+    if not args.kind:
+        print("linli catalog doc: name a KIND, or give --out FOLDER", file=sys.stderr)
+        return 2
+    try:
+        print(profile_markdown(get_profile(args.kind)), end="")
+    except KeyError as exc:
+        print(f"linli catalog doc: {exc.args[0]}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,36 @@
+"""The `linli` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree."""
+    from linli import catalog_cli, demo
+    from linli.edge import cli as edge_cli
+    from linli.sim import cli as sim_cli
+
+    parser = argparse.ArgumentParser(
+        prog="linli",
+        description="linli: smart-community devices over Modbus TCP and MQTT into InfluxDB and Grafana.",
+    )
+    subparsers = parser.add_subparsers(dest="area", required=True, metavar="AREA")
+    demo.add_parser(subparsers)
+    edge_cli.add_parser(subparsers)
+    sim_cli.add_parser(subparsers)
+    catalog_cli.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; exit codes: 0 ok, 1 failed at run time, 2 bad usage or config."""
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

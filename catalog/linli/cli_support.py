@@ -1,0 +1,39 @@
+"""Helpers shared by the command-line front ends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+Main = Callable[[asyncio.Event], Coroutine[Any, Any, object]]
+
+
+def run_until_signal(main: Main) -> int:
+    """Run `main(stop)` until it returns or SIGINT/SIGTERM sets `stop`; exit code 0, or 1 on error."""
+
+    async def runner() -> object:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await main(stop)
+
+    try:
+        result = asyncio.run(runner())
+    except OSError as exc:
+        print(f"linli: {exc}", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+def setup_logging(level: str = "info") -> None:
+    """One line per event, with time and source."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )

@@ -1,0 +1,177 @@
+"""Start Debian's real servers on free loopback ports, for the demo, tests and benchmarks.
+
+Each server gets its own data folder and port and is stopped by `stop()`. A missing
+binary raises ServerMissingError with the command that installs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+APT_PACKAGES = {
+    "victoria-metrics": "victoria-metrics",
+    "influxd": "influxdb",
+    "mosquitto": "mosquitto",
+    "mbpoll": "mbpoll",
+}
+
+
+class ServerMissingError(RuntimeError):
+    """A server binary that is not installed."""
+
+
+class ServerStartError(RuntimeError):
+    """A server that did not come up; the message has the end of its log."""
+
+
+def require_binary(name: str) -> str:
+    """The binary's path, or ServerMissingError saying how to install it."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if found is None:
+        package = APT_PACKAGES.get(name, name)
+        raise ServerMissingError(
+            f"'{name}' is not installed; install it with: apt-get update && apt-get install -y {package}"
+        )
+    return found
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class LocalServer:
+    """A running server process."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    datadir: Path
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it does not exit in time."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _spawn(name: str, argv: list[str], datadir: Path, port: int) -> LocalServer:
+    datadir.mkdir(parents=True, exist_ok=True)
+    log_path = datadir / f"{name}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=datadir)
+    return LocalServer(name, proc, port, datadir, log_path)
+
+
+def _wait_ready(server: LocalServer, path: str | None, timeout: float = 30.0) -> None:
+    """Poll until the server answers (HTTP `path`, or a TCP connect when None)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise ServerStartError(
+                f"{server.name} exited with {server.proc.returncode}:\n{server.log_tail()}"
+            )
+        try:
+            if path is None:
+                with socket.create_connection(("127.0.0.1", server.port), timeout=1):
+                    return
+            else:
+                with urllib.request.urlopen(server.url + path, timeout=1) as resp:  # noqa: S310
+                    if resp.status < 300:
+                        return
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.05)
+    server.stop()
+    raise ServerStartError(f"{server.name} did not answer within {timeout:.0f}s:\n{server.log_tail()}")
+
+
+def start_victoria_metrics(datadir: Path, port: int | None = None) -> LocalServer:
+    """VictoriaMetrics single node: accepts the v2 write API and /write."""
+    binary = require_binary("victoria-metrics")
+    port = port or free_port()
+    server = _spawn(
+        "victoria-metrics",
+        [
+            binary,
+            f"-storageDataPath={datadir / 'data'}",
+            f"-httpListenAddr=127.0.0.1:{port}",
+            "-retentionPeriod=100y",
+            # Points become searchable at once instead of after 30 s.
+            "-search.latencyOffset=0s",
+        ],
+        datadir,
+        port,
+    )
+    _wait_ready(server, "/health")
+    return server
+
+
+def start_influxdb1(datadir: Path, port: int | None = None) -> LocalServer:
+    """InfluxDB 1.x with its real InfluxQL engine, HTTP on `port`."""
+    binary = require_binary("influxd")
+    port = port or free_port()
+    rpc_port = free_port()
+    config = datadir / "influxdb.conf"
+    datadir.mkdir(parents=True, exist_ok=True)
+    config.write_text(
+        f"""reporting-disabled = true
+bind-address = "127.0.0.1:{rpc_port}"
+[meta]
+  dir = "{datadir / "meta"}"
+[data]
+  dir = "{datadir / "data"}"
+  wal-dir = "{datadir / "wal"}"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[http]
+  bind-address = "127.0.0.1:{port}"
+  log-enabled = false
+""",
+        encoding="utf-8",
+    )
+    server = _spawn("influxdb", [binary, "-config", str(config)], datadir, port)
+    _wait_ready(server, "/ping")
+    return server
+
+
+def start_mosquitto(datadir: Path, port: int | None = None, extra_config: str = "") -> LocalServer:
+    """Mosquitto on 127.0.0.1 only, anonymous access (tests run on loopback)."""
+    binary = require_binary("mosquitto")
+    port = port or free_port()
+    datadir.mkdir(parents=True, exist_ok=True)
+    config = datadir / "mosquitto.conf"
+    config.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra_config}",
+        encoding="utf-8",
+    )
+    server = _spawn("mosquitto", [binary, "-c", str(config)], datadir, port)
+    _wait_ready(server, None)
+    return server

@@ -1,0 +1,138 @@
+"""`linli edge ...`: run the agent, check a config, probe a device on site."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from linli.catalog.errors import ConfigError
+from linli.catalog.profile import get_profile
+from linli.cli_support import run_until_signal, setup_logging
+from linli.edge.agent import Agent
+from linli.edge.config import DeviceConfig, EdgeConfig, load_config
+from linli.edge.modbus import DevicePoller, Endpoint, PollError
+from linli.edge.view import run_view
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `linli edge` and its commands."""
+    edge = subparsers.add_parser("edge", help="the edge agent and the technician's tools")
+    cmds = edge.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = cmds.add_parser("run", help="poll devices and write readings until stopped")
+    run.add_argument("--config", type=Path, required=True, help="the agent's TOML config")
+    run.add_argument("--view", action="store_true", help="show the live view on stdout")
+    run.set_defaults(func=_run)
+
+    check = cmds.add_parser("check", help="validate a config and show the read plan")
+    check.add_argument("--config", type=Path, required=True)
+    check.set_defaults(func=_check)
+
+    probe = cmds.add_parser(
+        "probe",
+        help="read a device once and print its decoded values",
+        description="Read one device once, as the agent would, and print every value with its unit.",
+    )
+    probe.add_argument("--profile", required=True, help="device kind, e.g. charger")
+    probe.add_argument("--host", required=True)
+    probe.add_argument("--port", type=int, default=502)
+    probe.add_argument("--unit", type=int, default=None, help="unit id (default: the profile's)")
+    probe.add_argument("--count", type=int, default=None, help="channels, e.g. ports on a charger")
+    probe.add_argument("--timeout", type=float, default=1.0)
+    probe.set_defaults(func=_probe)
+
+
+def _load(path: Path) -> EdgeConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"linli: config error in {exc}", file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 2
+    setup_logging(config.agent.log_level)
+    agent = Agent(config)
+
+    async def main(stop: asyncio.Event) -> int:
+        view = asyncio.create_task(run_view(agent, stop)) if args.view else None
+        complete = await agent.run(stop)
+        if view is not None:
+            await view
+        return 0 if complete else 1
+
+    return run_until_signal(main)
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 2
+    agent = Agent(config)
+    print(f"{args.config}: ok, {len(agent.pollers)} devices, writer {config.writer.kind} {config.writer.url}")
+    for poller in agent.pollers:
+        reads = ", ".join(f"{r.table}@{r.address}+{r.count}" for r in poller.reads)
+        print(f"  {poller.name:<30} {poller.endpoint.name} unit {poller.unit}: {reads}")
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    try:
+        profile = get_profile(args.profile)
+        device = DeviceConfig(
+            id="probe",
+            profile=args.profile,
+            host=args.host,
+            port=args.port,
+            unit=args.unit,
+            count=args.count,
+            timeout=args.timeout,
+            interval=max(args.timeout, 1.0),
+        )
+    except (KeyError, ValueError) as exc:
+        print(f"linli edge probe: {exc}", file=sys.stderr)
+        return 2
+    endpoint = Endpoint(args.host, args.port, args.timeout)
+    poller = DevicePoller(
+        site="probe", device=device, profile=profile, endpoint=endpoint, emit=lambda _: None
+    )
+
+    async def once() -> int:
+        started = time.perf_counter()
+        try:
+            blocks = await poller.poll()
+        except PollError as exc:
+            print(
+                f"{args.host}:{args.port} unit {poller.unit}: NO ANSWER ({exc.reason}): {exc}",
+                file=sys.stderr,
+            )
+            return 1
+        finally:
+            endpoint.close()
+        elapsed = (time.perf_counter() - started) * 1000
+        poller.decode(blocks, int(time.time() * 1000))
+        print(
+            f"{args.host}:{args.port} unit {poller.unit}: {profile.title}, "
+            f"{len(poller.reads)} reads in {elapsed:.1f} ms"
+        )
+        units = {p.field: p.unit for _, p in profile.modbus_points(1)}
+        enums = {p.field: p.enum for _, p in profile.modbus_points(1) if p.enum}
+        for channel, fields in poller.last.items():
+            label = "device" if channel is None else f"{profile.group_tag} {channel}"
+            shown = []
+            for name, value in fields.items():
+                text = f"{value:g}" if isinstance(value, float) else str(value)
+                meaning = (enums.get(name) or {}).get(str(value))
+                shown.append(f"{name}={text}{units.get(name, '')}" + (f"({meaning})" if meaning else ""))
+            print(f"  {label:<10} " + "  ".join(shown))
+        for reason, n in poller.health.errors.items():
+            print(f"  dropped values: {reason} x{n}", file=sys.stderr)
+        return 0
+
+    return asyncio.run(once())

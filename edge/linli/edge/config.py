@@ -1,0 +1,166 @@
+"""The edge agent's TOML config: sites, their devices, and where readings go."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from linli.catalog.errors import ConfigError, describe_validation_error
+from linli.catalog.profile import Profile, get_profile
+
+Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WriterKind(StrEnum):
+    """Which write API the target speaks."""
+
+    INFLUXDB2 = "influxdb2"  # v2 write API: InfluxDB 2.x and 3.x, VictoriaMetrics
+    INFLUXDB1 = "influxdb1"  # /write: InfluxDB 1.x
+
+
+class WriterConfig(Strict):
+    """Where and how readings are written."""
+
+    kind: WriterKind
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    org: str = ""
+    bucket: str = ""
+    database: str = ""
+    # Secrets come from the environment, never from the file.
+    token_env: str = "LINLI_INFLUX_TOKEN"  # noqa: S105 (a variable name, not a secret)
+    username_env: str = "LINLI_INFLUX_USERNAME"
+    password_env: str = "LINLI_INFLUX_PASSWORD"  # noqa: S105
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    flush_interval: Seconds = 1.0
+    timeout: Seconds = 10.0
+    max_pending: Annotated[int, Field(ge=1000)] = 1_000_000
+
+    @model_validator(mode="after")
+    def _target(self) -> Self:
+        if self.kind is WriterKind.INFLUXDB2 and not (self.org and self.bucket):
+            raise ValueError("kind 'influxdb2' needs 'org' and 'bucket'")
+        if self.kind is WriterKind.INFLUXDB1 and not self.database:
+            raise ValueError("kind 'influxdb1' needs 'database'")
+        return self
+
+    @property
+    def token(self) -> str:
+        return os.environ.get(self.token_env, "")
+
+    @property
+    def username(self) -> str:
+        return os.environ.get(self.username_env, "")
+
+    @property
+    def password(self) -> str:
+        return os.environ.get(self.password_env, "")
+
+
+class DeviceConfig(Strict):
+    """One device at a site: its kind, where it answers, how often to read it."""
+
+    id: Ident
+    profile: str
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 502
+    unit: Annotated[int, Field(ge=0, le=255)] | None = None
+    interval: Seconds = 1.0
+    timeout: Seconds = 0.5
+    count: Annotated[int, Field(ge=1, le=256)] | None = None
+    max_registers: Annotated[int, Field(ge=1, le=125)] | None = None
+    max_gap: Annotated[int, Field(ge=0, le=124)] | None = None
+
+    @model_validator(mode="after")
+    def _timing(self) -> Self:
+        if self.timeout > self.interval:
+            raise ValueError(
+                f"timeout {self.timeout}s is longer than interval {self.interval}s; "
+                "a slow device would then delay its own next poll"
+            )
+        return self
+
+
+class SiteConfig(Strict):
+    """A residential compound and the devices installed there."""
+
+    id: Ident
+    name: str = ""
+    devices: list[DeviceConfig] = []
+
+
+class AgentSettings(Strict):
+    """How the agent itself behaves."""
+
+    name: Ident = "linli-edge"
+    log_level: Annotated[str, Field(pattern=r"^(debug|info|warning|error)$")] = "info"
+
+
+class EdgeConfig(Strict):
+    """The whole file."""
+
+    agent: AgentSettings = AgentSettings()
+    writer: WriterConfig
+    sites: list[SiteConfig]
+
+    def devices(self) -> list[tuple[SiteConfig, DeviceConfig]]:
+        return [(site, device) for site in self.sites for device in site.devices]
+
+
+def _semantic_problems(config: EdgeConfig) -> list[str]:
+    problems = []
+    seen: set[tuple[str, str]] = set()
+    for si, site in enumerate(config.sites):
+        for di, device in enumerate(site.devices):
+            key = f"sites[{si}].devices[{di}]"
+            if (site.id, device.id) in seen:
+                problems.append(f"key '{key}.id': device '{device.id}' appears twice in site '{site.id}'")
+            seen.add((site.id, device.id))
+            try:
+                profile = get_profile(device.profile)
+            except KeyError as exc:
+                problems.append(f"key '{key}.profile': {exc.args[0]}")
+                continue
+            problems.extend(_device_problems(key, device, profile))
+    if not seen:
+        problems.append("key 'sites': no devices configured; add [[sites.devices]] tables")
+    return problems
+
+
+def _device_problems(key: str, device: DeviceConfig, profile: Profile) -> list[str]:
+    if profile.modbus is None:
+        return [f"key '{key}.profile': '{profile.kind}' is not a Modbus device"]
+    group = profile.modbus.group
+    if device.count is not None:
+        if group is None:
+            return [f"key '{key}.count': profile '{profile.kind}' has no repeated channels"]
+        if device.count > group.max_count:
+            return [f"key '{key}.count': {device.count} exceeds the profile's max_count {group.max_count}"]
+    return []
+
+
+def load_config(path: Path) -> EdgeConfig:
+    """Read and validate the agent's config; ConfigError lists every problem found."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"not valid TOML: {exc}"]) from exc
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from exc
+    try:
+        config = EdgeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(path, describe_validation_error(EdgeConfig, exc)) from exc
+    problems = _semantic_problems(config)
+    if problems:
+        raise ConfigError(path, problems)
+    return config

@@ -1,0 +1,312 @@
+"""The Modbus TCP connector: polls devices per their profile, one task per device.
+
+Devices behind one gateway (same host and port) share one connection and take turns
+on it, as an RS485 line requires; devices at different addresses poll in parallel,
+so a dead or slow device never delays the others. A device that stops answering is
+marked offline and retried with backoff; it is never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+from pymodbus.pdu import ModbusPDU
+
+from linli.catalog.names import HEALTH_MEASUREMENT
+from linli.catalog.profile import Profile, RegisterType
+from linli.catalog.readings import Reading
+from linli.catalog.registers import DecodeError, Value
+from linli.edge.backoff import Backoff
+from linli.edge.config import DeviceConfig
+from linli.edge.readplan import Read, plan_reads
+
+log = logging.getLogger(__name__)
+
+# Consecutive failed polls before a device is shown offline: one lost frame is noise.
+OFFLINE_AFTER = 2
+
+MODBUS_EXCEPTIONS = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "device failure",
+    5: "acknowledge",
+    6: "device busy",
+    10: "gateway path unavailable",
+    11: "gateway target failed to respond",
+}
+
+
+class PollError(Exception):
+    """A poll that got no usable answer; `reason` is the counter it is filed under."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass
+class DeviceHealth:
+    """What the agent knows about one device's liveness."""
+
+    online: bool = False
+    consecutive_failures: int = 0
+    last_seen_ms: int = 0
+    latency_s: float = 0.0
+    lag_s: float = 0.0
+    polls: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    last_error: str = ""
+
+
+class Endpoint:
+    """One TCP connection to a device or gateway, shared by the devices behind it."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.lock = asyncio.Lock()
+        self._client: AsyncModbusTcpClient | None = None
+        self._backoff = Backoff(initial=0.5, maximum=30.0)
+        self._next_connect = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def client(self) -> AsyncModbusTcpClient:
+        """A connected client, or PollError while the endpoint is unreachable."""
+        if self._client is not None and self._client.connected:
+            return self._client
+        now = time.monotonic()
+        if now < self._next_connect:
+            raise PollError(
+                "unreachable", f"{self.name}: waiting {self._next_connect - now:.1f}s to reconnect"
+            )
+        # pymodbus reconnects on its own unless told not to; linli owns the backoff here.
+        client = AsyncModbusTcpClient(
+            self.host, port=self.port, timeout=self.timeout, retries=0, reconnect_delay=0
+        )
+        if not await client.connect():
+            client.close()
+            self._next_connect = time.monotonic() + self._backoff.next_delay()
+            raise PollError("refused", f"{self.name}: connection failed")
+        self._backoff.reset()
+        self._client = client
+        return client
+
+    def reset(self) -> None:
+        """Drop the connection (after a timeout its transaction ids can no longer be trusted)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def close(self) -> None:
+        self.reset()
+
+
+Emit = Callable[[list[str]], None]
+
+
+class DevicePoller:
+    """Polls one device at its interval and emits line-protocol lines."""
+
+    def __init__(
+        self,
+        *,
+        site: str,
+        device: DeviceConfig,
+        profile: Profile,
+        endpoint: Endpoint,
+        emit: Emit,
+    ) -> None:
+        if profile.modbus is None:
+            raise ValueError(f"profile '{profile.kind}' has no Modbus map")
+        mb = profile.modbus
+        self.site = site
+        self.device = device
+        self.profile = profile
+        self.endpoint = endpoint
+        self.emit = emit
+        self.unit = device.unit if device.unit is not None else mb.unit
+        self.reads: list[Read] = plan_reads(
+            profile.modbus_points(device.count),
+            max_registers=device.max_registers or mb.max_registers_per_read,
+            max_gap=mb.max_gap if device.max_gap is None else device.max_gap,
+            byte_order=mb.byte_order,
+            word_order=mb.word_order,
+        )
+        self.health = DeviceHealth()
+        # The last decoded values by channel, for the live view and the probe command.
+        self.last: dict[int | None, dict[str, Value]] = {}
+        self._tags = {"site": site, "device": device.id}
+        self._channel_tag = profile.group_tag or "channel"
+        self._logged_decode: set[tuple[str, str]] = set()
+        self._retry = Backoff(initial=device.interval, maximum=max(device.interval, 30.0))
+        self._next_attempt = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.site}/{self.device.id}"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll at a fixed rate until `stop`; missed ticks are skipped, not bunched up."""
+        interval = self.device.interval
+        loop = asyncio.get_running_loop()
+        # Spread devices over the interval so they do not all poll at the same instant.
+        scheduled = loop.time() + random.uniform(0, interval)
+        while not stop.is_set():
+            delay = scheduled - loop.time()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                    break
+                except TimeoutError:
+                    pass
+            self.health.lag_s = max(0.0, loop.time() - scheduled)
+            try:
+                await self.poll_and_emit()
+            except Exception:
+                # A bug must cost one poll of one device, never the agent.
+                self.health.errors["internal"] += 1
+                log.exception("%s: poll failed unexpectedly", self.name)
+            scheduled += interval
+            now = loop.time()
+            if scheduled < now:
+                scheduled += ((now - scheduled) // interval + 1) * interval
+
+    async def poll_and_emit(self) -> None:
+        """One tick: poll unless backing off, then emit readings and health."""
+        time_ms = int(time.time() * 1000)
+        lines: list[str] = []
+        if time.monotonic() >= self._next_attempt:
+            lines = await self._attempt(time_ms)
+        lines.append(self._health_line(time_ms))
+        self.emit(lines)
+
+    async def _attempt(self, time_ms: int) -> list[str]:
+        started = time.perf_counter()
+        try:
+            blocks = await self.poll()
+        except PollError as exc:
+            self._failed(exc)
+            return []
+        self.health.latency_s = time.perf_counter() - started
+        self._succeeded(time_ms)
+        return self.decode(blocks, time_ms)
+
+    async def poll(self) -> list[list[int]]:
+        """Run every planned read; PollError on timeout, refusal or Modbus exception."""
+        async with self.endpoint.lock:
+            client = await self.endpoint.client()
+            return [await self._read(client, read) for read in self.reads]
+
+    async def _read(self, client: AsyncModbusTcpClient, read: Read) -> list[int]:
+        call = {
+            RegisterType.HOLDING: client.read_holding_registers,
+            RegisterType.INPUT: client.read_input_registers,
+            RegisterType.COIL: client.read_coils,
+            RegisterType.DISCRETE: client.read_discrete_inputs,
+        }[read.table]
+        try:
+            resp: ModbusPDU = await call(read.address, count=read.count, device_id=self.unit)
+        except ModbusException as exc:
+            self.endpoint.reset()
+            raise PollError("timeout", f"{read.table} {read.address}+{read.count}: {exc}") from exc
+        except OSError as exc:
+            self.endpoint.reset()
+            raise PollError("disconnected", f"{read.table} {read.address}+{read.count}: {exc}") from exc
+        if resp.isError():
+            code = resp.exception_code
+            text = MODBUS_EXCEPTIONS.get(code, "unknown")
+            raise PollError(
+                f"exception_{code}",
+                f"{read.table} {read.address}+{read.count}: Modbus exception {code} ({text})",
+            )
+        if read.table.is_bit:
+            return [1 if b else 0 for b in resp.bits[: read.count]]
+        if len(resp.registers) < read.count:
+            raise PollError("short_response", f"asked {read.count} registers, got {len(resp.registers)}")
+        return list(resp.registers)
+
+    def decode(self, blocks: list[list[int]], time_ms: int) -> list[str]:
+        """Readings from the raw blocks, one per channel, as line protocol."""
+        rows: dict[int | None, dict[str, Value]] = {}
+        for read, block in zip(self.reads, blocks, strict=True):
+            for slot in read.slots:
+                try:
+                    value = slot.decoder(block, slot.offset)
+                except DecodeError as exc:
+                    self._bad_value(slot.channel, exc)
+                    continue
+                rows.setdefault(slot.channel, {})[slot.decoder.field] = value
+        self.last = rows
+        lines = []
+        measurement = self.profile.measurement
+        for channel, fields in rows.items():
+            tags = self._tags if channel is None else {**self._tags, self._channel_tag: str(channel)}
+            try:
+                reading = Reading(measurement=measurement, tags=tags, fields=fields, time_ms=time_ms)
+            except ValidationError as exc:
+                self.health.errors["invalid_reading"] += 1
+                log.error("%s: reading rejected: %s", self.name, exc)
+                continue
+            lines.append(reading.to_line())
+        return lines
+
+    def _bad_value(self, channel: int | None, exc: DecodeError) -> None:
+        self.health.errors[exc.reason] += 1
+        key = (f"{channel}:{exc.field}", exc.reason)
+        if key not in self._logged_decode:
+            self._logged_decode.add(key)
+            where = f" {self._channel_tag} {channel}" if channel is not None else ""
+            log.warning("%s%s: value dropped: %s (logged once)", self.name, where, exc)
+
+    def _succeeded(self, time_ms: int) -> None:
+        health = self.health
+        health.polls += 1
+        health.last_seen_ms = time_ms
+        if not health.online:
+            log.info("%s: online (%s, unit %d)", self.name, self.endpoint.name, self.unit)
+        health.online = True
+        health.consecutive_failures = 0
+        self._retry.reset()
+        self._next_attempt = 0.0
+
+    def _failed(self, exc: PollError) -> None:
+        health = self.health
+        health.polls += 1
+        health.errors[exc.reason] += 1
+        health.consecutive_failures += 1
+        changed = str(exc) != health.last_error
+        health.last_error = str(exc)
+        if health.consecutive_failures >= OFFLINE_AFTER:
+            if health.online or changed:
+                log.warning("%s: offline: %s", self.name, exc)
+            health.online = False
+            self._next_attempt = time.monotonic() + self._retry.next_delay()
+
+    def _health_line(self, time_ms: int) -> str:
+        h = self.health
+        fields: dict[str, bool | int | float | str] = {
+            "online": 1 if h.online else 0,
+            "polls": h.polls,
+            "errors": sum(h.errors.values()),
+            "latency_ms": round(h.latency_s * 1000, 3),
+            "lag_ms": round(h.lag_s * 1000, 3),
+        }
+        fields.update((f"errors_{reason}", n) for reason, n in h.errors.items())
+        if h.last_seen_ms:
+            fields["last_seen_ms"] = h.last_seen_ms
+        tags = {**self._tags, "kind": self.profile.kind}
+        return Reading(measurement=HEALTH_MEASUREMENT, tags=tags, fields=fields, time_ms=time_ms).to_line()

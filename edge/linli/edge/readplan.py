@@ -1,0 +1,75 @@
+"""Read planning: cover a device's points with as few Modbus reads as allowed.
+
+Adjacent points in one table are merged into one read while the read stays within
+the cap (125 registers or 2000 bits by the protocol, less for some gateways) and the
+unused gap between two points is at most `max_gap` (some devices reject reads that
+touch unmapped addresses; they set the gap to 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from linli.catalog.profile import ModbusPoint, Order, RegisterType
+from linli.catalog.registers import Decoder, compile_decoder
+
+PROTOCOL_MAX_REGISTERS = 125
+PROTOCOL_MAX_BITS = 2000
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one point's value sits in a read: decoded from `offset`, tagged by `channel`."""
+
+    channel: int | None
+    offset: int
+    decoder: Decoder
+
+
+@dataclass
+class Read:
+    """One Modbus request: a table, a start address, a count, and the points it covers."""
+
+    table: RegisterType
+    address: int
+    count: int
+    slots: list[Slot] = field(default_factory=list)
+
+    @property
+    def end(self) -> int:
+        return self.address + self.count
+
+
+def plan_reads(
+    points: Sequence[tuple[int | None, ModbusPoint]],
+    *,
+    max_registers: int = PROTOCOL_MAX_REGISTERS,
+    max_gap: int = 16,
+    byte_order: Order = Order.BIG,
+    word_order: Order = Order.BIG,
+) -> list[Read]:
+    """Group `points` (channel, point) into reads, in table then address order."""
+    reads: list[Read] = []
+    by_table: dict[RegisterType, list[tuple[int | None, ModbusPoint]]] = {}
+    for channel, point in points:
+        by_table.setdefault(point.table, []).append((channel, point))
+    for table in sorted(by_table, key=list(RegisterType).index):
+        cap = PROTOCOL_MAX_BITS if table.is_bit else min(max_registers, PROTOCOL_MAX_REGISTERS)
+        current: Read | None = None
+        for channel, point in sorted(by_table[table], key=lambda cp: cp[1].address):
+            size = point.type.registers
+            start, end = point.address, point.address + size
+            fits = (
+                current is not None
+                and start - current.end <= max_gap
+                and max(end, current.end) - current.address <= cap
+            )
+            if current is None or not fits:
+                current = Read(table, start, size)
+                reads.append(current)
+            else:
+                current.count = max(current.count, end - current.address)
+            decoder = compile_decoder(point, byte_order, word_order)
+            current.slots.append(Slot(channel, start - current.address, decoder))
+    return reads

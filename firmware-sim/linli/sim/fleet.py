@@ -1,0 +1,62 @@
+"""Start many simulated devices at once and keep them moving."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+from linli.sim.charger import ChargerStation
+from linli.sim.clock import SimClock
+from linli.sim.modbus_server import DeviceServer, Fault, Served
+
+
+@dataclass(frozen=True)
+class ChargerFleetSpec:
+    """K charging stations on consecutive TCP ports from `port`, unit id 1 each."""
+
+    host: str = "127.0.0.1"
+    port: int = 5020
+    stations: int = 1
+    ports: int = 10
+    seed: int = 1
+    faults: tuple[tuple[int, Fault], ...] = ()
+    slow_s: float = 2.0
+    # Simulated seconds run before serving, so the first reads show a day in progress.
+    warmup_s: float = 0.0
+
+
+def make_station(spec: ChargerFleetSpec, index: int, at: float) -> ChargerStation:
+    """Station `index` as it is at simulated time `at` (the same for the same spec)."""
+    station = ChargerStation(seed=spec.seed, index=index, start=at - spec.warmup_s, ports=spec.ports)
+    station.advance_to(at)
+    return station
+
+
+def charger_servers(spec: ChargerFleetSpec, clock: SimClock) -> list[DeviceServer]:
+    """One server per station; station i (from 1) listens on port + i - 1.
+
+    The stations start at `clock.start - spec.warmup_s` and are run up to `clock.start`.
+    """
+    faults = dict(spec.faults)
+    servers = []
+    for i in range(1, spec.stations + 1):
+        station = make_station(spec, i, clock.start)
+        served = Served(station, unit=1, fault=faults.get(i, Fault.NONE), slow_s=spec.slow_s)
+        servers.append(DeviceServer(spec.host, spec.port + i - 1, [served], clock))
+    return servers
+
+
+async def run_servers(servers: list[DeviceServer], stop: asyncio.Event, tick_s: float = 1.0) -> None:
+    """Serve until `stop`; advance every device each tick so no request pays for a long catch-up."""
+    for server in servers:
+        await server.start()
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=tick_s)
+            for server in servers:
+                server.advance()
+    finally:
+        for server in servers:
+            await server.stop()
