@@ -97,9 +97,14 @@ def compile_decoder(
     fmt = struct.Struct(_FORMATS[dtype])
     n = dtype.registers
 
+    is_float = dtype is DataType.FLOAT32
+
     def raw(block: Sequence[int], off: int) -> Value:
         data = registers_to_bytes(block[off : off + n], byte_order, word_order)
         value: Value = fmt.unpack(data)[0]
+        if is_float and math.isfinite(value):
+            # A float32 carries 7 significant digits; more would be noise in storage and on screen.
+            value = float(f"{value:.7g}")
         return value
 
     if point.bit is not None:

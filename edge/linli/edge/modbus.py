@@ -30,6 +30,8 @@ from linli.edge.config import DeviceConfig
 from linli.edge.readplan import Read, plan_reads
 
 log = logging.getLogger(__name__)
+# pymodbus warns on every failed connect; linli logs each state change once, with context.
+logging.getLogger("pymodbus").setLevel(logging.ERROR)
 
 # Consecutive failed polls before a device is shown offline: one lost frame is noise.
 OFFLINE_AFTER = 2
@@ -63,6 +65,7 @@ class DeviceHealth:
     last_seen_ms: int = 0
     latency_s: float = 0.0
     lag_s: float = 0.0
+    max_lag_s: float = 0.0
     polls: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     last_error: str = ""
@@ -79,6 +82,7 @@ class Endpoint:
         self._client: AsyncModbusTcpClient | None = None
         self._backoff = Backoff(initial=0.5, maximum=30.0)
         self._next_connect = 0.0
+        self._last_failure = "refused"
 
     @property
     def name(self) -> str:
@@ -90,8 +94,10 @@ class Endpoint:
             return self._client
         now = time.monotonic()
         if now < self._next_connect:
+            # Still the failure that started the backoff; count it under the same reason.
             raise PollError(
-                "unreachable", f"{self.name}: waiting {self._next_connect - now:.1f}s to reconnect"
+                self._last_failure,
+                f"{self.name}: connection failed, retrying in {self._next_connect - now:.1f}s",
             )
         # pymodbus reconnects on its own unless told not to; linli owns the backoff here.
         client = AsyncModbusTcpClient(
@@ -154,6 +160,7 @@ class DevicePoller:
         self._logged_decode: set[tuple[str, str]] = set()
         self._retry = Backoff(initial=device.interval, maximum=max(device.interval, 30.0))
         self._next_attempt = 0.0
+        self._offline_reason = ""
 
     @property
     def name(self) -> str:
@@ -174,6 +181,7 @@ class DevicePoller:
                 except TimeoutError:
                     pass
             self.health.lag_s = max(0.0, loop.time() - scheduled)
+            self.health.max_lag_s = max(self.health.max_lag_s, self.health.lag_s)
             try:
                 await self.poll_and_emit()
             except Exception:
@@ -280,6 +288,7 @@ class DevicePoller:
             log.info("%s: online (%s, unit %d)", self.name, self.endpoint.name, self.unit)
         health.online = True
         health.consecutive_failures = 0
+        self._offline_reason = ""
         self._retry.reset()
         self._next_attempt = 0.0
 
@@ -288,11 +297,12 @@ class DevicePoller:
         health.polls += 1
         health.errors[exc.reason] += 1
         health.consecutive_failures += 1
-        changed = str(exc) != health.last_error
         health.last_error = str(exc)
         if health.consecutive_failures >= OFFLINE_AFTER:
-            if health.online or changed:
+            # Once per offline spell, and again only if the reason changes.
+            if self._offline_reason != exc.reason:
                 log.warning("%s: offline: %s", self.name, exc)
+                self._offline_reason = exc.reason
             health.online = False
             self._next_attempt = time.monotonic() + self._retry.next_delay()
 

@@ -93,8 +93,14 @@ def _run_charger(args: argparse.Namespace) -> int:
     last = args.port + args.stations - 1
 
     async def main(stop: asyncio.Event) -> None:
-        task = asyncio.create_task(run_servers(servers, stop))
-        await asyncio.sleep(0)
+        started = asyncio.Event()
+        task = asyncio.create_task(run_servers(servers, stop, started=started))
+        ready = asyncio.create_task(started.wait())
+        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            ready.cancel()
+            await task  # raises the reason it could not start, e.g. the port is taken
+            return
         print(
             f"linli sim charger: {args.stations} station(s) x {args.ports} ports on "
             f"{args.host}:{args.port}-{last}, unit 1, seed {args.seed}, x{args.time_scale:g}",

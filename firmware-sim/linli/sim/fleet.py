@@ -47,10 +47,20 @@ def charger_servers(spec: ChargerFleetSpec, clock: SimClock) -> list[DeviceServe
     return servers
 
 
-async def run_servers(servers: list[DeviceServer], stop: asyncio.Event, tick_s: float = 1.0) -> None:
-    """Serve until `stop`; advance every device each tick so no request pays for a long catch-up."""
+async def run_servers(
+    servers: list[DeviceServer],
+    stop: asyncio.Event,
+    tick_s: float = 1.0,
+    started: asyncio.Event | None = None,
+) -> None:
+    """Serve until `stop`; advance every device each tick so no request pays for a long catch-up.
+
+    `started` is set once every server listens.
+    """
     for server in servers:
         await server.start()
+    if started is not None:
+        started.set()
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):

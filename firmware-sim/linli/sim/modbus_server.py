@@ -163,7 +163,11 @@ class DeviceServer:
     async def start(self) -> None:
         units = [sim_device(d, self.clock) for d in self.devices.values()]
         self._server = ModbusTcpServer(units, address=(self.host, self.port))
-        await self._server.serve_forever(background=True)
+        try:
+            await self._server.serve_forever(background=True)
+        except RuntimeError as exc:
+            self._server = None
+            raise OSError(f"cannot listen on {self.host}:{self.port}: is the port in use?") from exc
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -1,0 +1,38 @@
+"""Real servers for the tests: started on free loopback ports, stopped at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from linli.localservers import (
+    LocalServer,
+    ServerMissingError,
+    start_influxdb1,
+    start_victoria_metrics,
+)
+
+
+def _start(starter: object, tmp: pytest.TempPathFactory, name: str) -> LocalServer:
+    assert callable(starter)
+    try:
+        server: LocalServer = starter(tmp.mktemp(name))
+    except ServerMissingError as exc:
+        # Never skip: a missing server means the suite did not test what it claims.
+        pytest.fail(str(exc), pytrace=False)
+    return server
+
+
+@pytest.fixture(scope="session")
+def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    server = _start(start_victoria_metrics, tmp_path_factory, "victoria-metrics")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def influx1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    server = _start(start_influxdb1, tmp_path_factory, "influxdb1")
+    yield server
+    server.stop()

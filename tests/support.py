@@ -1,0 +1,128 @@
+"""Helpers for tests against real servers and simulator processes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from linli.catalog.profile import Profile
+from linli.catalog.registers import Value, compile_decoder
+from linli.sim.image import build_image
+
+_counter = itertools.count(1)
+
+
+def unique(prefix: str) -> str:
+    """A name no other test in this run uses (tests share session-wide servers)."""
+    return f"{prefix}-{os.getpid()}-{next(_counter)}"
+
+
+def http_get(url: str, timeout: float = 10.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback test servers)
+        data: bytes = resp.read()
+        return data
+
+
+def http_post(url: str, body: bytes = b"", timeout: float = 10.0) -> bytes:
+    req = urllib.request.Request(url, data=body, method="POST")  # noqa: S310
+    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+        data: bytes = resp.read()
+        return data
+
+
+def vm_series(url: str, metric_regex: str, site: str) -> list[dict[str, Any]]:
+    """Every stored series of VictoriaMetrics matching, with all raw samples (duplicates kept)."""
+    http_get(f"{url}/internal/force_flush")
+    query = urllib.parse.urlencode({"match[]": f'{{__name__=~"{metric_regex}",site="{site}"}}'})
+    lines = http_get(f"{url}/api/v1/export?{query}").decode().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def vm_series_settled(
+    url: str, metric_regex: str, site: str, samples: int, timeout: float = 20.0
+) -> list[dict[str, Any]]:
+    """vm_series once at least `samples` samples are searchable (VictoriaMetrics shows writes
+    up to a couple of seconds late, even after a forced flush); fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        series = vm_series(url, metric_regex, site)
+        if sum(len(s["timestamps"]) for s in series) >= samples or time.monotonic() > deadline:
+            return series
+        time.sleep(0.1)
+
+
+def influx1_create_db(url: str, db: str) -> None:
+    http_post(f"{url}/query?" + urllib.parse.urlencode({"q": f'CREATE DATABASE "{db}"'}))
+
+
+def influx1_query(url: str, db: str, q: str) -> list[dict[str, Any]]:
+    """Rows as dicts (one per point), across all returned series."""
+    params = urllib.parse.urlencode({"db": db, "q": q, "epoch": "ms"})
+    result = json.loads(http_get(f"{url}/query?{params}"))["results"][0]
+    assert "error" not in result, result
+    rows = []
+    for series in result.get("series", []):
+        for values in series["values"]:
+            row = dict(zip(series["columns"], values, strict=True))
+            row.update(series.get("tags", {}))
+            rows.append(row)
+    return rows
+
+
+def start_sim(*args: str, timeout: float = 30.0) -> subprocess.Popen[str]:
+    """`linli sim ...` as a process, returned once it says it listens."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "linli.cli", "sim", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
+    if "linli sim" not in line:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"simulator did not start: {line!r} {err}")
+    return proc
+
+
+def stop_process(proc: subprocess.Popen[str], timeout: float = 10.0) -> int:
+    proc.terminate()
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait for a condition the code under test makes true; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def expected_fields(
+    profile: Profile, values: dict[tuple[int | None, str], Value], count: int
+) -> dict[int | None, dict[str, Value]]:
+    """What a correct poller must read: the model's values through the register map and back."""
+    image = build_image(profile, values, count)
+    assert profile.modbus is not None
+    out: dict[int | None, dict[str, Value]] = {}
+    for channel, point in profile.modbus_points(count):
+        decoder = compile_decoder(point, profile.modbus.byte_order, profile.modbus.word_order)
+        out.setdefault(channel, {})[point.field] = decoder(image[point.table], point.address)
+    return out

@@ -1,0 +1,149 @@
+"""Config and profile errors name the file, the key and what was expected."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from linli.catalog.errors import ConfigError
+from linli.catalog.profile import builtin_profile_dir, load_profile
+from linli.edge.config import WriterKind, load_config
+
+GOOD = """
+[writer]
+kind = "influxdb2"
+url = "http://127.0.0.1:8086"
+org = "linli"
+bucket = "linli"
+
+[[sites]]
+id = "ronghua"
+
+[[sites.devices]]
+id = "charger-01"
+profile = "charger"
+port = 5020
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "edge.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.path == str(path)
+    assert str(path) in str(info.value)
+    return info.value.problems
+
+
+def test_a_good_config_loads(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    assert config.writer.kind is WriterKind.INFLUXDB2
+    [(site, device)] = config.devices()
+    assert (site.id, device.id, device.port, device.interval) == ("ronghua", "charger-01", 5020, 1.0)
+
+
+def test_unknown_key_names_the_key_and_the_allowed_ones(tmp_path: Path) -> None:
+    [problem] = problems(write(tmp_path, GOOD.replace("port = 5020", "prot = 5020")))
+    assert "sites[0].devices[0].prot" in problem
+    assert "unknown key" in problem
+    assert "port" in problem.split("allowed keys here:")[1]
+
+
+def test_wrong_type_says_what_was_expected(tmp_path: Path) -> None:
+    [problem] = problems(write(tmp_path, GOOD.replace("port = 5020", 'port = "fifty"')))
+    assert "sites[0].devices[0].port" in problem
+    assert "integer" in problem
+    assert "'fifty'" in problem
+
+
+def test_unknown_profile_lists_the_kinds(tmp_path: Path) -> None:
+    [problem] = problems(write(tmp_path, GOOD.replace('profile = "charger"', 'profile = "chargr"')))
+    assert "sites[0].devices[0].profile" in problem
+    assert "charger" in problem
+
+
+def test_writer_needs_its_target(tmp_path: Path) -> None:
+    [problem] = problems(write(tmp_path, GOOD.replace('kind = "influxdb2"', 'kind = "influxdb1"')))
+    assert "database" in problem
+
+
+def test_semantic_errors(tmp_path: Path) -> None:
+    text = GOOD + '\n[[sites.devices]]\nid = "charger-01"\nprofile = "charger"\ncount = 13\n'
+    found = problems(write(tmp_path, text))
+    assert any("appears twice" in p for p in found)
+    assert any("count" in p and "max_count 12" in p for p in found)
+
+
+def test_timeout_longer_than_interval(tmp_path: Path) -> None:
+    [problem] = problems(
+        write(tmp_path, GOOD.replace("port = 5020", "port = 5020\ninterval = 1\ntimeout = 2"))
+    )
+    assert "timeout" in problem
+
+
+def test_not_toml_and_missing_file(tmp_path: Path) -> None:
+    assert "not valid TOML" in problems(write(tmp_path, "[writer"))[0]
+    assert "cannot read" in problems(tmp_path / "absent.toml")[0]
+
+
+def test_profile_unknown_key_names_file_and_key(tmp_path: Path) -> None:
+    text = (builtin_profile_dir() / "charger.toml").read_text(encoding="utf-8")
+    path = write(
+        tmp_path, text.replace('scale = 0.1\nunit = "V"', 'scael = 0.1\nunit = "V"', 1), "charger.toml"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_profile(path)
+    [problem] = info.value.problems
+    assert "modbus.points[0].scael" in problem
+    assert "scale" in problem
+
+
+def test_profile_overlapping_registers_are_refused(tmp_path: Path) -> None:
+    text = (builtin_profile_dir() / "charger.toml").read_text(encoding="utf-8")
+    # cabinet_temp moved onto voltage's register
+    path = write(
+        tmp_path,
+        text.replace(
+            'field = "cabinet_temp"\nregister = "input"\naddress = 1',
+            'field = "cabinet_temp"\nregister = "input"\naddress = 0',
+        ),
+        "charger.toml",
+    )
+    with pytest.raises(ConfigError, match="overlaps"):
+        load_profile(path)
+
+
+def test_cli_reports_config_errors_with_exit_code_2(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("port = 5020", "prot = 5020"))
+    result = subprocess.run(
+        [sys.executable, "-m", "linli.cli", "edge", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "sites[0].devices[0].prot" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_help_and_usage_errors() -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "linli.cli", "--help"], capture_output=True, text=True, check=False
+    )
+    assert ok.returncode == 0
+    for area in ("demo", "edge", "sim", "catalog"):
+        assert area in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "linli.cli", "edge"], capture_output=True, text=True, check=False
+    )
+    assert bad.returncode == 2
+    assert "COMMAND" in bad.stderr
