@@ -45,7 +45,7 @@ def test_empty_tag_values_are_left_out_and_fields_required() -> None:
 def test_reading_validates() -> None:
     ok = Reading(measurement="charger", tags={"site": "s", "device": "d"}, fields={"v": 1.5}, time_ms=T)
     assert ok.to_line() == f"charger,device=d,site=s v=1.5 {T}"
-    bad = [
+    bad: list[dict[str, object]] = [
         {"fields": {"v": math.nan}},
         {"fields": {}},
         {"fields": {"site": 1}},  # a tag name used as a field
@@ -54,7 +54,12 @@ def test_reading_validates() -> None:
         {"time_ms": 5_000_000_000_000},  # beyond 2100
         {"tags": {"site": "s", "device": ""}},
     ]
-    base = {"measurement": "charger", "tags": {"site": "s", "device": "d"}, "fields": {"v": 1}, "time_ms": T}
+    base: dict[str, object] = {
+        "measurement": "charger",
+        "tags": {"site": "s", "device": "d"},
+        "fields": {"v": 1},
+        "time_ms": T,
+    }
     for change in bad:
         with pytest.raises(ValidationError):
             Reading.model_validate({**base, **change})
