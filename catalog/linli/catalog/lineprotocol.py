@@ -40,6 +40,18 @@ def format_field_value(value: FieldValue) -> str:
     return f'"{escaped}"'
 
 
+def series_key(measurement: str, tags: Mapping[str, str]) -> str:
+    """Measurement and tags, escaped, tags sorted by key: the part of a line that names the series."""
+    parts = [escape_measurement(measurement)]
+    parts.extend(f"{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()) if v != "")
+    return ",".join(parts)
+
+
+def format_fields(fields: Mapping[str, FieldValue]) -> str:
+    """The field set of a line."""
+    return ",".join(f"{escape_key(k)}={format_field_value(v)}" for k, v in fields.items())
+
+
 def format_line(
     measurement: str,
     tags: Mapping[str, str],
@@ -49,8 +61,4 @@ def format_line(
     """One point: tags sorted by key (InfluxDB's preferred order), time in milliseconds."""
     if not fields:
         raise ValueError(f"{measurement}: a point needs at least one field")
-    parts = [escape_measurement(measurement)]
-    parts.extend(f"{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()) if v != "")
-    head = ",".join(parts)
-    body = ",".join(f"{escape_key(k)}={format_field_value(v)}" for k, v in fields.items())
-    return f"{head} {body} {time_ms}"
+    return f"{series_key(measurement, tags)} {format_fields(fields)} {time_ms}"

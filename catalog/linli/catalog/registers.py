@@ -98,8 +98,11 @@ def compile_decoder(
     n = dtype.registers
 
     is_float = dtype is DataType.FLOAT32
+    fast = _fast_integer(dtype, byte_order, word_order)
 
     def raw(block: Sequence[int], off: int) -> Value:
+        if fast is not None:
+            return fast(block, off)
         data = registers_to_bytes(block[off : off + n], byte_order, word_order)
         value: Value = fmt.unpack(data)[0]
         if is_float and math.isfinite(value):
@@ -129,6 +132,29 @@ def compile_decoder(
         return v
 
     return Decoder(field, n, value)
+
+
+def _fast_integer(
+    dtype: DataType, byte_order: Order, word_order: Order
+) -> Callable[[Sequence[int], int], int] | None:
+    """Integer arithmetic for the common big-endian layouts: the poller's hot path."""
+    if byte_order is not Order.BIG:
+        return None
+    hi, lo = (0, 1) if word_order is Order.BIG else (1, 0)
+    if dtype is DataType.UINT16:
+        return lambda b, o: b[o]
+    if dtype is DataType.INT16:
+        return lambda b, o: b[o] - 0x10000 if b[o] & 0x8000 else b[o]
+    if dtype is DataType.UINT32:
+        return lambda b, o: (b[o + hi] << 16) | b[o + lo]
+    if dtype is DataType.INT32:
+
+        def int32(b: Sequence[int], o: int) -> int:
+            v = (b[o + hi] << 16) | b[o + lo]
+            return v - 0x1_0000_0000 if v & 0x8000_0000 else v
+
+        return int32
+    return None
 
 
 def _scaler(point: ModbusPoint) -> Callable[[Value], Value]:

@@ -21,6 +21,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
+from linli.catalog.lineprotocol import format_fields, series_key
 from linli.catalog.names import HEALTH_MEASUREMENT
 from linli.catalog.profile import Profile, RegisterType
 from linli.catalog.readings import Reading
@@ -158,6 +159,7 @@ class DevicePoller:
         self._tags = {"site": site, "device": device.id}
         self._channel_tag = profile.group_tag or "channel"
         self._logged_decode: set[tuple[str, str]] = set()
+        self._series_keys: dict[int | None, str] = {}
         self._retry = Backoff(initial=device.interval, maximum=max(device.interval, 30.0))
         self._next_attempt = 0.0
         self._offline_reason = ""
@@ -262,15 +264,22 @@ class DevicePoller:
         lines = []
         measurement = self.profile.measurement
         for channel, fields in rows.items():
-            tags = self._tags if channel is None else {**self._tags, self._channel_tag: str(channel)}
+            tags = self._channel_tags(channel)
             try:
-                reading = Reading(measurement=measurement, tags=tags, fields=fields, time_ms=time_ms)
+                Reading(measurement=measurement, tags=tags, fields=fields, time_ms=time_ms)
             except ValidationError as exc:
                 self.health.errors["invalid_reading"] += 1
                 log.error("%s: reading rejected: %s", self.name, exc)
                 continue
-            lines.append(reading.to_line())
+            # The series key never changes for a channel; format it once, not every poll.
+            key = self._series_keys.get(channel)
+            if key is None:
+                key = self._series_keys[channel] = series_key(measurement, tags)
+            lines.append(f"{key} {format_fields(fields)} {time_ms}")
         return lines
+
+    def _channel_tags(self, channel: int | None) -> dict[str, str]:
+        return self._tags if channel is None else {**self._tags, self._channel_tag: str(channel)}
 
     def _bad_value(self, channel: int | None, exc: DecodeError) -> None:
         self.health.errors[exc.reason] += 1

@@ -1,0 +1,142 @@
+"""Benchmark: K simulated stations polled by the edge agent into VictoriaMetrics.
+
+Runs the simulator, the agent and VictoriaMetrics as separate processes, samples the
+agent's CPU time from /proc in fixed windows, and reads poll latency and schedule lag
+back from the health points the agent stored. Prints medians over the windows.
+
+    .venv/bin/python benchmarks/charger_poll.py [--stations 100] [--duration 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from linli.demo import write_config
+from linli.localservers import free_port, start_victoria_metrics
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def export(url: str, match: str) -> list[dict[str, object]]:
+    urllib.request.urlopen(f"{url}/internal/force_flush", timeout=30).read()  # noqa: S310
+    q = urllib.parse.urlencode({"match[]": match})
+    with urllib.request.urlopen(f"{url}/api/v1/export?{q}", timeout=120) as resp:  # noqa: S310
+        return [json.loads(line) for line in resp.read().decode().splitlines() if line]
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def run(stations: int, interval: float, duration: float, window: float, workdir: Path) -> dict[str, float]:
+    vm = start_victoria_metrics(workdir / "vm")
+    first = free_port()
+    sim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "linli.cli",
+            "sim",
+            "charger",
+            "--port",
+            str(first),
+            "--stations",
+            str(stations),
+            "--warmup",
+            "10800",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert sim.stdout is not None
+    sim.stdout.readline()  # the simulator says it listens
+    config = workdir / f"edge-{interval}.toml"
+    write_config(config, store_url=vm.url, first_port=first, stations=stations, interval=interval)
+    agent = subprocess.Popen([sys.executable, "-m", "linli.cli", "edge", "run", "--config", str(config)])
+    try:
+        time.sleep(5)  # connect and settle before measuring
+        t0 = time.time()
+        windows = []
+        for _ in range(int(duration // window)):
+            c0, w0 = cpu_seconds(agent.pid), time.monotonic()
+            time.sleep(window)
+            windows.append((cpu_seconds(agent.pid) - c0) / (time.monotonic() - w0) * 100)
+        t1 = time.time()
+    finally:
+        agent.terminate()
+        agent.wait(30)
+        sim.terminate()
+        sim.wait(30)
+    start_ms, end_ms = int(t0 * 1000), int(t1 * 1000)
+
+    def in_window(series: list[dict[str, object]]) -> list[float]:
+        out: list[float] = []
+        for s in series:
+            stamps, values = s["timestamps"], s["values"]
+            assert isinstance(stamps, list)
+            assert isinstance(values, list)
+            out += [float(v) for t, v in zip(stamps, values, strict=True) if start_ms <= t < end_ms]
+        return out
+
+    latency = in_window(export(vm.url, "health_latency_ms"))
+    lag = in_window(export(vm.url, "health_lag_ms"))
+    points = in_window(export(vm.url, "charger_power"))  # one per port per poll
+    vm.stop()
+    seconds = (end_ms - start_ms) / 1000
+    polls_per_s = len(latency) / seconds
+    cpu = statistics.median(windows)
+    return {
+        "polls_per_s": polls_per_s,
+        "points_per_s": (len(points) + len(latency)) / seconds + len(points) / 10 / seconds,
+        "cpu_percent": cpu,
+        "cpu_percent_min": min(windows),
+        "cpu_percent_max": max(windows),
+        "latency_p50_ms": percentile(latency, 50),
+        "latency_p99_ms": percentile(latency, 99),
+        "lag_p50_ms": percentile(lag, 50),
+        "lag_p99_ms": percentile(lag, 99),
+        "ceiling_polls_per_s": polls_per_s / (cpu / 100) if cpu else 0.0,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stations", type=int, default=100)
+    parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds")
+    parser.add_argument("--window", type=float, default=10.0, help="CPU sampling window")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="linli-bench-") as tmp:
+        r = run(args.stations, args.interval, args.duration, args.window, Path(tmp))
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    print(f"machine: {machine}")
+    print(f"load: {args.stations} stations x 10 ports every {args.interval:g}s, {args.duration:g}s measured")
+    print(f"device polls/s             {r['polls_per_s']:10.1f}")
+    print(f"points written/s           {r['points_per_s']:10.0f}  (station + 10 ports + health per poll)")
+    spread = f"{r['cpu_percent_min']:.1f}..{r['cpu_percent_max']:.1f}"
+    print(f"agent CPU % of one core    {r['cpu_percent']:10.1f}  (median of windows; {spread})")
+    print(f"poll latency p50 / p99 ms  {r['latency_p50_ms']:10.2f} / {r['latency_p99_ms']:.2f}")
+    print(f"schedule lag p50 / p99 ms  {r['lag_p50_ms']:10.2f} / {r['lag_p99_ms']:.2f}  (poll-cycle jitter)")
+    print(f"ceiling polls/s at 100 %   {r['ceiling_polls_per_s']:10.0f}  (polls/s over CPU fraction)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
