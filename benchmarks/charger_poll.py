@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from linli.demo import write_config
-from linli.localservers import free_port, start_victoria_metrics
+from linli.localservers import free_port_range, start_victoria_metrics
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -47,7 +47,7 @@ def percentile(values: list[float], p: float) -> float:
 
 def run(stations: int, interval: float, duration: float, window: float, workdir: Path) -> dict[str, float]:
     vm = start_victoria_metrics(workdir / "vm")
-    first = free_port()
+    first = free_port_range(stations)
     sim = subprocess.Popen(
         [
             sys.executable,
@@ -66,7 +66,9 @@ def run(stations: int, interval: float, duration: float, window: float, workdir:
         text=True,
     )
     assert sim.stdout is not None
-    sim.stdout.readline()  # the simulator says it listens
+    if "linli sim" not in sim.stdout.readline():  # it says so once every station listens
+        vm.stop()
+        raise SystemExit("benchmark: the simulator did not start; see its error above")
     config = workdir / f"edge-{interval}.toml"
     write_config(config, store_url=vm.url, first_port=first, stations=stations, interval=interval)
     agent = subprocess.Popen([sys.executable, "-m", "linli.cli", "edge", "run", "--config", str(config)])

@@ -18,7 +18,7 @@ from linli.catalog.profile import get_profile
 from linli.catalog.registers import Value
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
-from linli.localservers import LocalServer, free_port
+from linli.localservers import LocalServer, free_port_range
 from linli.sim.fleet import ChargerFleetSpec, make_station
 from support import (
     expected_fields,
@@ -53,7 +53,7 @@ def expected(ports: int) -> dict[str, dict[int | None, dict[str, Value]]]:
 def stations(request: pytest.FixtureRequest) -> Iterator[tuple[int, int]]:
     """A frozen fleet; yields (first TCP port, ports per station)."""
     ports: int = request.param
-    first = free_port()
+    first = free_port_range(STATIONS)
     proc = start_sim(
         "charger",
         "--port",

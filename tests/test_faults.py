@@ -10,7 +10,7 @@ import pytest
 
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
-from linli.localservers import LocalServer, free_port
+from linli.localservers import LocalServer, free_port, free_port_range
 from support import start_sim, stop_process, unique, wait_until
 
 INTERVAL = 0.25
@@ -18,7 +18,7 @@ TIMEOUT = 0.2
 
 
 def test_bad_devices_do_not_delay_good_ones(victoria: LocalServer, caplog: pytest.LogCaptureFixture) -> None:
-    first = free_port()
+    first = free_port_range(5)
     # Stations 1 and 5 are healthy; 2 never answers, 3 answers after 2 s, 4 answers with exception 4.
     sim = start_sim(
         "charger",

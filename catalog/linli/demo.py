@@ -10,7 +10,7 @@ from pathlib import Path
 
 from linli.catalog.errors import ConfigError
 from linli.cli_support import run_until_signal, setup_logging
-from linli.localservers import ServerMissingError, ServerStartError, free_port, start_victoria_metrics
+from linli.localservers import ServerMissingError, ServerStartError, free_port_range, start_victoria_metrics
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -87,7 +87,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"linli demo: {exc}", file=sys.stderr)
         return 1
     try:
-        first_port = free_port()
+        first_port = free_port_range(args.stations)
         config_path = datadir / "edge.toml"
         write_config(
             config_path,

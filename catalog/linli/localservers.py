@@ -51,6 +51,27 @@ def free_port() -> int:
         return port
 
 
+def free_port_range(count: int, attempts: int = 50) -> int:
+    """The first of `count` consecutive free ports on 127.0.0.1 (for one simulator per port)."""
+    for _ in range(attempts):
+        first = free_port()
+        if first + count > 65535:
+            continue
+        sockets = []
+        try:
+            for port in range(first, first + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+        return first
+    raise OSError(f"no {count} consecutive free ports found on 127.0.0.1")
+
+
 @dataclass
 class LocalServer:
     """A running server process."""

@@ -83,8 +83,7 @@ class BatchWriter:
     async def run(self, stop: asyncio.Event) -> None:
         """Write until `stop` is set, then flush what is pending (see `drain`)."""
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval)
+            await self._wait_wake_or_stop(stop)
             self._wake.clear()
             while self._pending and not stop.is_set():
                 if not await self._write_one_batch():
@@ -92,6 +91,15 @@ class BatchWriter:
                     break
                 if len(self._pending) < self.batch_size:
                     break
+
+    async def _wait_wake_or_stop(self, stop: asyncio.Event) -> None:
+        """Until a full batch is pending, the flush interval passes, or `stop` is set."""
+        waiters = {asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())}
+        _, pending = await asyncio.wait(
+            waiters, timeout=self.flush_interval, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
 
     async def drain(self, deadline_s: float) -> bool:
         """Write everything pending, giving up after `deadline_s`; True when nothing is left."""

@@ -1,0 +1,51 @@
+"""The project's own files: generated docs are current, the compose file is valid."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from linli.catalog.docs import profile_markdown
+from linli.catalog.profile import builtin_profiles
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_register_docs_are_current() -> None:
+    for kind, profile in builtin_profiles().items():
+        committed = (ROOT / "docs" / "registers" / f"{kind}.md").read_text(encoding="utf-8")
+        assert committed == profile_markdown(profile), (
+            f"docs/registers/{kind}.md is stale: run `linli catalog doc --out docs/registers`"
+        )
+
+
+def test_compose_file_is_valid() -> None:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.fail("docker-compose is not installed: apt-get install -y docker-compose", pytrace=False)
+    result = subprocess.run(
+        [binary, "--env-file", ".env.example", "config", "-q"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_edge_config_is_valid() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "linli.cli", "edge", "check", "--config", str(ROOT / "deploy" / "edge.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "25 devices" in result.stdout
+    assert result.stdout.count("input@100+99") == 25
