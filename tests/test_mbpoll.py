@@ -40,19 +40,24 @@ def station_port() -> Iterator[int]:
     assert stop_process(proc) == 0
 
 
-def mbpoll(port: int, *args: str) -> list[str]:
-    """Run mbpoll once with zero-based addresses; return its value lines' values."""
+def run_mbpoll(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """mbpoll once, Modbus TCP to the station, zero-based addresses; `args` pick table and range."""
     try:
         binary = require_binary("mbpoll")
     except ServerMissingError as exc:
         pytest.fail(str(exc), pytrace=False)
-    result = subprocess.run(
-        [binary, "-m", "tcp", "-a", "1", "-0", "-1", "-o", "2", "-p", str(port), "127.0.0.1", *args],
+    return subprocess.run(
+        [binary, "-m", "tcp", "-a", "1", "-0", "-1", "-o", "2", "-p", str(port), *args],
         capture_output=True,
         text=True,
         timeout=20,
         check=False,
     )
+
+
+def mbpoll(port: int, *args: str) -> list[str]:
+    """Read with mbpoll; return the values it printed."""
+    result = run_mbpoll(port, *args, "127.0.0.1")
     assert result.returncode == 0, result.stdout + result.stderr
     return re.findall(r"^\[\d+\]:\s+(\S+)", result.stdout, flags=re.MULTILINE)
 
@@ -95,56 +100,13 @@ def test_stop_coil_stops_a_charging_port(station_port: int) -> None:
     port = charging[0]
     base = 100 + 10 * (port - 1)
     # Write 1 to the port's stop coil, as a technician would.
-    subprocess.run(
-        [
-            require_binary("mbpoll"),
-            "-m",
-            "tcp",
-            "-a",
-            "1",
-            "-0",
-            "-1",
-            "-p",
-            str(station_port),
-            "-t",
-            "0",
-            "-r",
-            str(base),
-            "127.0.0.1",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=True,
-    )
+    written = run_mbpoll(station_port, "-t", "0", "-r", str(base), "127.0.0.1", "1")
+    assert written.returncode == 0, written.stdout + written.stderr
     state, reason, _current, power = (
         int(v) for v in mbpoll(station_port, "-t", "3", "-r", str(base), "-c", "4")
     )
     assert (state, reason, power) == (0, 3, 0)  # idle, stopped manually, no power
     assert int(mbpoll(station_port, "-t", "0", "-r", str(base))[0]) == 0  # the command coil reads back 0
     # An address where no command lives is refused with a Modbus exception.
-    bad = subprocess.run(
-        [
-            require_binary("mbpoll"),
-            "-m",
-            "tcp",
-            "-a",
-            "1",
-            "-0",
-            "-1",
-            "-p",
-            str(station_port),
-            "-t",
-            "0",
-            "-r",
-            "5",
-            "127.0.0.1",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
+    bad = run_mbpoll(station_port, "-t", "0", "-r", "5", "127.0.0.1", "1")
     assert bad.returncode != 0 or "Illegal" in bad.stdout + bad.stderr
