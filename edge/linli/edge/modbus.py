@@ -83,7 +83,6 @@ class Endpoint:
         self._client: AsyncModbusTcpClient | None = None
         self._backoff = Backoff(initial=0.5, maximum=30.0)
         self._next_connect = 0.0
-        self._last_failure = "refused"
 
     @property
     def name(self) -> str:
@@ -95,9 +94,9 @@ class Endpoint:
             return self._client
         now = time.monotonic()
         if now < self._next_connect:
-            # Still the failure that started the backoff; count it under the same reason.
+            # Only a failed connect starts this backoff; count the wait under the same reason.
             raise PollError(
-                self._last_failure,
+                "refused",
                 f"{self.name}: connection failed, retrying in {self._next_connect - now:.1f}s",
             )
         # pymodbus reconnects on its own unless told not to; linli owns the backoff here.
