@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from linli.catalog.mqttspec import MqttSpec
 from linli.catalog.profile import ModbusCommand, ModbusPoint, Profile
 
 
@@ -64,6 +65,11 @@ def profile_markdown(profile: Profile) -> str:
         + ". Time: the edge's clock at the poll, UTC, millisecond precision.",
         "Integer fields are written as integers (`i`), scaled values as floats; bit fields as 0 or 1.",
     ]
+    if profile.mqtt is not None:
+        out[-2] = out[-2].replace(
+            "the edge's clock at the poll", "the device's own (`time_key`), else the edge's at receipt"
+        )
+        return "\n".join(out + _mqtt_section(profile.mqtt)) + "\n"
     mb = profile.modbus
     if mb is None:
         return "\n".join(out) + "\n"
@@ -93,6 +99,23 @@ def profile_markdown(profile: Profile) -> str:
             "|---|---|---|---|",
         ]
         out += [_command_row(c) for c in mb.commands]
+    derived = [p for p in mb.points if p.decimals_from or p.offset_from or not p.store]
+    if derived or mb.faults:
+        out += ["", "### Derived values", ""]
+        for p in derived:
+            if p.decimals_from or p.offset_from:
+                out.append(
+                    f"- `{p.field}` = (raw + `{p.offset_from or 0}`) / 10^`{p.decimals_from or 0}`, "
+                    "both read from the device."
+                )
+            if not p.store:
+                out.append(f"- `{p.field}` qualifies another value and is not stored.")
+        for f in mb.faults:
+            out.append(
+                f"- `{f.field}` is true when `{f.point}` is outside {f.min:g}..{f.max:g}; "
+                f"then {', '.join(f'`{d}`' for d in f.drops)} is not stored "
+                "(a sensor fault is not a reading)."
+            )
     group = mb.group
     if group is not None:
         out += [
@@ -115,3 +138,60 @@ def profile_markdown(profile: Profile) -> str:
             ]
             out += [_command_row(c) for c in group.commands]
     return "\n".join(out) + "\n"
+
+
+def _mqtt_section(spec: MqttSpec) -> list[str]:
+    out = [
+        "",
+        "## MQTT",
+        "",
+        f"Heartbeat every {spec.heartbeat_s:g} s: a device silent for three heartbeats is shown offline.",
+    ]
+    if spec.status_topic:
+        out.append(
+            f"Status topic `{spec.status_topic}`: `{spec.online}` (retained) on connect, and the "
+            f"last-will `{spec.offline}`."
+        )
+    for message in spec.messages:
+        out += [
+            "",
+            f"### `{message.name}`: `{message.topic}` (QoS {message.qos})",
+            "",
+            "JSON object; unknown keys are ignored, wrong types and out-of-range values rejected."
+            + (f" Device time: `{message.time_key}` in epoch milliseconds." if message.time_key else ""),
+            "",
+            "| key | type | stored as | required | range or values | unit | meaning |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for f in message.fields:
+            if f.choices:
+                allowed = ", ".join(f.choices)
+            elif f.pattern:
+                allowed = f"`{f.pattern}`"
+            elif f.min is not None or f.max is not None:
+                allowed = f"{'' if f.min is None else f'{f.min:g}'}..{'' if f.max is None else f'{f.max:g}'}"
+            else:
+                allowed = ""
+            cells = [
+                f"`{f.json_key}`",
+                f.type.value,
+                f"tag `{f.name}`" if f.tag else f"field `{f.name}`",
+                "yes" if f.required else "no",
+                allowed,
+                f.unit,
+                f.description,
+            ]
+            out.append("| " + " | ".join(cells) + " |")
+        c = message.confirm
+        if c is not None:
+            only = "; ".join(f"`{k}` in {', '.join(map(str, v))}" for k, v in c.only_if.items())
+            out += [
+                "",
+                f"Confirmation: `{c.confirmed_field}` is true when `{c.score}` >= {c.instant:g} on one hit, "
+                "or "
+                f">= {c.confirm:g} on {c.hits} hits within {c.window_s:g} s; an episode continues while "
+                f"hits stay >= {c.keep:g} and ends {c.exit_s:g} s after the last"
+                + (f"; only when {only}" if only else "")
+                + f". `{c.count_field}` is 1 on the hit that starts an episode, else 0.",
+            ]
+    return out

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(Exception):
@@ -71,3 +75,17 @@ def describe_validation_error(model: type[BaseModel], exc: ValidationError) -> l
             shown = repr(got) if not isinstance(got, dict) else "a table"
             problems.append(f"key '{key}': {err['msg']} (got {shown})")
     return problems
+
+
+def load_toml_model(path: Path, model: type[M]) -> M:
+    """Read a TOML file into `model`; ConfigError names each bad key and what is allowed."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"not valid TOML: {exc}"]) from exc
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from exc
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(path, describe_validation_error(model, exc)) from exc

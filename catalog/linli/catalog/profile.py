@@ -7,28 +7,20 @@ simulator, the edge poller, the register-map docs) is built from it.
 
 from __future__ import annotations
 
-import tomllib
 from enum import StrEnum
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from linli.catalog.errors import ConfigError, describe_validation_error
-
-Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=48)]
+from linli.catalog.errors import ConfigError, load_toml_model
+from linli.catalog.mqttspec import MqttSpec, Name, Strict
 
 # Tags every reading carries; a field may not reuse them (InfluxDB 3 rejects a name
 # that is both tag and field).
 RESERVED_TAGS = frozenset({"site", "device", "kind"})
-
-
-class Strict(BaseModel):
-    """Base for every file-backed model: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class RegisterType(StrEnum):
@@ -88,6 +80,12 @@ class ModbusPoint(Strict):
     enum: dict[str, str] | None = None
     valid_min: float | None = None
     valid_max: float | None = None
+    # value = (raw + offset) / 10**decimals, with both read from other points of the device,
+    # the way RS485 transmitters report (a decimals register beside the raw value).
+    decimals_from: Name | None = None
+    offset_from: Name | None = None
+    # False for registers that only qualify another value (decimals, zero offset).
+    store: bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -156,6 +154,20 @@ class ModbusGroup(Strict):
         return self
 
 
+class RangeFault(Strict):
+    """A qualifying point outside its live range means the sensor, not the process, is at fault.
+
+    A 4-20 mA loop below 3.6 mA or above 21 mA is a broken wire or a failed transmitter
+    (NAMUR NE43): `field` is set true and the points in `drops` are not stored.
+    """
+
+    point: Name
+    min: float
+    max: float
+    field: Name = "sensor_fault"
+    drops: list[Name]
+
+
 class ModbusMap(Strict):
     """The register map and the defaults of how to read it."""
 
@@ -168,6 +180,7 @@ class ModbusMap(Strict):
     points: list[ModbusPoint] = []
     commands: list[ModbusCommand] = []
     group: ModbusGroup | None = None
+    faults: list[RangeFault] = []
 
 
 class Profile(Strict):
@@ -178,6 +191,7 @@ class Profile(Strict):
     description: str = ""
     measurement: Name
     modbus: ModbusMap | None = None
+    mqtt: MqttSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -204,8 +218,15 @@ class Profile(Strict):
         return out
 
 
-def _profile_problems(profile: Profile) -> list[str]:
+def _profile_problems(profile: Profile) -> list[str]:  # noqa: PLR0912 (one check a branch)
     problems: list[str] = []
+    if (profile.modbus is None) == (profile.mqtt is None):
+        problems.append("a profile needs exactly one of [modbus] and [mqtt]")
+    if profile.mqtt is not None:
+        for message in profile.mqtt.messages:
+            for f in message.fields:
+                if f.name in RESERVED_TAGS:
+                    problems.append(f"message '{message.name}': '{f.name}' is a reserved tag name")
     if profile.modbus is None:
         return problems
     mb = profile.modbus
@@ -219,6 +240,7 @@ def _profile_problems(profile: Profile) -> list[str]:
             problems.append(f"field '{name}' has the name of a tag; rename it")
     if group and group.tag in RESERVED_TAGS:
         problems.append(f"group tag '{group.tag}' is reserved")
+    problems.extend(_derivation_problems(mb))
     # Two points must not share a register unless they are bits of the same word.
     used: dict[tuple[RegisterType, int], str] = {}
     points = [p for _, p in profile.modbus_points(group.max_count if group else None)]
@@ -231,18 +253,27 @@ def _profile_problems(profile: Profile) -> list[str]:
     return problems
 
 
+def _derivation_problems(mb: ModbusMap) -> list[str]:
+    problems = []
+    fields = {p.field for p in mb.points}
+    for point in mb.points:
+        for ref in (point.decimals_from, point.offset_from):
+            if ref is not None and ref not in fields:
+                problems.append(f"point '{point.field}' refers to '{ref}', which is no device-level point")
+    for fault in mb.faults:
+        for name in (fault.point, *fault.drops):
+            if name not in fields:
+                problems.append(f"fault check names '{name}', which is no device-level point")
+        if fault.field in fields:
+            problems.append(f"fault field '{fault.field}' is computed; do not declare it as a point")
+    if mb.group is not None and any(p.decimals_from or p.offset_from for p in mb.group.points):
+        problems.append("decimals_from and offset_from work on device-level points only")
+    return problems
+
+
 def load_profile(path: Path) -> Profile:
     """Read and validate one profile file; raise ConfigError naming each bad key."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, [f"not valid TOML: {exc}"]) from exc
-    except OSError as exc:
-        raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from exc
-    try:
-        profile = Profile.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(path, describe_validation_error(Profile, exc)) from exc
+    profile = load_toml_model(path, Profile)
     if profile.kind != path.stem:
         raise ConfigError(path, [f"key 'kind': '{profile.kind}' must match the file name '{path.stem}'"])
     return profile
