@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from linli.catalog.profile import get_profile
 from linli.edge.config import EdgeConfig
 from linli.edge.modbus import DevicePoller, Endpoint
+from linli.edge.mqtt import MqttConnector
 from linli.edge.sinks import Sink, make_sink
 from linli.edge.writer import BatchWriter
 
@@ -39,6 +40,9 @@ class Agent:
         self.endpoints: dict[tuple[str, int], Endpoint] = {}
         self.pollers: list[DevicePoller] = []
         for site, device in config.devices():
+            profile = get_profile(device.profile)
+            if profile.modbus is None:
+                continue
             key = (device.host, device.port)
             if key not in self.endpoints:
                 self.endpoints[key] = Endpoint(device.host, device.port, device.timeout)
@@ -46,11 +50,19 @@ class Agent:
                 DevicePoller(
                     site=site.id,
                     device=device,
-                    profile=get_profile(device.profile),
+                    profile=profile,
                     endpoint=self.endpoints[key],
                     emit=self._emit,
                 )
             )
+
+        self.mqtt = (
+            MqttConnector(config, self._emit_mqtt) if len(self.pollers) < len(config.devices()) else None
+        )
+
+    def _emit_mqtt(self, lines: list[str]) -> None:
+        self.totals.lines += len(lines)
+        self.writer.submit(lines)
 
     def _emit(self, lines: list[str]) -> None:
         # The last line of every batch a poller emits is its health point.
@@ -61,15 +73,18 @@ class Agent:
     async def run(self, stop: asyncio.Event, *, drain_deadline_s: float = 10.0) -> bool:
         """Poll and write until `stop` is set; True when everything was written."""
         log.info(
-            "agent %s: %d devices on %d endpoints -> %s",
+            "agent %s: %d Modbus devices on %d endpoints, %d MQTT devices -> %s",
             self.config.agent.name,
             len(self.pollers),
             len(self.endpoints),
+            len(self.mqtt.devices) if self.mqtt else 0,
             self.writer.sink.target,
         )
         writer_stop = asyncio.Event()
         writer_task = asyncio.create_task(self.writer.run(writer_stop), name="writer")
         poll_tasks = [asyncio.create_task(p.run(stop), name=p.name) for p in self.pollers]
+        if self.mqtt is not None:
+            poll_tasks.append(asyncio.create_task(self.mqtt.run(stop), name="mqtt"))
         try:
             await stop.wait()
             # Let in-flight polls finish (bounded by their timeouts) so their readings are kept.

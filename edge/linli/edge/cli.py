@@ -75,10 +75,19 @@ def _check(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     agent = Agent(config)
-    print(f"{args.config}: ok, {len(agent.pollers)} devices, writer {config.writer.kind} {config.writer.url}")
+    print(
+        f"{args.config}: ok, {len(config.devices())} devices, writer {config.writer.kind} {config.writer.url}"
+    )
     for poller in agent.pollers:
         reads = ", ".join(f"{r.table}@{r.address}+{r.count}" for r in poller.reads)
         print(f"  {poller.name:<30} {poller.endpoint.name} unit {poller.unit}: {reads}")
+    if agent.mqtt is not None and config.mqtt is not None:
+        filters = ", ".join(f"{f} (QoS {q})" for f, q in agent.mqtt.router.filters().items())
+        print(f"  mqtt {config.mqtt.host}:{config.mqtt.port} as '{agent.mqtt.client_id}': {filters}")
+        for dev in agent.mqtt.devices.values():
+            print(
+                f"  {dev.name:<30} mqtt {dev.profile.kind}, offline after {3 * dev.heartbeat_s:g}s of silence"
+            )
     return 0
 
 

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from linli.catalog.errors import ConfigError, describe_validation_error
-from linli.catalog.profile import Profile, get_profile
+from linli.catalog.errors import ConfigError, load_toml_model
+from linli.catalog.profile import RESERVED_TAGS, Profile, get_profile
 
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 Seconds = Annotated[float, Field(gt=0, le=3600)]
+TagKey = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=32)]
+TagValue = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 
 
 class Strict(BaseModel):
@@ -79,6 +80,10 @@ class DeviceConfig(Strict):
     count: Annotated[int, Field(ge=1, le=256)] | None = None
     max_registers: Annotated[int, Field(ge=1, le=125)] | None = None
     max_gap: Annotated[int, Field(ge=0, le=124)] | None = None
+    # Static identity tags for dashboards, such as the building or the pipe system.
+    tags: dict[TagKey, TagValue] = {}
+    # MQTT devices: overrides the profile's heartbeat period (offline after three missed).
+    heartbeat: Seconds | None = None
 
     @model_validator(mode="after")
     def _timing(self) -> Self:
@@ -105,12 +110,45 @@ class AgentSettings(Strict):
     log_level: Annotated[str, Field(pattern=r"^(debug|info|warning|error)$")] = "info"
 
 
+class MqttConfig(Strict):
+    """The broker the MQTT devices publish to, and how the agent subscribes."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    # Fixed, so that the broker keeps the persistent session (and queued QoS 1 messages)
+    # across reconnects; empty means "linli-<agent name>".
+    client_id: Annotated[str, Field(max_length=64)] = ""
+    username_env: str = "LINLI_MQTT_USERNAME"
+    password_env: str = "LINLI_MQTT_PASSWORD"  # noqa: S105 (a variable name, not a secret)
+    keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
+    # Rejected messages are republished under this prefix, one subtopic per reason.
+    dead_letter_topic: Annotated[str, Field(pattern=r"^[^#+]+$")] = "linli/deadletter"
+    max_payload: Annotated[int, Field(ge=64, le=16_777_216)] = 65_536
+    # How often MQTT devices' health is written and silence is checked.
+    health_interval: Seconds = 5.0
+    reconnect_min: Seconds = 1.0
+    reconnect_max: Seconds = 60.0
+
+    @property
+    def username(self) -> str:
+        return os.environ.get(self.username_env, "")
+
+    @property
+    def password(self) -> str:
+        return os.environ.get(self.password_env, "")
+
+
 class EdgeConfig(Strict):
     """The whole file."""
 
     agent: AgentSettings = AgentSettings()
     writer: WriterConfig
+    mqtt: MqttConfig | None = None
     sites: list[SiteConfig]
+
+    @property
+    def mqtt_client_id(self) -> str:
+        return (self.mqtt.client_id if self.mqtt else "") or f"linli-{self.agent.name}"
 
     def devices(self) -> list[tuple[SiteConfig, DeviceConfig]]:
         return [(site, device) for site in self.sites for device in site.devices]
@@ -131,14 +169,22 @@ def _semantic_problems(config: EdgeConfig) -> list[str]:
                 problems.append(f"key '{key}.profile': {exc.args[0]}")
                 continue
             problems.extend(_device_problems(key, device, profile))
+            if profile.mqtt is not None and config.mqtt is None:
+                problems.append(
+                    f"key '{key}.profile': '{profile.kind}' devices publish over MQTT; "
+                    "add an [mqtt] table with the broker's host and port"
+                )
     if not seen:
         problems.append("key 'sites': no devices configured; add [[sites.devices]] tables")
     return problems
 
 
 def _device_problems(key: str, device: DeviceConfig, profile: Profile) -> list[str]:
+    reserved = sorted(set(device.tags) & (RESERVED_TAGS | _profile_names(profile)))
+    if reserved:
+        return [f"key '{key}.tags': {', '.join(reserved)} already names a tag or field of '{profile.kind}'"]
     if profile.modbus is None:
-        return [f"key '{key}.profile': '{profile.kind}' is not a Modbus device"]
+        return []
     group = profile.modbus.group
     if device.count is not None:
         if group is None:
@@ -148,18 +194,20 @@ def _device_problems(key: str, device: DeviceConfig, profile: Profile) -> list[s
     return []
 
 
+def _profile_names(profile: Profile) -> set[str]:
+    names = {p.field for _, p in profile.modbus_points()}
+    if profile.group_tag:
+        names.add(profile.group_tag)
+    if profile.mqtt is not None:
+        for message in profile.mqtt.messages:
+            names.update(f.name for f in message.fields)
+            names.update(message.stored_fields())
+    return names
+
+
 def load_config(path: Path) -> EdgeConfig:
     """Read and validate the agent's config; ConfigError lists every problem found."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, [f"not valid TOML: {exc}"]) from exc
-    except OSError as exc:
-        raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from exc
-    try:
-        config = EdgeConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(path, describe_validation_error(EdgeConfig, exc)) from exc
+    config = load_toml_model(path, EdgeConfig)
     problems = _semantic_problems(config)
     if problems:
         raise ConfigError(path, problems)

@@ -21,6 +21,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
+from linli.catalog.derive import finish_device_row
 from linli.catalog.lineprotocol import format_fields, series_key
 from linli.catalog.names import HEALTH_MEASUREMENT
 from linli.catalog.profile import Profile, RegisterType
@@ -155,13 +156,19 @@ class DevicePoller:
         self.health = DeviceHealth()
         # The last decoded values by channel, for the live view and the probe command.
         self.last: dict[int | None, dict[str, Value]] = {}
-        self._tags = {"site": site, "device": device.id}
+        self._tags = {"site": site, "device": device.id, **device.tags}
+        self._health_tags = {"site": site, "device": device.id, "kind": profile.kind}
         self._channel_tag = profile.group_tag or "channel"
         self._logged_decode: set[tuple[str, str]] = set()
         self._series_keys: dict[int | None, str] = {}
         self._retry = Backoff(initial=device.interval, maximum=max(device.interval, 30.0))
         self._next_attempt = 0.0
         self._offline_reason = ""
+        mb = profile.modbus
+        self._derives = bool(mb.faults) or any(
+            p.decimals_from or p.offset_from or not p.store for p in mb.points
+        )
+        self._faulted: set[str] = set()
 
     @property
     def name(self) -> str:
@@ -259,6 +266,14 @@ class DevicePoller:
                     self._bad_value(slot.channel, exc)
                     continue
                 rows.setdefault(slot.channel, {})[slot.decoder.field] = value
+        if self._derives and None in rows:
+            assert self.profile.modbus is not None
+            rows[None], dropped = finish_device_row(self.profile.modbus, rows[None])
+            for problem in dropped:
+                self._bad_value(None, problem)
+            self._note_sensor_faults(rows[None])
+            if not rows[None]:
+                del rows[None]
         self.last = rows
         lines = []
         measurement = self.profile.measurement
@@ -276,6 +291,27 @@ class DevicePoller:
                 key = self._series_keys[channel] = series_key(measurement, tags)
             lines.append(f"{key} {format_fields(fields)} {time_ms}")
         return lines
+
+    def _note_sensor_faults(self, row: dict[str, Value]) -> None:
+        """Log a sensor fault when it starts and when it clears, not every poll."""
+        assert self.profile.modbus is not None
+        for fault in self.profile.modbus.faults:
+            on = row.get(fault.field) is True
+            if on and fault.field not in self._faulted:
+                self._faulted.add(fault.field)
+                log.warning(
+                    "%s: %s: %s is %s, outside %g-%g; %s not stored",
+                    self.name,
+                    fault.field,
+                    fault.point,
+                    row.get(fault.point),
+                    fault.min,
+                    fault.max,
+                    ", ".join(fault.drops),
+                )
+            elif not on and fault.field in self._faulted:
+                self._faulted.discard(fault.field)
+                log.info("%s: %s cleared", self.name, fault.field)
 
     def _channel_tags(self, channel: int | None) -> dict[str, str]:
         return self._tags if channel is None else {**self._tags, self._channel_tag: str(channel)}
@@ -326,5 +362,6 @@ class DevicePoller:
         fields.update((f"errors_{reason}", n) for reason, n in h.errors.items())
         if h.last_seen_ms:
             fields["last_seen_ms"] = h.last_seen_ms
-        tags = {**self._tags, "kind": self.profile.kind}
-        return Reading(measurement=HEALTH_MEASUREMENT, tags=tags, fields=fields, time_ms=time_ms).to_line()
+        return Reading(
+            measurement=HEALTH_MEASUREMENT, tags=self._health_tags, fields=fields, time_ms=time_ms
+        ).to_line()

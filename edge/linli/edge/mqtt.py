@@ -1,0 +1,391 @@
+"""The MQTT connector: subscribes per device kind, validates every payload, emits lines.
+
+paho-mqtt's network thread receives; each message is routed by topic, validated from
+its raw bytes, formatted as one line of line protocol and handed to the asyncio side in
+bursts (one wake-up per burst, not per message). A message that cannot be stored is
+counted per device and reason, logged once, and republished with its reason to the
+dead-letter topic, where an operator can watch it; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from linli.catalog.confirm import Confirmer
+from linli.catalog.lineprotocol import format_fields, series_key
+from linli.catalog.names import HEALTH_MEASUREMENT
+from linli.catalog.payloads import CompiledMessage, PayloadError
+from linli.catalog.profile import Profile, get_profile
+from linli.catalog.readings import Reading
+from linli.edge.config import EdgeConfig, MqttConfig
+from linli.edge.topics import Route, TopicRouter
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[list[str]], None]
+
+# A device is offline once it missed this many heartbeats.
+MISSED_HEARTBEATS = 3
+# How much of a rejected payload the dead-letter envelope carries.
+DEAD_LETTER_EXCERPT = 4096
+# Bounds the memory spent on "log once" keys when a flood of distinct bad topics arrives.
+MAX_LOGGED_KEYS = 10_000
+
+
+@dataclass
+class MqttDevice:
+    """What the agent knows about one MQTT device."""
+
+    site: str
+    device: str
+    profile: Profile
+    heartbeat_s: float
+    tags: dict[str, str]
+    online: bool = False
+    status: str = ""
+    last_seen_mono: float = 0.0
+    last_seen_ms: int = 0
+    messages: int = 0
+    latency_s: float = 0.0
+    errors: Counter[str] = field(default_factory=Counter)
+    confirmers: dict[str, Confirmer] = field(default_factory=dict)
+    series: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.site}/{self.device}"
+
+
+def dead_letter_envelope(
+    *, reason: str, detail: str, topic: str, payload: bytes, agent: str, received_ms: int
+) -> bytes:
+    """The JSON an operator sees on the dead-letter topic: why, where from, and the payload."""
+    excerpt = payload[:DEAD_LETTER_EXCERPT]
+    body: dict[str, object] = {
+        "reason": reason,
+        "detail": detail,
+        "topic": topic,
+        "agent": agent,
+        "received_ms": received_ms,
+        "size": len(payload),
+        "truncated": len(payload) > len(excerpt),
+    }
+    try:
+        body["payload"] = excerpt.decode("utf-8")
+    except UnicodeDecodeError:
+        body["payload_base64"] = base64.b64encode(excerpt).decode("ascii")
+    return json.dumps(body, ensure_ascii=False).encode("utf-8")
+
+
+class MqttConnector:
+    """Receives every configured MQTT device's messages and emits their lines."""
+
+    def __init__(self, config: EdgeConfig, emit: Emit) -> None:
+        if config.mqtt is None:
+            raise ValueError("the config has no [mqtt] table")
+        self.settings: MqttConfig = config.mqtt
+        self.agent = config.agent.name
+        self.client_id = config.mqtt_client_id
+        self.emit = emit
+        self.devices: dict[tuple[str, str, str], MqttDevice] = {}
+        kinds: dict[str, Profile] = {}
+        for site, device in config.devices():
+            profile = get_profile(device.profile)
+            if profile.mqtt is None:
+                continue
+            kinds[profile.kind] = profile
+            self.devices[(profile.kind, site.id, device.id)] = MqttDevice(
+                site=site.id,
+                device=device.id,
+                profile=profile,
+                heartbeat_s=device.heartbeat or profile.mqtt.heartbeat_s,
+                tags={"site": site.id, "device": device.id, **device.tags},
+            )
+        self.router = TopicRouter(list(kinds.values()))
+        self.compiled = {
+            (p.kind, m.name): CompiledMessage(m)
+            for p in kinds.values()
+            for m in (p.mqtt.messages if p.mqtt else [])
+        }
+        self.connected = False
+        # Set once the broker acknowledged the subscriptions (after every reconnect).
+        self.subscribed = threading.Event()
+        self._stopping = False
+        self.received = 0
+        self.stored = 0
+        self.dead_letters: Counter[str] = Counter()
+        self.ignored_retained = 0
+        self._logged: set[tuple[str, str]] = set()
+        self._inbox: list[str] = []
+        self._inbox_lock = threading.Lock()
+        self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: paho.Client | None = None
+
+    # --- asyncio side -------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect (retrying with backoff), receive until `stop`, then hand over what is left."""
+        self._loop = asyncio.get_running_loop()
+        client = self._make_client()
+        self._client = client
+        s = self.settings
+        log.info("mqtt: %d devices via %s:%d as '%s'", len(self.devices), s.host, s.port, self.client_id)
+        client.connect_async(s.host, s.port, keepalive=s.keepalive)
+        client.loop_start()
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=s.health_interval)
+                self.emit(self.health_lines(int(time.time() * 1000)))
+        finally:
+            # Disconnect first so no message is acknowledged after the last hand-over.
+            self._stopping = True
+            client.disconnect()
+            await asyncio.to_thread(client.loop_stop)
+            self._drain_inbox()
+
+    def health_lines(self, time_ms: int) -> list[str]:
+        """One health point per device, marking silent devices offline first."""
+        now = time.monotonic()
+        lines = []
+        for dev in self.devices.values():
+            silent = (
+                dev.last_seen_mono == 0.0 or now - dev.last_seen_mono > MISSED_HEARTBEATS * dev.heartbeat_s
+            )
+            if dev.online and silent:
+                dev.online = False
+                log.warning(
+                    "%s: offline: no message for %.0fs (%d heartbeats)",
+                    dev.name,
+                    now - dev.last_seen_mono,
+                    MISSED_HEARTBEATS,
+                )
+            lines.append(self.health_line(dev, time_ms))
+        return lines
+
+    @staticmethod
+    def health_line(dev: MqttDevice, time_ms: int) -> str:
+        fields: dict[str, bool | int | float | str] = {
+            "online": 1 if dev.online else 0,
+            "messages": dev.messages,
+            "errors": sum(dev.errors.values()),
+            "latency_ms": round(dev.latency_s * 1000, 3),
+        }
+        fields.update((f"errors_{reason}", n) for reason, n in dev.errors.items())
+        if dev.last_seen_ms:
+            fields["last_seen_ms"] = dev.last_seen_ms
+        tags = {"site": dev.site, "device": dev.device, "kind": dev.profile.kind}
+        return Reading(measurement=HEALTH_MEASUREMENT, tags=tags, fields=fields, time_ms=time_ms).to_line()
+
+    def _drain_inbox(self) -> None:
+        with self._inbox_lock:
+            lines, self._inbox = self._inbox, []
+            self._scheduled = False
+        if lines:
+            self.emit(lines)
+
+    # --- paho's network thread ------------------------------------------------------
+
+    def _make_client(self) -> paho.Client:
+        s = self.settings
+        # MQTT 3.1.1 with a persistent session: the broker queues QoS 1 messages while the
+        # agent is away and delivers them on reconnect.
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=False,
+            protocol=paho.MQTTv311,
+        )
+        if s.username:
+            client.username_pw_set(s.username, s.password or None)
+        client.reconnect_delay_set(min_delay=int(max(1, s.reconnect_min)), max_delay=int(s.reconnect_max))
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        _userdata: object,
+        flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        _props: object,
+    ) -> None:
+        if reason.is_failure:
+            log.error(
+                "mqtt: broker %s:%d refused the connection: %s",
+                self.settings.host,
+                self.settings.port,
+                reason,
+            )
+            return
+        self.connected = True
+        log.info("mqtt: connected (session present: %s)", flags.session_present)
+        client.subscribe(list(self.router.filters().items()))
+
+    def _on_subscribe(
+        self, _client: paho.Client, _userdata: object, _mid: int, reasons: list[ReasonCode], _props: object
+    ) -> None:
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            log.error("mqtt: broker refused subscriptions: %s", ", ".join(refused))
+        self.subscribed.set()
+
+    def _on_disconnect(
+        self, _client: paho.Client, _userdata: object, _flags: object, reason: ReasonCode, _props: object
+    ) -> None:
+        if self.connected and not self._stopping:
+            log.warning("mqtt: disconnected (%s); reconnecting with backoff", reason)
+        self.connected = False
+        self.subscribed.clear()
+
+    def _on_message(self, _client: paho.Client, _userdata: object, msg: paho.MQTTMessage) -> None:
+        try:
+            line = self.handle(msg.topic, bytes(msg.payload), int(time.time() * 1000), retained=msg.retain)
+        except Exception:
+            # A bug must cost one message, never the receive thread.
+            log.exception("mqtt: message on %s could not be handled", msg.topic)
+            self._reject(
+                "internal", "internal error", msg.topic, bytes(msg.payload), None, int(time.time() * 1000)
+            )
+            return
+        if line is not None:
+            self._hand_off(line)
+
+    def _hand_off(self, line: str) -> None:
+        with self._inbox_lock:
+            self._inbox.append(line)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._drain_inbox)
+
+    def handle(  # noqa: PLR0911 (one early return per way a message can fail)
+        self, topic: str, payload: bytes, received_ms: int, *, retained: bool = False
+    ) -> str | None:
+        """The line for one message, or None when it was a status update or rejected."""
+        self.received += 1
+        matched = self.router.match(topic)
+        if matched is None:
+            self._reject(
+                "unknown_topic", "no device kind publishes on this topic", topic, payload, None, received_ms
+            )
+            return None
+        route, levels = matched
+        dev = self.devices.get((route.profile.kind, levels["site"], levels["device"]))
+        if dev is None and retained:
+            # The broker replays retained messages (the status of devices removed from the
+            # config long ago) on every subscribe: counted, not dead-lettered each restart.
+            self.ignored_retained += 1
+            return None
+        if dev is None:
+            detail = (
+                f"{route.profile.kind} '{levels['site']}/{levels['device']}' is not in the agent's config"
+            )
+            self._reject("unknown_device", detail, topic, payload, None, received_ms)
+            return None
+        if len(payload) > self.settings.max_payload:
+            detail = f"{len(payload)} bytes, limit {self.settings.max_payload}"
+            self._reject("too_large", detail, topic, payload, dev, received_ms)
+            return None
+        if route.message is None:
+            self._status(dev, route, topic, payload, received_ms)
+            return None
+        compiled = self.compiled[(route.profile.kind, route.message.name)]
+        try:
+            tags, fields, device_ms = compiled.parse(payload)
+        except PayloadError as exc:
+            self._reject(exc.reason, str(exc), topic, payload, dev, received_ms)
+            return None
+        time_ms = device_ms if device_ms is not None else received_ms
+        confirm = route.message.confirm
+        if confirm is not None:
+            confirmer = dev.confirmers.get(route.message.name)
+            if confirmer is None:
+                confirmer = dev.confirmers[route.message.name] = Confirmer(confirm)
+            confirmed, started = confirmer.observe(time_ms / 1000, fields)
+            fields[confirm.confirmed_field] = confirmed
+            fields[confirm.count_field] = started
+        self._seen(dev, received_ms, time_ms)
+        key_parts = (
+            route.message.name,
+            *tags.values(),
+            *(levels[k] for k in levels if k not in ("site", "device")),
+        )
+        key = dev.series.get(key_parts)
+        if key is None:
+            extra = {k: v for k, v in levels.items() if k not in ("site", "device")}
+            key = dev.series[key_parts] = series_key(dev.profile.measurement, {**dev.tags, **extra, **tags})
+        self.stored += 1
+        return f"{key} {format_fields(fields)} {time_ms}"
+
+    def _seen(self, dev: MqttDevice, received_ms: int, time_ms: int) -> None:
+        dev.messages += 1
+        dev.last_seen_mono = time.monotonic()
+        dev.last_seen_ms = received_ms
+        dev.latency_s = max(0, received_ms - time_ms) / 1000
+        if not dev.online:
+            log.info("%s: online", dev.name)
+            dev.online = True
+            # A state change is written at once, not at the next health tick: the screen
+            # shows when it happened.
+            self._hand_off(self.health_line(dev, received_ms))
+
+    def _status(self, dev: MqttDevice, route: Route, topic: str, payload: bytes, received_ms: int) -> None:
+        spec = route.profile.mqtt
+        assert spec is not None
+        text = payload.decode("utf-8", errors="replace").strip()
+        if not text:
+            return  # an empty retained message only clears the broker's copy
+        if text == spec.offline:
+            if dev.online or dev.status != spec.offline:
+                log.warning("%s: offline: the device's last will says '%s'", dev.name, text)
+            dev.status = text
+            if dev.online:
+                dev.online = False
+                self._hand_off(self.health_line(dev, received_ms))
+        elif text == spec.online:
+            dev.status = text
+            self._seen(dev, received_ms, received_ms)
+        else:
+            detail = f"status must be '{spec.online}' or '{spec.offline}'"
+            self._reject("invalid", detail, topic, payload, dev, received_ms)
+
+    def _reject(  # noqa: PLR0917 (internal, called in one place per reason)
+        self, reason: str, detail: str, topic: str, payload: bytes, dev: MqttDevice | None, received_ms: int
+    ) -> None:
+        self.dead_letters[reason] += 1
+        if dev is not None:
+            dev.errors[reason] += 1
+        who = dev.name if dev is not None else topic.split("/", 1)[0]
+        key = (who, reason)
+        if key not in self._logged and len(self._logged) < MAX_LOGGED_KEYS:
+            self._logged.add(key)
+            log.warning("mqtt: %s: message on %s rejected (%s): %s (logged once)", who, topic, reason, detail)
+        envelope = dead_letter_envelope(
+            reason=reason,
+            detail=detail,
+            topic=topic,
+            payload=payload,
+            agent=self.agent,
+            received_ms=received_ms,
+        )
+        if self._client is not None:
+            self._client.publish(f"{self.settings.dead_letter_topic}/{reason}", envelope, qos=1)
