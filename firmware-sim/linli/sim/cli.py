@@ -5,12 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import os
 import sys
+from pathlib import Path
 
+from linli.catalog.errors import ConfigError
 from linli.cli_support import run_until_signal
 from linli.sim.clock import SimClock
+from linli.sim.district import FaultSpec, MqttPublisher, build_district, open_journal, run_district
+from linli.sim.edgeconfig import district_edge_config
 from linli.sim.fleet import ChargerFleetSpec, charger_servers, run_servers
 from linli.sim.modbus_server import Fault
+from linli.sim.scenario import builtin_scenario_path, load_scenario
 
 
 def _fault(text: str) -> tuple[int, Fault]:
@@ -65,6 +71,148 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="inject a fault: exception, silent or slow (repeatable)",
     )
     charger.set_defaults(func=_run_charger)
+    _add_district(kinds)
+
+
+def _add_district(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    district = kinds.add_parser(
+        "district",
+        help="the whole district from a scenario file (Modbus and MQTT devices)",
+        description=(
+            "Start every device of a scenario: Modbus devices on consecutive TCP ports from "
+            "--modbus-port (a building's fire sensors share one gateway port, one unit id each), "
+            "MQTT devices publishing to the broker at --mqtt-host:--mqtt-port. With --edge-config, "
+            "write the matching edge agent config instead and exit."
+        ),
+    )
+    district.add_argument(
+        "--scenario", type=Path, default=None, help="scenario TOML (default: the built-in hongqiao)"
+    )
+    district.add_argument("--host", default="127.0.0.1", help="address the Modbus devices listen on")
+    district.add_argument(
+        "--modbus-port", type=int, default=15020, help="first Modbus TCP port (default 15020)"
+    )
+    district.add_argument("--mqtt-host", default="127.0.0.1", help="MQTT broker host (default 127.0.0.1)")
+    district.add_argument("--mqtt-port", type=int, default=1883, help="MQTT broker port (default 1883)")
+    district.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+    district.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per real second")
+    district.add_argument("--start", type=_start_time, default=None, help="simulated start, ISO with offset")
+    district.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="TARGET:NAME",
+        help="inject a fault into a site or site/device, e.g. hongxu-tower:leak (repeatable)",
+    )
+    district.add_argument("--offline", action="append", default=[], metavar="SITE", help="a site loses power")
+    district.add_argument(
+        "--leak", action="append", default=[], metavar="BUILDING", help="a building's pipes leak"
+    )
+    district.add_argument(
+        "--blocked", action="append", default=[], metavar="TRUCK", help="a truck finds its third stop blocked"
+    )
+    district.add_argument(
+        "--journal", type=Path, default=None, help="append every MQTT message sent to this file"
+    )
+    district.add_argument(
+        "--edge-config", type=Path, default=None, help="write the matching edge config and exit"
+    )
+    district.add_argument(
+        "--writer",
+        default="influxdb2",
+        choices=("influxdb2", "influxdb1"),
+        help="write API of the store, for --edge-config",
+    )
+    district.add_argument("--store-url", default="http://127.0.0.1:8086", help="store URL, for --edge-config")
+    district.add_argument(
+        "--database", default="linli", help="InfluxDB 1.x database / 2.x bucket, for --edge-config"
+    )
+    district.add_argument("--org", default="linli", help="InfluxDB 2.x organisation, for --edge-config")
+    district.set_defaults(func=_run_district)
+
+
+def _district_faults(args: argparse.Namespace) -> list[FaultSpec]:
+    faults = [FaultSpec.parse(text) for text in args.fault]
+    faults += [FaultSpec(site, "offline") for site in args.offline]
+    faults += [FaultSpec(site, "leak") for site in args.leak]
+    faults += [
+        FaultSpec(f"fleet/{truck}" if "/" not in truck else truck, "blocked") for truck in args.blocked
+    ]
+    return faults
+
+
+def _run_district(args: argparse.Namespace) -> int:
+    try:
+        scenario = load_scenario(args.scenario or builtin_scenario_path())
+    except ConfigError as exc:
+        print(f"linli sim district: {exc}", file=sys.stderr)
+        return 2
+    if args.seed is not None:
+        scenario = scenario.model_copy(update={"seed": args.seed})
+    if args.edge_config is not None:
+        writer: dict[str, object] = {"kind": args.writer, "url": args.store_url}
+        if args.writer == "influxdb2":
+            writer.update(org=args.org, bucket=args.database)
+        else:
+            writer["database"] = args.database
+        text = district_edge_config(
+            scenario,
+            writer=writer,
+            modbus_host=args.host,
+            modbus_port=args.modbus_port,
+            mqtt_host=args.mqtt_host,
+            mqtt_port=args.mqtt_port,
+        )
+        args.edge_config.write_text(text, encoding="utf-8")
+        print(f"linli sim district: wrote {args.edge_config}")
+        return 0
+    if args.time_scale < 0:
+        print("linli sim district: --time-scale must be >= 0", file=sys.stderr)
+        return 2
+    clock = SimClock(time_scale=args.time_scale)
+    if args.start is not None:
+        clock.start = args.start
+    try:
+        district = build_district(
+            scenario, clock=clock, host=args.host, modbus_port=args.modbus_port, faults=_district_faults(args)
+        )
+    except (ValueError, KeyError) as exc:
+        print(f"linli sim district: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    journal = open_journal(args.journal)
+    publisher = MqttPublisher(
+        district.mqtt_devices,
+        host=args.mqtt_host,
+        port=args.mqtt_port,
+        username=os.environ.get("LINLI_MQTT_USERNAME", ""),
+        password=os.environ.get("LINLI_MQTT_PASSWORD", ""),
+        journal=journal,
+    )
+
+    async def main(stop: asyncio.Event) -> None:
+        started = asyncio.Event()
+        task = asyncio.create_task(run_district(district, publisher, clock, stop, started=started))
+        ready = asyncio.create_task(started.wait())
+        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            ready.cancel()
+            await task
+            return
+        ports = [s.port for s in district.servers]
+        span = f"{min(ports)}-{max(ports)}" if ports else "none"
+        print(
+            f"linli sim district: '{scenario.name}': {sum(len(s.devices) for s in district.servers)} Modbus "
+            f"devices on {args.host}:{span}, {len(district.mqtt_devices)} MQTT devices on "
+            f"{args.mqtt_host}:{args.mqtt_port}, seed {scenario.seed}, x{args.time_scale:g}",
+            flush=True,
+        )
+        await task
+
+    try:
+        return run_until_signal(main)
+    finally:
+        if journal is not None:
+            journal.close()
 
 
 def _run_charger(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from linli.catalog.derive import raw_for
 from linli.catalog.profile import Profile, RegisterType
 from linli.catalog.registers import Value, encode, encode_bits
 
@@ -35,10 +36,13 @@ def build_image(profile: Profile, values: Values, count: int | None = None) -> d
     sizes = table_sizes(profile, count)
     image = {table: [0] * size for table, size in sizes.items()}
     bit_words: dict[tuple[RegisterType, int], dict[int, bool]] = {}
+    device_row = {field: v for (channel, field), v in values.items() if channel is None}
     for channel, point in profile.modbus_points(count):
         value = values.get((channel, point.field))
         if value is None:
             continue
+        if channel is None and (point.decimals_from or point.offset_from):
+            value = raw_for(mb, point.field, value, device_row)
         if point.bit is not None:
             bit_words.setdefault((point.table, point.address), {})[point.bit] = bool(value)
             continue

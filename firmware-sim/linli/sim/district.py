@@ -1,0 +1,257 @@
+"""The whole district from one scenario: Modbus servers and MQTT devices, moving together.
+
+Modbus devices are served on consecutive TCP ports from a base port (gateways share
+one port, a unit id per sensor); MQTT devices each hold their own broker connection
+with a last-will on their status topic, as real ones do. Every MQTT message can be
+journaled to a file, so a test knows exactly what went over the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from linli.catalog.mqttspec import MqttMessage
+from linli.sim.clock import SimClock
+from linli.sim.context import DeviceContext, MqttBehaviour, kind_faults, kind_module
+from linli.sim.modbus_server import DeviceServer, Fault, Served, SimulatedDevice
+from linli.sim.scenario import PlacedDevice, Scenario, expand
+
+log = logging.getLogger(__name__)
+
+OFFLINE = "offline"
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """`name` injected into the devices `target` names: a site, or site/device."""
+
+    target: str
+    name: str
+
+    @classmethod
+    def parse(cls, text: str) -> FaultSpec:
+        target, sep, name = text.rpartition(":")
+        if not sep or not target or not name:
+            raise ValueError(
+                f"fault '{text}': expected TARGET:NAME, e.g. ronghua-1:offline or hongxu-tower:leak"
+            )
+        return cls(target, name)
+
+    def matches(self, device: PlacedDevice) -> bool:
+        return self.target in (device.site, f"{device.site}/{device.device}")
+
+
+def resolve_faults(
+    devices: list[PlacedDevice], faults: Iterable[FaultSpec]
+) -> dict[tuple[str, str], frozenset[str]]:
+    """Faults per device; ValueError when a fault matches no device that understands it."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for fault in faults:
+        hit = [d for d in devices if fault.matches(d)]
+        if not hit:
+            raise ValueError(f"fault '{fault.target}:{fault.name}': no site or site/device '{fault.target}'")
+        able = [d for d in hit if fault.name == OFFLINE or fault.name in kind_faults(d.kind)]
+        if not able:
+            known = sorted({n for d in hit for n in kind_faults(d.kind)} | {OFFLINE})
+            raise ValueError(
+                f"fault '{fault.name}' does not apply to '{fault.target}'; it knows: {', '.join(known)}"
+            )
+        for d in able:
+            out.setdefault((d.site, d.device), set()).add(fault.name)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def context(scenario: Scenario, device: PlacedDevice, start: float, faults: frozenset[str]) -> DeviceContext:
+    return DeviceContext(
+        site=device.site,
+        device=device.device,
+        index=device.index,
+        seed=f"{scenario.seed}:{device.site}:{device.device}",
+        start=start,
+        faults=faults - {OFFLINE},
+        options=device.group.options,
+        routes=scenario.route_models(),
+    )
+
+
+@dataclass
+class MqttSimDevice:
+    """One MQTT device model and its own broker connection."""
+
+    placed: PlacedDevice
+    behaviour: MqttBehaviour
+    client: paho.Client | None = None
+    pending: list[paho.MQTTMessageInfo] = field(default_factory=list)
+
+    def topic(self, template: str) -> str:
+        return template.format(site=self.placed.site, device=self.placed.device)
+
+
+@dataclass
+class District:
+    """Everything the scenario starts."""
+
+    servers: list[DeviceServer]
+    mqtt_devices: list[MqttSimDevice]
+    silent_mqtt: int = 0
+
+
+def build_district(
+    scenario: Scenario,
+    *,
+    clock: SimClock,
+    host: str,
+    modbus_port: int,
+    faults: Iterable[FaultSpec] = (),
+) -> District:
+    """Instantiate every device at `clock.start`; nothing listens or connects yet."""
+    devices = expand(scenario)
+    fault_map = resolve_faults(devices, faults)
+    by_port: dict[int, list[Served]] = {}
+    mqtt_devices: list[MqttSimDevice] = []
+    silent = 0
+    for placed in devices:
+        injected = fault_map.get((placed.site, placed.device), frozenset())
+        model = kind_module(placed.kind).make(context(scenario, placed, clock.start, injected))
+        if placed.port is not None:
+            assert placed.unit is not None
+            fault = Fault.SILENT if OFFLINE in injected else Fault.NONE
+            device: SimulatedDevice = model
+            by_port.setdefault(placed.port, []).append(Served(device, unit=placed.unit, fault=fault))
+        elif OFFLINE in injected:
+            silent += 1  # powered off: never connects
+        else:
+            mqtt_devices.append(MqttSimDevice(placed, model))
+    servers = [
+        DeviceServer(host, modbus_port + offset, served, clock) for offset, served in sorted(by_port.items())
+    ]
+    return District(servers, mqtt_devices, silent)
+
+
+class MqttPublisher:
+    """Connects the MQTT devices and publishes what they say, journaling every message."""
+
+    def __init__(
+        self,
+        devices: list[MqttSimDevice],
+        *,
+        host: str,
+        port: int,
+        username: str = "",
+        password: str = "",
+        journal: IO[str] | None = None,
+    ) -> None:
+        self.devices = devices
+        self.host = host
+        self.port = port
+        self.username = username
+        self.password = password
+        self.journal = journal
+        self.published = 0
+
+    def connect(self) -> None:
+        """Connect every device; ConnectionError names the broker when it cannot be reached."""
+        for dev in self.devices:
+            spec = dev.behaviour.profile.mqtt
+            assert spec is not None
+            client = paho.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=f"sim-{dev.placed.site}-{dev.placed.device}",
+                protocol=paho.MQTTv311,
+            )
+            if self.username:
+                client.username_pw_set(self.username, self.password or None)
+            if spec.status_topic:
+                client.will_set(dev.topic(spec.status_topic), spec.offline, qos=1, retain=True)
+            try:
+                client.connect(self.host, self.port, keepalive=30)
+            except OSError as exc:
+                raise ConnectionError(
+                    f"cannot reach the MQTT broker at {self.host}:{self.port}: {exc}"
+                ) from exc
+            client.loop_start()
+            if spec.status_topic:
+                client.publish(dev.topic(spec.status_topic), spec.online, qos=1, retain=True)
+            dev.client = client
+
+    def publish_until(self, t: float) -> int:
+        """Advance every device to simulated time t and publish its messages; returns how many."""
+        n = 0
+        for dev in self.devices:
+            spec = dev.behaviour.profile.mqtt
+            assert spec is not None
+            assert dev.client is not None
+            messages: dict[str, MqttMessage] = {m.name: m for m in spec.messages}
+            dev.pending = [info for info in dev.pending if not info.is_published()]
+            for name, payload in dev.behaviour.advance_to(t):
+                message = messages[name]
+                self.send(dev, dev.topic(message.topic), payload, message.qos)
+                n += 1
+        self.published += n
+        return n
+
+    def send(self, dev: MqttSimDevice, topic: str, payload: dict[str, Any], qos: int) -> None:
+        assert dev.client is not None
+        body = json.dumps(payload, separators=(",", ":"))
+        info = dev.client.publish(topic, body, qos=qos)
+        if qos:
+            dev.pending.append(info)
+        if self.journal is not None:
+            self.journal.write(json.dumps({"topic": topic, "qos": qos, "payload": payload}) + "\n")
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Wait for unacknowledged QoS 1 messages, then disconnect cleanly."""
+        for dev in self.devices:
+            for info in dev.pending:
+                with contextlib.suppress(RuntimeError, ValueError):
+                    info.wait_for_publish(timeout)
+            if dev.client is not None:
+                dev.client.disconnect()
+                dev.client.loop_stop()
+        if self.journal is not None:
+            self.journal.flush()
+
+
+async def run_district(
+    district: District,
+    publisher: MqttPublisher | None,
+    clock: SimClock,
+    stop: asyncio.Event,
+    *,
+    tick_s: float = 1.0,
+    started: asyncio.Event | None = None,
+) -> None:
+    """Serve and publish until `stop`; every tick moves all devices to the present."""
+    for server in district.servers:
+        await server.start()
+    if publisher is not None:
+        await asyncio.to_thread(publisher.connect)
+    if started is not None:
+        started.set()
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=tick_s)
+            for server in district.servers:
+                server.advance()
+            if publisher is not None:
+                publisher.publish_until(clock.now())
+    finally:
+        if publisher is not None:
+            await asyncio.to_thread(publisher.close)
+        for server in district.servers:
+            await server.stop()
+
+
+def open_journal(path: Path | None) -> IO[str] | None:
+    return path.open("a", encoding="utf-8") if path is not None else None

@@ -1,0 +1,17 @@
+"""E-bike charging station: option `ports` is 10 or 12; it starts a few hours into its day."""
+
+from __future__ import annotations
+
+from linli.sim.charger import ChargerStation
+from linli.sim.context import DeviceContext
+
+FAULTS: frozenset[str] = frozenset()
+
+
+def make(ctx: DeviceContext) -> ChargerStation:
+    warmup_s = float(ctx.options.get("warmup_s", 3 * 3600))
+    station = ChargerStation(
+        seed=ctx.seed, index=ctx.index, start=ctx.start - warmup_s, ports=int(ctx.options.get("ports", 10))
+    )
+    station.advance_to(ctx.start)
+    return station
