@@ -10,6 +10,7 @@ from linli.localservers import (
     LocalServer,
     ServerMissingError,
     start_influxdb1,
+    start_mosquitto,
     start_victoria_metrics,
 )
 
@@ -34,5 +35,12 @@ def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
 @pytest.fixture(scope="session")
 def influx1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     server = _start(start_influxdb1, tmp_path_factory, "influxdb1")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    server = _start(start_mosquitto, tmp_path_factory, "mosquitto")
     yield server
     server.stop()

@@ -1,0 +1,179 @@
+"""Cameras, trucks and rescue points -> real Mosquitto -> edge agent -> real InfluxDB 1.x.
+
+The district simulator journals every message it publishes; each must be stored, field
+by field, at the device's own timestamp, and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from linli.catalog.profile import get_profile
+from linli.edge.agent import Agent
+from linli.edge.config import EdgeConfig
+from linli.edge.topics import TopicRouter
+from linli.localservers import LocalServer
+from linli.sim.edgeconfig import district_edge_config
+from linli.sim.scenario import load_scenario
+from support import influx1_create_db, influx1_query, start_sim, stop_process, unique, wait_until
+
+SCENARIO = """
+name = "e2e"
+seed = 5
+
+[[sites]]
+id = "tower"
+
+[[sites]]
+id = "compound"
+
+[[sites]]
+id = "fleet"
+
+[[groups]]
+kind = "camera"
+sites = ["tower"]
+per_site = 2
+id = "elevator-{n}"
+interval = 30
+
+[[groups]]
+kind = "rescue_point"
+sites = ["compound"]
+id = "rescue-1"
+
+[[groups]]
+kind = "truck"
+sites = ["fleet"]
+id = "truck-1"
+options = { route = "wet-a" }
+
+[[routes]]
+id = "wet-a"
+waste_type = "wet"
+speed_kmh = 30
+stops = [
+  { id = "depot", lat = 31.2010, lon = 121.3920 },
+  { id = "stop-a", lat = 31.2030, lon = 121.3950, bins = 3 },
+  { id = "stop-b", lat = 31.2050, lon = 121.3990, bins = 5 },
+  { id = "stop-c", lat = 31.2020, lon = 121.4010, bins = 2 },
+]
+"""
+
+
+def journal_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def expected_points(
+    journal: list[dict[str, Any]],
+) -> dict[tuple[str, str, int, tuple[str, ...]], dict[str, Any]]:
+    """(measurement, device, time, tag values) -> fields, as the journal says they must be stored."""
+    router = TopicRouter([get_profile(k) for k in ("camera", "truck", "rescue_point")])
+    out: dict[tuple[str, str, int, tuple[str, ...]], dict[str, Any]] = {}
+    for entry in journal:
+        matched = router.match(entry["topic"])
+        assert matched is not None, entry["topic"]
+        route, levels = matched
+        assert route.message is not None
+        payload = dict(entry["payload"])
+        time_ms = payload.pop(route.message.time_key)
+        tags = tuple(str(payload.pop(f.name)) for f in route.message.fields if f.tag)
+        key = (route.profile.measurement, levels["device"], time_ms, tags)
+        out.setdefault(key, {}).update(payload)
+    return out
+
+
+def test_every_published_message_is_stored_field_by_field(
+    mosquitto: LocalServer, influx1: LocalServer, tmp_path: Path
+) -> None:
+    db = unique("mqtt")
+    influx1_create_db(influx1.url, db)
+    scenario_path = tmp_path / "scenario.toml"
+    scenario_path.write_text(SCENARIO)
+    text = district_edge_config(
+        load_scenario(scenario_path),
+        writer={"kind": "influxdb1", "url": influx1.url, "database": db, "flush_interval": 0.2},
+        mqtt_port=mosquitto.port,
+        agent=unique("agent"),
+        health_interval=0.5,
+    )
+    config = EdgeConfig.model_validate(tomllib.loads(text))
+    journal = tmp_path / "journal.jsonl"
+
+    async def scenario() -> Agent:
+        agent = Agent(config)
+        assert agent.mqtt is not None
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        await wait_until(agent.mqtt.subscribed.is_set, 10, "the agent's subscriptions")
+        sim = start_sim(
+            "district",
+            "--scenario",
+            str(scenario_path),
+            "--mqtt-port",
+            str(mosquitto.port),
+            "--time-scale",
+            "120",
+            "--start",
+            "2021-01-08T19:00+08:00",
+            "--journal",
+            str(journal),
+            "--fault",
+            "tower/elevator-1:burst",
+        )
+        try:
+            # Enough simulated time for lifts at several stops and camera episodes.
+            await wait_until(
+                lambda: sum(e["topic"].endswith("/lift") for e in journal_lines(journal)) >= 2,
+                60,
+                "two bin lifts",
+            )
+        finally:
+            assert stop_process(sim) == 0
+        published = len(journal_lines(journal))
+        await wait_until(
+            lambda: agent.mqtt is not None and agent.mqtt.stored >= published, 20, "every message"
+        )
+        stop.set()
+        assert await task
+        return agent
+
+    agent = asyncio.run(scenario())
+    assert agent.mqtt is not None
+    assert sum(agent.mqtt.dead_letters.values()) == 0, agent.mqtt.dead_letters
+    entries = journal_lines(journal)
+    assert agent.mqtt.stored == len(entries)
+    expected = expected_points(entries)
+    measurements = {"camera": ("object",), "truck": ("waste_type", "route"), "rescue_point": ()}
+    stored: dict[tuple[str, str, int, tuple[str, ...]], dict[str, Any]] = {}
+    for measurement, tag_keys in measurements.items():
+        for row in influx1_query(influx1.url, db, f'SELECT * FROM "{measurement}"'):
+            tags = tuple(row[k] for k in tag_keys if row.get(k) is not None)
+            stored[(measurement, row["device"], row["time"], tags)] = row
+    assert set(stored) == set(expected)
+    for key, fields in expected.items():
+        row = stored[key]
+        for name, value in fields.items():
+            assert row[name] == value, (key, name, row[name], value)
+    # Every detection the camera itself counted as an interception is one the edge confirmed.
+    detections = [row for key, row in stored.items() if key[0] == "camera" and key[3] == ("ebike",)]
+    warnings = [r for r in detections if r["action"] == "voice_warning"]
+    assert len(warnings) >= 3
+    assert all(r["interception"] == 1 and r["confirmed"] is True for r in warnings)
+    assert sum(r["interception"] for r in detections) == len(warnings)
+    assert all(r["confirmed"] is False for r in detections if r["action"] == "none")
+    # The trucks' lifts carry the waste type and route as tags.
+    lifts = [row for key, row in stored.items() if key[0] == "truck" and row.get("bins") is not None]
+    assert lifts
+    assert {(r["waste_type"], r["route"]) for r in lifts} == {("wet", "wet-a")}
+    health = influx1_query(
+        influx1.url, db, "SELECT last(online) FROM health WHERE kind = 'camera' GROUP BY device"
+    )
+    assert {r["device"] for r in health} == {"elevator-1", "elevator-2"}
