@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -39,8 +40,19 @@ def influx1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     server.stop()
 
 
+def shipped_queue_settings() -> str:
+    """The queue limits of the Mosquitto config linli ships, so the tests run with them."""
+    conf = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "mosquitto.conf"
+    lines = conf.read_text(encoding="utf-8").splitlines()
+    return "".join(f"{line}\n" for line in lines if line.startswith(("max_queued", "max_inflight")))
+
+
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    server = _start(start_mosquitto, tmp_path_factory, "mosquitto")
+    settings = shipped_queue_settings()
+    assert "max_queued_messages 0" in settings, "the shipped config must not cap QoS 1 queues at 1000"
+    server = _start(
+        lambda datadir: start_mosquitto(datadir, extra_config=settings), tmp_path_factory, "mosquitto"
+    )
     yield server
     server.stop()

@@ -40,12 +40,21 @@ def test_compose_file_is_valid() -> None:
 
 def test_compose_edge_config_is_valid() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "linli.cli", "edge", "check", "--config", str(ROOT / "deploy" / "edge.toml")],
+        [
+            sys.executable,
+            "-m",
+            "linli.cli",
+            "edge",
+            "check",
+            "--config",
+            str(ROOT / "deploy" / "district.toml"),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "25 devices" in result.stdout
-    assert result.stdout.count("input@100+99") == 25
+    assert "135 devices" in result.stdout
+    assert result.stdout.count("input@100+99") == 50
+    assert "elevators/# (QoS 1)" in result.stdout
