@@ -56,9 +56,8 @@ class Agent:
                 )
             )
 
-        self.mqtt = (
-            MqttConnector(config, self._emit_mqtt) if len(self.pollers) < len(config.devices()) else None
-        )
+        has_mqtt = any(get_profile(d.profile).mqtt is not None for _, d in config.devices())
+        self.mqtt = MqttConnector(config, self._emit_mqtt) if has_mqtt else None
 
     def _emit_mqtt(self, lines: list[str]) -> None:
         self.totals.lines += len(lines)

@@ -29,7 +29,22 @@ class WriterKind(StrEnum):
     INFLUXDB1 = "influxdb1"  # /write: InfluxDB 1.x
 
 
-class WriterConfig(Strict):
+class EnvCredentials(Strict):
+    """A user name and password read from the environment variables the file names."""
+
+    username_env: str
+    password_env: str
+
+    @property
+    def username(self) -> str:
+        return os.environ.get(self.username_env, "")
+
+    @property
+    def password(self) -> str:
+        return os.environ.get(self.password_env, "")
+
+
+class WriterConfig(EnvCredentials):
     """Where and how readings are written."""
 
     kind: WriterKind
@@ -57,14 +72,6 @@ class WriterConfig(Strict):
     @property
     def token(self) -> str:
         return os.environ.get(self.token_env, "")
-
-    @property
-    def username(self) -> str:
-        return os.environ.get(self.username_env, "")
-
-    @property
-    def password(self) -> str:
-        return os.environ.get(self.password_env, "")
 
 
 class DeviceConfig(Strict):
@@ -110,7 +117,7 @@ class AgentSettings(Strict):
     log_level: Annotated[str, Field(pattern=r"^(debug|info|warning|error)$")] = "info"
 
 
-class MqttConfig(Strict):
+class MqttConfig(EnvCredentials):
     """The broker the MQTT devices publish to, and how the agent subscribes."""
 
     host: str = "127.0.0.1"
@@ -128,14 +135,6 @@ class MqttConfig(Strict):
     health_interval: Seconds = 5.0
     reconnect_min: Seconds = 1.0
     reconnect_max: Seconds = 60.0
-
-    @property
-    def username(self) -> str:
-        return os.environ.get(self.username_env, "")
-
-    @property
-    def password(self) -> str:
-        return os.environ.get(self.password_env, "")
 
 
 class EdgeConfig(Strict):

@@ -23,12 +23,12 @@ from pymodbus.pdu import ModbusPDU
 
 from linli.catalog.derive import finish_device_row
 from linli.catalog.lineprotocol import format_fields, series_key
-from linli.catalog.names import HEALTH_MEASUREMENT
 from linli.catalog.profile import Profile, RegisterType
 from linli.catalog.readings import Reading
 from linli.catalog.registers import DecodeError, Value
 from linli.edge.backoff import Backoff
 from linli.edge.config import DeviceConfig
+from linli.edge.health import health_line
 from linli.edge.readplan import Read, plan_reads
 
 log = logging.getLogger(__name__)
@@ -352,16 +352,13 @@ class DevicePoller:
 
     def _health_line(self, time_ms: int) -> str:
         h = self.health
-        fields: dict[str, bool | int | float | str] = {
-            "online": 1 if h.online else 0,
-            "polls": h.polls,
-            "errors": sum(h.errors.values()),
-            "latency_ms": round(h.latency_s * 1000, 3),
-            "lag_ms": round(h.lag_s * 1000, 3),
-        }
-        fields.update((f"errors_{reason}", n) for reason, n in h.errors.items())
-        if h.last_seen_ms:
-            fields["last_seen_ms"] = h.last_seen_ms
-        return Reading(
-            measurement=HEALTH_MEASUREMENT, tags=self._health_tags, fields=fields, time_ms=time_ms
-        ).to_line()
+        return health_line(
+            self._health_tags,
+            time_ms,
+            online=h.online,
+            errors=h.errors,
+            latency_s=h.latency_s,
+            last_seen_ms=h.last_seen_ms,
+            polls=h.polls,
+            lag_ms=round(h.lag_s * 1000, 3),
+        )

@@ -26,11 +26,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from linli.catalog.confirm import Confirmer
 from linli.catalog.lineprotocol import format_fields, series_key
-from linli.catalog.names import HEALTH_MEASUREMENT
 from linli.catalog.payloads import CompiledMessage, PayloadError
 from linli.catalog.profile import Profile, get_profile
-from linli.catalog.readings import Reading
 from linli.edge.config import EdgeConfig, MqttConfig
+from linli.edge.health import health_line
 from linli.edge.topics import Route, TopicRouter
 
 log = logging.getLogger(__name__)
@@ -179,17 +178,15 @@ class MqttConnector:
 
     @staticmethod
     def health_line(dev: MqttDevice, time_ms: int) -> str:
-        fields: dict[str, bool | int | float | str] = {
-            "online": 1 if dev.online else 0,
-            "messages": dev.messages,
-            "errors": sum(dev.errors.values()),
-            "latency_ms": round(dev.latency_s * 1000, 3),
-        }
-        fields.update((f"errors_{reason}", n) for reason, n in dev.errors.items())
-        if dev.last_seen_ms:
-            fields["last_seen_ms"] = dev.last_seen_ms
-        tags = {"site": dev.site, "device": dev.device, "kind": dev.profile.kind}
-        return Reading(measurement=HEALTH_MEASUREMENT, tags=tags, fields=fields, time_ms=time_ms).to_line()
+        return health_line(
+            {"site": dev.site, "device": dev.device, "kind": dev.profile.kind},
+            time_ms,
+            online=dev.online,
+            errors=dev.errors,
+            latency_s=dev.latency_s,
+            last_seen_ms=dev.last_seen_ms,
+            messages=dev.messages,
+        )
 
     def _drain_inbox(self) -> None:
         with self._inbox_lock:

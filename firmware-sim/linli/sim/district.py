@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -23,6 +23,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from linli.catalog.mqttspec import MqttMessage
 from linli.sim.clock import SimClock
 from linli.sim.context import DeviceContext, MqttBehaviour, kind_faults, kind_module
+from linli.sim.fleet import run_servers
+from linli.sim.kinds.truck import Route
 from linli.sim.modbus_server import DeviceServer, Fault, Served, SimulatedDevice
 from linli.sim.scenario import PlacedDevice, Scenario, expand
 
@@ -71,7 +73,14 @@ def resolve_faults(
     return {k: frozenset(v) for k, v in out.items()}
 
 
-def context(scenario: Scenario, device: PlacedDevice, start: float, faults: frozenset[str]) -> DeviceContext:
+def context(
+    scenario: Scenario,
+    device: PlacedDevice,
+    start: float,
+    faults: frozenset[str],
+    routes: Mapping[str, Route] | None = None,
+) -> DeviceContext:
+    """The device's context; pass `routes` when building many devices so they are made once."""
     return DeviceContext(
         site=device.site,
         device=device.device,
@@ -80,7 +89,7 @@ def context(scenario: Scenario, device: PlacedDevice, start: float, faults: froz
         start=start,
         faults=faults - {OFFLINE},
         options=device.group.options,
-        routes=scenario.route_models(),
+        routes=scenario.route_models() if routes is None else routes,
     )
 
 
@@ -120,9 +129,10 @@ def build_district(
     by_port: dict[int, list[Served]] = {}
     mqtt_devices: list[MqttSimDevice] = []
     silent = 0
+    routes = scenario.route_models()
     for placed in devices:
         injected = fault_map.get((placed.site, placed.device), frozenset())
-        model = kind_module(placed.kind).make(context(scenario, placed, clock.start, injected))
+        model = kind_module(placed.kind).make(context(scenario, placed, clock.start, injected, routes))
         if placed.port is not None:
             assert placed.unit is not None
             fault = Fault.SILENT if OFFLINE in injected else Fault.NONE
@@ -158,6 +168,12 @@ class MqttPublisher:
         self.password = password
         self.journal = journal
         self.published = 0
+        # Message specs by name, per device, looked up on every publish.
+        self._messages: list[dict[str, MqttMessage]] = []
+        for dev in devices:
+            spec = dev.behaviour.profile.mqtt
+            assert spec is not None, f"{dev.placed.kind} is not an MQTT device"
+            self._messages.append({m.name: m for m in spec.messages})
 
     def connect(self) -> None:
         """Connect every device; ConnectionError names the broker when it cannot be reached."""
@@ -187,11 +203,7 @@ class MqttPublisher:
     def publish_until(self, t: float) -> int:
         """Advance every device to simulated time t and publish its messages; returns how many."""
         n = 0
-        for dev in self.devices:
-            spec = dev.behaviour.profile.mqtt
-            assert spec is not None
-            assert dev.client is not None
-            messages: dict[str, MqttMessage] = {m.name: m for m in spec.messages}
+        for dev, messages in zip(self.devices, self._messages, strict=True):
             dev.pending = [info for info in dev.pending if not info.is_published()]
             for name, payload in dev.behaviour.advance_to(t):
                 message = messages[name]
@@ -232,25 +244,16 @@ async def run_district(
     started: asyncio.Event | None = None,
 ) -> None:
     """Serve and publish until `stop`; every tick moves all devices to the present."""
-    for server in district.servers:
-        await server.start()
-    if publisher is not None:
-        await asyncio.to_thread(publisher.connect)
-    if started is not None:
-        started.set()
+    if publisher is None:
+        await run_servers(district.servers, stop, tick_s, started)
+        return
+    await asyncio.to_thread(publisher.connect)
     try:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=tick_s)
-            for server in district.servers:
-                server.advance()
-            if publisher is not None:
-                publisher.publish_until(clock.now())
+        await run_servers(
+            district.servers, stop, tick_s, started, on_tick=lambda: publisher.publish_until(clock.now())
+        )
     finally:
-        if publisher is not None:
-            await asyncio.to_thread(publisher.close)
-        for server in district.servers:
-            await server.stop()
+        await asyncio.to_thread(publisher.close)
 
 
 def open_journal(path: Path | None) -> IO[str] | None:

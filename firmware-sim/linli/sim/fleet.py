@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from linli.sim.charger import ChargerStation
@@ -52,10 +53,11 @@ async def run_servers(
     stop: asyncio.Event,
     tick_s: float = 1.0,
     started: asyncio.Event | None = None,
+    on_tick: Callable[[], object] | None = None,
 ) -> None:
     """Serve until `stop`; advance every device each tick so no request pays for a long catch-up.
 
-    `started` is set once every server listens.
+    `started` is set once every server listens; `on_tick` runs after each tick's advance.
     """
     for server in servers:
         await server.start()
@@ -67,6 +69,8 @@ async def run_servers(
                 await asyncio.wait_for(stop.wait(), timeout=tick_s)
             for server in servers:
                 server.advance()
+            if on_tick is not None:
+                on_tick()
     finally:
         for server in servers:
             await server.stop()

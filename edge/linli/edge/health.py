@@ -1,0 +1,32 @@
+"""The health point every connector writes per device: liveness, latency, errors by reason."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+
+from linli.catalog.names import HEALTH_MEASUREMENT
+from linli.catalog.readings import Reading
+
+
+def health_line(
+    tags: Mapping[str, str],
+    time_ms: int,
+    *,
+    online: bool,
+    errors: Counter[str],
+    latency_s: float,
+    last_seen_ms: int,
+    **counts: int | float,
+) -> str:
+    """One `health` line; `counts` are the connector's own figures (polls, messages, lag_ms)."""
+    fields: dict[str, bool | int | float | str] = {
+        "online": 1 if online else 0,
+        **counts,
+        "errors": sum(errors.values()),
+        "latency_ms": round(latency_s * 1000, 3),
+    }
+    fields.update((f"errors_{reason}", n) for reason, n in errors.items())
+    if last_seen_ms:
+        fields["last_seen_ms"] = last_seen_ms
+    return Reading(measurement=HEALTH_MEASUREMENT, tags=dict(tags), fields=fields, time_ms=time_ms).to_line()
