@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from linli.catalog.confirm import Confirmer
+from linli.catalog.lineprotocol import format_fields
 from linli.catalog.mqttspec import Confirm, MqttMessage, MqttSpec
 from linli.catalog.payloads import CompiledMessage, PayloadError
 from linli.catalog.profile import get_profile
@@ -128,3 +129,29 @@ def test_mqtt_profiles_refuse_what_storage_or_routing_cannot_take() -> None:
     b = {"name": "b", "topic": "x/{site}/{device}/b", "fields": [{"name": "v", "type": "int"}]}
     with pytest.raises(ValidationError, match="field 'v' has type"):
         MqttSpec.model_validate({"messages": [a, b]})
+
+
+def test_the_fast_field_set_is_the_general_formatter_s() -> None:
+    spec = get_profile("truck").mqtt
+    assert spec is not None
+    location = CompiledMessage(next(m for m in spec.messages if m.name == "location"))
+    payload = {
+        "ts": TS,
+        "waste_type": "wet",
+        "route": "wet-north",
+        "lat": 31.2,
+        "lon": 121.4,
+        "speed": 0,  # an integer in JSON is still a float field: stored as 0.0, not 0i
+        "heading": 90,
+        "acc": True,
+        "alarm_flags": 0,
+        "load_kg": 812.5,
+        "stop": 'say "hi"',
+    }
+    values = location.validate(json.dumps(payload).encode())
+    fields = location.fields(values)
+    assert location.field_set_of(values) == format_fields(fields)
+    assert "speed=0.0," in location.field_set_of(values)
+    assert 'stop="say \\"hi\\""' in location.field_set_of(values)
+    # Fields added after parsing (the confirmation rule's) fall back to the general formatter.
+    assert location.field_set({**fields, "confirmed": True}) == format_fields({**fields, "confirmed": True})

@@ -47,9 +47,14 @@ def series_key(measurement: str, tags: Mapping[str, str]) -> str:
     return ",".join(parts)
 
 
+def format_field(key: str, value: FieldValue) -> str:
+    """One `key=value` of a field set."""
+    return f"{escape_key(key)}={format_field_value(value)}"
+
+
 def format_fields(fields: Mapping[str, FieldValue]) -> str:
     """The field set of a line."""
-    return ",".join(f"{escape_key(k)}={format_field_value(v)}" for k, v in fields.items())
+    return ",".join([format_field(k, v) for k, v in fields.items()])
 
 
 def format_line(

@@ -8,12 +8,13 @@ filed under) and a detail naming the key.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import ErrorDetails
 
-from linli.catalog.lineprotocol import FieldValue
+from linli.catalog.lineprotocol import FieldValue, escape_key, format_field, format_field_value
 from linli.catalog.mqttspec import FieldType, MqttMessage, PayloadField
 from linli.catalog.readings import MAX_TIME_MS, MIN_TIME_MS
 
@@ -22,6 +23,18 @@ _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 
 _RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
 _MALFORMED_ERRORS = frozenset({"json_invalid", "json_type"})
+
+
+def _formatter(name: str, kind: FieldType) -> Callable[[Any], str]:
+    """`name=value` for one field whose type validation has already fixed."""
+    prefix = escape_key(name) + "="
+    if kind is FieldType.FLOAT:
+        return lambda v: prefix + repr(v)  # validated: a finite float
+    if kind is FieldType.INT:
+        return lambda v: f"{prefix}{v}i"
+    if kind is FieldType.BOOL:
+        return lambda v: prefix + ("true" if v else "false")
+    return lambda v: prefix + format_field_value(v)
 
 
 class PayloadError(ValueError):
@@ -72,19 +85,46 @@ class CompiledMessage:
         # update that adds a key does not stop the data.
         config = ConfigDict(strict=True, extra="ignore", populate_by_name=False)
         self.model: type[BaseModel] = create_model(f"{spec.name}_payload", __config__=config, **definitions)
-        self._tags = tuple(f.name for f in spec.fields if f.tag)
-        self._fields = tuple(f.name for f in spec.fields if not f.tag)
+        # Attribute names and formatters are built once: they serve every message of every device.
+        self._tags = tuple((f"f_{f.name}", f.name) for f in spec.fields if f.tag)
+        self._fields = tuple((f"f_{f.name}", f.name) for f in spec.fields if not f.tag)
+        self._formatters = {f.name: _formatter(f.name, f.type) for f in spec.fields if not f.tag}
+        self._plan = tuple((f"f_{f.name}", self._formatters[f.name]) for f in spec.fields if not f.tag)
+        self.has_tags = bool(self._tags)
+
+    def validate(self, payload: bytes) -> dict[str, Any]:
+        """The validated values by attribute (see `tags`, `fields`, `time_ms`); PayloadError when invalid."""
+        try:
+            return self.model.model_validate_json(payload).__dict__
+        except ValidationError as exc:
+            raise self._error(exc) from None
 
     def parse(self, payload: bytes) -> tuple[dict[str, str], dict[str, FieldValue], int | None]:
         """(tags, fields, device time in ms or None); PayloadError when invalid."""
-        try:
-            obj = self.model.model_validate_json(payload)
-        except ValidationError as exc:
-            raise self._error(exc) from None
-        values = obj.__dict__
-        tags = {name: values[f"f_{name}"] for name in self._tags}
-        fields = {name: v for name in self._fields if (v := values[f"f_{name}"]) is not None}
-        return tags, fields, values.get("t_time")
+        values = self.validate(payload)
+        return self.tags(values), self.fields(values), self.time_ms(values)
+
+    def tags(self, values: dict[str, Any]) -> dict[str, str]:
+        """The fields that are tags, by name."""
+        return {name: values[attr] for attr, name in self._tags}
+
+    def fields(self, values: dict[str, Any]) -> dict[str, FieldValue]:
+        """The fields that are present and not tags, by name."""
+        return {name: v for attr, name in self._fields if (v := values[attr]) is not None}
+
+    @staticmethod
+    def time_ms(values: dict[str, Any]) -> int | None:
+        """The device's own timestamp, when the message has one."""
+        return values.get("t_time")
+
+    def field_set_of(self, values: dict[str, Any]) -> str:
+        """The line-protocol field set straight from validated values: `field_set(fields(values))`."""
+        return ",".join([fmt(v) for attr, fmt in self._plan if (v := values[attr]) is not None])
+
+    def field_set(self, fields: Mapping[str, FieldValue]) -> str:
+        """The line-protocol field set of parsed fields, plus any added since (same as format_fields)."""
+        known = self._formatters
+        return ",".join([known[k](v) if k in known else format_field(k, v) for k, v in fields.items()])
 
     def _error(self, exc: ValidationError) -> PayloadError:
         errors = exc.errors(include_url=False)

@@ -1,10 +1,14 @@
 """The MQTT connector: subscribes per device kind, validates every payload, emits lines.
 
-paho-mqtt's network thread receives; each message is routed by topic, validated from
-its raw bytes, formatted as one line of line protocol and handed to the asyncio side in
-bursts (one wake-up per burst, not per message). A message that cannot be stored is
-counted per device and reason, logged once, and republished with its reason to the
-dead-letter topic, where an operator can watch it; nothing is dropped silently.
+paho-mqtt's network thread only receives: it stamps each message and queues it. Every
+HANDOFF_S the asyncio side takes the queue and, in one pass, routes each message by
+topic, validates its raw bytes and formats one line of line protocol. Handling messages
+in batches keeps the receive thread short and the handling code hot, and a wake-up per
+message would cost more than the message; all device state lives on the asyncio side.
+
+A message that cannot be stored is counted per device and reason, logged once, and
+republished with its reason to the dead-letter topic, where an operator can watch it;
+nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -25,16 +29,19 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from linli.catalog.confirm import Confirmer
-from linli.catalog.lineprotocol import format_fields, series_key
+from linli.catalog.lineprotocol import series_key
 from linli.catalog.payloads import CompiledMessage, PayloadError
 from linli.catalog.profile import Profile, get_profile
 from linli.edge.config import EdgeConfig, MqttConfig
 from linli.edge.health import health_line
+from linli.edge.mqttsocket import BufferedClient
 from linli.edge.topics import Route, TopicRouter
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[list[str]], None]
+# topic, payload, retained, received (ms since the epoch)
+Received = tuple[str, bytes, bool, int]
 
 # A device is offline once it missed this many heartbeats.
 MISSED_HEARTBEATS = 3
@@ -42,6 +49,12 @@ MISSED_HEARTBEATS = 3
 DEAD_LETTER_EXCERPT = 4096
 # Bounds the memory spent on "log once" keys when a flood of distinct bad topics arrives.
 MAX_LOGGED_KEYS = 10_000
+# How often the asyncio side takes the messages the receive thread queued.
+HANDOFF_S = 0.02
+# Stands for a topic that is not UTF-8; it matches no route, so the message is dead-lettered.
+INVALID_TOPIC = "(invalid UTF-8)"
+# Topics resolved to a device are remembered; more than this and the memory starts afresh.
+MAX_CACHED_TOPICS = 100_000
 
 
 @dataclass
@@ -66,6 +79,17 @@ class MqttDevice:
     @property
     def name(self) -> str:
         return f"{self.site}/{self.device}"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one topic's messages go: resolved once per topic, then looked up."""
+
+    route: Route
+    dev: MqttDevice
+    extra: dict[str, str]  # topic levels that become tags, besides site and device
+    compiled: CompiledMessage | None  # None for the status topic
+    series: str | None  # the series key, when no payload field is a tag
 
 
 def dead_letter_envelope(
@@ -128,34 +152,39 @@ class MqttConnector:
         self.dead_letters: Counter[str] = Counter()
         self.ignored_retained = 0
         self._logged: set[tuple[str, str]] = set()
-        self._inbox: list[str] = []
+        self._inbox: list[Received] = []
+        self._lines: list[str] = []
         self._inbox_lock = threading.Lock()
-        self._scheduled = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._targets: dict[str, Target] = {}
         self._client: paho.Client | None = None
 
     # --- asyncio side -------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect (retrying with backoff), receive until `stop`, then hand over what is left."""
-        self._loop = asyncio.get_running_loop()
         client = self._make_client()
         self._client = client
         s = self.settings
         log.info("mqtt: %d devices via %s:%d as '%s'", len(self.devices), s.host, s.port, self.client_id)
         client.connect_async(s.host, s.port, keepalive=s.keepalive)
         client.loop_start()
+        next_health = time.monotonic() + s.health_interval
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=s.health_interval)
-                self.emit(self.health_lines(int(time.time() * 1000)))
+                    await asyncio.wait_for(stop.wait(), timeout=HANDOFF_S)
+                self._drain_inbox()
+                if time.monotonic() >= next_health:
+                    next_health += s.health_interval
+                    self.emit(self.health_lines(int(time.time() * 1000)))
         finally:
             # Disconnect first so no message is acknowledged after the last hand-over.
             self._stopping = True
             client.disconnect()
             await asyncio.to_thread(client.loop_stop)
             self._drain_inbox()
+            # The last counts, so the store agrees with the agent's final state.
+            self.emit(self.health_lines(int(time.time() * 1000)))
 
     def health_lines(self, time_ms: int) -> list[str]:
         """One health point per device, marking silent devices offline first."""
@@ -189,10 +218,22 @@ class MqttConnector:
         )
 
     def _drain_inbox(self) -> None:
+        """Handle every queued message and emit the lines, in arrival order."""
         with self._inbox_lock:
-            lines, self._inbox = self._inbox, []
-            self._scheduled = False
+            batch, self._inbox = self._inbox, []
+        lines = self._lines
+        for topic, payload, retained, received_ms in batch:
+            try:
+                line = self.handle(topic, payload, received_ms, retained=retained)
+            except Exception:
+                # A bug must cost one message, never the connector.
+                log.exception("mqtt: message on %s could not be handled", topic)
+                self._reject("internal", "internal error", topic, payload, None, received_ms)
+                continue
+            if line is not None:
+                lines.append(line)
         if lines:
+            self._lines = []
             self.emit(lines)
 
     # --- paho's network thread ------------------------------------------------------
@@ -201,7 +242,8 @@ class MqttConnector:
         s = self.settings
         # MQTT 3.1.1 with a persistent session: the broker queues QoS 1 messages while the
         # agent is away and delivers them on reconnect.
-        client = paho.Client(
+        # Buffered reads: see mqttsocket.
+        client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             clean_session=False,
@@ -254,31 +296,63 @@ class MqttConnector:
 
     def _on_message(self, _client: paho.Client, _userdata: object, msg: paho.MQTTMessage) -> None:
         try:
-            line = self.handle(msg.topic, bytes(msg.payload), int(time.time() * 1000), retained=msg.retain)
-        except Exception:
-            # A bug must cost one message, never the receive thread.
-            log.exception("mqtt: message on %s could not be handled", msg.topic)
-            self._reject(
-                "internal", "internal error", msg.topic, bytes(msg.payload), None, int(time.time() * 1000)
-            )
-            return
-        if line is not None:
-            self._hand_off(line)
-
-    def _hand_off(self, line: str) -> None:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            # MQTT requires UTF-8 topics and Mosquitto enforces it; another broker may not.
+            topic = INVALID_TOPIC
+        received = (topic, bytes(msg.payload), msg.retain, int(time.time() * 1000))
         with self._inbox_lock:
-            self._inbox.append(line)
-            if self._scheduled:
-                return
-            self._scheduled = True
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._drain_inbox)
+            self._inbox.append(received)
 
-    def handle(  # noqa: PLR0911 (one early return per way a message can fail)
-        self, topic: str, payload: bytes, received_ms: int, *, retained: bool = False
-    ) -> str | None:
+    def handle(self, topic: str, payload: bytes, received_ms: int, *, retained: bool = False) -> str | None:
         """The line for one message, or None when it was a status update or rejected."""
         self.received += 1
+        target = self._targets.get(topic)
+        if target is None:
+            target = self._resolve(topic, payload, received_ms, retained=retained)
+            if target is None:
+                return None
+        dev = target.dev
+        if len(payload) > self.settings.max_payload:
+            detail = f"{len(payload)} bytes, limit {self.settings.max_payload}"
+            self._reject("too_large", detail, topic, payload, dev, received_ms)
+            return None
+        compiled = target.compiled
+        if compiled is None:
+            self._status(dev, target.route, topic, payload, received_ms)
+            return None
+        try:
+            values = compiled.validate(payload)
+        except PayloadError as exc:
+            self._reject(exc.reason, str(exc), topic, payload, dev, received_ms)
+            return None
+        time_ms = compiled.time_ms(values) or received_ms
+        confirm = compiled.spec.confirm
+        if confirm is None:
+            field_set = compiled.field_set_of(values)
+        else:
+            fields = compiled.fields(values)
+            confirmer = dev.confirmers.get(compiled.spec.name)
+            if confirmer is None:
+                confirmer = dev.confirmers[compiled.spec.name] = Confirmer(confirm)
+            confirmed, started = confirmer.observe(time_ms / 1000, fields)
+            fields[confirm.confirmed_field] = confirmed
+            fields[confirm.count_field] = started
+            field_set = compiled.field_set(fields)
+        self._seen(dev, received_ms, time_ms)
+        key = target.series
+        if key is None:
+            tags = compiled.tags(values)
+            key_parts = (topic, *tags.values())
+            key = dev.series.get(key_parts)
+            if key is None:
+                tagset = {**dev.tags, **target.extra, **tags}
+                key = dev.series[key_parts] = series_key(dev.profile.measurement, tagset)
+        self.stored += 1
+        return f"{key} {field_set} {time_ms}"
+
+    def _resolve(self, topic: str, payload: bytes, received_ms: int, *, retained: bool) -> Target | None:
+        """The target of a topic not seen before; None (after rejecting it) when there is none."""
         matched = self.router.match(topic)
         if matched is None:
             self._reject(
@@ -298,40 +372,16 @@ class MqttConnector:
             )
             self._reject("unknown_device", detail, topic, payload, None, received_ms)
             return None
-        if len(payload) > self.settings.max_payload:
-            detail = f"{len(payload)} bytes, limit {self.settings.max_payload}"
-            self._reject("too_large", detail, topic, payload, dev, received_ms)
-            return None
-        if route.message is None:
-            self._status(dev, route, topic, payload, received_ms)
-            return None
-        compiled = self.compiled[(route.profile.kind, route.message.name)]
-        try:
-            tags, fields, device_ms = compiled.parse(payload)
-        except PayloadError as exc:
-            self._reject(exc.reason, str(exc), topic, payload, dev, received_ms)
-            return None
-        time_ms = device_ms if device_ms is not None else received_ms
-        confirm = route.message.confirm
-        if confirm is not None:
-            confirmer = dev.confirmers.get(route.message.name)
-            if confirmer is None:
-                confirmer = dev.confirmers[route.message.name] = Confirmer(confirm)
-            confirmed, started = confirmer.observe(time_ms / 1000, fields)
-            fields[confirm.confirmed_field] = confirmed
-            fields[confirm.count_field] = started
-        self._seen(dev, received_ms, time_ms)
-        key_parts = (
-            route.message.name,
-            *tags.values(),
-            *(levels[k] for k in levels if k not in ("site", "device")),
-        )
-        key = dev.series.get(key_parts)
-        if key is None:
-            extra = {k: v for k, v in levels.items() if k not in ("site", "device")}
-            key = dev.series[key_parts] = series_key(dev.profile.measurement, {**dev.tags, **extra, **tags})
-        self.stored += 1
-        return f"{key} {format_fields(fields)} {time_ms}"
+        message = route.message
+        compiled = self.compiled[(route.profile.kind, message.name)] if message is not None else None
+        extra = {k: v for k, v in levels.items() if k not in ("site", "device")}
+        series = None
+        if message is not None and not any(f.tag for f in message.fields):
+            series = series_key(dev.profile.measurement, {**dev.tags, **extra})
+        if len(self._targets) >= MAX_CACHED_TOPICS:
+            self._targets.clear()
+        target = self._targets[topic] = Target(route, dev, extra, compiled, series)
+        return target
 
     def _seen(self, dev: MqttDevice, received_ms: int, time_ms: int) -> None:
         dev.messages += 1
@@ -343,7 +393,7 @@ class MqttConnector:
             dev.online = True
             # A state change is written at once, not at the next health tick: the screen
             # shows when it happened.
-            self._hand_off(self.health_line(dev, received_ms))
+            self._lines.append(self.health_line(dev, received_ms))
 
     def _status(self, dev: MqttDevice, route: Route, topic: str, payload: bytes, received_ms: int) -> None:
         spec = route.profile.mqtt
@@ -357,7 +407,7 @@ class MqttConnector:
             dev.status = text
             if dev.online:
                 dev.online = False
-                self._hand_off(self.health_line(dev, received_ms))
+                self._lines.append(self.health_line(dev, received_ms))
         elif text == spec.online:
             dev.status = text
             self._seen(dev, received_ms, received_ms)
