@@ -1,12 +1,17 @@
 """MQTT ingest: camera and truck messages through the edge agent into VictoriaMetrics.
 
-For each offered rate and QoS, a publisher process sends truck locations and camera
-heartbeats for --hold seconds; the agent (its own process) stores them; a bare paho
-subscriber in a third process only counts the same messages. Every message is counted
-in and every point out, so loss is exact. Prints achieved rates, loss, the agent's CPU
-and the ratio to the bare subscriber.
+For each QoS and offered rate, the same load is taken twice from a fresh Mosquitto, one
+consumer at a time so neither takes CPU from the other: first by a bare paho-mqtt
+subscriber that only counts messages, then by the edge agent (its own process) storing
+them in VictoriaMetrics. The load is half truck locations, half camera heartbeats from
+100 trucks and 100 cameras, sent for --hold seconds by a raw-socket publisher that costs
+a few percent of a core (see mqttload.py). Every message is counted in and every point
+out, so loss is exact.
 
-    .venv/bin/python benchmarks/mqtt_ingest.py --rates 2000 5000 10000 --hold 60
+A rate is held when nothing is lost and the consumer finishes within LAG_LIMIT_S of the
+publisher: a consumer that falls behind builds a backlog in the broker and ends late.
+
+    .venv/bin/python benchmarks/mqtt_ingest.py --hold 60
 """
 
 from __future__ import annotations
@@ -22,12 +27,21 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
-from linli.localservers import start_mosquitto, start_victoria_metrics
+from linli.localservers import LocalServer, start_mosquitto, start_victoria_metrics
+from mqttload import Publisher
 
 DEVICES = 100  # of each kind
 TS0 = 1_790_000_000_000
+# Finishing later than this after the publisher means the consumer built a backlog.
+LAG_LIMIT_S = 2.0
+# The agent writes a batch at least every second; the store then needs a moment to index it.
+AGENT_FLUSH_S = 1.0
+# Each run's points lie within this many seconds of its start (timestamps advance 1 ms per
+# round of all 200 devices); the warm-up lies WINDOW_S before them.
+WINDOW_S = 400
 
 
 def cpu_seconds(pid: int) -> float:
@@ -36,18 +50,19 @@ def cpu_seconds(pid: int) -> float:
 
 
 def queue_settings() -> str:
+    """The broker's queue limits as linli ships them (deploy/mosquitto/mosquitto.conf)."""
     conf = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "mosquitto.conf"
     return "".join(
         f"{x}\n" for x in conf.read_text().splitlines() if x.startswith(("max_queued", "max_inflight"))
     )
 
 
-def write_config(path: Path, vm_url: str, mqtt_port: int) -> None:
+def write_config(path: Path, vm_url: str, mqtt_port: int, client_id: str) -> None:
     lines = [
         '[agent]\nname = "bench"\nlog_level = "warning"\n',
         f'[writer]\nkind = "influxdb2"\nurl = "{vm_url}"\norg = "linli"\nbucket = "linli"\n'
-        "batch_size = 5000\n",
-        f'[mqtt]\nport = {mqtt_port}\nclient_id = "bench-agent"\nhealth_interval = 5.0\n',
+        f"batch_size = 5000\nflush_interval = {AGENT_FLUSH_S}\n",
+        f'[mqtt]\nport = {mqtt_port}\nclient_id = "{client_id}"\nhealth_interval = 5.0\n',
         '[[sites]]\nid = "bench"\n',
     ]
     for i in range(DEVICES):
@@ -56,12 +71,15 @@ def write_config(path: Path, vm_url: str, mqtt_port: int) -> None:
     path.write_text("\n".join(lines))
 
 
-def payloads(n: int, offset: int) -> list[tuple[str, bytes]]:
-    """n messages, half truck locations and half camera heartbeats, each with its own timestamp."""
+def payloads(n: int, offset_ms: int) -> list[tuple[str, bytes]]:
+    """n messages alternating truck location and camera heartbeat, every device in turn.
+
+    Each device's messages are 1 ms apart, so every message is its own point.
+    """
     out = []
     for k in range(n):
-        i = k % DEVICES
-        ts = TS0 + offset + k // DEVICES
+        i = (k // 2) % DEVICES
+        ts = TS0 + offset_ms + k // (2 * DEVICES)
         if k % 2:
             body = {
                 "ts": ts,
@@ -88,135 +106,208 @@ def payloads(n: int, offset: int) -> list[tuple[str, bytes]]:
     return out
 
 
-def publisher(  # noqa: PLR0917 (a process target takes positional arguments)
-    port: int, rate: int, hold: float, qos: int, offset: int, result: mp.Queue
-) -> None:  # type: ignore[type-arg]
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{offset}")
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    messages = payloads(int(rate * hold), offset)
-    started = time.monotonic()
-    infos = []
-    for k, (topic, body) in enumerate(messages):
-        due = started + k / rate
-        delay = due - time.monotonic()
-        if delay > 0.002:
-            time.sleep(delay)
-        infos.append(client.publish(topic, body, qos=qos))
-    for info in infos[-1000:]:
-        info.wait_for_publish(30)
-    elapsed = time.monotonic() - started
-    client.disconnect()
-    client.loop_stop()
-    result.put((len(messages), elapsed))
+def publish(port: int, messages: list[tuple[str, bytes]], rate: float, qos: int, result: mp.Queue) -> None:  # type: ignore[type-arg]
+    """Process target: send the messages at `rate`, report (started, finished) in monotonic time."""
+    pub = Publisher(port, f"bench-pub-{os.getpid()}")
+    result.put(pub.send(messages, rate, qos))
+    pub.close()
 
 
-def bare(port: int, qos: int, expected: int, result: mp.Queue, ready: mp.Event) -> None:  # type: ignore[type-arg]
+def bare(  # noqa: PLR0917 (a process target takes positional arguments)
+    port: int,
+    qos: int,
+    expected: int,
+    deadline_s: float,
+    result: mp.Queue,
+    ready: mp.Event,  # type: ignore[type-arg]
+) -> None:
+    """Process target: a plain paho subscriber that counts; reports (count, last arrival, CPU s)."""
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
     count = 0
-    first = last = 0.0
+    last = 0.0
 
     def on_message(*_: object) -> None:
-        nonlocal count, first, last
+        nonlocal count, last
         count += 1
         last = time.monotonic()
-        if count == 1:
-            first = last
 
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-bare", clean_session=True)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-bare-{os.getpid()}")
     client.on_message = on_message
     client.on_subscribe = lambda *_: ready.set()
     client.connect("127.0.0.1", port)
     client.subscribe([("trucks/#", qos), ("elevators/#", qos)])
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + deadline_s
     client.loop_start()
     while count < expected and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(0.5)
     client.loop_stop()
-    result.put((count, last - first if count > 1 else 0.0))
+    t = os.times()
+    result.put((count, last, t.user + t.system))
 
 
-def stored(vm_url: str) -> int:
+def stored(vm_url: str, offset_ms: int) -> int:
+    """Points of the two metrics from TS0 + `offset_ms` on (WINDOW_S), counted by VictoriaMetrics."""
     urllib.request.urlopen(f"{vm_url}/internal/force_flush").read()  # noqa: S310
-    total = 0
-    for metric in ("truck_lat", "camera_uptime_s"):
-        q = urllib.parse.urlencode({"match[]": metric})
-        for line in urllib.request.urlopen(f"{vm_url}/api/v1/export?{q}").read().splitlines():  # noqa: S310
-            total += len(json.loads(line)["timestamps"])
-    return total
+    query = f'sum(count_over_time({{__name__=~"truck_lat|camera_uptime_s"}}[{WINDOW_S}s]))'
+    # The window is (time - WINDOW_S, time]: it starts 1 ms before the first point.
+    at = (TS0 + offset_ms - 1) / 1000 + WINDOW_S
+    q = urllib.parse.urlencode({"query": query, "time": f"{at:.3f}", "nocache": "1"})
+    body = json.loads(urllib.request.urlopen(f"{vm_url}/api/v1/query?{q}").read())  # noqa: S310
+    result = body["data"]["result"]
+    return int(float(result[0]["value"][1])) if result else 0
+
+
+@dataclass
+class Run:
+    consumer: str
+    qos: int
+    offered: int
+    sent_rate: float
+    got: int
+    expected: int
+    rate: float  # messages consumed per second, from the first send to the last arrival
+    lag_s: float  # how long after the publisher's last send the consumer finished
+    cpu: float  # share of one core
+
+    @property
+    def held(self) -> bool:
+        return self.got == self.expected and self.lag_s <= LAG_LIMIT_S
+
+    def row(self) -> str:
+        held = "yes" if self.held else "no"
+        return (
+            f"{self.qos:>3} {self.offered:>9} {self.sent_rate:>8.0f} {self.consumer:>6} {self.rate:>9.0f} "
+            f"{self.expected - self.got:>8} {self.lag_s:>6.1f} {self.cpu:>6.0%} {held:>5}"
+        )
+
+
+def run_bare(mq: LocalServer, qos: int, rate: int, hold: float, offset_ms: int) -> Run:
+    messages = payloads(int(rate * hold), offset_ms)
+    results: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+    timing: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+    ready = mp.Event()
+    sub = mp.Process(target=bare, args=(mq.port, qos, len(messages), hold + 60, results, ready))
+    sub.start()
+    ready.wait(10)
+    pub = mp.Process(target=publish, args=(mq.port, messages, rate, qos, timing))
+    pub.start()
+    started, finished = timing.get()
+    pub.join()
+    count, last, cpu = results.get()
+    sub.join()
+    elapsed = max(last, finished) - started
+    return Run(
+        "bare",
+        qos,
+        rate,
+        len(messages) / (finished - started),
+        count,
+        len(messages),
+        count / elapsed,
+        max(0.0, last - finished),
+        cpu / elapsed,
+    )
+
+
+def run_agent(  # noqa: PLR0917
+    work: Path, mq: LocalServer, qos: int, rate: int, hold: float, offset_ms: int
+) -> Run:
+    vm = start_victoria_metrics(work / f"vm-{qos}-{rate}")
+    config = work / f"agent-{qos}-{rate}.toml"
+    write_config(config, vm.url, mq.port, f"bench-agent-{qos}-{rate}")
+    agent = subprocess.Popen([sys.executable, "-m", "linli.cli", "edge", "run", "--config", str(config)])
+    try:
+        # One message per device first: when all are stored, the agent is subscribed and
+        # has met every device, and the count below starts from a known number.
+        warmup_ms = offset_ms - WINDOW_S * 1000
+        warmup = payloads(2 * DEVICES, warmup_ms)
+        probe = Publisher(mq.port, "bench-warmup")
+        deadline = time.monotonic() + 30
+        while stored(vm.url, warmup_ms) < len(warmup):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the agent did not store the warm-up messages within 30 s")
+            probe.send(warmup, 1e6, 0)  # sent again until the agent has subscribed
+            time.sleep(0.5)
+        probe.close()
+        messages = payloads(int(rate * hold), offset_ms)
+        timing: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+        cpu0 = cpu_seconds(agent.pid)
+        pub = mp.Process(target=publish, args=(mq.port, messages, rate, qos, timing))
+        pub.start()
+        started, finished = timing.get()
+        pub.join()
+        deadline = finished + 60
+        while (got := stored(vm.url, offset_ms)) < len(messages) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        done = time.monotonic()
+        cpu = cpu_seconds(agent.pid) - cpu0
+    finally:
+        agent.terminate()
+        agent.wait(30)
+        vm.stop()
+    elapsed = done - started
+    # The agent's last batch waits up to its flush interval by design: not a backlog.
+    lag = max(0.0, done - finished - AGENT_FLUSH_S)
+    return Run(
+        "agent",
+        qos,
+        rate,
+        len(messages) / (finished - started),
+        got,
+        len(messages),
+        got / elapsed,
+        lag,
+        cpu / elapsed,
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rates", type=int, nargs="+", default=[2000, 5000, 10000])
-    parser.add_argument("--hold", type=float, default=20.0, help="seconds each rate is held")
+    qos0_rates = [20000, 25000, 28000, 30000, 32000, 34000, 36000]
+    parser.add_argument("--rates", type=int, nargs="+", default=qos0_rates, help="QoS 0 rates offered")
+    parser.add_argument("--qos1-rates", type=int, nargs="+", default=[10000, 12000, 14000, 16000])
+    parser.add_argument("--hold", type=float, default=60.0, help="seconds each rate is held")
     parser.add_argument("--qos", type=int, nargs="+", default=[0, 1])
     args = parser.parse_args()
     print(
         f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}"
+        f"Python {platform.python_version()}; hold {args.hold:.0f} s"
     )
     print(
-        f"{'qos':>3} {'offered/s':>9} {'sent/s':>8} {'bare/s':>8} {'agent/s':>8} {'lost':>6} "
-        f"{'agent CPU':>9} {'ratio':>6}"
+        f"{'qos':>3} {'offered/s':>9} {'sent/s':>8} {'who':>6} {'taken/s':>9} {'lost':>8} "
+        f"{'lag s':>6} {'CPU':>6} {'held':>5}",
+        flush=True,
     )
+    runs: list[Run] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        offset = 0
+        offset_ms = 0
         for qos in args.qos:
-            for rate in args.rates:
-                vm = start_victoria_metrics(work / f"vm-{qos}-{rate}")
-                mq = start_mosquitto(work / f"mq-{qos}-{rate}", extra_config=queue_settings())
-                config = work / "bench.toml"
-                write_config(config, vm.url, mq.port)
-                agent = subprocess.Popen(
-                    [sys.executable, "-m", "linli.cli", "edge", "run", "--config", str(config)]
-                )
-                try:
-                    time.sleep(3)  # the agent connects and subscribes (the points counted below are exact)
-                    n = int(rate * args.hold)
-                    results: mp.Queue = mp.Queue()  # type: ignore[type-arg]
-                    ready = mp.Event()
-                    sub = mp.Process(target=bare, args=(mq.port, qos, n, results, ready))
-                    sub.start()
-                    ready.wait(10)
-                    cpu0, t0 = cpu_seconds(agent.pid), time.monotonic()
-                    pub = mp.Process(target=publisher, args=(mq.port, rate, args.hold, qos, offset, results))
-                    pub.start()
-                    pub.join()
-                    sub.join()
-                    got = [results.get(), results.get()]
-                    sent, sent_s = max(got, key=lambda r: r[0] if r[1] > 0 else -1)
-                    bare_n, bare_s = min(got, key=lambda r: r[0])
-                    deadline = time.monotonic() + 60
-                    while stored(vm.url) < sent and time.monotonic() < deadline:
-                        time.sleep(0.5)
-                    agent_s = time.monotonic() - t0
-                    cpu = (cpu_seconds(agent.pid) - cpu0) / agent_s
-                    points = stored(vm.url)
-                finally:
-                    agent.terminate()
-                    agent.wait(30)
-                    mq.stop()
-                    vm.stop()
-                offset += 10_000_000
-                bare_rate = bare_n / bare_s if bare_s else 0.0
-                agent_rate = points / agent_s
-                print(
-                    f"{qos:>3} {rate:>9} {sent / sent_s:>8.0f} {bare_rate:>8.0f} {agent_rate:>8.0f} "
-                    f"{sent - points:>6} {cpu:>8.0%} {points / max(bare_n, 1):>6.2f}",
-                    flush=True,
-                )
+            mq = start_mosquitto(work / f"mq-{qos}", extra_config=queue_settings())
+            try:
+                for rate in args.rates if qos == 0 else args.qos1_rates:
+                    offset_ms += 1_000_000
+                    runs.append(run_bare(mq, qos, rate, args.hold, offset_ms))
+                    print(runs[-1].row(), flush=True)
+                    runs.append(run_agent(work, mq, qos, rate, args.hold, offset_ms))
+                    print(runs[-1].row(), flush=True)
+            finally:
+                mq.stop()
+    print()
+    for qos in args.qos:
+        best = {
+            who: max((r.offered for r in runs if r.qos == qos and r.consumer == who and r.held), default=0)
+            for who in ("bare", "agent")
+        }
+        ratio = best["agent"] / best["bare"] if best["bare"] else 0.0
+        print(
+            f"QoS {qos}: highest rate held {args.hold:.0f} s with zero loss: bare {best['bare']}/s, "
+            f"agent {best['agent']}/s, ratio {ratio:.2f}"
+        )
     return 0
 
 
