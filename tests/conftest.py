@@ -14,6 +14,7 @@ from linli.localservers import (
     start_mosquitto,
     start_victoria_metrics,
 )
+from support import shipped_queue_settings
 
 
 def _start(starter: object, tmp: pytest.TempPathFactory, name: str) -> LocalServer:
@@ -24,6 +25,13 @@ def _start(starter: object, tmp: pytest.TempPathFactory, name: str) -> LocalServ
         # Never skip: a missing server means the suite did not test what it claims.
         pytest.fail(str(exc), pytrace=False)
     return server
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's agents keep their durable buffer in the test's own folder."""
+    monkeypatch.setenv("LINLI_STATE_DIR", str(tmp_path))
+    return tmp_path
 
 
 @pytest.fixture(scope="session")
@@ -38,13 +46,6 @@ def influx1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     server = _start(start_influxdb1, tmp_path_factory, "influxdb1")
     yield server
     server.stop()
-
-
-def shipped_queue_settings() -> str:
-    """The queue limits of the Mosquitto config linli ships, so the tests run with them."""
-    conf = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "mosquitto.conf"
-    lines = conf.read_text(encoding="utf-8").splitlines()
-    return "".join(f"{line}\n" for line in lines if line.startswith(("max_queued", "max_inflight")))
 
 
 @pytest.fixture(scope="session")

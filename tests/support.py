@@ -12,14 +12,25 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from linli.catalog.profile import Profile
 from linli.catalog.registers import Value, compile_decoder
+from linli.edge.agent import Agent
+from linli.edge.config import EdgeConfig
 from linli.sim.image import build_image
 
 _counter = itertools.count(1)
+
+
+def shipped_queue_settings() -> str:
+    """The queue limits of the Mosquitto config linli ships, so the tests run with them."""
+    conf = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "mosquitto.conf"
+    lines = conf.read_text(encoding="utf-8").splitlines()
+    return "".join(f"{line}\n" for line in lines if line.startswith(("max_queued", "max_inflight")))
 
 
 def unique(prefix: str) -> str:
@@ -104,6 +115,21 @@ def stop_process(proc: subprocess.Popen[str], timeout: float = 10.0) -> int:
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait()
+
+
+@asynccontextmanager
+async def running(config: EdgeConfig) -> AsyncIterator[Agent]:
+    """An agent running with MQTT devices, once subscribed; stopped (and flushed) on exit."""
+    agent = Agent(config)
+    assert agent.mqtt is not None
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    await wait_until(agent.mqtt.subscribed.is_set, 10, "the agent's subscriptions")
+    try:
+        yield agent
+    finally:
+        stop.set()
+        assert await task
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

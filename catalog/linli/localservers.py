@@ -7,6 +7,7 @@ binary raises ServerMissingError with the command that installs it.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -154,8 +155,11 @@ def start_victoria_metrics(datadir: Path, port: int | None = None) -> LocalServe
     return server
 
 
-def start_influxdb1(datadir: Path, port: int | None = None) -> LocalServer:
-    """InfluxDB 1.x with its real InfluxQL engine, HTTP on `port`."""
+def start_influxdb1(datadir: Path, port: int | None = None, max_body_size: int = 25_000_000) -> LocalServer:
+    """InfluxDB 1.x with its real InfluxQL engine, HTTP on `port`; restart it on the same datadir and port.
+
+    `max_body_size`: larger writes are refused with 413, as InfluxDB does (default 25 MB).
+    """
     binary = require_binary("influxd")
     port = port or free_port()
     rpc_port = free_port()
@@ -175,6 +179,7 @@ bind-address = "127.0.0.1:{rpc_port}"
 [http]
   bind-address = "127.0.0.1:{port}"
   log-enabled = false
+  max-body-size = {max_body_size}
 """,
         encoding="utf-8",
     )
@@ -183,14 +188,25 @@ bind-address = "127.0.0.1:{rpc_port}"
     return server
 
 
-def start_mosquitto(datadir: Path, port: int | None = None, extra_config: str = "") -> LocalServer:
-    """Mosquitto on 127.0.0.1 only, anonymous access (tests run on loopback)."""
+def start_mosquitto(
+    datadir: Path, port: int | None = None, extra_config: str = "", *, persistence: bool = False
+) -> LocalServer:
+    """Mosquitto on 127.0.0.1 only, anonymous access (tests run on loopback).
+
+    With `persistence`, sessions and queued messages are saved in `datadir` when it stops
+    and restored when it starts again there.
+    """
     binary = require_binary("mosquitto")
     port = port or free_port()
     datadir.mkdir(parents=True, exist_ok=True)
     config = datadir / "mosquitto.conf"
     config.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra_config}",
+        f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+        + (f"persistence true\npersistence_location {datadir}/\n" if persistence else "persistence false\n")
+        # Started as root, Mosquitto would drop to its own user, which cannot save in a test's
+        # private temporary folder.
+        + ("user root\n" if persistence and os.geteuid() == 0 else "")
+        + extra_config,
         encoding="utf-8",
     )
     server = _spawn("mosquitto", [binary, "-c", str(config)], datadir, port)
