@@ -45,7 +45,7 @@ def test_sigterm_flushes_pending_readings(victoria: LocalServer, tmp_path: Path)
 
     summary = [line for line in err.splitlines() if "agent stopped" in line]
     assert summary, err
-    assert summary[0].endswith("0 pending lost")
+    assert summary[0].endswith(", 0 kept in the buffer for the next start")
     health = vm_series_settled(victoria.url, "health_polls", "sigterm-test", 2)
     polls = {s["metric"]["device"]: max(s["values"]) for s in health}
     assert set(polls) == {"charger-01", "charger-02"}

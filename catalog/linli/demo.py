@@ -104,6 +104,10 @@ def _demo(args: argparse.Namespace) -> int:
         clock = SimClock(time_scale=args.time_scale)
         spec = ChargerFleetSpec(port=first_port, stations=args.stations, seed=args.seed, warmup_s=3 * 3600)
         servers = charger_servers(spec, clock)
+        # The demo's buffer lives with its data, not in the current folder.
+        config = config.model_copy(
+            update={"buffer": config.buffer.model_copy(update={"path": datadir / "edge.buffer.sqlite"})}
+        )
         agent = Agent(config)
         print(f"store: {store.url} (VictoriaMetrics; UI at {store.url}/vmui)  agent config: {config_path}")
 

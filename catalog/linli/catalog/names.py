@@ -4,3 +4,5 @@ from __future__ import annotations
 
 # Device liveness and connector statistics, one point per device per poll.
 HEALTH_MEASUREMENT = "health"
+# The edge agent's own state: its durable buffer and its writes, one point per interval.
+AGENT_MEASUREMENT = "agent"

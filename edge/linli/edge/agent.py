@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from linli.catalog.lineprotocol import FieldValue, format_line
+from linli.catalog.names import AGENT_MEASUREMENT
 from linli.catalog.profile import get_profile
+from linli.edge.backoff import Backoff
+from linli.edge.buffer import DurableBuffer
 from linli.edge.config import EdgeConfig
 from linli.edge.modbus import DevicePoller, Endpoint
 from linli.edge.mqtt import MqttConnector
 from linli.edge.sinks import Sink, make_sink
+from linli.edge.spool import Done, Spool
 from linli.edge.writer import BatchWriter
 
 log = logging.getLogger(__name__)
+
+# Staged lines past which MQTT backpressure starts even before the buffer fills (a slow disk).
+MAX_STAGED = 200_000
+# How often the agent writes its own health point when no [mqtt] table sets an interval.
+HEALTH_S = 5.0
 
 
 @dataclass
@@ -25,17 +38,29 @@ class Totals:
 
 
 class Agent:
-    """Runs every poller and the writer until stopped, then flushes."""
+    """Runs every connector, the durable buffer and the writer until stopped, then flushes."""
 
-    def __init__(self, config: EdgeConfig, sink: Sink | None = None) -> None:
+    def __init__(
+        self, config: EdgeConfig, sink: Sink | None = None, buffer: DurableBuffer | None = None
+    ) -> None:
+        """`buffer` replaces the configured one (`linli edge check` uses one in memory)."""
         self.config = config
         w = config.writer
+        b = config.buffer
+        self.buffer = buffer or DurableBuffer(
+            config.buffer_path(), max_bytes=int(b.max_mb * 1e6), sync=b.sync
+        )
+        # SQLite runs in a thread of its own: commits wait for the disk, never the event loop.
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="linli-buffer")
         self.writer = BatchWriter(
             sink or make_sink(w),
+            self.buffer,
+            self._db,
             batch_size=w.batch_size,
             flush_interval=w.flush_interval,
-            max_pending=w.max_pending,
+            backoff=Backoff(initial=0.5, maximum=w.retry_max),
         )
+        self.spool = Spool(self.buffer, self._db, self.writer.notify)
         self.totals = Totals()
         self.endpoints: dict[tuple[str, int], Endpoint] = {}
         self.pollers: list[DevicePoller] = []
@@ -57,46 +82,89 @@ class Agent:
             )
 
         has_mqtt = any(get_profile(d.profile).mqtt is not None for _, d in config.devices())
-        self.mqtt = MqttConnector(config, self._emit_mqtt) if has_mqtt else None
+        self.mqtt = (
+            MqttConnector(config, self._emit_mqtt, self.backpressure, self.spool.commit) if has_mqtt else None
+        )
 
-    def _emit_mqtt(self, lines: list[str]) -> None:
+    def backpressure(self) -> bool:
+        """True while the buffer is nearly full: stop taking messages the broker can keep."""
+        limit = self.config.buffer.backpressure_at * self.buffer.max_bytes
+        return self.buffer.stats.bytes >= limit or self.spool.staged >= MAX_STAGED
+
+    def _emit_mqtt(self, lines: list[str], done: Done | None) -> None:
         self.totals.lines += len(lines)
-        self.writer.submit(lines)
+        self.spool.submit(lines, done)
 
     def _emit(self, lines: list[str]) -> None:
         # The last line of every batch a poller emits is its health point.
         self.totals.readings += len(lines) - 1
         self.totals.lines += len(lines)
-        self.writer.submit(lines)
+        self.spool.submit(lines)
+
+    def health_line(self, time_ms: int) -> str:
+        """The agent's own point: buffer depth and age, and what was written, retried, dropped."""
+        b = self.buffer.stats
+        w = self.writer.stats
+        fields: dict[str, FieldValue] = {
+            "buffer_lines": b.lines,
+            "buffer_bytes": b.bytes,
+            "oldest_pending_s": round(max(0, time_ms - b.oldest_ms) / 1000, 3) if b.oldest_ms else 0.0,
+            "written": w.written,
+            "retried": w.retried,
+            "failed_writes": w.failed_attempts,
+            "dropped": b.dropped,
+            "dead_lettered": w.dead_lettered,
+            "backpressure": self.backpressure(),
+        }
+        return format_line(AGENT_MEASUREMENT, {"agent": self.config.agent.name}, fields, time_ms)
+
+    async def _report(self, stop: asyncio.Event) -> None:
+        interval = self.config.mqtt.health_interval if self.config.mqtt else HEALTH_S
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            self._emit_own()
+
+    def _emit_own(self) -> None:
+        self.totals.lines += 1
+        self.spool.submit([self.health_line(int(time.time() * 1000))])
 
     async def run(self, stop: asyncio.Event, *, drain_deadline_s: float = 10.0) -> bool:
         """Poll and write until `stop` is set; True when everything was written."""
         log.info(
-            "agent %s: %d Modbus devices on %d endpoints, %d MQTT devices -> %s",
+            "agent %s: %d Modbus devices on %d endpoints, %d MQTT devices -> %s; buffer %s, %d lines",
             self.config.agent.name,
             len(self.pollers),
             len(self.endpoints),
             len(self.mqtt.devices) if self.mqtt else 0,
             self.writer.sink.target,
+            self.buffer.path,
+            self.buffer.stats.lines,
         )
-        writer_stop = asyncio.Event()
-        writer_task = asyncio.create_task(self.writer.run(writer_stop), name="writer")
-        poll_tasks = [asyncio.create_task(p.run(stop), name=p.name) for p in self.pollers]
+        inner_stop = asyncio.Event()
+        writer_task = asyncio.create_task(self.writer.run(inner_stop), name="writer")
+        spool_task = asyncio.create_task(self.spool.run(inner_stop), name="spool")
+        tasks = [asyncio.create_task(p.run(stop), name=p.name) for p in self.pollers]
+        tasks.append(asyncio.create_task(self._report(stop), name="report"))
         if self.mqtt is not None:
-            poll_tasks.append(asyncio.create_task(self.mqtt.run(stop), name="mqtt"))
+            tasks.append(asyncio.create_task(self.mqtt.run(stop), name="mqtt"))
         try:
             await stop.wait()
             # Let in-flight polls finish (bounded by their timeouts) so their readings are kept.
-            await asyncio.gather(*poll_tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         finally:
-            writer_stop.set()
+            self._emit_own()
+            inner_stop.set()
+            await spool_task  # the last commit: everything taken is on disk now
             await writer_task
             complete = await self.writer.drain(drain_deadline_s)
             for endpoint in self.endpoints.values():
                 endpoint.close()
             self.writer.sink.close()
+            self._db.submit(self.buffer.close).result()
+            self._db.shutdown()
         log.info(
-            "agent stopped: %d lines written, %d pending lost",
+            "agent stopped: %d lines written, %d kept in the buffer for the next start",
             self.writer.stats.written,
             self.writer.pending,
         )

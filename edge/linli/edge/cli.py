@@ -12,6 +12,7 @@ from linli.catalog.errors import ConfigError
 from linli.catalog.profile import get_profile
 from linli.cli_support import run_until_signal, setup_logging
 from linli.edge.agent import Agent
+from linli.edge.buffer import DurableBuffer
 from linli.edge.config import DeviceConfig, EdgeConfig, load_config
 from linli.edge.modbus import DevicePoller, Endpoint, PollError
 from linli.edge.view import run_view
@@ -74,10 +75,12 @@ def _check(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 2
-    agent = Agent(config)
+    # A check touches nothing on disk: the agent gets a buffer in memory.
+    agent = Agent(config, buffer=DurableBuffer(Path(":memory:"), max_bytes=1))
     print(
         f"{args.config}: ok, {len(config.devices())} devices, writer {config.writer.kind} {config.writer.url}"
     )
+    print(f"  buffer {config.buffer_path()}, at most {config.buffer.max_mb:g} MB, sync {config.buffer.sync}")
     for poller in agent.pollers:
         reads = ", ".join(f"{r.table}@{r.address}+{r.count}" for r in poller.reads)
         print(f"  {poller.name:<30} {poller.endpoint.name} unit {poller.unit}: {reads}")

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from linli.catalog.errors import ConfigError, load_toml_model
 from linli.catalog.profile import RESERVED_TAGS, Profile, get_profile
+from linli.edge.buffer import SyncMode
 
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 Seconds = Annotated[float, Field(gt=0, le=3600)]
@@ -59,7 +60,8 @@ class WriterConfig(EnvCredentials):
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
     flush_interval: Seconds = 1.0
     timeout: Seconds = 10.0
-    max_pending: Annotated[int, Field(ge=1000)] = 1_000_000
+    # Retries of a failing store back off up to this long between attempts.
+    retry_max: Seconds = 30.0
 
     @model_validator(mode="after")
     def _target(self) -> Self:
@@ -131,10 +133,27 @@ class MqttConfig(EnvCredentials):
     # Rejected messages are republished under this prefix, one subtopic per reason.
     dead_letter_topic: Annotated[str, Field(pattern=r"^[^#+]+$")] = "linli/deadletter"
     max_payload: Annotated[int, Field(ge=64, le=16_777_216)] = 65_536
+    # A device clock further ahead than this is wrong (a timestamp from next year is refused).
+    max_clock_ahead: Seconds = 3600.0
     # How often MQTT devices' health is written and silence is checked.
     health_interval: Seconds = 5.0
     reconnect_min: Seconds = 1.0
     reconnect_max: Seconds = 60.0
+
+
+class BufferConfig(Strict):
+    """The durable buffer between the connectors and the writer (see `linli.edge.buffer`)."""
+
+    # A relative path is taken from the config file's folder. Unset: <agent name>.buffer.sqlite
+    # in $LINLI_STATE_DIR, or in the current folder.
+    path: Path | None = None
+    max_mb: Annotated[float, Field(gt=0, le=1_000_000)] = 1024.0
+    # "full": every commit is on the disk (a power cut loses nothing acknowledged);
+    # "normal": on the OS at once, on the disk at checkpoints (an agent crash loses nothing).
+    sync: SyncMode = SyncMode.FULL
+    # Past this share of max_mb the agent stops taking QoS 1 messages (the broker keeps them)
+    # instead of dropping the oldest readings.
+    backpressure_at: Annotated[float, Field(gt=0, le=1)] = 0.9
 
 
 class EdgeConfig(Strict):
@@ -142,8 +161,15 @@ class EdgeConfig(Strict):
 
     agent: AgentSettings = AgentSettings()
     writer: WriterConfig
+    buffer: BufferConfig = BufferConfig()
     mqtt: MqttConfig | None = None
     sites: list[SiteConfig]
+
+    def buffer_path(self) -> Path:
+        """Where the durable buffer lives."""
+        if self.buffer.path is not None:
+            return self.buffer.path
+        return Path(os.environ.get("LINLI_STATE_DIR", ".")) / f"{self.agent.name}.buffer.sqlite"
 
     @property
     def mqtt_client_id(self) -> str:
@@ -210,4 +236,8 @@ def load_config(path: Path) -> EdgeConfig:
     problems = _semantic_problems(config)
     if problems:
         raise ConfigError(path, problems)
+    buffer_path = config.buffer.path
+    if buffer_path is not None and not buffer_path.is_absolute():
+        buffer = config.buffer.model_copy(update={"path": path.parent / buffer_path})
+        config = config.model_copy(update={"buffer": buffer})
     return config

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Protocol
 from urllib.parse import urlencode
 
@@ -43,8 +43,8 @@ class Sink(Protocol):
 
     target: str
 
-    def write(self, lines: Sequence[str]) -> None:
-        """Write all lines or raise WriteError."""
+    def write(self, body: bytes) -> None:
+        """Write a body of newline-separated lines, all of them, or raise WriteError."""
 
     def close(self) -> None:
         """Release connections."""
@@ -86,8 +86,7 @@ class InfluxV2Sink:
         )
         self._api = self._client.write_api(write_options=SYNCHRONOUS)
 
-    def write(self, lines: Sequence[str]) -> None:
-        body = "\n".join(lines).encode()
+    def write(self, body: bytes) -> None:
         try:
             self._api.write(
                 bucket=self._bucket,
@@ -123,8 +122,7 @@ class InfluxV1Sink:
             self._headers.update(urllib3.make_headers(basic_auth=f"{config.username}:{config.password}"))
         self._http = urllib3.PoolManager(timeout=urllib3.Timeout(total=config.timeout), retries=False)
 
-    def write(self, lines: Sequence[str]) -> None:
-        body = "\n".join(lines).encode()
+    def write(self, body: bytes) -> None:
         try:
             resp = self._http.request("POST", self._url, body=body, headers=self._headers)
         except (urllib3.exceptions.HTTPError, OSError) as exc:

@@ -24,7 +24,8 @@ def render(agent: Agent, readings_per_s: float, width: int = 100, max_rows: int 
     stats = agent.writer.stats
     lines = [
         f"linli edge  devices online {online}/{len(pollers)}   readings/s {readings_per_s:,.0f}   "
-        f"written {stats.written:,}   pending {agent.writer.pending:,}   dropped {stats.dropped:,}",
+        f"written {stats.written:,}   buffered {agent.writer.pending:,}   "
+        f"dropped {agent.buffer.stats.dropped:,}",
         f"store {agent.writer.sink.target}   "
         + (f"LAST WRITE ERROR: {stats.last_error}" if stats.failed_attempts else "writes ok"),
         "errors: " + (", ".join(f"{k} {v}" for k, v in sorted(errors.items())) or "none"),

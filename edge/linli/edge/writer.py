@@ -1,10 +1,19 @@
-"""The batched writer: lines in from connectors, batches out to a sink.
+"""The writer: batches from the durable buffer to the store, removed only once confirmed.
 
-Batches leave when `batch_size` lines are pending or `flush_interval` has passed.
-A batch the store did not confirm stays at the head of the queue and is retried with
-backoff; a 413 splits it; a 400/422 is rejected with its reason (InfluxDB has already
-stored the valid lines of a partial write). Pending lines are bounded: past
-`max_pending` the oldest are dropped and counted, never silently.
+Each batch follows the transaction Telegraf uses: take the oldest chunks, write them,
+then accept (remove them from the buffer) or reject (leave them queued). Failures are
+classified by the store's answer:
+
+- 413, too large: the batch size is halved and the batch goes again at once;
+- 400 or 422, bad lines: the batch is bisected until the offending lines are alone; they
+  go to the buffer's dead-letter table with the store's reason, the rest are written
+  (InfluxDB keeps the valid lines of a partial write, and writing a point twice is
+  idempotent, so resending them is safe);
+- 429, 5xx or no answer: the batch stays queued and is retried with exponential backoff
+  and jitter, honouring Retry-After, for as long as it takes.
+
+After an outage the backlog is replayed oldest first, in alternation with the newest
+data, so the screen shows the present at once while the past fills in behind it.
 """
 
 from __future__ import annotations
@@ -13,14 +22,19 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 from linli.edge.backoff import Backoff
+from linli.edge.buffer import Chunk, DurableBuffer
 from linli.edge.sinks import Sink, WriteError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -30,67 +44,200 @@ class WriterStats:
     written: int = 0
     batches: int = 0
     failed_attempts: int = 0
-    rejected: int = 0
-    dropped: int = 0
+    retried: int = 0  # lines sent again after a failed attempt
+    dead_lettered: int = 0
+    backlog_written: int = 0  # lines written from the backlog of an outage
     last_error: str = ""
     last_write_s: float = 0.0
 
 
 class BatchWriter:
-    """Collects lines and writes them in batches from one asyncio task."""
+    """Writes the buffer's contents to a sink from one asyncio task."""
 
     def __init__(
         self,
         sink: Sink,
+        buffer: DurableBuffer,
+        db: ThreadPoolExecutor,
         *,
         batch_size: int = 5000,
         flush_interval: float = 1.0,
-        max_pending: int = 1_000_000,
         backoff: Backoff | None = None,
     ) -> None:
         self.sink = sink
+        self.buffer = buffer
         self.batch_size = batch_size
         self.flush_interval = flush_interval
-        self.max_pending = max_pending
         self.stats = WriterStats()
-        self._pending: deque[str] = deque()
+        self._db = db
         self._wake = asyncio.Event()
         self._backoff = backoff or Backoff(initial=0.5, maximum=30.0)
         self._failing = False
         self._retry_delay = 0.0
+        # Chunks up to this id are the backlog of an outage (or of the last run).
+        self._backlog_end: int | None = buffer.last_id() or None
+        self._backlog_turn = True
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """Lines in the buffer not yet confirmed by the store."""
+        return self.buffer.stats.lines
 
-    def submit(self, lines: Iterable[str]) -> None:
-        """Queue lines for writing; never blocks the caller."""
-        self._pending.extend(lines)
-        overflow = len(self._pending) - self.max_pending
-        if overflow > 0:
-            for _ in range(overflow):
-                self._pending.popleft()
-            if self.stats.dropped == 0:
-                log.error(
-                    "writer queue full (%d lines): dropping the oldest; store %s is not keeping up",
-                    self.max_pending,
-                    self.sink.target,
-                )
-            self.stats.dropped += overflow
-        if len(self._pending) >= self.batch_size:
+    def notify(self) -> None:
+        """New lines are in the buffer: write at once when a full batch is waiting."""
+        if self.buffer.stats.lines >= self.batch_size:
             self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Write until `stop` is set, then flush what is pending (see `drain`)."""
+        """Write until `stop` is set; what is left stays in the buffer (see `drain`)."""
         while not stop.is_set():
             await self._wait_wake_or_stop(stop)
             self._wake.clear()
-            while self._pending and not stop.is_set():
-                if not await self._write_one_batch():
+            while not stop.is_set():
+                done = await self.write_batch()
+                if done is None:
+                    break  # empty
+                if not done:
                     await self._sleep_or_stop(self._retry_delay, stop)
                     break
-                if len(self._pending) < self.batch_size:
+                if self.buffer.stats.lines < self.batch_size:
                     break
+
+    async def drain(self, deadline_s: float) -> bool:
+        """Write everything pending, giving up after `deadline_s`; True when nothing is left."""
+        end = time.monotonic() + deadline_s
+        while self.buffer.stats.lines and time.monotonic() < end:
+            if await self.write_batch() is False:
+                await asyncio.sleep(min(self._retry_delay, max(0.0, end - time.monotonic())))
+        if self.buffer.stats.lines:
+            log.warning(
+                "shutdown: %d lines stay in %s and are written at the next start",
+                self.buffer.stats.lines,
+                self.buffer.path,
+            )
+        return not self.buffer.stats.lines
+
+    async def write_batch(self) -> bool | None:
+        """Write one batch: True when it was confirmed or settled, False to retry later, None if empty."""
+        chunks = await self._next_chunks()
+        if not chunks:
+            return None
+        lines = sum(c.lines for c in chunks)
+        if len(chunks) == 1 and lines > self.batch_size:
+            return await self._write_part(chunks[0])
+        body = b"\n".join(c.body for c in chunks)
+        started = time.monotonic()
+        try:
+            await asyncio.to_thread(self.sink.write, body)
+        except WriteError as exc:
+            return await self._failed(exc, chunks, lines)
+        await self._in_db(self.buffer.remove, [c.id for c in chunks])
+        self._succeeded(lines, chunks, time.monotonic() - started)
+        return True
+
+    async def _next_chunks(self) -> list[Chunk]:
+        end = self._backlog_end
+        if end is not None:
+            backlog = await self._in_db(self.buffer.oldest, self.batch_size, up_to=end)
+            if not backlog:
+                log.info("backlog written: %d lines", self.stats.backlog_written)
+                self._backlog_end = None
+            else:
+                # Alternate: one batch of the past, one of the present, while both wait.
+                self._backlog_turn = not self._backlog_turn
+                if self._backlog_turn:
+                    return backlog
+                live = await self._in_db(self.buffer.oldest, self.batch_size, after=end)
+                return live or backlog
+        return await self._in_db(self.buffer.oldest, self.batch_size)
+
+    async def _write_part(self, chunk: Chunk) -> bool:
+        # One chunk larger than a batch (after a 413 halved the batch size): write its head.
+        parts = chunk.split()
+        head, rest = parts[: self.batch_size], parts[self.batch_size :]
+        try:
+            await asyncio.to_thread(self.sink.write, b"\n".join(head))
+        except WriteError as exc:
+            return await self._failed(exc, [chunk], len(head), part=head)
+        await self._in_db(self.buffer.replace, chunk, rest)
+        self._succeeded(len(head), [chunk], 0.0)
+        return True
+
+    def _succeeded(self, lines: int, chunks: list[Chunk], took_s: float) -> None:
+        s = self.stats
+        if self._failing:
+            log.info("writes to %s succeed again; %d lines pending", self.sink.target, self.pending)
+            self._failing = False
+            # What queued during the outage is the backlog; what arrives from now on is live.
+            self._backlog_end = max(self._backlog_end or 0, self.buffer.last_id(), chunks[-1].id)
+        s.written += lines
+        s.batches += 1
+        s.last_write_s = took_s
+        if self._backlog_end is not None and chunks[0].id <= self._backlog_end:
+            s.backlog_written += lines
+        self._backoff.reset()
+
+    async def _failed(
+        self, exc: WriteError, chunks: list[Chunk], lines: int, part: list[bytes] | None = None
+    ) -> bool:
+        s = self.stats
+        s.failed_attempts += 1
+        s.last_error = str(exc)
+        if exc.status == 413 and lines > 1:
+            self.batch_size = max(1, lines // 2)
+            log.warning("store refused %d lines as too large; batch size now %d", lines, self.batch_size)
+            self._retry_delay = 0.0
+            return False
+        if not exc.retryable or exc.status == 413:  # a single line too large never fits
+            await self._settle_refused(chunks, part, exc)
+            return True
+        if not self._failing:
+            log.error("write to %s failed, retrying with backoff: %s", self.sink.target, exc)
+            self._failing = True
+        s.retried += lines
+        self._retry_delay = max(self._backoff.next_delay(), exc.retry_after or 0.0)
+        return False
+
+    async def _settle_refused(self, chunks: list[Chunk], part: list[bytes] | None, exc: WriteError) -> None:
+        """Find the lines the store refuses for good, dead-letter them, write the rest."""
+        log.error("store refused a batch (%s); isolating the offending lines", exc)
+        for chunk in chunks:
+            lines = part if part is not None else chunk.split()
+            refused: list[tuple[bytes, str]] = []
+            if not await self._bisect(lines, refused):
+                return  # the store went away meanwhile: everything stays queued
+            for line, reason in refused:
+                log.error("dead-lettered: %s: %.200s", reason, line.decode("utf-8", "replace"))
+            by_reason: dict[str, list[bytes]] = {}
+            for line, reason in refused:
+                by_reason.setdefault(reason, []).append(line)
+            for reason, bad in by_reason.items():
+                await self._in_db(self.buffer.dead_letter, chunk, bad, reason)
+            self.stats.dead_lettered += len(refused)
+            self.stats.written += len(lines) - len(refused)
+            if part is not None:
+                rest = chunk.split()[len(part) :]
+                await self._in_db(self.buffer.replace, chunk, rest)
+            else:
+                await self._in_db(self.buffer.remove, [chunk.id])
+
+    async def _bisect(self, lines: list[bytes], refused: list[tuple[bytes, str]]) -> bool:
+        """Write `lines`, splitting around refused ones; False if the store became unreachable."""
+        try:
+            await asyncio.to_thread(self.sink.write, b"\n".join(lines))
+        except WriteError as exc:
+            if exc.retryable and exc.status != 413:
+                return False
+            if len(lines) == 1:
+                refused.append((lines[0], str(exc)))
+                return True
+            half = len(lines) // 2
+            return await self._bisect(lines[:half], refused) and await self._bisect(lines[half:], refused)
+        return True
+
+    async def _in_db(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+        call = partial(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._db, call)
 
     async def _wait_wake_or_stop(self, stop: asyncio.Event) -> None:
         """Until a full batch is pending, the flush interval passes, or `stop` is set."""
@@ -101,65 +248,6 @@ class BatchWriter:
         for task in pending:
             task.cancel()
 
-    async def drain(self, deadline_s: float) -> bool:
-        """Write everything pending, giving up after `deadline_s`; True when nothing is left."""
-        end = time.monotonic() + deadline_s
-        while self._pending and time.monotonic() < end:
-            if not await self._write_one_batch():
-                await asyncio.sleep(min(self._retry_delay, max(0.0, end - time.monotonic())))
-        if self._pending:
-            log.error(
-                "shutdown: %d lines could not be written to %s",
-                len(self._pending),
-                self.sink.target,
-            )
-        return not self._pending
-
     async def _sleep_or_stop(self, delay: float, stop: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)
-
-    async def _write_one_batch(self) -> bool:
-        n = min(self.batch_size, len(self._pending))
-        batch = [self._pending[i] for i in range(n)]
-        started = time.monotonic()
-        try:
-            await asyncio.to_thread(self.sink.write, batch)
-        except WriteError as exc:
-            return self._failed(exc, batch)
-        for _ in range(n):
-            self._pending.popleft()
-        self.stats.written += n
-        self.stats.batches += 1
-        self.stats.last_write_s = time.monotonic() - started
-        if self._failing:
-            log.info("writes to %s succeed again", self.sink.target)
-            self._failing = False
-        self._backoff.reset()
-        return True
-
-    def _failed(self, exc: WriteError, batch: list[str]) -> bool:
-        self.stats.failed_attempts += 1
-        self.stats.last_error = str(exc)
-        if exc.status == 413 and len(batch) > 1:
-            # Too large for the store: halve the batch size and go again at once.
-            self.batch_size = max(1, len(batch) // 2)
-            log.warning(
-                "store rejected %d lines as too large; batch size now %d",
-                len(batch),
-                self.batch_size,
-            )
-            self._retry_delay = 0.0
-            return False
-        if not exc.retryable:
-            for _ in range(len(batch)):
-                self._pending.popleft()
-            self.stats.rejected += len(batch)
-            log.error("store rejected a batch of %d lines: %s", len(batch), exc)
-            return True
-        if not self._failing:
-            log.error("write to %s failed, will retry with backoff: %s", self.sink.target, exc)
-            self._failing = True
-        delay = self._backoff.next_delay()
-        self._retry_delay = max(delay, exc.retry_after or 0.0)
-        return False

@@ -1,0 +1,220 @@
+"""The durable buffer: every line the agent took is on disk until the store confirmed it.
+
+SQLite in WAL mode, one row per chunk of lines (one group commit of the connectors),
+so that 30,000 lines/s cost about 50 small transactions a second. The writer reads the
+oldest chunks, and deletes them only after the store acknowledged the write: a crash
+at any moment leaves every unconfirmed line queued. The file is bounded: past
+`max_bytes` the oldest chunks are dropped and counted, never silently.
+
+A DurableBuffer is used from one thread at a time (the agent gives it a thread of its own).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending (
+    id INTEGER PRIMARY KEY,
+    queued_ms INTEGER NOT NULL,
+    lines INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id INTEGER PRIMARY KEY,
+    queued_ms INTEGER NOT NULL,
+    failed_ms INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    line TEXT NOT NULL
+);
+"""
+
+
+class SyncMode(StrEnum):
+    """How hard a commit waits for the disk.
+
+    `full`: each commit is fsynced, so a power cut loses nothing acknowledged.
+    `normal`: WAL commits reach the OS at once (a crash of the agent loses nothing) and
+    the disk at checkpoints (a power cut may lose the last moments).
+    """
+
+    FULL = "full"
+    NORMAL = "normal"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Lines queued together, as the UTF-8 bytes the store is sent; `id` orders chunks by arrival."""
+
+    id: int
+    queued_ms: int
+    lines: int
+    body: bytes
+
+    def split(self) -> list[bytes]:
+        """The chunk's lines."""
+        return self.body.split(b"\n")
+
+
+@dataclass
+class BufferStats:
+    """What the buffer holds now, and what it dropped or dead-lettered since start."""
+
+    chunks: int = 0
+    lines: int = 0
+    bytes: int = 0
+    oldest_ms: int = 0
+    dropped: int = 0
+    dead_lettered: int = 0
+
+
+class DurableBuffer:
+    """A FIFO of line-protocol lines in one SQLite file, bounded by size."""
+
+    def __init__(self, path: Path, *, max_bytes: int, sync: SyncMode = SyncMode.FULL) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: transactions are begun and committed explicitly below.
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={sync.value.upper()}")
+        self._db.executescript(_SCHEMA)
+        chunks, lines, size = self._db.execute(
+            "SELECT count(*), coalesce(sum(lines), 0), coalesce(sum(length(body)), 0) FROM pending"
+        ).fetchone()
+        self.stats = BufferStats(chunks=chunks, lines=lines, bytes=size, oldest_ms=self._oldest_ms())
+        if lines:
+            log.info("buffer %s: resuming with %d lines not yet written", path, lines)
+
+    def append(self, lines: Sequence[str], now_ms: int | None = None) -> None:
+        """Queue lines as one chunk; on return they are committed to disk."""
+        if not lines:
+            return
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        body = "\n".join(lines).encode()
+        s = self.stats
+        excess = s.bytes + len(body) - self.max_bytes
+        drop: list[tuple[int, int, int]] = []
+        with self._transaction():
+            if excess > 0:
+                # Keep the newest data: the screen shows now, and the oldest is the least useful.
+                for row in self._db.execute("SELECT id, lines, length(body) FROM pending ORDER BY id"):
+                    if excess <= 0:
+                        break
+                    drop.append(row)
+                    excess -= row[2]
+                self._db.executemany("DELETE FROM pending WHERE id = ?", [(row[0],) for row in drop])
+            self._db.execute(
+                "INSERT INTO pending (queued_ms, lines, body) VALUES (?, ?, ?)", (now_ms, len(lines), body)
+            )
+        s.chunks += 1 - len(drop)
+        s.lines += len(lines) - sum(row[1] for row in drop)
+        s.bytes += len(body) - sum(row[2] for row in drop)
+        if drop:
+            if s.dropped == 0:
+                log.error(
+                    "buffer %s is full (%d bytes): dropping the oldest lines, which the store has not taken",
+                    self.path,
+                    self.max_bytes,
+                )
+            s.dropped += sum(row[1] for row in drop)
+            s.oldest_ms = self._oldest_ms()
+        elif not s.oldest_ms:
+            s.oldest_ms = now_ms
+
+    def oldest(self, max_lines: int, *, after: int = 0, up_to: int | None = None) -> list[Chunk]:
+        """The oldest chunks with id in (after, up_to], at most `max_lines` lines together (but one chunk)."""
+        rows = self._db.execute(
+            "SELECT id, queued_ms, lines, body FROM pending WHERE id > ? AND id <= ? ORDER BY id LIMIT 1000",
+            (after, up_to if up_to is not None else 2**62),
+        )
+        chunks: list[Chunk] = []
+        total = 0
+        for chunk_id, queued_ms, n, body in rows:
+            if chunks and total + n > max_lines:
+                break
+            chunks.append(Chunk(chunk_id, queued_ms, n, body))
+            total += n
+        return chunks
+
+    def last_id(self) -> int:
+        """The id of the newest chunk, 0 when empty."""
+        row = self._db.execute("SELECT max(id) FROM pending").fetchone()
+        return int(row[0] or 0)
+
+    def remove(self, chunk_ids: Sequence[int]) -> None:
+        """Forget chunks the store confirmed."""
+        removed = []
+        with self._transaction():
+            for chunk_id in chunk_ids:
+                row = self._db.execute(
+                    "DELETE FROM pending WHERE id = ? RETURNING lines, length(body)", (chunk_id,)
+                ).fetchone()
+                if row is not None:
+                    removed.append(row)
+        s = self.stats
+        s.chunks -= len(removed)
+        s.lines -= sum(row[0] for row in removed)
+        s.bytes -= sum(row[1] for row in removed)
+        s.oldest_ms = self._oldest_ms()
+
+    def replace(self, chunk: Chunk, lines: Sequence[bytes]) -> Chunk:
+        """Keep only `lines` of a chunk, the rest having been written or dead-lettered."""
+        if not lines:
+            self.remove([chunk.id])
+            return Chunk(chunk.id, chunk.queued_ms, 0, b"")
+        body = b"\n".join(lines)
+        with self._transaction():
+            self._db.execute(
+                "UPDATE pending SET lines = ?, body = ? WHERE id = ?", (len(lines), body, chunk.id)
+            )
+        self.stats.lines += len(lines) - chunk.lines
+        self.stats.bytes += len(body) - len(chunk.body)
+        return Chunk(chunk.id, chunk.queued_ms, len(lines), body)
+
+    def dead_letter(
+        self, chunk: Chunk, lines: Sequence[bytes], reason: str, now_ms: int | None = None
+    ) -> None:
+        """Keep lines the store refused for good in the dead-letter table, with the reason."""
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO dead_letter (queued_ms, failed_ms, reason, line) VALUES (?, ?, ?, ?)",
+                [(chunk.queued_ms, now_ms, reason, line.decode("utf-8", "replace")) for line in lines],
+            )
+        self.stats.dead_lettered += len(lines)
+
+    def dead_letters(self, limit: int = 100) -> list[tuple[str, str]]:
+        """The newest dead-lettered lines with their reasons, for an operator."""
+        rows = self._db.execute("SELECT reason, line FROM dead_letter ORDER BY id DESC LIMIT ?", (limit,))
+        return [(reason, line) for reason, line in rows]
+
+    def _oldest_ms(self) -> int:
+        row = self._db.execute("SELECT queued_ms FROM pending ORDER BY id LIMIT 1").fetchone()
+        return int(row[0]) if row else 0
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")

@@ -1,0 +1,85 @@
+"""Group commit: the connectors' lines reach the durable buffer together, every COMMIT_S.
+
+A connector submits lines with an optional `done` callback; the callback runs only once
+those lines are committed to disk, which is when the MQTT connector acknowledges the
+messages they came from. One commit serves every connector, so the buffer's cost is a
+transaction per COMMIT_S, not per reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from linli.edge.backoff import Backoff
+from linli.edge.buffer import DurableBuffer
+
+log = logging.getLogger(__name__)
+
+COMMIT_S = 0.02
+
+Done = Callable[[], None]
+
+
+class Spool:
+    """Stages lines in memory for at most COMMIT_S, then commits them in one transaction."""
+
+    def __init__(self, buffer: DurableBuffer, db: ThreadPoolExecutor, on_commit: Callable[[], None]) -> None:
+        self.buffer = buffer
+        self.on_commit = on_commit
+        self.commits = 0
+        self.failures = 0
+        self._db = db
+        self._lines: list[str] = []
+        self._done: list[Done] = []
+        self._backoff = Backoff(initial=0.1, maximum=10.0)
+        self._retry_delay = 0.0
+
+    @property
+    def staged(self) -> int:
+        """Lines waiting for the next commit."""
+        return len(self._lines)
+
+    def submit(self, lines: Sequence[str], done: Done | None = None) -> None:
+        """Stage lines; `done` runs once they are on disk."""
+        self._lines.extend(lines)
+        if done is not None:
+            self._done.append(done)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Commit every COMMIT_S until `stop`, then once more for what is left."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=max(COMMIT_S, self._retry_delay))
+            await self.commit()
+        await self.commit()
+
+    async def commit(self) -> bool:
+        """Commit what is staged; False (and everything kept staged) when the disk refused."""
+        if not self._lines and not self._done:
+            return True
+        lines, done = self._lines, self._done
+        self._lines, self._done = [], []
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._db, self.buffer.append, lines)
+        except sqlite3.Error as exc:
+            # A full or failing disk: keep everything staged and acknowledge nothing.
+            self._lines[:0] = lines
+            self._done[:0] = done
+            self.failures += 1
+            self._retry_delay = self._backoff.next_delay()
+            log.error(
+                "buffer %s: commit failed (%s); %d lines kept in memory", self.buffer.path, exc, len(lines)
+            )
+            return False
+        self._retry_delay = 0.0
+        self._backoff.reset()
+        self.commits += 1
+        for callback in done:
+            callback()
+        self.on_commit()
+        return True
