@@ -105,3 +105,55 @@ def test_bad_devices_do_not_delay_good_ones(victoria: LocalServer, caplog: pytes
         assert len(logs) == 1, (name, logs)
     [exception_log] = [r.getMessage() for r in caplog.records if "/exception: offline" in r.getMessage()]
     assert "Modbus exception 4 (device failure)" in exception_log
+
+
+def test_a_device_that_stops_answering_goes_offline_and_comes_back_by_itself(victoria: LocalServer) -> None:
+    port = free_port()
+    sim = start_sim("charger", "--port", str(port), "--stations", "1")
+    config = EdgeConfig.model_validate(
+        {
+            "writer": {"kind": "influxdb2", "url": victoria.url, "org": "linli", "bucket": "linli"},
+            "sites": [
+                {
+                    "id": unique("comeback"),
+                    "devices": [
+                        {
+                            "id": "st",
+                            "profile": "charger",
+                            "port": port,
+                            "interval": INTERVAL,
+                            "timeout": TIMEOUT,
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+    agent = Agent(config)
+    [poller] = agent.pollers
+
+    async def scenario() -> tuple[float, float]:
+        nonlocal sim
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        await wait_until(lambda: poller.health.online, 10, "the station online")
+        stop_process(sim)
+        gone = time.monotonic()
+        await wait_until(lambda: not poller.health.online, 10, "the station offline")
+        offline_after = time.monotonic() - gone
+        sim = await asyncio.to_thread(start_sim, "charger", "--port", str(port), "--stations", "1")
+        back = time.monotonic()
+        polls = poller.health.polls
+        await wait_until(lambda: poller.health.online and poller.health.polls > polls, 30, "the station back")
+        online_after = time.monotonic() - back
+        stop.set()
+        assert await task
+        return offline_after, online_after
+
+    try:
+        offline_after, online_after = asyncio.run(scenario())
+    finally:
+        stop_process(sim)
+    assert offline_after <= 3 * INTERVAL + TIMEOUT  # within three poll periods
+    # Back without a manual step, within the reconnect backoff (which doubles from the interval).
+    assert online_after < 10

@@ -10,8 +10,8 @@ import asyncio
 import json
 import subprocess
 import threading
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
 from linli.localservers import LocalServer, require_binary
-from support import influx1_create_db, influx1_query, unique, wait_until
+from support import influx1_create_db, influx1_query, running, unique, wait_until
 
 TS = 1_790_000_000_000
 
@@ -75,20 +75,6 @@ class Watcher:
         self.client.loop_stop()
 
 
-@asynccontextmanager
-async def running(config: EdgeConfig) -> AsyncIterator[Agent]:
-    agent = Agent(config)
-    assert agent.mqtt is not None
-    stop = asyncio.Event()
-    task = asyncio.create_task(agent.run(stop))
-    await wait_until(agent.mqtt.subscribed.is_set, 10, "the agent's subscriptions")
-    try:
-        yield agent
-    finally:
-        stop.set()
-        assert await task
-
-
 def pub(port: int, topic: str, **kw: Any) -> Callable[[], None]:
     return lambda: mosquitto_pub(port, topic, **kw)
 
@@ -113,6 +99,9 @@ def test_bad_messages_go_to_the_dead_letter_topic_with_their_reason(
         (f"elevators/{site}/cam-1/firmware", {"message": "{}"}, "unknown_topic"),
         (f"elevators/{site}/cam-9/detection", {"message": detection(TS + 5)}, "unknown_device"),
         (topic, {"message": detection(5)}, "bad_time"),
+        # A device clock a year ahead: the timestamp is valid, the clock is not.
+        (topic, {"message": detection(int(time.time() * 1000) + 365 * 86_400_000)}, "bad_time"),
+        (topic, {"message": detection(TS + 6, confidence=float("nan"))}, "not_finite"),
     ]
     watcher = Watcher(mosquitto.port, f"{config.mqtt.dead_letter_topic}/#")
 
@@ -149,11 +138,18 @@ def test_bad_messages_go_to_the_dead_letter_topic_with_their_reason(
     assert [r["time"] for r in rows] == [TS, TS + 10]
     # Counted per device and reason in health; unknown topics and devices count for the agent.
     dev = agent.mqtt.devices[("camera", site, "cam-1")]
-    assert dev.errors == {"malformed": 1, "invalid": 2, "out_of_range": 1, "too_large": 1, "bad_time": 1}
+    assert dev.errors == {
+        "malformed": 1,
+        "invalid": 2,
+        "out_of_range": 1,
+        "too_large": 1,
+        "bad_time": 2,
+        "not_finite": 1,
+    }
     assert agent.mqtt.dead_letters["unknown_topic"] == 1
     assert agent.mqtt.dead_letters["unknown_device"] == 1
     health = influx1_query(influx1.url, db, "SELECT last(errors_invalid), last(errors) FROM health")
-    assert (health[0]["last"], health[0]["last_1"]) == (2, 6)
+    assert (health[0]["last"], health[0]["last_1"]) == (2, 8)
 
 
 def test_a_last_will_or_silence_marks_a_camera_offline_until_it_speaks_again(

@@ -18,11 +18,13 @@ import base64
 import contextlib
 import json
 import logging
+import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -39,9 +41,11 @@ from linli.edge.topics import Route, TopicRouter
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[list[str]], None]
-# topic, payload, retained, received (ms since the epoch)
-Received = tuple[str, bytes, bool, int]
+Done = Callable[[], None]
+# Lines, and what to call once they are on disk (acknowledging the messages they came from).
+Emit = Callable[[list[str], Done | None], None]
+# topic, payload, retained, received (ms since the epoch), packet id, QoS, connection number
+Received = tuple[str, bytes, bool, int, int, int, int]
 
 # A device is offline once it missed this many heartbeats.
 MISSED_HEARTBEATS = 3
@@ -51,6 +55,9 @@ DEAD_LETTER_EXCERPT = 4096
 MAX_LOGGED_KEYS = 10_000
 # How often the asyncio side takes the messages the receive thread queued.
 HANDOFF_S = 0.02
+# Messages queued from the receive thread at most while backpressure holds them; past it,
+# QoS 0 messages are dropped and counted (QoS 1 ones are bounded by the broker's in-flight limit).
+MAX_INBOX = 100_000
 # Stands for a topic that is not UTF-8; it matches no route, so the message is dead-lettered.
 INVALID_TOPIC = "(invalid UTF-8)"
 # Topics resolved to a device are remembered; more than this and the memory starts afresh.
@@ -116,13 +123,23 @@ def dead_letter_envelope(
 class MqttConnector:
     """Receives every configured MQTT device's messages and emits their lines."""
 
-    def __init__(self, config: EdgeConfig, emit: Emit) -> None:
+    def __init__(
+        self,
+        config: EdgeConfig,
+        emit: Emit,
+        backpressure: Callable[[], bool] = lambda: False,
+        commit: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        """`backpressure` says when to stop taking messages; `commit` puts emitted lines on disk now."""
         if config.mqtt is None:
             raise ValueError("the config has no [mqtt] table")
         self.settings: MqttConfig = config.mqtt
         self.agent = config.agent.name
         self.client_id = config.mqtt_client_id
         self.emit = emit
+        self._max_ahead_ms = int(self.settings.max_clock_ahead * 1000)
+        self.backpressure = backpressure
+        self.commit = commit
         self.devices: dict[tuple[str, str, str], MqttDevice] = {}
         kinds: dict[str, Profile] = {}
         for site, device in config.devices():
@@ -151,6 +168,10 @@ class MqttConnector:
         self.stored = 0
         self.dead_letters: Counter[str] = Counter()
         self.ignored_retained = 0
+        self.overflow = 0  # QoS 0 messages dropped while backpressure held the inbox full
+        self.paused = False
+        # Incremented on every connection: a packet id means something only on its own.
+        self._connection = 0
         self._logged: set[tuple[str, str]] = set()
         self._inbox: list[Received] = []
         self._lines: list[str] = []
@@ -176,15 +197,18 @@ class MqttConnector:
                 self._drain_inbox()
                 if time.monotonic() >= next_health:
                     next_health += s.health_interval
-                    self.emit(self.health_lines(int(time.time() * 1000)))
+                    self.emit(self.health_lines(int(time.time() * 1000)), None)
         finally:
-            # Disconnect first so no message is acknowledged after the last hand-over.
             self._stopping = True
+            # What was received goes to disk and is acknowledged before the goodbye; whatever
+            # arrives after this the broker delivers again at the next start.
+            self._drain_inbox(force=True)
+            # The last counts, so the store agrees with the agent's final state.
+            self.emit(self.health_lines(int(time.time() * 1000)), None)
+            if self.commit is not None:
+                await self.commit()
             client.disconnect()
             await asyncio.to_thread(client.loop_stop)
-            self._drain_inbox()
-            # The last counts, so the store agrees with the agent's final state.
-            self.emit(self.health_lines(int(time.time() * 1000)))
 
     def health_lines(self, time_ms: int) -> list[str]:
         """One health point per device, marking silent devices offline first."""
@@ -217,12 +241,27 @@ class MqttConnector:
             messages=dev.messages,
         )
 
-    def _drain_inbox(self) -> None:
-        """Handle every queued message and emit the lines, in arrival order."""
+    def _drain_inbox(self, *, force: bool = False) -> None:
+        """Handle every queued message and emit the lines, in arrival order.
+
+        While backpressure holds, messages stay queued unacknowledged, so the broker stops
+        sending QoS 1 messages at its in-flight limit and keeps the rest.
+        """
+        if self.backpressure() and not force:
+            if not self.paused:
+                log.warning("mqtt: the buffer is nearly full; no new messages are taken until it drains")
+                self.paused = True
+            return
+        if self.paused:
+            log.info("mqtt: the buffer has room again; taking messages")
+            self.paused = False
         with self._inbox_lock:
             batch, self._inbox = self._inbox, []
         lines = self._lines
-        for topic, payload, retained, received_ms in batch:
+        acks: list[tuple[int, int]] = []
+        for topic, payload, retained, received_ms, mid, qos, connection in batch:
+            if qos:
+                acks.append((mid, connection))
             try:
                 line = self.handle(topic, payload, received_ms, retained=retained)
             except Exception:
@@ -232,9 +271,20 @@ class MqttConnector:
                 continue
             if line is not None:
                 lines.append(line)
-        if lines:
+        if lines or acks:
             self._lines = []
-            self.emit(lines)
+            self.emit(lines, partial(self._acknowledge, acks) if acks else None)
+
+    def _acknowledge(self, acks: list[tuple[int, int]]) -> None:
+        """PUBACK the messages whose lines are on disk (rejected ones are kept on the dead-letter topic)."""
+        client = self._client
+        if client is None:
+            return
+        for mid, connection in acks:
+            # After a reconnect the broker sends unacknowledged messages again with ids of the
+            # new connection: acknowledging an old id could confirm a different message.
+            if connection == self._connection:
+                client.ack(mid, 1)
 
     # --- paho's network thread ------------------------------------------------------
 
@@ -251,11 +301,16 @@ class MqttConnector:
         )
         if s.username:
             client.username_pw_set(s.username, s.password or None)
-        client.reconnect_delay_set(min_delay=int(max(1, s.reconnect_min)), max_delay=int(s.reconnect_max))
+        # Jitter: after a broker restart, a fleet of agents does not reconnect in the same second.
+        # (paho annotates the delays as int; it only multiplies and adds them.)
+        first = s.reconnect_min * random.uniform(1.0, 2.0)
+        client.reconnect_delay_set(min_delay=first, max_delay=s.reconnect_max)  # type: ignore[arg-type]
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        # Acknowledged only once stored: see _acknowledge.
+        client.manual_ack_set(True)
         return client
 
     def _on_connect(
@@ -275,6 +330,7 @@ class MqttConnector:
             )
             return
         self.connected = True
+        self._connection += 1
         log.info("mqtt: connected (session present: %s)", flags.session_present)
         client.subscribe(list(self.router.filters().items()))
 
@@ -300,8 +356,21 @@ class MqttConnector:
         except UnicodeDecodeError:
             # MQTT requires UTF-8 topics and Mosquitto enforces it; another broker may not.
             topic = INVALID_TOPIC
-        received = (topic, bytes(msg.payload), msg.retain, int(time.time() * 1000))
+        received = (
+            topic,
+            bytes(msg.payload),
+            msg.retain,
+            int(time.time() * 1000),
+            msg.mid,
+            msg.qos,
+            self._connection,
+        )
         with self._inbox_lock:
+            if msg.qos == 0 and len(self._inbox) >= MAX_INBOX:
+                self.overflow += 1
+                if self.overflow == 1:
+                    log.error("mqtt: %d messages wait for the buffer; dropping QoS 0 messages", MAX_INBOX)
+                return
             self._inbox.append(received)
 
     def handle(self, topic: str, payload: bytes, received_ms: int, *, retained: bool = False) -> str | None:
@@ -327,6 +396,11 @@ class MqttConnector:
             self._reject(exc.reason, str(exc), topic, payload, dev, received_ms)
             return None
         time_ms = compiled.time_ms(values) or received_ms
+        if time_ms > received_ms + self._max_ahead_ms:
+            ahead, limit = (time_ms - received_ms) / 1000, self._max_ahead_ms // 1000
+            detail = f"device time is {ahead:.0f}s ahead of the agent's clock (limit {limit}s)"
+            self._reject("bad_time", detail, topic, payload, dev, received_ms)
+            return None
         confirm = compiled.spec.confirm
         if confirm is None:
             field_set = compiled.field_set_of(values)
