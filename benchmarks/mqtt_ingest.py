@@ -267,9 +267,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    qos0_rates = [20000, 25000, 28000, 30000, 32000, 34000, 36000]
+    qos0_rates = [20000, 22000, 25000, 28000, 30000, 32000, 34000, 36000]
     parser.add_argument("--rates", type=int, nargs="+", default=qos0_rates, help="QoS 0 rates offered")
-    parser.add_argument("--qos1-rates", type=int, nargs="+", default=[10000, 12000, 14000, 16000])
+    parser.add_argument(
+        "--qos1-rates", type=int, nargs="+", default=[8000, 10000, 12000, 14000, 16000, 18000]
+    )
     parser.add_argument("--hold", type=float, default=60.0, help="seconds each rate is held")
     parser.add_argument("--qos", type=int, nargs="+", default=[0, 1])
     args = parser.parse_args()
@@ -289,12 +291,20 @@ def main() -> int:
         for qos in args.qos:
             mq = start_mosquitto(work / f"mq-{qos}", extra_config=queue_settings())
             try:
-                for rate in args.rates if qos == 0 else args.qos1_rates:
+                failed: set[str] = set()
+                for rate in sorted(args.rates if qos == 0 else args.qos1_rates):
                     offset_ms += 1_000_000
-                    runs.append(run_bare(mq, qos, rate, args.hold, offset_ms))
-                    print(runs[-1].row(), flush=True)
-                    runs.append(run_agent(work, mq, qos, rate, args.hold, offset_ms))
-                    print(runs[-1].row(), flush=True)
+                    for who in ("bare", "agent"):
+                        if who in failed:
+                            continue  # a consumer that could not hold a rate will not hold a higher one
+                        if who == "bare":
+                            run = run_bare(mq, qos, rate, args.hold, offset_ms)
+                        else:
+                            run = run_agent(work, mq, qos, rate, args.hold, offset_ms)
+                        runs.append(run)
+                        print(run.row(), flush=True)
+                        if not run.held:
+                            failed.add(who)
             finally:
                 mq.stop()
     print()
