@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
-from linli.localservers import LocalServer, start_mosquitto, start_victoria_metrics
+from linli.localservers import LocalServer, start_influxdb1, start_mosquitto, start_victoria_metrics
 from support import (
+    http_get,
     influx1_create_db,
     influx1_query,
     running,
@@ -153,6 +155,15 @@ def test_the_store_down_for_60_s_loses_nothing_and_writes_nothing_twice(
         assert sorted(stamps) == [T0 + k for k in range(load.sent)]
         assert agent.buffer.stats.lines == 0
         assert agent.buffer.stats.dropped == 0
+        # The agent's own points showed the outage as it happened: failed writes, a deep buffer.
+        health = {}
+        for field in ("buffer_lines", "oldest_pending_s", "failed_writes"):
+            match = urllib.parse.urlencode({"match[]": f'agent_{field}{{agent="{config.agent.name}"}}'})
+            [series] = [json.loads(x) for x in http_get(f"{vm.url}/api/v1/export?{match}").splitlines()]
+            health[field] = max(series["values"])
+        assert health["buffer_lines"] >= 10_000
+        assert 50 <= health["oldest_pending_s"] <= 70
+        assert health["failed_writes"] >= 1
         # The backlog of 60 s drained faster than live data arrived (200 messages/s).
         drain_rate = figures["backlog_lines"] / figures["drain_s"]
         print(
@@ -288,3 +299,47 @@ def toml(data: dict[str, Any]) -> str:
 
     table("", data)
     return "\n".join(out) + "\n"
+
+
+def test_a_failing_store_applies_backpressure_instead_of_dropping(
+    tmp_path: Path, mosquitto: LocalServer
+) -> None:
+    datadir = tmp_path / "influx"
+    store = start_influxdb1(datadir)
+    db = unique("pressure")
+    influx1_create_db(store.url, db)
+    port = store.port
+    store.stop()  # the store is down from the start
+    site = unique("pressure")
+    writer = {"kind": "influxdb1", "url": store.url, "database": db}
+    # 200 KB of buffer, backpressure from 100 KB: about 700 heartbeats.
+    buffer = {"max_mb": 0.2, "backpressure_at": 0.5}
+    config = EdgeConfig.model_validate(agent_config(writer, mosquitto.port, site, buffer=buffer))
+    load = Load(mosquitto.port, site, rate=200)
+
+    async def scenario() -> None:
+        nonlocal store
+        async with running(config) as agent:
+            assert agent.mqtt is not None
+            load.start(10)
+            await wait_until(lambda: agent.mqtt is not None and agent.mqtt.paused, 20, "backpressure")
+            await asyncio.to_thread(load.join)
+            # The broker keeps what the agent does not take; the buffer stays under its bound.
+            assert agent.mqtt.paused
+            assert agent.mqtt.stored < load.sent
+            assert agent.buffer.stats.bytes < agent.buffer.max_bytes
+            assert agent.buffer.stats.dropped == 0
+            store = await asyncio.to_thread(start_influxdb1, datadir, port)
+            await wait_until(
+                lambda: agent.mqtt is not None and agent.mqtt.stored >= load.sent, 60, "every message"
+            )
+            assert not agent.mqtt.paused
+            assert agent.buffer.stats.dropped == 0
+
+    try:
+        asyncio.run(scenario())
+        rows = influx1_query(store.url, db, f"SELECT uptime_s FROM camera WHERE site = '{site}'")
+        assert sorted(r["uptime_s"] for r in rows) == list(range(load.sent))
+    finally:
+        load.close()
+        store.stop()

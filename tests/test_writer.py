@@ -11,7 +11,7 @@ import pytest
 
 from linli.edge.buffer import DurableBuffer
 from linli.edge.config import WriterConfig, WriterKind
-from linli.edge.sinks import make_sink
+from linli.edge.sinks import WriteError, make_sink, parse_retry_after
 from linli.edge.writer import BatchWriter
 from linli.localservers import LocalServer, start_influxdb1
 from support import influx1_create_db, influx1_query, unique
@@ -133,3 +133,48 @@ def test_an_outage_keeps_everything_queued_then_replays_past_and_present_in_turn
         assert sorted(stored_x(again, database, "s")) == [*range(50), *range(1000, 1010)]
     finally:
         again.stop()
+
+
+def test_retry_after_is_read_as_seconds_or_as_a_date() -> None:
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after("Wed, 21 Oct 2026 07:28:10 GMT", now=1_792_567_680.0) == 10.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"),
+    [
+        (None, True),
+        (429, True),
+        (500, True),
+        (503, True),
+        (413, True),
+        (400, False),
+        (401, False),
+        (422, False),
+    ],
+)
+def test_store_answers_are_classified(status: int | None, retryable: bool) -> None:
+    assert WriteError("x", status=status).retryable is retryable
+
+
+class Throttling:
+    """A store that answers 429 with Retry-After (no server here answers 429 on demand)."""
+
+    target = "throttling store"
+
+    def write(self, body: bytes) -> None:
+        raise WriteError("HTTP 429 slow down", status=429, retry_after=7.0)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_429_keeps_the_batch_and_waits_at_least_retry_after(tmp_path: Path, db: ThreadPoolExecutor) -> None:
+    buffer = DurableBuffer(tmp_path / "b.sqlite", max_bytes=10**8)
+    buffer.append(points("s", 0, 10))
+    writer = BatchWriter(Throttling(), buffer, db)
+    assert asyncio.run(writer.write_batch()) is False
+    assert writer._retry_delay >= 7.0
+    assert (buffer.stats.lines, writer.stats.retried, writer.stats.failed_attempts) == (10, 10, 1)
