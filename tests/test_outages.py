@@ -158,7 +158,8 @@ def test_the_store_down_for_60_s_loses_nothing_and_writes_nothing_twice(
         # The agent's own points showed the outage as it happened: failed writes, a deep buffer.
         health = {}
         for field in ("buffer_lines", "oldest_pending_s", "failed_writes"):
-            match = urllib.parse.urlencode({"match[]": f'agent_{field}{{agent="{config.agent.name}"}}'})
+            selector = f'health_{field}{{kind="agent",device="{config.agent.name}"}}'
+            match = urllib.parse.urlencode({"match[]": selector})
             [series] = [json.loads(x) for x in http_get(f"{vm.url}/api/v1/export?{match}").splitlines()]
             health[field] = max(series["values"])
         assert health["buffer_lines"] >= 10_000

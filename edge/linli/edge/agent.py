@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from linli.catalog.lineprotocol import FieldValue, format_line
-from linli.catalog.names import AGENT_MEASUREMENT
+from linli.catalog.names import AGENT_KIND, HEALTH_MEASUREMENT
 from linli.catalog.profile import get_profile
 from linli.edge.backoff import Backoff
 from linli.edge.buffer import DurableBuffer
@@ -102,7 +102,7 @@ class Agent:
         self.spool.submit(lines)
 
     def health_line(self, time_ms: int) -> str:
-        """The agent's own point: buffer depth and age, and what was written, retried, dropped."""
+        """The agent's own health point: buffer depth and age, and what was written, retried, dropped."""
         b = self.buffer.stats
         w = self.writer.stats
         fields: dict[str, FieldValue] = {
@@ -116,7 +116,9 @@ class Agent:
             "dead_lettered": w.dead_lettered,
             "backpressure": self.backpressure(),
         }
-        return format_line(AGENT_MEASUREMENT, {"agent": self.config.agent.name}, fields, time_ms)
+        # One health measurement for everything (the schema rules): the agent is a kind of its own.
+        tags = {"kind": AGENT_KIND, "device": self.config.agent.name}
+        return format_line(HEALTH_MEASUREMENT, tags, fields, time_ms)
 
     async def _report(self, stop: asyncio.Event) -> None:
         interval = self.config.mqtt.health_interval if self.config.mqtt else HEALTH_S
