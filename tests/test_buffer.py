@@ -10,7 +10,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from linli.edge.buffer import DurableBuffer, SyncMode
+import pytest
+
+from linli.edge.buffer import BufferInUseError, DurableBuffer, SyncMode
 
 
 def lines(first: int, n: int) -> list[str]:
@@ -75,11 +77,22 @@ def test_dead_letters_keep_the_line_and_the_reason(tmp_path: Path) -> None:
     buf.close()
 
 
+def test_a_second_agent_on_the_same_buffer_is_refused(tmp_path: Path) -> None:
+    first = DurableBuffer(tmp_path / "b.sqlite", max_bytes=10**6)
+    first.append(lines(0, 1))
+    with pytest.raises(BufferInUseError, match="in use by another linli agent"):
+        DurableBuffer(tmp_path / "b.sqlite", max_bytes=10**6)
+    first.close()
+    again = DurableBuffer(tmp_path / "b.sqlite", max_bytes=10**6)
+    assert again.stats.lines == 1
+    again.close()
+
+
 APPENDER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from linli.edge.buffer import DurableBuffer, SyncMode
+    from linli.edge.buffer import BufferInUseError, DurableBuffer, SyncMode
     buf = DurableBuffer(Path(sys.argv[1]), max_bytes=10**9, sync=SyncMode(sys.argv[2]))
     k = int(sys.argv[3])
     while True:

@@ -76,6 +76,10 @@ class BufferStats:
     dead_lettered: int = 0
 
 
+class BufferInUseError(RuntimeError):
+    """Another process holds the buffer: two agents must not share one."""
+
+
 class DurableBuffer:
     """A FIFO of line-protocol lines in one SQLite file, bounded by size."""
 
@@ -84,10 +88,24 @@ class DurableBuffer:
         self.max_bytes = max_bytes
         path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: transactions are begun and committed explicitly below.
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={sync.value.upper()}")
-        self._db.executescript(_SCHEMA)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0.5)
+        # One agent per buffer: the lock taken by the first write is held until close, so a
+        # second agent started on the same file stops at once instead of interleaving.
+        self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={sync.value.upper()}")
+            self._db.executescript(_SCHEMA)
+            with self._transaction():
+                pass
+        except sqlite3.OperationalError as exc:
+            self._db.close()
+            if "locked" in str(exc):
+                raise BufferInUseError(
+                    f"buffer {path} is in use by another linli agent; give each agent its own "
+                    "([buffer] path, or a different [agent] name)"
+                ) from exc
+            raise
         chunks, lines, size = self._db.execute(
             "SELECT count(*), coalesce(sum(lines), 0), coalesce(sum(length(body)), 0) FROM pending"
         ).fetchone()

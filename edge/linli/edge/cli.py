@@ -12,7 +12,7 @@ from linli.catalog.errors import ConfigError
 from linli.catalog.profile import get_profile
 from linli.cli_support import run_until_signal, setup_logging
 from linli.edge.agent import Agent
-from linli.edge.buffer import DurableBuffer
+from linli.edge.buffer import BufferInUseError, DurableBuffer
 from linli.edge.config import DeviceConfig, EdgeConfig, load_config
 from linli.edge.modbus import DevicePoller, Endpoint, PollError
 from linli.edge.view import run_view
@@ -59,7 +59,11 @@ def _run(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     setup_logging(config.agent.log_level)
-    agent = Agent(config)
+    try:
+        agent = Agent(config)
+    except BufferInUseError as exc:
+        print(f"linli edge run: {exc}", file=sys.stderr)
+        return 1
 
     async def main(stop: asyncio.Event) -> int:
         view = asyncio.create_task(run_view(agent, stop)) if args.view else None
