@@ -21,6 +21,7 @@ from linli.catalog.profile import Profile
 from linli.catalog.registers import Value, compile_decoder
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
+from linli.localservers import LocalServer, start_influxdb1
 from linli.sim.image import build_image
 
 _counter = itertools.count(1)
@@ -74,6 +75,16 @@ def vm_series_settled(
 
 def influx1_create_db(url: str, db: str) -> None:
     http_post(f"{url}/query?" + urllib.parse.urlencode({"q": f'CREATE DATABASE "{db}"'}))
+
+
+def influx1_down(datadir: Path, prefix: str) -> tuple[LocalServer, str]:
+    """An InfluxDB 1.x that is stopped, with a database made first: restart it with
+    `start_influxdb1(server.datadir, server.port)`."""
+    server = start_influxdb1(datadir)
+    db = unique(prefix)
+    influx1_create_db(server.url, db)
+    server.stop()
+    return server, db
 
 
 def influx1_query(url: str, db: str, q: str) -> list[dict[str, Any]]:

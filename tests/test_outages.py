@@ -25,6 +25,7 @@ from linli.localservers import LocalServer, start_influxdb1, start_mosquitto, st
 from support import (
     http_get,
     influx1_create_db,
+    influx1_down,
     influx1_query,
     running,
     shipped_queue_settings,
@@ -99,6 +100,12 @@ class Load:
         self._stop.set()
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def camera_uptimes(store: LocalServer, db: str, site: str) -> list[int]:
+    """The stored heartbeats of a site, by the message number they carry."""
+    rows = influx1_query(store.url, db, f"SELECT uptime_s FROM camera WHERE site = '{site}'")
+    return sorted(r["uptime_s"] for r in rows)
 
 
 def agent_config(writer: dict[str, Any], mqtt_port: int, site: str, **extra: Any) -> dict[str, Any]:
@@ -213,8 +220,7 @@ def test_a_broker_restart_under_qos1_load_loses_nothing(influx1: LocalServer, tm
 
     try:
         asyncio.run(scenario())
-        rows = influx1_query(influx1.url, db, f"SELECT uptime_s FROM camera WHERE site = '{site}'")
-        assert sorted(r["uptime_s"] for r in rows) == list(range(load.sent))
+        assert camera_uptimes(influx1, db, site) == list(range(load.sent))
     finally:
         load.close()
         broker.stop()
@@ -305,12 +311,7 @@ def toml(data: dict[str, Any]) -> str:
 def test_a_failing_store_applies_backpressure_instead_of_dropping(
     tmp_path: Path, mosquitto: LocalServer
 ) -> None:
-    datadir = tmp_path / "influx"
-    store = start_influxdb1(datadir)
-    db = unique("pressure")
-    influx1_create_db(store.url, db)
-    port = store.port
-    store.stop()  # the store is down from the start
+    store, db = influx1_down(tmp_path / "influx", "pressure")  # the store is down from the start
     site = unique("pressure")
     writer = {"kind": "influxdb1", "url": store.url, "database": db}
     # 200 KB of buffer, backpressure from 100 KB: about 700 heartbeats.
@@ -330,7 +331,7 @@ def test_a_failing_store_applies_backpressure_instead_of_dropping(
             assert agent.mqtt.stored < load.sent
             assert agent.buffer.stats.bytes < agent.buffer.max_bytes
             assert agent.buffer.stats.dropped == 0
-            store = await asyncio.to_thread(start_influxdb1, datadir, port)
+            store = await asyncio.to_thread(start_influxdb1, store.datadir, store.port)
             await wait_until(
                 lambda: agent.mqtt is not None and agent.mqtt.stored >= load.sent, 60, "every message"
             )
@@ -339,8 +340,7 @@ def test_a_failing_store_applies_backpressure_instead_of_dropping(
 
     try:
         asyncio.run(scenario())
-        rows = influx1_query(store.url, db, f"SELECT uptime_s FROM camera WHERE site = '{site}'")
-        assert sorted(r["uptime_s"] for r in rows) == list(range(load.sent))
+        assert camera_uptimes(store, db, site) == list(range(load.sent))
     finally:
         load.close()
         store.stop()

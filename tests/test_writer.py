@@ -14,7 +14,7 @@ from linli.edge.config import WriterConfig, WriterKind
 from linli.edge.sinks import WriteError, make_sink, parse_retry_after
 from linli.edge.writer import BatchWriter
 from linli.localservers import LocalServer, start_influxdb1
-from support import influx1_create_db, influx1_query, unique
+from support import influx1_create_db, influx1_down, influx1_query, unique
 
 T0 = 1_790_000_000_000
 
@@ -93,12 +93,7 @@ def test_a_413_halves_the_batch_until_it_fits(tmp_path: Path, db: ThreadPoolExec
 def test_an_outage_keeps_everything_queued_then_replays_past_and_present_in_turn(
     tmp_path: Path, db: ThreadPoolExecutor
 ) -> None:
-    datadir = tmp_path / "influx"
-    server = start_influxdb1(datadir)
-    database = unique("outage")
-    influx1_create_db(server.url, database)
-    port = server.port
-    server.stop()
+    server, database = influx1_down(tmp_path / "influx", "outage")
     buffer = DurableBuffer(tmp_path / "b.sqlite", max_bytes=10**8)
     for k in range(5):
         buffer.append(points("s", 10 * k, 10))
@@ -108,7 +103,7 @@ def test_an_outage_keeps_everything_queued_then_replays_past_and_present_in_turn
     async def scenario() -> list[int]:
         assert await writer.write_batch() is False  # unreachable: kept, retried later
         assert buffer.stats.lines == 50
-        restarted = await asyncio.to_thread(start_influxdb1, datadir, port)
+        restarted = await asyncio.to_thread(start_influxdb1, server.datadir, server.port)
         try:
             assert await writer.write_batch() is True  # the oldest chunk
             buffer.append(points("s", 1000, 10))  # live data arrives during the replay
@@ -128,7 +123,7 @@ def test_an_outage_keeps_everything_queued_then_replays_past_and_present_in_turn
     assert writer.stats.failed_attempts == 1
     assert writer.stats.retried == 10
     assert writer.stats.backlog_written == 50
-    again = start_influxdb1(datadir, port)
+    again = start_influxdb1(server.datadir, server.port)
     try:
         assert sorted(stored_x(again, database, "s")) == [*range(50), *range(1000, 1010)]
     finally:
