@@ -22,15 +22,9 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from harness import cpu_seconds, start_charger_sim
 from linli.demo import write_config
 from linli.localservers import free_port_range, start_victoria_metrics
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
 def export(url: str, match: str) -> list[dict[str, object]]:
@@ -48,27 +42,11 @@ def percentile(values: list[float], p: float) -> float:
 def run(stations: int, interval: float, duration: float, window: float, workdir: Path) -> dict[str, float]:
     vm = start_victoria_metrics(workdir / "vm")
     first = free_port_range(stations)
-    sim = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "linli.cli",
-            "sim",
-            "charger",
-            "--port",
-            str(first),
-            "--stations",
-            str(stations),
-            "--warmup",
-            "10800",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert sim.stdout is not None
-    if "linli sim" not in sim.stdout.readline():  # it says so once every station listens
+    try:
+        sim = start_charger_sim(first, stations, "--warmup", "10800")
+    except SystemExit:
         vm.stop()
-        raise SystemExit("benchmark: the simulator did not start; see its error above")
+        raise
     config = workdir / f"edge-{interval}.toml"
     write_config(config, store_url=vm.url, first_port=first, stations=stations, interval=interval)
     agent = subprocess.Popen([sys.executable, "-m", "linli.cli", "edge", "run", "--config", str(config)])

@@ -30,7 +30,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from linli.localservers import LocalServer, start_mosquitto, start_victoria_metrics
+from harness import SHIPPED_MOSQUITTO, cpu_seconds
+from linli.localservers import LocalServer, mosquitto_queue_limits, start_mosquitto, start_victoria_metrics
 from mqttload import Publisher
 
 DEVICES = 100  # of each kind
@@ -42,19 +43,6 @@ AGENT_FLUSH_S = 1.0
 # Each run's points lie within this many seconds of its start (timestamps advance 1 ms per
 # round of all 200 devices); the warm-up lies WINDOW_S before them.
 WINDOW_S = 400
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def queue_settings() -> str:
-    """The broker's queue limits as linli ships them (deploy/mosquitto/mosquitto.conf)."""
-    conf = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "mosquitto.conf"
-    return "".join(
-        f"{x}\n" for x in conf.read_text().splitlines() if x.startswith(("max_queued", "max_inflight"))
-    )
 
 
 def write_config(path: Path, vm_url: str, mqtt_port: int, client_id: str) -> None:
@@ -289,7 +277,7 @@ def main() -> int:
         work = Path(tmp)
         offset_ms = 0
         for qos in args.qos:
-            mq = start_mosquitto(work / f"mq-{qos}", extra_config=queue_settings())
+            mq = start_mosquitto(work / f"mq-{qos}", extra_config=mosquitto_queue_limits(SHIPPED_MOSQUITTO))
             try:
                 failed: set[str] = set()
                 for rate in sorted(args.rates if qos == 0 else args.qos1_rates):

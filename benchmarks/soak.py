@@ -27,6 +27,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from harness import start_charger_sim
 from linli.localservers import free_port_range, start_mosquitto, start_victoria_metrics
 
 STATIONS = 10
@@ -43,23 +44,6 @@ def proc_figures(pid: int) -> tuple[int, int, int]:
     threads = int(fields["Threads"])
     rss_mb = int(fields["VmRSS"].split()[0]) // 1024
     return threads, len(os.listdir(f"/proc/{pid}/fd")), rss_mb
-
-
-def start_stations(port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "linli.cli",
-            "sim",
-            "charger",
-            "--port",
-            str(port),
-            "--stations",
-            str(STATIONS),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
 
 
 def write_config(path: Path, vm_url: str, mqtt_port: int, first_port: int) -> None:
@@ -131,7 +115,7 @@ def main() -> int:
         mq = start_mosquitto(work / "mq", persistence=True)
         vm = start_victoria_metrics(work / "vm")
         first = free_port_range(STATIONS)
-        stations = start_stations(first)
+        stations = start_charger_sim(first, STATIONS)
         config = work / "soak.toml"
         write_config(config, vm.url, mq.port, first)
         log = (work / "agent.log").open("wb")  # the agent's warnings about each outage, out of the table
@@ -161,7 +145,7 @@ def main() -> int:
                 stations.terminate()  # devices silent for 5 s
                 stations.wait()
                 time.sleep(5)
-                stations = start_stations(first)
+                stations = start_charger_sim(first, STATIONS)
                 time.sleep(max(0.0, CYCLE_S - (time.monotonic() - t0)))
                 threads, files, rss = proc_figures(agent.pid)
                 minutes = (time.monotonic() - started) / 60

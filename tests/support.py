@@ -21,7 +21,7 @@ from linli.catalog.profile import Profile
 from linli.catalog.registers import Value, compile_decoder
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
-from linli.localservers import LocalServer, start_influxdb1
+from linli.localservers import LocalServer, mosquitto_queue_limits, start_influxdb1
 from linli.sim.image import build_image
 
 _counter = itertools.count(1)
@@ -29,9 +29,9 @@ _counter = itertools.count(1)
 
 def shipped_queue_settings() -> str:
     """The queue limits of the Mosquitto config linli ships, so the tests run with them."""
-    conf = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "mosquitto.conf"
-    lines = conf.read_text(encoding="utf-8").splitlines()
-    return "".join(f"{line}\n" for line in lines if line.startswith(("max_queued", "max_inflight")))
+    return mosquitto_queue_limits(
+        Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "mosquitto.conf"
+    )
 
 
 def unique(prefix: str) -> str:

@@ -188,6 +188,12 @@ bind-address = "127.0.0.1:{rpc_port}"
     return server
 
 
+def mosquitto_queue_limits(config: Path) -> str:
+    """The queue and in-flight limits of a Mosquitto config, as lines to add to another."""
+    lines = config.read_text(encoding="utf-8").splitlines()
+    return "".join(f"{line}\n" for line in lines if line.startswith(("max_queued", "max_inflight")))
+
+
 def start_mosquitto(
     datadir: Path, port: int | None = None, extra_config: str = "", *, persistence: bool = False
 ) -> LocalServer:
