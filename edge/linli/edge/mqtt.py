@@ -450,7 +450,7 @@ class MqttConnector:
         compiled = self.compiled[(route.profile.kind, message.name)] if message is not None else None
         extra = {k: v for k, v in levels.items() if k not in ("site", "device")}
         series = None
-        if message is not None and not any(f.tag for f in message.fields):
+        if compiled is not None and not compiled.has_tags:
             series = series_key(dev.profile.measurement, {**dev.tags, **extra})
         if len(self._targets) >= MAX_CACHED_TOPICS:
             self._targets.clear()
