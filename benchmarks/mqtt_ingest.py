@@ -255,10 +255,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    qos0_rates = [20000, 22000, 25000, 28000, 30000, 32000, 34000, 36000]
+    qos0_rates = [20000, 25000, 30000, 34000, 38000, 42000, 46000]
     parser.add_argument("--rates", type=int, nargs="+", default=qos0_rates, help="QoS 0 rates offered")
     parser.add_argument(
-        "--qos1-rates", type=int, nargs="+", default=[8000, 10000, 12000, 14000, 16000, 18000]
+        "--qos1-rates", type=int, nargs="+", default=[8000, 12000, 16000, 20000, 24000, 28000]
     )
     parser.add_argument("--hold", type=float, default=60.0, help="seconds each rate is held")
     parser.add_argument("--qos", type=int, nargs="+", default=[0, 1])

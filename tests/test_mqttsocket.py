@@ -6,9 +6,13 @@ import socket
 import threading
 from collections.abc import Iterator
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
-from linli.edge.mqttsocket import READ_SIZE, BufferedSocket
+from linli.edge.mqttsocket import READ_SIZE, BufferedClient, BufferedSocket, Publish
+from linli.localservers import LocalServer
+from support import unique
 
 
 @pytest.fixture
@@ -86,3 +90,130 @@ def test_everything_else_is_the_socket_s_own(pair: tuple[BufferedSocket, socket.
     assert sock.fileno() == sock._sock.fileno()
     sock.send(b"ping")
     assert peer.recv(4) == b"ping"
+
+
+def publish_packet(topic: bytes, payload: bytes, qos: int = 0, mid: int = 0, retain: bool = False) -> bytes:
+    """One MQTT 3.1.1 PUBLISH packet, encoded by hand as the broker sends it."""
+    body = len(topic).to_bytes(2) + topic + (mid.to_bytes(2) if qos else b"") + payload
+    length, remaining = b"", len(body)
+    while True:
+        byte, remaining = remaining & 0x7F, remaining >> 7
+        length += bytes([byte | (0x80 if remaining else 0)])
+        if not remaining:
+            break
+    return bytes([0x30 | qos << 1 | int(retain)]) + length + body
+
+
+def test_whole_publishes_are_decoded_in_order_with_their_flags(
+    pair: tuple[BufferedSocket, socket.socket],
+) -> None:
+    sock, peer = pair
+    big = bytes(range(256)) * 100  # 25,600 bytes: a three-byte remaining length
+    peer.sendall(
+        publish_packet(b"a/b", b"{}")
+        + publish_packet(b"cameras/s1/c1/event", b"x" * 200, qos=1, mid=65535)  # two-byte length
+        + publish_packet(b"t", big, qos=1, mid=7, retain=True)
+        + publish_packet(b"t", b"", qos=0)
+    )
+    sock.recv(0)  # fills the buffer, as paho's first read does
+    assert sock.take_publishes(100) == [
+        (b"a/b", b"{}", 0, False, 0),
+        (b"cameras/s1/c1/event", b"x" * 200, 1, False, 65535),
+        (b"t", big, 1, True, 7),
+        (b"t", b"", 0, False, 0),
+    ]
+    assert sock.pending() == 0
+
+
+def test_a_publish_cut_off_by_the_read_is_left_for_paho(pair: tuple[BufferedSocket, socket.socket]) -> None:
+    sock, peer = pair
+    whole, cut = publish_packet(b"a", b"1"), publish_packet(b"b", b"2" * 50)
+    peer.sendall(whole + cut[:20])
+    sock.recv(0)
+    assert sock.take_publishes(100) == [(b"a", b"1", 0, False, 0)]
+    assert sock.pending() == 20  # untouched: paho reads the rest the usual way
+    assert sock.recv(20) == cut[:20]
+
+
+@pytest.mark.parametrize(
+    ("packet", "why"),
+    [
+        (b"\x90\x03\x00\x01\x00", "a SUBACK"),
+        (publish_packet(b"a", b"1", qos=2, mid=1), "QoS 2, which needs paho's state"),
+        (b"\x30\x03\x00\x00x", "an empty topic, a protocol error paho reports"),
+        (b"\x32\x03\x00\x01a", "a QoS 1 packet too short for its packet id"),
+        (b"\x30\xff\xff\xff\xff\x01", "a remaining length longer than four bytes"),
+    ],
+)
+def test_anything_but_a_plain_publish_stops_the_batch_where_it_is(
+    pair: tuple[BufferedSocket, socket.socket], packet: bytes, why: str
+) -> None:
+    sock, peer = pair
+    before = publish_packet(b"a", b"1")
+    peer.sendall(before + packet + publish_packet(b"b", b"2"))
+    sock.recv(0)
+    assert sock.take_publishes(100) == [(b"a", b"1", 0, False, 0)], why
+    assert sock.pending() == len(packet) + len(publish_packet(b"b", b"2")), why
+
+
+def test_a_batch_holds_at_most_the_limit(pair: tuple[BufferedSocket, socket.socket]) -> None:
+    sock, peer = pair
+    peer.sendall(b"".join(publish_packet(b"t", str(i).encode()) for i in range(10)))
+    sock.recv(0)
+    assert [p[1] for p in sock.take_publishes(4)] == [b"0", b"1", b"2", b"3"]
+    assert [p[1] for p in sock.take_publishes(100)] == [str(i).encode() for i in range(4, 10)]
+
+
+def test_a_flood_through_mosquitto_arrives_whole_in_order_and_mostly_in_batches(mosquitto: LocalServer) -> None:
+    """Real broker: QoS 0 and 1, sizes across the remaining-length boundaries, acknowledged by hand."""
+    topic = unique("flood")
+    sizes = [0, 1, 100, 127, 128, 5_000, 16_383, 16_384, 70_000]
+    sent = [(i % 2, f"{i}:".encode() + b"p" * sizes[i % len(sizes)]) for i in range(3000)]
+    batches: list[int] = []
+    got: list[tuple[int, bytes]] = []
+    done = threading.Event()
+
+    def on_publishes(batch: list[Publish]) -> None:
+        batches.append(len(batch))
+        for raw_topic, payload, qos, _retain, mid in batch:
+            assert raw_topic.decode() == topic
+            got.append((qos, payload))
+            if qos:
+                sub.ack(mid, 1)
+        if len(got) >= len(sent):
+            done.set()
+
+    def on_message(_c: object, _u: object, msg: paho.MQTTMessage) -> None:
+        on_publishes([(msg._topic, bytes(msg.payload), msg.qos, msg.retain, msg.mid)])
+
+    sub = BufferedClient(CallbackAPIVersion.VERSION2, client_id=unique("sub"), protocol=paho.MQTTv311)
+    sub.manual_ack_set(True)
+    sub.on_message = on_message
+    sub.on_publishes = on_publishes
+    subscribed = threading.Event()
+    sub.on_subscribe = lambda *_: subscribed.set()
+    sub.connect("127.0.0.1", mosquitto.port)
+    sub.subscribe(topic, qos=1)
+    sub.loop_start()
+    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("pub"))
+    pub.max_queued_messages_set(0)
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    try:
+        assert subscribed.wait(10)
+        infos = [pub.publish(topic, payload, qos=qos) for qos, payload in sent]
+        for info in infos:
+            info.wait_for_publish(30)
+        assert done.wait(30), f"{len(got)} of {len(sent)} arrived"
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        sub.loop_stop()
+        sub.disconnect()
+    # Each QoS keeps its order; the publisher's in-flight window lets QoS 0 overtake QoS 1.
+    for qos in (0, 1):
+        assert [p for q, p in got if q == qos] == [p for q, p in sent if q == qos]
+    assert len(got) == len(sent)
+    assert sum(batches) == len(sent)
+    # Most messages skip paho's per-packet path: more came in batches than one at a time.
+    assert sum(n for n in batches if n > 1) > len(sent) / 2, batches[:50]

@@ -36,7 +36,7 @@ from linli.catalog.payloads import CompiledMessage, PayloadError
 from linli.catalog.profile import Profile, get_profile
 from linli.edge.config import EdgeConfig, MqttConfig
 from linli.edge.health import health_line
-from linli.edge.mqttsocket import BufferedClient
+from linli.edge.mqttsocket import BufferedClient, Publish
 from linli.edge.topics import Route, TopicRouter
 
 log = logging.getLogger(__name__)
@@ -308,6 +308,7 @@ class MqttConnector:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publishes = self._on_publishes
         client.on_subscribe = self._on_subscribe
         # Acknowledged only once stored: see _acknowledge.
         client.manual_ack_set(True)
@@ -351,27 +352,34 @@ class MqttConnector:
         self.subscribed.clear()
 
     def _on_message(self, _client: paho.Client, _userdata: object, msg: paho.MQTTMessage) -> None:
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            # MQTT requires UTF-8 topics and Mosquitto enforces it; another broker may not.
-            topic = INVALID_TOPIC
-        received = (
-            topic,
-            bytes(msg.payload),
-            msg.retain,
-            int(time.time() * 1000),
-            msg.mid,
-            msg.qos,
-            self._connection,
-        )
+        # The raw topic: paho's `topic` property raises on invalid UTF-8, handled below.
+        self._on_publishes([(msg._topic, bytes(msg.payload), msg.qos, msg.retain, msg.mid)])
+
+    def _on_publishes(self, batch: list[Publish]) -> None:
+        """Stamp and queue what the receive thread decoded; nothing else happens on that thread."""
+        now_ms = int(time.time() * 1000)
+        connection = self._connection
+        received: list[Received] = []
+        for raw_topic, payload, qos, retain, mid in batch:
+            try:
+                topic = raw_topic.decode()
+            except UnicodeDecodeError:
+                # MQTT requires UTF-8 topics and Mosquitto enforces it; another broker may not.
+                topic = INVALID_TOPIC
+            received.append((topic, payload, retain, now_ms, mid, qos, connection))
         with self._inbox_lock:
-            if msg.qos == 0 and len(self._inbox) >= MAX_INBOX:
+            inbox = self._inbox
+            if len(inbox) + len(received) <= MAX_INBOX:
+                inbox.extend(received)
+                return
+            for message in received:
+                # QoS 1 messages stay (the broker's in-flight limit bounds them); QoS 0 ones go.
+                if message[5] or len(inbox) < MAX_INBOX:
+                    inbox.append(message)
+                    continue
                 self.overflow += 1
                 if self.overflow == 1:
                     log.error("mqtt: %d messages wait for the buffer; dropping QoS 0 messages", MAX_INBOX)
-                return
-            self._inbox.append(received)
 
     def handle(self, topic: str, payload: bytes, received_ms: int, *, retained: bool = False) -> str | None:
         """The line for one message, or None when it was a status update or rejected."""

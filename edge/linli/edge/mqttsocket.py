@@ -1,4 +1,4 @@
-"""A paho-mqtt client that reads its socket through a buffer.
+"""A paho-mqtt client that reads its socket through a buffer and takes PUBLISH packets in batches.
 
 paho reads every packet with at least three recv() calls (the command byte, each byte of
 the remaining length, then the body), so at 20,000 messages/s the receive thread makes
@@ -7,11 +7,19 @@ the agent's other threads. Reading 256 KiB at a time and serving paho's small re
 memory removes nearly all of them. paho already supports socket wrappers that hold data
 of their own (TLS sockets do): when `pending()` is non-zero it reads instead of waiting
 in select(), so no buffered message is ever left waiting for more bytes to arrive.
+
+Then paho spends some 20 µs on each PUBLISH: a dict of read state, a packet object, a
+message object, a debug log call and a callback lookup. When a batch hook is set, whole
+MQTT 3.1.1 PUBLISH packets (QoS 0 and 1) already in the buffer are decoded here instead,
+in about 1 µs each, and handed over as one list. Everything else (acknowledgements,
+QoS 2, packets cut off at the end of a read, MQTT 5, TLS) goes through paho unchanged.
 """
 
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -21,6 +29,10 @@ READ_SIZE = 262_144
 # Packets handled per loop_read() at most, so that a flood still leaves paho time to send
 # acknowledgements and keepalives.
 MAX_PACKETS_PER_READ = 1000
+
+# topic (raw bytes), payload, QoS, retained, packet id (0 at QoS 0)
+Publish = tuple[bytes, bytes, int, bool, int]
+PublishBatch = Callable[[list[Publish]], None]
 
 
 class BufferedSocket:
@@ -46,24 +58,81 @@ class BufferedSocket:
         """Bytes already read from the socket and not yet handed to paho."""
         return len(self._buf) - self._pos
 
+    def take_publishes(self, limit: int) -> list[Publish]:
+        """Decode the whole QoS 0/1 PUBLISH packets at the front of the buffer, `limit` at most.
+
+        Stops at the first packet of another kind, one not wholly buffered, or one that
+        breaks the protocol, and leaves it for paho, which handles or reports it.
+        """
+        buf, pos, end = self._buf, self._pos, len(self._buf)
+        out: list[Publish] = []
+        while len(out) < limit and pos + 2 <= end:
+            header = buf[pos]
+            if header >> 4 != 3 or header & 0x06 > 0x02:  # not a PUBLISH, or QoS 2 (or 3)
+                break
+            # The remaining length: 1 to 4 bytes of 7 bits each.
+            length, shift, i = 0, 0, pos + 1
+            while True:
+                if i >= end or i - pos > 4:
+                    return self._taken(out, pos)
+                byte = buf[i]
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                i += 1
+                if not byte & 0x80:
+                    break
+            body_end = i + length
+            if body_end > end:
+                break
+            qos = (header >> 1) & 0x03
+            topic_end = i + 2 + int.from_bytes(buf[i : i + 2])
+            payload_start = topic_end + 2 if qos else topic_end
+            if topic_end == i + 2 or payload_start > body_end:
+                break  # an empty topic or a short packet: paho reports it
+            mid = int.from_bytes(buf[topic_end:payload_start]) if qos else 0
+            out.append((buf[i + 2 : topic_end], buf[payload_start:body_end], qos, bool(header & 1), mid))
+            pos = body_end
+        return self._taken(out, pos)
+
+    def _taken(self, out: list[Publish], pos: int) -> list[Publish]:
+        self._pos = pos
+        return out
+
     def __getattr__(self, name: str) -> Any:
         # send, fileno, setblocking, close, ...: the socket's own.
         return getattr(self._sock, name)
 
 
 class BufferedClient(paho.Client):
-    """paho's client with a buffered plain-TCP socket (TLS and websockets are left as they are)."""
+    """paho's client with a buffered plain-TCP socket (TLS and websockets are left as they are).
+
+    `on_publishes`, when set, receives the PUBLISH packets decoded from the buffer in
+    batches; `on_message` still receives the ones paho decodes itself.
+    """
+
+    on_publishes: PublishBatch | None = None
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         """Handle every packet already buffered, not one per select() as paho does for QoS 0."""
         rc = super().loop_read(max_packets)
-        for _ in range(MAX_PACKETS_PER_READ):
+        handled = 1
+        while handled < MAX_PACKETS_PER_READ:
             sock = self._sock
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not isinstance(sock, BufferedSocket):
                 break
-            if not sock.pending():
+            hook = self.on_publishes
+            # Between packets only: paho may hold the front of one cut off at a refill.
+            if hook is not None and self._in_packet["command"] == 0 and self._protocol != paho.MQTTv5:
+                batch = sock.take_publishes(MAX_PACKETS_PER_READ - handled)
+                if batch:
+                    handled += len(batch)
+                    # What paho's keepalive check reads: the broker is talking.
+                    self._last_bytes_received = time.monotonic()
+                    hook(batch)
+            if not sock.pending() or handled >= MAX_PACKETS_PER_READ:
                 break
             rc = super().loop_read(max_packets)
+            handled += 1
         return rc
 
     def _create_socket(self) -> Any:
