@@ -121,6 +121,32 @@ def test_profile_overlapping_registers_are_refused(tmp_path: Path) -> None:
         load_profile(path)
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('field = "cabinet_temp"\nabove = 60', 'field = "cabinet_tmp"\nabove = 60', "no such field"),
+        ("above = 60\n", "above = 60\nbelow = 10\n", "exactly one of above and below"),
+    ],
+)
+def test_profile_thresholds_name_a_stored_field_and_one_side(
+    tmp_path: Path, old: str, new: str, message: str
+) -> None:
+    text = (builtin_profile_dir() / "charger.toml").read_text(encoding="utf-8")
+    assert old in text
+    path = write(tmp_path, text.replace(old, new), "charger.toml")
+    with pytest.raises(ConfigError, match=message):
+        load_profile(path)
+
+
+def test_thresholds_apply_by_tag_and_side() -> None:
+    profile = load_profile(builtin_profile_dir() / "fire_pressure.toml")
+    [sprinkler, fault] = profile.thresholds_for({"system": "sprinkler"})
+    assert (sprinkler.field, sprinkler.value, fault.field) == ("pressure", 0.10, "sensor_fault")
+    assert sprinkler.breached(0.09)
+    assert not sprinkler.breached(0.10)
+    assert [t.value for t in profile.thresholds_for({"system": "hydrant"}) if t.field == "pressure"] == [0.07]
+
+
 def test_cli_reports_config_errors_with_exit_code_2(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace("port = 5020", "prot = 5020"))
     result = subprocess.run(

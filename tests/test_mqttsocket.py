@@ -164,7 +164,7 @@ def test_a_batch_holds_at_most_the_limit(pair: tuple[BufferedSocket, socket.sock
     assert [p[1] for p in sock.take_publishes(100)] == [str(i).encode() for i in range(4, 10)]
 
 
-def test_a_flood_through_mosquitto_arrives_whole_in_order_and_mostly_in_batches(mosquitto: LocalServer) -> None:
+def test_a_flood_through_mosquitto_arrives_whole_in_order_mostly_in_batches(mosquitto: LocalServer) -> None:
     """Real broker: QoS 0 and 1, sizes across the remaining-length boundaries, acknowledged by hand."""
     topic = unique("flood")
     sizes = [0, 1, 100, 127, 128, 5_000, 16_383, 16_384, 70_000]

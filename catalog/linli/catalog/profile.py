@@ -183,6 +183,41 @@ class ModbusMap(Strict):
     faults: list[RangeFault] = []
 
 
+class Severity(StrEnum):
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Threshold(Strict):
+    """A default alarm limit on one stored field; alert rules and the dashboards both use it."""
+
+    field: Name
+    above: float | None = None
+    below: float | None = None
+    severity: Severity = Severity.WARNING
+    # Applies only to devices whose tags have these values (a sprinkler is not a hydrant).
+    when: dict[Name, str] = {}
+    title: str
+    source: str = ""
+
+    @model_validator(mode="after")
+    def _one_side(self) -> Self:
+        if (self.above is None) == (self.below is None):
+            raise ValueError(f"threshold on '{self.field}': give exactly one of above and below")
+        return self
+
+    @property
+    def value(self) -> float:
+        """The limit itself, whichever side it is on."""
+        limit = self.above if self.above is not None else self.below
+        assert limit is not None  # the validator made sure
+        return limit
+
+    def breached(self, value: float) -> bool:
+        """True when `value` is past the limit."""
+        return value > self.above if self.above is not None else value < self.value
+
+
 class Profile(Strict):
     """A device kind: what it measures and how to read it."""
 
@@ -192,10 +227,17 @@ class Profile(Strict):
     measurement: Name
     modbus: ModbusMap | None = None
     mqtt: MqttSpec | None = None
+    thresholds: list[Threshold] = []
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         problems = _profile_problems(self)
+        stored = self.stored_fields()
+        problems.extend(
+            f"threshold on '{t.field}': the profile stores no such field"
+            for t in self.thresholds
+            if t.field not in stored
+        )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -203,6 +245,20 @@ class Profile(Strict):
     @property
     def group_tag(self) -> str | None:
         return self.modbus.group.tag if self.modbus and self.modbus.group else None
+
+    def stored_fields(self) -> set[str]:
+        """Every field name this kind writes to its measurement."""
+        if self.mqtt is not None:
+            return {name for m in self.mqtt.messages for name in m.stored_fields()}
+        if self.modbus is None:
+            return set()
+        mb = self.modbus
+        points = mb.points + (mb.group.points if mb.group else [])
+        return {p.field for p in points if p.store} | {f.field for f in mb.faults}
+
+    def thresholds_for(self, tags: dict[str, str]) -> list[Threshold]:
+        """The thresholds that apply to a device with these tags."""
+        return [t for t in self.thresholds if all(tags.get(k) == v for k, v in t.when.items())]
 
     def modbus_points(self, count: int | None = None) -> list[tuple[int | None, ModbusPoint]]:
         """Every point to poll, with its channel number (None for device-level points)."""
