@@ -6,7 +6,9 @@ hold a float charge of about 10 W, and stop as full; the owner comes back later 
 unplugs. Energy integrates power; port and cabinet temperatures follow load with a
 ten-minute lag. A port stops at once when its stop coil is written, when it passes
 the power limit (a power strip or an e-car battery), after the longest session, or
-above 95 degC. Fuses blow now and then and are mended hours later.
+above 95 degC. Fuses blow now and then and are mended hours later. Faults by name:
+`overheat` gives port 1 a bad contact that heats it past 90 degC, `smoke` sets off the
+cabinet's smoke detector, `mains` reports a mains supply fault.
 
 State advances in fixed one-second steps of simulated time from a seeded generator,
 so a seed and a start time determine every value.
@@ -35,6 +37,8 @@ PORT_HEAT_K_PER_W = 0.05
 CUTOFF_TEMP_C = 95.0
 FUSE_FAILURES_PER_HOUR = 0.0002
 POWER_STRIP_SHARE = 0.01
+BAD_CONTACT_K = 80.0  # what a loose, arcing socket contact adds to port 1 under `overheat`
+FAULTS = frozenset({"overheat", "smoke", "mains"})
 
 
 def arrivals_per_hour(hour: float) -> float:
@@ -81,8 +85,10 @@ class ChargerStation:
         ports: int = 10,
         utc_offset_h: float = 8.0,
         profile: Profile | None = None,
+        faults: frozenset[str] = frozenset(),
     ) -> None:
         self.profile = profile or get_profile("charger")
+        self.faults = faults
         self.count = ports
         self.t = float(int(start))
         self.utc_offset_h = utc_offset_h
@@ -94,9 +100,9 @@ class ChargerStation:
         self.energy_total_kwh = 1000.0 + self.rng.uniform(0, 4000)
         self.max_port_power_w = 1400
         self.max_session_min = 360
-        self.smoke = False
+        self.smoke = "smoke" in faults
         self.door_open = False
-        self.mains_fault = False
+        self.mains_fault = "mains" in faults
         self._stop_coils = self._command_addresses("stop")
 
     def _command_addresses(self, name: str) -> dict[int, int]:
@@ -169,9 +175,10 @@ class ChargerStation:
             self._arrive()
         ambient = ambient_c(hour)
         total = 0.0
+        bad_contact = self.ports[0] if "overheat" in self.faults else None
         for p in self.ports:
             self._step_port(p)
-            target = ambient + PORT_HEAT_K_PER_W * p.power_w
+            target = ambient + PORT_HEAT_K_PER_W * p.power_w + (BAD_CONTACT_K if p is bad_contact else 0.0)
             p.temp_c += (target - p.temp_c) / THERMAL_TAU_S
             if p.state == CHARGING and p.temp_c > CUTOFF_TEMP_C:
                 self._end_session(p, OVER_TEMP, IDLE)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from linli.sim.charger import ChargerStation
+from linli.sim.charger import FAULTS, ChargerStation
 from linli.sim.context import DeviceContext
 
-FAULTS: frozenset[str] = frozenset()
+__all__ = ["FAULTS", "make"]
 
 
 def make(ctx: DeviceContext) -> ChargerStation:
     warmup_s = float(ctx.options.get("warmup_s", 3 * 3600))
     station = ChargerStation(
-        seed=ctx.seed, index=ctx.index, start=ctx.start - warmup_s, ports=int(ctx.options.get("ports", 10))
+        seed=ctx.seed,
+        index=ctx.index,
+        start=ctx.start - warmup_s,
+        ports=int(ctx.options.get("ports", 10)),
+        faults=ctx.faults,
     )
     station.advance_to(ctx.start)
     return station
