@@ -1,0 +1,72 @@
+"""Every dashboard linli ships: built from code, checked against the schema, written as JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import dashboard as model
+
+from linli.dashboards import chargers, edge, elevators, fire, schema, screen, waste
+
+BOARDS: dict[str, Callable[[], db.Dashboard]] = {
+    screen.UID: screen.dashboard,
+    chargers.UID: chargers.dashboard,
+    elevators.UID: elevators.dashboard,
+    fire.UID: fire.dashboard,
+    waste.UID: waste.dashboard,
+    edge.UID: edge.dashboard,
+}
+# The committed JSON, beside this package in a source checkout.
+JSON_DIR = Path(__file__).resolve().parents[2] / "json"
+
+
+class InvalidDashboardError(Exception):
+    """A dashboard the schema rejects; the message lists every problem."""
+
+
+def models() -> dict[str, model.Dashboard]:
+    """Every dashboard as the SDK's model (its queries keep what they read, for the tests)."""
+    return {uid: build().build() for uid, build in BOARDS.items()}
+
+
+def to_json(dashboard: model.Dashboard) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(json.dumps(dashboard, cls=JSONEncoder))
+    return data
+
+
+def render_all() -> dict[str, str]:
+    """File name -> JSON text of every dashboard, checked against the schema first."""
+    out = {}
+    for uid, dashboard in models().items():
+        data = to_json(dashboard)
+        found = schema.problems(data)
+        if found:
+            raise InvalidDashboardError(f"{uid}: " + "; ".join(found))
+        out[f"{uid}.json"] = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+    return out
+
+
+def write(out_dir: Path) -> list[Path]:
+    """Write every dashboard's JSON; remove none (other files in the folder are the operator's)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in render_all().items():
+        path = out_dir / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def stale(out_dir: Path) -> list[str]:
+    """The dashboards whose JSON in `out_dir` differs from what the code builds."""
+    found = []
+    for name, text in render_all().items():
+        path = out_dir / name
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            found.append(name)
+    return found

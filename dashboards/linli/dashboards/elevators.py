@@ -1,0 +1,109 @@
+"""Drill-down: elevator cameras that stop e-bikes from riding up to the flats."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import bargauge, piechart, timeseries
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.models import common
+
+from linli.dashboards import theme
+from linli.dashboards.influxql import Select, Target
+from linli.dashboards.panels import (
+    Annotation,
+    big_text,
+    board,
+    latest_table,
+    legend_right,
+    place,
+    props,
+    stacked,
+    sum_of,
+    timeline,
+    variable,
+    with_panels,
+)
+
+UID = "linli-elevators"
+
+
+def _camera() -> Select:
+    return Select("camera").tag_matches("site", "site").tag_matches("device", "device")
+
+
+def dashboard() -> db.Dashboard:
+    """Cameras: interceptions by camera and by hour, what they saw, whether they are up, the latest events."""
+    per_camera = place(
+        bargauge.Panel()
+        .title("E-bikes stopped, by lift")
+        .reduce_options(sum_of())
+        .display_mode(common.BarGaugeDisplayMode.BASIC)
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .text(big_text(24))
+        .decimals(0)
+        .thresholds(theme.steps((None, theme.WORKING))),
+        (0, 0, 8, 9),
+        Target(
+            _camera().select("interception", "sum", alias="stopped").by("site", "device"),
+            alias="$tag_site $tag_device",
+        ),
+    )
+    by_hour = place(
+        timeseries.Panel()
+        .title("E-bikes stopped, by hour")
+        .draw_style(common.GraphDrawStyle.BARS)
+        .fill_opacity(80)
+        .decimals(0)
+        .stacking(stacked())
+        .legend(legend_right()),
+        (8, 0, 10, 9),
+        Target(
+            _camera()
+            .select("interception", "sum", alias="stopped")
+            .by_time("1h", fill="0")
+            .by("device")
+            .in_zone(theme.ZONE),
+            alias="$tag_device",
+        ),
+    )
+    objects = place(
+        piechart.Panel().title("What the cameras saw").reduce_options(sum_of()),
+        (18, 0, 6, 9),
+        Target(_camera().select("confidence", "count", alias="detections").by("object"), alias="$tag_object"),
+    )
+    online = place(
+        timeline("Cameras online", theme.flags(("online", theme.OK), ("offline", theme.CRITICAL))),
+        (0, 9, 24, 6),
+        Target(
+            Select("health")
+            .tag_is("kind", "camera")
+            .tag_matches("site", "site")
+            .tag_matches("device", "device")
+            .select("online", "last", alias="online")
+            .by_time("1m", fill="previous")
+            .by("site", "device"),
+            alias="$tag_site $tag_device",
+        ),
+    )
+    events = place(
+        latest_table("Interceptions").override_by_name("held_s", props(("unit", "s"))),
+        (0, 15, 24, 10),
+        Target(
+            _camera()
+            .select("floor")
+            .select("action")
+            .select("confidence")
+            .select("held_s")
+            .field_is("interception", "=", 1)
+            .by("site", "device", "object")
+            .latest(200),
+            fmt="table",
+        ),
+    )
+    stopped = _camera().select("action", alias="text").field_is("interception", "=", 1)
+    dash = (
+        board("Elevator cameras", UID, ["elevators"])
+        .with_variable(variable("site", "Building", "camera", "site"))
+        .with_variable(variable("device", "Lift", "camera", "device", within=(("site", "site"),)))
+        .annotation(Annotation("E-bike stopped", stopped.by("site"), theme.WORKING))
+    )
+    return with_panels(dash, per_camera, by_hour, objects, online, events)

@@ -1,0 +1,126 @@
+"""Drill-down: fire facilities of the high-rise buildings, against their limits."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as db
+
+from linli.catalog.profile import get_profile
+from linli.dashboards import theme
+from linli.dashboards.alerts import RECENT
+from linli.dashboards.influxql import Select, Target
+from linli.dashboards.panels import (
+    Annotation,
+    board,
+    latest_table,
+    place,
+    props,
+    timeline,
+    trend,
+    variable,
+    with_panels,
+)
+
+UID = "linli-fire"
+PUMP_NAMES = {"0": "stopped", "1": "running", "2": "fault"}
+
+
+def _in(measurement: str) -> Select:
+    return Select(measurement).tag_matches("site", "site").tag_matches("device", "device")
+
+
+def dashboard() -> db.Dashboard:
+    """Fire facilities: pressures and levels against their limits, pumps, alarm points, loops."""
+    pressure, level = get_profile("fire_pressure"), get_profile("fire_level")
+    sprinkler, hydrant = (pressure.thresholds_for({"system": s})[0] for s in ("sprinkler", "hydrant"))
+    [low] = [t for t in level.thresholds if t.field == "level"]
+    pressures = place(
+        trend("Pipe pressure", "pressurempa")
+        .description(
+            f"Dashed: the sprinkler limit, {sprinkler.value:g} MPa. "
+            f"Hydrant series turn red below {hydrant.value:g} MPa."
+        )
+        .thresholds(theme.limit(sprinkler))
+        .override_by_regexp(".*hydrant.*", props(("thresholds", theme.limit(hydrant).build())))
+        .decimals(3),
+        (0, 0, 12, 9),
+        Target(
+            _in("fire_pressure")
+            .select("pressure", "min", alias="MPa")
+            .by_time()
+            .by("site", "device", "system"),
+            alias="$tag_site $tag_device",
+        ),
+    )
+    tanks = place(
+        trend("Elevated tank level", "lengthm").thresholds(theme.limit(low)).decimals(2),
+        (12, 0, 12, 9),
+        Target(
+            _in("fire_level").select("level", "min", alias="m").by_time().by("site", "device"),
+            alias="$tag_site $tag_device",
+        ),
+    )
+    pumps = place(
+        timeline(
+            "Fire pumps", theme.states({k: theme.PUMP_STATES[v] for k, v in PUMP_NAMES.items()}, PUMP_NAMES)
+        ),
+        (0, 9, 24, 6),
+        Target(
+            _in("fire_pump")
+            .select("state", "last", alias="state")
+            .by_time("1m", fill="previous")
+            .by("site", "device"),
+            alias="$tag_site $tag_device",
+        ),
+    )
+    flag = ("custom.cellOptions", {"type": "color-background"})
+    points = place(
+        latest_table("Alarm points now")
+        .override_by_name(
+            "alarm", props(flag, ("mappings", theme.flags(("ALARM", theme.CRITICAL), ("normal", theme.OK))))
+        )
+        .override_by_name(
+            "fault", props(flag, ("mappings", theme.flags(("fault", theme.WARNING), ("ok", theme.OK))))
+        )
+        .override_by_name(
+            "shielded",
+            props(flag, ("mappings", theme.flags(("shielded", theme.OFF), ("in service", theme.OK)))),
+        ),
+        (0, 15, 14, 10),
+        Target(
+            _in("fire_point")
+            .select("alarm", "last", alias="alarm")
+            .select("fault", "last", alias="fault")
+            .select("shielded", "last", alias="shielded")
+            .during(RECENT)
+            .by("site", "device", "system"),
+            fmt="table",
+        ),
+    )
+    loops = place(
+        trend("Transmitter loop current (4-20 mA; outside 3.6-21 is a sensor fault)", "mamp").thresholds(
+            theme.steps((None, theme.WARNING), (3.6, theme.OK), (21, theme.WARNING))
+        ),
+        (14, 15, 10, 10),
+        Target(
+            _in("fire_pressure").select("loop_current", "min", alias="mA").by_time().by("site", "device"),
+            alias="$tag_site $tag_device",
+        ),
+        Target(
+            _in("fire_level").select("loop_current", "min", alias="mA").by_time().by("site", "device"),
+            alias="$tag_site $tag_device",
+        ),
+    )
+    dash = (
+        board("Fire facilities", UID, ["fire"])
+        .with_variable(variable("site", "Building", "fire_pressure", "site"))
+        .with_variable(variable("device", "Sensor", "fire_point", "device", within=(("site", "site"),)))
+        .annotation(
+            Annotation.changes(
+                "Fire alarm raised (1) or cleared (-1)",
+                Select("fire_point").tag_matches("site", "site"),
+                "alarm",
+                theme.CRITICAL,
+            )
+        )
+    )
+    return with_panels(dash, pressures, tanks, pumps, points, loops)

@@ -1,0 +1,148 @@
+"""A recording of the district: the simulator through the edge agent into InfluxDB 1.x.
+
+The dashboards' tests run every query against one, and the picture of the big screen in
+the docs is drawn from one. The simulator starts `simulated_s` in the past and runs
+`time_scale` times faster than real time, so its MQTT devices (which carry their own
+clocks) fill the whole simulated stretch up to now; Modbus devices have no clock and are
+stamped by the edge at each poll, so theirs covers the real minutes the run took.
+
+The district runs normally for the first half; then the simulator restarts with the
+faults injected, so the second half shows trouble starting (alarms raised, a site
+going dark), as annotations and alerts do in operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import select
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from linli.edge.agent import Agent
+from linli.edge.config import EdgeConfig
+from linli.localservers import free_port_range
+from linli.sim.edgeconfig import district_edge_config
+from linli.sim.scenario import builtin_scenario_path, expand, load_scenario
+
+log = logging.getLogger(__name__)
+
+# Something in trouble for every kind of panel, so that no panel of the screen is empty.
+FAULTS = (
+    "changhong-1/station-1:overheat",
+    "hongxu-1/station-1:smoke",
+    "gubei-1/station-1:mains",
+    "hongxu-tower:leak",
+    "ronghua-tower/sprinkler-1:sensor_fault",
+    "changhong-tower-2/pump-1:pump_fault",
+    "changhong-tower-1/smoke-2:alarm",
+    "ronghua-tower/door-1:fault",
+    "yili-1/rescue-1:aed_low",
+    "fleet/truck-dry-north:blocked",
+)
+OFFLINE_SITE = "zunyi-1"
+
+
+@dataclass(frozen=True)
+class Recording:
+    """Where the recording is and the stretch of time it covers (ms since the epoch)."""
+
+    url: str
+    database: str
+    start_ms: int
+    end_ms: int
+
+
+async def record(
+    *,
+    url: str,
+    database: str,
+    mqtt_port: int,
+    workdir: Path,
+    modbus_port: int | None = None,
+    simulated_s: float = 3600.0,
+    time_scale: float = 60.0,
+    faults: tuple[str, ...] = FAULTS,
+) -> Recording:
+    """Run the district for `simulated_s` of simulated time, everything stored; the database must exist.
+
+    Modbus devices listen on consecutive ports from `modbus_port` (free ones when not given).
+    """
+    scenario = load_scenario(builtin_scenario_path())
+    if modbus_port is None:
+        ports = 1 + max(d.port for d in expand(scenario) if d.port is not None)
+        modbus_port = free_port_range(ports)
+    text = district_edge_config(
+        scenario,
+        writer={"kind": "influxdb1", "url": url, "database": database, "flush_interval": 0.5},
+        modbus_port=modbus_port,
+        mqtt_port=mqtt_port,
+        agent="recording-edge",
+        health_interval=2.0,
+    )
+    # The agent's durable buffer lives with the rest of the run.
+    text += f"\n[buffer]\npath = {json.dumps(str(workdir / 'edge.buffer.sqlite'))}\n"
+    config = EdgeConfig.model_validate(tomllib.loads(text))
+    agent = Agent(config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    start_s = time.time() - simulated_s
+    try:
+        assert agent.mqtt is not None
+        deadline = time.monotonic() + 30
+        while not agent.mqtt.subscribed.is_set():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the agent did not subscribe to the broker on port {mqtt_port}")
+            await asyncio.sleep(0.05)
+        half = simulated_s / 2
+        for offset, trouble in ((0.0, False), (half, True)):
+            args = [
+                "--modbus-port",
+                str(modbus_port),
+                "--mqtt-port",
+                str(mqtt_port),
+                "--time-scale",
+                str(time_scale),
+                "--start",
+                datetime.fromtimestamp(start_s + offset, UTC).isoformat(),
+            ]
+            if trouble:
+                args += ["--offline", OFFLINE_SITE]
+                for fault in faults:
+                    args += ["--fault", fault]
+            sim = _start_district(args, workdir)
+            try:
+                await asyncio.sleep(half / time_scale)  # this half of the stretch, in real time
+            finally:
+                sim.terminate()
+                sim.wait(10)
+    finally:
+        stop.set()
+        await task
+    return Recording(url, database, int(start_s * 1000), int(time.time() * 1000))
+
+
+def _start_district(args: list[str], workdir: Path) -> subprocess.Popen[str]:
+    log_path = workdir / "district.log"
+    with log_path.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "linli.cli", "sim", "district", *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    line = proc.stdout.readline() if ready else ""
+    if "linli sim" not in line:
+        proc.kill()
+        raise RuntimeError(f"the district simulator did not start; see {log_path}")
+    return proc

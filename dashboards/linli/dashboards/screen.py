@@ -1,0 +1,354 @@
+"""The big screen: the whole district at a glance, for the operations-center wall.
+
+Laid out for 1920x1080 in kiosk mode (28 grid rows of 24 columns; on a 4K wall Grafana
+scales the same grid), numbers large enough to read from across the room, and every
+colour as `theme` defines it.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import barchart, bargauge, geomap, stat, timeseries
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as model
+
+from linli.catalog.profile import get_profile
+from linli.dashboards import theme
+from linli.dashboards.alerts import RECENT, rules
+from linli.dashboards.influxql import Select, Target
+from linli.dashboards.panels import big_text, last_value, legend_hidden, place, props, transform
+
+UID = "linli-screen"
+TODAY = "now/d"  # from local midnight: the dashboard's time zone is the district's
+
+WASTE_COLOURS = {  # Shanghai's bin colours, lightened where the dark theme would hide them
+    "wet": "#a0522d",
+    "dry": "#d8d9da",
+    "recyclable": "#5794f2",
+    "hazardous": "#b877d9",
+    "renovation": "#c8a165",
+}
+
+
+def ports_in_state(state: int, alias: str) -> Target:
+    """How many charger ports are in `state` now, by site, as a table."""
+    latest = (
+        Select("charger").select("state", "last", alias="state").during(RECENT).by("site", "device", "port")
+    )
+    count = Select.over(latest).select("state", "count", alias=alias).field_is("state", "=", state).by("site")
+    return Target(count, fmt="table")
+
+
+def devices_online() -> list[Target]:
+    latest = Select("health").select("online", "last", alias="online").tag_not("kind", "agent").during(RECENT)
+    latest = latest.by("site", "device", "kind")
+    return [
+        Target(Select.over(latest).select("online", "sum", alias="online"), alias="Online"),
+        Target(Select.over(latest).select("online", "count", alias="expected"), alias="Expected"),
+    ]
+
+
+def fire_alarms() -> Target:
+    """Fire-alarm points (smoke detectors, fire doors) in alarm now."""
+    latest = Select("fire_point").select("alarm", "last", alias="alarm").during(RECENT).by("site", "device")
+    return Target(Select.over(latest).select("alarm", "sum", alias="points"), alias="Fire alarms")
+
+
+def charging_power_now() -> Target:
+    latest = Select("charger").select("total_power", "last", alias="w").during(RECENT).by("site", "device")
+    return Target(Select.over(latest).select("w", "sum", alias="kW", scale=0.001), alias="Charging power")
+
+
+def interceptions(interval: str | None = None) -> Target:
+    select = Select("camera").select("interception", "sum", alias="interceptions")
+    if interval:
+        select = select.by_time(interval, fill="0").in_zone(theme.ZONE)
+    return Target(select, alias="E-bikes stopped")
+
+
+def collected(by_type: bool) -> Target:
+    select = Select("truck").select("collected_kg", "sum", alias="t", scale=0.001)
+    if by_type:
+        return Target(select.by("waste_type"), alias="$tag_waste_type")
+    return Target(select, alias="Collected")
+
+
+def _stats(y: int) -> list[stat.Panel]:
+    def tile(title: str, x: int, *targets: Target) -> stat.Panel:
+        panel = (
+            stat.Panel()
+            .title(title)
+            .reduce_options(last_value())
+            .text(big_text())
+            .color_mode(common.BigValueColorMode.VALUE)
+            .graph_mode(common.BigValueGraphMode.NONE)
+            .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+        )
+        return place(panel, (x, y, 4, 4), *targets)
+
+    return [
+        tile("Devices online", 0, *devices_online())
+        .thresholds(theme.steps((None, theme.OK)))
+        .override_by_name("Expected", props(("color", {"mode": "fixed", "fixedColor": "text"}))),
+        tile("Fire alarms", 4, fire_alarms()).thresholds(theme.any_is_bad()),
+        tile("Ports charging", 8, _ports_total(1, "Charging"), _ports_total(3, "Faulted"))
+        .thresholds(theme.steps((None, theme.WORKING)))
+        .override_by_name(
+            "Faulted",
+            props(
+                (
+                    "thresholds",
+                    {
+                        "mode": "absolute",
+                        "steps": [{"value": None, "color": theme.OK}, {"value": 1, "color": theme.CRITICAL}],
+                    },
+                )
+            ),
+        ),
+        tile("Charging power", 12, charging_power_now())
+        .unit("kwatt")
+        .decimals(1)
+        .thresholds(theme.steps((None, theme.WORKING))),
+        tile("E-bikes stopped today", 16, interceptions())
+        .time_from(TODAY)
+        .hide_time_override(True)
+        .thresholds(theme.steps((None, theme.WORKING))),
+        tile("Waste collected today", 20, collected(by_type=False))
+        .time_from(TODAY)
+        .hide_time_override(True)
+        .unit("masst")
+        .decimals(1)
+        .thresholds(theme.steps((None, theme.WORKING))),
+    ]
+
+
+def _ports_total(state: int, alias: str) -> Target:
+    latest = (
+        Select("charger").select("state", "last", alias="state").during(RECENT).by("site", "device", "port")
+    )
+    return Target(
+        Select.over(latest).select("state", "count", alias="ports").field_is("state", "=", state), alias=alias
+    )
+
+
+def _chargers(y: int) -> list[object]:
+    by_site = place(
+        barchart.Panel()
+        .title("Charger ports by site")
+        .stacking(common.StackingMode.NORMAL)
+        .x_tick_label_rotation(-45)
+        .show_value(common.VisibilityMode.NEVER)
+        .legend(
+            cb.VizLegendOptions()
+            .show_legend(True)
+            .display_mode(common.LegendDisplayMode.LIST)
+            .placement(common.LegendPlacement.BOTTOM)
+        )
+        .override_by_name("charging", props(("color", {"mode": "fixed", "fixedColor": theme.WORKING})))
+        .override_by_name("idle", props(("color", {"mode": "fixed", "fixedColor": theme.OK})))
+        .override_by_name("faulted", props(("color", {"mode": "fixed", "fixedColor": theme.CRITICAL})))
+        .with_transformation(transform("joinByField", {"byField": "site", "mode": "outer"}))
+        .with_transformation(
+            transform(
+                "organize", {"excludeByName": {"Time": True, "Time 1": True, "Time 2": True, "Time 3": True}}
+            )
+        ),
+        (0, y, 14, 8),
+        ports_in_state(1, "charging"),
+        ports_in_state(0, "idle"),
+        ports_in_state(3, "faulted"),
+    )
+    inner = Select("charger").select("total_power", "mean", alias="w").by_time().by("site", "device")
+    power = Select.over(inner).select("w", "sum", alias="kW", scale=0.001).by_time().during("$timeFilter")
+    draw = place(
+        timeseries.Panel()
+        .title("District charging power")
+        .unit("kwatt")
+        .fill_opacity(30)
+        .line_width(2)
+        .color_scheme(db.FieldColor().mode(model.FieldColorModeId.FIXED).fixed_color(theme.WORKING))
+        .legend(legend_hidden()),
+        (14, y, 10, 8),
+        Target(power, alias="Charging power"),
+    )
+    return [by_site, draw]
+
+
+def _fire(y: int) -> list[object]:
+    pressure = get_profile("fire_pressure")
+    level = get_profile("fire_level")
+    sprinkler, hydrant = (pressure.thresholds_for({"system": s})[0] for s in ("sprinkler", "hydrant"))
+    pressures = place(
+        bargauge.Panel()
+        .title("Fire water pressure")
+        .unit("pressurempa")
+        .decimals(2)
+        .min(0)
+        .max(1)
+        .reduce_options(last_value())
+        .display_mode(common.BarGaugeDisplayMode.LCD)
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .text(big_text(20))
+        .thresholds(theme.limit(sprinkler))
+        .override_by_regexp(".*hydrant.*", props(("thresholds", theme.limit(hydrant).build()))),
+        (0, y, 7, 7),
+        Target(
+            Select("fire_pressure")
+            .select("pressure", "last", alias="MPa")
+            .during(RECENT)
+            .by("site", "device", "system"),
+            alias="$tag_site $tag_device",
+        ),
+    )
+    [low] = [t for t in level.thresholds if t.field == "level"]
+    tanks = place(
+        bargauge.Panel()
+        .title("Fire tank level")
+        .unit("lengthm")
+        .decimals(2)
+        .min(0)
+        .max(5)
+        .reduce_options(last_value())
+        .display_mode(common.BarGaugeDisplayMode.LCD)
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .text(big_text(20))
+        .thresholds(theme.limit(low)),
+        (7, y, 5, 7),
+        Target(
+            Select("fire_level").select("level", "last", alias="m").during(RECENT).by("site"),
+            alias="$tag_site",
+        ),
+    )
+    by_hour = place(
+        timeseries.Panel()
+        .title("E-bikes stopped in lifts, by hour")
+        .draw_style(common.GraphDrawStyle.BARS)
+        .fill_opacity(80)
+        .time_from(TODAY)
+        .hide_time_override(True)
+        .decimals(0)
+        .color_scheme(db.FieldColor().mode(model.FieldColorModeId.FIXED).fixed_color(theme.WORKING))
+        .legend(legend_hidden()),
+        (12, y, 6, 7),
+        interceptions("1h"),
+    )
+    waste = place(
+        bargauge.Panel()
+        .title("Waste collected today")
+        .unit("masst")
+        .decimals(1)
+        .reduce_options(cb.ReduceDataOptions().calcs(["sum"]).values(False))
+        .display_mode(common.BarGaugeDisplayMode.BASIC)
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .text(big_text(20))
+        .time_from(TODAY)
+        .hide_time_override(True),
+        (18, y, 6, 7),
+        collected(by_type=True),
+    )
+    for waste_type, colour in WASTE_COLOURS.items():
+        waste.override_by_name(waste_type, props(("color", {"mode": "fixed", "fixedColor": colour})))
+    return [pressures, tanks, by_hour, waste]
+
+
+def trucks_map(at: tuple[int, int, int, int]) -> geomap.Panel:
+    """Trucks at their latest position (blue moving, orange stopped) over the road they drove."""
+    latest = (
+        Select("truck")
+        .select("lat", "last", alias="lat")
+        .select("lon", "last", alias="lon")
+        .select("speed", "last", alias="speed")
+        .select("load_kg", "last", alias="load_kg")
+        .by("device", "route", "waste_type")
+    )
+    track = Select("truck").select("lat", alias="lat").select("lon", alias="lon").by("device")
+    location = (
+        cb.FrameGeometrySource().mode(common.FrameGeometrySourceMode.COORDS).latitude("lat").longitude("lon")
+    )
+    trucks = (
+        cb.MapLayerOptions()
+        .type("markers")
+        .name("Trucks")
+        .location(location)
+        .filter_data({"id": "byRefId", "options": "A"})
+        .config(
+            {
+                "showLegend": False,
+                "style": {
+                    "size": {"fixed": 9},
+                    "color": {"field": "speed"},
+                    "text": {"field": "device", "mode": "field"},
+                    "textConfig": {"fontSize": 11, "offsetY": -14},
+                },
+            }
+        )
+    )
+    road = (
+        cb.MapLayerOptions()
+        .type("route")
+        .name("Routes")
+        .location(location)
+        .filter_data({"id": "byRefId", "options": "B"})
+        .config({"style": {"color": {"fixed": theme.WORKING}, "opacity": 0.5, "lineWidth": 2}, "arrow": 0})
+    )
+    return place(
+        geomap.Panel()
+        .title("Garbage trucks")
+        .view(geomap.MapViewConfig().id("fit").all_layers(True).padding(10))
+        .basemap(cb.MapLayerOptions().type("default").name("Basemap"))
+        .layers([road, trucks])
+        .thresholds(theme.steps((None, theme.WARNING), (1, theme.WORKING))),
+        at,
+        Target(latest, fmt="table"),
+        Target(track, fmt="table"),
+    )
+
+
+def _bottom(y: int) -> list[object]:
+    alerts = place(
+        bargauge.Panel()
+        .title("Active alerts")
+        .reduce_options(last_value())
+        .display_mode(common.BarGaugeDisplayMode.BASIC)
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .text(big_text(22))
+        .min(0)
+        .decimals(0)
+        .no_value("None")
+        .thresholds(theme.any_is_bad()),
+        (12, y, 12, 9),
+        *(Target(r.count, alias=r.title) for r in rules()),
+    )
+    for rule in rules():
+        colour = theme.SEVERITY_COLOUR[rule.severity]
+        alerts.override_by_name(
+            rule.title,
+            props(
+                (
+                    "thresholds",
+                    {
+                        "mode": "absolute",
+                        "steps": [{"value": None, "color": theme.OK}, {"value": 1, "color": colour}],
+                    },
+                )
+            ),
+        )
+    return [trucks_map((0, y, 12, 9)), alerts]
+
+
+def dashboard() -> db.Dashboard:
+    """The big screen."""
+    board = (
+        db.Dashboard("Hongqiao district: operations")
+        .uid(UID)
+        .tags(["linli", "big-screen"])
+        .timezone(theme.ZONE)
+        .time("now-6h", "now")
+        .refresh("10s")
+        .readonly()
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+    )
+    for panel in [*_stats(0), *_chargers(4), *_fire(12), *_bottom(19)]:
+        board.with_panel(panel)  # type: ignore[arg-type]
+    return board

@@ -1,0 +1,159 @@
+"""The dashboards: current JSON, valid against the SDK's schema, and every query answered by real data.
+
+The data is the real pipeline's: the district simulator through the edge agent into
+InfluxDB 1.x, for a simulated hour (normal, then with faults injected halfway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from linli.dashboards import boards, schema
+from linli.dashboards.alerts import rules
+from linli.dashboards.influxql import InfluxQuery, Select
+from linli.dashboards.influxv1 import expand, run
+from linli.dashboards.recording import Recording, record
+from linli.localservers import LocalServer
+from support import influx1_create_db, unique
+
+
+def test_the_committed_json_is_what_the_code_builds() -> None:
+    assert boards.stale(boards.JSON_DIR) == [], "regenerate with: linli dashboards build"
+
+
+def test_every_committed_dashboard_is_valid_against_the_schema() -> None:
+    files = sorted(boards.JSON_DIR.glob("*.json"))
+    assert {f.stem for f in files} == set(boards.BOARDS)
+    for path in files:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        assert schema.problems(data) == [], path.name
+        assert data["uid"] == path.stem  # fixed uids: links and the kiosk URL stay valid
+
+
+def test_the_schema_rejects_what_grafana_would_not_understand() -> None:
+    data = json.loads((boards.JSON_DIR / "linli-screen.json").read_text(encoding="utf-8"))
+    data["panels"][0]["gridpos"] = data["panels"][0].pop("gridPos")  # a misspelt key
+    data["panels"][1]["options"]["colorMode"] = "pink"  # a plugin option out of its enum
+    data["graphTooltip"] = "shared"  # a number in the schema
+    found = schema.problems(data)
+    assert any("gridpos" in p for p in found), found
+    assert any("colorMode" in p and "pink" in p for p in found), found
+    assert any(p.startswith("graphTooltip") for p in found), found
+
+
+@dataclass(frozen=True)
+class Query:
+    where: str
+    query: InfluxQuery
+
+
+def all_queries() -> Iterator[Query]:
+    for uid, board in boards.models().items():
+        for panel in board.panels or []:
+            for target in getattr(panel, "targets", None) or []:
+                assert isinstance(target, InfluxQuery), (uid, panel.title)
+                yield Query(f"{uid} / {panel.title} / {target.ref_id}", target)
+        for annotation in board.annotations.list_val or []:
+            if annotation.target is not None:
+                assert isinstance(annotation.target, InfluxQuery)
+                yield Query(f"{uid} / annotation {annotation.name}", annotation.target)
+
+
+@pytest.fixture(scope="module")
+def district(
+    influx1: LocalServer, mosquitto: LocalServer, tmp_path_factory: pytest.TempPathFactory
+) -> Recording:
+    database = unique("district")
+    influx1_create_db(influx1.url, database)
+    workdir = tmp_path_factory.mktemp("district")
+    return asyncio.run(
+        record(
+            url=influx1.url,
+            database=database,
+            mqtt_port=mosquitto.port,
+            workdir=workdir,
+            simulated_s=3600,
+            time_scale=120,
+        )
+    )
+
+
+def schema_of_store(rec: Recording) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    fields = {s.name: set(s.column("fieldKey")) for s in run(rec.url, rec.database, "SHOW FIELD KEYS")}
+    tags = {s.name: set(s.column("tagKey")) for s in run(rec.url, rec.database, "SHOW TAG KEYS")}
+    return fields, tags
+
+
+def execute(rec: Recording, select: Select | str) -> list[list[object]]:
+    text = select if isinstance(select, str) else select.render()
+    series = run(rec.url, rec.database, expand(text, rec.start_ms, rec.end_ms + 60_000))
+    return [row for s in series for row in s.values]
+
+
+def test_every_query_reads_what_the_pipeline_writes_and_returns_rows(district: Recording) -> None:
+    fields, tags = schema_of_store(district)
+    checked = 0
+    for q in all_queries():
+        for ref in q.query.refs:
+            assert ref.measurement in fields, f"{q.where}: no measurement '{ref.measurement}'"
+            assert ref.fields <= fields[ref.measurement], (
+                f"{q.where}: fields {ref.fields - fields[ref.measurement]}"
+            )
+            assert ref.tags <= tags[ref.measurement], f"{q.where}: tags {ref.tags - tags[ref.measurement]}"
+        select = q.query.select
+        series = run(
+            district.url,
+            district.database,
+            expand(q.query.query, district.start_ms, district.end_ms + 60_000),
+        )
+        if isinstance(select.source, Select) and select.field_conditions:
+            # A count of what matches a condition has no row when nothing does; the rows
+            # it counts from must be there.
+            assert execute(district, select.source), f"{q.where}: the subquery returned nothing"
+        else:
+            assert any(s.values for s in series), f"{q.where}: no rows for {q.query.query}"
+        for s in series:
+            expected = select.column_names()
+            assert set(expected) <= set(s.columns), f"{q.where}: columns {s.columns}, expected {expected}"
+            if q.query.result_format == "table":
+                # Rows grouped by tag carry the tag as a column in Grafana's table.
+                assert set(s.tags) <= set(select.group_tags), (q.where, s.tags)
+        checked += 1
+    assert checked >= 50
+
+
+def test_every_variable_lists_values_from_the_pipeline(district: Recording) -> None:
+    for uid, board in boards.models().items():
+        for variable in board.templating.list_val or []:
+            assert isinstance(variable.query, str)
+            values = execute(district, variable.query)
+            assert len(values) >= 2, f"{uid} ${variable.name}: {values}"
+
+
+def test_the_screen_shows_the_injected_faults_and_only_those(district: Recording) -> None:
+    counts = {r.title: sum(int(str(v[1])) for v in execute(district, r.count)) for r in rules()}
+    fired = {title for title, n in counts.items() if n}
+    # One fault injected for each of these (recording.FAULTS and the offline site).
+    assert {
+        "Port over temperature",
+        "Smoke in the charging cabinet",
+        "Mains supply fault",
+        "Fire alarm",
+        "Fire-alarm point fault",
+        "Fire pump fault",
+        "Pressure transmitter fault (4-20 mA loop out of range)",
+        "AED battery low [assumed limit]",
+        "Device offline",
+    } <= fired, counts
+    # Nothing made these happen: a cabinet near 60 degC or a drained tank would be a false alarm.
+    assert counts["Cabinet over temperature"] == 0
+    assert counts["Fire water tank level low"] == 0
+    assert counts["Sprinkler pressure low"] == 0
+    # The overheated port is the one the fault hit, and the dark site's devices are all offline.
+    assert counts["Port over temperature"] == 1
+    assert counts["Device offline"] == 2  # zunyi-1's two stations
