@@ -10,6 +10,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,8 @@ from linli.dashboards.alerts import rules
 from linli.dashboards.influxql import InfluxQuery, Select
 from linli.dashboards.influxv1 import expand, run
 from linli.dashboards.recording import Recording, record
+from linli.dashboards.render import COLOURS, Source, render
+from linli.dashboards.theme import ZONE
 from linli.localservers import LocalServer
 from support import influx1_create_db, unique
 
@@ -157,3 +160,24 @@ def test_the_screen_shows_the_injected_faults_and_only_those(district: Recording
     # The overheated port is the one the fault hit, and the dark site's devices are all offline.
     assert counts["Port over temperature"] == 1
     assert counts["Device offline"] == 2  # zunyi-1's two stations
+
+
+def test_the_picture_of_the_screen_shows_its_panels_in_the_screen_s_colours(
+    district: Recording, tmp_path: Path
+) -> None:
+    import matplotlib.image
+
+    dashboard = boards.to_json(boards.models()["linli-screen"])
+    source = Source(district.url, district.database, district.start_ms, district.end_ms + 60_000, zone=ZONE)
+    out = render(dashboard, source, tmp_path / "screen.png")
+    pixels = matplotlib.image.imread(out)
+    assert pixels.shape[:2] == (1080, 1920)
+    seen = {tuple(int(c * 255) for c in px[:3]) for px in pixels.reshape(-1, pixels.shape[2])[::7]}
+
+    def present(hex_colour: str) -> bool:
+        r, g, b = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+        return any(abs(r - x) + abs(g - y) + abs(b - z) < 12 for x, y, z in seen)
+
+    # Red and orange from the alerts that fire, blue from the charging ports, green from healthy gauges.
+    for name in ("red", "orange", "blue", "green"):
+        assert present(COLOURS[name]), name

@@ -1,0 +1,163 @@
+"""`linli dashboards ...`: build the JSON, push it to a Grafana, draw the big screen."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from linli.cli_support import setup_logging
+
+SCREEN = "linli-screen"
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `linli dashboards` and its commands."""
+    top = subparsers.add_parser("dashboards", help="Grafana dashboards: build, push, picture")
+    cmds = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    build = cmds.add_parser(
+        "build",
+        help="write every dashboard's JSON from the code",
+        description="Build every dashboard, check it against the schema, and write DIR/<uid>.json.",
+    )
+    build.add_argument(
+        "--out", type=Path, default=None, help="folder (default: dashboards/json of the source)"
+    )
+    build.add_argument("--check", action="store_true", help="write nothing; exit 1 if the JSON is stale")
+    build.set_defaults(func=_build)
+
+    push = cmds.add_parser(
+        "push",
+        help="upload the folder, data source and dashboards to a Grafana",
+        description=(
+            "Create or update the 'linli' folder, the InfluxDB data source and every dashboard "
+            "through Grafana's HTTP API. Safe to repeat."
+        ),
+    )
+    push.add_argument("--url", required=True, help="Grafana's URL, e.g. http://localhost:3000")
+    push.add_argument(
+        "--token", default=os.environ.get("GRAFANA_TOKEN"), help="service account token ($GRAFANA_TOKEN)"
+    )
+    push.add_argument("--influx-url", required=True, help="InfluxDB's URL as Grafana reaches it")
+    push.add_argument("--database", default="linli", help="database, or bucket on InfluxDB 2 (default linli)")
+    push.add_argument(
+        "--influx-token", default=os.environ.get("INFLUXDB_TOKEN"), help="InfluxDB 2 token ($INFLUXDB_TOKEN)"
+    )
+    push.set_defaults(func=_push)
+
+    picture = cmds.add_parser(
+        "picture",
+        help="draw the big screen into a PNG",
+        description=(
+            "Draw a dashboard as the wall screen would show it, from the InfluxDB at --url; or, with "
+            "--record, first record a simulated hour of the district into a local InfluxDB 1.x."
+        ),
+    )
+    picture.add_argument("--out", type=Path, required=True, help="PNG to write")
+    picture.add_argument("--url", help="InfluxDB with the district's data (1.x, or 2.x's v1 API)")
+    picture.add_argument("--database", default="linli")
+    picture.add_argument("--token", default=os.environ.get("INFLUXDB_TOKEN"))
+    picture.add_argument("--hours", type=float, default=1.0, help="time range drawn (default 1 h)")
+    picture.add_argument(
+        "--record", action="store_true", help="record a simulated hour first (needs influxd, mosquitto)"
+    )
+    picture.add_argument("--dashboard", default=SCREEN, help=f"dashboard uid (default {SCREEN})")
+    picture.set_defaults(func=_picture)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from linli.dashboards import boards
+
+    out = args.out or boards.JSON_DIR
+    try:
+        if args.check:
+            found = boards.stale(out)
+            for name in found:
+                print(f"stale: {out / name}", file=sys.stderr)
+            if found:
+                print("regenerate with: linli dashboards build", file=sys.stderr)
+            return 1 if found else 0
+        for path in boards.write(out):
+            print(path)
+    except boards.InvalidDashboardError as exc:
+        print(f"linli dashboards build: invalid dashboard: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from linli.dashboards import boards, grafana
+
+    if not args.token:
+        print("linli dashboards push: give --token or set GRAFANA_TOKEN", file=sys.stderr)
+        return 2
+    dashboards = {uid: boards.to_json(model) for uid, model in boards.models().items()}
+    store = grafana.Store(args.influx_url, args.database, args.influx_token)
+    try:
+        for line in grafana.push(args.url, args.token, store, dashboards):
+            print(line)
+    except grafana.PushError as exc:
+        print(f"linli dashboards push: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _picture(args: argparse.Namespace) -> int:
+    from linli.dashboards import boards
+    from linli.dashboards.influxv1 import QueryError
+    from linli.dashboards.render import Source, render
+    from linli.localservers import ServerMissingError
+
+    if args.dashboard not in boards.BOARDS:
+        print(
+            f"linli dashboards picture: no dashboard '{args.dashboard}'; "
+            f"there are {', '.join(boards.BOARDS)}",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.record and not args.url:
+        print("linli dashboards picture: give --url of an InfluxDB, or --record", file=sys.stderr)
+        return 2
+    dashboard: dict[str, Any] = boards.to_json(boards.models()[args.dashboard])
+    setup_logging("warning")
+    try:
+        if args.record:
+            with tempfile.TemporaryDirectory(prefix="linli-picture-") as tmp:
+                return _record_and_draw(dashboard, args.out, Path(tmp))
+        end = int(time.time() * 1000)
+        start = end - int(args.hours * 3_600_000)
+        source = Source(args.url, args.database, start, end, zone=dashboard["timezone"], token=args.token)
+        print(render(dashboard, source, args.out))
+    except (QueryError, OSError) as exc:
+        print(f"linli dashboards picture: {exc}", file=sys.stderr)
+        return 1
+    except ServerMissingError as exc:
+        print(f"linli dashboards picture: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _record_and_draw(dashboard: dict[str, Any], out: Path, workdir: Path) -> int:
+    from linli.dashboards.influxv1 import run
+    from linli.dashboards.recording import record
+    from linli.dashboards.render import Source, render
+    from linli.localservers import start_influxdb1, start_mosquitto
+
+    influx = start_influxdb1(workdir / "influxdb")
+    broker = start_mosquitto(workdir / "mosquitto")
+    try:
+        run(influx.url, "", "CREATE DATABASE linli")
+        print("recording a simulated hour of the district (about a minute)...", file=sys.stderr, flush=True)
+        rec = asyncio.run(record(url=influx.url, database="linli", mqtt_port=broker.port, workdir=workdir))
+        source = Source(rec.url, rec.database, rec.start_ms, rec.end_ms, zone=dashboard["timezone"])
+        print(render(dashboard, source, out))
+    finally:
+        broker.stop()
+        influx.stop()
+    return 0

@@ -1,0 +1,253 @@
+"""A picture of a dashboard without Grafana: its panels drawn with matplotlib from its own queries.
+
+Each panel sits where its grid position puts it on a 1920x1080 canvas, runs its InfluxQL
+as Grafana would, and is drawn the way its type shows data: stats as big numbers, bar
+gauges as bars, time series as lines or bars, the bar chart stacked, the map as tracks
+and markers on plain WGS-84 axes. Colours come from the panel's thresholds and fixed
+colours, so the picture uses the screen's own colour rules.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import matplotlib as mpl
+
+mpl.use("Agg")  # no display: files only
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+
+from linli.dashboards.influxv1 import Series, expand, run
+
+GRID_ROWS = 28  # what a 1080-pixel kiosk screen shows
+COLOURS = {
+    "green": "#73bf69",
+    "red": "#f2495c",
+    "orange": "#ff9830",
+    "blue": "#5794f2",
+    "text": "#d8d9da",
+}
+BACKGROUND, PANEL = "#111217", "#181b1f"
+
+
+def colour(name: str) -> str:
+    return COLOURS.get(name, name)
+
+
+class Source:
+    """Runs a panel's queries against one store for one time range."""
+
+    def __init__(
+        self, url: str, database: str, start_ms: int, end_ms: int, *, zone: str, token: str | None = None
+    ) -> None:
+        self.url, self.database, self.token = url, database, token
+        self.start_ms, self.end_ms, self.zone = start_ms, end_ms, ZoneInfo(zone)
+
+    def frames(self, panel: dict[str, Any]) -> list[tuple[str, Series]]:
+        """(display name, series) for every series of every query, one per value column."""
+        start = self._panel_start(panel)
+        out = []
+        for target in panel.get("targets", []):
+            interval = f"{max(1, (self.end_ms - start) // 1000 // 120)}s"
+            query = expand(target["query"], start, self.end_ms, interval)
+            for series in run(self.url, self.database, query, token=self.token):
+                out.append((_name(target.get("alias"), series), series))
+        return out
+
+    def _panel_start(self, panel: dict[str, Any]) -> int:
+        if panel.get("timeFrom") == "now/d":  # today, in the dashboard's zone
+            end = datetime.fromtimestamp(self.end_ms / 1000, self.zone)
+            midnight = end.replace(hour=0, minute=0, second=0, microsecond=0)
+            return max(self.start_ms, int(midnight.timestamp() * 1000))
+        return self.start_ms
+
+
+def _name(alias: str | None, series: Series) -> str:
+    if not alias:
+        return series.columns[-1]
+    return re.sub(r"\$tag_(\w+)", lambda m: series.tags.get(m[1], ""), alias).strip()
+
+
+def _last(series: Series, calcs: list[str]) -> float | None:
+    values = [row[-1] for row in series.values if isinstance(row[-1], int | float)]
+    if not values:
+        return None
+    return float(sum(values)) if "sum" in calcs else float(values[-1])
+
+
+def _threshold_colour(value: float, steps: list[dict[str, Any]]) -> str:
+    chosen = steps[0]["color"] if steps else "text"
+    for step in steps[1:]:
+        if value >= step["value"]:
+            chosen = step["color"]
+    return colour(chosen)
+
+
+def _field_colour(panel: dict[str, Any], name: str, value: float) -> str:
+    """The colour Grafana would give this series' value: a fixed colour, or its thresholds."""
+    defaults = panel.get("fieldConfig", {}).get("defaults", {})
+    props: dict[str, Any] = {}
+    for override in panel.get("fieldConfig", {}).get("overrides", []):
+        matcher = override["matcher"]
+        hit = (
+            name == matcher["options"]
+            if matcher["id"] == "byName"
+            else re.fullmatch(matcher["options"], name)
+        )
+        if hit:
+            props.update({p["id"]: p["value"] for p in override["properties"]})
+    fixed = props.get("color") or defaults.get("color")
+    if fixed and fixed.get("mode") == "fixed":
+        return colour(fixed["fixedColor"])
+    thresholds = props.get("thresholds") or defaults.get("thresholds") or {}
+    return _threshold_colour(value, thresholds.get("steps", []))
+
+
+def _stat(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]]) -> None:
+    calcs = panel.get("options", {}).get("reduceOptions", {}).get("calcs", [])
+    shown = [(n, _last(s, calcs)) for n, s in frames] or [("", None)]
+    decimals = int(panel.get("fieldConfig", {}).get("defaults", {}).get("decimals", 0))
+    for i, (name, value) in enumerate(shown):
+        x = (i + 0.5) / len(shown)
+        text = "0" if value is None else f"{value:.{decimals}f}"
+        tint = _field_colour(panel, name, value or 0.0)
+        ax.text(
+            x,
+            0.45,
+            text,
+            ha="center",
+            va="center",
+            fontsize=34,
+            color=tint,
+            weight="bold",
+            transform=ax.transAxes,
+        )
+        if len(shown) > 1:
+            ax.text(x, 0.1, name, ha="center", fontsize=10, color=colour("text"), transform=ax.transAxes)
+
+
+def _bargauge(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]]) -> None:
+    calcs = panel.get("options", {}).get("reduceOptions", {}).get("calcs", [])
+    bars = [(n, v) for n, s in frames if (v := _last(s, calcs)) is not None]
+    if not bars:
+        empty = panel.get("fieldConfig", {}).get("defaults", {}).get("noValue", "No data")
+        ax.text(
+            0.5,
+            0.5,
+            empty,
+            ha="center",
+            va="center",
+            fontsize=20,
+            color=colour("green"),
+            transform=ax.transAxes,
+        )
+        ax.axis("off")
+        return
+    names = [n for n, _ in bars][::-1]
+    values = [v for _, v in bars][::-1]
+    rows = range(len(values))
+    ax.barh(rows, values, color=[_field_colour(panel, n, v) for n, v in zip(names, values, strict=True)])
+    top = panel.get("fieldConfig", {}).get("defaults", {}).get("max") or max(values) * 1.15 or 1
+    ax.set_xlim(0, top)
+    ax.set_yticks([])
+    for i, (name, v) in enumerate(zip(names, values, strict=True)):
+        # The name inside the bar's start and the value after its end, as Grafana's basic mode does.
+        ax.text(top * 0.01, i, name, va="center", color="#111217", fontsize=8, weight="bold")
+        ax.text(v, i, f" {v:.2f}".rstrip("0").rstrip("."), va="center", color=colour("text"), fontsize=9)
+    ax.tick_params(labelsize=8)
+
+
+def _timeseries(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]], zone: ZoneInfo) -> None:
+    bars = panel.get("fieldConfig", {}).get("defaults", {}).get("custom", {}).get("drawStyle") == "bars"
+    for name, series in frames:
+        points = [
+            (datetime.fromtimestamp(r[0] / 1000, zone), r[-1]) for r in series.values if r[-1] is not None
+        ]
+        if not points:
+            continue
+        xs, ys = zip(*points, strict=True)
+        tint = _field_colour(panel, name, 0.0)
+        if bars:
+            ax.bar(xs, ys, width=1 / 24 * 0.8, color=tint)
+        else:
+            ax.plot(xs, ys, color=tint, linewidth=1.5)
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=zone))  # type: ignore[no-untyped-call]
+    ax.tick_params(labelsize=8)
+
+
+def _barchart(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]]) -> None:
+    by_state: dict[str, dict[str, float]] = {}
+    for _, series in frames:
+        counts = by_state.setdefault(series.columns[-1], {})
+        for row in series.values:
+            counts[series.tags.get("site", row[1] if len(row) > 2 else "")] = row[-1]
+    sites = sorted({site for counts in by_state.values() for site in counts})
+    bottom = [0.0] * len(sites)
+    for state, counts in by_state.items():
+        values = [float(counts.get(site, 0)) for site in sites]
+        ax.bar(sites, values, bottom=bottom, color=_field_colour(panel, state, 0.0), label=state)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.tick_params(axis="x", labelrotation=70, labelsize=6)
+    ax.legend(fontsize=8, loc="upper right", facecolor=PANEL, labelcolor=colour("text"))
+
+
+def _geomap(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]]) -> None:
+    for _, series in frames:
+        lats, lons = series.column("lat"), series.column("lon")
+        if "speed" in series.columns:  # the latest position
+            ax.scatter(lons, lats, s=60, color=colour("blue"), zorder=3)
+            ax.annotate(series.tags.get("device", ""), (lons[-1], lats[-1]), color=colour("text"), fontsize=7)
+        else:  # the road it drove
+            ax.plot(lons, lats, color=colour("blue"), alpha=0.4, linewidth=1)
+    ax.set_aspect(1 / math.cos(math.radians(31.2)))  # metres the same both ways at Shanghai's latitude
+    ax.tick_params(labelsize=7)
+
+
+def render(
+    dashboard: dict[str, Any], source: Source, out: Path, *, width: int = 1920, height: int = 1080
+) -> Path:
+    """Draw the dashboard into a PNG at `out`."""
+    fig = plt.figure(figsize=(width / 100, height / 100), dpi=100, facecolor=BACKGROUND)
+    title_h = 0.03
+    for panel in dashboard["panels"]:
+        g = panel["gridPos"]
+        left, w = g["x"] / 24, g["w"] / 24
+        top, h = g["y"] / GRID_ROWS * (1 - title_h), g["h"] / GRID_ROWS * (1 - title_h)
+        ax = fig.add_axes((left + 0.004, 1 - title_h - top - h + 0.006, w - 0.008, h - 0.03), facecolor=PANEL)
+        ax.set_title(panel.get("title", ""), color=colour("text"), fontsize=11, loc="left")
+        for spine in ax.spines.values():
+            spine.set_color("#2c3235")
+        ax.tick_params(colors=colour("text"))
+        frames = source.frames(panel)
+        kind = panel["type"]
+        if kind == "stat":
+            ax.set_xticks([])
+            ax.set_yticks([])
+            _stat(ax, panel, frames)
+        elif kind == "bargauge":
+            _bargauge(ax, panel, frames)
+        elif kind == "timeseries":
+            _timeseries(ax, panel, frames, source.zone)
+        elif kind == "barchart":
+            _barchart(ax, panel, frames)
+        elif kind == "geomap":
+            _geomap(ax, panel, frames)
+    end = datetime.fromtimestamp(source.end_ms / 1000, source.zone)
+    fig.text(
+        0.005,
+        0.985,
+        f"{dashboard['title']}   {end:%Y-%m-%d %H:%M} {source.zone}",
+        color=colour("text"),
+        fontsize=14,
+        va="top",
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, facecolor=BACKGROUND)
+    plt.close(fig)
+    return out
