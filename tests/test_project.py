@@ -58,3 +58,22 @@ def test_compose_edge_config_is_valid() -> None:
     assert "135 devices" in result.stdout
     assert result.stdout.count("input@100+99") == 50
     assert "elevators/# (QoS 1)" in result.stdout
+
+
+def test_grafana_is_provisioned_with_the_dashboards_data_source_and_folder() -> None:
+    from linli.dashboards.grafana import DATASOURCE_NAME, FOLDER_UID
+    from linli.dashboards.influxql import DATASOURCE
+
+    provisioning = ROOT / "dashboards" / "provisioning"
+    source = (provisioning / "datasources" / "linli.yaml").read_text(encoding="utf-8")
+    assert f"uid: {DATASOURCE.uid}\n" in source  # what every panel names
+    assert f"name: {DATASOURCE_NAME}\n" in source
+    assert "httpHeaderValue1: Token ${INFLUXDB_TOKEN}" in source  # from the environment, never committed
+    provider = (provisioning / "dashboards" / "linli.yaml").read_text(encoding="utf-8")
+    assert f"folderUid: {FOLDER_UID}\n" in provider
+    path = provider.split("path: ")[1].strip()
+    compose = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    # The generated JSON is mounted where the provider reads, and the screen is Grafana's home.
+    assert f"./dashboards/json:{path}:ro" in compose
+    assert f"GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH: {path}/linli-screen.json" in compose
+    assert (ROOT / "dashboards" / "json" / "linli-screen.json").exists()
