@@ -77,3 +77,12 @@ def test_grafana_is_provisioned_with_the_dashboards_data_source_and_folder() -> 
     assert f"./dashboards/json:{path}:ro" in compose
     assert f"GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH: {path}/linli-screen.json" in compose
     assert (ROOT / "dashboards" / "json" / "linli-screen.json").exists()
+
+
+def test_the_alert_event_schema_in_docs_is_current() -> None:
+    from linli.catalog_cli import alert_schema_text
+
+    committed = (ROOT / "docs" / "alert-event.schema.json").read_text(encoding="utf-8")
+    assert committed == alert_schema_text(), (
+        "regenerate: linli catalog alert-schema --out docs/alert-event.schema.json"
+    )

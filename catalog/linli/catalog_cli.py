@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -20,6 +21,25 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     doc.add_argument("kind", nargs="?", help="device kind; all kinds with --out")
     doc.add_argument("--out", type=Path, help="write KIND.md for every kind into this folder")
     doc.set_defaults(func=_doc)
+    schema = cmds.add_parser("alert-schema", help="print (or write) the JSON Schema of alert events")
+    schema.add_argument("--out", type=Path, help="write the schema to this file")
+    schema.set_defaults(func=_alert_schema)
+
+
+def alert_schema_text() -> str:
+    """The alert event's JSON Schema, as committed in docs/."""
+    from linli.catalog.alerts import AlertMessage
+
+    return json.dumps(AlertMessage.model_json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def _alert_schema(args: argparse.Namespace) -> int:
+    text = alert_schema_text()
+    if args.out is not None:
+        args.out.write_text(text, encoding="utf-8")
+    else:
+        print(text, end="")
+    return 0
 
 
 def _list(_args: argparse.Namespace) -> int:

@@ -195,6 +195,11 @@ class Threshold(Strict):
     above: float | None = None
     below: float | None = None
     severity: Severity = Severity.WARNING
+    # Clears only this far back on the safe side, so a value hovering at the limit
+    # does not fire and resolve at every poll.
+    hysteresis: Annotated[float, Field(ge=0)] = 0.0
+    # Fires only after the limit has been passed this long (seconds); pending until then.
+    for_s: Annotated[float, Field(ge=0, le=86400)] = 0.0
     # Applies only to devices whose tags have these values (a sprinkler is not a hydrant).
     when: dict[Name, str] = {}
     title: str

@@ -1,0 +1,47 @@
+"""The alert event message: what an edge publishes for each step of an alert, and the notifier reads.
+
+Published at QoS 1 on `linli/alerts/{edge}/{site}/{device}` as UTF-8 JSON; the JSON
+Schema is `docs/alert-event.schema.json` (`linli catalog alert-schema` writes it).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from linli.catalog.profile import Severity
+
+ALERT_TOPIC = "linli/alerts"
+EDGE_STATUS_TOPIC = "linli/edges"
+
+
+class AlertState(StrEnum):
+    OK = "ok"  # a pending alert that cleared before it fired
+    PENDING = "pending"
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class AlertMessage(BaseModel):
+    """One step of one alert on one device (or one port of it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fingerprint: Annotated[
+        str, Field(pattern=r"^[0-9a-f]{16}$", description="Same alert, same thing: same value")
+    ]
+    rule: Annotated[str, Field(min_length=1, max_length=128, description="e.g. charger.temperature.above")]
+    title: Annotated[str, Field(max_length=256)]
+    severity: Severity
+    state: AlertState
+    kind: Annotated[str, Field(description="Device kind (profile)")]
+    site: str
+    device: str
+    port: str | None = Field(description="The port, for a per-port field; else null")
+    value: float | None = Field(description="What was measured (for silence: seconds without data)")
+    threshold: float
+    time_ms: Annotated[int, Field(ge=0, description="When this step happened, ms since the epoch (UTC)")]
+    since_ms: Annotated[int, Field(ge=0, description="When the condition began")]
+    edge: Annotated[str, Field(description="The agent that saw it")]
