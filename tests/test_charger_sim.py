@@ -13,12 +13,20 @@ def after(hours: float, faults: frozenset[str] = frozenset()) -> ChargerStation:
     return station
 
 
-def test_overheat_takes_port_1_past_its_warning_limit_and_leaves_the_others() -> None:
-    healthy, faulty = after(1), after(1, frozenset({"overheat"}))
-    values = faulty.values()
-    assert values[(1, "temperature")] > 90  # the profile's port limit
+def test_overheat_heats_port_1_while_it_charges_until_the_station_cuts_it_off() -> None:
+    station = ChargerStation(seed=7, index=1, start=START, faults=frozenset({"overheat"}))
+    temps = []
+    for minute in range(1, 61):
+        station.advance_to(START + minute * 60)
+        temps.append(station.values()[(1, "temperature")])
+    peak = temps.index(max(temps))
+    assert 90 < temps[peak] < 97  # past the profile's limit, up to the station's own 95 degC cut-off
+    values = station.values()
+    assert values[(1, "stop_reason")] == 5  # over_temperature: the station stopped it itself
+    assert values[(1, "power")] == 0
+    assert temps[-1] < temps[peak] - 10  # no current, no contact heat: it cools
     assert all(values[(n, "temperature")] < 60 for n in range(2, 11))
-    assert healthy.values()[(1, "temperature")] < 60
+    assert after(1).values()[(1, "temperature")] < 60  # a healthy station
 
 
 def test_smoke_and_mains_faults_show_in_their_status_bits() -> None:

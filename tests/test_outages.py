@@ -212,10 +212,12 @@ def test_a_broker_restart_under_qos1_load_loses_nothing(influx1: LocalServer, tm
         await wait_until(
             lambda: agent.mqtt is not None and agent.mqtt.stored >= load.sent, 30, "every message"
         )
-        # Reconnecting left no thread behind: one network thread each for the agent and the load.
+        # Reconnecting left no thread behind: one network thread each for the agent's devices,
+        # its alert publisher and the load.
         paho_threads = [t.name for t in threading.enumerate() if t.name.startswith("paho-mqtt-client-")]
+        alerts = f"linli-{config.agent.name}-alerts"
         assert sorted(paho_threads) == sorted(
-            f"paho-mqtt-client-{c}" for c in (config.mqtt_client_id, load.client_id)
+            f"paho-mqtt-client-{c}" for c in (config.mqtt_client_id, alerts, load.client_id)
         )
 
     try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from linli.catalog.lineprotocol import FieldValue, format_line
 from linli.catalog.names import AGENT_KIND, HEALTH_MEASUREMENT
 from linli.catalog.profile import get_profile
+from linli.edge.alerting import Alerting, Interlock
 from linli.edge.backoff import Backoff
 from linli.edge.buffer import DurableBuffer
 from linli.edge.config import EdgeConfig
@@ -62,6 +63,7 @@ class Agent:
         )
         self.spool = Spool(self.buffer, self._db, self.writer.notify)
         self.totals = Totals()
+        self.alerting = Alerting(config, self._emit_alerts)
         self.endpoints: dict[tuple[str, int], Endpoint] = {}
         self.pollers: list[DevicePoller] = []
         for site, device in config.devices():
@@ -71,6 +73,13 @@ class Agent:
             key = (device.host, device.port)
             if key not in self.endpoints:
                 self.endpoints[key] = Endpoint(device.host, device.port, device.timeout)
+            group = profile.modbus.group
+            ports = device.count or (group.count if group else 1)
+            interlocks = [
+                Interlock(c, profile, site=site.id, device=device.id, ports=ports, edge=config.agent.name)
+                for c in config.interlocks
+                if c.kind == profile.kind and c.site in (None, site.id) and c.device in (None, device.id)
+            ]
             self.pollers.append(
                 DevicePoller(
                     site=site.id,
@@ -78,6 +87,9 @@ class Agent:
                     profile=profile,
                     endpoint=self.endpoints[key],
                     emit=self._emit,
+                    observe=self.alerting.observe if profile.kind in self.alerting.kinds else None,
+                    interlocks=interlocks,
+                    acted=self.alerting.record,
                 )
             )
 
@@ -85,11 +97,18 @@ class Agent:
         self.mqtt = (
             MqttConnector(config, self._emit_mqtt, self.backpressure, self.spool.commit) if has_mqtt else None
         )
+        if self.mqtt is not None:
+            self.mqtt.observe = self.alerting.observe
+            self.mqtt.observed_kinds = self.alerting.kinds
 
     def backpressure(self) -> bool:
         """True while the buffer is nearly full: stop taking messages the broker can keep."""
         limit = self.config.buffer.backpressure_at * self.buffer.max_bytes
         return self.buffer.stats.bytes >= limit or self.spool.staged >= MAX_STAGED
+
+    def _emit_alerts(self, lines: list[str]) -> None:
+        self.totals.lines += len(lines)
+        self.spool.submit(lines)
 
     def _emit_mqtt(self, lines: list[str], done: Done | None) -> None:
         self.totals.lines += len(lines)
@@ -148,6 +167,7 @@ class Agent:
         spool_task = asyncio.create_task(self.spool.run(inner_stop), name="spool")
         tasks = [asyncio.create_task(p.run(stop), name=p.name) for p in self.pollers]
         tasks.append(asyncio.create_task(self._report(stop), name="report"))
+        tasks.append(asyncio.create_task(self.alerting.run(stop), name="alerts"))
         if self.mqtt is not None:
             tasks.append(asyncio.create_task(self.mqtt.run(stop), name="mqtt"))
         try:

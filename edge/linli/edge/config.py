@@ -9,8 +9,9 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from linli.catalog.alerts import ALERT_TOPIC, EDGE_STATUS_TOPIC
 from linli.catalog.errors import ConfigError, load_toml_model
-from linli.catalog.profile import RESERVED_TAGS, Profile, get_profile
+from linli.catalog.profile import RESERVED_TAGS, Profile, Severity, get_profile
 from linli.edge.buffer import SyncMode
 
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
@@ -156,6 +157,72 @@ class BufferConfig(Strict):
     backpressure_at: Annotated[float, Field(gt=0, le=1)] = 0.9
 
 
+class RuleConfig(Strict):
+    """An alert rule: changes a profile's default (same kind, field and side) or adds one.
+
+    `site` and `device` narrow it; the most specific rule of a field and side wins.
+    """
+
+    kind: str
+    field: TagKey
+    site: Ident | None = None
+    device: Ident | None = None
+    above: float | None = None
+    below: float | None = None
+    rate_above: Annotated[float, Field(gt=0)] | None = None  # per second
+    silent_for: Seconds | None = None  # no value for this long
+    hysteresis: Annotated[float, Field(ge=0)] | None = None
+    for_s: Annotated[float, Field(ge=0, le=86400)] | None = None
+    severity: Severity | None = None
+    title: str | None = None
+    when: dict[TagKey, TagValue] = {}
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> Self:
+        given = [x for x in (self.above, self.below, self.rate_above, self.silent_for) if x is not None]
+        if len(given) != 1 and self.enabled:
+            raise ValueError("give exactly one of above, below, rate_above and silent_for")
+        return self
+
+
+class InterlockConfig(Strict):
+    """A safety action taken at the edge: past the limit, write the command's coil.
+
+    A per-port field stops that port; a station-wide field stops every port. It acts once
+    per episode: until the value is back on the safe side, a port a technician restarted
+    is left alone.
+    """
+
+    kind: str = "charger"
+    field: TagKey
+    above: float | None = None
+    below: float | None = None
+    hysteresis: Annotated[float, Field(ge=0)] = 0.0
+    command: TagKey = "stop"
+    site: Ident | None = None
+    device: Ident | None = None
+
+    @model_validator(mode="after")
+    def _one_side(self) -> Self:
+        if (self.above is None) == (self.below is None):
+            raise ValueError("give exactly one of above and below")
+        return self
+
+
+class AlertsConfig(EnvCredentials):
+    """Where alert events are published (the central broker); by default the [mqtt] broker."""
+
+    host: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    username_env: str = "LINLI_ALERTS_USERNAME"
+    password_env: str = "LINLI_ALERTS_PASSWORD"  # noqa: S105 (a variable name, not a secret)
+    # Events go to {topic}/{agent}/{site}/{device}; the agent's last will to {status_topic}/{agent}.
+    topic: Annotated[str, Field(pattern=r"^[^#+]+$")] = ALERT_TOPIC
+    status_topic: Annotated[str, Field(pattern=r"^[^#+]+$")] = EDGE_STATUS_TOPIC
+    publish: bool = True
+
+
 class EdgeConfig(Strict):
     """The whole file."""
 
@@ -163,6 +230,9 @@ class EdgeConfig(Strict):
     writer: WriterConfig
     buffer: BufferConfig = BufferConfig()
     mqtt: MqttConfig | None = None
+    alerts: AlertsConfig = AlertsConfig()
+    rules: list[RuleConfig] = []
+    interlocks: list[InterlockConfig] = []
     sites: list[SiteConfig]
 
     def buffer_path(self) -> Path:
@@ -201,7 +271,37 @@ def _semantic_problems(config: EdgeConfig) -> list[str]:
                 )
     if not seen:
         problems.append("key 'sites': no devices configured; add [[sites.devices]] tables")
+    for i, rule in enumerate(config.rules):
+        problems.extend(_field_problems(f"rules[{i}]", rule.kind, rule.field))
+    for i, lock in enumerate(config.interlocks):
+        key = f"interlocks[{i}]"
+        problems.extend(_field_problems(key, lock.kind, lock.field))
+        problems.extend(_command_problems(key, lock))
     return problems
+
+
+def _field_problems(key: str, kind: str, field: str) -> list[str]:
+    try:
+        profile = get_profile(kind)
+    except KeyError as exc:
+        return [f"key '{key}.kind': {exc.args[0]}"]
+    stored = profile.stored_fields()
+    if field not in stored:
+        return [f"key '{key}.field': '{kind}' stores no field '{field}'; it has {', '.join(sorted(stored))}"]
+    return []
+
+
+def _command_problems(key: str, lock: InterlockConfig) -> list[str]:
+    try:
+        profile = get_profile(lock.kind)
+    except KeyError:
+        return []  # reported with the field
+    mb = profile.modbus
+    commands = {c.name for c in (mb.commands + (mb.group.commands if mb.group else []))} if mb else set()
+    if lock.command not in commands:
+        have = ", ".join(sorted(commands)) or "none"
+        return [f"key '{key}.command': '{lock.kind}' has no command '{lock.command}' (commands: {have})"]
+    return []
 
 
 def _device_problems(key: str, device: DeviceConfig, profile: Profile) -> list[str]:

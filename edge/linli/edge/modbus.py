@@ -13,8 +13,9 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from pymodbus.client import AsyncModbusTcpClient
@@ -30,6 +31,10 @@ from linli.edge.backoff import Backoff
 from linli.edge.config import DeviceConfig
 from linli.edge.health import health_line
 from linli.edge.readplan import Read, plan_reads
+from linli.edge.rules import AlertEvent
+
+if TYPE_CHECKING:
+    from linli.edge.alerting import Interlock
 
 log = logging.getLogger(__name__)
 # pymodbus warns on every failed connect; linli logs each state change once, with context.
@@ -123,6 +128,8 @@ class Endpoint:
 
 
 Emit = Callable[[list[str]], None]
+# kind, tags, field values, time (ms), port: every reading, for the alert rules.
+Observe = Callable[[str, Mapping[str, str], Mapping[str, Value], int, str | None], None]
 
 
 class DevicePoller:
@@ -136,7 +143,11 @@ class DevicePoller:
         profile: Profile,
         endpoint: Endpoint,
         emit: Emit,
+        observe: Observe | None = None,
+        interlocks: list[Interlock] | None = None,
+        acted: Callable[[list[AlertEvent]], None] | None = None,
     ) -> None:
+        """`observe` sees every reading; `interlocks` act on it and report through `acted`."""
         if profile.modbus is None:
             raise ValueError(f"profile '{profile.kind}' has no Modbus map")
         mb = profile.modbus
@@ -145,6 +156,9 @@ class DevicePoller:
         self.profile = profile
         self.endpoint = endpoint
         self.emit = emit
+        self.observe = observe
+        self.interlocks = interlocks or []
+        self.acted = acted
         self.unit = device.unit if device.unit is not None else mb.unit
         self.reads: list[Read] = plan_reads(
             profile.modbus_points(device.count),
@@ -169,6 +183,7 @@ class DevicePoller:
             p.decimals_from or p.offset_from or not p.store for p in mb.points
         )
         self._faulted: set[str] = set()
+        self._fresh = False
 
     @property
     def name(self) -> str:
@@ -206,9 +221,45 @@ class DevicePoller:
         time_ms = int(time.time() * 1000)
         lines: list[str] = []
         if time.monotonic() >= self._next_attempt:
+            self._fresh = False
             lines = await self._attempt(time_ms)
+            if self._fresh:
+                # Safety first: a stop goes out in the same tick that saw the breach.
+                if self.interlocks:
+                    await self._interlock(time_ms)
+                if self.observe is not None:
+                    for channel, fields in self.last.items():
+                        port = None if channel is None else str(channel)
+                        self.observe(self.profile.kind, self._tags, fields, time_ms, port)
         lines.append(self._health_line(time_ms))
         self.emit(lines)
+
+    async def _interlock(self, time_ms: int) -> None:
+        for lock in self.interlocks:
+            for stop in lock.check(self.last, time_ms):
+                if stop.coils and not await self._write_coils(stop.coils):
+                    lock.release(stop.event.port)  # not done: try again at the next poll
+                    continue
+                if self.acted is not None:
+                    self.acted([stop.event])
+
+    async def _write_coils(self, addresses: list[int]) -> bool:
+        """Write 1 to each coil; False (logged, counted) if the device did not take them all."""
+        try:
+            async with self.endpoint.lock:
+                client = await self.endpoint.client()
+                for address in addresses:
+                    resp = await client.write_coil(address, True, device_id=self.unit)
+                    if resp.isError():
+                        raise PollError(
+                            "interlock", f"coil {address}: Modbus exception {resp.exception_code}"
+                        )
+        except (PollError, ModbusException, OSError) as exc:
+            self.health.errors["interlock_failed"] += 1
+            log.error("%s: interlock could not write its coils %s: %s", self.name, addresses, exc)
+            return False
+        log.warning("%s: interlock wrote coils %s", self.name, addresses)
+        return True
 
     async def _attempt(self, time_ms: int) -> list[str]:
         started = time.perf_counter()
@@ -275,6 +326,7 @@ class DevicePoller:
             if not rows[None]:
                 del rows[None]
         self.last = rows
+        self._fresh = True
         lines = []
         measurement = self.profile.measurement
         for channel, fields in rows.items():

@@ -22,9 +22,10 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 Done = Callable[[], None]
 # Lines, and what to call once they are on disk (acknowledging the messages they came from).
 Emit = Callable[[list[str], Done | None], None]
+# kind, tags, field values, time (ms), port: for the alert rules.
+Observe = Callable[[str, Mapping[str, str], Mapping[str, Any], int, str | None], None]
 # topic, payload, retained, received (ms since the epoch), packet id, QoS, connection number
 Received = tuple[str, bytes, bool, int, int, int, int]
 
@@ -178,6 +181,9 @@ class MqttConnector:
         self._inbox_lock = threading.Lock()
         self._targets: dict[str, Target] = {}
         self._client: paho.Client | None = None
+        # The alert rules see the messages of these kinds (set by the agent).
+        self.observe: Observe | None = None
+        self.observed_kinds: set[str] = set()
 
     # --- asyncio side -------------------------------------------------------------
 
@@ -409,6 +415,9 @@ class MqttConnector:
             detail = f"device time is {ahead:.0f}s ahead of the agent's clock (limit {limit}s)"
             self._reject("bad_time", detail, topic, payload, dev, received_ms)
             return None
+        kind = dev.profile.kind
+        if self.observe is not None and kind in self.observed_kinds:
+            self.observe(kind, dev.tags, compiled.fields(values), time_ms, None)
         confirm = compiled.spec.confirm
         if confirm is None:
             field_set = compiled.field_set_of(values)

@@ -7,8 +7,9 @@ unplugs. Energy integrates power; port and cabinet temperatures follow load with
 ten-minute lag. A port stops at once when its stop coil is written, when it passes
 the power limit (a power strip or an e-car battery), after the longest session, or
 above 95 degC. Fuses blow now and then and are mended hours later. Faults by name:
-`overheat` gives port 1 a bad contact that heats it past 90 degC, `smoke` sets off the
-cabinet's smoke detector, `mains` reports a mains supply fault.
+`overheat` gives port 1 a loose contact that heats it past 90 degC while it charges (a
+bike is on it from the start), `smoke` sets off the cabinet's smoke detector, `mains`
+reports a mains supply fault.
 
 State advances in fixed one-second steps of simulated time from a seeded generator,
 so a seed and a start time determine every value.
@@ -37,7 +38,7 @@ PORT_HEAT_K_PER_W = 0.05
 CUTOFF_TEMP_C = 95.0
 FUSE_FAILURES_PER_HOUR = 0.0002
 POWER_STRIP_SHARE = 0.01
-BAD_CONTACT_K = 80.0  # what a loose, arcing socket contact adds to port 1 under `overheat`
+BAD_CONTACT_K = 80.0  # what a loose, arcing contact adds to port 1 under `overheat`, while it charges
 FAULTS = frozenset({"overheat", "smoke", "mains"})
 
 
@@ -88,7 +89,6 @@ class ChargerStation:
         faults: frozenset[str] = frozenset(),
     ) -> None:
         self.profile = profile or get_profile("charger")
-        self.faults = faults
         self.count = ports
         self.t = float(int(start))
         self.utc_offset_h = utc_offset_h
@@ -100,10 +100,19 @@ class ChargerStation:
         self.energy_total_kwh = 1000.0 + self.rng.uniform(0, 4000)
         self.max_port_power_w = 1400
         self.max_session_min = 360
-        self.smoke = "smoke" in faults
+        self.smoke = False
         self.door_open = False
-        self.mains_fault = "mains" in faults
+        self.mains_fault = False
         self._stop_coils = self._command_addresses("stop")
+        self.inject(faults)
+
+    def inject(self, faults: frozenset[str]) -> None:
+        """Start these faults now (a warmed-up station gets its trouble when it is served)."""
+        self.faults = faults
+        self.smoke = "smoke" in faults
+        self.mains_fault = "mains" in faults
+        if "overheat" in faults:
+            self._arrive(self.ports[0])
 
     def _command_addresses(self, name: str) -> dict[int, int]:
         """Coil address -> port number for a per-port command."""
@@ -178,7 +187,8 @@ class ChargerStation:
         bad_contact = self.ports[0] if "overheat" in self.faults else None
         for p in self.ports:
             self._step_port(p)
-            target = ambient + PORT_HEAT_K_PER_W * p.power_w + (BAD_CONTACT_K if p is bad_contact else 0.0)
+            arcing = p is bad_contact and p.power_w > 0  # contact heat needs current through it
+            target = ambient + PORT_HEAT_K_PER_W * p.power_w + (BAD_CONTACT_K if arcing else 0.0)
             p.temp_c += (target - p.temp_c) / THERMAL_TAU_S
             if p.state == CHARGING and p.temp_c > CUTOFF_TEMP_C:
                 self._end_session(p, OVER_TEMP, IDLE)
@@ -188,12 +198,12 @@ class ChargerStation:
         self.voltage_v = 229.0 - 0.0015 * total + rng.gauss(0.0, 0.6)
         self.energy_total_kwh += total / 3_600_000.0
 
-    def _arrive(self) -> None:
+    def _arrive(self, port: Port | None = None) -> None:
         free = [p for p in self.ports if p.state == IDLE and not p.plugged]
         if not free:
             return
         rng = self.rng
-        p = rng.choice(free)
+        p = port or rng.choice(free)
         p.plugged = True
         p.soc = rng.uniform(0.1, 0.6)
         p.capacity_kwh = rng.uniform(0.55, 1.2)  # 48 V packs of 12-24 Ah

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from linli.catalog.errors import ConfigError
 from linli.cli_support import run_until_signal
+from linli.sim.charger import FAULTS as CHARGER_FAULTS
 from linli.sim.clock import SimClock
 from linli.sim.district import FaultSpec, MqttPublisher, build_district, open_journal, run_district
 from linli.sim.edgeconfig import district_edge_config
@@ -19,13 +20,12 @@ from linli.sim.modbus_server import Fault
 from linli.sim.scenario import builtin_scenario_path, load_scenario
 
 
-def _fault(text: str) -> tuple[int, Fault]:
+def _fault(text: str) -> tuple[int, str]:
     station, _, mode = text.partition(":")
-    try:
-        return int(station), Fault(mode)
-    except ValueError:
-        modes = ", ".join(f.value for f in Fault if f is not Fault.NONE)
-        raise argparse.ArgumentTypeError(f"'{text}': expected STATION:MODE, MODE one of {modes}") from None
+    modes = [f.value for f in Fault if f is not Fault.NONE] + sorted(CHARGER_FAULTS)
+    if not station.isdigit() or mode not in modes:
+        raise argparse.ArgumentTypeError(f"'{text}': expected STATION:MODE, MODE one of {', '.join(modes)}")
+    return int(station), mode
 
 
 def _start_time(text: str) -> float:
@@ -68,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="append",
         default=[],
         metavar="STATION:MODE",
-        help="inject a fault: exception, silent or slow (repeatable)",
+        help="inject a fault: exception, silent or slow (the link); overheat, smoke or mains (repeatable)",
     )
     charger.set_defaults(func=_run_charger)
     _add_district(kinds)
@@ -234,7 +234,8 @@ def _run_charger(args: argparse.Namespace) -> int:
         stations=args.stations,
         ports=args.ports,
         seed=args.seed,
-        faults=tuple(args.fault),
+        faults=tuple((n, Fault(mode)) for n, mode in args.fault if mode not in CHARGER_FAULTS),
+        station_faults=tuple((n, mode) for n, mode in args.fault if mode in CHARGER_FAULTS),
         warmup_s=args.warmup,
     )
     servers = charger_servers(spec, clock)

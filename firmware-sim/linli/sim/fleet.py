@@ -21,7 +21,8 @@ class ChargerFleetSpec:
     stations: int = 1
     ports: int = 10
     seed: int = 1
-    faults: tuple[tuple[int, Fault], ...] = ()
+    faults: tuple[tuple[int, Fault], ...] = ()  # what the link does wrong
+    station_faults: tuple[tuple[int, str], ...] = ()  # what the station does wrong (charger.FAULTS)
     slow_s: float = 2.0
     # Simulated seconds run before serving, so the first reads show a day in progress.
     warmup_s: float = 0.0
@@ -29,8 +30,10 @@ class ChargerFleetSpec:
 
 def make_station(spec: ChargerFleetSpec, index: int, at: float) -> ChargerStation:
     """Station `index` as it is at simulated time `at` (the same for the same spec)."""
+    faults = frozenset(mode for n, mode in spec.station_faults if n == index)
     station = ChargerStation(seed=spec.seed, index=index, start=at - spec.warmup_s, ports=spec.ports)
     station.advance_to(at)
+    station.inject(faults)
     return station
 
 

@@ -15,7 +15,7 @@ def make(ctx: DeviceContext) -> ChargerStation:
         index=ctx.index,
         start=ctx.start - warmup_s,
         ports=int(ctx.options.get("ports", 10)),
-        faults=ctx.faults,
     )
     station.advance_to(ctx.start)
+    station.inject(ctx.faults)
     return station
