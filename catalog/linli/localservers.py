@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -52,10 +53,23 @@ def free_port() -> int:
         return port
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port_range(count: int, attempts: int = 50) -> int:
-    """The first of `count` consecutive free ports on 127.0.0.1 (for one simulator per port)."""
+    """The first of `count` consecutive free ports on 127.0.0.1 (for one simulator per port).
+
+    They lie below the kernel's ephemeral range: a simulator restarting on its ports would
+    otherwise find one taken by a client's outgoing connection (the agent reconnecting).
+    """
+    low, _ = _ephemeral_range()
     for _ in range(attempts):
-        first = free_port()
+        first = random.randrange(10_000, max(10_001, low - count))
         if first + count > 65535:
             continue
         sockets = []

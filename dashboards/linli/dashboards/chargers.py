@@ -10,6 +10,7 @@ from linli.dashboards.alerts import RECENT
 from linli.dashboards.influxql import Select, Target
 from linli.dashboards.panels import (
     Annotation,
+    alerts_fired,
     board,
     latest_table,
     place,
@@ -110,6 +111,7 @@ def dashboard() -> db.Dashboard:
     )
     dash = (
         board("Chargers", UID, ["chargers"])
+        .annotation(alerts_fired("^charger$"))
         .with_variable(variable("site", "Site", "charger", "site"))
         .with_variable(variable("device", "Station", "charger", "device", within=(("site", "site"),)))
         .annotation(

@@ -10,6 +10,7 @@ from linli.dashboards.alerts import RECENT
 from linli.dashboards.influxql import Select, Target
 from linli.dashboards.panels import (
     Annotation,
+    alerts_fired,
     board,
     latest_table,
     place,
@@ -112,6 +113,7 @@ def dashboard() -> db.Dashboard:
     )
     dash = (
         board("Fire facilities", UID, ["fire"])
+        .annotation(alerts_fired("^fire_"))
         .with_variable(variable("site", "Building", "fire_pressure", "site"))
         .with_variable(variable("device", "Sensor", "fire_point", "device", within=(("site", "site"),)))
         .annotation(

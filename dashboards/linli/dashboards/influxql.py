@@ -103,6 +103,10 @@ class Select:
         """WHERE tag != 'value'."""
         return self._tag_condition(tag, f"{ident(tag)} != {literal(value)}")
 
+    def tag_like(self, tag: str, pattern: str) -> Self:
+        """WHERE tag =~ /pattern/ (a fixed pattern, not a variable)."""
+        return self._tag_condition(tag, f"{ident(tag)} =~ /{pattern}/")
+
     def tag_matches(self, tag: str, variable: str) -> Self:
         """WHERE tag =~ /^$variable$/ : a dashboard variable, one value, several or All."""
         return self._tag_condition(tag, f"{ident(tag)} =~ /^${variable}$/")

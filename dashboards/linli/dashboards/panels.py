@@ -103,6 +103,19 @@ def with_panels(dash: db.Dashboard, *panels: cogbuilder.Builder[model.Panel]) ->
     return dash
 
 
+def alerts_fired(kinds: str) -> Annotation:
+    """The edge's alert events (measurement `alert`) for device kinds matching `kinds`, as marks."""
+    fired = (
+        Select("alert")
+        .select("title", alias="text")
+        .tag_like("kind", kinds)
+        .tag_matches("site", "site")
+        .field_is("state", "=", "firing")
+        .by("site")
+    )
+    return Annotation("Alert fired", fired, "red")
+
+
 class Annotation(cogbuilder.Builder[model.AnnotationQuery]):
     """Events from InfluxQL drawn on every time axis: the rows' `text` column is the label."""
 

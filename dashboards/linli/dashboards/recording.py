@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import select
 import subprocess
 import sys
@@ -70,6 +71,7 @@ async def record(
     simulated_s: float = 3600.0,
     time_scale: float = 60.0,
     faults: tuple[str, ...] = FAULTS,
+    poll_s: float = 1.0,
 ) -> Recording:
     """Run the district for `simulated_s` of simulated time, everything stored; the database must exist.
 
@@ -87,6 +89,10 @@ async def record(
         agent="recording-edge",
         health_interval=2.0,
     )
+    # Time runs fast: Modbus devices are polled every `poll_s` real seconds so that a short
+    # episode (a port overheating until the station cuts it off) falls between no two polls.
+    text = re.sub(r"^interval = .*$", f"interval = {poll_s!r}", text, flags=re.M)
+    text = re.sub(r"^timeout = .*$", f"timeout = {min(0.5, poll_s)!r}", text, flags=re.M)
     # The agent's durable buffer lives with the rest of the run.
     text += f"\n[buffer]\npath = {json.dumps(str(workdir / 'edge.buffer.sqlite'))}\n"
     config = EdgeConfig.model_validate(tomllib.loads(text))
