@@ -162,7 +162,7 @@ def test_the_screen_shows_the_injected_faults_and_only_those(district: Recording
     assert counts["Port over temperature"] == 0
     steps = execute(
         district,
-        "SELECT \"state\", \"value\" FROM \"alert\" WHERE \"rule\" = 'charger.temperature.above' "
+        'SELECT "state", "value" FROM "alert" WHERE "rule" = \'charger.temperature.above\' '
         "AND \"site\" = 'changhong-1' AND \"port\" = '1'",
     )
     assert [row[1] for row in steps][:2] == ["firing", "resolved"]
