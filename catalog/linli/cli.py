@@ -10,6 +10,7 @@ from collections.abc import Sequence
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree."""
     from linli import catalog_cli, demo
+    from linli.cloud import cli as cloud_cli
     from linli.dashboards import cli as dashboards_cli
     from linli.edge import cli as edge_cli
     from linli.sim import cli as sim_cli
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim_cli.add_parser(subparsers)
     catalog_cli.add_parser(subparsers)
     dashboards_cli.add_parser(subparsers)
+    cloud_cli.add_parser(subparsers)
     return parser
 
 

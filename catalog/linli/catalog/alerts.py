@@ -6,6 +6,7 @@ Schema is `docs/alert-event.schema.json` (`linli catalog alert-schema` writes it
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 from typing import Annotated
 
@@ -15,6 +16,12 @@ from linli.catalog.profile import Severity
 
 ALERT_TOPIC = "linli/alerts"
 EDGE_STATUS_TOPIC = "linli/edges"
+
+
+def fingerprint(rule: str, site: str, device: str, port: str | None) -> str:
+    """Stable across restarts and edges: the same alert on the same thing is the same alert."""
+    text = "\x1f".join([rule, site, device, port or ""])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class AlertState(StrEnum):

@@ -12,12 +12,11 @@ needs no clock but for silence, which `silent(now_ms)` checks.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from linli.catalog.alerts import AlertState
+from linli.catalog.alerts import AlertState, fingerprint
 from linli.catalog.lineprotocol import format_line
 from linli.catalog.profile import Profile, Severity, Threshold
 
@@ -89,12 +88,6 @@ def threshold_rule(kind: str, t: Threshold) -> Rule:
         for_s=t.for_s,
         when=dict(t.when),
     )
-
-
-def fingerprint(rule: str, site: str, device: str, port: str | None) -> str:
-    """Stable across restarts and edges: the same alert on the same thing is the same alert."""
-    text = "\x1f".join([rule, site, device, port or ""])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The cloud side: the alert notifier and its HTTP API."""

@@ -1,0 +1,92 @@
+"""The notifier's MQTT side: an MQTT 5 shared subscription, so notifiers in one group share the events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import ValidationError
+
+from linli.catalog.alerts import AlertMessage
+from linli.cloud.config import BrokerConfig
+from linli.cloud.notifier import edge_status_alert
+
+log = logging.getLogger(__name__)
+
+
+class AlertFeed:
+    """Subscribes `$share/{group}/{alert_topic}/#` and the edges' status; hands alerts to the loop."""
+
+    def __init__(
+        self, broker: BrokerConfig, loop: asyncio.AbstractEventLoop, handle: Callable[[AlertMessage], None]
+    ) -> None:
+        self.broker = broker
+        self.loop = loop
+        self.handle = handle
+        self.subscribed = asyncio.Event()
+        self.rejected = 0
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"linli-notifier-{os.getpid()}", protocol=paho.MQTTv5
+        )
+        user = os.environ.get(broker.username_env, "")
+        if user:
+            client.username_pw_set(user, os.environ.get(broker.password_env) or None)
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.reconnect_delay_set(1, 60)
+        self.client = client
+
+    def filters(self) -> list[str]:
+        b = self.broker
+        return [f"$share/{b.group}/{b.alert_topic}/#", f"$share/{b.group}/{b.status_topic}/+"]
+
+    def start(self) -> None:
+        self.client.connect_async(self.broker.host, self.broker.port, keepalive=30)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def publish(self, topic: str, payload: str) -> None:
+        self.client.publish(topic, payload, qos=1)
+
+    def _on_connect(
+        self, client: paho.Client, _u: object, _f: object, reason: ReasonCode, _p: object
+    ) -> None:
+        if reason.is_failure:
+            log.error("notifier: broker %s:%d refused: %s", self.broker.host, self.broker.port, reason)
+            return
+        client.subscribe([(f, 1) for f in self.filters()])
+
+    def _on_subscribe(
+        self, _c: object, _u: object, _m: int, reasons: list[ReasonCode], _p: Properties | None
+    ) -> None:
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            log.error("notifier: subscriptions refused: %s", ", ".join(refused))
+        self.loop.call_soon_threadsafe(self.subscribed.set)
+
+    def _on_message(self, _c: object, _u: object, msg: paho.MQTTMessage) -> None:
+        if msg.topic.startswith(self.broker.status_topic + "/"):
+            edge = msg.topic.rsplit("/", 1)[1]
+            alert = edge_status_alert(
+                edge, msg.payload.decode(errors="replace").strip(), int(time.time() * 1000)
+            )
+        else:
+            try:
+                alert = AlertMessage.model_validate_json(msg.payload)
+            except ValidationError as exc:
+                self.rejected += 1
+                log.error("notifier: not an alert event on %s: %s", msg.topic, exc.errors()[0]["msg"])
+                return
+        if alert is not None:
+            self.loop.call_soon_threadsafe(self.handle, alert)

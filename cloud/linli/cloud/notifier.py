@@ -1,0 +1,196 @@
+"""Who hears about an alert, when, and how often.
+
+An alert is its fingerprint. The first firing event starts it; later events of the same
+alert only update it (one message for a burst), after `group_wait_s`. While it fires and
+nobody acknowledged it, it is repeated every `repeat_s`; not acknowledged within a
+subscription's `escalate_after_s`, it goes to that subscription's `escalate_to` as well.
+The resolved message goes out as soon as the event arrives, to everyone who heard of it.
+A subscriber in quiet hours hears of it when they end, if it still fires; a critical alert
+gets through unless the subscription says otherwise. Time comes from `clock`, so all of
+this can be tested without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from linli.catalog.alerts import AlertMessage, AlertState, fingerprint
+from linli.catalog.profile import Severity
+from linli.cloud.channels import DeliveryError, Notice, NoticeKind, Sender
+from linli.cloud.config import Channel, NotifierConfig, QuietHours, Subscription
+from linli.cloud.store import Store
+
+log = logging.getLogger(__name__)
+
+RANK = {Severity.WARNING: 0, Severity.CRITICAL: 1}
+
+
+@dataclass
+class Active:
+    """A firing alert and who heard of it when."""
+
+    alert: AlertMessage
+    first_s: float  # when the notifier first saw it fire
+    told: dict[str, float] = field(default_factory=dict)  # subscription -> last message time
+    escalated: set[str] = field(default_factory=set)
+    acked_by: str | None = None
+    acked_s: float | None = None
+
+
+def matches(sub: Subscription, alert: AlertMessage) -> bool:
+    return (
+        (not sub.sites or alert.site in sub.sites)
+        and (not sub.kinds or alert.kind in sub.kinds)
+        and (not sub.rules or alert.rule in sub.rules)
+        and RANK[alert.severity] >= RANK[sub.min_severity]
+    )
+
+
+def quiet_now(quiet: QuietHours | None, severity: Severity, now_s: float) -> bool:
+    if quiet is None or (severity is Severity.CRITICAL and quiet.critical_passes):
+        return False
+    local = datetime.fromtimestamp(now_s, ZoneInfo(quiet.zone)).strftime("%H:%M")
+    if quiet.start <= quiet.end:
+        return quiet.start <= local < quiet.end
+    return local >= quiet.start or local < quiet.end
+
+
+def edge_status_alert(edge: str, status: str, now_ms: int) -> AlertMessage | None:
+    """An edge's last will ("offline") as an alert like any other; "online" resolves it."""
+    if status not in ("online", "offline"):
+        return None
+    rule = "edge.offline"
+    return AlertMessage(
+        fingerprint=fingerprint(rule, "", edge, None),
+        rule=rule,
+        title="Edge agent offline",
+        severity=Severity.CRITICAL,
+        state=AlertState.FIRING if status == "offline" else AlertState.RESOLVED,
+        kind="edge",
+        site="",
+        device=edge,
+        port=None,
+        value=None,
+        threshold=0,
+        time_ms=now_ms,
+        since_ms=now_ms,
+        edge=edge,
+    )
+
+
+class Notifier:
+    """The alert book and the delivery queue."""
+
+    def __init__(
+        self, config: NotifierConfig, store: Store, sender: Sender, clock: Callable[[], float]
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.sender = sender
+        self.clock = clock
+        self.active: dict[str, Active] = {}
+        self.sent: list[tuple[str, str, Notice]] = []  # (subscription, channel kind, notice): the log
+        self._deliveries: set[asyncio.Task[None]] = set()
+
+    # --- events -------------------------------------------------------------
+
+    def handle(self, alert: AlertMessage) -> None:
+        """One alert event from an edge."""
+        now = self.clock()
+        current = self.active.get(alert.fingerprint)
+        if alert.state is AlertState.FIRING:
+            if current is None:
+                self.active[alert.fingerprint] = Active(alert, now)
+                log.info("alert firing: %s %s/%s", alert.rule, alert.site, alert.device)
+            else:
+                current.alert = alert  # the same alert again: no new message
+        elif alert.state is AlertState.RESOLVED and current is not None:
+            del self.active[alert.fingerprint]
+            subs = {s.id: s for s in self.store.subscriptions()}
+            for sub_id in current.told:
+                if sub_id in subs:
+                    self._notify(subs[sub_id], "resolved", alert)
+
+    def ack(self, fp: str, by: str) -> Active | None:
+        """Acknowledge a firing alert: no more repeats or escalation."""
+        active = self.active.get(fp)
+        if active is not None and active.acked_by is None:
+            active.acked_by, active.acked_s = by, self.clock()
+        return active
+
+    def tick(self) -> None:
+        """Send what is due now: first messages after the group wait, repeats, escalations."""
+        now = self.clock()
+        subs = {s.id: s for s in self.store.subscriptions()}
+        for active in list(self.active.values()):
+            alert = active.alert
+            if now - active.first_s < self.config.group_wait_s:
+                continue
+            for sub in subs.values():
+                if not matches(sub, alert) or quiet_now(sub.quiet, alert.severity, now):
+                    continue
+                last = active.told.get(sub.id)
+                if last is None:
+                    self._notify(sub, "firing", alert, active)
+                elif active.acked_by is None and now - last >= self.config.repeat_s:
+                    self._notify(sub, "repeat", alert, active)
+                due = sub.escalate_after_s is not None and now - active.first_s >= sub.escalate_after_s
+                if due and active.acked_by is None and sub.id not in active.escalated:
+                    active.escalated.add(sub.id)
+                    for target in sub.escalate_to:
+                        if target in subs:
+                            self._notify(subs[target], "escalation", alert, active)
+
+    # --- delivery -----------------------------------------------------------
+
+    def _notify(
+        self, sub: Subscription, kind: NoticeKind, alert: AlertMessage, active: Active | None = None
+    ) -> None:
+        if active is not None:
+            active.told[sub.id] = self.clock()
+        notice = Notice(kind, alert, sub.id)
+        for channel in sub.channels:
+            self.sent.append((sub.id, str(channel.kind), notice))
+            task = asyncio.get_running_loop().create_task(self._deliver(channel, notice))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+
+    async def _deliver(self, channel: Channel, notice: Notice) -> None:
+        delay = 1.0
+        for attempt in range(1, self.config.attempts + 1):
+            try:
+                await self.sender.send(channel, notice)
+                return
+            except DeliveryError as exc:
+                error = str(exc)
+                if attempt == self.config.attempts:
+                    break
+                log.warning(
+                    "delivery to %s (%s) failed, attempt %d: %s",
+                    notice.subscription,
+                    channel.kind,
+                    attempt,
+                    error,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+        log.error(
+            "delivery to %s (%s) failed %d times; recorded: %s",
+            notice.subscription,
+            channel.kind,
+            self.config.attempts,
+            error,
+        )
+        self.store.record_failure(
+            int(self.clock() * 1000), notice.subscription, str(channel.kind), notice.to_json(), error
+        )
+
+    async def drain(self) -> None:
+        """Wait for every delivery under way."""
+        while self._deliveries:
+            await asyncio.gather(*list(self._deliveries), return_exceptions=True)

@@ -1,0 +1,78 @@
+"""The notifier as a running service: the MQTT feed, the clock tick, deliveries and the HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+
+import uvicorn
+
+from linli.cloud.api import app
+from linli.cloud.channels import Sender
+from linli.cloud.config import NotifierConfig
+from linli.cloud.mqtt import AlertFeed
+from linli.cloud.notifier import Notifier
+from linli.cloud.store import Store
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.5
+
+
+class Service:
+    """Everything `linli cloud run` starts; `started` is set once the API listens and the feed subscribed."""
+
+    def __init__(self, config: NotifierConfig, token: str) -> None:
+        self.config = config
+        self.store = Store(config.state)
+        self.store.seed(config.subscriptions)
+        self.sender = Sender(config.smtp)
+        self.notifier = Notifier(config, self.store, self.sender, time.time)
+        self.token = token
+        self.started = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> int:
+        loop = asyncio.get_running_loop()
+        feed = AlertFeed(self.config.broker, loop, self.notifier.handle)
+        self.sender.publish = feed.publish
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app(self.notifier, self.token),
+                host=self.config.api_host,
+                port=self.config.api_port,
+                log_level="warning",
+            )
+        )
+        api = asyncio.create_task(server.serve())
+        feed.start()
+        try:
+            while not (server.started and feed.subscribed.is_set()):
+                if api.done():
+                    return 1  # the API could not listen; uvicorn said why
+                await asyncio.sleep(0.05)
+            log.info(
+                "notifier: API on %s:%d; %d subscriptions",
+                self.config.api_host,
+                self.config.api_port,
+                len(self.store.subscriptions()),
+            )
+            self.started.set()
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=TICK_S)
+                self.notifier.tick()
+        finally:
+            feed.stop()
+            server.should_exit = True
+            await api
+            await self.notifier.drain()
+            await self.sender.close()
+            self.store.close()
+        return 0
+
+
+def token_from_env(config: NotifierConfig) -> str:
+    return os.environ.get(config.token_env, "")

@@ -1,0 +1,253 @@
+"""Who hears of an alert and when: dedupe, repeats, quiet hours, escalation, resolution, retries.
+
+A controllable clock and a sender that records (or refuses) each message; the delivery
+logic and its formats are the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import urllib.parse
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from linli.catalog.alerts import AlertMessage, AlertState, fingerprint
+from linli.catalog.profile import Severity
+from linli.cloud.channels import DeliveryError, Notice, body
+from linli.cloud.config import Channel, ChannelKind, NotifierConfig, QuietHours, Subscription
+from linli.cloud.notifier import Notifier, edge_status_alert
+from linli.cloud.store import Store
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+SECRET_VAR = "TEST_ROBOT_SECRET"  # noqa: S105 (the name of a variable)
+HOOK = Channel(kind=ChannelKind.WEBHOOK, url="http://hook.invalid/x")
+
+
+def at(hhmm: str) -> float:
+    h, m = map(int, hhmm.split(":"))
+    return datetime(2026, 11, 23, h, m, tzinfo=SHANGHAI).timestamp()
+
+
+def alert(
+    state: str = "firing",
+    *,
+    rule: str = "charger.temperature.above",
+    severity: str = "critical",
+    site: str = "ronghua-1",
+) -> AlertMessage:
+    return AlertMessage(
+        fingerprint=fingerprint(rule, site, "station-1", "1"),
+        rule=rule,
+        title="Port over temperature",
+        severity=Severity(severity),
+        state=AlertState(state),
+        kind="charger",
+        site=site,
+        device="station-1",
+        port="1",
+        value=93.0,
+        threshold=90,
+        time_ms=1,
+        since_ms=1,
+        edge="e1",
+    )
+
+
+class Clock:
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Recorder:
+    """Takes every message; refuses the first `fail` attempts."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.got: list[tuple[str, str, str]] = []
+        self.fail = fail
+        self.attempts = 0
+
+    async def send(self, channel: Channel, notice: Notice) -> None:
+        self.attempts += 1
+        if self.attempts <= self.fail:
+            raise DeliveryError("HTTP 503: busy")
+        self.got.append((notice.subscription, notice.kind, str(channel.kind)))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "n.sqlite")
+    yield s
+    s.close()
+
+
+def run(notifier: Notifier, clock: Clock, steps: list[tuple[float, AlertMessage | None]]) -> None:
+    """At each (seconds later, event): set the clock, hand over the event, tick, deliver."""
+
+    async def go() -> None:
+        for later, event in steps:
+            clock.now += later
+            if event is not None:
+                notifier.handle(event)
+            notifier.tick()
+            await notifier.drain()
+
+    asyncio.run(go())
+
+
+def make(store: Store, subs: list[Subscription], clock: Clock, sender: Recorder, **config: float) -> Notifier:
+    for sub in subs:
+        store.put_subscription(sub)
+    return Notifier(NotifierConfig(**config), store, sender, clock)  # type: ignore[arg-type]
+
+
+def test_a_burst_is_one_message_repeats_wait_their_interval_and_resolved_goes_at_once(store: Store) -> None:
+    clock, sender = Clock(at("10:00")), Recorder()
+    n = make(store, [Subscription(id="ops", channels=[HOOK])], clock, sender, group_wait_s=2, repeat_s=600)
+    run(n, clock, [(0, alert()), (0.5, alert()), (0.5, alert()), (1.5, None), (1, alert())])
+    assert sender.got == [("ops", "firing", "webhook")]  # one message for the burst, after 2 s
+    run(n, clock, [(300, None), (301, None)])  # 600 s after the first message
+    assert sender.got[1:] == [("ops", "repeat", "webhook")]
+    run(n, clock, [(5, alert("resolved"))])  # at once, no group wait
+    assert sender.got[2:] == [("ops", "resolved", "webhook")]
+    assert n.active == {}
+
+
+def test_filters_by_site_kind_rule_and_severity(store: Store) -> None:
+    clock, sender = Clock(at("10:00")), Recorder()
+    subs = [
+        Subscription(id="ronghua", channels=[HOOK], sites=["ronghua-1"]),
+        Subscription(id="fire-officer", channels=[HOOK], kinds=["fire_pressure", "fire_point"]),
+        Subscription(id="critical-only", channels=[HOOK], min_severity=Severity.CRITICAL),
+        Subscription(id="smoke", channels=[HOOK], rules=["charger.smoke_alarm.above"]),
+    ]
+    n = make(store, subs, clock, sender, group_wait_s=0)
+    run(n, clock, [(0, alert(severity="warning")), (0, alert(site="gubei-1"))])
+    assert sorted(s for s, _, _ in sender.got) == [
+        "critical-only",
+        "ronghua",
+    ]  # warning at ronghua, critical at gubei
+
+
+def test_quiet_hours_hold_a_warning_until_morning_and_let_a_critical_through(store: Store) -> None:
+    clock, sender = Clock(at("23:00")), Recorder()
+    night = QuietHours(start="22:00", end="07:00")
+    n = make(store, [Subscription(id="manager", channels=[HOOK], quiet=night)], clock, sender, group_wait_s=0)
+    run(n, clock, [(0, alert(severity="warning", rule="charger.mains_fault.above"))])
+    assert sender.got == []
+    clock.now = at("06:59") + 86400  # the next morning, still quiet
+    run(n, clock, [(0, None)])
+    assert sender.got == []
+    run(n, clock, [(120, None)])  # 07:01: still firing, so now they hear of it
+    assert sender.got == [("manager", "firing", "webhook")]
+    clock.now = at("23:30") + 86400
+    run(n, clock, [(0, alert(rule="charger.smoke_alarm.above"))])  # critical at night: passes
+    assert sender.got[1:] == [("manager", "firing", "webhook")]
+
+
+def test_not_acknowledged_in_time_it_escalates_once_and_an_ack_stops_repeats(store: Store) -> None:
+    clock, sender = Clock(at("10:00")), Recorder()
+    subs = [
+        Subscription(id="officer", channels=[HOOK], escalate_after_s=300, escalate_to=["chief"]),
+        Subscription(id="chief", channels=[HOOK], sites=["nowhere"]),  # only hears escalations
+    ]
+    n = make(store, subs, clock, sender, group_wait_s=0, repeat_s=200)
+    run(n, clock, [(0, alert()), (299, None)])
+    assert sender.got == [("officer", "firing", "webhook"), ("officer", "repeat", "webhook")]
+    run(n, clock, [(1, None), (100, None)])
+    assert sender.got[2:] == [("chief", "escalation", "webhook")]  # once
+    second = alert(rule="charger.smoke_alarm.above")
+    run(n, clock, [(0, second)])
+    assert n.ack(second.fingerprint, "wang") is not None
+    got = len(sender.got)
+    run(n, clock, [(1000, None)])  # acknowledged: neither repeated nor escalated
+    # The first alert (not acknowledged) repeats to the officer; the second is silent.
+    assert {(s, k) for s, k, _ in sender.got[got:]} == {("officer", "repeat")}
+    assert n.active[second.fingerprint].acked_by == "wang"
+    assert n.active[second.fingerprint].told == {"officer": clock.now - 1000}
+
+
+def test_a_delivery_that_keeps_failing_is_retried_then_recorded(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def instant(_: float) -> None:
+        return None
+
+    monkeypatch.setattr("linli.cloud.notifier.asyncio.sleep", instant)
+    clock = Clock(at("10:00"))
+    flaky, broken = Recorder(fail=2), Recorder(fail=99)
+    n = make(store, [Subscription(id="ops", channels=[HOOK])], clock, flaky, group_wait_s=0, attempts=3)
+    run(n, clock, [(0, alert())])
+    assert (flaky.attempts, flaky.got) == (3, [("ops", "firing", "webhook")])
+    assert store.failures() == []
+    n.sender = broken  # type: ignore[assignment]
+    run(n, clock, [(0, alert("resolved"))])
+    assert broken.attempts == 3
+    [failure] = store.failures()
+    assert (failure["subscription"], failure["notice"], failure["error"]) == (
+        "ops",
+        "resolved",
+        "HTTP 503: busy",
+    )
+
+
+def test_an_edge_s_last_will_is_an_alert_like_any_other(store: Store) -> None:
+    clock, sender = Clock(at("10:00")), Recorder()
+    n = make(store, [Subscription(id="ops", channels=[HOOK])], clock, sender, group_wait_s=0)
+    offline, online = edge_status_alert("edge-7", "offline", 1), edge_status_alert("edge-7", "online", 2)
+    assert offline is not None
+    assert online is not None
+    assert edge_status_alert("edge-7", "rebooting", 3) is None
+    run(n, clock, [(0, offline), (1, online)])
+    assert sender.got == [("ops", "firing", "webhook"), ("ops", "resolved", "webhook")]
+
+
+def test_robot_formats_and_signatures(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_VAR, "SEC")
+    notice = Notice("firing", alert(), "ops")
+    url, wecom = body(
+        Channel(kind=ChannelKind.WECOM, url="https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=K"),
+        notice,
+        1700000000.0,
+    )
+    assert wecom["msgtype"] == "markdown"
+    assert "Port over temperature" in wecom["markdown"]["content"]
+    url, ding = body(
+        Channel(
+            kind=ChannelKind.DINGTALK,
+            url="https://oapi.dingtalk.com/robot/send?access_token=T",
+            secret_env=SECRET_VAR,
+        ),
+        notice,
+        1700000000.5,
+    )
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+    expected = base64.b64encode(hmac.new(b"SEC", b"1700000000500\nSEC", hashlib.sha256).digest()).decode()
+    assert (query["timestamp"], query["sign"]) == (["1700000000500"], [expected])
+    assert ding["markdown"]["title"].startswith("[FIRING] [critical]")
+    _, feishu = body(
+        Channel(
+            kind=ChannelKind.FEISHU,
+            url="https://open.feishu.cn/open-apis/bot/v2/hook/x",
+            secret_env=SECRET_VAR,
+        ),
+        notice,
+        1700000000.5,
+    )
+    assert feishu["msg_type"] == "text"
+    assert feishu["timestamp"] == "1700000000"
+    assert (
+        feishu["sign"]
+        == base64.b64encode(hmac.new(b"1700000000\nSEC", b"", hashlib.sha256).digest()).decode()
+    )
+    _, hook = body(HOOK, notice, 0)
+    assert hook["alert"]["fingerprint"] == notice.alert.fingerprint
