@@ -59,9 +59,7 @@ def app(notifier: Notifier, token: str) -> FastAPI:
     def put(sub_id: str, sub: Subscription) -> Subscription:
         """Create or replace a subscription."""
         if sub.id != sub_id:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_ENTITY, f"the body's id is '{sub.id}', the path's '{sub_id}'"
-            )
+            raise HTTPException(422, f"the body's id is '{sub.id}', the path's '{sub_id}'")
         notifier.store.put_subscription(sub)
         return sub
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -42,4 +43,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"linli cloud run: set {config.token_env} to the API's bearer token", file=sys.stderr)
         return 2
     setup_logging(args.log_level)
-    return run_until_signal(Service(config, token).run)
+    try:
+        service = Service(config, token)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"linli cloud run: state file {config.state}: {exc}", file=sys.stderr)
+        return 1
+    return run_until_signal(service.run)

@@ -108,7 +108,7 @@ class NotifierConfig(Strict):
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8080
     token_env: str = "LINLI_CLOUD_TOKEN"  # noqa: S105 (a variable name)
     # One message for a burst of the same alert: wait this long after it first fires.
-    group_wait_s: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    group_wait_s: Annotated[float, Field(ge=0, le=3600)] = 0.2
     # While it keeps firing and nobody acknowledged it, say so again this often.
     repeat_s: Annotated[float, Field(gt=0)] = 4 * 3600.0
     # A delivery is tried this many times, backing off from 1 s, before it is recorded as failed.

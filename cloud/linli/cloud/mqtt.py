@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
+import socket
 import time
 from collections.abc import Callable
 
@@ -32,15 +34,18 @@ class AlertFeed:
         self.handle = handle
         self.subscribed = asyncio.Event()
         self.rejected = 0
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"linli-notifier-{os.getpid()}", protocol=paho.MQTTv5
-        )
+        # Unique per instance: notifiers of one group must not take over each other's connection.
+        client_id = f"linli-notifier-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
         user = os.environ.get(broker.username_env, "")
         if user:
             client.username_pw_set(user, os.environ.get(broker.password_env) or None)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        self._failing = False
         client.reconnect_delay_set(1, 60)
         self.client = client
 
@@ -49,6 +54,7 @@ class AlertFeed:
         return [f"$share/{b.group}/{b.alert_topic}/#", f"$share/{b.group}/{b.status_topic}/+"]
 
     def start(self) -> None:
+        log.info("notifier: connecting to the broker at %s:%d", self.broker.host, self.broker.port)
         self.client.connect_async(self.broker.host, self.broker.port, keepalive=30)
         self.client.loop_start()
 
@@ -65,7 +71,19 @@ class AlertFeed:
         if reason.is_failure:
             log.error("notifier: broker %s:%d refused: %s", self.broker.host, self.broker.port, reason)
             return
+        self._failing = False
+        log.info("notifier: connected; subscribing %s", ", ".join(self.filters()))
         client.subscribe([(f, 1) for f in self.filters()])
+
+    def _on_connect_fail(self, _c: object, _u: object) -> None:
+        if not self._failing:  # once per outage, not at every retry
+            log.warning(
+                "notifier: cannot reach the broker at %s:%d; retrying", self.broker.host, self.broker.port
+            )
+            self._failing = True
+
+    def _on_disconnect(self, _c: object, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
+        log.warning("notifier: disconnected from the broker (%s); reconnecting", reason)
 
     def _on_subscribe(
         self, _c: object, _u: object, _m: int, reasons: list[ReasonCode], _p: Properties | None

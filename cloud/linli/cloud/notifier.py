@@ -13,6 +13,7 @@ this can be tested without waiting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,6 +108,9 @@ class Notifier:
             if current is None:
                 self.active[alert.fingerprint] = Active(alert, now)
                 log.info("alert firing: %s %s/%s", alert.rule, alert.site, alert.device)
+                # The first message goes when the group wait ends, not at the next periodic tick.
+                with contextlib.suppress(RuntimeError):  # no loop: the caller ticks
+                    asyncio.get_running_loop().call_later(self.config.group_wait_s, self.tick)
             else:
                 current.alert = alert  # the same alert again: no new message
         elif alert.state is AlertState.RESOLVED and current is not None:

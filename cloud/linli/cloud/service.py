@@ -44,6 +44,7 @@ class Service:
                 host=self.config.api_host,
                 port=self.config.api_port,
                 log_level="warning",
+                lifespan="off",  # the app has no startup or shutdown work
             )
         )
         api = asyncio.create_task(server.serve())

@@ -23,6 +23,7 @@ class Store:
     """One SQLite file; safe to use from the API's threads and the event loop."""
 
     def __init__(self, path: Path | str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False)
         self._lock = threading.Lock()
         with self._lock, self._db:

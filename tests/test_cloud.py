@@ -1,0 +1,323 @@
+"""The notifier against real peers: Mosquitto, an HTTP receiver, an SMTP server, and the edge itself.
+
+A simulated charger port overheats; the edge stops it and alerts; the notifier delivers
+each step to a webhook, a WeCom-style robot and an email inbox; the port cools and the
+resolved messages follow. Then the API, and two notifiers sharing one subscription.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiosmtpd.controller import Controller
+
+from linli.catalog.alerts import AlertMessage, AlertState, fingerprint
+from linli.catalog.profile import Severity
+from linli.cloud.config import NotifierConfig
+from linli.cloud.service import Service
+from linli.edge.agent import Agent
+from linli.localservers import LocalServer, free_port
+from support import start_sim, stop_process, unique, wait_until
+from test_interlocks import config as edge_config
+
+TOKEN = "api-s3cret"  # noqa: S105 (the test's own)
+
+
+class Receiver:
+    """An HTTP server that keeps every POST, answering robots the way they answer."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict[str, Any]]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                receiver.posts.append((self.path, json.loads(self.rfile.read(length))))
+                data = b'{"errcode": 0, "errmsg": "ok"}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def at(self, path: str) -> list[dict[str, Any]]:
+        return [body for p, body in list(self.posts) if p == path]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Inbox:
+    """aiosmtpd's handler: every message accepted."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.Message] = []
+
+    async def handle_DATA(self, _server: object, _session: object, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's name)
+        self.messages.append(email.message_from_bytes(envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def peers() -> Iterator[tuple[Receiver, Inbox, int]]:
+    receiver, inbox = Receiver(), Inbox()
+    smtp_port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    yield receiver, inbox, smtp_port
+    controller.stop()
+    receiver.close()
+
+
+def notifier_config(tmp: Path, broker: int, smtp: int, hooks: str, group: str) -> NotifierConfig:
+    return NotifierConfig.model_validate(
+        {
+            "broker": {"port": broker, "group": group},
+            "smtp": {"port": smtp, "sender": "linli@district.example"},
+            "state": str(tmp / f"{unique('notifier')}.sqlite"),
+            "api_port": free_port(),
+            "group_wait_s": 0.2,
+            "subscriptions": [
+                {
+                    "id": "ops",
+                    "channels": [
+                        {"kind": "webhook", "url": f"{hooks}/hook"},
+                        {"kind": "wecom", "url": f"{hooks}/wecom?key=k"},
+                        {"kind": "email", "to": ["ops@district.example"]},
+                    ],
+                    "kinds": ["charger"],
+                }
+            ],
+        }
+    )
+
+
+def test_an_overheating_charger_reaches_every_channel_then_its_resolution(
+    mosquitto: LocalServer, victoria: LocalServer, peers: tuple[Receiver, Inbox, int], tmp_path: Path
+) -> None:
+    receiver, inbox, smtp = peers
+    charger = free_port()
+    sim = start_sim("charger", "--port", str(charger), "--time-scale", "100", "--fault", "1:overheat")
+    config = notifier_config(tmp_path, mosquitto.port, smtp, receiver.url, unique("group"))
+    service = Service(config, TOKEN)
+    edge = Agent(
+        edge_config(store=victoria.url, broker=mosquitto.port, charger=charger, agent=unique("edge"))
+    )
+
+    def steps(rule: str) -> list[str]:
+        return [b["notice"] for b in receiver.at("/hook") if b["alert"]["rule"] == rule]
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(service.run(stop))]
+        await asyncio.wait_for(service.started.wait(), 10)
+        tasks.append(asyncio.create_task(edge.run(stop)))
+        try:
+            await wait_until(
+                lambda: "resolved" in steps("charger.temperature.above"), 60, "overheat and cooling"
+            )
+            await wait_until(
+                lambda: "resolved" in steps("interlock.charger.temperature"), 20, "the interlock's end"
+            )
+            await wait_until(lambda: len(inbox.messages) >= 4, 20, "four emails")
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        stop_process(sim)
+    hooks = receiver.at("/hook")
+    # Message by message: the limit, the stop it caused, and both clearing as the port cooled.
+    sequence = [(b["notice"], b["alert"]["rule"]) for b in hooks]
+    assert sequence.index(("firing", "charger.temperature.above")) < sequence.index(
+        ("resolved", "charger.temperature.above")
+    )
+    assert sorted(sequence) == sorted(
+        [
+            ("firing", "charger.temperature.above"),
+            ("firing", "interlock.charger.temperature"),
+            ("resolved", "charger.temperature.above"),
+            ("resolved", "interlock.charger.temperature"),
+        ]
+    )
+    fired = next(
+        b["alert"]
+        for b in hooks
+        if b["notice"] == "firing" and b["alert"]["rule"] == "charger.temperature.above"
+    )
+    AlertMessage.model_validate(fired)
+    assert (fired["site"], fired["device"], fired["port"], fired["severity"]) == (
+        "ronghua-1",
+        "station-1",
+        "1",
+        "critical",
+    )
+    assert fired["value"] > 90
+    # The robot got the same four, in its own format.
+    robot = receiver.at("/wecom?key=k")
+    assert len(robot) == 4
+    assert all(b["msgtype"] == "markdown" for b in robot)
+    assert sum("RESOLVED" in b["markdown"]["content"] for b in robot) == 2
+    # And the inbox: one mail per step, subject first.
+    subjects = sorted(" ".join(str(m["Subject"]).split()) for m in inbox.messages)  # unfolded
+    assert len(subjects) == 4
+    assert (
+        sum(
+            s.startswith("[FIRING] [critical] Port over temperature at ronghua-1/station-1 port 1")
+            for s in subjects
+        )
+        == 1
+    )
+    assert all(m["To"] == "ops@district.example" for m in inbox.messages)
+
+
+def chargers(service: Service) -> list[str]:
+    """The charger alerts a notifier holds (edges that stopped earlier are offline alerts too)."""
+    return [fp for fp, a in service.notifier.active.items() if a.alert.kind == "charger"]
+
+
+def publish(port: int, topic: str, payload: str) -> None:
+    """mosquitto_pub, an independent client, at QoS 1."""
+    subprocess.run(
+        ["mosquitto_pub", "-p", str(port), "-q", "1", "-t", topic, "-m", payload], check=True, timeout=10
+    )
+
+
+def event(device: str, state: str = "firing") -> str:
+    return AlertMessage(
+        fingerprint=fingerprint("charger.smoke_alarm.above", "gubei-1", device, None),
+        rule="charger.smoke_alarm.above",
+        title="Smoke in the charging cabinet",
+        severity=Severity.CRITICAL,
+        state=AlertState(state),
+        kind="charger",
+        site="gubei-1",
+        device=device,
+        port=None,
+        value=1,
+        threshold=0.5,
+        time_ms=1,
+        since_ms=1,
+        edge="edge-x",
+    ).model_dump_json()
+
+
+def test_the_api_lists_acknowledges_and_manages_subscriptions_with_a_token(
+    mosquitto: LocalServer, peers: tuple[Receiver, Inbox, int], tmp_path: Path
+) -> None:
+    receiver, _, smtp = peers
+    config = notifier_config(tmp_path, mosquitto.port, smtp, receiver.url, unique("group"))
+    service = Service(config, TOKEN)
+    base = f"http://127.0.0.1:{config.api_port}"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def scenario() -> dict[str, Any]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        await asyncio.wait_for(service.started.wait(), 10)
+        out: dict[str, Any] = {}
+        try:
+            async with httpx.AsyncClient(base_url=base, timeout=10) as api:
+                out["no token"] = (await api.get("/alerts")).status_code
+                out["bad token"] = (
+                    await api.get("/alerts", headers={"Authorization": "Bearer nope"})
+                ).status_code
+                await asyncio.to_thread(
+                    publish, mosquitto.port, "linli/alerts/edge-x/gubei-1/station-2", event("station-2")
+                )
+                await asyncio.to_thread(
+                    publish, mosquitto.port, "linli/alerts/edge-x/gubei-1/station-2", "{not json"
+                )
+                await wait_until(lambda: len(chargers(service)) == 1, 10, "the alert")
+                # (The broker also replays the last will of earlier tests' edges: alerts too.)
+                [listed] = [
+                    a for a in (await api.get("/alerts", headers=auth)).json() if a["kind"] == "charger"
+                ]
+                out["listed"] = listed
+                fp = listed["fingerprint"]
+                out["ack"] = (await api.post(f"/alerts/{fp}/ack", json={"by": "wang"}, headers=auth)).json()
+                out["ack unknown"] = (
+                    await api.post("/alerts/0000000000000000/ack", json={"by": "x"}, headers=auth)
+                ).status_code
+                sub = {
+                    "id": "night-desk",
+                    "channels": [{"kind": "mqtt", "topic": "linli/notices/night"}],
+                    "min_severity": "critical",
+                }
+                out["put"] = (await api.put("/subscriptions/night-desk", json=sub, headers=auth)).status_code
+                out["bad put"] = (await api.put("/subscriptions/x", json=sub, headers=auth)).status_code
+                out["subs"] = [s["id"] for s in (await api.get("/subscriptions", headers=auth)).json()]
+                out["delete"] = (await api.delete("/subscriptions/night-desk", headers=auth)).status_code
+                out["subs after"] = [s["id"] for s in (await api.get("/subscriptions", headers=auth)).json()]
+                out["openapi"] = sorted((await api.get("/openapi.json")).json()["paths"])
+        finally:
+            stop.set()
+            await task
+        return out
+
+    out = asyncio.run(scenario())
+    assert (out["no token"], out["bad token"]) == (401, 401)
+    assert out["listed"]["device"] == "station-2"
+    assert out["listed"]["acked_by"] is None
+    assert out["ack"]["acked_by"] == "wang"
+    assert out["ack unknown"] == 404
+    assert (out["put"], out["bad put"], out["delete"]) == (200, 422, 204)
+    assert out["subs"] == ["night-desk", "ops"]
+    assert out["subs after"] == ["ops"]
+    assert {"/alerts", "/alerts/{fingerprint}/ack", "/subscriptions", "/subscriptions/{sub_id}"} <= set(
+        out["openapi"]
+    )
+
+
+def test_two_notifiers_in_one_group_share_the_events_each_delivered_once(
+    mosquitto: LocalServer, peers: tuple[Receiver, Inbox, int], tmp_path: Path
+) -> None:
+    receiver, _, smtp = peers
+    group = unique("group")
+    services = [
+        Service(notifier_config(tmp_path, mosquitto.port, smtp, receiver.url, group), TOKEN) for _ in range(2)
+    ]
+    devices = [f"station-{i}" for i in range(20)]
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(s.run(stop)) for s in services]
+        for s in services:
+            await asyncio.wait_for(s.started.wait(), 10)
+        try:
+            for device in devices:
+                await asyncio.to_thread(
+                    publish, mosquitto.port, f"linli/alerts/edge-x/gubei-1/{device}", event(device)
+                )
+            await wait_until(lambda: len(receiver.at("/hook")) >= len(devices), 20, "every alert delivered")
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+
+    asyncio.run(scenario())
+    delivered = [b["alert"]["device"] for b in receiver.at("/hook")]
+    assert sorted(delivered) == sorted(devices)  # each exactly once
+    shares = [len(chargers(s)) for s in services]
+    assert sum(shares) == len(devices)
+    assert min(shares) > 0  # both took part
