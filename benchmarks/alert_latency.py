@@ -1,0 +1,183 @@
+"""Alert latency: from the reading that crosses a threshold to the notification at a webhook.
+
+Rescue-point cabinets (MQTT) report their AED battery; each report below the profile's
+20 % is a threshold crossing. The reading carries its own time (`ts`); the notice that
+reaches the local webhook carries the alert's time, which is that reading's. So the
+latency is the whole path: publisher -> Mosquitto -> edge agent (receive, validate, rules,
+publish) -> Mosquitto -> notifier (its own process, MQTT 5 shared subscription) -> HTTP.
+Then the batteries recover and every alert must resolve, also timed. Prints p50, p99, max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from linli.localservers import free_port, start_mosquitto, start_victoria_metrics
+
+
+class Webhook:
+    """Receives notices; keeps (kind, fingerprint, alert time, arrival time) for each."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, str, int, float]] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                arrived = time.time()
+                notice = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                alert = notice["alert"]
+                hook.got.append((notice["notice"], alert["fingerprint"], alert["time_ms"], arrived))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
+def agent_config(path: Path, vm: str, broker: int, devices: int) -> None:
+    lines = [
+        '[agent]\nname = "bench-edge"\nlog_level = "warning"\n',
+        f'[writer]\nkind = "influxdb2"\nurl = "{vm}"\norg = "linli"\nbucket = "linli"\n',
+        f'[buffer]\npath = "{path.parent / "edge.buffer.sqlite"}"\n',
+        f'[mqtt]\nport = {broker}\nclient_id = "bench-edge"\n',
+        '[[sites]]\nid = "bench"\n',
+    ]
+    lines += [f'[[sites.devices]]\nid = "rescue-{i}"\nprofile = "rescue_point"\n' for i in range(devices)]
+    path.write_text("\n".join(lines))
+
+
+def notifier_config(path: Path, broker: int, api: int, hook: str) -> None:
+    path.write_text(
+        f"""state = "{path.parent / "notifier.sqlite"}"
+api_port = {api}
+group_wait_s = 0
+
+[broker]
+port = {broker}
+
+[[subscriptions]]
+id = "bench"
+channels = [{{ kind = "webhook", url = "{hook}" }}]
+"""
+    )
+
+
+def start(args: list[str], marker: str, log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "linli.cli", *args], stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while marker not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"benchmark: {' '.join(args[:2])} did not start; see {log}")
+        time.sleep(0.1)
+    return proc
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--alerts", type=int, default=1000, help="threshold crossings (default 1000)")
+    parser.add_argument("--devices", type=int, default=100, help="rescue points they are spread over")
+    parser.add_argument("--gap-ms", type=float, default=20.0, help="time between readings")
+    args = parser.parse_args()
+    print(
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    )
+    hook = Webhook()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        broker = start_mosquitto(work / "mq")
+        vm = start_victoria_metrics(work / "vm")
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            notifier_config(work / "notifier.toml", broker.port, free_port(), hook.url)
+            env_token = {"LINLI_CLOUD_TOKEN": "bench"}
+            os.environ.update(env_token)
+            procs.append(
+                start(
+                    ["cloud", "run", "--config", str(work / "notifier.toml")],
+                    "notifier: API on",
+                    work / "notifier.log",
+                )
+            )
+            agent_config(work / "edge.toml", vm.url, broker.port, args.devices)
+            procs.append(start(["edge", "run", "--config", str(work / "edge.toml")], "", work / "edge.log"))
+            client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-publisher")
+            client.connect("127.0.0.1", broker.port)
+            client.loop_start()
+
+            def report(level: int, device: int) -> None:
+                payload = {"ts": int(time.time() * 1000), "door_open": False, "equipment_present": True,
+                           "aed_battery": level, "last_inspection": "2026-11-01"}  # fmt: skip
+                client.publish(f"rescue/bench/rescue-{device}/state", json.dumps(payload), qos=1)
+
+            # Warm-up: one alert through the whole path proves every part is up, then it is forgotten.
+            deadline = time.monotonic() + 30
+            while not any(k == "resolved" for k, *_ in hook.got):
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"benchmark: no notice reached the webhook; see {work}/*.log")
+                report(10, 0)
+                time.sleep(0.5)
+                report(90, 0)
+                time.sleep(0.5)
+            hook.got.clear()
+            cycles = max(1, args.alerts // args.devices)
+            for _ in range(cycles):
+                for level in (10, 90):  # below the limit: fires; back above it: resolves
+                    for device in range(args.devices):
+                        report(level, device)
+                        time.sleep(args.gap_ms / 1000)
+                    time.sleep(0.5)
+            expected = cycles * args.devices
+            deadline = time.monotonic() + 30
+            while len(hook.got) < 2 * expected and time.monotonic() < deadline:
+                time.sleep(0.2)
+            client.loop_stop()
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(20)
+            vm.stop()
+            broker.stop()
+    for kind in ("firing", "resolved"):
+        ms = [(arrived * 1000 - alert_ms) for k, _, alert_ms, arrived in hook.got if k == kind]
+        print(
+            f"{kind:>8}: {len(ms)} of {expected} notices; latency p50 {statistics.median(ms):.1f} ms, "
+            f"p99 {percentile(ms, 99):.1f} ms, max {max(ms):.1f} ms"
+            if ms
+            else f"{kind}: none arrived"
+        )
+    duplicates = len(hook.got) - len({(k, f, t) for k, f, t, _ in hook.got})
+    print(f"duplicates: {duplicates}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
