@@ -119,7 +119,7 @@ def test_a_burst_is_one_message_repeats_wait_their_interval_and_resolved_goes_at
     assert sender.got[1:] == [("ops", "repeat", "webhook")]
     run(n, clock, [(5, alert("resolved"))])  # at once, no group wait
     assert sender.got[2:] == [("ops", "resolved", "webhook")]
-    assert n.active == {}
+    assert n.active() == []
 
 
 def test_filters_by_site_kind_rule_and_severity(store: Store) -> None:
@@ -172,8 +172,9 @@ def test_not_acknowledged_in_time_it_escalates_once_and_an_ack_stops_repeats(sto
     run(n, clock, [(1000, None)])  # acknowledged: neither repeated nor escalated
     # The first alert (not acknowledged) repeats to the officer; the second is silent.
     assert {(s, k) for s, k, _ in sender.got[got:]} == {("officer", "repeat")}
-    assert n.active[second.fingerprint].acked_by == "wang"
-    assert n.active[second.fingerprint].told == {"officer": clock.now - 1000}
+    [acked] = [a for a in n.active() if a.alert.fingerprint == second.fingerprint]
+    assert acked.acked_by == "wang"
+    assert acked.told == {"officer": clock.now - 1000}
 
 
 def test_a_delivery_that_keeps_failing_is_retried_then_recorded(

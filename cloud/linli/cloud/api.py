@@ -32,24 +32,18 @@ def app(notifier: Notifier, token: str) -> FastAPI:
     @api.get("/alerts", dependencies=guarded)
     def alerts() -> list[dict[str, Any]]:
         """Alerts firing now, oldest first."""
-        out = []
-        for active in sorted(notifier.active.values(), key=lambda a: a.first_s):
-            out.append(
-                {
-                    **active.alert.model_dump(mode="json"),
-                    "acked_by": active.acked_by,
-                    "told": sorted(active.told),
-                }
-            )
-        return out
+        return [
+            {**a.alert.model_dump(mode="json"), "acked_by": a.acked_by, "told": sorted(a.told)}
+            for a in notifier.active()
+        ]
 
     @api.post("/alerts/{fingerprint}/ack", dependencies=guarded)
     def ack(fingerprint: str, body: Ack) -> dict[str, Any]:
         """Acknowledge a firing alert: no more repeats, no escalation."""
-        active = notifier.ack(fingerprint, body.by)
-        if active is None:
+        by = notifier.ack(fingerprint, body.by)
+        if by is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no firing alert {fingerprint}")
-        return {"fingerprint": fingerprint, "acked_by": active.acked_by}
+        return {"fingerprint": fingerprint, "acked_by": by}
 
     @api.get("/subscriptions", dependencies=guarded)
     def subscriptions() -> list[Subscription]:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -31,16 +32,14 @@ log = logging.getLogger(__name__)
 RANK = {Severity.WARNING: 0, Severity.CRITICAL: 1}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Active:
-    """A firing alert and who heard of it when."""
+    """An open alert as the book has it."""
 
     alert: AlertMessage
-    first_s: float  # when the notifier first saw it fire
-    told: dict[str, float] = field(default_factory=dict)  # subscription -> last message time
-    escalated: set[str] = field(default_factory=set)
-    acked_by: str | None = None
-    acked_s: float | None = None
+    first_s: float  # when a notifier first saw it fire
+    acked_by: str | None
+    told: dict[str, float]  # subscription -> when it last heard
 
 
 def matches(sub: Subscription, alert: AlertMessage) -> bool:
@@ -94,8 +93,10 @@ class Notifier:
         self.store = store
         self.sender = sender
         self.clock = clock
-        self.active: dict[str, Active] = {}
-        self.sent: list[tuple[str, str, Notice]] = []  # (subscription, channel kind, notice): the log
+        self.sent: list[tuple[str, str, Notice]] = []
+        self.handled: Counter[str] = (
+            Counter()
+        )  # events taken, by device kind  # (subscription, channel kind, notice): the log
         self._deliveries: set[asyncio.Task[None]] = set()
 
     # --- events -------------------------------------------------------------
@@ -103,52 +104,54 @@ class Notifier:
     def handle(self, alert: AlertMessage) -> None:
         """One alert event from an edge."""
         now = self.clock()
-        current = self.active.get(alert.fingerprint)
+        self.handled[alert.kind] += 1
         if alert.state is AlertState.FIRING:
-            if current is None:
-                self.active[alert.fingerprint] = Active(alert, now)
+            # The same alert again only updates it: no new message.
+            if self.store.open_alert(alert.fingerprint, alert.model_dump_json(), now):
                 log.info("alert firing: %s %s/%s", alert.rule, alert.site, alert.device)
                 # The first message goes when the group wait ends, not at the next periodic tick.
                 with contextlib.suppress(RuntimeError):  # no loop: the caller ticks
                     asyncio.get_running_loop().call_later(self.config.group_wait_s, self.tick)
-            else:
-                current.alert = alert  # the same alert again: no new message
-        elif alert.state is AlertState.RESOLVED and current is not None:
-            del self.active[alert.fingerprint]
+        elif alert.state is AlertState.RESOLVED:
+            told = self.store.close_alert(alert.fingerprint)
             subs = {s.id: s for s in self.store.subscriptions()}
-            for sub_id in current.told:
+            for sub_id in told or []:
                 if sub_id in subs:
                     self._notify(subs[sub_id], "resolved", alert)
 
-    def ack(self, fp: str, by: str) -> Active | None:
-        """Acknowledge a firing alert: no more repeats or escalation."""
-        active = self.active.get(fp)
-        if active is not None and active.acked_by is None:
-            active.acked_by, active.acked_s = by, self.clock()
-        return active
+    def active(self) -> list[Active]:
+        """Every open alert, oldest first."""
+        return [
+            Active(AlertMessage.model_validate_json(body), first_s, acked_by, self.store.told(fp))
+            for fp, body, first_s, acked_by in self.store.alerts()
+        ]
+
+    def ack(self, fp: str, by: str) -> str | None:
+        """Acknowledge a firing alert: no more repeats or escalation. Who acknowledged, or None."""
+        return self.store.ack(fp, by, self.clock())
 
     def tick(self) -> None:
         """Send what is due now: first messages after the group wait, repeats, escalations."""
         now = self.clock()
-        subs = {s.id: s for s in self.store.subscriptions()}
-        for active in list(self.active.values()):
-            alert = active.alert
+        store = self.store
+        subs = {s.id: s for s in store.subscriptions()}
+        for active in self.active():
+            alert, fp = active.alert, active.alert.fingerprint
             if now - active.first_s < self.config.group_wait_s:
                 continue
             for sub in subs.values():
                 if not matches(sub, alert) or quiet_now(sub.quiet, alert.severity, now):
                     continue
-                last = active.told.get(sub.id)
-                if last is None:
-                    self._notify(sub, "firing", alert, active)
-                elif active.acked_by is None and now - last >= self.config.repeat_s:
-                    self._notify(sub, "repeat", alert, active)
+                if sub.id not in active.told:
+                    if store.claim_first(fp, sub.id, now):
+                        self._notify(sub, "firing", alert)
+                elif store.claim_repeat(fp, sub.id, now, self.config.repeat_s):
+                    self._notify(sub, "repeat", alert)
                 due = sub.escalate_after_s is not None and now - active.first_s >= sub.escalate_after_s
-                if due and active.acked_by is None and sub.id not in active.escalated:
-                    active.escalated.add(sub.id)
+                if due and active.acked_by is None and store.claim_escalation(fp, sub.id):
                     for target in sub.escalate_to:
                         if target in subs:
-                            self._notify(subs[target], "escalation", alert, active)
+                            self._notify(subs[target], "escalation", alert)
 
     # --- delivery -----------------------------------------------------------
 

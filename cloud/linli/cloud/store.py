@@ -1,4 +1,10 @@
-"""The notifier's state on disk (SQLite): subscriptions, acknowledgements, failed deliveries."""
+"""The notifier's state on disk (SQLite): subscriptions, the alert book, failed deliveries.
+
+Notifiers of one shared-subscription group that share this file share the alert book: a
+firing event and its resolution may reach different notifiers, and each message is
+claimed by one of them in a transaction (a row inserted, or updated under a condition),
+so nobody hears of anything twice.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,17 @@ from linli.cloud.config import Subscription
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS subscription (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS alert (
+    fingerprint TEXT PRIMARY KEY, body TEXT NOT NULL, first_s REAL NOT NULL,
+    acked_by TEXT, acked_s REAL
+);
+CREATE TABLE IF NOT EXISTS told (
+    fingerprint TEXT NOT NULL, subscription TEXT NOT NULL, last_s REAL NOT NULL,
+    PRIMARY KEY (fingerprint, subscription)
+);
+CREATE TABLE IF NOT EXISTS escalated (
+    fingerprint TEXT NOT NULL, subscription TEXT NOT NULL, PRIMARY KEY (fingerprint, subscription)
+);
 CREATE TABLE IF NOT EXISTS failed_delivery (
     at_ms INTEGER NOT NULL, subscription TEXT NOT NULL, channel TEXT NOT NULL,
     fingerprint TEXT NOT NULL, notice TEXT NOT NULL, error TEXT NOT NULL, message TEXT NOT NULL
@@ -24,10 +41,84 @@ class Store:
 
     def __init__(self, path: Path | str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False)
+        # Autocommit: each statement its own transaction, BEGIN IMMEDIATE where several must be one.
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
         self._lock = threading.Lock()
-        with self._lock, self._db:
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(SCHEMA)
+
+    # --- the alert book -------------------------------------------------------
+
+    def open_alert(self, fp: str, body: str, now: float) -> bool:
+        """Record a firing alert (or refresh its last event); True if it is new."""
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO alert VALUES (?, ?, ?, NULL, NULL)", (fp, body, now)
+            )
+            if cur.rowcount == 0:
+                self._db.execute("UPDATE alert SET body = ? WHERE fingerprint = ?", (body, fp))
+            return cur.rowcount == 1
+
+    def close_alert(self, fp: str) -> list[str] | None:
+        """Remove a resolved alert; the subscriptions that heard of it, or None if it was not open."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                told = [
+                    s
+                    for (s,) in self._db.execute("SELECT subscription FROM told WHERE fingerprint = ?", (fp,))
+                ]
+                gone = self._db.execute("DELETE FROM alert WHERE fingerprint = ?", (fp,)).rowcount
+                self._db.execute("DELETE FROM told WHERE fingerprint = ?", (fp,))
+                self._db.execute("DELETE FROM escalated WHERE fingerprint = ?", (fp,))
+            finally:
+                self._db.execute("COMMIT")
+        return told if gone else None
+
+    def alerts(self) -> list[tuple[str, str, float, str | None]]:
+        """(fingerprint, body, first seen, acknowledged by) of every open alert, oldest first."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT fingerprint, body, first_s, acked_by FROM alert ORDER BY first_s"
+            ).fetchall()
+
+    def told(self, fp: str) -> dict[str, float]:
+        with self._lock:
+            rows = self._db.execute("SELECT subscription, last_s FROM told WHERE fingerprint = ?", (fp,))
+            return dict(rows.fetchall())
+
+    def ack(self, fp: str, by: str, now: float) -> str | None:
+        """Acknowledge an open alert (the first acknowledgement stands); who did, or None."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE alert SET acked_by = ?, acked_s = ? WHERE fingerprint = ? AND acked_by IS NULL",
+                (by, now, fp),
+            )
+            row = self._db.execute("SELECT acked_by FROM alert WHERE fingerprint = ?", (fp,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def claim_first(self, fp: str, sub: str, now: float) -> bool:
+        """True for exactly one caller: the one that tells `sub` of the alert first."""
+        with self._lock:
+            cur = self._db.execute("INSERT OR IGNORE INTO told VALUES (?, ?, ?)", (fp, sub, now))
+            return cur.rowcount == 1
+
+    def claim_repeat(self, fp: str, sub: str, now: float, every: float) -> bool:
+        """True for exactly one caller, once `every` seconds passed since `sub` last heard."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE told SET last_s = ? WHERE fingerprint = ? AND subscription = ? AND last_s <= ? "
+                "AND EXISTS (SELECT 1 FROM alert WHERE fingerprint = ? AND acked_by IS NULL)",
+                (now, fp, sub, now - every, fp),
+            )
+            return cur.rowcount == 1
+
+    def claim_escalation(self, fp: str, sub: str) -> bool:
+        with self._lock:
+            return self._db.execute("INSERT OR IGNORE INTO escalated VALUES (?, ?)", (fp, sub)).rowcount == 1
+
+    # --- subscriptions ----------------------------------------------------------
 
     def subscriptions(self) -> list[Subscription]:
         with self._lock:
@@ -41,12 +132,12 @@ class Store:
             )
 
     def delete_subscription(self, sub_id: str) -> bool:
-        with self._lock, self._db:
+        with self._lock:
             return self._db.execute("DELETE FROM subscription WHERE id = ?", (sub_id,)).rowcount > 0
 
     def seed(self, subs: list[Subscription]) -> None:
         """The config's subscriptions, where the API has not changed them."""
-        with self._lock, self._db:
+        with self._lock:
             for sub in subs:
                 self._db.execute(
                     "INSERT OR IGNORE INTO subscription VALUES (?, ?)", (sub.id, sub.model_dump_json())
@@ -66,7 +157,7 @@ class Store:
             error,
             json.dumps(notice),
         )
-        with self._lock, self._db:
+        with self._lock:
             self._db.execute("INSERT INTO failed_delivery VALUES (?, ?, ?, ?, ?, ?, ?)", row)
 
     def failures(self) -> list[dict[str, Any]]:
