@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import paho.mqtt.client as paho
 import pytest
 from aiosmtpd.controller import Controller
+from paho.mqtt.enums import CallbackAPIVersion
 
 from linli.catalog.alerts import AlertMessage, AlertState, fingerprint
 from linli.catalog.profile import Severity
@@ -232,6 +234,13 @@ def test_the_api_lists_acknowledges_and_manages_subscriptions_with_a_token(
     base = f"http://127.0.0.1:{config.api_port}"
     auth = {"Authorization": f"Bearer {TOKEN}"}
 
+    night_desk: list[dict[str, Any]] = []
+    listener = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("desk"))
+    listener.on_message = lambda _c, _u, m: night_desk.append(json.loads(m.payload))
+    listener.connect("127.0.0.1", mosquitto.port)
+    listener.subscribe("linli/notices/#", qos=1)
+    listener.loop_start()
+
     async def scenario() -> dict[str, Any]:
         stop = asyncio.Event()
         task = asyncio.create_task(service.run(stop))
@@ -268,6 +277,12 @@ def test_the_api_lists_acknowledges_and_manages_subscriptions_with_a_token(
                 out["put"] = (await api.put("/subscriptions/night-desk", json=sub, headers=auth)).status_code
                 out["bad put"] = (await api.put("/subscriptions/x", json=sub, headers=auth)).status_code
                 out["subs"] = [s["id"] for s in (await api.get("/subscriptions", headers=auth)).json()]
+                # The new subscription hears of the alert already open, on its MQTT topic.
+                await wait_until(
+                    lambda: any(n["alert"]["kind"] == "charger" for n in night_desk),
+                    10,
+                    "the night desk's notice",
+                )
                 out["delete"] = (await api.delete("/subscriptions/night-desk", headers=auth)).status_code
                 out["subs after"] = [s["id"] for s in (await api.get("/subscriptions", headers=auth)).json()]
                 out["openapi"] = sorted((await api.get("/openapi.json")).json()["paths"])
@@ -276,7 +291,15 @@ def test_the_api_lists_acknowledges_and_manages_subscriptions_with_a_token(
             await task
         return out
 
-    out = asyncio.run(scenario())
+    try:
+        out = asyncio.run(scenario())
+    finally:
+        listener.loop_stop()
+        listener.disconnect()
+    charger_notices = [n for n in night_desk if n["alert"]["kind"] == "charger"]  # (earlier edges' wills too)
+    assert [(n["subscription"], n["notice"], n["alert"]["device"]) for n in charger_notices] == [
+        ("night-desk", "firing", "station-2")
+    ]
     assert (out["no token"], out["bad token"]) == (401, 401)
     assert out["listed"]["device"] == "station-2"
     assert out["listed"]["acked_by"] is None
