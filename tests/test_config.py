@@ -173,3 +173,33 @@ def test_cli_help_and_usage_errors() -> None:
     )
     assert bad.returncode == 2
     assert "COMMAND" in bad.stderr
+
+
+def test_check_shows_the_rules_in_force_and_each_interlock(tmp_path: Path) -> None:
+    rules = """
+[[rules]]
+kind = "charger"
+field = "temperature"
+device = "charger-01"
+above = 80
+
+[[interlocks]]
+field = "smoke_alarm"
+above = 0.5
+"""
+    path = write(tmp_path, GOOD.replace("[[sites]]", rules + "\n[[sites]]"))
+    result = subprocess.run(
+        [sys.executable, "-m", "linli.cli", "edge", "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "rule charger.temperature.above" in out
+    assert "above 90 for all" in out  # the profile's default
+    assert "above 80 for charger-01" in out  # the override
+    assert "interlock ronghua/charger-01" in out
+    assert "smoke_alarm > 0.5 -> stop every port" in out
+    assert "alerts: stored in 'alert'; not published" in out  # no broker configured

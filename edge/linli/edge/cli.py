@@ -95,7 +95,29 @@ def _check(args: argparse.Namespace) -> int:
             print(
                 f"  {dev.name:<30} mqtt {dev.profile.kind}, offline after {3 * dev.heartbeat_s:g}s of silence"
             )
+    _print_alerting(agent)
     return 0
+
+
+def _print_alerting(agent: Agent) -> None:
+    """The rules in force, where their events go, and the interlocks, for the technician."""
+    publisher = agent.alerting.publisher
+    target = (
+        f"{publisher.host}:{publisher.port} {publisher.topic}/..." if publisher.enabled else "not published"
+    )
+    print(f"  alerts: stored in 'alert'; {target}")
+    for rules in agent.alerting.engine.rules.values():
+        for rule in rules:
+            scope = "/".join(x for x in (rule.site, rule.device) if x) or "all"
+            scope += "".join(f", {k}={v}" for k, v in sorted(rule.when.items()))
+            state = "" if rule.enabled else ", disabled"
+            print(f"  rule {rule.id:<40} {rule.condition} {rule.limit:g} for {scope}{state}")
+    for poller in agent.pollers:
+        for lock in poller.interlocks:
+            c = lock.config
+            limit = f"> {c.above:g}" if c.above is not None else f"< {c.below:g}"
+            where = "its port" if lock.per_port else "every port"
+            print(f"  interlock {poller.name:<30} {c.field} {limit} -> {c.command} {where}")
 
 
 def _probe(args: argparse.Namespace) -> int:

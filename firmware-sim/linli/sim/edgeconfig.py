@@ -67,4 +67,19 @@ def district_edge_config(
             lines.append(f"heartbeat = {group.interval!r}")
         if group.tags:
             lines.append(f"tags = {_toml_value(group.tags)}")
+    if any(d.kind == "charger" for d in expand(scenario)):
+        lines += [
+            "",
+            "# Safety at the edge: an overheating port, or smoke in a cabinet, stops charging.",
+            "[[interlocks]]",
+            'kind = "charger"',
+            'field = "temperature"',
+            "above = 90.0",
+            "hysteresis = 5.0",
+            "",
+            "[[interlocks]]",
+            'kind = "charger"',
+            'field = "smoke_alarm"',
+            "above = 0.5",
+        ]
     return "\n".join(lines) + "\n"
