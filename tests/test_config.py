@@ -35,6 +35,13 @@ def write(tmp_path: Path, text: str, name: str = "edge.toml") -> Path:
     return path
 
 
+def linli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command line, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "linli.cli", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 def problems(path: Path) -> list[str]:
     with pytest.raises(ConfigError) as info:
         load_config(path)
@@ -149,28 +156,18 @@ def test_thresholds_apply_by_tag_and_side() -> None:
 
 def test_cli_reports_config_errors_with_exit_code_2(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace("port = 5020", "prot = 5020"))
-    result = subprocess.run(
-        [sys.executable, "-m", "linli.cli", "edge", "run", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = linli("edge", "run", "--config", str(path))
     assert result.returncode == 2
     assert "sites[0].devices[0].prot" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_cli_help_and_usage_errors() -> None:
-    ok = subprocess.run(
-        [sys.executable, "-m", "linli.cli", "--help"], capture_output=True, text=True, check=False
-    )
+    ok = linli("--help")
     assert ok.returncode == 0
-    for area in ("demo", "edge", "sim", "catalog"):
+    for area in ("demo", "edge", "sim", "catalog", "dashboards", "cloud"):
         assert area in ok.stdout
-    bad = subprocess.run(
-        [sys.executable, "-m", "linli.cli", "edge"], capture_output=True, text=True, check=False
-    )
+    bad = linli("edge")
     assert bad.returncode == 2
     assert "COMMAND" in bad.stderr
 
@@ -188,13 +185,7 @@ field = "smoke_alarm"
 above = 0.5
 """
     path = write(tmp_path, GOOD.replace("[[sites]]", rules + "\n[[sites]]"))
-    result = subprocess.run(
-        [sys.executable, "-m", "linli.cli", "edge", "check", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = linli("edge", "check", "--config", str(path))
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "rule charger.temperature.above" in out
