@@ -175,11 +175,20 @@ class RuleEngine:
         for rule in rules:
             self.rules.setdefault(rule.kind, []).append(rule)
         self._tracks: dict[tuple[str, str, str, str | None], _Track] = {}
+        self._applicable: dict[tuple[str, tuple[tuple[str, str], ...]], list[Rule]] = {}
         # Last reading time of each (rule, series) for silence rules, with its identity.
         self._seen: dict[tuple[str, str, str, str | None], tuple[Rule, int]] = {}
 
     def rules_for(self, kind: str, tags: Mapping[str, str]) -> list[Rule]:
         """The rules that hold for one device: the most specific one of each slot."""
+        # A device's tags never change, so neither do its rules: worked out once per device.
+        key = (kind, tuple(sorted(tags.items())))
+        cached = self._applicable.get(key)
+        if cached is None:
+            cached = self._applicable[key] = self._select(kind, tags)
+        return cached
+
+    def _select(self, kind: str, tags: Mapping[str, str]) -> list[Rule]:
         best: dict[object, Rule] = {}
         for rule in self.rules.get(kind, []):
             if rule.applies(tags):
