@@ -25,7 +25,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 from linli.catalog.profile import Profile, Severity, get_profile
 from linli.catalog.registers import Value
 from linli.edge.config import EdgeConfig, InterlockConfig, RuleConfig
-from linli.edge.rules import AlertEvent, Condition, Rule, RuleEngine, State, profile_rules
+from linli.edge.rules import (
+    AlertEvent,
+    Condition,
+    Rule,
+    RuleEngine,
+    Slot,
+    State,
+    profile_rules,
+    rule_id,
+    slot_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,26 +47,20 @@ def configured_rules(config: EdgeConfig) -> list[Rule]:
     """The profiles' default rules for the kinds in use, then the config's own."""
     kinds = {device.profile for _, device in config.devices()}
     rules = [rule for kind in sorted(kinds) for rule in profile_rules(get_profile(kind))]
-    defaults: dict[tuple[object, ...], Rule] = {r.slot: r for r in rules}
+    defaults = {r.slot: r for r in rules}
     rules.extend(_rule(c, defaults) for c in config.rules)
     return rules
 
 
-def _rule(c: RuleConfig, defaults: Mapping[tuple[object, ...], Rule]) -> Rule:
-    condition, limit = (
-        (Condition.ABOVE, c.above)
-        if c.above is not None
-        else (Condition.BELOW, c.below)
-        if c.below is not None
-        else (Condition.RATE, c.rate_above)
-        if c.rate_above is not None
-        else (Condition.SILENT, c.silent_for)
+def _rule(c: RuleConfig, defaults: Mapping[Slot, Rule]) -> Rule:
+    """A config rule; what it leaves out comes from the default it replaces, if any."""
+    given = ((Condition.ABOVE, c.above), (Condition.BELOW, c.below), (Condition.RATE, c.rate_above))
+    condition, limit = next(
+        ((cond, v) for cond, v in given if v is not None), (Condition.SILENT, c.silent_for)
     )
-    slot = (c.kind, c.field, condition, tuple(sorted(c.when.items())))
-    base = defaults.get(slot)
-    suffix = "".join(f".{v}" for _, v in sorted(c.when.items()))
+    base = defaults.get(slot_of(c.kind, c.field, condition, c.when))
     return Rule(
-        id=base.id if base else f"{c.kind}.{c.field}.{condition}{suffix}",
+        id=base.id if base else rule_id(c.kind, c.field, condition, c.when),
         kind=c.kind,
         field=c.field,
         condition=condition,

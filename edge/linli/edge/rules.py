@@ -59,13 +59,25 @@ class Rule:
         return all(tags.get(k) == v for k, v in self.when.items())
 
     @property
-    def slot(self) -> tuple[str, str, Condition, tuple[tuple[str, str], ...]]:
+    def slot(self) -> Slot:
         """What an override replaces: the same field, condition and tag match."""
-        return (self.kind, self.field, self.condition, tuple(sorted(self.when.items())))
+        return slot_of(self.kind, self.field, self.condition, self.when)
 
     def scope(self) -> int:
         """How specific: a device's rule beats a site's, which beats the default."""
         return (self.site is not None) + 2 * (self.device is not None)
+
+
+Slot = tuple[str, str, Condition, tuple[tuple[str, str], ...]]
+
+
+def slot_of(kind: str, field: str, condition: Condition, when: Mapping[str, str]) -> Slot:
+    return (kind, field, condition, tuple(sorted(when.items())))
+
+
+def rule_id(kind: str, field: str, condition: Condition, when: Mapping[str, str]) -> str:
+    """e.g. charger.temperature.above, fire_pressure.pressure.below.sprinkler"""
+    return f"{kind}.{field}.{condition}" + "".join(f".{v}" for _, v in sorted(when.items()))
 
 
 def profile_rules(profile: Profile) -> list[Rule]:
@@ -75,9 +87,8 @@ def profile_rules(profile: Profile) -> list[Rule]:
 
 def threshold_rule(kind: str, t: Threshold) -> Rule:
     condition = Condition.ABOVE if t.above is not None else Condition.BELOW
-    suffix = "".join(f".{v}" for _, v in sorted(t.when.items()))
     return Rule(
-        id=f"{kind}.{t.field}.{condition}{suffix}",
+        id=rule_id(kind, t.field, condition, t.when),
         kind=kind,
         field=t.field,
         condition=condition,
