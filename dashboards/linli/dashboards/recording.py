@@ -17,7 +17,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import select
 import subprocess
 import sys
@@ -88,11 +87,10 @@ async def record(
         mqtt_port=mqtt_port,
         agent="recording-edge",
         health_interval=2.0,
+        # Time runs fast: Modbus devices are polled every `poll_s` real seconds so that a short
+        # episode (a port overheating until it is stopped) falls between no two polls.
+        poll_s=poll_s,
     )
-    # Time runs fast: Modbus devices are polled every `poll_s` real seconds so that a short
-    # episode (a port overheating until the station cuts it off) falls between no two polls.
-    text = re.sub(r"^interval = .*$", f"interval = {poll_s!r}", text, flags=re.M)
-    text = re.sub(r"^timeout = .*$", f"timeout = {min(0.5, poll_s)!r}", text, flags=re.M)
     # The agent's durable buffer lives with the rest of the run.
     text += f"\n[buffer]\npath = {json.dumps(str(workdir / 'edge.buffer.sqlite'))}\n"
     config = EdgeConfig.model_validate(tomllib.loads(text))
