@@ -19,6 +19,7 @@ from typing import Any
 
 from linli.catalog.profile import Profile
 from linli.catalog.registers import Value, compile_decoder
+from linli.dashboards.influxv1 import run as run_influxql
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
 from linli.localservers import LocalServer, mosquitto_queue_limits, start_influxdb1
@@ -88,15 +89,12 @@ def influx1_down(datadir: Path, prefix: str) -> tuple[LocalServer, str]:
 
 
 def influx1_query(url: str, db: str, q: str) -> list[dict[str, Any]]:
-    """Rows as dicts (one per point), across all returned series."""
-    params = urllib.parse.urlencode({"db": db, "q": q, "epoch": "ms"})
-    result = json.loads(http_get(f"{url}/query?{params}"))["results"][0]
-    assert "error" not in result, result
+    """Rows as dicts (one per point), across all returned series; QueryError if refused."""
     rows = []
-    for series in result.get("series", []):
-        for values in series["values"]:
-            row = dict(zip(series["columns"], values, strict=True))
-            row.update(series.get("tags", {}))
+    for series in run_influxql(url, db, q):
+        for values in series.values:
+            row = dict(zip(series.columns, values, strict=True))
+            row.update(series.tags)
             rows.append(row)
     return rows
 

@@ -134,10 +134,7 @@ def _picture(args: argparse.Namespace) -> int:
         start = end - int(args.hours * 3_600_000)
         source = Source(args.url, args.database, start, end, zone=dashboard["timezone"], token=args.token)
         print(render(dashboard, source, args.out))
-    except (QueryError, OSError) as exc:
-        print(f"linli dashboards picture: {exc}", file=sys.stderr)
-        return 1
-    except ServerMissingError as exc:
+    except (QueryError, OSError, ServerMissingError) as exc:
         print(f"linli dashboards picture: {exc}", file=sys.stderr)
         return 1
     return 0
