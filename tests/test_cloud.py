@@ -259,6 +259,9 @@ def test_the_api_lists_acknowledges_and_manages_subscriptions_with_a_token(
                     publish, mosquitto.port, "linli/alerts/edge-x/gubei-1/station-2", "{not json"
                 )
                 await wait_until(lambda: len(chargers(service)) == 1, 10, "the alert")
+                feed = service.feed
+                assert feed is not None
+                await wait_until(lambda: feed.rejected == 1, 10, "the malformed event refused and counted")
                 # (The broker also replays the last will of earlier tests' edges: alerts too.)
                 [listed] = [
                     a for a in (await api.get("/alerts", headers=auth)).json() if a["kind"] == "charger"

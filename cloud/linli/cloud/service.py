@@ -33,10 +33,11 @@ class Service:
         self.notifier = Notifier(config, self.store, self.sender, time.time)
         self.token = token
         self.started = asyncio.Event()
+        self.feed: AlertFeed | None = None  # while running
 
     async def run(self, stop: asyncio.Event) -> int:
         loop = asyncio.get_running_loop()
-        feed = AlertFeed(self.config.broker, loop, self.notifier.handle)
+        feed = self.feed = AlertFeed(self.config.broker, loop, self.notifier.handle)
         self.sender.publish = feed.publish
         server = uvicorn.Server(
             uvicorn.Config(
