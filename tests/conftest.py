@@ -6,14 +6,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from linli.localservers import (
     LocalServer,
     ServerMissingError,
+    free_port,
     start_influxdb1,
     start_mosquitto,
     start_victoria_metrics,
 )
+from peers import Inbox, Receiver
 from support import shipped_queue_settings
 
 
@@ -57,3 +60,14 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]
     )
     yield server
     server.stop()
+
+
+@pytest.fixture
+def peers() -> Iterator[tuple[Receiver, Inbox, int]]:
+    receiver, inbox = Receiver(), Inbox()
+    smtp_port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    yield receiver, inbox, smtp_port
+    controller.stop()
+    receiver.close()

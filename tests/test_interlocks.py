@@ -168,7 +168,7 @@ def test_an_overheating_port_is_stopped_alerted_and_resolved_as_it_cools(
     assert (state, reason) == (0, MANUAL)
     assert temperature < 85
     # The agent said goodbye on purpose, and its events are stored for the dashboards.
-    assert inbox.status(agent_name)[-1] == "offline"
+    assert inbox.status(agent_name)[-1] == "stopped"
     exported = http_get(f"{victoria.url}/api/v1/export?match[]={{__name__=~'alert_.*',device='station-1'}}")
     rules = {json.loads(line)["metric"].get("rule") for line in exported.decode().splitlines()}
     assert {"charger.temperature.above", "interlock.charger.temperature"} <= rules

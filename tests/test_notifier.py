@@ -21,13 +21,13 @@ import pytest
 from linli.catalog.alerts import AlertMessage, AlertState, fingerprint
 from linli.catalog.profile import Severity
 from linli.cloud.channels import DeliveryError, Notice, body
-from linli.cloud.config import Channel, ChannelKind, NotifierConfig, QuietHours, Subscription
+from linli.cloud.config import ChannelKind, HttpChannel, NotifierConfig, QuietHours, Subscription
 from linli.cloud.notifier import Notifier, edge_status_alert
 from linli.cloud.store import Store
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 SECRET_VAR = "TEST_ROBOT_SECRET"  # noqa: S105 (the name of a variable)
-HOOK = Channel(kind=ChannelKind.WEBHOOK, url="http://hook.invalid/x")
+HOOK = HttpChannel(kind=ChannelKind.WEBHOOK, url="http://hook.invalid/x")
 
 
 def at(hhmm: str) -> float:
@@ -76,7 +76,7 @@ class Recorder:
         self.fail = fail
         self.attempts = 0
 
-    async def send(self, channel: Channel, notice: Notice) -> None:
+    async def send(self, channel: HttpChannel, notice: Notice) -> None:
         self.attempts += 1
         if self.attempts <= self.fail:
             raise DeliveryError("HTTP 503: busy")
@@ -212,18 +212,29 @@ def test_an_edge_s_last_will_is_an_alert_like_any_other(store: Store) -> None:
     assert sender.got == [("ops", "firing", "webhook"), ("ops", "resolved", "webhook")]
 
 
+def test_an_edge_stopped_on_purpose_pages_nobody(store: Store) -> None:
+    clock, sender = Clock(at("03:00")), Recorder()
+    n = make(store, [Subscription(id="fire-officer", channels=[HOOK])], clock, sender, group_wait_s=0)
+    stopped = edge_status_alert("edge-7", "stopped", 1)
+    assert stopped is not None
+    assert stopped.state is AlertState.RESOLVED
+    run(n, clock, [(0, stopped)])
+    assert sender.got == []
+    assert n.active() == []
+
+
 def test_robot_formats_and_signatures(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SECRET_VAR, "SEC")
     notice = Notice("firing", alert(), "ops")
     url, wecom = body(
-        Channel(kind=ChannelKind.WECOM, url="https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=K"),
+        HttpChannel(kind=ChannelKind.WECOM, url="https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=K"),
         notice,
         1700000000.0,
     )
     assert wecom["msgtype"] == "markdown"
     assert "Port over temperature" in wecom["markdown"]["content"]
     url, ding = body(
-        Channel(
+        HttpChannel(
             kind=ChannelKind.DINGTALK,
             url="https://oapi.dingtalk.com/robot/send?access_token=T",
             secret_env=SECRET_VAR,
@@ -236,7 +247,7 @@ def test_robot_formats_and_signatures(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (query["timestamp"], query["sign"]) == (["1700000000500"], [expected])
     assert ding["markdown"]["title"].startswith("[FIRING] [critical]")
     _, feishu = body(
-        Channel(
+        HttpChannel(
             kind=ChannelKind.FEISHU,
             url="https://open.feishu.cn/open-apis/bot/v2/hook/x",
             secret_env=SECRET_VAR,

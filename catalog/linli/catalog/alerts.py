@@ -16,6 +16,14 @@ from linli.catalog.profile import Severity
 
 ALERT_TOPIC = "linli/alerts"
 EDGE_STATUS_TOPIC = "linli/edges"
+# What an edge's status topic says: up, gone without a goodbye (its last will), or stopped on purpose.
+EDGE_ONLINE = "online"
+EDGE_OFFLINE = "offline"
+EDGE_STOPPED = "stopped"
+# Identifiers (site, device, kind, edge) are short; a longer one is not an alert of ours.
+NAME_MAX = 128
+# The last millisecond of year 9999: later times cannot be shown as dates.
+MAX_TIME_MS = 253_402_300_799_999
 
 
 def fingerprint(rule: str, site: str, device: str, port: str | None) -> str:
@@ -34,7 +42,8 @@ class AlertState(StrEnum):
 class AlertMessage(BaseModel):
     """One step of one alert on one device (or one port of it)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are refused: JSON has no such numbers, and a stored NaN reads back as null.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     fingerprint: Annotated[
         str, Field(pattern=r"^[0-9a-f]{16}$", description="Same alert, same thing: same value")
@@ -43,12 +52,16 @@ class AlertMessage(BaseModel):
     title: Annotated[str, Field(max_length=256)]
     severity: Severity
     state: AlertState
-    kind: Annotated[str, Field(description="Device kind (profile)")]
-    site: str
-    device: str
-    port: str | None = Field(description="The port, for a per-port field; else null")
+    kind: Annotated[str, Field(max_length=NAME_MAX, description="Device kind (profile)")]
+    site: Annotated[str, Field(max_length=NAME_MAX)]
+    device: Annotated[str, Field(max_length=NAME_MAX)]
+    port: Annotated[str, Field(max_length=NAME_MAX)] | None = Field(
+        description="The port, for a per-port field; else null"
+    )
     value: float | None = Field(description="What was measured (for silence: seconds without data)")
     threshold: float
-    time_ms: Annotated[int, Field(ge=0, description="When this step happened, ms since the epoch (UTC)")]
-    since_ms: Annotated[int, Field(ge=0, description="When the condition began")]
-    edge: Annotated[str, Field(description="The agent that saw it")]
+    time_ms: Annotated[
+        int, Field(ge=0, le=MAX_TIME_MS, description="When this step happened, ms since the epoch (UTC)")
+    ]
+    since_ms: Annotated[int, Field(ge=0, le=MAX_TIME_MS, description="When the condition began")]
+    edge: Annotated[str, Field(max_length=NAME_MAX, description="The agent that saw it")]

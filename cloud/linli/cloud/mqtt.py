@@ -16,24 +16,47 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
-from linli.catalog.alerts import AlertMessage
+from linli.catalog.alerts import NAME_MAX, AlertMessage
 from linli.cloud.config import BrokerConfig
 from linli.cloud.notifier import edge_status_alert
+from linli.cloud.store import validation_reason
 
 log = logging.getLogger(__name__)
+
+# An alert event is a few hundred bytes; anything much larger is not one.
+MAX_EVENT_BYTES = 65_536
+# Why an event is refused, by pydantic's error type; anything else is "invalid".
+REASONS = {"json_invalid": "malformed", "finite_number": "not_finite"}
+
+# reason, source (the edge in the topic), detail: called on the event loop.
+Reject = Callable[[str, str, str], None]
+
+
+def classify(payload: bytes) -> tuple[AlertMessage | None, str, str]:
+    """The alert in a payload, or None with the reason and a one-line detail."""
+    if len(payload) > MAX_EVENT_BYTES:
+        return None, "too_large", f"{len(payload)} bytes, limit {MAX_EVENT_BYTES}"
+    try:
+        return AlertMessage.model_validate_json(payload), "", ""
+    except ValidationError as exc:
+        return None, REASONS.get(exc.errors()[0]["type"], "invalid"), validation_reason(exc)
 
 
 class AlertFeed:
     """Subscribes `$share/{group}/{alert_topic}/#` and the edges' status; hands alerts to the loop."""
 
     def __init__(
-        self, broker: BrokerConfig, loop: asyncio.AbstractEventLoop, handle: Callable[[AlertMessage], None]
+        self,
+        broker: BrokerConfig,
+        loop: asyncio.AbstractEventLoop,
+        handle: Callable[[AlertMessage], None],
+        reject: Reject,
     ) -> None:
         self.broker = broker
         self.loop = loop
         self.handle = handle
+        self.reject = reject
         self.subscribed = asyncio.Event()
-        self.rejected = 0
         # Unique per instance: notifiers of one group must not take over each other's connection.
         client_id = f"linli-notifier-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
@@ -46,6 +69,7 @@ class AlertFeed:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         self._failing = False
+        self._stopping = False
         client.reconnect_delay_set(1, 60)
         self.client = client
 
@@ -59,6 +83,7 @@ class AlertFeed:
         self.client.loop_start()
 
     def stop(self) -> None:
+        self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -83,6 +108,8 @@ class AlertFeed:
             self._failing = True
 
     def _on_disconnect(self, _c: object, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
+        if self._stopping:
+            return
         log.warning("notifier: disconnected from the broker (%s); reconnecting", reason)
 
     def _on_subscribe(
@@ -94,17 +121,32 @@ class AlertFeed:
         self.loop.call_soon_threadsafe(self.subscribed.set)
 
     def _on_message(self, _c: object, _u: object, msg: paho.MQTTMessage) -> None:
-        if msg.topic.startswith(self.broker.status_topic + "/"):
-            edge = msg.topic.rsplit("/", 1)[1]
-            alert = edge_status_alert(
-                edge, msg.payload.decode(errors="replace").strip(), int(time.time() * 1000)
-            )
-        else:
-            try:
-                alert = AlertMessage.model_validate_json(msg.payload)
-            except ValidationError as exc:
-                self.rejected += 1
-                log.error("notifier: not an alert event on %s: %s", msg.topic, exc.errors()[0]["msg"])
+        try:
+            self._take(msg)
+        except Exception as exc:
+            # paho would end its network thread on an exception: one message must not.
+            self._refuse("internal", "(feed)", repr(exc))
+
+    def _take(self, msg: paho.MQTTMessage) -> None:
+        topic = msg.topic
+        payload = bytes(msg.payload)
+        if topic.startswith(self.broker.status_topic + "/"):
+            edge = topic.rsplit("/", 1)[1]
+            status = payload.decode(errors="replace").strip()
+            alert = None
+            if len(edge) <= NAME_MAX:
+                alert = edge_status_alert(edge, status, int(time.time() * 1000))
+            if alert is None:
+                self._refuse("invalid", edge[:NAME_MAX], f"status {status[:40]!r} on {topic[:200]}")
                 return
-        if alert is not None:
-            self.loop.call_soon_threadsafe(self.handle, alert)
+        else:
+            alert, reason, detail = classify(payload)
+            if alert is None:
+                # The edge's name is the topic's third level: whose events keep failing.
+                parts = topic.split("/")
+                self._refuse(reason, parts[2][:NAME_MAX] if len(parts) > 2 else topic[:200], detail)
+                return
+        self.loop.call_soon_threadsafe(self.handle, alert)
+
+    def _refuse(self, reason: str, source: str, detail: str) -> None:
+        self.loop.call_soon_threadsafe(self.reject, reason, source, detail)

@@ -21,11 +21,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from linli.catalog.alerts import AlertMessage, AlertState, fingerprint
+from pydantic import ValidationError
+
+from linli.catalog.alerts import (
+    EDGE_OFFLINE,
+    EDGE_ONLINE,
+    EDGE_STOPPED,
+    AlertMessage,
+    AlertState,
+    fingerprint,
+)
 from linli.catalog.profile import Severity
 from linli.cloud.channels import DeliveryError, Notice, NoticeKind, Sender
 from linli.cloud.config import Channel, NotifierConfig, QuietHours, Subscription
-from linli.cloud.store import Store
+from linli.cloud.store import Store, validation_reason
+from linli.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +71,12 @@ def quiet_now(quiet: QuietHours | None, severity: Severity, now_s: float) -> boo
 
 
 def edge_status_alert(edge: str, status: str, now_ms: int) -> AlertMessage | None:
-    """An edge's last will ("offline") as an alert like any other; "online" resolves it."""
-    if status not in ("online", "offline"):
+    """An edge's last will ("offline") as an alert like any other.
+
+    "online" resolves it, and so does "stopped": a planned stop (a restart, an upgrade)
+    pages nobody, while a lost connection does.
+    """
+    if status not in (EDGE_ONLINE, EDGE_OFFLINE, EDGE_STOPPED):
         return None
     rule = "edge.offline"
     return AlertMessage(
@@ -70,7 +84,7 @@ def edge_status_alert(edge: str, status: str, now_ms: int) -> AlertMessage | Non
         rule=rule,
         title="Edge agent offline",
         severity=Severity.CRITICAL,
-        state=AlertState.FIRING if status == "offline" else AlertState.RESOLVED,
+        state=AlertState.FIRING if status == EDGE_OFFLINE else AlertState.RESOLVED,
         kind="edge",
         site="",
         device=edge,
@@ -93,16 +107,33 @@ class Notifier:
         self.store = store
         self.sender = sender
         self.clock = clock
-        self.sent: list[tuple[str, str, Notice]] = []
-        self.handled: Counter[str] = (
-            Counter()
-        )  # events taken, by device kind  # (subscription, channel kind, notice): the log
+        self.sent: list[tuple[str, str, Notice]] = []  # (subscription, channel kind, notice): the log
+        self.handled: Counter[str] = Counter()  # events taken, by device kind
+        self.rejected: Counter[str] = Counter()  # events refused at the door, by reason
+        self.errors: Counter[str] = Counter()  # alerts quarantined or failing, by where
         self._deliveries: set[asyncio.Task[None]] = set()
+        self._ratelog = RateLimitedLog(log)
+
+    def reject(self, reason: str, source: str, detail: str) -> None:
+        """An event that is not an alert of ours: counted, logged once per reason and source a minute."""
+        self.rejected[reason] += 1
+        self._ratelog.log(reason, source, "notifier: event from %s refused (%s): %s", source, reason, detail)
+
+    def count_failure(self, where: str, fp: str, exc: BaseException) -> None:
+        """A step that failed for one alert (or `(all)`): counted, logged once a minute per alert."""
+        self.errors[where] += 1
+        self._ratelog.log(where, fp, "notifier: alert %s: %s failed: %r", fp, where, exc)
 
     # --- events -------------------------------------------------------------
 
     def handle(self, alert: AlertMessage) -> None:
-        """One alert event from an edge."""
+        """One alert event from an edge; a failure costs this event, never the notifier."""
+        try:
+            self._handle(alert)
+        except Exception as exc:
+            self.count_failure("handle", alert.fingerprint, exc)
+
+    def _handle(self, alert: AlertMessage) -> None:
         now = self.clock()
         self.handled[alert.kind] += 1
         if alert.state is AlertState.FIRING:
@@ -120,11 +151,19 @@ class Notifier:
                     self._notify(subs[sub_id], "resolved", alert)
 
     def active(self) -> list[Active]:
-        """Every open alert, oldest first."""
-        return [
-            Active(AlertMessage.model_validate_json(body), first_s, acked_by, self.store.told(fp))
-            for fp, body, first_s, acked_by in self.store.alerts()
-        ]
+        """Every open alert, oldest first; one that no longer reads back is quarantined."""
+        out = []
+        for fp, body, first_s, acked_by in self.store.alerts():
+            try:
+                alert = AlertMessage.model_validate_json(body)
+            except ValidationError as exc:
+                reason = validation_reason(exc)
+                self.errors["quarantined"] += 1
+                log.error("notifier: alert %s no longer reads back (%s); quarantined", fp, reason)
+                self.store.quarantine_alert(fp, reason)
+                continue
+            out.append(Active(alert, first_s, acked_by, self.store.told(fp)))
+        return out
 
     def ack(self, fp: str, by: str) -> str | None:
         """Acknowledge a firing alert: no more repeats or escalation. Who acknowledged, or None."""
@@ -133,27 +172,39 @@ class Notifier:
     def tick(self) -> None:
         """Send what is due now: first messages after the group wait, repeats, escalations."""
         now = self.clock()
-        store = self.store
-        subs = {s.id: s for s in store.subscriptions()}
+        subs = {s.id: s for s in self.store.subscriptions()}
         for active in self.active():
-            alert, fp = active.alert, active.alert.fingerprint
             if now - active.first_s < self.config.group_wait_s:
                 continue
-            for sub in subs.values():
-                if not matches(sub, alert) or quiet_now(sub.quiet, alert.severity, now):
-                    continue
-                if sub.id not in active.told:
-                    if store.claim_first(fp, sub.id, now):
-                        self._notify(sub, "firing", alert)
-                elif store.claim_repeat(fp, sub.id, now, self.config.repeat_s):
-                    self._notify(sub, "repeat", alert)
-                due = sub.escalate_after_s is not None and now - active.first_s >= sub.escalate_after_s
-                if due and active.acked_by is None and store.claim_escalation(fp, sub.id):
-                    for target in sub.escalate_to:
-                        if target in subs:
-                            self._notify(subs[target], "escalation", alert)
+            try:
+                self._due(active, subs, now)
+            except Exception as exc:
+                # One alert that cannot be told must not keep the others from being told.
+                self.count_failure("tick", active.alert.fingerprint, exc)
+
+    def _due(self, active: Active, subs: dict[str, Subscription], now: float) -> None:
+        store = self.store
+        alert, fp = active.alert, active.alert.fingerprint
+        for sub in subs.values():
+            if not matches(sub, alert) or quiet_now(sub.quiet, alert.severity, now):
+                continue
+            if sub.id not in active.told:
+                if store.claim_first(fp, sub.id, now):
+                    self._notify(sub, "firing", alert)
+            elif store.claim_repeat(fp, sub.id, now, self.config.repeat_s):
+                self._notify(sub, "repeat", alert)
+            due = sub.escalate_after_s is not None and now - active.first_s >= sub.escalate_after_s
+            if due and active.acked_by is None and store.claim_escalation(fp, sub.id):
+                for target in sub.escalate_to:
+                    if target in subs:
+                        self._notify(subs[target], "escalation", alert)
 
     # --- delivery -----------------------------------------------------------
+
+    @property
+    def delivering(self) -> int:
+        """Deliveries under way (retries included)."""
+        return len(self._deliveries)
 
     def _notify(
         self, sub: Subscription, kind: NoticeKind, alert: AlertMessage, active: Active | None = None

@@ -37,7 +37,7 @@ class Service:
 
     async def run(self, stop: asyncio.Event) -> int:
         loop = asyncio.get_running_loop()
-        feed = self.feed = AlertFeed(self.config.broker, loop, self.notifier.handle)
+        feed = self.feed = AlertFeed(self.config.broker, loop, self.notifier.handle, self.notifier.reject)
         self.sender.publish = feed.publish
         server = uvicorn.Server(
             uvicorn.Config(
@@ -65,7 +65,11 @@ class Service:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=TICK_S)
-                self.notifier.tick()
+                try:
+                    self.notifier.tick()
+                except Exception as exc:
+                    # The state may be unreadable for a moment (a locked file): next tick.
+                    self.notifier.count_failure("tick", "(all)", exc)
         finally:
             feed.stop()
             server.should_exit = True

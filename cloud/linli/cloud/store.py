@@ -1,5 +1,9 @@
 """The notifier's state on disk (SQLite): subscriptions, the alert book, failed deliveries.
 
+A row that no longer reads back as what it should be (written by an older version, or
+edited by hand) is moved to the `quarantine` table with the reason, for an operator to
+see; it costs that one alert or subscription, never the notifier.
+
 Notifiers of one shared-subscription group that share this file share the alert book: a
 firing event and its resolution may reach different notifiers, and each message is
 claimed by one of them in a transaction (a row inserted, or updated under a condition),
@@ -11,10 +15,16 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from linli.cloud.config import Subscription
+
+# How much of a quarantined row is kept.
+QUARANTINE_EXCERPT = 65_536
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS subscription (id TEXT PRIMARY KEY, body TEXT NOT NULL);
@@ -28,6 +38,9 @@ CREATE TABLE IF NOT EXISTS told (
 );
 CREATE TABLE IF NOT EXISTS escalated (
     fingerprint TEXT NOT NULL, subscription TEXT NOT NULL, PRIMARY KEY (fingerprint, subscription)
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    at_ms INTEGER NOT NULL, source TEXT NOT NULL, key TEXT NOT NULL, reason TEXT NOT NULL, body TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS failed_delivery (
     at_ms INTEGER NOT NULL, subscription TEXT NOT NULL, channel TEXT NOT NULL,
@@ -120,10 +133,47 @@ class Store:
 
     # --- subscriptions ----------------------------------------------------------
 
-    def subscriptions(self) -> list[Subscription]:
+    def quarantine_alert(self, fp: str, reason: str) -> None:
+        """Take an alert that cannot be read back out of the book, keeping it with the reason."""
         with self._lock:
-            rows = self._db.execute("SELECT body FROM subscription ORDER BY id").fetchall()
-        return [Subscription.model_validate_json(body) for (body,) in rows]
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT body FROM alert WHERE fingerprint = ?", (fp,)).fetchone()
+                if row is not None:
+                    self._quarantine("alert", fp, reason, str(row[0]))
+                for table in ("alert", "told", "escalated"):
+                    self._db.execute(f"DELETE FROM {table} WHERE fingerprint = ?", (fp,))  # noqa: S608
+            finally:
+                self._db.execute("COMMIT")
+
+    def _quarantine(self, source: str, key: str, reason: str, body: str) -> None:
+        self._db.execute(
+            "INSERT INTO quarantine VALUES (?, ?, ?, ?, ?)",
+            (int(time.time() * 1000), source, key, reason[:2000], body[:QUARANTINE_EXCERPT]),
+        )
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """Rows taken out of the state because they no longer read back, newest first."""
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT at_ms, source, key, reason, body FROM quarantine ORDER BY rowid DESC LIMIT 1000"
+            )
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def subscriptions(self) -> list[Subscription]:
+        """Every subscription; one that no longer validates is quarantined, not fatal."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, body FROM subscription ORDER BY id").fetchall()
+        subs = []
+        for sub_id, body in rows:
+            try:
+                subs.append(Subscription.model_validate_json(body))
+            except ValidationError as exc:
+                with self._lock:
+                    self._quarantine("subscription", str(sub_id), validation_reason(exc), str(body))
+                    self._db.execute("DELETE FROM subscription WHERE id = ?", (sub_id,))
+        return subs
 
     def put_subscription(self, sub: Subscription) -> None:
         with self._lock, self._db:
@@ -171,3 +221,10 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def validation_reason(exc: ValidationError) -> str:
+    """The first problem pydantic found, as one line: where, and what."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(the document)"
+    return f"{where}: {err['msg']}"

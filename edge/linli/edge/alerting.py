@@ -3,7 +3,8 @@
 Every reading goes through the rule engine; each alert step is stored (measurement
 `alert`, for dashboard annotations) and published to the central broker at QoS 1 on
 `{topic}/{agent}/{site}/{device}`, where the cloud notifier takes it. The agent's own
-liveness is a retained "online" on `{status_topic}/{agent}`, and its last will "offline".
+liveness is a retained "online" on `{status_topic}/{agent}`, and its last will "offline";
+a deliberate stop says "stopped", which the notifier does not page anyone for.
 
 Interlocks act on the device itself, in the poll that saw the breach, whether or not the
 uplink is there; each action is an alert event too.
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from linli.catalog.alerts import EDGE_OFFLINE, EDGE_ONLINE, EDGE_STOPPED
 from linli.catalog.profile import Profile, Severity, get_profile
 from linli.catalog.registers import Value
 from linli.edge.config import EdgeConfig, InterlockConfig, RuleConfig
@@ -100,14 +102,14 @@ class AlertPublisher:
         if username:
             client.username_pw_set(username, password or None)
         # The broker says "offline" for the agent when it goes without a goodbye.
-        client.will_set(self.status, "offline", qos=1, retain=True)
+        client.will_set(self.status, EDGE_OFFLINE, qos=1, retain=True)
         client.on_connect = self._on_connect
         client.max_queued_messages_set(0)  # while the uplink is down, events wait in memory
         client.reconnect_delay_set(1, 60)
         self._client = client
 
     def _on_connect(self, client: paho.Client, _u: object, _f: object, reason: object, _p: object) -> None:
-        client.publish(self.status, "online", qos=1, retain=True)
+        client.publish(self.status, EDGE_ONLINE, qos=1, retain=True)
         log.info("alerts: connected to %s:%s", self.host, self.port)
 
     def start(self) -> None:
@@ -124,10 +126,10 @@ class AlertPublisher:
         self.published += 1
 
     def stop(self) -> None:
-        """Say goodbye: "offline" on purpose, then disconnect (no last will)."""
+        """Say goodbye: "stopped" (a planned stop, not an outage), then disconnect (no last will)."""
         if self._client is None:
             return
-        info = self._client.publish(self.status, "offline", qos=1, retain=True)
+        info = self._client.publish(self.status, EDGE_STOPPED, qos=1, retain=True)
         with contextlib.suppress(RuntimeError, ValueError):
             info.wait_for_publish(2.0)
         self._client.disconnect()
