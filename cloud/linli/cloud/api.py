@@ -1,35 +1,181 @@
-"""The notifier's HTTP API: subscriptions, active alerts, acknowledgement. Bearer-token auth."""
+"""The notifier's HTTP API: subscriptions, active alerts, acknowledgement. Bearer-token auth.
+
+A guard in front of the application checks the token before a byte of the body is read,
+and refuses bodies over `MAX_BODY` bytes with 413, so an anonymous client cannot make the
+notifier buffer a large upload. Every answer it can give is in the OpenAPI document.
+"""
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from fastapi import Depends, FastAPI, HTTPException, Path, status
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from linli.cloud.config import Subscription
+from linli.catalog.alerts import AlertMessage
+from linli.cloud.config import SUB_ID, Subscription
 from linli.cloud.notifier import Notifier
 
-bearer = HTTPBearer(auto_error=False)
+# Large enough for any subscription the models allow, small enough to hold in memory.
+MAX_BODY = 256 * 1024
+# Paths anyone may read: the API's own description.
+PUBLIC = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+FINGERPRINT = r"^[0-9a-f]{16}$"
+
+
+class Error(BaseModel):
+    """Every refusal the API itself makes: what was wrong."""
+
+    detail: str
 
 
 class Ack(BaseModel):
-    by: str
+    model_config = ConfigDict(extra="forbid")
+
+    by: Annotated[str, Field(min_length=1, max_length=128, description="Who acknowledges")]
 
 
-def app(notifier: Notifier, token: str) -> FastAPI:
+class Acked(BaseModel):
+    fingerprint: str
+    acked_by: str
+
+
+class OpenAlert(AlertMessage):
+    """An alert firing now, with who acknowledged it and which subscriptions heard of it."""
+
+    acked_by: str | None
+    told: list[str]
+
+
+class FailedDelivery(BaseModel):
+    at_ms: int
+    subscription: str
+    channel: str
+    fingerprint: str
+    notice: str
+    error: str
+
+
+class Quarantined(BaseModel):
+    """A stored row that no longer read back, taken out of the state with the reason."""
+
+    at_ms: int
+    source: str = Field(description="alert or subscription")
+    key: str
+    reason: str
+    body: str
+
+
+class Stats(BaseModel):
+    """What the notifier took and refused since it started."""
+
+    handled: dict[str, int] = Field(description="alert events taken, by device kind")
+    rejected: dict[str, int] = Field(
+        description="events refused at the door, by reason: malformed, invalid, not_finite, too_large"
+    )
+    errors: dict[str, int] = Field(description="alerts quarantined or failing, by step")
+    delivering: int = Field(description="deliveries under way")
+
+
+def _error(code: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> list[Message]:
+    body = json.dumps({"detail": detail}).encode()
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return [
+        {"type": "http.response.start", "status": code, "headers": head + (headers or [])},
+        {"type": "http.response.body", "body": body},
+    ]
+
+
+class Guard:
+    """ASGI middleware: the token first, then the body's size, then the application."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        # Compared as bytes: a header with non-ASCII characters is just a wrong token.
+        self.expected = b"bearer " + token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        given = headers.get(b"authorization", b"")
+        # The scheme is case-insensitive (RFC 9110); the token is not.
+        given = given[:7].lower() + given[7:]
+        if not secrets.compare_digest(given, self.expected):
+            challenge = [(b"www-authenticate", b"Bearer")]
+            for message in _error(401, "a valid bearer token is required", challenge):
+                await send(message)
+            return
+        length = headers.get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > MAX_BODY:
+            for message in _error(413, f"the body may be at most {MAX_BODY} bytes"):
+                await send(message)
+            return
+        body = await self._read(receive)
+        if body is None:
+            for message in _error(413, f"the body may be at most {MAX_BODY} bytes"):
+                await send(message)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    @staticmethod
+    async def _read(receive: Receive) -> bytes | None:
+        """The whole body, or None once it passes MAX_BODY (a chunked upload has no length)."""
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(parts)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY:
+                return None
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(parts)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _doc(*codes: int) -> dict[int | str, dict[str, Any]]:
+    what = {
+        409: "the request contradicts itself or the state",
+        401: "no token, or a wrong one",
+        404: "no such thing",
+        413: f"a body over {MAX_BODY} bytes",
+    }
+    return {code: {"model": Error, "description": what[code]} for code in codes}
+
+
+def app(notifier: Notifier, token: str) -> ASGIApp:
     """The API over one notifier; every call needs `Authorization: Bearer <token>`."""
-    api = FastAPI(title="linli notifier", version="1", description="Alert subscriptions and active alerts.")
+    api = FastAPI(
+        title="linli notifier",
+        version="1",
+        description="Alert subscriptions and active alerts.",
+        responses=_doc(401, 413),
+        # Only for the document's security scheme: the Guard checks the token, before the body.
+        dependencies=[Depends(HTTPBearer(auto_error=False))],
+    )
 
-    def auth(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        if creds is None or not secrets.compare_digest(creds.credentials, token):
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid bearer token is required")
-
-    guarded = [Depends(auth)]
-
-    @api.get("/alerts", dependencies=guarded)
+    @api.get("/alerts", response_model=list[OpenAlert])
     def alerts() -> list[dict[str, Any]]:
         """Alerts firing now, oldest first."""
         return [
@@ -37,34 +183,57 @@ def app(notifier: Notifier, token: str) -> FastAPI:
             for a in notifier.active()
         ]
 
-    @api.post("/alerts/{fingerprint}/ack", dependencies=guarded)
-    def ack(fingerprint: str, body: Ack) -> dict[str, Any]:
+    @api.post("/alerts/{fingerprint}/ack", responses=_doc(404))
+    def ack(fingerprint: Annotated[str, Path(pattern=FINGERPRINT)], body: Ack) -> Acked:
         """Acknowledge a firing alert: no more repeats, no escalation."""
         by = notifier.ack(fingerprint, body.by)
         if by is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no firing alert {fingerprint}")
-        return {"fingerprint": fingerprint, "acked_by": by}
+        return Acked(fingerprint=fingerprint, acked_by=by)
 
-    @api.get("/subscriptions", dependencies=guarded)
+    @api.get("/subscriptions")
     def subscriptions() -> list[Subscription]:
         return notifier.store.subscriptions()
 
-    @api.put("/subscriptions/{sub_id}", dependencies=guarded)
-    def put(sub_id: str, sub: Subscription) -> Subscription:
+    @api.put("/subscriptions/{sub_id}", responses=_doc(409))
+    def put(sub_id: Annotated[str, Path(pattern=SUB_ID)], sub: Subscription) -> Subscription:
         """Create or replace a subscription."""
         if sub.id != sub_id:
-            raise HTTPException(422, f"the body's id is '{sub.id}', the path's '{sub_id}'")
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"the body's id is '{sub.id}', the path's '{sub_id}'"
+            )
+        known = {s.id for s in notifier.store.subscriptions()} | {sub.id}
+        unknown = sorted(set(sub.escalate_to) - known)
+        if unknown:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"escalate_to names no subscription: {', '.join(unknown)}"
+            )
         notifier.store.put_subscription(sub)
         return sub
 
-    @api.delete("/subscriptions/{sub_id}", dependencies=guarded, status_code=status.HTTP_204_NO_CONTENT)
-    def delete(sub_id: str) -> None:
+    @api.delete("/subscriptions/{sub_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_doc(404))
+    def delete(sub_id: Annotated[str, Path(pattern=SUB_ID)]) -> None:
         if not notifier.store.delete_subscription(sub_id):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no subscription {sub_id}")
 
-    @api.get("/failed-deliveries", dependencies=guarded)
-    def failed() -> list[dict[str, Any]]:
+    @api.get("/failed-deliveries")
+    def failed() -> list[FailedDelivery]:
         """Deliveries that kept failing, with the error of the last attempt."""
-        return notifier.store.failures()
+        return [FailedDelivery.model_validate(row) for row in notifier.store.failures()]
 
-    return api
+    @api.get("/quarantine")
+    def quarantine() -> list[Quarantined]:
+        """Stored alerts and subscriptions that no longer read back, newest first."""
+        return [Quarantined.model_validate(row) for row in notifier.store.quarantined()]
+
+    @api.get("/stats")
+    def stats() -> Stats:
+        """Events taken and refused, and failures, since the notifier started."""
+        return Stats(
+            handled=dict(notifier.handled),
+            rejected=dict(notifier.rejected),
+            errors=dict(notifier.errors),
+            delivering=notifier.delivering,
+        )
+
+    return Guard(api, token)

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import httpx
 
 from linli.catalog.alerts import AlertMessage
-from linli.cloud.config import Channel, ChannelKind, SmtpConfig
+from linli.cloud.config import Channel, ChannelKind, EmailChannel, HttpChannel, MqttChannel, SmtpConfig
 
 NoticeKind = Literal["firing", "repeat", "escalation", "resolved"]
 HEADLINE = {"firing": "FIRING", "repeat": "STILL FIRING", "escalation": "ESCALATED", "resolved": "RESOLVED"}
@@ -62,7 +62,7 @@ class Notice:
         }
 
 
-def body(channel: Channel, notice: Notice, now: float) -> tuple[str, dict[str, Any]]:
+def body(channel: HttpChannel, notice: Notice, now: float) -> tuple[str, dict[str, Any]]:
     """(URL, JSON body) for an HTTP channel, in that service's format."""
     text = notice.text()
     if channel.kind is ChannelKind.WEBHOOK:
@@ -103,9 +103,9 @@ class Sender:
         self.http = httpx.AsyncClient(timeout=10)
 
     async def send(self, channel: Channel, notice: Notice) -> None:
-        if channel.kind is ChannelKind.EMAIL:
+        if isinstance(channel, EmailChannel):
             await asyncio.to_thread(self._mail, channel, notice)
-        elif channel.kind is ChannelKind.MQTT:
+        elif isinstance(channel, MqttChannel):
             if self.publish is None:
                 raise DeliveryError("no broker connection for MQTT channels")
             self.publish(channel.topic, json.dumps(notice.to_json(), ensure_ascii=False))
@@ -118,12 +118,15 @@ class Sender:
             if response.status_code >= 300:
                 raise DeliveryError(f"HTTP {response.status_code}: {response.text[:200]}")
             if channel.kind is not ChannelKind.WEBHOOK:
-                answer = response.json()
-                code = answer.get("errcode", answer.get("code", 0))
+                try:
+                    answer = response.json()
+                except ValueError as exc:
+                    raise DeliveryError(f"the robot answered no JSON: {response.text[:200]!r}") from exc
+                code = answer.get("errcode", answer.get("code", 0)) if isinstance(answer, dict) else 0
                 if code:
                     raise DeliveryError(f"the robot refused it: {answer}")
 
-    def _mail(self, channel: Channel, notice: Notice) -> None:
+    def _mail(self, channel: EmailChannel, notice: Notice) -> None:
         message = EmailMessage()
         message["Subject"] = notice.subject
         message["From"] = self.smtp.sender

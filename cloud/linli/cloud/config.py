@@ -5,19 +5,24 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from linli.catalog.alerts import ALERT_TOPIC, EDGE_STATUS_TOPIC
 from linli.catalog.errors import load_toml_model
 from linli.catalog.profile import Severity
 
 Clock = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+SUB_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# Bounds on what a subscription may hold: it is read on every tick and served by the API.
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+Names = Annotated[list[Name], Field(max_length=200)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ChannelKind(StrEnum):
@@ -29,28 +34,35 @@ class ChannelKind(StrEnum):
     MQTT = "mqtt"
 
 
-class Channel(Strict):
-    """Where one subscriber's messages go."""
+class HttpChannel(Strict):
+    """A webhook (the alert as JSON) or a group robot, in that service's own format."""
 
-    kind: ChannelKind
-    url: str = ""  # webhook and robots: the robot's webhook address
-    secret_env: str = ""  # DingTalk and Feishu signing secret, from this environment variable
-    to: list[str] = []  # email addresses
-    topic: str = ""  # MQTT topic
-
-    @model_validator(mode="after")
-    def _target(self) -> Self:
-        need = {
-            ChannelKind.EMAIL: ("to", self.to),
-            ChannelKind.MQTT: ("topic", self.topic),
-        }.get(self.kind, ("url", self.url))
-        if not need[1]:
-            raise ValueError(f"a {self.kind} channel needs '{need[0]}'")
-        return self
+    kind: Literal[ChannelKind.WEBHOOK, ChannelKind.WECOM, ChannelKind.DINGTALK, ChannelKind.FEISHU]
+    url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\x00-\x20/]+[^\x00-\x20]*$")]
+    # DingTalk and Feishu signing secret, from this environment variable
+    secret_env: Annotated[str, Field(max_length=128)] = ""
 
     @property
     def secret(self) -> str:
         return os.environ.get(self.secret_env, "") if self.secret_env else ""
+
+
+class EmailChannel(Strict):
+    kind: Literal[ChannelKind.EMAIL]
+    to: Annotated[
+        list[Annotated[str, Field(max_length=254, pattern=r"^[^@\x00-\x20]+@[^@\x00-\x20]+$")]],
+        Field(min_length=1, max_length=50),
+    ]
+
+
+class MqttChannel(Strict):
+    kind: Literal[ChannelKind.MQTT]
+    # A topic to publish on: no wildcards.
+    topic: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^#+\x00]+$")]
+
+
+# Where one subscriber's messages go; `kind` says which fields it needs.
+Channel = Annotated[HttpChannel | EmailChannel | MqttChannel, Field(discriminator="kind")]
 
 
 class QuietHours(Strict):
@@ -58,24 +70,36 @@ class QuietHours(Strict):
 
     start: Clock
     end: Clock
-    zone: str = "Asia/Shanghai"
+    zone: Annotated[str, Field(max_length=64, json_schema_extra={"enum": sorted(available_timezones())})] = (
+        "Asia/Shanghai"
+    )
     critical_passes: bool = True  # a critical alert still gets through
+
+    @field_validator("zone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone '{zone}' (an IANA name such as Asia/Shanghai)") from exc
+        return zone
 
 
 class Subscription(Strict):
     """Who gets what: empty filters match everything."""
 
-    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
-    name: str = ""
-    channels: list[Channel]
-    sites: list[str] = []
-    kinds: list[str] = []
-    rules: list[str] = []
+    id: Annotated[str, Field(pattern=SUB_ID)]
+    name: Annotated[str, Field(max_length=200)] = ""
+    # At least one: a subscription with no channel could never deliver.
+    channels: Annotated[list[Channel], Field(min_length=1, max_length=20)]
+    sites: Names = []
+    kinds: Names = []
+    rules: Names = []
     min_severity: Severity = Severity.WARNING
     quiet: QuietHours | None = None
     # Not acknowledged this long after it first fired: tell these subscriptions too.
-    escalate_after_s: Annotated[float, Field(gt=0)] | None = None
-    escalate_to: list[str] = []
+    escalate_after_s: Annotated[float, Field(gt=0, le=30 * 86400)] | None = None
+    escalate_to: Annotated[list[Annotated[str, Field(pattern=SUB_ID)]], Field(max_length=20)] = []
 
 
 class SmtpConfig(Strict):
@@ -114,6 +138,15 @@ class NotifierConfig(Strict):
     # A delivery is tried this many times, backing off from 1 s, before it is recorded as failed.
     attempts: Annotated[int, Field(ge=1, le=20)] = 5
     subscriptions: list[Subscription] = []
+
+    @model_validator(mode="after")
+    def _escalations_resolve(self) -> Self:
+        ids = {s.id for s in self.subscriptions}
+        for sub in self.subscriptions:
+            unknown = sorted(set(sub.escalate_to) - ids)
+            if unknown:
+                raise ValueError(f"subscription '{sub.id}': escalate_to names no subscription: {unknown}")
+        return self
 
 
 def load_notifier_config(path: Path) -> NotifierConfig:
