@@ -95,11 +95,24 @@ class Agent:
 
         has_mqtt = any(get_profile(d.profile).mqtt is not None for _, d in config.devices())
         self.mqtt = (
-            MqttConnector(config, self._emit_mqtt, self.backpressure, self.spool.commit) if has_mqtt else None
+            MqttConnector(
+                config,
+                self._emit_mqtt,
+                self.backpressure,
+                self.spool.commit,
+                memory=self.buffer.meta(""),
+                remember=self._remember,
+            )
+            if has_mqtt
+            else None
         )
         if self.mqtt is not None:
             self.mqtt.observe = self.alerting.observe
             self.mqtt.observed_kinds = self.alerting.kinds
+
+    def _remember(self, key: str, value: str) -> None:
+        # The buffer belongs to its thread; a fact to keep goes there like every write.
+        self._db.submit(self.buffer.remember, key, value)
 
     def backpressure(self) -> bool:
         """True while the buffer is nearly full: stop taking messages the broker can keep."""
@@ -135,6 +148,14 @@ class Agent:
             "dead_lettered": w.dead_lettered,
             "backpressure": self.backpressure(),
         }
+        mqtt = self.mqtt
+        if mqtt is not None:
+            # What the MQTT connector refused, by reason (each kept on the dead-letter topic),
+            # and what it let go: retained garbage seen before, QoS 0 past a full inbox.
+            fields["rejected"] = mqtt.dead_letters.total()
+            fields.update((f"rejected_{reason}", n) for reason, n in mqtt.dead_letters.items())
+            fields["ignored_retained"] = mqtt.ignored_retained
+            fields["overflow"] = mqtt.overflow
         # One health measurement for everything (the schema rules): the agent is a kind of its own.
         tags = {"kind": AGENT_KIND, "device": self.config.agent.name}
         return format_line(HEALTH_MEASUREMENT, tags, fields, time_ms)

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS pending (
     lines INTEGER NOT NULL,
     body BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letter (
     id INTEGER PRIMARY KEY,
     queued_ms INTEGER NOT NULL,
@@ -216,6 +217,18 @@ class DurableBuffer:
         """The newest dead-lettered lines with their reasons, for an operator."""
         rows = self._db.execute("SELECT reason, line FROM dead_letter ORDER BY id DESC LIMIT ?", (limit,))
         return [(reason, line) for reason, line in rows]
+
+    def meta(self, prefix: str) -> dict[str, str]:
+        """What the agent remembered across restarts under keys starting with `prefix`."""
+        rows = self._db.execute(
+            "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+        )
+        return dict(rows.fetchall())
+
+    def remember(self, key: str, value: str) -> None:
+        """Keep a small fact across restarts (the MQTT subscriptions, rejected retained payloads)."""
+        with self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def _oldest_ms(self) -> int:
         row = self._db.execute("SELECT queued_ms FROM pending ORDER BY id LIMIT 1").fetchone()

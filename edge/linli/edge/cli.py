@@ -89,7 +89,7 @@ def _check(args: argparse.Namespace) -> int:
         reads = ", ".join(f"{r.table}@{r.address}+{r.count}" for r in poller.reads)
         print(f"  {poller.name:<30} {poller.endpoint.name} unit {poller.unit}: {reads}")
     if agent.mqtt is not None and config.mqtt is not None:
-        filters = ", ".join(f"{f} (QoS {q})" for f, q in agent.mqtt.router.filters().items())
+        filters = ", ".join(f"{f} (QoS {q})" for f, q in agent.mqtt.filters.items())
         print(f"  mqtt {config.mqtt.host}:{config.mqtt.port} as '{agent.mqtt.client_id}': {filters}")
         for dev in agent.mqtt.devices.values():
             print(

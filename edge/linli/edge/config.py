@@ -140,6 +140,12 @@ class MqttConfig(EnvCredentials):
     health_interval: Seconds = 5.0
     reconnect_min: Seconds = 1.0
     reconnect_max: Seconds = 60.0
+    # Topic filters to subscribe instead of the default: each configured site's subtree of
+    # each kind (`elevators/ronghua-1/#`), so that agents sharing a broker never see each
+    # other's traffic. Set it where topics do not carry the site.
+    subscribe: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=1000)
+    ] = []
 
 
 class BufferConfig(Strict):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import random
@@ -39,6 +40,7 @@ from linli.edge.config import EdgeConfig, MqttConfig
 from linli.edge.health import health_line
 from linli.edge.mqttsocket import BufferedClient, Publish
 from linli.edge.topics import Route, TopicRouter
+from linli.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,14 @@ Received = tuple[str, bytes, bool, int, int, int, int]
 MISSED_HEARTBEATS = 3
 # How much of a rejected payload the dead-letter envelope carries.
 DEAD_LETTER_EXCERPT = 4096
-# Bounds the memory spent on "log once" keys when a flood of distinct bad topics arrives.
-MAX_LOGGED_KEYS = 10_000
+# Rejected retained payloads remembered across restarts (one per topic), so a broker's
+# replay of the same garbage is not counted again at every start.
+MAX_RETAINED_REJECTS = 10_000
+RETAINED_KEY = "retained_reject:"
+FILTERS_KEY = "mqtt_filters"
+# What the agent subscribed to before this code subscribed per site: left behind in the
+# broker's persistent session unless unsubscribed.
+LEGACY_FILTERS = ("elevators/#", "trucks/#", "rescue/#")
 # How often the asyncio side takes the messages the receive thread queued.
 HANDOFF_S = 0.02
 # Messages queued from the receive thread at most while backpressure holds them; past it,
@@ -132,8 +140,15 @@ class MqttConnector:
         emit: Emit,
         backpressure: Callable[[], bool] = lambda: False,
         commit: Callable[[], Awaitable[object]] | None = None,
+        *,
+        memory: Mapping[str, str] | None = None,
+        remember: Callable[[str, str], None] | None = None,
     ) -> None:
-        """`backpressure` says when to stop taking messages; `commit` puts emitted lines on disk now."""
+        """`backpressure` says when to stop taking messages; `commit` puts emitted lines on disk now.
+
+        `memory` is what `remember` kept in earlier runs: the filters subscribed, and the
+        retained payloads already rejected.
+        """
         if config.mqtt is None:
             raise ValueError("the config has no [mqtt] table")
         self.settings: MqttConfig = config.mqtt
@@ -158,6 +173,21 @@ class MqttConnector:
                 tags={"site": site.id, "device": device.id, **device.tags},
             )
         self.router = TopicRouter(list(kinds.values()))
+        owned: dict[str, set[str]] = {}
+        for kind, site_id, _ in self.devices:
+            owned.setdefault(kind, set()).add(site_id)
+        self.filters = (
+            dict.fromkeys(self.settings.subscribe, 1)
+            if self.settings.subscribe
+            else self.router.filters(owned)
+        )
+        memory = memory or {}
+        self._remember = remember or (lambda _k, _v: None)
+        before = memory.get(FILTERS_KEY)
+        self._previous_filters = before.split("\n") if before else list(LEGACY_FILTERS)
+        self._retained_rejects = {
+            k.removeprefix(RETAINED_KEY): v for k, v in memory.items() if k.startswith(RETAINED_KEY)
+        }
         self.compiled = {
             (p.kind, m.name): CompiledMessage(m)
             for p in kinds.values()
@@ -166,6 +196,7 @@ class MqttConnector:
         self.connected = False
         # Set once the broker acknowledged the subscriptions (after every reconnect).
         self.subscribed = threading.Event()
+        self._gone = threading.Event()  # set when the connection closed
         self._stopping = False
         self.received = 0
         self.stored = 0
@@ -175,7 +206,7 @@ class MqttConnector:
         self.paused = False
         # Incremented on every connection: a packet id means something only on its own.
         self._connection = 0
-        self._logged: set[tuple[str, str]] = set()
+        self._ratelog = RateLimitedLog(log)
         self._inbox: list[Received] = []
         self._lines: list[str] = []
         self._inbox_lock = threading.Lock()
@@ -213,7 +244,11 @@ class MqttConnector:
             self.emit(self.health_lines(int(time.time() * 1000)), None)
             if self.commit is not None:
                 await self.commit()
-            client.disconnect()
+            # The acknowledgements just queued go out before DISCONNECT; wait until it went,
+            # or the network thread may stop with them unsent and the broker sends them again.
+            self._gone.clear()
+            if self.connected and client.disconnect() == paho.MQTT_ERR_SUCCESS:
+                await asyncio.to_thread(self._gone.wait, 5.0)
             await asyncio.to_thread(client.loop_stop)
 
     def health_lines(self, time_ms: int) -> list[str]:
@@ -339,7 +374,12 @@ class MqttConnector:
         self.connected = True
         self._connection += 1
         log.info("mqtt: connected (session present: %s)", flags.session_present)
-        client.subscribe(list(self.router.filters().items()))
+        stale = [f for f in self._previous_filters if f not in self.filters]
+        if stale and flags.session_present:
+            # The persistent session keeps what an earlier config subscribed to.
+            log.info("mqtt: unsubscribing what this config no longer owns: %s", ", ".join(stale))
+            client.unsubscribe(stale)
+        client.subscribe(list(self.filters.items()))
 
     def _on_subscribe(
         self, _client: paho.Client, _userdata: object, _mid: int, reasons: list[ReasonCode], _props: object
@@ -347,6 +387,9 @@ class MqttConnector:
         refused = [str(r) for r in reasons if r.is_failure]
         if refused:
             log.error("mqtt: broker refused subscriptions: %s", ", ".join(refused))
+        elif self._previous_filters != list(self.filters):
+            self._previous_filters = list(self.filters)
+            self._remember(FILTERS_KEY, "\n".join(self.filters))
         self.subscribed.set()
 
     def _on_disconnect(
@@ -356,6 +399,7 @@ class MqttConnector:
             log.warning("mqtt: disconnected (%s); reconnecting with backoff", reason)
         self.connected = False
         self.subscribed.clear()
+        self._gone.set()
 
     def _on_message(self, _client: paho.Client, _userdata: object, msg: paho.MQTTMessage) -> None:
         # The raw topic: paho's `topic` property raises on invalid UTF-8, handled below.
@@ -384,8 +428,12 @@ class MqttConnector:
                     inbox.append(message)
                     continue
                 self.overflow += 1
-                if self.overflow == 1:
-                    log.error("mqtt: %d messages wait for the buffer; dropping QoS 0 messages", MAX_INBOX)
+                self._ratelog.log(
+                    "overflow",
+                    "inbox",
+                    "mqtt: %d messages wait for the buffer; dropping QoS 0 messages",
+                    MAX_INBOX,
+                )
 
     def handle(self, topic: str, payload: bytes, received_ms: int, *, retained: bool = False) -> str | None:
         """The line for one message, or None when it was a status update or rejected."""
@@ -398,22 +446,22 @@ class MqttConnector:
         dev = target.dev
         if len(payload) > self.settings.max_payload:
             detail = f"{len(payload)} bytes, limit {self.settings.max_payload}"
-            self._reject("too_large", detail, topic, payload, dev, received_ms)
+            self._reject("too_large", detail, topic, payload, dev, received_ms, retained=retained)
             return None
         compiled = target.compiled
         if compiled is None:
-            self._status(dev, target.route, topic, payload, received_ms)
+            self._status(dev, target.route, topic, payload, received_ms, retained=retained)
             return None
         try:
             values = compiled.validate(payload)
         except PayloadError as exc:
-            self._reject(exc.reason, str(exc), topic, payload, dev, received_ms)
+            self._reject(exc.reason, str(exc), topic, payload, dev, received_ms, retained=retained)
             return None
         time_ms = compiled.time_ms(values) or received_ms
         if time_ms > received_ms + self._max_ahead_ms:
             ahead, limit = (time_ms - received_ms) / 1000, self._max_ahead_ms // 1000
             detail = f"device time is {ahead:.0f}s ahead of the agent's clock (limit {limit}s)"
-            self._reject("bad_time", detail, topic, payload, dev, received_ms)
+            self._reject("bad_time", detail, topic, payload, dev, received_ms, retained=retained)
             return None
         kind = dev.profile.kind
         if self.observe is not None and kind in self.observed_kinds:
@@ -446,22 +494,16 @@ class MqttConnector:
         """The target of a topic not seen before; None (after rejecting it) when there is none."""
         matched = self.router.match(topic)
         if matched is None:
-            self._reject(
-                "unknown_topic", "no device kind publishes on this topic", topic, payload, None, received_ms
-            )
+            detail = "no device kind publishes on this topic"
+            self._reject("unknown_topic", detail, topic, payload, None, received_ms, retained=retained)
             return None
         route, levels = matched
         dev = self.devices.get((route.profile.kind, levels["site"], levels["device"]))
-        if dev is None and retained:
-            # The broker replays retained messages (the status of devices removed from the
-            # config long ago) on every subscribe: counted, not dead-lettered each restart.
-            self.ignored_retained += 1
-            return None
         if dev is None:
             detail = (
                 f"{route.profile.kind} '{levels['site']}/{levels['device']}' is not in the agent's config"
             )
-            self._reject("unknown_device", detail, topic, payload, None, received_ms)
+            self._reject("unknown_device", detail, topic, payload, None, received_ms, retained=retained)
             return None
         message = route.message
         compiled = self.compiled[(route.profile.kind, message.name)] if message is not None else None
@@ -473,6 +515,16 @@ class MqttConnector:
             self._targets.clear()
         target = self._targets[topic] = Target(route, dev, extra, compiled, series)
         return target
+
+    def _seen_retained(self, topic: str, payload: bytes) -> bool:
+        """True if this retained payload was rejected before; else remember it was."""
+        digest = hashlib.blake2b(payload, digest_size=16).hexdigest()
+        if self._retained_rejects.get(topic) == digest:
+            return True
+        if topic in self._retained_rejects or len(self._retained_rejects) < MAX_RETAINED_REJECTS:
+            self._retained_rejects[topic] = digest
+            self._remember(RETAINED_KEY + topic, digest)
+        return False
 
     def _seen(self, dev: MqttDevice, received_ms: int, time_ms: int) -> None:
         dev.messages += 1
@@ -486,7 +538,9 @@ class MqttConnector:
             # shows when it happened.
             self._lines.append(self.health_line(dev, received_ms))
 
-    def _status(self, dev: MqttDevice, route: Route, topic: str, payload: bytes, received_ms: int) -> None:
+    def _status(
+        self, dev: MqttDevice, route: Route, topic: str, payload: bytes, received_ms: int, *, retained: bool
+    ) -> None:
         spec = route.profile.mqtt
         assert spec is not None
         text = payload.decode("utf-8", errors="replace").strip()
@@ -504,19 +558,31 @@ class MqttConnector:
             self._seen(dev, received_ms, received_ms)
         else:
             detail = f"status must be '{spec.online}' or '{spec.offline}'"
-            self._reject("invalid", detail, topic, payload, dev, received_ms)
+            self._reject("invalid", detail, topic, payload, dev, received_ms, retained=retained)
 
     def _reject(  # noqa: PLR0917 (internal, called in one place per reason)
-        self, reason: str, detail: str, topic: str, payload: bytes, dev: MqttDevice | None, received_ms: int
+        self,
+        reason: str,
+        detail: str,
+        topic: str,
+        payload: bytes,
+        dev: MqttDevice | None,
+        received_ms: int,
+        *,
+        retained: bool = False,
     ) -> None:
+        if retained and self._seen_retained(topic, payload):
+            # The broker replays the same retained garbage at every start: counted once.
+            self.ignored_retained += 1
+            return
         self.dead_letters[reason] += 1
         if dev is not None:
             dev.errors[reason] += 1
-        who = dev.name if dev is not None else topic.split("/", 1)[0]
-        key = (who, reason)
-        if key not in self._logged and len(self._logged) < MAX_LOGGED_KEYS:
-            self._logged.add(key)
-            log.warning("mqtt: %s: message on %s rejected (%s): %s (logged once)", who, topic, reason, detail)
+        # The source a technician can act on: the device, or the topic down to its device level.
+        who = dev.name if dev is not None else "/".join(topic.split("/")[:3])
+        self._ratelog.log(
+            reason, who, "mqtt: %s: message on %s rejected (%s): %s", who, topic, reason, detail
+        )
         envelope = dead_letter_envelope(
             reason=reason,
             detail=detail,

@@ -17,13 +17,15 @@ QoS 2, packets cut off at the end of a read, MQTT 5, TLS) goes through paho unch
 
 from __future__ import annotations
 
+import contextlib
+import select
 import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode, _ConnectionState
 
 READ_SIZE = 262_144
 # Packets handled per loop_read() at most, so that a flood still leaves paho time to send
@@ -103,6 +105,10 @@ class BufferedSocket:
         return getattr(self._sock, name)
 
 
+# How long a graceful close waits for the broker to close its side.
+CLOSE_WAIT_S = 2.0
+
+
 class BufferedClient(paho.Client):
     """paho's client with a buffered plain-TCP socket (TLS and websockets are left as they are).
 
@@ -134,6 +140,24 @@ class BufferedClient(paho.Client):
             rc = super().loop_read(max_packets)
             handled += 1
         return rc
+
+    def _sock_close(self) -> None:
+        """After our DISCONNECT, close gracefully: half-close, then read to the broker's EOF.
+
+        Closing a socket with unread bytes in it (a PUBACK for a dead letter, a message that
+        was on its way) makes the kernel send a reset, and the broker's kernel then drops
+        what it had not yet read from us: the last PUBACKs and the DISCONNECT. The broker
+        would send those messages again at the next start.
+        """
+        sock = self._sock
+        if isinstance(sock, BufferedSocket) and self._state == _ConnectionState.MQTT_CS_DISCONNECTING:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)
+                deadline = time.monotonic() + CLOSE_WAIT_S
+                while (left := deadline - time.monotonic()) > 0:
+                    if select.select([sock], [], [], left)[0] and not sock.recv(READ_SIZE):
+                        break
+        super()._sock_close()
 
     def _create_socket(self) -> Any:
         sock = super()._create_socket()

@@ -38,6 +38,9 @@ class Spool:
         self._done: list[Done] = []
         self._backoff = Backoff(initial=0.1, maximum=10.0)
         self._retry_delay = 0.0
+        # One commit at a time: a caller that commits "now" (the MQTT connector before it
+        # says goodbye) must not return while an earlier commit's callbacks are still owed.
+        self._committing = asyncio.Lock()
 
     @property
     def staged(self) -> int:
@@ -59,7 +62,14 @@ class Spool:
         await self.commit()
 
     async def commit(self) -> bool:
-        """Commit what is staged; False (and everything kept staged) when the disk refused."""
+        """Commit what is staged; False (and everything kept staged) when the disk refused.
+
+        On return, every line submitted before the call is on disk and its callback has run.
+        """
+        async with self._committing:
+            return await self._commit()
+
+    async def _commit(self) -> bool:
         if not self._lines and not self._done:
             return True
         lines, done = self._lines, self._done

@@ -41,16 +41,18 @@ class TopicRouter:
                 self.routes.append(route)
                 self._index.setdefault((levels[0][1], len(levels)), []).append(route)
 
-    def filters(self) -> dict[str, int]:
-        """Subscription filters with their QoS: one wildcard per topic root.
+    def filters(self, sites: dict[str, set[str]] | None = None) -> dict[str, int]:
+        """Subscription filters with their QoS: one wildcard per topic root and owned site.
 
-        The agent subscribes to the whole root (`elevators/#`), not to each template, so
-        that a stray topic under it reaches the dead-letter topic instead of vanishing.
+        `sites` maps a kind to the sites this agent owns devices of; the agent subscribes to
+        each site's whole subtree (`elevators/ronghua-1/#`), so that a stray topic of its own
+        sites reaches the dead-letter topic, while other agents' sites never reach it at all.
+        Without `sites`, the whole root (`elevators/#`).
         """
         out: dict[str, int] = {}
         for route in self.routes:
-            root = f"{route.levels[0][1]}/#"
-            out[root] = max(out.get(root, 0), route.qos)
+            for f in _owned(route, None if sites is None else sites.get(route.profile.kind, set())):
+                out[f] = max(out.get(f, 0), route.qos)
         return out
 
     def match(self, topic: str) -> tuple[Route, dict[str, str]] | None:
@@ -68,3 +70,17 @@ class TopicRouter:
             else:
                 return route, values
         return None
+
+
+def _owned(route: Route, sites: set[str] | None) -> list[str]:
+    """The filters covering a route's topics for `sites` (all sites when None)."""
+    head: list[str] = []
+    for is_placeholder, text in route.levels:
+        if is_placeholder and text == "site":
+            if sites is None:
+                break
+            return ["/".join([*head, site, "#"]) for site in sorted(sites)]
+        if is_placeholder:
+            break
+        head.append(text)
+    return ["/".join([*head, "#"])]
