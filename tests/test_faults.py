@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import struct
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -157,3 +160,116 @@ def test_a_device_that_stops_answering_goes_offline_and_comes_back_by_itself(vic
     assert offline_after <= 3 * INTERVAL + TIMEOUT  # within three poll periods
     # Back without a manual step, within the reconnect backoff (which doubles from the interval).
     assert online_after < 10
+
+
+class BrokenGateway:
+    """A TCP server answering every Modbus request in one wrong way (see ANSWERS)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while True:
+                request = await reader.readexactly(12)
+                answer = ANSWERS[self.mode](request)
+                if answer is None:
+                    writer.close()
+                    return
+                writer.write(answer)
+                await writer.drain()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+def _frame(
+    request: bytes, *, tid_shift: int = 0, length: int | None = None, pdu: bytes | None = None
+) -> bytes:
+    tid, _, _, unit, fc, _addr, count = struct.unpack(">HHHBBHH", request)
+    pdu = pdu if pdu is not None else bytes([fc, count * 2]) + b"\x00\x01" * count
+    return (
+        struct.pack(">HHHB", tid + tid_shift, 0, length if length is not None else len(pdu) + 1, unit) + pdu
+    )
+
+
+ANSWERS: dict[str, Callable[[bytes], bytes | None]] = {
+    "garbage": lambda _r: b"\xde\xad\xbe\xef" * 5,
+    "over-long length": lambda r: _frame(r, length=250),
+    "wrong transaction id": lambda r: _frame(r, tid_shift=7),
+    "byte count mismatch": lambda r: _frame(r, pdu=bytes([r[7], 200]) + b"\x00\x01" * 4),
+    "short response": lambda r: _frame(r, length=5, pdu=bytes([r[7], 2]) + b"\x00\x01"),
+    "closed on each request": lambda _r: None,
+    "length 65535": lambda r: _frame(r, length=65535),
+}
+REASONS = {
+    "garbage": "malformed",
+    "over-long length": "short_response",  # announces 250 bytes, sends fewer
+    "wrong transaction id": "malformed",
+    "byte count mismatch": "malformed",
+    "short response": "short_response",
+    "closed on each request": "closed",
+    "length 65535": "malformed",
+}
+
+
+def test_each_broken_answer_gets_a_reason_a_technician_can_act_on(
+    victoria: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    gateways = {mode: BrokenGateway(mode) for mode in ANSWERS}
+
+    async def scenario() -> dict[str, dict[str, int]]:
+        for gateway in gateways.values():
+            await gateway.start()
+        devices = [
+            {
+                "id": mode.replace(" ", "-"),
+                "profile": "fire_pressure",
+                "port": g.port,
+                "interval": 0.2,
+                "timeout": 0.2,
+            }
+            for mode, g in gateways.items()
+        ]
+        devices.append({"id": "no-such-host", "profile": "fire_pressure", "host": "no-such-host.invalid"})
+        config = EdgeConfig.model_validate(
+            {
+                "writer": {"kind": "influxdb2", "url": victoria.url, "org": "linli", "bucket": "linli"},
+                "sites": [{"id": unique("broken"), "devices": devices}],
+            }
+        )
+        agent = Agent(config)
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        try:
+            await wait_until(
+                lambda: all(sum(p.health.errors.values()) >= 4 for p in agent.pollers),
+                30,
+                "four failed polls each",
+            )
+        finally:
+            stop.set()
+            await task
+            for gateway in gateways.values():
+                gateway.close()
+        return {p.device.id: dict(p.health.errors) for p in agent.pollers}
+
+    errors = asyncio.run(scenario())
+    for mode, reason in REASONS.items():
+        assert set(errors[mode.replace(" ", "-")]) == {reason}, mode
+    assert set(errors["no-such-host"]) == {"unresolved"}
+    text = [r.getMessage() for r in caplog.records]
+    # pymodbus's own reports and asyncio's protocol tracebacks stay out of the log.
+    assert not [m for m in text if "pymodbus" in m or "No response received" in m or ">>>>>" in m]
+    # One line per device when it goes offline, with the reason: not one per failed poll.
+    for mode in REASONS:
+        offline = [m for m in text if "/" + mode.replace(" ", "-") + ": offline" in m]
+        assert len(offline) == 1, (mode, offline)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
 import signal
@@ -17,11 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from linli.edge.agent import Agent
-from linli.edge.config import EdgeConfig
-from linli.localservers import LocalServer, start_influxdb1, start_mosquitto, start_victoria_metrics
+from linli.edge.config import EdgeConfig, load_config
+from linli.localservers import (
+    LocalServer,
+    free_port,
+    start_influxdb1,
+    start_mosquitto,
+    start_victoria_metrics,
+)
 from support import (
     http_get,
     influx1_create_db,
@@ -29,6 +37,8 @@ from support import (
     influx1_query,
     running,
     shipped_queue_settings,
+    start_sim,
+    stop_process,
     unique,
     vm_series,
     wait_until,
@@ -346,3 +356,82 @@ def test_a_failing_store_applies_backpressure_instead_of_dropping(
     finally:
         load.close()
         store.stop()
+
+
+def test_a_store_without_its_database_is_an_outage_not_bad_data(
+    influx1: LocalServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """InfluxDB 1.x answers 404 'database not found': every reading stays buffered, the log says
+    once what to fix, `edge check --contact` says it before the start, and once the database
+    exists everything is written."""
+    db = unique("missing")
+    sim_port = free_port()
+    sim = start_sim("charger", "--port", str(sim_port), "--stations", "1")
+    text = f"""
+[agent]
+name = "{unique("nodb")}"
+[writer]
+kind = "influxdb1"
+url = "{influx1.url}"
+database = "{db}"
+flush_interval = 0.1
+retry_max = 0.5
+[[sites]]
+id = "{db}"
+[[sites.devices]]
+id = "station-1"
+profile = "charger"
+port = {sim_port}
+interval = 0.2
+timeout = 0.2
+"""
+    path = tmp_path / "edge.toml"
+    path.write_text(text)
+    before = subprocess.run(
+        [sys.executable, "-m", "linli.cli", "edge", "check", "--config", str(path), "--contact"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    caplog.set_level(logging.INFO)
+    agent = Agent(load_config(path))
+
+    async def scenario() -> tuple[int, int, int]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        try:
+            await wait_until(lambda: agent.writer.stats.failed_attempts >= 5, 20, "five refused writes")
+            kept = agent.buffer.stats.lines
+            influx1_create_db(influx1.url, db)
+            await wait_until(lambda: agent.writer.stats.written >= kept, 20, "the backlog written")
+            return kept, agent.writer.stats.dead_lettered, agent.buffer.stats.dropped
+        finally:
+            stop.set()
+            await task
+
+    try:
+        kept, dead, dropped = asyncio.run(scenario())
+    finally:
+        stop_process(sim)
+    assert before.returncode == 1
+    assert "database not found" in before.stderr
+    assert "create the database or bucket" in before.stderr
+    assert kept > 10
+    assert (dead, dropped) == (0, 0)
+    refused = [
+        r.getMessage() for r in caplog.records if "refused" in r.getMessage() and "write to" in r.getMessage()
+    ]
+    assert len(refused) == 1
+    assert "create it or fix [writer]" in refused[0]
+    rows = influx1_query(influx1.url, db, 'SELECT count("voltage") FROM charger')
+    assert rows[0]["count"] >= kept // 12  # a station point among every 12 lines (11 ports + health)
+    after = subprocess.run(
+        [sys.executable, "-m", "linli.cli", "edge", "check", "--config", str(path), "--contact"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert after.returncode == 0, after.stderr
+    assert "takes writes" in after.stdout

@@ -146,7 +146,9 @@ def test_retry_after_is_read_as_seconds_or_as_a_date() -> None:
         (503, True),
         (413, True),
         (400, False),
-        (401, False),
+        (401, True),  # not set up for us yet: an outage, not bad data
+        (403, True),
+        (404, True),
         (422, False),
     ],
 )
@@ -161,6 +163,9 @@ class Throttling:
 
     def write(self, body: bytes) -> None:
         raise WriteError("HTTP 429 slow down", status=429, retry_after=7.0)
+
+    def check(self) -> None:
+        self.write(b"")
 
     def close(self) -> None:
         pass

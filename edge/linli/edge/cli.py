@@ -15,6 +15,8 @@ from linli.edge.agent import Agent
 from linli.edge.buffer import BufferInUseError, DurableBuffer
 from linli.edge.config import DeviceConfig, EdgeConfig, load_config
 from linli.edge.modbus import DevicePoller, Endpoint, PollError
+from linli.edge.mqtt import broker_refusal
+from linli.edge.sinks import WriteError
 from linli.edge.view import run_view
 
 
@@ -28,8 +30,21 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     run.add_argument("--view", action="store_true", help="show the live view on stdout")
     run.set_defaults(func=_run)
 
-    check = cmds.add_parser("check", help="validate a config and show the read plan")
-    check.add_argument("--config", type=Path, required=True)
+    check = cmds.add_parser(
+        "check",
+        help="validate a config and show the read plan",
+        description=(
+            "Validate a config and print what the agent would do: each device's reads, the MQTT "
+            "subscriptions, the alert rules and interlocks. With --contact, also ask the store "
+            "whether it takes writes (database or bucket, credentials) and the broker whether it "
+            "takes the agent's connection. Exit 0 if all is well, 1 if a server refused or is "
+            "unreachable, 2 if the config is invalid."
+        ),
+    )
+    check.add_argument("--config", type=Path, required=True, help="the agent's TOML config")
+    check.add_argument(
+        "--contact", action="store_true", help="also contact the store and the broker (nothing is written)"
+    )
     check.set_defaults(func=_check)
 
     probe = cmds.add_parser(
@@ -96,7 +111,30 @@ def _check(args: argparse.Namespace) -> int:
                 f"  {dev.name:<30} mqtt {dev.profile.kind}, offline after {3 * dev.heartbeat_s:g}s of silence"
             )
     _print_alerting(agent)
-    return 0
+    return _contact(agent, config) if args.contact else 0
+
+
+def _contact(agent: Agent, config: EdgeConfig) -> int:
+    """Ask the store and the broker whether they would take the agent; 1 if either refuses."""
+    failed = 0
+    try:
+        agent.writer.sink.check()
+        print(f"  store {agent.writer.sink.target}: takes writes")
+    except WriteError as exc:
+        hint = " (create the database or bucket, or fix the [writer] credentials)" if exc.setup else ""
+        print(f"  store: REFUSED: {exc}{hint}", file=sys.stderr)
+        failed = 1
+    finally:
+        agent.writer.sink.close()
+    if config.mqtt is not None:
+        problem = broker_refusal(config.mqtt)
+        where = f"{config.mqtt.host}:{config.mqtt.port}"
+        if problem is None:
+            print(f"  broker {where}: takes the connection")
+        else:
+            print(f"  broker {where}: REFUSED: {problem}", file=sys.stderr)
+            failed = 1
+    return failed
 
 
 def _print_alerting(agent: Agent) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -30,6 +31,7 @@ from linli.catalog.registers import DecodeError, Value
 from linli.edge.backoff import Backoff
 from linli.edge.config import DeviceConfig
 from linli.edge.health import health_line
+from linli.edge.modbusfailure import PymodbusNoise, classify
 from linli.edge.readplan import Read, plan_reads
 from linli.edge.rules import AlertEvent
 
@@ -37,8 +39,10 @@ if TYPE_CHECKING:
     from linli.edge.alerting import Interlock
 
 log = logging.getLogger(__name__)
-# pymodbus warns on every failed connect; linli logs each state change once, with context.
-logging.getLogger("pymodbus").setLevel(logging.ERROR)
+# pymodbus logs every failed request (with hex dumps) at ERROR; linli classifies and logs each
+# failure itself, once per device and episode. Its protocol tracebacks reach asyncio's logger.
+logging.getLogger("pymodbus.logging").setLevel(logging.CRITICAL)  # its one logger
+logging.getLogger("asyncio").addFilter(PymodbusNoise())
 
 # Consecutive failed polls before a device is shown offline: one lost frame is noise.
 OFFLINE_AFTER = 2
@@ -89,6 +93,10 @@ class Endpoint:
         self._client: AsyncModbusTcpClient | None = None
         self._backoff = Backoff(initial=0.5, maximum=30.0)
         self._next_connect = 0.0
+        # The bytes of the request under way and of its answer, to tell why it failed.
+        self._sent = b""
+        self._received = bytearray()
+        self._closed = False
 
     @property
     def name(self) -> str:
@@ -105,17 +113,46 @@ class Endpoint:
                 "refused",
                 f"{self.name}: connection failed, retrying in {self._next_connect - now:.1f}s",
             )
+        # A name that does not resolve is not a refusal: the technician's fix differs.
+        try:
+            await asyncio.get_running_loop().getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            self._next_connect = time.monotonic() + self._backoff.next_delay()
+            raise PollError("unresolved", f"{self.name}: the host name does not resolve ({exc})") from exc
         # pymodbus reconnects on its own unless told not to; linli owns the backoff here.
         client = AsyncModbusTcpClient(
-            self.host, port=self.port, timeout=self.timeout, retries=0, reconnect_delay=0
+            self.host,
+            port=self.port,
+            timeout=self.timeout,
+            retries=0,
+            reconnect_delay=0,
+            trace_packet=self._trace,
+            trace_connect=self._trace_connect,
         )
         if not await client.connect():
             client.close()
             self._next_connect = time.monotonic() + self._backoff.next_delay()
-            raise PollError("refused", f"{self.name}: connection failed")
+            raise PollError("refused", f"{self.name}: connection refused or unreachable")
         self._backoff.reset()
         self._client = client
         return client
+
+    def _trace(self, sending: bool, data: bytes) -> bytes:
+        if sending:
+            self._sent = data
+            self._received.clear()
+            self._closed = False
+        else:
+            self._received += data
+        return data
+
+    def _trace_connect(self, connected: bool) -> None:
+        if not connected:
+            self._closed = True
+
+    def failure(self) -> tuple[str, str]:
+        """(reason, detail) for the request that just failed, from what went over the wire."""
+        return classify(self._sent, bytes(self._received), closed=self._closed)
 
     def reset(self) -> None:
         """Drop the connection (after a timeout its transaction ids can no longer be trusted)."""
@@ -288,11 +325,12 @@ class DevicePoller:
         try:
             resp: ModbusPDU = await call(read.address, count=read.count, device_id=self.unit)
         except ModbusException as exc:
+            reason, detail = self.endpoint.failure()
             self.endpoint.reset()
-            raise PollError("timeout", f"{read.table} {read.address}+{read.count}: {exc}") from exc
+            raise PollError(reason, f"{read.table} {read.address}+{read.count}: {detail}") from exc
         except OSError as exc:
             self.endpoint.reset()
-            raise PollError("disconnected", f"{read.table} {read.address}+{read.count}: {exc}") from exc
+            raise PollError("closed", f"{read.table} {read.address}+{read.count}: {exc}") from exc
         if resp.isError():
             code = resp.exception_code
             text = MODBUS_EXCEPTIONS.get(code, "unknown")

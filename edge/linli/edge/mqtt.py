@@ -593,3 +593,32 @@ class MqttConnector:
         )
         if self._client is not None:
             self._client.publish(f"{self.settings.dead_letter_topic}/{reason}", envelope, qos=1)
+
+
+def broker_refusal(settings: MqttConfig, timeout: float = 5.0) -> str | None:
+    """Connect once with a throwaway client id and the configured credentials; why not, or None."""
+    answer: list[str] = []
+    done = threading.Event()
+
+    def on_connect(_c: paho.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
+        answer.append(str(reason) if reason.is_failure else "")
+        done.set()
+
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"linli-check-{random.randrange(1 << 32):08x}"
+    )
+    if settings.username:
+        client.username_pw_set(settings.username, settings.password or None)
+    client.on_connect = on_connect
+    try:
+        client.connect(settings.host, settings.port, keepalive=10)
+    except (OSError, ValueError) as exc:
+        return f"cannot connect ({exc})"
+    client.loop_start()
+    try:
+        if not done.wait(timeout):
+            return f"no answer within {timeout:g}s"
+        return answer[0] or None
+    finally:
+        client.disconnect()
+        client.loop_stop()

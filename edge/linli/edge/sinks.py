@@ -32,10 +32,19 @@ class WriteError(Exception):
         self.retry_after = retry_after
 
     @property
+    def setup(self) -> bool:
+        """The store is missing its database or bucket, or refuses the credentials.
+
+        That is an outage to fix on the store's side, not bad data: the lines stay buffered.
+        """
+        return self.status in (401, 403, 404)
+
+    @property
     def retryable(self) -> bool:
-        # No status: the store is unreachable. 429 and 5xx: it is overloaded or down.
-        # 413 is retryable too, after the batch is split. 400/401/403/404/422 are not.
-        return self.status is None or self.status in (408, 413, 429) or self.status >= 500
+        # No status: the store is unreachable. 429 and 5xx: it is overloaded or down. 401, 403
+        # and 404: it is not set up for us yet. 413 is retryable too, after the batch is split.
+        # 400 and 422 are not: the lines themselves are refused.
+        return self.status is None or self.setup or self.status in (408, 413, 429) or self.status >= 500
 
 
 class Sink(Protocol):
@@ -45,6 +54,9 @@ class Sink(Protocol):
 
     def write(self, body: bytes) -> None:
         """Write a body of newline-separated lines, all of them, or raise WriteError."""
+
+    def check(self) -> None:
+        """Ask the store whether it would take our writes (an empty write); WriteError if not."""
 
     def close(self) -> None:
         """Release connections."""
@@ -85,6 +97,10 @@ class InfluxV2Sink:
             retries=False,
         )
         self._api = self._client.write_api(write_options=SYNCHRONOUS)
+        query = urlencode({"org": config.org, "bucket": config.bucket, "precision": "ms"})
+        self._check_url = f"{config.url.rstrip('/')}/api/v2/write?{query}"
+        self._check_headers = {"Authorization": f"Token {config.token or 'linli'}"}
+        self._timeout = config.timeout
 
     def write(self, body: bytes) -> None:
         try:
@@ -103,6 +119,11 @@ class InfluxV2Sink:
             ) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise WriteError(f"{self.target}: unreachable ({type(exc).__name__})") from exc
+
+    def check(self) -> None:
+        # The client skips an empty write; the API itself answers it after checking the bucket.
+        with urllib3.PoolManager(timeout=urllib3.Timeout(total=self._timeout), retries=False) as http:
+            _post(http, self.target, self._check_url, b"", self._check_headers)
 
     def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]
@@ -123,19 +144,27 @@ class InfluxV1Sink:
         self._http = urllib3.PoolManager(timeout=urllib3.Timeout(total=config.timeout), retries=False)
 
     def write(self, body: bytes) -> None:
-        try:
-            resp = self._http.request("POST", self._url, body=body, headers=self._headers)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise WriteError(f"{self.target}: unreachable ({type(exc).__name__})") from exc
-        if resp.status >= 300:
-            raise WriteError(
-                f"{self.target}: HTTP {resp.status} {_body_text(resp.data)}",
-                status=resp.status,
-                retry_after=parse_retry_after(resp.headers.get("Retry-After")),
-            )
+        _post(self._http, self.target, self._url, body, self._headers)
+
+    def check(self) -> None:
+        # InfluxDB 1.x answers an empty write after looking up the database and the user.
+        self.write(b"")
 
     def close(self) -> None:
         self._http.clear()
+
+
+def _post(http: urllib3.PoolManager, target: str, url: str, body: bytes, headers: Mapping[str, str]) -> None:
+    try:
+        resp = http.request("POST", url, body=body, headers=dict(headers))
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise WriteError(f"{target}: unreachable ({type(exc).__name__})") from exc
+    if resp.status >= 300:
+        raise WriteError(
+            f"{target}: HTTP {resp.status} {_body_text(resp.data)}",
+            status=resp.status,
+            retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+        )
 
 
 def make_sink(config: WriterConfig) -> Sink:

@@ -10,7 +10,9 @@ classified by the store's answer:
   (InfluxDB keeps the valid lines of a partial write, and writing a point twice is
   idempotent, so resending them is safe);
 - 429, 5xx or no answer: the batch stays queued and is retried with exponential backoff
-  and jitter, honouring Retry-After, for as long as it takes.
+  and jitter, honouring Retry-After, for as long as it takes;
+- 401, 403 or 404 (no such database or bucket, or no permission): the same, since the
+  store is not set up for us yet; the lines are not at fault.
 
 After an outage the backlog is replayed oldest first, in alternation with the newest
 data, so the screen shows the present at once while the past fills in behind it.
@@ -192,7 +194,16 @@ class BatchWriter:
             await self._settle_refused(chunks, part, exc)
             return True
         if not self._failing:
-            log.error("write to %s failed, retrying with backoff: %s", self.sink.target, exc)
+            if exc.setup:
+                log.error(
+                    "write to %s refused: %s. The store is missing its database or bucket, or refuses "
+                    "the credentials: create it or fix [writer] (check with `linli edge check --contact`). "
+                    "Readings stay in the buffer and are written once it is fixed",
+                    self.sink.target,
+                    exc,
+                )
+            else:
+                log.error("write to %s failed, retrying with backoff: %s", self.sink.target, exc)
             self._failing = True
         s.retried += lines
         self._retry_delay = max(self._backoff.next_delay(), exc.retry_after or 0.0)
