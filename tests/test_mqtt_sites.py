@@ -12,12 +12,14 @@ import asyncio
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from linli.edge.buffer import DurableBuffer
 from linli.edge.config import EdgeConfig
 from linli.edge.mqtt import MqttConnector
 from linli.localservers import LocalServer
@@ -166,7 +168,7 @@ def test_the_filters_follow_the_sites_or_the_config() -> None:
             }
         )
 
-    def nothing(_lines: list[str], _done: object) -> None:
+    def nothing(_lines: list[str], _done: object, _delivered: object) -> None:
         pass
 
     assert sorted(MqttConnector(config(), nothing).filters) == [
@@ -176,3 +178,48 @@ def test_the_filters_follow_the_sites_or_the_config() -> None:
     ]
     chosen = MqttConnector(config(subscribe=["district/+/cams/#"]), nothing)
     assert list(chosen.filters) == ["district/+/cams/#"]
+
+
+def readings(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.startswith("camera,")]
+
+
+def test_a_qos1_message_the_broker_sends_again_after_a_crash_is_stored_once(tmp_path: Path) -> None:
+    """The crash window: a message's line committed, its PUBACK not yet sent. The broker sends
+    it again after the restart with the same packet id; the buffer's record of that id says
+    it is stored already."""
+    config = EdgeConfig.model_validate(
+        {
+            "agent": {"name": "edge-1"},
+            "writer": {"kind": "influxdb1", "url": "http://127.0.0.1:9", "database": "x"},
+            "mqtt": {},
+            "sites": [{"id": "s1", "devices": [{"id": "cam-1", "profile": "camera"}]}],
+        }
+    )
+    buffer = DurableBuffer(tmp_path / "b.sqlite", max_bytes=10**8)
+    emitted: list[tuple[list[str], list[tuple[int, bytes]]]] = []
+
+    def emit(lines: list[str], _done: object, delivered: list[tuple[int, bytes]]) -> None:
+        emitted.append((lines, delivered))
+        buffer.append(lines, delivered=delivered)
+
+    topic = "elevators/s1/cam-1/detection"
+    first = MqttConnector(config, emit, delivered=buffer.delivered())
+    first._on_publishes([(topic.encode(), detection(1_790_000_000_000).encode(), 1, False, 7)])
+    first._drain_inbox()
+    [(lines, delivered)] = emitted
+    assert len(readings(lines)) == 1
+    assert [mid for mid, _ in delivered] == [7]
+    buffer.close()
+
+    # The restart: a new buffer object on the same file, and the broker's second copy.
+    buffer = DurableBuffer(tmp_path / "b.sqlite", max_bytes=10**8)
+    second = MqttConnector(config, emit, delivered=buffer.delivered())
+    again = detection(1_790_000_000_000).encode()
+    later = detection(1_790_000_000_500).encode()  # packet id 7 reused for a new message
+    second._on_publishes([(topic.encode(), again, 1, False, 7), (topic.encode(), later, 1, False, 7)])
+    second._drain_inbox()
+    assert second.redelivered == 1
+    assert [len(readings(lines)) for lines, _ in emitted] == [1, 1]
+    assert readings(emitted[1][0])[0].endswith(" 1790000000500")
+    buffer.close()

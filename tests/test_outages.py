@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -238,13 +239,12 @@ def test_a_broker_restart_under_qos1_load_loses_nothing(influx1: LocalServer, tm
         broker.stop()
 
 
-def test_sigkill_five_times_under_load_loses_nothing_acknowledged(
-    mosquitto: LocalServer, influx1: LocalServer, tmp_path: Path
+def test_sigkill_five_times_under_load_loses_nothing_acknowledged_and_stores_nothing_twice(
+    mosquitto: LocalServer, victoria: LocalServer, tmp_path: Path
 ) -> None:
-    db = unique("kill")
-    influx1_create_db(influx1.url, db)
+    """VictoriaMetrics keeps every sample it is sent, so a reading stored twice shows there."""
     site = unique("kill")
-    writer = {"kind": "influxdb1", "url": influx1.url, "database": db}
+    writer = {"kind": "influxdb2", "url": victoria.url, "org": "linli", "bucket": "linli"}
     raw = agent_config(writer, mosquitto.port, site, buffer={"path": str(tmp_path / "buffer.sqlite")})
     path = tmp_path / "edge.toml"
     path.write_text(toml(raw))
@@ -254,9 +254,10 @@ def test_sigkill_five_times_under_load_loses_nothing_acknowledged(
     def start_agent() -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "linli.cli", "edge", "run", "--config", str(path)])
 
-    def stored() -> set[int]:
-        rows = influx1_query(influx1.url, db, f"SELECT uptime_s FROM camera WHERE site = '{site}'")
-        return {r["time"] - T0 for r in rows}
+    def samples() -> list[int]:
+        """Every stored heartbeat sample, duplicates kept, by its message number."""
+        series = vm_series(victoria.url, "camera_uptime_s", site)
+        return [ts - T0 for s in series for ts in s["timestamps"]]
 
     agent = start_agent()
     try:
@@ -264,7 +265,7 @@ def test_sigkill_five_times_under_load_loses_nothing_acknowledged(
         # (probes are timed before T0, so they are not counted below).
         deadline = time.monotonic() + 30
         probe = 0
-        while not any(k < 0 for k in stored()):
+        while not any(k < 0 for k in samples()):
             assert time.monotonic() < deadline, "the agent never stored a probe"
             probe += 1
             body = {"ts": T0 - probe, "uptime_s": 0, "detections_today": 0, "interceptions_today": 0}
@@ -284,14 +285,20 @@ def test_sigkill_five_times_under_load_loses_nothing_acknowledged(
             time.sleep(0.1)
         acked = load.acked()
         deadline = time.monotonic() + 60
-        while not acked <= stored() and time.monotonic() < deadline:
+        while not acked <= set(samples()) and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert acked <= stored()
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(30) == 0
+        stored = [k for k in samples() if k >= 0]
+        assert acked <= set(stored)
         assert len(acked) == load.sent == 15 * 200
+        twice = sorted(k for k, n in Counter(stored).items() if n > 1)
+        assert twice == [], f"{len(twice)} readings stored twice"
     finally:
         load.close()
-        agent.send_signal(signal.SIGTERM)
-        agent.wait(30)
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
 
 
 def toml(data: dict[str, Any]) -> str:

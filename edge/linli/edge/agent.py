@@ -102,6 +102,7 @@ class Agent:
                 self.spool.commit,
                 memory=self.buffer.meta(""),
                 remember=self._remember,
+                delivered=self.buffer.delivered(),
             )
             if has_mqtt
             else None
@@ -123,9 +124,9 @@ class Agent:
         self.totals.lines += len(lines)
         self.spool.submit(lines)
 
-    def _emit_mqtt(self, lines: list[str], done: Done | None) -> None:
+    def _emit_mqtt(self, lines: list[str], done: Done | None, delivered: list[tuple[int, bytes]]) -> None:
         self.totals.lines += len(lines)
-        self.spool.submit(lines, done)
+        self.spool.submit(lines, done, delivered)
 
     def _emit(self, lines: list[str]) -> None:
         # The last line of every batch a poller emits is its health point.
@@ -155,6 +156,7 @@ class Agent:
             fields["rejected"] = mqtt.dead_letters.total()
             fields.update((f"rejected_{reason}", n) for reason, n in mqtt.dead_letters.items())
             fields["ignored_retained"] = mqtt.ignored_retained
+            fields["redelivered"] = mqtt.redelivered
             fields["overflow"] = mqtt.overflow
         # One health measurement for everything (the schema rules): the agent is a kind of its own.
         tags = {"kind": AGENT_KIND, "device": self.config.agent.name}

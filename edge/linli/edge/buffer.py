@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS pending (
     body BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS delivered (mid INTEGER PRIMARY KEY, digest BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letter (
     id INTEGER PRIMARY KEY,
     queued_ms INTEGER NOT NULL,
@@ -115,8 +116,14 @@ class DurableBuffer:
         if lines:
             log.info("buffer %s: resuming with %d lines not yet written", path, lines)
 
-    def append(self, lines: Sequence[str], now_ms: int | None = None) -> None:
-        """Queue lines as one chunk; on return they are committed to disk."""
+    def append(
+        self, lines: Sequence[str], now_ms: int | None = None, delivered: Sequence[tuple[int, bytes]] = ()
+    ) -> None:
+        """Queue lines as one chunk; on return they are committed to disk.
+
+        `delivered` (packet id, line digest) of the QoS 1 messages the lines came from is
+        committed with them: after a crash, the broker's second copy is recognised.
+        """
         if not lines:
             return
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
@@ -136,6 +143,8 @@ class DurableBuffer:
             self._db.execute(
                 "INSERT INTO pending (queued_ms, lines, body) VALUES (?, ?, ?)", (now_ms, len(lines), body)
             )
+            if delivered:
+                self._db.executemany("INSERT OR REPLACE INTO delivered VALUES (?, ?)", delivered)
         s.chunks += 1 - len(drop)
         s.lines += len(lines) - sum(row[1] for row in drop)
         s.bytes += len(body) - sum(row[2] for row in drop)
@@ -217,6 +226,10 @@ class DurableBuffer:
         """The newest dead-lettered lines with their reasons, for an operator."""
         rows = self._db.execute("SELECT reason, line FROM dead_letter ORDER BY id DESC LIMIT ?", (limit,))
         return [(reason, line) for reason, line in rows]
+
+    def delivered(self) -> dict[int, bytes]:
+        """The last QoS 1 message stored under each packet id: its line's digest."""
+        return dict(self._db.execute("SELECT mid, digest FROM delivered").fetchall())
 
     def meta(self, prefix: str) -> dict[str, str]:
         """What the agent remembered across restarts under keys starting with `prefix`."""

@@ -45,8 +45,11 @@ from linli.ratelog import RateLimitedLog
 log = logging.getLogger(__name__)
 
 Done = Callable[[], None]
-# Lines, and what to call once they are on disk (acknowledging the messages they came from).
-Emit = Callable[[list[str], Done | None], None]
+# (packet id, digest of its line) of each QoS 1 message stored: see `_once`.
+Delivered = list[tuple[int, bytes]]
+# Lines, what to call once they are on disk (acknowledging the messages they came from),
+# and the QoS 1 messages they came from, kept with them in the same commit.
+Emit = Callable[[list[str], Done | None, Delivered], None]
 # kind, tags, field values, time (ms), port: for the alert rules.
 Observe = Callable[[str, Mapping[str, str], Mapping[str, Any], int, str | None], None]
 # topic, payload, retained, received (ms since the epoch), packet id, QoS, connection number
@@ -143,11 +146,13 @@ class MqttConnector:
         *,
         memory: Mapping[str, str] | None = None,
         remember: Callable[[str, str], None] | None = None,
+        delivered: Mapping[int, bytes] | None = None,
     ) -> None:
         """`backpressure` says when to stop taking messages; `commit` puts emitted lines on disk now.
 
         `memory` is what `remember` kept in earlier runs: the filters subscribed, and the
-        retained payloads already rejected.
+        retained payloads already rejected. `delivered` is the last QoS 1 message stored under
+        each packet id, as the buffer has it.
         """
         if config.mqtt is None:
             raise ValueError("the config has no [mqtt] table")
@@ -185,6 +190,8 @@ class MqttConnector:
         self._remember = remember or (lambda _k, _v: None)
         before = memory.get(FILTERS_KEY)
         self._previous_filters = before.split("\n") if before else list(LEGACY_FILTERS)
+        self._delivered: dict[int, bytes] = dict(delivered or {})
+        self.redelivered = 0  # QoS 1 messages the broker sent again after they were stored
         self._retained_rejects = {
             k.removeprefix(RETAINED_KEY): v for k, v in memory.items() if k.startswith(RETAINED_KEY)
         }
@@ -234,14 +241,14 @@ class MqttConnector:
                 self._drain_inbox()
                 if time.monotonic() >= next_health:
                     next_health += s.health_interval
-                    self.emit(self.health_lines(int(time.time() * 1000)), None)
+                    self.emit(self.health_lines(int(time.time() * 1000)), None, [])
         finally:
             self._stopping = True
             # What was received goes to disk and is acknowledged before the goodbye; whatever
             # arrives after this the broker delivers again at the next start.
             self._drain_inbox(force=True)
             # The last counts, so the store agrees with the agent's final state.
-            self.emit(self.health_lines(int(time.time() * 1000)), None)
+            self.emit(self.health_lines(int(time.time() * 1000)), None, [])
             if self.commit is not None:
                 await self.commit()
             # The acknowledgements just queued go out before DISCONNECT; wait until it went,
@@ -300,6 +307,7 @@ class MqttConnector:
             batch, self._inbox = self._inbox, []
         lines = self._lines
         acks: list[tuple[int, int]] = []
+        delivered: Delivered = []
         for topic, payload, retained, received_ms, mid, qos, connection in batch:
             if qos:
                 acks.append((mid, connection))
@@ -310,11 +318,31 @@ class MqttConnector:
                 log.exception("mqtt: message on %s could not be handled", topic)
                 self._reject("internal", "internal error", topic, payload, None, received_ms)
                 continue
-            if line is not None:
-                lines.append(line)
+            if line is None:
+                continue
+            if qos and not self._once(mid, line, delivered):
+                continue
+            lines.append(line)
         if lines or acks:
             self._lines = []
-            self.emit(lines, partial(self._acknowledge, acks) if acks else None)
+            self.emit(lines, partial(self._acknowledge, acks) if acks else None, delivered)
+
+    def _once(self, mid: int, line: str, delivered: Delivered) -> bool:
+        """False for a QoS 1 message stored before: the same packet id and the same line.
+
+        A crash between the commit of a message's line and its PUBACK leaves the broker
+        owing it: it sends it again, with the same packet id, after the restart. The buffer
+        keeps the last line digest per packet id in the commit itself, so that copy is
+        acknowledged and not stored twice. A new message that reuses the id differs in its
+        line (at least its time); one that does not would be the same point anyway.
+        """
+        digest = hashlib.blake2b(line.encode(), digest_size=8).digest()
+        if self._delivered.get(mid) == digest:
+            self.redelivered += 1
+            return False
+        self._delivered[mid] = digest
+        delivered.append((mid, digest))
+        return True
 
     def _acknowledge(self, acks: list[tuple[int, int]]) -> None:
         """PUBACK the messages whose lines are on disk (rejected ones are kept on the dead-letter topic)."""

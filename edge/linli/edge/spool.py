@@ -14,6 +14,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from linli.edge.backoff import Backoff
 from linli.edge.buffer import DurableBuffer
@@ -36,6 +37,7 @@ class Spool:
         self._db = db
         self._lines: list[str] = []
         self._done: list[Done] = []
+        self._delivered: list[tuple[int, bytes]] = []
         self._backoff = Backoff(initial=0.1, maximum=10.0)
         self._retry_delay = 0.0
         # One commit at a time: a caller that commits "now" (the MQTT connector before it
@@ -47,9 +49,12 @@ class Spool:
         """Lines waiting for the next commit."""
         return len(self._lines)
 
-    def submit(self, lines: Sequence[str], done: Done | None = None) -> None:
-        """Stage lines; `done` runs once they are on disk."""
+    def submit(
+        self, lines: Sequence[str], done: Done | None = None, delivered: Sequence[tuple[int, bytes]] = ()
+    ) -> None:
+        """Stage lines; `done` runs once they are on disk, with `delivered` in the same commit."""
         self._lines.extend(lines)
+        self._delivered.extend(delivered)
         if done is not None:
             self._done.append(done)
 
@@ -72,14 +77,16 @@ class Spool:
     async def _commit(self) -> bool:
         if not self._lines and not self._done:
             return True
-        lines, done = self._lines, self._done
-        self._lines, self._done = [], []
+        lines, done, delivered = self._lines, self._done, self._delivered
+        self._lines, self._done, self._delivered = [], [], []
+        append = partial(self.buffer.append, lines, delivered=delivered)
         try:
-            await asyncio.get_running_loop().run_in_executor(self._db, self.buffer.append, lines)
+            await asyncio.get_running_loop().run_in_executor(self._db, append)
         except sqlite3.Error as exc:
             # A full or failing disk: keep everything staged and acknowledge nothing.
             self._lines[:0] = lines
             self._done[:0] = done
+            self._delivered[:0] = delivered
             self.failures += 1
             self._retry_delay = self._backoff.next_delay()
             log.error(
