@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import select
 import signal
 import subprocess
@@ -45,7 +46,7 @@ def test_sigterm_flushes_pending_readings(victoria: LocalServer, tmp_path: Path)
 
     summary = [line for line in err.splitlines() if "agent stopped" in line]
     assert summary, err
-    assert summary[0].endswith(", 0 kept in the buffer for the next start")
+    assert summary[0].endswith(", 0 lines kept in the buffer for the next start")
     health = vm_series_settled(victoria.url, "health_polls", "sigterm-test", 2)
     polls = {s["metric"]["device"]: max(s["values"]) for s in health}
     assert set(polls) == {"charger-01", "charger-02"}
@@ -54,3 +55,50 @@ def test_sigterm_flushes_pending_readings(victoria: LocalServer, tmp_path: Path)
     for series in power:
         if series["metric"].get("port") == "1":
             assert len(series["timestamps"]) == polls[series["metric"]["device"]]
+
+
+def test_the_demo_survives_a_terminal_s_ctrl_c_and_says_where_its_data_is(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal signals the whole foreground process group: the demo's store must
+    outlive the agent's last flush. The view never shows a station refused at the start."""
+    datadir = tmp_path / "demo"
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "linli.cli",
+            "demo",
+            "--stations",
+            "3",
+            "--interval",
+            "0.5",
+            "--datadir",
+            str(datadir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal's foreground job has
+    )
+    assert demo.stdout is not None
+    views: list[str] = []
+    deadline = time.monotonic() + 60
+    while not any("written 0 " not in v and "devices online 3/3" in v for v in views[1:]):
+        ready, _, _ = select.select([demo.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no data flowing within 60 s: {views}"
+        line = demo.stdout.readline()
+        assert line, "the demo exited early"
+        if line.startswith("linli edge"):
+            views.append(line)
+    os.killpg(demo.pid, signal.SIGINT)  # what the terminal does
+    out, err = demo.communicate(timeout=60)
+    assert demo.returncode == 0, err
+    assert "devices online 3/3" in views[-1]
+    assert "refused" not in err  # no station was polled before it listened
+    assert "failed, retrying" not in err
+    assert "unreachable" not in err
+    [stopped] = [line for line in out.splitlines() if line.startswith("demo stopped:")]
+    written = int(stopped.split()[2].replace(",", ""))
+    assert written > 0
+    assert stopped.endswith(" 0 left in the buffer.")
+    assert f"-storageDataPath {datadir.resolve() / 'victoria-metrics' / 'data'}" in out
+    assert (datadir / "victoria-metrics" / "data").is_dir()

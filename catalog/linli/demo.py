@@ -27,12 +27,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     demo.add_argument(
         "--time-scale", type=float, default=60.0, help="simulated seconds per second (default 60)"
     )
-    demo.add_argument("--seed", type=int, default=1)
-    demo.add_argument("--interval", type=float, default=1.0, help="poll interval in seconds")
     demo.add_argument(
-        "--datadir", type=Path, default=Path(".linli-demo"), help="where the store keeps its data"
+        "--seed",
+        type=int,
+        default=1,
+        help="seed of the stations' random behaviour: same seed, same day (default 1)",
     )
-    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    demo.add_argument("--interval", type=float, default=1.0, help="poll interval in seconds (default 1)")
+    demo.add_argument(
+        "--datadir",
+        type=Path,
+        default=Path(".linli-demo"),
+        help="where the store keeps its data, kept after the demo (default .linli-demo)",
+    )
+    demo.add_argument(
+        "--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)"
+    )
     demo.set_defaults(func=_demo)
 
 
@@ -114,19 +124,45 @@ def _demo(args: argparse.Namespace) -> int:
         async def main(stop: asyncio.Event) -> int:
             if args.duration is not None:
                 asyncio.get_running_loop().call_later(args.duration, stop.set)
-            sim = asyncio.create_task(run_servers(servers, stop))
+            listening = asyncio.Event()
+            sim = asyncio.create_task(run_servers(servers, stop, started=listening))
+            # The agent starts once every station listens: none is shown refused at the start.
+            await asyncio.wait_for(listening.wait(), 60)
+            await wait_listening("127.0.0.1", range(first_port, first_port + args.stations), 30)
             view = asyncio.create_task(run_view(agent, stop))
+            # Ctrl-C stops the stations and the agent; the agent flushes to the store, which
+            # runs in a session of its own and is stopped only after that (below).
             complete = await agent.run(stop)
             await view
             await sim
             return 0 if complete else 1
 
         code = run_until_signal(main)
+        written, left = agent.writer.stats.written, agent.writer.pending
+        print(f"\ndemo stopped: {written:,} lines written to VictoriaMetrics, {left:,} left in the buffer.")
+        print(f"The data stays in {store.datadir}. To look at it again:")
         print(
-            f"\ndemo stopped: {agent.writer.stats.written:,} lines written to {store.url}.\n"
-            f"Look at them: curl '{store.url}/api/v1/export?match[]={{__name__=~\"charger_.*\"}}' | head"
+            f"  victoria-metrics -storageDataPath {store.datadir / 'data'} -httpListenAddr 127.0.0.1:8428 &"
         )
+        print("  curl 'http://127.0.0.1:8428/api/v1/export?match[]={__name__=~\"charger_.*\"}' | head")
         return code
     finally:
         with contextlib.suppress(Exception):
             store.stop()
+
+
+async def wait_listening(host: str, ports: range, within_s: float) -> None:
+    """Until every port accepts a connection; OSError naming the first that does not."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    for port in ports:
+        while True:
+            try:
+                _, writer = await asyncio.open_connection(host, port)
+            except OSError:
+                if loop.time() > deadline:
+                    raise OSError(f"station on {host}:{port} does not listen") from None
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            break

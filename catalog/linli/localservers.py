@@ -121,7 +121,11 @@ def _spawn(name: str, argv: list[str], datadir: Path, port: int) -> LocalServer:
     datadir.mkdir(parents=True, exist_ok=True)
     log_path = datadir / f"{name}.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=datadir)
+        # A session of its own: a terminal's Ctrl-C goes to the whole foreground process group,
+        # and the server must outlive the agent that is still flushing to it.
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, cwd=datadir, start_new_session=True
+        )
     return LocalServer(name, proc, port, datadir, log_path)
 
 

@@ -21,6 +21,7 @@ from linli.edge.mqtt import MqttConnector
 from linli.edge.sinks import Sink, make_sink
 from linli.edge.spool import Done, Spool
 from linli.edge.writer import BatchWriter
+from linli.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -176,14 +177,14 @@ class Agent:
     async def run(self, stop: asyncio.Event, *, drain_deadline_s: float = 10.0) -> bool:
         """Poll and write until `stop` is set; True when everything was written."""
         log.info(
-            "agent %s: %d Modbus devices on %d endpoints, %d MQTT devices -> %s; buffer %s, %d lines",
+            "agent %s: %s on %s, %s -> %s; buffer %s, %s",
             self.config.agent.name,
-            len(self.pollers),
-            len(self.endpoints),
-            len(self.mqtt.devices) if self.mqtt else 0,
+            plural(len(self.pollers), "Modbus device"),
+            plural(len(self.endpoints), "endpoint"),
+            plural(len(self.mqtt.devices) if self.mqtt else 0, "MQTT device"),
             self.writer.sink.target,
             self.buffer.path,
-            self.buffer.stats.lines,
+            plural(self.buffer.stats.lines, "line"),
         )
         inner_stop = asyncio.Event()
         writer_task = asyncio.create_task(self.writer.run(inner_stop), name="writer")
@@ -209,8 +210,8 @@ class Agent:
             self._db.submit(self.buffer.close).result()
             self._db.shutdown()
         log.info(
-            "agent stopped: %d lines written, %d kept in the buffer for the next start",
-            self.writer.stats.written,
-            self.writer.pending,
+            "agent stopped: %s written, %s kept in the buffer for the next start",
+            plural(self.writer.stats.written, "line"),
+            plural(self.writer.pending, "line"),
         )
         return complete

@@ -18,6 +18,7 @@ from linli.edge.modbus import DevicePoller, Endpoint, PollError
 from linli.edge.mqtt import broker_refusal
 from linli.edge.sinks import WriteError
 from linli.edge.view import run_view
+from linli.wording import plural
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -96,9 +97,8 @@ def _check(args: argparse.Namespace) -> int:
         return 2
     # A check touches nothing on disk: the agent gets a buffer in memory.
     agent = Agent(config, buffer=DurableBuffer(Path(":memory:"), max_bytes=1))
-    print(
-        f"{args.config}: ok, {len(config.devices())} devices, writer {config.writer.kind} {config.writer.url}"
-    )
+    devices = plural(len(config.devices()), "device")
+    print(f"{args.config}: ok, {devices}, writer {config.writer.kind} {config.writer.url}")
     print(f"  buffer {config.buffer_path()}, at most {config.buffer.max_mb:g} MB, sync {config.buffer.sync}")
     for poller in agent.pollers:
         reads = ", ".join(f"{r.table}@{r.address}+{r.count}" for r in poller.reads)

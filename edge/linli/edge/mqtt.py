@@ -41,6 +41,7 @@ from linli.edge.health import health_line
 from linli.edge.mqttsocket import BufferedClient, Publish
 from linli.edge.topics import Route, TopicRouter
 from linli.ratelog import RateLimitedLog
+from linli.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +231,9 @@ class MqttConnector:
         client = self._make_client()
         self._client = client
         s = self.settings
-        log.info("mqtt: %d devices via %s:%d as '%s'", len(self.devices), s.host, s.port, self.client_id)
+        log.info(
+            "mqtt: %s via %s:%d as '%s'", plural(len(self.devices), "device"), s.host, s.port, self.client_id
+        )
         client.connect_async(s.host, s.port, keepalive=s.keepalive)
         client.loop_start()
         next_health = time.monotonic() + s.health_interval

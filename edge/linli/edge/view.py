@@ -10,22 +10,32 @@ from collections import Counter
 from typing import TextIO
 
 from linli.edge.agent import Agent
+from linli.wording import plural
 
 CLEAR = "\x1b[H\x1b[2J"
+
+
+# What a person watching wants to see of a device first: what it does now, not its settings.
+FIRST = ("total_power", "power", "current", "temperature", "cabinet_temp", "voltage", "pressure", "level")
 
 
 def render(agent: Agent, readings_per_s: float, width: int = 100, max_rows: int = 12) -> str:
     """One screen: totals, then a row per device (online, latency, last values)."""
     pollers = agent.pollers
-    online = sum(p.health.online for p in pollers)
+    mqtt = list(agent.mqtt.devices.values()) if agent.mqtt is not None else []
+    online = sum(p.health.online for p in pollers) + sum(d.online for d in mqtt)
     errors: Counter[str] = Counter()
     for p in pollers:
         errors.update(p.health.errors)
+    for d in mqtt:
+        errors.update(d.errors)
+    rejected = agent.mqtt.dead_letters.total() if agent.mqtt is not None else 0
     stats = agent.writer.stats
+    total = len(pollers) + len(mqtt)
     lines = [
-        f"linli edge  devices online {online}/{len(pollers)}   readings/s {readings_per_s:,.0f}   "
+        f"linli edge  devices online {online}/{total}   readings/s {readings_per_s:,.0f}   "
         f"written {stats.written:,}   buffered {agent.writer.pending:,}   "
-        f"dropped {agent.buffer.stats.dropped:,}",
+        f"dropped {agent.buffer.stats.dropped:,}   rejected {rejected:,}",
         f"store {agent.writer.sink.target}   "
         + (f"LAST WRITE ERROR: {stats.last_error}" if stats.failed_attempts else "writes ok"),
         "errors: " + (", ".join(f"{k} {v}" for k, v in sorted(errors.items())) or "none"),
@@ -41,13 +51,16 @@ def render(agent: Agent, readings_per_s: float, width: int = 100, max_rows: int 
         row = f"{p.name:<28}{state:<9}{h.latency_s * 1000:>8.1f}  {summary}"
         lines.append(row[:width])
     if len(pollers) > max_rows:
-        lines.append(f"... and {len(pollers) - max_rows} more devices")
+        lines.append(f"... and {plural(len(pollers) - max_rows, 'more device')}")
+    if mqtt:
+        lines.append(f"MQTT: {sum(d.online for d in mqtt)}/{plural(len(mqtt), 'device')} online")
     return "\n".join(lines)
 
 
 def _summary(last: dict[int | None, dict[str, int | float]]) -> str:
     device = last.get(None, {})
-    parts = [f"{k}={v:g}" for k, v in list(device.items())[:4]]
+    chosen = [k for k in FIRST if k in device] or list(device)
+    parts = [f"{k}={device[k]:g}" for k in chosen[:3]]
     channels = [fields for ch, fields in last.items() if ch is not None]
     if channels and "state" in channels[0]:
         states = Counter(int(f.get("state", 0)) for f in channels)
