@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 from linli.catalog.errors import ConfigError
 from linli.catalog.profile import builtin_profile_dir, load_profile
 from linli.edge.config import WriterKind, load_config
+from linli.localservers import free_port
+from support import start_sim, stop_process
 
 GOOD = """
 [writer]
@@ -194,3 +197,85 @@ above = 0.5
     assert "interlock ronghua/charger-01" in out
     assert "smoke_alarm > 0.5 -> stop every port" in out
     assert "alerts: stored in 'alert'; not published" in out  # no broker configured
+
+
+def test_probe_says_what_is_wrong_in_one_line() -> None:
+    camera = linli("edge", "probe", "--profile", "camera", "--host", "127.0.0.1")
+    assert camera.returncode == 2
+    assert camera.stderr.splitlines() == [
+        "linli edge probe: 'camera' is an MQTT device, not Modbus; watch its messages with: "
+        "mosquitto_sub -h BROKER -t 'elevators/#' -v"
+    ]
+    unknown = linli("edge", "probe", "--profile", "chargr", "--host", "127.0.0.1")
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith("linli edge probe: no profile 'chargr'; known kinds: camera, charger")
+    dns = linli("edge", "probe", "--profile", "charger", "--host", "no-such-host.invalid")
+    assert dns.returncode == 1
+    assert "NO ANSWER (unresolved)" in dns.stderr
+
+
+def test_probe_of_a_silent_device_prints_its_verdict_and_nothing_of_pymodbus() -> None:
+    with socket.socket() as silent:  # accepts, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        result = linli(
+            "edge",
+            "probe",
+            "--profile",
+            "charger",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--timeout",
+            "0.3",
+        )
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert "NO ANSWER (timeout)" in line
+    assert "Is the unit id right (--unit)?" in line
+
+
+def test_probe_with_too_many_ports_hints_at_the_count() -> None:
+    port = free_port()
+    sim = start_sim("charger", "--port", str(port), "--ports", "10")
+    try:
+        result = linli(
+            "edge",
+            "probe",
+            "--profile",
+            "charger",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--count",
+            "12",
+        )
+        good = linli("edge", "probe", "--profile", "charger", "--host", "127.0.0.1", "--port", str(port))
+    finally:
+        stop_process(sim)
+    assert result.returncode == 1
+    assert "NO ANSWER (exception_2)" in result.stderr
+    assert "(--count, default 10)" in result.stderr
+    assert good.returncode == 0, good.stderr
+    assert "port 10" in good.stdout
+
+
+def test_the_simulator_refuses_a_fault_on_a_station_it_does_not_run() -> None:
+    result = linli("sim", "charger", "--stations", "2", "--fault", "3:overheat")
+    assert result.returncode == 2
+    assert "--fault names station 3, but there are stations 1 to 2" in result.stderr
+
+
+def test_help_describes_every_option_with_its_default() -> None:
+    check = linli("edge", "check", "--help").stdout
+    assert "--contact" in check
+    assert "Validate a config and print what the agent would do" in check
+    probe = linli("edge", "probe", "--help").stdout
+    assert "(default 502)" in probe
+    demo = " ".join(linli("demo", "--help").stdout.split())
+    assert "same seed, same day (default 1)" in demo
+    assert "poll interval in seconds (default 1)" in demo
+    assert "(default .linli-demo)" in demo

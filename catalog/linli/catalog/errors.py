@@ -89,3 +89,10 @@ def load_toml_model(path: Path, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(path, describe_validation_error(model, exc)) from exc
+
+
+def validation_reason(exc: ValidationError) -> str:
+    """The first problem pydantic found, as one line: where, and what."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(the document)"
+    return f"{where}: {err['msg']}"

@@ -17,9 +17,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from linli.catalog.alerts import NAME_MAX, AlertMessage
+from linli.catalog.errors import validation_reason
 from linli.cloud.config import BrokerConfig
 from linli.cloud.notifier import edge_status_alert
-from linli.cloud.store import validation_reason
 
 log = logging.getLogger(__name__)
 

@@ -31,10 +31,11 @@ from linli.catalog.alerts import (
     AlertState,
     fingerprint,
 )
+from linli.catalog.errors import validation_reason
 from linli.catalog.profile import Severity
 from linli.cloud.channels import DeliveryError, Notice, NoticeKind, Sender
 from linli.cloud.config import Channel, NotifierConfig, QuietHours, Subscription
-from linli.cloud.store import Store, validation_reason
+from linli.cloud.store import Store
 from linli.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)

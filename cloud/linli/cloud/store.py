@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from linli.catalog.errors import validation_reason
 from linli.cloud.config import Subscription
 
 # How much of a quarantined row is kept.
@@ -221,10 +222,3 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-
-def validation_reason(exc: ValidationError) -> str:
-    """The first problem pydantic found, as one line: where, and what."""
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "(the document)"
-    return f"{where}: {err['msg']}"

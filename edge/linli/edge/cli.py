@@ -8,8 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from linli.catalog.errors import ConfigError
-from linli.catalog.profile import get_profile
+from pydantic import ValidationError
+
+from linli.catalog.errors import ConfigError, validation_reason
+from linli.catalog.profile import Profile, get_profile
 from linli.cli_support import run_until_signal, setup_logging
 from linli.edge.agent import Agent
 from linli.edge.buffer import BufferInUseError, DurableBuffer
@@ -50,15 +52,18 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     probe = cmds.add_parser(
         "probe",
-        help="read a device once and print its decoded values",
-        description="Read one device once, as the agent would, and print every value with its unit.",
+        help="read a Modbus device once and print its decoded values",
+        description=(
+            "Read one Modbus device once, as the agent would, and print every value with its unit. "
+            "Exit 0 if it answered, 1 if not (with the reason), 2 for bad usage."
+        ),
     )
-    probe.add_argument("--profile", required=True, help="device kind, e.g. charger")
-    probe.add_argument("--host", required=True)
-    probe.add_argument("--port", type=int, default=502)
+    probe.add_argument("--profile", required=True, help="device kind with a Modbus map, e.g. charger")
+    probe.add_argument("--host", required=True, help="the device's or gateway's address")
+    probe.add_argument("--port", type=int, default=502, help="Modbus TCP port (default 502)")
     probe.add_argument("--unit", type=int, default=None, help="unit id (default: the profile's)")
     probe.add_argument("--count", type=int, default=None, help="channels, e.g. ports on a charger")
-    probe.add_argument("--timeout", type=float, default=1.0)
+    probe.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for an answer (default 1)")
     probe.set_defaults(func=_probe)
 
 
@@ -161,6 +166,17 @@ def _print_alerting(agent: Agent) -> None:
 def _probe(args: argparse.Namespace) -> int:
     try:
         profile = get_profile(args.profile)
+    except KeyError as exc:
+        print(f"linli edge probe: {exc.args[0]}", file=sys.stderr)
+        return 2
+    if profile.modbus is None:
+        print(
+            f"linli edge probe: '{profile.kind}' is an MQTT device, not Modbus; watch its messages "
+            f"with: mosquitto_sub -h BROKER -t '{_mqtt_root(profile)}' -v",
+            file=sys.stderr,
+        )
+        return 2
+    try:
         device = DeviceConfig(
             id="probe",
             profile=args.profile,
@@ -171,8 +187,8 @@ def _probe(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             interval=max(args.timeout, 1.0),
         )
-    except (KeyError, ValueError) as exc:
-        print(f"linli edge probe: {exc}", file=sys.stderr)
+    except ValidationError as exc:
+        print(f"linli edge probe: {validation_reason(exc)}", file=sys.stderr)
         return 2
     endpoint = Endpoint(args.host, args.port, args.timeout)
     poller = DevicePoller(
@@ -184,10 +200,8 @@ def _probe(args: argparse.Namespace) -> int:
         try:
             blocks = await poller.poll()
         except PollError as exc:
-            print(
-                f"{args.host}:{args.port} unit {poller.unit}: NO ANSWER ({exc.reason}): {exc}",
-                file=sys.stderr,
-            )
+            where = f"{args.host}:{args.port} unit {poller.unit}"
+            print(f"{where}: NO ANSWER ({exc.reason}): {exc}{_hint(exc, profile)}", file=sys.stderr)
             return 1
         finally:
             endpoint.close()
@@ -212,3 +226,22 @@ def _probe(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(once())
+
+
+def _mqtt_root(profile: Profile) -> str:
+    assert profile.mqtt is not None
+    return profile.mqtt.messages[0].topic.split("/", 1)[0] + "/#"
+
+
+def _hint(exc: PollError, profile: Profile) -> str:
+    """What a technician can try, for the answers that usually mean a wrong setting."""
+    assert profile.modbus is not None
+    group = profile.modbus.group
+    if exc.reason == "exception_2" and group is not None:
+        return (
+            f". The device refused an address: does it have that many {profile.group_tag}s? "
+            f"(--count, default {group.count})"
+        )
+    if exc.reason in ("exception_11", "timeout"):
+        return ". Is the unit id right (--unit)? Is the device powered and wired to the gateway?"
+    return ""

@@ -225,6 +225,14 @@ def _run_charger(args: argparse.Namespace) -> int:
     if args.time_scale < 0 or args.warmup < 0:
         print("linli sim charger: --time-scale and --warmup must be >= 0", file=sys.stderr)
         return 2
+    missing = sorted({n for n, _ in args.fault if not 1 <= n <= args.stations})
+    if missing:
+        print(
+            f"linli sim charger: --fault names station {', '.join(map(str, missing))}, "
+            f"but there are stations 1 to {args.stations} (see --stations)",
+            file=sys.stderr,
+        )
+        return 2
     clock = SimClock(time_scale=args.time_scale)
     if args.start is not None:
         clock.start = args.start
