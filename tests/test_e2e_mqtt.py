@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -177,3 +178,53 @@ def test_every_published_message_is_stored_field_by_field(
         influx1.url, db, "SELECT last(online) FROM health WHERE kind = 'camera' GROUP BY device"
     )
     assert {r["device"] for r in health} == {"elevator-1", "elevator-2"}
+
+
+def test_a_compressed_district_runs_without_its_clocks_running_ahead_of_the_edge(
+    mosquitto: LocalServer, influx1: LocalServer, tmp_path: Path
+) -> None:
+    """The README's recipe, faster: at x3600 each real second is a simulated hour, so device
+    clocks started at the present would be refused as bad_time within the first second."""
+    db = unique("compressed")
+    influx1_create_db(influx1.url, db)
+    scenario_path = tmp_path / "scenario.toml"
+    scenario_path.write_text(SCENARIO)
+    text = district_edge_config(
+        load_scenario(scenario_path),
+        writer={"kind": "influxdb1", "url": influx1.url, "database": db, "flush_interval": 0.2},
+        mqtt_port=mosquitto.port,
+        agent=unique("agent"),
+        health_interval=0.5,
+    )
+    config = EdgeConfig.model_validate(tomllib.loads(text))
+    journal = tmp_path / "journal.jsonl"
+
+    async def scenario() -> Agent:
+        agent = Agent(config)
+        assert agent.mqtt is not None
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        await wait_until(agent.mqtt.subscribed.is_set, 10, "the agent's subscriptions")
+        sim = start_sim(
+            "district", "--scenario", str(scenario_path), "--mqtt-port", str(mosquitto.port),
+            "--time-scale", "3600", "--journal", str(journal),
+        )  # fmt: skip
+        try:
+            # Simulated hours pass: trucks drive, cameras beat, well past an hour of device time.
+            await wait_until(lambda: len(journal_lines(journal)) >= 200, 60, "200 messages")
+        finally:
+            assert stop_process(sim) == 0
+        published = len(journal_lines(journal))
+        await wait_until(
+            lambda: agent.mqtt is not None and agent.mqtt.stored >= published, 20, "every message"
+        )
+        stop.set()
+        assert await task
+        return agent
+
+    agent = asyncio.run(scenario())
+    assert agent.mqtt is not None
+    assert dict(agent.mqtt.dead_letters) == {}
+    times = [e["payload"]["ts"] for e in journal_lines(journal)]  # every kind's time key
+    assert max(times) - min(times) > 3_600_000  # more than an hour of device time went by
+    assert max(times) <= time.time() * 1000  # and it is all behind the wall clock

@@ -19,6 +19,10 @@ from linli.sim.fleet import ChargerFleetSpec, charger_servers, run_servers
 from linli.sim.modbus_server import Fault
 from linli.sim.scenario import builtin_scenario_path, load_scenario
 
+# A compressed run that is not given --start begins this many hours of running in the past,
+# so that its device clocks reach the present only then: until that the edge takes them.
+RUN_BEHIND_H = 12
+
 
 def _fault(text: str) -> tuple[int, str]:
     station, _, mode = text.partition(":")
@@ -95,8 +99,21 @@ def _add_district(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     district.add_argument("--mqtt-host", default="127.0.0.1", help="MQTT broker host (default 127.0.0.1)")
     district.add_argument("--mqtt-port", type=int, default=1883, help="MQTT broker port (default 1883)")
     district.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
-    district.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per real second")
-    district.add_argument("--start", type=_start_time, default=None, help="simulated start, ISO with offset")
+    district.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help=(
+            "simulated seconds per real second (default 1); faster than real time, simulated time "
+            f"starts in the past and reaches the present after {RUN_BEHIND_H} h of running"
+        ),
+    )
+    district.add_argument(
+        "--start",
+        type=_start_time,
+        default=None,
+        help="simulated start, ISO with offset (default: see above)",
+    )
     district.add_argument(
         "--fault",
         action="append",
@@ -169,9 +186,11 @@ def _run_district(args: argparse.Namespace) -> int:
     if args.time_scale < 0:
         print("linli sim district: --time-scale must be >= 0", file=sys.stderr)
         return 2
-    clock = SimClock(time_scale=args.time_scale)
     if args.start is not None:
-        clock.start = args.start
+        clock = SimClock(start=args.start, time_scale=args.time_scale)
+    else:
+        # Faster than real time, the devices' clocks would run ahead of every edge's.
+        clock = SimClock.behind_wall(args.time_scale, RUN_BEHIND_H)
     try:
         district = build_district(
             scenario, clock=clock, host=args.host, modbus_port=args.modbus_port, faults=_district_faults(args)
@@ -203,7 +222,8 @@ def _run_district(args: argparse.Namespace) -> int:
         print(
             f"linli sim district: '{scenario.name}': {sum(len(s.devices) for s in district.servers)} Modbus "
             f"devices on {args.host}:{span}, {len(district.mqtt_devices)} MQTT devices on "
-            f"{args.mqtt_host}:{args.mqtt_port}, seed {scenario.seed}, x{args.time_scale:g}",
+            f"{args.mqtt_host}:{args.mqtt_port}, seed {scenario.seed}, x{args.time_scale:g}, "
+            f"simulated time from {dt.datetime.fromtimestamp(clock.start, dt.UTC):%Y-%m-%d %H:%M} UTC",
             flush=True,
         )
         await task

@@ -14,6 +14,13 @@ class SimClock:
     time_scale: float = 1.0
     _wall0: float = field(default_factory=time.monotonic)
 
+    @classmethod
+    def behind_wall(cls, time_scale: float, hours: float, now: float | None = None) -> SimClock:
+        """A clock that starts far enough in the past to stay behind the wall clock for
+        `hours` of running: device clocks ahead of the edge's are refused as bad_time."""
+        now = time.time() if now is None else now
+        return cls(start=now - max(0.0, time_scale - 1) * hours * 3600, time_scale=time_scale)
+
     def now(self) -> float:
         """Simulated epoch seconds."""
         return self.start + (time.monotonic() - self._wall0) * self.time_scale
