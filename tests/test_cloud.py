@@ -19,8 +19,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from linli.catalog.alerts import AlertMessage, AlertState, fingerprint
 from linli.catalog.profile import Severity
-from linli.cloud.config import NotifierConfig
+from linli.cloud.config import NotifierConfig, load_notifier_config
 from linli.cloud.service import Service
+from linli.cloud.store import Store
 from linli.edge.agent import Agent
 from linli.localservers import LocalServer, free_port
 from peers import Inbox, Receiver
@@ -298,3 +299,54 @@ def test_two_notifiers_in_one_group_share_the_events_and_tell_each_step_once(
     taken = [s.notifier.handled["charger"] for s in services]
     assert sum(taken) == 2 * len(devices)  # each event went to one notifier
     assert min(taken) > 0  # and both took their share
+
+
+def test_the_local_example_config_notifies_on_the_local_broker(
+    mosquitto: LocalServer, tmp_path: Path
+) -> None:
+    """deploy/notifier.local.toml as the README runs it, on this test's broker and a free API port."""
+    example = Path(__file__).resolve().parents[1] / "deploy" / "notifier.local.toml"
+    config = load_notifier_config(example)
+    assert (config.broker.host, config.broker.port) == ("127.0.0.1", 1883)
+    assert config.state == example.parent / "notifier.sqlite"
+    config = config.model_copy(
+        update={
+            "broker": config.broker.model_copy(update={"port": mosquitto.port, "group": unique("group")}),
+            "api_port": free_port(),
+            "state": tmp_path / "notifier.sqlite",
+        }
+    )
+    service = Service(config, TOKEN)
+    notices: list[dict[str, Any]] = []
+    listener = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("ops"))
+    listener.on_message = lambda _c, _u, m: notices.append(json.loads(m.payload))
+    listener.connect("127.0.0.1", mosquitto.port)
+    listener.subscribe("linli/notices/#", qos=1)
+    listener.loop_start()
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        await asyncio.wait_for(service.started.wait(), 10)
+        try:
+            await asyncio.to_thread(
+                publish, mosquitto.port, "linli/alerts/edge-l/gubei-1/station-5", event("station-5")
+            )
+            await wait_until(
+                lambda: any(n["alert"]["device"] == "station-5" for n in notices), 10, "the notice"
+            )
+        finally:
+            stop.set()
+            await task
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        listener.loop_stop()
+        listener.disconnect()
+    [notice] = [n for n in notices if n["alert"]["device"] == "station-5"]
+    assert (notice["subscription"], notice["notice"]) == ("ops", "firing")
+    # Nothing listens on the example's webhook here: at the stop, the retries are kept, not lost.
+    [failure] = Store(config.state).failures()
+    assert failure["channel"] == "webhook"
+    assert failure["error"].startswith("the notifier stopped while retrying; last error:")

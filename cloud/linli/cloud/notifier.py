@@ -221,10 +221,15 @@ class Notifier:
 
     async def _deliver(self, channel: Channel, notice: Notice) -> None:
         delay = 1.0
+        error = "not tried"
         for attempt in range(1, self.config.attempts + 1):
             try:
                 await self.sender.send(channel, notice)
                 return
+            except asyncio.CancelledError:
+                # Stopped mid-retry: kept with the failures, for an operator to see and resend.
+                self._record(channel, notice, f"the notifier stopped while retrying; last error: {error}")
+                raise
             except DeliveryError as exc:
                 error = str(exc)
                 if attempt == self.config.attempts:
@@ -236,7 +241,11 @@ class Notifier:
                     attempt,
                     error,
                 )
-                await asyncio.sleep(delay)
+                try:
+                    await asyncio.sleep(delay)
+                except asyncio.CancelledError:
+                    self._record(channel, notice, f"the notifier stopped while retrying; last error: {error}")
+                    raise
                 delay = min(delay * 2, 60.0)
         log.error(
             "delivery to %s (%s) failed %d times; recorded: %s",
@@ -245,11 +254,21 @@ class Notifier:
             self.config.attempts,
             error,
         )
+        self._record(channel, notice, error)
+
+    def _record(self, channel: Channel, notice: Notice, error: str) -> None:
         self.store.record_failure(
             int(self.clock() * 1000), notice.subscription, str(channel.kind), notice.to_json(), error
         )
 
-    async def drain(self) -> None:
-        """Wait for every delivery under way."""
-        while self._deliveries:
-            await asyncio.gather(*list(self._deliveries), return_exceptions=True)
+    async def drain(self, deadline_s: float = 5.0) -> None:
+        """Wait for every delivery under way, for at most `deadline_s`; the rest are recorded
+        as failed deliveries (GET /failed-deliveries), not lost."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline_s
+        while self._deliveries and loop.time() < end:
+            await asyncio.wait(list(self._deliveries), timeout=max(0.0, end - loop.time()))
+        late = list(self._deliveries)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
