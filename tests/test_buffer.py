@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -141,3 +142,18 @@ def test_kill_9_loses_nothing_that_was_acknowledged(tmp_path: Path) -> None:
     assert stored == sorted(stored)  # FIFO across crashes
     assert buf.stats.lines == len(stored)
     buf.close()
+
+
+def test_a_row_edited_by_hand_reads_back_as_bytes(tmp_path: Path) -> None:
+    """The writer's loop reads every pending row back; one written as text must not stop it."""
+    path = tmp_path / "b.sqlite"
+    buffer = DurableBuffer(path, max_bytes=10**8)
+    buffer.append(["m f=1 1"])
+    buffer.close()
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("INSERT INTO pending (queued_ms, lines, body) VALUES (2, 1, 'm f=2 2')")
+    db.close()
+    buffer = DurableBuffer(path, max_bytes=10**8)
+    assert [c.body for c in buffer.oldest(10)] == [b"m f=1 1", b"m f=2 2"]
+    buffer.close()

@@ -171,7 +171,10 @@ class DurableBuffer:
         for chunk_id, queued_ms, n, body in rows:
             if chunks and total + n > max_lines:
                 break
-            chunks.append(Chunk(chunk_id, queued_ms, n, body))
+            # A row written as text (by hand, or another tool) reads back as str: the store
+            # is sent the same bytes, and refuses them line by line if they are not lines.
+            raw = body if isinstance(body, bytes) else str(body).encode()
+            chunks.append(Chunk(chunk_id, queued_ms, n, raw))
             total += n
         return chunks
 
