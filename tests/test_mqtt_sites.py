@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from linli.edge.buffer import DurableBuffer
 from linli.edge.config import EdgeConfig
-from linli.edge.mqtt import MqttConnector
+from linli.edge.mqtt import PAIR, MqttConnector
 from linli.localservers import LocalServer
 from support import influx1_create_db, influx1_query, running, unique, wait_until
 from test_mqtt_rejects import Watcher, camera_config, detection, mosquitto_pub
@@ -168,7 +168,7 @@ def test_the_filters_follow_the_sites_or_the_config() -> None:
             }
         )
 
-    def nothing(_lines: list[str], _done: object, _delivered: object) -> None:
+    def nothing(_lines: list[str], _done: object, _delivered: bytes) -> None:
         pass
 
     assert sorted(MqttConnector(config(), nothing).filters) == [
@@ -197,9 +197,9 @@ def test_a_qos1_message_the_broker_sends_again_after_a_crash_is_stored_once(tmp_
         }
     )
     buffer = DurableBuffer(tmp_path / "b.sqlite", max_bytes=10**8)
-    emitted: list[tuple[list[str], list[tuple[int, bytes]]]] = []
+    emitted: list[tuple[list[str], bytes]] = []
 
-    def emit(lines: list[str], _done: object, delivered: list[tuple[int, bytes]]) -> None:
+    def emit(lines: list[str], _done: object, delivered: bytes) -> None:
         emitted.append((lines, delivered))
         buffer.append(lines, delivered=delivered)
 
@@ -209,7 +209,7 @@ def test_a_qos1_message_the_broker_sends_again_after_a_crash_is_stored_once(tmp_
     first._drain_inbox()
     [(lines, delivered)] = emitted
     assert len(readings(lines)) == 1
-    assert [mid for mid, _ in delivered] == [7]
+    assert [mid for mid, _ in PAIR.iter_unpack(delivered)] == [7]
     buffer.close()
 
     # The restart: a new buffer object on the same file, and the broker's second copy.

@@ -125,7 +125,7 @@ class Agent:
         self.totals.lines += len(lines)
         self.spool.submit(lines)
 
-    def _emit_mqtt(self, lines: list[str], done: Done | None, delivered: list[tuple[int, bytes]]) -> None:
+    def _emit_mqtt(self, lines: list[str], done: Done | None, delivered: bytes) -> None:
         self.totals.lines += len(lines)
         self.spool.submit(lines, done, delivered)
 

@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS pending (
     body BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS delivered (mid INTEGER PRIMARY KEY, digest BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS delivered_window (id INTEGER PRIMARY KEY, pairs BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letter (
     id INTEGER PRIMARY KEY,
     queued_ms INTEGER NOT NULL,
@@ -39,6 +39,11 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     line TEXT NOT NULL
 );
 """
+
+
+# Commits whose QoS 1 messages are remembered: 64 x 20 ms, far more than the moment between a
+# commit and its acknowledgements, in which a crash leaves the broker owing them.
+DELIVERED_WINDOW = 64
 
 
 class SyncMode(StrEnum):
@@ -116,13 +121,12 @@ class DurableBuffer:
         if lines:
             log.info("buffer %s: resuming with %d lines not yet written", path, lines)
 
-    def append(
-        self, lines: Sequence[str], now_ms: int | None = None, delivered: Sequence[tuple[int, bytes]] = ()
-    ) -> None:
+    def append(self, lines: Sequence[str], now_ms: int | None = None, delivered: bytes = b"") -> None:
         """Queue lines as one chunk; on return they are committed to disk.
 
-        `delivered` (packet id, line digest) of the QoS 1 messages the lines came from is
-        committed with them: after a crash, the broker's second copy is recognised.
+        `delivered` (the packet ids and line CRCs of the QoS 1 messages the lines came from)
+        is committed with them, and the last DELIVERED_WINDOW commits' worth is kept: after a
+        crash, the broker's second copy of a message is recognised.
         """
         if not lines:
             return
@@ -144,7 +148,12 @@ class DurableBuffer:
                 "INSERT INTO pending (queued_ms, lines, body) VALUES (?, ?, ?)", (now_ms, len(lines), body)
             )
             if delivered:
-                self._db.executemany("INSERT OR REPLACE INTO delivered VALUES (?, ?)", delivered)
+                row = self._db.execute(
+                    "INSERT INTO delivered_window (pairs) VALUES (?)", (delivered,)
+                ).lastrowid
+                self._db.execute(
+                    "DELETE FROM delivered_window WHERE id <= ?", ((row or 0) - DELIVERED_WINDOW,)
+                )
         s.chunks += 1 - len(drop)
         s.lines += len(lines) - sum(row[1] for row in drop)
         s.bytes += len(body) - sum(row[2] for row in drop)
@@ -230,9 +239,9 @@ class DurableBuffer:
         rows = self._db.execute("SELECT reason, line FROM dead_letter ORDER BY id DESC LIMIT ?", (limit,))
         return [(reason, line) for reason, line in rows]
 
-    def delivered(self) -> dict[int, bytes]:
-        """The last QoS 1 message stored under each packet id: its line's digest."""
-        return dict(self._db.execute("SELECT mid, digest FROM delivered").fetchall())
+    def delivered(self) -> list[bytes]:
+        """The last commits' QoS 1 messages (packet ids and line CRCs), oldest first."""
+        return [bytes(b) for (b,) in self._db.execute("SELECT pairs FROM delivered_window ORDER BY id")]
 
     def meta(self, prefix: str) -> dict[str, str]:
         """What the agent remembered across restarts under keys starting with `prefix`."""

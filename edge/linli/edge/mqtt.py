@@ -20,10 +20,12 @@ import hashlib
 import json
 import logging
 import random
+import struct
 import threading
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+import zlib
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -36,6 +38,7 @@ from linli.catalog.confirm import Confirmer
 from linli.catalog.lineprotocol import series_key
 from linli.catalog.payloads import CompiledMessage, PayloadError
 from linli.catalog.profile import Profile, get_profile
+from linli.edge.buffer import DELIVERED_WINDOW
 from linli.edge.config import EdgeConfig, MqttConfig
 from linli.edge.health import health_line
 from linli.edge.mqttsocket import BufferedClient, Publish
@@ -46,11 +49,22 @@ from linli.wording import plural
 log = logging.getLogger(__name__)
 
 Done = Callable[[], None]
-# (packet id, digest of its line) of each QoS 1 message stored: see `_once`.
-Delivered = list[tuple[int, bytes]]
 # Lines, what to call once they are on disk (acknowledging the messages they came from),
-# and the QoS 1 messages they came from, kept with them in the same commit.
-Emit = Callable[[list[str], Done | None, Delivered], None]
+# and the QoS 1 messages they came from (`delivered_pairs`), kept with them in the same commit.
+Emit = Callable[[list[str], Done | None, bytes], None]
+# One QoS 1 message stored: its packet id and the CRC-32 of its line.
+PAIR = struct.Struct(">HI")
+
+
+def delivered_pairs(blobs: Iterable[bytes]) -> dict[int, int]:
+    """Packet id -> line CRC of the messages in `blobs`, the later ones winning."""
+    out: dict[int, int] = {}
+    for blob in blobs:
+        for mid, crc in PAIR.iter_unpack(blob):
+            out[mid] = crc
+    return out
+
+
 # kind, tags, field values, time (ms), port: for the alert rules.
 Observe = Callable[[str, Mapping[str, str], Mapping[str, Any], int, str | None], None]
 # topic, payload, retained, received (ms since the epoch), packet id, QoS, connection number
@@ -147,13 +161,13 @@ class MqttConnector:
         *,
         memory: Mapping[str, str] | None = None,
         remember: Callable[[str, str], None] | None = None,
-        delivered: Mapping[int, bytes] | None = None,
+        delivered: Iterable[bytes] = (),
     ) -> None:
         """`backpressure` says when to stop taking messages; `commit` puts emitted lines on disk now.
 
         `memory` is what `remember` kept in earlier runs: the filters subscribed, and the
-        retained payloads already rejected. `delivered` is the last QoS 1 message stored under
-        each packet id, as the buffer has it.
+        retained payloads already rejected. `delivered` is the buffer's window of the last
+        commits' QoS 1 messages (see `_once`).
         """
         if config.mqtt is None:
             raise ValueError("the config has no [mqtt] table")
@@ -191,7 +205,11 @@ class MqttConnector:
         self._remember = remember or (lambda _k, _v: None)
         before = memory.get(FILTERS_KEY)
         self._previous_filters = before.split("\n") if before else list(LEGACY_FILTERS)
-        self._delivered: dict[int, bytes] = dict(delivered or {})
+        # The last commits' QoS 1 messages, as the buffer keeps them; after each (re)connection
+        # they are what the broker may send again, looked up once each (see `_once`).
+        self._recent: deque[bytes] = deque(delivered, maxlen=DELIVERED_WINDOW)
+        self._again: dict[int, int] = {}
+        self._again_connection = -1
         self.redelivered = 0  # QoS 1 messages the broker sent again after they were stored
         self._retained_rejects = {
             k.removeprefix(RETAINED_KEY): v for k, v in memory.items() if k.startswith(RETAINED_KEY)
@@ -244,14 +262,14 @@ class MqttConnector:
                 self._drain_inbox()
                 if time.monotonic() >= next_health:
                     next_health += s.health_interval
-                    self.emit(self.health_lines(int(time.time() * 1000)), None, [])
+                    self.emit(self.health_lines(int(time.time() * 1000)), None, b"")
         finally:
             self._stopping = True
             # What was received goes to disk and is acknowledged before the goodbye; whatever
             # arrives after this the broker delivers again at the next start.
             self._drain_inbox(force=True)
             # The last counts, so the store agrees with the agent's final state.
-            self.emit(self.health_lines(int(time.time() * 1000)), None, [])
+            self.emit(self.health_lines(int(time.time() * 1000)), None, b"")
             if self.commit is not None:
                 await self.commit()
             # The acknowledgements just queued go out before DISCONNECT; wait until it went,
@@ -310,10 +328,14 @@ class MqttConnector:
             batch, self._inbox = self._inbox, []
         lines = self._lines
         acks: list[tuple[int, int]] = []
-        delivered: Delivered = []
+        delivered = bytearray()
         for topic, payload, retained, received_ms, mid, qos, connection in batch:
             if qos:
                 acks.append((mid, connection))
+                if connection != self._again_connection:
+                    # A new connection: the broker first sends again what it holds unacknowledged.
+                    self._again_connection = connection
+                    self._again = delivered_pairs(self._recent)
             try:
                 line = self.handle(topic, payload, received_ms, retained=retained)
             except Exception:
@@ -328,23 +350,25 @@ class MqttConnector:
             lines.append(line)
         if lines or acks:
             self._lines = []
-            self.emit(lines, partial(self._acknowledge, acks) if acks else None, delivered)
+            if delivered:
+                self._recent.append(bytes(delivered))
+            self.emit(lines, partial(self._acknowledge, acks) if acks else None, bytes(delivered))
 
-    def _once(self, mid: int, line: str, delivered: Delivered) -> bool:
+    def _once(self, mid: int, line: str, delivered: bytearray) -> bool:
         """False for a QoS 1 message stored before: the same packet id and the same line.
 
-        A crash between the commit of a message's line and its PUBACK leaves the broker
-        owing it: it sends it again, with the same packet id, after the restart. The buffer
-        keeps the last line digest per packet id in the commit itself, so that copy is
-        acknowledged and not stored twice. A new message that reuses the id differs in its
-        line (at least its time); one that does not would be the same point anyway.
+        A crash (or a lost connection) between the commit of a message's line and its PUBACK
+        leaves the broker owing it: it sends it again, with the same packet id, on the next
+        connection. Each commit keeps its messages' packet ids and line CRCs, and the buffer
+        the last DELIVERED_WINDOW commits' worth; after a (re)connection each id in that window
+        is looked up once, so that copy is acknowledged and not stored twice. A new message
+        that reuses the id differs in its line (at least its time).
         """
-        digest = hashlib.blake2b(line.encode(), digest_size=8).digest()
-        if self._delivered.get(mid) == digest:
+        crc = zlib.crc32(line.encode())
+        if self._again and self._again.pop(mid, None) == crc:
             self.redelivered += 1
             return False
-        self._delivered[mid] = digest
-        delivered.append((mid, digest))
+        delivered += PAIR.pack(mid, crc)
         return True
 
     def _acknowledge(self, acks: list[tuple[int, int]]) -> None:

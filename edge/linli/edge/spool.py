@@ -37,7 +37,7 @@ class Spool:
         self._db = db
         self._lines: list[str] = []
         self._done: list[Done] = []
-        self._delivered: list[tuple[int, bytes]] = []
+        self._delivered = bytearray()
         self._backoff = Backoff(initial=0.1, maximum=10.0)
         self._retry_delay = 0.0
         # One commit at a time: a caller that commits "now" (the MQTT connector before it
@@ -49,12 +49,10 @@ class Spool:
         """Lines waiting for the next commit."""
         return len(self._lines)
 
-    def submit(
-        self, lines: Sequence[str], done: Done | None = None, delivered: Sequence[tuple[int, bytes]] = ()
-    ) -> None:
+    def submit(self, lines: Sequence[str], done: Done | None = None, delivered: bytes = b"") -> None:
         """Stage lines; `done` runs once they are on disk, with `delivered` in the same commit."""
         self._lines.extend(lines)
-        self._delivered.extend(delivered)
+        self._delivered += delivered
         if done is not None:
             self._done.append(done)
 
@@ -78,8 +76,8 @@ class Spool:
         if not self._lines and not self._done:
             return True
         lines, done, delivered = self._lines, self._done, self._delivered
-        self._lines, self._done, self._delivered = [], [], []
-        append = partial(self.buffer.append, lines, delivered=delivered)
+        self._lines, self._done, self._delivered = [], [], bytearray()
+        append = partial(self.buffer.append, lines, delivered=bytes(delivered))
         try:
             await asyncio.get_running_loop().run_in_executor(self._db, append)
         except sqlite3.Error as exc:
