@@ -65,3 +65,13 @@ def test_links_to_files_resolve(doc: str) -> None:
     path = ROOT / doc if doc == "README.md" else ROOT / "docs" / doc
     for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", path.read_text(encoding="utf-8")):
         assert (path.parent / target).exists(), f"{doc} links to {target}, which is not there"
+
+
+def test_the_shipped_configs_load() -> None:
+    """What docker-compose and the README run: the notifier's two examples, the district's edge."""
+    from linli.cloud.config import load_notifier_config
+    from linli.edge.config import load_config
+
+    for name in ("notifier.toml", "notifier.local.toml"):
+        assert load_notifier_config(ROOT / "deploy" / name).subscriptions
+    assert len(load_config(ROOT / "deploy" / "district.toml").devices()) > 100

@@ -554,11 +554,17 @@ class MqttConnector:
             return None
         route, levels = matched
         dev = self.devices.get((route.profile.kind, levels["site"], levels["device"]))
+        if dev is None and retained:
+            # The broker replays retained messages (the status of devices removed from the
+            # config long ago, or of another agent's devices) on every subscribe: counted, not
+            # dead-lettered at each start.
+            self.ignored_retained += 1
+            return None
         if dev is None:
             detail = (
                 f"{route.profile.kind} '{levels['site']}/{levels['device']}' is not in the agent's config"
             )
-            self._reject("unknown_device", detail, topic, payload, None, received_ms, retained=retained)
+            self._reject("unknown_device", detail, topic, payload, None, received_ms)
             return None
         message = route.message
         compiled = self.compiled[(route.profile.kind, message.name)] if message is not None else None
