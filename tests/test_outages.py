@@ -373,7 +373,6 @@ def test_a_store_without_its_database_is_an_outage_not_bad_data(
     exists everything is written."""
     db = unique("missing")
     sim_port = free_port()
-    sim = start_sim("charger", "--port", str(sim_port), "--stations", "1")
     text = f"""
 [agent]
 name = "{unique("nodb")}"
@@ -417,6 +416,7 @@ timeout = 0.2
             stop.set()
             await task
 
+    sim = start_sim("charger", "--port", str(sim_port), "--stations", "1")
     try:
         kept, dead, dropped = asyncio.run(scenario())
     finally:

@@ -1,0 +1,1 @@
+"""Waste collection run like a bus line: timetables, tracking, notices, statistics."""

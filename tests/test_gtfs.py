@@ -1,0 +1,140 @@
+"""The waste timetables as GTFS: the district's feed loads, and every kind of broken file is
+reported with the file, the row and what is wrong."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from linli.cloud.waste.gtfs import GtfsError, gtfs_seconds, load_feed, metres
+
+ROOT = Path(__file__).resolve().parents[1]
+HONGQIAO = ROOT / "deploy" / "gtfs" / "hongqiao"
+
+
+def test_the_district_feed_loads_with_every_route_trip_and_keeper() -> None:
+    feed = load_feed(HONGQIAO)
+    assert feed.timezone == "Asia/Shanghai"
+    assert {r.waste_type for r in feed.routes.values()} == {"wet", "dry", "recyclable", "hazardous"}
+    # Wet waste twice a day, the rest once; each trip leaves the depot and comes back to it.
+    assert sorted(t.id for t in feed.trips.values() if t.route_id == "wet-north") == [
+        "wet-north-0630",
+        "wet-north-1730",
+    ]
+    for trip in feed.trips.values():
+        assert trip.stop_times[0].stop_id == trip.stop_times[-1].stop_id == "depot"
+        # Roads, not straight lines: the shape is longer than the stops joined directly.
+        straight = sum(
+            ((ax - bx) ** 2 + (ay - by) ** 2) ** 0.5
+            for (ax, ay), (bx, by) in zip(
+                (feed.stops[s.stop_id].xy for s in trip.stop_times),
+                [feed.stops[s.stop_id].xy for s in trip.stop_times][1:],
+                strict=False,
+            )
+        )
+        assert feed.shapes[trip.shape_id].line.length > straight * 1.05
+    served = {st.stop_id for t in feed.trips.values() for st in t.stop_times} - {"depot"}
+    assert served <= set(feed.extras.stops)
+    assert all(feed.extras.stops[s].keepers for s in served)
+
+
+def test_metres_are_utm_51n() -> None:
+    # The depot and a point 0.001 degrees north: about 111 m apart, in metres.
+    (x0, y0), (x1, y1) = metres(31.201, 121.392), metres(31.202, 121.392)
+    assert abs(x1 - x0) < 3.0  # grid north differs from true north by under a degree here
+    assert 110.0 < y1 - y0 < 112.0
+
+
+def test_gtfs_times_pass_midnight_and_refuse_nonsense() -> None:
+    assert gtfs_seconds("06:30:00") == 23_400
+    assert gtfs_seconds("25:10:05") == 90_605  # a trip that runs past midnight
+    for bad in ("6:3:00", "06:60:00", "06:30", "ab:cd:ef", ""):
+        with pytest.raises(ValueError, match="is not a time"):
+            gtfs_seconds(bad)
+
+
+def broken(tmp_path: Path, name: str, old: str, new: str) -> list[str]:
+    """The district's feed with one text replaced in one file: the problems reported."""
+    folder = tmp_path / "feed"
+    shutil.copytree(HONGQIAO, folder)
+    path = folder / name
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {name}"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(GtfsError) as info:
+        load_feed(folder)
+    return info.value.problems
+
+
+def test_an_id_that_resolves_nowhere_is_named_with_its_row(tmp_path: Path) -> None:
+    problems = broken(
+        tmp_path, "trips.txt", "wet-north,daily,wet-north-0630", "wet-nort,daily,wet-north-0630"
+    )
+    assert problems == ["trips.txt:2: trip 'wet-north-0630': route_id 'wet-nort' is not in routes.txt"]
+
+
+def test_a_stop_time_before_the_one_before_is_refused(tmp_path: Path) -> None:
+    problems = broken(
+        tmp_path, "stop_times.txt", "wet-north-0630,06:30:41,06:33:41", "wet-north-0630,06:20:41,06:33:41"
+    )
+    assert problems == [
+        "stop_times.txt:3: trip 'wet-north-0630': arrives at 06:20:41, before it left the stop before"
+    ]
+
+
+def test_a_stop_far_from_its_road_is_refused(tmp_path: Path) -> None:
+    # hongxu-1 moved 0.01 degrees north: about 1.1 km off every road that serves it.
+    problems = broken(tmp_path, "stops.txt", "hongxu-1,hongxu-1,31.199017", "hongxu-1,hongxu-1,31.209017")
+    assert problems
+    assert all("stop 'hongxu-1' is " in p and "m from shape" in p for p in problems)
+    assert all(p.startswith("stop_times.txt:") for p in problems)
+
+
+def test_a_stop_without_keepers_and_a_route_without_its_waste_type_are_named(tmp_path: Path) -> None:
+    problems = broken(tmp_path, "linli.toml", "[stops.hongxu-1]", "[stops.hongxu-one]")
+    assert "linli.toml: stop 'hongxu-1' has no [stops.hongxu-1] with its bins and keepers" in problems
+    assert "linli.toml: [stops.hongxu-one] names no stop of stops.txt" in problems
+    problems = broken(tmp_path / "2", "linli.toml", 'waste_type = "wet"', 'waste_type = "compost"')
+    assert len(problems) == 1
+    assert problems[0].startswith("linli.toml: routes.wet-north.waste_type: Input should be 'wet', 'dry'")
+
+
+def test_a_missing_file_and_a_missing_column_are_named(tmp_path: Path) -> None:
+    folder = tmp_path / "feed"
+    shutil.copytree(HONGQIAO, folder)
+    (folder / "calendar.txt").unlink()
+    text = (folder / "shapes.txt").read_text(encoding="utf-8")
+    (folder / "shapes.txt").write_text(text.replace("shape_pt_sequence", "sequence", 1), encoding="utf-8")
+    with pytest.raises(GtfsError) as info:
+        load_feed(folder)
+    problems = info.value.problems
+    assert any(p.startswith("calendar.txt: missing (a feed has agency.txt, stops.txt") for p in problems)
+    assert "trips.txt:2: trip 'wet-north-0630': service_id 'daily' is not in calendar.txt" in problems
+    assert "shapes.txt:1: missing column(s) shape_pt_sequence" in problems
+
+
+def test_waste_check_prints_the_routes_or_every_problem_with_exit_2(tmp_path: Path) -> None:
+    def waste_check(folder: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "linli.cli", "waste", "check", "--gtfs", str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    good = waste_check(HONGQIAO)
+    assert good.returncode == 0, good.stderr
+    assert "ok, 6 routes, 8 trips, 21 bin rooms, time zone Asia/Shanghai" in good.stdout
+    assert "wet-north    wet" in good.stdout
+    folder = tmp_path / "feed"
+    shutil.copytree(HONGQIAO, folder)
+    (folder / "stops.txt").write_text("stop_id,stop_name,stop_lat,stop_lon\ndepot,Depot,north,121.392\n")
+    bad = waste_check(folder)
+    assert bad.returncode == 2
+    assert "stops.txt:2: stop 'depot': stop_lat and stop_lon must be numbers" in bad.stderr
+    assert "Traceback" not in bad.stderr
