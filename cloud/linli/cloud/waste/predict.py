@@ -1,0 +1,181 @@
+"""When a truck will reach each of its upcoming stops.
+
+The prediction is built from three things:
+
+- segment travel times learned from the history, per route, segment and hour of the day
+  (the evening rush is slower than mid-morning), with the timetable's time until there is
+  history;
+- the trip's own pace so far: how much slower or faster than expected its finished segments
+  took, carried forward, but shrunk towards 1 while it rests on few segments (one slow
+  junction is not a slow day);
+- dwell from the bins: seconds per stop and per bin, fitted to the stops served so far.
+
+TheTransitClock keeps historical averages and smooths each segment with a Kalman filter;
+here the trip-level pace does that job across segments, since a day's traffic slows every
+segment of a trip together. Times are the messages' own, so a day simulated fast predicts
+like a real one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from linli.cloud.waste.gtfs import Trip
+from linli.cloud.waste.stops import StopEvent, Visit
+
+# Seconds of expected travel that pull the trip's pace towards 1: little evidence, little pace.
+PACE_PRIOR_S = 600.0
+# Observations of a segment in an hour before its learned time replaces the timetable's.
+MIN_SAMPLES = 2
+# Segments driven in an hour, on any route, before the hour's traffic scales the timetable.
+MIN_HOUR_SAMPLES = 5
+
+
+@dataclass
+class History:
+    """What finished trips taught: segment times by hour, and dwell by bins."""
+
+    timezone: str = "Asia/Shanghai"
+    _segments: dict[tuple[str, int, int], list[float]] = field(default_factory=lambda: defaultdict(list))
+    # Driven over scheduled, by hour, across every route: the hour's traffic, learned first.
+    _hours: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
+    # Least squares of dwell = a + b * bins: n, sum x, sum y, sum xx, sum xy.
+    _dwell: list[float] = field(default_factory=lambda: [0.0] * 5)
+
+    def hour(self, time_s: float) -> int:
+        return dt.datetime.fromtimestamp(time_s, ZoneInfo(self.timezone)).hour
+
+    def add_segment(self, route: str, index: int, left_s: float, arrived_s: float, scheduled: float) -> None:
+        """A segment driven: from leaving stop `index - 1` to arriving at stop `index`."""
+        hour = self.hour(left_s)
+        samples = self._segments[(route, index, hour)]
+        samples.append(arrived_s - left_s)
+        del samples[:-30]  # the last month of this trip's days: old roadworks are forgotten
+        ratios = self._hours[hour]
+        ratios.append((arrived_s - left_s) / scheduled)
+        del ratios[:-500]
+
+    def segment(self, route: str, index: int, leave_s: float, scheduled: float) -> float:
+        """Expected seconds for a segment left at `leave_s`: its own history at that hour, else
+        the timetable's time scaled by the hour's traffic on every route, else the timetable's."""
+        hour = self.hour(leave_s)
+        samples = self._segments.get((route, index, hour), [])
+        if len(samples) >= MIN_SAMPLES:
+            return sum(samples) / len(samples)
+        ratios = self._hours.get(hour, [])
+        if len(ratios) >= MIN_HOUR_SAMPLES:
+            return scheduled * sum(ratios) / len(ratios)
+        return scheduled
+
+    def add_dwell(self, bins: int, seconds: float) -> None:
+        n, sx, sy, sxx, sxy = self._dwell
+        self._dwell = [n + 1, sx + bins, sy + seconds, sxx + bins * bins, sxy + bins * seconds]
+
+    def dwell(self, bins: int, scheduled: float) -> float:
+        n, sx, sy, sxx, sxy = self._dwell
+        spread = n * sxx - sx * sx
+        if n < 5 or spread <= 0:
+            return scheduled
+        b = (n * sxy - sx * sy) / spread
+        a = (sy - b * sx) / n
+        return max(0.0, a + b * bins)
+
+
+@dataclass
+class TripState:
+    """What the tracker knows of a trip under way, for the prediction."""
+
+    trip: Trip
+    zero_s: float  # epoch seconds of the service day's GTFS time 0
+    places: list[float]  # each stop's distance along the road
+    bins: list[int]  # each stop's usual bins (0 for the depot)
+    progress: float = 0.0  # m along the road
+    left: dict[int, float] = field(default_factory=dict)  # stop index -> when the truck left it
+    arrived: dict[int, float] = field(default_factory=dict)
+    expected_s: float = 0.0  # of the finished segments, by the model
+    observed_s: float = 0.0  # of the finished segments, as driven
+
+    def scheduled_segment(self, k: int) -> float:
+        st = self.trip.stop_times
+        return float(max(1, st[k].arrival_s - st[k - 1].departure_s))
+
+    def scheduled_dwell(self, k: int) -> float:
+        st = self.trip.stop_times[k]
+        return float(st.departure_s - st.arrival_s)
+
+    @property
+    def pace(self) -> float:
+        """Driven over expected on this trip so far, shrunk towards 1."""
+        return (self.observed_s + PACE_PRIOR_S) / (self.expected_s + PACE_PRIOR_S)
+
+
+def observe(history: History, state: TripState, event: StopEvent, bins: int = 0) -> None:
+    """A stop's visit changed: the trip's state and the history learn from it."""
+    k, t = event.index, event.time_s
+    if event.state is Visit.ARRIVED and k not in state.arrived:
+        state.arrived[k] = t
+        learn_segment(history, state, k, t)
+    elif event.state is Visit.LEFT:
+        state.left[k] = t
+        if k in state.arrived and bins:
+            history.add_dwell(bins, t - state.arrived[k])
+    elif event.state is Visit.SKIPPED:
+        # Passed by (or the depot left before the first fix): reached and left at once.
+        state.arrived.setdefault(k, t)
+        state.left[k] = t
+
+
+def learn_segment(history: History, state: TripState, k: int, arrived_s: float) -> None:
+    """The truck arrived at stop k: the segment's time feeds the history and the trip's pace."""
+    left = state.left.get(k - 1)
+    if left is None:
+        return
+    scheduled = state.scheduled_segment(k)
+    state.expected_s += history.segment(state.trip.route_id, k, left, scheduled)
+    state.observed_s += arrived_s - left
+    history.add_segment(state.trip.route_id, k, left, arrived_s, scheduled)
+
+
+def predict(history: History, state: TripState, now_s: float) -> dict[int, float]:
+    """Predicted arrival (epoch seconds) at every stop not yet reached."""
+    st = state.trip.stop_times
+    route = state.trip.route_id
+    reached = [k for k in range(len(st)) if k in state.arrived]
+    last = max(reached) if reached else -1
+    pace = state.pace
+    if last >= 0 and last not in state.left:
+        # At a stop: what is left of its dwell, then on.
+        dwell = history.dwell(state.bins[last], state.scheduled_dwell(last))
+        t = max(now_s, state.arrived[last] + dwell)
+        first = last + 1
+    elif last >= 0:
+        # Between stops: the rest of this segment, by the share of its road still ahead.
+        k = last + 1
+        if k >= len(st):
+            return {}
+        seg = history.segment(route, k, state.left[last], state.scheduled_segment(k)) * pace
+        a, b = state.places[last], state.places[k]
+        share = 1.0 if b <= a else min(1.0, max(0.0, (b - state.progress) / (b - a)))
+        elapsed = now_s - state.left[last]
+        t = now_s + max(seg * share, seg - elapsed, 0.0)
+        out = {k: t}
+        t += history.dwell(state.bins[k], state.scheduled_dwell(k))
+        return out | _onwards(history, state, k + 1, t, pace)
+    else:
+        # Not yet left the depot: it leaves on time at the earliest.
+        t = max(now_s, state.zero_s + st[0].departure_s)
+        first = 1
+    return _onwards(history, state, first, t, pace)
+
+
+def _onwards(history: History, state: TripState, first: int, leave_s: float, pace: float) -> dict[int, float]:
+    out: dict[int, float] = {}
+    t = leave_s
+    for k in range(first, len(state.trip.stop_times)):
+        t += history.segment(state.trip.route_id, k, t, state.scheduled_segment(k)) * pace
+        out[k] = t
+        t += history.dwell(state.bins[k], state.scheduled_dwell(k))
+    return out

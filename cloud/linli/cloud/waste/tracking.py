@@ -1,0 +1,136 @@
+"""One trip under way: its truck's messages in, keeper notices out.
+
+The tracker matches each position to the trip's road, follows the stops' visits, predicts
+the arrival at every stop ahead, and decides the keepers' messages:
+
+- `notice` once the predicted arrival is `notice_min` away (15 minutes unless the stop says
+  otherwise), naming the truck, the waste type and the time;
+- `correction` when the prediction then moves by more than CORRECTION_S;
+- `cancellation` for a noticed stop the truck passes by without serving;
+- `arrived` and `collected` (bins and kilograms) when they happen.
+
+A keeper never gets a notice for a stop the truck has already passed or skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from linli.cloud.waste.gtfs import Feed, Trip
+from linli.cloud.waste.match import Fix, Matcher
+from linli.cloud.waste.predict import History, TripState, observe, predict
+from linli.cloud.waste.stops import StopEvent, StopTracker, Visit, stop_distances
+
+CORRECTION_S = 180.0
+# history, the trip's state, now -> predicted arrival by stop index
+Predictor = Callable[[History, TripState, float], dict[int, float]]
+
+
+class NoticeKind(StrEnum):
+    NOTICE = "notice"
+    CORRECTION = "correction"
+    CANCELLATION = "cancellation"
+    ARRIVED = "arrived"
+    COLLECTED = "collected"
+
+
+@dataclass(frozen=True)
+class KeeperNotice:
+    """One message for one stop's keepers."""
+
+    kind: NoticeKind
+    trip_id: str
+    stop_id: str
+    index: int
+    time_s: float  # when it was decided (the message's own time)
+    predicted_s: float | None = None  # the predicted arrival, for notices and corrections
+    bins: int = 0
+    kg: float = 0.0
+
+
+@dataclass
+class TripTracker:
+    """A trip's state from its truck's messages; `notices` is everything decided so far."""
+
+    feed: Feed
+    trip: Trip
+    zero_s: float
+    history: History
+    predictor: Predictor = predict
+    notices: list[KeeperNotice] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.matcher = Matcher(self.feed.shapes[self.trip.shape_id].line)
+        self.stops = StopTracker.for_trip(self.feed, self.trip)
+        depots = set(self.feed.extras.depots)
+        self.bins = [
+            0 if st.stop_id in depots else self.feed.extras.stops[st.stop_id].bins
+            for st in self.trip.stop_times
+        ]
+        self.state = TripState(self.trip, self.zero_s, stop_distances(self.feed, self.trip), self.bins)
+        self.predicted: dict[int, float] = {}
+        self._told: dict[int, float] = {}  # stop index -> the arrival time last told
+        self._depots = depots
+
+    def location(self, lat: float, lon: float, speed_kmh: float, time_s: float) -> Fix:
+        """A position: progress, visits, predictions, notices."""
+        fix = self.matcher.update(lat, lon, time_s)
+        if fix is Fix.MATCHED and self.matcher.progress is not None:
+            self.state.progress = self.matcher.progress
+            for event in self.stops.position(self.matcher.progress, speed_kmh, time_s):
+                self._visit(event)
+        self._predict(time_s)
+        return fix
+
+    def tick(self, now_s: float) -> None:
+        """The clock, between messages: a trip about to leave is noticed before its truck moves."""
+        self._predict(now_s)
+
+    def lift(self, stop_id: str, bins: int, kg: float, time_s: float) -> None:
+        """Bins lifted at a stop."""
+        for event in self.stops.lift(stop_id, bins, kg, time_s):
+            self._visit(event)
+        for i, v in enumerate(self.stops.visits):
+            if v.stop_id == stop_id and v.state is Visit.ARRIVED:
+                self._tell(NoticeKind.COLLECTED, i, time_s, bins=v.bins, kg=v.kg)
+                break
+        self._predict(time_s)
+
+    def _visit(self, event: StopEvent) -> None:
+        observe(self.history, self.state, event, self.stops.visits[event.index].bins)
+        if event.state is Visit.ARRIVED:
+            self._tell(NoticeKind.ARRIVED, event.index, event.time_s)
+        elif event.state is Visit.SKIPPED and event.index in self._told:
+            self._tell(NoticeKind.CANCELLATION, event.index, event.time_s)
+
+    def _predict(self, now_s: float) -> None:
+        self.predicted = self.predictor(self.history, self.state, now_s)
+        for index, at in self.predicted.items():
+            stop = self.trip.stop_times[index].stop_id
+            if stop in self._depots or self.stops.visits[index].state is not Visit.AHEAD:
+                continue
+            lead = self.feed.extras.stops[stop].notice_min * 60
+            told = self._told.get(index)
+            if told is None and at - now_s <= lead:
+                self._tell(NoticeKind.NOTICE, index, now_s, predicted_s=at)
+            elif told is not None and abs(at - told) > CORRECTION_S:
+                self._tell(NoticeKind.CORRECTION, index, now_s, predicted_s=at)
+
+    def _tell(
+        self,
+        kind: NoticeKind,
+        index: int,
+        time_s: float,
+        *,
+        predicted_s: float | None = None,
+        bins: int = 0,
+        kg: float = 0.0,
+    ) -> None:
+        stop = self.trip.stop_times[index].stop_id
+        if stop in self._depots:
+            return
+        if kind in (NoticeKind.NOTICE, NoticeKind.CORRECTION) and predicted_s is not None:
+            self._told[index] = predicted_s
+        self.notices.append(KeeperNotice(kind, self.trip.id, stop, index, time_s, predicted_s, bins, kg))

@@ -1,0 +1,163 @@
+"""Stop visits, arrival prediction and keeper notices, on the district's timetable."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from pathlib import Path
+
+import pytest
+
+from linli.cloud.waste.gtfs import Feed, load_feed
+from linli.cloud.waste.predict import History, TripState, predict
+from linli.cloud.waste.stops import GEOFENCE_M, StopTracker, StopVisit, Visit, stop_distances
+from linli.cloud.waste.tracking import NoticeKind, TripTracker
+from linli.sim import timetable
+from linli.sim.timetable import drive_trip, runs_on, service_start
+
+FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
+MONDAY = dt.date(2026, 12, 7)
+
+
+@pytest.fixture(scope="module")
+def feed() -> Feed:
+    return load_feed(FEED)
+
+
+def test_stops_lie_in_order_along_their_road(feed: Feed) -> None:
+    for trip in feed.trips.values():
+        places = stop_distances(feed, trip)
+        assert places == sorted(places)
+        assert places[0] < GEOFENCE_M  # the depot, where the road starts
+        assert places[-1] > feed.shapes[trip.shape_id].line.length - GEOFENCE_M  # and ends
+
+
+def test_visits_arrive_leave_skip_and_a_late_lift_serves_after_all() -> None:
+    t = StopTracker([StopVisit("a", 100.0), StopVisit("b", 300.0), StopVisit("c", 600.0)])
+    assert t.position(70, 20, 1) == []  # approaching a, at speed
+    [arrived] = t.position(95, 2, 2)
+    assert (arrived.stop_id, arrived.state) == ("a", Visit.ARRIVED)
+    [left] = t.position(150, 15, 3)
+    assert (left.stop_id, left.state) == ("a", Visit.LEFT)
+    [skipped] = t.position(350, 30, 4)  # through b without stopping
+    assert (skipped.stop_id, skipped.state) == ("b", Visit.SKIPPED)
+    assert t.next_index() == 2
+    [late] = t.lift("b", 3, 150.0, 5)  # the lift at b was reported late: b was served
+    assert (late.stop_id, late.state) == ("b", Visit.ARRIVED)
+    assert (t.visits[1].bins, t.visits[1].kg) == (3, 150.0)
+
+
+def test_history_learns_the_hour_then_the_segment_and_dwell_by_bins() -> None:
+    h = History("Asia/Shanghai")
+    rush = dt.datetime(2026, 12, 7, 18, 10, tzinfo=dt.UTC).timestamp() - 8 * 3600  # 18:10 in Shanghai
+    assert h.hour(rush) == 18
+    assert h.segment("r", 3, rush, 100.0) == 100.0  # nothing learned: the timetable
+    for k in range(5):  # five segments of other routes took 1.5 times their schedule at 18:xx
+        h.add_segment("other", k, rush, rush + 150, 100.0)
+    assert h.segment("r", 3, rush, 100.0) == pytest.approx(150.0)
+    h.add_segment("r", 3, rush, rush + 200, 100.0)
+    h.add_segment("r", 3, rush, rush + 220, 100.0)
+    assert h.segment("r", 3, rush, 100.0) == pytest.approx(210.0)  # its own, once it has two
+    rng = random.Random(4)
+    for _ in range(200):
+        bins = rng.randint(1, 10)
+        h.add_dwell(bins, 45 + 22 * bins + rng.gauss(0, 5))
+    assert h.dwell(4, 999.0) == pytest.approx(45 + 22 * 4, abs=3)
+
+
+def test_the_prediction_adds_segments_and_dwells_from_where_the_truck_is(feed: Feed) -> None:
+    trip = feed.trips["wet-north-0630"]
+    zero = service_start(MONDAY, feed.timezone)
+    places = stop_distances(feed, trip)
+    bins = [0] + [feed.extras.stops[st.stop_id].bins for st in trip.stop_times[1:-1]] + [0]
+    state = TripState(trip, zero, places, bins)
+    st = trip.stop_times
+    # Before it leaves: the timetable, to the second (no history, no pace yet).
+    before = predict(History(feed.timezone), state, zero + st[0].departure_s - 600)
+    assert before == {k: zero + st[k].arrival_s for k in range(1, len(st))}
+    # It left stop 2 three minutes late and is halfway to stop 3.
+    state.arrived = {
+        0: zero + st[0].arrival_s,
+        1: zero + st[1].arrival_s + 180,
+        2: zero + st[2].arrival_s + 180,
+    }
+    state.left = {
+        0: zero + st[0].departure_s,
+        1: zero + st[1].departure_s + 180,
+        2: zero + st[2].departure_s + 180,
+    }
+    state.progress = (places[2] + places[3]) / 2
+    now = state.left[2] + (st[3].arrival_s - st[2].departure_s) / 2
+    after = predict(History(feed.timezone), state, now)
+    assert after[3] == pytest.approx(zero + st[3].arrival_s + 180, abs=1)  # the delay carried forward
+    assert after[len(st) - 1] == pytest.approx(zero + st[-1].arrival_s + 180, abs=1)
+
+
+@pytest.fixture
+def no_rush(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Traffic exactly as the timetable assumes: the notices' timing shows alone."""
+    monkeypatch.setattr(timetable, "RUSH", {})
+
+
+@pytest.mark.usefixtures("no_rush")
+def test_each_keeper_hears_once_before_then_arrival_and_collection(feed: Feed) -> None:
+    trip = feed.trips["dry-south-0810"]
+    assert runs_on(feed, trip, MONDAY)
+    drive = drive_trip(feed, trip, MONDAY, random.Random(3), traffic_sd=0.0)
+    zero = service_start(MONDAY, feed.timezone)
+    tracker = TripTracker(feed, trip, zero, History(feed.timezone))
+    leave = zero + trip.stop_times[0].departure_s
+    ticks = [("tick", {"ts": round(t * 1000)}) for t in range(int(leave - 1800), int(leave + 7200), 30)]
+    for kind, body in sorted([*drive.messages, *ticks], key=lambda m: m[1]["ts"]):
+        t = body["ts"] / 1000
+        if kind == "location":
+            tracker.location(body["lat"], body["lon"], body["speed"], t)
+        elif kind == "lift":
+            tracker.lift(body["stop"], body["bins"], body["collected_kg"], t)
+        else:
+            tracker.tick(t)
+    actual = {a.index: a.actual_s for a in drive.arrivals}
+    bin_rooms = [k for k, st in enumerate(trip.stop_times) if st.stop_id not in feed.extras.depots]
+    by_kind = {kind: [n for n in tracker.notices if n.kind is kind] for kind in NoticeKind}
+    for kind in (NoticeKind.NOTICE, NoticeKind.ARRIVED, NoticeKind.COLLECTED):
+        assert sorted(n.index for n in by_kind[kind]) == bin_rooms, kind
+    assert by_kind[NoticeKind.CANCELLATION] == []
+    for n in by_kind[NoticeKind.NOTICE]:
+        lead = (actual[n.index] - n.time_s) / 60
+        assert 13 <= lead <= 18, (n.stop_id, lead)  # the window a keeper is promised
+    # Every notice came before its arrival message, and collection after arrival.
+    order = [(n.index, n.kind) for n in tracker.notices]
+    for k in bin_rooms:
+        assert (
+            order.index((k, NoticeKind.NOTICE))
+            < order.index((k, NoticeKind.ARRIVED))
+            < order.index((k, NoticeKind.COLLECTED))
+        )
+
+
+@pytest.mark.usefixtures("no_rush")
+def test_a_noticed_stop_driven_past_is_cancelled(feed: Feed) -> None:
+    trip = feed.trips["dry-south-0810"]
+    zero = service_start(MONDAY, feed.timezone)
+    drive = drive_trip(feed, trip, MONDAY, random.Random(5), traffic_sd=0.0)
+    skipped = trip.stop_times[2].stop_id
+    # The truck drives past the second bin room: no dwell reports there, no lift.
+    messages = [
+        (kind, body)
+        for kind, body in drive.messages
+        if body.get("stop") != skipped
+        and not (kind == "location" and body["speed"] == 0 and body.get("stop") == skipped)
+    ]
+    tracker = TripTracker(feed, trip, zero, History(feed.timezone))
+    leave = zero + trip.stop_times[0].departure_s
+    ticks = [("tick", {"ts": round(t * 1000)}) for t in range(int(leave - 1800), int(leave + 7200), 30)]
+    for kind, body in sorted([*messages, *ticks], key=lambda m: m[1]["ts"]):
+        t = body["ts"] / 1000
+        if kind == "location":
+            tracker.location(body["lat"], body["lon"], body["speed"], t)
+        elif kind == "lift":
+            tracker.lift(body["stop"], body["bins"], body["collected_kg"], t)
+        else:
+            tracker.tick(t)
+    told = [(n.kind, n.stop_id) for n in tracker.notices if n.stop_id == skipped]
+    assert told == [(NoticeKind.NOTICE, skipped), (NoticeKind.CANCELLATION, skipped)]
