@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import datetime as dt
+import os
 import sys
 from pathlib import Path
 
+from linli.cloud.waste.rollups import Period
 from linli.wording import plural
+
+BY = ("waste_type", "stop", "route", "truck")
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,6 +31,30 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     check.add_argument("--gtfs", type=Path, required=True, help="the folder, e.g. deploy/gtfs/hongqiao")
     check.set_defaults(func=_check)
+
+    stats = cmds.add_parser(
+        "stats",
+        help="tonnage by waste type per day, ISO week or calendar month",
+        description=(
+            "Sum every lift the trucks reported (the 'truck' measurement) by period in "
+            "Asia/Shanghai (days from midnight, weeks from Monday, calendar months) and by waste "
+            "type, or by compound, route or truck. --write stores the rollups as 'waste_rollup' "
+            "points for the dashboards; a period written again is replaced, so lifts that arrive "
+            "late are counted by running it again. Exit 0, 1 if the store refused, 2 for bad usage."
+        ),
+    )
+    stats.add_argument("--url", required=True, help="InfluxDB's URL (1.x, or 2.x through its v1 API)")
+    stats.add_argument("--database", required=True, help="the database (2.x: the bucket's mapping)")
+    stats.add_argument("--token-env", default="LINLI_INFLUX_TOKEN", help="variable holding the token, if any")
+    stats.add_argument("--period", choices=[p.value for p in Period], default="day", help="(default day)")
+    stats.add_argument("--by", choices=BY, default="waste_type", help="group by (default waste_type)")
+    stats.add_argument(
+        "--from", dest="start", type=dt.date.fromisoformat, help="first local day (default: 31 days ago)"
+    )
+    stats.add_argument("--to", dest="end", type=dt.date.fromisoformat, help="last local day (default: today)")
+    stats.add_argument("--csv", action="store_true", help="CSV on stdout instead of a table")
+    stats.add_argument("--write", action="store_true", help="also store the rollups for the dashboards")
+    stats.set_defaults(func=_stats)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -52,3 +82,52 @@ def _check(args: argparse.Namespace) -> int:
 
 def _clock(seconds: int) -> str:
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}"
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from collections import defaultdict
+    from zoneinfo import ZoneInfo
+
+    from linli.cloud.waste.rollups import ZONE, rollups
+    from linli.cloud.waste.store import StoreError, read_lifts, write_lines
+
+    zone = ZoneInfo(ZONE)
+    end = args.end or dt.datetime.now(zone).date()
+    start = args.start or end - dt.timedelta(days=31)
+    if start > end:
+        print("linli waste stats: --from is after --to", file=sys.stderr)
+        return 2
+    period = Period(args.period)
+    first = dt.datetime.combine(start, dt.time(), zone)
+    last = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), zone)
+    token = os.environ.get(args.token_env) or None
+    try:
+        lifts = read_lifts(args.url, args.database, first, last, token=token)
+        found = rollups(lifts, period)
+        if args.write:
+            write_lines(args.url, args.database, [r.line() for r in found], token=token)
+    except StoreError as exc:
+        print(f"linli waste stats: {exc}", file=sys.stderr)
+        return 1
+    sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0, 0.0])
+    for r in found:
+        s = sums[(r.start.isoformat(), str(getattr(r, args.by)))]
+        s[0] += r.lifts
+        s[1] += r.bins
+        s[2] += r.kg
+    rows = [
+        (when[:10], key, int(n), int(bins), round(kg, 1))
+        for (when, key), (n, bins, kg) in sorted(sums.items())
+    ]
+    if args.csv:
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(["period_start", args.by, "lifts", "bins", "kg"])
+        out.writerows(rows)
+        return 0
+    print(f"{len(lifts):,} lifts from {start} to {end}, by {period} and {args.by} (Asia/Shanghai)")
+    print(f"{period + ' from':<12}{args.by:<16}{'lifts':>7}{'bins':>7}{'kg':>12}")
+    for when, key, n, bins, kg in rows:
+        print(f"{when:<12}{key:<16}{n:>7}{bins:>7}{kg:>12,.1f}")
+    if args.write:
+        print(f"wrote {plural(len(found), 'rollup')} to {args.database} ('waste_rollup')")
+    return 0

@@ -1,0 +1,66 @@
+"""The lifts the edge stored, read back over InfluxQL, and rollups written beside them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from linli.cloud.waste.rollups import Lift
+from linli.dashboards.influxv1 import QueryError, run
+
+
+class StoreError(Exception):
+    """The store refused or could not be reached; the message says which and why."""
+
+
+def read_lifts(
+    url: str, database: str, first: dt.datetime, last: dt.datetime, *, token: str | None = None
+) -> list[Lift]:
+    """Every lift stored with a time in [first, last)."""
+    # Only integers are put into the query: the times, in milliseconds.
+    query = (
+        'SELECT "bins", "collected_kg", "stop", "waste_type", "route", "device" FROM "truck" '  # noqa: S608
+        f'WHERE "bins" > 0 AND time >= {int(first.timestamp() * 1000)}ms '
+        f"AND time < {int(last.timestamp() * 1000)}ms"
+    )
+    try:
+        series = run(url, database, query, token=token)
+    except QueryError as exc:
+        raise StoreError(str(exc)) from exc
+    lifts = []
+    for s in series:
+        for row in s.values:
+            r = dict(zip(s.columns, row, strict=True))
+            lifts.append(
+                Lift(
+                    time_ms=int(r["time"]),
+                    waste_type=str(r["waste_type"] or ""),
+                    stop=str(r["stop"] or ""),
+                    route=str(r["route"] or ""),
+                    truck=str(r["device"] or ""),
+                    bins=int(r["bins"] or 0),
+                    kg=float(r["collected_kg"] or 0.0),
+                )
+            )
+    return lifts
+
+
+def write_lines(url: str, database: str, lines: list[str], *, token: str | None = None) -> None:
+    """Line protocol through the v1 /write API (InfluxDB 1.x, and 2.x's compatibility)."""
+    if not lines:
+        return
+    query = urllib.parse.urlencode({"db": database, "precision": "ms"})
+    request = urllib.request.Request(  # noqa: S310 (the operator's store)
+        f"{url.rstrip('/')}/write?{query}", data="\n".join(lines).encode(), method="POST"
+    )
+    if token:
+        request.add_header("Authorization", f"Token {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30):  # noqa: S310
+            pass
+    except urllib.error.HTTPError as exc:
+        raise StoreError(f"{url}: HTTP {exc.code} {exc.read()[:200].decode(errors='replace')}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise StoreError(f"{url}: unreachable ({exc})") from exc
