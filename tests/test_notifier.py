@@ -183,14 +183,14 @@ def test_a_delivery_that_keeps_failing_is_retried_then_recorded(
     async def instant(_: float) -> None:
         return None
 
-    monkeypatch.setattr("linli.cloud.notifier.asyncio.sleep", instant)
+    monkeypatch.setattr("linli.cloud.delivery.asyncio.sleep", instant)
     clock = Clock(at("10:00"))
     flaky, broken = Recorder(fail=2), Recorder(fail=99)
     n = make(store, [Subscription(id="ops", channels=[HOOK])], clock, flaky, group_wait_s=0, attempts=3)
     run(n, clock, [(0, alert())])
     assert (flaky.attempts, flaky.got) == (3, [("ops", "firing", "webhook")])
     assert store.failures() == []
-    n.sender = broken  # type: ignore[assignment]
+    n.deliveries.sender = broken  # type: ignore[assignment]
     run(n, clock, [(0, alert("resolved"))])
     assert broken.attempts == 3
     [failure] = store.failures()

@@ -19,7 +19,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx
 
@@ -32,6 +32,17 @@ HEADLINE = {"firing": "FIRING", "repeat": "STILL FIRING", "escalation": "ESCALAT
 
 class DeliveryError(Exception):
     """The destination did not take the message; the text says what it answered."""
+
+
+class Message(Protocol):
+    """What a channel sends: a subject, a text for people, and JSON for machines."""
+
+    @property
+    def subject(self) -> str: ...
+
+    def text(self) -> str: ...
+
+    def to_json(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -62,7 +73,7 @@ class Notice:
         }
 
 
-def body(channel: HttpChannel, notice: Notice, now: float) -> tuple[str, dict[str, Any]]:
+def body(channel: HttpChannel, notice: Message, now: float) -> tuple[str, dict[str, Any]]:
     """(URL, JSON body) for an HTTP channel, in that service's format."""
     text = notice.text()
     if channel.kind is ChannelKind.WEBHOOK:
@@ -89,7 +100,7 @@ def body(channel: HttpChannel, notice: Notice, now: float) -> tuple[str, dict[st
     raise ValueError(f"{channel.kind} is not an HTTP channel")
 
 
-def _markdown(notice: Notice) -> str:
+def _markdown(notice: Message) -> str:
     first, *rest = notice.text().splitlines()
     return f"**{first}**\n" + "\n".join(f"> {line}" for line in rest)
 
@@ -102,7 +113,7 @@ class Sender:
         self.publish = publish  # callable(topic, payload) for MQTT channels
         self.http = httpx.AsyncClient(timeout=10)
 
-    async def send(self, channel: Channel, notice: Notice) -> None:
+    async def send(self, channel: Channel, notice: Message) -> None:
         if isinstance(channel, EmailChannel):
             await asyncio.to_thread(self._mail, channel, notice)
         elif isinstance(channel, MqttChannel):
@@ -126,7 +137,7 @@ class Sender:
                 if code:
                     raise DeliveryError(f"the robot refused it: {answer}")
 
-    def _mail(self, channel: EmailChannel, notice: Notice) -> None:
+    def _mail(self, channel: EmailChannel, notice: Message) -> None:
         message = EmailMessage()
         message["Subject"] = notice.subject
         message["From"] = self.smtp.sender

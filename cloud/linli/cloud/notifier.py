@@ -33,8 +33,9 @@ from linli.catalog.alerts import (
 )
 from linli.catalog.errors import validation_reason
 from linli.catalog.profile import Severity
-from linli.cloud.channels import DeliveryError, Notice, NoticeKind, Sender
+from linli.cloud.channels import Message, Notice, NoticeKind, Sender
 from linli.cloud.config import Channel, NotifierConfig, QuietHours, Subscription
+from linli.cloud.delivery import Deliveries
 from linli.cloud.store import Store
 from linli.ratelog import RateLimitedLog
 
@@ -112,7 +113,7 @@ class Notifier:
         self.handled: Counter[str] = Counter()  # events taken, by device kind
         self.rejected: Counter[str] = Counter()  # events refused at the door, by reason
         self.errors: Counter[str] = Counter()  # alerts quarantined or failing, by where
-        self._deliveries: set[asyncio.Task[None]] = set()
+        self.deliveries = Deliveries(sender, config.attempts, self._record)
         self._ratelog = RateLimitedLog(log)
 
     def reject(self, reason: str, source: str, detail: str) -> None:
@@ -205,7 +206,7 @@ class Notifier:
     @property
     def delivering(self) -> int:
         """Deliveries under way (retries included)."""
-        return len(self._deliveries)
+        return self.deliveries.under_way
 
     def _notify(
         self, sub: Subscription, kind: NoticeKind, alert: AlertMessage, active: Active | None = None
@@ -215,60 +216,12 @@ class Notifier:
         notice = Notice(kind, alert, sub.id)
         for channel in sub.channels:
             self.sent.append((sub.id, str(channel.kind), notice))
-            task = asyncio.get_running_loop().create_task(self._deliver(channel, notice))
-            self._deliveries.add(task)
-            task.add_done_callback(self._deliveries.discard)
+            self.deliveries.start(sub.id, channel, notice)
 
-    async def _deliver(self, channel: Channel, notice: Notice) -> None:
-        delay = 1.0
-        error = "not tried"
-        for attempt in range(1, self.config.attempts + 1):
-            try:
-                await self.sender.send(channel, notice)
-                return
-            except asyncio.CancelledError:
-                # Stopped mid-retry: kept with the failures, for an operator to see and resend.
-                self._record(channel, notice, f"the notifier stopped while retrying; last error: {error}")
-                raise
-            except DeliveryError as exc:
-                error = str(exc)
-                if attempt == self.config.attempts:
-                    break
-                log.warning(
-                    "delivery to %s (%s) failed, attempt %d: %s",
-                    notice.subscription,
-                    channel.kind,
-                    attempt,
-                    error,
-                )
-                try:
-                    await asyncio.sleep(delay)
-                except asyncio.CancelledError:
-                    self._record(channel, notice, f"the notifier stopped while retrying; last error: {error}")
-                    raise
-                delay = min(delay * 2, 60.0)
-        log.error(
-            "delivery to %s (%s) failed %d times; recorded: %s",
-            notice.subscription,
-            channel.kind,
-            self.config.attempts,
-            error,
-        )
-        self._record(channel, notice, error)
-
-    def _record(self, channel: Channel, notice: Notice, error: str) -> None:
-        self.store.record_failure(
-            int(self.clock() * 1000), notice.subscription, str(channel.kind), notice.to_json(), error
-        )
+    def _record(self, who: str, channel: Channel, notice: Message, error: str) -> None:
+        self.store.record_failure(int(self.clock() * 1000), who, str(channel.kind), notice.to_json(), error)
 
     async def drain(self, deadline_s: float = 5.0) -> None:
         """Wait for every delivery under way, for at most `deadline_s`; the rest are recorded
         as failed deliveries (GET /failed-deliveries), not lost."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + deadline_s
-        while self._deliveries and loop.time() < end:
-            await asyncio.wait(list(self._deliveries), timeout=max(0.0, end - loop.time()))
-        late = list(self._deliveries)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
+        await self.deliveries.drain(deadline_s)

@@ -1,0 +1,77 @@
+"""Deliveries under way: each message to each channel tried with backoff, and what keeps
+failing handed to `failed` (kept for an operator), also when the service stops mid-retry."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from linli.cloud.channels import DeliveryError, Message, Sender
+from linli.cloud.config import Channel
+
+log = logging.getLogger(__name__)
+
+# who it was for, the channel, the message, the last error
+Failed = Callable[[str, Channel, Message, str], None]
+
+
+class Deliveries:
+    """Sends in the background; `drain` waits for them when the service stops."""
+
+    def __init__(self, sender: Sender, attempts: int, failed: Failed) -> None:
+        self.sender = sender
+        self.attempts = attempts
+        self.failed = failed
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def under_way(self) -> int:
+        """Deliveries not finished (retries included)."""
+        return len(self._tasks)
+
+    def start(self, who: str, channel: Channel, message: Message) -> None:
+        task = asyncio.get_running_loop().create_task(self._deliver(who, channel, message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, who: str, channel: Channel, message: Message) -> None:
+        delay = 1.0
+        error = "not tried"
+        for attempt in range(1, self.attempts + 1):
+            try:
+                await self.sender.send(channel, message)
+                return
+            except asyncio.CancelledError:
+                # Stopped mid-retry: kept with the failures, for an operator to see and resend.
+                self.failed(who, channel, message, f"the service stopped while retrying; last error: {error}")
+                raise
+            except DeliveryError as exc:
+                error = str(exc)
+                if attempt == self.attempts:
+                    break
+                log.warning("delivery to %s (%s) failed, attempt %d: %s", who, channel.kind, attempt, error)
+                try:
+                    await asyncio.sleep(delay)
+                except asyncio.CancelledError:
+                    self.failed(
+                        who, channel, message, f"the service stopped while retrying; last error: {error}"
+                    )
+                    raise
+                delay = min(delay * 2, 60.0)
+        log.error(
+            "delivery to %s (%s) failed %d times; recorded: %s", who, channel.kind, self.attempts, error
+        )
+        self.failed(who, channel, message, error)
+
+    async def drain(self, deadline_s: float = 5.0) -> None:
+        """Wait for every delivery under way, for at most `deadline_s`; the rest are cancelled,
+        which hands them to `failed`: nothing is lost."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline_s
+        while self._tasks and loop.time() < end:
+            await asyncio.wait(list(self._tasks), timeout=max(0.0, end - loop.time()))
+        late = list(self._tasks)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
