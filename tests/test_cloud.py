@@ -349,4 +349,4 @@ def test_the_local_example_config_notifies_on_the_local_broker(
     # Nothing listens on the example's webhook here: at the stop, the retries are kept, not lost.
     [failure] = Store(config.state).failures()
     assert failure["channel"] == "webhook"
-    assert failure["error"].startswith("the notifier stopped while retrying; last error:")
+    assert failure["error"].startswith("the service stopped while retrying; last error:")
