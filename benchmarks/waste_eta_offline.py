@@ -24,10 +24,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from linli.cloud.waste.gtfs import load_feed
+from linli.cloud.waste.gtfs import load_feed, runs_on, service_zero
 from linli.cloud.waste.predict import History, TripState, predict
 from linli.cloud.waste.tracking import NoticeKind, Predictor, TripTracker
-from linli.sim.timetable import drive_trip, runs_on, service_start
+from linli.sim.timetable import drive_trip
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
 SPEED_MS = 18 / 3.6  # the constant-speed baseline's
@@ -66,7 +66,7 @@ def run(days: int, seed: int, traffic_sd: float, first: dt.date) -> dict[str, An
             trips += 1
             drive = drive_trip(feed, trip, date, rng, traffic_sd=traffic_sd)
             actual = {a.index: a.actual_s for a in drive.arrivals}
-            zero = service_start(date, feed.timezone)
+            zero = service_zero(date, feed.timezone)
             # The service's clock ticks every TICK_S from well before the trip leaves.
             leave = zero + trip.stop_times[0].departure_s
             end = max(a.actual_s for a in drive.arrivals)

@@ -70,8 +70,12 @@ def test_links_to_files_resolve(doc: str) -> None:
 def test_the_shipped_configs_load() -> None:
     """What docker-compose and the README run: the notifier's two examples, the district's edge."""
     from linli.cloud.config import load_notifier_config
+    from linli.cloud.waste.config import load_waste_config
+    from linli.cloud.waste.gtfs import load_feed
     from linli.edge.config import load_config
 
     for name in ("notifier.toml", "notifier.local.toml"):
         assert load_notifier_config(ROOT / "deploy" / name).subscriptions
     assert len(load_config(ROOT / "deploy" / "district.toml").devices()) > 100
+    waste = load_waste_config(ROOT / "deploy" / "waste.local.toml")
+    assert load_feed(waste.gtfs).trips

@@ -154,7 +154,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def _doc(*codes: int) -> dict[int | str, dict[str, Any]]:
+def doc(*codes: int) -> dict[int | str, dict[str, Any]]:
     what = {
         409: "the request contradicts itself or the state",
         401: "no token, or a wrong one",
@@ -170,7 +170,7 @@ def app(notifier: Notifier, token: str) -> ASGIApp:
         title="linli notifier",
         version="1",
         description="Alert subscriptions and active alerts.",
-        responses=_doc(401, 413),
+        responses=doc(401, 413),
         # Only for the document's security scheme: the Guard checks the token, before the body.
         dependencies=[Depends(HTTPBearer(auto_error=False))],
     )
@@ -183,7 +183,7 @@ def app(notifier: Notifier, token: str) -> ASGIApp:
             for a in notifier.active()
         ]
 
-    @api.post("/alerts/{fingerprint}/ack", responses=_doc(404))
+    @api.post("/alerts/{fingerprint}/ack", responses=doc(404))
     def ack(fingerprint: Annotated[str, Path(pattern=FINGERPRINT)], body: Ack) -> Acked:
         """Acknowledge a firing alert: no more repeats, no escalation."""
         by = notifier.ack(fingerprint, body.by)
@@ -195,7 +195,7 @@ def app(notifier: Notifier, token: str) -> ASGIApp:
     def subscriptions() -> list[Subscription]:
         return notifier.store.subscriptions()
 
-    @api.put("/subscriptions/{sub_id}", responses=_doc(409))
+    @api.put("/subscriptions/{sub_id}", responses=doc(409))
     def put(sub_id: Annotated[str, Path(pattern=SUB_ID)], sub: Subscription) -> Subscription:
         """Create or replace a subscription."""
         if sub.id != sub_id:
@@ -211,7 +211,7 @@ def app(notifier: Notifier, token: str) -> ASGIApp:
         notifier.store.put_subscription(sub)
         return sub
 
-    @api.delete("/subscriptions/{sub_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_doc(404))
+    @api.delete("/subscriptions/{sub_id}", status_code=status.HTTP_204_NO_CONTENT, responses=doc(404))
     def delete(sub_id: Annotated[str, Path(pattern=SUB_ID)]) -> None:
         if not notifier.store.delete_subscription(sub_id):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no subscription {sub_id}")

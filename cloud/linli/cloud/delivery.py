@@ -24,18 +24,41 @@ class Deliveries:
         self.attempts = attempts
         self.failed = failed
         self._tasks: set[asyncio.Task[None]] = set()
+        # The last delivery of each thread (an alert, a stop's visit) to each destination: the
+        # next one waits for it, so a subscriber hears "firing" before "resolved", and a keeper
+        # "arrived" before "collected"; other threads go in parallel.
+        self._last: dict[tuple[str, str, str], asyncio.Task[None]] = {}
 
     @property
     def under_way(self) -> int:
         """Deliveries not finished (retries included)."""
         return len(self._tasks)
 
-    def start(self, who: str, channel: Channel, message: Message) -> None:
-        task = asyncio.get_running_loop().create_task(self._deliver(who, channel, message))
+    def start(self, who: str, channel: Channel, message: Message, thread: str = "") -> None:
+        """Deliver in the background, after the thread's earlier messages to the same place."""
+        key = (who, channel.model_dump_json(), thread)
+        before = self._last.get(key)
+        task = asyncio.get_running_loop().create_task(self._deliver(who, channel, message, before))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._last[key] = task
 
-    async def _deliver(self, who: str, channel: Channel, message: Message) -> None:
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if self._last.get(key) is t:
+                del self._last[key]
+
+        task.add_done_callback(done)
+
+    async def _deliver(
+        self, who: str, channel: Channel, message: Message, before: asyncio.Task[None] | None
+    ) -> None:
+        if before is not None:
+            # In order per destination; a cancelled or failed one before does not hold this up.
+            try:
+                await asyncio.gather(before, return_exceptions=True)
+            except asyncio.CancelledError:
+                self.failed(who, channel, message, "the service stopped before it was its turn")
+                raise
         delay = 1.0
         error = "not tried"
         for attempt in range(1, self.attempts + 1):

@@ -216,7 +216,7 @@ class Notifier:
         notice = Notice(kind, alert, sub.id)
         for channel in sub.channels:
             self.sent.append((sub.id, str(channel.kind), notice))
-            self.deliveries.start(sub.id, channel, notice)
+            self.deliveries.start(sub.id, channel, notice, thread=alert.fingerprint)
 
     def _record(self, who: str, channel: Channel, notice: Message, error: str) -> None:
         self.store.record_failure(int(self.clock() * 1000), who, str(channel.kind), notice.to_json(), error)

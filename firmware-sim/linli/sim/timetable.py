@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from pyproj import Transformer
 
-from linli.cloud.waste.gtfs import Feed, Trip
+from linli.cloud.waste.gtfs import Feed, Trip, service_zero
 from linli.cloud.waste.stops import stop_distances
 
 MOVING_REPORT_S = 10
@@ -47,18 +47,6 @@ class Arrival:
     actual_s: float
 
 
-def service_start(date: dt.date, timezone: str) -> float:
-    """Epoch seconds of a service day's GTFS time 0: noon minus 12 h, local time."""
-    noon = dt.datetime.combine(date, dt.time(12), ZoneInfo(timezone))
-    return noon.timestamp() - 12 * 3600
-
-
-def runs_on(feed: Feed, trip: Trip, date: dt.date) -> bool:
-    service = feed.services[trip.service_id]
-    day = date.strftime("%Y%m%d")
-    return service.days[date.weekday()] and service.start <= day <= service.end
-
-
 @dataclass
 class TripRun:
     """One trip driven once: the messages the truck sent and the arrivals it made."""
@@ -68,13 +56,19 @@ class TripRun:
 
 
 def drive_trip(
-    feed: Feed, trip: Trip, date: dt.date, rng: random.Random, *, traffic_sd: float = 0.2
+    feed: Feed,
+    trip: Trip,
+    date: dt.date,
+    rng: random.Random,
+    *,
+    traffic_sd: float = 0.2,
+    parked_s: float = 1800,
 ) -> TripRun:
-    """Drive one trip on one day."""
+    """Drive one trip on one day, reporting from the depot `parked_s` before it leaves."""
     route = feed.routes[trip.route_id]
     line = feed.shapes[trip.shape_id].line
     places = stop_distances(feed, trip)
-    zero = service_start(date, feed.timezone)
+    zero = service_zero(date, feed.timezone)
     tz = ZoneInfo(feed.timezone)
     out: list[tuple[str, dict[str, Any]]] = []
     arrivals: list[Arrival] = []
@@ -94,6 +88,8 @@ def drive_trip(
 
     stops = trip.stop_times
     t = zero + stops[0].departure_s + rng.uniform(0, 60)
+    for s in range(int(parked_s), 0, -STOPPED_REPORT_S):  # parked, switched on, waiting
+        report(t - s, places[0], 0.0, stops[0].stop_id)
     for k, st in enumerate(stops):
         if k > 0:
             # Drive the segment from the stop before: scheduled time, stretched by traffic.

@@ -32,6 +32,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     check.add_argument("--gtfs", type=Path, required=True, help="the folder, e.g. deploy/gtfs/hongqiao")
     check.set_defaults(func=_check)
 
+    run = cmds.add_parser(
+        "run",
+        help="follow the trucks and tell the bin-room keepers",
+        description=(
+            "Take every truck's messages from the broker (an MQTT 5 shared subscription), follow "
+            "each trip of the timetable, and send each bin-room keeper a notice when the truck is "
+            "15 minutes away, corrections, cancellations, arrival and collection, through the "
+            "notifier's channels. Serves the HTTP API (token from the variable the config names)."
+        ),
+    )
+    run.add_argument("--config", type=Path, required=True, help="the service's TOML")
+    run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    run.set_defaults(func=_run)
+
     stats = cmds.add_parser(
         "stats",
         help="tonnage by waste type per day, ISO week or calendar month",
@@ -131,3 +145,29 @@ def _stats(args: argparse.Namespace) -> int:
     if args.write:
         print(f"wrote {plural(len(found), 'rollup')} to {args.database} ('waste_rollup')")
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from linli.catalog.errors import ConfigError
+    from linli.cli_support import run_until_signal, setup_logging
+    from linli.cloud.waste.config import load_waste_config
+    from linli.cloud.waste.gtfs import GtfsError, load_feed
+    from linli.cloud.waste.service import WasteService
+
+    try:
+        config = load_waste_config(args.config)
+        feed = load_feed(config.gtfs)
+    except (ConfigError, GtfsError) as exc:
+        print(f"linli waste run: {exc}", file=sys.stderr)
+        return 2
+    token = os.environ.get(config.token_env, "")
+    if not token:
+        print(f"linli waste run: set {config.token_env} to the API's bearer token", file=sys.stderr)
+        return 2
+    setup_logging(args.log_level)
+    try:
+        service = WasteService(config, token, feed)
+    except OSError as exc:
+        print(f"linli waste run: state file {config.state}: {exc}", file=sys.stderr)
+        return 1
+    return run_until_signal(service.run)

@@ -14,12 +14,14 @@ Shanghai's), through pyproj and shapely.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pyproj import Transformer
@@ -352,3 +354,16 @@ def validation_reason_of(error: object) -> str:
     assert isinstance(error, dict)
     where = ".".join(str(p) for p in error["loc"])
     return f"{where}: {error['msg']}"
+
+
+def service_zero(date: dt.date, timezone: str) -> float:
+    """Epoch seconds of a service day's GTFS time 0: noon minus 12 h, local time."""
+    noon = dt.datetime.combine(date, dt.time(12), ZoneInfo(timezone))
+    return noon.timestamp() - 12 * 3600
+
+
+def runs_on(feed: Feed, trip: Trip, date: dt.date) -> bool:
+    """Whether the trip's service runs on that local date."""
+    service = feed.services[trip.service_id]
+    day = date.strftime("%Y%m%d")
+    return service.days[date.weekday()] and service.start <= day <= service.end

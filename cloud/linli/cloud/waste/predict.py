@@ -150,6 +150,8 @@ def predict(history: History, state: TripState, now_s: float) -> dict[int, float
         # At a stop: what is left of its dwell, then on.
         dwell = history.dwell(state.bins[last], state.scheduled_dwell(last))
         t = max(now_s, state.arrived[last] + dwell)
+        if last == 0:  # parked at the start: it leaves on time at the earliest
+            t = max(t, state.zero_s + st[0].departure_s)
         first = last + 1
     elif last >= 0:
         # Between stops: the rest of this segment, by the share of its road still ahead.

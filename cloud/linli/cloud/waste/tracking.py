@@ -73,9 +73,12 @@ class TripTracker:
         self.predicted: dict[int, float] = {}
         self._told: dict[int, float] = {}  # stop index -> the arrival time last told
         self._depots = depots
+        # Whether the truck has said anything yet: a trip whose truck is silent is not announced.
+        self.seen = False
 
     def location(self, lat: float, lon: float, speed_kmh: float, time_s: float) -> Fix:
         """A position: progress, visits, predictions, notices."""
+        self.seen = True
         fix = self.matcher.update(lat, lon, time_s)
         if fix is Fix.MATCHED and self.matcher.progress is not None:
             self.state.progress = self.matcher.progress
@@ -90,6 +93,7 @@ class TripTracker:
 
     def lift(self, stop_id: str, bins: int, kg: float, time_s: float) -> None:
         """Bins lifted at a stop."""
+        self.seen = True
         for event in self.stops.lift(stop_id, bins, kg, time_s):
             self._visit(event)
         for i, v in enumerate(self.stops.visits):

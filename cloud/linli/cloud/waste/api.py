@@ -1,0 +1,120 @@
+"""The waste service's HTTP API: trips under way with their predictions, and the notices sent.
+
+The same rules as the notifier's: a bearer token checked before a body is read, bodies
+bounded, every answer in the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import Depends, FastAPI
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.types import ASGIApp
+
+from linli.cloud.api import Guard, doc
+
+if TYPE_CHECKING:
+    from linli.cloud.waste.service import WasteService
+
+
+class StopNow(BaseModel):
+    stop_id: str
+    state: str = Field(description="ahead, arrived, left or skipped")
+    scheduled: str = Field(description="local time of the timetable")
+    predicted: str | None = Field(description="local time predicted, for a stop ahead")
+
+
+class TripNow(BaseModel):
+    trip_id: str
+    route: str
+    truck: str
+    waste_type: str
+    next_stop: str | None
+    predicted: str | None = Field(description="local time at the next stop")
+    delay_min: float | None = Field(description="predicted minus scheduled at the next stop")
+    progress_m: float
+    stops: list[StopNow]
+
+
+class Counts(BaseModel):
+    handled: dict[str, int] = Field(description="messages taken, by kind")
+    rejected: dict[str, int] = Field(description="messages refused, by reason")
+    fixes: dict[str, int] = Field(description="positions, by what they did: matched, off_route, stale")
+    following: int = Field(description="trips followed now")
+    delivering: int = Field(description="deliveries under way")
+
+
+def app(service: WasteService, token: str) -> ASGIApp:
+    """The API over one waste service."""
+    api = FastAPI(
+        title="linli waste",
+        version="1",
+        description="Waste collection trips, predicted arrivals and keeper notices.",
+        responses=doc(401, 413),
+        dependencies=[Depends(HTTPBearer(auto_error=False))],
+    )
+    tz = ZoneInfo(service.feed.timezone)
+
+    def local(epoch_s: float | None) -> str | None:
+        return None if epoch_s is None else dt.datetime.fromtimestamp(epoch_s, tz).strftime("%H:%M")
+
+    @api.get("/trips")
+    def trips() -> list[TripNow]:
+        """Trips followed now: each one's next stop, predicted time and delay."""
+        out = []
+        for tracker in service.trackers.values():
+            route = service.feed.routes[tracker.trip.route_id]
+            nxt = tracker.stops.next_index()
+            predicted = tracker.predicted.get(nxt) if nxt is not None else None
+            scheduled = None if nxt is None else tracker.zero_s + tracker.trip.stop_times[nxt].arrival_s
+            stops = [
+                StopNow(
+                    stop_id=v.stop_id,
+                    state=str(v.state),
+                    scheduled=local(tracker.zero_s + st.arrival_s) or "",
+                    predicted=local(tracker.predicted.get(i)),
+                )
+                for i, (v, st) in enumerate(zip(tracker.stops.visits, tracker.trip.stop_times, strict=True))
+            ]
+            out.append(
+                TripNow(
+                    trip_id=tracker.trip.id,
+                    route=tracker.trip.route_id,
+                    truck=route.truck,
+                    waste_type=route.waste_type,
+                    next_stop=None if nxt is None else tracker.trip.stop_times[nxt].stop_id,
+                    predicted=local(predicted),
+                    delay_min=None
+                    if predicted is None or scheduled is None
+                    else round((predicted - scheduled) / 60, 1),
+                    progress_m=round(tracker.state.progress, 1),
+                    stops=stops,
+                )
+            )
+        return out
+
+    @api.get("/notices")
+    def notices() -> list[dict[str, Any]]:
+        """The keeper notices sent, newest first (at most 1,000)."""
+        return service.notices()
+
+    @api.get("/failed-deliveries")
+    def failed() -> list[dict[str, Any]]:
+        """Notices a channel kept refusing, with the last error."""
+        return service.failures()
+
+    @api.get("/stats")
+    def stats() -> Counts:
+        return Counts(
+            handled=dict(service.handled),
+            rejected=dict(service.rejected),
+            fixes=dict(service.fixes),
+            following=len(service.trackers),
+            delivering=service.deliveries.under_way,
+        )
+
+    return Guard(api, token)

@@ -1,0 +1,53 @@
+"""The waste service's TOML: the broker, the timetable, the API, and how deliveries behave."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+
+from linli.catalog.errors import load_toml_model
+from linli.cloud.config import SmtpConfig, Strict
+
+
+class TruckBroker(Strict):
+    """Where the trucks' messages are: `{topic}/{site}/{truck}/location|lift|alarm`."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    username_env: str = "LINLI_CLOUD_MQTT_USERNAME"
+    password_env: str = "LINLI_CLOUD_MQTT_PASSWORD"  # noqa: S105 (a variable name)
+    # MQTT 5 shared subscription group: services of one group share the trucks.
+    group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "linli-waste"
+    topic: Annotated[str, Field(pattern=r"^[^#+]+$")] = "trucks"
+
+
+class WasteConfig(Strict):
+    """The whole file."""
+
+    broker: TruckBroker = TruckBroker()
+    smtp: SmtpConfig = SmtpConfig()
+    gtfs: Path  # the timetable folder (GTFS files and linli.toml)
+    state: Path = Path("linli-waste.sqlite")
+    api_host: str = "127.0.0.1"
+    api_port: Annotated[int, Field(ge=1, le=65535)] = 8081
+    token_env: str = "LINLI_CLOUD_TOKEN"  # noqa: S105 (a variable name)
+    attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    # The clock (the trucks' own time) moves the predictions on in steps of this many seconds.
+    tick_s: Annotated[float, Field(gt=0, le=300)] = 30.0
+    # A trip is followed from this long before it leaves, so its first stops hear in time.
+    lookahead_min: Annotated[float, Field(gt=0, le=240)] = 45.0
+    # A message further ahead of this machine's clock is refused (a truck clock gone wrong).
+    max_clock_ahead_s: Annotated[float, Field(gt=0)] = 3600.0
+
+
+def load_waste_config(path: Path) -> WasteConfig:
+    """Read and validate the file; relative paths are taken from its folder."""
+    config = load_toml_model(path, WasteConfig)
+    updates = {}
+    for key in ("gtfs", "state"):
+        value: Path = getattr(config, key)
+        if not value.is_absolute():
+            updates[key] = path.parent / value
+    return config.model_copy(update=updates)

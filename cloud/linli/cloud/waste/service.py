@@ -1,0 +1,360 @@
+"""The waste service: trucks' messages in, keepers told when the truck is coming.
+
+It takes every truck's location, lift and alarm messages through an MQTT 5 shared
+subscription, follows each trip of the timetable from `lookahead_min` before it leaves (a
+`TripTracker` each), and sends each keeper notice through the notifier's channels, with
+retries and the failures kept. Time is the messages' own: the clock is the newest message's
+time, moved on in `tick_s` steps, so a day simulated fast runs as a real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+import paho.mqtt.client as paho
+import uvicorn
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from linli.catalog.alerts import MAX_TIME_MS
+from linli.catalog.errors import validation_reason
+from linli.cloud.channels import Sender
+from linli.cloud.config import Channel
+from linli.cloud.delivery import Deliveries
+from linli.cloud.waste.config import WasteConfig
+from linli.cloud.waste.gtfs import Feed, load_feed, runs_on, service_zero
+from linli.cloud.waste.predict import History
+from linli.cloud.waste.tracking import KeeperNotice, NoticeKind, TripTracker
+from linli.ratelog import RateLimitedLog
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS notice (
+    trip_id TEXT NOT NULL, stop_id TEXT NOT NULL, idx INTEGER NOT NULL, kind TEXT NOT NULL,
+    time_ms INTEGER NOT NULL, predicted_ms INTEGER, bins INTEGER NOT NULL, kg REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS failed_delivery (
+    at_ms INTEGER NOT NULL, contact TEXT NOT NULL, channel TEXT NOT NULL,
+    message TEXT NOT NULL, error TEXT NOT NULL
+);
+"""
+# A trip is given up this long after its scheduled end (a truck that never came).
+OVERDUE_S = 3 * 3600
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+    ts: Annotated[int, Field(ge=0, le=MAX_TIME_MS)]
+
+
+class Location(_Payload):
+    lat: float
+    lon: float
+    speed: float = 0.0
+
+
+class LiftMessage(_Payload):
+    stop: str
+    bins: int
+    collected_kg: float
+
+
+@dataclass(frozen=True)
+class WasteNotice:
+    """A keeper notice as the channels send it."""
+
+    notice: KeeperNotice
+    truck: str
+    waste_type: str
+    timezone: str
+
+    @property
+    def subject(self) -> str:
+        n, truck, stop = self.notice, self.truck, self.notice.stop_id
+        when = self._local(n.predicted_s)
+        return {
+            NoticeKind.NOTICE: f"Truck {truck} ({self.waste_type}) at {stop} at about {when}",
+            NoticeKind.CORRECTION: f"Correction: truck {truck} at {stop} at about {when} now",
+            NoticeKind.CANCELLATION: f"Cancelled: truck {truck} will not come to {stop} on this trip",
+            NoticeKind.ARRIVED: f"Truck {truck} has arrived at {stop}",
+            NoticeKind.COLLECTED: f"Collected at {stop}: {n.bins} bins, {n.kg:.0f} kg ({self.waste_type})",
+        }[n.kind]
+
+    def text(self) -> str:
+        return f"{self.subject}\ntrip {self.notice.trip_id}"
+
+    def to_json(self) -> dict[str, Any]:
+        n = self.notice
+        return {
+            "notice": str(n.kind),
+            "trip": n.trip_id,
+            "stop": n.stop_id,
+            "truck": self.truck,
+            "waste_type": self.waste_type,
+            "time_ms": round(n.time_s * 1000),
+            "predicted_ms": None if n.predicted_s is None else round(n.predicted_s * 1000),
+            "bins": n.bins,
+            "kg": n.kg,
+        }
+
+    def _local(self, epoch_s: float | None) -> str:
+        if epoch_s is None:
+            return "?"
+        return dt.datetime.fromtimestamp(epoch_s, ZoneInfo(self.timezone)).strftime("%H:%M")
+
+
+class WasteService:
+    """Everything `linli waste run` starts; `started` is set once it listens and subscribed."""
+
+    def __init__(self, config: WasteConfig, token: str, feed: Feed | None = None) -> None:
+        self.config = config
+        self.token = token
+        self.feed = feed or load_feed(config.gtfs)
+        self.history = History(self.feed.timezone)
+        self.trackers: dict[str, TripTracker] = {}
+        self.finished: set[str] = set()
+        self.now_s = 0.0
+        self._ticked_s = 0.0
+        self._told: dict[str, int] = {}  # trip -> notices already sent
+        self.rejected: Counter[str] = Counter()
+        self.handled: Counter[str] = Counter()
+        self.fixes: Counter[str] = Counter()  # what each position did: matched, off_route, stale
+        self.started = asyncio.Event()
+        self.sender = Sender(config.smtp)
+        self.deliveries = Deliveries(self.sender, config.attempts, self._failed)
+        Path(config.state).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(config.state), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+        self._ratelog = RateLimitedLog(log)
+        self.route_of_truck = {r.truck: rid for rid, r in self.feed.routes.items()}
+
+    # --- messages --------------------------------------------------------------
+
+    def take(self, topic: str, payload: bytes) -> None:
+        """One truck message (on the event loop); a bad one is counted, never fatal."""
+        try:
+            self._take(topic, payload)
+        except Exception as exc:
+            # A bug must cost one message, never the service.
+            self._reject("internal", topic.split("/")[2] if topic.count("/") >= 2 else topic, repr(exc))
+
+    def _take(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")
+        if len(parts) != 4 or parts[3] not in ("location", "lift", "alarm"):
+            self._reject("unknown_topic", topic, "not {topic}/{site}/{truck}/location|lift|alarm")
+            return
+        truck, kind = parts[2], parts[3]
+        route = self.route_of_truck.get(truck)
+        if route is None:
+            self._reject("unknown_truck", truck, "runs no route of the timetable")
+            return
+        models: dict[str, type[_Payload]] = {"location": Location, "lift": LiftMessage, "alarm": _Payload}
+        model = models[kind]
+        try:
+            message = model.model_validate(json.loads(payload))
+        except (ValueError, ValidationError) as exc:
+            detail = validation_reason(exc) if isinstance(exc, ValidationError) else str(exc)[:200]
+            self._reject("invalid", truck, detail)
+            return
+        t = message.ts / 1000
+        if self.now_s and t < self.now_s - 3600:
+            self._reject(
+                "bad_time", truck, f"an hour or more behind the newest message ({t - self.now_s:.0f} s)"
+            )
+            return
+        ahead = t - time.time()
+        if ahead > self.config.max_clock_ahead_s:
+            # One message from the future would move every trip's clock on: refused.
+            self._reject("bad_time", truck, f"{ahead:.0f} s ahead of this machine's clock")
+            return
+        self.advance(t)
+        tracker = self._tracker_of(route, t)
+        if tracker is None:
+            return
+        self.handled[kind] += 1
+        if isinstance(message, Location):
+            self.fixes[str(tracker.location(message.lat, message.lon, message.speed, t))] += 1
+        elif isinstance(message, LiftMessage):
+            tracker.lift(message.stop, message.bins, message.collected_kg, t)
+        self._send_new(tracker)
+
+    def _reject(self, reason: str, source: str, detail: str) -> None:
+        self.rejected[reason] += 1
+        self._ratelog.log(reason, source, "waste: message from %s refused (%s): %s", source, reason, detail)
+
+    # --- the clock and the trips --------------------------------------------------
+
+    def advance(self, t: float) -> None:
+        """Move the clock to `t` (never back), ticking every trip on the way."""
+        if t <= self.now_s:
+            return
+        if not self._ticked_s:
+            self._ticked_s = t - self.config.tick_s
+        self.now_s = t
+        while self._ticked_s + self.config.tick_s <= t:
+            self._ticked_s += self.config.tick_s
+            self._open_trips(self._ticked_s)
+            for tracker in list(self.trackers.values()):
+                # A trip is announced only once its truck reports (parked, switched on): a keeper
+                # never hears of a truck that is not there.
+                if tracker.seen:
+                    tracker.tick(self._ticked_s)
+                    self._send_new(tracker)
+            self._close_trips(self._ticked_s)
+
+    def _open_trips(self, now: float) -> None:
+        tz = ZoneInfo(self.feed.timezone)
+        today = dt.datetime.fromtimestamp(now, tz).date()
+        for date in (today - dt.timedelta(days=1), today):
+            zero = service_zero(date, self.feed.timezone)
+            for trip in self.feed.trips.values():
+                key = f"{trip.id}@{date.isoformat()}"
+                if key in self.trackers or key in self.finished or not runs_on(self.feed, trip, date):
+                    continue
+                leave = zero + trip.stop_times[0].departure_s
+                end = zero + trip.stop_times[-1].arrival_s
+                if leave - self.config.lookahead_min * 60 <= now <= end + OVERDUE_S:
+                    self.trackers[key] = TripTracker(self.feed, trip, zero, self.history)
+                    log.info("waste: following trip %s of %s", trip.id, date)
+
+    def _close_trips(self, now: float) -> None:
+        for key, tracker in list(self.trackers.items()):
+            end = tracker.zero_s + tracker.trip.stop_times[-1].arrival_s
+            if tracker.stops.next_index() is None or now > end + OVERDUE_S:
+                self.finished.add(key)
+                del self.trackers[key]
+
+    def _tracker_of(self, route: str, t: float) -> TripTracker | None:
+        """The trip the truck of `route` is on at `t`: the earliest one not finished."""
+        ours = [tr for tr in self.trackers.values() if tr.trip.route_id == route]
+        ours.sort(key=lambda tr: tr.zero_s + tr.trip.stop_times[0].departure_s)
+        return ours[0] if ours else None
+
+    # --- notices -----------------------------------------------------------------
+
+    def _send_new(self, tracker: TripTracker) -> None:
+        key = f"{tracker.trip.id}@{tracker.zero_s}"
+        start = self._told.get(key, 0)
+        new = tracker.notices[start:]
+        self._told[key] = len(tracker.notices)
+        route = self.feed.routes[tracker.trip.route_id]
+        for notice in new:
+            extras = self.feed.extras.stops[notice.stop_id]
+            message = WasteNotice(notice, route.truck, route.waste_type, self.feed.timezone)
+            self._record(notice)
+            for keeper in extras.keepers:
+                for channel in keeper.channels:
+                    self.deliveries.start(
+                        keeper.name, channel, message, thread=f"{notice.trip_id}/{notice.index}"
+                    )
+
+    def _record(self, n: KeeperNotice) -> None:
+        predicted = None if n.predicted_s is None else round(n.predicted_s * 1000)
+        row = (n.trip_id, n.stop_id, n.index, str(n.kind), round(n.time_s * 1000), predicted, n.bins, n.kg)
+        with self._lock:
+            self._db.execute("INSERT INTO notice VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+
+    def _failed(self, who: str, channel: Channel, message: Any, error: str) -> None:
+        row = (round(self.now_s * 1000), who, str(channel.kind), json.dumps(message.to_json()), error)
+        with self._lock:
+            self._db.execute("INSERT INTO failed_delivery VALUES (?, ?, ?, ?, ?)", row)
+
+    def notices(self, limit: int = 1000) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self._db.execute("SELECT * FROM notice ORDER BY rowid DESC LIMIT ?", (limit,))
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def failures(self) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self._db.execute("SELECT * FROM failed_delivery ORDER BY rowid")
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    # --- running -----------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> int:
+        from linli.cloud.waste.api import app
+
+        loop = asyncio.get_running_loop()
+        subscribed = threading.Event()
+        client = self._client(loop, subscribed)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app(self, self.token),
+                host=self.config.api_host,
+                port=self.config.api_port,
+                log_level="warning",
+                lifespan="off",
+            )
+        )
+        api = asyncio.create_task(server.serve())
+        b = self.config.broker
+        client.connect_async(b.host, b.port, keepalive=30)
+        client.loop_start()
+        try:
+            while not (server.started and subscribed.is_set()):
+                if api.done():
+                    return 1
+                await asyncio.sleep(0.05)
+            log.info(
+                "waste: API on %s:%d; %d trips in the timetable",
+                self.config.api_host,
+                self.config.api_port,
+                len(self.feed.trips),
+            )
+            self.started.set()
+            await stop.wait()
+        finally:
+            client.disconnect()
+            client.loop_stop()
+            server.should_exit = True
+            await api
+            await self.deliveries.drain()
+            await self.sender.close()
+            with self._lock:
+                self._db.close()
+        return 0
+
+    def _client(self, loop: asyncio.AbstractEventLoop, subscribed: threading.Event) -> paho.Client:
+        b = self.config.broker
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"linli-waste-{os.getpid()}", protocol=paho.MQTTv5
+        )
+        user = os.environ.get(b.username_env, "")
+        if user:
+            client.username_pw_set(user, os.environ.get(b.password_env) or None)
+        filters = [(f"$share/{b.group}/{b.topic}/+/+/{kind}", 1) for kind in ("location", "lift", "alarm")]
+
+        def on_connect(c: paho.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
+            if reason.is_failure:
+                log.error("waste: broker %s:%d refused: %s", b.host, b.port, reason)
+                return
+            c.subscribe(filters)
+
+        def on_message(_c: object, _u: object, msg: paho.MQTTMessage) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed at the stop
+                loop.call_soon_threadsafe(self.take, msg.topic, bytes(msg.payload))
+
+        client.on_connect = on_connect
+        client.on_subscribe = lambda *_: subscribed.set()
+        client.on_message = on_message
+        client.reconnect_delay_set(1, 60)
+        return client

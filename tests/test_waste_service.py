@@ -1,0 +1,151 @@
+"""The waste service end to end: a trip's truck messages through Mosquitto, the keepers' notices
+to a real HTTP receiver and SMTP server, the API, and hostile truck messages."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from linli.cloud.config import SmtpConfig
+from linli.cloud.waste.config import TruckBroker, WasteConfig
+from linli.cloud.waste.gtfs import load_feed
+from linli.cloud.waste.service import WasteService
+from linli.localservers import LocalServer, free_port
+from linli.sim.timetable import drive_trip
+from peers import Inbox, Receiver
+from support import unique, wait_until
+
+FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
+TOKEN = "waste-s3cret"  # noqa: S105 (the test's own)
+MONDAY = dt.date(2026, 11, 23)  # in the past: a message from the future is refused
+TRIP = "dry-south-0810"
+EMAILED = "gubei-1"  # its keeper also has an e-mail address
+
+
+def local_feed(tmp: Path, hooks: str) -> Path:
+    """The district's timetable with the keepers' SMS gateway pointed at the test's receiver."""
+    folder = tmp / "gtfs"
+    shutil.copytree(FEED, folder)
+    extras = folder / "linli.toml"
+    text = extras.read_text(encoding="utf-8").replace("http://sms-gateway.district.example", hooks)
+    text = text.replace(
+        f'channels = [{{ kind = "webhook", url = "{hooks}/send?to=keeper-{EMAILED}" }}]',
+        f'channels = [{{ kind = "webhook", url = "{hooks}/send?to=keeper-{EMAILED}" }}, '
+        f'{{ kind = "email", to = ["keeper.{EMAILED}@district.example"] }}]',
+    )
+    extras.write_text(text, encoding="utf-8")
+    return folder
+
+
+def publish_all(port: int, messages: list[tuple[str, dict[str, Any]]], raw: list[tuple[str, bytes]]) -> None:
+    """The truck's messages in time order at QoS 1, then the raw ones, as a terminal gateway would."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("truck"))
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    infos = [
+        client.publish(f"trucks/fleet/truck-dry-south/{kind}", json.dumps(body), qos=1)
+        for kind, body in sorted(messages, key=lambda m: m[1]["ts"])
+    ]
+    infos += [client.publish(topic, payload, qos=1) for topic, payload in raw]
+    for info in infos:
+        info.wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
+
+
+def test_keepers_hear_before_the_truck_comes_then_arrival_and_collection(
+    mosquitto: LocalServer, peers: tuple[Receiver, Inbox, int], tmp_path: Path
+) -> None:
+    receiver, inbox, smtp = peers
+    feed = load_feed(local_feed(tmp_path, receiver.url))
+    config = WasteConfig(
+        broker=TruckBroker(port=mosquitto.port, group=unique("waste")),
+        smtp=SmtpConfig(port=smtp, sender="waste@district.example"),
+        gtfs=tmp_path / "gtfs",
+        state=tmp_path / "waste.sqlite",
+        api_port=free_port(),
+    )
+    service = WasteService(config, TOKEN, feed)
+    trip = feed.trips[TRIP]
+    drive = drive_trip(feed, trip, MONDAY, random.Random(2), traffic_sd=0.2)
+    actual = {a.stop_id: a.actual_s for a in drive.arrivals}
+    bin_rooms = [st.stop_id for st in trip.stop_times if st.stop_id not in feed.extras.depots]
+    first_ts = min(body["ts"] for _, body in drive.messages)
+    hostile = [
+        ("trucks/fleet/truck-dry-south/location", b"{not json"),
+        ("trucks/fleet/truck-dry-south/location", b'{"ts": 1, "lat": NaN, "lon": 121.4}'),
+        (
+            "trucks/fleet/truck-nobody/location",
+            json.dumps({"ts": first_ts, "lat": 31.2, "lon": 121.4}).encode(),
+        ),
+        (
+            "trucks/fleet/truck-dry-south/lift",
+            json.dumps({"ts": first_ts - 7_200_000, "stop": "x", "bins": 1, "collected_kg": 1}).encode(),
+        ),
+        (
+            "trucks/fleet/truck-dry-south/location",
+            json.dumps({"ts": 4_102_444_800_000, "lat": 45.0, "lon": 10.0}).encode(),
+        ),
+    ]
+    teleport = ("trucks/fleet/truck-dry-south/location", {"lat": 45.0, "lon": 10.0})  # Italy, on time
+    base = f"http://127.0.0.1:{config.api_port}"
+
+    def keeper_posts(stop: str) -> list[dict[str, Any]]:
+        return receiver.at(f"/send?to=keeper-{stop}")
+
+    async def scenario() -> dict[str, Any]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        await asyncio.wait_for(service.started.wait(), 10)
+        try:
+            mid = sorted(body["ts"] for _, body in drive.messages)[len(drive.messages) // 2]
+            messages = [*drive.messages, ("location", {**teleport[1], "ts": mid + 1})]
+            await asyncio.to_thread(publish_all, mosquitto.port, messages, hostile)
+            await wait_until(
+                lambda: all(any(p["notice"] == "collected" for p in keeper_posts(s)) for s in bin_rooms),
+                30,
+                "every bin room's collection",
+            )
+            await wait_until(
+                lambda: service.rejected.total() >= len(hostile), 10, "the hostile messages counted"
+            )
+            async with httpx.AsyncClient(base_url=base, timeout=10) as api:
+                auth = {"Authorization": f"Bearer {TOKEN}"}
+                return {
+                    "stats": (await api.get("/stats", headers=auth)).json(),
+                    "notices": (await api.get("/notices", headers=auth)).json(),
+                    "no token": (await api.get("/trips")).status_code,
+                }
+        finally:
+            stop.set()
+            await task
+
+    out = asyncio.run(scenario())
+    for stop_id in bin_rooms:
+        kinds = [p["notice"] for p in keeper_posts(stop_id) if p["notice"] != "correction"]
+        assert kinds == ["notice", "arrived", "collected"], (stop_id, kinds)
+        [notice] = [p for p in keeper_posts(stop_id) if p["notice"] == "notice"]
+        assert (notice["truck"], notice["waste_type"], notice["trip"]) == ("truck-dry-south", "dry", TRIP)
+        lead = actual[stop_id] - notice["time_ms"] / 1000
+        assert 5 * 60 <= lead <= 25 * 60, (stop_id, lead / 60)
+        [collected] = [p for p in keeper_posts(stop_id) if p["notice"] == "collected"]
+        assert collected["bins"] >= 1
+        assert collected["kg"] > 0
+    # The keeper with an e-mail address got the same three by mail, subject first.
+    subjects = [" ".join(str(m["Subject"]).split()) for m in inbox.messages]
+    assert any(s.startswith(f"Truck truck-dry-south (dry) at {EMAILED} at about ") for s in subjects)
+    assert f"Truck truck-dry-south has arrived at {EMAILED}" in subjects
+    # Hostile messages were counted by reason and changed nothing.
+    assert out["stats"]["rejected"] == {"invalid": 2, "unknown_truck": 1, "bad_time": 2}
+    assert out["stats"]["fixes"]["off_route"] >= 1  # the position in Italy
+    assert out["no token"] == 401
+    assert {n["kind"] for n in out["notices"]} >= {"notice", "arrived", "collected"}
