@@ -149,3 +149,40 @@ def test_keepers_hear_before_the_truck_comes_then_arrival_and_collection(
     assert out["stats"]["fixes"]["off_route"] >= 1  # the position in Italy
     assert out["no token"] == 401
     assert {n["kind"] for n in out["notices"]} >= {"notice", "arrived", "collected"}
+
+
+def test_a_restart_mid_trip_tells_no_keeper_twice(peers: tuple[Receiver, Inbox, int], tmp_path: Path) -> None:
+    """The service stops halfway through a trip and starts again on the same state: each keeper
+    still hears once that the truck is coming, and once that it arrived."""
+    receiver, _, smtp = peers
+    feed = load_feed(local_feed(tmp_path, receiver.url))
+    config = WasteConfig(
+        broker=TruckBroker(port=1),  # not used: the messages are handed over directly
+        smtp=SmtpConfig(port=smtp),
+        gtfs=tmp_path / "gtfs",
+        state=tmp_path / "waste.sqlite",
+        api_port=free_port(),
+    )
+    trip = feed.trips[TRIP]
+    drive = drive_trip(feed, trip, MONDAY, random.Random(9), traffic_sd=0.2)
+    messages = sorted(drive.messages, key=lambda m: m[1]["ts"])
+    half = len(messages) // 2
+
+    async def run(part: list[tuple[str, dict[str, Any]]]) -> dict[str, int]:
+        service = WasteService(config, TOKEN, feed)
+        for kind, body in part:
+            service.take(f"trucks/fleet/truck-dry-south/{kind}", json.dumps(body).encode())
+        await service.deliveries.drain(10)
+        return dict(service.fixes)
+
+    asyncio.run(run(messages[:half]))
+    told_before = len(receiver.posts)
+    fixes = asyncio.run(run(messages[half:]))
+    # Back on the road where it had arrived last: its positions match, not "off the route".
+    assert fixes.get("matched", 0) > 10 * fixes.get("first_off", 0) + 10 * fixes.get("off_route", 0)
+    assert len(receiver.posts) > told_before  # the second half was told too
+    bin_rooms = [st.stop_id for st in trip.stop_times if st.stop_id not in feed.extras.depots]
+    for stop_id in bin_rooms:
+        kinds = [p["notice"] for p in receiver.at(f"/send?to=keeper-{stop_id}")]
+        assert kinds.count("notice") == 1, (stop_id, kinds)
+        assert kinds.count("arrived") == 1, (stop_id, kinds)

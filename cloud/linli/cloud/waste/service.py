@@ -45,9 +45,11 @@ log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notice (
-    trip_id TEXT NOT NULL, stop_id TEXT NOT NULL, idx INTEGER NOT NULL, kind TEXT NOT NULL,
-    time_ms INTEGER NOT NULL, predicted_ms INTEGER, bins INTEGER NOT NULL, kg REAL NOT NULL
+    trip_id TEXT NOT NULL, day TEXT NOT NULL, stop_id TEXT NOT NULL, idx INTEGER NOT NULL,
+    kind TEXT NOT NULL, time_ms INTEGER NOT NULL, predicted_ms INTEGER, bins INTEGER NOT NULL,
+    kg REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS notice_trip ON notice (trip_id, day);
 CREATE TABLE IF NOT EXISTS failed_delivery (
     at_ms INTEGER NOT NULL, contact TEXT NOT NULL, channel TEXT NOT NULL,
     message TEXT NOT NULL, error TEXT NOT NULL
@@ -231,7 +233,9 @@ class WasteService:
                 leave = zero + trip.stop_times[0].departure_s
                 end = zero + trip.stop_times[-1].arrival_s
                 if leave - self.config.lookahead_min * 60 <= now <= end + OVERDUE_S:
-                    self.trackers[key] = TripTracker(self.feed, trip, zero, self.history)
+                    tracker = TripTracker(self.feed, trip, zero, self.history)
+                    self._resume(tracker, key)
+                    self.trackers[key] = tracker
                     log.info("waste: following trip %s of %s", trip.id, date)
 
     def _close_trips(self, now: float) -> None:
@@ -249,27 +253,63 @@ class WasteService:
 
     # --- notices -----------------------------------------------------------------
 
+    def _resume(self, tracker: TripTracker, key: str) -> None:
+        """After a restart: what this trip's keepers were told already is not told again."""
+        trip_id, day = key.split("@")
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT idx, kind, time_ms, predicted_ms FROM notice "
+                "WHERE trip_id = ? AND day = ? ORDER BY rowid",
+                (trip_id, day),
+            ).fetchall()
+        for index, kind, time_ms, predicted_ms in rows:
+            predicted = None if predicted_ms is None else predicted_ms / 1000
+            tracker.already_told(index, NoticeKind(kind), time_ms / 1000, predicted)
+        if rows:
+            log.info("waste: trip %s of %s resumes after %d notices sent", trip_id, day, len(rows))
+
     def _send_new(self, tracker: TripTracker) -> None:
         key = f"{tracker.trip.id}@{tracker.zero_s}"
         start = self._told.get(key, 0)
         new = tracker.notices[start:]
         self._told[key] = len(tracker.notices)
         route = self.feed.routes[tracker.trip.route_id]
+        day = dt.datetime.fromtimestamp(tracker.zero_s + 12 * 3600, ZoneInfo(self.feed.timezone)).date()
         for notice in new:
+            if not self._record(notice, day.isoformat()):
+                continue
             extras = self.feed.extras.stops[notice.stop_id]
             message = WasteNotice(notice, route.truck, route.waste_type, self.feed.timezone)
-            self._record(notice)
             for keeper in extras.keepers:
                 for channel in keeper.channels:
                     self.deliveries.start(
                         keeper.name, channel, message, thread=f"{notice.trip_id}/{notice.index}"
                     )
 
-    def _record(self, n: KeeperNotice) -> None:
+    def _record(self, n: KeeperNotice, day: str) -> bool:
+        """Keep a notice before it is sent; False for one of a kind told only once, told already."""
         predicted = None if n.predicted_s is None else round(n.predicted_s * 1000)
-        row = (n.trip_id, n.stop_id, n.index, str(n.kind), round(n.time_s * 1000), predicted, n.bins, n.kg)
+        row = (
+            n.trip_id,
+            day,
+            n.stop_id,
+            n.index,
+            str(n.kind),
+            round(n.time_s * 1000),
+            predicted,
+            n.bins,
+            n.kg,
+        )
         with self._lock:
-            self._db.execute("INSERT INTO notice VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+            if n.kind in (NoticeKind.NOTICE, NoticeKind.ARRIVED, NoticeKind.CANCELLATION):
+                told = self._db.execute(
+                    "SELECT 1 FROM notice WHERE trip_id = ? AND day = ? AND idx = ? AND kind = ?",
+                    (n.trip_id, day, n.index, str(n.kind)),
+                ).fetchone()
+                if told is not None:
+                    return False
+            self._db.execute("INSERT INTO notice VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+        return True
 
     def _failed(self, who: str, channel: Channel, message: Any, error: str) -> None:
         row = (round(self.now_s * 1000), who, str(channel.kind), json.dumps(message.to_json()), error)

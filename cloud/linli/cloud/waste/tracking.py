@@ -87,6 +87,23 @@ class TripTracker:
         self._predict(time_s)
         return fix
 
+    def already_told(self, index: int, kind: NoticeKind, time_s: float, predicted_s: float | None) -> None:
+        """A notice sent before a restart: corrections are measured from it, not sent anew, and
+        an arrival puts the truck back where it was, so the road is matched from there on."""
+        if kind in (NoticeKind.NOTICE, NoticeKind.CORRECTION) and predicted_s is not None:
+            self._told[index] = predicted_s
+        elif kind is NoticeKind.ARRIVED:
+            for i, visit in enumerate(self.stops.visits[: index + 1]):
+                if visit.state is Visit.AHEAD:
+                    visit.state = Visit.ARRIVED if i == index else Visit.LEFT
+                    self.state.arrived.setdefault(i, time_s)
+                    if i < index:
+                        self.state.left.setdefault(i, time_s)
+            self.matcher.progress = max(self.matcher.progress or 0.0, self.state.places[index])
+            self.matcher.matched_s = time_s
+            self.state.progress = self.matcher.progress
+            self.seen = True
+
     def tick(self, now_s: float) -> None:
         """The clock, between messages: a trip about to leave is noticed before its truck moves."""
         self._predict(now_s)
