@@ -67,21 +67,10 @@ def run(days: int, seed: int, traffic_sd: float, first: dt.date) -> dict[str, An
             drive = drive_trip(feed, trip, date, rng, traffic_sd=traffic_sd)
             actual = {a.index: a.actual_s for a in drive.arrivals}
             zero = service_zero(date, feed.timezone)
-            # The service's clock ticks every TICK_S from well before the trip leaves.
-            leave = zero + trip.stop_times[0].departure_s
-            end = max(a.actual_s for a in drive.arrivals)
-            ticks = [("tick", {"ts": round(t * 1000)}) for t in range(int(leave - 1800), int(end), TICK_S)]
-            events = sorted([*drive.messages, *ticks], key=lambda m: m[1]["ts"])
             for name, predictor in predictors.items():
+                # The clock ticks every TICK_S from half an hour before the trip leaves.
                 tracker = TripTracker(feed, trip, zero, histories[name], predictor)
-                for kind, body in events:
-                    t = body["ts"] / 1000
-                    if kind == "location":
-                        tracker.location(body["lat"], body["lon"], body["speed"], t)
-                    elif kind == "lift":
-                        tracker.lift(body["stop"], body["bins"], body["collected_kg"], t)
-                    elif kind == "tick":
-                        tracker.tick(t)
+                tracker.replay(drive.messages, tick_s=TICK_S)
                 for notice in tracker.notices:
                     if notice.kind is NoticeKind.NOTICE and notice.predicted_s is not None:
                         true = actual[notice.index]

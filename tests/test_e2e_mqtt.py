@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +92,17 @@ def expected_points(
     return out
 
 
-def test_every_published_message_is_stored_field_by_field(
-    mosquitto: LocalServer, influx1: LocalServer, tmp_path: Path
-) -> None:
-    db = unique("mqtt")
+def run_district(
+    mosquitto: LocalServer,
+    influx1: LocalServer,
+    tmp_path: Path,
+    *,
+    db: str,
+    sim_args: list[str],
+    enough: tuple[Callable[[list[dict[str, Any]]], bool], str],
+) -> tuple[Agent, Path]:
+    """The small district's simulator through Mosquitto into an agent and InfluxDB 1.x, until
+    its journal has `enough`; the agent once it stored every message journalled."""
     influx1_create_db(influx1.url, db)
     scenario_path = tmp_path / "scenario.toml"
     scenario_path.write_text(SCENARIO)
@@ -107,6 +115,7 @@ def test_every_published_message_is_stored_field_by_field(
     )
     config = EdgeConfig.model_validate(tomllib.loads(text))
     journal = tmp_path / "journal.jsonl"
+    condition, what = enough
 
     async def scenario() -> Agent:
         agent = Agent(config)
@@ -114,28 +123,17 @@ def test_every_published_message_is_stored_field_by_field(
         stop = asyncio.Event()
         task = asyncio.create_task(agent.run(stop))
         await wait_until(agent.mqtt.subscribed.is_set, 10, "the agent's subscriptions")
-        sim = start_sim(
-            "district",
+        args = [
             "--scenario",
             str(scenario_path),
             "--mqtt-port",
             str(mosquitto.port),
-            "--time-scale",
-            "120",
-            "--start",
-            "2021-01-08T19:00+08:00",
             "--journal",
             str(journal),
-            "--fault",
-            "tower/elevator-1:burst",
-        )
+        ]
+        sim = start_sim("district", *args, *sim_args)
         try:
-            # Enough simulated time for lifts at several stops and camera episodes.
-            await wait_until(
-                lambda: sum(e["topic"].endswith("/lift") for e in journal_lines(journal)) >= 2,
-                60,
-                "two bin lifts",
-            )
+            await wait_until(lambda: condition(journal_lines(journal)), 60, what)
         finally:
             assert stop_process(sim) == 0
         published = len(journal_lines(journal))
@@ -146,7 +144,29 @@ def test_every_published_message_is_stored_field_by_field(
         assert await task
         return agent
 
-    agent = asyncio.run(scenario())
+    return asyncio.run(scenario()), journal
+
+
+def test_every_published_message_is_stored_field_by_field(
+    mosquitto: LocalServer, influx1: LocalServer, tmp_path: Path
+) -> None:
+    db = unique("mqtt")
+    # Enough simulated time for lifts at several stops and camera episodes.
+    agent, journal = run_district(
+        mosquitto,
+        influx1,
+        tmp_path,
+        db=db,
+        sim_args=[
+            "--time-scale",
+            "120",
+            "--start",
+            "2021-01-08T19:00+08:00",
+            "--fault",
+            "tower/elevator-1:burst",
+        ],
+        enough=(lambda entries: sum(e["topic"].endswith("/lift") for e in entries) >= 2, "two bin lifts"),
+    )
     assert agent.mqtt is not None
     assert sum(agent.mqtt.dead_letters.values()) == 0, agent.mqtt.dead_letters
     entries = journal_lines(journal)
@@ -185,44 +205,15 @@ def test_a_compressed_district_runs_without_its_clocks_running_ahead_of_the_edge
 ) -> None:
     """The README's recipe, faster: at x3600 each real second is a simulated hour, so device
     clocks started at the present would be refused as bad_time within the first second."""
-    db = unique("compressed")
-    influx1_create_db(influx1.url, db)
-    scenario_path = tmp_path / "scenario.toml"
-    scenario_path.write_text(SCENARIO)
-    text = district_edge_config(
-        load_scenario(scenario_path),
-        writer={"kind": "influxdb1", "url": influx1.url, "database": db, "flush_interval": 0.2},
-        mqtt_port=mosquitto.port,
-        agent=unique("agent"),
-        health_interval=0.5,
+    # Simulated hours pass: trucks drive, cameras beat, well past an hour of device time.
+    agent, journal = run_district(
+        mosquitto,
+        influx1,
+        tmp_path,
+        db=unique("compressed"),
+        sim_args=["--time-scale", "3600"],
+        enough=(lambda entries: len(entries) >= 200, "200 messages"),
     )
-    config = EdgeConfig.model_validate(tomllib.loads(text))
-    journal = tmp_path / "journal.jsonl"
-
-    async def scenario() -> Agent:
-        agent = Agent(config)
-        assert agent.mqtt is not None
-        stop = asyncio.Event()
-        task = asyncio.create_task(agent.run(stop))
-        await wait_until(agent.mqtt.subscribed.is_set, 10, "the agent's subscriptions")
-        sim = start_sim(
-            "district", "--scenario", str(scenario_path), "--mqtt-port", str(mosquitto.port),
-            "--time-scale", "3600", "--journal", str(journal),
-        )  # fmt: skip
-        try:
-            # Simulated hours pass: trucks drive, cameras beat, well past an hour of device time.
-            await wait_until(lambda: len(journal_lines(journal)) >= 200, 60, "200 messages")
-        finally:
-            assert stop_process(sim) == 0
-        published = len(journal_lines(journal))
-        await wait_until(
-            lambda: agent.mqtt is not None and agent.mqtt.stored >= published, 20, "every message"
-        )
-        stop.set()
-        assert await task
-        return agent
-
-    agent = asyncio.run(scenario())
     assert agent.mqtt is not None
     assert dict(agent.mqtt.dead_letters) == {}
     times = [e["payload"]["ts"] for e in journal_lines(journal)]  # every kind's time key

@@ -365,6 +365,17 @@ def test_a_failing_store_applies_backpressure_instead_of_dropping(
         store.stop()
 
 
+def contact(path: Path) -> subprocess.CompletedProcess[str]:
+    """`linli edge check --contact`, as a technician runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "linli.cli", "edge", "check", "--config", str(path), "--contact"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_a_store_without_its_database_is_an_outage_not_bad_data(
     influx1: LocalServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -393,13 +404,7 @@ timeout = 0.2
 """
     path = tmp_path / "edge.toml"
     path.write_text(text)
-    before = subprocess.run(
-        [sys.executable, "-m", "linli.cli", "edge", "check", "--config", str(path), "--contact"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    before = contact(path)
     caplog.set_level(logging.INFO)
     agent = Agent(load_config(path))
 
@@ -433,12 +438,6 @@ timeout = 0.2
     assert "create it or fix [writer]" in refused[0]
     rows = influx1_query(influx1.url, db, 'SELECT count("voltage") FROM charger')
     assert rows[0]["count"] >= kept // 12  # a station point among every 12 lines (11 ports + health)
-    after = subprocess.run(
-        [sys.executable, "-m", "linli.cli", "edge", "check", "--config", str(path), "--contact"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    after = contact(path)
     assert after.returncode == 0, after.stderr
     assert "takes writes" in after.stdout

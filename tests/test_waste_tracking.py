@@ -106,16 +106,7 @@ def test_each_keeper_hears_once_before_then_arrival_and_collection(feed: Feed) -
     drive = drive_trip(feed, trip, MONDAY, random.Random(3), traffic_sd=0.0)
     zero = service_zero(MONDAY, feed.timezone)
     tracker = TripTracker(feed, trip, zero, History(feed.timezone))
-    leave = zero + trip.stop_times[0].departure_s
-    ticks = [("tick", {"ts": round(t * 1000)}) for t in range(int(leave - 1800), int(leave + 7200), 30)]
-    for kind, body in sorted([*drive.messages, *ticks], key=lambda m: m[1]["ts"]):
-        t = body["ts"] / 1000
-        if kind == "location":
-            tracker.location(body["lat"], body["lon"], body["speed"], t)
-        elif kind == "lift":
-            tracker.lift(body["stop"], body["bins"], body["collected_kg"], t)
-        else:
-            tracker.tick(t)
+    tracker.replay(drive.messages)
     actual = {a.index: a.actual_s for a in drive.arrivals}
     bin_rooms = [k for k, st in enumerate(trip.stop_times) if st.stop_id not in feed.extras.depots]
     by_kind = {kind: [n for n in tracker.notices if n.kind is kind] for kind in NoticeKind}
@@ -149,16 +140,7 @@ def test_a_noticed_stop_driven_past_is_cancelled(feed: Feed) -> None:
         and not (kind == "location" and body["speed"] == 0 and body.get("stop") == skipped)
     ]
     tracker = TripTracker(feed, trip, zero, History(feed.timezone))
-    leave = zero + trip.stop_times[0].departure_s
-    ticks = [("tick", {"ts": round(t * 1000)}) for t in range(int(leave - 1800), int(leave + 7200), 30)]
-    for kind, body in sorted([*messages, *ticks], key=lambda m: m[1]["ts"]):
-        t = body["ts"] / 1000
-        if kind == "location":
-            tracker.location(body["lat"], body["lon"], body["speed"], t)
-        elif kind == "lift":
-            tracker.lift(body["stop"], body["bins"], body["collected_kg"], t)
-        else:
-            tracker.tick(t)
+    tracker.replay(messages)
     told = [n.kind for n in tracker.notices if n.stop_id == skipped]
     # Told it was coming (perhaps corrected), then that it will not: never that it arrived.
     assert told[0] is NoticeKind.NOTICE

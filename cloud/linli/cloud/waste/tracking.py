@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from linli.cloud.waste.gtfs import Feed, Trip
 from linli.cloud.waste.match import Fix, Matcher
@@ -87,6 +88,21 @@ class TripTracker:
         self._predict(time_s)
         return fix
 
+    def replay(self, messages: list[tuple[str, dict[str, Any]]], *, tick_s: float = 30.0) -> None:
+        """A truck's messages (location, lift) in time order, with the clock ticking every
+        `tick_s` from half an hour before the trip leaves: for the benchmarks and tests."""
+        leave = self.zero_s + self.trip.stop_times[0].departure_s
+        last = max((body["ts"] / 1000 for _, body in messages), default=leave)
+        ticks = [("tick", {"ts": round(t * 1000)}) for t in _steps(leave - 1800, last, tick_s)]
+        for kind, body in sorted([*messages, *ticks], key=lambda m: m[1]["ts"]):
+            t = body["ts"] / 1000
+            if kind == "location":
+                self.location(body["lat"], body["lon"], body["speed"], t)
+            elif kind == "lift":
+                self.lift(body["stop"], body["bins"], body["collected_kg"], t)
+            elif kind == "tick":
+                self.tick(t)
+
     def already_told(self, index: int, kind: NoticeKind, time_s: float, predicted_s: float | None) -> None:
         """A notice sent before a restart: corrections are measured from it, not sent anew, and
         an arrival puts the truck back where it was, so the road is matched from there on."""
@@ -155,3 +171,7 @@ class TripTracker:
         if kind in (NoticeKind.NOTICE, NoticeKind.CORRECTION) and predicted_s is not None:
             self._told[index] = predicted_s
         self.notices.append(KeeperNotice(kind, self.trip.id, stop, index, time_s, predicted_s, bins, kg))
+
+
+def _steps(start: float, end: float, step: float) -> list[float]:
+    return [start + i * step for i in range(int((end - start) // step) + 1)]
