@@ -186,3 +186,52 @@ def test_a_restart_mid_trip_tells_no_keeper_twice(peers: tuple[Receiver, Inbox, 
         kinds = [p["notice"] for p in receiver.at(f"/send?to=keeper-{stop_id}")]
         assert kinds.count("notice") == 1, (stop_id, kinds)
         assert kinds.count("arrived") == 1, (stop_id, kinds)
+
+
+def test_the_gtfs_realtime_feed_parses_back_with_the_trip_and_the_truck(tmp_path: Path) -> None:
+    from google.transit import gtfs_realtime_pb2 as rt
+
+    from linli.cloud.waste.api import app
+
+    feed = load_feed(FEED)
+    config = WasteConfig(gtfs=FEED, state=tmp_path / "waste.sqlite")
+    trip = feed.trips[TRIP]
+    drive = drive_trip(feed, trip, MONDAY, random.Random(4), traffic_sd=0.2)
+    messages = sorted(drive.messages, key=lambda m: m[1]["ts"])
+    half = messages[: len(messages) // 2]
+
+    async def scenario() -> tuple[int, bytes, int]:
+        service = WasteService(config, TOKEN, feed)
+        for kind, body in half:
+            service.take(f"trucks/fleet/truck-dry-south/{kind}", json.dumps(body).encode())
+        transport = httpx.ASGITransport(app=app(service, TOKEN))
+        async with httpx.AsyncClient(transport=transport, base_url="http://waste") as api:
+            denied = (await api.get("/gtfs-rt")).status_code
+            answer = await api.get("/gtfs-rt", headers={"Authorization": f"Bearer {TOKEN}"})
+        await service.deliveries.drain(0)
+        return denied, answer.content, answer.status_code
+
+    denied, body, status = asyncio.run(scenario())
+    assert (denied, status) == (401, 200)
+    message = rt.FeedMessage()
+    message.ParseFromString(body)
+    assert message.header.gtfs_realtime_version == "2.0"
+    updates = [e.trip_update for e in message.entity if e.HasField("trip_update")]
+    vehicles = [e.vehicle for e in message.entity if e.HasField("vehicle")]
+    [update] = [u for u in updates if u.trip.trip_id == TRIP]
+    assert (update.trip.route_id, update.trip.start_date, update.vehicle.id) == (
+        "dry-south",
+        "20261123",
+        "truck-dry-south",
+    )
+    ahead = list(update.stop_time_update)
+    assert ahead  # halfway: the stops still to come
+    times = [s.arrival.time for s in ahead]
+    assert times == sorted(times)
+    assert ahead[-1].stop_id == "depot"
+    [truck] = [v for v in vehicles if v.vehicle.id == "truck-dry-south"]
+    last = half[-1][1] if half[-1][0] == "location" else None
+    assert 31.1 < truck.position.latitude < 31.3
+    assert 121.3 < truck.position.longitude < 121.5
+    if last is not None:
+        assert truck.timestamp == last["ts"] // 1000

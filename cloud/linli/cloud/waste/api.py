@@ -10,12 +10,13 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Response
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp
 
 from linli.cloud.api import Guard, doc
+from linli.cloud.waste.realtime import feed_message
 
 if TYPE_CHECKING:
     from linli.cloud.waste.service import WasteService
@@ -106,6 +107,15 @@ def app(service: WasteService, token: str) -> ASGIApp:
     def failed() -> list[dict[str, Any]]:
         """Notices a channel kept refusing, with the last error."""
         return service.failures()
+
+    @api.get(
+        "/gtfs-rt", response_class=Response, responses={200: {"content": {"application/x-protobuf": {}}}}
+    )
+    def realtime() -> Response:
+        """The trips and trucks now as GTFS-realtime (TripUpdates and VehiclePositions), protobuf."""
+        trucks = {rid: r.truck for rid, r in service.feed.routes.items()}
+        body = feed_message(service.trackers.values(), service.now_s, trucks, service.feed.timezone)
+        return Response(body, media_type="application/x-protobuf")
 
     @api.get("/stats")
     def stats() -> Counts:

@@ -76,10 +76,12 @@ class TripTracker:
         self._depots = depots
         # Whether the truck has said anything yet: a trip whose truck is silent is not announced.
         self.seen = False
+        self.last_fix: tuple[float, float, float] | None = None  # lat, lon, time
 
     def location(self, lat: float, lon: float, speed_kmh: float, time_s: float) -> Fix:
         """A position: progress, visits, predictions, notices."""
         self.seen = True
+        self.last_fix = (lat, lon, time_s)
         fix = self.matcher.update(lat, lon, time_s)
         if fix is Fix.MATCHED and self.matcher.progress is not None:
             self.state.progress = self.matcher.progress
