@@ -168,7 +168,7 @@ def test_cli_reports_config_errors_with_exit_code_2(tmp_path: Path) -> None:
 def test_cli_help_and_usage_errors() -> None:
     ok = linli("--help")
     assert ok.returncode == 0
-    for area in ("demo", "edge", "sim", "catalog", "dashboards", "cloud"):
+    for area in ("demo", "edge", "sim", "catalog", "dashboards", "cloud", "waste"):
         assert area in ok.stdout
     bad = linli("edge")
     assert bad.returncode == 2

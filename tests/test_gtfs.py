@@ -138,3 +138,28 @@ def test_waste_check_prints_the_routes_or_every_problem_with_exit_2(tmp_path: Pa
     assert bad.returncode == 2
     assert "stops.txt:2: stop 'depot': stop_lat and stop_lon must be numbers" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_waste_run_says_what_is_missing_with_exit_2(tmp_path: Path) -> None:
+    def waste_run(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "linli.cli", "waste", "run", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=env,
+        )
+
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "LINLI_CLOUD_TOKEN"}
+    no_token = waste_run(ROOT / "deploy" / "waste.local.toml", env)
+    assert no_token.returncode == 2
+    assert "set LINLI_CLOUD_TOKEN to the API's bearer token" in no_token.stderr
+    bad = tmp_path / "waste.toml"
+    bad.write_text('gtfs = "nowhere"\napi_prot = 1\n')
+    typo = waste_run(bad, {**env, "LINLI_CLOUD_TOKEN": "t"})
+    assert typo.returncode == 2
+    assert "api_prot" in typo.stderr
+    assert "Traceback" not in typo.stderr
