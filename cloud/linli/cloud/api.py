@@ -164,16 +164,21 @@ def doc(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": Error, "description": what[code]} for code in codes}
 
 
-def app(notifier: Notifier, token: str) -> ASGIApp:
-    """The API over one notifier; every call needs `Authorization: Bearer <token>`."""
-    api = FastAPI(
-        title="linli notifier",
+def guarded(title: str, description: str) -> FastAPI:
+    """An API whose document states the bearer scheme and the guard's refusals (wrap it in Guard)."""
+    return FastAPI(
+        title=title,
         version="1",
-        description="Alert subscriptions and active alerts.",
+        description=description,
         responses=doc(401, 413),
         # Only for the document's security scheme: the Guard checks the token, before the body.
         dependencies=[Depends(HTTPBearer(auto_error=False))],
     )
+
+
+def app(notifier: Notifier, token: str) -> ASGIApp:
+    """The API over one notifier; every call needs `Authorization: Bearer <token>`."""
+    api = guarded("linli notifier", "Alert subscriptions and active alerts.")
 
     @api.get("/alerts", response_model=list[OpenAlert])
     def alerts() -> list[dict[str, Any]]:

@@ -10,12 +10,11 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import Depends, FastAPI, Response
-from fastapi.security import HTTPBearer
+from fastapi import Response
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp
 
-from linli.cloud.api import Guard, doc
+from linli.cloud.api import Guard, guarded
 from linli.cloud.waste.realtime import feed_message
 
 if TYPE_CHECKING:
@@ -51,13 +50,7 @@ class Counts(BaseModel):
 
 def app(service: WasteService, token: str) -> ASGIApp:
     """The API over one waste service."""
-    api = FastAPI(
-        title="linli waste",
-        version="1",
-        description="Waste collection trips, predicted arrivals and keeper notices.",
-        responses=doc(401, 413),
-        dependencies=[Depends(HTTPBearer(auto_error=False))],
-    )
+    api = guarded("linli waste", "Waste collection trips, predicted arrivals and keeper notices.")
     tz = ZoneInfo(service.feed.timezone)
 
     def local(epoch_s: float | None) -> str | None:
