@@ -4,6 +4,9 @@ COPY pyproject.toml README.md ./
 COPY catalog catalog
 COPY edge edge
 COPY firmware-sim firmware-sim
+# Every package the one distribution holds must be there for the install, cloud and dashboards too.
+COPY cloud cloud
+COPY dashboards dashboards
 RUN pip install --no-cache-dir . && useradd --system linli \
     && mkdir -p /var/lib/linli && chown linli /var/lib/linli
 # The durable buffer's folder: a volume keeps it across container restarts.

@@ -79,3 +79,5 @@ def test_the_shipped_configs_load() -> None:
     assert len(load_config(ROOT / "deploy" / "district.toml").devices()) > 100
     waste = load_waste_config(ROOT / "deploy" / "waste.local.toml")
     assert load_feed(waste.gtfs).trips
+    compose = load_waste_config(ROOT / "deploy" / "waste.toml")  # its paths are the container's
+    assert (compose.broker.host, str(compose.gtfs)) == ("mosquitto", "/etc/linli/gtfs/hongqiao")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,12 @@ def test_the_alert_event_schema_in_docs_is_current() -> None:
     assert committed == alert_schema_text(), (
         "regenerate: linli catalog alert-schema --out docs/alert-event.schema.json"
     )
+
+
+def test_the_image_copies_every_source_root_the_install_needs() -> None:
+    """`pip install .` in the Dockerfile needs each folder pyproject's package-dir names."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    roots = {path.split("/")[0] for path in pyproject["tool"]["setuptools"]["package-dir"].values()}
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    copied = {line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")}
+    assert roots <= copied, f"the image lacks {sorted(roots - copied)}"
