@@ -235,3 +235,104 @@ def test_the_gtfs_realtime_feed_parses_back_with_the_trip_and_the_truck(tmp_path
     assert 121.3 < truck.position.longitude < 121.5
     if last is not None:
         assert truck.timestamp == last["ts"] // 1000
+
+
+def incident_service(tmp_path: Path, hooks: str, smtp: int) -> tuple[WasteService, Any]:
+    """An in-process service whose keepers, property offices, dispatcher and operator post to `hooks`."""
+    from linli.cloud.waste.gtfs import Contact
+
+    path = local_feed(tmp_path, hooks) / "linli.toml"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    # Property offices by webhook too, so the test's receiver hears them.
+    for i, line in enumerate(lines):
+        if line.startswith("property = "):
+            stop = line.split("Property office, ")[1].split('"')[0]
+            hook = f'{{ kind = "webhook", url = "{hooks}/property?p={stop}" }}'
+            lines[i] = f'property = {{ name = "Property office, {stop}", channels = [{hook}] }}'
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    feed = load_feed(tmp_path / "gtfs")
+
+    def contact(name: str) -> Contact:
+        return Contact.model_validate(
+            {"name": name, "channels": [{"kind": "webhook", "url": f"{hooks}/{name}"}]}
+        )
+
+    config = WasteConfig(
+        gtfs=tmp_path / "gtfs",
+        state=tmp_path / "waste.sqlite",
+        smtp=SmtpConfig(port=smtp),
+        dispatcher=contact("dispatcher"),
+        operator=contact("operator"),
+    )
+    return WasteService(config, TOKEN, feed), feed
+
+
+def test_a_blocked_gate_tells_the_property_and_the_dispatcher_and_the_stop_is_served_on_the_way_back(
+    peers: tuple[Receiver, Inbox, int], tmp_path: Path
+) -> None:
+    receiver, _, smtp = peers
+    service, feed = incident_service(tmp_path, receiver.url, smtp)
+    trip = feed.trips[TRIP]
+    drive = drive_trip(feed, trip, MONDAY, random.Random(6), traffic_sd=0.1)
+    blocked = trip.stop_times[2].stop_id
+    # The driver finds the gate blocked: alarm, no lift there; the truck goes on, then comes
+    # back after the last bin room and lifts.
+    lifts = [m for m in drive.messages if m[0] == "lift" and m[1]["stop"] == blocked]
+    arrived = next(body["ts"] for kind, body in sorted(drive.messages, key=lambda m: m[1]["ts"])
+                   if kind == "location" and body.get("stop") == blocked)  # fmt: skip
+    last_lift = max(body["ts"] for kind, body in drive.messages if kind == "lift")
+    messages = [m for m in drive.messages if m not in lifts]
+    messages.append(
+        ("alarm", {"ts": arrived + 5_000, "alarm": "blocked_access", "active": True, "stop": blocked})
+    )
+    messages.append(("lift", {**lifts[0][1], "ts": last_lift + 120_000}))
+
+    async def run() -> list[dict[str, Any]]:
+        for kind, body in sorted(messages, key=lambda m: m[1]["ts"]):
+            service.take(f"trucks/fleet/truck-dry-south/{kind}", json.dumps(body).encode())
+        await service.deliveries.drain(10)
+        return [{"kind": str(i.kind), "stop": i.stop_id} for i in service.incidents]
+
+    incidents = asyncio.run(run())
+    assert incidents == [{"kind": "blocked", "stop": blocked}]
+    [office] = receiver.at(f"/property?p={blocked}")
+    [dispatcher] = receiver.at("/dispatcher")
+    assert office == dispatcher
+    assert (office["incident"], office["stop"], office["truck"]) == ("blocked", blocked, "truck-dry-south")
+    assert office["ask"].startswith("please clear the access to the bin room")
+    kinds = [p["notice"] for p in receiver.at(f"/send?to=keeper-{blocked}") if p["notice"] != "correction"]
+    assert kinds == ["notice", "arrived", "deferred", "returned", "collected"]
+    assert receiver.at("/operator") == []  # a blocked gate is not a breakdown
+
+
+def test_a_truck_gone_silent_mid_trip_is_a_breakdown_and_the_stops_ahead_are_told(
+    peers: tuple[Receiver, Inbox, int], tmp_path: Path
+) -> None:
+    receiver, _, smtp = peers
+    service, feed = incident_service(tmp_path, receiver.url, smtp)
+    trip = feed.trips[TRIP]
+    drive = drive_trip(feed, trip, MONDAY, random.Random(7), traffic_sd=0.1)
+    messages = sorted(drive.messages, key=lambda m: m[1]["ts"])
+    reached = trip.stop_times[3].stop_id
+    cut = next(i for i, (kind, body) in enumerate(messages) if kind == "lift" and body["stop"] == reached)
+    before = messages[: cut + 1]
+    # The truck says nothing more; other trucks' messages keep the clock going.
+    clock = [("location", {"ts": before[-1][1]["ts"] + k * 60_000, "lat": 31.2, "lon": 121.39})
+             for k in range(1, 20)]  # fmt: skip
+
+    async def run() -> None:
+        for kind, body in before:
+            service.take(f"trucks/fleet/truck-dry-south/{kind}", json.dumps(body).encode())
+        for kind, body in clock:
+            service.take(f"trucks/fleet/truck-wet-north/{kind}", json.dumps(body).encode())
+        await service.deliveries.drain(10)
+
+    asyncio.run(run())
+    assert [(str(i.kind), i.detail) for i in service.incidents] == [("breakdown", "no message for 10 min")]
+    [operator] = receiver.at("/operator")
+    assert (operator["incident"], operator["ask"]) == ("breakdown", "please send another truck")
+    assert receiver.at("/dispatcher") == [operator]
+    ahead = [st.stop_id for st in trip.stop_times[4:] if st.stop_id not in feed.extras.depots]
+    for stop_id in ahead:
+        assert "delayed" in [p["notice"] for p in receiver.at(f"/send?to=keeper-{stop_id}")], stop_id
+    assert "delayed" not in [p["notice"] for p in receiver.at(f"/send?to=keeper-{reached}")]

@@ -96,6 +96,20 @@ def app(service: WasteService, token: str) -> ASGIApp:
         """The keeper notices sent, newest first (at most 1,000)."""
         return service.notices()
 
+    @api.get("/incidents")
+    def incidents() -> list[dict[str, Any]]:
+        """Blocked gates and breakdowns, oldest first."""
+        return [
+            {
+                "kind": str(i.kind),
+                "trip": i.trip_id,
+                "stop": i.stop_id,
+                "time_ms": round(i.time_s * 1000),
+                "detail": i.detail,
+            }
+            for i in service.incidents
+        ]
+
     @api.get("/failed-deliveries")
     def failed() -> list[dict[str, Any]]:
         """Notices a channel kept refusing, with the last error."""

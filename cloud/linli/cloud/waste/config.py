@@ -9,6 +9,7 @@ from pydantic import Field
 
 from linli.catalog.errors import load_toml_model
 from linli.cloud.config import SmtpConfig, Strict
+from linli.cloud.waste.gtfs import Contact
 
 
 class TruckBroker(Strict):
@@ -40,6 +41,13 @@ class WasteConfig(Strict):
     lookahead_min: Annotated[float, Field(gt=0, le=240)] = 45.0
     # A message further ahead of this machine's clock is refused (a truck clock gone wrong).
     max_clock_ahead_s: Annotated[float, Field(gt=0)] = 3600.0
+    # At a stop this long without lifting: its gate is blocked.
+    blocked_wait_min: Annotated[float, Field(gt=0, le=120)] = 5.0
+    # Silent this long in the middle of a trip: broken down.
+    silent_min: Annotated[float, Field(gt=0, le=240)] = 10.0
+    # Told of blocked gates and breakdowns; the operating company is asked for another truck.
+    dispatcher: Contact | None = None
+    operator: Contact | None = None
 
 
 def load_waste_config(path: Path) -> WasteConfig:

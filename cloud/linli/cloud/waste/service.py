@@ -38,7 +38,8 @@ from linli.cloud.delivery import Deliveries
 from linli.cloud.waste.config import WasteConfig
 from linli.cloud.waste.gtfs import Feed, load_feed, runs_on, service_zero
 from linli.cloud.waste.predict import History
-from linli.cloud.waste.tracking import KeeperNotice, NoticeKind, TripTracker
+from linli.cloud.waste.stops import Visit
+from linli.cloud.waste.tracking import Incident, IncidentKind, KeeperNotice, NoticeKind, TripTracker
 from linli.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -68,12 +69,49 @@ class Location(_Payload):
     lat: float
     lon: float
     speed: float = 0.0
+    acc: bool | None = None  # the ignition
 
 
 class LiftMessage(_Payload):
     stop: str
     bins: int
     collected_kg: float
+
+
+class Alarm(_Payload):
+    alarm: str
+    active: bool
+    stop: str = ""
+
+
+@dataclass(frozen=True)
+class IncidentMessage:
+    """A blocked gate or a breakdown, for the property office, the dispatcher, the operator."""
+
+    incident: Incident
+    truck: str
+    ask: str
+
+    @property
+    def subject(self) -> str:
+        i = self.incident
+        where = f" at {i.stop_id}" if i.stop_id else ""
+        return f"[{str(i.kind).upper()}] truck {self.truck}{where}: {self.ask}"
+
+    def text(self) -> str:
+        return f"{self.subject}\ntrip {self.incident.trip_id}; {self.incident.detail}"
+
+    def to_json(self) -> dict[str, Any]:
+        i = self.incident
+        return {
+            "incident": str(i.kind),
+            "trip": i.trip_id,
+            "stop": i.stop_id,
+            "truck": self.truck,
+            "time_ms": round(i.time_s * 1000),
+            "detail": i.detail,
+            "ask": self.ask,
+        }
 
 
 @dataclass(frozen=True)
@@ -95,6 +133,9 @@ class WasteNotice:
             NoticeKind.CANCELLATION: f"Cancelled: truck {truck} will not come to {stop} on this trip",
             NoticeKind.ARRIVED: f"Truck {truck} has arrived at {stop}",
             NoticeKind.COLLECTED: f"Collected at {stop}: {n.bins} bins, {n.kg:.0f} kg ({self.waste_type})",
+            NoticeKind.DEFERRED: f"Truck {truck} cannot reach the bin room at {stop}; it comes back later",
+            NoticeKind.RETURNED: f"Truck {truck} is back at {stop}",
+            NoticeKind.DELAYED: f"Truck {truck} has broken down: {stop} is delayed, another truck is sent",
         }[n.kind]
 
     def text(self) -> str:
@@ -134,6 +175,8 @@ class WasteService:
         self._ticked_s = 0.0
         self._told: dict[str, int] = {}  # trip -> notices already sent
         self.rejected: Counter[str] = Counter()
+        self.incidents: list[Incident] = []
+        self._incidents_told: dict[str, int] = {}
         self.handled: Counter[str] = Counter()
         self.fixes: Counter[str] = Counter()  # what each position did: matched, off_route, stale
         self.started = asyncio.Event()
@@ -167,7 +210,7 @@ class WasteService:
         if route is None:
             self._reject("unknown_truck", truck, "runs no route of the timetable")
             return
-        models: dict[str, type[_Payload]] = {"location": Location, "lift": LiftMessage, "alarm": _Payload}
+        models: dict[str, type[_Payload]] = {"location": Location, "lift": LiftMessage, "alarm": Alarm}
         model = models[kind]
         try:
             message = model.model_validate(json.loads(payload))
@@ -193,8 +236,15 @@ class WasteService:
         self.handled[kind] += 1
         if isinstance(message, Location):
             self.fixes[str(tracker.location(message.lat, message.lon, message.speed, t))] += 1
+            if message.acc is False and self._under_way(tracker):
+                tracker.breakdown(t, "the ignition is off in the middle of the trip")
         elif isinstance(message, LiftMessage):
             tracker.lift(message.stop, message.bins, message.collected_kg, t)
+        elif isinstance(message, Alarm) and message.active:
+            if message.alarm == "blocked_access":
+                tracker.blocked(message.stop, t)
+            elif message.alarm == "breakdown":
+                tracker.breakdown(t, "the driver's breakdown alarm")
         self._send_new(tracker)
 
     def _reject(self, reason: str, source: str, detail: str) -> None:
@@ -217,6 +267,9 @@ class WasteService:
                 # A trip is announced only once its truck reports (parked, switched on): a keeper
                 # never hears of a truck that is not there.
                 if tracker.seen:
+                    silent = self._ticked_s - tracker.last_heard_s > self.config.silent_min * 60
+                    if silent and self._under_way(tracker):
+                        tracker.breakdown(self._ticked_s, f"no message for {self.config.silent_min:.0f} min")
                     tracker.tick(self._ticked_s)
                     self._send_new(tracker)
             self._close_trips(self._ticked_s)
@@ -245,6 +298,12 @@ class WasteService:
                 self.finished.add(key)
                 del self.trackers[key]
 
+    @staticmethod
+    def _under_way(tracker: TripTracker) -> bool:
+        """Left the depot and not yet back: where stopping is not parking."""
+        visits = tracker.stops.visits
+        return visits[0].state in (Visit.LEFT, Visit.SKIPPED) and tracker.stops.next_index() is not None
+
     def _tracker_of(self, route: str, t: float) -> TripTracker | None:
         """The trip the truck of `route` is on at `t`: the earliest one not finished."""
         ours = [tr for tr in self.trackers.values() if tr.trip.route_id == route]
@@ -266,9 +325,40 @@ class WasteService:
             predicted = None if predicted_ms is None else predicted_ms / 1000
             tracker.already_told(index, NoticeKind(kind), time_ms / 1000, predicted)
         if rows:
+            # Silence is counted from the restart, not from before it.
+            tracker.last_heard_s = max(tracker.last_heard_s, self.now_s)
             log.info("waste: trip %s of %s resumes after %d notices sent", trip_id, day, len(rows))
 
+    def _send_incidents(self, tracker: TripTracker) -> None:
+        key = f"{tracker.trip.id}@{tracker.zero_s}"
+        new = tracker.incidents[self._incidents_told.get(key, 0) :]
+        self._incidents_told[key] = len(tracker.incidents)
+        truck = self.feed.routes[tracker.trip.route_id].truck
+        for incident in new:
+            self.incidents.append(incident)
+            log.warning(
+                "waste: %s of trip %s at %s: %s",
+                incident.kind,
+                incident.trip_id,
+                incident.stop_id,
+                incident.detail,
+            )
+            if incident.kind is IncidentKind.BLOCKED:
+                stop = self.feed.extras.stops.get(incident.stop_id or "")
+                ask = "please clear the access to the bin room; the truck comes back later"
+                contacts = [c for c in (stop.property if stop else None, self.config.dispatcher) if c]
+            else:
+                ask = "please send another truck"
+                contacts = [c for c in (self.config.operator, self.config.dispatcher) if c]
+            message = IncidentMessage(incident, truck, ask)
+            for contact in contacts:
+                for channel in contact.channels:
+                    self.deliveries.start(
+                        contact.name, channel, message, thread=f"incident/{incident.trip_id}"
+                    )
+
     def _send_new(self, tracker: TripTracker) -> None:
+        self._send_incidents(tracker)
         key = f"{tracker.trip.id}@{tracker.zero_s}"
         start = self._told.get(key, 0)
         new = tracker.notices[start:]
@@ -301,7 +391,7 @@ class WasteService:
             n.kg,
         )
         with self._lock:
-            if n.kind in (NoticeKind.NOTICE, NoticeKind.ARRIVED, NoticeKind.CANCELLATION):
+            if n.kind in (NoticeKind.NOTICE, NoticeKind.ARRIVED, NoticeKind.CANCELLATION, NoticeKind.DELAYED):
                 told = self._db.execute(
                     "SELECT 1 FROM notice WHERE trip_id = ? AND day = ? AND idx = ? AND kind = ?",
                     (n.trip_id, day, n.index, str(n.kind)),

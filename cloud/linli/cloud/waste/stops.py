@@ -93,15 +93,18 @@ class StopTracker:
         self.events += new
         return new
 
-    def lift(self, stop_id: str, bins: int, kg: float, time_s: float) -> list[StopEvent]:
+    def lift(
+        self, stop_id: str, bins: int, kg: float, time_s: float, *, again: bool = False
+    ) -> list[StopEvent]:
         """Bins lifted at a stop: it is being served (a lift settles a doubtful arrival).
 
         The first visit of that stop not yet left is the one served; a stop first taken for
-        skipped is served after all when its lift comes late.
+        skipped is served after all when its lift comes late; `again` reopens one left (a
+        blocked stop the truck came back to).
         """
         new: list[StopEvent] = []
         for i, v in enumerate(self.visits):
-            if v.stop_id != stop_id or v.state is Visit.LEFT:
+            if v.stop_id != stop_id or (v.state is Visit.LEFT and not again):
                 continue
             if v.state is not Visit.ARRIVED:
                 new.append(self._set(i, Visit.ARRIVED, time_s))

@@ -35,6 +35,23 @@ class NoticeKind(StrEnum):
     CANCELLATION = "cancellation"
     ARRIVED = "arrived"
     COLLECTED = "collected"
+    DEFERRED = "deferred"  # the gate is blocked: the truck goes on and comes back later
+    RETURNED = "returned"  # back at a stop it had to leave
+    DELAYED = "delayed"  # the truck broke down: another is on its way
+
+
+class IncidentKind(StrEnum):
+    BLOCKED = "blocked"  # the driver's alarm at a stop, or a wait without lifting
+    BREAKDOWN = "breakdown"  # the driver's alarm, the ignition off mid-route, or silence
+
+
+@dataclass(frozen=True)
+class Incident:
+    kind: IncidentKind
+    trip_id: str
+    stop_id: str | None
+    time_s: float
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -60,7 +77,9 @@ class TripTracker:
     zero_s: float
     history: History
     predictor: Predictor = predict
+    blocked_wait_s: float = 300.0  # at a stop this long without lifting: the gate is blocked
     notices: list[KeeperNotice] = field(default_factory=list)
+    incidents: list[Incident] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.matcher = Matcher(self.feed.shapes[self.trip.shape_id].line)
@@ -77,10 +96,14 @@ class TripTracker:
         # Whether the truck has said anything yet: a trip whose truck is silent is not announced.
         self.seen = False
         self.last_fix: tuple[float, float, float] | None = None  # lat, lon, time
+        self.last_heard_s = 0.0
+        self.deferred: set[int] = set()  # stops left because the gate was blocked
+        self.broken = False
 
     def location(self, lat: float, lon: float, speed_kmh: float, time_s: float) -> Fix:
         """A position: progress, visits, predictions, notices."""
         self.seen = True
+        self.last_heard_s = max(self.last_heard_s, time_s)
         self.last_fix = (lat, lon, time_s)
         fix = self.matcher.update(lat, lon, time_s)
         if fix is Fix.MATCHED and self.matcher.progress is not None:
@@ -123,13 +146,48 @@ class TripTracker:
             self.seen = True
 
     def tick(self, now_s: float) -> None:
-        """The clock, between messages: a trip about to leave is noticed before its truck moves."""
+        """The clock, between messages: a trip about to leave is noticed before its truck moves,
+        and a truck waiting at a stop without lifting is found blocked."""
+        for i, v in enumerate(self.stops.visits):
+            waited = v.arrived_s is not None and now_s - v.arrived_s > self.blocked_wait_s
+            bin_room = v.stop_id not in self._depots
+            if v.state is Visit.ARRIVED and not v.bins and waited and bin_room and i not in self.deferred:
+                self.blocked(v.stop_id, now_s, f"waited {self.blocked_wait_s / 60:.0f} min without lifting")
         self._predict(now_s)
+
+    def blocked(self, stop_id: str, time_s: float, detail: str = "the driver's alarm") -> Incident | None:
+        """The gate of a stop is blocked: the truck goes on, the stop is served on its way back."""
+        for i, v in enumerate(self.stops.visits):
+            if v.stop_id == stop_id and v.state in (Visit.AHEAD, Visit.ARRIVED) and i not in self.deferred:
+                self.deferred.add(i)
+                self._tell(NoticeKind.DEFERRED, i, time_s)
+                incident = Incident(IncidentKind.BLOCKED, self.trip.id, stop_id, time_s, detail)
+                self.incidents.append(incident)
+                return incident
+        return None
+
+    def breakdown(self, time_s: float, detail: str) -> Incident | None:
+        """The truck cannot go on: every stop not yet served is told it is delayed."""
+        if self.broken:
+            return None
+        self.broken = True
+        for i, v in enumerate(self.stops.visits):
+            if v.state is Visit.AHEAD:
+                self._tell(NoticeKind.DELAYED, i, time_s)
+        incident = Incident(IncidentKind.BREAKDOWN, self.trip.id, None, time_s, detail)
+        self.incidents.append(incident)
+        return incident
 
     def lift(self, stop_id: str, bins: int, kg: float, time_s: float) -> None:
         """Bins lifted at a stop."""
         self.seen = True
-        for event in self.stops.lift(stop_id, bins, kg, time_s):
+        self.last_heard_s = max(self.last_heard_s, time_s)
+        back = [i for i in self.deferred if self.trip.stop_times[i].stop_id == stop_id]
+        for event in self.stops.lift(stop_id, bins, kg, time_s, again=bool(back)):
+            if back and event.index in back:
+                self.deferred.discard(event.index)
+                self._tell(NoticeKind.RETURNED, event.index, time_s)
+                continue
             self._visit(event)
         for i, v in enumerate(self.stops.visits):
             if v.stop_id == stop_id and v.state is Visit.ARRIVED:
@@ -145,10 +203,17 @@ class TripTracker:
             self._tell(NoticeKind.CANCELLATION, event.index, event.time_s)
 
     def _predict(self, now_s: float) -> None:
+        if self.broken:
+            self.predicted = {}  # no time can be promised until another truck takes over
+            return
         self.predicted = self.predictor(self.history, self.state, now_s)
         for index, at in self.predicted.items():
             stop = self.trip.stop_times[index].stop_id
-            if stop in self._depots or self.stops.visits[index].state is not Visit.AHEAD:
+            if (
+                stop in self._depots
+                or self.stops.visits[index].state is not Visit.AHEAD
+                or index in self.deferred
+            ):
                 continue
             lead = self.feed.extras.stops[stop].notice_min * 60
             told = self._told.get(index)
