@@ -336,3 +336,63 @@ def test_a_truck_gone_silent_mid_trip_is_a_breakdown_and_the_stops_ahead_are_tol
     for stop_id in ahead:
         assert "delayed" in [p["notice"] for p in receiver.at(f"/send?to=keeper-{stop_id}")], stop_id
     assert "delayed" not in [p["notice"] for p in receiver.at(f"/send?to=keeper-{reached}")]
+
+
+def test_the_dispatcher_skips_a_stop_and_sends_a_replacement_truck_through_the_api(
+    peers: tuple[Receiver, Inbox, int], tmp_path: Path
+) -> None:
+    from linli.cloud.waste.api import app
+
+    receiver, _, smtp = peers
+    service, feed = incident_service(tmp_path, receiver.url, smtp)
+    trip = feed.trips[TRIP]
+    drive = drive_trip(feed, trip, MONDAY, random.Random(8), traffic_sd=0.1)
+    messages = sorted(drive.messages, key=lambda m: m[1]["ts"])
+    stops = [st.stop_id for st in trip.stop_times]
+    cut = next(i for i, (kind, body) in enumerate(messages) if kind == "lift" and body["stop"] == stops[2])
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def run() -> dict[str, Any]:
+        for kind, body in messages[: cut + 1]:
+            service.take(f"trucks/fleet/truck-dry-south/{kind}", json.dumps(body).encode())
+        service.take(
+            "trucks/fleet/truck-dry-south/alarm",
+            json.dumps({"ts": messages[cut][1]["ts"] + 1000, "alarm": "breakdown", "active": True}).encode(),
+        )
+        out: dict[str, Any] = {}
+        transport = httpx.ASGITransport(app=app(service, TOKEN))
+        async with httpx.AsyncClient(transport=transport, base_url="http://waste") as api:
+            out["skip"] = (await api.post(f"/trips/{TRIP}/stops/{stops[5]}/skip", headers=auth)).status_code
+            out["skip again"] = (
+                await api.post(f"/trips/{TRIP}/stops/{stops[5]}/skip", headers=auth)
+            ).status_code
+            replace = await api.post(
+                f"/trips/{TRIP}/replacement", json={"truck": "truck-spare-1"}, headers=auth
+            )
+            out["replace"] = replace.status_code
+            out["unknown trip"] = (
+                await api.post("/trips/nope/replacement", json={"truck": "truck-spare-1"}, headers=auth)
+            ).status_code
+            out["bad truck"] = (
+                await api.post(f"/trips/{TRIP}/replacement", json={"truck": "a b"}, headers=auth)
+            ).status_code
+        # The spare truck drives the rest of the trip, past the skipped stop without lifting.
+        rest = [(k, b) for k, b in messages[cut + 1 :] if not (k == "lift" and b["stop"] == stops[5])]
+        for kind, body in rest:
+            service.take(f"trucks/fleet/truck-spare-1/{kind}", json.dumps(body).encode())
+        await service.deliveries.drain(10)
+        out["incidents"] = [str(i.kind) for i in service.incidents]
+        return out
+
+    out = asyncio.run(run())
+    assert (out["skip"], out["skip again"], out["replace"], out["unknown trip"], out["bad truck"]) == (
+        200, 404, 200, 404, 422,
+    )  # fmt: skip
+    assert out["incidents"] == ["breakdown"]
+    # The skipped stop hears nothing more after "delayed"; the stops after it are served by the spare.
+    skipped = [p["notice"] for p in receiver.at(f"/send?to=keeper-{stops[5]}")]
+    assert "collected" not in skipped
+    for stop_id in stops[3:5] + stops[6:-1]:
+        kinds = [p["notice"] for p in receiver.at(f"/send?to=keeper-{stop_id}")]
+        assert kinds[-1] == "collected", (stop_id, kinds)
+        assert "delayed" in kinds, (stop_id, kinds)

@@ -7,14 +7,14 @@ bounded, every answer in the OpenAPI document.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import Response
-from pydantic import BaseModel, Field
+from fastapi import HTTPException, Path, Response
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp
 
-from linli.cloud.api import Guard, guarded
+from linli.cloud.api import Guard, doc, guarded
 from linli.cloud.waste.realtime import feed_message
 
 if TYPE_CHECKING:
@@ -38,6 +38,12 @@ class TripNow(BaseModel):
     delay_min: float | None = Field(description="predicted minus scheduled at the next stop")
     progress_m: float
     stops: list[StopNow]
+
+
+class Replacement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    truck: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
 class Counts(BaseModel):
@@ -109,6 +115,22 @@ def app(service: WasteService, token: str) -> ASGIApp:
             }
             for i in service.incidents
         ]
+
+    @api.post("/trips/{trip_id}/stops/{stop_id}/skip", responses=doc(404))
+    def skip(
+        trip_id: Annotated[str, Path(max_length=64)], stop_id: Annotated[str, Path(max_length=64)]
+    ) -> dict[str, str]:
+        """Take a stop off a trip under way (the dispatcher's call): its keeper is told."""
+        if not service.skip(trip_id, stop_id):
+            raise HTTPException(404, f"no stop {stop_id} still to come on a trip {trip_id} followed now")
+        return {"trip": trip_id, "skipped": stop_id}
+
+    @api.post("/trips/{trip_id}/replacement", responses=doc(404))
+    def replacement(trip_id: Annotated[str, Path(max_length=64)], body: Replacement) -> dict[str, str]:
+        """Another truck takes the trip over after a breakdown; tracking goes on with it."""
+        if not service.replace(trip_id, body.truck):
+            raise HTTPException(404, f"no trip {trip_id} followed now")
+        return {"trip": trip_id, "truck": body.truck}
 
     @api.get("/failed-deliveries")
     def failed() -> list[dict[str, Any]]:

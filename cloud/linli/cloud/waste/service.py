@@ -298,6 +298,31 @@ class WasteService:
                 self.finished.add(key)
                 del self.trackers[key]
 
+    # --- the dispatcher ------------------------------------------------------------
+
+    def trip_now(self, trip_id: str) -> TripTracker | None:
+        """The trip of that id followed now (the newest service day's)."""
+        ours = [tr for tr in self.trackers.values() if tr.trip.id == trip_id]
+        return max(ours, key=lambda tr: tr.zero_s) if ours else None
+
+    def skip(self, trip_id: str, stop_id: str) -> bool:
+        """Take a stop off a trip under way; its keeper hears it is cancelled. False if not found."""
+        tracker = self.trip_now(trip_id)
+        if tracker is None or not tracker.skip(stop_id, self.now_s):
+            return False
+        self._send_new(tracker)
+        return True
+
+    def replace(self, trip_id: str, truck: str) -> bool:
+        """Another truck takes a trip over: its messages drive the trip from now on."""
+        tracker = self.trip_now(trip_id)
+        if tracker is None:
+            return False
+        self.route_of_truck[truck] = tracker.trip.route_id
+        tracker.replaced(self.now_s)
+        log.warning("waste: truck %s takes over trip %s", truck, trip_id)
+        return True
+
     @staticmethod
     def _under_way(tracker: TripTracker) -> bool:
         """Left the depot and not yet back: where stopping is not parking."""

@@ -178,6 +178,26 @@ class TripTracker:
         self.incidents.append(incident)
         return incident
 
+    def skip(self, stop_id: str, time_s: float) -> bool:
+        """The dispatcher takes a stop off this trip: its keeper is told, if told it was coming.
+
+        The truck still drives past it, so the trip's progress is left as it is.
+        """
+        for i, v in enumerate(self.stops.visits):
+            if v.stop_id == stop_id and (v.state is Visit.AHEAD or i in self.deferred):
+                v.state = Visit.SKIPPED
+                self.deferred.discard(i)
+                if i in self._told:
+                    self._tell(NoticeKind.CANCELLATION, i, time_s)
+                return True
+        return False
+
+    def replaced(self, time_s: float) -> None:
+        """Another truck took the trip over: times are promised again, from where it stands."""
+        self.broken = False
+        self.last_heard_s = max(self.last_heard_s, time_s)
+        self.matcher.matched_s = time_s  # its reach grows from now on, from the breakdown's place
+
     def lift(self, stop_id: str, bins: int, kg: float, time_s: float) -> None:
         """Bins lifted at a stop."""
         self.seen = True
