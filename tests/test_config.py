@@ -214,23 +214,17 @@ def test_probe_says_what_is_wrong_in_one_line() -> None:
     assert "NO ANSWER (unresolved)" in dns.stderr
 
 
+def probe_charger(port: int, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`linli edge probe` of a charger on this machine, as a technician types it."""
+    return linli("edge", "probe", "--profile", "charger", "--host", "127.0.0.1", "--port", str(port), *extra)
+
+
 def test_probe_of_a_silent_device_prints_its_verdict_and_nothing_of_pymodbus() -> None:
     with socket.socket() as silent:  # accepts, never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         port = silent.getsockname()[1]
-        result = linli(
-            "edge",
-            "probe",
-            "--profile",
-            "charger",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--timeout",
-            "0.3",
-        )
+        result = probe_charger(port, "--timeout", "0.3")
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
     assert "NO ANSWER (timeout)" in line
@@ -241,19 +235,8 @@ def test_probe_with_too_many_ports_hints_at_the_count() -> None:
     port = free_port()
     sim = start_sim("charger", "--port", str(port), "--ports", "10")
     try:
-        result = linli(
-            "edge",
-            "probe",
-            "--profile",
-            "charger",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--count",
-            "12",
-        )
-        good = linli("edge", "probe", "--profile", "charger", "--host", "127.0.0.1", "--port", str(port))
+        result = probe_charger(port, "--count", "12")
+        good = probe_charger(port)
     finally:
         stop_process(sim)
     assert result.returncode == 1

@@ -46,6 +46,19 @@ def local_feed(tmp: Path, hooks: str) -> Path:
     return folder
 
 
+def hand_over(
+    service: WasteService, messages: list[tuple[str, dict[str, Any]]], truck: str = "truck-dry-south"
+) -> None:
+    """A truck's messages to the service, in-process, as its MQTT feed would hand them over."""
+    for kind, body in messages:
+        service.take(f"trucks/fleet/{truck}/{kind}", json.dumps(body).encode())
+
+
+def lift_at(messages: list[tuple[str, dict[str, Any]]], stop_id: str) -> int:
+    """The position of the lift at a stop in a trip's messages."""
+    return next(i for i, (kind, body) in enumerate(messages) if kind == "lift" and body["stop"] == stop_id)
+
+
 def publish_all(port: int, messages: list[tuple[str, dict[str, Any]]], raw: list[tuple[str, bytes]]) -> None:
     """The truck's messages in time order at QoS 1, then the raw ones, as a terminal gateway would."""
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("truck"))
@@ -170,8 +183,7 @@ def test_a_restart_mid_trip_tells_no_keeper_twice(peers: tuple[Receiver, Inbox, 
 
     async def run(part: list[tuple[str, dict[str, Any]]]) -> dict[str, int]:
         service = WasteService(config, TOKEN, feed)
-        for kind, body in part:
-            service.take(f"trucks/fleet/truck-dry-south/{kind}", json.dumps(body).encode())
+        hand_over(service, part)
         await service.deliveries.drain(10)
         return dict(service.fixes)
 
@@ -202,8 +214,7 @@ def test_the_gtfs_realtime_feed_parses_back_with_the_trip_and_the_truck(tmp_path
 
     async def scenario() -> tuple[int, bytes, int]:
         service = WasteService(config, TOKEN, feed)
-        for kind, body in half:
-            service.take(f"trucks/fleet/truck-dry-south/{kind}", json.dumps(body).encode())
+        hand_over(service, half)
         transport = httpx.ASGITransport(app=app(service, TOKEN))
         async with httpx.AsyncClient(transport=transport, base_url="http://waste") as api:
             denied = (await api.get("/gtfs-rt")).status_code
@@ -288,8 +299,7 @@ def test_a_blocked_gate_tells_the_property_and_the_dispatcher_and_the_stop_is_se
     messages.append(("lift", {**lifts[0][1], "ts": last_lift + 120_000}))
 
     async def run() -> list[dict[str, Any]]:
-        for kind, body in sorted(messages, key=lambda m: m[1]["ts"]):
-            service.take(f"trucks/fleet/truck-dry-south/{kind}", json.dumps(body).encode())
+        hand_over(service, sorted(messages, key=lambda m: m[1]["ts"]))
         await service.deliveries.drain(10)
         return [{"kind": str(i.kind), "stop": i.stop_id} for i in service.incidents]
 
@@ -314,17 +324,15 @@ def test_a_truck_gone_silent_mid_trip_is_a_breakdown_and_the_stops_ahead_are_tol
     drive = drive_trip(feed, trip, MONDAY, random.Random(7), traffic_sd=0.1)
     messages = sorted(drive.messages, key=lambda m: m[1]["ts"])
     reached = trip.stop_times[3].stop_id
-    cut = next(i for i, (kind, body) in enumerate(messages) if kind == "lift" and body["stop"] == reached)
+    cut = lift_at(messages, reached)
     before = messages[: cut + 1]
     # The truck says nothing more; other trucks' messages keep the clock going.
     clock = [("location", {"ts": before[-1][1]["ts"] + k * 60_000, "lat": 31.2, "lon": 121.39})
              for k in range(1, 20)]  # fmt: skip
 
     async def run() -> None:
-        for kind, body in before:
-            service.take(f"trucks/fleet/truck-dry-south/{kind}", json.dumps(body).encode())
-        for kind, body in clock:
-            service.take(f"trucks/fleet/truck-wet-north/{kind}", json.dumps(body).encode())
+        hand_over(service, before)
+        hand_over(service, clock, truck="truck-wet-north")
         await service.deliveries.drain(10)
 
     asyncio.run(run())
@@ -349,12 +357,11 @@ def test_the_dispatcher_skips_a_stop_and_sends_a_replacement_truck_through_the_a
     drive = drive_trip(feed, trip, MONDAY, random.Random(8), traffic_sd=0.1)
     messages = sorted(drive.messages, key=lambda m: m[1]["ts"])
     stops = [st.stop_id for st in trip.stop_times]
-    cut = next(i for i, (kind, body) in enumerate(messages) if kind == "lift" and body["stop"] == stops[2])
+    cut = lift_at(messages, stops[2])
     auth = {"Authorization": f"Bearer {TOKEN}"}
 
     async def run() -> dict[str, Any]:
-        for kind, body in messages[: cut + 1]:
-            service.take(f"trucks/fleet/truck-dry-south/{kind}", json.dumps(body).encode())
+        hand_over(service, messages[: cut + 1])
         service.take(
             "trucks/fleet/truck-dry-south/alarm",
             json.dumps({"ts": messages[cut][1]["ts"] + 1000, "alarm": "breakdown", "active": True}).encode(),
@@ -378,8 +385,7 @@ def test_the_dispatcher_skips_a_stop_and_sends_a_replacement_truck_through_the_a
             ).status_code
         # The spare truck drives the rest of the trip, past the skipped stop without lifting.
         rest = [(k, b) for k, b in messages[cut + 1 :] if not (k == "lift" and b["stop"] == stops[5])]
-        for kind, body in rest:
-            service.take(f"trucks/fleet/truck-spare-1/{kind}", json.dumps(body).encode())
+        hand_over(service, rest, truck="truck-spare-1")
         await service.deliveries.drain(10)
         out["incidents"] = [str(i.kind) for i in service.incidents]
         return out
