@@ -93,6 +93,11 @@ def load_toml_model(path: Path, model: type[M]) -> M:
 
 def validation_reason(exc: ValidationError) -> str:
     """The first problem pydantic found, as one line: where, and what."""
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "(the document)"
-    return f"{where}: {err['msg']}"
+    return validation_reasons(exc)[0]
+
+
+def validation_reasons(exc: ValidationError) -> list[str]:
+    """Every problem pydantic found, one line each: where, and what."""
+    return [
+        f"{'.'.join(str(p) for p in err['loc']) or '(the document)'}: {err['msg']}" for err in exc.errors()
+    ]

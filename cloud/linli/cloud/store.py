@@ -159,8 +159,7 @@ class Store:
             cur = self._db.execute(
                 "SELECT at_ms, source, key, reason, body FROM quarantine ORDER BY rowid DESC LIMIT 1000"
             )
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            return rows_of(cur)
 
     def subscriptions(self) -> list[Subscription]:
         """Every subscription; one that no longer validates is quarantined, not fatal."""
@@ -216,9 +215,14 @@ class Store:
             cur = self._db.execute(
                 "SELECT at_ms, subscription, channel, fingerprint, notice, error FROM failed_delivery"
             )
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            return rows_of(cur)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def rows_of(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
+    """A query's rows as dicts by column name, for the APIs."""
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

@@ -6,15 +6,14 @@ bounded, every answer in the OpenAPI document.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import TYPE_CHECKING, Annotated, Any
-from zoneinfo import ZoneInfo
 
 from fastapi import HTTPException, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp
 
 from linli.cloud.api import Guard, doc, guarded
+from linli.cloud.waste.gtfs import local_hhmm
 from linli.cloud.waste.realtime import feed_message
 
 if TYPE_CHECKING:
@@ -57,10 +56,9 @@ class Counts(BaseModel):
 def app(service: WasteService, token: str) -> ASGIApp:
     """The API over one waste service."""
     api = guarded("linli waste", "Waste collection trips, predicted arrivals and keeper notices.")
-    tz = ZoneInfo(service.feed.timezone)
 
     def local(epoch_s: float | None) -> str | None:
-        return None if epoch_s is None else dt.datetime.fromtimestamp(epoch_s, tz).strftime("%H:%M")
+        return None if epoch_s is None else local_hhmm(epoch_s, service.feed.timezone)
 
     @api.get("/trips")
     def trips() -> list[TripNow]:

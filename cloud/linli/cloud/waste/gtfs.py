@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pyproj import Transformer
 from shapely.geometry import LineString, Point
 
+from linli.catalog.errors import validation_reasons
 from linli.cloud.config import Channel
 
 FILES = ("agency.txt", "stops.txt", "routes.txt", "trips.txt", "stop_times.txt", "shapes.txt", "calendar.txt")
@@ -345,15 +346,18 @@ def _extras(r: _Reader, folder: Path) -> Extras | None:
     except tomllib.TOMLDecodeError as exc:
         r.problems.append(f"{EXTRAS}: not TOML: {exc}")
     except ValidationError as exc:
-        r.problems.extend(f"{EXTRAS}: {validation_reason_of(e)}" for e in exc.errors())
+        r.problems.extend(f"{EXTRAS}: {reason}" for reason in validation_reasons(exc))
     return None
 
 
-def validation_reason_of(error: object) -> str:
-    """One pydantic error as 'where: what'."""
-    assert isinstance(error, dict)
-    where = ".".join(str(p) for p in error["loc"])
-    return f"{where}: {error['msg']}"
+def service_day(zero_s: float, timezone: str) -> dt.date:
+    """The local date of a service day, from its GTFS time 0 (noon minus 12 h)."""
+    return dt.datetime.fromtimestamp(zero_s + 12 * 3600, ZoneInfo(timezone)).date()
+
+
+def local_hhmm(epoch_s: float, timezone: str) -> str:
+    """A moment as local clock time, as keepers and dispatchers read it."""
+    return dt.datetime.fromtimestamp(epoch_s, ZoneInfo(timezone)).strftime("%H:%M")
 
 
 def service_zero(date: dt.date, timezone: str) -> float:

@@ -3,12 +3,11 @@ transit-style app or map can show where the trucks are and when they will come."
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable
-from zoneinfo import ZoneInfo
 
 from google.transit import gtfs_realtime_pb2 as rt
 
+from linli.cloud.waste.gtfs import service_day
 from linli.cloud.waste.stops import Visit
 from linli.cloud.waste.tracking import TripTracker
 
@@ -23,7 +22,7 @@ def feed_message(
     message.header.timestamp = int(now_s)
     for tracker in trackers:
         trip = tracker.trip
-        day = dt.datetime.fromtimestamp(tracker.zero_s + 12 * 3600, ZoneInfo(timezone)).strftime("%Y%m%d")
+        day = service_day(tracker.zero_s, timezone).strftime("%Y%m%d")
         truck = trucks[trip.route_id]
         update = message.entity.add(id=f"{trip.id}@{day}").trip_update
         update.trip.trip_id = trip.id

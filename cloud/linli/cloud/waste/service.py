@@ -35,10 +35,10 @@ from linli.catalog.errors import validation_reason
 from linli.cloud.channels import Sender
 from linli.cloud.config import Channel
 from linli.cloud.delivery import Deliveries
+from linli.cloud.store import rows_of
 from linli.cloud.waste.config import WasteConfig
-from linli.cloud.waste.gtfs import Feed, load_feed, runs_on, service_zero
+from linli.cloud.waste.gtfs import Feed, load_feed, local_hhmm, runs_on, service_day, service_zero
 from linli.cloud.waste.predict import History
-from linli.cloud.waste.stops import Visit
 from linli.cloud.waste.tracking import Incident, IncidentKind, KeeperNotice, NoticeKind, TripTracker
 from linli.ratelog import RateLimitedLog
 
@@ -158,7 +158,7 @@ class WasteNotice:
     def _local(self, epoch_s: float | None) -> str:
         if epoch_s is None:
             return "?"
-        return dt.datetime.fromtimestamp(epoch_s, ZoneInfo(self.timezone)).strftime("%H:%M")
+        return local_hhmm(epoch_s, self.timezone)
 
 
 class WasteService:
@@ -236,7 +236,7 @@ class WasteService:
         self.handled[kind] += 1
         if isinstance(message, Location):
             self.fixes[str(tracker.location(message.lat, message.lon, message.speed, t))] += 1
-            if message.acc is False and self._under_way(tracker):
+            if message.acc is False and tracker.under_way:
                 tracker.breakdown(t, "the ignition is off in the middle of the trip")
         elif isinstance(message, LiftMessage):
             tracker.lift(message.stop, message.bins, message.collected_kg, t)
@@ -268,7 +268,7 @@ class WasteService:
                 # never hears of a truck that is not there.
                 if tracker.seen:
                     silent = self._ticked_s - tracker.last_heard_s > self.config.silent_min * 60
-                    if silent and self._under_way(tracker):
+                    if silent and tracker.under_way:
                         tracker.breakdown(self._ticked_s, f"no message for {self.config.silent_min:.0f} min")
                     tracker.tick(self._ticked_s)
                     self._send_new(tracker)
@@ -322,12 +322,6 @@ class WasteService:
         tracker.replaced(self.now_s)
         log.warning("waste: truck %s takes over trip %s", truck, trip_id)
         return True
-
-    @staticmethod
-    def _under_way(tracker: TripTracker) -> bool:
-        """Left the depot and not yet back: where stopping is not parking."""
-        visits = tracker.stops.visits
-        return visits[0].state in (Visit.LEFT, Visit.SKIPPED) and tracker.stops.next_index() is not None
 
     def _tracker_of(self, route: str, t: float) -> TripTracker | None:
         """The trip the truck of `route` is on at `t`: the earliest one not finished."""
@@ -389,7 +383,7 @@ class WasteService:
         new = tracker.notices[start:]
         self._told[key] = len(tracker.notices)
         route = self.feed.routes[tracker.trip.route_id]
-        day = dt.datetime.fromtimestamp(tracker.zero_s + 12 * 3600, ZoneInfo(self.feed.timezone)).date()
+        day = service_day(tracker.zero_s, self.feed.timezone)
         for notice in new:
             if not self._record(notice, day.isoformat()):
                 continue
@@ -434,14 +428,12 @@ class WasteService:
     def notices(self, limit: int = 1000) -> list[dict[str, Any]]:
         with self._lock:
             cur = self._db.execute("SELECT * FROM notice ORDER BY rowid DESC LIMIT ?", (limit,))
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            return rows_of(cur)
 
     def failures(self) -> list[dict[str, Any]]:
         with self._lock:
             cur = self._db.execute("SELECT * FROM failed_delivery ORDER BY rowid")
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            return rows_of(cur)
 
     # --- running -----------------------------------------------------------------
 

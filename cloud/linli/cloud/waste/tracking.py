@@ -100,6 +100,12 @@ class TripTracker:
         self.deferred: set[int] = set()  # stops left because the gate was blocked
         self.broken = False
 
+    @property
+    def under_way(self) -> bool:
+        """Left the depot and not yet back: where stopping is not parking."""
+        started = self.stops.visits[0].state in (Visit.LEFT, Visit.SKIPPED)
+        return started and self.stops.next_index() is not None
+
     def location(self, lat: float, lon: float, speed_kmh: float, time_s: float) -> Fix:
         """A position: progress, visits, predictions, notices."""
         self.seen = True
