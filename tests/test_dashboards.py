@@ -82,6 +82,7 @@ def district(
             workdir=workdir,
             simulated_s=3600,
             time_scale=120,
+            timetable=Path(__file__).parents[1] / "deploy" / "gtfs" / "hongqiao",
         )
     )
 

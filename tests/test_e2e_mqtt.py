@@ -23,6 +23,7 @@ from linli.sim.edgeconfig import district_edge_config
 from linli.sim.scenario import load_scenario
 from support import influx1_create_db, influx1_query, start_sim, stop_process, unique, wait_until
 
+GTFS = Path(__file__).parents[1] / "deploy" / "gtfs" / "hongqiao"
 SCENARIO = """
 name = "e2e"
 seed = 5
@@ -51,19 +52,7 @@ id = "rescue-1"
 [[groups]]
 kind = "truck"
 sites = ["fleet"]
-id = "truck-1"
-options = { route = "wet-a" }
-
-[[routes]]
-id = "wet-a"
-waste_type = "wet"
-speed_kmh = 30
-stops = [
-  { id = "depot", lat = 31.2010, lon = 121.3920 },
-  { id = "stop-a", lat = 31.2030, lon = 121.3950, bins = 3 },
-  { id = "stop-b", lat = 31.2050, lon = 121.3990, bins = 5 },
-  { id = "stop-c", lat = 31.2020, lon = 121.4010, bins = 2 },
-]
+id = "truck-wet-north"
 """
 
 
@@ -105,7 +94,8 @@ def run_district(
     its journal has `enough`; the agent once it stored every message journalled."""
     influx1_create_db(influx1.url, db)
     scenario_path = tmp_path / "scenario.toml"
-    scenario_path.write_text(SCENARIO)
+    # The trucks run the district's timetable.
+    scenario_path.write_text(f"timetable = {str(GTFS)!r}\n" + SCENARIO)
     text = district_edge_config(
         load_scenario(scenario_path),
         writer={"kind": "influxdb1", "url": influx1.url, "database": db, "flush_interval": 0.2},
@@ -161,7 +151,7 @@ def test_every_published_message_is_stored_field_by_field(
             "--time-scale",
             "120",
             "--start",
-            "2021-01-08T19:00+08:00",
+            "2026-11-27T06:20+08:00",  # a Friday; the first wet-waste trip leaves at 06:30
             "--fault",
             "tower/elevator-1:burst",
         ],
@@ -193,7 +183,7 @@ def test_every_published_message_is_stored_field_by_field(
     # The trucks' lifts carry the waste type and route as tags.
     lifts = [row for key, row in stored.items() if key[0] == "truck" and row.get("bins") is not None]
     assert lifts
-    assert {(r["waste_type"], r["route"]) for r in lifts} == {("wet", "wet-a")}
+    assert {(r["waste_type"], r["route"]) for r in lifts} == {("wet", "wet-north")}
     health = influx1_query(
         influx1.url, db, "SELECT last(online) FROM health WHERE kind = 'camera' GROUP BY device"
     )

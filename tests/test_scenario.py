@@ -11,7 +11,7 @@ import pytest
 from linli.catalog.profile import builtin_profiles
 from linli.edge.config import EdgeConfig, load_config
 from linli.sim.context import kind_module
-from linli.sim.district import FaultSpec, resolve_faults
+from linli.sim.district import FaultSpec, load_timetable, resolve_faults
 from linli.sim.edgeconfig import district_edge_config
 from linli.sim.scenario import builtin_scenario_path, expand, load_scenario
 
@@ -26,12 +26,12 @@ def test_the_builtin_district_is_the_seed_newsletters() -> None:
     assert per_kind["camera"] == 6
     assert len({d.site for d in devices if d.kind.startswith("fire_")}) == 4
     assert per_kind["rescue_point"] == 28
-    waste_types = {
-        scenario.route_models()[str(d.group.options["route"])].waste_type
-        for d in devices
-        if d.kind == "truck"
-    }
-    assert waste_types == {"wet", "dry", "recyclable", "hazardous", "renovation"}
+    # The trucks run the timetable's routes, one truck each; the renovation truck is on call.
+    feed = load_timetable(scenario, Path(__file__).parents[1] / scenario.timetable)
+    assert feed is not None
+    trucks = {d.device for d in devices if d.kind == "truck"}
+    assert {r.truck for r in feed.routes.values()} == trucks - {"truck-renovation"}
+    assert {r.waste_type for r in feed.routes.values()} == {"wet", "dry", "recyclable", "hazardous"}
     # A building's fire sensors share its gateway's port, one unit id each.
     tower = [d for d in devices if d.site == "hongxu-tower" and d.port is not None]
     assert len({d.port for d in tower}) == 1

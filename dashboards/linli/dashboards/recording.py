@@ -8,16 +8,19 @@ stamped by the edge at each poll, so theirs covers the real minutes the run took
 
 The district runs normally for the first half; then the simulator restarts with the
 faults injected, so the second half shows trouble starting (alarms raised, a site
-going dark), as annotations and alerts do in operation.
+going dark), as annotations and alerts do in operation. The trucks run a copy of the
+timetable whose trips leave a few minutes into the recording, whatever its hour.
 """
 
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import logging
 import os
 import select
+import shutil
 import subprocess
 import sys
 import time
@@ -25,7 +28,9 @@ import tomllib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+from linli.cloud.waste.gtfs import gtfs_seconds, load_feed
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
 from linli.localservers import free_port_range
@@ -71,6 +76,7 @@ async def record(
     time_scale: float = 60.0,
     faults: tuple[str, ...] = FAULTS,
     poll_s: float = 1.0,
+    timetable: Path = Path("deploy/gtfs/hongqiao"),
 ) -> Recording:
     """Run the district for `simulated_s` of simulated time, everything stored; the database must exist.
 
@@ -98,6 +104,7 @@ async def record(
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
     start_s = time.time() - simulated_s
+    gtfs = shifted_timetable(timetable, workdir / "gtfs", start_s + min(600.0, simulated_s / 6))
     try:
         assert agent.mqtt is not None
         deadline = time.monotonic() + 30
@@ -116,6 +123,8 @@ async def record(
                 str(time_scale),
                 "--start",
                 datetime.fromtimestamp(start_s + offset, UTC).isoformat(),
+                "--gtfs",
+                str(gtfs),
             ]
             if trouble:
                 args += ["--offline", OFFLINE_SITE]
@@ -131,6 +140,33 @@ async def record(
         stop.set()
         await task
     return Recording(url, database, int(start_s * 1000), int(time.time() * 1000))
+
+
+def shifted_timetable(source: Path, target: Path, leave_s: float) -> Path:
+    """A copy of a GTFS timetable whose routes' first trips leave a minute apart from
+    `leave_s` on; a route's other trips keep their distance from its first."""
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    feed = load_feed(source)
+    local = datetime.fromtimestamp(leave_s, ZoneInfo(feed.timezone))
+    first = local.hour * 3600 + local.minute * 60 + local.second
+    routes = sorted(feed.routes)
+    shift = {}
+    for n, route in enumerate(routes):
+        trips = [t for t in feed.trips.values() if t.route_id == route]
+        leaves = min(t.stop_times[0].departure_s for t in trips)
+        for trip in trips:
+            shift[trip.id] = (first + 60 * n - leaves) % 86400  # times past 24:00 are GTFS's own
+    with (source / "stop_times.txt").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for key in ("arrival_time", "departure_time"):
+            s = gtfs_seconds(row[key]) + shift[row["trip_id"]]
+            row[key] = f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    with (target / "stop_times.txt").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return target
 
 
 def _start_district(args: list[str], workdir: Path) -> subprocess.Popen[str]:

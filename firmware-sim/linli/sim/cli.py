@@ -13,11 +13,19 @@ from linli.catalog.errors import ConfigError
 from linli.cli_support import run_until_signal
 from linli.sim.charger import FAULTS as CHARGER_FAULTS
 from linli.sim.clock import SimClock
-from linli.sim.district import FaultSpec, MqttPublisher, build_district, open_journal, run_district
+from linli.sim.district import (
+    FaultSpec,
+    MqttPublisher,
+    build_district,
+    load_timetable,
+    open_journal,
+    run_district,
+)
 from linli.sim.edgeconfig import district_edge_config
 from linli.sim.fleet import ChargerFleetSpec, charger_servers, run_servers
 from linli.sim.modbus_server import Fault
 from linli.sim.scenario import builtin_scenario_path, load_scenario
+from linli.sim.timetable import Traffic
 
 # A compressed run that is not given --start begins this many hours of running in the past,
 # so that its device clocks reach the present only then: until that the edge takes them.
@@ -129,6 +137,21 @@ def _add_district(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--blocked", action="append", default=[], metavar="TRUCK", help="a truck finds its third stop blocked"
     )
     district.add_argument(
+        "--gtfs",
+        type=Path,
+        default=None,
+        help="the trucks' GTFS timetable (default: the scenario's timetable)",
+    )
+    district.add_argument(
+        "--traffic-sd",
+        type=float,
+        default=0.3,
+        help="how far each road segment's real time is from the timetable's, log-normal sd (default 0.3)",
+    )
+    district.add_argument(
+        "--trip-sd", type=float, default=0.1, help="each drive of a segment, log-normal sd (default 0.1)"
+    )
+    district.add_argument(
         "--journal", type=Path, default=None, help="append every MQTT message sent to this file"
     )
     district.add_argument(
@@ -193,7 +216,13 @@ def _run_district(args: argparse.Namespace) -> int:
         clock = SimClock.behind_wall(args.time_scale, RUN_BEHIND_H)
     try:
         district = build_district(
-            scenario, clock=clock, host=args.host, modbus_port=args.modbus_port, faults=_district_faults(args)
+            scenario,
+            clock=clock,
+            host=args.host,
+            modbus_port=args.modbus_port,
+            faults=_district_faults(args),
+            timetable=load_timetable(scenario, args.gtfs),
+            traffic=Traffic(seed=scenario.seed, sd=args.traffic_sd, trip_sd=args.trip_sd),
         )
     except (ValueError, KeyError) as exc:
         print(f"linli sim district: {exc.args[0] if exc.args else exc}", file=sys.stderr)

@@ -22,7 +22,8 @@ class DeviceContext:
     start: float
     faults: frozenset[str] = frozenset()
     options: Mapping[str, Any] = field(default_factory=dict)
-    routes: Mapping[str, Any] = field(default_factory=dict)
+    timetable: Any = None  # the GTFS feed trucks run (linli.cloud.waste.gtfs.Feed)
+    traffic: Any = None  # how its roads run (linli.sim.timetable.Traffic)
 
 
 Message = tuple[str, dict[str, Any]]

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -21,12 +21,13 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from linli.catalog.mqttspec import MqttMessage
+from linli.cloud.waste.gtfs import Feed, GtfsError, load_feed
 from linli.sim.clock import SimClock
 from linli.sim.context import DeviceContext, MqttBehaviour, kind_faults, kind_module
 from linli.sim.fleet import run_servers
-from linli.sim.kinds.truck import Route
 from linli.sim.modbus_server import DeviceServer, Fault, Served, SimulatedDevice
 from linli.sim.scenario import PlacedDevice, Scenario, expand
+from linli.sim.timetable import Traffic
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +79,11 @@ def context(
     device: PlacedDevice,
     start: float,
     faults: frozenset[str],
-    routes: Mapping[str, Route] | None = None,
+    *,
+    timetable: Feed | None = None,
+    traffic: Traffic | None = None,
 ) -> DeviceContext:
-    """The device's context; pass `routes` when building many devices so they are made once."""
+    """The device's context; trucks need the `timetable` they run."""
     return DeviceContext(
         site=device.site,
         device=device.device,
@@ -89,7 +92,8 @@ def context(
         start=start,
         faults=faults - {OFFLINE},
         options=device.group.options,
-        routes=scenario.route_models() if routes is None else routes,
+        timetable=timetable,
+        traffic=traffic or Traffic(seed=scenario.seed),
     )
 
 
@@ -115,6 +119,31 @@ class District:
     silent_mqtt: int = 0
 
 
+def load_timetable(scenario: Scenario, override: Path | None = None) -> Feed | None:
+    """The GTFS timetable the scenario's trucks run, None if it has no trucks.
+
+    ValueError says which file or key is wrong and what to do about it.
+    """
+    if not any(g.kind == "truck" for g in scenario.groups):
+        return None
+    folder = override or (Path(scenario.timetable) if scenario.timetable else None)
+    where = "--gtfs" if override else f"scenario '{scenario.name}', key timetable"
+    if folder is None:
+        raise ValueError(
+            f"scenario '{scenario.name}' has trucks but no timetable: set timetable = \"DIR\" "
+            "(a GTFS folder) or pass --gtfs DIR"
+        )
+    if not folder.is_dir():
+        raise ValueError(
+            f"{where}: {folder} is not a folder (from {Path.cwd()}); run from the source tree, "
+            "where deploy/gtfs/hongqiao is, or pass --gtfs DIR"
+        )
+    try:
+        return load_feed(folder)
+    except GtfsError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
 def build_district(
     scenario: Scenario,
     *,
@@ -122,6 +151,8 @@ def build_district(
     host: str,
     modbus_port: int,
     faults: Iterable[FaultSpec] = (),
+    timetable: Feed | None = None,
+    traffic: Traffic | None = None,
 ) -> District:
     """Instantiate every device at `clock.start`; nothing listens or connects yet."""
     devices = expand(scenario)
@@ -129,10 +160,11 @@ def build_district(
     by_port: dict[int, list[Served]] = {}
     mqtt_devices: list[MqttSimDevice] = []
     silent = 0
-    routes = scenario.route_models()
     for placed in devices:
         injected = fault_map.get((placed.site, placed.device), frozenset())
-        model = kind_module(placed.kind).make(context(scenario, placed, clock.start, injected, routes))
+        model = kind_module(placed.kind).make(
+            context(scenario, placed, clock.start, injected, timetable=timetable, traffic=traffic)
+        )
         if placed.port is not None:
             assert placed.unit is not None
             fault = Fault.SILENT if OFFLINE in injected else Fault.NONE

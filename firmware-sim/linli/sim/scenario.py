@@ -1,4 +1,4 @@
-"""The district scenario: sites, device groups and truck routes, from one TOML file.
+"""The district scenario: sites, device groups and the trucks' timetable, from one TOML file.
 
 The scenario is data. Expanding it gives every device its identity, its simulator's
 options and, for Modbus devices, the TCP port and unit id it answers on, in a fixed
@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from linli.catalog.errors import load_toml_model
 from linli.catalog.profile import Profile, get_profile
-from linli.sim.kinds.truck import Route, Stop
 
 Ident = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=48)]
 
@@ -50,24 +49,6 @@ class GroupSpec(Strict):
     options: dict[str, Any] = {}
 
 
-class StopSpec(Strict):
-    id: Ident
-    name: str = ""
-    lat: Annotated[float, Field(ge=-90, le=90)]
-    lon: Annotated[float, Field(ge=-180, le=180)]
-    bins: Annotated[int, Field(ge=1, le=50)] = 4
-
-
-class RouteSpec(Strict):
-    """A fixed collection route; the first stop is the depot and transfer station."""
-
-    id: Ident
-    waste_type: str
-    kg_per_bin: Annotated[float, Field(gt=0)] = 60.0
-    speed_kmh: Annotated[float, Field(gt=0, le=80)] = 25.0
-    stops: Annotated[list[StopSpec], Field(min_length=2)]
-
-
 class Scenario(Strict):
     """The whole file."""
 
@@ -76,7 +57,9 @@ class Scenario(Strict):
     seed: int = 1
     sites: list[SiteSpec]
     groups: list[GroupSpec]
-    routes: list[RouteSpec] = []
+    # The GTFS timetable the trucks run (`linli waste check` validates it), relative to the
+    # current directory; `linli sim district --gtfs DIR` overrides it.
+    timetable: str = ""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -97,18 +80,6 @@ class Scenario(Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
-
-    def route_models(self) -> dict[str, Route]:
-        return {
-            r.id: Route(
-                id=r.id,
-                waste_type=r.waste_type,
-                stops=tuple(Stop(s.id, s.lat, s.lon, s.bins) for s in r.stops),
-                kg_per_bin=r.kg_per_bin,
-                speed_kmh=r.speed_kmh,
-            )
-            for r in self.routes
-        }
 
 
 @dataclass(frozen=True)

@@ -1,224 +1,150 @@
-"""A garbage truck on a fixed route, like a bus.
+"""A garbage truck that runs its route's GTFS trips, like a bus.
 
-The route is data: an ordered list of collection points with WGS-84 coordinates. The
-truck leaves the depot, drives from stop to stop at town speed, stops at each to lift
-its bins (weighed by the on-board scale), and at the end of the route unloads at the
-transfer station and starts over. It reports its position every 10 s while moving and
-every 30 s while stopped, each bin-lift cycle, and the driver's alarm button.
+The timetable is data (`linli waste check` validates it): the truck drives every trip of
+the route whose `truck` it is, on the days the calendar runs it, with the scenario's traffic
+(`linli.sim.timetable`). Between trips it is parked at the depot, ignition off, and reports
+every `between_trips_s`. A truck with no route in the timetable (a spare, or the renovation
+truck) stays parked. It reports its position every 10 s while moving and every 30 s while
+stopped on a trip, each bin lift, and the driver's alarm button.
 
-Faults: `blocked` raises a blocked-access alarm at the third stop, waits five minutes,
-clears it and skips the stop; `breakdown` stops the truck for good after the second stop.
+Faults: `blocked` finds the third bin room of each trip blocked (the alarm, on to the next,
+back after the last); `breakdown` breaks down halfway to the third bin room of its first
+trip, and never moves again.
 """
 
 from __future__ import annotations
 
-import math
+import datetime as dt
+import heapq
 import random
-from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from linli.catalog.profile import Profile, get_profile
+from linli.cloud.waste.gtfs import Feed, runs_on, service_zero
 from linli.sim.context import DeviceContext
-
-EARTH_RADIUS_M = 6_371_000.0
-MOVING_REPORT_S = 10
-STOPPED_REPORT_S = 30
-UNLOAD_S = 900
-BLOCKED_WAIT_S = 300
+from linli.sim.timetable import STOPPED_REPORT_S, Traffic, TripFaults, drive_trip
 
 Message = tuple[str, dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class Stop:
-    """A collection point on a route."""
-
-    id: str
-    lat: float
-    lon: float
-    bins: int = 4
-
-
-@dataclass(frozen=True)
-class Route:
-    """An ordered list of stops run in a loop, and the waste it collects."""
-
-    id: str
-    waste_type: str
-    stops: tuple[Stop, ...]
-    kg_per_bin: float = 60.0
-    speed_kmh: float = 25.0
-
-
-def distance_m(a: Stop, b: Stop) -> float:
-    """Great-circle distance (haversine)."""
-    p1, p2 = math.radians(a.lat), math.radians(b.lat)
-    dp, dl = p2 - p1, math.radians(b.lon - a.lon)
-    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(h))
-
-
-def bearing_deg(a: Stop, b: Stop) -> int:
-    """Initial heading from a to b, 0-359 clockwise from north."""
-    p1, p2 = math.radians(a.lat), math.radians(b.lat)
-    dl = math.radians(b.lon - a.lon)
-    y = math.sin(dl) * math.cos(p2)
-    x = math.cos(p1) * math.sin(p2) - math.sin(p1) * math.cos(p2) * math.cos(dl)
-    return round(math.degrees(math.atan2(y, x))) % 360
+FAULTS = frozenset({"blocked", "breakdown"})
+# The third bin room (index 0 is the depot).
+FAULT_STOP = 3
+# A trip may end this much after its timetable says.
+LATE_S = 3 * 3600
 
 
 class Truck:
-    """One truck on its route; `advance_to` returns the messages it published on the way."""
+    """One truck on its timetable; `advance_to` returns the messages it published on the way."""
 
     def __init__(
-        self, *, seed: str, start: float, route: Route, faults: frozenset[str] = frozenset()
+        self,
+        *,
+        seed: str,
+        start: float,
+        feed: Feed,
+        truck: str,
+        traffic: Traffic,
+        faults: frozenset[str] = frozenset(),
+        between_trips_s: float = STOPPED_REPORT_S,
     ) -> None:
-        if len(route.stops) < 2:
-            raise ValueError(f"route '{route.id}' needs at least two stops")
         self.profile: Profile = get_profile("truck")
-        self.rng = random.Random(seed)
-        self.route = route
+        self.seed = seed
+        self.feed = feed
+        self.traffic = traffic
         self.faults = faults
-        self.t = math.floor(start)
-        self.leg = 0  # driving from stops[leg] to stops[leg + 1]
-        self.travelled_m = 0.0
-        self.dwell = self.rng.randint(0, 120)  # seconds left at the current stop
-        self.load_kg = 0.0
-        self.mileage_km = round(self.rng.uniform(10_000, 90_000), 1)
-        self.speed = 0.0
-        self.heading = bearing_deg(route.stops[0], route.stops[1])
-        self.lat, self.lon = route.stops[0].lat, route.stops[0].lon
-        self.at_stop: str | None = route.stops[0].id
-        self.next_report = self.t
-        self.blocked_until: int | None = None
+        self.between_trips_s = between_trips_s
+        self.routes = sorted(rid for rid, r in feed.routes.items() if r.truck == truck)
+        self.tz = ZoneInfo(feed.timezone)
+        depot = feed.stops[feed.extras.depots[0]] if feed.extras.depots else None
+        self.depot = (depot.lat, depot.lon) if depot else (0.0, 0.0)
+        self.depot_id = depot.id if depot else None
+        self.t = self.start = start
+        # The day before too: its trips may run past midnight.
+        self.planned_until: dt.date = self._date(start) - dt.timedelta(days=2)
+        self.queue: list[tuple[int, int, Message]] = []
         self.broken = False
-        self.visits = 0
+        self.busy: list[tuple[float, float]] = []  # (first, last message) of each trip
+        self._n = 0
+        self.ground_truth: list[dict[str, Any]] = []
 
     def advance_to(self, t: float) -> list[Message]:
+        """Every message with a time in (the last call's t, t]."""
+        while self.planned_until < self._date(t):
+            self.planned_until += dt.timedelta(days=1)
+            self._plan(self.planned_until)
         out: list[Message] = []
-        while self.t + 1 <= t:
-            self.t += 1
-            self._step(out)
+        while self.queue and self.queue[0][0] <= t * 1000:
+            ts, _, message = heapq.heappop(self.queue)
+            if ts > self.t * 1000:
+                out.append(message)
+        self.t = max(self.t, t)
         return out
 
-    def _step(self, out: list[Message]) -> None:
-        if self.broken:
-            self.speed = 0.0
-        elif self.dwell > 0:
-            self.dwell -= 1
-            self.speed = 0.0
-            if self.dwell == 0:
-                self._leave(out)
-        else:
-            self._drive(out)
-        if self.t >= self.next_report:
-            self.next_report = self.t + (MOVING_REPORT_S if self.speed > 0 else STOPPED_REPORT_S)
-            out.append(("location", self._location()))
+    def _date(self, t: float) -> dt.date:
+        return dt.datetime.fromtimestamp(t, self.tz).date()
 
-    def _drive(self, out: list[Message]) -> None:
-        stops = self.route.stops
-        a, b = stops[self.leg], stops[(self.leg + 1) % len(stops)]
-        self.speed = round(max(5.0, self.rng.gauss(self.route.speed_kmh, 4.0)), 1)
-        step_m = self.speed / 3.6
-        self.travelled_m += step_m
-        self.mileage_km = round(self.mileage_km + step_m / 1000, 3)
-        self.at_stop = None
-        leg_m = max(1.0, distance_m(a, b))
-        if self.travelled_m >= leg_m:
-            self._arrive(out, b)
-            return
-        f = self.travelled_m / leg_m
-        self.lat = a.lat + (b.lat - a.lat) * f
-        self.lon = a.lon + (b.lon - a.lon) * f
-        self.heading = bearing_deg(a, b)
-
-    def _arrive(self, out: list[Message], stop: Stop) -> None:
-        self.leg = (self.leg + 1) % len(self.route.stops)
-        self.travelled_m = 0.0
-        self.lat, self.lon = stop.lat, stop.lon
-        self.speed = 0.0
-        self.at_stop = stop.id
-        self.visits += 1
-        out.append(("location", self._location()))
-        self.next_report = self.t + STOPPED_REPORT_S
-        if self.leg == 0:
-            # Back at the depot: unload at the transfer station.
-            self.load_kg = 0.0
-            self.dwell = UNLOAD_S
-            return
-        if "blocked" in self.faults and self.visits == 3:
-            out.append(
-                ("alarm", {"ts": self.t * 1000, "alarm": "blocked_access", "active": True, "stop": stop.id})
-            )
-            self.blocked_until = self.t + BLOCKED_WAIT_S
-            self.dwell = BLOCKED_WAIT_S
-            return
-        if "breakdown" in self.faults and self.visits == 2:
-            out.append(
-                ("alarm", {"ts": self.t * 1000, "alarm": "breakdown", "active": True, "stop": stop.id})
-            )
-            self.broken = True
-            return
-        bins = max(1, stop.bins + self.rng.randint(-1, 1))
-        kg = round(sum(max(5.0, self.rng.gauss(self.route.kg_per_bin, 12.0)) for _ in range(bins)), 1)
-        self.load_kg = round(self.load_kg + kg, 1)
-        self.dwell = 60 + 25 * bins
-        out.append(
+    def _plan(self, date: dt.date) -> None:
+        """The day's trips, and parked reports between them."""
+        trips = sorted(
             (
-                "lift",
-                {
-                    "ts": self.t * 1000,
-                    "waste_type": self.route.waste_type,
-                    "route": self.route.id,
-                    "stop": stop.id,
-                    "bins": bins,
-                    "collected_kg": kg,
-                },
-            )
+                tr
+                for tr in self.feed.trips.values()
+                if tr.route_id in self.routes and runs_on(self.feed, tr, date)
+            ),
+            key=lambda tr: tr.stop_times[0].departure_s,
         )
-
-    def _leave(self, out: list[Message]) -> None:
-        if self.blocked_until is not None:
-            out.append(
-                (
-                    "alarm",
-                    {
-                        "ts": self.t * 1000,
-                        "alarm": "blocked_access",
-                        "active": False,
-                        "stop": self.at_stop or "",
-                    },
-                )
+        day0 = service_zero(date, self.feed.timezone)
+        for trip in trips:
+            if self.broken:
+                break
+            if day0 + trip.stop_times[-1].arrival_s + LATE_S < self.start:
+                continue  # over before the simulation starts: its faults must not carry over
+            rng = random.Random(f"{self.seed}:{trip.id}:{date.isoformat()}")
+            faults = TripFaults(
+                blocked=frozenset({FAULT_STOP}) if "blocked" in self.faults else frozenset(),
+                breakdown_before=FAULT_STOP if "breakdown" in self.faults else None,
             )
-            self.blocked_until = None
+            run = drive_trip(self.feed, trip, date, rng, traffic=self.traffic, faults=faults)
+            for message in run.messages:
+                self._push(message)
+            self.busy.append((run.messages[0][1]["ts"] / 1000, run.end_s))
+            self.ground_truth += [a.to_json() for a in run.arrivals]
+            self.broken = run.broken
+        t = day0
+        while t < day0 + 86400:
+            on_trip = any(a <= t <= b for a, b in self.busy)
+            if not on_trip and not (self.broken and self.busy and t > self.busy[-1][1]):
+                self._push(("location", self._parked(t)))
+            t += self.between_trips_s
 
-    def _location(self) -> dict[str, Any]:
-        payload: dict[str, Any] = {
-            "ts": self.t * 1000,
-            "waste_type": self.route.waste_type,
-            "route": self.route.id,
-            "lat": round(self.lat, 6),
-            "lon": round(self.lon, 6),
-            "speed": self.speed,
-            "heading": self.heading,
-            "acc": not self.broken,
-            "alarm_flags": 0,
-            "load_kg": self.load_kg,
-            "mileage_km": round(self.mileage_km, 1),
-        }
-        if self.at_stop is not None:
-            payload["stop"] = self.at_stop
-        return payload
+    def _push(self, message: Message) -> None:
+        self._n += 1
+        heapq.heappush(self.queue, (int(message[1]["ts"]), self._n, message))
 
-
-FAULTS = frozenset({"blocked", "breakdown"})
+    def _parked(self, t: float) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "ts": round(t * 1000), "lat": self.depot[0], "lon": self.depot[1], "speed": 0.0,
+            "heading": 0, "acc": False, "alarm_flags": 0, "load_kg": 0.0, "mileage_km": 0.0,
+        }  # fmt: skip
+        if self.routes:
+            route = self.feed.routes[self.routes[0]]
+            body |= {"waste_type": route.waste_type, "route": self.routes[0]}
+        else:
+            body |= {"waste_type": "renovation", "route": "on-call"}
+        if self.depot_id:
+            body["stop"] = self.depot_id
+        return body
 
 
 def make(ctx: DeviceContext) -> Truck:
-    """A truck on the route named by the `route` option."""
-    name = str(ctx.options.get("route", ""))
-    if name not in ctx.routes:
-        known = ", ".join(sorted(ctx.routes)) or "none"
-        raise KeyError(f"truck {ctx.site}/{ctx.device}: option 'route' = {name!r}; routes defined: {known}")
-    route: Route = ctx.routes[name]
-    return Truck(seed=ctx.seed, start=ctx.start, route=route, faults=ctx.faults)
+    """The truck named by its device id in the scenario's timetable."""
+    feed = ctx.timetable
+    if not isinstance(feed, Feed):
+        raise KeyError(
+            f"truck {ctx.site}/{ctx.device}: the scenario has no timetable; "
+            "set `timetable` in the scenario or pass --gtfs DIR"
+        )
+    traffic = ctx.traffic if isinstance(ctx.traffic, Traffic) else Traffic()
+    return Truck(
+        seed=ctx.seed, start=ctx.start, feed=feed, truck=ctx.device, traffic=traffic, faults=ctx.faults
+    )
