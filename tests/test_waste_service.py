@@ -20,7 +20,7 @@ from linli.cloud.waste.config import TruckBroker, WasteConfig
 from linli.cloud.waste.gtfs import load_feed
 from linli.cloud.waste.service import WasteService
 from linli.localservers import LocalServer, free_port
-from linli.sim.timetable import drive_trip
+from linli.sim.timetable import Traffic, drive_trip
 from peers import Inbox, Receiver
 from support import unique, wait_until
 
@@ -89,7 +89,7 @@ def test_keepers_hear_before_the_truck_comes_then_arrival_and_collection(
     )
     service = WasteService(config, TOKEN, feed)
     trip = feed.trips[TRIP]
-    drive = drive_trip(feed, trip, MONDAY, random.Random(2), traffic_sd=0.2)
+    drive = drive_trip(feed, trip, MONDAY, random.Random(2), traffic=Traffic(sd=0.0, trip_sd=0.2))
     actual = {a.stop_id: a.actual_s for a in drive.arrivals}
     bin_rooms = [st.stop_id for st in trip.stop_times if st.stop_id not in feed.extras.depots]
     first_ts = min(body["ts"] for _, body in drive.messages)
@@ -177,7 +177,7 @@ def test_a_restart_mid_trip_tells_no_keeper_twice(peers: tuple[Receiver, Inbox, 
         api_port=free_port(),
     )
     trip = feed.trips[TRIP]
-    drive = drive_trip(feed, trip, MONDAY, random.Random(9), traffic_sd=0.2)
+    drive = drive_trip(feed, trip, MONDAY, random.Random(9), traffic=Traffic(sd=0.0, trip_sd=0.2))
     messages = sorted(drive.messages, key=lambda m: m[1]["ts"])
     half = len(messages) // 2
 
@@ -208,7 +208,7 @@ def test_the_gtfs_realtime_feed_parses_back_with_the_trip_and_the_truck(tmp_path
     feed = load_feed(FEED)
     config = WasteConfig(gtfs=FEED, state=tmp_path / "waste.sqlite")
     trip = feed.trips[TRIP]
-    drive = drive_trip(feed, trip, MONDAY, random.Random(4), traffic_sd=0.2)
+    drive = drive_trip(feed, trip, MONDAY, random.Random(4), traffic=Traffic(sd=0.0, trip_sd=0.2))
     messages = sorted(drive.messages, key=lambda m: m[1]["ts"])
     half = messages[: len(messages) // 2]
 
@@ -284,7 +284,7 @@ def test_a_blocked_gate_tells_the_property_and_the_dispatcher_and_the_stop_is_se
     receiver, _, smtp = peers
     service, feed = incident_service(tmp_path, receiver.url, smtp)
     trip = feed.trips[TRIP]
-    drive = drive_trip(feed, trip, MONDAY, random.Random(6), traffic_sd=0.1)
+    drive = drive_trip(feed, trip, MONDAY, random.Random(6), traffic=Traffic(sd=0.0, trip_sd=0.1))
     blocked = trip.stop_times[2].stop_id
     # The driver finds the gate blocked: alarm, no lift there; the truck goes on, then comes
     # back after the last bin room and lifts.
@@ -321,7 +321,7 @@ def test_a_truck_gone_silent_mid_trip_is_a_breakdown_and_the_stops_ahead_are_tol
     receiver, _, smtp = peers
     service, feed = incident_service(tmp_path, receiver.url, smtp)
     trip = feed.trips[TRIP]
-    drive = drive_trip(feed, trip, MONDAY, random.Random(7), traffic_sd=0.1)
+    drive = drive_trip(feed, trip, MONDAY, random.Random(7), traffic=Traffic(sd=0.0, trip_sd=0.1))
     messages = sorted(drive.messages, key=lambda m: m[1]["ts"])
     reached = trip.stop_times[3].stop_id
     cut = lift_at(messages, reached)
@@ -354,7 +354,7 @@ def test_the_dispatcher_skips_a_stop_and_sends_a_replacement_truck_through_the_a
     receiver, _, smtp = peers
     service, feed = incident_service(tmp_path, receiver.url, smtp)
     trip = feed.trips[TRIP]
-    drive = drive_trip(feed, trip, MONDAY, random.Random(8), traffic_sd=0.1)
+    drive = drive_trip(feed, trip, MONDAY, random.Random(8), traffic=Traffic(sd=0.0, trip_sd=0.1))
     messages = sorted(drive.messages, key=lambda m: m[1]["ts"])
     stops = [st.stop_id for st in trip.stop_times]
     cut = lift_at(messages, stops[2])

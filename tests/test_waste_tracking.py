@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from linli.cloud.waste.gtfs import Feed, load_feed, runs_on, service_zero
-from linli.cloud.waste.predict import History, TripState, predict
-from linli.cloud.waste.stops import GEOFENCE_M, StopTracker, StopVisit, Visit, stop_distances
+from linli.cloud.waste.predict import History, TripState, observe, predict
+from linli.cloud.waste.stops import GEOFENCE_M, StopEvent, StopTracker, StopVisit, Visit, stop_distances
 from linli.cloud.waste.tracking import NoticeKind, TripTracker
 from linli.sim import timetable
-from linli.sim.timetable import drive_trip
+from linli.sim.timetable import Traffic, TripFaults, drive_trip
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
 MONDAY = dt.date(2026, 12, 7)
@@ -103,11 +103,11 @@ def no_rush(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_each_keeper_hears_once_before_then_arrival_and_collection(feed: Feed) -> None:
     trip = feed.trips["dry-south-0810"]
     assert runs_on(feed, trip, MONDAY)
-    drive = drive_trip(feed, trip, MONDAY, random.Random(3), traffic_sd=0.0)
+    drive = drive_trip(feed, trip, MONDAY, random.Random(3), traffic=Traffic(sd=0.0, trip_sd=0.0))
     zero = service_zero(MONDAY, feed.timezone)
     tracker = TripTracker(feed, trip, zero, History(feed.timezone))
     tracker.replay(drive.messages)
-    actual = {a.index: a.actual_s for a in drive.arrivals}
+    actual = {a.index: a.actual_s or 0.0 for a in drive.arrivals}
     bin_rooms = [k for k, st in enumerate(trip.stop_times) if st.stop_id not in feed.extras.depots]
     by_kind = {kind: [n for n in tracker.notices if n.kind is kind] for kind in NoticeKind}
     for kind in (NoticeKind.NOTICE, NoticeKind.ARRIVED, NoticeKind.COLLECTED):
@@ -130,7 +130,7 @@ def test_each_keeper_hears_once_before_then_arrival_and_collection(feed: Feed) -
 def test_a_noticed_stop_driven_past_is_cancelled(feed: Feed) -> None:
     trip = feed.trips["dry-south-0810"]
     zero = service_zero(MONDAY, feed.timezone)
-    drive = drive_trip(feed, trip, MONDAY, random.Random(5), traffic_sd=0.0)
+    drive = drive_trip(feed, trip, MONDAY, random.Random(5), traffic=Traffic(sd=0.0, trip_sd=0.0))
     skipped = trip.stop_times[2].stop_id
     # The truck drives past the second bin room: no dwell reports there, no lift.
     messages = [
@@ -146,3 +146,33 @@ def test_a_noticed_stop_driven_past_is_cancelled(feed: Feed) -> None:
     assert told[0] is NoticeKind.NOTICE
     assert told[-1] is NoticeKind.CANCELLATION
     assert set(told[1:-1]) <= {NoticeKind.CORRECTION}
+
+
+@pytest.mark.usefixtures("no_rush")
+def test_a_blocked_gate_is_deferred_returned_to_and_teaches_no_dwell(feed: Feed) -> None:
+    trip = feed.trips["dry-south-0810"]
+    history = History(feed.timezone)
+    faults = TripFaults(blocked=frozenset({3}))
+    drive = drive_trip(
+        feed, trip, MONDAY, random.Random(2), traffic=Traffic(sd=0.0, trip_sd=0.05), faults=faults
+    )
+    tracker = TripTracker(feed, trip, service_zero(MONDAY, feed.timezone), history)
+    tracker.replay(drive.messages)
+    told = [(n.index, n.kind) for n in tracker.notices]
+    assert told.index((3, NoticeKind.DEFERRED)) < told.index((3, NoticeKind.RETURNED))
+    assert (3, NoticeKind.CANCELLATION) not in told
+    assert [i.kind for i in tracker.incidents] == ["blocked"]
+
+
+def test_an_hour_at_a_stop_is_not_learned_as_dwell(feed: Feed) -> None:
+    """A blocked gate came back to, or the last bin room while the truck drives back to one:
+    the visit lasts an hour, which would make every later stop look late if learned."""
+    trip = feed.trips["dry-south-0810"]
+    history = History(feed.timezone)
+    state = TripState(trip, 0.0, stop_distances(feed, trip), [4] * len(trip.stop_times))
+    visits = [(3, 120.0), (4, 140.0), (5, 160.0), (6, 180.0), (7, 200.0), (5, 3600.0)]
+    for k, (bins, stay) in enumerate(visits, start=1):
+        stop, t0 = trip.stop_times[k].stop_id, 1000.0 * k
+        observe(history, state, StopEvent(stop, k, Visit.ARRIVED, t0))
+        observe(history, state, StopEvent(stop, k, Visit.LEFT, t0 + stay), bins=bins)
+    assert history.dwell(4, 0.0) == pytest.approx(140.0)

@@ -32,6 +32,9 @@ PACE_PRIOR_S = 600.0
 MIN_SAMPLES = 2
 # Segments driven in an hour, on any route, before the hour's traffic scales the timetable.
 MIN_HOUR_SAMPLES = 5
+# A stop left this long after arriving was not a dwell: a blocked gate the truck came back
+# to, a breakdown, a break. Learning it would make every later stop look later.
+MAX_DWELL_S = 900.0
 
 
 @dataclass
@@ -95,6 +98,7 @@ class TripState:
     progress: float = 0.0  # m along the road
     left: dict[int, float] = field(default_factory=dict)  # stop index -> when the truck left it
     arrived: dict[int, float] = field(default_factory=dict)
+    passing: set[int] = field(default_factory=set)  # stops driven past: deferred or skipped
     expected_s: float = 0.0  # of the finished segments, by the model
     observed_s: float = 0.0  # of the finished segments, as driven
 
@@ -120,7 +124,7 @@ def observe(history: History, state: TripState, event: StopEvent, bins: int = 0)
         learn_segment(history, state, k, t)
     elif event.state is Visit.LEFT:
         state.left[k] = t
-        if k in state.arrived and bins:
+        if k in state.arrived and bins and t - state.arrived[k] <= MAX_DWELL_S:
             history.add_dwell(bins, t - state.arrived[k])
     elif event.state is Visit.SKIPPED:
         # Passed by (or the depot left before the first fix): reached and left at once.
@@ -162,9 +166,15 @@ def predict(history: History, state: TripState, now_s: float) -> dict[int, float
         a, b = state.places[last], state.places[k]
         share = 1.0 if b <= a else min(1.0, max(0.0, (b - state.progress) / (b - a)))
         elapsed = now_s - state.left[last]
-        t = now_s + max(seg * share, seg - elapsed, 0.0)
+        remaining = max(seg * share, seg - elapsed, 0.0)
+        done = 1.0 - share
+        if elapsed > 0 and done > 0:
+            # How fast this segment is going so far tells more the more of it is behind.
+            remaining = (1 - done) * remaining + done * elapsed * share / done
+        t = now_s + remaining
         out = {k: t}
-        t += history.dwell(state.bins[k], state.scheduled_dwell(k))
+        if k not in state.passing:
+            t += history.dwell(state.bins[k], state.scheduled_dwell(k))
         return out | _onwards(history, state, k + 1, t, pace)
     else:
         # Not yet left the depot: it leaves on time at the earliest.
@@ -179,5 +189,6 @@ def _onwards(history: History, state: TripState, first: int, leave_s: float, pac
     for k in range(first, len(state.trip.stop_times)):
         t += history.segment(state.trip.route_id, k, t, state.scheduled_segment(k)) * pace
         out[k] = t
-        t += history.dwell(state.bins[k], state.scheduled_dwell(k))
+        if k not in state.passing:
+            t += history.dwell(state.bins[k], state.scheduled_dwell(k))
     return out

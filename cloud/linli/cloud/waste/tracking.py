@@ -78,6 +78,7 @@ class TripTracker:
     history: History
     predictor: Predictor = predict
     blocked_wait_s: float = 300.0  # at a stop this long without lifting: the gate is blocked
+    on_blocked: str = "defer"  # or "skip": what a blocked gate does to its stop
     notices: list[KeeperNotice] = field(default_factory=list)
     incidents: list[Incident] = field(default_factory=list)
 
@@ -120,7 +121,7 @@ class TripTracker:
         return fix
 
     def replay(self, messages: list[tuple[str, dict[str, Any]]], *, tick_s: float = 30.0) -> None:
-        """A truck's messages (location, lift) in time order, with the clock ticking every
+        """A truck's messages (location, lift, alarm) in time order, with the clock ticking every
         `tick_s` from half an hour before the trip leaves: for the benchmarks and tests."""
         leave = self.zero_s + self.trip.stop_times[0].departure_s
         last = max((body["ts"] / 1000 for _, body in messages), default=leave)
@@ -131,6 +132,11 @@ class TripTracker:
                 self.location(body["lat"], body["lon"], body["speed"], t)
             elif kind == "lift":
                 self.lift(body["stop"], body["bins"], body["collected_kg"], t)
+            elif kind == "alarm" and body["active"]:
+                if body["alarm"] == "blocked_access":
+                    self.blocked(body["stop"], t)
+                elif body["alarm"] == "breakdown":
+                    self.breakdown(t, "the driver's breakdown alarm")
             elif kind == "tick":
                 self.tick(t)
 
@@ -162,15 +168,25 @@ class TripTracker:
         self._predict(now_s)
 
     def blocked(self, stop_id: str, time_s: float, detail: str = "the driver's alarm") -> Incident | None:
-        """The gate of a stop is blocked: the truck goes on, the stop is served on its way back."""
+        """The gate of a stop is blocked: the truck goes on, and the stop is served on its way
+        back (`on_blocked` "defer") or given up for this trip ("skip")."""
+        done = self.skip(stop_id, time_s) if self.on_blocked == "skip" else self.defer(stop_id, time_s)
+        if not done:
+            return None
+        incident = Incident(IncidentKind.BLOCKED, self.trip.id, stop_id, time_s, detail)
+        self.incidents.append(incident)
+        return incident
+
+    def defer(self, stop_id: str, time_s: float) -> bool:
+        """Move a stop to the end of the trip: its keeper hears "deferred", and "returned" when
+        the truck is back; the stops after it are predicted without its dwell."""
         for i, v in enumerate(self.stops.visits):
             if v.stop_id == stop_id and v.state in (Visit.AHEAD, Visit.ARRIVED) and i not in self.deferred:
                 self.deferred.add(i)
+                self.state.passing.add(i)
                 self._tell(NoticeKind.DEFERRED, i, time_s)
-                incident = Incident(IncidentKind.BLOCKED, self.trip.id, stop_id, time_s, detail)
-                self.incidents.append(incident)
-                return incident
-        return None
+                return True
+        return False
 
     def breakdown(self, time_s: float, detail: str) -> Incident | None:
         """The truck cannot go on: every stop not yet served is told it is delayed."""
@@ -193,6 +209,7 @@ class TripTracker:
             if v.stop_id == stop_id and (v.state is Visit.AHEAD or i in self.deferred):
                 v.state = Visit.SKIPPED
                 self.deferred.discard(i)
+                self.state.passing.add(i)
                 if i in self._told:
                     self._tell(NoticeKind.CANCELLATION, i, time_s)
                 return True
