@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import HTTPException, Path, Response
+from fastapi import HTTPException, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp
 
@@ -46,10 +46,13 @@ class Replacement(BaseModel):
 
 
 class Counts(BaseModel):
+    received: int = Field(description="messages taken, good or bad")
     handled: dict[str, int] = Field(description="messages taken, by kind")
     rejected: dict[str, int] = Field(description="messages refused, by reason")
     fixes: dict[str, int] = Field(description="positions, by what they did: matched, off_route, stale")
     following: int = Field(description="trips followed now")
+    store_pending: int = Field(description="lines for the store not yet written")
+    store_written: int = Field(description="lines the store has taken since the start")
     delivering: int = Field(description="deliveries under way")
 
 
@@ -96,22 +99,27 @@ def app(service: WasteService, token: str) -> ASGIApp:
         return out
 
     @api.get("/notices")
-    def notices() -> list[dict[str, Any]]:
-        """The keeper notices sent, newest first (at most 1,000)."""
-        return service.notices()
+    def notices(
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+        day: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+    ) -> list[dict[str, Any]]:
+        """The keeper notices sent, newest first; `day`: of one service day (YYYY-MM-DD)."""
+        return service.notices(limit, day)
 
     @api.get("/incidents")
     def incidents() -> list[dict[str, Any]]:
-        """Blocked gates and breakdowns, oldest first."""
+        """Blocked gates and breakdowns, oldest first; `number` is for acknowledging one."""
         return [
             {
+                "number": n,
                 "kind": str(i.kind),
                 "trip": i.trip_id,
                 "stop": i.stop_id,
                 "time_ms": round(i.time_s * 1000),
                 "detail": i.detail,
+                "acknowledged": n in service.acknowledged,
             }
-            for i in service.incidents
+            for n, i in enumerate(service.incidents)
         ]
 
     @api.post("/trips/{trip_id}/stops/{stop_id}/skip", responses=doc(404))
@@ -122,6 +130,24 @@ def app(service: WasteService, token: str) -> ASGIApp:
         if not service.skip(trip_id, stop_id):
             raise HTTPException(404, f"no stop {stop_id} still to come on a trip {trip_id} followed now")
         return {"trip": trip_id, "skipped": stop_id}
+
+    @api.post("/trips/{trip_id}/stops/{stop_id}/defer", responses=doc(404))
+    def defer(
+        trip_id: Annotated[str, Path(max_length=64)], stop_id: Annotated[str, Path(max_length=64)]
+    ) -> dict[str, str]:
+        """Move a stop to the end of a trip under way (re-sequence): its keeper hears it is
+        deferred, the stops after it are predicted without it, and it is served on the way back."""
+        if not service.defer(trip_id, stop_id):
+            raise HTTPException(404, f"no stop {stop_id} still to come on a trip {trip_id} followed now")
+        return {"trip": trip_id, "deferred": stop_id}
+
+    @api.post("/incidents/{number}/ack", responses=doc(404))
+    def acknowledge(number: Annotated[int, Path(ge=0, le=1_000_000)]) -> dict[str, Any]:
+        """The dispatcher has seen an incident (its number in GET /incidents): it is closed."""
+        incident = service.acknowledge(number)
+        if incident is None:
+            raise HTTPException(404, f"no incident {number}")
+        return {"incident": number, "kind": str(incident.kind), "acknowledged": True}
 
     @api.post("/trips/{trip_id}/replacement", responses=doc(404))
     def replacement(trip_id: Annotated[str, Path(max_length=64)], body: Replacement) -> dict[str, str]:
@@ -147,10 +173,13 @@ def app(service: WasteService, token: str) -> ASGIApp:
     @api.get("/stats")
     def stats() -> Counts:
         return Counts(
+            received=service.received,
             handled=dict(service.handled),
             rejected=dict(service.rejected),
             fixes=dict(service.fixes),
             following=len(service.trackers),
+            store_pending=service.outbox.pending(),
+            store_written=service.outbox.written,
             delivering=service.deliveries.under_way,
         )
 

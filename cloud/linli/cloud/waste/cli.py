@@ -48,13 +48,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     stats = cmds.add_parser(
         "stats",
-        help="tonnage by waste type per day, ISO week or calendar month",
+        help="tonnage by waste type, or on-time performance, per day, ISO week or calendar month",
         description=(
             "Sum every lift the trucks reported (the 'truck' measurement) by period in "
             "Asia/Shanghai (days from midnight, weeks from Monday, calendar months) and by waste "
-            "type, or by compound, route or truck. --write stores the rollups as 'waste_rollup' "
-            "points for the dashboards; a period written again is replaced, so lifts that arrive "
-            "late are counted by running it again. Exit 0, 1 if the store refused, 2 for bad usage."
+            "type, or by compound, route or truck. With --of service: per route, the share of bin "
+            "rooms served within 10 minutes of the timetable, those served, revisited, skipped and "
+            "missed, and the notices' accuracy (from the waste service's 'waste_visit' points). "
+            "--write stores them as 'waste_rollup' or 'waste_performance' points for the "
+            "dashboards; a period written again is replaced, so data that arrives late is counted "
+            "by running it again. Exit 0, 1 if the store refused, 2 for bad usage."
         ),
     )
     stats.add_argument("--url", required=True, help="InfluxDB's URL (1.x, or 2.x through its v1 API)")
@@ -66,6 +69,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--from", dest="start", type=dt.date.fromisoformat, help="first local day (default: 31 days ago)"
     )
     stats.add_argument("--to", dest="end", type=dt.date.fromisoformat, help="last local day (default: today)")
+    stats.add_argument(
+        "--of", choices=("tonnage", "service"), default="tonnage", help="what to sum (default tonnage)"
+    )
     stats.add_argument("--csv", action="store_true", help="CSV on stdout instead of a table")
     stats.add_argument("--write", action="store_true", help="also store the rollups for the dashboards")
     stats.set_defaults(func=_stats)
@@ -115,6 +121,8 @@ def _stats(args: argparse.Namespace) -> int:
     first = dt.datetime.combine(start, dt.time(), zone)
     last = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), zone)
     token = os.environ.get(args.token_env) or None
+    if args.of == "service":
+        return _service_stats(args, period, (first, last), token)
     try:
         lifts = read_lifts(args.url, args.database, first, last, token=token)
         found = rollups(lifts, period)
@@ -144,6 +152,68 @@ def _stats(args: argparse.Namespace) -> int:
         print(f"{when:<12}{key:<16}{n:>7}{bins:>7}{kg:>12,.1f}")
     if args.write:
         print(f"wrote {plural(len(found), 'rollup')} to {args.database} ('waste_rollup')")
+    return 0
+
+
+SERVICE_COLUMNS = (
+    "period_start", "route", "stops", "on_time", "served", "revisited", "skipped", "missed",
+    "noticed", "in_window", "p50_error_min", "uncancelled",
+)  # fmt: skip
+
+
+def _service_stats(
+    args: argparse.Namespace, period: Period, span: tuple[dt.datetime, dt.datetime], token: str | None
+) -> int:
+    from linli.cloud.waste.performance import performance
+    from linli.cloud.waste.store import StoreError, read_visits, write_lines
+
+    try:
+        visits = read_visits(args.url, args.database, *span, token=token)
+        found = performance(visits, period)
+        if args.write:
+            write_lines(args.url, args.database, [p.line() for p in found], token=token)
+    except StoreError as exc:
+        print(f"linli waste stats: {exc}", file=sys.stderr)
+        return 1
+
+    def share(x: float | None) -> str:
+        return "" if x is None else f"{x:.1%}"
+
+    rows = [
+        (
+            p.start.date().isoformat(),
+            p.route,
+            p.stops,
+            share(p.on_time),
+            *(p.outcomes[o] for o in SERVICE_COLUMNS[4:8]),
+            p.noticed,
+            share(p.in_window),
+            "" if p.p50_error_min is None else round(p.p50_error_min, 2),
+            p.uncancelled,
+        )
+        for p in found
+    ]
+    if args.csv:
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(SERVICE_COLUMNS)
+        out.writerows(rows)
+        return 0
+    print(
+        f"{plural(len(visits), 'bin-room visit')} from {span[0].date()} to {span[1].date()}, "
+        f"by {period} and route"
+    )
+    print(
+        "".join(f"{c:>{max(8, len(c) + 1)}}" if i > 1 else f"{c:<13}" for i, c in enumerate(SERVICE_COLUMNS))
+    )
+    for row in rows:
+        print(
+            "".join(
+                f"{v!s:>{max(8, len(c) + 1)}}" if i > 1 else f"{v!s:<13}"
+                for i, (c, v) in enumerate(zip(SERVICE_COLUMNS, row, strict=True))
+            )
+        )
+    if args.write:
+        print(f"wrote {plural(len(found), 'rollup')} to {args.database} ('waste_performance')")
     return 0
 
 

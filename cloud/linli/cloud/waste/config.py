@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from linli.catalog.errors import load_toml_model
 from linli.cloud.config import SmtpConfig, Strict
 from linli.cloud.waste.gtfs import Contact
+from linli.cloud.waste.outbox import VisitStore
 
 
 class TruckBroker(Strict):
@@ -48,6 +49,11 @@ class WasteConfig(Strict):
     # Told of blocked gates and breakdowns; the operating company is asked for another truck.
     dispatcher: Contact | None = None
     operator: Contact | None = None
+    # A blocked gate: "defer" goes on and comes back after the last bin room, "skip" gives the
+    # stop up for this trip (its keeper hears it is cancelled). The dispatcher may do either.
+    on_blocked: Literal["defer", "skip"] = "defer"
+    # Trips, visits and incidents for the dashboards; none written when absent.
+    store: VisitStore | None = None
 
 
 def load_waste_config(path: Path) -> WasteConfig:

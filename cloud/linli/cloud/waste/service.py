@@ -38,6 +38,7 @@ from linli.cloud.delivery import Deliveries
 from linli.cloud.store import rows_of
 from linli.cloud.waste.config import WasteConfig
 from linli.cloud.waste.gtfs import Feed, load_feed, local_hhmm, runs_on, service_day, service_zero
+from linli.cloud.waste.outbox import Outbox, incident_line, trip_line, visit_lines
 from linli.cloud.waste.predict import History
 from linli.cloud.waste.tracking import Incident, IncidentKind, KeeperNotice, NoticeKind, TripTracker
 from linli.ratelog import RateLimitedLog
@@ -58,6 +59,7 @@ CREATE TABLE IF NOT EXISTS failed_delivery (
 """
 # A trip is given up this long after its scheduled end (a truck that never came).
 OVERDUE_S = 3 * 3600
+REPORT_S = 60.0  # a trip under way is written to the store this often (the trucks' time)
 
 
 class _Payload(BaseModel):
@@ -174,6 +176,7 @@ class WasteService:
         self.now_s = 0.0
         self._ticked_s = 0.0
         self._told: dict[str, int] = {}  # trip -> notices already sent
+        self.received = 0  # every message taken, good or bad
         self.rejected: Counter[str] = Counter()
         self.incidents: list[Incident] = []
         self._incidents_told: dict[str, int] = {}
@@ -189,11 +192,15 @@ class WasteService:
         self._lock = threading.Lock()
         self._ratelog = RateLimitedLog(log)
         self.route_of_truck = {r.truck: rid for rid, r in self.feed.routes.items()}
+        self.outbox = Outbox(self._db, self._lock)
+        self.acknowledged: set[int] = set()  # incidents, by their place in `incidents`
+        self._reported: dict[str, float] = {}  # trip -> when its last waste_trip point was
 
     # --- messages --------------------------------------------------------------
 
     def take(self, topic: str, payload: bytes) -> None:
         """One truck message (on the event loop); a bad one is counted, never fatal."""
+        self.received += 1
         try:
             self._take(topic, payload)
         except Exception as exc:
@@ -263,7 +270,7 @@ class WasteService:
         while self._ticked_s + self.config.tick_s <= t:
             self._ticked_s += self.config.tick_s
             self._open_trips(self._ticked_s)
-            for tracker in list(self.trackers.values()):
+            for key, tracker in list(self.trackers.items()):
                 # A trip is announced only once its truck reports (parked, switched on): a keeper
                 # never hears of a truck that is not there.
                 if tracker.seen:
@@ -272,6 +279,7 @@ class WasteService:
                         tracker.breakdown(self._ticked_s, f"no message for {self.config.silent_min:.0f} min")
                     tracker.tick(self._ticked_s)
                     self._send_new(tracker)
+                    self._report(key, tracker, self._ticked_s)
             self._close_trips(self._ticked_s)
 
     def _open_trips(self, now: float) -> None:
@@ -286,7 +294,14 @@ class WasteService:
                 leave = zero + trip.stop_times[0].departure_s
                 end = zero + trip.stop_times[-1].arrival_s
                 if leave - self.config.lookahead_min * 60 <= now <= end + OVERDUE_S:
-                    tracker = TripTracker(self.feed, trip, zero, self.history)
+                    tracker = TripTracker(
+                        self.feed,
+                        trip,
+                        zero,
+                        self.history,
+                        blocked_wait_s=self.config.blocked_wait_min * 60,
+                        on_blocked=self.config.on_blocked,
+                    )
                     self._resume(tracker, key)
                     self.trackers[key] = tracker
                     log.info("waste: following trip %s of %s", trip.id, date)
@@ -297,6 +312,15 @@ class WasteService:
             if tracker.stops.next_index() is None or now > end + OVERDUE_S:
                 self.finished.add(key)
                 del self.trackers[key]
+                if tracker.seen:
+                    truck = self.feed.routes[tracker.trip.route_id].truck
+                    self.outbox.put([trip_line(tracker, truck, now), *visit_lines(tracker, truck)])
+
+    def _report(self, key: str, tracker: TripTracker, now: float) -> None:
+        """A trip under way, once a minute of the trucks' time, for the big screen."""
+        if now - self._reported.get(key, 0.0) >= REPORT_S:
+            self._reported[key] = now
+            self.outbox.put([trip_line(tracker, self.feed.routes[tracker.trip.route_id].truck, now)])
 
     # --- the dispatcher ------------------------------------------------------------
 
@@ -312,6 +336,30 @@ class WasteService:
             return False
         self._send_new(tracker)
         return True
+
+    def defer(self, trip_id: str, stop_id: str) -> bool:
+        """Move a stop to the end of a trip under way (the dispatcher's call): its keeper hears
+        it is deferred, the stops after it are predicted without it. False if not found."""
+        tracker = self.trip_now(trip_id)
+        if tracker is None or not tracker.defer(stop_id, self.now_s):
+            return False
+        self._send_new(tracker)
+        return True
+
+    def acknowledge(self, number: int) -> Incident | None:
+        """The dispatcher has seen incident `number` (its place in `incidents`): it is closed."""
+        if not 0 <= number < len(self.incidents):
+            return None
+        incident = self.incidents[number]
+        if number not in self.acknowledged:
+            self.acknowledged.add(number)
+            route = next(
+                (t.trip.route_id for t in self.trackers.values() if t.trip.id == incident.trip_id), ""
+            )
+            route = route or self.feed.trips[incident.trip_id].route_id
+            truck = self.feed.routes[route].truck
+            self.outbox.put([incident_line(incident, route, truck, open_=False, at_s=self.now_s)])
+        return incident
 
     def replace(self, trip_id: str, truck: str) -> bool:
         """Another truck takes a trip over: its messages drive the trip from now on."""
@@ -355,6 +403,9 @@ class WasteService:
         truck = self.feed.routes[tracker.trip.route_id].truck
         for incident in new:
             self.incidents.append(incident)
+            self.outbox.put(
+                [incident_line(incident, tracker.trip.route_id, truck, open_=True, at_s=incident.time_s)]
+            )
             log.warning(
                 "waste: %s of trip %s at %s: %s",
                 incident.kind,
@@ -425,9 +476,13 @@ class WasteService:
         with self._lock:
             self._db.execute("INSERT INTO failed_delivery VALUES (?, ?, ?, ?, ?)", row)
 
-    def notices(self, limit: int = 1000) -> list[dict[str, Any]]:
+    def notices(self, limit: int = 1000, day: str | None = None) -> list[dict[str, Any]]:
+        """The newest `limit` notices, of one service day (ISO date) if given."""
         with self._lock:
-            cur = self._db.execute("SELECT * FROM notice ORDER BY rowid DESC LIMIT ?", (limit,))
+            cur = self._db.execute(
+                "SELECT * FROM notice WHERE ? IS NULL OR day = ? ORDER BY rowid DESC LIMIT ?",
+                (day, day, limit),
+            )
             return rows_of(cur)
 
     def failures(self) -> list[dict[str, Any]]:
@@ -468,7 +523,7 @@ class WasteService:
                 len(self.feed.trips),
             )
             self.started.set()
-            await stop.wait()
+            await self._flush_until(stop)
         finally:
             client.disconnect()
             client.loop_stop()
@@ -479,6 +534,18 @@ class WasteService:
             with self._lock:
                 self._db.close()
         return 0
+
+    async def _flush_until(self, stop: asyncio.Event) -> None:
+        """Write the outbox to the store every `flush_s`, and once more at the stop."""
+        store = self.config.store
+        if store is None:
+            await stop.wait()
+            return
+        token = os.environ.get(store.token_env) or None
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), store.flush_s)
+            await asyncio.to_thread(self.outbox.flush, store, token)
 
     def _client(self, loop: asyncio.AbstractEventLoop, subscribed: threading.Event) -> paho.Client:
         b = self.config.broker

@@ -6,7 +6,9 @@ import datetime as dt
 import urllib.error
 import urllib.parse
 import urllib.request
+from typing import Any
 
+from linli.cloud.waste.performance import VisitRecord
 from linli.cloud.waste.rollups import Lift
 from linli.dashboards.influxv1 import QueryError, run
 
@@ -25,26 +27,55 @@ def read_lifts(
         f'WHERE "bins" > 0 AND time >= {int(first.timestamp() * 1000)}ms '
         f"AND time < {int(last.timestamp() * 1000)}ms"
     )
+    lifts = []
+    for r in _rows(url, database, query, token):
+        lifts.append(
+            Lift(
+                time_ms=int(r["time"]),
+                waste_type=str(r["waste_type"] or ""),
+                stop=str(r["stop"] or ""),
+                route=str(r["route"] or ""),
+                truck=str(r["device"] or ""),
+                bins=int(r["bins"] or 0),
+                kg=float(r["collected_kg"] or 0.0),
+            )
+        )
+    return lifts
+
+
+def read_visits(
+    url: str, database: str, first: dt.datetime, last: dt.datetime, *, token: str | None = None
+) -> list[VisitRecord]:
+    """Every bin-room visit the waste service recorded with a scheduled time in [first, last)."""
+    query = (  # only integers are put into it: the times, in milliseconds
+        'SELECT "route", "outcome", "on_time", "in_window", "error_min", "noticed", "uncancelled" '  # noqa: S608
+        f'FROM "waste_visit" WHERE time >= {int(first.timestamp() * 1000)}ms '
+        f"AND time < {int(last.timestamp() * 1000)}ms"
+    )
+    out = []
+    for r in _rows(url, database, query, token):
+        out.append(
+            VisitRecord(
+                time_ms=int(r["time"]),
+                route=str(r["route"] or ""),
+                outcome=str(r["outcome"] or ""),
+                on_time=None if r["on_time"] is None else int(r["on_time"]),
+                in_window=None if r["in_window"] is None else int(r["in_window"]),
+                error_min=None if r["error_min"] is None else float(r["error_min"]),
+                noticed=int(r["noticed"] or 0),
+                uncancelled=int(r["uncancelled"] or 0),
+            )
+        )
+    return out
+
+
+def _rows(url: str, database: str, query: str, token: str | None) -> list[dict[str, Any]]:
+    """The query's rows as dicts of column to value."""
     try:
         series = run(url, database, query, token=token)
     except QueryError as exc:
         raise StoreError(str(exc)) from exc
-    lifts = []
-    for s in series:
-        for row in s.values:
-            r = dict(zip(s.columns, row, strict=True))
-            lifts.append(
-                Lift(
-                    time_ms=int(r["time"]),
-                    waste_type=str(r["waste_type"] or ""),
-                    stop=str(r["stop"] or ""),
-                    route=str(r["route"] or ""),
-                    truck=str(r["device"] or ""),
-                    bins=int(r["bins"] or 0),
-                    kg=float(r["collected_kg"] or 0.0),
-                )
-            )
-    return lifts
+    return [dict(zip(s.columns, row, strict=True)) for s in series for row in s.values]
 
 
 def write_lines(url: str, database: str, lines: list[str], *, token: str | None = None) -> None:

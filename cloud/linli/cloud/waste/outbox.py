@@ -1,0 +1,172 @@
+"""What the waste service tells the store, for the big screen and the waste dashboard.
+
+Three measurements, as line protocol through InfluxDB's v1 write API:
+
+- `waste_trip`, each trip under way once a minute of the trucks' time: its truck, next stop,
+  predicted time there, delay against the timetable, the share of its road driven, and bin
+  rooms served against scheduled;
+- `waste_visit`, each bin room of a trip once the trip is over, stamped with its scheduled
+  time: served, skipped, revisited (a blocked gate come back to) or missed (a breakdown),
+  its delay, whether it was on time (within ON_TIME_S), and the keeper notice's lead and
+  error;
+- `waste_incident`, each blocked gate and breakdown when it opens (`open` 1) and when the
+  dispatcher acknowledges it (`open` 0).
+
+Lines wait in the service's SQLite (the outbox) until the store has them: a store that is
+down loses nothing, and the lines go once it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import Field
+
+from linli.catalog.lineprotocol import format_line
+from linli.cloud.config import Strict
+from linli.cloud.waste.stops import Visit
+from linli.cloud.waste.store import StoreError, write_lines
+from linli.cloud.waste.tracking import Incident, NoticeKind
+from linli.ratelog import RateLimitedLog
+
+if TYPE_CHECKING:
+    from linli.cloud.waste.tracking import TripTracker
+
+log = logging.getLogger(__name__)
+
+ON_TIME_S = 600  # served within 10 minutes of the timetable, either way
+LEAD_WINDOW_MIN = (13.0, 18.0)  # a notice's lead a keeper can plan with
+SCHEMA = "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, line TEXT NOT NULL);"
+BATCH = 5000
+
+
+class VisitStore(Strict):
+    """Where the service writes its trips, visits and incidents (InfluxDB 1.x, or 2.x's v1 API)."""
+
+    url: str
+    database: str = "linli"
+    token_env: str = "LINLI_INFLUX_TOKEN"  # noqa: S105 (a variable name)
+    flush_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+
+
+def trip_line(tracker: TripTracker, truck: str, now_s: float) -> str:
+    """Where a trip stands now."""
+    trip = tracker.trip
+    nxt = tracker.stops.next_index()
+    rooms = [i for i, st in enumerate(trip.stop_times) if tracker.bins[i]]
+    served = sum(tracker.stops.visits[i].state is Visit.LEFT for i in rooms)
+    line = tracker.matcher.line.length or 1.0
+    fields: dict[str, str | int | float | bool] = {
+        "progress": round(min(1.0, tracker.state.progress / line), 3),
+        "served": served,
+        "scheduled": len(rooms),
+        "broken": tracker.broken,
+    }
+    if nxt is not None:
+        fields["next_stop"] = trip.stop_times[nxt].stop_id
+        predicted = tracker.predicted.get(nxt)
+        if predicted is not None:
+            fields["predicted_min"] = round((predicted - now_s) / 60, 1)
+            fields["delay_min"] = round((predicted - tracker.zero_s - trip.stop_times[nxt].arrival_s) / 60, 1)
+    tags = {"route": trip.route_id, "truck": truck, "trip": trip.id}
+    return format_line("waste_trip", tags, fields, round(now_s * 1000))
+
+
+def visit_lines(tracker: TripTracker, truck: str) -> list[str]:
+    """Each bin room of a finished trip: what happened there and how well its keeper was told."""
+    told: dict[int, list[tuple[NoticeKind, float, float | None]]] = {}
+    for n in tracker.notices:
+        told.setdefault(n.index, []).append((n.kind, n.time_s, n.predicted_s))
+    out = []
+    for i, (visit, st) in enumerate(zip(tracker.stops.visits, tracker.trip.stop_times, strict=True)):
+        if not tracker.bins[i]:
+            continue  # the depot
+        kinds = [k for k, _, _ in told.get(i, [])]
+        if visit.state is Visit.SKIPPED:
+            outcome = "skipped"
+        elif visit.state is Visit.AHEAD or (visit.state is Visit.ARRIVED and not visit.bins):
+            outcome = "missed"
+        elif NoticeKind.RETURNED in kinds:
+            outcome = "revisited"
+        else:
+            outcome = "served"
+        scheduled = tracker.zero_s + st.arrival_s
+        fields: dict[str, str | int | float | bool] = {"bins": visit.bins, "kg": round(visit.kg, 1)}
+        arrived = visit.arrived_s if outcome != "skipped" else None
+        if arrived is not None:
+            fields["delay_min"] = round((arrived - scheduled) / 60, 2)
+            fields["on_time"] = int(abs(arrived - scheduled) <= ON_TIME_S)
+        first = next(((t, p) for k, t, p in told.get(i, []) if k is NoticeKind.NOTICE), None)
+        fields["noticed"] = int(first is not None)
+        if first is not None and arrived is not None and first[1] is not None:
+            lead = (arrived - first[0]) / 60
+            fields["lead_min"] = round(lead, 2)
+            fields["error_min"] = round((arrived - first[1]) / 60, 2)
+            fields["in_window"] = int(LEAD_WINDOW_MIN[0] <= lead <= LEAD_WINDOW_MIN[1])
+        if first is not None and outcome in ("skipped", "missed"):
+            retracted = {NoticeKind.CANCELLATION, NoticeKind.DELAYED, NoticeKind.DEFERRED}
+            last_promise = max(
+                j for j, k in enumerate(kinds) if k in (NoticeKind.NOTICE, NoticeKind.CORRECTION)
+            )
+            fields["uncancelled"] = int(not retracted & set(kinds[last_promise:]))
+        tags = {"route": tracker.trip.route_id, "truck": truck, "stop": st.stop_id, "outcome": outcome}
+        out.append(format_line("waste_visit", tags, fields, round(scheduled * 1000)))
+    return out
+
+
+def incident_line(incident: Incident, route: str, truck: str, *, open_: bool, at_s: float) -> str:
+    """An incident opened, or acknowledged (`open_` False) at `at_s`."""
+    tags = {"kind": str(incident.kind), "route": route, "truck": truck, "stop": incident.stop_id or ""}
+    fields: dict[str, str | int | float | bool] = {
+        "open": int(open_),
+        "trip": incident.trip_id,
+        "detail": incident.detail,
+    }
+    return format_line("waste_incident", {k: v for k, v in tags.items() if v}, fields, round(at_s * 1000))
+
+
+class Outbox:
+    """Lines kept in SQLite until the store has them."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
+        self.db = db
+        self.lock = lock
+        self.written = 0
+        self.failures = 0
+        self._ratelog = RateLimitedLog(log)
+        with lock:
+            db.executescript(SCHEMA)
+
+    def put(self, lines: list[str]) -> None:
+        if lines:
+            with self.lock:
+                self.db.executemany("INSERT INTO outbox (line) VALUES (?)", [(line,) for line in lines])
+
+    def pending(self) -> int:
+        with self.lock:
+            (n,) = self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        return int(n)
+
+    def flush(self, store: VisitStore, token: str | None) -> int:
+        """Write what waits, a batch at a time (blocking: run it in a thread); lines written."""
+        sent = 0
+        while True:
+            with self.lock:
+                rows = self.db.execute("SELECT id, line FROM outbox ORDER BY id LIMIT ?", (BATCH,)).fetchall()
+            if not rows:
+                return sent
+            try:
+                write_lines(store.url, store.database, [line for _, line in rows], token=token)
+            except StoreError as exc:
+                self.failures += 1
+                self._ratelog.log(
+                    "store", store.url, "waste: the store did not take %d lines, kept: %s", len(rows), exc
+                )
+                return sent
+            with self.lock:
+                self.db.execute("DELETE FROM outbox WHERE id <= ?", (rows[-1][0],))
+            sent += len(rows)
+            self.written += len(rows)
