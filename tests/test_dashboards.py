@@ -53,6 +53,13 @@ def test_the_schema_rejects_what_grafana_would_not_understand() -> None:
 class Query:
     where: str
     query: InfluxQuery
+    time_from: str | None = None  # the panel's own span, e.g. "35d"
+
+    def start_ms(self, rec: Recording) -> int:
+        """Where the panel's range starts: the recording's, or further back for a span of days."""
+        if self.time_from and self.time_from[:-1].isdigit() and self.time_from.endswith("d"):
+            return min(rec.start_ms, rec.end_ms - int(self.time_from[:-1]) * 86_400_000)
+        return rec.start_ms
 
 
 def all_queries() -> Iterator[Query]:
@@ -60,7 +67,9 @@ def all_queries() -> Iterator[Query]:
         for panel in board.panels or []:
             for target in getattr(panel, "targets", None) or []:
                 assert isinstance(target, InfluxQuery), (uid, panel.title)
-                yield Query(f"{uid} / {panel.title} / {target.ref_id}", target)
+                yield Query(
+                    f"{uid} / {panel.title} / {target.ref_id}", target, getattr(panel, "time_from", None)
+                )
         for annotation in board.annotations.list_val or []:
             if annotation.target is not None:
                 assert isinstance(annotation.target, InfluxQuery)
@@ -80,7 +89,7 @@ def district(
             database=database,
             mqtt_port=mosquitto.port,
             workdir=workdir,
-            simulated_s=3600,
+            simulated_s=7200,
             time_scale=120,
             timetable=Path(__file__).parents[1] / "deploy" / "gtfs" / "hongqiao",
         )
@@ -113,7 +122,7 @@ def test_every_query_reads_what_the_pipeline_writes_and_returns_rows(district: R
         series = run(
             district.url,
             district.database,
-            expand(q.query.query, district.start_ms, district.end_ms + 60_000),
+            expand(q.query.query, q.start_ms(district), district.end_ms + 60_000),
         )
         if isinstance(select.source, Select) and select.field_conditions:
             # A count of what matches a condition has no row when nothing does; the rows

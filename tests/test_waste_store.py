@@ -90,8 +90,8 @@ def test_trips_visits_and_incidents_reach_the_store_and_the_service_figures_add_
     [skip_row] = [row for row in visits if row["outcome"] == "skipped"]
     assert skip_row["uncancelled"] == 0  # its keeper heard it is cancelled
 
-    opened = influx1_query(influx1.url, db, 'SELECT "open", "trip" FROM "waste_incident"')
-    assert [(row["open"], row["trip"]) for row in opened] == [(1, TRIP), (0, TRIP)]
+    opened = influx1_query(influx1.url, db, 'SELECT "open", "change", "trip" FROM "waste_incident"')
+    assert [(row["open"], row["change"], row["trip"]) for row in opened] == [(1, 1, TRIP), (0, -1, TRIP)]
     progress = influx1_query(
         influx1.url, db, 'SELECT "progress", "served", "scheduled", "next_stop" FROM "waste_trip"'
     )
@@ -119,3 +119,15 @@ def test_trips_visits_and_incidents_reach_the_store_and_the_service_figures_add_
     assert [(r["period"], r["route"], r["stops"], r["skipped"]) for r in rollup] == [
         ("week", "dry-south", len(rooms), 1)
     ]
+
+    # The compose stack's job: every period the last days touch, each kind, in one run.
+    result = subprocess.run(
+        [sys.executable, "-m", "linli.cli", "waste", "rollup", "--url", influx1.url, "--database", db,
+         "--days", "40"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "wrote 0 tonnage rollups and 3 service rollups" in result.stdout  # no lifts stored: no edge here
+    rollup = influx1_query(influx1.url, db, 'SELECT "stops", "period" FROM "waste_performance"')
+    assert sorted(r["period"] for r in rollup) == ["day", "month", "week"]
+    assert {r["stops"] for r in rollup} == {len(rooms)}

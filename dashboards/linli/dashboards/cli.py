@@ -56,7 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="draw the big screen into a PNG",
         description=(
             "Draw a dashboard as the wall screen would show it, from the InfluxDB at --url; or, with "
-            "--record, first record a simulated hour of the district into a local InfluxDB 1.x."
+            "--record, first record two simulated hours of the district into a local InfluxDB 1.x."
         ),
     )
     picture.add_argument("--out", type=Path, required=True, help="PNG to write")
@@ -65,7 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     picture.add_argument("--token", default=os.environ.get("INFLUXDB_TOKEN"))
     picture.add_argument("--hours", type=float, default=1.0, help="time range drawn (default 1 h)")
     picture.add_argument(
-        "--record", action="store_true", help="record a simulated hour first (needs influxd, mosquitto)"
+        "--record", action="store_true", help="record two simulated hours first (needs influxd, mosquitto)"
     )
     picture.add_argument("--dashboard", default=SCREEN, help=f"dashboard uid (default {SCREEN})")
     picture.set_defaults(func=_picture)
@@ -150,7 +150,11 @@ def _record_and_draw(dashboard: dict[str, Any], out: Path, workdir: Path) -> int
     broker = start_mosquitto(workdir / "mosquitto")
     try:
         run(influx.url, "", "CREATE DATABASE linli")
-        print("recording a simulated hour of the district (about a minute)...", file=sys.stderr, flush=True)
+        print(
+            "recording two simulated hours of the district (about two minutes)...",
+            file=sys.stderr,
+            flush=True,
+        )
         rec = asyncio.run(record(url=influx.url, database="linli", mqtt_port=broker.port, workdir=workdir))
         source = Source(rec.url, rec.database, rec.start_ms, rec.end_ms, zone=dashboard["timezone"])
         print(render(dashboard, source, out))

@@ -9,7 +9,10 @@ stamped by the edge at each poll, so theirs covers the real minutes the run took
 The district runs normally for the first half; then the simulator restarts with the
 faults injected, so the second half shows trouble starting (alarms raised, a site
 going dark), as annotations and alerts do in operation. The trucks run a copy of the
-timetable whose trips leave a few minutes into the recording, whatever its hour.
+timetable whose trips leave ten minutes before the trouble starts, whatever the hour, and
+the waste service follows them into the store (trips, bin-room visits, a blocked gate);
+at the end the tonnage and the service's figures are rolled up, as `linli waste stats
+--write` does.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import csv
 import json
 import logging
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -26,14 +30,19 @@ import sys
 import time
 import tomllib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from linli.cloud.waste.config import TruckBroker, WasteConfig
 from linli.cloud.waste.gtfs import gtfs_seconds, load_feed
+from linli.cloud.waste.outbox import VisitStore
+from linli.cloud.waste.rollups import ZONE
+from linli.cloud.waste.service import WasteService
+from linli.cloud.waste.store import write_rollups
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
-from linli.localservers import free_port_range
+from linli.localservers import free_port, free_port_range
 from linli.sim.edgeconfig import district_edge_config
 from linli.sim.scenario import builtin_scenario_path, expand, load_scenario
 
@@ -72,7 +81,7 @@ async def record(
     mqtt_port: int,
     workdir: Path,
     modbus_port: int | None = None,
-    simulated_s: float = 3600.0,
+    simulated_s: float = 7200.0,
     time_scale: float = 60.0,
     faults: tuple[str, ...] = FAULTS,
     poll_s: float = 1.0,
@@ -104,15 +113,37 @@ async def record(
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
     start_s = time.time() - simulated_s
-    gtfs = shifted_timetable(timetable, workdir / "gtfs", start_s + min(600.0, simulated_s / 6))
+    half = simulated_s / 2
+    gtfs = shifted_timetable(timetable, workdir / "gtfs", start_s + half - 600)
+    # The keepers and property offices are told on the local broker, not by SMS and e-mail.
+    extras = gtfs / "linli.toml"
+    text = extras.read_text(encoding="utf-8")
+    text = re.sub(
+        r'kind = "webhook", url = "[^"]*to=([\w-]+)"', r'kind = "mqtt", topic = "linli/waste/\1"', text
+    )
+    text = re.sub(
+        r'kind = "email", to = \["([\w.-]+)@[^"]*"\]', r'kind = "mqtt", topic = "linli/waste/\1"', text
+    )
+    extras.write_text(text, encoding="utf-8")
+    waste = WasteService(
+        WasteConfig(
+            gtfs=gtfs,
+            state=workdir / "waste.sqlite",
+            broker=TruckBroker(port=mqtt_port),
+            api_port=free_port(),
+            attempts=1,
+            store=VisitStore(url=url, database=database, flush_s=1.0),
+        ),
+        token="recording",  # noqa: S106 (its API answers on loopback for the run only)
+    )
+    waste_task = asyncio.create_task(waste.run(stop))
     try:
         assert agent.mqtt is not None
         deadline = time.monotonic() + 30
-        while not agent.mqtt.subscribed.is_set():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the agent did not subscribe to the broker on port {mqtt_port}")
+        while not (agent.mqtt.subscribed.is_set() and waste.started.is_set()):
+            if time.monotonic() > deadline or waste_task.done():
+                raise RuntimeError(f"the agent or the waste service did not subscribe on port {mqtt_port}")
             await asyncio.sleep(0.05)
-        half = simulated_s / 2
         for offset, trouble in ((0.0, False), (half, True)):
             args = [
                 "--modbus-port",
@@ -139,6 +170,12 @@ async def record(
     finally:
         stop.set()
         await task
+        await waste_task
+    # As `linli waste rollup` does in operation: the periods the recording touches, whole.
+    since = datetime.fromtimestamp(start_s, ZoneInfo(ZONE))
+    await asyncio.to_thread(
+        write_rollups, url, database, since, datetime.now(ZoneInfo(ZONE)) + timedelta(days=1)
+    )
     return Recording(url, database, int(start_s * 1000), int(time.time() * 1000))
 
 

@@ -209,6 +209,21 @@ def _geomap(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]]) -
     ax.tick_params(labelsize=7)
 
 
+def _table(ax: Axes, frames: list[tuple[str, Series]]) -> None:
+    """Rows as text: the group's tags, then each value column."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    rows = []
+    for _, series in frames:
+        keep = [i for i, c in enumerate(series.columns) if c != "time"]
+        for values in series.values:
+            cells = [*series.tags.values(), *(values[i] for i in keep)]
+            rows.append("  ".join(f"{v:.1f}" if isinstance(v, float) else str(v) for v in cells))
+    for n, text in enumerate(rows[:12]):
+        ax.text(0.01, 0.95 - n * 0.08, text, color=colour("text"), fontsize=9, family="monospace",
+                transform=ax.transAxes, va="top")  # fmt: skip
+
+
 def render(
     dashboard: dict[str, Any], source: Source, out: Path, *, width: int = 1920, height: int = 1080
 ) -> Path:
@@ -238,6 +253,8 @@ def render(
             _barchart(ax, panel, frames)
         elif kind == "geomap":
             _geomap(ax, panel, frames)
+        elif kind == "table":
+            _table(ax, frames)
     end = datetime.fromtimestamp(source.end_ms / 1000, source.zone)
     fig.text(
         0.005,

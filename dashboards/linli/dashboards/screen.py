@@ -7,7 +7,7 @@ colour as `theme` defines it.
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import barchart, bargauge, geomap, stat, timeseries
+from grafana_foundation_sdk.builders import barchart, bargauge, geomap, stat, table, timeseries
 from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import common
@@ -114,13 +114,84 @@ def _stats(y: int) -> list[stat.Panel]:
         .time_from(TODAY)
         .hide_time_override(True)
         .thresholds(theme.steps((None, theme.WORKING))),
-        tile("Waste collected today", 20, collected(by_type=False))
+        tile("Bin rooms served today", 20, *bin_rooms_today())
         .time_from(TODAY)
         .hide_time_override(True)
-        .unit("masst")
-        .decimals(1)
-        .thresholds(theme.steps((None, theme.WORKING))),
+        .decimals(0)
+        .thresholds(theme.steps((None, theme.WORKING)))
+        .override_by_name("Scheduled", props(("color", {"mode": "fixed", "fixedColor": "text"}))),
     ]
+
+
+def bin_rooms_today() -> list[Target]:
+    """Bin rooms served against scheduled, over today's trips (the waste service's `waste_trip`)."""
+    per_trip = (
+        Select("waste_trip")
+        .select("served", "last", alias="served")
+        .select("scheduled", "last", alias="scheduled")
+        .by("trip")
+    )
+    return [
+        Target(Select.over(per_trip).select("served", "sum", alias="served"), alias="Served"),
+        Target(Select.over(per_trip).select("scheduled", "sum", alias="scheduled"), alias="Scheduled"),
+    ]
+
+
+def trips_now() -> Target:
+    """Each truck's trip: next stop, minutes to it, delay against the timetable, progress."""
+    return Target(
+        Select("waste_trip")
+        .select("next_stop", "last", alias="next stop")
+        .select("predicted_min", "last", alias="in min")
+        .select("delay_min", "last", alias="delay min")
+        .select("progress", "last", alias="progress")
+        .select("served", "last", alias="served")
+        .select("scheduled", "last", alias="of")
+        .by("truck", "route"),
+        fmt="table",
+    )
+
+
+def trips_table(title: str) -> table.Panel:
+    """The trips as a table: delay coloured past 5 and 10 minutes, progress as a bar."""
+    return (
+        table.Panel()
+        .title(title)
+        .cell_height(common.TableCellHeight.SM)
+        .override_by_name(
+            "delay min",
+            props(
+                ("decimals", 1),
+                (
+                    "thresholds",
+                    {
+                        "mode": "absolute",
+                        "steps": [
+                            {"value": None, "color": theme.OK},
+                            {"value": 5, "color": theme.WARNING},
+                            {"value": 10, "color": theme.CRITICAL},
+                        ],
+                    },
+                ),
+                ("custom.cellOptions", {"type": "color-text"}),
+            ),
+        )
+        .override_by_name(
+            "progress",
+            props(
+                ("unit", "percentunit"),
+                ("max", 1),
+                ("custom.cellOptions", {"type": "gauge", "mode": "basic"}),
+            ),
+        )
+    )
+
+
+def waste_incidents_open() -> Target:
+    """Blocked gates and breakdowns not yet acknowledged by the dispatcher."""
+    return Target(
+        Select("waste_incident").select("change", "sum", alias="open"), alias="Waste incidents open"
+    )
 
 
 def _ports_total(state: int, alias: str) -> Target:
@@ -317,8 +388,9 @@ def _bottom(y: int) -> list[object]:
         .decimals(0)
         .no_value("None")
         .thresholds(theme.any_is_bad()),
-        (12, y, 12, 9),
+        (16, y, 8, 9),
         *(Target(r.count, alias=r.title) for r in rules()),
+        waste_incidents_open(),
     )
     for rule in rules():
         colour = theme.SEVERITY_COLOUR[rule.severity]
@@ -334,7 +406,11 @@ def _bottom(y: int) -> list[object]:
                 )
             ),
         )
-    return [trucks_map((0, y, 12, 9)), alerts]
+    return [
+        trucks_map((0, y, 8, 9)),
+        place(trips_table("Trucks on their rounds"), (8, y, 8, 9), trips_now()),
+        alerts,
+    ]
 
 
 def dashboard() -> db.Dashboard:

@@ -1,8 +1,14 @@
-"""Drill-down: the garbage fleet on its routes, what it collected, and its alarms."""
+"""Drill-down: the garbage fleet on its routes, what it collected, and its alarms; tonnage by
+day, ISO week and month, on-time performance, the keepers' notices and the incidents.
+
+The periods come from the rollups `linli waste stats --write` keeps (`waste_rollup`,
+`waste_performance`), since InfluxQL has no calendar month; the trips and incidents from the
+waste service (`waste_trip`, `waste_incident`).
+"""
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import bargauge
+from grafana_foundation_sdk.builders import bargauge, timeseries
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import common
 
@@ -12,15 +18,18 @@ from linli.dashboards.panels import (
     Annotation,
     board,
     colour,
+    last_value,
     latest_table,
+    legend_hidden,
     place,
     props,
+    stacked,
     sum_of,
     trend,
     variable,
     with_panels,
 )
-from linli.dashboards.screen import WASTE_COLOURS, trucks_map
+from linli.dashboards.screen import WASTE_COLOURS, trips_now, trips_table, trucks_map
 
 UID = "linli-waste"
 
@@ -87,10 +96,102 @@ def dashboard() -> db.Dashboard:
         ),
     )
     raised = _trucks().select("alarm", alias="text").field_is("active", "=", True)
+    incidents = (
+        Select("waste_incident")
+        .select("detail", alias="text")
+        .field_is("change", "=", 1)
+        .tag_matches("route", "route")
+        .by("kind")
+    )
     dash = (
         board("Waste fleet", UID, ["waste"])
         .with_variable(variable("route", "Route", "truck", "route"))
         .with_variable(variable("device", "Truck", "truck", "device", within=(("route", "route"),)))
         .annotation(Annotation("Driver alarm raised", raised.by("site"), theme.WARNING))
+        .annotation(Annotation("Blocked gate or breakdown", incidents, theme.CRITICAL))
     )
-    return with_panels(dash, trucks_map((0, 0, 12, 9)), by_type, load, speed, lifts, alarms)
+    trips = place(trips_table("Trips"), (0, 27, 12, 8), trips_now())
+    tonnage = [
+        place(_bars(f"Tonnage by {name}", "masst", span), (x, 35, 8, 9), _tonnage(period))
+        for x, (name, period, span) in zip(
+            (0, 8, 16),
+            (("day", "day", "35d"), ("ISO week", "week", "120d"), ("month", "month", "400d")),
+            strict=True,
+        )
+    ]
+    for panel in tonnage:
+        for waste_type, fixed in WASTE_COLOURS.items():
+            panel.override_by_name(waste_type, colour(fixed))
+    on_time = place(
+        bargauge.Panel()
+        .title("On time (within 10 min), notices 13-18 min ahead, by route")
+        .unit("percentunit")
+        .min(0)
+        .max(1)
+        .reduce_options(last_value())
+        .display_mode(common.BarGaugeDisplayMode.BASIC)
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .thresholds(theme.steps((None, theme.CRITICAL), (0.8, theme.WARNING), (0.9, theme.OK)))
+        .time_from("35d"),
+        (12, 27, 12, 8),
+        _performance("on_time", "on time"),
+        _performance("in_window", "notices in time"),
+    )
+    missed = place(
+        _bars("Bin rooms revisited, skipped, missed, by day", "short", "35d"),
+        (0, 44, 24, 8),
+        *(
+            Target(
+                Select("waste_performance")
+                .tag_is("period", "day")
+                .tag_matches("route", "route")
+                .select(outcome, "sum", alias=outcome)
+                .by_time("1d", fill="none")
+                .in_zone(theme.ZONE),
+                alias=outcome,
+            )
+            for outcome in ("revisited", "skipped", "missed")
+        ),
+    )
+    return with_panels(
+        dash, trucks_map((0, 0, 12, 9)), by_type, load, speed, lifts, alarms, trips, on_time, *tonnage, missed
+    )
+
+
+def _bars(title: str, unit: str, span: str) -> timeseries.Panel:
+    """Stacked bars over a span of its own: a period's bar stands at its first day."""
+    return (
+        timeseries.Panel()
+        .title(title)
+        .unit(unit)
+        .draw_style(common.GraphDrawStyle.BARS)
+        .fill_opacity(80)
+        .stacking(stacked())
+        .time_from(span)
+        .legend(legend_hidden())
+    )
+
+
+def _tonnage(period: str) -> Target:
+    return Target(
+        Select("waste_rollup")
+        .tag_is("period", period)
+        .tag_matches("route", "route")
+        .select("kg", "sum", alias="t", scale=0.001)
+        .by_time("1d", fill="none")
+        .in_zone(theme.ZONE)
+        .by("waste_type"),
+        alias="$tag_waste_type",
+    )
+
+
+def _performance(field: str, alias: str) -> Target:
+    """A route's share over the span: the mean of its days' shares."""
+    return Target(
+        Select("waste_performance")
+        .tag_is("period", "day")
+        .tag_matches("route", "route")
+        .select(field, "mean", alias=alias)
+        .by("route"),
+        alias=f"$tag_route {alias}",
+    )

@@ -60,9 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "by running it again. Exit 0, 1 if the store refused, 2 for bad usage."
         ),
     )
-    stats.add_argument("--url", required=True, help="InfluxDB's URL (1.x, or 2.x through its v1 API)")
-    stats.add_argument("--database", required=True, help="the database (2.x: the bucket's mapping)")
-    stats.add_argument("--token-env", default="LINLI_INFLUX_TOKEN", help="variable holding the token, if any")
+    _store_arguments(stats)
     stats.add_argument("--period", choices=[p.value for p in Period], default="day", help="(default day)")
     stats.add_argument("--by", choices=BY, default="waste_type", help="group by (default waste_type)")
     stats.add_argument(
@@ -75,6 +73,29 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     stats.add_argument("--csv", action="store_true", help="CSV on stdout instead of a table")
     stats.add_argument("--write", action="store_true", help="also store the rollups for the dashboards")
     stats.set_defaults(func=_stats)
+
+    rollup = cmds.add_parser(
+        "rollup",
+        help="keep the tonnage and service rollups written for the dashboards",
+        description=(
+            "Recompute and write every rollup the dashboards read, tonnage ('waste_rollup') and the "
+            "service's figures ('waste_performance'), by day, ISO week and month, for the periods "
+            "the last --days touch, whole; with --every, again and again, so that late lifts and "
+            "visits are counted. Exit 0, 1 if the store refused (without --every), 2 for bad usage."
+        ),
+    )
+    _store_arguments(rollup)
+    rollup.add_argument("--days", type=int, default=2, help="recompute the periods of the last N days (2)")
+    rollup.add_argument("--every", type=float, default=None, metavar="MIN", help="repeat every MIN minutes")
+    rollup.set_defaults(func=_rollup)
+
+
+def _store_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", required=True, help="InfluxDB's URL (1.x, or 2.x through its v1 API)")
+    parser.add_argument("--database", required=True, help="the database (2.x: the bucket's mapping)")
+    parser.add_argument(
+        "--token-env", default="LINLI_INFLUX_TOKEN", help="variable holding the token, if any"
+    )
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -215,6 +236,41 @@ def _service_stats(
     if args.write:
         print(f"wrote {plural(len(found), 'rollup')} to {args.database} ('waste_performance')")
     return 0
+
+
+def _rollup(args: argparse.Namespace) -> int:
+    import time
+    from zoneinfo import ZoneInfo
+
+    from linli.cloud.waste.rollups import ZONE
+    from linli.cloud.waste.store import StoreError, write_rollups
+
+    if args.days < 1 or (args.every is not None and args.every <= 0):
+        print("linli waste rollup: --days and --every must be positive", file=sys.stderr)
+        return 2
+    token = os.environ.get(args.token_env) or None
+    while True:
+        now = dt.datetime.now(ZoneInfo(ZONE))
+        since = (now - dt.timedelta(days=args.days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        try:
+            tonnage, figures = write_rollups(
+                args.url, args.database, since, now + dt.timedelta(days=1), token=token
+            )
+            print(
+                f"{now:%Y-%m-%d %H:%M}: wrote {plural(tonnage, 'tonnage rollup')} and "
+                f"{plural(figures, 'service rollup')} from {since:%Y-%m-%d} on",
+                flush=True,
+            )
+        except StoreError as exc:
+            print(f"linli waste rollup: {exc}", file=sys.stderr, flush=True)
+            if args.every is None:
+                return 1
+        if args.every is None:
+            return 0
+        try:
+            time.sleep(args.every * 60)
+        except KeyboardInterrupt:
+            return 0
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -9,8 +9,8 @@ Three measurements, as line protocol through InfluxDB's v1 write API:
   time: served, skipped, revisited (a blocked gate come back to) or missed (a breakdown),
   its delay, whether it was on time (within ON_TIME_S), and the keeper notice's lead and
   error;
-- `waste_incident`, each blocked gate and breakdown when it opens (`open` 1) and when the
-  dispatcher acknowledges it (`open` 0).
+- `waste_incident`, each blocked gate and breakdown when it opens (`open` 1, `change` 1) and
+  when the dispatcher acknowledges it (`open` 0, `change` -1).
 
 Lines wait in the service's SQLite (the outbox) until the store has them: a store that is
 down loses nothing, and the lines go once it is back.
@@ -122,6 +122,7 @@ def incident_line(incident: Incident, route: str, truck: str, *, open_: bool, at
     tags = {"kind": str(incident.kind), "route": route, "truck": truck, "stop": incident.stop_id or ""}
     fields: dict[str, str | int | float | bool] = {
         "open": int(open_),
+        "change": 1 if open_ else -1,  # their sum over a range: the incidents still open
         "trip": incident.trip_id,
         "detail": incident.detail,
     }

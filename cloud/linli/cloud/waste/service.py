@@ -498,6 +498,8 @@ class WasteService:
         loop = asyncio.get_running_loop()
         subscribed = threading.Event()
         client = self._client(loop, subscribed)
+        # Keepers and offices on MQTT channels are told through the same broker connection.
+        self.sender.publish = lambda topic, payload: client.publish(topic, payload, qos=1)
         server = uvicorn.Server(
             uvicorn.Config(
                 app(self, self.token),

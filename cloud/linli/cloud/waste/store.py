@@ -8,8 +8,8 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from linli.cloud.waste.performance import VisitRecord
-from linli.cloud.waste.rollups import Lift
+from linli.cloud.waste.performance import VisitRecord, performance
+from linli.cloud.waste.rollups import Lift, Period, period_start, rollups
 from linli.dashboards.influxv1 import QueryError, run
 
 
@@ -67,6 +67,34 @@ def read_visits(
             )
         )
     return out
+
+
+def write_rollups(
+    url: str, database: str, since: dt.datetime, until: dt.datetime, *, token: str | None = None
+) -> tuple[int, int]:
+    """Tonnage and the service's figures by day, ISO week and month, for every period that
+    touches [since, until), whole (from the first of the month, or the Monday before, if
+    earlier); written back, replacing what was there. Returns (tonnage, performance) rollups."""
+    first = min(since.replace(day=1), since - dt.timedelta(days=since.weekday()))
+    first = first.replace(hour=0, minute=0, second=0, microsecond=0)
+    lifts = read_lifts(url, database, first, until, token=token)
+    visits = read_visits(url, database, first, until, token=token)
+    since_ms = int(since.timestamp() * 1000)
+    # Only periods read from their start: an earlier month's sums from part of it would replace whole ones.
+    tonnage = [
+        r.line()
+        for period in Period
+        for r in rollups(lifts, period)
+        if r.start >= period_start(since_ms, period)
+    ]
+    figures = [
+        p.line()
+        for period in Period
+        for p in performance(visits, period)
+        if p.start >= period_start(since_ms, period)
+    ]
+    write_lines(url, database, tonnage + figures, token=token)
+    return len(tonnage), len(figures)
 
 
 def _rows(url: str, database: str, query: str, token: str | None) -> list[dict[str, Any]]:
