@@ -131,3 +131,51 @@ def test_trips_visits_and_incidents_reach_the_store_and_the_service_figures_add_
     rollup = influx1_query(influx1.url, db, 'SELECT "stops", "period" FROM "waste_performance"')
     assert sorted(r["period"] for r in rollup) == ["day", "month", "week"]
     assert {r["stops"] for r in rollup} == {len(rooms)}
+
+
+def test_the_dispatcher_defers_a_stop_its_keeper_hears_and_the_stops_after_come_sooner(
+    tmp_path: Path,
+) -> None:
+    from linli.cloud.waste.api import app
+
+    feed = load_feed(FEED)
+    config = WasteConfig(gtfs=FEED, state=tmp_path / "waste.sqlite")
+    trip = feed.trips[TRIP]
+    drive = drive_trip(feed, trip, MONDAY, random.Random(3), traffic=Traffic(sd=0.0, trip_sd=0.05))
+    messages = sorted(drive.messages, key=lambda m: m[1]["ts"])
+    # Hand over up to the truck leaving its second bin room; defer the fourth (index 4).
+    cut = next(
+        i
+        for i, (kind, body) in enumerate(messages)
+        if kind == "lift" and body["stop"] == trip.stop_times[2].stop_id
+    )
+    deferred, after = trip.stop_times[4].stop_id, 5
+
+    async def scenario() -> tuple[float, float, list[int], list[str]]:
+        service = WasteService(config, TOKEN, feed)
+        for kind, body in messages[: cut + 1]:
+            service.take(f"trucks/fleet/truck-dry-south/{kind}", json.dumps(body).encode())
+        tracker = service.trip_now(TRIP)
+        assert tracker is not None
+        before = tracker.predicted[after]
+        transport = httpx.ASGITransport(app=app(service, TOKEN))
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://waste", headers=headers) as api:
+            codes = [
+                (await api.post(f"/trips/{TRIP}/stops/{deferred}/defer")).status_code,
+                (await api.post(f"/trips/{TRIP}/stops/{deferred}/defer")).status_code,  # already
+                (await api.post(f"/trips/{TRIP}/stops/nowhere/defer")).status_code,
+            ]
+        service.advance(messages[cut][1]["ts"] / 1000 + 30)
+        sooner = tracker.predicted[after]
+        # The truck still comes by in its old order and lifts there: the keeper hears it is back.
+        for kind, body in messages[cut + 1 :]:
+            service.take(f"trucks/fleet/truck-dry-south/{kind}", json.dumps(body).encode())
+        told = [n["kind"] for n in reversed(service.notices()) if n["stop_id"] == deferred]
+        await service.deliveries.drain(0)
+        return before, sooner, codes, told
+
+    before, sooner, codes, told = asyncio.run(scenario())
+    assert codes == [200, 404, 404]
+    assert sooner < before - 60  # its dwell is no longer on the way
+    assert told[told.index("deferred") :] == ["deferred", "returned", "collected"]

@@ -216,6 +216,8 @@ def _table(ax: Axes, frames: list[tuple[str, Series]]) -> None:
     rows = []
     for _, series in frames:
         keep = [i for i, c in enumerate(series.columns) if c != "time"]
+        if not rows:
+            rows.append("  ".join([*series.tags, *(series.columns[i] for i in keep)]))
         for values in series.values:
             cells = [*series.tags.values(), *(values[i] for i in keep)]
             rows.append("  ".join(f"{v:.1f}" if isinstance(v, float) else str(v) for v in cells))

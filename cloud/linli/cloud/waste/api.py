@@ -59,12 +59,14 @@ class Counts(BaseModel):
 def app(service: WasteService, token: str) -> ASGIApp:
     """The API over one waste service."""
     api = guarded("linli waste", "Waste collection trips, predicted arrivals and keeper notices.")
+    # Every endpoint is async: it runs on the event loop that takes the trucks' messages, so
+    # it sees the trips between two messages, never during one, and can start deliveries.
 
     def local(epoch_s: float | None) -> str | None:
         return None if epoch_s is None else local_hhmm(epoch_s, service.feed.timezone)
 
     @api.get("/trips")
-    def trips() -> list[TripNow]:
+    async def trips() -> list[TripNow]:
         """Trips followed now: each one's next stop, predicted time and delay."""
         out = []
         for tracker in service.trackers.values():
@@ -99,7 +101,7 @@ def app(service: WasteService, token: str) -> ASGIApp:
         return out
 
     @api.get("/notices")
-    def notices(
+    async def notices(
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
         day: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
     ) -> list[dict[str, Any]]:
@@ -107,7 +109,7 @@ def app(service: WasteService, token: str) -> ASGIApp:
         return service.notices(limit, day)
 
     @api.get("/incidents")
-    def incidents() -> list[dict[str, Any]]:
+    async def incidents() -> list[dict[str, Any]]:
         """Blocked gates and breakdowns, oldest first; `number` is for acknowledging one."""
         return [
             {
@@ -123,7 +125,7 @@ def app(service: WasteService, token: str) -> ASGIApp:
         ]
 
     @api.post("/trips/{trip_id}/stops/{stop_id}/skip", responses=doc(404))
-    def skip(
+    async def skip(
         trip_id: Annotated[str, Path(max_length=64)], stop_id: Annotated[str, Path(max_length=64)]
     ) -> dict[str, str]:
         """Take a stop off a trip under way (the dispatcher's call): its keeper is told."""
@@ -132,7 +134,7 @@ def app(service: WasteService, token: str) -> ASGIApp:
         return {"trip": trip_id, "skipped": stop_id}
 
     @api.post("/trips/{trip_id}/stops/{stop_id}/defer", responses=doc(404))
-    def defer(
+    async def defer(
         trip_id: Annotated[str, Path(max_length=64)], stop_id: Annotated[str, Path(max_length=64)]
     ) -> dict[str, str]:
         """Move a stop to the end of a trip under way (re-sequence): its keeper hears it is
@@ -142,7 +144,7 @@ def app(service: WasteService, token: str) -> ASGIApp:
         return {"trip": trip_id, "deferred": stop_id}
 
     @api.post("/incidents/{number}/ack", responses=doc(404))
-    def acknowledge(number: Annotated[int, Path(ge=0, le=1_000_000)]) -> dict[str, Any]:
+    async def acknowledge(number: Annotated[int, Path(ge=0, le=1_000_000)]) -> dict[str, Any]:
         """The dispatcher has seen an incident (its number in GET /incidents): it is closed."""
         incident = service.acknowledge(number)
         if incident is None:
@@ -150,28 +152,28 @@ def app(service: WasteService, token: str) -> ASGIApp:
         return {"incident": number, "kind": str(incident.kind), "acknowledged": True}
 
     @api.post("/trips/{trip_id}/replacement", responses=doc(404))
-    def replacement(trip_id: Annotated[str, Path(max_length=64)], body: Replacement) -> dict[str, str]:
+    async def replacement(trip_id: Annotated[str, Path(max_length=64)], body: Replacement) -> dict[str, str]:
         """Another truck takes the trip over after a breakdown; tracking goes on with it."""
         if not service.replace(trip_id, body.truck):
             raise HTTPException(404, f"no trip {trip_id} followed now")
         return {"trip": trip_id, "truck": body.truck}
 
     @api.get("/failed-deliveries")
-    def failed() -> list[dict[str, Any]]:
+    async def failed() -> list[dict[str, Any]]:
         """Notices a channel kept refusing, with the last error."""
         return service.failures()
 
     @api.get(
         "/gtfs-rt", response_class=Response, responses={200: {"content": {"application/x-protobuf": {}}}}
     )
-    def realtime() -> Response:
+    async def realtime() -> Response:
         """The trips and trucks now as GTFS-realtime (TripUpdates and VehiclePositions), protobuf."""
         trucks = {rid: r.truck for rid, r in service.feed.routes.items()}
         body = feed_message(service.trackers.values(), service.now_s, trucks, service.feed.timezone)
         return Response(body, media_type="application/x-protobuf")
 
     @api.get("/stats")
-    def stats() -> Counts:
+    async def stats() -> Counts:
         return Counts(
             received=service.received,
             handled=dict(service.handled),

@@ -240,9 +240,15 @@ class TripTracker:
 
     def _visit(self, event: StopEvent) -> None:
         observe(self.history, self.state, event, self.stops.visits[event.index].bins)
-        if event.state is Visit.ARRIVED:
+        deferred = event.index in self.deferred
+        if event.state is Visit.ARRIVED and deferred:
+            # A stop told it comes later: the truck is there now, whichever way round it came.
+            self.deferred.discard(event.index)
+            self._tell(NoticeKind.RETURNED, event.index, event.time_s)
+        elif event.state is Visit.ARRIVED:
             self._tell(NoticeKind.ARRIVED, event.index, event.time_s)
-        elif event.state is Visit.SKIPPED and event.index in self._told:
+        elif event.state is Visit.SKIPPED and event.index in self._told and not deferred:
+            # Driven past: not coming on this trip. A deferred stop is passed on purpose.
             self._tell(NoticeKind.CANCELLATION, event.index, event.time_s)
 
     def _predict(self, now_s: float) -> None:
