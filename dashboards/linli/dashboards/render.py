@@ -213,7 +213,7 @@ def _table(ax: Axes, frames: list[tuple[str, Series]]) -> None:
     """Rows as text: the group's tags, then each value column."""
     ax.set_xticks([])
     ax.set_yticks([])
-    rows = []
+    rows: list[str] = []
     for _, series in frames:
         keep = [i for i, c in enumerate(series.columns) if c != "time"]
         if not rows:
