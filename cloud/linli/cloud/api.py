@@ -93,13 +93,14 @@ def _error(code: int, detail: str, headers: list[tuple[bytes, bytes]] | None = N
 class Guard:
     """ASGI middleware: the token first, then the body's size, then the application."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, public: frozenset[str] = frozenset()) -> None:
         self.app = app
+        self.public = PUBLIC | public  # pages that hold no data; what they fetch needs the token
         # Compared as bytes: a header with non-ASCII characters is just a wrong token.
         self.expected = b"bearer " + token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC:
+        if scope["type"] != "http" or scope["path"] in self.public:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp
 
 from linli.cloud.api import Guard, doc, guarded
+from linli.cloud.waste.booking_api import booking_routes
 from linli.cloud.waste.gtfs import local_hhmm
 from linli.cloud.waste.realtime import feed_message
 
@@ -172,6 +173,8 @@ def app(service: WasteService, token: str) -> ASGIApp:
         body = feed_message(service.trackers.values(), service.now_s, trucks, service.feed.timezone)
         return Response(body, media_type="application/x-protobuf")
 
+    booking_routes(api, service)
+
     @api.get("/stats")
     async def stats() -> Counts:
         return Counts(
@@ -185,4 +188,4 @@ def app(service: WasteService, token: str) -> ASGIApp:
             delivering=service.deliveries.under_way,
         )
 
-    return Guard(api, token)
+    return Guard(api, token, public=frozenset({"/book"}))

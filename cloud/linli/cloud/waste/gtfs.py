@@ -79,10 +79,44 @@ class RouteExtras(_Strict):
     truck: Annotated[str, Field(min_length=1, max_length=64)]
 
 
+class RenovationTruck(_Strict):
+    """A truck on call for renovation waste: how much it takes, and its shift (local time)."""
+
+    id: Annotated[str, Field(min_length=1, max_length=64)]
+    capacity_m3: Annotated[float, Field(gt=0, le=60)]
+    shift: tuple[
+        Annotated[str, Field(pattern=r"^\d{2}:\d{2}$")], Annotated[str, Field(pattern=r"^\d{2}:\d{2}$")]
+    ] = (
+        "08:00",
+        "18:00",
+    )
+
+    @property
+    def shift_start_s(self) -> int:
+        return _hhmm(self.shift[0])
+
+    @property
+    def shift_end_s(self) -> int:
+        return _hhmm(self.shift[1])
+
+
+class Renovation(_Strict):
+    """Renovation waste, booked like a ride: the trucks on call, and how long a driver has."""
+
+    trucks: Annotated[list[RenovationTruck], Field(min_length=1, max_length=50)]
+    accept_min: Annotated[float, Field(gt=0, le=240)] = 10.0
+
+
+def _hhmm(text: str) -> int:
+    h, m = (int(x) for x in text.split(":"))
+    return h * 3600 + m * 60
+
+
 class Extras(_Strict):
     routes: dict[str, RouteExtras]
     stops: dict[str, StopExtras] = {}
     depots: list[str] = []  # stops that are not bin rooms: no keeper, no notice
+    renovation: Renovation | None = None
 
 
 @dataclass(frozen=True)

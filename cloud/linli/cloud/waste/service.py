@@ -36,10 +36,12 @@ from linli.cloud.channels import Sender
 from linli.cloud.config import Channel
 from linli.cloud.delivery import Deliveries
 from linli.cloud.store import rows_of
+from linli.cloud.waste.bookings import BookingError, Bookings
 from linli.cloud.waste.config import WasteConfig
-from linli.cloud.waste.gtfs import Feed, load_feed, local_hhmm, runs_on, service_day, service_zero
+from linli.cloud.waste.gtfs import Contact, Feed, load_feed, local_hhmm, runs_on, service_day, service_zero
 from linli.cloud.waste.outbox import Outbox, incident_line, trip_line, visit_lines
 from linli.cloud.waste.predict import History
+from linli.cloud.waste.renovation import BookingMessage, Renovation
 from linli.cloud.waste.tracking import Incident, IncidentKind, KeeperNotice, NoticeKind, TripTracker
 from linli.ratelog import RateLimitedLog
 
@@ -80,10 +82,25 @@ class LiftMessage(_Payload):
     collected_kg: float
 
 
+class OrderReply(_Payload):
+    """The driver's answer to an order, from the truck terminal."""
+
+    booking: Annotated[str, Field(min_length=1, max_length=64)]
+    accept: bool
+
+
 class Alarm(_Payload):
     alarm: str
     active: bool
     stop: str = ""
+
+
+MESSAGES: dict[str, type[_Payload]] = {
+    "location": Location,
+    "lift": LiftMessage,
+    "alarm": Alarm,
+    "order_reply": OrderReply,
+}
 
 
 @dataclass(frozen=True)
@@ -193,6 +210,7 @@ class WasteService:
         self._ratelog = RateLimitedLog(log)
         self.route_of_truck = {r.truck: rid for rid, r in self.feed.routes.items()}
         self.outbox = Outbox(self._db, self._lock)
+        self.renovation = self._renovation()
         self.acknowledged: set[int] = set()  # incidents, by their place in `incidents`
         self._reported: dict[str, float] = {}  # trip -> when its last waste_trip point was
 
@@ -209,35 +227,24 @@ class WasteService:
 
     def _take(self, topic: str, payload: bytes) -> None:
         parts = topic.split("/")
-        if len(parts) != 4 or parts[3] not in ("location", "lift", "alarm"):
-            self._reject("unknown_topic", topic, "not {topic}/{site}/{truck}/location|lift|alarm")
+        if len(parts) != 4 or parts[3] not in MESSAGES:
+            self._reject("unknown_topic", topic, "not {topic}/{site}/{truck}/" + "|".join(MESSAGES))
             return
         truck, kind = parts[2], parts[3]
+        renovation = self.renovation is not None and truck in self.renovation.trucks
         route = self.route_of_truck.get(truck)
-        if route is None:
+        if route is None and not renovation:
             self._reject("unknown_truck", truck, "runs no route of the timetable")
             return
-        models: dict[str, type[_Payload]] = {"location": Location, "lift": LiftMessage, "alarm": Alarm}
-        model = models[kind]
-        try:
-            message = model.model_validate(json.loads(payload))
-        except (ValueError, ValidationError) as exc:
-            detail = validation_reason(exc) if isinstance(exc, ValidationError) else str(exc)[:200]
-            self._reject("invalid", truck, detail)
+        message = self._parse(truck, kind, payload)
+        if message is None:
             return
         t = message.ts / 1000
-        if self.now_s and t < self.now_s - 3600:
-            self._reject(
-                "bad_time", truck, f"an hour or more behind the newest message ({t - self.now_s:.0f} s)"
-            )
-            return
-        ahead = t - time.time()
-        if ahead > self.config.max_clock_ahead_s:
-            # One message from the future would move every trip's clock on: refused.
-            self._reject("bad_time", truck, f"{ahead:.0f} s ahead of this machine's clock")
-            return
         self.advance(t)
-        tracker = self._tracker_of(route, t)
+        if renovation:
+            self._renovation_message(truck, kind, message, t)
+            return
+        tracker = self._tracker_of(route or "", t)
         if tracker is None:
             return
         self.handled[kind] += 1
@@ -253,6 +260,60 @@ class WasteService:
             elif message.alarm == "breakdown":
                 tracker.breakdown(t, "the driver's breakdown alarm")
         self._send_new(tracker)
+
+    def _parse(self, truck: str, kind: str, payload: bytes) -> _Payload | None:
+        """The message, or None when it is refused (counted): malformed, invalid, or its time."""
+        try:
+            message = MESSAGES[kind].model_validate(json.loads(payload))
+        except (ValueError, ValidationError) as exc:
+            detail = validation_reason(exc) if isinstance(exc, ValidationError) else str(exc)[:200]
+            self._reject("invalid", truck, detail)
+            return None
+        t = message.ts / 1000
+        if self.now_s and t < self.now_s - 3600:
+            self._reject(
+                "bad_time", truck, f"an hour or more behind the newest message ({t - self.now_s:.0f} s)"
+            )
+            return None
+        ahead = t - time.time()
+        if ahead > self.config.max_clock_ahead_s:
+            # One message from the future would move every trip's clock on: refused.
+            self._reject("bad_time", truck, f"{ahead:.0f} s ahead of this machine's clock")
+            return None
+        return message
+
+    def _renovation_message(self, truck: str, kind: str, message: _Payload, t: float) -> None:
+        """A renovation truck's message: its bookings move on."""
+        assert self.renovation is not None
+        self.handled[kind] += 1
+        try:
+            if isinstance(message, Location):
+                self.renovation.location(truck, message.lat, message.lon, message.speed, t)
+            elif isinstance(message, LiftMessage):
+                self.renovation.lift(truck, message.collected_kg, t)
+            elif isinstance(message, OrderReply):
+                self.renovation.reply(truck, message.booking, message.accept, t)
+        except BookingError as exc:
+            self._reject("booking", truck, str(exc))
+
+    def _renovation(self) -> Renovation | None:
+        spec = self.feed.extras.renovation
+        if spec is None:
+            return None
+        bookings = Bookings(self._db, self._lock, self.feed, max(t.capacity_m3 for t in spec.trucks))
+        return Renovation(
+            self.feed,
+            bookings,
+            spec.trucks,
+            self._tell_booking,
+            operator=self.config.operator,
+            topic=self.config.broker.topic,
+            accept_s=spec.accept_min * 60,
+        )
+
+    def _tell_booking(self, contact: Contact, message: BookingMessage) -> None:
+        for channel in contact.channels:
+            self.deliveries.start(contact.name, channel, message, thread=f"booking/{message.booking.id}")
 
     def _reject(self, reason: str, source: str, detail: str) -> None:
         self.rejected[reason] += 1
@@ -270,6 +331,8 @@ class WasteService:
         while self._ticked_s + self.config.tick_s <= t:
             self._ticked_s += self.config.tick_s
             self._open_trips(self._ticked_s)
+            if self.renovation is not None:
+                self.renovation.tick(self._ticked_s)
             for key, tracker in list(self.trackers.items()):
                 # A trip is announced only once its truck reports (parked, switched on): a keeper
                 # never hears of a truck that is not there.
@@ -498,8 +561,11 @@ class WasteService:
         loop = asyncio.get_running_loop()
         subscribed = threading.Event()
         client = self._client(loop, subscribed)
-        # Keepers and offices on MQTT channels are told through the same broker connection.
+        # Keepers and offices on MQTT channels are told through the same broker connection,
+        # and renovation orders go to the trucks' terminals on it.
         self.sender.publish = lambda topic, payload: client.publish(topic, payload, qos=1)
+        if self.renovation is not None:
+            self.renovation.publish = lambda topic, payload: client.publish(topic, payload, qos=1)
         server = uvicorn.Server(
             uvicorn.Config(
                 app(self, self.token),
@@ -557,7 +623,8 @@ class WasteService:
         user = os.environ.get(b.username_env, "")
         if user:
             client.username_pw_set(user, os.environ.get(b.password_env) or None)
-        filters = [(f"$share/{b.group}/{b.topic}/+/+/{kind}", 1) for kind in ("location", "lift", "alarm")]
+        kinds = ("location", "lift", "alarm", "order_reply")
+        filters = [(f"$share/{b.group}/{b.topic}/+/+/{kind}", 1) for kind in kinds]
 
         def on_connect(c: paho.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
             if reason.is_failure:

@@ -1,0 +1,86 @@
+"""The renovation bookings' part of the waste API: book, follow, cancel, and the page to do it.
+
+The page (`GET /book`) holds no data and needs no token; the link property staff open carries
+the token after `#token=`, and the page sends it with every call it makes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path as FilePath
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Path, Query, Response
+from fastapi.responses import HTMLResponse
+
+from linli.cloud.api import doc
+from linli.cloud.waste.bookings import OPEN, Booking, BookingError, BookingRequest
+from linli.cloud.waste.gtfs import local_hhmm
+
+if TYPE_CHECKING:
+    from linli.cloud.waste.renovation import Renovation
+    from linli.cloud.waste.service import WasteService
+
+PAGE = FilePath(__file__).parent / "static" / "book.html"
+
+
+def booking_routes(api: FastAPI, service: WasteService) -> None:
+    """Add the bookings' endpoints to the waste API."""
+
+    def renovation() -> Renovation:
+        if service.renovation is None:
+            raise HTTPException(404, "this timetable has no [renovation] trucks: nothing to book")
+        return service.renovation
+
+    def booking_json(booking: Booking) -> dict[str, Any]:
+        predicted = renovation().predicted.get(booking.id) if booking.state in OPEN else None
+        when = None if predicted is None else local_hhmm(predicted, service.feed.timezone)
+        trail = renovation().bookings.trail(booking.id)
+        return booking.to_json() | {"predicted": when, "trail": trail}
+
+    @api.post("/bookings", status_code=201, responses=doc(404) | {200: {"description": "booked before"}})
+    async def book(request: BookingRequest, response: Response) -> dict[str, Any]:
+        """Book a renovation pickup (property staff); the same `key` books once."""
+        try:
+            booking, new = renovation().book(request, time.time(), request.contact.name)
+        except BookingError as exc:
+            raise HTTPException(422, str(exc)) from None
+        if not new:
+            response.status_code = 200
+        return booking_json(booking)
+
+    @api.get("/bookings")
+    async def bookings(
+        state: Annotated[str | None, Query(pattern="^[a-z_]{1,20}$")] = None,
+    ) -> list[dict[str, Any]]:
+        """Every booking, oldest first; `state`: of one state only."""
+        return [b.to_json() for b in renovation().bookings.all() if state is None or str(b.state) == state]
+
+    @api.get("/bookings/{booking_id}", responses=doc(404))
+    async def booking(booking_id: Annotated[str, Path(max_length=64)]) -> dict[str, Any]:
+        """A booking, its truck and predicted time, and its trail: every step, who and when."""
+        found = renovation().bookings.get(booking_id)
+        if found is None:
+            raise HTTPException(404, f"no booking {booking_id}")
+        return booking_json(found)
+
+    @api.post("/bookings/{booking_id}/cancel", responses=doc(404, 409))
+    async def cancel(booking_id: Annotated[str, Path(max_length=64)]) -> dict[str, Any]:
+        """Cancel a booking before the truck is there (409 once it has arrived)."""
+        if renovation().bookings.get(booking_id) is None:
+            raise HTTPException(404, f"no booking {booking_id}")
+        try:
+            return booking_json(renovation().cancel(booking_id, time.time(), "requester"))
+        except BookingError as exc:
+            raise HTTPException(409, str(exc)) from None
+
+    @api.get("/compounds")
+    async def compounds() -> list[dict[str, str]]:
+        """The compounds a pickup can be booked at."""
+        depots = set(service.feed.extras.depots)
+        return [{"id": s.id, "name": s.name} for s in service.feed.stops.values() if s.id not in depots]
+
+    @api.get("/book", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        """The booking page property staff open from a link; the link carries the token."""
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))

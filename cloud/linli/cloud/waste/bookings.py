@@ -1,0 +1,312 @@
+"""Renovation waste booked like a ride: what a booking holds, its states, and its trail.
+
+Property staff book a collection (a compound's pile, its volume, a time window, a contact);
+a renovation truck is offered the order, its driver accepts or declines from the terminal,
+the truck drives there and lifts, and the booking is closed. Every transition is kept with
+who made it and when (the trail), in the waste service's SQLite.
+
+    requested -> offered -> accepted -> en_route -> arrived -> collected -> closed
+    requested / offered / accepted / en_route -> cancelled   (by the requester, before arrival)
+    requested / offered / accepted -> expired                (no truck within the window)
+    offered -> requested                                     (declined or not answered: offered again)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import threading
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from linli.cloud.waste.gtfs import Contact, Feed, metres
+from linli.cloud.waste.gtfs import Stop as GtfsStop
+
+BAG_M3 = 0.05  # one renovation-waste bag (a 50 L woven sack) [assumed]
+NOTE_MAX = 500
+# A pile this far outside the district's stops is not the district's.
+DISTRICT_MARGIN_M = 2000.0
+
+
+class State(StrEnum):
+    REQUESTED = "requested"
+    OFFERED = "offered"
+    ACCEPTED = "accepted"
+    EN_ROUTE = "en_route"
+    ARRIVED = "arrived"
+    COLLECTED = "collected"
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+NEXT: dict[State, frozenset[State]] = {
+    State.REQUESTED: frozenset({State.OFFERED, State.CANCELLED, State.EXPIRED}),
+    State.OFFERED: frozenset({State.ACCEPTED, State.REQUESTED, State.CANCELLED, State.EXPIRED}),
+    State.ACCEPTED: frozenset({State.EN_ROUTE, State.CANCELLED, State.EXPIRED, State.REQUESTED}),
+    State.EN_ROUTE: frozenset({State.ARRIVED, State.CANCELLED}),
+    State.ARRIVED: frozenset({State.COLLECTED}),
+    State.COLLECTED: frozenset({State.CLOSED}),
+    State.CLOSED: frozenset(),
+    State.CANCELLED: frozenset(),
+    State.EXPIRED: frozenset(),
+}
+OPEN = frozenset({State.REQUESTED, State.OFFERED, State.ACCEPTED, State.EN_ROUTE, State.ARRIVED})
+
+
+class BookingError(ValueError):
+    """A booking refused, or a transition not allowed; the message says why."""
+
+
+class BookingRequest(BaseModel):
+    """What property staff send: `POST /bookings`."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    compound: Annotated[str, Field(min_length=1, max_length=64, description="a stop id of the timetable")]
+    lat: Annotated[float, Field(ge=-90, le=90)] | None = Field(
+        None, description="the pile, if not at the bin room"
+    )
+    lon: Annotated[float, Field(ge=-180, le=180)] | None = None
+    volume_m3: Annotated[float, Field(gt=0, le=100)] | None = None
+    bags: Annotated[int, Field(gt=0, le=2000)] | None = None
+    earliest: dt.datetime = Field(description="ISO 8601 with its offset")
+    latest: dt.datetime
+    contact: Contact
+    note: Annotated[str, Field(max_length=NOTE_MAX)] = ""
+    key: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")] | None = Field(
+        None, description="idempotency key: the same key books once"
+    )
+
+    @model_validator(mode="after")
+    def _shape(self) -> Self:
+        if (self.volume_m3 is None) == (self.bags is None):
+            raise ValueError("give the volume as volume_m3 or as bags, one of them")
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("give both lat and lon for the pile, or neither")
+        for name in ("earliest", "latest"):
+            if getattr(self, name).tzinfo is None:
+                raise ValueError(f"{name} needs its UTC offset, e.g. 2026-12-01T09:00+08:00")
+        if self.latest <= self.earliest:
+            raise ValueError("the window is empty: latest must come after earliest")
+        return self
+
+    @property
+    def m3(self) -> float:
+        return self.volume_m3 if self.volume_m3 is not None else (self.bags or 0) * BAG_M3
+
+
+@dataclass(frozen=True)
+class Booking:
+    """A booking as stored."""
+
+    id: str
+    compound: str
+    lat: float
+    lon: float
+    m3: float
+    earliest_s: float
+    latest_s: float
+    contact: Contact
+    note: str
+    state: State
+    truck: str | None
+    created_s: float
+    collected_kg: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "compound": self.compound,
+            "lat": self.lat,
+            "lon": self.lon,
+            "volume_m3": round(self.m3, 3),
+            "earliest_ms": round(self.earliest_s * 1000),
+            "latest_ms": round(self.latest_s * 1000),
+            "contact": self.contact.name,
+            "note": self.note,
+            "state": str(self.state),
+            "truck": self.truck,
+            "created_ms": round(self.created_s * 1000),
+            "collected_kg": self.collected_kg,
+        }
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS booking (
+    id TEXT PRIMARY KEY, key TEXT UNIQUE, compound TEXT NOT NULL, lat REAL NOT NULL, lon REAL NOT NULL,
+    m3 REAL NOT NULL, earliest_s REAL NOT NULL, latest_s REAL NOT NULL, contact TEXT NOT NULL,
+    note TEXT NOT NULL, state TEXT NOT NULL, truck TEXT, created_s REAL NOT NULL, collected_kg REAL
+);
+CREATE TABLE IF NOT EXISTS booking_event (
+    booking TEXT NOT NULL, state TEXT NOT NULL, at_s REAL NOT NULL, by TEXT NOT NULL,
+    truck TEXT, detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS booking_event_of ON booking_event (booking);
+"""
+
+
+class Bookings:
+    """The bookings and their trail in SQLite; every method is one transaction."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock, feed: Feed, max_m3: float) -> None:
+        self.db = db
+        self.lock = lock
+        self.feed = feed
+        self.max_m3 = max_m3
+        with lock:
+            db.executescript(SCHEMA)
+        xs, ys = zip(*(s.xy for s in feed.stops.values()), strict=True)
+        self._box = (min(xs) - DISTRICT_MARGIN_M, min(ys) - DISTRICT_MARGIN_M,
+                     max(xs) + DISTRICT_MARGIN_M, max(ys) + DISTRICT_MARGIN_M)  # fmt: skip
+
+    def create(self, request: BookingRequest, now_s: float, by: str) -> tuple[Booking, bool]:
+        """A new booking (requested), or the one its key made before (False: not new).
+
+        BookingError names what is wrong: an unknown compound, a window already over, a pile
+        outside the district, more than any truck takes.
+        """
+        if request.key is not None:
+            found = self._by_key(request.key)
+            if found is not None:
+                return found, False
+        stop = self._compound(request.compound)
+        lat, lon = (
+            (request.lat, request.lon)
+            if request.lat is not None and request.lon is not None
+            else (stop.lat, stop.lon)
+        )
+        x, y = metres(lat, lon)
+        x0, y0, x1, y1 = self._box
+        if not (x0 <= x <= x1 and y0 <= y <= y1):
+            raise BookingError(f"the pile at {lat:.5f}, {lon:.5f} is outside the district")
+        if request.latest.timestamp() <= now_s:
+            raise BookingError(f"the window ended at {request.latest.isoformat()}, before now")
+        if request.m3 > self.max_m3:
+            raise BookingError(f"{request.m3:g} m³ is more than the largest truck takes ({self.max_m3:g} m³)")
+        booking = Booking(
+            id=uuid.uuid4().hex[:12],
+            compound=stop.id,
+            lat=lat,
+            lon=lon,
+            m3=request.m3,
+            earliest_s=request.earliest.timestamp(),
+            latest_s=request.latest.timestamp(),
+            contact=request.contact,
+            note=request.note,
+            state=State.REQUESTED,
+            truck=None,
+            created_s=now_s,
+        )
+        with self.lock:
+            try:
+                self.db.execute("BEGIN")
+                self.db.execute(
+                    "INSERT INTO booking VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (booking.id, request.key, booking.compound, lat, lon, booking.m3, booking.earliest_s,
+                     booking.latest_s, booking.contact.model_dump_json(), booking.note, str(booking.state),
+                     None, now_s, None),
+                )  # fmt: skip
+                self.db.execute(
+                    "INSERT INTO booking_event VALUES (?, ?, ?, ?, ?, ?)",
+                    (booking.id, str(State.REQUESTED), now_s, by, None, ""),
+                )
+                self.db.execute("COMMIT")
+            except sqlite3.IntegrityError:
+                # The same key, sent twice at once: the first one won.
+                self.db.execute("ROLLBACK")
+                found = self._by_key_locked(request.key or "")
+                if found is None:
+                    raise
+                return found, False
+        return booking, True
+
+    def move(
+        self,
+        booking_id: str,
+        to: State,
+        now_s: float,
+        by: str,
+        *,
+        truck: str | None = None,
+        detail: str = "",
+        kg: float | None = None,
+    ) -> Booking:
+        """Move a booking on, checking the move is allowed from where it stands now."""
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                booking = self._get_locked(booking_id)
+                if booking is None:
+                    raise BookingError(f"no booking {booking_id}")
+                if to not in NEXT[booking.state]:
+                    raise BookingError(f"booking {booking_id} is {booking.state}: it cannot become {to}")
+                keep = truck if truck is not None else (None if to is State.REQUESTED else booking.truck)
+                self.db.execute(
+                    "UPDATE booking SET state = ?, truck = ?, collected_kg = COALESCE(?, collected_kg) "
+                    "WHERE id = ?",
+                    (str(to), keep, kg, booking_id),
+                )
+                self.db.execute(
+                    "INSERT INTO booking_event VALUES (?, ?, ?, ?, ?, ?)",
+                    (booking_id, str(to), now_s, by, keep, detail),
+                )
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        moved = self.get(booking_id)
+        assert moved is not None
+        return moved
+
+    def get(self, booking_id: str) -> Booking | None:
+        with self.lock:
+            return self._get_locked(booking_id)
+
+    def all(self, states: frozenset[State] | None = None) -> list[Booking]:
+        with self.lock:
+            rows = self.db.execute("SELECT * FROM booking ORDER BY created_s").fetchall()
+        found = [_booking(row) for row in rows]
+        return [b for b in found if states is None or b.state in states]
+
+    def trail(self, booking_id: str) -> list[dict[str, Any]]:
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT state, at_s, by, truck, detail FROM booking_event WHERE booking = ? ORDER BY rowid",
+                (booking_id,),
+            ).fetchall()
+        return [
+            {"state": s, "at_ms": round(at * 1000), "by": by, "truck": truck, "detail": detail}
+            for s, at, by, truck, detail in rows
+        ]
+
+    def _compound(self, name: str) -> GtfsStop:
+        stop = self.feed.stops.get(name)
+        if stop is None or name in self.feed.extras.depots:
+            raise BookingError(f"no compound '{name}': book at one of the district's bin rooms")
+        return stop
+
+    def _by_key(self, key: str) -> Booking | None:
+        with self.lock:
+            return self._by_key_locked(key)
+
+    def _by_key_locked(self, key: str) -> Booking | None:
+        row = self.db.execute("SELECT * FROM booking WHERE key = ?", (key,)).fetchone()
+        return None if row is None else _booking(row)
+
+    def _get_locked(self, booking_id: str) -> Booking | None:
+        row = self.db.execute("SELECT * FROM booking WHERE id = ?", (booking_id,)).fetchone()
+        return None if row is None else _booking(row)
+
+
+def _booking(row: tuple[Any, ...]) -> Booking:
+    (bid, _key, compound, lat, lon, m3, earliest, latest, contact, note, state, truck, created, kg) = row
+    return Booking(
+        bid, compound, lat, lon, m3, earliest, latest, Contact.model_validate(json.loads(contact)), note,
+        State(state), truck, created, kg,
+    )  # fmt: skip

@@ -1,0 +1,289 @@
+"""Renovation bookings inside the waste service: dispatch, the drivers' answers, the trucks'
+positions and lifts moving each booking on, and everyone told.
+
+Each change re-plans (`dispatch.plan`): a booking a truck is given is offered to its driver on
+`{topic}/{site}/{truck}/order`; the driver answers on `.../order_reply` ({"booking", "accept"}).
+A declined order goes to another truck; one not answered within `accept_min` is escalated to
+the operating company and offered again. The truck driving to its accepted pickup makes it en
+route, stopping at the pile makes it arrived, its lift makes it collected (the kilograms from the
+truck's scale), and leaving closes it. A booking no truck reached by the end of its window
+expires. The requester hears every step, with the truck and the predicted time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from linli.cloud.waste.bookings import OPEN, Booking, BookingError, BookingRequest, Bookings, State
+from linli.cloud.waste.dispatch import Pickup, Plan, Roads, TruckNow, plan
+from linli.cloud.waste.gtfs import Contact, Feed, RenovationTruck, local_hhmm, metres, service_zero
+
+log = logging.getLogger(__name__)
+
+AT_PILE_M = 60.0  # a truck this close to a pile, nearly still, is there
+STILL_KMH = 3.0
+
+
+@dataclass(frozen=True)
+class BookingMessage:
+    """A booking's step, for its requester (or the operating company, when escalated)."""
+
+    booking: Booking
+    state: str
+    timezone: str
+    predicted_s: float | None = None
+    detail: str = ""
+
+    @property
+    def subject(self) -> str:
+        b = self.booking
+        when = f", at about {local_hhmm(self.predicted_s, self.timezone)}" if self.predicted_s else ""
+        truck = f" by {b.truck}" if b.truck else ""
+        what = {
+            "requested": f"Booking {b.id} for {b.compound} received",
+            "offered": f"Booking {b.id}: offered to{truck}{when}",
+            "accepted": f"Booking {b.id}: accepted{truck}{when}",
+            "en_route": f"Booking {b.id}: the truck is on its way{truck}{when}",
+            "arrived": f"Booking {b.id}: the truck is at {b.compound}",
+            "collected": f"Booking {b.id}: collected, {b.collected_kg or 0:.0f} kg",
+            "closed": f"Booking {b.id}: done",
+            "cancelled": f"Booking {b.id}: cancelled",
+            "expired": f"Booking {b.id}: no truck could come in the window; please book again",
+            "escalated": f"Booking {b.id} at {b.compound}: no driver took the order; please send a truck",
+        }
+        return what.get(self.state, f"Booking {b.id}: {self.state}")
+
+    def text(self) -> str:
+        return f"{self.subject}\n{self.detail}".rstrip()
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "booking": self.booking.id,
+            "state": self.state,
+            "compound": self.booking.compound,
+            "truck": self.booking.truck,
+            "predicted_ms": None if self.predicted_s is None else round(self.predicted_s * 1000),
+            "detail": self.detail,
+        }
+
+
+Tell = Callable[[Contact, BookingMessage], None]
+Publish = Callable[[str, str], object]
+
+
+class Renovation:
+    """The renovation trucks and their bookings."""
+
+    def __init__(
+        self,
+        feed: Feed,
+        bookings: Bookings,
+        trucks: list[RenovationTruck],
+        tell: Tell,
+        *,
+        operator: Contact | None,
+        topic: str = "trucks",
+        site: str = "fleet",
+        accept_s: float = 600.0,
+    ) -> None:
+        self.feed = feed
+        self.bookings = bookings
+        self.trucks = {t.id: t for t in trucks}
+        self.tell = tell
+        self.operator = operator
+        self.topic, self.site = topic, site
+        self.accept_s = accept_s
+        self.publish: Publish | None = None
+        self.roads = Roads(feed)
+        depot = feed.stops[feed.extras.depots[0]] if feed.extras.depots else next(iter(feed.stops.values()))
+        self.depot = depot.xy
+        self.at: dict[str, tuple[float, float]] = {t: self.depot for t in self.trucks}
+        self.load: dict[str, float] = dict.fromkeys(self.trucks, 0.0)
+        self.offered_s: dict[str, float] = {}
+        self.declined: dict[str, set[str]] = {}
+        self.escalated: set[str] = set()
+        self.predicted: dict[str, float] = {}
+        self.plan = Plan()
+
+    # --- property staff -------------------------------------------------------------------
+
+    def book(self, request: BookingRequest, now_s: float, by: str) -> tuple[Booking, bool]:
+        booking, new = self.bookings.create(request, now_s, by)
+        if new:
+            self._tell(booking, "requested")
+            self.dispatch(now_s)
+        return self.bookings.get(booking.id) or booking, new
+
+    def cancel(self, booking_id: str, now_s: float, by: str) -> Booking:
+        booking = self.bookings.move(booking_id, State.CANCELLED, now_s, by)
+        self._tell(booking, "cancelled")
+        if booking.truck and self.publish is not None:
+            self._order(booking.truck, {"booking": booking_id, "cancelled": True})
+        self.dispatch(now_s)
+        return booking
+
+    # --- dispatch -------------------------------------------------------------------------
+
+    def dispatch(self, now_s: float) -> Plan:
+        """Plan again; offer each truck's next pickup to its driver if nobody has it yet."""
+        open_ = [b for b in self.bookings.all(OPEN) if b.state not in (State.EN_ROUTE, State.ARRIVED)]
+        busy = {b.truck: b for b in self.bookings.all(frozenset({State.EN_ROUTE, State.ARRIVED})) if b.truck}
+        trucks = []
+        for tid, spec in self.trucks.items():
+            start, end = self._shift(spec, now_s)
+            current = busy.get(tid)
+            at = metres(current.lat, current.lon) if current else self.at[tid]
+            free = max(now_s, start, self.predicted.get(current.id, now_s) if current else now_s)
+            room = spec.capacity_m3 - self.load[tid] - (current.m3 if current else 0.0)
+            trucks.append(TruckNow(tid, at, free, room, end))
+        pickups = [
+            Pickup(
+                b.id,
+                metres(b.lat, b.lon),
+                b.m3,
+                b.earliest_s,
+                b.latest_s,
+                b.truck if b.state is State.ACCEPTED else None,
+            )
+            for b in open_
+            if not (b.state is State.REQUESTED and self.declined.get(b.id, set()) >= set(self.trucks))
+        ]
+        self.plan = plan(self.roads, trucks, pickups, self.depot, now_s)
+        for rounds in self.plan.rounds.values():
+            for booking_id, arrival in rounds:
+                self.predicted[booking_id] = arrival
+        for tid, rounds in self.plan.rounds.items():
+            for booking_id, arrival in rounds[:1]:
+                booking = self.bookings.get(booking_id)
+                if (
+                    booking is not None
+                    and booking.state is State.REQUESTED
+                    and tid not in self.declined.get(booking_id, set())
+                ):
+                    offered = self.bookings.move(booking_id, State.OFFERED, now_s, "dispatch", truck=tid)
+                    self.offered_s[booking_id] = now_s
+                    self._order(tid, order(offered, arrival))
+                    self._tell(offered, "offered")
+        return self.plan
+
+    def reply(self, truck: str, booking_id: str, accept: bool, now_s: float) -> None:
+        """The driver's answer from the truck terminal."""
+        booking = self.bookings.get(booking_id)
+        if booking is None or booking.state is not State.OFFERED or booking.truck != truck:
+            raise BookingError(f"booking {booking_id} is not offered to {truck}")
+        self.offered_s.pop(booking_id, None)
+        if accept:
+            self._tell(
+                self.bookings.move(booking_id, State.ACCEPTED, now_s, f"driver of {truck}"), "accepted"
+            )
+        else:
+            self.declined.setdefault(booking_id, set()).add(truck)
+            self.bookings.move(booking_id, State.REQUESTED, now_s, f"driver of {truck}", detail="declined")
+            if self.declined[booking_id] >= set(self.trucks):
+                self._escalate(booking_id, now_s, "every driver declined")
+        self.dispatch(now_s)
+
+    # --- the trucks -----------------------------------------------------------------------
+
+    def location(self, truck: str, lat: float, lon: float, speed_kmh: float, now_s: float) -> None:
+        self.at[truck] = metres(lat, lon)
+        for b in self.bookings.all(
+            frozenset({State.ACCEPTED, State.EN_ROUTE, State.ARRIVED, State.COLLECTED})
+        ):
+            if b.truck != truck:
+                continue
+            near = math.dist(self.at[truck], metres(b.lat, b.lon)) <= AT_PILE_M
+            if b.state is State.ACCEPTED and speed_kmh > STILL_KMH and self._next_of(truck) == b.id:
+                self._tell(self.bookings.move(b.id, State.EN_ROUTE, now_s, truck), "en_route")
+            elif b.state is State.EN_ROUTE and near and speed_kmh <= STILL_KMH:
+                self._tell(self.bookings.move(b.id, State.ARRIVED, now_s, truck), "arrived")
+            elif b.state is State.COLLECTED and not near:
+                self._tell(self.bookings.move(b.id, State.CLOSED, now_s, truck), "closed")
+        depot = math.dist(self.at[truck], self.depot) <= AT_PILE_M
+        if depot and speed_kmh <= STILL_KMH and self.load[truck] > 0:
+            self.load[truck] = 0.0  # unloaded at the transfer station
+
+    def lift(self, truck: str, kg: float, now_s: float) -> None:
+        for b in self.bookings.all(frozenset({State.ARRIVED})):
+            if b.truck == truck:
+                collected = self.bookings.move(b.id, State.COLLECTED, now_s, truck, kg=kg)
+                self.load[truck] += b.m3
+                self._tell(collected, "collected")
+                self.dispatch(now_s)
+                return
+
+    def tick(self, now_s: float) -> None:
+        """Orders not answered in time are escalated; bookings past their window expire."""
+        for booking_id, since in list(self.offered_s.items()):
+            if now_s - since > self.accept_s:
+                booking = self.bookings.get(booking_id)
+                del self.offered_s[booking_id]
+                if booking is None or booking.state is not State.OFFERED:
+                    continue
+                self.declined.setdefault(booking_id, set()).add(booking.truck or "")
+                self.bookings.move(booking_id, State.REQUESTED, now_s, "dispatch", detail="not answered")
+                self._escalate(booking_id, now_s, f"the driver of {booking.truck} did not answer")
+                self.dispatch(now_s)
+        for b in self.bookings.all(frozenset({State.REQUESTED, State.OFFERED, State.ACCEPTED})):
+            if now_s > b.latest_s:
+                self._tell(self.bookings.move(b.id, State.EXPIRED, now_s, "dispatch"), "expired")
+
+    # --- telling ----------------------------------------------------------------------------
+
+    def _shift(self, spec: RenovationTruck, now_s: float) -> tuple[float, float]:
+        """The truck's shift now or next: a shift ending at or before its start ends the next day."""
+        today = _local_date(now_s, self.feed.timezone)
+        for date in (today - dt.timedelta(days=1), today, today + dt.timedelta(days=1)):
+            zero = service_zero(date, self.feed.timezone)
+            start, end = zero + spec.shift_start_s, zero + spec.shift_end_s
+            if end <= start:
+                end += 86400
+            if end > now_s:
+                return start, end
+        return now_s, now_s  # not reached: tomorrow's shift always ends after now
+
+    def _next_of(self, truck: str) -> str | None:
+        rounds = self.plan.rounds.get(truck, [])
+        return rounds[0][0] if rounds else None
+
+    def _escalate(self, booking_id: str, now_s: float, why: str) -> None:
+        booking = self.bookings.get(booking_id)
+        if booking is None or booking_id in self.escalated:
+            return
+        self.escalated.add(booking_id)
+        log.warning("waste: booking %s escalated: %s", booking_id, why)
+        if self.operator is not None:
+            self.tell(self.operator, BookingMessage(booking, "escalated", self.feed.timezone, detail=why))
+
+    def _tell(self, booking: Booking, state: str) -> None:
+        message = BookingMessage(booking, state, self.feed.timezone, self.predicted.get(booking.id))
+        self.tell(booking.contact, message)
+
+    def _order(self, truck: str, body: dict[str, object]) -> None:
+        if self.publish is not None:
+            self.publish(f"{self.topic}/{self.site}/{truck}/order", json.dumps(body))
+
+
+def order(booking: Booking, predicted_s: float) -> dict[str, object]:
+    """What the truck terminal shows the driver."""
+    return {
+        "booking": booking.id,
+        "compound": booking.compound,
+        "lat": booking.lat,
+        "lon": booking.lon,
+        "volume_m3": booking.m3,
+        "earliest_ms": round(booking.earliest_s * 1000),
+        "latest_ms": round(booking.latest_s * 1000),
+        "predicted_ms": round(predicted_s * 1000),
+        "note": booking.note,
+    }
+
+
+def _local_date(epoch_s: float, timezone: str) -> dt.date:
+    return dt.datetime.fromtimestamp(epoch_s, ZoneInfo(timezone)).date()

@@ -1,0 +1,141 @@
+"""The booking page in Debian's headless Chromium against the running waste service: a refusal
+shown with its reason, a booking made, its state changing as the driver answers, a cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from linli.cloud.config import SmtpConfig
+from linli.cloud.waste.config import TruckBroker, WasteConfig
+from linli.cloud.waste.gtfs import load_feed
+from linli.cloud.waste.service import WasteService
+from linli.localservers import LocalServer, free_port
+from peers import Inbox, Receiver
+from support import unique
+from test_renovation_service import TRUCK, ZONE, Terminal
+
+FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
+TOKEN = "page-s3cret"  # noqa: S105 (the test's own)
+CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def browser(profile: Path) -> webdriver.Chrome:
+    """Headless Chromium with nothing reaching out: this machine's network is closed."""
+    for binary in (CHROMIUM, DRIVER):
+        if not Path(binary).exists():
+            pytest.fail(f"{binary} is missing: apt-get install chromium chromium-driver (scripts/setup does)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
+        f"--user-data-dir={profile}", "--window-size=412,915",  # a phone
+    ):  # fmt: skip
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(DRIVER), options=options)
+
+
+def local(moment: dt.datetime) -> str:
+    """A datetime-local input's value, in the browser's zone (the machine's)."""
+    return moment.astimezone().strftime("%Y-%m-%dT%H:%M")
+
+
+def test_staff_book_on_the_page_see_it_offered_and_accepted_then_cancel_it(
+    mosquitto: LocalServer, peers: tuple[Receiver, Inbox, int], tmp_path: Path
+) -> None:
+    _, inbox, smtp = peers
+    folder = tmp_path / "gtfs"
+    shutil.copytree(FEED, folder)
+    shift = (dt.datetime.now(ZONE) - dt.timedelta(hours=1)).strftime("%H:%M")
+    extras = folder / "linli.toml"
+    text = extras.read_text(encoding="utf-8").replace(
+        'shift = ["08:00", "18:00"]', f'shift = ["{shift}", "{shift}"]'
+    )
+    extras.write_text(text, encoding="utf-8")
+    api_port = free_port()
+    config = WasteConfig(
+        broker=TruckBroker(port=mosquitto.port, group=unique("waste")),
+        gtfs=folder,
+        state=tmp_path / "waste.sqlite",
+        api_port=api_port,
+        smtp=SmtpConfig(port=smtp, sender="waste@district.example"),
+    )
+    service = WasteService(config, TOKEN, load_feed(folder))
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    runner = threading.Thread(target=loop.run_until_complete, args=(service.run(stop),), daemon=True)
+    runner.start()
+    seen: dict[str, Any] = {}
+    profile = Path(tempfile.mkdtemp(prefix="chromium-"))
+    terminal = None
+    try:
+        assert (
+            asyncio.run_coroutine_threadsafe(asyncio.wait_for(service.started.wait(), 15), loop).result(20)
+            is True
+        )
+        terminal = Terminal(mosquitto.port)
+        driver = browser(profile)
+        wait = WebDriverWait(driver, 15)
+        try:
+            driver.get(f"http://127.0.0.1:{api_port}/book#token={TOKEN}")
+            wait.until(lambda d: len(Select(d.find_element(By.ID, "compound")).options) > 5)
+            Select(driver.find_element(By.ID, "compound")).select_by_value("hongmei-1")
+            driver.find_element(By.ID, "amount").send_keys("30")
+            Select(driver.find_element(By.ID, "unit")).select_by_value("bags")
+            now = dt.datetime.now(dt.UTC)
+
+            def window(start: dt.datetime, end: dt.datetime) -> None:
+                for field, moment in (("earliest", start), ("latest", end)):
+                    element = driver.find_element(By.ID, field)
+                    driver.execute_script("arguments[0].value = arguments[1]", element, local(moment))
+
+            driver.find_element(By.ID, "name").send_keys("Property office, hongmei-1")
+            driver.find_element(By.ID, "email").send_keys("property.hongmei-1@district.example")
+            # A window already over is refused, and the page says why.
+            window(now - dt.timedelta(hours=3), now - dt.timedelta(hours=1))
+            driver.find_element(By.ID, "submit").click()
+            seen["refusal"] = wait.until(lambda d: d.find_element(By.ID, "error").text)
+            window(now + dt.timedelta(minutes=10), now + dt.timedelta(hours=3))
+            driver.find_element(By.ID, "submit").click()
+            wait.until(lambda d: d.find_element(By.ID, "state").text == "offered")
+            booking = driver.find_element(By.ID, "booking").text
+            seen["truck"] = driver.find_element(By.ID, "truck").text
+            order = terminal.order()
+            seen["order"] = order["booking"] == booking
+            terminal.send("order_reply", {"booking": booking, "accept": True})
+            wait.until(lambda d: d.find_element(By.ID, "state").text == "accepted")
+            driver.find_element(By.ID, "cancel").click()
+            wait.until(lambda d: d.find_element(By.ID, "state").text == "cancelled")
+            seen["trail"] = [
+                li.text.split(" ", 1)[1] for li in driver.find_elements(By.CSS_SELECTOR, "#trail li")
+            ]
+            seen["cancel_shown"] = driver.find_element(By.ID, "cancel").is_displayed()
+        finally:
+            driver.quit()
+    finally:
+        if terminal is not None:
+            terminal.close()
+        asyncio.run_coroutine_threadsafe(service.deliveries.drain(10), loop).result(15)
+        loop.call_soon_threadsafe(stop.set)
+        runner.join(30)
+        shutil.rmtree(profile, ignore_errors=True)
+    assert "before now" in seen["refusal"]
+    assert TRUCK in seen["truck"]
+    assert seen["order"] is True
+    assert [t.split(" (")[0] for t in seen["trail"]] == ["requested", "offered", "accepted", "cancelled"]
+    assert seen["trail"][-1].endswith("(requester)")
+    assert seen["cancel_shown"] is False
+    subjects = [m["Subject"] for m in inbox.messages if m["To"] == "property.hongmei-1@district.example"]
+    assert any("cancelled" in s for s in subjects)

@@ -1,0 +1,176 @@
+"""Renovation bookings: what is refused and why, the lifecycle and its trail, the solver's plans."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from linli.cloud.waste.bookings import BookingError, BookingRequest, Bookings, State
+from linli.cloud.waste.dispatch import Pickup, Roads, TruckNow, plan
+from linli.cloud.waste.gtfs import Feed, load_feed
+
+FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
+ZONE = dt.timezone(dt.timedelta(hours=8))
+NOW = dt.datetime(2026, 12, 1, 8, 0, tzinfo=ZONE).timestamp()
+
+
+@pytest.fixture(scope="module")
+def feed() -> Feed:
+    return load_feed(FEED)
+
+
+@pytest.fixture
+def book(feed: Feed) -> Bookings:
+    db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    return Bookings(db, threading.Lock(), feed, max_m3=12.0)
+
+
+def request(**changes: Any) -> BookingRequest:
+    body: dict[str, Any] = {
+        "compound": "gubei-1",
+        "volume_m3": 2.5,
+        "earliest": "2026-12-01T09:00:00+08:00",
+        "latest": "2026-12-01T12:00:00+08:00",
+        "contact": {
+            "name": "Property office, gubei-1",
+            "channels": [{"kind": "email", "to": ["p@x.example"]}],
+        },
+        "note": "bags by the east gate",
+    }
+    return BookingRequest.model_validate(body | changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"latest": "2026-12-01T09:00:00+08:00"}, "the window is empty"),
+        ({"earliest": "2026-12-01T09:00:00"}, "needs its UTC offset"),
+        ({"bags": 20}, "one of them"),
+        ({"note": "x" * 10_000}, "at most 500 characters"),
+        ({"lat": 31.2}, "both lat and lon"),
+        ({"volume_m3": float("nan")}, "finite number"),
+    ],
+)
+def test_malformed_bookings_are_refused_with_the_reason(changes: dict[str, Any], reason: str) -> None:
+    with pytest.raises(ValidationError, match=reason):
+        request(**changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"compound": "nowhere-9"}, "no compound 'nowhere-9'"),
+        ({"compound": "depot"}, "no compound 'depot'"),
+        ({"latest": "2026-12-01T07:59:00+08:00", "earliest": "2026-12-01T07:00:00+08:00"}, "before now"),
+        ({"volume_m3": 40.0}, "more than the largest truck takes"),
+        ({"lat": 39.9, "lon": 116.4}, "outside the district"),  # Beijing
+    ],
+)
+def test_bookings_the_district_cannot_serve_are_refused_with_the_reason(
+    book: Bookings, changes: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(BookingError, match=reason):
+        book.create(request(**changes), NOW, "staff")
+    assert book.all() == []
+
+
+def test_the_same_key_books_once(book: Bookings) -> None:
+    first, new = book.create(request(key="gubei-1:2026-12-01:a"), NOW, "staff")
+    again, new_again = book.create(request(key="gubei-1:2026-12-01:a", volume_m3=9.0), NOW + 5, "staff")
+    assert (new, new_again) == (True, False)
+    assert again.id == first.id
+    assert again.m3 == 2.5  # the first one stands
+    assert len(book.all()) == 1
+
+
+def test_a_booking_goes_through_its_life_and_every_step_is_kept(book: Bookings) -> None:
+    made, _ = book.create(request(bags=30, volume_m3=None), NOW, "staff")
+    assert made.m3 == pytest.approx(1.5)  # 30 bags of 0.05 m³
+    steps = [
+        (State.OFFERED, "dispatch", "truck-renovation"),
+        (State.ACCEPTED, "driver", None),
+        (State.EN_ROUTE, "truck-renovation", None),
+        (State.ARRIVED, "truck-renovation", None),
+        (State.COLLECTED, "truck-renovation", None),
+        (State.CLOSED, "truck-renovation", None),
+    ]
+    for n, (state, by, truck) in enumerate(steps, start=1):
+        moved = book.move(
+            made.id, state, NOW + 60 * n, by, truck=truck, kg=310.0 if state is State.COLLECTED else None
+        )
+        assert moved.state is state
+        assert moved.truck == "truck-renovation"
+    assert book.get(made.id).collected_kg == 310.0  # type: ignore[union-attr]
+    trail = book.trail(made.id)
+    assert [t["state"] for t in trail] == ["requested"] + [str(s) for s, _, _ in steps]
+    assert [t["by"] for t in trail][:3] == ["staff", "dispatch", "driver"]
+    assert [t["at_ms"] for t in trail] == sorted(t["at_ms"] for t in trail)
+    with pytest.raises(BookingError, match="closed: it cannot become cancelled"):
+        book.move(made.id, State.CANCELLED, NOW + 999, "requester")
+
+
+def test_a_cancellation_racing_the_truck_s_arrival_loses_cleanly(book: Bookings) -> None:
+    made, _ = book.create(request(), NOW, "staff")
+    for state in (State.OFFERED, State.ACCEPTED, State.EN_ROUTE):
+        book.move(made.id, state, NOW, "x", truck="truck-renovation")
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def attempt(state: State, by: str) -> None:
+        barrier.wait()
+        try:
+            book.move(made.id, state, NOW + 1, by)
+            outcomes.append(str(state))
+        except BookingError:
+            outcomes.append("refused")
+
+    threads = [
+        threading.Thread(target=attempt, args=(State.ARRIVED, "truck")),
+        threading.Thread(target=attempt, args=(State.CANCELLED, "requester")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) in (["arrived", "refused"], ["cancelled", "refused"])
+    final = book.get(made.id)
+    assert final is not None
+    assert str(final.state) in outcomes
+    assert [t["state"] for t in book.trail(made.id)][-1] == str(final.state)  # one winner in the trail
+
+
+def test_the_solver_respects_room_and_windows(feed: Feed) -> None:
+    roads = Roads(feed)
+    depot = feed.stops["depot"].xy
+    end = NOW + 10 * 3600
+    trucks = [TruckNow("a", depot, NOW, 5.0, end, 5.0), TruckNow("b", depot, NOW, 5.0, end, 5.0)]
+    rooms = ["gubei-1", "hongmei-1", "yili-1", "jinhui-1", "xianxia-1"]
+    pickups = [Pickup(f"p{i}", feed.stops[s].xy, 2.0, NOW, NOW + 6 * 3600) for i, s in enumerate(rooms)]
+    late = Pickup("late", feed.stops["ronghua-1"].xy, 1.0, NOW + 3 * 3600, NOW + 4 * 3600)
+    gone = Pickup("gone", feed.stops["ronghua-2"].xy, 1.0, NOW - 7200, NOW - 60)
+    found = plan(roads, trucks, [*pickups, late, gone], depot, NOW)
+    volume = {p.booking: p.m3 for p in [*pickups, late]}
+    for truck, rounds in found.rounds.items():
+        assert sum(volume[b] for b, _ in rounds) <= 5.0, truck  # room respected
+    placed = {b: t for rounds in found.rounds.values() for b, t in rounds}
+    assert late.earliest_s <= placed["late"] <= late.latest_s  # waits for its window
+    assert "gone" in found.unassigned  # its window is over
+    # 11 m³ for 10 m³ of room in two 5 m³ trucks: one 2 m³ pile waits for a truck to unload.
+    assert len(placed) == 5
+    assert len(found.unassigned) == 2
+    assert found.unload == []  # both are empty: unloading would not help
+    # A truck nearly full, a pile due within the hour it cannot take: it goes to unload first.
+    full = [TruckNow("a", depot, NOW, 1.0, end, 5.0)]
+    due = Pickup("due", feed.stops["gubei-1"].xy, 2.0, NOW, NOW + 3600)
+    assert plan(roads, full, [due], depot, NOW).unload == ["a"]
+    # A pile a driver accepted stays with that truck.
+    kept = plan(roads, trucks, [Pickup("p0", pickups[0].at, 2.0, NOW, NOW + 6 * 3600, truck="b")], depot, NOW)
+    assert [b for b, _ in kept.rounds.get("b", [])] == ["p0"]
+    assert kept.metres > 0
+    assert roads.fallbacks == 0  # every pair joined by road

@@ -1,0 +1,181 @@
+"""Renovation bookings through the running waste service: the API, orders to the truck terminal
+over Mosquitto, the driver's answers, the truck's positions and lift, and everyone told (a real
+HTTP receiver and a real SMTP server)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import queue
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from linli.cloud.config import SmtpConfig
+from linli.cloud.waste.config import TruckBroker, WasteConfig
+from linli.cloud.waste.gtfs import Contact, load_feed
+from linli.cloud.waste.service import WasteService
+from linli.localservers import LocalServer, free_port
+from peers import Inbox, Receiver
+from support import unique, wait_until
+from test_waste_service import local_feed
+
+TOKEN = "waste-s3cret"  # noqa: S105 (the test's own)
+TRUCK = "truck-renovation"
+ZONE = dt.timezone(dt.timedelta(hours=8))
+
+
+class Terminal:
+    """The renovation truck's terminal: it hears orders and sends answers, positions and lifts."""
+
+    def __init__(self, port: int) -> None:
+        self.orders: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("terminal"))
+        self.client.on_message = lambda _c, _u, m: self.orders.put(json.loads(m.payload))
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(f"trucks/fleet/{TRUCK}/order", qos=1)
+        self.client.loop_start()
+
+    def send(self, kind: str, body: dict[str, Any]) -> None:
+        info = self.client.publish(
+            f"trucks/fleet/{TRUCK}/{kind}", json.dumps({"ts": round(time.time() * 1000), **body}), qos=1
+        )
+        info.wait_for_publish(5)
+
+    def order(self) -> dict[str, Any]:
+        return self.orders.get(timeout=10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def state_of(service: WasteService, booking_id: str) -> str | None:
+    found = service.renovation.bookings.get(booking_id) if service.renovation else None
+    return None if found is None else str(found.state)
+
+
+def booking(compound: str, hooks: str, key: str) -> dict[str, Any]:
+    now = dt.datetime.now(ZONE)
+    return {
+        "compound": compound,
+        "bags": 40,
+        "earliest": (now + dt.timedelta(minutes=10)).isoformat(),
+        "latest": (now + dt.timedelta(hours=3)).isoformat(),
+        "contact": {
+            "name": f"Property office, {compound}",
+            "channels": [
+                {"kind": "webhook", "url": f"{hooks}/property?c={compound}"},
+                {"kind": "email", "to": [f"property.{compound}@district.example"]},
+            ],
+        },
+        "key": key,
+    }
+
+
+def test_a_booking_is_offered_declined_escalated_then_accepted_driven_collected_and_closed(
+    mosquitto: LocalServer, peers: tuple[Receiver, Inbox, int], tmp_path: Path
+) -> None:
+    receiver, inbox, smtp = peers
+    folder = local_feed(tmp_path, receiver.url)
+    # On shift around the clock from an hour ago, whenever the test runs.
+    shift = (dt.datetime.now(ZONE) - dt.timedelta(hours=1)).strftime("%H:%M")
+    extras = folder / "linli.toml"
+    text = extras.read_text(encoding="utf-8").replace(
+        'shift = ["08:00", "18:00"]', f'shift = ["{shift}", "{shift}"]'
+    )
+    extras.write_text(text, encoding="utf-8")
+    feed = load_feed(folder)
+    api_port = free_port()
+    config = WasteConfig(
+        broker=TruckBroker(port=mosquitto.port, group=unique("waste")),
+        smtp=SmtpConfig(port=smtp, sender="waste@district.example"),
+        gtfs=tmp_path / "gtfs",
+        state=tmp_path / "waste.sqlite",
+        api_port=api_port,
+        operator=Contact.model_validate(
+            {"name": "operator", "channels": [{"kind": "webhook", "url": f"{receiver.url}/operator"}]}
+        ),
+    )
+    gubei, pile = feed.stops["gubei-1"], feed.stops["hongmei-1"]
+
+    async def scenario() -> dict[str, Any]:
+        service = WasteService(config, TOKEN, feed)
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        await asyncio.wait_for(service.started.wait(), 15)
+        terminal = await asyncio.to_thread(Terminal, mosquitto.port)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        base = f"http://127.0.0.1:{api_port}"
+        out: dict[str, Any] = {}
+        try:
+            async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as api:
+                # The first: the only driver declines, and the operating company is asked.
+                first = await api.post("/bookings", json=booking("gubei-1", receiver.url, "k1"))
+                again = await api.post("/bookings", json=booking("gubei-1", receiver.url, "k1"))
+                out["codes"] = (
+                    first.status_code,
+                    again.status_code,
+                    again.json()["id"] == first.json()["id"],
+                )
+                b1 = first.json()["id"]
+                order = await asyncio.to_thread(terminal.order)
+                out["order"] = order
+                await asyncio.to_thread(terminal.send, "order_reply", {"booking": b1, "accept": False})
+                await wait_until(lambda: bool(receiver.at("/operator")), 10, "the escalation")
+                out["b1"] = (await api.get(f"/bookings/{b1}")).json()
+                # The second: accepted, driven to, collected, closed.
+                b2 = (await api.post("/bookings", json=booking("hongmei-1", receiver.url, "k2"))).json()["id"]
+                while (order := await asyncio.to_thread(terminal.order))["booking"] != b2:
+                    pass
+                await asyncio.to_thread(terminal.send, "order_reply", {"booking": b2, "accept": True})
+                await asyncio.to_thread(
+                    terminal.send, "location", {"lat": gubei.lat, "lon": gubei.lon, "speed": 25.0}
+                )
+                await asyncio.to_thread(
+                    terminal.send, "location", {"lat": pile.lat, "lon": pile.lon, "speed": 0.0}
+                )
+                await wait_until(lambda: state_of(service, b2) == "arrived", 10, "arrived")
+                out["late_cancel"] = (await api.post(f"/bookings/{b2}/cancel")).status_code
+                await asyncio.to_thread(terminal.send, "lift", {"stop": "", "bins": 1, "collected_kg": 412.5})
+                await asyncio.to_thread(
+                    terminal.send, "location", {"lat": gubei.lat, "lon": gubei.lon, "speed": 25.0}
+                )
+                await wait_until(lambda: state_of(service, b2) == "closed", 10, "closed")
+                out["b2"] = (await api.get(f"/bookings/{b2}")).json()
+                out["refused"] = (
+                    await api.post("/bookings", json={**booking("nowhere", receiver.url, "k3")})
+                ).json()
+                out["page"] = (await httpx.AsyncClient().get(f"{base}/book")).status_code
+                await service.deliveries.drain(10)
+        finally:
+            await asyncio.to_thread(terminal.close)
+            stop.set()
+            await task
+        return out
+
+    out = asyncio.run(scenario())
+    assert out["codes"] == (201, 200, True)  # the same key books once
+    assert out["order"]["compound"] == "gubei-1"
+    assert out["order"]["volume_m3"] == 2.0  # 40 bags
+    assert [t["state"] for t in out["b1"]["trail"]] == ["requested", "offered", "requested"]
+    assert out["b1"]["trail"][2]["by"] == f"driver of {TRUCK}"
+    [escalated] = receiver.at("/operator")
+    assert out["b1"]["id"] in json.dumps(escalated)
+    assert [t["state"] for t in out["b2"]["trail"]] == [
+        "requested", "offered", "accepted", "en_route", "arrived", "collected", "closed",
+    ]  # fmt: skip
+    assert out["b2"]["collected_kg"] == 412.5
+    assert out["late_cancel"] == 409  # the truck is already there
+    assert "no compound 'nowhere'" in out["refused"]["detail"]
+    assert out["page"] == 200  # the page itself needs no token
+    told = [p["state"] for p in receiver.at("/property?c=hongmei-1")]
+    assert told == ["requested", "offered", "accepted", "en_route", "arrived", "collected", "closed"]
+    mails = [m["Subject"] for m in inbox.messages if "hongmei-1" in m["To"]]
+    assert len(mails) == len(told)
+    assert any("collected, 412 kg" in s or "collected, 413 kg" in s for s in mails)
