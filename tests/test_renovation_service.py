@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import queue
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,22 @@ class Terminal:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def cli_book(base: str, compound: str) -> subprocess.CompletedProcess[str]:
+    now = dt.datetime.now(ZONE)
+    window = [
+        "--from",
+        (now + dt.timedelta(minutes=30)).isoformat(),
+        "--to",
+        (now + dt.timedelta(hours=4)).isoformat(),
+    ]
+    return subprocess.run(
+        [sys.executable, "-m", "linli.cli", "waste", "book", "--url", base, "--compound", compound,
+         "--m3", "1.5", *window, "--name", "Property office", "--email", "office@district.example"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "LINLI_CLOUD_TOKEN": TOKEN},
+    )  # fmt: skip
 
 
 def state_of(service: WasteService, booking_id: str) -> str | None:
@@ -152,6 +171,9 @@ def test_a_booking_is_offered_declined_escalated_then_accepted_driven_collected_
                     await api.post("/bookings", json={**booking("nowhere", receiver.url, "k3")})
                 ).json()
                 out["page"] = (await httpx.AsyncClient().get(f"{base}/book")).status_code
+                out["cli"] = [
+                    await asyncio.to_thread(cli_book, base, compound) for compound in ("nowhere", "yili-1")
+                ]
                 await service.deliveries.drain(10)
         finally:
             await asyncio.to_thread(terminal.close)
@@ -174,6 +196,10 @@ def test_a_booking_is_offered_declined_escalated_then_accepted_driven_collected_
     assert out["late_cancel"] == 409  # the truck is already there
     assert "no compound 'nowhere'" in out["refused"]["detail"]
     assert out["page"] == 200  # the page itself needs no token
+    refused, booked = out["cli"]
+    assert (refused.returncode, booked.returncode) == (1, 0), (refused.stderr, booked.stderr)
+    assert "no compound 'nowhere'" in refused.stderr
+    assert booked.stdout.startswith("booking ")
     told = [p["state"] for p in receiver.at("/property?c=hongmei-1")]
     assert told == ["requested", "offered", "accepted", "en_route", "arrived", "collected", "closed"]
     mails = [m["Subject"] for m in inbox.messages if "hongmei-1" in m["To"]]

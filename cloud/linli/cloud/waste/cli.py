@@ -1,4 +1,4 @@
-"""`linli waste ...`: the waste collection timetables (more commands come with the service)."""
+"""`linli waste ...`: timetables, the service, bookings, statistics and rollups."""
 
 from __future__ import annotations
 
@@ -73,6 +73,31 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     stats.add_argument("--csv", action="store_true", help="CSV on stdout instead of a table")
     stats.add_argument("--write", action="store_true", help="also store the rollups for the dashboards")
     stats.set_defaults(func=_stats)
+
+    book = cmds.add_parser(
+        "book",
+        help="book a renovation waste pickup",
+        description=(
+            "Book a renovation waste pickup through the waste service's API, as property staff do "
+            "on its page (/book). Prints the booking, its state and truck. Exit 0 when booked (or "
+            "booked before with the same --key), 1 when the service refused it (its reason is "
+            "printed) or cannot be reached, 2 for bad usage."
+        ),
+    )
+    book.add_argument("--url", default="http://127.0.0.1:8081", help="the waste service's API")
+    book.add_argument("--token-env", default="LINLI_CLOUD_TOKEN", help="variable holding the API's token")
+    book.add_argument("--compound", required=True, help="the compound (a bin room's stop id)")
+    amount = book.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--m3", type=float, help="estimated volume in cubic metres")
+    amount.add_argument("--bags", type=int, help="estimated volume in bags")
+    book.add_argument("--from", dest="earliest", required=True, help="earliest, ISO 8601 with offset")
+    book.add_argument("--to", dest="latest", required=True, help="latest, ISO 8601 with offset")
+    book.add_argument("--name", required=True, help="who to tell")
+    book.add_argument("--email", action="append", default=[], help="tell by e-mail (repeatable)")
+    book.add_argument("--webhook", action="append", default=[], help="tell by webhook (repeatable)")
+    book.add_argument("--note", default="", help="for the driver")
+    book.add_argument("--key", default=None, help="idempotency key: the same key books once")
+    book.set_defaults(func=_book)
 
     rollup = cmds.add_parser(
         "rollup",
@@ -235,6 +260,51 @@ def _service_stats(
         )
     if args.write:
         print(f"wrote {plural(len(found), 'rollup')} to {args.database} ('waste_performance')")
+    return 0
+
+
+def _book(args: argparse.Namespace) -> int:
+    import httpx
+
+    channels: list[dict[str, object]] = [{"kind": "email", "to": [a]} for a in args.email]
+    channels += [{"kind": "webhook", "url": u} for u in args.webhook]
+    if not channels:
+        print("linli waste book: give --email or --webhook, to be told how the booking goes", file=sys.stderr)
+        return 2
+    body: dict[str, object] = {
+        "compound": args.compound,
+        "earliest": args.earliest,
+        "latest": args.latest,
+        "contact": {"name": args.name, "channels": channels},
+        "note": args.note,
+    }
+    body |= {"volume_m3": args.m3} if args.m3 is not None else {"bags": args.bags}
+    if args.key:
+        body["key"] = args.key
+    token = os.environ.get(args.token_env, "")
+    try:
+        response = httpx.post(
+            f"{args.url.rstrip('/')}/bookings",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+    except httpx.HTTPError as exc:
+        print(f"linli waste book: {args.url}: {exc}", file=sys.stderr)
+        return 1
+    answer = (
+        response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    )
+    if response.status_code >= 300:
+        detail = answer.get("detail", response.text[:200])
+        if isinstance(detail, list):
+            detail = "; ".join(f"{'.'.join(map(str, d.get('loc', [])[1:]))}: {d.get('msg')}" for d in detail)
+        print(f"linli waste book: refused (HTTP {response.status_code}): {detail}", file=sys.stderr)
+        return 1
+    again = " (booked before with this key)" if response.status_code == 200 else ""
+    truck = f", truck {answer['truck']}" if answer.get("truck") else ""
+    when = f", about {answer['predicted']}" if answer.get("predicted") else ""
+    print(f"booking {answer['id']}: {answer['state']}{truck}{when}{again}")
     return 0
 
 

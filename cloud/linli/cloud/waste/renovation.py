@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -267,7 +268,8 @@ class Renovation:
 
     def _order(self, truck: str, body: dict[str, object]) -> None:
         if self.publish is not None:
-            self.publish(f"{self.topic}/{self.site}/{truck}/order", json.dumps(body))
+            stamped = {"ts": round(time.time() * 1000), **body}
+            self.publish(f"{self.topic}/{self.site}/{truck}/order", json.dumps(stamped))
 
 
 def order(booking: Booking, predicted_s: float) -> dict[str, object]:
