@@ -102,6 +102,32 @@ class World:
         return metres / SPEED_MS
 
 
+def takes(
+    rng: random.Random,
+    decline: float,
+    booking: str,
+    truck: str,
+    *,
+    declined: dict[str, set[str]],
+    trucks: int,
+    out: Result,
+) -> bool:
+    """Whether the driver takes the order; one every driver declined is escalated."""
+    if rng.random() >= decline:
+        return True
+    declined.setdefault(booking, set()).add(truck)
+    if len(declined[booking]) >= trucks:
+        out.escalated += 1
+        declined[booking] = set()
+    return False
+
+
+def unload(world: World, truck: Truck, t: float) -> None:
+    """To the transfer station and empty."""
+    truck.free_s = max(t, truck.free_s) + world.drive(truck, world.depot) + UNLOAD_S
+    truck.load = 0.0
+
+
 def run_linli(world: World, books: list[Booking], trucks: int, rng: random.Random, decline: float) -> Result:
     out = Result()
     fleet = [Truck(f"truck-renovation-{i + 1}") for i in range(trucks)]
@@ -139,27 +165,23 @@ def run_linli(world: World, books: list[Booking], trucks: int, rng: random.Rando
             for tr in free:
                 rnd = found.rounds.get(tr.id, [])
                 if tr.id in found.unload:
-                    tr.free_s = t + world.drive(tr, world.depot) + UNLOAD_S
-                    tr.load = 0.0
+                    unload(world, tr, t)
                 elif rnd:
                     b = pending[rnd[0][0]]
-                    if b.id not in accepted:
-                        if rng.random() < decline:
-                            declined.setdefault(b.id, set()).add(tr.id)
-                            if len(declined[b.id]) >= len(fleet):
-                                out.escalated += 1
-                                declined[b.id] = set()
-                            continue
-                        accepted[b.id] = tr.id
+                    if b.id not in accepted and not takes(
+                        rng, decline, b.id, tr.id, declined=declined, trucks=len(fleet), out=out
+                    ):
+                        continue
+                    accepted[b.id] = tr.id
                     del pending[b.id]
-                    arrive = t + world.drive(tr, b.at)
-                    start = max(arrive, b.earliest_s)
+                    if tr.load + b.m3 > CAPACITY_M3:  # full: unload first
+                        unload(world, tr, t)
+                    start = max(max(t, tr.free_s) + world.drive(tr, b.at), b.earliest_s)
                     out.picked[b.id] = start
                     tr.load += b.m3
                     tr.free_s = start + service_s(b.m3)
                 elif tr.load > 0:
-                    tr.free_s = t + world.drive(tr, world.depot) + UNLOAD_S
-                    tr.load = 0.0
+                    unload(world, tr, t)
         t += 30.0
     for tr in fleet:
         world.drive(tr, world.depot)  # back to the transfer station, as the baseline's
@@ -173,7 +195,7 @@ def run_nearest(
     out = Result()
     fleet = [Truck(f"truck-renovation-{i + 1}") for i in range(trucks)]
     # When each truck is done with what it has, and where: to pick the nearest free one.
-    ends = {tr.id: (SHIFT[0], "depot", 0.0) for tr in fleet}
+    ends: dict[str, tuple[float, str, float]] = {tr.id: (float(SHIFT[0]), "depot", 0.0) for tr in fleet}
     for b in books:
         started = time.perf_counter()
         order = sorted(

@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from linli.cloud.waste.bookings import BookingRequest
 from linli.cloud.waste.config import TruckBroker, WasteConfig
 from linli.cloud.waste.gtfs import gtfs_seconds, load_feed
 from linli.cloud.waste.outbox import VisitStore
@@ -124,6 +125,9 @@ async def record(
     text = re.sub(
         r'kind = "email", to = \["([\w.-]+)@[^"]*"\]', r'kind = "mqtt", topic = "linli/waste/\1"', text
     )
+    # The renovation truck is on shift whatever the hour of the recording.
+    shift = datetime.fromtimestamp(start_s, ZoneInfo(ZONE)).strftime("%H:%M")
+    text = re.sub(r'shift = \["[0-9:]+", "[0-9:]+"\]', f'shift = ["{shift}", "{shift}"]', text)
     extras.write_text(text, encoding="utf-8")
     waste = WasteService(
         WasteConfig(
@@ -163,6 +167,8 @@ async def record(
                     args += ["--fault", fault]
             sim = _start_district(args, workdir)
             try:
+                if trouble:
+                    await _renovation_day(waste)
                 await asyncio.sleep(half / time_scale)  # this half of the stretch, in real time
             finally:
                 sim.terminate()
@@ -177,6 +183,47 @@ async def record(
         write_rollups, url, database, since, datetime.now(ZoneInfo(ZONE)) + timedelta(days=1)
     )
     return Recording(url, database, int(start_s * 1000), int(time.time() * 1000))
+
+
+async def _renovation_day(waste: WasteService) -> None:
+    """Property staff book three pickups; the driver takes them and collects the first of the
+    round, answering and driving as the truck's terminal would report it."""
+    renovation = waste.renovation
+    if renovation is None:
+        return
+    now = time.time()
+    zone = ZoneInfo(waste.feed.timezone)
+    made = []
+    for n, compound in enumerate(("gubei-1", "hongmei-1", "yili-1")):
+        request = BookingRequest.model_validate(
+            {
+                "compound": compound,
+                "bags": 20 + 10 * n,
+                "earliest": datetime.fromtimestamp(now + 600, zone).isoformat(),
+                "latest": datetime.fromtimestamp(now + 4 * 3600, zone).isoformat(),
+                "contact": {
+                    "name": f"Property office, {compound}",
+                    "channels": [{"kind": "mqtt", "topic": f"linli/waste/{compound}"}],
+                },
+                "key": f"recording-{compound}",
+            }
+        )
+        made.append(renovation.book(request, now, "property office")[0])
+    truck = next(iter(renovation.trucks))
+    for _ in made:  # each answer offers the next pickup of the truck's round
+        offered = [b for b in renovation.bookings.all() if b.state == "offered" and b.truck == truck]
+        for booking in offered:
+            renovation.reply(truck, booking.id, True, time.time())
+    renovation.dispatch(time.time())
+    nxt = renovation.next_of(truck)
+    first = renovation.bookings.get(nxt) if nxt else None
+    if first is None or first.state != "accepted":
+        return
+    depot = waste.feed.stops[waste.feed.extras.depots[0]]
+    renovation.location(truck, depot.lat, depot.lon, 20.0, time.time())
+    renovation.location(truck, first.lat, first.lon, 0.0, time.time())
+    renovation.lift(truck, 180.0, time.time())
+    renovation.location(truck, depot.lat, depot.lon, 20.0, time.time())
 
 
 def shifted_timetable(source: Path, target: Path, leave_s: float) -> Path:

@@ -406,10 +406,34 @@ def _bottom(y: int) -> list[object]:
                 )
             ),
         )
+    at_risk = {
+        "mode": "absolute",
+        "steps": [{"value": None, "color": theme.OK}, {"value": 1, "color": theme.WARNING}],
+    }
+    bookings = place(
+        stat.Panel()
+        .title("Renovation pickups")
+        .reduce_options(last_value())
+        .text(big_text(28))
+        .color_mode(common.BigValueColorMode.VALUE)
+        .graph_mode(common.BigValueGraphMode.NONE)
+        .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+        .thresholds(theme.steps((None, theme.WORKING)))
+        .override_by_name("At risk", props(("thresholds", at_risk))),
+        (8, y + 6, 8, 3),
+        *renovation_now(),
+    )
+    trips = place(trips_table("Trucks on their rounds"), (8, y, 8, 6), trips_now())
+    return [trucks_map((0, y, 8, 9)), trips, bookings, alerts]
+
+
+def renovation_now() -> list[Target]:
+    """Renovation bookings open, trucks driving to one, and bookings that may miss their window."""
+    status = Select("waste_renovation")
     return [
-        trucks_map((0, y, 8, 9)),
-        place(trips_table("Trucks on their rounds"), (8, y, 8, 9), trips_now()),
-        alerts,
+        Target(status.select("open", "last", alias="open"), alias="Open"),
+        Target(status.select("trucks_en_route", "last", alias="en route"), alias="Trucks en route"),
+        Target(status.select("at_risk", "last", alias="at risk"), alias="At risk"),
     ]
 
 

@@ -153,8 +153,47 @@ def dashboard() -> db.Dashboard:
             for outcome in ("revisited", "skipped", "missed")
         ),
     )
+    bookings = place(
+        trend("Renovation bookings by state", "short"),
+        (0, 52, 12, 8),
+        *(
+            Target(
+                Select("waste_renovation").select(state, "last", alias=state).by_time(),
+                alias=state.replace("_", " "),
+            )
+            for state in ("requested", "offered", "accepted", "en_route", "arrived", "at_risk")
+        ),
+    )
+    steps = place(
+        latest_table("Renovation bookings, step by step").override_by_name(
+            "wait_min", props(("unit", "m"), ("decimals", 0))
+        ),
+        (12, 52, 12, 8),
+        Target(
+            Select("waste_booking")
+            .select("booking")
+            .select("m3")
+            .select("wait_min")
+            .select("kg")
+            .by("state", "compound", "truck")
+            .latest(50),
+            fmt="table",
+        ),
+    )
     return with_panels(
-        dash, trucks_map((0, 0, 12, 9)), by_type, load, speed, lifts, alarms, trips, on_time, *tonnage, missed
+        dash,
+        trucks_map((0, 0, 12, 9)),
+        by_type,
+        load,
+        speed,
+        lifts,
+        alarms,
+        trips,
+        on_time,
+        *tonnage,
+        missed,
+        bookings,
+        steps,
     )
 
 

@@ -14,7 +14,7 @@ from fastapi import FastAPI, HTTPException, Path, Query, Response
 from fastapi.responses import HTMLResponse
 
 from linli.cloud.api import doc
-from linli.cloud.waste.bookings import OPEN, Booking, BookingError, BookingRequest
+from linli.cloud.waste.bookings import OPEN, Booking, BookingError, BookingRequest, State
 from linli.cloud.waste.gtfs import local_hhmm
 
 if TYPE_CHECKING:
@@ -73,6 +73,41 @@ def booking_routes(api: FastAPI, service: WasteService) -> None:
             return booking_json(renovation().cancel(booking_id, time.time(), "requester"))
         except BookingError as exc:
             raise HTTPException(409, str(exc)) from None
+
+    @api.get("/renovation")
+    async def supervision() -> dict[str, Any]:
+        """The dispatcher's view: each truck's round, the bookings at risk, the service level."""
+        r, now = renovation(), time.time()
+        every = r.bookings.all()
+        offered = [b for b in every if any(t["state"] == "offered" for t in r.bookings.trail(b.id))]
+        quick = 0
+        for b in offered:
+            trail = r.bookings.trail(b.id)
+            first = next(t["at_ms"] for t in trail if t["state"] == "offered")
+            taken = next((t["at_ms"] for t in trail if t["state"] == "accepted"), None)
+            quick += taken is not None and taken - first <= r.accept_s * 1000
+        done = [b for b in every if b.state in (State.COLLECTED, State.CLOSED, State.EXPIRED)]
+        in_window = 0
+        for b in done:
+            got = next((t["at_ms"] for t in r.bookings.trail(b.id) if t["state"] == "collected"), None)
+            in_window += got is not None and b.earliest_s * 1000 <= got <= b.latest_s * 1000
+        return {
+            "trucks": [
+                {
+                    "truck": tid,
+                    "load_m3": round(r.load[tid], 2),
+                    "round": [
+                        {"booking": bid, "predicted": local_hhmm(at, service.feed.timezone)}
+                        for bid, at in r.plan.rounds.get(tid, [])
+                    ],
+                }
+                for tid in r.trucks
+            ],
+            "by_state": {str(s): sum(b.state is s for b in every) for s in State},
+            "at_risk": r.at_risk(now),
+            "accepted_in_time": round(quick / len(offered), 3) if offered else None,
+            "collected_in_window": round(in_window / len(done), 3) if done else None,
+        }
 
     @api.get("/compounds")
     async def compounds() -> list[dict[str, str]]:

@@ -27,6 +27,8 @@ from linli.cloud.waste.gtfs import Feed
 DETOUR = 1.4  # straight line to road distance, where no road joins two places
 JOIN_M = 30.0  # road ends this close are one junction
 SCALE = 10  # volumes to VROOM in tenths of a cubic metre
+FINISH_S = 1800  # the last pickup of a shift may end this long after it
+RELOADS = 1
 URGENT_S = 2 * 3600  # a pile left out of every round with less than this to go sends a truck to unload
 
 
@@ -141,13 +143,15 @@ def plan(
     depot_i = len(trucks)
     for i, t in enumerate(trucks):
         start = max(0, round(t.free_s - now_s))
-        end = max(start + 1, round(t.shift_end_s - now_s))
+        # The shift bounds the pickups; the drive back and the unloading may run past it.
+        end = max(start + 1, round(t.shift_end_s + FINISH_S - now_s))
         problem.add_vehicle(
             vroom.Vehicle(
                 i,
                 start=i,
-                end=depot_i,
-                capacity=[max(0, math.floor(t.room_m3 * SCALE))],
+                # Room now, and for RELOADS more loads after unloading: VROOM plans one round,
+                # the truck unloads when the next pile does not fit (the drive is not planned).
+                capacity=[max(0, math.floor((t.room_m3 + RELOADS * t.capacity_m3) * SCALE))],
                 skills={i + 1},
                 time_window=vroom.TimeWindow(start, end),
             )
@@ -184,10 +188,9 @@ def plan(
     out.metres = float(solution.summary.distance)
     waiting = [p for k, p in enumerate(live) if k not in placed and p.latest_s - now_s < URGENT_S]
     if waiting:
-        # The fullest truck that, emptied, could take a waiting pile goes to unload.
-        full = [
-            t for t in trucks if t.capacity_m3 > t.room_m3 and any(p.m3 <= t.capacity_m3 for p in waiting)
-        ]
+        # The fullest truck with nothing else to do that, emptied, could take a waiting pile.
+        idle = [t for t in trucks if not out.rounds.get(t.id)]
+        full = [t for t in idle if t.capacity_m3 > t.room_m3 and any(p.m3 <= t.capacity_m3 for p in waiting)]
         if full:
             out.unload.append(min(full, key=lambda t: t.room_m3).id)
     return out

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+from linli.catalog.lineprotocol import format_line
 from linli.cloud.waste.bookings import OPEN, Booking, BookingError, BookingRequest, Bookings, State
 from linli.cloud.waste.dispatch import Pickup, Plan, Roads, TruckNow, plan
 from linli.cloud.waste.gtfs import Contact, Feed, RenovationTruck, local_hhmm, metres, service_zero
@@ -28,6 +29,7 @@ from linli.cloud.waste.gtfs import Contact, Feed, RenovationTruck, local_hhmm, m
 log = logging.getLogger(__name__)
 
 AT_PILE_M = 60.0  # a truck this close to a pile, nearly still, is there
+AT_RISK_S = 3600.0  # a booking in no truck's round with less than this left is at risk
 STILL_KMH = 3.0
 
 
@@ -111,19 +113,20 @@ class Renovation:
         self.escalated: set[str] = set()
         self.predicted: dict[str, float] = {}
         self.plan = Plan()
+        self.record: Callable[[list[str]], None] | None = None  # lines for the store
 
     # --- property staff -------------------------------------------------------------------
 
     def book(self, request: BookingRequest, now_s: float, by: str) -> tuple[Booking, bool]:
         booking, new = self.bookings.create(request, now_s, by)
         if new:
-            self._tell(booking, "requested")
+            self._tell(booking, "requested", now_s)
             self.dispatch(now_s)
         return self.bookings.get(booking.id) or booking, new
 
     def cancel(self, booking_id: str, now_s: float, by: str) -> Booking:
         booking = self.bookings.move(booking_id, State.CANCELLED, now_s, by)
-        self._tell(booking, "cancelled")
+        self._tell(booking, "cancelled", now_s)
         if booking.truck and self.publish is not None:
             self._order(booking.truck, {"booking": booking_id, "cancelled": True})
         self.dispatch(now_s)
@@ -170,7 +173,7 @@ class Renovation:
                     offered = self.bookings.move(booking_id, State.OFFERED, now_s, "dispatch", truck=tid)
                     self.offered_s[booking_id] = now_s
                     self._order(tid, order(offered, arrival))
-                    self._tell(offered, "offered")
+                    self._tell(offered, "offered", now_s)
         return self.plan
 
     def reply(self, truck: str, booking_id: str, accept: bool, now_s: float) -> None:
@@ -178,11 +181,10 @@ class Renovation:
         booking = self.bookings.get(booking_id)
         if booking is None or booking.state is not State.OFFERED or booking.truck != truck:
             raise BookingError(f"booking {booking_id} is not offered to {truck}")
-        self.offered_s.pop(booking_id, None)
+        offered = self.offered_s.pop(booking_id, now_s)
         if accept:
-            self._tell(
-                self.bookings.move(booking_id, State.ACCEPTED, now_s, f"driver of {truck}"), "accepted"
-            )
+            accepted = self.bookings.move(booking_id, State.ACCEPTED, now_s, f"driver of {truck}")
+            self._tell(accepted, "accepted", now_s, accept_min=(now_s - offered) / 60)
         else:
             self.declined.setdefault(booking_id, set()).add(truck)
             self.bookings.move(booking_id, State.REQUESTED, now_s, f"driver of {truck}", detail="declined")
@@ -200,12 +202,12 @@ class Renovation:
             if b.truck != truck:
                 continue
             near = math.dist(self.at[truck], metres(b.lat, b.lon)) <= AT_PILE_M
-            if b.state is State.ACCEPTED and speed_kmh > STILL_KMH and self._next_of(truck) == b.id:
-                self._tell(self.bookings.move(b.id, State.EN_ROUTE, now_s, truck), "en_route")
+            if b.state is State.ACCEPTED and speed_kmh > STILL_KMH and self.next_of(truck) == b.id:
+                self._tell(self.bookings.move(b.id, State.EN_ROUTE, now_s, truck), "en_route", now_s)
             elif b.state is State.EN_ROUTE and near and speed_kmh <= STILL_KMH:
-                self._tell(self.bookings.move(b.id, State.ARRIVED, now_s, truck), "arrived")
+                self._tell(self.bookings.move(b.id, State.ARRIVED, now_s, truck), "arrived", now_s)
             elif b.state is State.COLLECTED and not near:
-                self._tell(self.bookings.move(b.id, State.CLOSED, now_s, truck), "closed")
+                self._tell(self.bookings.move(b.id, State.CLOSED, now_s, truck), "closed", now_s)
         depot = math.dist(self.at[truck], self.depot) <= AT_PILE_M
         if depot and speed_kmh <= STILL_KMH and self.load[truck] > 0:
             self.load[truck] = 0.0  # unloaded at the transfer station
@@ -215,7 +217,7 @@ class Renovation:
             if b.truck == truck:
                 collected = self.bookings.move(b.id, State.COLLECTED, now_s, truck, kg=kg)
                 self.load[truck] += b.m3
-                self._tell(collected, "collected")
+                self._tell(collected, "collected", now_s)
                 self.dispatch(now_s)
                 return
 
@@ -233,7 +235,7 @@ class Renovation:
                 self.dispatch(now_s)
         for b in self.bookings.all(frozenset({State.REQUESTED, State.OFFERED, State.ACCEPTED})):
             if now_s > b.latest_s:
-                self._tell(self.bookings.move(b.id, State.EXPIRED, now_s, "dispatch"), "expired")
+                self._tell(self.bookings.move(b.id, State.EXPIRED, now_s, "dispatch"), "expired", now_s)
 
     # --- telling ----------------------------------------------------------------------------
 
@@ -249,7 +251,7 @@ class Renovation:
                 return start, end
         return now_s, now_s  # not reached: tomorrow's shift always ends after now
 
-    def _next_of(self, truck: str) -> str | None:
+    def next_of(self, truck: str) -> str | None:
         rounds = self.plan.rounds.get(truck, [])
         return rounds[0][0] if rounds else None
 
@@ -262,14 +264,63 @@ class Renovation:
         if self.operator is not None:
             self.tell(self.operator, BookingMessage(booking, "escalated", self.feed.timezone, detail=why))
 
-    def _tell(self, booking: Booking, state: str) -> None:
+    def _tell(self, booking: Booking, state: str, now_s: float, *, accept_min: float | None = None) -> None:
         message = BookingMessage(booking, state, self.feed.timezone, self.predicted.get(booking.id))
         self.tell(booking.contact, message)
+        if self.record is not None:
+            self.record([booking_line(booking, state, now_s, accept_min)])
+
+    # --- the dispatcher's view ------------------------------------------------------------------
+
+    def at_risk(self, now_s: float) -> list[str]:
+        """Open bookings that may miss their window: predicted after it, or in no round with an hour left."""
+        planned = {b for rounds in self.plan.rounds.values() for b, _ in rounds}
+        out = []
+        for b in self.bookings.all(
+            frozenset({State.REQUESTED, State.OFFERED, State.ACCEPTED, State.EN_ROUTE})
+        ):
+            late = self.predicted.get(b.id, 0.0) > b.latest_s
+            stranded = (
+                b.id not in planned and b.state is not State.EN_ROUTE and b.latest_s - now_s < AT_RISK_S
+            )
+            if late or stranded:
+                out.append(b.id)
+        return out
+
+    def status_line(self, now_s: float) -> str:
+        """Bookings by state and the trucks driving to one, for the big screen."""
+        counts = {str(s): 0 for s in OPEN}
+        for b in self.bookings.all(OPEN):
+            counts[str(b.state)] += 1
+        fields: dict[str, str | int | float | bool] = {
+            "open": sum(counts.values()),
+            **counts,
+            "at_risk": len(self.at_risk(now_s)),
+            "trucks_en_route": len(
+                {b.truck for b in self.bookings.all(frozenset({State.EN_ROUTE})) if b.truck}
+            ),
+        }
+        return format_line("waste_renovation", {}, fields, round(now_s * 1000))
 
     def _order(self, truck: str, body: dict[str, object]) -> None:
         if self.publish is not None:
             stamped = {"ts": round(time.time() * 1000), **body}
             self.publish(f"{self.topic}/{self.site}/{truck}/order", json.dumps(stamped))
+
+
+def booking_line(booking: Booking, state: str, now_s: float, accept_min: float | None = None) -> str:
+    """A booking's step for the store: `waste_booking`, tagged by state, compound and truck."""
+    tags = {"state": state, "compound": booking.compound}
+    if booking.truck:
+        tags["truck"] = booking.truck
+    fields: dict[str, str | int | float | bool] = {"booking": booking.id, "m3": round(booking.m3, 2)}
+    if state == "collected":
+        fields["wait_min"] = round((now_s - booking.created_s) / 60, 1)
+        fields["in_window"] = int(booking.earliest_s <= now_s <= booking.latest_s)
+        fields["kg"] = round(booking.collected_kg or 0.0, 1)
+    if accept_min is not None:
+        fields["accept_min"] = round(accept_min, 2)
+    return format_line("waste_booking", tags, fields, round(now_s * 1000))
 
 
 def order(booking: Booking, predicted_s: float) -> dict[str, object]:

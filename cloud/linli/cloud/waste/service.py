@@ -211,6 +211,8 @@ class WasteService:
         self.route_of_truck = {r.truck: rid for rid, r in self.feed.routes.items()}
         self.outbox = Outbox(self._db, self._lock)
         self.renovation = self._renovation()
+        if self.renovation is not None:
+            self.renovation.record = self.outbox.put
         self.acknowledged: set[int] = set()  # incidents, by their place in `incidents`
         self._reported: dict[str, float] = {}  # trip -> when its last waste_trip point was
 
@@ -333,6 +335,7 @@ class WasteService:
             self._open_trips(self._ticked_s)
             if self.renovation is not None:
                 self.renovation.tick(self._ticked_s)
+                self._report("renovation", None, self._ticked_s)
             for key, tracker in list(self.trackers.items()):
                 # A trip is announced only once its truck reports (parked, switched on): a keeper
                 # never hears of a truck that is not there.
@@ -379,11 +382,15 @@ class WasteService:
                     truck = self.feed.routes[tracker.trip.route_id].truck
                     self.outbox.put([trip_line(tracker, truck, now), *visit_lines(tracker, truck)])
 
-    def _report(self, key: str, tracker: TripTracker, now: float) -> None:
-        """A trip under way, once a minute of the trucks' time, for the big screen."""
-        if now - self._reported.get(key, 0.0) >= REPORT_S:
-            self._reported[key] = now
+    def _report(self, key: str, tracker: TripTracker | None, now: float) -> None:
+        """A trip under way (or the renovation bookings), once a minute of the trucks' time."""
+        if now - self._reported.get(key, 0.0) < REPORT_S:
+            return
+        self._reported[key] = now
+        if tracker is not None:
             self.outbox.put([trip_line(tracker, self.feed.routes[tracker.trip.route_id].truck, now)])
+        elif self.renovation is not None:
+            self.outbox.put([self.renovation.status_line(now)])
 
     # --- the dispatcher ------------------------------------------------------------
 
