@@ -164,9 +164,7 @@ def run_linli(world: World, books: list[Booking], trucks: int, rng: random.Rando
                 out.dispatch_s.append(time.perf_counter() - started)
             for tr in free:
                 rnd = found.rounds.get(tr.id, [])
-                if tr.id in found.unload:
-                    unload(world, tr, t)
-                elif rnd:
+                if rnd:
                     b = pending[rnd[0][0]]
                     if b.id not in accepted and not takes(
                         rng, decline, b.id, tr.id, declined=declined, trucks=len(fleet), out=out

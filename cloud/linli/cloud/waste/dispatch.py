@@ -29,7 +29,6 @@ JOIN_M = 30.0  # road ends this close are one junction
 SCALE = 10  # volumes to VROOM in tenths of a cubic metre
 FINISH_S = 1800  # the last pickup of a shift may end this long after it
 RELOADS = 1
-URGENT_S = 2 * 3600  # a pile left out of every round with less than this to go sends a truck to unload
 
 
 class Roads:
@@ -114,8 +113,6 @@ class Plan:
     rounds: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     unassigned: list[str] = field(default_factory=list)
     metres: float = 0.0
-    # Trucks that should unload first: a pile waits that only an emptier truck can take.
-    unload: list[str] = field(default_factory=list)
 
 
 def plan(
@@ -186,11 +183,4 @@ def plan(
             out.rounds[truck].append((live[k].booking, now_s + float(row.arrival)))
     out.unassigned += [p.booking for k, p in enumerate(live) if k not in placed]
     out.metres = float(solution.summary.distance)
-    waiting = [p for k, p in enumerate(live) if k not in placed and p.latest_s - now_s < URGENT_S]
-    if waiting:
-        # The fullest truck with nothing else to do that, emptied, could take a waiting pile.
-        idle = [t for t in trucks if not out.rounds.get(t.id)]
-        full = [t for t in idle if t.capacity_m3 > t.room_m3 and any(p.m3 <= t.capacity_m3 for p in waiting)]
-        if full:
-            out.unload.append(min(full, key=lambda t: t.room_m3).id)
     return out
