@@ -227,6 +227,11 @@ class MqttPublisher:
                 raise ConnectionError(
                     f"cannot reach the MQTT broker at {self.host}:{self.port}: {exc}"
                 ) from exc
+            on_order = getattr(dev.behaviour, "on_order", None)
+            if on_order is not None:
+                # A truck on call hears the platform's orders on its own topic.
+                client.on_message = lambda _c, _u, m, take=on_order: take(json.loads(m.payload))
+                client.subscribe(dev.topic("trucks/{site}/{device}/order"), qos=1)
             client.loop_start()
             if spec.status_topic:
                 client.publish(dev.topic(spec.status_topic), spec.online, qos=1, retain=True)

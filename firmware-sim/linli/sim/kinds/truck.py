@@ -7,6 +7,11 @@ every `between_trips_s`. A truck with no route in the timetable (a spare, or the
 truck) stays parked. It reports its position every 10 s while moving and every 30 s while
 stopped on a trip, each bin lift, and the driver's alarm button.
 
+A truck on call for renovation waste (the timetable's `[renovation]` trucks) takes orders from
+the platform on its `order` topic: its driver accepts most (ACCEPT) on `order_reply`, drives to
+each pile on the roads at town speed, lifts it, and goes back to the depot when it has nothing
+more to do.
+
 Faults: `blocked` finds the third bin room of each trip blocked (the alarm, on to the next,
 back after the last); `breakdown` breaks down halfway to the third bin room of its first
 trip, and never moves again.
@@ -16,17 +21,34 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import math
+import queue
 import random
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import networkx as nx
+from shapely import LineString
+
 from linli.catalog.profile import Profile, get_profile
-from linli.cloud.waste.gtfs import Feed, runs_on, service_zero
+from linli.cloud.waste.dispatch import Roads
+from linli.cloud.waste.gtfs import Feed, metres, runs_on, service_zero
 from linli.sim.context import DeviceContext
-from linli.sim.timetable import STOPPED_REPORT_S, Traffic, TripFaults, drive_trip
+from linli.sim.timetable import (
+    GPS_NOISE_M,
+    MOVING_REPORT_S,
+    STOPPED_REPORT_S,
+    TO_WGS84,
+    Traffic,
+    TripFaults,
+    drive_trip,
+)
 
 Message = tuple[str, dict[str, Any]]
 FAULTS = frozenset({"blocked", "breakdown"})
+ACCEPT = 0.9  # a driver takes this share of orders
+ON_CALL_KMH = 20.0
+KG_PER_M3 = 250.0  # renovation rubble, loose [assumed]
 # The third bin room (index 0 is the depot).
 FAULT_STOP = 3
 # A trip may end this much after its timetable says.
@@ -66,19 +88,110 @@ class Truck:
         self.busy: list[tuple[float, float]] = []  # (first, last message) of each trip
         self._n = 0
         self.ground_truth: list[dict[str, Any]] = []
+        on_call = feed.extras.renovation
+        self.on_call = on_call is not None and any(t.id == truck for t in on_call.trucks)
+        self.inbox: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.rng = random.Random(f"{seed}:on-call")
+        self.jobs: list[dict[str, Any]] = []
+        self.free_s = start
+        self.at_xy = feed.stops[self.depot_id].xy if self.depot_id else (0.0, 0.0)
+        self._roads: Roads | None = None
+
+    def on_order(self, order: dict[str, Any]) -> None:
+        """An order from the platform (on the MQTT client's thread): answered at the next step."""
+        self.inbox.put(order)
 
     def advance_to(self, t: float) -> list[Message]:
         """Every message with a time in (the last call's t, t]."""
         while self.planned_until < self._date(t):
             self.planned_until += dt.timedelta(days=1)
             self._plan(self.planned_until)
+        if self.on_call:
+            self._take_orders(self.t)  # heard since the last step: answered just after it
         out: list[Message] = []
         while self.queue and self.queue[0][0] <= t * 1000:
             ts, _, message = heapq.heappop(self.queue)
+            parked = message[0] == "location" and message[1].get("acc") is False
+            if parked and (self._away() or any(a * 1000 <= ts <= b * 1000 for a, b in self.busy)):
+                continue  # on a job, not parked
             if ts > self.t * 1000:
                 out.append(message)
         self.t = max(self.t, t)
         return out
+
+    def _away(self) -> bool:
+        """Out on a renovation job, or on the way back from one."""
+        return (
+            self.on_call
+            and self.depot_id is not None
+            and math.dist(self.at_xy, self.feed.stops[self.depot_id].xy) > 60
+        )
+
+    def _take_orders(self, t: float) -> None:
+        """Answer new orders; when free, drive to the next pile, or home when there is none."""
+        while not self.inbox.empty():
+            order = self.inbox.get_nowait()
+            if order.get("cancelled"):
+                self.jobs = [j for j in self.jobs if j["booking"] != order.get("booking")]
+                continue
+            accept = self.rng.random() < ACCEPT
+            self._push(
+                ("order_reply", {"ts": round((t + 5) * 1000), "booking": order["booking"], "accept": accept})
+            )
+            if accept:
+                self.jobs.append(order)
+        if self.free_s > t:
+            return
+        if self.jobs:
+            job = self.jobs.pop(0)
+            self._drive_to(metres(job["lat"], job["lon"]), t + 10, job)
+        elif self.depot_id and math.dist(self.at_xy, self.feed.stops[self.depot_id].xy) > 60:
+            self._drive_to(self.feed.stops[self.depot_id].xy, t + 10, None)
+
+    def _drive_to(self, to: tuple[float, float], t: float, job: dict[str, Any] | None) -> None:
+        """Along the roads to a pile (lifting it) or to the depot, reporting on the way."""
+        if self._roads is None:
+            self._roads = Roads(self.feed)
+        roads = self._roads
+        path = nx.shortest_path(roads.graph, roads.nearest(self.at_xy), roads.nearest(to), weight="m")
+        line = LineString([self.at_xy, *(roads.points[n] for n in path), to])
+        speed = ON_CALL_KMH / 3.6
+        start = t
+        body = {"waste_type": "renovation", "route": "on-call"}
+        for s in range(0, int(line.length / speed), MOVING_REPORT_S):
+            p = line.interpolate(s * speed)
+            self._push(("location", self._position(t + s, p.x, p.y, ON_CALL_KMH, body)))
+        t += line.length / speed
+        self.at_xy = to
+        if job is not None:
+            dwell = 600 + 120 * float(job.get("volume_m3") or 1.0)
+            for s in range(0, int(dwell), STOPPED_REPORT_S):
+                self._push(
+                    (
+                        "location",
+                        self._position(t + s, to[0], to[1], 0.0, {**body, "stop": job.get("compound", "")}),
+                    )
+                )
+            kg = round(float(job.get("volume_m3") or 1.0) * KG_PER_M3 * self.rng.uniform(0.8, 1.2), 1)
+            lift = {
+                "ts": round((t + 60) * 1000),
+                **body,
+                "stop": job.get("compound", ""),
+                "bins": 1,
+                "collected_kg": kg,
+            }
+            self._push(("lift", lift))
+            t += dwell
+        # Home from a job: away from the depot since the job ended, so not parked there meanwhile.
+        self.busy.append((min(start, self.free_s) if job is None else start, t))
+        self.free_s = t
+
+    def _position(self, t: float, x: float, y: float, kmh: float, extra: dict[str, Any]) -> dict[str, Any]:
+        lon, lat = TO_WGS84.transform(x + self.rng.gauss(0, GPS_NOISE_M), y + self.rng.gauss(0, GPS_NOISE_M))
+        return {
+            "ts": round(t * 1000), "lat": round(lat, 6), "lon": round(lon, 6), "speed": kmh, "heading": 0,
+            "acc": True, "alarm_flags": 0, "load_kg": 0.0, "mileage_km": 0.0, **extra,
+        }  # fmt: skip
 
     def _date(self, t: float) -> dt.date:
         return dt.datetime.fromtimestamp(t, self.tz).date()

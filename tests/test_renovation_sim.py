@@ -1,0 +1,145 @@
+"""The simulator's renovation truck: it answers the platform's orders, drives the roads to the
+pile, lifts it and goes home; and, with `linli sim district` and the waste service on one
+Mosquitto, a booking goes from requested to closed with nobody scripting the truck."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from linli.cloud.waste.config import TruckBroker, WasteConfig
+from linli.cloud.waste.gtfs import Feed, load_feed, metres
+from linli.cloud.waste.service import WasteService
+from linli.localservers import LocalServer, free_port
+from linli.sim.kinds.truck import Truck
+from linli.sim.timetable import Traffic
+from support import start_sim, stop_process, unique, wait_until
+
+FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
+TOKEN = "sim-s3cret"  # noqa: S105 (the test's own)
+ZONE = dt.timezone(dt.timedelta(hours=8))
+MONDAY_NOON = dt.datetime(2026, 12, 7, 12, 0, tzinfo=ZONE).timestamp()
+
+
+def on_call_feed(tmp: Path) -> Path:
+    """The district's timetable, its renovation truck on shift around the clock from an hour ago."""
+    folder = tmp / "gtfs"
+    shutil.copytree(FEED, folder)
+    shift = (dt.datetime.now(ZONE) - dt.timedelta(hours=1)).strftime("%H:%M")
+    extras = folder / "linli.toml"
+    text = extras.read_text(encoding="utf-8").replace(
+        'shift = ["08:00", "18:00"]', f'shift = ["{shift}", "{shift}"]'
+    )
+    extras.write_text(text, encoding="utf-8")
+    return folder
+
+
+def test_the_truck_on_call_answers_drives_the_roads_lifts_the_pile_and_goes_home() -> None:
+    feed: Feed = load_feed(FEED)
+    pile = feed.stops["hongmei-1"]
+    for seed in ("a", "b", "c"):  # a driver declines one order in ten: find one that takes it
+        truck = Truck(seed=seed, start=MONDAY_NOON, feed=feed, truck="truck-renovation", traffic=Traffic())
+        truck.advance_to(MONDAY_NOON + 60)
+        order = {"booking": "b1", "compound": pile.id, "lat": pile.lat, "lon": pile.lon, "volume_m3": 2.0}
+        truck.on_order(order)
+        # Stepped as the district steps it: each step answers and plans what was heard.
+        messages = [m for step in range(90, 3 * 3600, 30) for m in truck.advance_to(MONDAY_NOON + step)]
+        [reply] = [body for kind, body in messages if kind == "order_reply"]
+        if reply["accept"]:
+            break
+    assert reply == {"ts": reply["ts"], "booking": "b1", "accept": True}
+    positions = [body for kind, body in messages if kind == "location" and body["acc"] is True]
+    moving = [p for p in positions if p["speed"] > 0]
+    at_pile = [p for p in positions if p.get("stop") == pile.id]
+    [lift] = [body for kind, body in messages if kind == "lift"]
+    assert (lift["stop"], lift["waste_type"]) == (pile.id, "renovation")
+    assert 350 <= lift["collected_kg"] <= 650  # 2 m³ of rubble
+    assert moving[0]["ts"] < at_pile[0]["ts"] <= lift["ts"] < moving[-1]["ts"]
+    # On the roads: each 10 s report within a road's reach of the last, none off the district.
+    xs = [metres(p["lat"], p["lon"]) for p in moving]
+    assert all(math.dist(a, b) < 120 for a, b in itertools.pairwise(xs))
+    home = feed.stops["depot"].xy
+    assert math.dist(metres(moving[-1]["lat"], moving[-1]["lon"]), home) < 150  # back at the depot
+    # Not "parked at the depot" while it is out on the job.
+    parked = [body["ts"] for kind, body in messages if kind == "location" and body["acc"] is False]
+    assert not [t for t in parked if moving[0]["ts"] <= t <= moving[-1]["ts"]]
+
+
+def test_a_booking_is_collected_by_the_simulated_truck_through_mosquitto(
+    mosquitto: LocalServer, tmp_path: Path
+) -> None:
+    folder = on_call_feed(tmp_path)
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(
+        f'name = "oncall"\ntimetable = "{folder}"\n\n[[sites]]\nid = "fleet"\n\n'
+        '[[groups]]\nkind = "truck"\nsites = ["fleet"]\nid = "truck-renovation"\n',
+        encoding="utf-8",
+    )
+    api_port = free_port()
+    config = WasteConfig(
+        broker=TruckBroker(port=mosquitto.port, group=unique("waste")),
+        gtfs=folder,
+        state=tmp_path / "waste.sqlite",
+        api_port=api_port,
+        attempts=1,
+    )
+    pile = load_feed(folder).stops["yili-1"]
+
+    async def scenario_run() -> dict[str, Any]:
+        service = WasteService(config, TOKEN, load_feed(folder))
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        await asyncio.wait_for(service.started.wait(), 15)
+        # Twenty times faster than real time from now: an hour of work in three minutes.
+        start = dt.datetime.now(dt.UTC).isoformat()
+        args = ["--scenario", str(scenario), "--mqtt-port", str(mosquitto.port), "--time-scale", "20"]
+        sim = await asyncio.to_thread(start_sim, "district", *args, "--start", start)
+        out: dict[str, Any] = {}
+        try:
+            now = dt.datetime.now(ZONE)
+            body = {
+                "compound": pile.id,
+                "volume_m3": 1.5,
+                "earliest": now.isoformat(),
+                "latest": (now + dt.timedelta(hours=6)).isoformat(),
+                "contact": {
+                    "name": "Property office",
+                    "channels": [{"kind": "mqtt", "topic": "linli/test/booking"}],
+                },
+            }
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", headers=headers) as api:
+                made = []
+                for n in range(3):  # one order in ten is declined: three bookings, one truck
+                    made.append((await api.post("/bookings", json=body | {"key": f"k{n}"})).json()["id"])
+
+                def closed() -> list[str]:
+                    r = service.renovation
+                    found = [r.bookings.get(i) for i in made] if r is not None else []
+                    return [b.id for b in found if b is not None and b.state == "closed"]
+
+                await wait_until(lambda: bool(closed()), 240, "a booking closed by the simulated truck")
+                done = closed()[0]
+                out = (await api.get(f"/bookings/{done}")).json()
+        finally:
+            assert await asyncio.to_thread(stop_process, sim) == 0
+            stop.set()
+            await task
+        return out
+
+    t0 = time.monotonic()
+    booking = asyncio.run(scenario_run())
+    assert [t["state"] for t in booking["trail"]] == [
+        "requested", "offered", "accepted", "en_route", "arrived", "collected", "closed",
+    ]  # fmt: skip
+    assert booking["trail"][2]["by"] == "driver of truck-renovation"
+    assert booking["collected_kg"] > 200
+    assert time.monotonic() - t0 < 300
