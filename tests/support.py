@@ -99,10 +99,11 @@ def influx1_query(url: str, db: str, q: str) -> list[dict[str, Any]]:
     return rows
 
 
-def start_sim(*args: str, timeout: float = 30.0) -> subprocess.Popen[str]:
-    """`linli sim ...` as a process, returned once it says it listens."""
+def start_sim(*args: str, timeout: float = 30.0, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`linli sim ...` as a process, returned once it says it listens; `env` adds variables."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "linli.cli", "sim", *args],
+        env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from linli.catalog.errors import ConfigError
 from linli.cli_support import run_until_signal
+from linli.cloud.waste.gtfs import Feed
+from linli.sim.bookings import BookingAgent
 from linli.sim.charger import FAULTS as CHARGER_FAULTS
 from linli.sim.clock import SimClock
 from linli.sim.district import (
@@ -152,6 +154,20 @@ def _add_district(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--trip-sd", type=float, default=0.1, help="each drive of a segment, log-normal sd (default 0.1)"
     )
     district.add_argument(
+        "--bookings-per-day",
+        type=float,
+        default=0.0,
+        help="property staff book this many renovation pickups a day at --bookings-url (default 0)",
+    )
+    district.add_argument(
+        "--bookings-url",
+        default="http://127.0.0.1:8081",
+        help="the waste service's API (token: LINLI_CLOUD_TOKEN)",
+    )
+    district.add_argument(
+        "--bookings-journal", type=Path, default=None, help="append each booking asked and answered here"
+    )
+    district.add_argument(
         "--journal", type=Path, default=None, help="append every MQTT message sent to this file"
     )
     district.add_argument(
@@ -179,6 +195,23 @@ def _district_faults(args: argparse.Namespace) -> list[FaultSpec]:
         FaultSpec(f"fleet/{truck}" if "/" not in truck else truck, "blocked") for truck in args.blocked
     ]
     return faults
+
+
+def _booking_agent(args: argparse.Namespace, seed: int, timetable: Feed | None) -> BookingAgent | None:
+    """Property staff booking pickups, if asked for; ValueError when the timetable cannot take them."""
+    if args.bookings_per_day <= 0:
+        return None
+    if timetable is None or timetable.extras.renovation is None:
+        raise ValueError("--bookings-per-day needs a timetable with [renovation] trucks")
+    token = os.environ.get("LINLI_CLOUD_TOKEN", "")
+    return BookingAgent(
+        timetable,
+        args.bookings_url,
+        token=token,
+        per_day=args.bookings_per_day,
+        seed=seed,
+        journal=args.bookings_journal,
+    )
 
 
 def _run_district(args: argparse.Namespace) -> int:
@@ -215,17 +248,23 @@ def _run_district(args: argparse.Namespace) -> int:
         # Faster than real time, the devices' clocks would run ahead of every edge's.
         clock = SimClock.behind_wall(args.time_scale, RUN_BEHIND_H)
     try:
+        timetable = load_timetable(scenario, args.gtfs)
         district = build_district(
             scenario,
             clock=clock,
             host=args.host,
             modbus_port=args.modbus_port,
             faults=_district_faults(args),
-            timetable=load_timetable(scenario, args.gtfs),
+            timetable=timetable,
             traffic=Traffic(seed=scenario.seed, sd=args.traffic_sd, trip_sd=args.trip_sd),
         )
     except (ValueError, KeyError) as exc:
         print(f"linli sim district: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    try:
+        bookings = _booking_agent(args, scenario.seed, timetable)
+    except ValueError as exc:
+        print(f"linli sim district: {exc}", file=sys.stderr)
         return 2
     journal = open_journal(args.journal)
     publisher = MqttPublisher(
@@ -239,7 +278,9 @@ def _run_district(args: argparse.Namespace) -> int:
 
     async def main(stop: asyncio.Event) -> None:
         started = asyncio.Event()
-        task = asyncio.create_task(run_district(district, publisher, clock, stop, started=started))
+        task = asyncio.create_task(
+            run_district(district, publisher, clock, stop, started=started, bookings=bookings)
+        )
         ready = asyncio.create_task(started.wait())
         await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():

@@ -22,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from linli.catalog.mqttspec import MqttMessage
 from linli.cloud.waste.gtfs import Feed, GtfsError, load_feed
+from linli.sim.bookings import BookingAgent
 from linli.sim.clock import SimClock
 from linli.sim.context import DeviceContext, MqttBehaviour, kind_faults, kind_module
 from linli.sim.fleet import run_servers
@@ -279,16 +280,24 @@ async def run_district(
     *,
     tick_s: float = 1.0,
     started: asyncio.Event | None = None,
+    bookings: BookingAgent | None = None,
 ) -> None:
     """Serve and publish until `stop`; every tick moves all devices to the present."""
     if publisher is None:
         await run_servers(district.servers, stop, tick_s, started)
         return
     await asyncio.to_thread(publisher.connect)
+    loop = asyncio.get_running_loop()
+
+    def tick() -> None:
+        now = clock.now()
+        publisher.publish_until(now)
+        if bookings is not None:
+            # The service's API answers in its own time: never in the devices' tick.
+            loop.run_in_executor(None, bookings.step, now)
+
     try:
-        await run_servers(
-            district.servers, stop, tick_s, started, on_tick=lambda: publisher.publish_until(clock.now())
-        )
+        await run_servers(district.servers, stop, tick_s, started, on_tick=tick)
     finally:
         await asyncio.to_thread(publisher.close)
 

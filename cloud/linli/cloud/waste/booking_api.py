@@ -6,7 +6,6 @@ the token after `#token=`, and the page sends it with every call it makes.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path as FilePath
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -42,7 +41,7 @@ def booking_routes(api: FastAPI, service: WasteService) -> None:
     async def book(request: BookingRequest, response: Response) -> dict[str, Any]:
         """Book a renovation pickup (property staff); the same `key` books once."""
         try:
-            booking, new = renovation().book(request, time.time(), request.contact.name)
+            booking, new = renovation().book(request, service.clock(), request.contact.name)
         except BookingError as exc:
             raise HTTPException(422, str(exc)) from None
         if not new:
@@ -70,14 +69,14 @@ def booking_routes(api: FastAPI, service: WasteService) -> None:
         if renovation().bookings.get(booking_id) is None:
             raise HTTPException(404, f"no booking {booking_id}")
         try:
-            return booking_json(renovation().cancel(booking_id, time.time(), "requester"))
+            return booking_json(renovation().cancel(booking_id, service.clock(), "requester"))
         except BookingError as exc:
             raise HTTPException(409, str(exc)) from None
 
     @api.get("/renovation")
     async def supervision() -> dict[str, Any]:
         """The dispatcher's view: each truck's round, the bookings at risk, the service level."""
-        r, now = renovation(), time.time()
+        r, now = renovation(), service.clock()
         every = r.bookings.all()
         offered = [b for b in every if any(t["state"] == "offered" for t in r.bookings.trail(b.id))]
         quick = 0

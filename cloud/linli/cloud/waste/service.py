@@ -323,6 +323,10 @@ class WasteService:
 
     # --- the clock and the trips --------------------------------------------------
 
+    def clock(self) -> float:
+        """Now: the trucks' time once they have spoken (a day simulated fast is a real day)."""
+        return self.now_s or time.time()
+
     def advance(self, t: float) -> None:
         """Move the clock to `t` (never back), ticking every trip on the way."""
         if t <= self.now_s:
