@@ -115,20 +115,11 @@ async def record(
     task = asyncio.create_task(agent.run(stop))
     start_s = time.time() - simulated_s
     half = simulated_s / 2
-    gtfs = shifted_timetable(timetable, workdir / "gtfs", start_s + half - 600)
-    # The keepers and property offices are told on the local broker, not by SMS and e-mail.
-    extras = gtfs / "linli.toml"
-    text = extras.read_text(encoding="utf-8")
-    text = re.sub(
-        r'kind = "webhook", url = "[^"]*to=([\w-]+)"', r'kind = "mqtt", topic = "linli/waste/\1"', text
-    )
-    text = re.sub(
-        r'kind = "email", to = \["([\w.-]+)@[^"]*"\]', r'kind = "mqtt", topic = "linli/waste/\1"', text
-    )
-    # The renovation truck is on shift whatever the hour of the recording.
-    shift = datetime.fromtimestamp(start_s, ZoneInfo(ZONE)).strftime("%H:%M")
-    text = re.sub(r'shift = \["[0-9:]+", "[0-9:]+"\]', f'shift = ["{shift}", "{shift}"]', text)
-    extras.write_text(text, encoding="utf-8")
+    # The truck whose gate is found blocked leaves just after the trouble starts, so that its
+    # third bin room falls in the second half whatever the traffic at this hour.
+    blocked_route = "dry-north"
+    gtfs = shifted_timetable(timetable, workdir / "gtfs", start_s + half - 600, later={blocked_route: 660.0})
+    _quiet_and_on_shift(gtfs, start_s)
     waste = WasteService(
         WasteConfig(
             gtfs=gtfs,
@@ -226,9 +217,29 @@ async def _renovation_day(waste: WasteService) -> None:
     renovation.location(truck, depot.lat, depot.lon, 20.0, time.time())
 
 
-def shifted_timetable(source: Path, target: Path, leave_s: float) -> Path:
+def _quiet_and_on_shift(gtfs: Path, start_s: float) -> None:
+    """The copy's contacts told on the local broker, its renovation truck on shift all day."""
+    # The keepers and property offices are told on the local broker, not by SMS and e-mail.
+    extras = gtfs / "linli.toml"
+    text = extras.read_text(encoding="utf-8")
+    text = re.sub(
+        r'kind = "webhook", url = "[^"]*to=([\w-]+)"', r'kind = "mqtt", topic = "linli/waste/\1"', text
+    )
+    text = re.sub(
+        r'kind = "email", to = \["([\w.-]+)@[^"]*"\]', r'kind = "mqtt", topic = "linli/waste/\1"', text
+    )
+    # The renovation truck is on shift whatever the hour of the recording.
+    shift = datetime.fromtimestamp(start_s, ZoneInfo(ZONE)).strftime("%H:%M")
+    text = re.sub(r'shift = \["[0-9:]+", "[0-9:]+"\]', f'shift = ["{shift}", "{shift}"]', text)
+    extras.write_text(text, encoding="utf-8")
+
+
+def shifted_timetable(
+    source: Path, target: Path, leave_s: float, later: dict[str, float] | None = None
+) -> Path:
     """A copy of a GTFS timetable whose routes' first trips leave a minute apart from
-    `leave_s` on; a route's other trips keep their distance from its first."""
+    `leave_s` on (a route in `later` that many seconds after); a route's other trips keep their
+    distance from its first."""
     shutil.copytree(source, target, dirs_exist_ok=True)
     feed = load_feed(source)
     local = datetime.fromtimestamp(leave_s, ZoneInfo(feed.timezone))
@@ -239,7 +250,8 @@ def shifted_timetable(source: Path, target: Path, leave_s: float) -> Path:
         trips = [t for t in feed.trips.values() if t.route_id == route]
         leaves = min(t.stop_times[0].departure_s for t in trips)
         for trip in trips:
-            shift[trip.id] = (first + 60 * n - leaves) % 86400  # times past 24:00 are GTFS's own
+            delay = round((later or {}).get(route, 0.0))
+            shift[trip.id] = (first + 60 * n + delay - leaves) % 86400  # times past 24:00 are GTFS's own
     with (source / "stop_times.txt").open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
