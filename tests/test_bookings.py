@@ -178,3 +178,34 @@ def test_the_solver_respects_room_and_windows(feed: Feed) -> None:
     assert late.earliest_s <= at <= late.latest_s
     assert kept.metres > 0
     assert roads.fallbacks == 0  # every pair joined by road
+
+
+def test_booking_figures_per_compound_and_period_count_each_step_in_its_own_period() -> None:
+    from linli.cloud.waste.booking_stats import BookingStep, booking_figures
+    from linli.cloud.waste.rollups import Period
+
+    def at(day: int, hour: int) -> int:
+        return int(dt.datetime(2026, 11, day, hour, 0, tzinfo=ZONE).timestamp() * 1000)
+
+    steps = [
+        BookingStep(at(30, 9), "requested", "gubei-1"),
+        BookingStep(at(30, 11), "collected", "gubei-1", wait_min=120.0, in_window=1, kg=400.0),
+        BookingStep(at(30, 10), "requested", "gubei-1"),
+        BookingStep(at(30, 16), "collected", "gubei-1", wait_min=360.0, in_window=0, kg=250.0),
+        BookingStep(at(30, 20), "requested", "gubei-1"),
+        BookingStep(at(30, 21), "cancelled", "gubei-1"),
+        BookingStep(at(30, 23), "requested", "yili-1"),  # 23:00 on the 30th
+        BookingStep(at(30, 23) + 3_600_000 * 2, "expired", "yili-1"),  # 01:00 on 1 December
+    ]
+    days = {(f.start.date().isoformat(), f.compound): f for f in booking_figures(steps, Period.DAY)}
+    gubei = days[("2026-11-30", "gubei-1")]
+    assert (gubei.requested, gubei.collected, gubei.cancelled, gubei.expired) == (3, 2, 1, 0)
+    assert gubei.in_window == 0.5
+    assert gubei.wait_mean_min == 240.0
+    assert gubei.kg == 650.0
+    assert days[("2026-12-01", "yili-1")].expired == 1  # counted when it expired, in its own day
+    months = {(f.start.date().isoformat(), f.compound) for f in booking_figures(steps, Period.MONTH)}
+    assert months == {("2026-11-01", "gubei-1"), ("2026-11-01", "yili-1"), ("2026-12-01", "yili-1")}
+    line = gubei.line()
+    assert line.startswith("waste_booking_rollup,compound=gubei-1,period=day ")
+    assert "in_window=0.5" in line

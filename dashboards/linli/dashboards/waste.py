@@ -180,6 +180,41 @@ def dashboard() -> db.Dashboard:
             fmt="table",
         ),
     )
+    renovation_days = place(
+        _bars("Renovation bookings by day: asked, collected, cancelled, expired", "short", "35d"),
+        (0, 60, 12, 8),
+        *(
+            Target(
+                Select("waste_booking_rollup")
+                .tag_is("period", "day")
+                .select(field, "sum", alias=field)
+                .by_time("1d", fill="none")
+                .in_zone(theme.ZONE),
+                alias=field,
+            )
+            for field in ("requested", "collected", "cancelled", "expired")
+        ),
+    )
+    renovation_service = place(
+        bargauge.Panel()
+        .title("Renovation: collected within the window, by compound")
+        .unit("percentunit")
+        .min(0)
+        .max(1)
+        .reduce_options(last_value())
+        .display_mode(common.BarGaugeDisplayMode.BASIC)
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .thresholds(theme.steps((None, theme.CRITICAL), (0.8, theme.WARNING), (0.95, theme.OK)))
+        .time_from("35d"),
+        (12, 60, 12, 8),
+        Target(
+            Select("waste_booking_rollup")
+            .tag_is("period", "day")
+            .select("in_window", "mean", alias="in window")
+            .by("compound"),
+            alias="$tag_compound",
+        ),
+    )
     return with_panels(
         dash,
         trucks_map((0, 0, 12, 9)),
@@ -194,6 +229,8 @@ def dashboard() -> db.Dashboard:
         missed,
         bookings,
         steps,
+        renovation_days,
+        renovation_service,
     )
 
 

@@ -323,12 +323,13 @@ def _rollup(args: argparse.Namespace) -> int:
         now = dt.datetime.now(ZoneInfo(ZONE))
         since = (now - dt.timedelta(days=args.days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
         try:
-            tonnage, figures = write_rollups(
+            tonnage, figures, bookings = write_rollups(
                 args.url, args.database, since, now + dt.timedelta(days=1), token=token
             )
             print(
-                f"{now:%Y-%m-%d %H:%M}: wrote {plural(tonnage, 'tonnage rollup')} and "
-                f"{plural(figures, 'service rollup')} from {since:%Y-%m-%d} on",
+                f"{now:%Y-%m-%d %H:%M}: wrote {plural(tonnage, 'tonnage rollup')}, "
+                f"{plural(figures, 'service rollup')} and {plural(bookings, 'booking rollup')} "
+                f"from {since:%Y-%m-%d} on",
                 flush=True,
             )
         except StoreError as exc:

@@ -8,6 +8,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from linli.cloud.waste.booking_stats import BookingStep, booking_figures
 from linli.cloud.waste.performance import VisitRecord, performance
 from linli.cloud.waste.rollups import Lift, Period, period_start, rollups
 from linli.dashboards.influxv1 import QueryError, run
@@ -69,16 +70,39 @@ def read_visits(
     return out
 
 
+def read_booking_steps(
+    url: str, database: str, first: dt.datetime, last: dt.datetime, *, token: str | None = None
+) -> list[BookingStep]:
+    """Every renovation booking step the waste service recorded with a time in [first, last)."""
+    query = (  # only integers are put into it: the times, in milliseconds
+        'SELECT "state", "compound", "wait_min", "in_window", "kg" FROM "waste_booking" '  # noqa: S608
+        f"WHERE time >= {int(first.timestamp() * 1000)}ms AND time < {int(last.timestamp() * 1000)}ms"
+    )
+    return [
+        BookingStep(
+            time_ms=int(r["time"]),
+            state=str(r["state"] or ""),
+            compound=str(r["compound"] or ""),
+            wait_min=None if r["wait_min"] is None else float(r["wait_min"]),
+            in_window=None if r["in_window"] is None else int(r["in_window"]),
+            kg=None if r["kg"] is None else float(r["kg"]),
+        )
+        for r in _rows(url, database, query, token)
+    ]
+
+
 def write_rollups(
     url: str, database: str, since: dt.datetime, until: dt.datetime, *, token: str | None = None
-) -> tuple[int, int]:
+) -> tuple[int, int, int]:
     """Tonnage and the service's figures by day, ISO week and month, for every period that
     touches [since, until), whole (from the first of the month, or the Monday before, if
-    earlier); written back, replacing what was there. Returns (tonnage, performance) rollups."""
+    earlier); written back, replacing what was there. Returns how many rollups of tonnage, of
+    the bus-like collection's performance, and of renovation bookings."""
     first = min(since.replace(day=1), since - dt.timedelta(days=since.weekday()))
     first = first.replace(hour=0, minute=0, second=0, microsecond=0)
     lifts = read_lifts(url, database, first, until, token=token)
     visits = read_visits(url, database, first, until, token=token)
+    steps = read_booking_steps(url, database, first, until, token=token)
     since_ms = int(since.timestamp() * 1000)
     # Only periods read from their start: an earlier month's sums from part of it would replace whole ones.
     tonnage = [
@@ -93,8 +117,14 @@ def write_rollups(
         for p in performance(visits, period)
         if p.start >= period_start(since_ms, period)
     ]
-    write_lines(url, database, tonnage + figures, token=token)
-    return len(tonnage), len(figures)
+    bookings = [
+        b.line()
+        for period in Period
+        for b in booking_figures(steps, period)
+        if b.start >= period_start(since_ms, period)
+    ]
+    write_lines(url, database, tonnage + figures + bookings, token=token)
+    return len(tonnage), len(figures), len(bookings)
 
 
 def _rows(url: str, database: str, query: str, token: str | None) -> list[dict[str, Any]]:
