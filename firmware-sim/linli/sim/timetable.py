@@ -92,17 +92,6 @@ class Arrival:
     outcome: Outcome = Outcome.SERVED
     served_s: float | None = None  # the lift, for a blocked stop on the way back
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "trip": self.trip_id,
-            "index": self.index,
-            "stop": self.stop_id,
-            "scheduled_s": self.scheduled_s,
-            "actual_s": self.actual_s,
-            "outcome": str(self.outcome),
-            "served_s": self.served_s,
-        }
-
 
 @dataclass
 class TripRun:

@@ -78,18 +78,25 @@ def booking_routes(api: FastAPI, service: WasteService) -> None:
         """The dispatcher's view: each truck's round, the bookings at risk, the service level."""
         r, now = renovation(), service.clock()
         every = r.bookings.all()
-        offered = [b for b in every if any(t["state"] == "offered" for t in r.bookings.trail(b.id))]
-        quick = 0
-        for b in offered:
-            trail = r.bookings.trail(b.id)
-            first = next(t["at_ms"] for t in trail if t["state"] == "offered")
-            taken = next((t["at_ms"] for t in trail if t["state"] == "accepted"), None)
-            quick += taken is not None and taken - first <= r.accept_s * 1000
+        # Each booking's first time in each state, from its trail, read once.
+        firsts: dict[str, dict[str, int]] = {}
+        for b in every:
+            steps: dict[str, int] = {}
+            for t in r.bookings.trail(b.id):
+                steps.setdefault(t["state"], t["at_ms"])
+            firsts[b.id] = steps
+        offered = [b for b in every if "offered" in firsts[b.id]]
+        quick = sum(
+            "accepted" in firsts[b.id]
+            and firsts[b.id]["accepted"] - firsts[b.id]["offered"] <= r.accept_s * 1000
+            for b in offered
+        )
         done = [b for b in every if b.state in (State.COLLECTED, State.CLOSED, State.EXPIRED)]
-        in_window = 0
-        for b in done:
-            got = next((t["at_ms"] for t in r.bookings.trail(b.id) if t["state"] == "collected"), None)
-            in_window += got is not None and b.earliest_s * 1000 <= got <= b.latest_s * 1000
+        in_window = sum(
+            "collected" in firsts[b.id]
+            and b.earliest_s * 1000 <= firsts[b.id]["collected"] <= b.latest_s * 1000
+            for b in done
+        )
         return {
             "trucks": [
                 {

@@ -148,6 +148,7 @@ CREATE TABLE IF NOT EXISTS booking_event (
     truck TEXT, detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS booking_event_of ON booking_event (booking);
+CREATE INDEX IF NOT EXISTS booking_state ON booking (state);
 """
 
 
@@ -269,10 +270,15 @@ class Bookings:
             return self._get_locked(booking_id)
 
     def all(self, states: frozenset[State] | None = None) -> list[Booking]:
+        """Every booking, oldest first; of the given states only (the trucks ask for the open ones
+        with each position, so the closed ones of past months are not read for it)."""
+        query, args = "SELECT * FROM booking", tuple[str, ...]()
+        if states is not None:
+            query += f" WHERE state IN ({', '.join('?' * len(states))})"  # placeholders only
+            args = tuple(sorted(str(s) for s in states))
         with self.lock:
-            rows = self.db.execute("SELECT * FROM booking ORDER BY created_s").fetchall()
-        found = [_booking(row) for row in rows]
-        return [b for b in found if states is None or b.state in states]
+            rows = self.db.execute(query + " ORDER BY created_s", args).fetchall()
+        return [_booking(row) for row in rows]
 
     def trail(self, booking_id: str) -> list[dict[str, Any]]:
         with self.lock:

@@ -87,7 +87,6 @@ class Truck:
         self.broken = False
         self.busy: list[tuple[float, float]] = []  # (first, last message) of each trip
         self._n = 0
-        self.ground_truth: list[dict[str, Any]] = []
         on_call = feed.extras.renovation
         self.on_call = on_call is not None and any(t.id == truck for t in on_call.trucks)
         self.inbox: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -221,7 +220,6 @@ class Truck:
             for message in run.messages:
                 self._push(message)
             self.busy.append((run.messages[0][1]["ts"] / 1000, run.end_s))
-            self.ground_truth += [a.to_json() for a in run.arrivals]
             self.broken = run.broken
         t = day0
         while t < day0 + 86400:
