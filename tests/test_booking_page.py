@@ -8,6 +8,7 @@ import datetime as dt
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,11 @@ from linli.cloud.config import SmtpConfig
 from linli.cloud.waste.config import TruckBroker, WasteConfig
 from linli.cloud.waste.gtfs import load_feed
 from linli.cloud.waste.service import WasteService
+from linli.dashboards.recording import on_shift_all_day
 from linli.localservers import LocalServer, free_port
 from peers import Inbox, Receiver
 from support import unique
-from test_renovation_service import TRUCK, ZONE, Terminal
+from test_renovation_service import TRUCK, Terminal
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
 TOKEN = "page-s3cret"  # noqa: S105 (the test's own)
@@ -58,12 +60,7 @@ def test_staff_book_on_the_page_see_it_offered_and_accepted_then_cancel_it(
     _, inbox, smtp = peers
     folder = tmp_path / "gtfs"
     shutil.copytree(FEED, folder)
-    shift = (dt.datetime.now(ZONE) - dt.timedelta(hours=1)).strftime("%H:%M")
-    extras = folder / "linli.toml"
-    text = extras.read_text(encoding="utf-8").replace(
-        'shift = ["08:00", "18:00"]', f'shift = ["{shift}", "{shift}"]'
-    )
-    extras.write_text(text, encoding="utf-8")
+    on_shift_all_day(folder, time.time() - 3600)
     api_port = free_port()
     config = WasteConfig(
         broker=TruckBroker(port=mosquitto.port, group=unique("waste")),

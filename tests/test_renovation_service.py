@@ -23,6 +23,7 @@ from linli.cloud.config import SmtpConfig
 from linli.cloud.waste.config import TruckBroker, WasteConfig
 from linli.cloud.waste.gtfs import Contact, load_feed
 from linli.cloud.waste.service import WasteService
+from linli.dashboards.recording import on_shift_all_day
 from linli.localservers import LocalServer, free_port
 from peers import Inbox, Receiver
 from support import unique, wait_until
@@ -103,12 +104,7 @@ def test_a_booking_is_offered_declined_escalated_then_accepted_driven_collected_
     receiver, inbox, smtp = peers
     folder = local_feed(tmp_path, receiver.url)
     # On shift around the clock from an hour ago, whenever the test runs.
-    shift = (dt.datetime.now(ZONE) - dt.timedelta(hours=1)).strftime("%H:%M")
-    extras = folder / "linli.toml"
-    text = extras.read_text(encoding="utf-8").replace(
-        'shift = ["08:00", "18:00"]', f'shift = ["{shift}", "{shift}"]'
-    )
-    extras.write_text(text, encoding="utf-8")
+    on_shift_all_day(folder, time.time() - 3600)
     feed = load_feed(folder)
     api_port = free_port()
     config = WasteConfig(

@@ -10,6 +10,7 @@ import itertools
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import httpx
 from linli.cloud.waste.config import TruckBroker, WasteConfig
 from linli.cloud.waste.gtfs import Feed, load_feed, metres
 from linli.cloud.waste.service import WasteService
+from linli.dashboards.recording import on_shift_all_day
 from linli.localservers import LocalServer, free_port
 from linli.sim.kinds.truck import Truck
 from linli.sim.timetable import Traffic
@@ -33,12 +35,7 @@ def on_call_feed(tmp: Path) -> Path:
     """The district's timetable, its renovation truck on shift around the clock from an hour ago."""
     folder = tmp / "gtfs"
     shutil.copytree(FEED, folder)
-    shift = (dt.datetime.now(ZONE) - dt.timedelta(hours=1)).strftime("%H:%M")
-    extras = folder / "linli.toml"
-    text = extras.read_text(encoding="utf-8").replace(
-        'shift = ["08:00", "18:00"]', f'shift = ["{shift}", "{shift}"]'
-    )
-    extras.write_text(text, encoding="utf-8")
+    on_shift_all_day(folder, time.time() - 3600)
     return folder
 
 

@@ -228,9 +228,21 @@ def _quiet_and_on_shift(gtfs: Path, start_s: float) -> None:
     text = re.sub(
         r'kind = "email", to = \["([\w.-]+)@[^"]*"\]', r'kind = "mqtt", topic = "linli/waste/\1"', text
     )
+    extras.write_text(text, encoding="utf-8")
     # The renovation truck is on shift whatever the hour of the recording.
-    shift = datetime.fromtimestamp(start_s, ZoneInfo(ZONE)).strftime("%H:%M")
-    text = re.sub(r'shift = \["[0-9:]+", "[0-9:]+"\]', f'shift = ["{shift}", "{shift}"]', text)
+    on_shift_all_day(gtfs, start_s)
+
+
+def on_shift_all_day(gtfs: Path, since_s: float) -> None:
+    """A timetable's renovation trucks on shift for a whole day from `since_s` (a shift ending
+    when it starts ends the next day), whatever the hour a recording or a test runs."""
+    extras = gtfs / "linli.toml"
+    shift = datetime.fromtimestamp(since_s, ZoneInfo(ZONE)).strftime("%H:%M")
+    text = re.sub(
+        r'shift = \["[0-9:]+", "[0-9:]+"\]',
+        f'shift = ["{shift}", "{shift}"]',
+        extras.read_text(encoding="utf-8"),
+    )
     extras.write_text(text, encoding="utf-8")
 
 

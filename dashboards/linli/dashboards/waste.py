@@ -123,16 +123,7 @@ def dashboard() -> db.Dashboard:
         for waste_type, fixed in WASTE_COLOURS.items():
             panel.override_by_name(waste_type, colour(fixed))
     on_time = place(
-        bargauge.Panel()
-        .title("On time (within 10 min), notices 13-18 min ahead, by route")
-        .unit("percentunit")
-        .min(0)
-        .max(1)
-        .reduce_options(last_value())
-        .display_mode(common.BarGaugeDisplayMode.BASIC)
-        .orientation(common.VizOrientation.HORIZONTAL)
-        .thresholds(theme.steps((None, theme.CRITICAL), (0.8, theme.WARNING), (0.9, theme.OK)))
-        .time_from("35d"),
+        _shares("On time (within 10 min), notices 13-18 min ahead, by route", good=0.9),
         (12, 27, 12, 8),
         _performance("on_time", "on time"),
         _performance("in_window", "notices in time"),
@@ -196,16 +187,7 @@ def dashboard() -> db.Dashboard:
         ),
     )
     renovation_service = place(
-        bargauge.Panel()
-        .title("Renovation: collected within the window, by compound")
-        .unit("percentunit")
-        .min(0)
-        .max(1)
-        .reduce_options(last_value())
-        .display_mode(common.BarGaugeDisplayMode.BASIC)
-        .orientation(common.VizOrientation.HORIZONTAL)
-        .thresholds(theme.steps((None, theme.CRITICAL), (0.8, theme.WARNING), (0.95, theme.OK)))
-        .time_from("35d"),
+        _shares("Renovation: collected within the window, by compound", good=0.95),
         (12, 60, 12, 8),
         Target(
             Select("waste_booking_rollup")
@@ -231,6 +213,22 @@ def dashboard() -> db.Dashboard:
         steps,
         renovation_days,
         renovation_service,
+    )
+
+
+def _shares(title: str, *, good: float) -> bargauge.Panel:
+    """Shares (0-1) over the last 35 days as bars: red under 0.8, green from `good`."""
+    return (
+        bargauge.Panel()
+        .title(title)
+        .unit("percentunit")
+        .min(0)
+        .max(1)
+        .reduce_options(last_value())
+        .display_mode(common.BarGaugeDisplayMode.BASIC)
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .thresholds(theme.steps((None, theme.CRITICAL), (0.8, theme.WARNING), (good, theme.OK)))
+        .time_from("35d")
     )
 
 
