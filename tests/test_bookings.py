@@ -209,3 +209,29 @@ def test_booking_figures_per_compound_and_period_count_each_step_in_its_own_peri
     line = gubei.line()
     assert line.startswith("waste_booking_rollup,compound=gubei-1,period=day ")
     assert "in_window=0.5" in line
+
+
+def test_a_free_truck_takes_a_pile_now_rather_than_saving_it_for_a_later_trip(feed: Feed) -> None:
+    """The first pass fills the next hours; one pass over the day would put the pile off."""
+    roads = Roads(feed)
+    depot = feed.stops["depot"].xy
+    names = sorted(s for s in feed.stops if s != "depot")
+    xy = {n: feed.stops[n].xy for n in names}
+    m = roads.matrix([depot, *xy.values()])
+    d = {(a, b): m[i][j] for i, a in enumerate(["depot", *names]) for j, b in enumerate(["depot", *names])}
+    # `on` lies on the way to `far`: passing it first saves the drive back.
+    on, far = max(
+        ((a, b) for a in names for b in names if a != b),
+        key=lambda ab: (d["depot", ab[1]] + d[ab[1], ab[0]]) - (d["depot", ab[0]] + d[ab[0], ab[1]]),
+    )
+    assert d["depot", far] + d[far, on] > d["depot", on] + d[on, far] + 500
+    truck = [TruckNow("a", depot, NOW, 12.0, NOW + 10 * 3600, 12.0)]
+    anytime = Pickup("anytime", xy[far], 1.0, NOW, NOW + 8 * 3600)
+    later = Pickup("later", xy[on], 1.0, NOW + 3 * 3600, NOW + 4 * 3600)
+    one_pass = plan(roads, truck, [anytime, later], depot, NOW, horizon_s=None)
+    assert [b for b, _ in one_pass.rounds["a"]] == ["later", "anytime"]  # kilometres first
+    rolling = plan(roads, truck, [anytime, later], depot, NOW)
+    (first, at), (second, then) = rolling.rounds["a"]
+    assert (first, second) == ("anytime", "later")
+    assert at < NOW + 3600
+    assert later.earliest_s <= then <= later.latest_s

@@ -197,6 +197,19 @@ def dashboard() -> db.Dashboard:
             alias="$tag_compound",
         ),
     )
+    truck_runs = place(
+        latest_table("Renovation trucks' runs: pickups, m³ and kg collected in the range"),
+        (0, 68, 12, 6),
+        Target(
+            Select("waste_booking")
+            .tag_is("state", "collected")
+            .select("kg", "count", alias="pickups")
+            .select("m3", "sum", alias="m3")
+            .select("kg", "sum", alias="kg")
+            .by("truck"),
+            fmt="table",
+        ),
+    )
     return with_panels(
         dash,
         trucks_map((0, 0, 12, 9)),
@@ -213,6 +226,7 @@ def dashboard() -> db.Dashboard:
         steps,
         renovation_days,
         renovation_service,
+        truck_runs,
     )
 
 

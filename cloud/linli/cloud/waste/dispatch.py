@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import networkx as nx
 import vroom
@@ -29,6 +29,7 @@ JOIN_M = 30.0  # road ends this close are one junction
 SCALE = 10  # volumes to VROOM in tenths of a cubic metre
 FINISH_S = 1800  # the last pickup of a shift may end this long after it
 RELOADS = 1
+HORIZON_S = 5400.0  # the first pass of a plan: see plan()
 
 
 class Roads:
@@ -125,13 +126,58 @@ def plan(
     speed_ms: float = 20 / 3.6,
     service_s: float = 600.0,
     service_per_m3_s: float = 120.0,
+    horizon_s: float | None = HORIZON_S,
 ) -> Plan:
-    """One round per truck from where it is to the depot, respecting room, windows and shifts."""
+    """One round per truck from where it is to the depot, respecting room, windows and shifts.
+
+    The rounds are planned in two passes. The first fills the next `horizon_s` with as many
+    pickups as fit, the most urgent first; the second plans the rest of the day from where each
+    truck will then be. One pass over the whole day puts off every pile that can wait (that
+    saves kilometres) until the day's last hours have more piles than time.
+    """
     live = [p for p in pickups if p.latest_s > now_s]
     out = Plan(unassigned=[p.booking for p in pickups if p.latest_s <= now_s])
     if not trucks or not live:
         out.unassigned += [p.booking for p in live]
         return out
+    kw = {"speed_ms": speed_ms, "service_s": service_s, "service_per_m3_s": service_per_m3_s}
+    first = _solve(roads, trucks, live, depot, now_s, horizon_s=horizon_s, **kw)
+    out.rounds, out.metres = first.rounds, first.metres
+    placed = {b for rounds in first.rounds.values() for b, _ in rounds}
+    rest = [p for p in live if p.booking not in placed]
+    if horizon_s is not None and rest:
+        by_id = {p.booking: p for p in live}
+        then = []
+        for t in trucks:
+            rounds = first.rounds.get(t.id, [])
+            if not rounds:
+                then.append(t)
+                continue
+            last = by_id[rounds[-1][0]]
+            loaded = sum(by_id[b].m3 for b, _ in rounds)
+            done = max(rounds[-1][1], last.earliest_s) + service_s + service_per_m3_s * last.m3
+            then.append(replace(t, at=last.at, free_s=done, room_m3=t.room_m3 - loaded))
+        second = _solve(roads, then, rest, depot, now_s, horizon_s=None, **kw)
+        for truck, rounds in second.rounds.items():
+            out.rounds.setdefault(truck, []).extend(rounds)
+        out.metres += second.metres
+        placed |= {b for rounds in second.rounds.values() for b, _ in rounds}
+    out.unassigned += [p.booking for p in live if p.booking not in placed]
+    return out
+
+
+def _solve(
+    roads: Roads,
+    trucks: Sequence[TruckNow],
+    live: Sequence[Pickup],
+    depot: tuple[float, float],
+    now_s: float,
+    *,
+    speed_ms: float,
+    service_s: float,
+    service_per_m3_s: float,
+    horizon_s: float | None,
+) -> Plan:
     places = [t.at for t in trucks] + [depot] + [p.at for p in live]
     metres = roads.matrix(places)
     problem = vroom.Input()
@@ -142,6 +188,8 @@ def plan(
         start = max(0, round(t.free_s - now_s))
         # The shift bounds the pickups; the drive back and the unloading may run past it.
         end = max(start + 1, round(t.shift_end_s + FINISH_S - now_s))
+        if horizon_s is not None:
+            end = min(end, max(start, round(horizon_s)) + 1)
         problem.add_vehicle(
             vroom.Vehicle(
                 i,
@@ -172,15 +220,10 @@ def plan(
             )
         )
     solution = problem.solve(exploration_level=5, nb_threads=1)
-    routes = solution.routes
-    placed: set[int] = set()
-    for row in routes.itertuples():
+    out = Plan(metres=float(solution.summary.distance))
+    for row in solution.routes.itertuples():
         truck = trucks[int(row.vehicle_id)].id
         out.rounds.setdefault(truck, [])
         if row.type == "job":
-            k = int(row.id)
-            placed.add(k)
-            out.rounds[truck].append((live[k].booking, now_s + float(row.arrival)))
-    out.unassigned += [p.booking for k, p in enumerate(live) if k not in placed]
-    out.metres = float(solution.summary.distance)
+            out.rounds[truck].append((live[int(row.id)].booking, now_s + float(row.arrival)))
     return out
