@@ -13,7 +13,8 @@ from pydantic import ValidationError
 
 from linli.cloud.waste.bookings import BookingError, BookingRequest, Bookings, State
 from linli.cloud.waste.dispatch import RELOADS, Pickup, Roads, TruckNow, plan
-from linli.cloud.waste.gtfs import Feed, load_feed
+from linli.cloud.waste.gtfs import Contact, Feed, RenovationTruck, load_feed
+from linli.cloud.waste.renovation import BookingMessage, Renovation
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
 ZONE = dt.timezone(dt.timedelta(hours=8))
@@ -235,3 +236,47 @@ def test_a_free_truck_takes_a_pile_now_rather_than_saving_it_for_a_later_trip(fe
     assert (first, second) == ("anytime", "later")
     assert at < NOW + 3600
     assert later.earliest_s <= then <= later.latest_s
+
+
+def test_a_restart_remembers_the_orders_waiting_and_the_drivers_who_declined(
+    feed: Feed, tmp_path: Path
+) -> None:
+    """Killed between steps: the next start reads the trail, escalates on time, offers elsewhere."""
+    trucks = [RenovationTruck(id="a", capacity_m3=12), RenovationTruck(id="b", capacity_m3=12)]
+    operator = Contact.model_validate(
+        {"name": "operator", "channels": [{"kind": "email", "to": ["o@x.example"]}]}
+    )
+    told: list[tuple[str, str, str]] = []
+
+    def tell(contact: Contact, message: BookingMessage) -> None:
+        told.append((contact.name, message.state, message.booking.id))
+
+    def start() -> Renovation:
+        # Each start opens the file anew, as a process started after a kill would.
+        db = sqlite3.connect(tmp_path / "waste.sqlite", isolation_level=None, check_same_thread=False)
+        bookings = Bookings(db, threading.Lock(), feed, max_m3=12.0)
+        return Renovation(feed, bookings, trucks, tell, operator=operator, accept_s=600)
+
+    first = start()
+    one, _ = first.book(request(key="one"), NOW, "office")
+    two, _ = first.book(request(key="two", compound="yili-1"), NOW, "office")
+    offered = {b.id: b.truck for b in first.bookings.all(frozenset({State.OFFERED}))}
+    assert set(offered) == {one.id, two.id}
+    first.reply(offered[two.id] or "", two.id, accept=False, now_s=NOW + 60)
+    declined_by = offered[two.id]
+    del first  # no goodbye: what it kept in memory is gone
+
+    second = start()
+    # The driver who declined is not asked again; the other truck is, once it is free.
+    assert declined_by in second.declined[two.id]
+    second.tick(NOW + 590)
+    assert ("operator", "escalated", one.id) not in told
+    second.tick(NOW + 660)  # the first order, offered at NOW, not answered within 10 minutes
+    assert told.count(("operator", "escalated", one.id)) == 1
+    assert second.bookings.trail(one.id)[-1]["detail"] == "not answered"
+    third = start()
+    assert third.declined[one.id] == {offered[one.id]}
+    third.tick(NOW + 1300)
+    assert told.count(("operator", "escalated", one.id)) == 1  # told once, whatever restarts follow
+    for b in third.bookings.all(frozenset({State.OFFERED})):
+        assert b.truck not in third.declined.get(b.id, set())

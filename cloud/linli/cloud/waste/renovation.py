@@ -114,6 +114,27 @@ class Renovation:
         self.predicted: dict[str, float] = {}
         self.plan = Plan()
         self.record: Callable[[list[str]], None] | None = None  # lines for the store
+        self._recall()
+
+    def _recall(self) -> None:
+        """After a restart: which orders wait for an answer, which drivers declined, from the trail.
+
+        Every step is committed before it is told, so the trail knows what memory lost: an order
+        offered before the restart is still escalated `accept_min` after it was offered.
+        """
+        for b in self.bookings.all(frozenset({State.REQUESTED, State.OFFERED})):
+            offered_to = ""
+            for step in self.bookings.trail(b.id):
+                if step["state"] == State.OFFERED:
+                    offered_to = step["truck"] or ""
+                    self.offered_s[b.id] = step["at_ms"] / 1000
+                elif step["detail"] in ("declined", "not answered"):
+                    self.declined.setdefault(b.id, set()).add(offered_to)
+                    self.offered_s.pop(b.id, None)
+                    if step["detail"] == "not answered" or self.declined[b.id] >= set(self.trucks):
+                        self.escalated.add(b.id)  # told once already
+            if b.state is not State.OFFERED:
+                self.offered_s.pop(b.id, None)
 
     # --- property staff -------------------------------------------------------------------
 
