@@ -19,6 +19,7 @@ from typing import Any
 
 from linli.catalog.profile import Profile
 from linli.catalog.registers import Value, compile_decoder
+from linli.cloud.broker.configs import mosquitto_conf
 from linli.dashboards.influxv1 import run as run_influxql
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
@@ -29,9 +30,14 @@ _counter = itertools.count(1)
 
 
 def shipped_queue_settings() -> str:
-    """The queue limits of the Mosquitto config linli ships, so the tests run with them."""
-    return mosquitto_queue_limits(
-        Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "mosquitto.conf"
+    """The queue limits of the Mosquitto config linli writes, so the tests run with them."""
+    return mosquitto_queue_limits(mosquitto_conf("/etc/mosquitto/linli"))
+
+
+def linli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command line, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "linli.cli", *args], capture_output=True, text=True, timeout=60, check=False
     )
 
 
@@ -149,6 +155,15 @@ async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """`wait_until` for code without an event loop."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
 
 
 def expected_fields(

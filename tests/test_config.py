@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from linli.catalog.errors import ConfigError
 from linli.catalog.profile import builtin_profile_dir, load_profile
 from linli.edge.config import WriterKind, load_config
 from linli.localservers import free_port
-from support import start_sim, stop_process
+from support import linli, start_sim, stop_process
 
 GOOD = """
 [writer]
@@ -36,13 +35,6 @@ def write(tmp_path: Path, text: str, name: str = "edge.toml") -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def linli(*args: str) -> subprocess.CompletedProcess[str]:
-    """The command line, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "linli.cli", *args], capture_output=True, text=True, timeout=60, check=False
-    )
 
 
 def problems(path: Path) -> list[str]:

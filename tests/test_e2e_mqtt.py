@@ -14,14 +14,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from linli.catalog.profile import get_profile
+from linli.cloud.broker.files import read_secret
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
 from linli.edge.topics import TopicRouter
-from linli.localservers import LocalServer
+from linli.localservers import LocalServer, free_port, start_mosquitto_with
 from linli.sim.edgeconfig import district_edge_config
 from linli.sim.scenario import load_scenario
-from support import influx1_create_db, influx1_query, start_sim, stop_process, unique, wait_until
+from support import influx1_create_db, influx1_query, linli, start_sim, stop_process, unique, wait_until
 
 GTFS = Path(__file__).parents[1] / "deploy" / "gtfs" / "hongqiao"
 SCENARIO = """
@@ -82,28 +85,41 @@ def expected_points(
 
 
 def run_district(
-    mosquitto: LocalServer,
+    mosquitto: LocalServer | None,
     influx1: LocalServer,
     tmp_path: Path,
     *,
     db: str,
     sim_args: list[str],
     enough: tuple[Callable[[list[dict[str, Any]]], bool], str],
+    mqtt: dict[str, Any] | None = None,
+    port: int | None = None,
+    before: Callable[[Path, str], None] | None = None,
 ) -> tuple[Agent, Path]:
     """The small district's simulator through Mosquitto into an agent and InfluxDB 1.x, until
-    its journal has `enough`; the agent once it stored every message journalled."""
+    its journal has `enough`; the agent once it stored every message journalled.
+
+    `mqtt` adds to the agent's [mqtt] table (credentials, TLS); `port`: the broker's port for
+    both, when not `mosquitto`'s; `before(edge config file, agent name)` runs before the agent."""
     influx1_create_db(influx1.url, db)
     scenario_path = tmp_path / "scenario.toml"
     # The trucks run the district's timetable.
     scenario_path.write_text(f"timetable = {str(GTFS)!r}\n" + SCENARIO)
+    port = port or (mosquitto.port if mosquitto else 1883)
+    name = unique("agent")
     text = district_edge_config(
         load_scenario(scenario_path),
         writer={"kind": "influxdb1", "url": influx1.url, "database": db, "flush_interval": 0.2},
-        mqtt_port=mosquitto.port,
-        agent=unique("agent"),
+        mqtt_port=port,
+        agent=name,
         health_interval=0.5,
     )
-    config = EdgeConfig.model_validate(tomllib.loads(text))
+    (tmp_path / "edge.toml").write_text(text)
+    if before is not None:
+        before(tmp_path / "edge.toml", name)
+    data = tomllib.loads(text)
+    data["mqtt"].update(mqtt or {})
+    config = EdgeConfig.model_validate(data)
     journal = tmp_path / "journal.jsonl"
     condition, what = enough
 
@@ -117,7 +133,7 @@ def run_district(
             "--scenario",
             str(scenario_path),
             "--mqtt-port",
-            str(mosquitto.port),
+            str(port),
             "--journal",
             str(journal),
         ]
@@ -209,3 +225,51 @@ def test_a_compressed_district_runs_without_its_clocks_running_ahead_of_the_edge
     times = [e["payload"]["ts"] for e in journal_lines(journal)]  # every kind's time key
     assert max(times) - min(times) > 3_600_000  # more than an hour of device time went by
     assert max(times) <= time.time() * 1000  # and it is all behind the wall clock
+
+
+def test_the_district_runs_under_its_own_identities_over_tls(
+    influx1: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`linli broker config` and `linli broker certs` for this district: each device connects as
+    itself, the agent as itself, all over TLS; nothing refused, everything stored."""
+    certs, conf = tmp_path / "certs", tmp_path / "broker"
+    plain, tls = free_port(), free_port()
+    brokers: list[LocalServer] = []
+
+    def start_broker(edge_config: Path, agent: str) -> None:
+        assert linli("broker", "certs", "--out", str(certs)).returncode == 0
+        made = linli(
+            "broker", "config", "--edge-config", str(edge_config), "--out", str(conf),
+            "--bind", "127.0.0.1", "--port", str(plain), "--certs", str(certs), "--tls-port", str(tls),
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        brokers.append(start_mosquitto_with(tmp_path / "data", conf / "mosquitto.conf", plain))
+        monkeypatch.setenv("E2E_MQTT_USERNAME", f"edge/{agent}")
+        monkeypatch.setenv("E2E_MQTT_PASSWORD", read_secret(conf, f"edge/{agent}"))
+
+    try:
+        agent, journal = run_district(
+            None,
+            influx1,
+            tmp_path,
+            db=unique("identities"),
+            sim_args=[
+                "--time-scale", "600", "--mqtt-identities", str(conf / "secrets" / "identities.json"),
+                "--mqtt-ca", str(certs / "ca.crt"),
+            ],
+            enough=(lambda entries: len(entries) >= 100, "100 messages"),
+            mqtt={
+                "username_env": "E2E_MQTT_USERNAME", "password_env": "E2E_MQTT_PASSWORD",
+                "tls": {"ca": str(certs / "ca.crt")},
+            },
+            port=tls,
+            before=start_broker,
+        )  # fmt: skip
+    finally:
+        for b in brokers:
+            b.stop()
+    assert agent.mqtt is not None
+    assert dict(agent.mqtt.dead_letters) == {}
+    assert agent.mqtt.stored == len(journal_lines(journal)) >= 100
+    # Over TLS, PUBLISH packets are still decoded in batches, not one by one by paho.
+    assert agent.mqtt.by_paho < agent.mqtt.received / 2

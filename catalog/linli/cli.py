@@ -11,6 +11,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole command tree."""
     from linli import catalog_cli, demo
     from linli.cloud import cli as cloud_cli
+    from linli.cloud.broker import cli as broker_cli
     from linli.cloud.waste import cli as waste_cli
     from linli.dashboards import cli as dashboards_cli
     from linli.edge import cli as edge_cli
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboards_cli.add_parser(subparsers)
     cloud_cli.add_parser(subparsers)
     waste_cli.add_parser(subparsers)
+    broker_cli.add_parser(subparsers)
     return parser
 
 

@@ -206,10 +206,25 @@ bind-address = "127.0.0.1:{rpc_port}"
     return server
 
 
-def mosquitto_queue_limits(config: Path) -> str:
-    """The queue and in-flight limits of a Mosquitto config, as lines to add to another."""
-    lines = config.read_text(encoding="utf-8").splitlines()
+def mosquitto_queue_limits(config: str) -> str:
+    """The queue and in-flight limits of a Mosquitto config's text, as lines to add to another."""
+    lines = config.splitlines()
     return "".join(f"{line}\n" for line in lines if line.startswith(("max_queued", "max_inflight")))
+
+
+def start_mosquitto_with(datadir: Path, config: Path, port: int) -> LocalServer:
+    """Mosquitto with a config of its own (`linli broker config`'s), listening on `port`."""
+    binary = require_binary("mosquitto")
+    datadir.mkdir(parents=True, exist_ok=True)
+    text = config.read_text(encoding="utf-8")
+    if os.geteuid() == 0:
+        # As root, Mosquitto would drop to its own user, which cannot read a test's private files.
+        text += "user root\n"
+    run = datadir / "mosquitto.conf"
+    run.write_text(text, encoding="utf-8")
+    server = _spawn("mosquitto", [binary, "-c", str(run)], datadir, port)
+    _wait_ready(server, None)
+    return server
 
 
 def start_mosquitto(

@@ -155,7 +155,8 @@ def _mqtt_section(spec: MqttSpec) -> list[str]:
     for message in spec.messages:
         out += [
             "",
-            f"### `{message.name}`: `{message.topic}` (QoS {message.qos})",
+            f"### `{message.name}`: `{message.topic}` (QoS {message.qos})"
+            + (", sent by the platform to the device" if message.to_device else ""),
             "",
             "JSON object; unknown keys are ignored, wrong types and out-of-range values rejected."
             + (f" Device time: `{message.time_key}` in epoch milliseconds." if message.time_key else ""),

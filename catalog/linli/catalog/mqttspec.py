@@ -121,11 +121,13 @@ def template_problems(template: str) -> list[str]:
 
 
 class MqttMessage(Strict):
-    """One kind of message a device publishes."""
+    """One kind of message a device publishes, or (`to_device`) is sent by the platform."""
 
     name: Name
     topic: str
     qos: Literal[0, 1] = 1
+    # Who publishes it: the broker's ACL lets the device write its own messages, read these.
+    to_device: bool = False
     # JSON key holding the device's own time in epoch milliseconds; else the receive time.
     time_key: str | None = None
     fields: list[PayloadField]

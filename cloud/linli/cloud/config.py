@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from linli.catalog.alerts import ALERT_TOPIC, EDGE_STATUS_TOPIC
 from linli.catalog.errors import load_toml_model
 from linli.catalog.profile import Severity
+from linli.catalog.tls import MqttTls
 
 Clock = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 SUB_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -120,6 +121,7 @@ class BrokerConfig(Strict):
     group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "linli-notifier"
     alert_topic: str = ALERT_TOPIC
     status_topic: str = EDGE_STATUS_TOPIC
+    tls: MqttTls | None = None
 
 
 class NotifierConfig(Strict):

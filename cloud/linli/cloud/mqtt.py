@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from linli.catalog.alerts import NAME_MAX, AlertMessage
 from linli.catalog.errors import validation_reason
+from linli.catalog.tls import apply_tls
 from linli.cloud.config import BrokerConfig
 from linli.cloud.notifier import edge_status_alert
 
@@ -63,6 +64,7 @@ class AlertFeed:
         user = os.environ.get(broker.username_env, "")
         if user:
             client.username_pw_set(user, os.environ.get(broker.password_env) or None)
+        apply_tls(client, broker.tls)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message

@@ -26,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from linli.catalog.alerts import EDGE_OFFLINE, EDGE_ONLINE, EDGE_STOPPED
 from linli.catalog.profile import Profile, Severity, get_profile
 from linli.catalog.registers import Value
+from linli.catalog.tls import apply_tls
 from linli.edge.config import EdgeConfig, InterlockConfig, RuleConfig
 from linli.edge.rules import (
     AlertEvent,
@@ -101,6 +102,7 @@ class AlertPublisher:
         )
         if username:
             client.username_pw_set(username, password or None)
+        apply_tls(client, a.tls if a.host else (m.tls if m else None))
         # The broker says "offline" for the agent when it goes without a goodbye.
         client.will_set(self.status, EDGE_OFFLINE, qos=1, retain=True)
         client.on_connect = self._on_connect

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from linli.catalog.alerts import ALERT_TOPIC, EDGE_STATUS_TOPIC
 from linli.catalog.errors import ConfigError, load_toml_model
 from linli.catalog.profile import RESERVED_TAGS, Profile, Severity, get_profile
+from linli.catalog.tls import MqttTls
 from linli.edge.buffer import SyncMode
 
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
@@ -131,8 +132,9 @@ class MqttConfig(EnvCredentials):
     username_env: str = "LINLI_MQTT_USERNAME"
     password_env: str = "LINLI_MQTT_PASSWORD"  # noqa: S105 (a variable name, not a secret)
     keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
-    # Rejected messages are republished under this prefix, one subtopic per reason.
+    # Rejected messages are republished under {dead_letter_topic}/{agent}/{reason}.
     dead_letter_topic: Annotated[str, Field(pattern=r"^[^#+]+$")] = "linli/deadletter"
+    tls: MqttTls | None = None
     max_payload: Annotated[int, Field(ge=64, le=16_777_216)] = 65_536
     # A device clock further ahead than this is wrong (a timestamp from next year is refused).
     max_clock_ahead: Seconds = 3600.0
@@ -227,6 +229,7 @@ class AlertsConfig(EnvCredentials):
     topic: Annotated[str, Field(pattern=r"^[^#+]+$")] = ALERT_TOPIC
     status_topic: Annotated[str, Field(pattern=r"^[^#+]+$")] = EDGE_STATUS_TOPIC
     publish: bool = True
+    tls: MqttTls | None = None  # with `host`; else [mqtt]'s
 
 
 class EdgeConfig(Strict):

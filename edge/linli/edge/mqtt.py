@@ -38,6 +38,7 @@ from linli.catalog.confirm import Confirmer
 from linli.catalog.lineprotocol import series_key
 from linli.catalog.payloads import CompiledMessage, PayloadError
 from linli.catalog.profile import Profile, get_profile
+from linli.catalog.tls import apply_tls
 from linli.edge.buffer import DELIVERED_WINDOW
 from linli.edge.config import EdgeConfig, MqttConfig
 from linli.edge.health import health_line
@@ -149,6 +150,23 @@ def dead_letter_envelope(
     return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
+def subscription_filters(config: EdgeConfig) -> dict[str, int]:
+    """What an agent subscribes to, with the QoS: `[mqtt] subscribe`, or its own sites' subtrees.
+
+    The broker's ACL for the agent (`linli broker config`) grants exactly these.
+    """
+    if config.mqtt is not None and config.mqtt.subscribe:
+        return dict.fromkeys(config.mqtt.subscribe, 1)
+    kinds: dict[str, Profile] = {}
+    owned: dict[str, set[str]] = {}
+    for site, device in config.devices():
+        profile = get_profile(device.profile)
+        if profile.mqtt is not None:
+            kinds[profile.kind] = profile
+            owned.setdefault(profile.kind, set()).add(site.id)
+    return TopicRouter(list(kinds.values())).filters(owned)
+
+
 class MqttConnector:
     """Receives every configured MQTT device's messages and emits their lines."""
 
@@ -193,14 +211,7 @@ class MqttConnector:
                 tags={"site": site.id, "device": device.id, **device.tags},
             )
         self.router = TopicRouter(list(kinds.values()))
-        owned: dict[str, set[str]] = {}
-        for kind, site_id, _ in self.devices:
-            owned.setdefault(kind, set()).add(site_id)
-        self.filters = (
-            dict.fromkeys(self.settings.subscribe, 1)
-            if self.settings.subscribe
-            else self.router.filters(owned)
-        )
+        self.filters = subscription_filters(config)
         memory = memory or {}
         self._remember = remember or (lambda _k, _v: None)
         before = memory.get(FILTERS_KEY)
@@ -225,6 +236,7 @@ class MqttConnector:
         self._gone = threading.Event()  # set when the connection closed
         self._stopping = False
         self.received = 0
+        self.by_paho = 0  # of them, decoded one by one by paho, not in batches (see mqttsocket)
         self.stored = 0
         self.dead_letters: Counter[str] = Counter()
         self.ignored_retained = 0
@@ -397,6 +409,7 @@ class MqttConnector:
         )
         if s.username:
             client.username_pw_set(s.username, s.password or None)
+        apply_tls(client, s.tls)
         # Jitter: after a broker restart, a fleet of agents does not reconnect in the same second.
         # (paho annotates the delays as int; it only multiplies and adds them.)
         first = s.reconnect_min * random.uniform(1.0, 2.0)
@@ -458,6 +471,7 @@ class MqttConnector:
 
     def _on_message(self, _client: paho.Client, _userdata: object, msg: paho.MQTTMessage) -> None:
         # The raw topic: paho's `topic` property raises on invalid UTF-8, handled below.
+        self.by_paho += 1
         self._on_publishes([(msg._topic, bytes(msg.payload), msg.qos, msg.retain, msg.mid)])
 
     def _on_publishes(self, batch: list[Publish]) -> None:
@@ -653,7 +667,7 @@ class MqttConnector:
             received_ms=received_ms,
         )
         if self._client is not None:
-            self._client.publish(f"{self.settings.dead_letter_topic}/{reason}", envelope, qos=1)
+            self._client.publish(f"{self.settings.dead_letter_topic}/{self.agent}/{reason}", envelope, qos=1)
 
 
 def broker_refusal(settings: MqttConfig, timeout: float = 5.0) -> str | None:

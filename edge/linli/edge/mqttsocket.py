@@ -6,13 +6,15 @@ the remaining length, then the body), so at 20,000 messages/s the receive thread
 the agent's other threads. Reading 256 KiB at a time and serving paho's small reads from
 memory removes nearly all of them. paho already supports socket wrappers that hold data
 of their own (TLS sockets do): when `pending()` is non-zero it reads instead of waiting
-in select(), so no buffered message is ever left waiting for more bytes to arrive.
+in select(), so no buffered message is ever left waiting for more bytes to arrive. A TLS
+socket is buffered the same way: it hands over one TLS record (16 KiB at most) per read, so
+each refill reads records until none is waiting or the buffer is full.
 
 Then paho spends some 20 µs on each PUBLISH: a dict of read state, a packet object, a
 message object, a debug log call and a callback lookup. When a batch hook is set, whole
 MQTT 3.1.1 PUBLISH packets (QoS 0 and 1) already in the buffer are decoded here instead,
 in about 1 µs each, and handed over as one list. Everything else (acknowledgements,
-QoS 2, packets cut off at the end of a read, MQTT 5, TLS) goes through paho unchanged.
+QoS 2, packets cut off at the end of a read, MQTT 5) goes through paho unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,13 +45,17 @@ class BufferedSocket:
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
+        self._tls = isinstance(sock, ssl.SSLSocket)
         self._buf = b""
         self._pos = 0
 
     def recv(self, bufsize: int) -> bytes:
         """Up to `bufsize` bytes; one system call refills the buffer only when it is empty."""
         if self._pos >= len(self._buf):
-            data = self._sock.recv(max(bufsize, READ_SIZE))  # BlockingIOError passes to paho
+            # BlockingIOError (SSLWantReadError under TLS) passes to paho.
+            data = self._sock.recv(max(bufsize, READ_SIZE))
+            if self._tls and data:
+                data = self._more_records(data)
             if len(data) <= bufsize:
                 return data  # also b"" at end of stream: paho sees the connection lost
             self._buf, self._pos = data, 0
@@ -56,9 +63,24 @@ class BufferedSocket:
         self._pos = min(start + bufsize, len(self._buf))
         return self._buf[start : self._pos]
 
+    def _more_records(self, data: bytes) -> bytes:
+        """The TLS records already arrived after the first, without waiting for more."""
+        chunks, size = [data], len(data)
+        while size < READ_SIZE:
+            try:
+                more = self._sock.recv(READ_SIZE - size)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                break
+            if not more:
+                break  # the end of the stream: paho hears it at its next read
+            chunks.append(more)
+            size += len(more)
+        return b"".join(chunks)
+
     def pending(self) -> int:
-        """Bytes already read from the socket and not yet handed to paho."""
-        return len(self._buf) - self._pos
+        """Bytes already read from the socket (or decrypted by TLS) and not yet handed to paho."""
+        ours = len(self._buf) - self._pos
+        return ours + self._sock.pending() if isinstance(self._sock, ssl.SSLSocket) else ours
 
     def take_publishes(self, limit: int) -> list[Publish]:
         """Decode the whole QoS 0/1 PUBLISH packets at the front of the buffer, `limit` at most.
@@ -110,7 +132,7 @@ CLOSE_WAIT_S = 2.0
 
 
 class BufferedClient(paho.Client):
-    """paho's client with a buffered plain-TCP socket (TLS and websockets are left as they are).
+    """paho's client with a buffered TCP or TLS socket (websockets are left as they are).
 
     `on_publishes`, when set, receives the PUBLISH packets decoded from the buffer in
     batches; `on_message` still receives the ones paho decodes itself.
@@ -161,7 +183,6 @@ class BufferedClient(paho.Client):
 
     def _create_socket(self) -> Any:
         sock = super()._create_socket()
-        # An SSLSocket is a socket.socket too, but buffers by itself: wrap plain TCP only.
-        if type(sock) is socket.socket:
+        if type(sock) is socket.socket or isinstance(sock, ssl.SSLSocket):
             return BufferedSocket(sock)
         return sock

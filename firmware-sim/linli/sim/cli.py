@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import os
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from linli.catalog.errors import ConfigError
+from linli.catalog.tls import MqttTls
 from linli.cli_support import run_until_signal
 from linli.cloud.waste.gtfs import Feed
 from linli.sim.bookings import BookingAgent
@@ -26,7 +30,7 @@ from linli.sim.district import (
 from linli.sim.edgeconfig import district_edge_config
 from linli.sim.fleet import ChargerFleetSpec, charger_servers, run_servers
 from linli.sim.modbus_server import Fault
-from linli.sim.scenario import builtin_scenario_path, load_scenario
+from linli.sim.scenario import Scenario, builtin_scenario_path, load_scenario
 from linli.sim.timetable import Traffic
 
 # A compressed run that is not given --start begins this many hours of running in the past,
@@ -108,6 +112,20 @@ def _add_district(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     district.add_argument("--mqtt-host", default="127.0.0.1", help="MQTT broker host (default 127.0.0.1)")
     district.add_argument("--mqtt-port", type=int, default=1883, help="MQTT broker port (default 1883)")
+    district.add_argument(
+        "--mqtt-identities",
+        type=Path,
+        metavar="FILE",
+        help=(
+            "each device connects as itself (device/SITE/DEVICE) with its password from this file "
+            "(`linli broker config`'s secrets/identities.json); else all as $LINLI_MQTT_USERNAME"
+        ),
+    )
+    district.add_argument("--mqtt-ca", type=Path, metavar="FILE", help="connect with TLS, trusting this CA")
+    district.add_argument(
+        "--mqtt-cert", type=Path, metavar="FILE", help="TLS client certificate (with --mqtt-key)"
+    )
+    district.add_argument("--mqtt-key", type=Path, metavar="FILE", help="TLS client key")
     district.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
     district.add_argument(
         "--time-scale",
@@ -214,6 +232,25 @@ def _booking_agent(args: argparse.Namespace, seed: int, timetable: Feed | None) 
     )
 
 
+def _write_edge_config(args: argparse.Namespace, scenario: Scenario) -> int:
+    writer: dict[str, object] = {"kind": args.writer, "url": args.store_url}
+    if args.writer == "influxdb2":
+        writer.update(org=args.org, bucket=args.database)
+    else:
+        writer["database"] = args.database
+    text = district_edge_config(
+        scenario,
+        writer=writer,
+        modbus_host=args.host,
+        modbus_port=args.modbus_port,
+        mqtt_host=args.mqtt_host,
+        mqtt_port=args.mqtt_port,
+    )
+    args.edge_config.write_text(text, encoding="utf-8")
+    print(f"linli sim district: wrote {args.edge_config}")
+    return 0
+
+
 def _run_district(args: argparse.Namespace) -> int:
     try:
         scenario = load_scenario(args.scenario or builtin_scenario_path())
@@ -223,22 +260,7 @@ def _run_district(args: argparse.Namespace) -> int:
     if args.seed is not None:
         scenario = scenario.model_copy(update={"seed": args.seed})
     if args.edge_config is not None:
-        writer: dict[str, object] = {"kind": args.writer, "url": args.store_url}
-        if args.writer == "influxdb2":
-            writer.update(org=args.org, bucket=args.database)
-        else:
-            writer["database"] = args.database
-        text = district_edge_config(
-            scenario,
-            writer=writer,
-            modbus_host=args.host,
-            modbus_port=args.modbus_port,
-            mqtt_host=args.mqtt_host,
-            mqtt_port=args.mqtt_port,
-        )
-        args.edge_config.write_text(text, encoding="utf-8")
-        print(f"linli sim district: wrote {args.edge_config}")
-        return 0
+        return _write_edge_config(args, scenario)
     if args.time_scale < 0:
         print("linli sim district: --time-scale must be >= 0", file=sys.stderr)
         return 2
@@ -263,18 +285,19 @@ def _run_district(args: argparse.Namespace) -> int:
         return 2
     try:
         bookings = _booking_agent(args, scenario.seed, timetable)
-    except ValueError as exc:
+        publisher = MqttPublisher(
+            district.mqtt_devices,
+            host=args.mqtt_host,
+            port=args.mqtt_port,
+            username=os.environ.get("LINLI_MQTT_USERNAME", ""),
+            password=os.environ.get("LINLI_MQTT_PASSWORD", ""),
+            identities=_identities(args.mqtt_identities),
+            tls=_tls(args),
+        )
+    except (ValueError, OSError) as exc:
         print(f"linli sim district: {exc}", file=sys.stderr)
         return 2
-    journal = open_journal(args.journal)
-    publisher = MqttPublisher(
-        district.mqtt_devices,
-        host=args.mqtt_host,
-        port=args.mqtt_port,
-        username=os.environ.get("LINLI_MQTT_USERNAME", ""),
-        password=os.environ.get("LINLI_MQTT_PASSWORD", ""),
-        journal=journal,
-    )
+    journal = publisher.journal = open_journal(args.journal)
 
     async def main(stop: asyncio.Event) -> None:
         started = asyncio.Event()
@@ -356,3 +379,29 @@ def _run_charger(args: argparse.Namespace) -> int:
         await task
 
     return run_until_signal(main)
+
+
+def _identities(path: Path | None) -> dict[str, str] | None:
+    """The broker identities file: {identity: password}."""
+    if path is None:
+        return None
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--mqtt-identities {path}: {exc}") from exc
+    if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
+        raise ValueError(
+            f"--mqtt-identities {path}: not the {{identity: password}} file of `linli broker config`"
+        )
+    return found
+
+
+def _tls(args: argparse.Namespace) -> MqttTls | None:
+    if args.mqtt_ca is None:
+        if args.mqtt_cert or args.mqtt_key:
+            raise ValueError("--mqtt-cert and --mqtt-key need --mqtt-ca")
+        return None
+    try:
+        return MqttTls(ca=args.mqtt_ca, cert=args.mqtt_cert, key=args.mqtt_key)
+    except ValidationError as exc:
+        raise ValueError(f"--mqtt-cert/--mqtt-key: {exc.errors()[0]['msg']}") from exc

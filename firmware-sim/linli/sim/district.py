@@ -21,6 +21,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from linli.catalog.mqttspec import MqttMessage
+from linli.catalog.tls import MqttTls, apply_tls
 from linli.cloud.waste.gtfs import Feed, GtfsError, load_feed
 from linli.sim.bookings import BookingAgent
 from linli.sim.clock import SimClock
@@ -181,6 +182,11 @@ def build_district(
     return District(servers, mqtt_devices, silent)
 
 
+def _user(dev: MqttSimDevice) -> str:
+    """The device's broker identity (see `linli.cloud.broker.identities.device`)."""
+    return f"device/{dev.placed.site}/{dev.placed.device}"
+
+
 class MqttPublisher:
     """Connects the MQTT devices and publishes what they say, journaling every message."""
 
@@ -192,13 +198,27 @@ class MqttPublisher:
         port: int,
         username: str = "",
         password: str = "",
+        identities: dict[str, str] | None = None,
+        tls: MqttTls | None = None,
         journal: IO[str] | None = None,
     ) -> None:
+        """`identities` (from `linli broker config`) gives each device its own user name and password."""
         self.devices = devices
         self.host = host
         self.port = port
         self.username = username
         self.password = password
+        self.identities = identities
+        self.tls = tls
+        if identities is not None:
+            missing = [_user(d) for d in devices if _user(d) not in identities]
+            if missing:
+                raise ValueError(
+                    f"no broker identity for {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}: "
+                    "run `linli broker config` with the edge config that lists these devices"
+                )
+        if tls is not None:
+            apply_tls(paho.Client(CallbackAPIVersion.VERSION2), tls)  # a missing file is named now
         self.journal = journal
         self.published = 0
         # Message specs by name, per device, looked up on every publish.
@@ -207,6 +227,13 @@ class MqttPublisher:
             spec = dev.behaviour.profile.mqtt
             assert spec is not None, f"{dev.placed.kind} is not an MQTT device"
             self._messages.append({m.name: m for m in spec.messages})
+
+    def _credentials(self, client: paho.Client, dev: MqttSimDevice) -> None:
+        if self.identities is None:
+            if self.username:
+                client.username_pw_set(self.username, self.password or None)
+            return
+        client.username_pw_set(_user(dev), self.identities[_user(dev)])
 
     def connect(self) -> None:
         """Connect every device; ConnectionError names the broker when it cannot be reached."""
@@ -218,8 +245,8 @@ class MqttPublisher:
                 client_id=f"sim-{dev.placed.site}-{dev.placed.device}",
                 protocol=paho.MQTTv311,
             )
-            if self.username:
-                client.username_pw_set(self.username, self.password or None)
+            self._credentials(client, dev)
+            apply_tls(client, self.tls)
             if spec.status_topic:
                 client.will_set(dev.topic(spec.status_topic), spec.offline, qos=1, retain=True)
             try:

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from linli.catalog.errors import load_toml_model
+from linli.catalog.tls import MqttTls
 from linli.cloud.config import SmtpConfig, Strict
 from linli.cloud.waste.gtfs import Contact
 from linli.cloud.waste.outbox import VisitStore
@@ -23,6 +24,7 @@ class TruckBroker(Strict):
     # MQTT 5 shared subscription group: services of one group share the trucks.
     group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "linli-waste"
     topic: Annotated[str, Field(pattern=r"^[^#+]+$")] = "trucks"
+    tls: MqttTls | None = None
 
 
 class WasteConfig(Strict):

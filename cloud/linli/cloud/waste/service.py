@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from linli.catalog.alerts import MAX_TIME_MS
 from linli.catalog.errors import validation_reason
+from linli.catalog.tls import apply_tls
 from linli.cloud.channels import Sender
 from linli.cloud.config import Channel
 from linli.cloud.delivery import Deliveries
@@ -101,6 +102,11 @@ MESSAGES: dict[str, type[_Payload]] = {
     "alarm": Alarm,
     "order_reply": OrderReply,
 }
+
+
+def truck_filters(topic: str) -> list[str]:
+    """What the service reads: every truck's messages it understands (and the broker grants)."""
+    return [f"{topic}/+/+/{kind}" for kind in MESSAGES]
 
 
 @dataclass(frozen=True)
@@ -634,8 +640,8 @@ class WasteService:
         user = os.environ.get(b.username_env, "")
         if user:
             client.username_pw_set(user, os.environ.get(b.password_env) or None)
-        kinds = ("location", "lift", "alarm", "order_reply")
-        filters = [(f"$share/{b.group}/{b.topic}/+/+/{kind}", 1) for kind in kinds]
+        apply_tls(client, b.tls)
+        filters = [(f"$share/{b.group}/{t}", 1) for t in truck_filters(b.topic)]
 
         def on_connect(c: paho.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
             if reason.is_failure:

@@ -1,0 +1,1 @@
+"""The MQTT broker: an identity per device and service, least-privilege ACLs, TLS."""

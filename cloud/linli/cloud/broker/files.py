@@ -1,0 +1,111 @@
+"""The broker's files: Mosquitto's password file, its ACL, its config, and the secrets beside them.
+
+The secrets (each identity's password in clear) go to `secrets/` under the output folder, mode
+0700, each file 0600: only the user who ran the command (root, on a real host) reads them. They
+are never printed. Running again keeps every existing password; a new identity gets a new one;
+`rotate` names the identities to get a new one anyway.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from linli.cloud.broker.identities import Identity, acl
+
+ITERATIONS = 1000  # PBKDF2-SHA512 rounds per password (mosquitto_passwd uses 101)
+SECRETS = "secrets"
+INDEX = "identities.json"
+
+
+def hash_password(password: str, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:
+    """Mosquitto's `$7$` password hash: PBKDF2-HMAC-SHA512 over a 12-byte salt."""
+    salt = salt if salt is not None else secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a run did: identities added, kept, rotated and dropped."""
+
+    added: list[str]
+    kept: list[str]
+    rotated: list[str]
+    dropped: list[str]
+
+
+def env_name(identity: str) -> str:
+    """The secrets file of one identity: `edge/hongqiao` -> `edge-hongqiao.env`."""
+    return identity.replace("/", "-") + ".env"
+
+
+def write(
+    out: Path,
+    identities: Iterable[Identity],
+    *,
+    rotate: Iterable[str] = (),
+    conf: str,
+) -> Written:
+    """Write passwd, acl, mosquitto.conf and the secrets under `out`."""
+    idents = list(identities)
+    names = [i.name for i in idents]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"identities named twice: {', '.join(twice)} (a device id repeated at one site?)")
+    unknown = sorted(set(rotate) - set(names))
+    if unknown:
+        raise ValueError(f"--rotate names no identity: {', '.join(unknown)}")
+    out.mkdir(parents=True, exist_ok=True)
+    vault = out / SECRETS
+    vault.mkdir(mode=0o700, exist_ok=True)
+    vault.chmod(0o700)
+    index = vault / INDEX
+    old: dict[str, str] = json.loads(index.read_text()) if index.exists() else {}
+    rotate = set(rotate)
+    passwords: dict[str, str] = {}
+    added: list[str] = []
+    kept: list[str] = []
+    rotated: list[str] = []
+    for name in names:
+        if name in old and name not in rotate:
+            passwords[name] = old[name]
+            kept.append(name)
+        else:
+            passwords[name] = secrets.token_urlsafe(24)
+            (rotated if name in old else added).append(name)
+    dropped = sorted(set(old) - set(names))
+    _private(index, json.dumps(passwords, indent=1, sort_keys=True) + "\n")
+    for ident in idents:
+        lines = [f"{user}={ident.name}\n{pw}={passwords[ident.name]}\n" for user, pw in ident.env]
+        lines = lines or [f"LINLI_MQTT_USERNAME={ident.name}\nLINLI_MQTT_PASSWORD={passwords[ident.name]}\n"]
+        _private(vault / env_name(ident.name), "".join(lines))
+    for name in dropped:
+        (vault / env_name(name)).unlink(missing_ok=True)
+    # The hashes are no secret worth a root-only file, but nobody else needs them either.
+    _private(out / "passwd", "".join(f"{n}:{hash_password(passwords[n])}\n" for n in names), mode=0o640)
+    (out / "acl").write_text(acl(idents))
+    (out / "mosquitto.conf").write_text(conf)
+    return Written(added, kept, rotated, dropped)
+
+
+def read_secret(out: Path, identity: str) -> str:
+    """One identity's password, for the tests and for provisioning a device."""
+    passwords: dict[str, str] = json.loads((out / SECRETS / INDEX).read_text())
+    return passwords[identity]
+
+
+def _private(path: Path, text: str, mode: int = 0o600) -> None:
+    """Written with its mode from the start: never readable by others, even for a moment."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, mode)
+    tmp.replace(path)

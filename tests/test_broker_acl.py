@@ -1,0 +1,220 @@
+"""The broker's identities and ACL, as `linli broker config` writes them, on a real Mosquitto.
+
+Each spoof a camera's credential could do with the old shared config is tried and refused; each
+identity can still do its job. "Sees nothing" is checked by order: after the refused message,
+the rightful one is sent, and it must be the first thing the subscriber hears (Mosquitto
+handles one client's messages in order and queues them to a subscriber in that order).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from paho.mqtt.reasoncodes import ReasonCode
+
+from brokerpeers import Peer
+from linli.cloud.broker.files import read_secret
+from linli.localservers import LocalServer, free_port, start_mosquitto_with
+from support import linli, wait_for
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+CAM = "device/changhong-tower-1/elevator-1"
+OTHER_CAM = "device/changhong-tower-2/elevator-1"
+EDGE = "edge/hongqiao-edge"
+TRUCK = "device/fleet/truck-renovation"
+NOT_AUTHORIZED = 0x87
+
+
+def broker_config(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "linli.cli", "broker", "config",
+         "--edge-config", str(DEPLOY / "district.toml"),
+         "--notifier-config", str(DEPLOY / "notifier.local.toml"), "--waste-config",
+         str(DEPLOY / "waste.local.toml"), "--out", str(out),
+         "--bind", "127.0.0.1", *extra],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalServer, Path]]:
+    out = tmp_path_factory.mktemp("broker")
+    port = free_port()
+    done = broker_config(out / "conf", "--port", str(port))
+    assert done.returncode == 0, done.stderr
+    server = start_mosquitto_with(out / "data", out / "conf" / "mosquitto.conf", port)
+    yield server, out / "conf"
+    server.stop()
+
+
+def peer(broker: tuple[LocalServer, Path], identity: str, **kw: object) -> Peer:
+    server, conf = broker
+    p = Peer(server.port, identity, read_secret(conf, identity), **kw)  # type: ignore[arg-type]
+    assert p.accepted(), (identity, p.reason)
+    return p
+
+
+def heard_until(p: Peer, topic: str) -> list[str]:
+    heard = [p.next()[0]]
+    while heard[-1] != topic:
+        heard.append(p.next()[0])
+    return heard
+
+
+def refused(code: ReasonCode) -> bool:
+    return code.value == NOT_AUTHORIZED
+
+
+def test_the_secrets_are_private_and_no_password_is_printed(
+    broker: tuple[LocalServer, Path], tmp_path: Path
+) -> None:
+    _, conf = broker
+    vault = conf / "secrets"
+    assert vault.stat().st_mode & 0o777 == 0o700
+    assert {f.stat().st_mode & 0o777 for f in vault.iterdir()} == {0o600}
+    done = broker_config(tmp_path / "again")
+    passwords = json.loads((tmp_path / "again" / "secrets" / "identities.json").read_text())
+    assert not any(pw in done.stdout + done.stderr for pw in passwords.values())
+    assert "$7$1000$" in (tmp_path / "again" / "passwd").read_text()
+    assert "password" not in (tmp_path / "again" / "acl").read_text().lower()
+
+
+def test_a_camera_cannot_spoof_another_camera(broker: tuple[LocalServer, Path]) -> None:
+    cam, other, edge = peer(broker, CAM), peer(broker, OTHER_CAM), peer(broker, EDGE)
+    try:
+        target = "elevators/changhong-tower-2/elevator-1/detection"
+        assert edge.subscribe("elevators/changhong-tower-2/#")[0].value < 0x80
+        assert refused(cam.publish(target, '{"spoofed": true}'))
+        assert not refused(other.publish(target, '{"own": true}'))
+        assert edge.next() == (target, b'{"own": true}', False)  # the spoof never arrived
+        # Its own topics, and its last will on its own status, are its to write.
+        assert not refused(cam.publish("elevators/changhong-tower-1/elevator-1/heartbeat", "{}"))
+    finally:
+        for p in (cam, other, edge):
+            p.close()
+
+
+def test_a_camera_cannot_raise_an_alert_or_say_an_edge_is_offline(broker: tuple[LocalServer, Path]) -> None:
+    cam, edge, notifier = peer(broker, CAM), peer(broker, EDGE), peer(broker, "notifier")
+    try:
+        assert [c.value for c in notifier.subscribe("linli/alerts/#")] == [1]
+        alert = "linli/alerts/hongqiao-edge/changhong-tower-1/elevator-1"
+        assert refused(cam.publish(alert, '{"title": "SPOOFED: evacuate building 3"}'))
+        assert not refused(edge.publish(alert, '{"title": "real"}'))
+        assert notifier.next() == (alert, b'{"title": "real"}', False)
+
+        assert [c.value for c in notifier.subscribe("linli/edges/+")] == [1]
+        status = "linli/edges/hongqiao-edge"
+        assert refused(cam.publish(status, "offline", retain=True))
+        assert not refused(edge.publish(status, "online", retain=True))
+        assert notifier.next() == (status, b"online", False)
+        # Nor may one edge speak for another.
+        assert refused(edge.publish("linli/alerts/another-edge/x/y", "{}"))
+    finally:
+        for p in (cam, edge, notifier):
+            p.close()
+
+
+def test_nobody_but_the_operator_reads_everything(broker: tuple[LocalServer, Path]) -> None:
+    """Mosquitto grants the subscription and delivers only what the ACL lets each one read."""
+    truck, notifier, operator = peer(broker, TRUCK), peer(broker, "notifier"), peer(broker, "operator")
+    cam, edge, waste = peer(broker, CAM), peer(broker, EDGE), peer(broker, "waste")
+    try:
+        for who in (truck, notifier, operator):
+            who.subscribe("#")
+            who.subscribe("$SYS/#")
+        heartbeat = "elevators/changhong-tower-1/elevator-1/heartbeat"
+        assert not refused(cam.publish(heartbeat, "{}"))
+        order = "trucks/fleet/truck-renovation/order"
+        assert not refused(waste.publish(order, '{"booking": "b1"}'))
+        alert = "linli/alerts/hongqiao-edge/changhong-tower-1/elevator-1"
+        assert not refused(edge.publish(alert, "{}"))
+        # Retained messages first ($SYS and others), then the three: the operator reads everything.
+        heard = heard_until(operator, alert)
+        assert any(t.startswith("$SYS/") for t in heard)
+        assert [t for t in heard if t in (heartbeat, order, alert)] == [heartbeat, order, alert]
+        # Up to the message each may read, nothing it may not (retained status included).
+        assert heard_until(truck, order) == [order]
+        assert {t.split("/")[1] for t in heard_until(notifier, alert)} <= {"alerts", "edges"}
+    finally:
+        for p in (truck, notifier, operator, cam, edge, waste):
+            p.close()
+
+
+def test_strangers_and_wrong_passwords_are_turned_away(broker: tuple[LocalServer, Path]) -> None:
+    server, _ = broker
+    for user, password in ((None, None), (CAM, "guess"), ("nobody", "x")):
+        p = Peer(server.port, user, password)
+        assert not p.accepted(), user
+        p.close()
+
+
+def test_a_rerun_keeps_passwords_and_rotation_takes_effect_on_sighup(tmp_path: Path) -> None:
+    port = free_port()
+    conf = tmp_path / "conf"
+    assert broker_config(conf, "--port", str(port)).returncode == 0
+    before = json.loads((conf / "secrets" / "identities.json").read_text())
+    server = start_mosquitto_with(tmp_path / "data", conf / "mosquitto.conf", port)
+    try:
+        again = broker_config(conf, "--port", str(port), "--rotate", CAM)
+        assert again.returncode == 0, again.stderr
+        assert f"rotated: {CAM}" in again.stdout
+        after = json.loads((conf / "secrets" / "identities.json").read_text())
+        assert {k for k in before if before[k] != after[k]} == {CAM}
+        env = (conf / "secrets" / "device-changhong-tower-1-elevator-1.env").read_text()
+        assert f"LINLI_MQTT_PASSWORD={after[CAM]}" in env
+        assert Peer(port, CAM, before[CAM]).accepted()  # the running broker has the old file
+        server.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: Peer(port, CAM, after[CAM]).accepted(), "the rotated password")
+        assert not Peer(port, CAM, before[CAM]).accepted()
+        assert Peer(port, OTHER_CAM, before[OTHER_CAM]).accepted()  # the others keep theirs
+    finally:
+        server.stop()
+
+
+def test_bad_inputs_get_a_clear_error(tmp_path: Path) -> None:
+    unknown = broker_config(tmp_path / "x", "--rotate", "device/nowhere/nothing")
+    assert unknown.returncode == 2
+    assert "--rotate names no identity: device/nowhere/nothing" in unknown.stderr
+    no_certs = broker_config(tmp_path / "y", "--certs", str(tmp_path / "none"))
+    assert no_certs.returncode == 2
+    assert "linli broker certs --out" in no_certs.stderr
+
+
+def test_tls_with_and_without_a_client_certificate_and_a_wrong_ca_refused(tmp_path: Path) -> None:
+    certs, other = tmp_path / "certs", tmp_path / "other"
+    made = linli("broker", "certs", "--out", str(certs), "--client", CAM)
+    assert made.returncode == 0, made.stderr
+    assert linli("broker", "certs", "--out", str(other)).returncode == 0  # another CA altogether
+    assert (certs / "ca.key").stat().st_mode & 0o777 == 0o600
+    assert (certs / "device-changhong-tower-1-elevator-1.key").stat().st_mode & 0o777 == 0o600
+    plain, tls = free_port(), free_port()
+    conf = tmp_path / "conf"
+    done = broker_config(conf, "--port", str(plain), "--certs", str(certs), "--tls-port", str(tls))
+    assert done.returncode == 0, done.stderr
+    server = start_mosquitto_with(tmp_path / "data", conf / "mosquitto.conf", plain)
+    password = read_secret(conf, CAM)
+    client_cert = (
+        certs / "ca.crt",
+        certs / "device-changhong-tower-1-elevator-1.crt",
+        certs / "device-changhong-tower-1-elevator-1.key",
+    )
+    try:
+        bare = Peer(tls, CAM, password, tls=(certs / "ca.crt", None, None))
+        assert bare.accepted(), bare.reason
+        with_cert = Peer(tls, CAM, password, tls=client_cert)
+        assert with_cert.accepted(), with_cert.reason
+        assert not with_cert.publish("elevators/changhong-tower-1/elevator-1/heartbeat", "{}").is_failure
+        assert not Peer(tls, CAM, password, tls=(other / "ca.crt", None, None)).accepted()  # wrong CA
+        assert not Peer(tls, CAM, "wrong", tls=(certs / "ca.crt", None, None)).accepted()
+        assert not Peer(tls, CAM, password).accepted()  # plain MQTT on the TLS port
+        for p in (bare, with_cert):
+            p.close()
+    finally:
+        server.stop()
