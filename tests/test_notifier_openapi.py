@@ -24,6 +24,7 @@ from linli.cloud.channels import Sender
 from linli.cloud.config import NotifierConfig, SmtpConfig
 from linli.cloud.notifier import Notifier
 from linli.cloud.store import Store
+from linli.cloud.tokens import TokenBook
 from linli.localservers import free_port
 
 TOKEN = "schema-s3cret"  # noqa: S105 (the test's own)
@@ -38,7 +39,13 @@ def base_url(tmp_path: Path) -> Iterator[str]:
     notifier = Notifier(config, Store(config.state), Sender(SmtpConfig()), time.time)
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app(notifier, TOKEN), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(
+            app(notifier, TOKEN, TokenBook(config.state)),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+        )
     )
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()

@@ -1,8 +1,9 @@
 """The notifier's HTTP API: subscriptions, active alerts, acknowledgement. Bearer-token auth.
 
-A guard in front of the application checks the token before a byte of the body is read,
-and refuses bodies over `MAX_BODY` bytes with 413, so an anonymous client cannot make the
-notifier buffer a large upload. Every answer it can give is in the OpenAPI document.
+A guard in front of the application checks the token and its scope before a byte of the body
+is read (401 for no token or a wrong or revoked one, 403 for a scope too narrow), and refuses
+bodies over `MAX_BODY` bytes with 413, so an anonymous client cannot make the notifier buffer
+a large upload. Every answer it can give is in the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ import json
 import secrets
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Path, status
+from fastapi import Depends, FastAPI, HTTPException, Path, Request, status
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Send
+from starlette.types import Scope as ASGIScope
 
 from linli.catalog.alerts import AlertMessage
 from linli.cloud.config import SUB_ID, Subscription
 from linli.cloud.notifier import Notifier
+from linli.cloud.tokens import ENV_TOKEN, Holder, Scope, TokenBook, needed
 
 # Large enough for any subscription the models allow, small enough to hold in memory.
 MAX_BODY = 256 * 1024
@@ -70,6 +73,22 @@ class Quarantined(BaseModel):
     body: str
 
 
+class AuditEntry(BaseModel):
+    at_ms: int
+    who: str = Field(description="the token's name")
+    action: str = Field(description="ack, put_subscription, delete_subscription, token_create, token_revoke")
+    target: str
+    detail: str
+
+
+class TokenInfo(BaseModel):
+    id: str
+    name: str
+    scope: Scope
+    created_ms: int
+    revoked_ms: int | None
+
+
 class Stats(BaseModel):
     """What the notifier took and refused since it started."""
 
@@ -91,27 +110,48 @@ def _error(code: int, detail: str, headers: list[tuple[bytes, bytes]] | None = N
 
 
 class Guard:
-    """ASGI middleware: the token first, then the body's size, then the application."""
+    """ASGI middleware: the token and its scope first, then the body's size, then the application.
 
-    def __init__(self, app: ASGIApp, token: str, public: frozenset[str] = frozenset()) -> None:
+    The token from the environment may do everything (`admin`); tokens from `book` what their
+    scope allows. Who made the request is left in the request's state as `holder`.
+    """
+
+    def __init__(
+        self, app: ASGIApp, token: str, public: frozenset[str] = frozenset(), book: TokenBook | None = None
+    ) -> None:
         self.app = app
         self.public = PUBLIC | public  # pages that hold no data; what they fetch needs the token
         # Compared as bytes: a header with non-ASCII characters is just a wrong token.
-        self.expected = b"bearer " + token.encode()
+        self.expected = token.encode()
+        self.book = book
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _holder(self, given: bytes) -> Holder | None:
+        # The scheme is case-insensitive (RFC 9110); the token is not.
+        if given[:7].lower() != b"bearer " or len(given) == 7:
+            return None
+        token = given[7:]
+        if self.expected and secrets.compare_digest(token, self.expected):
+            return Holder(ENV_TOKEN, Scope.ADMIN)
+        return self.book.holder(token) if self.book is not None else None
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.public:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        given = headers.get(b"authorization", b"")
-        # The scheme is case-insensitive (RFC 9110); the token is not.
-        given = given[:7].lower() + given[7:]
-        if not secrets.compare_digest(given, self.expected):
+        holder = self._holder(headers.get(b"authorization", b""))
+        if holder is None:
             challenge = [(b"www-authenticate", b"Bearer")]
             for message in _error(401, "a valid bearer token is required", challenge):
                 await send(message)
             return
+        wanted = needed(scope["method"], scope["path"])
+        if not holder.scope.allows(wanted):
+            detail = f"token '{holder.name}' has scope '{holder.scope}'; this needs '{wanted}'"
+            for message in _error(403, detail):
+                await send(message)
+            return
+        scope.setdefault("state", {})["holder"] = holder
         length = headers.get(b"content-length", b"0")
         if not length.isdigit() or int(length) > MAX_BODY:
             for message in _error(413, f"the body may be at most {MAX_BODY} bytes"):
@@ -158,7 +198,8 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 def doc(*codes: int) -> dict[int | str, dict[str, Any]]:
     what = {
         409: "the request contradicts itself or the state",
-        401: "no token, or a wrong one",
+        401: "no token, or a wrong or revoked one",
+        403: "the token's scope does not allow this (read < ack < admin)",
         404: "no such thing",
         413: f"a body over {MAX_BODY} bytes",
     }
@@ -171,15 +212,23 @@ def guarded(title: str, description: str) -> FastAPI:
         title=title,
         version="1",
         description=description,
-        responses=doc(401, 413),
+        responses=doc(401, 403, 413),
         # Only for the document's security scheme: the Guard checks the token, before the body.
         dependencies=[Depends(HTTPBearer(auto_error=False))],
     )
 
 
-def app(notifier: Notifier, token: str) -> ASGIApp:
-    """The API over one notifier; every call needs `Authorization: Bearer <token>`."""
-    api = guarded("linli notifier", "Alert subscriptions and active alerts.")
+def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:
+    """The API over one notifier; every call needs `Authorization: Bearer <token>` of a scope."""
+    api = guarded(
+        "linli notifier",
+        "Alert subscriptions and active alerts. Tokens have a scope: `read` (GET), `ack` (read and "
+        "acknowledge), `admin` (everything: subscriptions, tokens, the audit log).",
+    )
+
+    def who(request: Request) -> str:
+        holder: Holder = request.state.holder
+        return holder.name
 
     @api.get("/alerts", response_model=list[OpenAlert])
     def alerts() -> list[dict[str, Any]]:
@@ -190,11 +239,14 @@ def app(notifier: Notifier, token: str) -> ASGIApp:
         ]
 
     @api.post("/alerts/{fingerprint}/ack", responses=doc(404))
-    def ack(fingerprint: Annotated[str, Path(pattern=FINGERPRINT)], body: Ack) -> Acked:
-        """Acknowledge a firing alert: no more repeats, no escalation."""
+    def ack(fingerprint: Annotated[str, Path(pattern=FINGERPRINT)], body: Ack, request: Request) -> Acked:
+        """Acknowledge a firing alert: no more repeats, no escalation. Needs `ack`."""
         by = notifier.ack(fingerprint, body.by)
         if by is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no firing alert {fingerprint}")
+        book.audit(
+            who(request), "ack", fingerprint, f"by {body.by}" + ("" if by == body.by else f"; {by} first")
+        )
         return Acked(fingerprint=fingerprint, acked_by=by)
 
     @api.get("/subscriptions")
@@ -202,8 +254,10 @@ def app(notifier: Notifier, token: str) -> ASGIApp:
         return notifier.store.subscriptions()
 
     @api.put("/subscriptions/{sub_id}", responses=doc(409))
-    def put(sub_id: Annotated[str, Path(pattern=SUB_ID)], sub: Subscription) -> Subscription:
-        """Create or replace a subscription."""
+    def put(
+        sub_id: Annotated[str, Path(pattern=SUB_ID)], sub: Subscription, request: Request
+    ) -> Subscription:
+        """Create or replace a subscription. Needs `admin`."""
         if sub.id != sub_id:
             raise HTTPException(
                 status.HTTP_409_CONFLICT, f"the body's id is '{sub.id}', the path's '{sub_id}'"
@@ -215,12 +269,15 @@ def app(notifier: Notifier, token: str) -> ASGIApp:
                 status.HTTP_409_CONFLICT, f"escalate_to names no subscription: {', '.join(unknown)}"
             )
         notifier.store.put_subscription(sub)
+        book.audit(who(request), "put_subscription", sub_id, sub.model_dump_json(exclude_defaults=True))
         return sub
 
     @api.delete("/subscriptions/{sub_id}", status_code=status.HTTP_204_NO_CONTENT, responses=doc(404))
-    def delete(sub_id: Annotated[str, Path(pattern=SUB_ID)]) -> None:
+    def delete(sub_id: Annotated[str, Path(pattern=SUB_ID)], request: Request) -> None:
+        """Needs `admin`."""
         if not notifier.store.delete_subscription(sub_id):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no subscription {sub_id}")
+        book.audit(who(request), "delete_subscription", sub_id)
 
     @api.get("/failed-deliveries")
     def failed() -> list[FailedDelivery]:
@@ -242,4 +299,14 @@ def app(notifier: Notifier, token: str) -> ASGIApp:
             delivering=notifier.delivering,
         )
 
-    return Guard(api, token)
+    @api.get("/audit")
+    def audit() -> list[AuditEntry]:
+        """Every acknowledgement and change, newest first (1,000 at most). Needs `admin`."""
+        return [AuditEntry.model_validate(row) for row in book.audit_log()]
+
+    @api.get("/tokens")
+    def tokens() -> list[TokenInfo]:
+        """The API's tokens, without their secrets. Needs `admin`."""
+        return [TokenInfo.model_validate(row) for row in book.tokens()]
+
+    return Guard(api, token, book=book)

@@ -16,6 +16,7 @@ from linli.cloud.config import NotifierConfig
 from linli.cloud.mqtt import AlertFeed
 from linli.cloud.notifier import Notifier
 from linli.cloud.store import Store
+from linli.cloud.tokens import TokenBook
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class Service:
     def __init__(self, config: NotifierConfig, token: str) -> None:
         self.config = config
         self.store = Store(config.state)
+        self.tokens = TokenBook(config.state)
         self.store.seed(config.subscriptions)
         self.sender = Sender(config.smtp)
         self.notifier = Notifier(config, self.store, self.sender, time.time)
@@ -41,7 +43,7 @@ class Service:
         self.sender.publish = feed.publish
         server = uvicorn.Server(
             uvicorn.Config(
-                app(self.notifier, self.token),
+                app(self.notifier, self.token, self.tokens),
                 host=self.config.api_host,
                 port=self.config.api_port,
                 log_level="warning",

@@ -1,0 +1,142 @@
+"""The notifier API's scoped tokens, made with `linli cloud token`, and its audit log."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from linli.cloud.api import app
+from linli.cloud.channels import Sender
+from linli.cloud.config import SmtpConfig, load_notifier_config
+from linli.cloud.notifier import Notifier
+from linli.cloud.store import Store
+from linli.cloud.tokens import TokenBook
+from linli.localservers import free_port
+from support import linli
+from test_notifier import alert
+
+LEGACY = "legacy-s3cret"  # the test's own $LINLI_CLOUD_TOKEN
+SUBSCRIPTION = {"id": "ops", "channels": [{"kind": "email", "to": ["ops@district.example"]}]}
+
+
+def create(config: Path, scope: str, name: str) -> str:
+    made = linli("cloud", "token", "create", "--config", str(config), "--scope", scope, "--name", name)
+    assert made.returncode == 0, made.stderr
+    assert "shown this once" in made.stderr
+    return made.stdout.strip()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path, Notifier]]:
+    config_path = tmp_path / "notifier.toml"
+    config_path.write_text(f'state = "{tmp_path / "state.sqlite"}"\n')
+    config = load_notifier_config(config_path)
+    notifier = Notifier(config, Store(config.state), Sender(SmtpConfig()), time.time)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app(notifier, LEGACY, TokenBook(config.state)),
+            host="127.0.0.1", port=port, log_level="warning", lifespan="off",
+        )
+    )  # fmt: skip
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}", config_path, notifier
+    server.should_exit = True
+    thread.join(10)
+
+
+def call(base: str, token: str, method: str, path: str, body: object = None) -> httpx.Response:
+    return httpx.request(
+        method, base + path, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+
+
+def test_each_scope_does_its_job_and_no_more(served: tuple[str, Path, Notifier]) -> None:
+    base, config, notifier = served
+    screen = create(config, "read", "big screen")
+    duty, admin = create(config, "ack", "duty officer"), create(config, "admin", "ops")
+    firing = alert()
+    notifier.handle(firing)
+    ack = f"/alerts/{firing.fingerprint}/ack"
+    # read: the screen reads, and nothing else.
+    assert call(base, screen, "GET", "/alerts").status_code == 200
+    refused = call(base, screen, "POST", ack, {"by": "screen"})
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == "token 'big screen' has scope 'read'; this needs 'ack'"
+    assert call(base, screen, "GET", "/audit").status_code == 403
+    # ack: acknowledges, cannot change subscriptions.
+    assert call(base, duty, "POST", ack, {"by": "Wang Wei"}).json()["acked_by"] == "Wang Wei"
+    assert call(base, duty, "PUT", "/subscriptions/ops", SUBSCRIPTION).status_code == 403
+    assert call(base, duty, "DELETE", "/subscriptions/ops").status_code == 403
+    # admin, and the old single token, may do everything.
+    assert call(base, admin, "PUT", "/subscriptions/ops", SUBSCRIPTION).status_code == 200
+    assert call(base, LEGACY, "DELETE", "/subscriptions/ops").status_code == 204
+    # Strangers and near misses.
+    assert httpx.get(base + "/alerts", timeout=10).status_code == 401
+    for wrong in (
+        "nope",
+        screen[:-1] + ("A" if screen[-1] != "A" else "B"),
+        "linli_000000000000_" + "x" * 43,
+    ):
+        assert call(base, wrong, "GET", "/alerts").status_code == 401, wrong
+
+
+def test_a_revoked_token_is_refused_at_once_and_the_audit_log_says_who_did_what(
+    served: tuple[str, Path, Notifier],
+) -> None:
+    base, config, notifier = served
+    duty, admin = create(config, "ack", "duty officer"), create(config, "admin", "ops")
+    firing = alert()
+    notifier.handle(firing)
+    assert call(base, duty, "GET", "/alerts").status_code == 200
+    assert (
+        call(base, duty, "POST", f"/alerts/{firing.fingerprint}/ack", {"by": "Wang Wei"}).status_code == 200
+    )
+    assert call(base, admin, "PUT", "/subscriptions/ops", SUBSCRIPTION).status_code == 200
+    revoked = linli("cloud", "token", "revoke", "--config", str(config), "--name", "duty officer")
+    assert revoked.returncode == 0, revoked.stderr
+    assert call(base, duty, "GET", "/alerts").status_code == 401  # the running API refuses it now
+    again = linli("cloud", "token", "revoke", "--config", str(config), "--name", "duty officer")
+    assert again.returncode == 1
+    assert "no live token named 'duty officer'" in again.stderr
+    log = call(base, admin, "GET", "/audit").json()
+    cli = f"cli:{getpass.getuser()}"
+    assert [(e["who"], e["action"], e["target"]) for e in reversed(log)] == [
+        (cli, "token_create", "duty officer"),
+        (cli, "token_create", "ops"),
+        ("duty officer", "ack", firing.fingerprint),
+        ("ops", "put_subscription", "ops"),
+        (cli, "token_revoke", "duty officer"),
+    ]
+    assert log[2]["detail"] == "by Wang Wei"
+    listed = call(base, admin, "GET", "/tokens").json()
+    assert {(t["name"], t["scope"], t["revoked_ms"] is None) for t in listed} == {
+        ("duty officer", "ack", False), ("ops", "admin", True),
+    }  # fmt: skip
+    assert all(admin not in str(t) and duty not in str(t) for t in listed)  # never the secret
+    stored = (Path(load_notifier_config(config).state)).read_bytes()
+    assert admin.encode() not in stored  # only its hash
+
+
+def test_the_cli_refuses_clearly(served: tuple[str, Path, Notifier]) -> None:
+    _, config, _ = served
+    create(config, "read", "screen")
+    twice = linli("cloud", "token", "create", "--config", str(config), "--scope", "read", "--name", "screen")
+    assert twice.returncode == 2
+    assert "a token named 'screen' exists" in twice.stderr
+    bad = linli("cloud", "token", "create", "--config", str(config), "--scope", "root", "--name", "x")
+    assert bad.returncode == 2
+    assert "invalid choice: 'root'" in bad.stderr
