@@ -9,11 +9,12 @@ import os
 import select
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from linli.cloud.broker.configs import mosquitto_conf
 from linli.dashboards.influxv1 import run as run_influxql
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
-from linli.localservers import LocalServer, mosquitto_queue_limits, start_influxdb1
+from linli.localservers import LocalServer, free_port, mosquitto_queue_limits, start_influxdb1
 from linli.sim.image import build_image
 
 _counter = itertools.count(1)
@@ -155,6 +156,26 @@ async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+@contextmanager
+def serving(asgi: Any) -> Iterator[str]:
+    """An ASGI app served by uvicorn on a free port in a thread, as the services serve it."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(asgi, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    wait_for(lambda: server.started or not thread.is_alive(), "the API to listen", timeout=10)
+    assert server.started, "the API did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:

@@ -4,8 +4,6 @@ answer against the document."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import ignored_auth
@@ -25,7 +22,7 @@ from linli.cloud.config import NotifierConfig, SmtpConfig
 from linli.cloud.notifier import Notifier
 from linli.cloud.store import Store
 from linli.cloud.tokens import TokenBook
-from linli.localservers import free_port
+from support import serving
 
 TOKEN = "schema-s3cret"  # noqa: S105 (the test's own)
 # Cases per operation: bounded, and the same every run (derandomized), so CI cannot flake.
@@ -37,25 +34,8 @@ def base_url(tmp_path: Path) -> Iterator[str]:
     """The notifier's API served by uvicorn on a free port, as `linli cloud run` serves it."""
     config = NotifierConfig.model_validate({"state": str(tmp_path / "state.sqlite")})
     notifier = Notifier(config, Store(config.state), Sender(SmtpConfig()), time.time)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app(notifier, TOKEN, TokenBook(config.state)),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            lifespan="off",
-        )
-    )
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(app(notifier, TOKEN, TokenBook(config.state))) as base:
+        yield base
 
 
 def test_every_answer_is_the_one_the_document_promises(base_url: str) -> None:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import getpass
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from linli.cloud.api import app
 from linli.cloud.channels import Sender
@@ -19,8 +16,7 @@ from linli.cloud.config import SmtpConfig, load_notifier_config
 from linli.cloud.notifier import Notifier
 from linli.cloud.store import Store
 from linli.cloud.tokens import TokenBook
-from linli.localservers import free_port
-from support import linli
+from support import linli, serving
 from test_notifier import alert
 
 LEGACY = "legacy-s3cret"  # the test's own $LINLI_CLOUD_TOKEN
@@ -40,22 +36,8 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path, Notifier]]:
     config_path.write_text(f'state = "{tmp_path / "state.sqlite"}"\n')
     config = load_notifier_config(config_path)
     notifier = Notifier(config, Store(config.state), Sender(SmtpConfig()), time.time)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app(notifier, LEGACY, TokenBook(config.state)),
-            host="127.0.0.1", port=port, log_level="warning", lifespan="off",
-        )
-    )  # fmt: skip
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", config_path, notifier
-    server.should_exit = True
-    thread.join(10)
+    with serving(app(notifier, LEGACY, TokenBook(config.state))) as base:
+        yield base, config_path, notifier
 
 
 def call(base: str, token: str, method: str, path: str, body: object = None) -> httpx.Response:

@@ -55,15 +55,23 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         sub.set_defaults(func=_token)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _config(path: Path) -> NotifierConfig | None:
+    """The notifier's config, or None once the problems are printed."""
     from linli.catalog.errors import ConfigError
     from linli.cloud.config import load_notifier_config
-    from linli.cloud.service import Service, token_from_env
 
     try:
-        config = load_notifier_config(args.config)
+        return load_notifier_config(path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from linli.cloud.service import Service, token_from_env
+
+    config = _config(args.config)
+    if config is None:
         return 2
     token = token_from_env(config)
     if not token and not any(t["revoked_ms"] is None for t in _book(config).tokens()):
@@ -90,13 +98,8 @@ def _book(config: NotifierConfig) -> TokenBook:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from linli.catalog.errors import ConfigError
-    from linli.cloud.config import load_notifier_config
-
-    try:
-        config = load_notifier_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    config = _config(args.config)
+    if config is None:
         return 2
     try:
         book = _book(config)
