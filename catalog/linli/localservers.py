@@ -173,10 +173,13 @@ def start_victoria_metrics(datadir: Path, port: int | None = None) -> LocalServe
     return server
 
 
-def start_influxdb1(datadir: Path, port: int | None = None, max_body_size: int = 25_000_000) -> LocalServer:
+def start_influxdb1(
+    datadir: Path, port: int | None = None, max_body_size: int = 25_000_000, *, auth: bool = False
+) -> LocalServer:
     """InfluxDB 1.x with its real InfluxQL engine, HTTP on `port`; restart it on the same datadir and port.
 
     `max_body_size`: larger writes are refused with 413, as InfluxDB does (default 25 MB).
+    `auth`: users and grants are enforced (the first user made must be an admin).
     """
     binary = require_binary("influxd")
     port = port or free_port()
@@ -198,6 +201,7 @@ bind-address = "127.0.0.1:{rpc_port}"
   bind-address = "127.0.0.1:{port}"
   log-enabled = false
   max-body-size = {max_body_size}
+  auth-enabled = {"true" if auth else "false"}
 """,
         encoding="utf-8",
     )
