@@ -7,9 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-# The Mosquitto config linli ships; the benchmarks run the broker with its queue limits.
-SHIPPED_MOSQUITTO = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "mosquitto.conf"
-
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU seconds a process has used, from /proc."""

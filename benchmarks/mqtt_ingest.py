@@ -11,7 +11,11 @@ out, so loss is exact.
 A rate is held when nothing is lost and the consumer finishes within LAG_LIMIT_S of the
 publisher: a consumer that falls behind builds a backlog in the broker and ends late.
 
-    .venv/bin/python benchmarks/mqtt_ingest.py --hold 60
+With --tls, every consumer also takes the same load over TLS (a second listener of the same
+broker, with a certificate from `linli broker certs`; the publisher stays on plain TCP), so the
+cost of TLS is the ratio of the highest rates held with and without it.
+
+    .venv/bin/python benchmarks/mqtt_ingest.py --hold 60 [--tls]
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import SHIPPED_MOSQUITTO, cpu_seconds
-from linli.localservers import LocalServer, mosquitto_queue_limits, start_mosquitto, start_victoria_metrics
+from harness import cpu_seconds
+from linli.cloud.broker.certs import make_ca, make_leaf
+from linli.cloud.broker.configs import QUEUES
+from linli.localservers import LocalServer, free_port, start_mosquitto, start_victoria_metrics
 from mqttload import Publisher
 
 DEVICES = 100  # of each kind
@@ -45,12 +51,25 @@ AGENT_FLUSH_S = 1.0
 WINDOW_S = 400
 
 
-def write_config(path: Path, vm_url: str, mqtt_port: int, client_id: str) -> None:
+@dataclass(frozen=True)
+class Link:
+    """How a consumer reaches the broker: plain TCP, or TLS trusting `ca`."""
+
+    port: int
+    ca: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return "tls" if self.ca else "tcp"
+
+
+def write_config(path: Path, vm_url: str, link: Link, client_id: str) -> None:
+    tls = f'[mqtt.tls]\nca = "{link.ca}"\n' if link.ca else ""
     lines = [
         '[agent]\nname = "bench"\nlog_level = "warning"\n',
         f'[writer]\nkind = "influxdb2"\nurl = "{vm_url}"\norg = "linli"\nbucket = "linli"\n'
         f"batch_size = 5000\nflush_interval = {AGENT_FLUSH_S}\n",
-        f'[mqtt]\nport = {mqtt_port}\nclient_id = "{client_id}"\nhealth_interval = 5.0\n',
+        f'[mqtt]\nport = {link.port}\nclient_id = "{client_id}"\nhealth_interval = 5.0\n{tls}',
         '[[sites]]\nid = "bench"\n',
     ]
     for i in range(DEVICES):
@@ -102,7 +121,7 @@ def publish(port: int, messages: list[tuple[str, bytes]], rate: float, qos: int,
 
 
 def bare(  # noqa: PLR0917 (a process target takes positional arguments)
-    port: int,
+    link: Link,
     qos: int,
     expected: int,
     deadline_s: float,
@@ -122,9 +141,11 @@ def bare(  # noqa: PLR0917 (a process target takes positional arguments)
         last = time.monotonic()
 
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-bare-{os.getpid()}")
+    if link.ca is not None:
+        client.tls_set(ca_certs=str(link.ca))
     client.on_message = on_message
     client.on_subscribe = lambda *_: ready.set()
-    client.connect("127.0.0.1", port)
+    client.connect("127.0.0.1", link.port)
     client.subscribe([("trucks/#", qos), ("elevators/#", qos)])
     deadline = time.monotonic() + deadline_s
     client.loop_start()
@@ -150,6 +171,7 @@ def stored(vm_url: str, offset_ms: int) -> int:
 @dataclass
 class Run:
     consumer: str
+    link: str
     qos: int
     offered: int
     sent_rate: float
@@ -166,17 +188,20 @@ class Run:
     def row(self) -> str:
         held = "yes" if self.held else "no"
         return (
-            f"{self.qos:>3} {self.offered:>9} {self.sent_rate:>8.0f} {self.consumer:>6} {self.rate:>9.0f} "
+            f"{self.qos:>3} {self.link:>4} {self.offered:>9} {self.sent_rate:>8.0f} {self.consumer:>6} "
+            f"{self.rate:>9.0f} "
             f"{self.expected - self.got:>8} {self.lag_s:>6.1f} {self.cpu:>6.0%} {held:>5}"
         )
 
 
-def run_bare(mq: LocalServer, qos: int, rate: int, hold: float, offset_ms: int) -> Run:
+def run_bare(  # noqa: PLR0917
+    mq: LocalServer, link: Link, qos: int, rate: int, hold: float, offset_ms: int
+) -> Run:
     messages = payloads(int(rate * hold), offset_ms)
     results: mp.Queue = mp.Queue()  # type: ignore[type-arg]
     timing: mp.Queue = mp.Queue()  # type: ignore[type-arg]
     ready = mp.Event()
-    sub = mp.Process(target=bare, args=(mq.port, qos, len(messages), hold + 60, results, ready))
+    sub = mp.Process(target=bare, args=(link, qos, len(messages), hold + 60, results, ready))
     sub.start()
     ready.wait(10)
     pub = mp.Process(target=publish, args=(mq.port, messages, rate, qos, timing))
@@ -188,6 +213,7 @@ def run_bare(mq: LocalServer, qos: int, rate: int, hold: float, offset_ms: int) 
     elapsed = max(last, finished) - started
     return Run(
         "bare",
+        link.name,
         qos,
         rate,
         len(messages) / (finished - started),
@@ -200,11 +226,11 @@ def run_bare(mq: LocalServer, qos: int, rate: int, hold: float, offset_ms: int) 
 
 
 def run_agent(  # noqa: PLR0917
-    work: Path, mq: LocalServer, qos: int, rate: int, hold: float, offset_ms: int
+    work: Path, mq: LocalServer, link: Link, qos: int, rate: int, hold: float, offset_ms: int
 ) -> Run:
-    vm = start_victoria_metrics(work / f"vm-{qos}-{rate}")
-    config = work / f"agent-{qos}-{rate}.toml"
-    write_config(config, vm.url, mq.port, f"bench-agent-{qos}-{rate}")
+    vm = start_victoria_metrics(work / f"vm-{qos}-{rate}-{link.name}")
+    config = work / f"agent-{qos}-{rate}-{link.name}.toml"
+    write_config(config, vm.url, link, f"bench-agent-{qos}-{rate}-{link.name}")
     agent = subprocess.Popen([sys.executable, "-m", "linli.cli", "edge", "run", "--config", str(config)])
     try:
         # One message per device first: when all are stored, the agent is subscribed and
@@ -240,6 +266,7 @@ def run_agent(  # noqa: PLR0917
     lag = max(0.0, done - finished - AGENT_FLUSH_S)
     return Run(
         "agent",
+        link.name,
         qos,
         rate,
         len(messages) / (finished - started),
@@ -249,6 +276,24 @@ def run_agent(  # noqa: PLR0917
         lag,
         cpu / elapsed,
     )
+
+
+def start_broker(work: Path, tls: bool) -> tuple[LocalServer, list[Link]]:
+    """Mosquitto with linli's queue limits; with `tls`, a TLS listener beside the plain one."""
+    extra = QUEUES
+    links: list[Link] = []
+    if tls:
+        certs = work / "certs"
+        make_ca(certs)
+        make_leaf(certs, "server", "localhost", server_names=["localhost", "127.0.0.1"])
+        tls_port = free_port()
+        extra += (
+            f"listener {tls_port} 127.0.0.1\ncafile {certs}/ca.crt\ncertfile {certs}/server.crt\n"
+            f"keyfile {certs}/server.key\nrequire_certificate false\n"
+        )
+        links.append(Link(tls_port, certs / "ca.crt"))
+    mq = start_mosquitto(work / f"mq-{len(list(work.iterdir()))}", extra_config=extra)
+    return mq, [Link(mq.port), *links]
 
 
 def main() -> int:
@@ -262,13 +307,14 @@ def main() -> int:
     )
     parser.add_argument("--hold", type=float, default=60.0, help="seconds each rate is held")
     parser.add_argument("--qos", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--tls", action="store_true", help="also over TLS, to compare")
     args = parser.parse_args()
     print(
         f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; hold {args.hold:.0f} s"
     )
     print(
-        f"{'qos':>3} {'offered/s':>9} {'sent/s':>8} {'who':>6} {'taken/s':>9} {'lost':>8} "
+        f"{'qos':>3} {'link':>4} {'offered/s':>9} {'sent/s':>8} {'who':>6} {'taken/s':>9} {'lost':>8} "
         f"{'lag s':>6} {'CPU':>6} {'held':>5}",
         flush=True,
     )
@@ -277,35 +323,46 @@ def main() -> int:
         work = Path(tmp)
         offset_ms = 0
         for qos in args.qos:
-            mq = start_mosquitto(work / f"mq-{qos}", extra_config=mosquitto_queue_limits(SHIPPED_MOSQUITTO))
+            mq, links = start_broker(work, args.tls)
             try:
-                failed: set[str] = set()
+                failed: set[tuple[str, str]] = set()
                 for rate in sorted(args.rates if qos == 0 else args.qos1_rates):
-                    offset_ms += 1_000_000
-                    for who in ("bare", "agent"):
-                        if who in failed:
-                            continue  # a consumer that could not hold a rate will not hold a higher one
-                        if who == "bare":
-                            run = run_bare(mq, qos, rate, args.hold, offset_ms)
-                        else:
-                            run = run_agent(work, mq, qos, rate, args.hold, offset_ms)
-                        runs.append(run)
-                        print(run.row(), flush=True)
-                        if not run.held:
-                            failed.add(who)
+                    for link in links:
+                        for who in ("bare", "agent"):
+                            if (who, link.name) in failed:
+                                continue  # a consumer that could not hold a rate will not hold a higher one
+                            offset_ms += 1_000_000
+                            if who == "bare":
+                                run = run_bare(mq, link, qos, rate, args.hold, offset_ms)
+                            else:
+                                run = run_agent(work, mq, link, qos, rate, args.hold, offset_ms)
+                            runs.append(run)
+                            print(run.row(), flush=True)
+                            if not run.held:
+                                failed.add((who, link.name))
             finally:
                 mq.stop()
     print()
     for qos in args.qos:
         best = {
-            who: max((r.offered for r in runs if r.qos == qos and r.consumer == who and r.held), default=0)
+            (who, link): max(
+                (r.offered for r in runs if r.qos == qos and r.consumer == who and r.link == link and r.held),
+                default=0,
+            )
             for who in ("bare", "agent")
+            for link in ("tcp", "tls")
         }
-        ratio = best["agent"] / best["bare"] if best["bare"] else 0.0
+        ratio = best["agent", "tcp"] / best["bare", "tcp"] if best["bare", "tcp"] else 0.0
         print(
-            f"QoS {qos}: highest rate held {args.hold:.0f} s with zero loss: bare {best['bare']}/s, "
-            f"agent {best['agent']}/s, ratio {ratio:.2f}"
+            f"QoS {qos}: highest rate held {args.hold:.0f} s with zero loss: bare {best['bare', 'tcp']}/s, "
+            f"agent {best['agent', 'tcp']}/s, ratio {ratio:.2f}"
         )
+        if args.tls:
+            tls_ratio = best["agent", "tls"] / best["agent", "tcp"] if best["agent", "tcp"] else 0.0
+            print(
+                f"QoS {qos} over TLS: bare {best['bare', 'tls']}/s, agent {best['agent', 'tls']}/s, "
+                f"{tls_ratio:.2f} of the agent's rate without TLS"
+            )
     return 0
 
 

@@ -20,11 +20,11 @@ from typing import Any
 
 from linli.catalog.profile import Profile
 from linli.catalog.registers import Value, compile_decoder
-from linli.cloud.broker.configs import mosquitto_conf
+from linli.cloud.broker.configs import QUEUES
 from linli.dashboards.influxv1 import run as run_influxql
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
-from linli.localservers import LocalServer, free_port, mosquitto_queue_limits, start_influxdb1
+from linli.localservers import LocalServer, free_port, start_influxdb1
 from linli.sim.image import build_image
 
 _counter = itertools.count(1)
@@ -32,7 +32,7 @@ _counter = itertools.count(1)
 
 def shipped_queue_settings() -> str:
     """The queue limits of the Mosquitto config linli writes, so the tests run with them."""
-    return mosquitto_queue_limits(mosquitto_conf("/etc/mosquitto/linli"))
+    return QUEUES
 
 
 def linli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -72,7 +72,8 @@ def test_grafana_is_provisioned_with_the_dashboards_data_source_and_folder() -> 
     source = (provisioning / "datasources" / "linli.yaml").read_text(encoding="utf-8")
     assert f"uid: {DATASOURCE.uid}\n" in source  # what every panel names
     assert f"name: {DATASOURCE_NAME}\n" in source
-    assert "httpHeaderValue1: Token ${INFLUXDB_TOKEN}" in source  # from the environment, never committed
+    # The read-only token the influx-tokens service made, from its file: never committed.
+    assert "httpHeaderValue1: Token $__file{/tokens/grafana/token}" in source
     provider = (provisioning / "dashboards" / "linli.yaml").read_text(encoding="utf-8")
     assert f"folderUid: {FOLDER_UID}\n" in provider
     path = provider.split("path: ")[1].strip()
@@ -81,6 +82,33 @@ def test_grafana_is_provisioned_with_the_dashboards_data_source_and_folder() -> 
     assert f"./dashboards/json:{path}:ro" in compose
     assert f"GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH: {path}/linli-screen.json" in compose
     assert (ROOT / "dashboards" / "json" / "linli-screen.json").exists()
+    assert "grafana-token:/tokens/grafana:ro" in compose
+
+
+def test_compose_gives_every_service_its_own_identity_and_token(tmp_path: Path) -> None:
+    """No shared broker credential, no admin InfluxDB token outside InfluxDB and its token maker."""
+    compose = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    assert "${MQTT_PASSWORD}" not in compose
+    assert "MQTT_PASSWORD" not in (ROOT / ".env.example").read_text(encoding="utf-8")
+    assert compose.count("${INFLUXDB_TOKEN}") == 2  # influxdb's setup and influx-tokens
+    for service, secrets in {
+        "edge": "/broker/secrets/edge-hongqiao-edge.env /tokens/edge/influx.env",
+        "cloud": "/broker/secrets/notifier.env",
+        "waste": "/broker/secrets/waste.env /tokens/waste/influx.env",
+    }.items():
+        block = compose.split(f"\n  {service}:\n")[1].split("\n\n")[0]
+        assert f"SECRETS: {secrets}" in block, service
+    # The identities those files name are the ones linli broker config makes from these configs.
+    made = subprocess.run(
+        [sys.executable, "-m", "linli.cli", "broker", "config",
+         "--edge-config", str(ROOT / "deploy" / "district.toml"),
+         "--notifier-config", str(ROOT / "deploy" / "notifier.toml"), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    vault = tmp_path / "secrets"
+    assert (vault / "edge-hongqiao-edge.env").exists()
+    assert (vault / "notifier.env").exists()
 
 
 def test_the_alert_event_schema_in_docs_is_current() -> None:

@@ -210,12 +210,6 @@ bind-address = "127.0.0.1:{rpc_port}"
     return server
 
 
-def mosquitto_queue_limits(config: str) -> str:
-    """The queue and in-flight limits of a Mosquitto config's text, as lines to add to another."""
-    lines = config.splitlines()
-    return "".join(f"{line}\n" for line in lines if line.startswith(("max_queued", "max_inflight")))
-
-
 def start_mosquitto_with(datadir: Path, config: Path, port: int) -> LocalServer:
     """Mosquitto with a config of its own (`linli broker config`'s), listening on `port`."""
     binary = require_binary("mosquitto")
@@ -246,9 +240,9 @@ def start_mosquitto(
     config.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\n"
         + (f"persistence true\npersistence_location {datadir}/\n" if persistence else "persistence false\n")
-        # Started as root, Mosquitto would drop to its own user, which cannot save in a test's
-        # private temporary folder.
-        + ("user root\n" if persistence and os.geteuid() == 0 else "")
+        # Started as root, Mosquitto would drop to its own user, which cannot save or read
+        # certificates in a test's private temporary folder.
+        + ("user root\n" if os.geteuid() == 0 else "")
         + extra_config,
         encoding="utf-8",
     )
