@@ -218,3 +218,23 @@ def test_tls_with_and_without_a_client_certificate_and_a_wrong_ca_refused(tmp_pa
             p.close()
     finally:
         server.stop()
+
+
+def test_a_missing_tls_file_is_a_config_error_naming_its_key(tmp_path: Path) -> None:
+    edge = tmp_path / "edge.toml"
+    edge.write_text(
+        '[writer]\nkind = "influxdb1"\nurl = "http://127.0.0.1:9"\ndatabase = "d"\n'
+        '[mqtt]\nport = 8883\n[mqtt.tls]\nca = "certs/ca.crt"\n'
+        '[[sites]]\nid = "s"\n[[sites.devices]]\nid = "c"\nprofile = "camera"\n'
+    )
+    checked = linli("edge", "check", "--config", str(edge))
+    assert checked.returncode == 2
+    assert f"mqtt.tls.ca: no file {tmp_path}/certs/ca.crt" in checked.stderr  # from the config's folder
+    notifier = tmp_path / "notifier.toml"
+    notifier.write_text(f'state = "{tmp_path}/n.sqlite"\n[broker.tls]\nca = "nope.crt"\n')
+    run = linli("cloud", "run", "--config", str(notifier))
+    assert run.returncode == 2
+    assert f"broker.tls.ca: no file {tmp_path}/nope.crt" in run.stderr
+    sim = linli("sim", "district", "--mqtt-ca", str(tmp_path / "nope.crt"))
+    assert sim.returncode == 2
+    assert "nope.crt does not exist" in sim.stderr

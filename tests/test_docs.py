@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from linli.cloud.broker.certs import make_ca, make_leaf
+
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"^```(\w+)(?: ([\w-]+))?\n(.*?)^```", re.S | re.M)
 
@@ -44,6 +46,9 @@ def test_every_config_example_is_accepted(tmp_path: Path) -> None:
             assert configs, "a fragment before any whole config"
             configs.append(configs[-1] + "\n" + body)
     assert len(configs) >= 3
+    # The files the TLS example names, where it says (its config's folder).
+    make_ca(tmp_path / "certs")
+    make_leaf(tmp_path / "certs", "edge-ronghua", "edge/ronghua-edge")
     for i, text in enumerate(configs):
         path = tmp_path / f"example-{i}.toml"
         path.write_text(text, encoding="utf-8")

@@ -26,6 +26,28 @@ class MqttTls(BaseModel):
         return self
 
 
+def anchored(tls: MqttTls | None, folder: Path) -> MqttTls | None:
+    """Relative file names taken from `folder` (the config file's), as every other path is."""
+    if tls is None:
+        return None
+    return tls.model_copy(
+        update={
+            k: folder / p for k in ("ca", "cert", "key") if (p := getattr(tls, k)) and not p.is_absolute()
+        }
+    )
+
+
+def tls_problems(tls: MqttTls | None, key: str) -> list[str]:
+    """Each file the TLS table names that is not there, by its key."""
+    if tls is None:
+        return []
+    return [
+        f"{key}.{name}: no file {path} (make the CA and certificates with `linli broker certs`)"
+        for name, path in (("ca", tls.ca), ("cert", tls.cert), ("key", tls.key))
+        if path is not None and not path.is_file()
+    ]
+
+
 def apply_tls(client: paho.Client, tls: MqttTls | None) -> None:
     """Make `client` connect with TLS 1.2 or later, checking the broker's name against its certificate.
 

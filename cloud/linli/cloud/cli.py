@@ -68,10 +68,16 @@ def _config(path: Path) -> NotifierConfig | None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from linli.catalog.errors import ConfigError
+    from linli.catalog.tls import tls_problems
     from linli.cloud.service import Service, token_from_env
 
     config = _config(args.config)
     if config is None:
+        return 2
+    missing = tls_problems(config.broker.tls, "broker.tls")
+    if missing:
+        print(ConfigError(args.config, missing), file=sys.stderr)
         return 2
     token = token_from_env(config)
     if not token and not any(t["revoked_ms"] is None for t in _book(config).tokens()):

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from linli.catalog.alerts import ALERT_TOPIC, EDGE_STATUS_TOPIC
 from linli.catalog.errors import load_toml_model
 from linli.catalog.profile import Severity
-from linli.catalog.tls import MqttTls
+from linli.catalog.tls import MqttTls, anchored
 
 Clock = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 SUB_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -156,4 +156,7 @@ def load_notifier_config(path: Path) -> NotifierConfig:
     config = load_toml_model(path, NotifierConfig)
     if not config.state.is_absolute():
         config = config.model_copy(update={"state": path.parent / config.state})
+    if config.broker.tls is not None:
+        broker = config.broker.model_copy(update={"tls": anchored(config.broker.tls, path.parent)})
+        config = config.model_copy(update={"broker": broker})
     return config

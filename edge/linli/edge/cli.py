@@ -15,7 +15,7 @@ from linli.catalog.profile import Profile, get_profile
 from linli.cli_support import run_until_signal, setup_logging
 from linli.edge.agent import Agent
 from linli.edge.buffer import BufferInUseError, DurableBuffer
-from linli.edge.config import DeviceConfig, EdgeConfig, load_config
+from linli.edge.config import DeviceConfig, EdgeConfig, load_config, tls_file_problems
 from linli.edge.modbus import DevicePoller, Endpoint, PollError
 from linli.edge.mqtt import broker_refusal
 from linli.edge.sinks import WriteError
@@ -68,11 +68,17 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _load(path: Path) -> EdgeConfig | None:
+    """The config, checked here too for the files it names; None once the problems are printed."""
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as exc:
         print(f"linli: config error in {exc}", file=sys.stderr)
         return None
+    missing = tls_file_problems(config)
+    if missing:
+        print(f"linli: config error in {ConfigError(path, missing)}", file=sys.stderr)
+        return None
+    return config
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from linli.catalog.alerts import ALERT_TOPIC, EDGE_STATUS_TOPIC
 from linli.catalog.errors import ConfigError, load_toml_model
 from linli.catalog.profile import RESERVED_TAGS, Profile, Severity, get_profile
-from linli.catalog.tls import MqttTls
+from linli.catalog.tls import MqttTls, anchored, tls_problems
 from linli.edge.buffer import SyncMode
 
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
@@ -349,4 +349,17 @@ def load_config(path: Path) -> EdgeConfig:
     if buffer_path is not None and not buffer_path.is_absolute():
         buffer = config.buffer.model_copy(update={"path": path.parent / buffer_path})
         config = config.model_copy(update={"buffer": buffer})
+    if config.mqtt is not None and config.mqtt.tls is not None:
+        mqtt = config.mqtt.model_copy(update={"tls": anchored(config.mqtt.tls, path.parent)})
+        config = config.model_copy(update={"mqtt": mqtt})
+    if config.alerts.tls is not None:
+        alerts = config.alerts.model_copy(update={"tls": anchored(config.alerts.tls, path.parent)})
+        config = config.model_copy(update={"alerts": alerts})
     return config
+
+
+def tls_file_problems(config: EdgeConfig) -> list[str]:
+    """TLS files the config names that are missing here (checked where the agent runs)."""
+    return tls_problems(config.mqtt.tls if config.mqtt else None, "mqtt.tls") + tls_problems(
+        config.alerts.tls, "alerts.tls"
+    )

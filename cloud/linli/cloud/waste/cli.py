@@ -346,6 +346,7 @@ def _rollup(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from linli.catalog.errors import ConfigError
+    from linli.catalog.tls import tls_problems
     from linli.cli_support import run_until_signal, setup_logging
     from linli.cloud.waste.config import load_waste_config
     from linli.cloud.waste.gtfs import GtfsError, load_feed
@@ -353,6 +354,9 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         config = load_waste_config(args.config)
+        missing = tls_problems(config.broker.tls, "broker.tls")
+        if missing:
+            raise ConfigError(args.config, missing)
         feed = load_feed(config.gtfs)
     except (ConfigError, GtfsError) as exc:
         print(f"linli waste run: {exc}", file=sys.stderr)

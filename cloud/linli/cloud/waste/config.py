@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from linli.catalog.errors import load_toml_model
-from linli.catalog.tls import MqttTls
+from linli.catalog.tls import MqttTls, anchored
 from linli.cloud.config import SmtpConfig, Strict
 from linli.cloud.waste.gtfs import Contact
 from linli.cloud.waste.outbox import VisitStore
@@ -61,9 +61,11 @@ class WasteConfig(Strict):
 def load_waste_config(path: Path) -> WasteConfig:
     """Read and validate the file; relative paths are taken from its folder."""
     config = load_toml_model(path, WasteConfig)
-    updates = {}
+    updates: dict[str, object] = {}
     for key in ("gtfs", "state"):
         value: Path = getattr(config, key)
         if not value.is_absolute():
             updates[key] = path.parent / value
+    if config.broker.tls is not None:
+        updates["broker"] = config.broker.model_copy(update={"tls": anchored(config.broker.tls, path.parent)})
     return config.model_copy(update=updates)
