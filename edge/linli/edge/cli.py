@@ -66,6 +66,23 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     probe.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for an answer (default 1)")
     probe.set_defaults(func=_probe)
 
+    scan = cmds.add_parser(
+        "scan",
+        help="find which unit ids answer on a Modbus gateway",
+        description=(
+            "Ask each unit id in turn, one request at a time with a short timeout, nothing written. "
+            "With --profile each unit is read as that kind of device and its answer checked against "
+            "the valid ranges. Prints who answered and [[sites.devices]] tables to paste into a "
+            "config. Exit 0 if any unit answered, 1 if none did or the gateway is unreachable."
+        ),
+    )
+    scan.add_argument("--host", required=True, help="the gateway's address")
+    scan.add_argument("--port", type=int, default=502, help="Modbus TCP port (default 502)")
+    scan.add_argument("--units", default="1-247", help="unit ids, e.g. 1-247 or 1,2,5-9 (default 1-247)")
+    scan.add_argument("--profile", help="check the answers as this kind of device, e.g. fire_pressure")
+    scan.add_argument("--timeout", type=float, default=0.3, help="seconds to wait per unit (default 0.3)")
+    scan.set_defaults(func=_scan)
+
 
 def _load(path: Path) -> EdgeConfig | None:
     """The config, checked here too for the files it names; None once the problems are printed."""
@@ -251,3 +268,47 @@ def _hint(exc: PollError, profile: Profile) -> str:
     if exc.reason in ("exception_11", "timeout"):
         return ". Is the unit id right (--unit)? Is the device powered and wired to the gateway?"
     return ""
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from linli.edge.scan import Answer, Found, config_snippet, parse_units, scan
+
+    try:
+        units = parse_units(args.units)
+        profile = get_profile(args.profile) if args.profile else None
+    except (ValueError, KeyError) as exc:
+        print(f"linli edge scan: {exc.args[0]}", file=sys.stderr)
+        return 2
+    if profile is not None and profile.modbus is None:
+        print(f"linli edge scan: '{profile.kind}' is an MQTT device, not Modbus", file=sys.stderr)
+        return 2
+    if not 0.05 <= args.timeout <= 10:
+        print("linli edge scan: --timeout from 0.05 to 10 seconds", file=sys.stderr)
+        return 2
+    progress = Progress(
+        TextColumn("scanning {task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[heard]} answered"), console=Console(stderr=True), transient=True,
+    )  # fmt: skip
+    heard = 0
+    with progress:
+        task = progress.add_task(f"{args.host}:{args.port}", total=len(units), heard=0)
+
+        def tick(found: Found) -> None:
+            nonlocal heard
+            heard += found.someone
+            progress.update(task, advance=1, heard=heard)
+
+        found = asyncio.run(scan(args.host, args.port, units, profile, wait_s=args.timeout, progress=tick))
+    failed = [f for f in found if f.answer is Answer.FAILED]
+    for f in found:
+        if f.someone or f.answer is Answer.FAILED:
+            print(f"unit {f.unit:>3}: {f.answer:<11} {f.detail}")
+    silent = sum(f.answer is Answer.SILENT for f in found)
+    print(f"{heard} of {len(found)} units answered, {silent} silent, {len(failed)} failed")
+    snippet = config_snippet(found, profile, args.host, args.port)
+    if snippet:
+        print("\n# paste under the site's [[sites]] table:\n" + snippet, end="")
+    return 0 if heard else 1

@@ -17,8 +17,10 @@ from enum import StrEnum
 from typing import Protocol
 
 from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+from pymodbus.simulator.simcore import SimCore
 
 from linli.catalog.profile import Profile, RegisterType
 from linli.catalog.registers import Value
@@ -41,6 +43,27 @@ _TABLE_BY_FUNCTION = {
     23: RegisterType.HOLDING,
     4: RegisterType.INPUT,
 }
+
+
+def _quiet_for_missing_units(server: ModbusTcpServer) -> None:
+    """Make an unknown unit id raise NoSuchIdException, which `ignore_missing_devices` keeps quiet.
+
+    pymodbus's SimCore looks a missing unit up as unit 0 and fails with a KeyError, answered as
+    exception 4 (device failure): no serial gateway says that for a unit that is not on its bus.
+    """
+    core = server.context
+    if not isinstance(core, SimCore):
+        return
+    devices = core.devices
+
+    def lookup(device_id: int) -> object:
+        if device_id in devices:
+            return devices[device_id]
+        if 0 in devices:
+            return devices[0]
+        raise NoSuchIdException(f"no unit {device_id}")
+
+    core._SimCore__get_device = lookup  # type: ignore[attr-defined]
 
 
 class Fault(StrEnum):
@@ -162,7 +185,9 @@ class DeviceServer:
 
     async def start(self) -> None:
         units = [sim_device(d, self.clock) for d in self.devices.values()]
-        self._server = ModbusTcpServer(units, address=(self.host, self.port))
+        # A unit id nobody has gets no answer, as behind a serial gateway whose bus is quiet.
+        self._server = ModbusTcpServer(units, address=(self.host, self.port), ignore_missing_devices=True)
+        _quiet_for_missing_units(self._server)
         try:
             await self._server.serve_forever(background=True)
         except RuntimeError as exc:
