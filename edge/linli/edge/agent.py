@@ -16,6 +16,7 @@ from linli.edge.alerting import Alerting, Interlock
 from linli.edge.backoff import Backoff
 from linli.edge.buffer import DurableBuffer
 from linli.edge.config import EdgeConfig
+from linli.edge.metrics import HealthServer
 from linli.edge.modbus import DevicePoller, Endpoint
 from linli.edge.mqtt import MqttConnector
 from linli.edge.sinks import Sink, make_sink
@@ -64,6 +65,7 @@ class Agent:
         )
         self.spool = Spool(self.buffer, self._db, self.writer.notify)
         self.totals = Totals()
+        self.health_server: HealthServer | None = None  # while running, with [agent] metrics
         self.alerting = Alerting(config, self._emit_alerts)
         self.endpoints: dict[tuple[str, int], Endpoint] = {}
         self.pollers: list[DevicePoller] = []
@@ -174,6 +176,21 @@ class Agent:
         self.totals.lines += 1
         self.spool.submit([self.health_line(int(time.time() * 1000))])
 
+    def _serve_health(self) -> HealthServer | None:
+        """/metrics and /health on `[agent] metrics`, if set; the agent runs on without them."""
+        address = self.config.agent.metrics
+        if not address:
+            return None
+        host, _, port = address.rpartition(":")
+        try:
+            server = HealthServer(self, host.strip("[]"), int(port))
+        except OSError as exc:
+            log.error("agent: cannot serve /metrics on %s: %s; running without it", address, exc)
+            return None
+        server.start(asyncio.get_running_loop())
+        self.health_server = server
+        return server
+
     async def run(self, stop: asyncio.Event, *, drain_deadline_s: float = 10.0) -> bool:
         """Poll and write until `stop` is set; True when everything was written."""
         log.info(
@@ -186,6 +203,7 @@ class Agent:
             self.buffer.path,
             plural(self.buffer.stats.lines, "line"),
         )
+        health = self._serve_health()
         inner_stop = asyncio.Event()
         writer_task = asyncio.create_task(self.writer.run(inner_stop), name="writer")
         spool_task = asyncio.create_task(self.spool.run(inner_stop), name="spool")
@@ -209,6 +227,8 @@ class Agent:
             self.writer.sink.close()
             self._db.submit(self.buffer.close).result()
             self._db.shutdown()
+            if health is not None:
+                await asyncio.to_thread(health.stop)
         log.info(
             "agent stopped: %s written, %s kept in the buffer for the next start",
             plural(self.writer.stats.written, "line"),

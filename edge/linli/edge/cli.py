@@ -7,6 +7,7 @@ import asyncio
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -82,6 +83,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     scan.add_argument("--profile", help="check the answers as this kind of device, e.g. fire_pressure")
     scan.add_argument("--timeout", type=float, default=0.3, help="seconds to wait per unit (default 0.3)")
     scan.set_defaults(func=_scan)
+
+    status = cmds.add_parser(
+        "status",
+        help="a running agent's health, from its /health",
+        description=(
+            "Ask a running agent for its health (the /health it serves on [agent] metrics) and print "
+            "it: devices online, the buffer, writes, MQTT, alerts pending or firing, errors by device. "
+            "Exit 0 if every device is online, 1 if some are not or the agent does not answer."
+        ),
+    )
+    where = status.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", help="e.g. http://127.0.0.1:9464")
+    where.add_argument("--config", type=Path, help="the agent's config (its [agent] metrics)")
+    status.set_defaults(func=_status)
 
 
 def _load(path: Path) -> EdgeConfig | None:
@@ -312,3 +327,48 @@ def _scan(args: argparse.Namespace) -> int:
     if snippet:
         print("\n# paste under the site's [[sites]] table:\n" + snippet, end="")
     return 0 if heard else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = args.url
+    if url is None:
+        config = _load(args.config)
+        if config is None:
+            return 2
+        if not config.agent.metrics:
+            print(f'linli edge status: {args.config} has no [agent] metrics = "HOST:PORT"', file=sys.stderr)
+            return 2
+        url = f"http://{config.agent.metrics}"
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=5) as resp:  # noqa: S310 (the technician's URL)
+            health = json.load(resp)
+    except (OSError, ValueError) as exc:
+        print(f"linli edge status: {url}: no answer ({exc})", file=sys.stderr)
+        return 1
+    print(_status_text(health), end="")
+    return 0 if health["devices_online"] == health["devices"] else 1
+
+
+def _status_text(h: dict[str, Any]) -> str:
+    b, w = h["buffer"], h["writer"]
+    lines = [
+        f"agent {h['agent']}: {h['devices_online']} of {h['devices']} devices online",
+        f"  buffer   {b['lines']} lines, {b['bytes']} bytes, oldest {b['oldest_pending_s']:g} s",
+        f"  writes   {w['written']} written, {w['retried']} retried, {w['failed_writes']} failed, "
+        f"{w['dropped']} dropped, {w['dead_lettered']} dead-lettered",
+    ]
+    if h["mqtt"]:
+        m = h["mqtt"]
+        rejected = sum(h["rejected"].values())
+        lines.append(f"  mqtt     {m['received']} received, {m['stored']} stored, {rejected} rejected")
+    for name in h["offline"]:
+        lines.append(f"  offline  {name}")
+    for alert in h["alerts"]:
+        lines.append(f"  alert    {alert['rule']} {alert['state']} on {alert['series']}")
+    for name, errors in h["errors"].items():
+        lines.append(f"  errors   {name}: " + ", ".join(f"{r} x{n}" for r, n in errors.items()))
+    return "\n".join(lines) + "\n"

@@ -119,6 +119,8 @@ class AgentSettings(Strict):
 
     name: Ident = "linli-edge"
     log_level: Annotated[str, Field(pattern=r"^(debug|info|warning|error)$")] = "info"
+    # HOST:PORT to serve /metrics (Prometheus) and /health (JSON) on; off when empty.
+    metrics: Annotated[str, Field(pattern=r"^$|^[A-Za-z0-9.:\[\]-]+:\d{1,5}$")] = ""
 
 
 class MqttConfig(EnvCredentials):

@@ -12,6 +12,7 @@ needs no clock but for silence, which `silent(now_ms)` checks.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -235,6 +236,14 @@ class RuleEngine:
             event = self._evaluate(rule, key, value, time_ms)
             if event is not None:
                 out.append(event)
+        return out
+
+    def states(self) -> Counter[tuple[str, str]]:
+        """How many series each rule has pending or firing now: (rule, state) -> count."""
+        out: Counter[tuple[str, str]] = Counter()
+        for key, track in list(self._tracks.items()):
+            if track.state is not State.OK:
+                out[key[0], str(track.state)] += 1
         return out
 
     def silent(self, now_ms: int) -> list[AlertEvent]:
