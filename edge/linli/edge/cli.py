@@ -98,6 +98,29 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     where.add_argument("--config", type=Path, help="the agent's config (its [agent] metrics)")
     status.set_defaults(func=_status)
 
+    install = cmds.add_parser(
+        "install",
+        help="run the agent as a systemd service that survives reboots",
+        description=(
+            "Check the config, then make a system user 'linli', write a systemd unit (state in "
+            "/var/lib/linli, restart on failure, sandboxed: ProtectSystem=strict and more) and enable "
+            "and start it. --dry-run prints the unit and changes nothing. Needs root otherwise."
+        ),
+    )
+    install.add_argument(
+        "--config", type=Path, required=True, help="the agent's config, e.g. /etc/linli/edge.toml"
+    )
+    install.add_argument("--name", default="linli-edge", help="the unit's name (default linli-edge)")
+    install.add_argument(
+        "--env-file",
+        type=Path,
+        help="secrets for the agent (LINLI_MQTT_PASSWORD=...), mode 0600, e.g. /etc/linli/edge.env",
+    )
+    install.add_argument("--dry-run", action="store_true", help="print the unit, change nothing")
+    install.add_argument("--no-start", action="store_true", help="enable it, start it at the next boot")
+    install.add_argument("--unit-dir", type=Path, default=Path("/etc/systemd/system"), help=argparse.SUPPRESS)
+    install.set_defaults(func=_install)
+
 
 def _load(path: Path) -> EdgeConfig | None:
     """The config, checked here too for the files it names; None once the problems are printed."""
@@ -372,3 +395,39 @@ def _status_text(h: dict[str, Any]) -> str:
     for name, errors in h["errors"].items():
         lines.append(f"  errors   {name}: " + ", ".join(f"{r} x{n}" for r, n in errors.items()))
     return "\n".join(lines) + "\n"
+
+
+def _install(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from linli.edge.install import Unit, install, problems
+
+    config_path = args.config.resolve()
+    if _load(config_path) is None:
+        return 2
+    unit = Unit(
+        name=args.name,
+        config=config_path,
+        executable=Path(sys.executable).parent / "linli",
+        env_file=args.env_file.resolve() if args.env_file else None,
+    )
+    found = problems(unit)
+    if found:
+        for problem in found:
+            print(f"linli edge install: {problem}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(unit.text(), end="")
+        return 0
+    if os.geteuid() != 0:
+        print("linli edge install: run it as root (sudo), or with --dry-run to see the unit", file=sys.stderr)
+        return 2
+    try:
+        for step in install(unit, args.unit_dir, start=not args.no_start):
+            print(step)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"linli edge install: {exc}", file=sys.stderr)
+        return 1
+    print(f"journalctl -u {args.name} -f   # its log; `linli edge status --config {config_path}` its health")
+    return 0
