@@ -6,6 +6,7 @@ import queue
 import ssl
 import threading
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -89,3 +90,13 @@ class Peer:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def can_connect(port: int, user: str | None, password: str | None, **kw: Any) -> bool:
+    """Whether the broker takes this identity; the connection is closed either way (a refused
+    client left running would retry for the rest of the session, in its own thread)."""
+    peer = Peer(port, user, password, **kw)
+    try:
+        return peer.accepted()
+    finally:
+        peer.close()

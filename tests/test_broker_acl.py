@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
-from brokerpeers import Peer
+from brokerpeers import Peer, can_connect
 from linli.cloud.broker.files import read_secret
 from linli.localservers import LocalServer, free_port, start_mosquitto_with
 from support import linli, wait_for
@@ -56,7 +56,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalServ
 def peer(broker: tuple[LocalServer, Path], identity: str, **kw: object) -> Peer:
     server, conf = broker
     p = Peer(server.port, identity, read_secret(conf, identity), **kw)  # type: ignore[arg-type]
-    assert p.accepted(), (identity, p.reason)
+    if not p.accepted():
+        p.close()
+        raise AssertionError(f"{identity} refused: {p.reason}")
     return p
 
 
@@ -150,9 +152,7 @@ def test_nobody_but_the_operator_reads_everything(broker: tuple[LocalServer, Pat
 def test_strangers_and_wrong_passwords_are_turned_away(broker: tuple[LocalServer, Path]) -> None:
     server, _ = broker
     for user, password in ((None, None), (CAM, "guess"), ("nobody", "x")):
-        p = Peer(server.port, user, password)
-        assert not p.accepted(), user
-        p.close()
+        assert not can_connect(server.port, user, password), user
 
 
 def test_a_rerun_keeps_passwords_and_rotation_takes_effect_on_sighup(tmp_path: Path) -> None:
@@ -169,11 +169,11 @@ def test_a_rerun_keeps_passwords_and_rotation_takes_effect_on_sighup(tmp_path: P
         assert {k for k in before if before[k] != after[k]} == {CAM}
         env = (conf / "secrets" / "device-changhong-tower-1-elevator-1.env").read_text()
         assert f"LINLI_MQTT_PASSWORD={after[CAM]}" in env
-        assert Peer(port, CAM, before[CAM]).accepted()  # the running broker has the old file
+        assert can_connect(port, CAM, before[CAM])  # the running broker has the old file
         server.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: Peer(port, CAM, after[CAM]).accepted(), "the rotated password")
-        assert not Peer(port, CAM, before[CAM]).accepted()
-        assert Peer(port, OTHER_CAM, before[OTHER_CAM]).accepted()  # the others keep theirs
+        wait_for(lambda: can_connect(port, CAM, after[CAM]), "the rotated password")
+        assert not can_connect(port, CAM, before[CAM])
+        assert can_connect(port, OTHER_CAM, before[OTHER_CAM])  # the others keep theirs
     finally:
         server.stop()
 
@@ -211,9 +211,9 @@ def test_tls_with_and_without_a_client_certificate_and_a_wrong_ca_refused(tmp_pa
         with_cert = Peer(tls, CAM, password, tls=client_cert)
         assert with_cert.accepted(), with_cert.reason
         assert not with_cert.publish("elevators/changhong-tower-1/elevator-1/heartbeat", "{}").is_failure
-        assert not Peer(tls, CAM, password, tls=(other / "ca.crt", None, None)).accepted()  # wrong CA
-        assert not Peer(tls, CAM, "wrong", tls=(certs / "ca.crt", None, None)).accepted()
-        assert not Peer(tls, CAM, password).accepted()  # plain MQTT on the TLS port
+        assert not can_connect(tls, CAM, password, tls=(other / "ca.crt", None, None))  # wrong CA
+        assert not can_connect(tls, CAM, "wrong", tls=(certs / "ca.crt", None, None))
+        assert not can_connect(tls, CAM, password)  # plain MQTT on the TLS port
         for p in (bare, with_cert):
             p.close()
     finally:

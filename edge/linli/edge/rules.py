@@ -238,6 +238,11 @@ class RuleEngine:
                 out.append(event)
         return out
 
+    def state_of(self, rule: str, site: str, device: str, port: str | None) -> State:
+        """One series' state now (OK when the rule never saw it)."""
+        track = self._tracks.get((rule, site, device, port))
+        return State.OK if track is None else track.state
+
     def states(self) -> Counter[tuple[str, str]]:
         """How many series each rule has pending or firing now: (rule, state) -> count."""
         out: Counter[tuple[str, str]] = Counter()

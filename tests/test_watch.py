@@ -1,0 +1,120 @@
+"""`linli edge watch` as a person uses it: in a terminal (tmux), against the simulator."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from linli.localservers import free_port
+from support import start_sim, stop_process, unique, wait_for
+
+REVERSE = "\x1b[1;7m"  # how Rich marks a value that changed since the last poll
+
+
+class Terminal:
+    """A tmux session running one command, read with capture-pane and typed into with send-keys."""
+
+    def __init__(self, command: str) -> None:
+        binary = shutil.which("tmux")
+        if binary is None:
+            pytest.fail("tmux is not installed: apt-get install -y tmux", pytrace=False)
+        self.tmux = binary
+        self.name = unique("watch")
+        # A screen tall enough for every row of a 10-port charger.
+        # The size is the terminal's: no COLUMNS or LINES from the test's own environment.
+        self._run(
+            "new-session",
+            "-d",
+            "-s",
+            self.name,
+            "-x",
+            "160",
+            "-y",
+            "90",
+            f"env -u COLUMNS -u LINES {command}",
+        )
+
+    def _run(self, *args: str) -> str:
+        return subprocess.run(
+            [self.tmux, *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+
+    def screen(self, *, escapes: bool = False) -> str:
+        return self._run("capture-pane", "-p", *(["-e"] if escapes else []), "-t", self.name)
+
+    def keys(self, keys: str) -> None:
+        self._run("send-keys", "-t", self.name, keys)
+
+    def close(self) -> None:
+        subprocess.run(
+            [self.tmux, "kill-session", "-t", self.name], capture_output=True, timeout=10, check=False
+        )
+
+
+@pytest.fixture
+def overheating() -> Iterator[int]:
+    """A charger whose port 1 overheats, a hundred times faster than real time."""
+    port = free_port()
+    sim = start_sim("charger", "--port", str(port), "--time-scale", "100", "--fault", "1:overheat")
+    yield port
+    stop_process(sim)
+
+
+def line_of(screen: str, *words: str) -> str:
+    return next((line for line in screen.splitlines() if all(w in line for w in words)), "")
+
+
+def test_watch_shows_fields_changes_rule_states_and_raw_registers(overheating: int, tmp_path: Path) -> None:
+    linli = Path(sys.executable).parent / "linli"
+    done = tmp_path / "exit"
+    term = Terminal(
+        f"{linli} edge watch --profile charger --host 127.0.0.1 --port {overheating} --interval 0.3; "
+        f"echo $? > {done}; sleep 60"
+    )
+    try:
+        wait_for(lambda: re.search(r"poll [1-9]", term.screen()) is not None, "the first poll on screen", 20)
+        screen = term.screen()
+        assert "127.0.0.1" in screen
+        assert "online" in screen
+        voltage = line_of(screen, "voltage")
+        assert "V" in voltage
+        assert "0..300" in voltage  # the valid range beside the value
+        # Enum meanings spelled out: the overheating port is charging.
+        wait_for(lambda: "(charging)" in line_of(term.screen(), " 1 ", "state"), "port 1 charging", 10)
+        # The energy counter moves every poll: its value is highlighted as changed.
+        wait_for(lambda: REVERSE in line_of(term.screen(escapes=True), "energy_total"), "a change shown", 10)
+        # Port 1 overheats: its rule goes to firing, on that row.
+        wait_for(
+            lambda: "charger.temperature.above: firing" in line_of(term.screen(), " 1 ", "temperature"),
+            "the temperature rule firing",
+            60,
+        )
+        assert "firing" not in line_of(term.screen(), " 2 ", "temperature")
+        term.keys("r")
+        wait_for(lambda: "holding 0+" in term.screen(), "the raw registers", 10)
+        assert "voltage" not in term.screen()
+        term.keys("r")
+        wait_for(lambda: "voltage" in term.screen(), "the fields again", 10)
+        term.keys("q")
+        wait_for(done.exists, "watch to quit", 10)
+        assert done.read_text().strip() == "0"
+    finally:
+        term.close()
+
+
+def test_watch_without_a_device_says_what_to_give() -> None:
+    bare = subprocess.run(
+        [sys.executable, "-m", "linli.cli", "edge", "watch"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert bare.returncode == 2
+    assert "give --config, or --profile and --host" in bare.stderr
