@@ -12,14 +12,6 @@ def _enum_text(point: ModbusPoint) -> str:
     return ", ".join(f"{k} {v}" for k, v in point.enum.items())
 
 
-def _range(point: ModbusPoint) -> str:
-    if point.valid_min is None and point.valid_max is None:
-        return ""
-    lo = "" if point.valid_min is None else f"{point.valid_min:g}"
-    hi = "" if point.valid_max is None else f"{point.valid_max:g}"
-    return f"{lo}..{hi}"
-
-
 def _point_row(point: ModbusPoint, default_byte: str, default_word: str) -> str:
     dtype = point.type.value + (f" bit {point.bit}" if point.bit is not None else "")
     orders = ""
@@ -38,7 +30,7 @@ def _point_row(point: ModbusPoint, default_byte: str, default_word: str) -> str:
         scale,
         point.unit,
         f"`{point.field}`",
-        _range(point),
+        point.valid_range,
         point.description,
         _enum_text(point),
     ]

@@ -87,6 +87,15 @@ class ModbusPoint(Strict):
     # False for registers that only qualify another value (decimals, zero offset).
     store: bool = True
 
+    @property
+    def valid_range(self) -> str:
+        """`lo..hi` as people read it; empty when the point has no range."""
+        if self.valid_min is None and self.valid_max is None:
+            return ""
+        lo = "" if self.valid_min is None else f"{self.valid_min:g}"
+        hi = "" if self.valid_max is None else f"{self.valid_max:g}"
+        return f"{lo}..{hi}"
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.table.is_bit != (self.type is DataType.BOOL):

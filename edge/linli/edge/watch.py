@@ -123,7 +123,7 @@ class Watch:
             channel, name = key
             table.add_row(
                 "" if channel is None else str(channel), name, self._value(w, key, point), point.unit,
-                _range(point), rules.get(key, Text("")),
+                point.valid_range, rules.get(key, Text("")),
             )  # fmt: skip
         return table
 
@@ -152,14 +152,6 @@ class Watch:
                 style = {State.FIRING: "bold white on red", State.PENDING: "bold yellow"}.get(state, "green")
                 out[channel, rule.field] = Text(f"{rule.id}: {state}", style=style)
         return out
-
-
-def _range(point: ModbusPoint) -> str:
-    if point.valid_min is None and point.valid_max is None:
-        return ""
-    lo = "" if point.valid_min is None else f"{point.valid_min:g}"
-    hi = "" if point.valid_max is None else f"{point.valid_max:g}"
-    return f"{lo}..{hi}"
 
 
 @contextlib.contextmanager
