@@ -1,13 +1,14 @@
 FROM python:3.11-slim
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY catalog catalog
 COPY edge edge
 COPY firmware-sim firmware-sim
 # Every package the one distribution holds must be there for the install, cloud and dashboards too.
 COPY cloud cloud
 COPY dashboards dashboards
-RUN pip install --no-cache-dir . && useradd --system linli \
+# The central services and the dashboards too: one image runs every part of the stack.
+RUN pip install --no-cache-dir -c constraints.txt '.[cloud,dashboards]' && useradd --system linli \
     && mkdir -p /var/lib/linli && chown linli /var/lib/linli
 # The durable buffer's folder: a volume keeps it across container restarts.
 VOLUME /var/lib/linli

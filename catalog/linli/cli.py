@@ -33,6 +33,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The packages of each extra, by the name a failed import gives (see pyproject.toml).
+EXTRAS = {
+    "fastapi": "cloud",
+    "uvicorn": "cloud",
+    "starlette": "cloud",
+    "google": "cloud",  # gtfs-realtime-bindings
+    "vroom": "cloud",
+    "networkx": "cloud",
+    "cryptography": "cloud",
+    "grafana_foundation_sdk": "dashboards",
+    "grafana_client": "dashboards",
+    "jsonschema": "dashboards",
+    "matplotlib": "dashboards",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; exit codes: 0 ok, 1 failed at run time, 2 bad usage or config."""
     args = build_parser().parse_args(argv)
@@ -42,6 +58,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Output piped into `head` and the like: stop quietly, as other Unix tools do.
         sys.stderr.close()
         return 0
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        command = " ".join(a for a in (args.area, getattr(args, "command", None)) if a)
+        print(
+            f"linli {command} needs the '{extra}' extra ({exc.name} is not installed): "
+            f"pip install 'linli[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
     return code
 
 
