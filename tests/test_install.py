@@ -57,6 +57,7 @@ def test_the_unit_is_sandboxed_and_systemd_takes_it_without_a_word(tmp_path: Pat
         "ProtectHome=yes",
         "NoNewPrivileges=yes",
         "EnvironmentFile=-/etc/linli/edge.env",
+        "ExecReload=/bin/kill -HUP $MAINPID",
     ):
         assert line in text.splitlines(), line
     # The same check catches a value systemd would ignore.

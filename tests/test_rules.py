@@ -108,3 +108,12 @@ def test_flags_are_numbers_and_the_stored_event_is_one_alert_point() -> None:
     assert line.endswith(" 5000")
     message = AlertMessage.model_validate(event.to_json())  # the published form meets its schema
     assert (message.fingerprint, message.state, message.port) == (event.fingerprint, "firing", None)
+
+
+def test_a_config_rule_for_every_device_replaces_the_profile_default() -> None:
+    """A config rule without site or device has the default's scope: being later, it wins."""
+    override = Rule("charger.temperature.above", "charger", "temperature", Condition.ABOVE, 5, "Warm")
+    engine = RuleEngine([*profile_rules(get_profile("charger")), override], edge="e1")
+    assert {r.field: r.limit for r in engine.rules_for("charger", STATION)}["temperature"] == 5
+    [event] = engine.observe("charger", STATION, {"temperature": 10.0}, 1000, "1")
+    assert (event.state, event.threshold) == ("firing", 5)

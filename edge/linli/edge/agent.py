@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from linli.catalog.lineprotocol import FieldValue, format_line
 from linli.catalog.names import AGENT_KIND, HEALTH_MEASUREMENT
@@ -40,6 +41,14 @@ class Totals:
     lines: int = 0
 
 
+@dataclass
+class Reload:
+    """How a running agent takes a new config: `wanted` is set (SIGHUP), `load` reads it."""
+
+    load: Callable[[], EdgeConfig | None]
+    wanted: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class Agent:
     """Runs every connector, the durable buffer and the writer until stopped, then flushes."""
 
@@ -66,6 +75,11 @@ class Agent:
         self.spool = Spool(self.buffer, self._db, self.writer.notify)
         self.totals = Totals()
         self.health_server: HealthServer | None = None  # while running, with [agent] metrics
+        self._connect(config)
+
+    def _connect(self, config: EdgeConfig) -> None:
+        """The connectors, rules and interlocks of `config`; the buffer and the writer stay."""
+        self.config = config
         self.alerting = Alerting(config, self._emit_alerts)
         self.endpoints: dict[tuple[str, int], Endpoint] = {}
         self.pollers: list[DevicePoller] = []
@@ -176,6 +190,68 @@ class Agent:
         self.totals.lines += 1
         self.spool.submit([self.health_line(int(time.time() * 1000))])
 
+    def _starting_log(self) -> None:
+        log.info(
+            "agent %s: %s on %s, %s -> %s; buffer %s, %s",
+            self.config.agent.name,
+            plural(len(self.pollers), "Modbus device"),
+            plural(len(self.endpoints), "endpoint"),
+            plural(len(self.mqtt.devices) if self.mqtt else 0, "MQTT device"),
+            self.writer.sink.target,
+            self.buffer.path,
+            plural(self.buffer.stats.lines, "line"),
+        )
+
+    def _start_connectors(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        tasks = [asyncio.create_task(p.run(stop), name=p.name) for p in self.pollers]
+        tasks.append(asyncio.create_task(self._report(stop), name="report"))
+        tasks.append(asyncio.create_task(self.alerting.run(stop), name="alerts"))
+        if self.mqtt is not None:
+            tasks.append(asyncio.create_task(self.mqtt.run(stop), name="mqtt"))
+        return tasks
+
+    async def _until_stop_or_reload(self, stop: asyncio.Event, reload: Reload | None) -> EdgeConfig | None:
+        """None once `stop` is set; a new, valid config once a reload gives one."""
+        while True:
+            waits = {asyncio.create_task(stop.wait())}
+            if reload is not None:
+                waits.add(asyncio.create_task(reload.wanted.wait()))
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for task in waits:
+                task.cancel()
+            if stop.is_set():
+                return None
+            assert reload is not None
+            reload.wanted.clear()
+            new = reload.load()
+            if new is not None:
+                return new
+            log.error("reload: the new config is refused (see above); the running one stays")
+
+    def _reconnect(self, new: EdgeConfig) -> None:
+        """The connectors of the new config, on the same buffer, writer and store."""
+        kept = ("writer", "buffer")
+        changed = [k for k in kept if getattr(new, k) != getattr(self.config, k)]
+        if changed or new.agent.name != self.config.agent.name:
+            log.warning("reload: [agent] name, [writer] and [buffer] take effect at the next start, not now")
+            new = new.model_copy(update={k: getattr(self.config, k) for k in kept})
+            new = new.model_copy(
+                update={"agent": new.agent.model_copy(update={"name": self.config.agent.name})}
+            )
+        before = {(s.id, d.id) for s, d in self.config.devices()}
+        for endpoint in self.endpoints.values():
+            endpoint.close()
+        self._connect(new)
+        after = {(s.id, d.id) for s, d in new.devices()}
+        log.info(
+            "reload: %d devices (%d added, %d removed), %d rules",
+            len(after),
+            len(after - before),
+            len(before - after),
+            sum(len(r) for r in self.alerting.engine.rules.values()),
+        )
+        self._starting_log()
+
     def _serve_health(self) -> HealthServer | None:
         """/metrics and /health on `[agent] metrics`, if set; the agent runs on without them."""
         address = self.config.agent.metrics
@@ -191,31 +267,36 @@ class Agent:
         self.health_server = server
         return server
 
-    async def run(self, stop: asyncio.Event, *, drain_deadline_s: float = 10.0) -> bool:
-        """Poll and write until `stop` is set; True when everything was written."""
-        log.info(
-            "agent %s: %s on %s, %s -> %s; buffer %s, %s",
-            self.config.agent.name,
-            plural(len(self.pollers), "Modbus device"),
-            plural(len(self.endpoints), "endpoint"),
-            plural(len(self.mqtt.devices) if self.mqtt else 0, "MQTT device"),
-            self.writer.sink.target,
-            self.buffer.path,
-            plural(self.buffer.stats.lines, "line"),
-        )
+    async def run(
+        self,
+        stop: asyncio.Event,
+        *,
+        drain_deadline_s: float = 10.0,
+        reload: Reload | None = None,
+    ) -> bool:
+        """Poll and write until `stop` is set; True when everything was written.
+
+        `reload` (with its event set, on SIGHUP) gives a new config, or None when the new one
+        does not validate: the connectors stop as on a clean stop (what they took is on disk
+        and acknowledged) and start again from the new config, while the buffer, the writer and
+        the MQTT session stay. A config refused leaves the running one as it is.
+        """
+        self._starting_log()
         health = self._serve_health()
         inner_stop = asyncio.Event()
         writer_task = asyncio.create_task(self.writer.run(inner_stop), name="writer")
         spool_task = asyncio.create_task(self.spool.run(inner_stop), name="spool")
-        tasks = [asyncio.create_task(p.run(stop), name=p.name) for p in self.pollers]
-        tasks.append(asyncio.create_task(self._report(stop), name="report"))
-        tasks.append(asyncio.create_task(self.alerting.run(stop), name="alerts"))
-        if self.mqtt is not None:
-            tasks.append(asyncio.create_task(self.mqtt.run(stop), name="mqtt"))
         try:
-            await stop.wait()
-            # Let in-flight polls finish (bounded by their timeouts) so their readings are kept.
-            await asyncio.gather(*tasks, return_exceptions=True)
+            while True:
+                part = asyncio.Event()
+                tasks = self._start_connectors(part)
+                new = await self._until_stop_or_reload(stop, reload)
+                part.set()
+                # Let in-flight polls finish (bounded by their timeouts) so their readings are kept.
+                await asyncio.gather(*tasks, return_exceptions=True)
+                if new is None:
+                    break
+                self._reconnect(new)
         finally:
             self._emit_own()
             inner_stop.set()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -14,7 +16,7 @@ from pydantic import ValidationError
 from linli.catalog.errors import ConfigError, validation_reason
 from linli.catalog.profile import Profile, get_profile
 from linli.cli_support import run_until_signal, setup_logging
-from linli.edge.agent import Agent
+from linli.edge.agent import Agent, Reload
 from linli.edge.buffer import BufferInUseError, DurableBuffer
 from linli.edge.config import DeviceConfig, EdgeConfig, load_config, tls_file_problems
 from linli.edge.modbus import DevicePoller, Endpoint, PollError
@@ -22,6 +24,8 @@ from linli.edge.mqtt import broker_refusal
 from linli.edge.sinks import WriteError
 from linli.edge.view import run_view
 from linli.wording import plural
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -168,9 +172,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"linli edge run: {exc}", file=sys.stderr)
         return 1
 
+    def load() -> EdgeConfig | None:
+        log.info("reload: reading %s", args.config)
+        return _load(args.config)  # the problems, if any, go to stderr like at start
+
     async def main(stop: asyncio.Event) -> int:
+        # SIGHUP: the new config takes effect, the buffer and the MQTT session stay.
+        reload = Reload(load)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload.wanted.set)
         view = asyncio.create_task(run_view(agent, stop)) if args.view else None
-        complete = await agent.run(stop)
+        complete = await agent.run(stop, reload=reload)
         if view is not None:
             await view
         return 0 if complete else 1

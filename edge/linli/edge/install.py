@@ -40,6 +40,8 @@ Type=simple
 User={self.user}
 Group={self.user}
 ExecStart={self.executable} edge run --config {self.config}
+# systemctl reload: the config read again; devices and rules change, the buffer stays.
+ExecReload=/bin/kill -HUP $MAINPID
 Environment=LINLI_STATE_DIR={STATE}
 {env}StateDirectory=linli
 StateDirectoryMode=0750

@@ -205,7 +205,8 @@ class RuleEngine:
         for rule in self.rules.get(kind, []):
             if rule.applies(tags):
                 current = best.get(rule.slot)
-                if current is None or rule.scope() > current.scope():
+                # At equal scope the later rule wins: the config's own come after the profile's.
+                if current is None or rule.scope() >= current.scope():
                     best[rule.slot] = rule
         return [rule for rule in best.values() if rule.enabled]
 
