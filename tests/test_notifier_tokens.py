@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from linli.cloud.api import app
 from linli.cloud.channels import Sender
@@ -122,3 +123,28 @@ def test_the_cli_refuses_clearly(served: tuple[str, Path, Notifier]) -> None:
     bad = linli("cloud", "token", "create", "--config", str(config), "--scope", "root", "--name", "x")
     assert bad.returncode == 2
     assert "invalid choice: 'root'" in bad.stderr
+
+
+def test_metrics_and_health_for_a_read_token(served: tuple[str, Path, Notifier]) -> None:
+    base, config, notifier = served
+    screen, duty = create(config, "read", "prometheus"), create(config, "ack", "duty officer")
+    firing = alert()
+    notifier.handle(firing)
+
+    def scrape() -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        text = call(base, screen, "GET", "/metrics").text
+        out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+        return out
+
+    before = scrape()
+    assert before["linli_notifier_events_total"][(("kind", "charger"),)] == 1
+    assert before["linli_notifier_alerts_open"][(("severity", "critical"),)] == 1
+    assert before["linli_notifier_alerts_unacknowledged"][()] == 1
+    assert before["process_resident_memory_bytes"][()] > 0
+    assert call(base, duty, "POST", f"/alerts/{firing.fingerprint}/ack", {"by": "Li"}).status_code == 200
+    assert scrape()["linli_notifier_alerts_unacknowledged"][()] == 0
+    health = call(base, screen, "GET", "/health").json()
+    assert (health["alerts_open"], health["alerts_unacknowledged"], health["events"]) == (1, 0, 1)

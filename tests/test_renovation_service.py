@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client.parser import text_string_to_metric_families
 
 from linli.cloud.config import SmtpConfig
 from linli.cloud.waste.config import TruckBroker, WasteConfig
@@ -167,6 +168,9 @@ def test_a_booking_is_offered_declined_escalated_then_accepted_driven_collected_
                     await api.post("/bookings", json={**booking("nowhere", receiver.url, "k3")})
                 ).json()
                 out["page"] = (await httpx.AsyncClient().get(f"{base}/book")).status_code
+                out["stats"] = (await api.get("/stats")).json()
+                out["metrics"] = (await api.get("/metrics")).text
+                out["health"] = (await api.get("/health")).json()
                 out["cli"] = [
                     await asyncio.to_thread(cli_book, base, compound) for compound in ("nowhere", "yili-1")
                 ]
@@ -192,6 +196,17 @@ def test_a_booking_is_offered_declined_escalated_then_accepted_driven_collected_
     assert out["late_cancel"] == 409  # the truck is already there
     assert "no compound 'nowhere'" in out["refused"]["detail"]
     assert out["page"] == 200  # the page itself needs no token
+    # /metrics says what /stats says.
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(out["metrics"])
+        for s in family.samples
+    }
+    stats = out["stats"]
+    assert samples["linli_waste_messages_total", ()] == stats["received"]
+    assert samples["linli_waste_handled_total", (("kind", "order_reply"),)] == stats["handled"]["order_reply"]
+    assert samples["linli_waste_store_pending_lines", ()] == stats["store_pending"]
+    assert out["health"]["messages"] == stats["received"]
     refused, booked = out["cli"]
     assert (refused.returncode, booked.returncode) == (1, 0), (refused.stderr, booked.stderr)
     assert "no compound 'nowhere'" in refused.stderr

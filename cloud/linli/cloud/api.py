@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections import Counter
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Request, status
 from fastapi.security import HTTPBearer
+from prometheus_client.core import Metric
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as ASGIScope
@@ -21,6 +23,7 @@ from starlette.types import Scope as ASGIScope
 from linli.catalog.alerts import AlertMessage
 from linli.cloud.config import SUB_ID, Subscription
 from linli.cloud.notifier import Notifier
+from linli.cloud.prom import add_metrics, counter, gauge
 from linli.cloud.tokens import ENV_TOKEN, Holder, Scope, TokenBook, needed
 
 # Large enough for any subscription the models allow, small enough to hold in memory.
@@ -298,6 +301,57 @@ def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:
             errors=dict(notifier.errors),
             delivering=notifier.delivering,
         )
+
+    def families() -> list[Metric]:
+        active = notifier.active()
+        by_severity: Counter[str] = Counter(str(a.alert.severity) for a in active)
+        return [
+            counter(
+                "linli_notifier_events", "Alert events taken, by device kind", dict(notifier.handled), "kind"
+            ),
+            counter(
+                "linli_notifier_rejected",
+                "Alert events refused, by reason",
+                dict(notifier.rejected),
+                "reason",
+            ),
+            counter(
+                "linli_notifier_errors",
+                "Alerts quarantined or failing, by step",
+                dict(notifier.errors),
+                "step",
+            ),
+            gauge(
+                "linli_notifier_alerts_open", "Alerts firing now, by severity", dict(by_severity), "severity"
+            ),
+            gauge(
+                "linli_notifier_alerts_unacknowledged",
+                "Alerts firing, nobody acknowledged",
+                sum(a.acked_by is None for a in active),
+            ),
+            gauge("linli_notifier_deliveries_under_way", "Deliveries under way", notifier.delivering),
+            gauge("linli_notifier_subscriptions", "Subscriptions", len(notifier.store.subscriptions())),
+            gauge(
+                "linli_notifier_failed_deliveries",
+                "Deliveries that kept failing, kept for a look",
+                len(notifier.store.failures()),
+            ),
+        ]
+
+    add_metrics(api, families)
+
+    @api.get("/health")
+    def health() -> dict[str, int]:
+        """In one look: alerts open and unacknowledged, deliveries, events taken and refused."""
+        active = notifier.active()
+        return {
+            "alerts_open": len(active),
+            "alerts_unacknowledged": sum(a.acked_by is None for a in active),
+            "delivering": notifier.delivering,
+            "events": sum(notifier.handled.values()),
+            "rejected": sum(notifier.rejected.values()),
+            "errors": sum(notifier.errors.values()),
+        }
 
     @api.get("/audit")
     def audit() -> list[AuditEntry]:

@@ -6,14 +6,18 @@ bounded, every answer in the OpenAPI document.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import HTTPException, Path, Query, Response
+from prometheus_client.core import Metric
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp
 
 from linli.cloud.api import Guard, doc, guarded
+from linli.cloud.prom import add_metrics, counter, gauge
 from linli.cloud.waste.booking_api import booking_routes
+from linli.cloud.waste.bookings import OPEN
 from linli.cloud.waste.gtfs import local_hhmm
 from linli.cloud.waste.realtime import feed_message
 
@@ -174,6 +178,43 @@ def app(service: WasteService, token: str) -> ASGIApp:
         return Response(body, media_type="application/x-protobuf")
 
     booking_routes(api, service)
+
+    def families() -> list[Metric]:
+        bookings: Counter[str] = Counter()
+        if service.renovation is not None:
+            bookings.update(str(b.state) for b in service.renovation.bookings.all(OPEN))
+        return [
+            counter("linli_waste_messages", "Truck messages taken, good or bad", service.received),
+            counter("linli_waste_handled", "Truck messages, by kind", dict(service.handled), "kind"),
+            counter(
+                "linli_waste_rejected", "Truck messages refused, by reason", dict(service.rejected), "reason"
+            ),
+            counter("linli_waste_fixes", "Positions, by what they did", dict(service.fixes), "outcome"),
+            gauge("linli_waste_trips_followed", "Trips followed now", len(service.trackers)),
+            gauge(
+                "linli_waste_store_pending_lines",
+                "Lines for the store not yet written",
+                service.outbox.pending(),
+            ),
+            counter("linli_waste_store_written_lines", "Lines the store took", service.outbox.written),
+            gauge(
+                "linli_waste_deliveries_under_way", "Notices being delivered", service.deliveries.under_way
+            ),
+            gauge("linli_waste_bookings_open", "Renovation bookings open, by state", dict(bookings), "state"),
+        ]
+
+    add_metrics(api, families)
+
+    @api.get("/health")
+    async def health() -> dict[str, int]:
+        """In one look: trips followed, messages taken and refused, lines waiting for the store."""
+        return {
+            "trips_followed": len(service.trackers),
+            "messages": service.received,
+            "rejected": sum(service.rejected.values()),
+            "store_pending": service.outbox.pending(),
+            "delivering": service.deliveries.under_way,
+        }
 
     @api.get("/stats")
     async def stats() -> Counts:
