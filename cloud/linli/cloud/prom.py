@@ -18,22 +18,27 @@ Families = Callable[[], Iterable[Metric]]
 
 def counter(name: str, doc: str, value: int | Mapping[str, int], label: str = "") -> Metric:
     """A counter, or one per label value when `value` is a mapping."""
-    if isinstance(value, Mapping):
-        family = CounterMetricFamily(name, doc, labels=[label])
-        for key, n in sorted(value.items()):
-            family.add_metric([key], n)
-        return family
-    return CounterMetricFamily(name, doc, value=value)
+    return _family(CounterMetricFamily, name, doc, value, label)
 
 
 def gauge(name: str, doc: str, value: float | Mapping[str, float], label: str = "") -> Metric:
     """A gauge, or one per label value when `value` is a mapping."""
-    if isinstance(value, Mapping):
-        family = GaugeMetricFamily(name, doc, labels=[label])
-        for key, n in sorted(value.items()):
-            family.add_metric([key], n)
-        return family
-    return GaugeMetricFamily(name, doc, value=value)
+    return _family(GaugeMetricFamily, name, doc, value, label)
+
+
+def _family(
+    kind: type[CounterMetricFamily | GaugeMetricFamily],
+    name: str,
+    doc: str,
+    value: float | Mapping[str, float] | Mapping[str, int],
+    label: str,
+) -> Metric:
+    if not isinstance(value, Mapping):
+        return kind(name, doc, value=value)
+    family = kind(name, doc, labels=[label])
+    for key, n in sorted(value.items()):
+        family.add_metric([key], n)
+    return family
 
 
 class _Collector(Collector):
