@@ -71,6 +71,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     probe.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for an answer (default 1)")
     probe.set_defaults(func=_probe)
 
+    _add_site_tools(cmds)
+    _add_service_tools(cmds)
+
+
+def _add_site_tools(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """What a technician uses on site: scan a gateway, watch devices, write a first config."""
     scan = cmds.add_parser(
         "scan",
         help="find which unit ids answer on a Modbus gateway",
@@ -109,6 +115,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     watch.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")
     watch.set_defaults(func=_watch)
 
+
+def _add_service_tools(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The agent as a service: install it, ask its health."""
     status = cmds.add_parser(
         "status",
         help="a running agent's health, from its /health",
@@ -122,6 +131,36 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     where.add_argument("--url", help="e.g. http://127.0.0.1:9464")
     where.add_argument("--config", type=Path, help="the agent's config (its [agent] metrics)")
     status.set_defaults(func=_status)
+
+    config = cmds.add_parser("config", help="write a first config for a site")
+    actions = config.add_subparsers(dest="action", required=True, metavar="ACTION")
+    new = actions.add_parser(
+        "new",
+        help="a config from flags, scan results or answers, checked before it is written",
+        description=(
+            "Write a config for one site: the store, the broker if there are MQTT devices, and the "
+            "devices, given as KIND@HOST[:PORT][/UNIT][=ID] (Modbus) or KIND=ID (MQTT), or taken from "
+            "a saved `linli edge scan --profile` output. On a terminal, what is missing is asked for. "
+            "The result is checked as `linli edge check` checks it; nothing is written if it fails."
+        ),
+    )
+    new.add_argument("--site", help="the site's id, e.g. ronghua-1")
+    new.add_argument("--agent", help="the agent's name (default: SITE-edge)")
+    new.add_argument("--writer", choices=("influxdb2", "influxdb1"), default="influxdb2")
+    new.add_argument(
+        "--url", default="http://127.0.0.1:8086", help="the store (default http://127.0.0.1:8086)"
+    )
+    new.add_argument("--org", default="linli", help="InfluxDB 2 organisation (default linli)")
+    new.add_argument("--bucket", default="linli", help="InfluxDB 2 bucket, or 1.x database (default linli)")
+    new.add_argument("--mqtt-host", help="the broker, when there are MQTT devices (default 127.0.0.1)")
+    new.add_argument("--device", action="append", default=[], metavar="SPEC", help="a device (repeat)")
+    new.add_argument(
+        "--from-scan", action="append", default=[], type=Path, metavar="FILE",
+        help="devices from a saved `linli edge scan --profile KIND` output (repeat)",
+    )  # fmt: skip
+    new.add_argument("--out", type=Path, required=True, help="the config file to write")
+    new.add_argument("--force", action="store_true", help="replace an existing file")
+    new.set_defaults(func=_config_new)
 
     install = cmds.add_parser(
         "install",
@@ -511,3 +550,45 @@ def _watch(args: argparse.Namespace) -> int:
         return 2
     watch = Watch(pollers, RuleEngine(configured_rules(config), edge="watch"))
     return run_until_signal(lambda stop: run(watch, args.interval, stop))
+
+
+def _config_new(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from linli.edge.newconfig import NewConfig, ask_devices, from_scan, parse_device
+
+    if args.out.exists() and not args.force:
+        print(f"linli edge config new: {args.out} exists; --force to replace it", file=sys.stderr)
+        return 2
+    asking = sys.stdin.isatty()
+    site = args.site or (input("site id (e.g. ronghua-1): ").strip() if asking else "")
+    if not site:
+        print("linli edge config new: give --site", file=sys.stderr)
+        return 2
+    taken: set[str] = set()
+    try:
+        devices = [parse_device(d, taken) for d in args.device]
+        for path in args.from_scan:
+            devices += from_scan(path, taken)
+    except (ValueError, KeyError, OSError) as exc:
+        print(
+            f"linli edge config new: {exc.args[-1] if isinstance(exc, OSError) else exc.args[0]}",
+            file=sys.stderr,
+        )
+        return 2
+    if not devices and asking:
+        devices = ask_devices(input, taken)
+    writer = {"kind": args.writer, "url": args.url}
+    writer.update(
+        {"org": args.org, "bucket": args.bucket} if args.writer == "influxdb2" else {"database": args.bucket}
+    )
+    new = NewConfig(site, args.agent or f"{site}-edge", writer, args.mqtt_host, devices)
+    with tempfile.TemporaryDirectory() as tmp:
+        draft = Path(tmp) / args.out.name
+        draft.write_text(new.text(), encoding="utf-8")
+        if _load(draft) is None:  # its problems are printed
+            return 2
+    args.out.write_text(new.text(), encoding="utf-8")
+    print(f"wrote {args.out}: site {site}, {plural(len(devices), 'device')}")
+    print(f"next: linli edge check --config {args.out} --contact")
+    return 0
