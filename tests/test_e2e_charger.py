@@ -36,6 +36,8 @@ WARMUP = 3 * 3600
 SEED = 7
 STATIONS = 3
 POLLS = 5
+# Read at the first poll and every SETTINGS_S after (60 s: once in these tests).
+SETTINGS = {point.field for _, point in get_profile("charger").modbus_points(1) if point.setting}
 
 
 def expected(ports: int) -> dict[str, dict[int | None, dict[str, Value]]]:
@@ -112,7 +114,12 @@ def test_stations_into_victoriametrics(victoria: LocalServer, stations: tuple[in
     assert agent.writer.stats.written == agent.totals.lines
 
     want = expected(ports)
-    samples = sum(polls[d] * len(fields) for d in want for fields in want[d].values())
+
+    # Settings (limits, setpoints) are read at the first poll and every SETTINGS_S after.
+    def points(device: str, field: str) -> int:
+        return 1 if field in SETTINGS else polls[device]
+
+    samples = sum(points(d, f) for d in want for fields in want[d].values() for f in fields)
     found: dict[tuple[str, int | None, str], dict[str, Any]] = {}
     for series in vm_series_settled(victoria.url, "charger_.*", site, samples):
         labels = series["metric"]
@@ -127,7 +134,7 @@ def test_stations_into_victoriametrics(victoria: LocalServer, stations: tuple[in
     for (device, channel, field), series in found.items():
         stamps = series["timestamps"]
         assert len(stamps) == len(set(stamps)), f"{device} {channel} {field}: duplicated points"
-        assert len(stamps) == polls[device], f"{device} {channel} {field}: missing points"
+        assert len(stamps) == points(device, field), f"{device} {channel} {field}: missing points"
         value = want[device][channel][field]
         assert series["values"] == [float(value)] * len(stamps), (device, channel, field)
 
@@ -151,14 +158,21 @@ def test_stations_into_influxdb1(influx1: LocalServer, stations: tuple[int, int]
     want = expected(ports)
     rows = influx1_query(influx1.url, db, f"SELECT * FROM charger WHERE site = '{site}'")
     per_series: Counter[tuple[str, int | None]] = Counter()
+    with_settings: Counter[str] = Counter()
     for row in rows:
         channel = int(row["port"]) if row.get("port") else None
         device = row["device"]
         per_series[(device, channel)] += 1
         wanted = want[device][channel]
         stored = {k: v for k, v in row.items() if k in wanted and v is not None}
-        assert stored == wanted, (device, channel)
+        # Settings come with the first poll (and every SETTINGS_S): a row has all or none.
+        with_settings[device] += set(stored) >= SETTINGS
+        assert stored == {k: v for k, v in wanted.items() if k not in SETTINGS or k in stored}, (
+            device,
+            channel,
+        )
     assert per_series == Counter({(d, ch): polls[d] for d in want for ch in want[d]})
+    assert with_settings == Counter(dict.fromkeys(want, 1))
 
     # Integer fields must be stored as integers, or InfluxDB refuses later writes of the series.
     types = {

@@ -97,7 +97,7 @@ def test_watch_shows_fields_changes_rule_states_and_raw_registers(overheating: i
         )
         assert "firing" not in line_of(term.screen(), " 2 ", "temperature")
         term.keys("r")
-        wait_for(lambda: "holding 0+" in term.screen(), "the raw registers", 10)
+        wait_for(lambda: "input 100+" in term.screen(), "the raw registers", 10)
         assert "voltage" not in term.screen()
         term.keys("r")
         wait_for(lambda: "voltage" in term.screen(), "the fields again", 10)

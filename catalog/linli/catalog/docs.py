@@ -31,7 +31,7 @@ def _point_row(point: ModbusPoint, default_byte: str, default_word: str) -> str:
         point.unit,
         f"`{point.field}`",
         point.valid_range,
-        point.description,
+        point.description + (" (a setting: read at start and every 60 s)" if point.setting else ""),
         _enum_text(point),
     ]
     return "| " + " | ".join(cells) + " |"

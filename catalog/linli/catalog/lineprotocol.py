@@ -28,6 +28,13 @@ def escape_key(text: str) -> str:
 
 def format_field_value(value: FieldValue) -> str:
     """One field value in line-protocol syntax; NaN and infinity cannot be stored."""
+    kind = type(value)  # exact types first: the common case, on every reading
+    if kind is float:
+        if not math.isfinite(value):  # type: ignore[arg-type]
+            raise ValueError(f"line protocol cannot carry {value}")
+        return repr(value)
+    if kind is int:
+        return f"{value}i"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -52,9 +59,23 @@ def format_field(key: str, value: FieldValue) -> str:
     return f"{escape_key(key)}={format_field_value(value)}"
 
 
+# Field keys escaped once: they come from the profiles, a few hundred at most.
+_FIELD_KEYS: dict[str, str] = {}
+_FIELD_KEYS_MAX = 10_000
+
+
 def format_fields(fields: Mapping[str, FieldValue]) -> str:
     """The field set of a line."""
-    return ",".join([format_field(k, v) for k, v in fields.items()])
+    keys = _FIELD_KEYS
+    out = []
+    for k, v in fields.items():
+        key = keys.get(k)
+        if key is None:
+            key = escape_key(k) + "="
+            if len(keys) < _FIELD_KEYS_MAX:
+                keys[k] = key
+        out.append(key + format_field_value(v))
+    return ",".join(out)
 
 
 def format_line(

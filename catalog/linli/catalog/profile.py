@@ -86,6 +86,8 @@ class ModbusPoint(Strict):
     offset_from: Name | None = None
     # False for registers that only qualify another value (decimals, zero offset).
     store: bool = True
+    # A configuration register (a limit, a setpoint): read every SETTINGS_S, not every poll.
+    setting: bool = False
 
     @property
     def valid_range(self) -> str:

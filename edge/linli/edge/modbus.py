@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -26,7 +27,7 @@ from pymodbus.pdu import ModbusPDU
 from linli.catalog.derive import finish_device_row
 from linli.catalog.lineprotocol import format_fields, series_key
 from linli.catalog.profile import Profile, RegisterType
-from linli.catalog.readings import Reading
+from linli.catalog.readings import MAX_TIME_MS, MIN_TIME_MS, Reading
 from linli.catalog.registers import DecodeError, Value
 from linli.edge.backoff import Backoff
 from linli.edge.config import DeviceConfig
@@ -46,6 +47,8 @@ logging.getLogger("asyncio").addFilter(PymodbusNoise())
 
 # Consecutive failed polls before a device is shown offline: one lost frame is noise.
 OFFLINE_AFTER = 2
+# Configuration registers (`setting = true` in the profile) are read this often, and at start.
+SETTINGS_S = 60.0
 
 MODBUS_EXCEPTIONS = {
     1: "illegal function",
@@ -197,13 +200,20 @@ class DevicePoller:
         self.interlocks = interlocks or []
         self.acted = acted
         self.unit = device.unit if device.unit is not None else mb.unit
-        self.reads: list[Read] = plan_reads(
-            profile.modbus_points(device.count),
+        plan = partial(
+            plan_reads,
             max_registers=device.max_registers or mb.max_registers_per_read,
             max_gap=mb.max_gap if device.max_gap is None else device.max_gap,
             byte_order=mb.byte_order,
             word_order=mb.word_order,
         )
+        points = profile.modbus_points(device.count)
+        # Settings are planned apart, so that a poll between their reads asks for nothing else.
+        self.live_reads: list[Read] = plan([p for p in points if not p[1].setting])
+        self.setting_reads: list[Read] = plan([p for p in points if p[1].setting])
+        self.reads: list[Read] = self.live_reads + self.setting_reads
+        self.polled: list[Read] = self.reads  # the reads of the last poll, in order
+        self._settings_due = 0.0
         self.health = DeviceHealth()
         # The last decoded values by channel, for the live view and the probe command.
         self.last: dict[int | None, dict[str, Value]] = {}
@@ -212,6 +222,7 @@ class DevicePoller:
         self._channel_tag = profile.group_tag or "channel"
         self._logged_decode: set[tuple[str, str]] = set()
         self._series_keys: dict[int | None, str] = {}
+        self._valid_shapes: set[tuple[int | None, tuple[str, ...]]] = set()
         self._retry = Backoff(initial=device.interval, maximum=max(device.interval, 30.0))
         self._next_attempt = 0.0
         self._offline_reason = ""
@@ -310,10 +321,17 @@ class DevicePoller:
         return self.decode(blocks, time_ms)
 
     async def poll(self) -> list[list[int]]:
-        """Run every planned read; PollError on timeout, refusal or Modbus exception."""
+        """Run the planned reads (the settings every SETTINGS_S); PollError on timeout,
+        refusal or Modbus exception. `polled` says which reads the blocks are."""
+        now = time.monotonic()
+        reads = self.reads if now >= self._settings_due else self.live_reads
         async with self.endpoint.lock:
             client = await self.endpoint.client()
-            return [await self._read(client, read) for read in self.reads]
+            blocks = [await self._read(client, read) for read in reads]
+        if reads is self.reads and self.setting_reads:
+            self._settings_due = now + SETTINGS_S
+        self.polled = reads
+        return blocks
 
     async def _read(self, client: AsyncModbusTcpClient, read: Read) -> list[int]:
         call = {
@@ -347,7 +365,7 @@ class DevicePoller:
     def decode(self, blocks: list[list[int]], time_ms: int) -> list[str]:
         """Readings from the raw blocks, one per channel, as line protocol."""
         rows: dict[int | None, dict[str, Value]] = {}
-        for read, block in zip(self.reads, blocks, strict=True):
+        for read, block in zip(self.polled, blocks, strict=True):
             for slot in read.slots:
                 try:
                     value = slot.decoder(block, slot.offset)
@@ -369,12 +387,17 @@ class DevicePoller:
         measurement = self.profile.measurement
         for channel, fields in rows.items():
             tags = self._channel_tags(channel)
-            try:
-                Reading(measurement=measurement, tags=tags, fields=fields, time_ms=time_ms)
-            except ValidationError as exc:
-                self.health.errors["invalid_reading"] += 1
-                log.error("%s: reading rejected: %s", self.name, exc)
-                continue
+            # The decoders give finite numbers only; what else a Reading checks (names, tags,
+            # clashes) depends on the field names, so it is checked once per set of names.
+            shape = (channel, tuple(fields))
+            if shape not in self._valid_shapes or not MIN_TIME_MS <= time_ms <= MAX_TIME_MS:
+                try:
+                    Reading(measurement=measurement, tags=tags, fields=fields, time_ms=time_ms)
+                except ValidationError as exc:
+                    self.health.errors["invalid_reading"] += 1
+                    log.error("%s: reading rejected: %s", self.name, exc)
+                    continue
+                self._valid_shapes.add(shape)
             # The series key never changes for a channel; format it once, not every poll.
             key = self._series_keys.get(channel)
             if key is None:

@@ -1,9 +1,11 @@
-"""Group commit: the connectors' lines reach the durable buffer together, every COMMIT_S.
+"""Group commit: the connectors' lines reach the durable buffer together.
 
 A connector submits lines with an optional `done` callback; the callback runs only once
 those lines are committed to disk, which is when the MQTT connector acknowledges the
 messages they came from. One commit serves every connector, so the buffer's cost is a
-transaction per COMMIT_S, not per reading.
+transaction per commit, not per reading. Lines somebody waits for (a broker owed an
+acknowledgement) are committed within COMMIT_S; polled readings, which nobody waits for,
+within LAZY_COMMIT_S, so that a Modbus-only agent fsyncs a few times a second, not fifty.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from linli.edge.buffer import DurableBuffer
 log = logging.getLogger(__name__)
 
 COMMIT_S = 0.02
+LAZY_COMMIT_S = 0.25
 
 Done = Callable[[], None]
 
@@ -43,6 +46,7 @@ class Spool:
         # One commit at a time: a caller that commits "now" (the MQTT connector before it
         # says goodbye) must not return while an earlier commit's callbacks are still owed.
         self._committing = asyncio.Lock()
+        self._waited_for = asyncio.Event()  # set when lines with a callback are staged
 
     @property
     def staged(self) -> int:
@@ -55,12 +59,22 @@ class Spool:
         self._delivered += delivered
         if done is not None:
             self._done.append(done)
+            self._waited_for.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Commit every COMMIT_S until `stop`, then once more for what is left."""
+        """Commit until `stop`, then once more for what is left: within COMMIT_S what somebody
+        waits for, within LAZY_COMMIT_S the rest."""
         while not stop.is_set():
+            if not self._done:
+                # Nobody waits: sleep until the lazy deadline, or until somebody does.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._waited_for.wait(), timeout=LAZY_COMMIT_S)
+            if stop.is_set():
+                break
+            # Gather for COMMIT_S what arrives with it, as before.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=max(COMMIT_S, self._retry_delay))
+            self._waited_for.clear()
             await self.commit()
         await self.commit()
 

@@ -72,10 +72,10 @@ class Watch:
         w.latency_ms = (time.perf_counter() - started) * 1000
         w.error, w.polls = "", w.polls + 1
         w.raw = [
-            (f"{r.table} {r.address}+{r.count}", block) for r, block in zip(p.reads, blocks, strict=True)
+            (f"{r.table} {r.address}+{r.count}", block) for r, block in zip(p.polled, blocks, strict=True)
         ]
         w.bad = {}
-        for read, block in zip(p.reads, blocks, strict=True):
+        for read, block in zip(p.polled, blocks, strict=True):
             for slot in read.slots:
                 try:
                     slot.decoder(block, slot.offset)
