@@ -15,7 +15,9 @@ from support import influx1_create_db, influx1_query, stop_process, unique, wait
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_base_install_runs_the_edge_and_nothing_central(influx1: LocalServer, tmp_path: Path) -> None:
+def test_the_base_install_runs_the_edge_and_nothing_central(
+    influx1: LocalServer, mosquitto: LocalServer, tmp_path: Path
+) -> None:
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
@@ -59,6 +61,22 @@ def test_the_base_install_runs_the_edge_and_nothing_central(influx1: LocalServer
     finally:
         assert stop_process(agent) == 0
         stop_process(sim)
+    # The district simulator too: its trucks drive the timetable's roads.
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(
+        f"timetable = {str(ROOT / 'deploy' / 'gtfs' / 'hongqiao')!r}\n"
+        'name = "base"\nseed = 1\n[[sites]]\nid = "fleet"\n'
+        '[[groups]]\nkind = "truck"\nsites = ["fleet"]\nid = "truck-renovation"\n'
+    )
+    district = subprocess.Popen(
+        [linli, "sim", "district", "--scenario", str(scenario), "--modbus-port", str(free_port()),
+         "--mqtt-port", str(mosquitto.port), "--time-scale", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert district.stdout is not None
+    said = district.stdout.readline()
+    stop_process(district)
+    assert "linli sim district" in said, district.stderr.read() if district.stderr else ""
     # What the base install cannot do, it says how to get.
     notifier = tmp_path / "notifier.toml"
     notifier.write_text(f'state = "{tmp_path / "n.sqlite"}"\n')

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import networkx as nx
-import vroom
 from shapely import STRtree
 from shapely.geometry import Point
 
@@ -178,6 +177,9 @@ def _solve(
     service_per_m3_s: float,
     horizon_s: float | None,
 ) -> Plan:
+    # Here, not at the top: the simulator's trucks drive these Roads on an edge box, without VROOM.
+    import vroom
+
     places = [t.at for t in trucks] + [depot] + [p.at for p in live]
     metres = roads.matrix(places)
     problem = vroom.Input()
