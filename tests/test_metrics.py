@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
-from linli.localservers import LocalServer, free_port
+from linli.localservers import LocalServer, free_port, free_port_range
 from support import (
     http_get,
     influx1_create_db,
@@ -32,7 +32,7 @@ def test_metrics_health_and_status_say_what_the_stored_health_points_say(
 ) -> None:
     db, site = unique("metrics"), unique("site")
     influx1_create_db(influx1.url, db)
-    first, port = free_port(), free_port()
+    first, port = free_port_range(2), free_port()
     sim = start_sim("charger", "--port", str(first), "--stations", "2")
     timing = {"interval": 0.5, "timeout": 0.3}
     config = EdgeConfig.model_validate(

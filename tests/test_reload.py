@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from linli.localservers import LocalServer, free_port
+from linli.localservers import LocalServer, free_port_range
 from support import influx1_create_db, influx1_query, start_sim, stop_process, unique, wait_for
 from test_outages import Load, agent_config, camera_uptimes
 
@@ -56,7 +56,7 @@ def test_sighup_adds_removes_and_refuses_configs_under_load_losing_nothing(
 ) -> None:
     db, site = unique("reload"), unique("site")
     influx1_create_db(influx1.url, db)
-    first = free_port()
+    first = free_port_range(2)
     sim = start_sim("charger", "--port", str(first), "--stations", "2")
     writer = {"kind": "influxdb1", "url": influx1.url, "database": db}
     base = agent_config(writer, mosquitto.port, site)
