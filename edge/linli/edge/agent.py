@@ -151,19 +151,32 @@ class Agent:
         self.totals.lines += len(lines)
         self.spool.submit(lines)
 
-    def health_line(self, time_ms: int) -> str:
-        """The agent's own health point: buffer depth and age, and what was written, retried, dropped."""
+    def buffer_figures(self, time_ms: int) -> dict[str, int | float]:
+        """What waits in the buffer: lines, bytes, and the age of the oldest (the health point's
+        and /metrics' figures)."""
         b = self.buffer.stats
-        w = self.writer.stats
-        fields: dict[str, FieldValue] = {
-            "buffer_lines": b.lines,
-            "buffer_bytes": b.bytes,
-            "oldest_pending_s": round(max(0, time_ms - b.oldest_ms) / 1000, 3) if b.oldest_ms else 0.0,
+        oldest = round(max(0, time_ms - b.oldest_ms) / 1000, 3) if b.oldest_ms else 0.0
+        return {"lines": b.lines, "bytes": b.bytes, "oldest_pending_s": oldest}
+
+    def writer_figures(self) -> dict[str, int]:
+        """What was written, retried, failed, dropped and dead-lettered since the start."""
+        b, w = self.buffer.stats, self.writer.stats
+        return {
             "written": w.written,
             "retried": w.retried,
             "failed_writes": w.failed_attempts,
             "dropped": b.dropped,
             "dead_lettered": w.dead_lettered,
+        }
+
+    def health_line(self, time_ms: int) -> str:
+        """The agent's own health point: buffer depth and age, and what was written, retried, dropped."""
+        buffer = self.buffer_figures(time_ms)
+        fields: dict[str, FieldValue] = {
+            "buffer_lines": buffer["lines"],
+            "buffer_bytes": buffer["bytes"],
+            "oldest_pending_s": buffer["oldest_pending_s"],
+            **self.writer_figures(),
             "backpressure": self.backpressure(),
         }
         mqtt = self.mqtt
@@ -234,10 +247,8 @@ class Agent:
         changed = [k for k in kept if getattr(new, k) != getattr(self.config, k)]
         if changed or new.agent.name != self.config.agent.name:
             log.warning("reload: [agent] name, [writer] and [buffer] take effect at the next start, not now")
-            new = new.model_copy(update={k: getattr(self.config, k) for k in kept})
-            new = new.model_copy(
-                update={"agent": new.agent.model_copy(update={"name": self.config.agent.name})}
-            )
+            agent = new.agent.model_copy(update={"name": self.config.agent.name})
+            new = new.model_copy(update={"agent": agent, **{k: getattr(self.config, k) for k in kept}})
         before = {(s.id, d.id) for s, d in self.config.devices()}
         for endpoint in self.endpoints.values():
             endpoint.close()

@@ -182,7 +182,6 @@ def _add_service_tools(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     install.add_argument("--dry-run", action="store_true", help="print the unit, change nothing")
     install.add_argument("--no-start", action="store_true", help="enable it, start it at the next boot")
-    install.add_argument("--unit-dir", type=Path, default=Path("/etc/systemd/system"), help=argparse.SUPPRESS)
     install.set_defaults(func=_install)
 
 
@@ -495,7 +494,7 @@ def _install(args: argparse.Namespace) -> int:
         print("linli edge install: run it as root (sudo), or with --dry-run to see the unit", file=sys.stderr)
         return 2
     try:
-        for step in install(unit, args.unit_dir, start=not args.no_start):
+        for step in install(unit, start=not args.no_start):
             print(step)
     except (OSError, subprocess.CalledProcessError) as exc:
         print(f"linli edge install: {exc}", file=sys.stderr)

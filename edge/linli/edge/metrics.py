@@ -103,24 +103,13 @@ def snapshot(agent: Agent) -> Snapshot:
             "ignored_retained": m.ignored_retained, "overflow": m.overflow,
         }  # fmt: skip
         rejected = dict(m.dead_letters)
-    b, w = agent.buffer.stats, agent.writer.stats
     now_ms = int(time.time() * 1000)
     return Snapshot(
         agent=agent.config.agent.name,
         time_ms=now_ms,
         devices=devices,
-        buffer={
-            "lines": b.lines,
-            "bytes": b.bytes,
-            "oldest_pending_s": round(max(0, now_ms - b.oldest_ms) / 1000, 3) if b.oldest_ms else 0.0,
-        },
-        writer={
-            "written": w.written,
-            "retried": w.retried,
-            "failed_writes": w.failed_attempts,
-            "dropped": b.dropped,
-            "dead_lettered": w.dead_lettered,
-        },
+        buffer=agent.buffer_figures(now_ms),
+        writer=agent.writer_figures(),
         mqtt=mqtt,
         rejected=rejected,
         rules=dict(agent.alerting.engine.states()),

@@ -144,11 +144,11 @@ class Watch:
         out: dict[Key, Text] = {}
         tags = {"site": p.site, "device": p.device.id}
         for rule in self.engine.rules_for(p.profile.kind, tags):
-            for channel in {ch for ch, _ in self.points[w.name]}:
+            for channel, name in self.points[w.name]:
+                if name != rule.field:
+                    continue
                 port = None if channel is None else str(channel)
                 state = self.engine.state_of(rule.id, p.site, p.device.id, port)
-                if (channel, rule.field) not in self.points[w.name]:
-                    continue
                 style = {State.FIRING: "bold white on red", State.PENDING: "bold yellow"}.get(state, "green")
                 out[channel, rule.field] = Text(f"{rule.id}: {state}", style=style)
         return out
