@@ -189,6 +189,7 @@ above = 0.5
     assert "interlock ronghua/charger-01" in out
     assert "smoke_alarm > 0.5 -> stop every port" in out
     assert "alerts: stored in 'alert'; not published" in out  # no broker configured
+    assert "stored by exception: 15 fields, at least every 120 s; deadbands cabinet_temp 0.5," in out
 
 
 def test_probe_says_what_is_wrong_in_one_line() -> None:

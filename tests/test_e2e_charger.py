@@ -38,6 +38,8 @@ STATIONS = 3
 POLLS = 5
 # Read at the first poll and every SETTINGS_S after (60 s: once in these tests).
 SETTINGS = {point.field for _, point in get_profile("charger").modbus_points(1) if point.setting}
+# Stored by exception, unless the test stores every poll.
+BANDED = {point.field for _, point in get_profile("charger").modbus_points(1) if point.deadband is not None}
 
 
 def expected(ports: int) -> dict[str, dict[int | None, dict[str, Value]]]:
@@ -77,7 +79,10 @@ def stations(request: pytest.FixtureRequest) -> Iterator[tuple[int, int]]:
     assert stop_process(proc) == 0
 
 
-def config(writer: dict[str, Any], site: str, first: int, ports: int) -> EdgeConfig:
+def config(
+    writer: dict[str, Any], site: str, first: int, ports: int, *, every_poll: bool = True
+) -> EdgeConfig:
+    """Every poll stored unless `every_poll` is false (then by exception, as the profile says)."""
     devices = [
         {
             "id": f"charger-{i}",
@@ -86,6 +91,7 @@ def config(writer: dict[str, Any], site: str, first: int, ports: int) -> EdgeCon
             "count": ports,
             "interval": 0.2,
             "timeout": 0.2,
+            "report_by_exception": not every_poll,
         }
         for i in range(1, STATIONS + 1)
     ]
@@ -102,11 +108,14 @@ async def run_agent(agent: Agent, polls: int) -> None:
     assert await task, "the agent did not write everything before stopping"
 
 
-def test_stations_into_victoriametrics(victoria: LocalServer, stations: tuple[int, int]) -> None:
+@pytest.mark.parametrize("every_poll", [True, False], ids=["every-poll", "by-exception"])
+def test_stations_into_victoriametrics(
+    victoria: LocalServer, stations: tuple[int, int], every_poll: bool
+) -> None:
     first, ports = stations
     site = unique("vm")
     writer = {"kind": "influxdb2", "url": victoria.url, "org": "linli", "bucket": "linli"}
-    agent = Agent(config(writer, site, first, ports))
+    agent = Agent(config(writer, site, first, ports, every_poll=every_poll))
     asyncio.run(run_agent(agent, POLLS))
 
     polls = {p.device.id: p.health.polls for p in agent.pollers}
@@ -115,9 +124,10 @@ def test_stations_into_victoriametrics(victoria: LocalServer, stations: tuple[in
 
     want = expected(ports)
 
-    # Settings (limits, setpoints) are read at the first poll and every SETTINGS_S after.
+    # Settings (limits, setpoints) are read at the first poll and every SETTINGS_S after. By
+    # exception, the frozen stations' values are stored once: nothing moves, no heartbeat is due.
     def points(device: str, field: str) -> int:
-        return 1 if field in SETTINGS else polls[device]
+        return 1 if field in SETTINGS or (field in BANDED and not every_poll) else polls[device]
 
     samples = sum(points(d, f) for d in want for fields in want[d].values() for f in fields)
     found: dict[tuple[str, int | None, str], dict[str, Any]] = {}
@@ -145,6 +155,14 @@ def test_stations_into_victoriametrics(victoria: LocalServer, stations: tuple[in
     online = vm_series_settled(victoria.url, "health_online", site, sum(polls.values()))
     assert len(online) == STATIONS
     assert all(set(s["values"]) == {1.0} for s in online)
+    held_back = {p.device.id: p.report.suppressed for p in agent.pollers}
+    live = BANDED - SETTINGS
+    if every_poll:
+        assert held_back == dict.fromkeys(want, 0)
+    else:  # every live value of every poll after the first
+        assert held_back == {
+            d: (polls[d] - 1) * sum(len(set(f) & live) for f in want[d].values()) for d in want
+        }
 
 
 def test_stations_into_influxdb1(influx1: LocalServer, stations: tuple[int, int]) -> None:

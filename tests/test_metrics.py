@@ -50,7 +50,8 @@ def test_metrics_health_and_status_say_what_the_stored_health_points_say(
 
     def stored() -> dict[str, dict[str, float]]:
         rows = influx1_query(
-            influx1.url, db, f"SELECT last(online) AS online, last(polls) AS polls FROM health "
+            influx1.url, db, "SELECT last(online) AS online, last(polls) AS polls, "
+            f"last(unchanged) AS unchanged FROM health "
             f"WHERE site = '{site}' GROUP BY device"
         )  # fmt: skip
         return {r["device"]: r for r in rows}
@@ -61,9 +62,15 @@ def test_metrics_health_and_status_say_what_the_stored_health_points_say(
         task = asyncio.create_task(agent.run(stop))
         try:
             want = {"station-1": 1, "station-2": 1, "gone": 0}
-            await wait_until(
-                lambda: {d: r["online"] for d, r in stored().items()} == want, 20, "the stored health"
-            )
+
+            def settled() -> bool:
+                rows = stored()
+                # and a poll after the first, which holds unchanged values back
+                return {d: r["online"] for d, r in rows.items()} == want and rows["station-1"][
+                    "unchanged"
+                ] > 0
+
+            await wait_until(settled, 20, "the stored health")
             points = stored()
             base = f"http://127.0.0.1:{port}"
             text = (await asyncio.to_thread(http_get, f"{base}/metrics")).decode()
@@ -86,6 +93,14 @@ def test_metrics_health_and_status_say_what_the_stored_health_points_say(
         if s.name.endswith("_total")
     }
     assert all(polls[d] >= p["polls"] for d, p in points.items())  # counters only grow
+    unchanged = {
+        s.labels["device"]: s.value
+        for s in families["linli_device_unchanged_values"].samples
+        if s.name.endswith("_total")
+    }
+    # Report by exception held values back (the settings, the alarm bits) and said so in both.
+    assert all(unchanged[d] >= p["unchanged"] for d, p in points.items())
+    assert points["station-1"]["unchanged"] > 0
     errors = {
         (s.labels["device"], s.labels["reason"]): s.value
         for s in families["linli_device_errors"].samples

@@ -39,7 +39,8 @@ def edge_toml(base: dict[str, Any], chargers: list[tuple[str, int]], limit: floa
 
 
 def polls(store: LocalServer, db: str, site: str, device: str) -> int:
-    q = f"SELECT count(voltage) FROM charger WHERE site = '{site}' AND device = '{device}'"
+    # Each poll writes a health point (the readings are stored by exception).
+    q = f"SELECT count(polls) FROM health WHERE site = '{site}' AND device = '{device}'"
     rows = influx1_query(store.url, db, q)
     return int(rows[0]["count"]) if rows else 0
 

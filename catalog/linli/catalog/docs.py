@@ -12,7 +12,17 @@ def _enum_text(point: ModbusPoint) -> str:
     return ", ".join(f"{k} {v}" for k, v in point.enum.items())
 
 
-def _point_row(point: ModbusPoint, default_byte: str, default_word: str) -> str:
+def _stored_text(point: ModbusPoint, every: float) -> str:
+    """When a point is stored: every poll, or by exception (see `linli.edge.deadband`)."""
+    if not point.store:
+        return "no"
+    if point.deadband is None:
+        return "every poll"
+    change = "any change" if point.deadband == 0 else f"change > {point.deadband:g}"
+    return f"{change}, or {point.store_every or every:g} s"
+
+
+def _point_row(point: ModbusPoint, default_byte: str, default_word: str, every: float) -> str:
     dtype = point.type.value + (f" bit {point.bit}" if point.bit is not None else "")
     orders = ""
     if point.type.registers > 1 or point.byte_order:
@@ -31,6 +41,7 @@ def _point_row(point: ModbusPoint, default_byte: str, default_word: str) -> str:
         point.unit,
         f"`{point.field}`",
         point.valid_range,
+        _stored_text(point, every),
         point.description + (" (a setting: read at start and every 60 s)" if point.setting else ""),
         _enum_text(point),
     ]
@@ -66,8 +77,9 @@ def profile_markdown(profile: Profile) -> str:
     if mb is None:
         return "\n".join(out) + "\n"
     header = [
-        "| table | address | type | byte/word order | scale | unit | field | valid | meaning | values |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| table | address | type | byte/word order | scale | unit | field | valid | stored | meaning "
+        "| values |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     out += [
         "",
@@ -77,10 +89,14 @@ def profile_markdown(profile: Profile) -> str:
         "tools such as mbpoll that count from 1). Default byte and word order: "
         f"{mb.byte_order.value}/{mb.word_order.value}.",
         "",
+        "Stored: a point with a deadband is stored when it moves by more than that from the value "
+        "last stored, or crosses an alarm limit, and at least as often as given (report by exception; "
+        "the edge config can change both, or turn it off).",
+        "",
         "### Device points",
         "",
         *header,
-        *(_point_row(p, mb.byte_order.value, mb.word_order.value) for p in mb.points),
+        *(_point_row(p, mb.byte_order.value, mb.word_order.value, mb.store_every) for p in mb.points),
     ]
     if mb.commands:
         out += [
@@ -118,7 +134,7 @@ def profile_markdown(profile: Profile) -> str:
             f"{group.tag} 1; {group.tag} N is at address + {group.stride} x (N - 1).",
             "",
             *header,
-            *(_point_row(p, mb.byte_order.value, mb.word_order.value) for p in group.points),
+            *(_point_row(p, mb.byte_order.value, mb.word_order.value, mb.store_every) for p in group.points),
         ]
         if group.commands:
             out += [

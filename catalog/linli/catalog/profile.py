@@ -88,6 +88,11 @@ class ModbusPoint(Strict):
     store: bool = True
     # A configuration register (a limit, a setpoint): read every SETTINGS_S, not every poll.
     setting: bool = False
+    # Report by exception: stored only when it moves by more than `deadband` (in `unit`; 0 is
+    # any change) from the value last stored, or crosses a threshold, and at least every
+    # `store_every` seconds (the map's when unset). Unset: stored at every poll.
+    deadband: Annotated[float, Field(ge=0)] | None = None
+    store_every: Annotated[float, Field(gt=0, le=3600)] | None = None
 
     @property
     def valid_range(self) -> str:
@@ -188,6 +193,9 @@ class ModbusMap(Strict):
     # Modbus allows 125 registers (2000 bits) a read; some gateways want fewer.
     max_registers_per_read: Annotated[int, Field(ge=1, le=125)] = 125
     max_gap: Annotated[int, Field(ge=0, le=124)] = 16
+    # The heartbeat of points reported by exception. The dashboards' "now" panels look back
+    # five minutes, so a value unchanged for longer must still be stored within that.
+    store_every: Annotated[float, Field(gt=0, le=3600)] = 120.0
     points: list[ModbusPoint] = []
     commands: list[ModbusCommand] = []
     group: ModbusGroup | None = None

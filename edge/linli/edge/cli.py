@@ -239,6 +239,7 @@ def _check(args: argparse.Namespace) -> int:
     for poller in agent.pollers:
         reads = ", ".join(f"{r.table}@{r.address}+{r.count}" for r in poller.reads)
         print(f"  {poller.name:<30} {poller.endpoint.name} unit {poller.unit}: {reads}")
+        print(f"  {'':<30} {_stored_summary(poller)}")
     if agent.mqtt is not None and config.mqtt is not None:
         filters = ", ".join(f"{f} (QoS {q})" for f, q in agent.mqtt.filters.items())
         print(f"  mqtt {config.mqtt.host}:{config.mqtt.port} as '{agent.mqtt.client_id}': {filters}")
@@ -248,6 +249,20 @@ def _check(args: argparse.Namespace) -> int:
             )
     _print_alerting(agent)
     return _contact(agent, config) if args.contact else 0
+
+
+def _stored_summary(poller: DevicePoller) -> str:
+    """What report by exception does for a device, in one line."""
+    bands = poller.report.bands
+    if not bands:
+        return "stored: every field at every poll"
+    every = sorted({b.every_ms / 1000 for b in bands.values()})
+    widths = ", ".join(f"{name} {b.width:g}" for name, b in sorted(bands.items()) if b.width)
+    on_change = sum(1 for b in bands.values() if not b.width)
+    return (
+        f"stored by exception: {len(bands)} fields, at least every {'/'.join(f'{e:g}' for e in every)} s; "
+        f"deadbands {widths or 'none'}; {on_change} on any change"
+    )
 
 
 def _contact(agent: Agent, config: EdgeConfig) -> int:

@@ -95,6 +95,13 @@ class DeviceConfig(Strict):
     tags: dict[TagKey, TagValue] = {}
     # MQTT devices: overrides the profile's heartbeat period (offline after three missed).
     heartbeat: Seconds | None = None
+    # Modbus devices: store the points that have a deadband only when they move (and every
+    # `store_every` seconds); false stores every point at every poll.
+    report_by_exception: bool = True
+    # Deadbands by field, in the field's unit, over the profile's (0 stores any change).
+    deadband: dict[TagKey, Annotated[float, Field(ge=0)]] = {}
+    # The heartbeat of values reported by exception, over the profile's.
+    store_every: Seconds | None = None
 
     @model_validator(mode="after")
     def _timing(self) -> Self:
@@ -319,14 +326,33 @@ def _device_problems(key: str, device: DeviceConfig, profile: Profile) -> list[s
     reserved = sorted(set(device.tags) & (RESERVED_TAGS | _profile_names(profile)))
     if reserved:
         return [f"key '{key}.tags': {', '.join(reserved)} already names a tag or field of '{profile.kind}'"]
-    if profile.modbus is None:
-        return []
-    group = profile.modbus.group
-    if device.count is not None:
+    problems = _deadband_problems(key, device, profile)
+    group = profile.modbus.group if profile.modbus else None
+    if device.count is not None and profile.modbus is not None:
         if group is None:
-            return [f"key '{key}.count': profile '{profile.kind}' has no repeated channels"]
-        if device.count > group.max_count:
-            return [f"key '{key}.count': {device.count} exceeds the profile's max_count {group.max_count}"]
+            problems.append(f"key '{key}.count': profile '{profile.kind}' has no repeated channels")
+        elif device.count > group.max_count:
+            problems.append(
+                f"key '{key}.count': {device.count} exceeds the profile's max_count {group.max_count}"
+            )
+    return problems
+
+
+def _deadband_problems(key: str, device: DeviceConfig, profile: Profile) -> list[str]:
+    if profile.modbus is None:
+        if device.deadband or device.store_every is not None:
+            return [
+                f"key '{key}.deadband': '{profile.kind}' devices publish over MQTT, where the device "
+                "decides when to report; deadbands apply to Modbus devices"
+            ]
+        return []
+    stored = {p.field for _, p in profile.modbus_points() if p.store}
+    unknown = sorted(set(device.deadband) - stored)
+    if unknown:
+        return [
+            f"key '{key}.deadband': '{profile.kind}' stores no field {', '.join(map(repr, unknown))}; "
+            f"it has {', '.join(sorted(stored))}"
+        ]
     return []
 
 

@@ -47,6 +47,7 @@ class DeviceState:
     polls: int  # polls, or messages for an MQTT device
     errors: dict[str, int]
     last_seen_ms: int
+    unchanged: int = 0  # values held back by report by exception
 
 
 @dataclass
@@ -84,7 +85,7 @@ def snapshot(agent: Agent) -> Snapshot:
     devices = [
         DeviceState(
             p.site, p.device.id, p.profile.kind, "modbus", p.health.online, p.health.polls,
-            dict(p.health.errors), p.health.last_seen_ms,
+            dict(p.health.errors), p.health.last_seen_ms, p.report.suppressed,
         )
         for p in agent.pollers
     ]  # fmt: skip
@@ -133,13 +134,20 @@ class AgentCollector(Collector):
         errors = CounterMetricFamily(
             "linli_device_errors", "Failed polls and refused messages, by reason", labels=[*labels, "reason"]
         )
+        unchanged = CounterMetricFamily(
+            "linli_device_unchanged_values",
+            "Values not stored because they stayed within their deadband (report by exception)",
+            labels=labels,
+        )
         for d in s.devices:
             key = [d.site, d.device, d.kind, d.connector]
             online.add_metric(key, 1.0 if d.online else 0.0)
             polls.add_metric(key, d.polls)
             for reason, n in d.errors.items():
                 errors.add_metric([*key, reason], n)
-        yield from (online, polls, errors)
+            if d.connector == "modbus":
+                unchanged.add_metric(key, d.unchanged)
+        yield from (online, polls, errors, unchanged)
         yield GaugeMetricFamily("linli_devices", "Devices configured", value=len(s.devices))
         yield GaugeMetricFamily(
             "linli_devices_online", "Devices online", value=sum(d.online for d in s.devices)

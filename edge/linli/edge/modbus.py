@@ -31,6 +31,7 @@ from linli.catalog.readings import MAX_TIME_MS, MIN_TIME_MS, Reading
 from linli.catalog.registers import DecodeError, Value
 from linli.edge.backoff import Backoff
 from linli.edge.config import DeviceConfig
+from linli.edge.deadband import Reporter, deadbands
 from linli.edge.health import health_line
 from linli.edge.modbusfailure import PymodbusNoise, classify
 from linli.edge.readplan import Read, plan_reads
@@ -232,6 +233,12 @@ class DevicePoller:
         )
         self._faulted: set[str] = set()
         self._fresh = False
+        bands = (
+            deadbands(profile, device.tags, overrides=device.deadband, store_every=device.store_every)
+            if device.report_by_exception
+            else {}
+        )
+        self.report = Reporter(bands)
 
     @property
     def name(self) -> str:
@@ -402,7 +409,9 @@ class DevicePoller:
             key = self._series_keys.get(channel)
             if key is None:
                 key = self._series_keys[channel] = series_key(measurement, tags)
-            lines.append(f"{key} {format_fields(fields)} {time_ms}")
+            stored = self.report.keep(channel, fields, time_ms) if self.report.bands else fields
+            if stored:
+                lines.append(f"{key} {format_fields(stored)} {time_ms}")
         return lines
 
     def _note_sensor_faults(self, row: dict[str, Value]) -> None:
@@ -461,6 +470,7 @@ class DevicePoller:
                 log.warning("%s: offline: %s", self.name, exc)
                 self._offline_reason = exc.reason
             health.online = False
+            self.report.forget()  # when it answers again, its first values are all stored
             self._next_attempt = time.monotonic() + self._retry.next_delay()
 
     def _health_line(self, time_ms: int) -> str:
@@ -474,4 +484,5 @@ class DevicePoller:
             last_seen_ms=h.last_seen_ms,
             polls=h.polls,
             lag_ms=round(h.lag_s * 1000, 3),
+            unchanged=self.report.suppressed,
         )
