@@ -1,7 +1,9 @@
 """The dashboards: current JSON, valid against the SDK's schema, and every query answered by real data.
 
 The data is the real pipeline's: the district simulator through the edge agent into
-InfluxDB 1.x, for a simulated hour (normal, then with faults injected halfway).
+InfluxDB 1.x, for a simulated hour (normal, then with faults injected halfway). Every poll
+is kept in a second database, so that the answers from the points stored by exception can
+be held against the answers from every poll.
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
+from linli.catalog.profile import builtin_profiles
 from linli.dashboards import boards, schema
 from linli.dashboards.alerts import rules
 from linli.dashboards.influxql import InfluxQuery, Select
@@ -77,13 +80,15 @@ def all_queries() -> Iterator[Query]:
 
 
 @pytest.fixture(scope="module")
-def district(
+def recordings(
     influx1: LocalServer, mosquitto: LocalServer, tmp_path_factory: pytest.TempPathFactory
-) -> Recording:
-    database = unique("district")
+) -> tuple[Recording, Recording]:
+    """The district as stored (by exception), and the same run with every poll stored."""
+    database, every_poll = unique("district"), unique("everypoll")
     influx1_create_db(influx1.url, database)
+    influx1_create_db(influx1.url, every_poll)
     workdir = tmp_path_factory.mktemp("district")
-    return asyncio.run(
+    rec = asyncio.run(
         record(
             url=influx1.url,
             database=database,
@@ -92,8 +97,15 @@ def district(
             simulated_s=7200,
             time_scale=120,
             timetable=Path(__file__).parents[1] / "deploy" / "gtfs" / "hongqiao",
+            every_poll=every_poll,
         )
     )
+    return rec, replace(rec, database=every_poll)
+
+
+@pytest.fixture(scope="module")
+def district(recordings: tuple[Recording, Recording]) -> Recording:
+    return recordings[0]
 
 
 def schema_of_store(rec: Recording) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
@@ -198,3 +210,85 @@ def test_the_picture_of_the_screen_shows_its_panels_in_the_screen_s_colours(
     # Red and orange from the alerts that fire, blue from the charging ports, green from healthy gauges.
     for name in ("red", "orange", "blue", "green"):
         assert present(COLOURS[name]), name
+
+
+MODBUS = {p.measurement: p for p in builtin_profiles().values() if p.modbus is not None}
+SELECTORS = {"last", "first", "min", "max"}
+
+
+def deadband(select: Select) -> float:
+    """The widest deadband among the Modbus fields a statement reads (0 when none has one)."""
+    widest = 0.0
+    for ref in select.refs():
+        profile = MODBUS.get(ref.measurement)
+        if profile is None or profile.modbus is None:
+            continue
+        mb = profile.modbus
+        for point in mb.points + (mb.group.points if mb.group else []):
+            if point.field in ref.fields and point.deadband is not None:
+                widest = max(widest, point.deadband)
+    return widest
+
+
+def functions(select: Select) -> set[str | None]:
+    inner = functions(select.source) if isinstance(select.source, Select) else set()
+    return {c.fn for c in select.columns} | inner
+
+
+def test_stored_by_exception_the_dashboards_answer_as_from_every_poll(
+    recordings: tuple[Recording, Recording],
+) -> None:
+    thinned, full = recordings
+    # Report by exception stored far fewer values (the run polls every second at 120x time).
+    counted = {
+        rec.database: sum(
+            int(v)
+            for m in MODBUS
+            for s in run(rec.url, rec.database, f'SELECT count(*) FROM "{m}"')
+            for v in s.values[0][1:]
+            if v is not None
+        )
+        for rec in recordings
+    }
+    assert counted[thinned.database] < 0.7 * counted[full.database], counted
+    assert same_answers(thinned, full) >= 30
+
+
+def same_answers(thinned: Recording, full: Recording) -> int:
+    """Hold every query on a Modbus measurement to the same answer from both; the number compared."""
+    compared = 0
+    for q in all_queries():
+        select = q.query.select
+        if not any(r.measurement in MODBUS for r in q.query.refs):
+            continue
+        start, end = q.start_ms(full), full.end_ms + 60_000
+        answers = [
+            {
+                (s.name, tuple(sorted(s.tags.items()))): s.values
+                for s in run(rec.url, rec.database, expand(q.query.query, start, end, interval="5s"))
+            }
+            for rec in (full, thinned)
+        ]
+        assert answers[0].keys() == answers[1].keys(), q.where
+        band = deadband(select)
+        # A sum over devices adds up one deadband per device.
+        if isinstance(select.source, Select) and "sum" in functions(select):
+            inner = run(full.url, full.database, expand(select.source.render(), start, end, interval="5s"))
+            band *= max(1, len(inner))
+        scales = [c.scale or 1.0 for c in select.columns]
+        # last() without time buckets answers with the time of the value found: the last one stored.
+        same_time = select.interval is not None or not (functions(select) & SELECTORS)
+        for key, rows in answers[0].items():
+            got = answers[1][key]
+            assert len(got) == len(rows), (q.where, key)
+            for want_row, got_row in zip(rows, got, strict=True):
+                if same_time:
+                    assert want_row[0] == got_row[0], (q.where, key, want_row, got_row)
+                for want, have, scale in zip(want_row[1:], got_row[1:], scales, strict=False):
+                    if isinstance(want, int | float) and not isinstance(want, bool):
+                        assert isinstance(have, int | float), (q.where, key, want_row, got_row)
+                        assert abs(want - have) <= band * scale + 1e-9, (q.where, key, want_row, got_row)
+                    else:
+                        assert want == have, (q.where, key, want_row, got_row)
+        compared += 1
+    return compared

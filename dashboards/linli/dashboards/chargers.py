@@ -63,7 +63,7 @@ def dashboard() -> db.Dashboard:
         trend("Port temperature", "celsius").thresholds(_limit("temperature")),
         (12, 9, 12, 8),
         Target(
-            _charger(("temperature", "max", "°C")).by_time().by("site", "device", "port"),
+            _charger(("temperature", "last", "°C")).held().by("site", "device", "port"),
             alias="$tag_site $tag_device port $tag_port",
         ),
     )
@@ -71,16 +71,14 @@ def dashboard() -> db.Dashboard:
         trend("Cabinet temperature", "celsius").thresholds(_limit("cabinet_temp")),
         (0, 17, 12, 8),
         Target(
-            _charger(("cabinet_temp", "max", "°C")).by_time().by("site", "device"),
+            _charger(("cabinet_temp", "last", "°C")).held().by("site", "device"),
             alias="$tag_site $tag_device",
         ),
     )
     voltage = place(
         trend("Mains voltage", "volt"),
         (12, 17, 12, 8),
-        Target(
-            _charger(("voltage", "mean", "V")).by_time().by("site", "device"), alias="$tag_site $tag_device"
-        ),
+        Target(_charger(("voltage", "last", "V")).held().by("site", "device"), alias="$tag_site $tag_device"),
     )
     ports_now = place(
         latest_table("Ports now")

@@ -46,8 +46,8 @@ def dashboard() -> db.Dashboard:
         (0, 0, 12, 9),
         Target(
             _in("fire_pressure")
-            .select("pressure", "min", alias="MPa")
-            .by_time()
+            .select("pressure", "last", alias="MPa")
+            .held()
             .by("site", "device", "system"),
             alias="$tag_site $tag_device",
         ),
@@ -56,7 +56,7 @@ def dashboard() -> db.Dashboard:
         trend("Elevated tank level", "lengthm").thresholds(theme.limit(low)).decimals(2),
         (12, 0, 12, 9),
         Target(
-            _in("fire_level").select("level", "min", alias="m").by_time().by("site", "device"),
+            _in("fire_level").select("level", "last", alias="m").held().by("site", "device"),
             alias="$tag_site $tag_device",
         ),
     )
@@ -103,11 +103,11 @@ def dashboard() -> db.Dashboard:
         ),
         (14, 15, 10, 10),
         Target(
-            _in("fire_pressure").select("loop_current", "min", alias="mA").by_time().by("site", "device"),
+            _in("fire_pressure").select("loop_current", "last", alias="mA").held().by("site", "device"),
             alias="$tag_site $tag_device",
         ),
         Target(
-            _in("fire_level").select("loop_current", "min", alias="mA").by_time().by("site", "device"),
+            _in("fire_level").select("loop_current", "last", alias="mA").held().by("site", "device"),
             alias="$tag_site $tag_device",
         ),
     )

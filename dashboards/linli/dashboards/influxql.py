@@ -85,6 +85,10 @@ class Select:
     @classmethod
     def over(cls, inner: Select) -> Self:
         """A statement over a subquery's rows; the subquery bounds the time."""
+        if inner.interval is not None and inner.fill_value != "null":
+            # InfluxDB leaves the filled rows of a subquery unmerged under an outer GROUP BY
+            # time: sums come out once per inner series (influxdata/influxdb#16960).
+            raise ValueError(f"a subquery filled with fill({inner.fill_value}) gives wrong outer sums")
         return cls(inner, time_condition="")
 
     def select(
@@ -140,6 +144,11 @@ class Select:
     def by_time(self, interval: str = "$__interval", fill: str = "null") -> Self:
         """GROUP BY time(interval) fill(...)."""
         return replace(self, interval=interval, fill_value=fill)
+
+    def held(self, interval: str = "$__interval") -> Self:
+        """GROUP BY time(interval) fill(previous), for `last()` of a value reported by exception:
+        stored only when it moves, it holds its value over the windows with nothing new."""
+        return self.by_time(interval, fill="previous")
 
     def in_zone(self, zone: str) -> Self:
         """tz(): day and hour buckets start at local midnight and on the local hour."""

@@ -13,6 +13,11 @@ timetable whose trips leave ten minutes before the trouble starts, whatever the 
 the waste service follows them into the store (trips, bin-room visits, a blocked gate);
 at the end the tonnage and the service's figures are rolled up, as `linli waste stats
 --write` does.
+
+Modbus points are stored by exception, as the agent stores them in operation. Given
+`every_poll`, the agent stores every poll there instead, and the recording's database is
+made from it by the agent's own deadband filter (`thin`): the dashboards' queries can then
+be held against both.
 """
 
 from __future__ import annotations
@@ -34,15 +39,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from linli.catalog.lineprotocol import format_fields, series_key
+from linli.catalog.profile import builtin_profiles
+from linli.catalog.registers import Value
 from linli.cloud.waste.bookings import BookingRequest
 from linli.cloud.waste.config import TruckBroker, WasteConfig
 from linli.cloud.waste.gtfs import gtfs_seconds, load_feed
 from linli.cloud.waste.outbox import VisitStore
 from linli.cloud.waste.rollups import ZONE
 from linli.cloud.waste.service import WasteService
-from linli.cloud.waste.store import write_rollups
+from linli.cloud.waste.store import write_lines, write_rollups
+from linli.dashboards.influxql import ident
+from linli.dashboards.influxv1 import run as run_query
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
+from linli.edge.deadband import Reporter, deadbands
 from linli.localservers import free_port, free_port_range
 from linli.sim.edgeconfig import district_edge_config
 from linli.sim.scenario import builtin_scenario_path, expand, load_scenario
@@ -87,10 +98,13 @@ async def record(
     faults: tuple[str, ...] = FAULTS,
     poll_s: float = 1.0,
     timetable: Path = Path("deploy/gtfs/hongqiao"),
+    every_poll: str | None = None,
 ) -> Recording:
-    """Run the district for `simulated_s` of simulated time, everything stored; the database must exist.
+    """Run the district for `simulated_s` of simulated time into `database`, which must exist.
 
     Modbus devices listen on consecutive ports from `modbus_port` (free ones when not given).
+    With `every_poll` (another existing database), every poll is stored there and `database`
+    is thinned from it.
     """
     scenario = load_scenario(builtin_scenario_path())
     if modbus_port is None:
@@ -98,7 +112,7 @@ async def record(
         modbus_port = free_port_range(ports)
     text = district_edge_config(
         scenario,
-        writer={"kind": "influxdb1", "url": url, "database": database, "flush_interval": 0.5},
+        writer={"kind": "influxdb1", "url": url, "database": every_poll or database, "flush_interval": 0.5},
         modbus_port=modbus_port,
         mqtt_port=mqtt_port,
         agent="recording-edge",
@@ -106,6 +120,7 @@ async def record(
         # Time runs fast: Modbus devices are polled every `poll_s` real seconds so that a short
         # episode (a port overheating until it is stopped) falls between no two polls.
         poll_s=poll_s,
+        every_poll=every_poll is not None,
     )
     # The agent's durable buffer lives with the rest of the run.
     text += f"\n[buffer]\npath = {json.dumps(str(workdir / 'edge.buffer.sqlite'))}\n"
@@ -170,10 +185,67 @@ async def record(
         await waste_task
     # As `linli waste rollup` does in operation: the periods the recording touches, whole.
     since = datetime.fromtimestamp(start_s, ZoneInfo(ZONE))
+    if every_poll is not None:
+        await asyncio.to_thread(thin, url, every_poll, database)
     await asyncio.to_thread(
         write_rollups, url, database, since, datetime.now(ZoneInfo(ZONE)) + timedelta(days=1)
     )
     return Recording(url, database, int(start_s * 1000), int(time.time() * 1000))
+
+
+def thin(url: str, source: str, target: str) -> dict[str, tuple[int, int]]:
+    """Copy `source` into `target`, Modbus points stored by exception with each device's deadbands
+    (as the agent would have stored them); everything else as it is.
+
+    Returns (values before, values after) by Modbus measurement.
+    """
+    modbus = {p.measurement: p for p in builtin_profiles().values() if p.modbus is not None}
+    counts: dict[str, tuple[int, int]] = {}
+    for (measurement,) in (row for s in run_query(url, source, "SHOW MEASUREMENTS") for row in s.values):
+        name = str(measurement)
+        profile = modbus.get(name)
+        if profile is None:
+            quoted = ident(name)
+            run_query(url, source, f"SELECT * INTO {ident(target)}..{quoted} FROM {quoted} GROUP BY *")  # noqa: S608 (names quoted)
+            continue
+        types = {
+            str(key): str(kind)
+            for s in run_query(url, source, f'SHOW FIELD KEYS FROM "{name}"')
+            for key, kind in s.values
+        }
+        channel_tag = profile.group_tag
+        lines: list[str] = []
+        before = after = 0
+        for series in run_query(url, source, f"SELECT * FROM {ident(name)} GROUP BY *"):  # noqa: S608 (quoted)
+            tags = {k: v for k, v in series.tags.items() if v}  # GROUP BY * gives absent tags as ""
+            reporter = Reporter(deadbands(profile, tags))
+            key = series_key(name, tags)
+            channel = int(tags[channel_tag]) if channel_tag and channel_tag in tags else None
+            for row in series.values:
+                time_ms = int(str(row[0]))
+                fields = {
+                    col: _typed(value, types[col])
+                    for col, value in zip(series.columns[1:], row[1:], strict=True)
+                    if value is not None
+                }
+                before += len(fields)
+                kept = reporter.keep(channel, fields, time_ms)
+                after += len(kept)
+                if kept:
+                    lines.append(f"{key} {format_fields(kept)} {time_ms}")
+        for start in range(0, len(lines), 5000):
+            write_lines(url, target, lines[start : start + 5000])
+        counts[name] = (before, after)
+    return counts
+
+
+def _typed(value: object, kind: str) -> Value:
+    """A value read back as JSON, as the type its field has in the store."""
+    if kind == "boolean":
+        return bool(value)
+    if kind == "integer":
+        return int(str(value))
+    return float(str(value))
 
 
 async def _renovation_day(waste: WasteService) -> None:

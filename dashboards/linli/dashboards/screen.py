@@ -230,6 +230,9 @@ def _chargers(y: int) -> list[object]:
         ports_in_state(0, "idle"),
         ports_in_state(3, "faulted"),
     )
+    # The sum needs every station's value in every window, and InfluxQL cannot fill a
+    # subquery's empty windows for an outer GROUP BY time (influxdata/influxdb#16960), so
+    # the profile stores a station's total power at every poll (it has no deadband).
     inner = Select("charger").select("total_power", "mean", alias="w").by_time().by("site", "device")
     power = Select.over(inner).select("w", "sum", alias="kW", scale=0.001).by_time().during("$timeFilter")
     draw = place(

@@ -28,10 +28,12 @@ def district_edge_config(
     agent: str = "",
     health_interval: float = 5.0,
     poll_s: float | None = None,
+    every_poll: bool = False,
 ) -> str:
     """The agent's TOML for the whole district; one agent, every site.
 
-    `poll_s` polls every Modbus device that often instead of at its group's interval.
+    `poll_s` polls every Modbus device that often instead of at its group's interval;
+    `every_poll` stores every poll (no report by exception).
     """
     name = agent or f"{scenario.name}-edge"
     lines = [
@@ -69,6 +71,8 @@ def district_edge_config(
             if interval is not None:
                 timeout = min(0.5, interval)
                 lines += [f"interval = {interval!r}", f"timeout = {timeout!r}"]
+            if every_poll:
+                lines.append("report_by_exception = false")
         elif group.interval is not None:
             lines.append(f"heartbeat = {group.interval!r}")
         if group.tags:

@@ -5,18 +5,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from linli.catalog.derive import raw_for
-from linli.catalog.profile import Profile, RegisterType
+from linli.catalog.profile import ModbusPoint, Profile, RegisterType
 from linli.catalog.registers import Value, encode, encode_bits
 
 # (channel or None, field) -> value
 Values = Mapping[tuple[int | None, str], Value]
+# A device's points by (profile, count): an image is built at every change of a device's values.
+_POINTS: dict[tuple[int, int | None], tuple[Profile, list[tuple[int | None, ModbusPoint]]]] = {}
+
+
+def _points(profile: Profile, count: int | None) -> list[tuple[int | None, ModbusPoint]]:
+    cached = _POINTS.get((id(profile), count))
+    if cached is None or cached[0] is not profile:
+        cached = _POINTS[(id(profile), count)] = (profile, profile.modbus_points(count))
+    return cached[1]
 
 
 def table_sizes(profile: Profile, count: int | None = None) -> dict[RegisterType, int]:
     """How many addresses each table needs to hold every point and command."""
     sizes = dict.fromkeys(RegisterType, 1)
     assert profile.modbus is not None
-    for _, point in profile.modbus_points(count):
+    for _, point in _points(profile, count):
         end = point.address + point.type.registers
         sizes[point.table] = max(sizes[point.table], end)
     group = profile.modbus.group
@@ -37,7 +46,7 @@ def build_image(profile: Profile, values: Values, count: int | None = None) -> d
     image = {table: [0] * size for table, size in sizes.items()}
     bit_words: dict[tuple[RegisterType, int], dict[int, bool]] = {}
     device_row = {field: v for (channel, field), v in values.items() if channel is None}
-    for channel, point in profile.modbus_points(count):
+    for channel, point in _points(profile, count):
         value = values.get((channel, point.field))
         if value is None:
             continue
