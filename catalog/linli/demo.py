@@ -46,8 +46,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     demo.set_defaults(func=_demo)
 
 
-def write_config(path: Path, *, store_url: str, first_port: int, stations: int, interval: float) -> None:
-    """The agent config the demo runs, kept beside the data for people to read and reuse."""
+def write_config(
+    path: Path, *, store_url: str, first_port: int, stations: int, interval: float, every_poll: bool = False
+) -> None:
+    """The agent config the demo runs, kept beside the data for people to read and reuse.
+
+    `every_poll` stores every point at every poll rather than by exception."""
     devices = "".join(
         f"""
 [[sites.devices]]
@@ -57,7 +61,7 @@ host = "127.0.0.1"
 port = {first_port + i - 1}
 interval = {interval}
 timeout = {min(0.5, interval)}
-"""
+{"report_by_exception = false" if every_poll else ""}"""
         for i in range(1, stations + 1)
     )
     path.write_text(

@@ -28,13 +28,9 @@ class Deadband:
     every_ms: int
     limits: tuple[Threshold, ...] = ()
 
-    def moved(self, last: Value, value: Value) -> bool:
-        """True when `value` must be stored after `last`."""
-        if self.width == 0 or isinstance(value, bool) or isinstance(last, bool):
-            changed = value != last
-        else:
-            changed = abs(value - last) > self.width
-        return changed or any(t.breached(value) != t.breached(last) for t in self.limits)
+    def crossed(self, last: Value, value: Value) -> bool:
+        """True when `last` and `value` lie on different sides of an alarm limit."""
+        return any(t.breached(value) != t.breached(last) for t in self.limits)
 
 
 class Reporter:
@@ -42,28 +38,35 @@ class Reporter:
 
     def __init__(self, bands: Mapping[str, Deadband]) -> None:
         self.bands = dict(bands)
-        # (channel, field) -> the value last stored and when (ms).
-        self._stored: dict[tuple[int | None, str], tuple[Value, int]] = {}
+        # channel -> field -> the value last stored and when (ms).
+        self._stored: dict[int | None, dict[str, tuple[Value, int]]] = {}
         self.suppressed = 0  # values not stored, for the agent's metrics
 
     def keep(self, channel: int | None, fields: Mapping[str, Value], time_ms: int) -> dict[str, Value]:
         """The fields of this reading to store; empty when nothing needs storing."""
-        if not self.bands:
+        bands = self.bands
+        if not bands:
             return dict(fields)
+        stored = self._stored.get(channel)
+        if stored is None:
+            stored = self._stored[channel] = {}
         out: dict[str, Value] = {}
+        # This runs for every value of every poll: no method calls on the common path.
         for name, value in fields.items():
-            band = self.bands.get(name)
+            band = bands.get(name)
             if band is not None:
-                last = self._stored.get((channel, name))
+                last = stored.get(name)
                 # A clock set back must not hold a value back until it catches up again.
-                if (
-                    last is not None
-                    and 0 <= time_ms - last[1] < band.every_ms
-                    and not band.moved(last[0], value)
-                ):
-                    self.suppressed += 1
-                    continue
-                self._stored[(channel, name)] = (value, time_ms)
+                if last is not None and 0 <= time_ms - last[1] < band.every_ms:
+                    before = last[0]
+                    if band.width == 0 or type(value) is bool or type(before) is bool:
+                        changed = value != before
+                    else:
+                        changed = abs(value - before) > band.width
+                    if not changed and not (band.limits and band.crossed(before, value)):
+                        self.suppressed += 1
+                        continue
+                stored[name] = (value, time_ms)
             out[name] = value
         return out
 
