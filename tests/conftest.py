@@ -12,12 +12,14 @@ from linli.localservers import (
     LocalServer,
     ServerMissingError,
     free_port,
+    postgresql_url,
     start_influxdb1,
     start_mosquitto,
+    start_postgresql,
     start_victoria_metrics,
 )
 from peers import Inbox, Receiver
-from support import shipped_queue_settings
+from support import create_database, shipped_queue_settings, unique
 
 
 def _start(starter: object, tmp: pytest.TempPathFactory, name: str) -> LocalServer:
@@ -60,6 +62,24 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]
     )
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgresql(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    server = _start(start_postgresql, tmp_path_factory, "postgresql")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A central service's state, fresh: an SQLite file, or a new database on the test PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "state.sqlite")
+    server: LocalServer = request.getfixturevalue("postgresql")
+    name = unique("state").replace("-", "_")
+    create_database(postgresql_url(server), name)
+    return postgresql_url(server, name).replace("+psycopg", "")  # as a config file names it
 
 
 @pytest.fixture

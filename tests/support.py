@@ -198,3 +198,15 @@ def expected_fields(
         decoder = compile_decoder(point, profile.modbus.byte_order, profile.modbus.word_order)
         out.setdefault(channel, {})[point.field] = decoder(image[point.table], point.address)
     return out
+
+
+def create_database(url: str, name: str) -> None:
+    """CREATE DATABASE on a PostgreSQL server (`url` names any database there)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()

@@ -31,12 +31,12 @@ from test_interlocks import config as edge_config
 TOKEN = "api-s3cret"  # noqa: S105 (the test's own)
 
 
-def notifier_config(tmp: Path, broker: int, smtp: int, hooks: str, group: str) -> NotifierConfig:
+def notifier_config(state: str, broker: int, smtp: int, hooks: str, group: str) -> NotifierConfig:
     return NotifierConfig.model_validate(
         {
             "broker": {"port": broker, "group": group},
             "smtp": {"port": smtp, "sender": "linli@district.example"},
-            "state": str(tmp / f"{unique('notifier')}.sqlite"),
+            "state": state,
             "api_port": free_port(),
             "group_wait_s": 0.2,
             "subscriptions": [
@@ -55,12 +55,12 @@ def notifier_config(tmp: Path, broker: int, smtp: int, hooks: str, group: str) -
 
 
 def test_an_overheating_charger_reaches_every_channel_then_its_resolution(
-    mosquitto: LocalServer, victoria: LocalServer, peers: tuple[Receiver, Inbox, int], tmp_path: Path
+    mosquitto: LocalServer, victoria: LocalServer, peers: tuple[Receiver, Inbox, int], state: str
 ) -> None:
     receiver, inbox, smtp = peers
     charger = free_port()
     sim = start_sim("charger", "--port", str(charger), "--time-scale", "100", "--fault", "1:overheat")
-    config = notifier_config(tmp_path, mosquitto.port, smtp, receiver.url, unique("group"))
+    config = notifier_config(state, mosquitto.port, smtp, receiver.url, unique("group"))
     service = Service(config, TOKEN)
     edge = Agent(
         edge_config(store=victoria.url, broker=mosquitto.port, charger=charger, agent=unique("edge"))
@@ -171,10 +171,10 @@ def event(device: str, state: str = "firing") -> str:
 
 
 def test_the_api_lists_acknowledges_and_manages_subscriptions_with_a_token(
-    mosquitto: LocalServer, peers: tuple[Receiver, Inbox, int], tmp_path: Path
+    mosquitto: LocalServer, peers: tuple[Receiver, Inbox, int], state: str
 ) -> None:
     receiver, _, smtp = peers
-    config = notifier_config(tmp_path, mosquitto.port, smtp, receiver.url, unique("group"))
+    config = notifier_config(state, mosquitto.port, smtp, receiver.url, unique("group"))
     service = Service(config, TOKEN)
     base = f"http://127.0.0.1:{config.api_port}"
     auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -263,12 +263,12 @@ def test_the_api_lists_acknowledges_and_manages_subscriptions_with_a_token(
 
 
 def test_two_notifiers_in_one_group_share_the_events_and_tell_each_step_once(
-    mosquitto: LocalServer, peers: tuple[Receiver, Inbox, int], tmp_path: Path
+    mosquitto: LocalServer, peers: tuple[Receiver, Inbox, int], state: str
 ) -> None:
     receiver, _, smtp = peers
     group = unique("group")
-    first = notifier_config(tmp_path, mosquitto.port, smtp, receiver.url, group)
-    # The same state file: a firing event and its resolution may reach different notifiers.
+    first = notifier_config(state, mosquitto.port, smtp, receiver.url, group)
+    # The same state: a firing event and its resolution may reach different notifiers.
     second = first.model_copy(update={"api_port": free_port()})
     services = [Service(first, TOKEN), Service(second, TOKEN)]
     devices = [f"station-{i}" for i in range(20)]
@@ -280,12 +280,12 @@ def test_two_notifiers_in_one_group_share_the_events_and_tell_each_step_once(
         for s in services:
             await asyncio.wait_for(s.started.wait(), 10)
         try:
-            for state in ("firing", "resolved"):
+            for step in ("firing", "resolved"):
                 for device in devices:
                     topic = f"linli/alerts/edge-x/gubei-1/{device}"
-                    await asyncio.to_thread(publish, mosquitto.port, topic, event(device, state))
-                await wait_until(lambda: len(receiver.at("/hook")) >= len(devices), 20, f"every {state} step")
-                if state == "firing":
+                    await asyncio.to_thread(publish, mosquitto.port, topic, event(device, step))
+                await wait_until(lambda: len(receiver.at("/hook")) >= len(devices), 20, f"every {step} step")
+                if step == "firing":
                     fired.extend(b["alert"]["device"] for b in receiver.at("/hook"))
                     receiver.posts.clear()
         finally:
@@ -308,7 +308,7 @@ def test_the_local_example_config_notifies_on_the_local_broker(
     example = Path(__file__).resolve().parents[1] / "deploy" / "notifier.local.toml"
     config = load_notifier_config(example)
     assert (config.broker.host, config.broker.port) == ("127.0.0.1", 1883)
-    assert config.state == example.parent / "notifier.sqlite"
+    assert config.state == str(example.parent / "notifier.sqlite")
     config = config.model_copy(
         update={
             "broker": config.broker.model_copy(update={"port": mosquitto.port, "group": unique("group")}),

@@ -13,7 +13,6 @@ import hmac
 import urllib.parse
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -84,8 +83,8 @@ class Recorder:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "n.sqlite")
+def store(state: str) -> Iterator[Store]:
+    s = Store(state)
     yield s
     s.close()
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from linli.catalog.alerts import AlertMessage
 from linli.cloud.config import NotifierConfig
+from linli.cloud.db import open_state
 from linli.cloud.service import Service
 from linli.localservers import LocalServer
 from peers import Inbox, Receiver
@@ -60,10 +60,10 @@ async def _run(service: Service, body: Any) -> Any:
 
 
 def test_hostile_alert_events_are_refused_counted_and_a_restart_still_delivers(
-    mosquitto: LocalServer, peers: tuple[Receiver, Inbox, int], tmp_path: Path
+    mosquitto: LocalServer, peers: tuple[Receiver, Inbox, int], state: str
 ) -> None:
     receiver, _, smtp = peers
-    config = notifier_config(tmp_path, mosquitto.port, smtp, receiver.url, unique("group"))
+    config = notifier_config(state, mosquitto.port, smtp, receiver.url, unique("group"))
     base = f"http://127.0.0.1:{config.api_port}"
     first = Service(config, TOKEN)
 
@@ -98,17 +98,20 @@ def test_hostile_alert_events_are_refused_counted_and_a_restart_still_delivers(
 
 
 def test_a_stored_row_that_no_longer_reads_back_is_quarantined_never_fatal(
-    mosquitto: LocalServer, peers: tuple[Receiver, Inbox, int], tmp_path: Path
+    mosquitto: LocalServer, peers: tuple[Receiver, Inbox, int], state: str
 ) -> None:
     receiver, _, smtp = peers
-    config = notifier_config(tmp_path, mosquitto.port, smtp, receiver.url, unique("group"))
+    config = notifier_config(state, mosquitto.port, smtp, receiver.url, unique("group"))
     Service(config, TOKEN).store.close()  # the state file, as a running notifier made it
     # What an older notifier stored from a NaN event, a hand-edited row, a broken subscription.
     nan_body = json.loads(event("station-1")) | {"value": None, "threshold": None}
-    with sqlite3.connect(config.state) as db:
-        db.execute("INSERT INTO alert VALUES ('00000000000000aa', ?, 0, NULL, NULL)", (json.dumps(nan_body),))
-        db.execute("INSERT INTO alert VALUES ('00000000000000bb', '{truncated', 0, NULL, NULL)")
-        db.execute('INSERT INTO subscription VALUES (\'broken\', \'{"id": "broken", "channels": []}\')')
+    engine = open_state(config.state)
+    with engine.begin() as db:
+        add = text("INSERT INTO alert (fingerprint, body, first_s) VALUES (:fp, :body, 0)")
+        db.execute(add, {"fp": "00000000000000aa", "body": json.dumps(nan_body)})
+        db.execute(add, {"fp": "00000000000000bb", "body": "{truncated"})
+        db.execute(text("""INSERT INTO subscription VALUES ('broken', '{"id": "broken", "channels": []}')"""))
+    engine.dispose()
     service = Service(config, TOKEN)
     base = f"http://127.0.0.1:{config.api_port}"
 
@@ -144,8 +147,8 @@ def raw_request(port: int, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
 
 
 @pytest.fixture
-def api_config(mosquitto: LocalServer, tmp_path: Path) -> NotifierConfig:
-    return notifier_config(tmp_path, mosquitto.port, 25, "http://127.0.0.1:9", unique("group"))
+def api_config(mosquitto: LocalServer, state: str) -> NotifierConfig:
+    return notifier_config(state, mosquitto.port, 25, "http://127.0.0.1:9", unique("group"))
 
 
 def test_the_api_checks_the_token_before_the_body_and_bounds_every_body(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,9 +29,9 @@ EXAMPLES = 100
 
 
 @pytest.fixture
-def base_url(tmp_path: Path) -> Iterator[str]:
+def base_url(state: str) -> Iterator[str]:
     """The notifier's API served by uvicorn on a free port, as `linli cloud run` serves it."""
-    config = NotifierConfig.model_validate({"state": str(tmp_path / "state.sqlite")})
+    config = NotifierConfig.model_validate({"state": state})
     notifier = Notifier(config, Store(config.state), Sender(SmtpConfig()), time.time)
     with serving(app(notifier, TOKEN, TokenBook(config.state))) as base:
         yield base

@@ -10,10 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
 from linli.cloud.api import app
 from linli.cloud.channels import Sender
 from linli.cloud.config import SmtpConfig, load_notifier_config
+from linli.cloud.db import open_state
 from linli.cloud.notifier import Notifier
 from linli.cloud.store import Store
 from linli.cloud.tokens import TokenBook
@@ -32,9 +34,9 @@ def create(config: Path, scope: str, name: str) -> str:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, Path, Notifier]]:
+def served(tmp_path: Path, state: str) -> Iterator[tuple[str, Path, Notifier]]:
     config_path = tmp_path / "notifier.toml"
-    config_path.write_text(f'state = "{tmp_path / "state.sqlite"}"\n')
+    config_path.write_text(f'state = "{state}"\n')
     config = load_notifier_config(config_path)
     notifier = Notifier(config, Store(config.state), Sender(SmtpConfig()), time.time)
     with serving(app(notifier, LEGACY, TokenBook(config.state))) as base:
@@ -110,8 +112,16 @@ def test_a_revoked_token_is_refused_at_once_and_the_audit_log_says_who_did_what(
         ("duty officer", "ack", False), ("ops", "admin", True),
     }  # fmt: skip
     assert all(admin not in str(t) and duty not in str(t) for t in listed)  # never the secret
-    stored = (Path(load_notifier_config(config).state)).read_bytes()
-    assert admin.encode() not in stored  # only its hash
+    engine = open_state(load_notifier_config(config).state)
+    with engine.begin() as db:
+        stored = [
+            tuple(row)
+            for table in ("api_token", "audit")
+            for row in db.execute(text(f"SELECT * FROM {table}"))
+        ]
+    engine.dispose()
+    assert stored
+    assert not any(admin in str(row) or admin.encode() in row for row in stored)  # only its hash
 
 
 def test_the_cli_refuses_clearly(served: tuple[str, Path, Notifier]) -> None:

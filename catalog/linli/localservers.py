@@ -10,6 +10,7 @@ import contextlib
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -96,6 +97,8 @@ class LocalServer:
     port: int
     datadir: Path
     log_path: Path
+    # PostgreSQL takes SIGTERM as "when every client has gone"; SIGINT is its fast shutdown.
+    stop_signal: int = signal.SIGTERM
 
     @property
     def url(self) -> str:
@@ -107,9 +110,9 @@ class LocalServer:
         return ""
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL if it does not exit in time."""
+        """`stop_signal`, then SIGKILL if it does not exit in time."""
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.send_signal(self.stop_signal)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -249,3 +252,72 @@ def start_mosquitto(
     server = _spawn("mosquitto", [binary, "-c", str(config)], datadir, port)
     _wait_ready(server, None)
     return server
+
+
+def _postgresql_bin(name: str) -> str:
+    """A PostgreSQL program from Debian's versioned folder (not on PATH), the newest version."""
+    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: int(p.parts[-3]))
+    if not found:
+        raise ServerMissingError(
+            f"PostgreSQL's '{name}' is not installed; install it with: "
+            "apt-get update && apt-get install -y postgresql"
+        )
+    return str(found[-1])
+
+
+def start_postgresql(datadir: Path, port: int | None = None, *, init: bool = True) -> LocalServer:
+    """PostgreSQL on 127.0.0.1 trusting the user `linli` (tests run on loopback); restart it on
+    the same datadir and port with `init=False`. `postgresql_url(server)` is how to reach it.
+
+    PostgreSQL refuses to run as root: as root the cluster belongs to the `postgres` user.
+    """
+    initdb, postgres = _postgresql_bin("initdb"), _postgresql_bin("postgres")
+    port = port or free_port()
+    cluster = datadir / "cluster"
+    user = "postgres" if os.geteuid() == 0 else None
+    if init:
+        datadir.mkdir(parents=True, exist_ok=True)
+        cluster.mkdir()
+        if user is not None:
+            # The user must reach the cluster through every folder above it.
+            for folder in (datadir, *datadir.parents):
+                if folder == Path("/"):
+                    break
+                folder.chmod(folder.stat().st_mode | 0o011)
+            shutil.chown(datadir, user)
+            shutil.chown(cluster, user)
+        subprocess.run(
+            [initdb, "-D", str(cluster), "-U", "linli", "--auth=trust", "-E", "UTF8", "--no-sync"],
+            check=True,
+            capture_output=True,
+            user=user,
+        )
+    log_path = datadir / "postgresql.log"
+    with log_path.open("ab") as log:
+        if user is not None:
+            shutil.chown(log_path, user)
+        proc = subprocess.Popen(
+            [
+                postgres, "-D", str(cluster), "-p", str(port), "-h", "127.0.0.1", "-k", str(datadir),
+                # A test server: the OS keeps what a crash of the server itself would lose.
+                "-c", "fsync=off", "-c", "max_connections=200",
+            ],
+            stdout=log, stderr=subprocess.STDOUT, cwd=datadir, start_new_session=True, user=user,
+        )  # fmt: skip
+    server = LocalServer("postgresql", proc, port, datadir, log_path, signal.SIGINT)
+    ready = _postgresql_bin("pg_isready")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerStartError(f"postgresql exited with {proc.returncode}:\n{server.log_tail()}")
+        probe = subprocess.run([ready, "-q", "-h", "127.0.0.1", "-p", str(port)], check=False)
+        if probe.returncode == 0:
+            return server
+        time.sleep(0.1)
+    server.stop()
+    raise ServerStartError(f"postgresql did not answer within 30s:\n{server.log_tail()}")
+
+
+def postgresql_url(server: LocalServer, database: str = "postgres") -> str:
+    """The SQLAlchemy URL of a database on a server from `start_postgresql`."""
+    return f"postgresql+psycopg://linli@127.0.0.1:{server.port}/{database}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -87,11 +86,15 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from linli.cloud.db import describe
+
     setup_logging(args.log_level)
     try:
         service = Service(config, token)
-    except (OSError, sqlite3.Error) as exc:
-        print(f"linli cloud run: state file {config.state}: {exc}", file=sys.stderr)
+    except (OSError, SQLAlchemyError) as exc:
+        print(f"linli cloud run: state {describe(config.state)}: {exc}", file=sys.stderr)
         return 1
     return run_until_signal(service.run)
 
@@ -99,18 +102,21 @@ def _run(args: argparse.Namespace) -> int:
 def _book(config: NotifierConfig) -> TokenBook:
     from linli.cloud.tokens import TokenBook
 
-    config.state.parent.mkdir(parents=True, exist_ok=True)
     return TokenBook(config.state)
 
 
 def _token(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from linli.cloud.db import describe
+
     config = _config(args.config)
     if config is None:
         return 2
     try:
         book = _book(config)
-    except (OSError, sqlite3.Error) as exc:
-        print(f"linli cloud token: state file {config.state}: {exc}", file=sys.stderr)
+    except (OSError, SQLAlchemyError) as exc:
+        print(f"linli cloud token: state {describe(config.state)}: {exc}", file=sys.stderr)
         return 1
     return {"create": _create, "revoke": _revoke, "list": _list}[args.action](args, book)
 

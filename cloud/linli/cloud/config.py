@@ -129,7 +129,9 @@ class NotifierConfig(Strict):
 
     broker: BrokerConfig = BrokerConfig()
     smtp: SmtpConfig = SmtpConfig()
-    state: Path = Path("linli-notifier.sqlite")
+    # An SQLite file (from the config's folder), or postgresql://user@host:port/database to
+    # share the state between notifiers on several hosts (the password from $PGPASSWORD).
+    state: str = "linli-notifier.sqlite"
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8080
     token_env: str = "LINLI_CLOUD_TOKEN"  # noqa: S105 (a variable name)
@@ -154,8 +156,8 @@ class NotifierConfig(Strict):
 def load_notifier_config(path: Path) -> NotifierConfig:
     """Read and validate the file; ConfigError names each bad key."""
     config = load_toml_model(path, NotifierConfig)
-    if not config.state.is_absolute():
-        config = config.model_copy(update={"state": path.parent / config.state})
+    if "://" not in config.state and not Path(config.state).is_absolute():  # a file, not a URL
+        config = config.model_copy(update={"state": str(path.parent / config.state)})
     if config.broker.tls is not None:
         broker = config.broker.model_copy(update={"tls": anchored(config.broker.tls, path.parent)})
         config = config.model_copy(update={"broker": broker})

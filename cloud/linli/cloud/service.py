@@ -13,6 +13,7 @@ import uvicorn
 from linli.cloud.api import app
 from linli.cloud.channels import Sender
 from linli.cloud.config import NotifierConfig
+from linli.cloud.db import open_state
 from linli.cloud.mqtt import AlertFeed
 from linli.cloud.notifier import Notifier
 from linli.cloud.store import Store
@@ -28,8 +29,9 @@ class Service:
 
     def __init__(self, config: NotifierConfig, token: str) -> None:
         self.config = config
-        self.store = Store(config.state)
-        self.tokens = TokenBook(config.state)
+        engine = open_state(config.state)
+        self.store = Store(engine)
+        self.tokens = TokenBook(engine)
         self.store.seed(config.subscriptions)
         self.sender = Sender(config.smtp)
         self.notifier = Notifier(config, self.store, self.sender, time.time)

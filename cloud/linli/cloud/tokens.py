@@ -5,7 +5,8 @@ hash (the secret is 32 random bytes, so a slow hash buys nothing). Scopes nest: 
 screen, dashboards), `ack` (duty officers: read and acknowledge), `admin` (everything,
 subscriptions and the audit log included). A revoked token is refused at its next request.
 
-Both live in the notifier's SQLite file, so `linli cloud token` works beside a running notifier.
+Both live in the notifier's state (`linli.cloud.db`), so `linli cloud token` works beside a
+running notifier.
 """
 
 from __future__ import annotations
@@ -13,23 +14,15 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_token (
-    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, scope TEXT NOT NULL, hash BLOB NOT NULL,
-    created_ms INTEGER NOT NULL, revoked_ms INTEGER
-);
-CREATE TABLE IF NOT EXISTS audit (
-    at_ms INTEGER NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-"""
+from sqlalchemy import Engine, text
+
+from linli.cloud.db import open_state
+
 TOKEN = re.compile(r"^linli_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
 # The one token from the environment ($LINLI_CLOUD_TOKEN), as the audit log names it.
@@ -70,14 +63,10 @@ class TokenError(ValueError):
 
 
 class TokenBook:
-    """The tokens and the audit log in one SQLite file."""
+    """The tokens and the audit log, in the notifier's state."""
 
-    def __init__(self, path: Path | str) -> None:
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(SCHEMA)
+    def __init__(self, state: Path | str | Engine) -> None:
+        self._engine = open_state(state)
 
     def create(self, name: str, scope: Scope) -> str:
         """A new token, returned once: only its hash is kept."""
@@ -85,63 +74,74 @@ class TokenBook:
             raise TokenError(f"token name {name!r}: letters, digits, space . _ @ -, at most 64")
         token_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
         token = f"linli_{token_id}_{secret}"
-        with self._lock:
-            try:
-                self._db.execute(
-                    "INSERT INTO api_token VALUES (?, ?, ?, ?, ?, NULL)",
-                    (token_id, name, str(scope), _hash(token), _now_ms()),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise TokenError(f"a token named {name!r} exists: revoke it or choose another name") from exc
+        row = {"id": token_id, "name": name, "scope": str(scope), "hash": _hash(token), "at": _now_ms()}
+        with self._engine.begin() as conn:
+            made = conn.execute(
+                text(
+                    "INSERT INTO api_token (id, name, scope, hash, created_ms) "
+                    "VALUES (:id, :name, :scope, :hash, :at) ON CONFLICT DO NOTHING"
+                ),
+                row,
+            ).rowcount
+        if made != 1:
+            raise TokenError(f"a token named {name!r} exists: revoke it or choose another name")
         return token
 
     def revoke(self, name: str) -> bool:
-        with self._lock:
-            cur = self._db.execute(
-                "UPDATE api_token SET revoked_ms = ? WHERE name = ? AND revoked_ms IS NULL", (_now_ms(), name)
-            )
-        return cur.rowcount == 1
+        with self._engine.begin() as conn:
+            done = conn.execute(
+                text("UPDATE api_token SET revoked_ms = :at WHERE name = :name AND revoked_ms IS NULL"),
+                {"at": _now_ms(), "name": name},
+            ).rowcount
+        return done == 1
 
     def tokens(self) -> list[dict[str, object]]:
         """Every token ever made, without its secret."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, name, scope, created_ms, revoked_ms FROM api_token ORDER BY created_ms"
-            ).fetchall()
-        keys = ("id", "name", "scope", "created_ms", "revoked_ms")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        with self._engine.begin() as conn:
+            rows = conn.execute(
+                text("SELECT id, name, scope, created_ms, revoked_ms FROM api_token ORDER BY created_ms")
+            ).all()
+        return [dict(row._mapping) for row in rows]
 
     def holder(self, token: bytes) -> Holder | None:
         """Whose token this is, or None (unknown, revoked, malformed)."""
         try:
-            text = token.decode("ascii")
+            text_ = token.decode("ascii")
         except UnicodeDecodeError:
             return None
-        m = TOKEN.match(text)
+        m = TOKEN.match(text_)
         if m is None:
             return None
-        with self._lock:
-            row = self._db.execute(
-                "SELECT name, scope, hash FROM api_token WHERE id = ? AND revoked_ms IS NULL", (m.group(1),)
-            ).fetchone()
-        if row is None or not secrets.compare_digest(row[2], _hash(text)):
+        with self._engine.begin() as conn:
+            row = conn.execute(
+                text("SELECT name, scope, hash FROM api_token WHERE id = :id AND revoked_ms IS NULL"),
+                {"id": m.group(1)},
+            ).first()
+        if row is None or not secrets.compare_digest(bytes(row[2]), _hash(text_)):
             return None
-        return Holder(row[0], Scope(row[1]))
+        return Holder(str(row[0]), Scope(row[1]))
 
     def audit(self, who: str, action: str, target: str, detail: str = "") -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO audit VALUES (?, ?, ?, ?, ?)", (_now_ms(), who, action, target, detail)
+        with self._engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO audit (at_ms, who, action, target, detail) "
+                    "VALUES (:at, :who, :action, :target, :detail)"
+                ),
+                {"at": _now_ms(), "who": who, "action": action, "target": target, "detail": detail},
             )
 
     def audit_log(self, limit: int = 1000) -> list[dict[str, object]]:
         """The newest entries first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT at_ms, who, action, target, detail FROM audit ORDER BY rowid DESC LIMIT ?", (limit,)
-            ).fetchall()
-        keys = ("at_ms", "who", "action", "target", "detail")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        with self._engine.begin() as conn:
+            rows = conn.execute(
+                text("SELECT at_ms, who, action, target, detail FROM audit ORDER BY id DESC LIMIT :n"),
+                {"n": limit},
+            ).mappings()
+            return [dict(row) for row in rows]
+
+    def close(self) -> None:
+        self._engine.dispose()
 
 
 def _hash(token: str) -> bytes:

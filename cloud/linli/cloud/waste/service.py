@@ -36,7 +36,6 @@ from linli.catalog.tls import apply_tls
 from linli.cloud.channels import Sender
 from linli.cloud.config import Channel
 from linli.cloud.delivery import Deliveries
-from linli.cloud.store import rows_of
 from linli.cloud.waste.bookings import BookingError, Bookings
 from linli.cloud.waste.config import WasteConfig
 from linli.cloud.waste.gtfs import Contact, Feed, load_feed, local_hhmm, runs_on, service_day, service_zero
@@ -658,3 +657,9 @@ class WasteService:
         client.on_message = on_message
         client.reconnect_delay_set(1, 60)
         return client
+
+
+def rows_of(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
+    """A query's rows as dicts by column name, for the API."""
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

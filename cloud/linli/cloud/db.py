@@ -1,0 +1,82 @@
+"""The central services' state: an SQLite file on one box, PostgreSQL for several hosts.
+
+One schema for both, made and upgraded by Alembic (the revisions in `migrations/`) when a
+service opens its state; services starting together on PostgreSQL take turns (an advisory
+lock). `state` is a file path, or a database URL: `postgresql://user@host:port/database`, the
+password in the URL or in `$PGPASSWORD`.
+
+Claims (who tells whom, who closes an alert) are single statements that only one caller can
+win: an insert that does nothing on conflict, an update or delete under a condition. On
+SQLite every transaction takes the write lock at its start (`BEGIN IMMEDIATE`), so that a
+read-then-write never deadlocks another process; PostgreSQL's row locks do the same there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, make_url, text
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+# Any fixed number: the advisory lock the migrations of every linli service take on PostgreSQL.
+MIGRATION_LOCK = 0x6C696E6C69
+
+
+def database_url(state: str | Path) -> str:
+    """The SQLAlchemy URL of a state: a file path is SQLite, a postgresql:// URL uses psycopg."""
+    text_ = str(state)
+    if "://" not in text_:
+        return f"sqlite:///{Path(text_)}"
+    if text_.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + text_.split("://", 1)[1]
+    return text_
+
+
+def is_url(state: str | Path) -> bool:
+    return "://" in str(state)
+
+
+def describe(state: str | Path) -> str:
+    """The state as an error message may show it: a URL without its password."""
+    return make_url(database_url(state)).render_as_string(hide_password=True) if is_url(state) else str(state)
+
+
+def open_state(state: str | Path | Engine) -> Engine:
+    """An engine on the state, its schema at the newest revision."""
+    if isinstance(state, Engine):
+        return state
+    url = database_url(state)
+    if url.startswith("sqlite"):
+        Path(str(state)).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+    else:
+        # pre_ping: a connection the database dropped (a restart) is replaced, not handed out.
+        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    migrate(engine)
+    return engine
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the schema to `revision` (idempotent)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: object) -> None:
+    # The driver's own transaction handling off: SQLAlchemy's "begin" event says BEGIN IMMEDIATE.
+    dbapi_connection.isolation_level = None
+    dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+
+def _sqlite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,141 @@
+"""The central services' state on SQLite and PostgreSQL: migrations, and claims under contention."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from linli.cloud.db import database_url, describe, migrate
+from linli.cloud.store import Store
+from linli.cloud.tokens import Scope, TokenBook
+
+# The notifier's tables as a release before migrations made them in its SQLite file.
+PREVIOUS = """
+CREATE TABLE subscription (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE alert (
+    fingerprint TEXT PRIMARY KEY, body TEXT NOT NULL, first_s REAL NOT NULL, acked_by TEXT, acked_s REAL
+);
+CREATE TABLE told (
+    fingerprint TEXT NOT NULL, subscription TEXT NOT NULL, last_s REAL NOT NULL,
+    PRIMARY KEY (fingerprint, subscription)
+);
+CREATE TABLE escalated (
+    fingerprint TEXT NOT NULL, subscription TEXT NOT NULL, PRIMARY KEY (fingerprint, subscription)
+);
+CREATE TABLE quarantine (
+    at_ms INTEGER NOT NULL, source TEXT NOT NULL, key TEXT NOT NULL, reason TEXT NOT NULL, body TEXT NOT NULL
+);
+CREATE TABLE failed_delivery (
+    at_ms INTEGER NOT NULL, subscription TEXT NOT NULL, channel TEXT NOT NULL,
+    fingerprint TEXT NOT NULL, notice TEXT NOT NULL, error TEXT NOT NULL, message TEXT NOT NULL
+);
+CREATE TABLE api_token (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, scope TEXT NOT NULL, hash BLOB NOT NULL,
+    created_ms INTEGER NOT NULL, revoked_ms INTEGER
+);
+CREATE TABLE audit (
+    at_ms INTEGER NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+# The same minute for every entry: only the order they were written in tells them apart.
+AUDIT = [(1_790_000_000_000, "ops", f"action-{i}", "ops", "") for i in range(5)]
+
+
+def test_a_previous_release_s_state_file_is_taken_over_with_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "notifier.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript(PREVIOUS)
+        db.execute("INSERT INTO alert VALUES ('00000000000000aa', '{}', 12.5, 'duty', 13.0)")
+        db.execute("INSERT INTO told VALUES ('00000000000000aa', 'ops', 12.5)")
+        db.executemany("INSERT INTO audit VALUES (?, ?, ?, ?, ?)", AUDIT)
+        db.execute("INSERT INTO quarantine VALUES (1, 'alert', 'k', 'bad', '{')")
+    db.close()
+    store, book = Store(path), TokenBook(path)
+    assert store.alerts() == [("00000000000000aa", "{}", 12.5, "duty")]
+    assert store.told("00000000000000aa") == {"ops": 12.5}
+    assert [e["action"] for e in book.audit_log()] == [f"action-{i}" for i in reversed(range(5))]
+    book.audit("ops", "action-5", "ops")
+    assert book.audit_log(limit=1)[0]["action"] == "action-5"  # new entries after the old ones
+    assert [q["key"] for q in store.quarantined()] == ["k"]
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+
+
+def test_migrations_run_up_from_empty_and_from_the_first_revision_with_data(state: str) -> None:
+    engine = create_engine(database_url(state))
+    try:
+        migrate(engine, "0001")
+        with engine.begin() as db:
+            for row in AUDIT:
+                db.execute(
+                    text("INSERT INTO audit VALUES (:at, :who, :action, :target, :detail)"),
+                    dict(zip(("at", "who", "action", "target", "detail"), row, strict=True)),
+                )
+        migrate(engine)
+        migrate(engine)  # again: nothing to do
+        with engine.begin() as db:
+            assert db.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+    finally:
+        engine.dispose()
+    book = TokenBook(state)
+    assert [e["action"] for e in book.audit_log()] == [f"action-{i}" for i in reversed(range(5))]
+    token = book.create("screen", Scope.READ)
+    assert book.holder(token.encode()) is not None
+    book.close()
+
+
+def test_each_claim_is_won_once_by_notifiers_racing_for_it(state: str) -> None:
+    """Four notifiers (each its own connection pool) claim the same 50 alerts at once."""
+    stores = [Store(state) for _ in range(4)]
+    keys = [f"{i:016x}" for i in range(50)]
+    won: list[list[str]] = [[] for _ in stores]
+    closed: list[list[str]] = [[] for _ in stores]
+    start = threading.Barrier(len(stores))
+
+    def notifier(n: int) -> None:
+        store = stores[n]
+        start.wait()
+        for fp in keys:
+            store.open_alert(fp, "{}", 1.0)
+            if store.claim_first(fp, "ops", 1.0):
+                won[n].append(fp)
+        start.wait()  # every firing step handled, then every resolution
+        for fp in keys:
+            if store.close_alert(fp) is not None:
+                closed[n].append(fp)
+
+    threads = [threading.Thread(target=notifier, args=(n,)) for n in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(fp for w in won for fp in w) == keys  # each told once, by one of them
+    assert sorted(fp for c in closed for fp in c) == keys  # each closed once
+    assert stores[0].alerts() == []
+    for s in stores:
+        s.close()
+
+
+def test_a_database_url_never_shows_its_password() -> None:
+    shown = describe("postgresql://linli:s3cret@db.example:5432/linli")
+    assert "s3cret" not in shown
+    assert "db.example:5432/linli" in shown
+    assert database_url("postgresql://u@h/d") == "postgresql+psycopg://u@h/d"
+    assert database_url("/var/lib/linli/n.sqlite") == "sqlite:////var/lib/linli/n.sqlite"
+
+
+@pytest.mark.parametrize("state", ["postgresql://linli@127.0.0.1:9/nowhere"])
+def test_an_unreachable_database_is_a_clear_error(state: str, tmp_path: Path) -> None:
+    from support import linli
+
+    config = tmp_path / "notifier.toml"
+    config.write_text(f'state = "{state}"\n')
+    result = linli("cloud", "token", "list", "--config", str(config))
+    assert result.returncode == 1
+    assert "linli cloud token: state postgresql+psycopg://linli@127.0.0.1:9/nowhere" in result.stderr
+    assert "Traceback" not in result.stderr
