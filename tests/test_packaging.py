@@ -30,10 +30,19 @@ def test_the_base_install_runs_the_edge_and_nothing_central(
     present = subprocess.run(
         [str(python), "-c",
          "import importlib.util as u; print(sorted(m for m in ('fastapi', 'uvicorn', 'grafana_client', "
-         "'grafana_foundation_sdk', 'niquests', 'vroom', 'matplotlib') if u.find_spec(m)))"],
+         "'grafana_foundation_sdk', 'niquests', 'vroom', 'matplotlib', 'sqlalchemy', 'alembic', 'psycopg') "
+         "if u.find_spec(m)))"],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert present.stdout.strip() == "[]"
+    # The central services' schema revisions ship in the package (found by path, not imported).
+    shipped = subprocess.run(
+        [str(python), "-c",
+         "import importlib.resources as r; "
+         "print(*(p.name for p in (r.files('linli.cloud.migrations') / 'versions').iterdir()))"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert {"0001_notifier.py", "0002_ordered_logs.py"} <= set(shipped.stdout.split())
     # A charger and the agent, both from the base install, into a real InfluxDB 1.x.
     db = unique("base")
     influx1_create_db(influx1.url, db)
