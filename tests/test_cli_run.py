@@ -50,11 +50,12 @@ def test_sigterm_flushes_pending_readings(victoria: LocalServer, tmp_path: Path)
     health = vm_series_settled(victoria.url, "health_polls", "sigterm-test", 2)
     polls = {s["metric"]["device"]: max(s["values"]) for s in health}
     assert set(polls) == {"charger-01", "charger-02"}
-    # Every poll's readings reached the store: one port-1 power point per successful poll.
-    power = vm_series_settled(victoria.url, "charger_power", "sigterm-test", 1)
+    # Every poll's readings reached the store: a station's total power is stored at every poll
+    # (it has no deadband), so one point per successful poll.
+    power = vm_series_settled(victoria.url, "charger_total_power", "sigterm-test", 2)
+    assert {s["metric"]["device"] for s in power} == set(polls)
     for series in power:
-        if series["metric"].get("port") == "1":
-            assert len(series["timestamps"]) == polls[series["metric"]["device"]]
+        assert len(series["timestamps"]) == polls[series["metric"]["device"]]
 
 
 def test_the_demo_survives_a_terminal_s_ctrl_c_and_says_where_its_data_is(tmp_path: Path) -> None:

@@ -436,8 +436,10 @@ timeout = 0.2
     ]
     assert len(refused) == 1
     assert "create it or fix [writer]" in refused[0]
-    rows = influx1_query(influx1.url, db, 'SELECT count("voltage") FROM charger')
-    assert rows[0]["count"] >= kept // 12  # a station point among every 12 lines (11 ports + health)
+    # A station's total power is stored at every poll (no deadband); a poll writes at most 12
+    # lines (the station, 10 ports by exception, its health).
+    rows = influx1_query(influx1.url, db, 'SELECT count("total_power") FROM charger')
+    assert rows[0]["count"] >= kept // 12
     after = contact(path)
     assert after.returncode == 0, after.stderr
     assert "takes writes" in after.stdout
