@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,43 @@ def test_compose_file_is_valid() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_city_override_moves_every_notifier_to_one_shared_state() -> None:
+    """Two notifiers in one broker group must share one state, or each step is told twice."""
+    import yaml
+
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.fail("docker-compose is not installed: apt-get install -y docker-compose", pytrace=False)
+    result = subprocess.run(
+        [binary, "--env-file", ".env.example", "-f", "docker-compose.yml", "-f", "deploy/compose.city.yml",
+         "config"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    notifiers = {name: s for name, s in services.items() if s.get("command", [])[:2] == ["cloud", "run"]}
+    assert set(notifiers) == {"cloud", "cloud-b"}
+    states = {s["environment"]["LINLI_STATE_URL"] for s in notifiers.values()}
+    assert states == {"postgresql://linli@postgres:5432/linli"}
+    configs = {v for s in notifiers.values() for v in s["volumes"] if str(v).endswith("notifier.toml:ro")}
+    assert len(configs) == 1  # one config, so one broker group
+    for s in notifiers.values():
+        assert s["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert s["environment"]["PGPASSWORD"] == "change-me-postgres"
+    # The notifier reads the variable: the config's state is replaced by the shared database.
+    from linli.cloud.config import load_notifier_config
+
+    env = {**os.environ, "LINLI_STATE_URL": "postgresql://linli@postgres:5432/linli"}
+    loaded = subprocess.run(
+        [sys.executable, "-c",
+         "from pathlib import Path; from linli.cloud.config import load_notifier_config as l; "
+         "print(l(Path('deploy/notifier.toml')).state)"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert loaded.stdout.strip() == "postgresql://linli@postgres:5432/linli"
+    assert load_notifier_config(ROOT / "deploy" / "notifier.toml").state == "/var/lib/linli/notifier.sqlite"
 
 
 def test_compose_edge_config_is_valid() -> None:

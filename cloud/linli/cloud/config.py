@@ -132,6 +132,8 @@ class NotifierConfig(Strict):
     # An SQLite file (from the config's folder), or postgresql://user@host:port/database to
     # share the state between notifiers on several hosts (the password from $PGPASSWORD).
     state: str = "linli-notifier.sqlite"
+    # Set, this variable's value replaces `state`: replicas of one config share a database.
+    state_env: str = "LINLI_STATE_URL"
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8080
     token_env: str = "LINLI_CLOUD_TOKEN"  # noqa: S105 (a variable name)
@@ -156,6 +158,8 @@ class NotifierConfig(Strict):
 def load_notifier_config(path: Path) -> NotifierConfig:
     """Read and validate the file; ConfigError names each bad key."""
     config = load_toml_model(path, NotifierConfig)
+    if os.environ.get(config.state_env):
+        config = config.model_copy(update={"state": os.environ[config.state_env]})
     if "://" not in config.state and not Path(config.state).is_absolute():  # a file, not a URL
         config = config.model_copy(update={"state": str(path.parent / config.state)})
     if config.broker.tls is not None:
