@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,9 @@ from linli.cloud.config import NotifierConfig, load_notifier_config
 from linli.cloud.service import Service
 from linli.cloud.store import Store
 from linli.edge.agent import Agent
-from linli.localservers import LocalServer, free_port
+from linli.localservers import LocalServer, free_port, postgresql_url, start_postgresql
 from peers import Inbox, Receiver
-from support import start_sim, stop_process, unique, wait_until
+from support import create_database, start_sim, stop_process, unique, wait_until
 from test_interlocks import config as edge_config
 
 TOKEN = "api-s3cret"  # noqa: S105 (the test's own)
@@ -350,3 +351,48 @@ def test_the_local_example_config_notifies_on_the_local_broker(
     [failure] = Store(config.state).failures()
     assert failure["channel"] == "webhook"
     assert failure["error"].startswith("the service stopped while retrying; last error:")
+
+
+def test_a_database_restart_loses_no_alert_step_and_tells_none_twice(
+    mosquitto: LocalServer, peers: tuple[Receiver, Inbox, int], tmp_path: Path
+) -> None:
+    """The notifier's PostgreSQL stops with an alert in flight: the event waits, unacknowledged,
+    and is told once the database is back; its resolution after it, once."""
+    receiver, _, smtp = peers
+    database = start_postgresql(tmp_path / "pg")  # its own: this test stops it
+    create_database(postgresql_url(database), "notifier")
+    state = postgresql_url(database, "notifier").replace("+psycopg", "")
+    config = notifier_config(state, mosquitto.port, smtp, receiver.url, unique("group"))
+    service = Service(config, TOKEN)
+    topic = "linli/alerts/edge-x/gubei-1/station-1"
+    told: list[float] = []
+
+    async def scenario() -> None:
+        nonlocal database
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        try:
+            await asyncio.wait_for(service.started.wait(), 10)
+            database.stop()
+            await asyncio.to_thread(publish, mosquitto.port, topic, event("station-1"))
+            await wait_until(lambda: service.notifier.errors["state"] >= 1, 10, "the state refusing")
+            await wait_until(lambda: service.notifier.errors["state"] >= 3, 10, "retries while it is down")
+            assert receiver.at("/hook") == []
+            restarted = time.monotonic()
+            database = start_postgresql(database.datadir, database.port, init=False)
+            await wait_until(lambda: len(receiver.at("/hook")) == 1, 20, "the firing step, after the restart")
+            told.append(time.monotonic() - restarted)
+            await asyncio.to_thread(publish, mosquitto.port, topic, event("station-1", "resolved"))
+            await wait_until(lambda: len(receiver.at("/hook")) == 2, 10, "the resolution")
+        finally:
+            stop.set()
+            await task
+            database.stop()
+
+    asyncio.run(scenario())
+    assert [(b["notice"], b["alert"]["device"]) for b in receiver.at("/hook")] == [
+        ("firing", "station-1"),
+        ("resolved", "station-1"),
+    ]
+    assert service.notifier.handled["charger"] == 2  # each event taken once, however often tried
+    assert told[0] < 5.0  # the notifier retries every tick (0.5 s); the group wait is 0.2 s

@@ -8,6 +8,7 @@ import os
 import secrets
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 
 import paho.mqtt.client as paho
@@ -44,13 +45,19 @@ def classify(payload: bytes) -> tuple[AlertMessage | None, str, str]:
 
 
 class AlertFeed:
-    """Subscribes `$share/{group}/{alert_topic}/#` and the edges' status; hands alerts to the loop."""
+    """Subscribes `$share/{group}/{alert_topic}/#` and the edges' status; hands alerts to the loop.
+
+    An event is acknowledged to the broker only once the notifier has taken it (`handle` returns
+    True). While the notifier's state cannot be reached, events wait here in order and are
+    handed over again at each `retry`; the broker sends no more than its in-flight window
+    meanwhile, and a notifier that dies leaves them unacknowledged rather than lost.
+    """
 
     def __init__(
         self,
         broker: BrokerConfig,
         loop: asyncio.AbstractEventLoop,
-        handle: Callable[[AlertMessage], None],
+        handle: Callable[[AlertMessage], bool],
         reject: Reject,
     ) -> None:
         self.broker = broker
@@ -60,7 +67,10 @@ class AlertFeed:
         self.subscribed = asyncio.Event()
         # Unique per instance: notifiers of one group must not take over each other's connection.
         client_id = f"linli-notifier-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5, manual_ack=True
+        )
+        self.waiting: deque[tuple[AlertMessage, int, int]] = deque()  # (alert, mid, qos), on the loop
         user = os.environ.get(broker.username_env, "")
         if user:
             client.username_pw_set(user, os.environ.get(broker.password_env) or None)
@@ -124,12 +134,18 @@ class AlertFeed:
 
     def _on_message(self, _c: object, _u: object, msg: paho.MQTTMessage) -> None:
         try:
-            self._take(msg)
+            alert = self._take(msg)
         except Exception as exc:
             # paho would end its network thread on an exception: one message must not.
             self._refuse("internal", "(feed)", repr(exc))
+            alert = None
+        if alert is None:
+            self.client.ack(msg.mid, msg.qos)  # refused: it will not be any better later
+        else:
+            self.loop.call_soon_threadsafe(self._deliver, alert, msg.mid, msg.qos)
 
-    def _take(self, msg: paho.MQTTMessage) -> None:
+    def _take(self, msg: paho.MQTTMessage) -> AlertMessage | None:
+        """The alert in a message, or None (refused, counted)."""
         topic = msg.topic
         payload = bytes(msg.payload)
         if topic.startswith(self.broker.status_topic + "/"):
@@ -140,15 +156,31 @@ class AlertFeed:
                 alert = edge_status_alert(edge, status, int(time.time() * 1000))
             if alert is None:
                 self._refuse("invalid", edge[:NAME_MAX], f"status {status[:40]!r} on {topic[:200]}")
-                return
+                return None
         else:
             alert, reason, detail = classify(payload)
             if alert is None:
                 # The edge's name is the topic's third level: whose events keep failing.
                 parts = topic.split("/")
                 self._refuse(reason, parts[2][:NAME_MAX] if len(parts) > 2 else topic[:200], detail)
+                return None
+        return alert
+
+    def _deliver(self, alert: AlertMessage, mid: int, qos: int) -> None:
+        """On the loop: hand the event over, behind any that wait, and acknowledge it once taken."""
+        if self.waiting or not self.handle(alert):
+            self.waiting.append((alert, mid, qos))
+            return
+        self.client.ack(mid, qos)
+
+    def retry(self) -> None:
+        """On the loop: hand the waiting events over again, in order, until one still fails."""
+        while self.waiting:
+            alert, mid, qos = self.waiting[0]
+            if not self.handle(alert):
                 return
-        self.loop.call_soon_threadsafe(self.handle, alert)
+            self.waiting.popleft()
+            self.client.ack(mid, qos)
 
     def _refuse(self, reason: str, source: str, detail: str) -> None:
         self.loop.call_soon_threadsafe(self.reject, reason, source, detail)

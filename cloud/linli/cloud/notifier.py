@@ -22,6 +22,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from linli.catalog.alerts import (
     EDGE_OFFLINE,
@@ -128,16 +129,23 @@ class Notifier:
 
     # --- events -------------------------------------------------------------
 
-    def handle(self, alert: AlertMessage) -> None:
-        """One alert event from an edge; a failure costs this event, never the notifier."""
+    def handle(self, alert: AlertMessage) -> bool:
+        """One alert event from an edge; False when the state could not be reached, so that the
+        caller keeps the event and hands it over again. Any other failure costs this event, never
+        the notifier."""
         try:
             self._handle(alert)
+        except (OperationalError, InterfaceError) as exc:
+            # The database is down, restarting or unreachable: nothing of this event was stored.
+            self.count_failure("state", alert.fingerprint, exc)
+            return False
         except Exception as exc:
             self.count_failure("handle", alert.fingerprint, exc)
+        self.handled[alert.kind] += 1
+        return True
 
     def _handle(self, alert: AlertMessage) -> None:
         now = self.clock()
-        self.handled[alert.kind] += 1
         if alert.state is AlertState.FIRING:
             # The same alert again only updates it: no new message.
             if self.store.open_alert(alert.fingerprint, alert.model_dump_json(), now):
@@ -146,8 +154,10 @@ class Notifier:
                 with contextlib.suppress(RuntimeError):  # no loop: the caller ticks
                     asyncio.get_running_loop().call_later(self.config.group_wait_s, self.tick)
         elif alert.state is AlertState.RESOLVED:
-            told = self.store.close_alert(alert.fingerprint)
+            # Closing is the last step that touches the state: a failure before it leaves the
+            # alert open for this event to be handed over again, after it nothing can fail.
             subs = {s.id: s for s in self.store.subscriptions()}
+            told = self.store.close_alert(alert.fingerprint)
             for sub_id in told or []:
                 if sub_id in subs:
                     self._notify(subs[sub_id], "resolved", alert)

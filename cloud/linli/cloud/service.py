@@ -69,6 +69,7 @@ class Service:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=TICK_S)
+                feed.retry()  # events the state could not take before
                 try:
                     self.notifier.tick()
                 except Exception as exc:
