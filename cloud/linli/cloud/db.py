@@ -13,6 +13,7 @@ read-then-write never deadlocks another process; PostgreSQL's row locks do the s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,31 @@ def open_state(state: str | Path | Engine) -> Engine:
         engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
     migrate(engine)
     return engine
+
+
+class Tables:
+    """A service's tables on its state; each helper runs one statement in its own transaction,
+    safe from the API's threads and the event loop alike."""
+
+    def __init__(self, state: str | Path | Engine) -> None:
+        self._engine = open_state(state)
+
+    def _rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        with self._engine.begin() as conn:
+            return [tuple(row) for row in conn.execute(text(sql), params or {})]
+
+    def _dicts(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Rows as dicts by column name, for the APIs."""
+        with self._engine.begin() as conn:
+            return [dict(row) for row in conn.execute(text(sql), params or {}).mappings()]
+
+    def _change(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
+        """Run one statement; the rows it inserted, updated or deleted."""
+        with self._engine.begin() as conn:
+            return conn.execute(text(sql), params or {}).rowcount
+
+    def close(self) -> None:
+        self._engine.dispose()
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:

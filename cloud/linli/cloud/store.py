@@ -14,40 +14,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, text
 
 from linli.catalog.errors import validation_reason
 from linli.cloud.config import Subscription
-from linli.cloud.db import open_state
+from linli.cloud.db import Tables
 
 # How much of a quarantined row is kept.
 QUARANTINE_EXCERPT = 65_536
 
 
-class Store:
-    """The notifier's tables, on SQLite or PostgreSQL; safe to use from the API's threads and the loop."""
-
-    def __init__(self, state: Path | str | Engine) -> None:
-        self._engine = open_state(state)
-
-    def _rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        with self._engine.begin() as conn:
-            return [tuple(row) for row in conn.execute(text(sql), params or {})]
-
-    def _dicts(self, sql: str) -> list[dict[str, Any]]:
-        """Rows as dicts by column name, for the APIs."""
-        with self._engine.begin() as conn:
-            return [dict(row) for row in conn.execute(text(sql)).mappings()]
-
-    def _change(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
-        """Run one statement; the rows it inserted, updated or deleted."""
-        with self._engine.begin() as conn:
-            return conn.execute(text(sql), params or {}).rowcount
+class Store(Tables):
+    """The notifier's alert book, subscriptions, claims and failures, on SQLite or PostgreSQL."""
 
     # --- the alert book -------------------------------------------------------
 
@@ -210,9 +192,6 @@ class Store:
         return self._dicts(
             "SELECT at_ms, subscription, channel, fingerprint, notice, error FROM failed_delivery ORDER BY id"
         )
-
-    def close(self) -> None:
-        self._engine.dispose()
 
 
 def _quarantine(conn: Connection, source: str, key: str, reason: str, body: str) -> None:

@@ -17,11 +17,8 @@ import secrets
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
-from sqlalchemy import Engine, text
-
-from linli.cloud.db import open_state
+from linli.cloud.db import Tables
 
 TOKEN = re.compile(r"^linli_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
@@ -62,11 +59,8 @@ class TokenError(ValueError):
     pass
 
 
-class TokenBook:
+class TokenBook(Tables):
     """The tokens and the audit log, in the notifier's state."""
-
-    def __init__(self, state: Path | str | Engine) -> None:
-        self._engine = open_state(state)
 
     def create(self, name: str, scope: Scope) -> str:
         """A new token, returned once: only its hash is kept."""
@@ -75,33 +69,27 @@ class TokenBook:
         token_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
         token = f"linli_{token_id}_{secret}"
         row = {"id": token_id, "name": name, "scope": str(scope), "hash": _hash(token), "at": _now_ms()}
-        with self._engine.begin() as conn:
-            made = conn.execute(
-                text(
-                    "INSERT INTO api_token (id, name, scope, hash, created_ms) "
-                    "VALUES (:id, :name, :scope, :hash, :at) ON CONFLICT DO NOTHING"
-                ),
-                row,
-            ).rowcount
+        made = self._change(
+            "INSERT INTO api_token (id, name, scope, hash, created_ms) "
+            "VALUES (:id, :name, :scope, :hash, :at) ON CONFLICT DO NOTHING",
+            row,
+        )
         if made != 1:
             raise TokenError(f"a token named {name!r} exists: revoke it or choose another name")
         return token
 
     def revoke(self, name: str) -> bool:
-        with self._engine.begin() as conn:
-            done = conn.execute(
-                text("UPDATE api_token SET revoked_ms = :at WHERE name = :name AND revoked_ms IS NULL"),
-                {"at": _now_ms(), "name": name},
-            ).rowcount
+        done = self._change(
+            "UPDATE api_token SET revoked_ms = :at WHERE name = :name AND revoked_ms IS NULL",
+            {"at": _now_ms(), "name": name},
+        )
         return done == 1
 
     def tokens(self) -> list[dict[str, object]]:
         """Every token ever made, without its secret."""
-        with self._engine.begin() as conn:
-            rows = conn.execute(
-                text("SELECT id, name, scope, created_ms, revoked_ms FROM api_token ORDER BY created_ms")
-            ).all()
-        return [dict(row._mapping) for row in rows]
+        return self._dicts(
+            "SELECT id, name, scope, created_ms, revoked_ms FROM api_token ORDER BY created_ms"
+        )
 
     def holder(self, token: bytes) -> Holder | None:
         """Whose token this is, or None (unknown, revoked, malformed)."""
@@ -112,36 +100,26 @@ class TokenBook:
         m = TOKEN.match(text_)
         if m is None:
             return None
-        with self._engine.begin() as conn:
-            row = conn.execute(
-                text("SELECT name, scope, hash FROM api_token WHERE id = :id AND revoked_ms IS NULL"),
-                {"id": m.group(1)},
-            ).first()
-        if row is None or not secrets.compare_digest(bytes(row[2]), _hash(text_)):
+        rows = self._rows(
+            "SELECT name, scope, hash FROM api_token WHERE id = :id AND revoked_ms IS NULL",
+            {"id": m.group(1)},
+        )
+        if not rows or not secrets.compare_digest(bytes(rows[0][2]), _hash(text_)):
             return None
-        return Holder(str(row[0]), Scope(row[1]))
+        return Holder(str(rows[0][0]), Scope(rows[0][1]))
 
     def audit(self, who: str, action: str, target: str, detail: str = "") -> None:
-        with self._engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO audit (at_ms, who, action, target, detail) "
-                    "VALUES (:at, :who, :action, :target, :detail)"
-                ),
-                {"at": _now_ms(), "who": who, "action": action, "target": target, "detail": detail},
-            )
+        self._change(
+            "INSERT INTO audit (at_ms, who, action, target, detail) "
+            "VALUES (:at, :who, :action, :target, :detail)",
+            {"at": _now_ms(), "who": who, "action": action, "target": target, "detail": detail},
+        )
 
     def audit_log(self, limit: int = 1000) -> list[dict[str, object]]:
         """The newest entries first."""
-        with self._engine.begin() as conn:
-            rows = conn.execute(
-                text("SELECT at_ms, who, action, target, detail FROM audit ORDER BY id DESC LIMIT :n"),
-                {"n": limit},
-            ).mappings()
-            return [dict(row) for row in rows]
-
-    def close(self) -> None:
-        self._engine.dispose()
+        return self._dicts(
+            "SELECT at_ms, who, action, target, detail FROM audit ORDER BY id DESC LIMIT :n", {"n": limit}
+        )
 
 
 def _hash(token: str) -> bytes:
