@@ -24,7 +24,7 @@ from datetime import datetime
 
 from linli.catalog.profile import get_profile
 from linli.edge.config import DeviceConfig
-from linli.edge.modbus import SETTINGS_S, DevicePoller, Endpoint
+from linli.edge.modbus import DevicePoller, Endpoint
 from linli.sim.context import kind_module
 from linli.sim.district import context
 from linli.sim.image import build_image
@@ -80,17 +80,14 @@ def run(hours: float, sample: int) -> dict[str, Tally]:
         tally = tallies[device.kind]
         tally.devices += 1
         t = start
-        settings_due = t
         while t < end:
             model.advance_to(t)
             image = build_image(profile, model.values(), model.count)
-            settings = t >= settings_due
-            if settings:
-                settings_due = t + SETTINGS_S
             time_ms = int(t * 1000)
             for poller, by_exception in zip(pollers, (False, True), strict=True):
-                reads = poller.reads if settings else poller.live_reads
-                poller.polled = reads
+                # The poller's own schedule of settings reads, on the simulated clock.
+                reads = poller.reads_due(t)
+                poller.took(reads, t)
                 blocks = [image[r.table][r.address : r.address + r.count] for r in reads]
                 lines, values = count(poller.decode(blocks, time_ms))
                 if by_exception:

@@ -331,14 +331,22 @@ class DevicePoller:
         """Run the planned reads (the settings every SETTINGS_S); PollError on timeout,
         refusal or Modbus exception. `polled` says which reads the blocks are."""
         now = time.monotonic()
-        reads = self.reads if now >= self._settings_due else self.live_reads
+        reads = self.reads_due(now)
         async with self.endpoint.lock:
             client = await self.endpoint.client()
             blocks = [await self._read(client, read) for read in reads]
+        self.took(reads, now)
+        return blocks
+
+    def reads_due(self, now: float) -> list[Read]:
+        """The reads of a poll at `now`: the live ones, and the settings when they are due."""
+        return self.reads if now >= self._settings_due else self.live_reads
+
+    def took(self, reads: list[Read], now: float) -> None:
+        """`reads` were answered at `now`: `decode` takes their blocks, the settings wait again."""
         if reads is self.reads and self.setting_reads:
             self._settings_due = now + SETTINGS_S
         self.polled = reads
-        return blocks
 
     async def _read(self, client: AsyncModbusTcpClient, read: Read) -> list[int]:
         call = {
