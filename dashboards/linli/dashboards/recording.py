@@ -193,30 +193,25 @@ async def record(
     return Recording(url, database, int(start_s * 1000), int(time.time() * 1000))
 
 
-def thin(url: str, source: str, target: str) -> dict[str, tuple[int, int]]:
+def thin(url: str, source: str, target: str) -> None:
     """Copy `source` into `target`, Modbus points stored by exception with each device's deadbands
-    (as the agent would have stored them); everything else as it is.
-
-    Returns (values before, values after) by Modbus measurement.
-    """
+    (as the agent would have stored them); everything else as it is."""
     modbus = {p.measurement: p for p in builtin_profiles().values() if p.modbus is not None}
-    counts: dict[str, tuple[int, int]] = {}
     for (measurement,) in (row for s in run_query(url, source, "SHOW MEASUREMENTS") for row in s.values):
         name = str(measurement)
+        quoted = ident(name)
         profile = modbus.get(name)
         if profile is None:
-            quoted = ident(name)
             run_query(url, source, f"SELECT * INTO {ident(target)}..{quoted} FROM {quoted} GROUP BY *")  # noqa: S608 (names quoted)
             continue
         types = {
             str(key): str(kind)
-            for s in run_query(url, source, f'SHOW FIELD KEYS FROM "{name}"')
+            for s in run_query(url, source, f"SHOW FIELD KEYS FROM {quoted}")
             for key, kind in s.values
         }
         channel_tag = profile.group_tag
         lines: list[str] = []
-        before = after = 0
-        for series in run_query(url, source, f"SELECT * FROM {ident(name)} GROUP BY *"):  # noqa: S608 (quoted)
+        for series in run_query(url, source, f"SELECT * FROM {quoted} GROUP BY *"):  # noqa: S608 (quoted)
             tags = {k: v for k, v in series.tags.items() if v}  # GROUP BY * gives absent tags as ""
             reporter = Reporter(deadbands(profile, tags))
             key = series_key(name, tags)
@@ -228,15 +223,11 @@ def thin(url: str, source: str, target: str) -> dict[str, tuple[int, int]]:
                     for col, value in zip(series.columns[1:], row[1:], strict=True)
                     if value is not None
                 }
-                before += len(fields)
                 kept = reporter.keep(channel, fields, time_ms)
-                after += len(kept)
                 if kept:
                     lines.append(f"{key} {format_fields(kept)} {time_ms}")
         for start in range(0, len(lines), 5000):
             write_lines(url, target, lines[start : start + 5000])
-        counts[name] = (before, after)
-    return counts
 
 
 def _typed(value: object, kind: str) -> Value:
