@@ -16,6 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,20 +121,25 @@ class LocalServer:
                 self.proc.wait()
 
 
-def _spawn(name: str, argv: list[str], datadir: Path, port: int) -> LocalServer:
+def _spawn(name: str, argv: list[str], datadir: Path, port: int, *, user: str | None = None) -> LocalServer:
+    """Start `argv` in `datadir`, its output in `<name>.log`; as `user` when given (and root)."""
     datadir.mkdir(parents=True, exist_ok=True)
     log_path = datadir / f"{name}.log"
     with log_path.open("wb") as log:
+        if user is not None:
+            shutil.chown(log_path, user)
         # A session of its own: a terminal's Ctrl-C goes to the whole foreground process group,
         # and the server must outlive the agent that is still flushing to it.
         proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, cwd=datadir, start_new_session=True
+            argv, stdout=log, stderr=subprocess.STDOUT, cwd=datadir, start_new_session=True, user=user
         )
     return LocalServer(name, proc, port, datadir, log_path)
 
 
-def _wait_ready(server: LocalServer, path: str | None, timeout: float = 30.0) -> None:
-    """Poll until the server answers (HTTP `path`, or a TCP connect when None)."""
+def _wait_ready(
+    server: LocalServer, path: str | None, timeout: float = 30.0, *, probe: Callable[[], bool] | None = None
+) -> None:
+    """Poll until the server answers: `probe()` is true, else HTTP `path`, or a TCP connect when None."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
@@ -141,7 +147,10 @@ def _wait_ready(server: LocalServer, path: str | None, timeout: float = 30.0) ->
                 f"{server.name} exited with {server.proc.returncode}:\n{server.log_tail()}"
             )
         try:
-            if path is None:
+            if probe is not None:
+                if probe():
+                    return
+            elif path is None:
                 with socket.create_connection(("127.0.0.1", server.port), timeout=1):
                     return
             else:
@@ -292,30 +301,22 @@ def start_postgresql(datadir: Path, port: int | None = None, *, init: bool = Tru
             capture_output=True,
             user=user,
         )
-    log_path = datadir / "postgresql.log"
-    with log_path.open("ab") as log:
-        if user is not None:
-            shutil.chown(log_path, user)
-        proc = subprocess.Popen(
-            [
-                postgres, "-D", str(cluster), "-p", str(port), "-h", "127.0.0.1", "-k", str(datadir),
-                # A test server: the OS keeps what a crash of the server itself would lose.
-                "-c", "fsync=off", "-c", "max_connections=200",
-            ],
-            stdout=log, stderr=subprocess.STDOUT, cwd=datadir, start_new_session=True, user=user,
-        )  # fmt: skip
-    server = LocalServer("postgresql", proc, port, datadir, log_path, signal.SIGINT)
-    ready = _postgresql_bin("pg_isready")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServerStartError(f"postgresql exited with {proc.returncode}:\n{server.log_tail()}")
-        probe = subprocess.run([ready, "-q", "-h", "127.0.0.1", "-p", str(port)], check=False)
-        if probe.returncode == 0:
-            return server
-        time.sleep(0.1)
-    server.stop()
-    raise ServerStartError(f"postgresql did not answer within 30s:\n{server.log_tail()}")
+    server = _spawn(
+        "postgresql",
+        [
+            postgres, "-D", str(cluster), "-p", str(port), "-h", "127.0.0.1", "-k", str(datadir),
+            # A test server: the OS keeps what a crash of the server itself would lose.
+            "-c", "fsync=off", "-c", "max_connections=200",
+        ],
+        datadir,
+        port,
+        user=user,
+    )  # fmt: skip
+    server.stop_signal = signal.SIGINT
+    # A TCP connect is not enough: PostgreSQL refuses sessions while it starts up.
+    ready = [_postgresql_bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]
+    _wait_ready(server, None, probe=lambda: subprocess.run(ready, check=False).returncode == 0)
+    return server
 
 
 def postgresql_url(server: LocalServer, database: str = "postgres") -> str:
