@@ -19,7 +19,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from linli.catalog.alerts import AlertMessage
 from linli.catalog.profile import get_profile
 from linli.edge.agent import Agent
-from linli.edge.alerting import Interlock
+from linli.edge.alerting import RESOLVED_RESENDS, Alerting, Interlock
 from linli.edge.config import EdgeConfig, InterlockConfig
 from linli.localservers import LocalServer, free_port
 from support import http_get, start_sim, stop_process, unique, wait_until
@@ -226,3 +226,30 @@ def test_one_stop_per_episode_so_a_technician_s_restart_is_not_fought() -> None:
     )
     [all_ports] = smoke.check({None: {"smoke_alarm": 1}}, 1000)
     assert all_ports.coils == [100 + 10 * i for i in range(10)]  # smoke: every port stops
+
+
+def test_the_edge_announces_firing_alerts_again_and_each_resolution_ten_times() -> None:
+    """A notifier that dies holding an event loses it on Mosquitto: the edge's announcements
+    tell it late rather than never. Firing alerts are announced for as long as they fire."""
+    config = EdgeConfig.model_validate(
+        {
+            "agent": {"name": "announcing"},
+            "writer": {"kind": "influxdb2", "url": "http://127.0.0.1:9", "org": "o", "bucket": "b"},
+            "alerts": {"publish": False},
+            "sites": [{"id": "s", "devices": [{"id": d, "profile": "rescue_point"} for d in "ab"]}],
+        }
+    )
+    alerting = Alerting(config, lambda _lines: None)
+
+    def battery(device: str, percent: float) -> None:
+        alerting.observe("rescue_point", {"site": "s", "device": device}, {"aed_battery": percent}, 1_000)
+
+    battery("a", 10)
+    battery("b", 10)
+    battery("b", 90)
+    states = {e.device: str(e.state) for e, _ in alerting.standing.values()}
+    assert states == {"a": "firing", "b": "resolved"}
+    # a fires on, and is announced every time; b's resolution is announced ten times.
+    counts = [alerting.announce() for _ in range(RESOLVED_RESENDS + 2)]
+    assert counts == [2] * RESOLVED_RESENDS + [1, 1]
+    assert config.alerts.resend_s == 60.0  # the default

@@ -6,6 +6,11 @@ Every reading goes through the rule engine; each alert step is stored (measureme
 liveness is a retained "online" on `{status_topic}/{agent}`, and its last will "offline";
 a deliberate stop says "stopped", which the notifier does not page anyone for.
 
+The state of every firing alert is published again every `resend_s`, and each resolution
+at the next `RESOLVED_RESENDS` of those (as Prometheus re-sends to Alertmanager): an
+event lost between the broker and the notifiers (one that died holding it) is told late,
+not never. The notifier takes an episode's events once, in whatever order they come.
+
 Interlocks act on the device itself, in the poll that saw the breach, whether or not the
 uplink is there; each action is an alert event too.
 """
@@ -44,6 +49,8 @@ log = logging.getLogger(__name__)
 
 # How often silence rules are checked.
 SILENCE_CHECK_S = 1.0
+# How many announcements a resolution is part of after its own event.
+RESOLVED_RESENDS = 10
 
 
 def configured_rules(config: EdgeConfig) -> list[Rule]:
@@ -91,6 +98,7 @@ class AlertPublisher:
         self.agent = config.agent.name
         self.enabled = a.publish and self.host is not None
         self.published = 0
+        self.resend_s = a.resend_s
         self._client: paho.Client | None = None
         if not self.enabled:
             return
@@ -127,6 +135,10 @@ class AlertPublisher:
         self._client.publish(topic, json.dumps(event.to_json(), ensure_ascii=False), qos=1)
         self.published += 1
 
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self._client.is_connected()
+
     def stop(self) -> None:
         """Say goodbye: "stopped" (a planned stop, not an outage), then disconnect (no last will)."""
         if self._client is None:
@@ -147,6 +159,8 @@ class Alerting:
         self.emit = emit
         self.events: list[AlertEvent] = []  # the most recent, for the view and the tests
         self.kinds = set(self.engine.rules)
+        # fingerprint -> its last firing or resolved event, and how often a resolution is still told
+        self.standing: dict[str, tuple[AlertEvent, int]] = {}
 
     def observe(
         self,
@@ -175,17 +189,38 @@ class Alerting:
                     event.value,
                     event.threshold,
                 )
+                self.standing[event.fingerprint] = (event, RESOLVED_RESENDS)
             self.publisher.publish(event)
         self.events = (self.events + events)[-1000:]
         self.emit([e.to_line() for e in events])
 
+    def announce(self) -> int:
+        """Publish every firing alert's last event again, and the resolutions still due; how many."""
+        sent = 0
+        for fp, (event, left) in list(self.standing.items()):
+            self.publisher.publish(event)
+            sent += 1
+            if event.state is State.RESOLVED:
+                if left <= 1:
+                    del self.standing[fp]
+                else:
+                    self.standing[fp] = (event, left - 1)
+        return sent
+
     async def run(self, stop: asyncio.Event) -> None:
         self.publisher.start()
+        resend_s = self.publisher.resend_s
+        wait_s = min(SILENCE_CHECK_S, resend_s or SILENCE_CHECK_S)
+        announced = time.monotonic()
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=SILENCE_CHECK_S)
+                    await asyncio.wait_for(stop.wait(), timeout=wait_s)
                 self.record(self.engine.silent(int(time.time() * 1000)))
+                # While the uplink is down the events wait in the client already: no copies.
+                if resend_s and time.monotonic() - announced >= resend_s and self.publisher.connected:
+                    announced = time.monotonic()
+                    self.announce()
         finally:
             await asyncio.to_thread(self.publisher.stop)
 

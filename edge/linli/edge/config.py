@@ -238,6 +238,10 @@ class AlertsConfig(EnvCredentials):
     topic: Annotated[str, Field(pattern=r"^[^#+]+$")] = ALERT_TOPIC
     status_topic: Annotated[str, Field(pattern=r"^[^#+]+$")] = EDGE_STATUS_TOPIC
     publish: bool = True
+    # Every firing alert is announced again this often (0: never), and a resolution a few
+    # times: a notifier that dies holding an event takes it with it on brokers that do not
+    # hand a dead member's messages to the rest of its group (Mosquitto 2.0).
+    resend_s: Annotated[float, Field(ge=0)] = 60.0
     tls: MqttTls | None = None  # with `host`; else [mqtt]'s
 
 
