@@ -2,7 +2,8 @@
 
 docs/configuration.md marks its code blocks: `toml edge` is a whole agent config, each
 `toml edge-fragment` is added to the config before it, `toml edge-broken` is a config with a
-mistake, and the `text config-error` after it is exactly what `linli edge check` says of it.
+mistake, and the `text config-error` after it is exactly what `linli edge check` says of it;
+`toml notifier` is a part of a notifier's config.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,15 @@ def test_every_config_example_is_accepted(tmp_path: Path) -> None:
         path.write_text(text, encoding="utf-8")
         result = check(path)
         assert result.returncode == 0, f"example {i}:\n{text}\n{result.stderr}"
+
+
+def test_every_notifier_example_is_accepted() -> None:
+    from linli.cloud.config import NotifierConfig
+
+    examples = [body for tag, body in blocks("configuration.md") if tag == "notifier"]
+    assert examples
+    for body in examples:
+        NotifierConfig.model_validate(tomllib.loads(body))
 
 
 def test_the_documented_config_error_is_the_real_one(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from linli.catalog.alerts import AlertMessage, AlertState, fingerprint
 from linli.catalog.profile import Severity
+from linli.cloud import notifier as notifier_module
 from linli.cloud.channels import DeliveryError, Notice, body
 from linli.cloud.config import ChannelKind, HttpChannel, NotifierConfig, QuietHours, Subscription
 from linli.cloud.notifier import Notifier, edge_status_alert
@@ -262,3 +263,51 @@ def test_robot_formats_and_signatures(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     _, hook = body(HOOK, notice, 0)
     assert hook["alert"]["fingerprint"] == notice.alert.fingerprint
+
+
+def test_a_tick_reads_only_the_alerts_due_and_each_says_when_it_is_next_due(store: Store) -> None:
+    """At city scale tens of thousands of alerts are open: a tick must not read them all."""
+    clock, sender = Clock(at("10:00")), Recorder()
+    escalating = Subscription(id="ops", channels=[HOOK], escalate_after_s=900, escalate_to=["chief"])
+    chief = Subscription(id="chief", channels=[HOOK], sites=["nowhere"])
+    n = make(store, [escalating, chief], clock, sender, group_wait_s=2, repeat_s=3600)
+    first = clock.now
+    run(n, clock, [(0, alert())])
+    assert store.book(due_by=first + 1.9) == []  # the group wait: due at first + 2 s
+    assert len(store.book(due_by=first + 2)) == 1
+    run(n, clock, [(2, None)])
+    assert sender.got == [("ops", "firing", "webhook")]
+    # Next due: the escalation (15 min), before the repeat (1 h); nothing to read until then.
+    assert store.book(due_by=first + 899) == []
+    assert len(store.book(due_by=first + 900)) == 1
+    run(n, clock, [(898, None)])
+    assert sender.got[1:] == [("chief", "escalation", "webhook")]
+    assert store.book(due_by=first + 3599) == []  # then the repeat
+    n.ack(alert().fingerprint, "duty")
+    run(n, clock, [(2702, None)])  # the repeat was due 3602 s after the first
+    assert sender.got[2:] == []  # acknowledged: no repeat
+    assert store.book(due_by=clock.now + 86_400) == []  # and nothing more due
+    # A subscription changed: every alert is looked at again.
+    store.put_subscription(Subscription(id="night", channels=[HOOK]))
+    run(n, clock, [(1, None)])
+    assert sender.got[2:] == [("night", "firing", "webhook")]
+
+
+def test_a_storm_is_told_a_batch_at_a_time(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thousands due at once (a storm, a restart) must not hold the loop: a batch per tick."""
+    monkeypatch.setattr(notifier_module, "TICK_BATCH", 3)
+    clock, sender = Clock(at("10:00")), Recorder()
+    n = make(store, [Subscription(id="ops", channels=[HOOK])], clock, sender, group_wait_s=0)
+    storm = [alert(site=f"site-{i}") for i in range(5)]
+
+    async def go() -> int:
+        for event in storm:
+            n.handle(event)
+        n.tick()
+        in_one_go = len(n.sent)
+        await asyncio.sleep(0)  # one turn of the loop: the next batch was queued right behind
+        await n.drain()
+        return in_one_go
+
+    assert asyncio.run(go()) == 3
+    assert [kind for _, kind, _ in sender.got] == ["firing"] * 5

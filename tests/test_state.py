@@ -46,6 +46,9 @@ CREATE TABLE audit (
 AUDIT = [(1_790_000_000_000, "ops", f"action-{i}", "ops", "") for i in range(5)]
 
 
+HEAD = "0003"  # the newest migration
+
+
 def test_a_previous_release_s_state_file_is_taken_over_with_its_data(tmp_path: Path) -> None:
     path = tmp_path / "notifier.sqlite"
     with sqlite3.connect(path) as db:
@@ -63,7 +66,7 @@ def test_a_previous_release_s_state_file_is_taken_over_with_its_data(tmp_path: P
     assert book.audit_log(limit=1)[0]["action"] == "action-5"  # new entries after the old ones
     assert [q["key"] for q in store.quarantined()] == ["k"]
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
 
 
 def test_migrations_run_up_from_empty_and_from_the_first_revision_with_data(state: str) -> None:
@@ -79,7 +82,7 @@ def test_migrations_run_up_from_empty_and_from_the_first_revision_with_data(stat
         migrate(engine)
         migrate(engine)  # again: nothing to do
         with engine.begin() as db:
-            assert db.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+            assert db.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD
     finally:
         engine.dispose()
     book = TokenBook(state)
@@ -101,12 +104,12 @@ def test_each_claim_is_won_once_by_notifiers_racing_for_it(state: str) -> None:
         store = stores[n]
         start.wait()
         for fp in keys:
-            store.open_alert(fp, "{}", 1.0)
+            store.open_alert(fp, 1000, "{}", 1.0)
             if store.claim_first(fp, "ops", 1.0):
                 won[n].append(fp)
         start.wait()  # every firing step handled, then every resolution
         for fp in keys:
-            if store.close_alert(fp) is not None:
+            if store.close_alert(fp, 1000, 2.0) is not None:
                 closed[n].append(fp)
 
     threads = [threading.Thread(target=notifier, args=(n,)) for n in range(len(stores))]
@@ -116,6 +119,58 @@ def test_each_claim_is_won_once_by_notifiers_racing_for_it(state: str) -> None:
         t.join(60)
     assert sorted(fp for w in won for fp in w) == keys  # each told once, by one of them
     assert sorted(fp for c in closed for fp in c) == keys  # each closed once
+    assert stores[0].alerts() == []
+    for s in stores:
+        s.close()
+
+
+def test_an_episode_closed_stays_closed_whatever_order_its_events_come_in(state: str) -> None:
+    """Edges announce their alerts again, and two notifiers may take the firing event and the
+    resolution in either order: the episode (fingerprint, since) decides, not the arrival."""
+    store = Store(state)
+    fp = "00000000000000ee"
+    assert store.open_alert(fp, 1000, "{}", 1.0) == "new"
+    assert store.open_alert(fp, 1000, "{}", 2.0) == "open"  # announced again: a refresh
+    store.claim_first(fp, "ops", 2.0)
+    assert store.close_alert(fp, 1000, 3.0) == ["ops"]
+    assert store.open_alert(fp, 1000, "{}", 4.0) == "late"  # the firing event, late
+    assert store.alerts() == []
+    assert store.close_alert(fp, 1000, 5.0) is None  # the resolution again: nobody told twice
+    # A resolution that arrives before its firing event: the firing event is then late.
+    assert store.close_alert(fp, 2000, 6.0) is None
+    assert store.open_alert(fp, 2000, "{}", 7.0) == "late"
+    # A late resolution of an older episode does not close a newer one.
+    assert store.open_alert(fp, 3000, "{}", 8.0) == "new"
+    assert store.close_alert(fp, 2500, 9.0) is None
+    assert [a[0] for a in store.alerts()] == [fp]
+    # Closed episodes are forgotten after a day.
+    store.close_alert(fp, 3000, 10.0 + 86_400 * 2)
+    assert store.open_alert(fp, 1000, "{}", 10.0 + 86_400 * 2) == "new"
+    store.close()
+
+
+def test_firing_and_resolution_racing_on_two_notifiers_leave_nothing_open(state: str) -> None:
+    """For 100 alerts, one notifier takes each firing event while another takes its
+    resolution at the same moment; whichever wins, no alert is left open."""
+    stores = [Store(state) for _ in range(2)]
+    keys = [f"{i:016x}" for i in range(100)]
+    start = threading.Barrier(2)
+
+    def firing() -> None:
+        start.wait()
+        for fp in keys:
+            stores[0].open_alert(fp, 1000, "{}", 1.0)
+
+    def resolving() -> None:
+        start.wait()
+        for fp in reversed(keys):  # they meet in the middle, and cross
+            stores[1].close_alert(fp, 1000, 1.0)
+
+    threads = [threading.Thread(target=firing), threading.Thread(target=resolving)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
     assert stores[0].alerts() == []
     for s in stores:
         s.close()

@@ -122,6 +122,11 @@ class BrokerConfig(Strict):
     alert_topic: str = ALERT_TOPIC
     status_topic: str = EDGE_STATUS_TOPIC
     tls: MqttTls | None = None
+    # The broker takes a notifier for gone after 1.5 times this without a word from it.
+    keepalive_s: Annotated[int, Field(ge=2, le=3600)] = 30
+    # A notifier whose state has been unreachable this long leaves the group until it is back,
+    # so that the broker gives the others every new event.
+    leave_after_s: Annotated[float, Field(gt=0)] = 10.0
 
 
 class NotifierConfig(Strict):

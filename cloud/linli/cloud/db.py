@@ -22,6 +22,17 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, make_url, text
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# A database cut off by the network fails a statement in seconds rather than TCP's quarter of
+# an hour: a connect waits 3 s, data unacknowledged for 3 s breaks the connection (the
+# service then holds its events and tries again), and keepalives find a silent peer.
+PG_TIMEOUTS = {
+    "connect_timeout": 3,
+    "tcp_user_timeout": 3000,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 2,
+}
 # Any fixed number: the advisory lock the migrations of every linli service take on PostgreSQL.
 MIGRATION_LOCK = 0x6C696E6C69
 
@@ -57,7 +68,9 @@ def open_state(state: str | Path | Engine) -> Engine:
         event.listen(engine, "begin", _sqlite_begin)
     else:
         # pre_ping: a connection the database dropped (a restart) is replaced, not handed out.
-        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        engine = create_engine(
+            url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=dict(PG_TIMEOUTS)
+        )
     migrate(engine)
     return engine
 

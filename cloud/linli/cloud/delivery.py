@@ -14,6 +14,10 @@ log = logging.getLogger(__name__)
 
 # who it was for, the channel, the message, the last error
 Failed = Callable[[str, Channel, Message, str], None]
+# Sends at once, at most: a burst of thousands of notices (a storm, a subscription added
+# over an open city) would otherwise all wait on the HTTP client's pool, whose bookkeeping
+# grows with the square of the requests waiting.
+SENDING_MAX = 32
 
 
 class Deliveries:
@@ -28,6 +32,7 @@ class Deliveries:
         # next one waits for it, so a subscriber hears "firing" before "resolved", and a keeper
         # "arrived" before "collected"; other threads go in parallel.
         self._last: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        self._sending = asyncio.Semaphore(SENDING_MAX)
 
     @property
     def under_way(self) -> int:
@@ -63,7 +68,8 @@ class Deliveries:
         error = "not tried"
         for attempt in range(1, self.attempts + 1):
             try:
-                await self.sender.send(channel, message)
+                async with self._sending:
+                    await self.sender.send(channel, message)
                 return
             except asyncio.CancelledError:
                 # Stopped mid-retry: kept with the failures, for an operator to see and resend.

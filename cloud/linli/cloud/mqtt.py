@@ -50,7 +50,12 @@ class AlertFeed:
     An event is acknowledged to the broker only once the notifier has taken it (`handle` returns
     True). While the notifier's state cannot be reached, events wait here in order and are
     handed over again at each `retry`; the broker sends no more than its in-flight window
-    meanwhile, and a notifier that dies leaves them unacknowledged rather than lost.
+    meanwhile. Past `leave_after_s` of that, the notifier leaves the group (unsubscribes), so
+    that the others get every new event, and joins again once all it holds is taken.
+
+    A notifier that dies takes the events it held with it on Mosquitto 2.0, which does not
+    give a dead member's messages to the rest of the group (EMQX does): the edges announce
+    their alerts again (`resend_s`), which tells them late rather than never.
     """
 
     def __init__(
@@ -70,7 +75,11 @@ class AlertFeed:
         client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5, manual_ack=True
         )
-        self.waiting: deque[tuple[AlertMessage, int, int]] = deque()  # (alert, mid, qos), on the loop
+        # (alert, mid, qos, connection): on the loop. A mid is only acknowledged on its own connection.
+        self.waiting: deque[tuple[AlertMessage, int, int, int]] = deque()
+        self.connection = 0  # how many times the client connected
+        self.failing_since: float | None = None  # when the state first failed an event, if it does
+        self.left = False  # out of the group while the state cannot be reached
         user = os.environ.get(broker.username_env, "")
         if user:
             client.username_pw_set(user, os.environ.get(broker.password_env) or None)
@@ -91,7 +100,7 @@ class AlertFeed:
 
     def start(self) -> None:
         log.info("notifier: connecting to the broker at %s:%d", self.broker.host, self.broker.port)
-        self.client.connect_async(self.broker.host, self.broker.port, keepalive=30)
+        self.client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive_s)
         self.client.loop_start()
 
     def stop(self) -> None:
@@ -109,6 +118,10 @@ class AlertFeed:
             log.error("notifier: broker %s:%d refused: %s", self.broker.host, self.broker.port, reason)
             return
         self._failing = False
+        self.connection += 1
+        if self.left:
+            log.info("notifier: connected; staying out of the group until the state is back")
+            return
         log.info("notifier: connected; subscribing %s", ", ".join(self.filters()))
         client.subscribe([(f, 1) for f in self.filters()])
 
@@ -142,7 +155,7 @@ class AlertFeed:
         if alert is None:
             self.client.ack(msg.mid, msg.qos)  # refused: it will not be any better later
         else:
-            self.loop.call_soon_threadsafe(self._deliver, alert, msg.mid, msg.qos)
+            self.loop.call_soon_threadsafe(self._deliver, alert, msg.mid, msg.qos, self.connection)
 
     def _take(self, msg: paho.MQTTMessage) -> AlertMessage | None:
         """The alert in a message, or None (refused, counted)."""
@@ -166,21 +179,43 @@ class AlertFeed:
                 return None
         return alert
 
-    def _deliver(self, alert: AlertMessage, mid: int, qos: int) -> None:
+    def _deliver(self, alert: AlertMessage, mid: int, qos: int, connection: int) -> None:
         """On the loop: hand the event over, behind any that wait, and acknowledge it once taken."""
-        if self.waiting or not self.handle(alert):
-            self.waiting.append((alert, mid, qos))
-            return
-        self.client.ack(mid, qos)
+        held = bool(self.waiting)  # then the state is failing: the tick's retry tries again
+        self.waiting.append((alert, mid, qos, connection))
+        if not held:
+            self.retry()
 
     def retry(self) -> None:
-        """On the loop: hand the waiting events over again, in order, until one still fails."""
+        """On the loop: hand the waiting events over, in order, until one fails; leave the group
+        when the state has failed for too long, and join again once nothing waits."""
         while self.waiting:
-            alert, mid, qos = self.waiting[0]
+            alert, mid, qos, connection = self.waiting[0]
+            tried = time.monotonic()
             if not self.handle(alert):
+                # Failing since the first failing try began: a database cut off takes seconds to fail.
+                now = time.monotonic()
+                self.failing_since = self.failing_since or tried
+                if not self.left and now - self.failing_since >= self.broker.leave_after_s:
+                    log.warning(
+                        "notifier: the state has been unreachable for %.0f s; leaving the group "
+                        "with %d events held, until it is back",
+                        now - self.failing_since,
+                        len(self.waiting),
+                    )
+                    self.left = True
+                    self.client.unsubscribe(self.filters())
                 return
             self.waiting.popleft()
-            self.client.ack(mid, qos)
+            # On a later connection the mid names another message, or none: the broker sends
+            # this event again, or gave it up with the old session, and the state has it now.
+            if connection == self.connection:
+                self.client.ack(mid, qos)
+        self.failing_since = None
+        if self.left:
+            log.info("notifier: the state is back; joining the group again")
+            self.left = False
+            self.client.subscribe([(f, 1) for f in self.filters()])
 
     def _refuse(self, reason: str, source: str, detail: str) -> None:
         self.loop.call_soon_threadsafe(self.reject, reason, source, detail)

@@ -37,12 +37,16 @@ from linli.catalog.profile import Severity
 from linli.cloud.channels import Message, Notice, NoticeKind, Sender
 from linli.cloud.config import Channel, NotifierConfig, QuietHours, Subscription
 from linli.cloud.delivery import Deliveries
-from linli.cloud.store import Store
+from linli.cloud.store import Entry, Store
 from linli.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
 RANK = {Severity.WARNING: 0, Severity.CRITICAL: 1}
+# How often an alert held back by a subscriber's quiet hours is looked at again.
+QUIET_RECHECK_S = 60.0
+# Alerts looked at in one go: each may take a few statements, and the loop has other work.
+TICK_BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -147,8 +151,13 @@ class Notifier:
     def _handle(self, alert: AlertMessage) -> None:
         now = self.clock()
         if alert.state is AlertState.FIRING:
-            # The same alert again only updates it: no new message.
-            if self.store.open_alert(alert.fingerprint, alert.model_dump_json(), now):
+            # The same episode again (an update, or the edge announcing it anew) only refreshes
+            # it, and one already closed (a late event) changes nothing: no new message.
+            due = now + self.config.group_wait_s
+            opened = self.store.open_alert(
+                alert.fingerprint, alert.since_ms, alert.model_dump_json(), now, due
+            )
+            if opened == "new":
                 log.info("alert firing: %s %s/%s", alert.rule, alert.site, alert.device)
                 # The first message goes when the group wait ends, not at the next periodic tick.
                 with contextlib.suppress(RuntimeError):  # no loop: the caller ticks
@@ -157,15 +166,18 @@ class Notifier:
             # Closing is the last step that touches the state: a failure before it leaves the
             # alert open for this event to be handed over again, after it nothing can fail.
             subs = {s.id: s for s in self.store.subscriptions()}
-            told = self.store.close_alert(alert.fingerprint)
+            told = self.store.close_alert(alert.fingerprint, alert.since_ms, now)
             for sub_id in told or []:
                 if sub_id in subs:
                     self._notify(subs[sub_id], "resolved", alert)
 
     def active(self) -> list[Active]:
         """Every open alert, oldest first; one that no longer reads back is quarantined."""
+        return self._read(self.store.book())
+
+    def _read(self, entries: list[Entry]) -> list[Active]:
         out = []
-        for fp, body, first_s, acked_by in self.store.alerts():
+        for fp, body, first_s, acked_by, told in entries:
             try:
                 alert = AlertMessage.model_validate_json(body)
             except ValidationError as exc:
@@ -174,7 +186,7 @@ class Notifier:
                 log.error("notifier: alert %s no longer reads back (%s); quarantined", fp, reason)
                 self.store.quarantine_alert(fp, reason)
                 continue
-            out.append(Active(alert, first_s, acked_by, self.store.told(fp)))
+            out.append(Active(alert, first_s, acked_by, told))
         return out
 
     def ack(self, fp: str, by: str) -> str | None:
@@ -182,34 +194,66 @@ class Notifier:
         return self.store.ack(fp, by, self.clock())
 
     def tick(self) -> None:
-        """Send what is due now: first messages after the group wait, repeats, escalations."""
+        """Send what is due now: first messages after the group wait, repeats, escalations.
+
+        Only the alerts due by now are read (`due_s`), at most `TICK_BATCH` at a time, and each
+        is given the time it is next due."""
         now = self.clock()
         subs = {s.id: s for s in self.store.subscriptions()}
-        for active in self.active():
-            if now - active.first_s < self.config.group_wait_s:
-                continue
+        due = self.store.book(due_by=now, limit=TICK_BATCH)
+        if len(due) == TICK_BATCH:
+            # More are due (a storm, a restart): the rest right after, the loop free in between.
+            with contextlib.suppress(RuntimeError):  # no loop: the caller ticks again
+                asyncio.get_running_loop().call_soon(self.tick)
+        for active in self._read(due):
+            fp = active.alert.fingerprint
             try:
-                self._due(active, subs, now)
+                wait_until = active.first_s + self.config.group_wait_s
+                self.store.set_due(fp, wait_until if now < wait_until else self._due(active, subs, now))
             except Exception as exc:
                 # One alert that cannot be told must not keep the others from being told.
-                self.count_failure("tick", active.alert.fingerprint, exc)
+                self.count_failure("tick", fp, exc)
 
-    def _due(self, active: Active, subs: dict[str, Subscription], now: float) -> None:
-        store = self.store
+    def _due(self, active: Active, subs: dict[str, Subscription], now: float) -> float | None:
+        """Tell what is due for one alert; when something may next be due, or None."""
+        store, repeat_s = self.store, self.config.repeat_s
         alert, fp = active.alert, active.alert.fingerprint
+        unacked = active.acked_by is None
+        due: list[float] = []
         for sub in subs.values():
-            if not matches(sub, alert) or quiet_now(sub.quiet, alert.severity, now):
+            if not matches(sub, alert):
                 continue
-            if sub.id not in active.told:
+            if quiet_now(sub.quiet, alert.severity, now):
+                due.append(now + QUIET_RECHECK_S)
+                continue
+            last = active.told.get(sub.id)
+            if last is None:
                 if store.claim_first(fp, sub.id, now):
                     self._notify(sub, "firing", alert)
-            elif store.claim_repeat(fp, sub.id, now, self.config.repeat_s):
-                self._notify(sub, "repeat", alert)
-            due = sub.escalate_after_s is not None and now - active.first_s >= sub.escalate_after_s
-            if due and active.acked_by is None and store.claim_escalation(fp, sub.id):
-                for target in sub.escalate_to:
-                    if target in subs:
-                        self._notify(subs[target], "escalation", alert)
+                last = now  # told now, by this notifier or another
+            elif unacked and now - last >= repeat_s:
+                if store.claim_repeat(fp, sub.id, now, repeat_s):
+                    self._notify(sub, "repeat", alert)
+                last = now
+            if unacked:
+                due.append(last + repeat_s)
+            if sub.escalate_after_s is not None and unacked:
+                due.extend(self._escalate(active, sub, subs, now))
+        return min(due, default=None)
+
+    def _escalate(
+        self, active: Active, sub: Subscription, subs: dict[str, Subscription], now: float
+    ) -> list[float]:
+        """Escalate an unacknowledged alert once its time came; else when it comes."""
+        assert sub.escalate_after_s is not None
+        escalate_at = active.first_s + sub.escalate_after_s
+        if now < escalate_at:
+            return [escalate_at]
+        if self.store.claim_escalation(active.alert.fingerprint, sub.id):
+            for target in sub.escalate_to:
+                if target in subs:
+                    self._notify(subs[target], "escalation", active.alert)
+        return []
 
     # --- delivery -----------------------------------------------------------
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import Connection, text
@@ -26,6 +26,26 @@ from linli.cloud.db import Tables
 
 # How much of a quarantined row is kept.
 QUARANTINE_EXCERPT = 65_536
+# How long a closed episode is remembered: longer than any event can be late.
+EPISODES_KEPT_S = 86_400.0
+
+Opened = Literal["new", "open", "late"]
+# An open alert: fingerprint, body, first seen, acknowledged by, and subscription -> last told.
+Entry = tuple[str, str, float, str | None, dict[str, float]]
+BOOK = (
+    "SELECT a.fingerprint, a.body, a.first_s, a.acked_by, t.subscription, t.last_s "
+    "FROM alert a LEFT JOIN told t ON t.fingerprint = a.fingerprint "
+    "ORDER BY a.first_s, a.fingerprint"
+)
+BOOK_DUE = (
+    "SELECT a.fingerprint, a.body, a.first_s, a.acked_by, t.subscription, t.last_s "
+    "FROM alert a LEFT JOIN told t ON t.fingerprint = a.fingerprint WHERE a.fingerprint IN "
+    "(SELECT fingerprint FROM alert WHERE due_s <= :due ORDER BY due_s LIMIT :limit) "
+    "ORDER BY a.first_s, a.fingerprint"
+)
+REFRESH = text("UPDATE alert SET body = :body WHERE fingerprint = :fp AND since_ms = :since")
+# Subscriptions changed: every alert is looked at again at the next tick.
+RESCHEDULE = "UPDATE alert SET due_s = 0"
 
 
 class Store(Tables):
@@ -33,45 +53,94 @@ class Store(Tables):
 
     # --- the alert book -------------------------------------------------------
 
-    def open_alert(self, fp: str, body: str, now: float) -> bool:
-        """Record a firing alert (or refresh its last event); True if it is new."""
+    def open_alert(self, fp: str, since_ms: int, body: str, now: float, due: float | None = None) -> Opened:
+        """Record a firing event: a new alert, a refresh of an open one (its last event, the
+        newest episode), or nothing when its episode was closed already (a late event). A new
+        alert is due to be looked at `due` (by default now)."""
+        params = {"fp": fp, "since": since_ms, "body": body, "now": now, "due": now if due is None else due}
         with self._engine.begin() as conn:
+            # Most firing events are an open episode announced again: one statement. The row's
+            # lock orders it with a resolution closing the episode at the same moment.
+            if conn.execute(REFRESH, params).rowcount == 1:
+                return "open"
+            _lock_alert(conn, fp)
+            late = conn.execute(
+                text("SELECT 1 FROM closed_episode WHERE fingerprint = :fp AND since_ms = :since"), params
+            ).first()
+            if late is not None:
+                return "late"
             new = conn.execute(
                 text(
-                    "INSERT INTO alert (fingerprint, body, first_s) VALUES (:fp, :body, :now) "
-                    "ON CONFLICT (fingerprint) DO NOTHING"
+                    "INSERT INTO alert (fingerprint, since_ms, body, first_s, due_s) "
+                    "VALUES (:fp, :since, :body, :now, :due) ON CONFLICT (fingerprint) DO NOTHING"
                 ),
-                {"fp": fp, "body": body, "now": now},
+                params,
             ).rowcount
             if new == 0:
                 conn.execute(
-                    text("UPDATE alert SET body = :body WHERE fingerprint = :fp"), {"fp": fp, "body": body}
+                    text(
+                        "UPDATE alert SET body = :body, since_ms = :since "
+                        "WHERE fingerprint = :fp AND since_ms <= :since"
+                    ),
+                    params,
                 )
-        return new == 1
+        return "new" if new == 1 else "open"
 
-    def close_alert(self, fp: str) -> list[str] | None:
-        """Remove a resolved alert; the subscriptions that heard of it, or None if it was not open.
+    def close_alert(self, fp: str, since_ms: int, now: float) -> list[str] | None:
+        """Close an alert's episode (or an older one still open); the subscriptions that heard
+        of it, or None if it was not open. The episode is remembered for a day, so that its
+        firing event arriving late does not open it again.
 
         Of several notifiers closing it at once, one deletes the row and gets the list."""
         with self._engine.begin() as conn:
-            gone = conn.execute(text("DELETE FROM alert WHERE fingerprint = :fp"), {"fp": fp}).rowcount
-            told = conn.execute(
-                text("DELETE FROM told WHERE fingerprint = :fp RETURNING subscription"), {"fp": fp}
-            ).all()
-            conn.execute(text("DELETE FROM escalated WHERE fingerprint = :fp"), {"fp": fp})
-        return sorted(str(s) for (s,) in told) if gone else None
+            _lock_alert(conn, fp)
+            gone = conn.execute(
+                text("DELETE FROM alert WHERE fingerprint = :fp AND since_ms <= :since"),
+                {"fp": fp, "since": since_ms},
+            ).rowcount
+            told: list[str] = []
+            if gone:
+                rows = conn.execute(
+                    text("DELETE FROM told WHERE fingerprint = :fp RETURNING subscription"), {"fp": fp}
+                )
+                told = sorted(str(sub) for (sub,) in rows)
+                conn.execute(text("DELETE FROM escalated WHERE fingerprint = :fp"), {"fp": fp})
+            conn.execute(
+                text(
+                    "INSERT INTO closed_episode (fingerprint, since_ms, closed_s) VALUES (:fp, :since, :now) "
+                    "ON CONFLICT DO NOTHING"
+                ),
+                {"fp": fp, "since": since_ms, "now": now},
+            )
+            conn.execute(
+                text("DELETE FROM closed_episode WHERE closed_s < :old"), {"old": now - EPISODES_KEPT_S}
+            )
+        return told if gone else None
 
     def alerts(self) -> list[tuple[str, str, float, str | None]]:
         """(fingerprint, body, first seen, acknowledged by) of every open alert, oldest first."""
-        rows = self._rows("SELECT fingerprint, body, first_s, acked_by FROM alert ORDER BY first_s")
-        return [
-            (str(fp), str(body), float(first), None if by is None else str(by))
-            for fp, body, first, by in rows
-        ]
+        return [(fp, body, first, by) for fp, body, first, by, _ in self.book()]
+
+    def book(self, due_by: float | None = None, limit: int = 2**31 - 1) -> list[Entry]:
+        """Every open alert, oldest first, with who heard of it when; or the `limit` most
+        overdue by `due_by`."""
+        rows = self._rows(BOOK if due_by is None else BOOK_DUE, {"due": due_by, "limit": limit})
+        book: dict[str, Entry] = {}
+        for fp, body, first, by, sub, last in rows:
+            entry = book.setdefault(
+                str(fp), (str(fp), str(body), float(first), None if by is None else str(by), {})
+            )
+            if sub is not None:
+                entry[4][str(sub)] = float(last)
+        return list(book.values())
 
     def told(self, fp: str) -> dict[str, float]:
         rows = self._rows("SELECT subscription, last_s FROM told WHERE fingerprint = :fp", {"fp": fp})
         return {str(sub): float(last) for sub, last in rows}
+
+    def set_due(self, fp: str, due: float | None) -> None:
+        """When the alert next needs looking at; None: not until something changes."""
+        self._change("UPDATE alert SET due_s = :due WHERE fingerprint = :fp", {"fp": fp, "due": due})
 
     def ack(self, fp: str, by: str, now: float) -> str | None:
         """Acknowledge an open alert (the first acknowledgement stands); who did, or None."""
@@ -87,14 +156,13 @@ class Store(Tables):
         return None if row is None else str(row[0])
 
     def claim_first(self, fp: str, sub: str, now: float) -> bool:
-        """True for exactly one caller: the one that tells `sub` of the alert first."""
-        return (
-            self._change(
-                "INSERT INTO told (fingerprint, subscription, last_s) VALUES (:fp, :sub, :now) "
-                "ON CONFLICT (fingerprint, subscription) DO NOTHING",
-                {"fp": fp, "sub": sub, "now": now},
-            )
-            == 1
+        """True for exactly one caller: the one that tells `sub` of the alert first, while it is open."""
+        return self._claim(
+            fp,
+            "INSERT INTO told (fingerprint, subscription, last_s) SELECT :fp, :sub, :now "
+            "WHERE EXISTS (SELECT 1 FROM alert WHERE fingerprint = :fp) "
+            "ON CONFLICT (fingerprint, subscription) DO NOTHING",
+            {"fp": fp, "sub": sub, "now": now},
         )
 
     def claim_repeat(self, fp: str, sub: str, now: float, every: float) -> bool:
@@ -110,14 +178,20 @@ class Store(Tables):
         )
 
     def claim_escalation(self, fp: str, sub: str) -> bool:
-        return (
-            self._change(
-                "INSERT INTO escalated (fingerprint, subscription) VALUES (:fp, :sub) "
-                "ON CONFLICT (fingerprint, subscription) DO NOTHING",
-                {"fp": fp, "sub": sub},
-            )
-            == 1
+        return self._claim(
+            fp,
+            "INSERT INTO escalated (fingerprint, subscription) SELECT :fp, :sub "
+            "WHERE EXISTS (SELECT 1 FROM alert WHERE fingerprint = :fp) "
+            "ON CONFLICT (fingerprint, subscription) DO NOTHING",
+            {"fp": fp, "sub": sub},
         )
+
+    def _claim(self, fp: str, sql: str, params: dict[str, Any]) -> bool:
+        """One claim on an open alert, in turn with its events: a notifier that read the alert
+        as open just before another closed it must not tell it after its resolution."""
+        with self._engine.begin() as conn:
+            _lock_alert(conn, fp)
+            return conn.execute(text(sql), params).rowcount == 1
 
     # --- subscriptions ----------------------------------------------------------
 
@@ -150,14 +224,21 @@ class Store(Tables):
         return subs
 
     def put_subscription(self, sub: Subscription) -> None:
-        self._change(
-            "INSERT INTO subscription (id, body) VALUES (:id, :body) "
-            "ON CONFLICT (id) DO UPDATE SET body = excluded.body",
-            {"id": sub.id, "body": sub.model_dump_json()},
-        )
+        with self._engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO subscription (id, body) VALUES (:id, :body) "
+                    "ON CONFLICT (id) DO UPDATE SET body = excluded.body"
+                ),
+                {"id": sub.id, "body": sub.model_dump_json()},
+            )
+            conn.execute(text(RESCHEDULE))
 
     def delete_subscription(self, sub_id: str) -> bool:
-        return self._change("DELETE FROM subscription WHERE id = :id", {"id": sub_id}) > 0
+        with self._engine.begin() as conn:
+            gone = conn.execute(text("DELETE FROM subscription WHERE id = :id"), {"id": sub_id}).rowcount
+            conn.execute(text(RESCHEDULE))
+        return gone > 0
 
     def seed(self, subs: Sequence[Subscription]) -> None:
         """The config's subscriptions, where the API has not changed them."""
@@ -169,6 +250,7 @@ class Store(Tables):
                     ),
                     {"id": sub.id, "body": sub.model_dump_json()},
                 )
+            conn.execute(text(RESCHEDULE))
 
     def record_failure(
         self, at_ms: int, subscription: str, channel: str, notice: dict[str, Any], error: str
@@ -192,6 +274,14 @@ class Store(Tables):
         return self._dicts(
             "SELECT at_ms, subscription, channel, fingerprint, notice, error FROM failed_delivery ORDER BY id"
         )
+
+
+def _lock_alert(conn: Connection, fp: str) -> None:
+    """Take one alert's events one at a time, until the transaction ends: a firing event and
+    its resolution handled at once by two notifiers must not both find the episode unclosed.
+    SQLite's transactions already take the whole database's write lock at their start."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:fp))"), {"fp": fp})
 
 
 def _quarantine(conn: Connection, source: str, key: str, reason: str, body: str) -> None:
