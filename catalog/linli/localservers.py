@@ -100,10 +100,11 @@ class LocalServer:
     log_path: Path
     # PostgreSQL takes SIGTERM as "when every client has gone"; SIGINT is its fast shutdown.
     stop_signal: int = signal.SIGTERM
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def log_tail(self, lines: int = 20) -> str:
         with contextlib.suppress(OSError):
@@ -274,11 +275,21 @@ def _postgresql_bin(name: str) -> str:
     return str(found[-1])
 
 
-def start_postgresql(datadir: Path, port: int | None = None, *, init: bool = True) -> LocalServer:
-    """PostgreSQL on 127.0.0.1 trusting the user `linli` (tests run on loopback); restart it on
+def start_postgresql(
+    datadir: Path,
+    port: int | None = None,
+    *,
+    init: bool = True,
+    host: str = "127.0.0.1",
+    netns: str | None = None,
+    clients: str | None = None,
+) -> LocalServer:
+    """PostgreSQL on `host` trusting the user `linli` (tests run on loopback); restart it on
     the same datadir and port with `init=False`. `postgresql_url(server)` is how to reach it.
 
-    PostgreSQL refuses to run as root: as root the cluster belongs to the `postgres` user.
+    For a test of several hosts it runs in the network namespace `netns` and trusts the
+    network `clients` (CIDR) as well. PostgreSQL refuses to run as root: as root the cluster
+    belongs to the `postgres` user.
     """
     initdb, postgres = _postgresql_bin("initdb"), _postgresql_bin("postgres")
     port = port or free_port()
@@ -301,24 +312,29 @@ def start_postgresql(datadir: Path, port: int | None = None, *, init: bool = Tru
             capture_output=True,
             user=user,
         )
-    server = _spawn(
-        "postgresql",
-        [
-            postgres, "-D", str(cluster), "-p", str(port), "-h", "127.0.0.1", "-k", str(datadir),
-            # A test server: the OS keeps what a crash of the server itself would lose.
-            "-c", "fsync=off", "-c", "max_connections=200",
-        ],
-        datadir,
-        port,
-        user=user,
-    )  # fmt: skip
+        if clients is not None:
+            with (cluster / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {clients} trust\n")
+    argv = [
+        postgres, "-D", str(cluster), "-p", str(port), "-h", host, "-k", str(datadir),
+        # A test server: the OS keeps what a crash of the server itself would lose.
+        "-c", "fsync=off", "-c", "max_connections=200",
+    ]  # fmt: skip
+    if netns is not None:
+        # Entering the namespace takes root; the server then drops to its user in place
+        # (setpriv execs, so the process stopped is PostgreSQL itself).
+        drop = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"] if user else []
+        argv = ["ip", "netns", "exec", netns, *drop, *argv]
+        user = None
+    server = _spawn("postgresql", argv, datadir, port, user=user)
     server.stop_signal = signal.SIGINT
+    server.host = host
     # A TCP connect is not enough: PostgreSQL refuses sessions while it starts up.
-    ready = [_postgresql_bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]
+    ready = [_postgresql_bin("pg_isready"), "-q", "-h", host, "-p", str(port)]
     _wait_ready(server, None, probe=lambda: subprocess.run(ready, check=False).returncode == 0)
     return server
 
 
 def postgresql_url(server: LocalServer, database: str = "postgres") -> str:
     """The SQLAlchemy URL of a database on a server from `start_postgresql`."""
-    return f"postgresql+psycopg://linli@127.0.0.1:{server.port}/{database}"
+    return f"postgresql+psycopg://linli@{server.host}:{server.port}/{database}"
