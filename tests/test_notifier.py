@@ -311,3 +311,23 @@ def test_a_storm_is_told_a_batch_at_a_time(store: Store, monkeypatch: pytest.Mon
 
     assert asyncio.run(go()) == 3
     assert [kind for _, kind, _ in sender.got] == ["firing"] * 5
+
+
+def test_a_notice_claimed_by_a_notifier_that_died_is_sent_by_another(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first claims "firing" and dies before sending it; the second sends it once the
+    first's lease runs out, and only then."""
+    clock, lost, sender = Clock(at("10:00")), Recorder(), Recorder()
+    subs = [Subscription(id="ops", channels=[HOOK])]
+    first = make(store, subs, clock, lost, group_wait_s=0)
+    monkeypatch.setattr(first, "_send", lambda *_: None)  # the host died between claim and send
+    run(first, clock, [(0, alert())])
+    second = Notifier(NotifierConfig(group_wait_s=0), store, sender, clock)
+    run(second, clock, [(notifier_module.LEASE_S - 1, None)])
+    assert sender.got == []  # the first might still be sending
+    run(second, clock, [(2, None)])
+    assert sender.got == [("ops", "firing", "webhook")]
+    run(second, clock, [(notifier_module.LEASE_S + 1, None)])
+    assert sender.got == [("ops", "firing", "webhook")]  # sent, so out of the outbox
+    assert lost.got == []

@@ -46,7 +46,7 @@ CREATE TABLE audit (
 AUDIT = [(1_790_000_000_000, "ops", f"action-{i}", "ops", "") for i in range(5)]
 
 
-HEAD = "0003"  # the newest migration
+HEAD = "0004"  # the newest migration
 
 
 def test_a_previous_release_s_state_file_is_taken_over_with_its_data(tmp_path: Path) -> None:
@@ -172,6 +172,30 @@ def test_firing_and_resolution_racing_on_two_notifiers_leave_nothing_open(state:
     for t in threads:
         t.join(60)
     assert stores[0].alerts() == []
+    for s in stores:
+        s.close()
+
+
+def test_a_notice_whose_sender_died_is_taken_once_its_lease_runs_out(state: str) -> None:
+    stores = [Store(state) for _ in range(3)]
+    held = [stores[0].hold("ops", "{}", f"notice-{i}", lease_until=100.0) for i in range(30)]
+    assert stores[1].orphans(now=99.0, lease_until=399.0) == []  # its sender may still be at it
+    stores[0].release(held[0])  # this one went out
+    taken: list[list[int]] = [[] for _ in stores]
+    start = threading.Barrier(len(stores))
+
+    def take(n: int) -> None:
+        start.wait()
+        while batch := stores[n].orphans(now=101.0, lease_until=401.0, limit=4):
+            taken[n] += [i for i, *_ in batch]
+
+    threads = [threading.Thread(target=take, args=(n,)) for n in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(i for t in taken for i in t) == held[1:]  # each orphan to one taker, once
+    assert stores[0].orphans(now=402.0, lease_until=700.0)[0][3] == "notice-1"  # the lease ran out again
     for s in stores:
         s.close()
 

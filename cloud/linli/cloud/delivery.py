@@ -39,8 +39,16 @@ class Deliveries:
         """Deliveries not finished (retries included)."""
         return len(self._tasks)
 
-    def start(self, who: str, channel: Channel, message: Message, thread: str = "") -> None:
-        """Deliver in the background, after the thread's earlier messages to the same place."""
+    def start(
+        self,
+        who: str,
+        channel: Channel,
+        message: Message,
+        thread: str = "",
+        finished: Callable[[], None] | None = None,
+    ) -> None:
+        """Deliver in the background, after the thread's earlier messages to the same place;
+        `finished` is called once it is delivered, recorded as failed, or given up at a stop."""
         key = (who, channel.model_dump_json(), thread)
         before = self._last.get(key)
         task = asyncio.get_running_loop().create_task(self._deliver(who, channel, message, before))
@@ -51,6 +59,8 @@ class Deliveries:
             self._tasks.discard(t)
             if self._last.get(key) is t:
                 del self._last[key]
+            if finished is not None:
+                finished()
 
         task.add_done_callback(done)
 

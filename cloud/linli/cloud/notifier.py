@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from linli.catalog.alerts import (
@@ -45,6 +47,9 @@ log = logging.getLogger(__name__)
 RANK = {Severity.WARNING: 0, Severity.CRITICAL: 1}
 # How often an alert held back by a subscriber's quiet hours is looked at again.
 QUIET_RECHECK_S = 60.0
+# How long a notice may take to be sent (every retry included) before another notifier sends it.
+LEASE_S = 300.0
+CHANNEL: TypeAdapter[Channel] = TypeAdapter(Channel)
 # Alerts looked at in one go: each may take a few statements, and the loop has other work.
 TICK_BATCH = 100
 
@@ -194,7 +199,8 @@ class Notifier:
         return self.store.ack(fp, by, self.clock())
 
     def tick(self) -> None:
-        """Send what is due now: first messages after the group wait, repeats, escalations.
+        """Send what is due now: first messages after the group wait, repeats, escalations, and
+        notices another notifier claimed and never sent.
 
         Only the alerts due by now are read (`due_s`), at most `TICK_BATCH` at a time, and each
         is given the time it is next due."""
@@ -213,6 +219,7 @@ class Notifier:
             except Exception as exc:
                 # One alert that cannot be told must not keep the others from being told.
                 self.count_failure("tick", fp, exc)
+        self.send_orphans()
 
     def _due(self, active: Active, subs: dict[str, Subscription], now: float) -> float | None:
         """Tell what is due for one alert; when something may next be due, or None."""
@@ -268,9 +275,41 @@ class Notifier:
         if active is not None:
             active.told[sub.id] = self.clock()
         notice = Notice(kind, alert, sub.id)
+        body = json.dumps(notice.to_json())
         for channel in sub.channels:
-            self.sent.append((sub.id, str(channel.kind), notice))
-            self.deliveries.start(sub.id, channel, notice, thread=alert.fingerprint)
+            # Kept in the outbox until it is sent: if this notifier dies first, another sends it.
+            held = self.store.hold(sub.id, channel.model_dump_json(), body, self.clock() + LEASE_S)
+            self._send(sub.id, channel, notice, held)
+
+    def _send(self, sub_id: str, channel: Channel, notice: Notice, held: int) -> None:
+        self.sent.append((sub_id, str(channel.kind), notice))
+        finished = functools.partial(self._release, held)
+        self.deliveries.start(sub_id, channel, notice, thread=notice.alert.fingerprint, finished=finished)
+
+    def _release(self, held: int) -> None:
+        try:
+            self.store.release(held)
+        except Exception as exc:
+            # Left in the outbox: sent again when its lease runs out, rather than lost.
+            self.count_failure("outbox", str(held), exc)
+
+    def send_orphans(self) -> int:
+        """Send the notices a notifier claimed and never sent (it died); how many."""
+        orphans = self.store.orphans(self.clock(), self.clock() + LEASE_S)
+        for held, sub_id, channel_json, body in orphans:
+            try:
+                channel = CHANNEL.validate_json(channel_json)
+                data = json.loads(body)
+                notice = Notice(data["notice"], AlertMessage.model_validate(data["alert"]), sub_id)
+            except (ValidationError, ValueError, KeyError) as exc:
+                self.count_failure("outbox", str(held), exc)
+                self.store.release(held)  # cannot be sent, now or later: logged, not retried forever
+                continue
+            log.warning(
+                "notifier: sending a notice for %s that another notifier claimed and never sent", sub_id
+            )
+            self._send(sub_id, channel, notice, held)
+        return len(orphans)
 
     def _record(self, who: str, channel: Channel, notice: Message, error: str) -> None:
         self.store.record_failure(int(self.clock() * 1000), who, str(channel.kind), notice.to_json(), error)

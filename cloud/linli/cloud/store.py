@@ -44,6 +44,16 @@ BOOK_DUE = (
     "ORDER BY a.first_s, a.fingerprint"
 )
 REFRESH = text("UPDATE alert SET body = :body WHERE fingerprint = :fp AND since_ms = :since")
+ORPHANS = text(
+    "UPDATE outbox SET lease_s = :until WHERE id IN "
+    "(SELECT id FROM outbox WHERE lease_s < :now ORDER BY id LIMIT :limit) "
+    "RETURNING id, subscription, channel, notice"
+)
+ORPHANS_PG = text(
+    "UPDATE outbox SET lease_s = :until WHERE id IN "
+    "(SELECT id FROM outbox WHERE lease_s < :now ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED) "
+    "RETURNING id, subscription, channel, notice"
+)
 # Subscriptions changed: every alert is looked at again at the next tick.
 RESCHEDULE = "UPDATE alert SET due_s = 0"
 
@@ -192,6 +202,34 @@ class Store(Tables):
         with self._engine.begin() as conn:
             _lock_alert(conn, fp)
             return conn.execute(text(sql), params).rowcount == 1
+
+    # --- the outbox ---------------------------------------------------------------
+
+    def hold(self, subscription: str, channel: str, notice: str, lease_until: float) -> int:
+        """Keep a notice about to be sent until `release`; its id."""
+        with self._engine.begin() as conn:
+            row = conn.execute(
+                text(
+                    "INSERT INTO outbox (subscription, channel, notice, lease_s) "
+                    "VALUES (:sub, :channel, :notice, :lease) RETURNING id"
+                ),
+                {"sub": subscription, "channel": channel, "notice": notice, "lease": lease_until},
+            ).one()
+        return int(row[0])
+
+    def release(self, held: int) -> None:
+        """The notice was delivered, or recorded as failed: nobody sends it again."""
+        self._change("DELETE FROM outbox WHERE id = :id", {"id": held})
+
+    def orphans(self, now: float, lease_until: float, limit: int = 50) -> list[tuple[int, str, str, str]]:
+        """(id, subscription, channel, notice) of notices whose sender's lease ran out, each now
+        leased to the caller until `lease_until`; another caller gets none of them."""
+        with self._engine.begin() as conn:
+            # PostgreSQL: rows another notifier is taking are skipped, not waited for. SQLite's
+            # transaction holds the database's write lock already.
+            sql = ORPHANS_PG if conn.dialect.name == "postgresql" else ORPHANS
+            rows = conn.execute(sql, {"now": now, "until": lease_until, "limit": limit}).all()
+        return sorted((int(i), str(sub), str(ch), str(n)) for i, sub, ch, n in rows)
 
     # --- subscriptions ----------------------------------------------------------
 
