@@ -125,6 +125,7 @@ class Notifier:
         self.errors: Counter[str] = Counter()  # alerts quarantined or failing, by where
         self.deliveries = Deliveries(sender, config.attempts, self._record)
         self._ratelog = RateLimitedLog(log)
+        self._wake_at: float | None = None  # when a tick is already due, on the loop's clock
 
     def reject(self, reason: str, source: str, detail: str) -> None:
         """An event that is not an alert of ours: counted, logged once per reason and source a minute."""
@@ -165,8 +166,7 @@ class Notifier:
             if opened == "new":
                 log.info("alert firing: %s %s/%s", alert.rule, alert.site, alert.device)
                 # The first message goes when the group wait ends, not at the next periodic tick.
-                with contextlib.suppress(RuntimeError):  # no loop: the caller ticks
-                    asyncio.get_running_loop().call_later(self.config.group_wait_s, self.tick)
+                self._wake(self.config.group_wait_s)
         elif alert.state is AlertState.RESOLVED:
             # Closing is the last step that touches the state: a failure before it leaves the
             # alert open for this event to be handed over again, after it nothing can fail.
@@ -199,8 +199,7 @@ class Notifier:
         return self.store.ack(fp, by, self.clock())
 
     def tick(self) -> None:
-        """Send what is due now: first messages after the group wait, repeats, escalations, and
-        notices another notifier claimed and never sent.
+        """Send what is due now: first messages after the group wait, repeats, escalations.
 
         Only the alerts due by now are read (`due_s`), at most `TICK_BATCH` at a time, and each
         is given the time it is next due."""
@@ -208,9 +207,7 @@ class Notifier:
         subs = {s.id: s for s in self.store.subscriptions()}
         due = self.store.book(due_by=now, limit=TICK_BATCH)
         if len(due) == TICK_BATCH:
-            # More are due (a storm, a restart): the rest right after, the loop free in between.
-            with contextlib.suppress(RuntimeError):  # no loop: the caller ticks again
-                asyncio.get_running_loop().call_soon(self.tick)
+            self._wake(0)  # more are due (a storm, a restart): the rest right after, the loop free between
         for active in self._read(due):
             fp = active.alert.fingerprint
             try:
@@ -219,7 +216,25 @@ class Notifier:
             except Exception as exc:
                 # One alert that cannot be told must not keep the others from being told.
                 self.count_failure("tick", fp, exc)
-        self.send_orphans()
+
+    def _wake(self, delay: float) -> None:
+        """Tick in `delay` seconds, unless a tick is due by then already: a burst of new alerts
+        wakes the notifier once, not once each."""
+        with contextlib.suppress(RuntimeError):  # no loop: the caller ticks
+            loop = asyncio.get_running_loop()
+            when = loop.time() + delay
+            if self._wake_at is not None and self._wake_at <= when:
+                return
+            self._wake_at = when
+            loop.call_at(when, self._woken)
+
+    def _woken(self) -> None:
+        self._wake_at = None
+        try:
+            self.tick()
+        except Exception as exc:
+            # The state may be unreadable for a moment: the periodic tick tries again.
+            self.count_failure("tick", "(all)", exc)
 
     def _due(self, active: Active, subs: dict[str, Subscription], now: float) -> float | None:
         """Tell what is due for one alert; when something may next be due, or None."""

@@ -72,6 +72,7 @@ class Service:
                 feed.retry()  # events the state could not take before
                 try:
                     self.notifier.tick()
+                    self.notifier.send_orphans()
                 except Exception as exc:
                     # The state may be unreadable for a moment (a locked file): next tick.
                     self.notifier.count_failure("tick", "(all)", exc)
