@@ -19,7 +19,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy import Engine, TextClause, create_engine, event, make_url, text
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # A database cut off by the network fails a statement in seconds rather than TCP's quarter of
@@ -67,10 +67,10 @@ def open_state(state: str | Path | Engine) -> Engine:
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
     else:
-        # pre_ping: a connection the database dropped (a restart) is replaced, not handed out.
-        engine = create_engine(
-            url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=dict(PG_TIMEOUTS)
-        )
+        # No ping before each use (a round trip per statement): a connection the database
+        # dropped (a restart) fails its statement, SQLAlchemy then replaces the whole pool, and
+        # the service holds what failed and tries it again.
+        engine = create_engine(url, pool_size=5, max_overflow=10, connect_args=dict(PG_TIMEOUTS))
     migrate(engine)
     return engine
 
@@ -81,23 +81,34 @@ class Tables:
 
     def __init__(self, state: str | Path | Engine) -> None:
         self._engine = open_state(state)
+        # One statement is atomic on its own: on PostgreSQL it goes without BEGIN and COMMIT,
+        # one round trip rather than three. SQLite's transactions take its write lock.
+        self._single = (
+            self._engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self._engine.dialect.name == "postgresql"
+            else self._engine
+        )
 
-    def _rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        with self._engine.begin() as conn:
-            return [tuple(row) for row in conn.execute(text(sql), params or {})]
+    def _rows(self, sql: str | TextClause, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        with self._single.begin() as conn:
+            return [tuple(row) for row in conn.execute(_text(sql), params or {})]
 
     def _dicts(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Rows as dicts by column name, for the APIs."""
-        with self._engine.begin() as conn:
+        with self._single.begin() as conn:
             return [dict(row) for row in conn.execute(text(sql), params or {}).mappings()]
 
-    def _change(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
+    def _change(self, sql: str | TextClause, params: Mapping[str, Any] | None = None) -> int:
         """Run one statement; the rows it inserted, updated or deleted."""
-        with self._engine.begin() as conn:
-            return conn.execute(text(sql), params or {}).rowcount
+        with self._single.begin() as conn:
+            return conn.execute(_text(sql), params or {}).rowcount
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+def _text(sql: str | TextClause) -> TextClause:
+    return text(sql) if isinstance(sql, str) else sql
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:

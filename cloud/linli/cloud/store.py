@@ -68,11 +68,11 @@ class Store(Tables):
         newest episode), or nothing when its episode was closed already (a late event). A new
         alert is due to be looked at `due` (by default now)."""
         params = {"fp": fp, "since": since_ms, "body": body, "now": now, "due": now if due is None else due}
+        # Most firing events are an open episode announced again: one statement. The row's lock
+        # orders it with a resolution closing the episode at the same moment.
+        if self._change(REFRESH, params) == 1:
+            return "open"
         with self._engine.begin() as conn:
-            # Most firing events are an open episode announced again: one statement. The row's
-            # lock orders it with a resolution closing the episode at the same moment.
-            if conn.execute(REFRESH, params).rowcount == 1:
-                return "open"
             _lock_alert(conn, fp)
             late = conn.execute(
                 text("SELECT 1 FROM closed_episode WHERE fingerprint = :fp AND since_ms = :since"), params
@@ -207,7 +207,7 @@ class Store(Tables):
 
     def hold(self, subscription: str, channel: str, notice: str, lease_until: float) -> int:
         """Keep a notice about to be sent until `release`; its id."""
-        with self._engine.begin() as conn:
+        with self._single.begin() as conn:
             row = conn.execute(
                 text(
                     "INSERT INTO outbox (subscription, channel, notice, lease_s) "
@@ -224,7 +224,7 @@ class Store(Tables):
     def orphans(self, now: float, lease_until: float, limit: int = 50) -> list[tuple[int, str, str, str]]:
         """(id, subscription, channel, notice) of notices whose sender's lease ran out, each now
         leased to the caller until `lease_until`; another caller gets none of them."""
-        with self._engine.begin() as conn:
+        with self._single.begin() as conn:
             # PostgreSQL: rows another notifier is taking are skipped, not waited for. SQLite's
             # transaction holds the database's write lock already.
             sql = ORPHANS_PG if conn.dialect.name == "postgresql" else ORPHANS
