@@ -18,40 +18,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from harness import Webhook
 from linli.localservers import free_port, start_mosquitto, start_victoria_metrics
-
-
-class Webhook:
-    """Receives notices; keeps (kind, fingerprint, alert time, arrival time) for each."""
-
-    def __init__(self) -> None:
-        self.got: list[tuple[str, str, int, float]] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                arrived = time.time()
-                notice = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                alert = notice["alert"]
-                hook.got.append((notice["notice"], alert["fingerprint"], alert["time_ms"], arrived))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
 
 def agent_config(path: Path, vm: str, broker: int, devices: int) -> None:
@@ -110,7 +84,13 @@ def main() -> int:
         f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}"
     )
-    hook = Webhook()
+    # (notice kind, fingerprint, the alert's time, arrival) of every notice
+    got: list[tuple[str, str, int, float]] = []
+    hook = Webhook(
+        lambda n, arrived: got.append(
+            (n["notice"], n["alert"]["fingerprint"], n["alert"]["time_ms"], arrived)
+        )
+    )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         broker = start_mosquitto(work / "mq")
@@ -140,14 +120,14 @@ def main() -> int:
 
             # Warm-up: one alert through the whole path proves every part is up, then it is forgotten.
             deadline = time.monotonic() + 30
-            while not any(k == "resolved" for k, *_ in hook.got):
+            while not any(k == "resolved" for k, *_ in got):
                 if time.monotonic() > deadline:
                     raise SystemExit(f"benchmark: no notice reached the webhook; see {work}/*.log")
                 report(10, 0)
                 time.sleep(0.5)
                 report(90, 0)
                 time.sleep(0.5)
-            hook.got.clear()
+            got.clear()
             cycles = max(1, args.alerts // args.devices)
             for _ in range(cycles):
                 for level in (10, 90):  # below the limit: fires; back above it: resolves
@@ -157,7 +137,7 @@ def main() -> int:
                     time.sleep(0.5)
             expected = cycles * args.devices
             deadline = time.monotonic() + 30
-            while len(hook.got) < 2 * expected and time.monotonic() < deadline:
+            while len(got) < 2 * expected and time.monotonic() < deadline:
                 time.sleep(0.2)
             client.loop_stop()
         finally:
@@ -167,14 +147,14 @@ def main() -> int:
             vm.stop()
             broker.stop()
     for kind in ("firing", "resolved"):
-        ms = [(arrived * 1000 - alert_ms) for k, _, alert_ms, arrived in hook.got if k == kind]
+        ms = [(arrived * 1000 - alert_ms) for k, _, alert_ms, arrived in got if k == kind]
         print(
             f"{kind:>8}: {len(ms)} of {expected} notices; latency p50 {statistics.median(ms):.1f} ms, "
             f"p99 {percentile(ms, 99):.1f} ms, max {max(ms):.1f} ms"
             if ms
             else f"{kind}: none arrived"
         )
-    duplicates = len(hook.got) - len({(k, f, t) for k, f, t, _ in hook.got})
+    duplicates = len(got) - len({(k, f, t) for k, f, t, _ in got})
     print(f"duplicates: {duplicates}")
     return 0
 

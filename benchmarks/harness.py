@@ -1,11 +1,18 @@
-"""What the benchmarks share: a process's CPU time, the charger simulator, the broker's limits."""
+"""What the benchmarks share: a process's CPU time, the charger simulator, the broker's limits,
+a webhook that takes the notifier's notices."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 
 def cpu_seconds(pid: int) -> float:
@@ -27,3 +34,35 @@ def start_charger_sim(first_port: int, stations: int, *extra: str) -> subprocess
         sim.wait()
         raise SystemExit("benchmark: the simulator did not start; see its error above")
     return sim
+
+
+class Webhook:
+    """A local HTTP server handing each POSTed JSON body, with the time it arrived, to `take`."""
+
+    def __init__(self, take: Callable[[dict[str, Any], float], None]) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                arrived = time.time()
+                try:
+                    body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                except ValueError:  # a sender that gave up halfway: it sends again
+                    self.send_response(400)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                take(body, arrived)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -165,3 +165,16 @@ def test_the_image_copies_every_source_root_the_install_needs() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     copied = {line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")}
     assert roots <= copied, f"the image lacks {sorted(roots - copied)}"
+
+
+BENCHMARKS = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if p.stem not in {"harness", "mqttload"})
+
+
+@pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.stem)
+def test_every_benchmark_says_how_to_run_it(script: Path) -> None:
+    """Each imports what it needs (the shared harness too) and answers --help."""
+    result = subprocess.run(
+        [sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: {script.name}")
