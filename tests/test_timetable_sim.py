@@ -36,6 +36,17 @@ def test_each_road_segment_has_its_own_factor_the_same_every_day() -> None:
     assert Traffic(seed=4, sd=0.0).road("wet-north", 3) == 1.0
 
 
+def test_rush_hours_slow_the_trucks_unless_turned_off(feed: Feed) -> None:
+    trip = feed.trips[TRIP]  # leaves at 08:10, in the morning rush (roads 1.45 times free flow)
+
+    def took(rush: bool) -> float:
+        traffic = Traffic(sd=0.0, trip_sd=0.0, rush=rush)
+        arrivals = drive_trip(feed, trip, MONDAY, random.Random(1), traffic=traffic).arrivals
+        return (arrivals[-1].actual_s or 0.0) - (arrivals[0].actual_s or 0.0)
+
+    assert took(rush=True) > 1.1 * took(rush=False) > 0  # the stops' own time is not stretched
+
+
 def test_a_clean_drive_serves_every_bin_room_once_in_order(feed: Feed) -> None:
     trip = feed.trips[TRIP]
     run = drive_trip(feed, trip, MONDAY, random.Random(1), traffic=Traffic(sd=0.3, trip_sd=0.1))

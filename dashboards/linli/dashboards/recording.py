@@ -166,6 +166,9 @@ async def record(
                 datetime.fromtimestamp(start_s + offset, UTC).isoformat(),
                 "--gtfs",
                 str(gtfs),
+                # Whatever the hour the recording is made at: in a rush hour trucks that leave at
+                # its half would not finish their trips (and write their visits) before its end.
+                "--no-rush",
             ]
             if trouble:
                 args += ["--offline", OFFLINE_SITE]

@@ -172,6 +172,11 @@ def _add_district(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--trip-sd", type=float, default=0.1, help="each drive of a segment, log-normal sd (default 0.1)"
     )
     district.add_argument(
+        "--no-rush",
+        action="store_true",
+        help="roads at free flow at every hour (by default slower at 7-9 and 17-19 local time)",
+    )
+    district.add_argument(
         "--bookings-per-day",
         type=float,
         default=0.0,
@@ -278,7 +283,9 @@ def _run_district(args: argparse.Namespace) -> int:
             modbus_port=args.modbus_port,
             faults=_district_faults(args),
             timetable=timetable,
-            traffic=Traffic(seed=scenario.seed, sd=args.traffic_sd, trip_sd=args.trip_sd),
+            traffic=Traffic(
+                seed=scenario.seed, sd=args.traffic_sd, trip_sd=args.trip_sd, rush=not args.no_rush
+            ),
         )
     except (ValueError, KeyError) as exc:
         print(f"linli sim district: {exc.args[0] if exc.args else exc}", file=sys.stderr)

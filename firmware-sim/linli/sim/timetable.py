@@ -56,6 +56,7 @@ class Traffic:
     seed: int = 1
     sd: float = 0.3  # each road segment's own factor, fixed for the run
     trip_sd: float = 0.1  # each drive of a segment
+    rush: bool = True  # slower in the rush hours (RUSH); off, every hour runs at free flow
 
     def road(self, route_id: str, index: int) -> float:
         """The factor of the segment into stop `index` of the route's road."""
@@ -240,7 +241,7 @@ def _segment_s(trip: Trip, k: int, places: list[float], truck: _Drive, traffic: 
     scheduled = float(max(30, st[k].arrival_s - st[k - 1].departure_s))
     scheduled *= abs(places[k] - truck.at_m) / max(1.0, places[k] - places[k - 1])
     hour = dt.datetime.fromtimestamp(truck.t, truck.tz).hour
-    took = scheduled * congestion(hour) * traffic.road(trip.route_id, k)
+    took = scheduled * (congestion(hour) if traffic.rush else 1.0) * traffic.road(trip.route_id, k)
     return took * math.exp(truck.rng.gauss(0, traffic.trip_sd)) if traffic.trip_sd > 0 else took
 
 
