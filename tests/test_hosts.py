@@ -22,7 +22,7 @@ import threading
 import time
 import urllib.error
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -284,7 +284,7 @@ def _answers(url: str) -> bool:
     return True
 
 
-def _fault(fault: str, hosts: Hosts, database: LocalServer, start: Any) -> LocalServer:
+def _fault(fault: str, hosts: Hosts, database: LocalServer, start: Callable[[str], None]) -> LocalServer:
     print(f"{time.strftime('%H:%M:%S')} {fault}")
     if fault == "cut n1":
         hosts.cut("n1")

@@ -59,8 +59,7 @@ def test_a_previous_release_s_state_file_is_taken_over_with_its_data(tmp_path: P
         db.execute("INSERT INTO quarantine VALUES (1, 'alert', 'k', 'bad', '{')")
     db.close()
     store, book = Store(path), TokenBook(path)
-    assert store.alerts() == [("00000000000000aa", "{}", 12.5, "duty")]
-    assert store.told("00000000000000aa") == {"ops": 12.5}
+    assert store.book() == [("00000000000000aa", "{}", 12.5, "duty", {"ops": 12.5})]
     assert [e["action"] for e in book.audit_log()] == [f"action-{i}" for i in reversed(range(5))]
     book.audit("ops", "action-5", "ops")
     assert book.audit_log(limit=1)[0]["action"] == "action-5"  # new entries after the old ones
@@ -119,7 +118,7 @@ def test_each_claim_is_won_once_by_notifiers_racing_for_it(state: str) -> None:
         t.join(60)
     assert sorted(fp for w in won for fp in w) == keys  # each told once, by one of them
     assert sorted(fp for c in closed for fp in c) == keys  # each closed once
-    assert stores[0].alerts() == []
+    assert stores[0].book() == []
     for s in stores:
         s.close()
 
@@ -134,7 +133,7 @@ def test_an_episode_closed_stays_closed_whatever_order_its_events_come_in(state:
     store.claim_first(fp, "ops", 2.0)
     assert store.close_alert(fp, 1000, 3.0) == ["ops"]
     assert store.open_alert(fp, 1000, "{}", 4.0) == "late"  # the firing event, late
-    assert store.alerts() == []
+    assert store.book() == []
     assert store.close_alert(fp, 1000, 5.0) is None  # the resolution again: nobody told twice
     # A resolution that arrives before its firing event: the firing event is then late.
     assert store.close_alert(fp, 2000, 6.0) is None
@@ -142,7 +141,7 @@ def test_an_episode_closed_stays_closed_whatever_order_its_events_come_in(state:
     # A late resolution of an older episode does not close a newer one.
     assert store.open_alert(fp, 3000, "{}", 8.0) == "new"
     assert store.close_alert(fp, 2500, 9.0) is None
-    assert [a[0] for a in store.alerts()] == [fp]
+    assert [a[0] for a in store.book()] == [fp]
     # Closed episodes are forgotten after a day.
     store.close_alert(fp, 3000, 10.0 + 86_400 * 2)
     assert store.open_alert(fp, 1000, "{}", 10.0 + 86_400 * 2) == "new"
@@ -171,7 +170,7 @@ def test_firing_and_resolution_racing_on_two_notifiers_leave_nothing_open(state:
         t.start()
     for t in threads:
         t.join(60)
-    assert stores[0].alerts() == []
+    assert stores[0].book() == []
     for s in stores:
         s.close()
 

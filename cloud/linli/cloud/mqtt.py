@@ -123,7 +123,7 @@ class AlertFeed:
             log.info("notifier: connected; staying out of the group until the state is back")
             return
         log.info("notifier: connected; subscribing %s", ", ".join(self.filters()))
-        client.subscribe([(f, 1) for f in self.filters()])
+        self._join()
 
     def _on_connect_fail(self, _c: object, _u: object) -> None:
         if not self._failing:  # once per outage, not at every retry
@@ -215,7 +215,10 @@ class AlertFeed:
         if self.left:
             log.info("notifier: the state is back; joining the group again")
             self.left = False
-            self.client.subscribe([(f, 1) for f in self.filters()])
+            self._join()
+
+    def _join(self) -> None:
+        self.client.subscribe([(f, 1) for f in self.filters()])
 
     def _refuse(self, reason: str, source: str, detail: str) -> None:
         self.loop.call_soon_threadsafe(self.reject, reason, source, detail)

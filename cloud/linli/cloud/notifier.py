@@ -284,11 +284,7 @@ class Notifier:
         """Deliveries under way (retries included)."""
         return self.deliveries.under_way
 
-    def _notify(
-        self, sub: Subscription, kind: NoticeKind, alert: AlertMessage, active: Active | None = None
-    ) -> None:
-        if active is not None:
-            active.told[sub.id] = self.clock()
+    def _notify(self, sub: Subscription, kind: NoticeKind, alert: AlertMessage) -> None:
         notice = Notice(kind, alert, sub.id)
         body = json.dumps(notice.to_json())
         for channel in sub.channels:

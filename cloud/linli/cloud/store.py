@@ -127,10 +127,6 @@ class Store(Tables):
             )
         return told if gone else None
 
-    def alerts(self) -> list[tuple[str, str, float, str | None]]:
-        """(fingerprint, body, first seen, acknowledged by) of every open alert, oldest first."""
-        return [(fp, body, first, by) for fp, body, first, by, _ in self.book()]
-
     def book(self, due_by: float | None = None, limit: int = 2**31 - 1) -> list[Entry]:
         """Every open alert, oldest first, with who heard of it when; or the `limit` most
         overdue by `due_by`."""
@@ -143,10 +139,6 @@ class Store(Tables):
             if sub is not None:
                 entry[4][str(sub)] = float(last)
         return list(book.values())
-
-    def told(self, fp: str) -> dict[str, float]:
-        rows = self._rows("SELECT subscription, last_s FROM told WHERE fingerprint = :fp", {"fp": fp})
-        return {str(sub): float(last) for sub, last in rows}
 
     def set_due(self, fp: str, due: float | None) -> None:
         """When the alert next needs looking at; None: not until something changes."""
