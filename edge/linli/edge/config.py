@@ -147,8 +147,10 @@ class MqttConfig(EnvCredentials):
     max_payload: Annotated[int, Field(ge=64, le=16_777_216)] = 65_536
     # A device clock further ahead than this is wrong (a timestamp from next year is refused).
     max_clock_ahead: Seconds = 3600.0
-    # How often MQTT devices' health is written and silence is checked.
+    # How often MQTT devices' silence is checked. A device's health point is written when it
+    # goes online or offline or counts a new error, and at least every `health_every`.
     health_interval: Seconds = 5.0
+    health_every: Seconds = 60.0
     reconnect_min: Seconds = 1.0
     reconnect_max: Seconds = 60.0
     # Topic filters to subscribe instead of the default: each configured site's subtree of

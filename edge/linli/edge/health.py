@@ -5,12 +5,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
-from linli.catalog.lineprotocol import format_line
+from linli.catalog.lineprotocol import format_fields, series_key
 from linli.catalog.names import HEALTH_MEASUREMENT
 
 
+def health_key(tags: Mapping[str, str]) -> str:
+    """The series of a device's health points, for a connector to keep."""
+    return series_key(HEALTH_MEASUREMENT, tags)
+
+
 def health_line(
-    tags: Mapping[str, str],
+    tags: Mapping[str, str] | str,
     time_ms: int,
     *,
     online: bool,
@@ -19,7 +24,10 @@ def health_line(
     last_seen_ms: int,
     **counts: int | float,
 ) -> str:
-    """One `health` line; `counts` are the connector's own figures (polls, messages, lag_ms)."""
+    """One `health` line, under `tags` or a series from `health_key`.
+
+    `counts` are the connector's own figures (polls, messages, lag_ms).
+    """
     fields: dict[str, bool | int | float | str] = {
         "online": 1 if online else 0,
         **counts,
@@ -30,4 +38,5 @@ def health_line(
     if last_seen_ms:
         fields["last_seen_ms"] = last_seen_ms
     # Numbers the connector counted, under tags the config validated: no Reading to check.
-    return format_line(HEALTH_MEASUREMENT, tags, fields, time_ms)
+    key = tags if isinstance(tags, str) else health_key(tags)
+    return f"{key} {format_fields(fields)} {time_ms}"

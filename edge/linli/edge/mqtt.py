@@ -1,7 +1,8 @@
 """The MQTT connector: subscribes per device kind, validates every payload, emits lines.
 
-paho-mqtt's network thread only receives: it stamps each message and queues it. Every
-HANDOFF_S the asyncio side takes the queue and, in one pass, routes each message by
+paho-mqtt's network thread only receives: it stamps each message and queues it, waking the
+asyncio side when the queue was empty. That side takes the queue at most every HANDOFF_S
+(and sleeps while nothing arrives) and, in one pass, routes each message by
 topic, validates its raw bytes and formats one line of line protocol. Handling messages
 in batches keeps the receive thread short and the handling code hot, and a wake-up per
 message would cost more than the message; all device state lives on the asyncio side.
@@ -41,7 +42,7 @@ from linli.catalog.profile import Profile, get_profile
 from linli.catalog.tls import apply_tls
 from linli.edge.buffer import DELIVERED_WINDOW
 from linli.edge.config import EdgeConfig, MqttConfig
-from linli.edge.health import health_line
+from linli.edge.health import health_key, health_line
 from linli.edge.mqttsocket import BufferedClient, Publish
 from linli.edge.topics import Route, TopicRouter
 from linli.ratelog import RateLimitedLog
@@ -83,7 +84,7 @@ FILTERS_KEY = "mqtt_filters"
 # What the agent subscribed to before this code subscribed per site: left behind in the
 # broker's persistent session unless unsubscribed.
 LEGACY_FILTERS = ("elevators/#", "trucks/#", "rescue/#")
-# How often the asyncio side takes the messages the receive thread queued.
+# How often at most the asyncio side takes the messages the receive thread queued.
 HANDOFF_S = 0.02
 # Messages queued from the receive thread at most while backpressure holds them; past it,
 # QoS 0 messages are dropped and counted (QoS 1 ones are bounded by the broker's in-flight limit).
@@ -112,6 +113,10 @@ class MqttDevice:
     errors: Counter[str] = field(default_factory=Counter)
     confirmers: dict[str, Confirmer] = field(default_factory=dict)
     series: dict[tuple[str, ...], str] = field(default_factory=dict)
+    # What its last health point said (online, errors), and when it was written.
+    reported: tuple[bool, int] | None = None
+    reported_mono: float = 0.0
+    health_series: str = ""
 
     @property
     def name(self) -> str:
@@ -169,6 +174,8 @@ def subscription_filters(config: EdgeConfig) -> dict[str, int]:
 
 class MqttConnector:
     """Receives every configured MQTT device's messages and emits their lines."""
+
+    _loop: asyncio.AbstractEventLoop | None = None  # the one `run` runs in
 
     def __init__(
         self,
@@ -246,6 +253,8 @@ class MqttConnector:
         self._connection = 0
         self._ratelog = RateLimitedLog(log)
         self._inbox: list[Received] = []
+        # Set (from the receive thread) when messages arrive in an empty inbox.
+        self._wake = asyncio.Event()
         self._lines: list[str] = []
         self._inbox_lock = threading.Lock()
         self._targets: dict[str, Target] = {}
@@ -258,6 +267,8 @@ class MqttConnector:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect (retrying with backoff), receive until `stop`, then hand over what is left."""
+        self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         client = self._make_client()
         self._client = client
         s = self.settings
@@ -267,21 +278,30 @@ class MqttConnector:
         client.connect_async(s.host, s.port, keepalive=s.keepalive)
         client.loop_start()
         next_health = time.monotonic() + s.health_interval
+        relay = asyncio.create_task(self._wake_on(stop))
         try:
             while not stop.is_set():
+                # Asleep until messages arrive (the receive thread wakes us) or health is due:
+                # an idle agent does not poll. While backpressure holds, look again shortly.
+                wait_s = HANDOFF_S if self._inbox else max(0.0, next_health - time.monotonic())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=HANDOFF_S)
+                    await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
+                self._wake.clear()
                 self._drain_inbox()
                 if time.monotonic() >= next_health:
                     next_health += s.health_interval
                     self.emit(self.health_lines(int(time.time() * 1000)), None, b"")
+                if not stop.is_set():
+                    # What arrives meanwhile is handled in one batch, HANDOFF_S later at most.
+                    await asyncio.sleep(HANDOFF_S)
         finally:
+            relay.cancel()
             self._stopping = True
             # What was received goes to disk and is acknowledged before the goodbye; whatever
             # arrives after this the broker delivers again at the next start.
             self._drain_inbox(force=True)
             # The last counts, so the store agrees with the agent's final state.
-            self.emit(self.health_lines(int(time.time() * 1000)), None, b"")
+            self.emit(self.health_lines(int(time.time() * 1000), every=True), None, b"")
             if self.commit is not None:
                 await self.commit()
             # The acknowledgements just queued go out before DISCONNECT; wait until it went,
@@ -291,9 +311,20 @@ class MqttConnector:
                 await asyncio.to_thread(self._gone.wait, 5.0)
             await asyncio.to_thread(client.loop_stop)
 
-    def health_lines(self, time_ms: int) -> list[str]:
-        """One health point per device, marking silent devices offline first."""
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wake.set()
+
+    def health_lines(self, time_ms: int, *, every: bool = False) -> list[str]:
+        """Health points of the devices whose state changed since their last one, marking silent
+        devices offline first, and of those whose last one is `health_every` old; with `every`, of all.
+
+        A point of every device at every check would be most of what a large agent writes:
+        20,000 devices checked every 5 s make 4,000 points/s, twice what they send at one
+        message per 10 s.
+        """
         now = time.monotonic()
+        refresh_before = now - self.settings.health_every
         lines = []
         for dev in self.devices.values():
             silent = (
@@ -307,13 +338,22 @@ class MqttConnector:
                     now - dev.last_seen_mono,
                     MISSED_HEARTBEATS,
                 )
-            lines.append(self.health_line(dev, time_ms))
+            if (
+                every
+                or dev.reported_mono <= refresh_before
+                or dev.reported != (dev.online, dev.errors.total())
+            ):
+                lines.append(self.health_line(dev, time_ms))
         return lines
 
-    @staticmethod
-    def health_line(dev: MqttDevice, time_ms: int) -> str:
+    def health_line(self, dev: MqttDevice, time_ms: int) -> str:
+        """The device's health point now; remembered as its last."""
+        if not dev.health_series:
+            dev.health_series = health_key({"site": dev.site, "device": dev.device, "kind": dev.profile.kind})
+        dev.reported = (dev.online, dev.errors.total())
+        dev.reported_mono = time.monotonic()
         return health_line(
-            {"site": dev.site, "device": dev.device, "kind": dev.profile.kind},
+            dev.health_series,
             time_ms,
             online=dev.online,
             errors=dev.errors,
@@ -488,6 +528,8 @@ class MqttConnector:
             received.append((topic, payload, retain, now_ms, mid, qos, connection))
         with self._inbox_lock:
             inbox = self._inbox
+            if not inbox and self._loop is not None:
+                self._loop.call_soon_threadsafe(self._wake.set)
             if len(inbox) + len(received) <= MAX_INBOX:
                 inbox.extend(received)
                 return

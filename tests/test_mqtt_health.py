@@ -1,0 +1,68 @@
+"""MQTT devices' health points: written when something changed, else every `health_every`."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from linli.edge.config import EdgeConfig
+from linli.edge.mqtt import MqttConnector
+
+
+def connector() -> MqttConnector:
+    config = EdgeConfig.model_validate(
+        {
+            "agent": {"name": "edge-1"},
+            "writer": {"kind": "influxdb1", "url": "http://127.0.0.1:9", "database": "x"},
+            "mqtt": {"health_interval": 5, "health_every": 60},
+            "sites": [
+                {
+                    "id": "s1",
+                    "devices": [{"id": "cam-1", "profile": "camera"}, {"id": "cam-2", "profile": "camera"}],
+                }
+            ],
+        }
+    )
+    return MqttConnector(config, lambda _lines, _done, _delivered: None)
+
+
+def heartbeat(ts: int) -> bytes:
+    body = {"ts": ts, "uptime_s": 5, "detections_today": 0, "interceptions_today": 0, "door_holds_today": 0}
+    return json.dumps(body).encode()
+
+
+def devices(lines: list[str]) -> dict[str, str]:
+    """Device -> its health point's fields."""
+    out = {}
+    for line in lines:
+        series, fields, _ = line.split(" ")
+        assert series.startswith("health,")
+        tags = dict(t.split("=") for t in series.split(",")[1:])
+        out[tags["device"]] = fields
+    return out
+
+
+def test_a_device_s_health_is_written_when_it_changes_and_every_health_every() -> None:
+    mqtt = connector()
+    now = int(time.time() * 1000)
+    # Never written: both, offline.
+    first = devices(mqtt.health_lines(now))
+    assert set(first) == {"cam-1", "cam-2"}
+    assert all(f.startswith("online=0i,") for f in first.values())
+    assert mqtt.health_lines(now) == []  # nothing changed
+    # Going online is written at once, with the message's line; not again at the next check.
+    assert mqtt.handle("elevators/s1/cam-1/heartbeat", heartbeat(now), now) is not None
+    online = devices(mqtt._lines)
+    assert online["cam-1"].startswith("online=1i,")
+    assert mqtt.health_lines(now) == []
+    # A new error is written at the next check.
+    assert mqtt.handle("elevators/s1/cam-2/heartbeat", b"{not json", now) is None
+    errors = devices(mqtt.health_lines(now))
+    assert list(errors) == ["cam-2"]
+    assert "errors=1i" in errors["cam-2"]
+    assert mqtt.health_lines(now) == []
+    # A point health_every old is written again, changed or not.
+    mqtt.devices[("camera", "s1", "cam-1")].reported_mono -= 61
+    assert list(devices(mqtt.health_lines(now))) == ["cam-1"]
+    # On the way out, every device's last counts.
+    assert set(devices(mqtt.health_lines(now, every=True))) == {"cam-1", "cam-2"}
