@@ -10,6 +10,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from linli.edge import mqttsocket
 from linli.edge.mqttsocket import READ_SIZE, BufferedClient, BufferedSocket, Publish
 from linli.localservers import LocalServer
 from support import unique
@@ -217,3 +218,30 @@ def test_a_flood_through_mosquitto_arrives_whole_in_order_mostly_in_batches(mosq
     assert sum(batches) == len(sent)
     # Most messages skip paho's per-packet path: more came in batches than one at a time.
     assert sum(n for n in batches if n > 1) > len(sent) / 2, batches[:50]
+
+
+def test_after_a_small_read_the_next_waits_for_more_and_after_a_full_one_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr("linli.edge.mqttsocket.time.sleep", slept.append)
+    ours, theirs = socket.socketpair()
+    try:
+        sock = BufferedSocket(ours, coalesce_s=0.01)
+        theirs.sendall(b"x" * 10)
+        assert sock.recv(10) == b"x" * 10
+        assert slept == []  # the first read after the start does not wait
+        theirs.sendall(b"y" * 10)
+        assert sock.recv(10) == b"y" * 10
+        assert slept == [0.01]  # light load: the read after a small one waited
+        theirs.sendall(b"z" * mqttsocket.COALESCE_BELOW)
+        data = b""
+        while len(data) < mqttsocket.COALESCE_BELOW:
+            data += sock.recv(mqttsocket.COALESCE_BELOW)
+        slept.clear()
+        theirs.sendall(b"w")
+        assert sock.recv(1) == b"w"
+        assert slept == []  # after a large read: at once
+    finally:
+        ours.close()
+        theirs.close()
