@@ -242,6 +242,10 @@ def test_after_a_small_read_the_next_waits_for_more_and_after_a_full_one_not(
         theirs.sendall(b"w")
         assert sock.recv(1) == b"w"
         assert slept == []  # after a large read: at once
+        theirs.sendall(b"v")
+        sock._last_at -= mqttsocket.STREAM_GAP_S  # the last read was a quiet spell ago
+        assert sock.recv(1) == b"v"
+        assert slept == []  # the first message after quiet: at once
     finally:
         ours.close()
         theirs.close()
