@@ -1,21 +1,26 @@
-"""MQTT ingest: camera and truck messages through the edge agent into VictoriaMetrics.
+"""MQTT ingest: a city's devices through the agent, beside the ceilings, offered the same load.
 
-For each QoS and offered rate, the same load is taken twice from a fresh Mosquitto, one
-consumer at a time so neither takes CPU from the other: first by a bare paho-mqtt
-subscriber that only counts messages, then by the edge agent (its own process) storing
-them in VictoriaMetrics. The load is half truck locations, half camera heartbeats from
-100 trucks and 100 cameras, sent for --hold seconds by a raw-socket publisher that costs
-a few percent of a core (see mqttload.py). Every message is counted in and every point
-out, so loss is exact.
+The load (mqttload.py) is a fleet of devices, each on its own topic with its own series and
+values, spread over many publisher connections, every message stamped with the current clock.
+By default 20,000 devices send one message each every 10 s (2,000/s): a third trucks, a third
+elevator cameras, a third rescue points, 100 devices per connection. `--rate` makes the stress
+case instead: every device sends as often as needed to offer that rate.
 
-A rate is held when nothing is lost and the consumer finishes within LAG_LIMIT_S of the
-publisher: a consumer that falls behind builds a backlog in the broker and ends late.
+Each consumer takes the same load from the same Mosquitto in turn, alone on the machine:
 
-With --tls, every consumer also takes the same load over TLS (a second listener of the same
-broker, with a certificate from `linli broker certs`; the publisher stays on plain TCP), so the
-cost of TLS is the ratio of the highest rates held with and without it.
+- `mosquitto_sub` (C) writing to /dev/null: the physical ceiling;
+- a bare paho-mqtt subscriber that only counts;
+- the agent (its own process) through its durable buffer into VictoriaMetrics;
+- with `--peers`, Node-RED's batched flow into the same VictoriaMetrics (peers/nodered.py).
 
-    .venv/bin/python benchmarks/mqtt_ingest.py --hold 60 [--tls]
+Every message is counted in and every point out, so loss is exact. A load is *held* when
+nothing is lost and the consumer is done within the lag allowance (`--lag`, 2 s) of the
+publisher's last message: the subscribers when the last message arrived, the agent and
+Node-RED when the last point can be read back from the store (so their allowance includes
+their batch interval of 1 s). A consumer that fell behind is not offered more.
+
+    .venv/bin/python benchmarks/mqtt_ingest.py                       # 20,000 devices, 2,000/s
+    .venv/bin/python benchmarks/mqtt_ingest.py --devices 200 --rate 20000 40000 --hold 30
 """
 
 from __future__ import annotations
@@ -25,30 +30,52 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness import cpu_seconds
 from linli.cloud.broker.certs import make_ca, make_leaf
 from linli.cloud.broker.configs import QUEUES
-from linli.localservers import LocalServer, free_port, start_mosquitto, start_victoria_metrics
-from mqttload import Publisher
+from linli.localservers import LocalServer, free_port, require_binary, start_mosquitto, start_victoria_metrics
+from mqttload import KINDS, Fleet, Publisher, parse_every
 
-DEVICES = 100  # of each kind
-TS0 = 1_790_000_000_000
-# Finishing later than this after the publisher means the consumer built a backlog.
-LAG_LIMIT_S = 2.0
-# The agent writes a batch at least every second; the store then needs a moment to index it.
+# How long after the allowance a consumer that fell behind is waited for, to say by how much.
+BEHIND_WAIT_S = 30.0
+# The agent's batches go out at least this often.
 AGENT_FLUSH_S = 1.0
-# Each run's points lie within this many seconds of its start (timestamps advance 1 ms per
-# round of all 200 devices); the warm-up lies WINDOW_S before them.
-WINDOW_S = 400
+# The warm-up offers every device once at this rate, before the clock starts.
+WARMUP_RATE = 5000.0
+CONSUMERS = ("mosquitto_sub", "paho", "agent", "node-red")
+
+
+@dataclass(frozen=True)
+class Load:
+    """What the publisher offers: a picklable description of the fleet."""
+
+    counts: dict[str, int]
+    intervals: dict[str, float]
+    per_connection: int
+    qos: int
+    seed: int = 1
+
+    def fleet(self) -> Fleet:
+        return Fleet(self.counts, self.intervals, self.per_connection, self.qos, self.seed)
+
+    def warmup(self) -> Load:
+        """Every device once, at WARMUP_RATE: hold it for `max(intervals)`."""
+        every = max(1.0, sum(self.counts.values()) / WARMUP_RATE)
+        return Load(
+            self.counts, dict.fromkeys(self.counts, every), self.per_connection, self.qos, self.seed + 1
+        )
 
 
 @dataclass(frozen=True)
@@ -63,72 +90,284 @@ class Link:
         return "tls" if self.ca else "tcp"
 
 
-def write_config(path: Path, vm_url: str, link: Link, client_id: str) -> None:
-    tls = f'[mqtt.tls]\nca = "{link.ca}"\n' if link.ca else ""
-    lines = [
-        '[agent]\nname = "bench"\nlog_level = "warning"\n',
-        f'[writer]\nkind = "influxdb2"\nurl = "{vm_url}"\norg = "linli"\nbucket = "linli"\n'
-        f"batch_size = 5000\nflush_interval = {AGENT_FLUSH_S}\n",
-        f'[mqtt]\nport = {link.port}\nclient_id = "{client_id}"\nhealth_interval = 5.0\n{tls}',
-        '[[sites]]\nid = "bench"\n',
-    ]
-    for i in range(DEVICES):
-        lines.append(f'[[sites.devices]]\nid = "truck-{i}"\nprofile = "truck"\n')
-        lines.append(f'[[sites.devices]]\nid = "cam-{i}"\nprofile = "camera"\n')
-    path.write_text("\n".join(lines))
+@dataclass
+class Sent:
+    started: float  # monotonic
+    finished: float
+    start_ms: int  # wall clock of the schedule's start
+    sent: int
+    cpu_s: float
 
 
-def payloads(n: int, offset_ms: int) -> list[tuple[str, bytes]]:
-    """n messages alternating truck location and camera heartbeat, every device in turn.
+@dataclass
+class Took:
+    """What a consumer did with a load: done when (monotonic), how many, its CPU and the broker's."""
 
-    Each device's messages are 1 ms apart, so every message is its own point.
-    """
-    out = []
-    for k in range(n):
-        i = (k // 2) % DEVICES
-        ts = TS0 + offset_ms + k // (2 * DEVICES)
-        if k % 2:
-            body = {
-                "ts": ts,
-                "waste_type": "wet",
-                "route": "wet-north",
-                "lat": 31.2 + i / 1e4,
-                "lon": 121.4,
-                "speed": 23.5,
-                "heading": 90,
-                "acc": True,
-                "alarm_flags": 0,
-                "load_kg": 812.5,
-            }
-            out.append((f"trucks/bench/truck-{i}/location", json.dumps(body).encode()))
-        else:
-            body = {
-                "ts": ts,
-                "uptime_s": k,
-                "detections_today": 3,
-                "interceptions_today": 1,
-                "door_holds_today": 1,
-            }
-            out.append((f"elevators/bench/cam-{i}/heartbeat", json.dumps(body).encode()))
-    return out
+    done: float
+    got: int | None  # None: not known (mosquitto_sub killed before the end)
+    cpu_s: float
+    broker_s: float
 
 
-def publish(port: int, messages: list[tuple[str, bytes]], rate: float, qos: int, result: mp.Queue) -> None:  # type: ignore[type-arg]
-    """Process target: send the messages at `rate`, report (started, finished) in monotonic time."""
-    pub = Publisher(port, f"bench-pub-{os.getpid()}")
-    result.put(pub.send(messages, rate, qos))
+@dataclass
+class Run:
+    consumer: str
+    link: str
+    qos: int
+    devices: int
+    connections: int
+    offered: float  # messages/s
+    sent_rate: float
+    expected: int
+    got: int | None  # None: mosquitto_sub did not finish, so its count is unknown
+    rate: float  # messages taken per second, from the first send to done
+    lag_s: float  # done this long after the publisher's last send
+    cpu: float  # the consumer's share of one core
+    broker_cpu: float
+    publisher_cpu: float
+    lag_allowance_s: float
+
+    @property
+    def held(self) -> bool:
+        return self.got == self.expected and self.lag_s <= self.lag_allowance_s
+
+    def row(self) -> str:
+        lost = "?" if self.got is None else str(self.expected - self.got)
+        return (
+            f"{self.qos:>3} {self.link:>4} {self.devices:>7} {self.connections:>5} {self.offered:>9.0f} "
+            f"{self.sent_rate:>8.0f} {self.consumer:>13} {self.rate:>9.0f} {lost:>7} {self.lag_s:>6.1f} "
+            f"{self.cpu:>6.1%} {self.broker_cpu:>6.1%} {'yes' if self.held else 'no':>5}"
+        )
+
+
+HEADER = (
+    f"{'qos':>3} {'link':>4} {'devices':>7} {'conns':>5} {'offered/s':>9} {'sent/s':>8} {'consumer':>13} "
+    f"{'taken/s':>9} {'lost':>7} {'lag s':>6} {'CPU':>6} {'broker':>6} {'held':>5}"
+)
+
+
+def publish(load: Load, port: int, hold: float, result: mp.Queue) -> None:  # type: ignore[type-arg]
+    """Process target: offer the load for `hold` seconds; report a Sent."""
+    pub = Publisher(load.fleet(), port, f"bench-pub-{os.getpid()}")
+    cpu0 = os.times()
+    started, finished, start_ms = pub.send(hold)
+    cpu1 = os.times()
+    result.put(Sent(started, finished, start_ms, pub.sent, cpu1.user + cpu1.system - cpu0.user - cpu0.system))
     pub.close()
 
 
-def bare(  # noqa: PLR0917 (a process target takes positional arguments)
+def offer(load: Load, port: int, hold: float) -> Sent:
+    results: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+    proc = mp.Process(target=publish, args=(load, port, hold, results))
+    proc.start()
+    sent: Sent = results.get()
+    proc.join()
+    return sent
+
+
+def wait_subscribed(broker: LocalServer, client_id: str, filters: list[str], timeout: float = 60.0) -> None:
+    """Until the broker's log shows `client_id` subscribed to every filter (log_type subscribe).
+
+    Mosquitto logs a subscription as it adds it, on its one thread: a message published after
+    the line appeared reaches the subscriber.
+    """
+    wanted = {f"{client_id} {q} {f}" for f in filters for q in (0, 1, 2)}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = {line.split(": ", 1)[-1] for line in broker.log_path.read_text(errors="replace").splitlines()}
+        if sum(1 for f in filters if any(f"{client_id} {q} {f}" in lines for q in (0, 1, 2))) == len(filters):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{client_id} did not subscribe to {filters} within {timeout:.0f} s ({wanted})")
+
+
+@dataclass
+class Bench:
+    """One broker and what every run shares."""
+
+    work: Path
+    broker: LocalServer
+    hold: float
+    lag: float
+    profile: Path | None = None
+
+    def _profile(self, pid: int, tag: str) -> subprocess.Popen[bytes] | None:
+        """py-spy sampling `pid` for the hold, its collapsed stacks in the --profile folder."""
+        if self.profile is None:
+            return None
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(spy).exists():
+            raise SystemExit("mqtt_ingest: --profile needs py-spy: .venv/bin/pip install py-spy")
+        self.profile.mkdir(parents=True, exist_ok=True)
+        out = self.profile / f"{tag}.txt"
+        argv = [
+            spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(round(self.hold)),
+            "--format",
+            "raw",
+            "--rate",
+            "250",
+            "--threads",
+            "--nonblocking",
+            "--output",
+            str(out),
+        ]
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def _run(self, consumer: str, link: Link, load: Load, fleet: Fleet, *, sent: Sent, took: Took) -> Run:
+        elapsed = max(took.done - sent.started, 1e-9)
+        return Run(
+            consumer=consumer,
+            link=link.name,
+            qos=load.qos,
+            devices=fleet.size,
+            connections=fleet.connections,
+            offered=fleet.rate,
+            sent_rate=sent.sent / (sent.finished - sent.started),
+            expected=fleet.messages(self.hold),
+            got=took.got,
+            rate=(took.got or 0) / elapsed,
+            lag_s=max(0.0, took.done - sent.finished),
+            cpu=took.cpu_s / elapsed,
+            broker_cpu=took.broker_s / elapsed,
+            publisher_cpu=sent.cpu_s / (sent.finished - sent.started),
+            lag_allowance_s=self.lag,
+        )
+
+    def mosquitto_sub(self, link: Link, load: Load, fleet: Fleet) -> Run:
+        """The C client, its output to /dev/null; done when it exits after the expected count."""
+        expected = fleet.messages(self.hold)
+        client_id = f"bench-c-{time.monotonic_ns()}"
+        argv = [require_binary("mosquitto_sub"), "-h", "127.0.0.1", "-p", str(link.port), "-i", client_id]
+        argv += ["-q", str(load.qos), "-C", str(expected)]
+        for f in fleet.filters():
+            argv += ["-t", f]
+        if link.ca is not None:
+            argv += ["--cafile", str(link.ca)]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        exited: list[tuple[float, float]] = []
+
+        def reap() -> None:
+            _, _, usage = os.wait4(proc.pid, 0)
+            exited.append((time.monotonic(), usage.ru_utime + usage.ru_stime))
+
+        reaper = threading.Thread(target=reap, daemon=True)
+        reaper.start()
+        wait_subscribed(self.broker, client_id, fleet.filters())
+        broker0 = cpu_seconds(self.broker.proc.pid)
+        sent = offer(load, self.broker.port, self.hold)
+        reaper.join(timeout=max(0.0, sent.finished + self.lag + BEHIND_WAIT_S - time.monotonic()))
+        broker_s = cpu_seconds(self.broker.proc.pid) - broker0
+        killed = not exited
+        if killed:
+            proc.kill()
+            reaper.join()
+        done, cpu_s = exited[0]
+        # Killed at the deadline: how many it had taken is unknown, only that it was not all.
+        got = None if killed else expected
+        return self._run("mosquitto_sub", link, load, fleet, sent=sent, took=Took(done, got, cpu_s, broker_s))
+
+    def paho(self, link: Link, load: Load, fleet: Fleet) -> Run:
+        """A paho subscriber that only counts; done at the last arrival."""
+        expected = fleet.messages(self.hold)
+        client_id = f"bench-paho-{time.monotonic_ns()}"
+        results: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+        deadline_s = self.hold + self.lag + BEHIND_WAIT_S + 60
+        sub = mp.Process(
+            target=count_with_paho,
+            args=(link, client_id, fleet.filters(), load.qos, expected, deadline_s, results),
+        )
+        sub.start()
+        wait_subscribed(self.broker, client_id, fleet.filters())
+        broker0 = cpu_seconds(self.broker.proc.pid)
+        sent = offer(load, self.broker.port, self.hold)
+        count, last, cpu_s = results.get()
+        broker_s = cpu_seconds(self.broker.proc.pid) - broker0
+        sub.join()
+        return self._run(
+            "paho", link, load, fleet, sent=sent, took=Took(max(last, sent.finished), count, cpu_s, broker_s)
+        )
+
+    def into_store(
+        self,
+        name: str,
+        link: Link,
+        load: Load,
+        fleet: Fleet,
+        start: Callable[[Path, str, str], subprocess.Popen[bytes]],
+    ) -> Run:
+        """A consumer that writes to VictoriaMetrics: done when every point can be read back.
+
+        `start(workdir, store_url, client_id)` starts it. Every device is offered once first,
+        so that the store knows every series and the consumer has met every device.
+        """
+        tag = f"{name}-{load.qos}-{link.name}-{fleet.size}-{round(fleet.rate)}"
+        vm = start_victoria_metrics(self.work / f"vm-{tag}")
+        client_id = f"bench-{tag}"
+        proc = start(self.work / tag, vm.url, client_id)
+        try:
+            wait_subscribed(self.broker, client_id, fleet.filters())
+            metrics = fleet.metrics()
+            warm = offer(load.warmup(), self.broker.port, load.warmup().intervals[next(iter(load.counts))])
+            deadline = time.monotonic() + 60
+            while (base := stored(vm.url, metrics, warm.start_ms)) < warm.sent:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} stored {base} of {warm.sent} warm-up messages within 60 s")
+                time.sleep(0.25)
+            expected = fleet.messages(self.hold)
+            cpu0, broker0 = cpu_seconds(proc.pid), cpu_seconds(self.broker.proc.pid)
+            spy = self._profile(proc.pid, tag) if name == "agent" else None
+            sent = offer(load, self.broker.port, self.hold)
+            if spy is not None:
+                spy.wait()
+            broker_s = cpu_seconds(self.broker.proc.pid) - broker0
+            deadline = sent.finished + self.lag + BEHIND_WAIT_S
+            while (got := stored(vm.url, metrics, warm.start_ms) - base) < expected:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            done = time.monotonic()
+            cpu_s = cpu_seconds(proc.pid) - cpu0
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            vm.stop()
+        return self._run(name, link, load, fleet, sent=sent, took=Took(done, got, cpu_s, broker_s))
+
+    def agent(self, link: Link, load: Load, fleet: Fleet) -> Run:
+        def start(work: Path, vm_url: str, client_id: str) -> subprocess.Popen[bytes]:
+            work.mkdir(parents=True)
+            config = work / "agent.toml"
+            write_agent_config(config, fleet, vm_url, link, client_id, work / "buffer.sqlite")
+            return subprocess.Popen(
+                [sys.executable, "-m", "linli.cli", "edge", "run", "--config", str(config)]
+            )
+
+        return self.into_store("agent", link, load, fleet, start)
+
+    def node_red(self, link: Link, load: Load, fleet: Fleet) -> Run:
+        from peers import nodered
+
+        def start(work: Path, vm_url: str, client_id: str) -> subprocess.Popen[bytes]:
+            return nodered.start(work, link.port, link.ca, vm_url, client_id, fleet.filters(), load.qos)
+
+        return self.into_store("node-red", link, load, fleet, start)
+
+
+def count_with_paho(  # noqa: PLR0917 (a process target takes positional arguments)
     link: Link,
+    client_id: str,
+    filters: list[str],
     qos: int,
     expected: int,
     deadline_s: float,
-    result: mp.Queue,
-    ready: mp.Event,  # type: ignore[type-arg]
+    result: mp.Queue,  # type: ignore[type-arg]
 ) -> None:
-    """Process target: a plain paho subscriber that counts; reports (count, last arrival, CPU s)."""
+    """Process target: count messages until `expected`; report (count, last arrival, CPU s)."""
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -140,147 +379,61 @@ def bare(  # noqa: PLR0917 (a process target takes positional arguments)
         count += 1
         last = time.monotonic()
 
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-bare-{os.getpid()}")
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
     if link.ca is not None:
         client.tls_set(ca_certs=str(link.ca))
     client.on_message = on_message
-    client.on_subscribe = lambda *_: ready.set()
     client.connect("127.0.0.1", link.port)
-    client.subscribe([("trucks/#", qos), ("elevators/#", qos)])
+    client.subscribe([(f, qos) for f in filters])
     deadline = time.monotonic() + deadline_s
     client.loop_start()
     while count < expected and time.monotonic() < deadline:
         time.sleep(0.05)
     client.loop_stop()
     t = os.times()
-    result.put((count, last, t.user + t.system))
+    result.put((count, last or time.monotonic(), t.user + t.system))
 
 
-def stored(vm_url: str, offset_ms: int) -> int:
-    """Points of the two metrics from TS0 + `offset_ms` on (WINDOW_S), counted by VictoriaMetrics."""
+def write_agent_config(  # noqa: PLR0917
+    path: Path, fleet: Fleet, vm_url: str, link: Link, client_id: str, buffer: Path
+) -> None:
+    """The agent's config: every device of the fleet, by site; the agent's defaults otherwise."""
+    tls = f'[mqtt.tls]\nca = "{link.ca}"\n' if link.ca else ""
+    # QoS 1 subscriptions, so that a QoS 1 load is delivered at QoS 1 (as to the other consumers).
+    filters = ", ".join(f'"{f}"' for f in fleet.filters())
+    lines = [
+        f'[agent]\nname = "bench"\nlog_level = "warning"\n\n[buffer]\npath = "{buffer}"\n',
+        f'[writer]\nkind = "influxdb2"\nurl = "{vm_url}"\norg = "linli"\nbucket = "linli"\n'
+        f"flush_interval = {AGENT_FLUSH_S}\n",
+        f'[mqtt]\nport = {link.port}\nclient_id = "{client_id}"\nsubscribe = [{filters}]\n{tls}',
+    ]
+    sites: dict[str, list[str]] = {}
+    for name, devices in fleet.devices.items():
+        for dev in devices:
+            sites.setdefault(dev.site, []).append(
+                f'[[sites.devices]]\nid = "{dev.topic.split("/")[2]}"\nprofile = "{name}"\n'
+            )
+    for site, devices in sites.items():
+        lines.append(f'[[sites]]\nid = "{site}"\n')
+        lines.extend(devices)
+    path.write_text("\n".join(lines))
+
+
+def stored(vm_url: str, metrics: list[str], since_ms: int) -> int:
+    """Points of `metrics` from `since_ms` until now, counted by VictoriaMetrics."""
     urllib.request.urlopen(f"{vm_url}/internal/force_flush").read()  # noqa: S310
-    query = f'sum(count_over_time({{__name__=~"truck_lat|camera_uptime_s"}}[{WINDOW_S}s]))'
-    # The window is (time - WINDOW_S, time]: it starts 1 ms before the first point.
-    at = (TS0 + offset_ms - 1) / 1000 + WINDOW_S
-    q = urllib.parse.urlencode({"query": query, "time": f"{at:.3f}", "nocache": "1"})
+    now = time.time() + 60  # the schedule's last timestamps may be a tick ahead of this clock
+    window = int(now - since_ms / 1000) + 1
+    query = f'sum(count_over_time({{__name__=~"{"|".join(metrics)}"}}[{window}s]))'
+    q = urllib.parse.urlencode({"query": query, "time": f"{now:.3f}", "nocache": "1"})
     body = json.loads(urllib.request.urlopen(f"{vm_url}/api/v1/query?{q}").read())  # noqa: S310
     result = body["data"]["result"]
     return int(float(result[0]["value"][1])) if result else 0
 
 
-@dataclass
-class Run:
-    consumer: str
-    link: str
-    qos: int
-    offered: int
-    sent_rate: float
-    got: int
-    expected: int
-    rate: float  # messages consumed per second, from the first send to the last arrival
-    lag_s: float  # how long after the publisher's last send the consumer finished
-    cpu: float  # share of one core
-
-    @property
-    def held(self) -> bool:
-        return self.got == self.expected and self.lag_s <= LAG_LIMIT_S
-
-    def row(self) -> str:
-        held = "yes" if self.held else "no"
-        return (
-            f"{self.qos:>3} {self.link:>4} {self.offered:>9} {self.sent_rate:>8.0f} {self.consumer:>6} "
-            f"{self.rate:>9.0f} "
-            f"{self.expected - self.got:>8} {self.lag_s:>6.1f} {self.cpu:>6.0%} {held:>5}"
-        )
-
-
-def run_bare(  # noqa: PLR0917
-    mq: LocalServer, link: Link, qos: int, rate: int, hold: float, offset_ms: int
-) -> Run:
-    messages = payloads(int(rate * hold), offset_ms)
-    results: mp.Queue = mp.Queue()  # type: ignore[type-arg]
-    timing: mp.Queue = mp.Queue()  # type: ignore[type-arg]
-    ready = mp.Event()
-    sub = mp.Process(target=bare, args=(link, qos, len(messages), hold + 60, results, ready))
-    sub.start()
-    ready.wait(10)
-    pub = mp.Process(target=publish, args=(mq.port, messages, rate, qos, timing))
-    pub.start()
-    started, finished = timing.get()
-    pub.join()
-    count, last, cpu = results.get()
-    sub.join()
-    elapsed = max(last, finished) - started
-    return Run(
-        "bare",
-        link.name,
-        qos,
-        rate,
-        len(messages) / (finished - started),
-        count,
-        len(messages),
-        count / elapsed,
-        max(0.0, last - finished),
-        cpu / elapsed,
-    )
-
-
-def run_agent(  # noqa: PLR0917
-    work: Path, mq: LocalServer, link: Link, qos: int, rate: int, hold: float, offset_ms: int
-) -> Run:
-    vm = start_victoria_metrics(work / f"vm-{qos}-{rate}-{link.name}")
-    config = work / f"agent-{qos}-{rate}-{link.name}.toml"
-    write_config(config, vm.url, link, f"bench-agent-{qos}-{rate}-{link.name}")
-    agent = subprocess.Popen([sys.executable, "-m", "linli.cli", "edge", "run", "--config", str(config)])
-    try:
-        # One message per device first: when all are stored, the agent is subscribed and
-        # has met every device, and the count below starts from a known number.
-        warmup_ms = offset_ms - WINDOW_S * 1000
-        warmup = payloads(2 * DEVICES, warmup_ms)
-        probe = Publisher(mq.port, "bench-warmup")
-        deadline = time.monotonic() + 30
-        while stored(vm.url, warmup_ms) < len(warmup):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the agent did not store the warm-up messages within 30 s")
-            probe.send(warmup, 1e6, 0)  # sent again until the agent has subscribed
-            time.sleep(0.5)
-        probe.close()
-        messages = payloads(int(rate * hold), offset_ms)
-        timing: mp.Queue = mp.Queue()  # type: ignore[type-arg]
-        cpu0 = cpu_seconds(agent.pid)
-        pub = mp.Process(target=publish, args=(mq.port, messages, rate, qos, timing))
-        pub.start()
-        started, finished = timing.get()
-        pub.join()
-        deadline = finished + 60
-        while (got := stored(vm.url, offset_ms)) < len(messages) and time.monotonic() < deadline:
-            time.sleep(0.25)
-        done = time.monotonic()
-        cpu = cpu_seconds(agent.pid) - cpu0
-    finally:
-        agent.terminate()
-        agent.wait(30)
-        vm.stop()
-    elapsed = done - started
-    # The agent's last batch waits up to its flush interval by design: not a backlog.
-    lag = max(0.0, done - finished - AGENT_FLUSH_S)
-    return Run(
-        "agent",
-        link.name,
-        qos,
-        rate,
-        len(messages) / (finished - started),
-        got,
-        len(messages),
-        got / elapsed,
-        lag,
-        cpu / elapsed,
-    )
-
-
 def start_broker(work: Path, tls: bool) -> tuple[LocalServer, list[Link]]:
-    """Mosquitto with linli's queue limits; with `tls`, a TLS listener beside the plain one."""
-    extra = QUEUES
+    """Mosquitto with linli's queue limits, logging subscriptions; with `tls`, a TLS listener too."""
+    extra = QUEUES + "".join(f"log_type {t}\n" for t in ("error", "warning", "notice", "subscribe"))
     links: list[Link] = []
     if tls:
         certs = work / "certs"
@@ -292,78 +445,166 @@ def start_broker(work: Path, tls: bool) -> tuple[LocalServer, list[Link]]:
             f"keyfile {certs}/server.key\nrequire_certificate false\n"
         )
         links.append(Link(tls_port, certs / "ca.crt"))
-    mq = start_mosquitto(work / f"mq-{len(list(work.iterdir()))}", extra_config=extra)
+    mq = start_mosquitto(work / f"mq-{time.monotonic_ns()}", extra_config=extra)
     return mq, [Link(mq.port), *links]
 
 
-def main() -> int:
+def loads(args: argparse.Namespace, qos: int) -> list[Load]:
+    """The loads offered in turn: one per --rate (stress), else one per --devices."""
+    kinds = args.kinds
+    out = []
+    if args.rate:
+        devices = args.devices[0]
+        for rate in sorted(args.rate):
+            counts = split(devices, kinds)
+            out.append(Load(counts, dict.fromkeys(kinds, devices / rate), args.per_connection, qos))
+    else:
+        intervals = parse_every(args.every, kinds, 10.0)
+        out.extend(Load(split(n, kinds), intervals, args.per_connection, qos) for n in sorted(args.devices))
+    return out
+
+
+def split(devices: int, kinds: list[str]) -> dict[str, int]:
+    """`devices` in equal shares by kind, the remainder to the first kinds."""
+    share, extra = divmod(devices, len(kinds))
+    return {k: share + (1 if i < extra else 0) for i, k in enumerate(kinds)}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    qos0_rates = [20000, 25000, 30000, 34000, 38000, 42000, 46000]
-    parser.add_argument("--rates", type=int, nargs="+", default=qos0_rates, help="QoS 0 rates offered")
     parser.add_argument(
-        "--qos1-rates", type=int, nargs="+", default=[8000, 12000, 16000, 20000, 24000, 28000]
+        "--devices", type=int, nargs="+", default=[20000], help="devices offered (each a run)"
     )
-    parser.add_argument("--hold", type=float, default=60.0, help="seconds each rate is held")
-    parser.add_argument("--qos", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--tls", action="store_true", help="also over TLS, to compare")
-    args = parser.parse_args()
-    print(
-        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}; hold {args.hold:.0f} s"
+    parser.add_argument(
+        "--kinds",
+        type=lambda s: s.split(","),
+        default=list(KINDS),
+        help=f"device kinds, comma-separated, equal shares (default {','.join(KINDS)})",
     )
-    print(
-        f"{'qos':>3} {'link':>4} {'offered/s':>9} {'sent/s':>8} {'who':>6} {'taken/s':>9} {'lost':>8} "
-        f"{'lag s':>6} {'CPU':>6} {'held':>5}",
-        flush=True,
+    parser.add_argument(
+        "--every",
+        nargs="*",
+        default=[],
+        metavar="KIND=S",
+        help="seconds between a device's messages, by kind (default 10 each)",
     )
-    runs: list[Run] = []
+    parser.add_argument("--rate", type=float, nargs="+", help="stress: offer these rates (msg/s) in turn")
+    parser.add_argument(
+        "--per-connection", type=int, default=100, help="devices on each publisher connection"
+    )
+    parser.add_argument("--hold", type=float, default=60.0, help="seconds each load is offered")
+    parser.add_argument("--qos", type=int, nargs="+", default=[0], choices=[0, 1])
+    parser.add_argument("--tls", action="store_true", help="every consumer also takes the load over TLS")
+    parser.add_argument(
+        "--consumers",
+        type=lambda s: s.split(","),
+        default=list(CONSUMERS[:3]),
+        help=f"comma-separated, of {','.join(CONSUMERS)} (default: all but node-red)",
+    )
+    parser.add_argument("--peers", action="store_true", help="add Node-RED (needs npm; see peers/nodered.py)")
+    parser.add_argument("--lag", type=float, default=2.0, help="lag allowance in seconds, the same for all")
+    parser.add_argument("--json", type=Path, help="also write every run's figures to this file")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample the agent with py-spy during each hold; collapsed stacks in DIR",
+    )
+    args = parser.parse_args(argv)
+    unknown = set(args.kinds) - set(KINDS)
+    if unknown:
+        parser.error(f"--kinds: unknown {', '.join(sorted(unknown))}; known: {', '.join(KINDS)}")
+    wrong = set(args.consumers) - set(CONSUMERS)
+    if wrong:
+        parser.error(f"--consumers: unknown {', '.join(sorted(wrong))}; known: {', '.join(CONSUMERS)}")
+    if args.per_connection < 1:
+        parser.error("--per-connection must be at least 1")
+    if args.peers and "node-red" not in args.consumers:
+        args.consumers.append("node-red")
+    try:
+        parse_every(args.every, args.kinds, 10.0)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if "node-red" in args.consumers:
+        from peers import nodered
+
+        missing = nodered.missing()
+        if missing:
+            print(f"node-red: skipped: {missing}", flush=True)
+            args.consumers.remove("node-red")
+        else:
+            nodered.install(progress=print)
+    machine = (
+        f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(f"machine: {machine}; hold {args.hold:.0f} s; lag allowance {args.lag:.1f} s for every consumer")
+    print(HEADER, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        offset_ms = 0
-        for qos in args.qos:
-            mq, links = start_broker(work, args.tls)
-            try:
-                failed: set[tuple[str, str]] = set()
-                for rate in sorted(args.rates if qos == 0 else args.qos1_rates):
-                    for link in links:
-                        for who in ("bare", "agent"):
-                            if (who, link.name) in failed:
-                                continue  # a consumer that could not hold a rate will not hold a higher one
-                            offset_ms += 1_000_000
-                            if who == "bare":
-                                run = run_bare(mq, link, qos, rate, args.hold, offset_ms)
-                            else:
-                                run = run_agent(work, mq, link, qos, rate, args.hold, offset_ms)
-                            runs.append(run)
-                            print(run.row(), flush=True)
-                            if not run.held:
-                                failed.add((who, link.name))
-            finally:
-                mq.stop()
+        runs = [run for qos in args.qos for run in offer_in_turn(args, Path(tmp), qos)]
     print()
-    for qos in args.qos:
-        best = {
-            (who, link): max(
-                (r.offered for r in runs if r.qos == qos and r.consumer == who and r.link == link and r.held),
-                default=0,
-            )
-            for who in ("bare", "agent")
-            for link in ("tcp", "tls")
+    for line in summary(runs):
+        print(line)
+    if args.json:
+        payload = {
+            "machine": machine,
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "runs": [{**asdict(r), "held": r.held} for r in runs],
         }
-        ratio = best["agent", "tcp"] / best["bare", "tcp"] if best["bare", "tcp"] else 0.0
-        print(
-            f"QoS {qos}: highest rate held {args.hold:.0f} s with zero loss: bare {best['bare', 'tcp']}/s, "
-            f"agent {best['agent', 'tcp']}/s, ratio {ratio:.2f}"
-        )
-        if args.tls:
-            tls_ratio = best["agent", "tls"] / best["agent", "tcp"] if best["agent", "tcp"] else 0.0
-            print(
-                f"QoS {qos} over TLS: bare {best['bare', 'tls']}/s, agent {best['agent', 'tls']}/s, "
-                f"{tls_ratio:.2f} of the agent's rate without TLS"
-            )
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
+
+
+def offer_in_turn(args: argparse.Namespace, work: Path, qos: int) -> list[Run]:
+    """Every load to every consumer in turn, from one broker; a consumer that fell behind is
+    not offered more."""
+    runs: list[Run] = []
+    mq, links = start_broker(work, args.tls)
+    bench = Bench(work, mq, args.hold, args.lag, args.profile)
+    behind: set[tuple[str, str]] = set()
+    try:
+        for load in loads(args, qos):
+            fleet = load.fleet()
+            for link in links:
+                for consumer in args.consumers:
+                    if (consumer, link.name) in behind:
+                        continue
+                    try:
+                        run = getattr(bench, consumer.replace("-", "_"))(link, load, fleet)
+                    except RuntimeError as exc:  # it never took the load: say why, go on
+                        print(f"{consumer} over {link.name}: failed: {exc}", flush=True)
+                        behind.add((consumer, link.name))
+                        continue
+                    runs.append(run)
+                    print(run.row(), flush=True)
+                    if not run.held:
+                        behind.add((consumer, link.name))
+    finally:
+        mq.stop()
+    return runs
+
+
+def summary(runs: list[Run]) -> list[str]:
+    """The highest load each consumer held, by QoS and link, beside the C ceiling."""
+    lines = []
+    for qos, link in sorted({(r.qos, r.link) for r in runs}):
+        best = {}
+        for consumer in CONSUMERS:
+            held = [r for r in runs if (r.qos, r.link, r.consumer) == (qos, link, consumer) and r.held]
+            if held:
+                top = max(held, key=lambda r: r.offered)
+                best[consumer] = f"{top.offered:,.0f}/s at {top.cpu:.1%} CPU"
+            elif any((r.qos, r.link, r.consumer) == (qos, link, consumer) for r in runs):
+                best[consumer] = "none held"
+        text = "; ".join(f"{c} {v}" for c, v in best.items())
+        lines.append(f"QoS {qos} {link}: highest load held: {text}")
+    return lines
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ APT_PACKAGES = {
     "influxd": "influxdb",
     "mosquitto": "mosquitto",
     "mbpoll": "mbpoll",
+    "mosquitto_sub": "mosquitto-clients",
 }
 
 
