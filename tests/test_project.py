@@ -167,7 +167,11 @@ def test_the_image_copies_every_source_root_the_install_needs() -> None:
     assert roots <= copied, f"the image lacks {sorted(roots - copied)}"
 
 
-BENCHMARKS = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if p.stem not in {"harness", "mqttload"})
+BENCHMARKS = sorted(
+    p
+    for p in [*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "benchmarks" / "peers").glob("*.py")]
+    if p.stem not in {"harness", "mqttload"}
+)
 
 
 @pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.stem)
