@@ -54,6 +54,8 @@ def test_every_message_arrives_valid_with_the_current_clock(mosquitto: LocalServ
     arrived = threading.Condition()
 
     def on_message(_c: object, _u: object, msg: paho.MQTTMessage) -> None:
+        if msg.retain:
+            return  # another test's retained status, replayed by the shared broker
         with arrived:
             got.append((msg.topic, bytes(msg.payload), int(time.time() * 1000)))
             arrived.notify()
