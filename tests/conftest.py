@@ -19,7 +19,7 @@ from linli.localservers import (
     start_victoria_metrics,
 )
 from peers import Inbox, Receiver
-from support import create_database, shipped_queue_settings, unique
+from support import create_database, outside_pytest_tmp, shipped_queue_settings, unique
 
 
 def _start(starter: object, tmp: pytest.TempPathFactory, name: str) -> LocalServer:
@@ -65,10 +65,21 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]
 
 
 @pytest.fixture(scope="session")
-def postgresql(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    server = _start(start_postgresql, tmp_path_factory, "postgresql")
-    yield server
-    server.stop()
+def postgresql() -> Iterator[LocalServer]:
+    with outside_pytest_tmp("linli-pg-") as folder:
+        try:
+            server = start_postgresql(folder / "postgresql")
+        except ServerMissingError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        yield server
+        server.stop()
+
+
+@pytest.fixture
+def pg_folder() -> Iterator[Path]:
+    """Where a test's own PostgreSQL keeps its cluster (see `outside_pytest_tmp`)."""
+    with outside_pytest_tmp("linli-pg-") as folder:
+        yield folder
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

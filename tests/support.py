@@ -7,8 +7,10 @@ import itertools
 import json
 import os
 import select
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -210,3 +212,18 @@ def create_database(url: str, name: str) -> None:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     finally:
         engine.dispose()
+
+
+@contextmanager
+def outside_pytest_tmp(prefix: str) -> Iterator[Path]:
+    """A folder of its own under the system's temporary folder, removed afterwards.
+
+    For PostgreSQL's cluster: as root, PostgreSQL runs as its own user, which must reach its
+    files through every folder above them, and every pytest session that starts makes its
+    per-user folder private again (0700), cutting a running server off (it shuts down).
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -354,12 +354,12 @@ def test_the_local_example_config_notifies_on_the_local_broker(
 
 
 def test_a_database_restart_loses_no_alert_step_and_tells_none_twice(
-    mosquitto: LocalServer, peers: tuple[Receiver, Inbox, int], tmp_path: Path
+    mosquitto: LocalServer, peers: tuple[Receiver, Inbox, int], tmp_path: Path, pg_folder: Path
 ) -> None:
     """The notifier's PostgreSQL stops with an alert in flight: the event waits, unacknowledged,
     and is told once the database is back; its resolution after it, once."""
     receiver, _, smtp = peers
-    database = start_postgresql(tmp_path / "pg")  # its own: this test stops it
+    database = start_postgresql(pg_folder / "pg")  # its own: this test stops it
     create_database(postgresql_url(database), "notifier")
     state = postgresql_url(database, "notifier").replace("+psycopg", "")
     config = notifier_config(state, mosquitto.port, smtp, receiver.url, unique("group"))

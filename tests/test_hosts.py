@@ -179,7 +179,7 @@ def schedule() -> list[tuple[float, int, float]]:
     return sorted(steps)
 
 
-def test_each_alert_step_is_told_once_while_hosts_fail(hosts: Hosts, tmp_path: Path) -> None:
+def test_each_alert_step_is_told_once_while_hosts_fail(hosts: Hosts, tmp_path: Path, pg_folder: Path) -> None:
     broker_port = free_port()
     conf = tmp_path / "broker.conf"
     conf.write_text(
@@ -187,7 +187,7 @@ def test_each_alert_step_is_told_once_while_hosts_fail(hosts: Hosts, tmp_path: P
     )
     broker = start_mosquitto_with(tmp_path / "broker", conf, broker_port)
     database: LocalServer = start_postgresql(
-        tmp_path / "pg", host=hosts.address("postgresql"), netns=hosts.namespace("postgresql"),
+        pg_folder / "pg", host=hosts.address("postgresql"), netns=hosts.namespace("postgresql"),
         clients=hosts.network,
     )  # fmt: skip
     hook = Hook(hosts.here)
