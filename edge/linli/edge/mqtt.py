@@ -113,10 +113,10 @@ class MqttDevice:
     errors: Counter[str] = field(default_factory=Counter)
     confirmers: dict[str, Confirmer] = field(default_factory=dict)
     series: dict[tuple[str, ...], str] = field(default_factory=dict)
+    health_series: str = ""
     # What its last health point said (online, errors), and when it was written.
     reported: tuple[bool, int] | None = None
     reported_mono: float = 0.0
-    health_series: str = ""
 
     @property
     def name(self) -> str:
@@ -176,6 +176,8 @@ class MqttConnector:
     """Receives every configured MQTT device's messages and emits their lines."""
 
     _loop: asyncio.AbstractEventLoop | None = None  # the one `run` runs in
+    # Set in `run`: set (from the receive thread) when messages arrive in an empty inbox.
+    _wake: asyncio.Event
 
     def __init__(
         self,
@@ -216,6 +218,7 @@ class MqttConnector:
                 profile=profile,
                 heartbeat_s=device.heartbeat or profile.mqtt.heartbeat_s,
                 tags={"site": site.id, "device": device.id, **device.tags},
+                health_series=health_key({"site": site.id, "device": device.id, "kind": profile.kind}),
             )
         self.router = TopicRouter(list(kinds.values()))
         self.filters = subscription_filters(config)
@@ -253,8 +256,6 @@ class MqttConnector:
         self._connection = 0
         self._ratelog = RateLimitedLog(log)
         self._inbox: list[Received] = []
-        # Set (from the receive thread) when messages arrive in an empty inbox.
-        self._wake = asyncio.Event()
         self._lines: list[str] = []
         self._inbox_lock = threading.Lock()
         self._targets: dict[str, Target] = {}
@@ -348,8 +349,6 @@ class MqttConnector:
 
     def health_line(self, dev: MqttDevice, time_ms: int) -> str:
         """The device's health point now; remembered as its last."""
-        if not dev.health_series:
-            dev.health_series = health_key({"site": dev.site, "device": dev.device, "kind": dev.profile.kind})
         dev.reported = (dev.online, dev.errors.total())
         dev.reported_mono = time.monotonic()
         return health_line(

@@ -94,7 +94,7 @@ class BufferedSocket:
         a few hundred bytes came: at light load, more than the messages cost.
         """
         if size > len(self._scratch):
-            return bytes(self._sock.recv(size))
+            return self._sock.recv(size)
         n = self._sock.recv_into(self._scratch, size)
         return bytes(self._view[:n])
 
