@@ -38,7 +38,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -57,25 +57,11 @@ WARMUP_RATE = 5000.0
 CONSUMERS = ("mosquitto_sub", "paho", "agent", "node-red")
 
 
-@dataclass(frozen=True)
-class Load:
-    """What the publisher offers: a picklable description of the fleet."""
-
-    counts: dict[str, int]
-    intervals: dict[str, float]
-    per_connection: int
-    qos: int
-    seed: int = 1
-
-    def fleet(self) -> Fleet:
-        return Fleet(self.counts, self.intervals, self.per_connection, self.qos, self.seed)
-
-    def warmup(self) -> Load:
-        """Every device once, at WARMUP_RATE: hold it for `max(intervals)`."""
-        every = max(1.0, sum(self.counts.values()) / WARMUP_RATE)
-        return Load(
-            self.counts, dict.fromkeys(self.counts, every), self.per_connection, self.qos, self.seed + 1
-        )
+def warmup(fleet: Fleet) -> tuple[Fleet, float]:
+    """The same devices, each sending once at WARMUP_RATE in all, and how long that takes."""
+    every = max(1.0, fleet.size / WARMUP_RATE)
+    intervals = dict.fromkeys(fleet.counts, every)
+    return Fleet(fleet.counts, intervals, fleet.per_connection, fleet.qos, fleet.seed + 1), every
 
 
 @dataclass(frozen=True)
@@ -146,9 +132,9 @@ HEADER = (
 )
 
 
-def publish(load: Load, port: int, hold: float, result: mp.Queue) -> None:  # type: ignore[type-arg]
-    """Process target: offer the load for `hold` seconds; report a Sent."""
-    pub = Publisher(load.fleet(), port, f"bench-pub-{os.getpid()}")
+def publish(fleet: Fleet, port: int, hold: float, result: mp.Queue) -> None:  # type: ignore[type-arg]
+    """Process target: offer the fleet's messages for `hold` seconds; report a Sent."""
+    pub = Publisher(fleet, port, f"bench-pub-{os.getpid()}")
     cpu0 = os.times()
     started, finished, start_ms = pub.send(hold)
     cpu1 = os.times()
@@ -156,9 +142,10 @@ def publish(load: Load, port: int, hold: float, result: mp.Queue) -> None:  # ty
     pub.close()
 
 
-def offer(load: Load, port: int, hold: float) -> Sent:
+def offer(fleet: Fleet, port: int, hold: float) -> Sent:
     results: mp.Queue = mp.Queue()  # type: ignore[type-arg]
-    proc = mp.Process(target=publish, args=(load, port, hold, results))
+    # Forked, the publisher inherits the fleet: nothing to pickle or build again.
+    proc = mp.Process(target=publish, args=(fleet, port, hold, results))
     proc.start()
     sent: Sent = results.get()
     proc.join()
@@ -218,12 +205,12 @@ class Bench:
         ]
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def _run(self, consumer: str, link: Link, load: Load, fleet: Fleet, *, sent: Sent, took: Took) -> Run:
+    def _run(self, consumer: str, link: Link, fleet: Fleet, *, sent: Sent, took: Took) -> Run:
         elapsed = max(took.done - sent.started, 1e-9)
         return Run(
             consumer=consumer,
             link=link.name,
-            qos=load.qos,
+            qos=fleet.qos,
             devices=fleet.size,
             connections=fleet.connections,
             offered=fleet.rate,
@@ -238,12 +225,12 @@ class Bench:
             lag_allowance_s=self.lag,
         )
 
-    def mosquitto_sub(self, link: Link, load: Load, fleet: Fleet) -> Run:
+    def mosquitto_sub(self, link: Link, fleet: Fleet) -> Run:
         """The C client, its output to /dev/null; done when it exits after the expected count."""
         expected = fleet.messages(self.hold)
         client_id = f"bench-c-{time.monotonic_ns()}"
         argv = [require_binary("mosquitto_sub"), "-h", "127.0.0.1", "-p", str(link.port), "-i", client_id]
-        argv += ["-q", str(load.qos), "-C", str(expected)]
+        argv += ["-q", str(fleet.qos), "-C", str(expected)]
         for f in fleet.filters():
             argv += ["-t", f]
         if link.ca is not None:
@@ -259,7 +246,7 @@ class Bench:
         reaper.start()
         wait_subscribed(self.broker, client_id, fleet.filters())
         broker0 = cpu_seconds(self.broker.proc.pid)
-        sent = offer(load, self.broker.port, self.hold)
+        sent = offer(fleet, self.broker.port, self.hold)
         reaper.join(timeout=max(0.0, sent.finished + self.lag + BEHIND_WAIT_S - time.monotonic()))
         broker_s = cpu_seconds(self.broker.proc.pid) - broker0
         killed = not exited
@@ -269,9 +256,9 @@ class Bench:
         done, cpu_s = exited[0]
         # Killed at the deadline: how many it had taken is unknown, only that it was not all.
         got = None if killed else expected
-        return self._run("mosquitto_sub", link, load, fleet, sent=sent, took=Took(done, got, cpu_s, broker_s))
+        return self._run("mosquitto_sub", link, fleet, sent=sent, took=Took(done, got, cpu_s, broker_s))
 
-    def paho(self, link: Link, load: Load, fleet: Fleet) -> Run:
+    def paho(self, link: Link, fleet: Fleet) -> Run:
         """A paho subscriber that only counts; done at the last arrival."""
         expected = fleet.messages(self.hold)
         client_id = f"bench-paho-{time.monotonic_ns()}"
@@ -279,24 +266,23 @@ class Bench:
         deadline_s = self.hold + self.lag + BEHIND_WAIT_S + 60
         sub = mp.Process(
             target=count_with_paho,
-            args=(link, client_id, fleet.filters(), load.qos, expected, deadline_s, results),
+            args=(link, client_id, fleet.filters(), fleet.qos, expected, deadline_s, results),
         )
         sub.start()
         wait_subscribed(self.broker, client_id, fleet.filters())
         broker0 = cpu_seconds(self.broker.proc.pid)
-        sent = offer(load, self.broker.port, self.hold)
+        sent = offer(fleet, self.broker.port, self.hold)
         count, last, cpu_s = results.get()
         broker_s = cpu_seconds(self.broker.proc.pid) - broker0
         sub.join()
         return self._run(
-            "paho", link, load, fleet, sent=sent, took=Took(max(last, sent.finished), count, cpu_s, broker_s)
+            "paho", link, fleet, sent=sent, took=Took(max(last, sent.finished), count, cpu_s, broker_s)
         )
 
     def into_store(
         self,
         name: str,
         link: Link,
-        load: Load,
         fleet: Fleet,
         start: Callable[[Path, str, str], subprocess.Popen[bytes]],
     ) -> Run:
@@ -305,14 +291,15 @@ class Bench:
         `start(workdir, store_url, client_id)` starts it. Every device is offered once first,
         so that the store knows every series and the consumer has met every device.
         """
-        tag = f"{name}-{load.qos}-{link.name}-{fleet.size}-{round(fleet.rate)}"
+        tag = f"{name}-{fleet.qos}-{link.name}-{fleet.size}-{round(fleet.rate)}"
         vm = start_victoria_metrics(self.work / f"vm-{tag}")
         client_id = f"bench-{tag}"
         proc = start(self.work / tag, vm.url, client_id)
         try:
             wait_subscribed(self.broker, client_id, fleet.filters())
             metrics = fleet.metrics()
-            warm = offer(load.warmup(), self.broker.port, load.warmup().intervals[next(iter(load.counts))])
+            warm_fleet, warm_s = warmup(fleet)
+            warm = offer(warm_fleet, self.broker.port, warm_s)
             deadline = time.monotonic() + 60
             while (base := stored(vm.url, metrics, warm.start_ms)) < warm.sent:
                 if time.monotonic() > deadline:
@@ -321,7 +308,7 @@ class Bench:
             expected = fleet.messages(self.hold)
             cpu0, broker0 = cpu_seconds(proc.pid), cpu_seconds(self.broker.proc.pid)
             spy = self._profile(proc.pid, tag) if name == "agent" else None
-            sent = offer(load, self.broker.port, self.hold)
+            sent = offer(fleet, self.broker.port, self.hold)
             if spy is not None:
                 spy.wait()
             broker_s = cpu_seconds(self.broker.proc.pid) - broker0
@@ -336,9 +323,9 @@ class Bench:
             proc.terminate()
             proc.wait(30)
             vm.stop()
-        return self._run(name, link, load, fleet, sent=sent, took=Took(done, got, cpu_s, broker_s))
+        return self._run(name, link, fleet, sent=sent, took=Took(done, got, cpu_s, broker_s))
 
-    def agent(self, link: Link, load: Load, fleet: Fleet) -> Run:
+    def agent(self, link: Link, fleet: Fleet) -> Run:
         def start(work: Path, vm_url: str, client_id: str) -> subprocess.Popen[bytes]:
             work.mkdir(parents=True)
             config = work / "agent.toml"
@@ -347,15 +334,15 @@ class Bench:
                 [sys.executable, "-m", "linli.cli", "edge", "run", "--config", str(config)]
             )
 
-        return self.into_store("agent", link, load, fleet, start)
+        return self.into_store("agent", link, fleet, start)
 
-    def node_red(self, link: Link, load: Load, fleet: Fleet) -> Run:
+    def node_red(self, link: Link, fleet: Fleet) -> Run:
         from peers import nodered
 
         def start(work: Path, vm_url: str, client_id: str) -> subprocess.Popen[bytes]:
-            return nodered.start(work, link.port, link.ca, vm_url, client_id, fleet.filters(), load.qos)
+            return nodered.start(work, link.port, link.ca, vm_url, client_id, fleet.filters(), fleet.qos)
 
-        return self.into_store("node-red", link, load, fleet, start)
+        return self.into_store("node-red", link, fleet, start)
 
 
 def count_with_paho(  # noqa: PLR0917 (a process target takes positional arguments)
@@ -449,19 +436,18 @@ def start_broker(work: Path, tls: bool) -> tuple[LocalServer, list[Link]]:
     return mq, [Link(mq.port), *links]
 
 
-def loads(args: argparse.Namespace, qos: int) -> list[Load]:
+def fleets(args: argparse.Namespace, qos: int) -> Iterator[Fleet]:
     """The loads offered in turn: one per --rate (stress), else one per --devices."""
     kinds = args.kinds
-    out = []
     if args.rate:
         devices = args.devices[0]
         for rate in sorted(args.rate):
-            counts = split(devices, kinds)
-            out.append(Load(counts, dict.fromkeys(kinds, devices / rate), args.per_connection, qos))
+            intervals = dict.fromkeys(kinds, devices / rate)
+            yield Fleet(split(devices, kinds), intervals, args.per_connection, qos)
     else:
         intervals = parse_every(args.every, kinds, 10.0)
-        out.extend(Load(split(n, kinds), intervals, args.per_connection, qos) for n in sorted(args.devices))
-    return out
+        for n in sorted(args.devices):
+            yield Fleet(split(n, kinds), intervals, args.per_connection, qos)
 
 
 def split(devices: int, kinds: list[str]) -> dict[str, int]:
@@ -569,14 +555,13 @@ def offer_in_turn(args: argparse.Namespace, work: Path, qos: int) -> list[Run]:
     bench = Bench(work, mq, args.hold, args.lag, args.profile)
     behind: set[tuple[str, str]] = set()
     try:
-        for load in loads(args, qos):
-            fleet = load.fleet()
+        for fleet in fleets(args, qos):
             for link in links:
                 for consumer in args.consumers:
                     if (consumer, link.name) in behind:
                         continue
                     try:
-                        run = getattr(bench, consumer.replace("-", "_"))(link, load, fleet)
+                        run = getattr(bench, consumer.replace("-", "_"))(link, fleet)
                     except RuntimeError as exc:  # it never took the load: say why, go on
                         print(f"{consumer} over {link.name}: failed: {exc}", flush=True)
                         behind.add((consumer, link.name))
