@@ -96,4 +96,4 @@ def test_the_shipped_configs_load() -> None:
     waste = load_waste_config(ROOT / "deploy" / "waste.local.toml")
     assert load_feed(waste.gtfs).trips
     compose = load_waste_config(ROOT / "deploy" / "waste.toml")  # its paths are the container's
-    assert (compose.broker.host, str(compose.gtfs)) == ("mosquitto", "/etc/linli/gtfs/hongqiao")
+    assert (compose.broker.host, str(compose.gtfs)) == ("broker", "/etc/linli/gtfs/hongqiao")

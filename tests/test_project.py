@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,8 +41,8 @@ def test_compose_file_is_valid() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_the_city_override_moves_every_notifier_to_one_shared_state() -> None:
-    """Two notifiers in one broker group must share one state, or each step is told twice."""
+def city_services() -> dict[str, Any]:
+    """The full stack with the city override, as `docker-compose config` resolves it."""
     import yaml
 
     binary = shutil.which("docker-compose")
@@ -53,7 +54,13 @@ def test_the_city_override_moves_every_notifier_to_one_shared_state() -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    services = yaml.safe_load(result.stdout)["services"]
+    services: dict[str, Any] = yaml.safe_load(result.stdout)["services"]
+    return services
+
+
+def test_the_city_override_moves_every_notifier_to_one_shared_state() -> None:
+    """Two notifiers in one broker group must share one state, or each step is told twice."""
+    services = city_services()
     notifiers = {name: s for name, s in services.items() if s.get("command", [])[:2] == ["cloud", "run"]}
     assert set(notifiers) == {"cloud", "cloud-b"}
     states = {s["environment"]["LINLI_STATE_URL"] for s in notifiers.values()}
@@ -75,6 +82,46 @@ def test_the_city_override_moves_every_notifier_to_one_shared_state() -> None:
     )  # fmt: skip
     assert loaded.stdout.strip() == "postgresql://linli@postgres:5432/linli"
     assert load_notifier_config(ROOT / "deploy" / "notifier.toml").state == "/var/lib/linli/notifier.sqlite"
+
+
+def test_the_city_override_makes_the_broker_a_three_node_emqx_cluster(tmp_path: Path) -> None:
+    services = city_services()
+    nodes = {name: s for name, s in services.items() if s.get("image", "").startswith("emqx/emqx:")}
+    assert set(nodes) == {"broker", "broker-2", "broker-3"}
+    # The last Apache-2.0 line with clustering.
+    assert {s["image"].split(":")[1].rsplit(".", 1)[0] for s in nodes.values()} == {"5.8"}
+    names = {s["environment"]["EMQX_NODE__NAME"] for s in nodes.values()}
+    assert len(names) == 3
+    seeds = {s["environment"]["EMQX_CLUSTER__STATIC__SEEDS"] for s in nodes.values()}
+    assert seeds == {"[" + ",".join(sorted(names)) + "]"}
+    assert len({s["environment"]["EMQX_NODE__COOKIE"] for s in nodes.values()}) == 1
+    for name, node in nodes.items():
+        host = node["environment"]["EMQX_NODE__NAME"].split("@")[1]
+        aliases = set(node["networks"]["default"]["aliases"])
+        assert host in aliases, name  # each node reaches the others by its name
+        # Every client connects to `broker`: each node answers to it.
+        assert name == "broker" or "broker" in aliases, name
+        assert "emqx-etc:/opt/emqx/etc/linli:ro" in node["volumes"], name
+        assert node["depends_on"]["broker-config"]["condition"] == "service_completed_successfully"
+    tables = {"district.toml": "mqtt", "notifier.toml": "broker", "waste.toml": "broker"}
+    hosts = {tomllib.loads((ROOT / "deploy" / f).read_text())[t]["host"] for f, t in tables.items()}
+    assert hosts == {"broker"}
+    # broker-config's own command, run here with the deploy folder for /etc/linli: EMQX's
+    # files name the folder the nodes mount.
+    command = services["broker-config"]["command"][0].replace("/etc/linli/", f"{ROOT}/deploy/")
+    # waste.toml names its timetable by the container's path; the local one by this folder's.
+    command = command.replace("deploy/waste.toml", "deploy/waste.local.toml")
+    for part in command.replace("/broker/", f"{tmp_path}/").replace("/broker ", f"{tmp_path} ").split(" && "):
+        if part.startswith("linli broker"):
+            made = subprocess.run(
+                [sys.executable, "-m", "linli.cli", *part.split()[1:]],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert made.returncode == 0, made.stderr
+    conf = (tmp_path / "emqx" / "emqx.conf").read_text()
+    assert 'bootstrap_file = "/opt/emqx/etc/linli/users.csv"' in conf
+    assert 'path = "/opt/emqx/etc/linli/acl.conf"' in conf
+    assert "cp /opt/emqx/etc/linli/emqx.conf /opt/emqx/etc/emqx.conf" in " ".join(nodes["broker"]["command"])
 
 
 def test_compose_edge_config_is_valid() -> None:

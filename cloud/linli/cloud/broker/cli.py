@@ -15,7 +15,8 @@ service (with --waste-config) and an operator, the only one who may read '#' and
 device as itself. Passwords go to OUT/secrets/ (mode 0700, files 0600, one
 .env per identity with the variables its program reads); they are never printed. Running again
 keeps every password; --rotate NAME gives one identity a new one. Send Mosquitto SIGHUP (or
-restart it) to load the new files.
+restart it) to load the new files. --emqx also writes the same identities and ACL for an EMQX
+5.8 cluster to OUT/emqx/ (emqx.conf, acl.conf, users.csv; docs/scale.md).
 """
 
 
@@ -51,6 +52,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--persistence", metavar="DIR", help="keep sessions and queued messages in DIR (off by default)"
     )
     config.add_argument(
+        "--emqx", action="store_true", help="also write EMQX's emqx.conf, acl.conf and users.csv to OUT/emqx"
+    )
+    config.add_argument(
+        "--emqx-dir", metavar="PATH",
+        help="OUT/emqx as EMQX will see it (in a container: /opt/emqx/etc/linli); default OUT/emqx",
+    )  # fmt: skip
+    config.add_argument(
         "--rotate", action="append", default=[], metavar="NAME", help="a new password for this identity"
     )
     config.set_defaults(func=_config)
@@ -75,7 +83,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _config(args: argparse.Namespace) -> int:
     from linli.catalog.errors import ConfigError
     from linli.cloud.broker.configs import gather, mosquitto_conf
-    from linli.cloud.broker.files import write
+    from linli.cloud.broker.emqx import emqx_conf
+    from linli.cloud.broker.files import copy_certs, write
     from linli.cloud.waste.gtfs import GtfsError
 
     if args.certs is not None:
@@ -102,8 +111,16 @@ def _config(args: argparse.Namespace) -> int:
         tls_port=args.tls_port,
         persistence=args.persistence,
     )
+    emqx = None
+    if args.emqx or args.emqx_dir:
+        emqx_dir = args.emqx_dir or str((args.out / "emqx").resolve())
+        # EMQX's folder carries its own copy of the server's certificate and key.
+        emqx_certs = f"{emqx_dir}/certs" if args.certs is not None else None
+        emqx = emqx_conf(emqx_dir, port=args.port, certs=emqx_certs, tls_port=args.tls_port)
     try:
-        done = write(args.out, identities, rotate=args.rotate, conf=conf)
+        done = write(args.out, identities, rotate=args.rotate, conf=conf, emqx_conf=emqx)
+        if emqx is not None and args.certs is not None:
+            copy_certs(args.certs, args.out / "emqx" / "certs")
     except ValueError as exc:
         print(f"linli broker config: {exc}", file=sys.stderr)
         return 2
@@ -120,6 +137,8 @@ def _config(args: argparse.Namespace) -> int:
         for name in names:
             print(f"  {label}: {name}")
     print(f"wrote {args.out}/passwd, acl, mosquitto.conf; passwords in {args.out}/secrets/ (0600)")
+    if emqx is not None:
+        print(f"wrote {args.out}/emqx/emqx.conf, acl.conf, users.csv")
     return 0
 
 

@@ -17,11 +17,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from linli.cloud.broker import emqx
 from linli.cloud.broker.identities import Identity, acl
 
 ITERATIONS = 1000  # PBKDF2-SHA512 rounds per password (mosquitto_passwd uses 101)
 SECRETS = "secrets"
 INDEX = "identities.json"
+EMQX = "emqx"  # the folder of EMQX's files, beside Mosquitto's
 
 
 def hash_password(password: str, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:
@@ -52,8 +54,9 @@ def write(
     *,
     rotate: Iterable[str] = (),
     conf: str,
+    emqx_conf: str | None = None,
 ) -> Written:
-    """Write passwd, acl, mosquitto.conf and the secrets under `out`."""
+    """Write passwd, acl, mosquitto.conf and the secrets under `out`; EMQX's files under `out/emqx`."""
     idents = list(identities)
     names = [i.name for i in idents]
     if len(set(names)) != len(names):
@@ -92,7 +95,21 @@ def write(
     _private(out / "passwd", "".join(f"{n}:{hash_password(passwords[n])}\n" for n in names), mode=0o640)
     (out / "acl").write_text(acl(idents))
     (out / "mosquitto.conf").write_text(conf)
+    if emqx_conf is not None:
+        folder = out / EMQX
+        folder.mkdir(exist_ok=True)
+        _private(folder / "users.csv", emqx.users_csv(passwords), mode=0o640)
+        (folder / "acl.conf").write_text(emqx.acl_conf(idents))
+        (folder / "emqx.conf").write_text(emqx_conf)
     return Written(added, kept, rotated, dropped)
+
+
+def copy_certs(certs: Path, to: Path) -> None:
+    """The broker's CA, certificate and key, for a broker that reads them from its own folder."""
+    to.mkdir(mode=0o700, exist_ok=True)
+    for name in ("ca.crt", "server.crt"):
+        (to / name).write_bytes((certs / name).read_bytes())
+    _private(to / "server.key", (certs / "server.key").read_text())
 
 
 def read_secret(out: Path, identity: str) -> str:
