@@ -25,7 +25,6 @@ from linli.cloud.waste.service import WasteService
 from linli.dashboards.recording import on_shift_all_day
 from linli.localservers import LocalServer, free_port
 from peers import Inbox, Receiver
-from support import unique
 from test_renovation_service import TRUCK, Terminal
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
@@ -63,9 +62,9 @@ def test_staff_book_on_the_page_see_it_offered_and_accepted_then_cancel_it(
     on_shift_all_day(folder, time.time() - 3600)
     api_port = free_port()
     config = WasteConfig(
-        broker=TruckBroker(port=mosquitto.port, group=unique("waste")),
+        broker=TruckBroker(port=mosquitto.port),
         gtfs=folder,
-        state=tmp_path / "waste.sqlite",
+        state=str(tmp_path / "waste.sqlite"),
         api_port=api_port,
         smtp=SmtpConfig(port=smtp, sender="waste@district.example"),
     )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from linli.cloud.waste.bookings import BookingError, BookingRequest, Bookings, S
 from linli.cloud.waste.dispatch import RELOADS, Pickup, Roads, TruckNow, plan
 from linli.cloud.waste.gtfs import Contact, Feed, RenovationTruck, load_feed
 from linli.cloud.waste.renovation import BookingMessage, Renovation
+from linli.cloud.waste.state import WasteState
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
 ZONE = dt.timezone(dt.timedelta(hours=8))
@@ -27,9 +28,11 @@ def feed() -> Feed:
 
 
 @pytest.fixture
-def book(feed: Feed) -> Bookings:
-    db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-    return Bookings(db, threading.Lock(), feed, max_m3=12.0)
+def book(feed: Feed, state: str) -> Iterator[Bookings]:
+    """Bookings on a fresh state: an SQLite file, or a PostgreSQL database."""
+    tables = WasteState(state)
+    yield Bookings(tables, feed, max_m3=12.0)
+    tables.close()
 
 
 def request(**changes: Any) -> BookingRequest:
@@ -238,9 +241,7 @@ def test_a_free_truck_takes_a_pile_now_rather_than_saving_it_for_a_later_trip(fe
     assert later.earliest_s <= then <= later.latest_s
 
 
-def test_a_restart_remembers_the_orders_waiting_and_the_drivers_who_declined(
-    feed: Feed, tmp_path: Path
-) -> None:
+def test_a_restart_remembers_the_orders_waiting_and_the_drivers_who_declined(feed: Feed, state: str) -> None:
     """Killed between steps: the next start reads the trail, escalates on time, offers elsewhere."""
     trucks = [RenovationTruck(id="a", capacity_m3=12), RenovationTruck(id="b", capacity_m3=12)]
     operator = Contact.model_validate(
@@ -253,8 +254,7 @@ def test_a_restart_remembers_the_orders_waiting_and_the_drivers_who_declined(
 
     def start() -> Renovation:
         # Each start opens the file anew, as a process started after a kill would.
-        db = sqlite3.connect(tmp_path / "waste.sqlite", isolation_level=None, check_same_thread=False)
-        bookings = Bookings(db, threading.Lock(), feed, max_m3=12.0)
+        bookings = Bookings(WasteState(state), feed, max_m3=12.0)
         return Renovation(feed, bookings, trucks, tell, operator=operator, accept_s=600)
 
     first = start()

@@ -109,10 +109,10 @@ def test_a_booking_is_offered_declined_escalated_then_accepted_driven_collected_
     feed = load_feed(folder)
     api_port = free_port()
     config = WasteConfig(
-        broker=TruckBroker(port=mosquitto.port, group=unique("waste")),
+        broker=TruckBroker(port=mosquitto.port),
         smtp=SmtpConfig(port=smtp, sender="waste@district.example"),
         gtfs=tmp_path / "gtfs",
-        state=tmp_path / "waste.sqlite",
+        state=str(tmp_path / "waste.sqlite"),
         api_port=api_port,
         operator=Contact.model_validate(
             {"name": "operator", "channels": [{"kind": "webhook", "url": f"{receiver.url}/operator"}]}

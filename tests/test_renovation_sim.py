@@ -23,7 +23,7 @@ from linli.dashboards.recording import on_shift_all_day
 from linli.localservers import LocalServer, free_port
 from linli.sim.kinds.truck import Truck
 from linli.sim.timetable import Traffic
-from support import start_sim, stop_process, unique, wait_until
+from support import start_sim, stop_process, wait_until
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
 TOKEN = "sim-s3cret"  # noqa: S105 (the test's own)
@@ -84,9 +84,9 @@ def test_simulated_staff_book_and_the_simulated_truck_collects_through_mosquitto
     )
     api_port = free_port()
     config = WasteConfig(
-        broker=TruckBroker(port=mosquitto.port, group=unique("waste")),
+        broker=TruckBroker(port=mosquitto.port),
         gtfs=folder,
-        state=tmp_path / "waste.sqlite",
+        state=str(tmp_path / "waste.sqlite"),
         api_port=api_port,
         attempts=1,
     )

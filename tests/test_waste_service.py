@@ -81,10 +81,10 @@ def test_keepers_hear_before_the_truck_comes_then_arrival_and_collection(
     receiver, inbox, smtp = peers
     feed = load_feed(local_feed(tmp_path, receiver.url))
     config = WasteConfig(
-        broker=TruckBroker(port=mosquitto.port, group=unique("waste")),
+        broker=TruckBroker(port=mosquitto.port),
         smtp=SmtpConfig(port=smtp, sender="waste@district.example"),
         gtfs=tmp_path / "gtfs",
-        state=tmp_path / "waste.sqlite",
+        state=str(tmp_path / "waste.sqlite"),
         api_port=free_port(),
     )
     service = WasteService(config, TOKEN, feed)
@@ -164,7 +164,9 @@ def test_keepers_hear_before_the_truck_comes_then_arrival_and_collection(
     assert {n["kind"] for n in out["notices"]} >= {"notice", "arrived", "collected"}
 
 
-def test_a_restart_mid_trip_tells_no_keeper_twice(peers: tuple[Receiver, Inbox, int], tmp_path: Path) -> None:
+def test_a_restart_mid_trip_tells_no_keeper_twice(
+    peers: tuple[Receiver, Inbox, int], tmp_path: Path, state: str
+) -> None:
     """The service stops halfway through a trip and starts again on the same state: each keeper
     still hears once that the truck is coming, and once that it arrived."""
     receiver, _, smtp = peers
@@ -173,7 +175,7 @@ def test_a_restart_mid_trip_tells_no_keeper_twice(peers: tuple[Receiver, Inbox, 
         broker=TruckBroker(port=1),  # not used: the messages are handed over directly
         smtp=SmtpConfig(port=smtp),
         gtfs=tmp_path / "gtfs",
-        state=tmp_path / "waste.sqlite",
+        state=state,
         api_port=free_port(),
     )
     trip = feed.trips[TRIP]
@@ -206,7 +208,7 @@ def test_the_gtfs_realtime_feed_parses_back_with_the_trip_and_the_truck(tmp_path
     from linli.cloud.waste.api import app
 
     feed = load_feed(FEED)
-    config = WasteConfig(gtfs=FEED, state=tmp_path / "waste.sqlite")
+    config = WasteConfig(gtfs=FEED, state=str(tmp_path / "waste.sqlite"))
     trip = feed.trips[TRIP]
     drive = drive_trip(feed, trip, MONDAY, random.Random(4), traffic=Traffic(sd=0.0, trip_sd=0.2))
     messages = sorted(drive.messages, key=lambda m: m[1]["ts"])
@@ -248,7 +250,9 @@ def test_the_gtfs_realtime_feed_parses_back_with_the_trip_and_the_truck(tmp_path
         assert truck.timestamp == last["ts"] // 1000
 
 
-def incident_service(tmp_path: Path, hooks: str, smtp: int) -> tuple[WasteService, Any]:
+def incident_service(
+    tmp_path: Path, hooks: str, smtp: int, state: str | None = None
+) -> tuple[WasteService, Any]:
     """An in-process service whose keepers, property offices, dispatcher and operator post to `hooks`."""
     from linli.cloud.waste.gtfs import Contact
 
@@ -270,7 +274,7 @@ def incident_service(tmp_path: Path, hooks: str, smtp: int) -> tuple[WasteServic
 
     config = WasteConfig(
         gtfs=tmp_path / "gtfs",
-        state=tmp_path / "waste.sqlite",
+        state=state or str(tmp_path / "waste.sqlite"),
         smtp=SmtpConfig(port=smtp),
         dispatcher=contact("dispatcher"),
         operator=contact("operator"),
@@ -278,16 +282,13 @@ def incident_service(tmp_path: Path, hooks: str, smtp: int) -> tuple[WasteServic
     return WasteService(config, TOKEN, feed), feed
 
 
-def test_a_blocked_gate_tells_the_property_and_the_dispatcher_and_the_stop_is_served_on_the_way_back(
-    peers: tuple[Receiver, Inbox, int], tmp_path: Path
-) -> None:
-    receiver, _, smtp = peers
-    service, feed = incident_service(tmp_path, receiver.url, smtp)
+def blocked_trip(feed: Any) -> tuple[list[tuple[str, dict[str, Any]]], str]:
+    """A trip whose third bin room's gate is blocked, in time order, and that bin room: the
+    driver finds the gate blocked (alarm, no lift there), goes on, then comes back after the
+    last bin room and lifts."""
     trip = feed.trips[TRIP]
     drive = drive_trip(feed, trip, MONDAY, random.Random(6), traffic=Traffic(sd=0.0, trip_sd=0.1))
     blocked = trip.stop_times[2].stop_id
-    # The driver finds the gate blocked: alarm, no lift there; the truck goes on, then comes
-    # back after the last bin room and lifts.
     lifts = [m for m in drive.messages if m[0] == "lift" and m[1]["stop"] == blocked]
     arrived = next(body["ts"] for kind, body in sorted(drive.messages, key=lambda m: m[1]["ts"])
                    if kind == "location" and body.get("stop") == blocked)  # fmt: skip
@@ -297,9 +298,18 @@ def test_a_blocked_gate_tells_the_property_and_the_dispatcher_and_the_stop_is_se
         ("alarm", {"ts": arrived + 5_000, "alarm": "blocked_access", "active": True, "stop": blocked})
     )
     messages.append(("lift", {**lifts[0][1], "ts": last_lift + 120_000}))
+    return sorted(messages, key=lambda m: m[1]["ts"]), blocked
+
+
+def test_a_blocked_gate_tells_the_property_and_the_dispatcher_and_the_stop_is_served_on_the_way_back(
+    peers: tuple[Receiver, Inbox, int], tmp_path: Path
+) -> None:
+    receiver, _, smtp = peers
+    service, feed = incident_service(tmp_path, receiver.url, smtp)
+    messages, blocked = blocked_trip(feed)
 
     async def run() -> list[dict[str, Any]]:
-        hand_over(service, sorted(messages, key=lambda m: m[1]["ts"]))
+        hand_over(service, messages)
         await service.deliveries.drain(10)
         return [{"kind": str(i.kind), "stop": i.stop_id} for i in service.incidents]
 

@@ -38,7 +38,7 @@ def test_trips_visits_and_incidents_reach_the_store_and_the_service_figures_add_
     influx1_create_db(influx1.url, db)
     feed = load_feed(FEED)
     store = VisitStore(url=influx1.url, database=db)
-    config = WasteConfig(gtfs=FEED, state=tmp_path / "waste.sqlite", store=store)
+    config = WasteConfig(gtfs=FEED, state=str(tmp_path / "waste.sqlite"), store=store)
     trip = feed.trips[TRIP]
     faults = TripFaults(blocked=frozenset({3}), skipped=frozenset({5}))
     drive = drive_trip(
@@ -63,10 +63,11 @@ def test_trips_visits_and_incidents_reach_the_store_and_the_service_figures_add_
         headers = {"Authorization": f"Bearer {TOKEN}"}
         async with httpx.AsyncClient(transport=transport, base_url="http://waste", headers=headers) as api:
             incidents = (await api.get("/incidents")).json()
-            missing = (await api.post("/incidents/7/ack")).status_code
-            acked = (await api.post("/incidents/0/ack")).json()
+            number = incidents[0]["number"]
+            missing = (await api.post(f"/incidents/{number + 7}/ack")).status_code
+            acked = (await api.post(f"/incidents/{number}/ack")).json()
             again = (await api.get("/incidents")).json()
-        assert acked == {"incident": 0, "kind": "blocked", "acknowledged": True}
+        assert acked == {"incident": number, "kind": "blocked", "acknowledged": True}
         assert [i["acknowledged"] for i in again] == [True]
         await asyncio.to_thread(service.outbox.flush, store, None)
         await service.deliveries.drain(0)
@@ -140,7 +141,7 @@ def test_the_dispatcher_defers_a_stop_its_keeper_hears_and_the_stops_after_come_
     from linli.cloud.waste.api import app
 
     feed = load_feed(FEED)
-    config = WasteConfig(gtfs=FEED, state=tmp_path / "waste.sqlite")
+    config = WasteConfig(gtfs=FEED, state=str(tmp_path / "waste.sqlite"))
     trip = feed.trips[TRIP]
     drive = drive_trip(feed, trip, MONDAY, random.Random(3), traffic=Traffic(sd=0.0, trip_sd=0.05))
     messages = sorted(drive.messages, key=lambda m: m[1]["ts"])

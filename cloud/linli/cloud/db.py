@@ -89,6 +89,15 @@ class Tables:
             else self._engine
         )
 
+    @property
+    def engine(self) -> Engine:
+        """For a transaction of several statements: `with tables.engine.begin() as conn`."""
+        return self._engine
+
+    def rows(self, sql: str | TextClause, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """One statement's rows."""
+        return self._rows(sql, params)
+
     def _rows(self, sql: str | TextClause, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         with self._single.begin() as conn:
             return [tuple(row) for row in conn.execute(_text(sql), params or {})]

@@ -138,7 +138,7 @@ async def record(
     waste = WasteService(
         WasteConfig(
             gtfs=gtfs,
-            state=workdir / "waste.sqlite",
+            state=str(workdir / "waste.sqlite"),
             broker=TruckBroker(port=mqtt_port),
             api_port=free_port(),
             attempts=1,

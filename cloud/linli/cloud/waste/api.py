@@ -118,15 +118,15 @@ def app(service: WasteService, token: str) -> ASGIApp:
         """Blocked gates and breakdowns, oldest first; `number` is for acknowledging one."""
         return [
             {
-                "number": n,
-                "kind": str(i.kind),
-                "trip": i.trip_id,
-                "stop": i.stop_id,
-                "time_ms": round(i.time_s * 1000),
-                "detail": i.detail,
-                "acknowledged": n in service.acknowledged,
+                "number": i["number"],
+                "kind": i["kind"],
+                "trip": i["trip"],
+                "stop": i["stop"],
+                "time_ms": i["time_ms"],
+                "detail": i["detail"],
+                "acknowledged": i["acked_ms"] is not None,
             }
-            for n, i in enumerate(service.incidents)
+            for i in service.state.incidents()
         ]
 
     @api.post("/trips/{trip_id}/stops/{stop_id}/skip", responses=doc(404))
@@ -149,12 +149,12 @@ def app(service: WasteService, token: str) -> ASGIApp:
         return {"trip": trip_id, "deferred": stop_id}
 
     @api.post("/incidents/{number}/ack", responses=doc(404))
-    async def acknowledge(number: Annotated[int, Path(ge=0, le=1_000_000)]) -> dict[str, Any]:
+    async def acknowledge(number: Annotated[int, Path(ge=0, le=2**62)]) -> dict[str, Any]:
         """The dispatcher has seen an incident (its number in GET /incidents): it is closed."""
         incident = service.acknowledge(number)
         if incident is None:
             raise HTTPException(404, f"no incident {number}")
-        return {"incident": number, "kind": str(incident.kind), "acknowledged": True}
+        return {"incident": number, "kind": incident["kind"], "acknowledged": True}
 
     @api.post("/trips/{trip_id}/replacement", responses=doc(404))
     async def replacement(trip_id: Annotated[str, Path(max_length=64)], body: Replacement) -> dict[str, str]:

@@ -3,7 +3,7 @@
 Property staff book a collection (a compound's pile, its volume, a time window, a contact);
 a renovation truck is offered the order, its driver accepts or declines from the terminal,
 the truck drives there and lifts, and the booking is closed. Every transition is kept with
-who made it and when (the trail), in the waste service's SQLite.
+who made it and when (the trail), in the waste service's state (SQLite or PostgreSQL).
 
     requested -> offered -> accepted -> en_route -> arrived -> collected -> closed
     requested / offered / accepted / en_route -> cancelled   (by the requester, before arrival)
@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
-import threading
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
+from linli.cloud.db import Tables
 from linli.cloud.waste.gtfs import Contact, Feed, metres
 from linli.cloud.waste.gtfs import Stop as GtfsStop
 
@@ -137,31 +138,23 @@ class Booking:
         }
 
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS booking (
-    id TEXT PRIMARY KEY, key TEXT UNIQUE, compound TEXT NOT NULL, lat REAL NOT NULL, lon REAL NOT NULL,
-    m3 REAL NOT NULL, earliest_s REAL NOT NULL, latest_s REAL NOT NULL, contact TEXT NOT NULL,
-    note TEXT NOT NULL, state TEXT NOT NULL, truck TEXT, created_s REAL NOT NULL, collected_kg REAL
-);
-CREATE TABLE IF NOT EXISTS booking_event (
-    booking TEXT NOT NULL, state TEXT NOT NULL, at_s REAL NOT NULL, by TEXT NOT NULL,
-    truck TEXT, detail TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS booking_event_of ON booking_event (booking);
-CREATE INDEX IF NOT EXISTS booking_state ON booking (state);
-"""
+COLUMNS = (
+    "id, key, compound, lat, lon, m3, earliest_s, latest_s, contact, note, state, truck, created_s, "
+    "collected_kg"
+)
+EVENT = text(
+    'INSERT INTO booking_event (booking, state, at_s, "by", truck, detail) '
+    "VALUES (:booking, :state, :at, :by, :truck, :detail)"
+)
 
 
 class Bookings:
-    """The bookings and their trail in SQLite; every method is one transaction."""
+    """The bookings and their trail in the waste service's state; every method is one transaction."""
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.Lock, feed: Feed, max_m3: float) -> None:
-        self.db = db
-        self.lock = lock
+    def __init__(self, state: Tables, feed: Feed, max_m3: float) -> None:
+        self.state = state
         self.feed = feed
         self.max_m3 = max_m3
-        with lock:
-            db.executescript(SCHEMA)
         xs, ys = zip(*(s.xy for s in feed.stops.values()), strict=True)
         self._box = (min(xs) - DISTRICT_MARGIN_M, min(ys) - DISTRICT_MARGIN_M,
                      max(xs) + DISTRICT_MARGIN_M, max(ys) + DISTRICT_MARGIN_M)  # fmt: skip
@@ -204,27 +197,26 @@ class Bookings:
             truck=None,
             created_s=now_s,
         )
-        with self.lock:
-            try:
-                self.db.execute("BEGIN")
-                self.db.execute(
-                    "INSERT INTO booking VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (booking.id, request.key, booking.compound, lat, lon, booking.m3, booking.earliest_s,
-                     booking.latest_s, booking.contact.model_dump_json(), booking.note, str(booking.state),
-                     None, now_s, None),
-                )  # fmt: skip
-                self.db.execute(
-                    "INSERT INTO booking_event VALUES (?, ?, ?, ?, ?, ?)",
-                    (booking.id, str(State.REQUESTED), now_s, by, None, ""),
+        row = {
+            "id": booking.id, "key": request.key, "compound": booking.compound, "lat": lat, "lon": lon,
+            "m3": booking.m3, "earliest_s": booking.earliest_s, "latest_s": booking.latest_s,
+            "contact": booking.contact.model_dump_json(), "note": booking.note, "state": str(booking.state),
+            "truck": None, "created_s": now_s, "collected_kg": None,
+        }  # fmt: skip
+        try:
+            with self.state.engine.begin() as conn:
+                conn.execute(
+                    text(f"INSERT INTO booking ({COLUMNS}) VALUES ({', '.join(':' + c for c in row)})"),  # noqa: S608
+                    row,
                 )
-                self.db.execute("COMMIT")
-            except sqlite3.IntegrityError:
-                # The same key, sent twice at once: the first one won.
-                self.db.execute("ROLLBACK")
-                found = self._by_key_locked(request.key or "")
-                if found is None:
-                    raise
-                return found, False
+                conn.execute(EVENT, {"booking": booking.id, "state": str(State.REQUESTED), "at": now_s,
+                                     "by": by, "truck": None, "detail": ""})  # fmt: skip
+        except IntegrityError:
+            # The same key, sent twice at once: the first one won.
+            found = self._by_key(request.key or "")
+            if found is None:
+                raise
+            return found, False
         return booking, True
 
     def move(
@@ -238,54 +230,51 @@ class Bookings:
         detail: str = "",
         kg: float | None = None,
     ) -> Booking:
-        """Move a booking on, checking the move is allowed from where it stands now."""
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                booking = self._get_locked(booking_id)
-                if booking is None:
-                    raise BookingError(f"no booking {booking_id}")
-                if to not in NEXT[booking.state]:
-                    raise BookingError(f"booking {booking_id} is {booking.state}: it cannot become {to}")
-                keep = truck if truck is not None else (None if to is State.REQUESTED else booking.truck)
-                self.db.execute(
-                    "UPDATE booking SET state = ?, truck = ?, collected_kg = COALESCE(?, collected_kg) "
-                    "WHERE id = ?",
-                    (str(to), keep, kg, booking_id),
-                )
-                self.db.execute(
-                    "INSERT INTO booking_event VALUES (?, ?, ?, ?, ?, ?)",
-                    (booking_id, str(to), now_s, by, keep, detail),
-                )
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+        """Move a booking on, checking the move is allowed from where it stands now (the row
+        locked meanwhile, so that two services cannot both move it)."""
+        with self.state.engine.begin() as conn:
+            lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
+            row = conn.execute(
+                text(f"SELECT {COLUMNS} FROM booking WHERE id = :id{lock}"),  # noqa: S608 (fixed text)
+                {"id": booking_id},
+            ).first()
+            if row is None:
+                raise BookingError(f"no booking {booking_id}")
+            booking = _booking(tuple(row))
+            if to not in NEXT[booking.state]:
+                raise BookingError(f"booking {booking_id} is {booking.state}: it cannot become {to}")
+            keep = truck if truck is not None else (None if to is State.REQUESTED else booking.truck)
+            conn.execute(
+                text(
+                    "UPDATE booking SET state = :state, truck = :truck, "
+                    "collected_kg = COALESCE(:kg, collected_kg) WHERE id = :id"
+                ),
+                {"state": str(to), "truck": keep, "kg": kg, "id": booking_id},
+            )
+            conn.execute(EVENT, {"booking": booking_id, "state": str(to), "at": now_s, "by": by,
+                                 "truck": keep, "detail": detail})  # fmt: skip
         moved = self.get(booking_id)
         assert moved is not None
         return moved
 
     def get(self, booking_id: str) -> Booking | None:
-        with self.lock:
-            return self._get_locked(booking_id)
+        rows = self.state.rows(f"SELECT {COLUMNS} FROM booking WHERE id = :id", {"id": booking_id})  # noqa: S608
+        return _booking(rows[0]) if rows else None
 
     def all(self, states: frozenset[State] | None = None) -> list[Booking]:
         """Every booking, oldest first; of the given states only (the trucks ask for the open ones
         with each position, so the closed ones of past months are not read for it)."""
-        query, args = "SELECT * FROM booking", tuple[str, ...]()
+        query, params = f"SELECT {COLUMNS} FROM booking", dict[str, str]()  # noqa: S608
         if states is not None:
-            query += f" WHERE state IN ({', '.join('?' * len(states))})"  # placeholders only
-            args = tuple(sorted(str(s) for s in states))
-        with self.lock:
-            rows = self.db.execute(query + " ORDER BY created_s", args).fetchall()
-        return [_booking(row) for row in rows]
+            params = {f"s{i}": str(s) for i, s in enumerate(sorted(states))}
+            query += f" WHERE state IN ({', '.join(':' + k for k in params)})"  # placeholders only
+        return [_booking(row) for row in self.state.rows(query + " ORDER BY created_s, id", params)]
 
     def trail(self, booking_id: str) -> list[dict[str, Any]]:
-        with self.lock:
-            rows = self.db.execute(
-                "SELECT state, at_s, by, truck, detail FROM booking_event WHERE booking = ? ORDER BY rowid",
-                (booking_id,),
-            ).fetchall()
+        rows = self.state.rows(
+            'SELECT state, at_s, "by", truck, detail FROM booking_event WHERE booking = :id ORDER BY id',
+            {"id": booking_id},
+        )
         return [
             {"state": s, "at_ms": round(at * 1000), "by": by, "truck": truck, "detail": detail}
             for s, at, by, truck, detail in rows
@@ -298,16 +287,8 @@ class Bookings:
         return stop
 
     def _by_key(self, key: str) -> Booking | None:
-        with self.lock:
-            return self._by_key_locked(key)
-
-    def _by_key_locked(self, key: str) -> Booking | None:
-        row = self.db.execute("SELECT * FROM booking WHERE key = ?", (key,)).fetchone()
-        return None if row is None else _booking(row)
-
-    def _get_locked(self, booking_id: str) -> Booking | None:
-        row = self.db.execute("SELECT * FROM booking WHERE id = ?", (booking_id,)).fetchone()
-        return None if row is None else _booking(row)
+        rows = self.state.rows(f"SELECT {COLUMNS} FROM booking WHERE key = :key", {"key": key})  # noqa: S608
+        return _booking(rows[0]) if rows else None
 
 
 def _booking(row: tuple[Any, ...]) -> Booking:

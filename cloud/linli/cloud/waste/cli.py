@@ -366,9 +366,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"linli waste run: set {config.token_env} to the API's bearer token", file=sys.stderr)
         return 2
     setup_logging(args.log_level)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from linli.cloud.db import describe
+
     try:
         service = WasteService(config, token, feed)
-    except OSError as exc:
-        print(f"linli waste run: state file {config.state}: {exc}", file=sys.stderr)
+    except (OSError, SQLAlchemyError) as exc:
+        print(f"linli waste run: state {describe(config.state)}: {exc}", file=sys.stderr)
         return 1
     return run_until_signal(service.run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -21,8 +22,6 @@ class TruckBroker(Strict):
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
     username_env: str = "LINLI_CLOUD_MQTT_USERNAME"
     password_env: str = "LINLI_CLOUD_MQTT_PASSWORD"  # noqa: S105 (a variable name)
-    # MQTT 5 shared subscription group: services of one group share the trucks.
-    group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "linli-waste"
     topic: Annotated[str, Field(pattern=r"^[^#+]+$")] = "trucks"
     tls: MqttTls | None = None
 
@@ -33,7 +32,13 @@ class WasteConfig(Strict):
     broker: TruckBroker = TruckBroker()
     smtp: SmtpConfig = SmtpConfig()
     gtfs: Path  # the timetable folder (GTFS files and linli.toml)
-    state: Path = Path("linli-waste.sqlite")
+    # Notices, incidents, bookings and the store's outbox: an SQLite file (relative to this
+    # file), or postgresql://user@host:port/database for services on several hosts (the
+    # password from $PGPASSWORD). Every service on one state follows every truck; each notice
+    # is sent by whichever claims it first.
+    state: str = "linli-waste.sqlite"
+    # Set, this variable's value replaces `state`: replicas of one config share a database.
+    state_env: str = "LINLI_STATE_URL"
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8081
     token_env: str = "LINLI_CLOUD_TOKEN"  # noqa: S105 (a variable name)
@@ -62,10 +67,12 @@ def load_waste_config(path: Path) -> WasteConfig:
     """Read and validate the file; relative paths are taken from its folder."""
     config = load_toml_model(path, WasteConfig)
     updates: dict[str, object] = {}
-    for key in ("gtfs", "state"):
-        value: Path = getattr(config, key)
-        if not value.is_absolute():
-            updates[key] = path.parent / value
+    if not config.gtfs.is_absolute():
+        updates["gtfs"] = path.parent / config.gtfs
+    state = os.environ.get(config.state_env) or config.state
+    if "://" not in state and not Path(state).is_absolute():  # a file, not a URL
+        state = str(path.parent / state)
+    updates["state"] = state
     if config.broker.tls is not None:
         updates["broker"] = config.broker.model_copy(update={"tls": anchored(config.broker.tls, path.parent)})
     return config.model_copy(update=updates)

@@ -12,15 +12,13 @@ Three measurements, as line protocol through InfluxDB's v1 write API:
 - `waste_incident`, each blocked gate and breakdown when it opens (`open` 1, `change` 1) and
   when the dispatcher acknowledges it (`open` 0, `change` -1).
 
-Lines wait in the service's SQLite (the outbox) until the store has them: a store that is
-down loses nothing, and the lines go once it is back.
+Lines wait in the service's state (the outbox, `linli.cloud.waste.state`) until the store has
+them: a store that is down loses nothing, and the lines go once it is back.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
-import threading
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
@@ -33,13 +31,13 @@ from linli.cloud.waste.tracking import Incident, NoticeKind
 from linli.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
+    from linli.cloud.waste.state import WasteState
     from linli.cloud.waste.tracking import TripTracker
 
 log = logging.getLogger(__name__)
 
 ON_TIME_S = 600  # served within 10 minutes of the timetable, either way
 LEAD_WINDOW_MIN = (13.0, 18.0)  # a notice's lead a keeper can plan with
-SCHEMA = "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, line TEXT NOT NULL);"
 BATCH = 5000
 
 
@@ -130,33 +128,25 @@ def incident_line(incident: Incident, route: str, truck: str, *, open_: bool, at
 
 
 class Outbox:
-    """Lines kept in SQLite until the store has them."""
+    """Lines kept in the service's state until the store has them."""
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
-        self.db = db
-        self.lock = lock
+    def __init__(self, state: WasteState) -> None:
+        self.state = state
         self.written = 0
         self.failures = 0
         self._ratelog = RateLimitedLog(log)
-        with lock:
-            db.executescript(SCHEMA)
 
     def put(self, lines: list[str]) -> None:
-        if lines:
-            with self.lock:
-                self.db.executemany("INSERT INTO outbox (line) VALUES (?)", [(line,) for line in lines])
+        self.state.put(lines)
 
     def pending(self) -> int:
-        with self.lock:
-            (n,) = self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()
-        return int(n)
+        return self.state.pending()
 
     def flush(self, store: VisitStore, token: str | None) -> int:
         """Write what waits, a batch at a time (blocking: run it in a thread); lines written."""
         sent = 0
         while True:
-            with self.lock:
-                rows = self.db.execute("SELECT id, line FROM outbox ORDER BY id LIMIT ?", (BATCH,)).fetchall()
+            rows = self.state.waiting(BATCH)
             if not rows:
                 return sent
             try:
@@ -167,7 +157,6 @@ class Outbox:
                     "store", store.url, "waste: the store did not take %d lines, kept: %s", len(rows), exc
                 )
                 return sent
-            with self.lock:
-                self.db.execute("DELETE FROM outbox WHERE id <= ?", (rows[-1][0],))
+            self.state.written([i for i, _ in rows])
             sent += len(rows)
             self.written += len(rows)

@@ -1,10 +1,14 @@
 """The waste service: trucks' messages in, keepers told when the truck is coming.
 
-It takes every truck's location, lift and alarm messages through an MQTT 5 shared
-subscription, follows each trip of the timetable from `lookahead_min` before it leaves (a
-`TripTracker` each), and sends each keeper notice through the notifier's channels, with
-retries and the failures kept. Time is the messages' own: the clock is the newest message's
-time, moved on in `tick_s` steps, so a day simulated fast runs as a real one.
+It takes every truck's location, lift and alarm messages, follows each trip of the timetable
+from `lookahead_min` before it leaves (a `TripTracker` each), and sends each keeper notice
+through the notifier's channels, with retries and the failures kept. Time is the messages'
+own: the clock is the newest message's time, moved on in `tick_s` steps, so a day simulated
+fast runs as a real one.
+
+Several services may share one state (PostgreSQL, on several hosts): each reads every truck
+and follows every trip, so any of them can stop; each notice and incident is claimed in the
+state before anyone is told (`linli.cloud.waste.state`), so it is told once.
 """
 
 from __future__ import annotations
@@ -15,12 +19,10 @@ import datetime as dt
 import json
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -42,23 +44,14 @@ from linli.cloud.waste.gtfs import Contact, Feed, load_feed, local_hhmm, runs_on
 from linli.cloud.waste.outbox import Outbox, incident_line, trip_line, visit_lines
 from linli.cloud.waste.predict import History
 from linli.cloud.waste.renovation import BookingMessage, Renovation
+from linli.cloud.waste.state import WasteState
 from linli.cloud.waste.tracking import Incident, IncidentKind, KeeperNotice, NoticeKind, TripTracker
 from linli.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS notice (
-    trip_id TEXT NOT NULL, day TEXT NOT NULL, stop_id TEXT NOT NULL, idx INTEGER NOT NULL,
-    kind TEXT NOT NULL, time_ms INTEGER NOT NULL, predicted_ms INTEGER, bins INTEGER NOT NULL,
-    kg REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS notice_trip ON notice (trip_id, day);
-CREATE TABLE IF NOT EXISTS failed_delivery (
-    at_ms INTEGER NOT NULL, contact TEXT NOT NULL, channel TEXT NOT NULL,
-    message TEXT NOT NULL, error TEXT NOT NULL
-);
-"""
+# Told once per stop and trip: a second one of these is never sent.
+ONCE = frozenset({NoticeKind.NOTICE, NoticeKind.ARRIVED, NoticeKind.CANCELLATION, NoticeKind.DELAYED})
 # A trip is given up this long after its scheduled end (a truck that never came).
 OVERDUE_S = 3 * 3600
 REPORT_S = 60.0  # a trip under way is written to the store this often (the trucks' time)
@@ -200,25 +193,24 @@ class WasteService:
         self._told: dict[str, int] = {}  # trip -> notices already sent
         self.received = 0  # every message taken, good or bad
         self.rejected: Counter[str] = Counter()
-        self.incidents: list[Incident] = []
+        self.incidents: list[Incident] = []  # every incident this service found
         self._incidents_told: dict[str, int] = {}
+        # How many of each notice (trip, day, stop index, kind) and incident (trip, day, kind,
+        # stop) were decided: the claim's `seq`, the same in every service on the same trucks.
+        self._seq: Counter[tuple[str, str, int | str, str]] = Counter()
+        self.claimed: Counter[str] = Counter()  # notices and incidents this service told, by kind
         self.handled: Counter[str] = Counter()
         self.fixes: Counter[str] = Counter()  # what each position did: matched, off_route, stale
         self.started = asyncio.Event()
         self.sender = Sender(config.smtp)
         self.deliveries = Deliveries(self.sender, config.attempts, self._failed)
-        Path(config.state).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(config.state), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
-        self._lock = threading.Lock()
+        self.state = WasteState(config.state)
         self._ratelog = RateLimitedLog(log)
         self.route_of_truck = {r.truck: rid for rid, r in self.feed.routes.items()}
-        self.outbox = Outbox(self._db, self._lock)
+        self.outbox = Outbox(self.state)
         self.renovation = self._renovation()
         if self.renovation is not None:
             self.renovation.record = self.outbox.put
-        self.acknowledged: set[int] = set()  # incidents, by their place in `incidents`
         self._reported: dict[str, float] = {}  # trip -> when its last waste_trip point was
 
     # --- messages --------------------------------------------------------------
@@ -307,7 +299,7 @@ class WasteService:
         spec = self.feed.extras.renovation
         if spec is None:
             return None
-        bookings = Bookings(self._db, self._lock, self.feed, max(t.capacity_m3 for t in spec.trucks))
+        bookings = Bookings(self.state, self.feed, max(t.capacity_m3 for t in spec.trucks))
         return Renovation(
             self.feed,
             bookings,
@@ -337,7 +329,9 @@ class WasteService:
         if t <= self.now_s:
             return
         if not self._ticked_s:
-            self._ticked_s = t - self.config.tick_s
+            # On the tick_s grid: services started at other times tick at the same moments,
+            # so they decide the same notices.
+            self._ticked_s = (t // self.config.tick_s - 1) * self.config.tick_s
         self.now_s = t
         while self._ticked_s + self.config.tick_s <= t:
             self._ticked_s += self.config.tick_s
@@ -425,20 +419,17 @@ class WasteService:
         self._send_new(tracker)
         return True
 
-    def acknowledge(self, number: int) -> Incident | None:
-        """The dispatcher has seen incident `number` (its place in `incidents`): it is closed."""
-        if not 0 <= number < len(self.incidents):
-            return None
-        incident = self.incidents[number]
-        if number not in self.acknowledged:
-            self.acknowledged.add(number)
-            route = next(
-                (t.trip.route_id for t in self.trackers.values() if t.trip.id == incident.trip_id), ""
+    def acknowledge(self, number: int) -> dict[str, Any] | None:
+        """The dispatcher has seen incident `number` (GET /incidents): it is closed."""
+        row = self.state.acknowledge(number, round(self.now_s * 1000))
+        if row is not None and row["newly"]:
+            incident = Incident(
+                IncidentKind(row["kind"]), row["trip"], row["stop"], row["time_ms"] / 1000, row["detail"]
             )
-            route = route or self.feed.trips[incident.trip_id].route_id
-            truck = self.feed.routes[route].truck
-            self.outbox.put([incident_line(incident, route, truck, open_=False, at_s=self.now_s)])
-        return incident
+            self.outbox.put(
+                [incident_line(incident, row["route"], row["truck"], open_=False, at_s=self.now_s)]
+            )
+        return row
 
     def replace(self, trip_id: str, truck: str) -> bool:
         """Another truck takes a trip over: its messages drive the trip from now on."""
@@ -459,17 +450,16 @@ class WasteService:
     # --- notices -----------------------------------------------------------------
 
     def _resume(self, tracker: TripTracker, key: str) -> None:
-        """After a restart: what this trip's keepers were told already is not told again."""
+        """A trip newly followed (after a restart, or by a second service): what its keepers
+        were told already is not told again, and the next claims count on from there."""
         trip_id, day = key.split("@")
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT idx, kind, time_ms, predicted_ms FROM notice "
-                "WHERE trip_id = ? AND day = ? ORDER BY rowid",
-                (trip_id, day),
-            ).fetchall()
+        rows = self.state.told(trip_id, day)
         for index, kind, time_ms, predicted_ms in rows:
             predicted = None if predicted_ms is None else predicted_ms / 1000
             tracker.already_told(index, NoticeKind(kind), time_ms / 1000, predicted)
+            self._seq[(trip_id, day, index, kind)] += 1
+        for kind, stop in self.state.incidents_of(trip_id, day):
+            self._seq[(trip_id, day, kind, stop)] += 1
         if rows:
             # Silence is counted from the restart, not from before it.
             tracker.last_heard_s = max(tracker.last_heard_s, self.now_s)
@@ -480,8 +470,15 @@ class WasteService:
         new = tracker.incidents[self._incidents_told.get(key, 0) :]
         self._incidents_told[key] = len(tracker.incidents)
         truck = self.feed.routes[tracker.trip.route_id].truck
+        day = service_day(tracker.zero_s, self.feed.timezone).isoformat()
         for incident in new:
             self.incidents.append(incident)
+            seq_key = (incident.trip_id, day, str(incident.kind), incident.stop_id or "")
+            seq = self._seq[seq_key]
+            self._seq[seq_key] += 1
+            if self.state.claim_incident(incident, day, seq, tracker.trip.route_id, truck) is None:
+                continue  # another service has it
+            self.claimed[str(incident.kind)] += 1
             self.outbox.put(
                 [incident_line(incident, tracker.trip.route_id, truck, open_=True, at_s=incident.time_s)]
             )
@@ -517,6 +514,7 @@ class WasteService:
         for notice in new:
             if not self._record(notice, day.isoformat()):
                 continue
+            self.claimed[str(notice.kind)] += 1
             extras = self.feed.extras.stops[notice.stop_id]
             message = WasteNotice(notice, route.truck, route.waste_type, self.feed.timezone)
             for keeper in extras.keepers:
@@ -526,48 +524,23 @@ class WasteService:
                     )
 
     def _record(self, n: KeeperNotice, day: str) -> bool:
-        """Keep a notice before it is sent; False for one of a kind told only once, told already."""
-        predicted = None if n.predicted_s is None else round(n.predicted_s * 1000)
-        row = (
-            n.trip_id,
-            day,
-            n.stop_id,
-            n.index,
-            str(n.kind),
-            round(n.time_s * 1000),
-            predicted,
-            n.bins,
-            n.kg,
-        )
-        with self._lock:
-            if n.kind in (NoticeKind.NOTICE, NoticeKind.ARRIVED, NoticeKind.CANCELLATION, NoticeKind.DELAYED):
-                told = self._db.execute(
-                    "SELECT 1 FROM notice WHERE trip_id = ? AND day = ? AND idx = ? AND kind = ?",
-                    (n.trip_id, day, n.index, str(n.kind)),
-                ).fetchone()
-                if told is not None:
-                    return False
-            self._db.execute("INSERT INTO notice VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-        return True
+        """Claim a notice before it is sent; False when it is claimed already (by this service
+        before a restart, or by another on the same state), or is one of a kind told once."""
+        key = (n.trip_id, day, n.index, str(n.kind))
+        seq = 0 if n.kind in ONCE else self._seq[key]
+        self._seq[key] += 1
+        return self.state.claim_notice(n, day, seq)
 
     def _failed(self, who: str, channel: Channel, message: Any, error: str) -> None:
-        row = (round(self.now_s * 1000), who, str(channel.kind), json.dumps(message.to_json()), error)
-        with self._lock:
-            self._db.execute("INSERT INTO failed_delivery VALUES (?, ?, ?, ?, ?)", row)
+        message_json = json.dumps(message.to_json())
+        self.state.failed(round(self.now_s * 1000), who, str(channel.kind), message_json, error)
 
     def notices(self, limit: int = 1000, day: str | None = None) -> list[dict[str, Any]]:
         """The newest `limit` notices, of one service day (ISO date) if given."""
-        with self._lock:
-            cur = self._db.execute(
-                "SELECT * FROM notice WHERE ? IS NULL OR day = ? ORDER BY rowid DESC LIMIT ?",
-                (day, day, limit),
-            )
-            return rows_of(cur)
+        return self.state.notices(limit, day)
 
     def failures(self) -> list[dict[str, Any]]:
-        with self._lock:
-            cur = self._db.execute("SELECT * FROM failed_delivery ORDER BY rowid")
-            return rows_of(cur)
+        return self.state.failures()
 
     # --- running -----------------------------------------------------------------
 
@@ -615,8 +588,7 @@ class WasteService:
             await api
             await self.deliveries.drain()
             await self.sender.close()
-            with self._lock:
-                self._db.close()
+            self.state.close()
         return 0
 
     async def _flush_until(self, stop: asyncio.Event) -> None:
@@ -640,7 +612,8 @@ class WasteService:
         if user:
             client.username_pw_set(user, os.environ.get(b.password_env) or None)
         apply_tls(client, b.tls)
-        filters = [(f"$share/{b.group}/{t}", 1) for t in truck_filters(b.topic)]
+        # Not a shared subscription: every service follows every truck (see the module's doc).
+        filters = [(t, 1) for t in truck_filters(b.topic)]
 
         def on_connect(c: paho.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
             if reason.is_failure:
@@ -657,9 +630,3 @@ class WasteService:
         client.on_message = on_message
         client.reconnect_delay_set(1, 60)
         return client
-
-
-def rows_of(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
-    """A query's rows as dicts by column name, for the API."""
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

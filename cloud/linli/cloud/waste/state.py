@@ -1,0 +1,180 @@
+"""The waste service's state: an SQLite file on one box, PostgreSQL for several hosts.
+
+Notices and incidents are claimed by inserting them (see migration 0005): services that
+follow the same trucks decide the same notices, and whichever inserts one first sends it; an
+insert that finds it there does nothing and sends nothing. Lines for the store wait in
+`waste_outbox` until the store has them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from linli.cloud.db import Tables, is_url
+from linli.cloud.waste.tracking import Incident, KeeperNotice
+
+# An earlier release's tables, renamed before the migrations take the file over.
+LEGACY = {
+    "notice": "legacy_notice",
+    "failed_delivery": "legacy_failed_delivery",
+    "outbox": "legacy_outbox",
+    "booking_event": "legacy_booking_event",
+}
+NOTICE = text(
+    "INSERT INTO waste_notice (trip_id, day, stop_id, idx, kind, seq, time_ms, predicted_ms, bins, kg) "
+    "VALUES (:trip, :day, :stop, :idx, :kind, :seq, :time_ms, :predicted_ms, :bins, :kg) "
+    "ON CONFLICT DO NOTHING"
+)
+INCIDENT = text(
+    "INSERT INTO waste_incident (trip_id, day, kind, stop_id, seq, time_ms, route, truck, detail) "
+    "VALUES (:trip, :day, :kind, :stop, :seq, :time_ms, :route, :truck, :detail) "
+    "ON CONFLICT DO NOTHING RETURNING id"
+)
+
+
+def adopt_legacy_file(state: str | Path) -> bool:
+    """An SQLite file an earlier waste service made (no migrations): its tables renamed to
+    `legacy_*`, for the migrations to move their rows. True when there was one."""
+    if is_url(state) or not Path(state).exists():
+        return False
+    db = sqlite3.connect(str(state))
+    try:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "alembic_version" in tables or "notice" not in tables:
+            return False
+        with db:
+            # Index names are the file's, not the table's: the new tables' own would clash.
+            db.execute("DROP INDEX IF EXISTS notice_trip")
+            db.execute("DROP INDEX IF EXISTS booking_event_of")
+            for old, new in LEGACY.items():
+                if old in tables:
+                    db.execute(f'ALTER TABLE "{old}" RENAME TO "{new}"')
+        return True
+    finally:
+        db.close()
+
+
+class WasteState(Tables):
+    """Notices, incidents, failed deliveries and the store's outbox (bookings: `Bookings`)."""
+
+    def __init__(self, state: str | Path) -> None:
+        adopt_legacy_file(state)
+        super().__init__(state)
+
+    # --- notices ---------------------------------------------------------------
+
+    def claim_notice(self, n: KeeperNotice, day: str, seq: int) -> bool:
+        """Record a notice before it is sent; False when it is recorded already (told)."""
+        params = {
+            "trip": n.trip_id,
+            "day": day,
+            "stop": n.stop_id,
+            "idx": n.index,
+            "kind": str(n.kind),
+            "seq": seq,
+            "time_ms": round(n.time_s * 1000),
+            "predicted_ms": None if n.predicted_s is None else round(n.predicted_s * 1000),
+            "bins": n.bins,
+            "kg": n.kg,
+        }
+        return self._change(NOTICE, params) == 1
+
+    def told(self, trip_id: str, day: str) -> list[tuple[int, str, int, int | None]]:
+        """A trip's notices sent so far, in order: (stop index, kind, time, predicted time)."""
+        rows = self._rows(
+            "SELECT idx, kind, time_ms, predicted_ms FROM waste_notice "
+            "WHERE trip_id = :trip AND day = :day ORDER BY id",
+            {"trip": trip_id, "day": day},
+        )
+        return [(int(i), str(k), int(t), None if p is None else int(p)) for i, k, t, p in rows]
+
+    def notices(self, limit: int = 1000, day: str | None = None) -> list[dict[str, Any]]:
+        """The newest `limit` notices, of one service day (ISO date) if given."""
+        where = "WHERE day = :day " if day is not None else ""
+        query = (  # a fixed clause, the values bound
+            "SELECT trip_id, day, stop_id, idx, kind, time_ms, predicted_ms, bins, kg FROM waste_notice "  # noqa: S608
+            f"{where}ORDER BY id DESC LIMIT :limit"
+        )
+        return self._dicts(query, {"day": day, "limit": limit})
+
+    # --- incidents ---------------------------------------------------------------
+
+    def claim_incident(self, i: Incident, day: str, seq: int, route: str, truck: str) -> int | None:
+        """Record an incident before anyone is told; its number, or None when recorded already."""
+        params = {
+            "trip": i.trip_id,
+            "day": day,
+            "kind": str(i.kind),
+            "stop": i.stop_id or "",
+            "seq": seq,
+            "time_ms": round(i.time_s * 1000),
+            "route": route,
+            "truck": truck,
+            "detail": i.detail,
+        }
+        rows = self._rows(INCIDENT, params)
+        return int(rows[0][0]) if rows else None
+
+    def incidents(self) -> list[dict[str, Any]]:
+        """Every incident, oldest first; `number` is what acknowledges one."""
+        return self._dicts(
+            "SELECT id AS number, kind, trip_id AS trip, NULLIF(stop_id, '') AS stop, time_ms, detail, "
+            "route, truck, acked_ms FROM waste_incident ORDER BY id"
+        )
+
+    def acknowledge(self, number: int, at_ms: int) -> dict[str, Any] | None:
+        """Close incident `number`; the incident (`newly`: this call closed it), or None."""
+        changed = self._change(
+            "UPDATE waste_incident SET acked_ms = :at WHERE id = :n AND acked_ms IS NULL",
+            {"n": number, "at": at_ms},
+        )
+        found = [r for r in self.incidents() if r["number"] == number]
+        return {**found[0], "newly": changed == 1} if found else None
+
+    def incidents_of(self, trip_id: str, day: str) -> list[tuple[str, str]]:
+        """A trip's incidents recorded so far: (kind, stop)."""
+        rows = self._rows(
+            "SELECT kind, stop_id FROM waste_incident WHERE trip_id = :trip AND day = :day ORDER BY id",
+            {"trip": trip_id, "day": day},
+        )
+        return [(str(k), str(stop)) for k, stop in rows]
+
+    # --- failed deliveries ----------------------------------------------------------
+
+    def failed(self, at_ms: int, contact: str, channel: str, message: str, error: str) -> None:
+        self._change(
+            "INSERT INTO waste_failed_delivery (at_ms, contact, channel, message, error) "
+            "VALUES (:at, :contact, :channel, :message, :error)",
+            {"at": at_ms, "contact": contact, "channel": channel, "message": message, "error": error},
+        )
+
+    def failures(self) -> list[dict[str, Any]]:
+        return self._dicts(
+            "SELECT at_ms, contact, channel, message, error FROM waste_failed_delivery ORDER BY id"
+        )
+
+    # --- the store's outbox -----------------------------------------------------------
+
+    def put(self, lines: list[str]) -> None:
+        if lines:
+            with self._engine.begin() as conn:
+                rows = [{"line": line} for line in lines]
+                conn.execute(text("INSERT INTO waste_outbox (line) VALUES (:line)"), rows)
+
+    def pending(self) -> int:
+        return int(self._rows("SELECT COUNT(*) FROM waste_outbox")[0][0])
+
+    def waiting(self, limit: int) -> list[tuple[int, str]]:
+        """The oldest lines waiting: (id, line)."""
+        rows = self._rows("SELECT id, line FROM waste_outbox ORDER BY id LIMIT :n", {"n": limit})
+        return [(int(i), str(line)) for i, line in rows]
+
+    def written(self, ids: list[int]) -> None:
+        """These lines are in the store."""
+        if ids:
+            with self._engine.begin() as conn:
+                conn.execute(text("DELETE FROM waste_outbox WHERE id = :id"), [{"id": i} for i in ids])

@@ -1,0 +1,137 @@
+"""The waste service's state: claims, and a file an earlier release made taken over with its data."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from linli.cloud.waste.bookings import Bookings, State
+from linli.cloud.waste.gtfs import load_feed
+from linli.cloud.waste.state import WasteState
+from linli.cloud.waste.tracking import KeeperNotice, NoticeKind
+from linli.localservers import free_port
+
+FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
+
+# The tables as a waste service of the earlier release made them, without migrations.
+EARLIER = """
+CREATE TABLE notice (
+    trip_id TEXT NOT NULL, day TEXT NOT NULL, stop_id TEXT NOT NULL, idx INTEGER NOT NULL,
+    kind TEXT NOT NULL, time_ms INTEGER NOT NULL, predicted_ms INTEGER, bins INTEGER NOT NULL,
+    kg REAL NOT NULL
+);
+CREATE INDEX notice_trip ON notice (trip_id, day);
+CREATE TABLE failed_delivery (
+    at_ms INTEGER NOT NULL, contact TEXT NOT NULL, channel TEXT NOT NULL,
+    message TEXT NOT NULL, error TEXT NOT NULL
+);
+CREATE TABLE outbox (id INTEGER PRIMARY KEY, line TEXT NOT NULL);
+CREATE TABLE booking (
+    id TEXT PRIMARY KEY, key TEXT UNIQUE, compound TEXT NOT NULL, lat REAL NOT NULL, lon REAL NOT NULL,
+    m3 REAL NOT NULL, earliest_s REAL NOT NULL, latest_s REAL NOT NULL, contact TEXT NOT NULL,
+    note TEXT NOT NULL, state TEXT NOT NULL, truck TEXT, created_s REAL NOT NULL, collected_kg REAL
+);
+CREATE TABLE booking_event (
+    booking TEXT NOT NULL, state TEXT NOT NULL, at_s REAL NOT NULL, by TEXT NOT NULL,
+    truck TEXT, detail TEXT NOT NULL
+);
+CREATE INDEX booking_event_of ON booking_event (booking);
+CREATE INDEX booking_state ON booking (state);
+"""
+CONTACT = '{"name": "Office", "channels": [{"kind": "email", "to": ["o@x.example"]}]}'
+
+
+def notice(kind: NoticeKind, index: int, t: float) -> KeeperNotice:
+    return KeeperNotice(kind, "dry-south-0810", "gubei-1", index, t, predicted_s=t + 900)
+
+
+def test_a_file_of_the_earlier_release_is_taken_over_with_its_rows_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "waste.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(EARLIER)
+    day = "2026-11-23"
+    rows = [("notice", 1000), ("correction", 2000), ("correction", 3000), ("arrived", 4000)]
+    db.executemany(
+        "INSERT INTO notice VALUES ('dry-south-0810', ?, 'gubei-1', 2, ?, ?, ?, 0, 0)",
+        [(day, kind, t, t + 900_000) for kind, t in rows],
+    )
+    db.execute("INSERT INTO failed_delivery VALUES (5, 'keeper', 'webhook', '{}', 'HTTP 500')")
+    db.executemany("INSERT INTO outbox (line) VALUES (?)", [("waste_trip a=1 1",), ("waste_trip a=2 2",)])
+    db.execute(
+        "INSERT INTO booking VALUES ('b1', 'k1', 'gubei-1', 31.2, 121.4, 2.5, 0, 10, ?, '', 'offered', "
+        "'truck-a', 0, NULL)",
+        (CONTACT,),
+    )
+    db.executemany(
+        "INSERT INTO booking_event VALUES ('b1', ?, ?, 'office', ?, '')",
+        [("requested", 0.0, None), ("offered", 1.0, "truck-a")],
+    )
+    db.commit()
+    db.close()
+
+    state = WasteState(str(path))
+    try:
+        assert state.told("dry-south-0810", day) == [(2, kind, t, t + 900_000) for kind, t in rows]
+        # The next correction claims the third of its kind; a notice of the same stop is told already.
+        assert state.claim_notice(notice(NoticeKind.CORRECTION, 2, 5.0), day, seq=2)
+        assert not state.claim_notice(notice(NoticeKind.CORRECTION, 2, 5.0), day, seq=1)
+        assert not state.claim_notice(notice(NoticeKind.NOTICE, 2, 6.0), day, seq=0)
+        assert [f["error"] for f in state.failures()] == ["HTTP 500"]
+        assert [line for _, line in state.waiting(10)] == ["waste_trip a=1 1", "waste_trip a=2 2"]
+        bookings = Bookings(state, load_feed(FEED), max_m3=12.0)
+        assert [(t["state"], t["truck"]) for t in bookings.trail("b1")] == [
+            ("requested", None),
+            ("offered", "truck-a"),
+        ]
+        moved = bookings.move("b1", State.ACCEPTED, 2.0, "truck-a")
+        assert (moved.state, moved.truck) == (State.ACCEPTED, "truck-a")
+        assert [t["state"] for t in bookings.trail("b1")][-1] == "accepted"
+    finally:
+        state.close()
+    tables = {
+        n for (n,) in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='table'")
+    }
+    assert "alembic_version" in tables
+    assert not {t for t in tables if t.startswith("legacy_")}
+    # Opened again: nothing is moved twice.
+    again = WasteState(str(path))
+    try:
+        assert len(again.told("dry-south-0810", day)) == 5
+    finally:
+        again.close()
+
+
+def test_a_notice_or_incident_is_claimed_once_whoever_asks(state: str) -> None:
+    first, second = WasteState(state), WasteState(state)
+    try:
+        day = "2026-11-23"
+        n = notice(NoticeKind.NOTICE, 1, 10.0)
+        assert [first.claim_notice(n, day, 0), second.claim_notice(n, day, 0)] == [True, False]
+        c = notice(NoticeKind.CORRECTION, 1, 20.0)
+        assert [second.claim_notice(c, day, 0), first.claim_notice(c, day, 0)] == [True, False]
+        assert first.claim_notice(c, day, 1)  # the second correction of that stop
+        assert [kind for _, kind, _, _ in second.told("dry-south-0810", day)] == [
+            "notice",
+            "correction",
+            "correction",
+        ]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_state_that_cannot_be_reached_is_a_clear_error_without_its_password(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "waste.toml"
+    config.write_text(f'gtfs = "{FEED}"\nstate = "postgresql://linli:s3cret@127.0.0.1:{port}/linli"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "linli.cli", "waste", "run", "--config", str(config)],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "LINLI_CLOUD_TOKEN": "t"},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert f"linli waste run: state postgresql+psycopg://linli:***@127.0.0.1:{port}/linli" in done.stderr
+    assert "s3cret" not in done.stderr
