@@ -10,9 +10,10 @@ from pathlib import Path
 
 from linli.cloud.waste.bookings import Bookings, State
 from linli.cloud.waste.gtfs import load_feed
-from linli.cloud.waste.state import WasteState
+from linli.cloud.waste.state import DISPATCH_LOCK, Leadership, WasteState
 from linli.cloud.waste.tracking import KeeperNotice, NoticeKind
-from linli.localservers import free_port
+from linli.localservers import LocalServer, free_port, postgresql_url
+from support import create_database, unique
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
 
@@ -135,3 +136,33 @@ def test_a_state_that_cannot_be_reached_is_a_clear_error_without_its_password(tm
     assert done.returncode == 1, done.stderr
     assert f"linli waste run: state postgresql+psycopg://linli:***@127.0.0.1:{port}/linli" in done.stderr
     assert "s3cret" not in done.stderr
+
+
+def test_one_service_dispatches_and_another_takes_over_when_its_session_ends(
+    postgresql: LocalServer, tmp_path: Path
+) -> None:
+    name = unique("lead").replace("-", "_")
+    create_database(postgresql_url(postgresql), name)
+    url = postgresql_url(postgresql, name).replace("+psycopg", "")
+    first, second = WasteState(url), WasteState(url)
+    lead_first, lead_second = Leadership(first, recheck_s=0), Leadership(second, recheck_s=0)
+    try:
+        assert [lead_first.held(), lead_second.held()] == [True, False]
+        assert [lead_first.held(), lead_second.held()] == [True, False]  # kept, not taken turn about
+        # The first's host is gone: the database ends its session, and with it the lock.
+        ended = second.rows(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = :k",
+            {"k": DISPATCH_LOCK & 0xFFFFFFFF},
+        )
+        assert ended == [(True,)]
+        assert lead_second.held()
+        assert not lead_first.held()  # back, it finds the other leading
+    finally:
+        for lead in (lead_first, lead_second):
+            lead.close()
+        first.close()
+        second.close()
+    # On SQLite, one box: always this one.
+    alone = WasteState(str(tmp_path / "waste.sqlite"))
+    assert Leadership(alone).held()
+    alone.close()

@@ -114,7 +114,21 @@ class Renovation:
         self.predicted: dict[str, float] = {}
         self.plan = Plan()
         self.record: Callable[[list[str]], None] | None = None  # lines for the store
+        # Of several services on one state, one dispatches (`Leadership`); the others keep the
+        # trucks' places and loads, take bookings and cancellations, and change nothing else.
+        self.active = True
         self._recall()
+
+    def lead(self, active: bool, now_s: float) -> None:
+        """Start or stop dispatching; a service taking over reads the trail first, as after a restart."""
+        if active and not self.active:
+            self.offered_s.clear()
+            self.declined.clear()
+            self.escalated.clear()
+            self._recall()
+            self.active = True
+            self.dispatch(now_s)
+        self.active = active
 
     def _recall(self) -> None:
         """After a restart: which orders wait for an answer, which drivers declined, from the trail.
@@ -157,6 +171,8 @@ class Renovation:
 
     def dispatch(self, now_s: float) -> Plan:
         """Plan again; offer each truck's next pickup to its driver if nobody has it yet."""
+        if not self.active:
+            return self.plan
         open_ = [b for b in self.bookings.all(OPEN) if b.state not in (State.EN_ROUTE, State.ARRIVED)]
         busy = {b.truck: b for b in self.bookings.all(frozenset({State.EN_ROUTE, State.ARRIVED})) if b.truck}
         trucks = []
@@ -199,6 +215,8 @@ class Renovation:
 
     def reply(self, truck: str, booking_id: str, accept: bool, now_s: float) -> None:
         """The driver's answer from the truck terminal."""
+        if not self.active:
+            return
         booking = self.bookings.get(booking_id)
         if booking is None or booking.state is not State.OFFERED or booking.truck != truck:
             raise BookingError(f"booking {booking_id} is not offered to {truck}")
@@ -217,6 +235,11 @@ class Renovation:
 
     def location(self, truck: str, lat: float, lon: float, speed_kmh: float, now_s: float) -> None:
         self.at[truck] = metres(lat, lon)
+        depot = math.dist(self.at[truck], self.depot) <= AT_PILE_M
+        if depot and speed_kmh <= STILL_KMH and self.load[truck] > 0:
+            self.load[truck] = 0.0  # unloaded at the transfer station
+        if not self.active:
+            return
         for b in self.bookings.all(
             frozenset({State.ACCEPTED, State.EN_ROUTE, State.ARRIVED, State.COLLECTED})
         ):
@@ -229,12 +252,12 @@ class Renovation:
                 self._tell(self.bookings.move(b.id, State.ARRIVED, now_s, truck), "arrived", now_s)
             elif b.state is State.COLLECTED and not near:
                 self._tell(self.bookings.move(b.id, State.CLOSED, now_s, truck), "closed", now_s)
-        depot = math.dist(self.at[truck], self.depot) <= AT_PILE_M
-        if depot and speed_kmh <= STILL_KMH and self.load[truck] > 0:
-            self.load[truck] = 0.0  # unloaded at the transfer station
 
     def lift(self, truck: str, kg: float, now_s: float) -> None:
         for b in self.bookings.all(frozenset({State.ARRIVED})):
+            if b.truck == truck and not self.active:
+                self.load[truck] += b.m3  # what the dispatching service counts too
+                return
             if b.truck == truck:
                 collected = self.bookings.move(b.id, State.COLLECTED, now_s, truck, kg=kg)
                 self.load[truck] += b.m3
@@ -244,6 +267,8 @@ class Renovation:
 
     def tick(self, now_s: float) -> None:
         """Orders not answered in time are escalated; bookings past their window expire."""
+        if not self.active:
+            return
         for booking_id, since in list(self.offered_s.items()):
             if now_s - since > self.accept_s:
                 booking = self.bookings.get(booking_id)

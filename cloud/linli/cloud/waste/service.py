@@ -38,13 +38,13 @@ from linli.catalog.tls import apply_tls
 from linli.cloud.channels import Sender
 from linli.cloud.config import Channel
 from linli.cloud.delivery import Deliveries
-from linli.cloud.waste.bookings import BookingError, Bookings
+from linli.cloud.waste.bookings import BookingError, Bookings, State
 from linli.cloud.waste.config import WasteConfig
 from linli.cloud.waste.gtfs import Contact, Feed, load_feed, local_hhmm, runs_on, service_day, service_zero
 from linli.cloud.waste.outbox import Outbox, incident_line, trip_line, visit_lines
 from linli.cloud.waste.predict import History
 from linli.cloud.waste.renovation import BookingMessage, Renovation
-from linli.cloud.waste.state import WasteState
+from linli.cloud.waste.state import Leadership, WasteState
 from linli.cloud.waste.tracking import Incident, IncidentKind, KeeperNotice, NoticeKind, TripTracker
 from linli.ratelog import RateLimitedLog
 
@@ -205,6 +205,7 @@ class WasteService:
         self.sender = Sender(config.smtp)
         self.deliveries = Deliveries(self.sender, config.attempts, self._failed)
         self.state = WasteState(config.state)
+        self.leadership = Leadership(self.state)
         self._ratelog = RateLimitedLog(log)
         self.route_of_truck = {r.truck: rid for rid, r in self.feed.routes.items()}
         self.outbox = Outbox(self.state)
@@ -300,7 +301,7 @@ class WasteService:
         if spec is None:
             return None
         bookings = Bookings(self.state, self.feed, max(t.capacity_m3 for t in spec.trucks))
-        return Renovation(
+        renovation = Renovation(
             self.feed,
             bookings,
             spec.trucks,
@@ -309,6 +310,8 @@ class WasteService:
             topic=self.config.broker.topic,
             accept_s=spec.accept_min * 60,
         )
+        renovation.active = self.leadership.held()
+        return renovation
 
     def _tell_booking(self, contact: Contact, message: BookingMessage) -> None:
         for channel in contact.channels:
@@ -337,8 +340,7 @@ class WasteService:
             self._ticked_s += self.config.tick_s
             self._open_trips(self._ticked_s)
             if self.renovation is not None:
-                self.renovation.tick(self._ticked_s)
-                self._report("renovation", None, self._ticked_s)
+                self._renovation_tick(self._ticked_s)
             for key, tracker in list(self.trackers.items()):
                 # A trip is announced only once its truck reports (parked, switched on): a keeper
                 # never hears of a truck that is not there.
@@ -350,6 +352,17 @@ class WasteService:
                     self._send_new(tracker)
                     self._report(key, tracker, self._ticked_s)
             self._close_trips(self._ticked_s)
+
+    def _renovation_tick(self, now: float) -> None:
+        """The dispatching service (`Leadership`) escalates, expires and offers what others booked."""
+        assert self.renovation is not None
+        self.renovation.lead(self.leadership.held(), now)
+        if not self.renovation.active:
+            return
+        self.renovation.tick(now)
+        if self.renovation.bookings.all(frozenset({State.REQUESTED})):
+            self.renovation.dispatch(now)
+        self._report("renovation", None, now)
 
     def _open_trips(self, now: float) -> None:
         tz = ZoneInfo(self.feed.timezone)
@@ -588,6 +601,7 @@ class WasteService:
             await api
             await self.deliveries.drain()
             await self.sender.close()
+            self.leadership.close()
             self.state.close()
         return 0
 

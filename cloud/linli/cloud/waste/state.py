@@ -8,14 +8,24 @@ insert that finds it there does nothing and sends nothing. Lines for the store w
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
 
 from linli.cloud.db import Tables, is_url
 from linli.cloud.waste.tracking import Incident, KeeperNotice
+
+log = logging.getLogger(__name__)
+
+# Any fixed number: the advisory lock whose holder runs the renovation dispatch.
+DISPATCH_LOCK = 0x6C696E6C6977
+# How often a service asks whether it leads (a round trip to the database).
+LEAD_CHECK_S = 2.0
 
 # An earlier release's tables, renamed before the migrations take the file over.
 LEGACY = {
@@ -178,3 +188,69 @@ class WasteState(Tables):
         if ids:
             with self._engine.begin() as conn:
                 conn.execute(text("DELETE FROM waste_outbox WHERE id = :id"), [{"id": i} for i in ids])
+
+
+class Leadership:
+    """Which one of the services on one state runs the renovation dispatch (offers, drivers'
+    answers, a truck's bookings moving on): on PostgreSQL the holder of a session advisory lock,
+    which the database lets go when the holder's connection ends (a dead host's within seconds,
+    by the keepalives); the others take it over then. On SQLite, one box: always this one."""
+
+    def __init__(self, tables: Tables, recheck_s: float = LEAD_CHECK_S) -> None:
+        self._engine = tables.engine
+        self._recheck_s = recheck_s
+        self._conn: Connection | None = None
+        self._checked = -recheck_s
+        self._held = self._engine.dialect.name != "postgresql"
+
+    def held(self) -> bool:
+        """Whether this service leads now (asked of the database at most every `recheck_s`)."""
+        if self._engine.dialect.name != "postgresql":
+            return True
+        now = time.monotonic()
+        if now - self._checked < self._recheck_s:
+            return self._held
+        self._checked = now
+        was = self._held
+        self._held = self._still() if self._conn is not None else self._take()
+        if self._held != was:
+            log.warning("waste: %s the renovation dispatch", "runs" if self._held else "no longer runs")
+        return self._held
+
+    def _still(self) -> bool:
+        assert self._conn is not None
+        try:
+            self._conn.execute(text("SELECT 1"))
+            return True
+        except DBAPIError:
+            self._drop()
+            return self._take()
+
+    def _take(self) -> bool:
+        try:
+            # Its own connection, outside any transaction, kept as long as the lock is held.
+            conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except DBAPIError:
+            return False
+        try:
+            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": DISPATCH_LOCK}).scalar())
+        except DBAPIError:
+            got = False
+        if got:
+            self._conn = conn
+        else:
+            conn.close()
+        return got
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.invalidate()  # never back to the pool, still holding the lock
+                self._conn.close()
+            except DBAPIError:
+                pass
+            self._conn = None
+
+    def close(self) -> None:
+        self._drop()
+        self._held = False
