@@ -11,12 +11,16 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from linli.cloud.waste.service import WasteService
+from linli.localservers import postgresql_url, start_postgresql
 from peers import Inbox, Receiver
+from support import create_database
 from test_waste_service import TOKEN, TRIP, blocked_trip, hand_over, incident_service
 
 Told = Counter[tuple[str, str, str]]
+Message = tuple[str, dict[str, Any]]
 
 
 def told_since(receiver: Receiver, start: int) -> Told:
@@ -27,20 +31,26 @@ def told_since(receiver: Receiver, start: int) -> Told:
     )
 
 
-def test_two_services_on_one_state_tell_each_notice_once_and_survive_one_going(
-    peers: tuple[Receiver, Inbox, int], tmp_path: Path, state: str
-) -> None:
-    receiver, _, smtp = peers
+def told_alone(receiver: Receiver, smtp: int, tmp_path: Path) -> tuple[Any, list[Message], Told]:
+    """The blocked-gate trip through one service alone on a state of its own: what it tells."""
     alone, feed = incident_service(tmp_path / "alone", receiver.url, smtp)
     messages, _ = blocked_trip(feed)
 
-    async def reference() -> None:
+    async def run() -> None:
         hand_over(alone, messages)
         await alone.deliveries.drain(10)
 
     start = len(receiver.posts)
-    asyncio.run(reference())
-    expected = told_since(receiver, start)
+    asyncio.run(run())
+    alone.state.close()
+    return feed, messages, told_since(receiver, start)
+
+
+def test_two_services_on_one_state_tell_each_notice_once_and_survive_one_going(
+    peers: tuple[Receiver, Inbox, int], tmp_path: Path, state: str
+) -> None:
+    receiver, _, smtp = peers
+    feed, messages, expected = told_alone(receiver, smtp, tmp_path)
 
     first, _ = incident_service(tmp_path / "pair", receiver.url, smtp, state=state)
     second = WasteService(first.config, TOKEN, feed)
@@ -76,6 +86,46 @@ def test_two_services_on_one_state_tell_each_notice_once_and_survive_one_going(
     assert first.claimed["notice"] > 0
     assert second.claimed["notice"] > 0
     assert first.claimed.total() + second.claimed.total() == len(rows) + 1  # and the incident
-    first.state.close()
-    second.state.close()
-    alone.state.close()
+    for service in (first, second):
+        service.leadership.close()
+        service.state.close()
+
+
+def test_a_database_outage_mid_trip_delays_notices_and_loses_none(
+    peers: tuple[Receiver, Inbox, int], tmp_path: Path, pg_folder: Path
+) -> None:
+    """The state's PostgreSQL stops for a third of the trip: what was decided meanwhile waits,
+    and is told once it is back; nothing twice, nothing dropped, the store's lines kept."""
+    receiver, _, smtp = peers
+    _, messages, expected = told_alone(receiver, smtp, tmp_path)
+
+    database = start_postgresql(pg_folder / "pg")  # its own: this test stops it
+    create_database(postgresql_url(database), "waste")
+    service, _ = incident_service(
+        tmp_path / "pg", receiver.url, smtp, state=postgresql_url(database, "waste").replace("+psycopg", "")
+    )
+    third = len(messages) // 3
+
+    async def outage() -> int:
+        nonlocal database
+        hand_over(service, messages[:third])
+        await service.deliveries.drain(10)
+        told_before = len(receiver.posts)
+        database.stop()
+        hand_over(service, messages[third : 2 * third])
+        await service.deliveries.drain(10)
+        assert len(receiver.posts) == told_before  # nothing claimed, nothing told
+        database = start_postgresql(database.datadir, database.port, init=False)
+        hand_over(service, messages[2 * third :])
+        await service.deliveries.drain(10)
+        return service.outbox.pending()
+
+    start = len(receiver.posts)
+    try:
+        pending = asyncio.run(outage())
+    finally:
+        database.stop()
+    assert service.state_errors > 0
+    assert "internal" not in service.rejected
+    assert told_since(receiver, start) == expected
+    assert pending > 0  # the store's lines from the outage are kept too

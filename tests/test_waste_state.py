@@ -151,7 +151,8 @@ def test_one_service_dispatches_and_another_takes_over_when_its_session_ends(
         assert [lead_first.held(), lead_second.held()] == [True, False]  # kept, not taken turn about
         # The first's host is gone: the database ends its session, and with it the lock.
         ended = second.rows(
-            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = :k",
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = :k "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             {"k": DISPATCH_LOCK & 0xFFFFFFFF},
         )
         assert ended == [(True,)]

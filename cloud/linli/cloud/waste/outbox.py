@@ -19,9 +19,11 @@ them: a store that is down loses nothing, and the lines go once it is back.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
+from sqlalchemy.exc import DBAPIError
 
 from linli.catalog.lineprotocol import format_line
 from linli.cloud.config import Strict
@@ -134,16 +136,40 @@ class Outbox:
         self.state = state
         self.written = 0
         self.failures = 0
+        self._held: list[str] = []  # lines the state could not take yet
+        self._holding = threading.Lock()  # put on the event loop, flush in a thread
         self._ratelog = RateLimitedLog(log)
 
     def put(self, lines: list[str]) -> None:
-        self.state.put(lines)
+        """Keep lines for the store; in memory while the state cannot be reached."""
+        with self._holding:
+            self._held.extend(lines)
+            try:
+                self.state.put(self._held)
+            except DBAPIError as exc:
+                self._ratelog.log(
+                    "state", "state", "waste: %d lines held in memory: %s", len(self._held), exc
+                )
+                return
+            self._held = []
 
     def pending(self) -> int:
-        return self.state.pending()
+        try:
+            return self.state.pending() + len(self._held)
+        except DBAPIError:
+            return len(self._held)
 
     def flush(self, store: VisitStore, token: str | None) -> int:
         """Write what waits, a batch at a time (blocking: run it in a thread); lines written."""
+        try:
+            return self._flush(store, token)
+        except DBAPIError as exc:
+            self._ratelog.log("state", "state", "waste: the outbox cannot be read: %s", exc)
+            return 0
+
+    def _flush(self, store: VisitStore, token: str | None) -> int:
+        if self._held:
+            self.put([])
         sent = 0
         while True:
             rows = self.state.waiting(BATCH)

@@ -31,6 +31,7 @@ import uvicorn
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.exc import DBAPIError
 
 from linli.catalog.alerts import MAX_TIME_MS
 from linli.catalog.errors import validation_reason
@@ -199,6 +200,7 @@ class WasteService:
         # stop) were decided: the claim's `seq`, the same in every service on the same trucks.
         self._seq: Counter[tuple[str, str, int | str, str]] = Counter()
         self.claimed: Counter[str] = Counter()  # notices and incidents this service told, by kind
+        self.state_errors = 0  # claims that could not reach the state (tried again)
         self.handled: Counter[str] = Counter()
         self.fixes: Counter[str] = Counter()  # what each position did: matched, off_route, stale
         self.started = asyncio.Event()
@@ -295,6 +297,8 @@ class WasteService:
                 self.renovation.reply(truck, message.booking, message.accept, t)
         except BookingError as exc:
             self._reject("booking", truck, str(exc))
+        except DBAPIError as exc:  # the next position or answer moves the bookings on
+            self._unreachable(exc)
 
     def _renovation(self) -> Renovation | None:
         spec = self.feed.extras.renovation
@@ -340,7 +344,10 @@ class WasteService:
             self._ticked_s += self.config.tick_s
             self._open_trips(self._ticked_s)
             if self.renovation is not None:
-                self._renovation_tick(self._ticked_s)
+                try:
+                    self._renovation_tick(self._ticked_s)
+                except DBAPIError as exc:  # the trips tick on; the bookings at the next tick
+                    self._unreachable(exc)
             for key, tracker in list(self.trackers.items()):
                 # A trip is announced only once its truck reports (parked, switched on): a keeper
                 # never hears of a truck that is not there.
@@ -384,7 +391,11 @@ class WasteService:
                         blocked_wait_s=self.config.blocked_wait_min * 60,
                         on_blocked=self.config.on_blocked,
                     )
-                    self._resume(tracker, key)
+                    try:
+                        self._resume(tracker, key)
+                    except DBAPIError as exc:  # opened at a later tick, with what was told
+                        self._unreachable(exc)
+                        continue
                     self.trackers[key] = tracker
                     log.info("waste: following trip %s of %s", trip.id, date)
 
@@ -478,18 +489,26 @@ class WasteService:
             tracker.last_heard_s = max(tracker.last_heard_s, self.now_s)
             log.info("waste: trip %s of %s resumes after %d notices sent", trip_id, day, len(rows))
 
-    def _send_incidents(self, tracker: TripTracker) -> None:
+    def _send_incidents(self, tracker: TripTracker) -> bool:
+        """Claim and tell the trip's new incidents; False when the state could not be reached
+        (those not claimed yet are tried again with the trip's next message or tick)."""
         key = f"{tracker.trip.id}@{tracker.zero_s}"
-        new = tracker.incidents[self._incidents_told.get(key, 0) :]
-        self._incidents_told[key] = len(tracker.incidents)
         truck = self.feed.routes[tracker.trip.route_id].truck
         day = service_day(tracker.zero_s, self.feed.timezone).isoformat()
-        for incident in new:
-            self.incidents.append(incident)
+        while self._incidents_told.get(key, 0) < len(tracker.incidents):
+            incident = tracker.incidents[self._incidents_told.get(key, 0)]
             seq_key = (incident.trip_id, day, str(incident.kind), incident.stop_id or "")
-            seq = self._seq[seq_key]
+            try:
+                number = self.state.claim_incident(
+                    incident, day, self._seq[seq_key], tracker.trip.route_id, truck
+                )
+            except DBAPIError as exc:
+                self._unreachable(exc)
+                return False
             self._seq[seq_key] += 1
-            if self.state.claim_incident(incident, day, seq, tracker.trip.route_id, truck) is None:
+            self._incidents_told[key] = self._incidents_told.get(key, 0) + 1
+            self.incidents.append(incident)
+            if number is None:
                 continue  # another service has it
             self.claimed[str(incident.kind)] += 1
             self.outbox.put(
@@ -515,17 +534,25 @@ class WasteService:
                     self.deliveries.start(
                         contact.name, channel, message, thread=f"incident/{incident.trip_id}"
                     )
+        return True
 
     def _send_new(self, tracker: TripTracker) -> None:
-        self._send_incidents(tracker)
+        """Claim and tell the trip's new notices, in order; while the state cannot be reached
+        they wait, and go with the trip's next message or tick once it can."""
+        if not self._send_incidents(tracker):
+            return
         key = f"{tracker.trip.id}@{tracker.zero_s}"
-        start = self._told.get(key, 0)
-        new = tracker.notices[start:]
-        self._told[key] = len(tracker.notices)
         route = self.feed.routes[tracker.trip.route_id]
         day = service_day(tracker.zero_s, self.feed.timezone)
-        for notice in new:
-            if not self._record(notice, day.isoformat()):
+        while self._told.get(key, 0) < len(tracker.notices):
+            notice = tracker.notices[self._told.get(key, 0)]
+            try:
+                claimed = self._record(notice, day.isoformat())
+            except DBAPIError as exc:
+                self._unreachable(exc)
+                return
+            self._told[key] = self._told.get(key, 0) + 1
+            if not claimed:
                 continue
             self.claimed[str(notice.kind)] += 1
             extras = self.feed.extras.stops[notice.stop_id]
@@ -538,15 +565,32 @@ class WasteService:
 
     def _record(self, n: KeeperNotice, day: str) -> bool:
         """Claim a notice before it is sent; False when it is claimed already (by this service
-        before a restart, or by another on the same state), or is one of a kind told once."""
+        before a restart, or by another on the same state), or is one of a kind told once.
+        Raises DBAPIError, counting nothing, when the state cannot be reached."""
         key = (n.trip_id, day, n.index, str(n.kind))
-        seq = 0 if n.kind in ONCE else self._seq[key]
+        claimed = self.state.claim_notice(n, day, 0 if n.kind in ONCE else self._seq[key])
         self._seq[key] += 1
-        return self.state.claim_notice(n, day, seq)
+        return claimed
+
+    def _unreachable(self, exc: DBAPIError) -> None:
+        self.state_errors += 1
+        self._ratelog.log(
+            "state", "state", "waste: the state cannot be reached, notices wait: %s", str(exc).splitlines()[0]
+        )
 
     def _failed(self, who: str, channel: Channel, message: Any, error: str) -> None:
         message_json = json.dumps(message.to_json())
-        self.state.failed(round(self.now_s * 1000), who, str(channel.kind), message_json, error)
+        try:
+            self.state.failed(round(self.now_s * 1000), who, str(channel.kind), message_json, error)
+        except DBAPIError as exc:  # then the log is where the operator finds it
+            log.error(
+                "waste: could not tell %s by %s (%s): %s; not kept: %s",
+                who,
+                channel.kind,
+                error,
+                message_json,
+                exc,
+            )
 
     def notices(self, limit: int = 1000, day: str | None = None) -> list[dict[str, Any]]:
         """The newest `limit` notices, of one service day (ISO date) if given."""
