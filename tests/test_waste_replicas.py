@@ -9,6 +9,8 @@ and dispatcher hear is compared with one service alone on a state of its own.
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,8 @@ def test_two_services_on_one_state_tell_each_notice_once_and_survive_one_going(
     assert first.claimed["notice"] > 0
     assert second.claimed["notice"] > 0
     assert first.claimed.total() + second.claimed.total() == len(rows) + 1  # and the incident
+    # Every delivery finished, none left held for another service to send again.
+    assert first.state.rows("SELECT COUNT(*) FROM waste_delivery") == [(0,)]
     for service in (first, second):
         service.leadership.close()
         service.state.close()
@@ -129,3 +133,38 @@ def test_a_database_outage_mid_trip_delays_notices_and_loses_none(
     assert "internal" not in service.rejected
     assert told_since(receiver, start) == expected
     assert pending > 0  # the store's lines from the outage are kept too
+
+
+def test_what_a_dead_service_held_is_sent_once_by_another(
+    peers: tuple[Receiver, Inbox, int], tmp_path: Path, state: str
+) -> None:
+    """A service claimed notices and died before sending them: its deliveries stay held in the
+    state under its lease; once the lease has run out another service sends each, once."""
+    from linli.cloud.config import ChannelKind, HttpChannel
+
+    receiver, _, smtp = peers
+    first, feed = incident_service(tmp_path / "pair", receiver.url, smtp, state=state)
+    second = WasteService(first.config, TOKEN, feed)
+    channel = HttpChannel(kind=ChannelKind.WEBHOOK, url=f"{receiver.url}/orphan")
+    for n in range(20):
+        body = {"subject": f"notice {n}", "text": f"notice {n}\ntrip t", "json": {"notice": "notice", "n": n}}
+        # As the dead service left them: its lease ran out a second ago.
+        first.state.hold(
+            f"keeper-{n}", channel.model_dump_json(), json.dumps(body), f"t/{n}", time.time() - 1
+        )
+    live = first.state.hold("keeper-live", channel.model_dump_json(), "{}", "t/live", time.time() + 300)
+
+    async def sweep() -> tuple[int, int, int]:
+        taken = (first.send_orphans(), second.send_orphans())
+        again = first.send_orphans() + second.send_orphans()
+        await first.deliveries.drain(10)
+        await second.deliveries.drain(10)
+        return taken[0] + taken[1], again, len(first.state.rows("SELECT id FROM waste_delivery"))
+
+    taken, again, left = asyncio.run(sweep())
+    assert (taken, again, left) == (20, 0, 1)  # the live one is its sender's to send
+    assert sorted(b["n"] for b in receiver.at("/orphan")) == list(range(20))
+    first.state.release(live)
+    for service in (first, second):
+        service.leadership.close()
+        service.state.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -30,13 +31,13 @@ import paho.mqtt.client as paho
 import uvicorn
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from sqlalchemy.exc import DBAPIError
 
 from linli.catalog.alerts import MAX_TIME_MS
 from linli.catalog.errors import validation_reason
 from linli.catalog.tls import apply_tls
-from linli.cloud.channels import Sender
+from linli.cloud.channels import Message, Sender
 from linli.cloud.config import Channel
 from linli.cloud.delivery import Deliveries
 from linli.cloud.waste.bookings import BookingError, Bookings, State
@@ -51,6 +52,11 @@ from linli.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
+# A delivery's lease: held this long by its sender before another service sends it.
+LEASE_S = 300.0
+# How often a service looks for deliveries whose sender's lease ran out.
+ORPHANS_EVERY_S = 5.0
+CHANNEL: TypeAdapter[Channel] = TypeAdapter(Channel)
 # Told once per stop and trip: a second one of these is never sent.
 ONCE = frozenset({NoticeKind.NOTICE, NoticeKind.ARRIVED, NoticeKind.CANCELLATION, NoticeKind.DELAYED})
 # A trip is given up this long after its scheduled end (a truck that never came).
@@ -100,6 +106,21 @@ MESSAGES: dict[str, type[_Payload]] = {
 def truck_filters(topic: str) -> list[str]:
     """What the service reads: every truck's messages it understands (and the broker grants)."""
     return [f"{topic}/+/+/{kind}" for kind in MESSAGES]
+
+
+@dataclass(frozen=True)
+class Resent:
+    """A held message sent by another service than the one that made it, as it was made."""
+
+    subject: str
+    body_text: str
+    body: dict[str, Any]
+
+    def text(self) -> str:
+        return self.body_text
+
+    def to_json(self) -> dict[str, Any]:
+        return self.body
 
 
 @dataclass(frozen=True)
@@ -319,7 +340,45 @@ class WasteService:
 
     def _tell_booking(self, contact: Contact, message: BookingMessage) -> None:
         for channel in contact.channels:
-            self.deliveries.start(contact.name, channel, message, thread=f"booking/{message.booking.id}")
+            self._deliver(contact.name, channel, message, f"booking/{message.booking.id}")
+
+    def _deliver(self, who: str, channel: Channel, message: Message, thread: str) -> None:
+        """Send in the background, kept in the state until delivered or recorded as failed: if
+        this service dies first, another sends it when the lease runs out (`send_orphans`)."""
+        body = json.dumps({"subject": message.subject, "text": message.text(), "json": message.to_json()})
+        try:
+            held = self.state.hold(who, channel.model_dump_json(), body, thread, time.time() + LEASE_S)
+        except DBAPIError as exc:
+            self._unreachable(exc)  # sent all the same, only not kept for another service
+            self.deliveries.start(who, channel, message, thread=thread)
+            return
+        finished = functools.partial(self._release, held)
+        self.deliveries.start(who, channel, message, thread=thread, finished=finished)
+
+    def _release(self, held: int) -> None:
+        try:
+            self.state.release(held)
+        except DBAPIError as exc:  # left held: sent again when its lease runs out, not lost
+            self._unreachable(exc)
+
+    def send_orphans(self) -> int:
+        """Send what another service (or this one, before a restart) held and never finished."""
+        now = time.time()
+        orphans = self.state.orphans(now, now + LEASE_S)
+        for held, who, channel_json, body, thread in orphans:
+            try:
+                channel = CHANNEL.validate_json(channel_json)
+                data = json.loads(body)
+                message = Resent(str(data["subject"]), str(data["text"]), dict(data["json"]))
+            except (ValidationError, ValueError, KeyError, TypeError) as exc:
+                log.error("waste: a held delivery %d to %s cannot be read, dropped: %s", held, who, exc)
+                self.state.release(held)  # cannot be sent, now or later: logged, not retried forever
+                continue
+            log.warning("waste: sending to %s what a service held and never sent: %s", who, message.subject)
+            self.deliveries.start(
+                who, channel, message, thread=thread, finished=functools.partial(self._release, held)
+            )
+        return len(orphans)
 
     def _reject(self, reason: str, source: str, detail: str) -> None:
         self.rejected[reason] += 1
@@ -531,9 +590,7 @@ class WasteService:
             message = IncidentMessage(incident, truck, ask)
             for contact in contacts:
                 for channel in contact.channels:
-                    self.deliveries.start(
-                        contact.name, channel, message, thread=f"incident/{incident.trip_id}"
-                    )
+                    self._deliver(contact.name, channel, message, f"incident/{incident.trip_id}")
         return True
 
     def _send_new(self, tracker: TripTracker) -> None:
@@ -559,9 +616,7 @@ class WasteService:
             message = WasteNotice(notice, route.truck, route.waste_type, self.feed.timezone)
             for keeper in extras.keepers:
                 for channel in keeper.channels:
-                    self.deliveries.start(
-                        keeper.name, channel, message, thread=f"{notice.trip_id}/{notice.index}"
-                    )
+                    self._deliver(keeper.name, channel, message, f"{notice.trip_id}/{notice.index}")
 
     def _record(self, n: KeeperNotice, day: str) -> bool:
         """Claim a notice before it is sent; False when it is claimed already (by this service
@@ -637,7 +692,9 @@ class WasteService:
                 len(self.feed.trips),
             )
             self.started.set()
+            orphans = asyncio.create_task(self._send_orphans_until(stop))
             await self._flush_until(stop)
+            await orphans
         finally:
             client.disconnect()
             client.loop_stop()
@@ -648,6 +705,15 @@ class WasteService:
             self.leadership.close()
             self.state.close()
         return 0
+
+    async def _send_orphans_until(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), ORPHANS_EVERY_S)
+            try:
+                self.send_orphans()
+            except DBAPIError as exc:
+                self._unreachable(exc)
 
     async def _flush_until(self, stop: asyncio.Event) -> None:
         """Write the outbox to the store every `flush_s`, and once more at the stop."""

@@ -27,6 +27,12 @@ DISPATCH_LOCK = 0x6C696E6C6977
 # How often a service asks whether it leads (a round trip to the database).
 LEAD_CHECK_S = 2.0
 
+ORPHANS = (
+    "UPDATE waste_delivery SET lease_s = :until WHERE id IN "
+    "(SELECT id FROM waste_delivery WHERE lease_s < :now ORDER BY id LIMIT :limit{lock}) "
+    "RETURNING id, contact, channel, message, thread"
+)
+
 # An earlier release's tables, renamed before the migrations take the file over.
 LEGACY = {
     "notice": "legacy_notice",
@@ -166,6 +172,41 @@ class WasteState(Tables):
         return self._dicts(
             "SELECT at_ms, contact, channel, message, error FROM waste_failed_delivery ORDER BY id"
         )
+
+    # --- deliveries under way ---------------------------------------------------------
+
+    def hold(self, contact: str, channel: str, message: str, thread: str, lease_until: float) -> int:
+        """Keep a delivery about to start until `release`; its id."""
+        rows = self._rows(
+            "INSERT INTO waste_delivery (contact, channel, message, thread, lease_s) "
+            "VALUES (:contact, :channel, :message, :thread, :lease) RETURNING id",
+            {
+                "contact": contact,
+                "channel": channel,
+                "message": message,
+                "thread": thread,
+                "lease": lease_until,
+            },
+        )
+        return int(rows[0][0])
+
+    def release(self, held: int) -> None:
+        """Delivered, or recorded as failed: nobody sends it again."""
+        self._change("DELETE FROM waste_delivery WHERE id = :id", {"id": held})
+
+    def orphans(
+        self, now: float, lease_until: float, limit: int = 50
+    ) -> list[tuple[int, str, str, str, str]]:
+        """(id, contact, channel, message, thread) of deliveries whose sender's lease ran out,
+        each now leased to the caller until `lease_until`; no other caller gets them."""
+        with self._single.begin() as conn:
+            # PostgreSQL: rows another service is taking are skipped, not waited for. SQLite's
+            # transaction holds the database's write lock already.
+            lock = " FOR UPDATE SKIP LOCKED" if conn.dialect.name == "postgresql" else ""
+            rows = conn.execute(
+                text(ORPHANS.format(lock=lock)), {"now": now, "until": lease_until, "limit": limit}
+            ).all()
+        return sorted((int(i), str(c), str(ch), str(m), str(t)) for i, c, ch, m, t in rows)
 
     # --- the store's outbox -----------------------------------------------------------
 
