@@ -69,13 +69,17 @@ class Hook:
 
     def __init__(self, host: str) -> None:
         self.got: list[tuple[dict[str, Any], float]] = []
+        self.paths: list[str] = []  # of each in `got`
+        self.lock = threading.Lock()
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 arrived = time.time()
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                hook.got.append((body, arrived))
+                with hook.lock:  # the handler's threads: `paths` in step with `got`
+                    hook.paths.append(self.path)
+                    hook.got.append((body, arrived))
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -85,7 +89,8 @@ class Hook:
 
         self.server = ThreadingHTTPServer((host, 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://{host}:{self.server.server_address[1]}/hook"
+        self.base = f"http://{host}:{self.server.server_address[1]}"
+        self.url = f"{self.base}/hook"
 
     def close(self) -> None:
         self.server.shutdown()
@@ -179,17 +184,24 @@ def schedule() -> list[tuple[float, int, float]]:
     return sorted(steps)
 
 
-def test_each_alert_step_is_told_once_while_hosts_fail(hosts: Hosts, tmp_path: Path, pg_folder: Path) -> None:
+def servers(hosts: Hosts, tmp_path: Path, pg_folder: Path) -> tuple[LocalServer, LocalServer]:
+    """Mosquitto on the test's host (and loopback, for its readiness), PostgreSQL on its own."""
     broker_port = free_port()
     conf = tmp_path / "broker.conf"
     conf.write_text(
         f"listener {broker_port} 127.0.0.1\nlistener {broker_port} {hosts.here}\nallow_anonymous true\n"
     )
     broker = start_mosquitto_with(tmp_path / "broker", conf, broker_port)
-    database: LocalServer = start_postgresql(
+    database = start_postgresql(
         pg_folder / "pg", host=hosts.address("postgresql"), netns=hosts.namespace("postgresql"),
         clients=hosts.network,
     )  # fmt: skip
+    return broker, database
+
+
+def test_each_alert_step_is_told_once_while_hosts_fail(hosts: Hosts, tmp_path: Path, pg_folder: Path) -> None:
+    broker, database = servers(hosts, tmp_path, pg_folder)
+    broker_port = broker.port
     hook = Hook(hosts.here)
     edge: Edge | None = None
     try:
@@ -214,9 +226,9 @@ def test_each_alert_step_is_told_once_while_hosts_fail(hosts: Hosts, tmp_path: P
         faults = list(FAULTS)
         for at, device, percent in schedule():
             while faults and faults[0][0] <= at:
-                fault_at, fault = faults.pop(0)
+                fault_at, what = faults.pop(0)
                 time.sleep(max(0.0, began + fault_at - time.time()))
-                database = _fault(fault, hosts, database, start)
+                database = fault(what, hosts, database, start)
             time.sleep(max(0.0, began + at - time.time()))
             edge.battery(device, percent)
         edge.settle()
@@ -284,23 +296,28 @@ def _answers(url: str) -> bool:
     return True
 
 
-def _fault(fault: str, hosts: Hosts, database: LocalServer, start: Callable[[str], None]) -> LocalServer:
-    print(f"{time.strftime('%H:%M:%S')} {fault}")
-    if fault == "cut n1":
-        hosts.cut("n1")
-    elif fault == "kill n1":
-        hosts.kill("n1")
-        hosts.mend("n1")
-    elif fault == "start n1":
-        start("n1")
-    elif fault == "restart postgresql":
+def fault(what: str, hosts: Hosts, database: LocalServer, start: Callable[[str], None]) -> LocalServer:
+    """Do `what` to the hosts: cut H, kill H (then mend its link), start H, restart postgresql,
+    partition H from postgresql, heal H. The database as it runs after it."""
+    print(f"{time.strftime('%H:%M:%S')} {what}")
+    words = what.split()
+    if words[0] == "cut":
+        hosts.cut(words[1])
+    elif words[0] == "kill":
+        hosts.kill(words[1])
+        hosts.mend(words[1])
+    elif words[0] == "start":
+        start(words[1])
+    elif what == "restart postgresql":
         database.stop()
         database = start_postgresql(
             database.datadir, database.port, init=False, host=database.host,
             netns=hosts.namespace("postgresql"),
         )  # fmt: skip
-    elif fault == "partition n2 from postgresql":
-        hosts.partition("n2", "postgresql")
-    elif fault == "heal n2":
-        hosts.heal("n2", "postgresql")
+    elif words[0] == "partition":
+        hosts.partition(words[1], words[3])
+    elif words[0] == "heal":
+        hosts.heal(words[1], "postgresql")
+    else:
+        raise ValueError(f"no such fault: {what}")
     return database

@@ -43,6 +43,9 @@ class WasteConfig(Strict):
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8081
     token_env: str = "LINLI_CLOUD_TOKEN"  # noqa: S105 (a variable name)
     attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    # A delivery is its sender's this long; if it is not finished by then (its sender died),
+    # another service on the same state sends it. Longer than all attempts take.
+    lease_s: Annotated[float, Field(ge=5, le=86_400)] = 300.0
     # The clock (the trucks' own time) moves the predictions on in steps of this many seconds.
     tick_s: Annotated[float, Field(gt=0, le=300)] = 30.0
     # A trip is followed from this long before it leaves, so its first stops hear in time.

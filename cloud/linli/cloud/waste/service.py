@@ -52,8 +52,6 @@ from linli.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
-# A delivery's lease: held this long by its sender before another service sends it.
-LEASE_S = 300.0
 # How often a service looks for deliveries whose sender's lease ran out.
 ORPHANS_EVERY_S = 5.0
 CHANNEL: TypeAdapter[Channel] = TypeAdapter(Channel)
@@ -347,7 +345,8 @@ class WasteService:
         this service dies first, another sends it when the lease runs out (`send_orphans`)."""
         body = json.dumps({"subject": message.subject, "text": message.text(), "json": message.to_json()})
         try:
-            held = self.state.hold(who, channel.model_dump_json(), body, thread, time.time() + LEASE_S)
+            lease = time.time() + self.config.lease_s
+            held = self.state.hold(who, channel.model_dump_json(), body, thread, lease)
         except DBAPIError as exc:
             self._unreachable(exc)  # sent all the same, only not kept for another service
             self.deliveries.start(who, channel, message, thread=thread)
@@ -364,7 +363,7 @@ class WasteService:
     def send_orphans(self) -> int:
         """Send what another service (or this one, before a restart) held and never finished."""
         now = time.time()
-        orphans = self.state.orphans(now, now + LEASE_S)
+        orphans = self.state.orphans(now, now + self.config.lease_s)
         for held, who, channel_json, body, thread in orphans:
             try:
                 channel = CHANNEL.validate_json(channel_json)
