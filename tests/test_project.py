@@ -82,6 +82,11 @@ def test_the_city_override_moves_every_notifier_to_one_shared_state() -> None:
     )  # fmt: skip
     assert loaded.stdout.strip() == "postgresql://linli@postgres:5432/linli"
     assert load_notifier_config(ROOT / "deploy" / "notifier.toml").state == "/var/lib/linli/notifier.sqlite"
+    # The waste services too: one state for both, so each keeper notice is claimed once.
+    wastes = {name: s for name, s in services.items() if s.get("command", [])[:2] == ["waste", "run"]}
+    assert set(wastes) == {"waste", "waste-b"}
+    assert {s["environment"]["LINLI_STATE_URL"] for s in wastes.values()} == states
+    assert len({v for s in wastes.values() for v in s["volumes"] if str(v).endswith("waste.toml:ro")}) == 1
 
 
 def test_the_city_override_makes_the_broker_a_three_node_emqx_cluster(tmp_path: Path) -> None:
