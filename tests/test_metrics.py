@@ -34,7 +34,7 @@ def test_metrics_health_and_status_say_what_the_stored_health_points_say(
     influx1_create_db(influx1.url, db)
     first, port = free_port_range(2), free_port()
     sim = start_sim("charger", "--port", str(first), "--stations", "2")
-    timing = {"interval": 0.5, "timeout": 0.3}
+    timing = {"interval": 0.5, "timeout": 0.3, "health_every": 0.5}  # a health point each poll
     config = EdgeConfig.model_validate(
         {
             "agent": {"name": unique("agent"), "metrics": f"127.0.0.1:{port}"},

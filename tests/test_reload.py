@@ -32,7 +32,8 @@ def edge_toml(base: dict[str, Any], chargers: list[tuple[str, int]], limit: floa
     out += [f'[[sites.devices]]\nid = "{d["id"]}"\nprofile = "camera"\n' for d in site["devices"]]
     out += [
         f'[[sites.devices]]\nid = "{name}"\nprofile = "charger"\nport = {port}\n'
-        "interval = 0.3\ntimeout = 0.3\n"
+        # A health point at every poll: the test counts the polls in them.
+        "interval = 0.3\ntimeout = 0.3\nhealth_every = 0.3\n"
         for name, port in chargers
     ]
     return "\n".join(out)

@@ -102,6 +102,10 @@ class DeviceConfig(Strict):
     deadband: dict[TagKey, Annotated[float, Field(ge=0)]] = {}
     # The heartbeat of values reported by exception, over the profile's.
     store_every: Seconds | None = None
+    # Modbus devices reporting by exception: their health point (online, latency, errors) when
+    # it goes online or offline or counts a new error, and at least this often; without
+    # report by exception, every poll.
+    health_every: Seconds = 60.0
 
     @model_validator(mode="after")
     def _timing(self) -> Self:

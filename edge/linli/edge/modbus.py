@@ -187,8 +187,10 @@ class DevicePoller:
         observe: Observe | None = None,
         interlocks: list[Interlock] | None = None,
         acted: Callable[[list[AlertEvent]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`observe` sees every reading; `interlocks` act on it and report through `acted`."""
+        """`observe` sees every reading; `interlocks` act on it and report through `acted`;
+        `clock` times the health heartbeat."""
         if profile.modbus is None:
             raise ValueError(f"profile '{profile.kind}' has no Modbus map")
         mb = profile.modbus
@@ -216,6 +218,12 @@ class DevicePoller:
         self.polled: list[Read] = self.reads  # the reads of the last poll, in order
         self._settings_due = 0.0
         self.health = DeviceHealth()
+        # A health point every poll would be most of what a district writes once readings are
+        # reported by exception: written on a change of state, and every `health_every`.
+        self._health_every = device.health_every if device.report_by_exception else 0.0
+        self._health_reported: tuple[bool, int] | None = None
+        self._health_reported_mono = 0.0
+        self._clock = clock
         # The last decoded values by channel, for the live view and the probe command.
         self.last: dict[int | None, dict[str, Value]] = {}
         self._tags = {"site": site, "device": device.id, **device.tags}
@@ -286,7 +294,8 @@ class DevicePoller:
                     for channel, fields in self.last.items():
                         port = None if channel is None else str(channel)
                         self.observe(self.profile.kind, self._tags, fields, time_ms, port)
-        lines.append(self._health_line(time_ms))
+        if self._health_due():
+            lines.append(self._health_line(time_ms))
         self.emit(lines)
 
     async def _interlock(self, time_ms: int) -> None:
@@ -480,6 +489,15 @@ class DevicePoller:
             health.online = False
             self.report.forget()  # when it answers again, its first values are all stored
             self._next_attempt = time.monotonic() + self._retry.next_delay()
+
+    def _health_due(self) -> bool:
+        """Whether this poll writes a health point: the state changed, or the last is old."""
+        state = (self.health.online, self.health.errors.total())
+        now = self._clock()
+        if state == self._health_reported and now - self._health_reported_mono < self._health_every:
+            return False
+        self._health_reported, self._health_reported_mono = state, now
+        return True
 
     def _health_line(self, time_ms: int) -> str:
         h = self.health
