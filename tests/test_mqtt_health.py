@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
+import pytest
+
+from linli.edge import mqtt as mqtt_module
 from linli.edge.config import EdgeConfig
 from linli.edge.mqtt import MqttConnector
 
@@ -66,3 +70,30 @@ def test_a_device_s_health_is_written_when_it_changes_and_every_health_every() -
     assert list(devices(mqtt.health_lines(now))) == ["cam-1"]
     # On the way out, every device's last counts.
     assert set(devices(mqtt.health_lines(now, every=True))) == {"cam-1", "cam-2"}
+
+
+def test_a_full_inbox_stops_the_receive_thread_before_any_message_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The receive thread waits for room (its socket unread) rather than decoding messages only
+    to drop them; only when nobody takes any for FULL_WAIT_S are QoS 0 ones dropped, and counted."""
+    monkeypatch.setattr(mqtt_module, "MAX_INBOX", 10)
+    monkeypatch.setattr(mqtt_module, "FULL_WAIT_S", 0.2)
+    mqtt = connector()
+    first = [(b"elevators/s1/cam-1/heartbeat", b"{}", 0, False, 0)] * 10
+    mqtt._on_publishes(first)  # fills it
+    blocked = threading.Thread(
+        target=mqtt._on_publishes, args=([(b"elevators/s1/cam-1/heartbeat", b"{}", 1, False, 7)],)
+    )
+    blocked.start()
+    blocked.join(0.05)
+    assert blocked.is_alive()  # waiting for room, the message not taken
+    mqtt._drain_inbox()  # the asyncio side takes the ten
+    blocked.join(5)
+    assert not blocked.is_alive()
+    assert (len(mqtt._inbox), mqtt.overflow) == (1, 0)
+    # Nobody takes any: after FULL_WAIT_S the QoS 0 ones beyond the limit go, counted; QoS 1 stay.
+    mqtt._on_publishes(first)
+    assert (len(mqtt._inbox), mqtt.overflow) == (10, 1)
+    mqtt._on_publishes([(b"elevators/s1/cam-1/heartbeat", b"{}", 1, False, 8)])
+    assert (len(mqtt._inbox), mqtt.overflow) == (11, 1)

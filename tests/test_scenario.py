@@ -78,7 +78,7 @@ def test_the_compose_district_config_is_current() -> None:
         scenario,
         writer={"kind": "influxdb2", "url": "http://influxdb:8086", "org": "linli", "bucket": "linli"},
         modbus_host="district",
-        mqtt_host="mosquitto",
+        mqtt_host="broker",
     )
     assert path.read_text() == text, (
         "regenerate with: linli sim district --edge-config deploy/district.toml ..."

@@ -89,6 +89,11 @@ HANDOFF_S = 0.02
 # Messages queued from the receive thread at most while backpressure holds them; past it,
 # QoS 0 messages are dropped and counted (QoS 1 ones are bounded by the broker's in-flight limit).
 MAX_INBOX = 100_000
+# A full inbox stops the receive thread this long at most (its socket unread, the broker holds
+# or drops what comes by its own QoS 0 policy) before QoS 0 messages are dropped here: decoding
+# messages only to drop them starved the thread that stores them (offered 60,000/s, the agent
+# stored 10,000/s where it holds 40,000/s).
+FULL_WAIT_S = 1.0
 # Stands for a topic that is not UTF-8; it matches no route, so the message is dead-lettered.
 INVALID_TOPIC = "(invalid UTF-8)"
 # Topics resolved to a device are remembered; more than this and the memory starts afresh.
@@ -258,6 +263,7 @@ class MqttConnector:
         self._inbox: list[Received] = []
         self._lines: list[str] = []
         self._inbox_lock = threading.Lock()
+        self._room = threading.Condition(self._inbox_lock)  # the inbox has room again
         self._targets: dict[str, Target] = {}
         self._client: paho.Client | None = None
         # The alert rules see the messages of these kinds (set by the agent).
@@ -375,8 +381,9 @@ class MqttConnector:
         if self.paused:
             log.info("mqtt: the buffer has room again; taking messages")
             self.paused = False
-        with self._inbox_lock:
+        with self._room:
             batch, self._inbox = self._inbox, []
+            self._room.notify_all()
         lines = self._lines
         acks: list[tuple[int, int]] = []
         delivered = bytearray()
@@ -525,7 +532,11 @@ class MqttConnector:
                 # MQTT requires UTF-8 topics and Mosquitto enforces it; another broker may not.
                 topic = INVALID_TOPIC
             received.append((topic, payload, retain, now_ms, mid, qos, connection))
-        with self._inbox_lock:
+        with self._room:
+            if len(self._inbox) + len(received) > MAX_INBOX and not self._stopping:
+                self._room.wait_for(
+                    lambda: len(self._inbox) + len(received) <= MAX_INBOX or self._stopping, FULL_WAIT_S
+                )
             inbox = self._inbox
             if not inbox and self._loop is not None:
                 self._loop.call_soon_threadsafe(self._wake.set)
