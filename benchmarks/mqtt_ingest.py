@@ -46,7 +46,7 @@ from harness import cpu_seconds
 from linli.cloud.broker.certs import make_ca, make_leaf
 from linli.cloud.broker.configs import QUEUES
 from linli.localservers import LocalServer, free_port, require_binary, start_mosquitto, start_victoria_metrics
-from mqttload import KINDS, Fleet, Publisher, parse_every
+from mqttload import KINDS, Device, Fleet, Publisher, parse_every
 
 # How long after the allowance a consumer that fell behind is waited for, to say by how much.
 BEHIND_WAIT_S = 30.0
@@ -55,6 +55,8 @@ AGENT_FLUSH_S = 1.0
 # The warm-up offers every device once at this rate, before the clock starts.
 WARMUP_RATE = 5000.0
 CONSUMERS = ("mosquitto_sub", "paho", "agent", "node-red")
+# A consumer's process, its MQTT client id and the filters it subscribes to.
+Started = tuple[subprocess.Popen[bytes], str, list[str]]
 
 
 def warmup(fleet: Fleet) -> tuple[Fleet, float]:
@@ -177,6 +179,7 @@ class Bench:
     hold: float
     lag: float
     profile: Path | None = None
+    agents: int = 1  # agent processes, each with its share of the devices
 
     def _profile(self, pid: int, tag: str) -> subprocess.Popen[bytes] | None:
         """py-spy sampling `pid` for the hold, its collapsed stacks in the --profile folder."""
@@ -284,19 +287,20 @@ class Bench:
         name: str,
         link: Link,
         fleet: Fleet,
-        start: Callable[[Path, str, str], subprocess.Popen[bytes]],
+        start: Callable[[Path, str, str], list[Started]],
     ) -> Run:
         """A consumer that writes to VictoriaMetrics: done when every point can be read back.
 
-        `start(workdir, store_url, client_id)` starts it. Every device is offered once first,
-        so that the store knows every series and the consumer has met every device.
+        `start(workdir, store_url, client_id)` starts its processes. Every device is offered
+        once first, so that the store knows every series and the consumer has met every device.
         """
         tag = f"{name}-{fleet.qos}-{link.name}-{fleet.size}-{round(fleet.rate)}"
         vm = start_victoria_metrics(self.work / f"vm-{tag}")
-        client_id = f"bench-{tag}"
-        proc = start(self.work / tag, vm.url, client_id)
+        started = start(self.work / tag, vm.url, f"bench-{tag}")
+        procs = [proc for proc, _, _ in started]
         try:
-            wait_subscribed(self.broker, client_id, fleet.filters())
+            for _, client_id, filters in started:
+                wait_subscribed(self.broker, client_id, filters)
             metrics = fleet.metrics()
             warm_fleet, warm_s = warmup(fleet)
             warm = offer(warm_fleet, self.broker.port, warm_s)
@@ -306,8 +310,8 @@ class Bench:
                     raise RuntimeError(f"{name} stored {base} of {warm.sent} warm-up messages within 60 s")
                 time.sleep(0.25)
             expected = fleet.messages(self.hold)
-            cpu0, broker0 = cpu_seconds(proc.pid), cpu_seconds(self.broker.proc.pid)
-            spy = self._profile(proc.pid, tag) if name == "agent" else None
+            cpu0, broker0 = sum(cpu_seconds(p.pid) for p in procs), cpu_seconds(self.broker.proc.pid)
+            spy = self._profile(procs[0].pid, tag) if name == "agent" else None
             sent = offer(fleet, self.broker.port, self.hold)
             if spy is not None:
                 spy.wait()
@@ -318,29 +322,41 @@ class Bench:
                     break
                 time.sleep(0.1)
             done = time.monotonic()
-            cpu_s = cpu_seconds(proc.pid) - cpu0
+            cpu_s = sum(cpu_seconds(p.pid) for p in procs) - cpu0
         finally:
-            proc.terminate()
-            proc.wait(30)
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(30)
             vm.stop()
         return self._run(name, link, fleet, sent=sent, took=Took(done, got, cpu_s, broker_s))
 
     def agent(self, link: Link, fleet: Fleet) -> Run:
-        def start(work: Path, vm_url: str, client_id: str) -> subprocess.Popen[bytes]:
-            work.mkdir(parents=True)
-            config = work / "agent.toml"
-            write_agent_config(config, fleet, vm_url, link, client_id, work / "buffer.sqlite")
-            return subprocess.Popen(
-                [sys.executable, "-m", "linli.cli", "edge", "run", "--config", str(config)]
-            )
+        """The agent; with `agents` > 1, that many processes, each owning its share of the
+        devices and subscribing to their topics only (the split a deployment makes by site)."""
 
-        return self.into_store("agent", link, fleet, start)
+        def start(work: Path, vm_url: str, client_id: str) -> list[Started]:
+            work.mkdir(parents=True)
+            devices = [dev for devs in fleet.devices.values() for dev in devs]
+            shares = [devices[i :: self.agents] for i in range(self.agents)]
+            started = []
+            for i, share in enumerate(shares):
+                config = work / f"agent-{i}.toml"
+                cid = client_id if self.agents == 1 else f"{client_id}-{i}"
+                filters = fleet.filters() if self.agents == 1 else [d.topic for d in share]
+                write_agent_config(config, share, filters, vm_url, link, cid, work / f"buffer-{i}.sqlite")
+                argv = [sys.executable, "-m", "linli.cli", "edge", "run", "--config", str(config)]
+                started.append((subprocess.Popen(argv), cid, filters))
+            return started
+
+        return self.into_store("agent" if self.agents == 1 else f"agent x{self.agents}", link, fleet, start)
 
     def node_red(self, link: Link, fleet: Fleet) -> Run:
         from peers import nodered
 
-        def start(work: Path, vm_url: str, client_id: str) -> subprocess.Popen[bytes]:
-            return nodered.start(work, link.port, link.ca, vm_url, client_id, fleet.filters(), fleet.qos)
+        def start(work: Path, vm_url: str, client_id: str) -> list[Started]:
+            proc = nodered.start(work, link.port, link.ca, vm_url, client_id, fleet.filters(), fleet.qos)
+            return [(proc, client_id, fleet.filters())]
 
         return self.into_store("node-red", link, fleet, start)
 
@@ -382,27 +398,33 @@ def count_with_paho(  # noqa: PLR0917 (a process target takes positional argumen
 
 
 def write_agent_config(  # noqa: PLR0917
-    path: Path, fleet: Fleet, vm_url: str, link: Link, client_id: str, buffer: Path
+    path: Path,
+    devices: list[Device],
+    filters: list[str],
+    vm_url: str,
+    link: Link,
+    client_id: str,
+    buffer: Path,
 ) -> None:
-    """The agent's config: every device of the fleet, by site; the agent's defaults otherwise."""
+    """The agent's config: these devices, by site, subscribing to `filters`; the agent's
+    defaults otherwise."""
     tls = f'[mqtt.tls]\nca = "{link.ca}"\n' if link.ca else ""
     # QoS 1 subscriptions, so that a QoS 1 load is delivered at QoS 1 (as to the other consumers).
-    filters = ", ".join(f'"{f}"' for f in fleet.filters())
+    listed = ", ".join(f'"{f}"' for f in filters)
     lines = [
         f'[agent]\nname = "bench"\nlog_level = "warning"\n\n[buffer]\npath = "{buffer}"\n',
         f'[writer]\nkind = "influxdb2"\nurl = "{vm_url}"\norg = "linli"\nbucket = "linli"\n'
         f"flush_interval = {AGENT_FLUSH_S}\n",
-        f'[mqtt]\nport = {link.port}\nclient_id = "{client_id}"\nsubscribe = [{filters}]\n{tls}',
+        f'[mqtt]\nport = {link.port}\nclient_id = "{client_id}"\nsubscribe = [{listed}]\n{tls}',
     ]
     sites: dict[str, list[str]] = {}
-    for name, devices in fleet.devices.items():
-        for dev in devices:
-            sites.setdefault(dev.site, []).append(
-                f'[[sites.devices]]\nid = "{dev.topic.split("/")[2]}"\nprofile = "{name}"\n'
-            )
-    for site, devices in sites.items():
+    for dev in devices:
+        sites.setdefault(dev.site, []).append(
+            f'[[sites.devices]]\nid = "{dev.topic.split("/")[2]}"\nprofile = "{dev.kind.name}"\n'
+        )
+    for site, entries in sites.items():
         lines.append(f'[[sites]]\nid = "{site}"\n')
-        lines.extend(devices)
+        lines.extend(entries)
     path.write_text("\n".join(lines))
 
 
@@ -491,6 +513,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--peers", action="store_true", help="add Node-RED (needs npm; see peers/nodered.py)")
     parser.add_argument("--lag", type=float, default=2.0, help="lag allowance in seconds, the same for all")
+    parser.add_argument(
+        "--agents", type=int, default=1,
+        help="the agent as this many processes, each with its share of the devices (as by site)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write every run's figures to this file")
     parser.add_argument(
         "--profile",
@@ -552,7 +578,7 @@ def offer_in_turn(args: argparse.Namespace, work: Path, qos: int) -> list[Run]:
     not offered more."""
     runs: list[Run] = []
     mq, links = start_broker(work, args.tls)
-    bench = Bench(work, mq, args.hold, args.lag, args.profile)
+    bench = Bench(work, mq, args.hold, args.lag, args.profile, args.agents)
     behind: set[tuple[str, str]] = set()
     try:
         for fleet in fleets(args, qos):

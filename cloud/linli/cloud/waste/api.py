@@ -59,6 +59,8 @@ class Counts(BaseModel):
     store_pending: int = Field(description="lines for the store not yet written")
     store_written: int = Field(description="lines the store has taken since the start")
     delivering: int = Field(description="deliveries under way")
+    claimed: dict[str, int] = Field(description="notices and incidents this service told, by kind")
+    state_errors: int = Field(description="claims that could not reach the state (each tried again)")
 
 
 def app(service: WasteService, token: str) -> ASGIApp:
@@ -227,6 +229,8 @@ def app(service: WasteService, token: str) -> ASGIApp:
             store_pending=service.outbox.pending(),
             store_written=service.outbox.written,
             delivering=service.deliveries.under_way,
+            claimed=dict(service.claimed),
+            state_errors=service.state_errors,
         )
 
     return Guard(api, token, public=frozenset({"/book"}))
