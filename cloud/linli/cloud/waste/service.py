@@ -424,6 +424,11 @@ class WasteService:
         self.renovation.lead(self.leadership.held(), now)
         if not self.renovation.active:
             return
+        # Orders not answered, bookings past their window, and bookings another service took:
+        # looked for once a minute of the trucks' time, with the report (each a query of the
+        # state), not at every tick.
+        if now - self._reported.get("renovation", 0.0) < REPORT_S:
+            return
         self.renovation.tick(now)
         if self.renovation.bookings.all(frozenset({State.REQUESTED})):
             self.renovation.dispatch(now)

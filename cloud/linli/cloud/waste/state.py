@@ -254,8 +254,10 @@ class Leadership:
         self._checked = now
         was = self._held
         self._held = self._still() if self._conn is not None else self._take()
-        if self._held != was:
-            log.warning("waste: %s the renovation dispatch", "runs" if self._held else "no longer runs")
+        if self._held and not was:
+            log.info("waste: runs the renovation dispatch")
+        elif was and not self._held:
+            log.warning("waste: no longer runs the renovation dispatch (another service does)")
         return self._held
 
     def _still(self) -> bool:
