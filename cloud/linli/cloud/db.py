@@ -112,6 +112,23 @@ class Tables:
         with self._single.begin() as conn:
             return conn.execute(_text(sql), params or {}).rowcount
 
+    def _take_expired(
+        self, table: str, columns: str, now: float, lease_until: float, limit: int
+    ) -> list[tuple[Any, ...]]:
+        """(id, *columns) of the rows of `table` whose `lease_s` ran out, each now leased to the
+        caller until `lease_until`: an outbox whose sender died. No other caller gets them."""
+        with self._single.begin() as conn:
+            # PostgreSQL: rows another caller is taking are skipped, not waited for. SQLite's
+            # transaction holds the database's write lock already.
+            lock = " FOR UPDATE SKIP LOCKED" if conn.dialect.name == "postgresql" else ""
+            sql = (  # the table and columns are the caller's constants; the values are bound
+                f"UPDATE {table} SET lease_s = :until WHERE id IN "  # noqa: S608
+                f"(SELECT id FROM {table} WHERE lease_s < :now ORDER BY id LIMIT :limit{lock}) "
+                f"RETURNING id, {columns}"
+            )
+            rows = conn.execute(text(sql), {"now": now, "until": lease_until, "limit": limit}).all()
+        return sorted(tuple(row) for row in rows)
+
     def close(self) -> None:
         self._engine.dispose()
 

@@ -44,16 +44,6 @@ BOOK_DUE = (
     "ORDER BY a.first_s, a.fingerprint"
 )
 REFRESH = text("UPDATE alert SET body = :body WHERE fingerprint = :fp AND since_ms = :since")
-ORPHANS = text(
-    "UPDATE outbox SET lease_s = :until WHERE id IN "
-    "(SELECT id FROM outbox WHERE lease_s < :now ORDER BY id LIMIT :limit) "
-    "RETURNING id, subscription, channel, notice"
-)
-ORPHANS_PG = text(
-    "UPDATE outbox SET lease_s = :until WHERE id IN "
-    "(SELECT id FROM outbox WHERE lease_s < :now ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED) "
-    "RETURNING id, subscription, channel, notice"
-)
 # Subscriptions changed: every alert is looked at again at the next tick.
 RESCHEDULE = "UPDATE alert SET due_s = 0"
 
@@ -216,12 +206,8 @@ class Store(Tables):
     def orphans(self, now: float, lease_until: float, limit: int = 50) -> list[tuple[int, str, str, str]]:
         """(id, subscription, channel, notice) of notices whose sender's lease ran out, each now
         leased to the caller until `lease_until`; another caller gets none of them."""
-        with self._single.begin() as conn:
-            # PostgreSQL: rows another notifier is taking are skipped, not waited for. SQLite's
-            # transaction holds the database's write lock already.
-            sql = ORPHANS_PG if conn.dialect.name == "postgresql" else ORPHANS
-            rows = conn.execute(sql, {"now": now, "until": lease_until, "limit": limit}).all()
-        return sorted((int(i), str(sub), str(ch), str(n)) for i, sub, ch, n in rows)
+        rows = self._take_expired("outbox", "subscription, channel, notice", now, lease_until, limit)
+        return [(int(i), str(sub), str(ch), str(n)) for i, sub, ch, n in rows]
 
     # --- subscriptions ----------------------------------------------------------
 

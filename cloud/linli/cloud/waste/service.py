@@ -351,6 +351,10 @@ class WasteService:
             self._unreachable(exc)  # sent all the same, only not kept for another service
             self.deliveries.start(who, channel, message, thread=thread)
             return
+        self._send(who, channel, message, thread, held)
+
+    def _send(self, who: str, channel: Channel, message: Message, thread: str, held: int) -> None:
+        """Deliver in the background; the held row goes once it is delivered or recorded as failed."""
         finished = functools.partial(self._release, held)
         self.deliveries.start(who, channel, message, thread=thread, finished=finished)
 
@@ -374,9 +378,7 @@ class WasteService:
                 self.state.release(held)  # cannot be sent, now or later: logged, not retried forever
                 continue
             log.warning("waste: sending to %s what a service held and never sent: %s", who, message.subject)
-            self.deliveries.start(
-                who, channel, message, thread=thread, finished=functools.partial(self._release, held)
-            )
+            self._send(who, channel, message, thread, held)
         return len(orphans)
 
     def _reject(self, reason: str, source: str, detail: str) -> None:

@@ -27,12 +27,6 @@ DISPATCH_LOCK = 0x6C696E6C6977
 # How often a service asks whether it leads (a round trip to the database).
 LEAD_CHECK_S = 2.0
 
-ORPHANS = (
-    "UPDATE waste_delivery SET lease_s = :until WHERE id IN "
-    "(SELECT id FROM waste_delivery WHERE lease_s < :now ORDER BY id LIMIT :limit{lock}) "
-    "RETURNING id, contact, channel, message, thread"
-)
-
 # An earlier release's tables, renamed before the migrations take the file over.
 LEGACY = {
     "notice": "legacy_notice",
@@ -135,12 +129,14 @@ class WasteState(Tables):
         rows = self._rows(INCIDENT, params)
         return int(rows[0][0]) if rows else None
 
-    def incidents(self) -> list[dict[str, Any]]:
-        """Every incident, oldest first; `number` is what acknowledges one."""
-        return self._dicts(
-            "SELECT id AS number, kind, trip_id AS trip, NULLIF(stop_id, '') AS stop, time_ms, detail, "
-            "route, truck, acked_ms FROM waste_incident ORDER BY id"
+    def incidents(self, number: int | None = None) -> list[dict[str, Any]]:
+        """Every incident, oldest first, or the one of that `number` (what acknowledges it)."""
+        where = "" if number is None else "WHERE id = :n "
+        query = (  # a fixed clause, the values bound
+            "SELECT id AS number, kind, trip_id AS trip, NULLIF(stop_id, '') AS stop, time_ms, detail, "  # noqa: S608
+            f"route, truck, acked_ms FROM waste_incident {where}ORDER BY id"
         )
+        return self._dicts(query, {"n": number})
 
     def acknowledge(self, number: int, at_ms: int) -> dict[str, Any] | None:
         """Close incident `number`; the incident (`newly`: this call closed it), or None."""
@@ -148,7 +144,7 @@ class WasteState(Tables):
             "UPDATE waste_incident SET acked_ms = :at WHERE id = :n AND acked_ms IS NULL",
             {"n": number, "at": at_ms},
         )
-        found = [r for r in self.incidents() if r["number"] == number]
+        found = self.incidents(number)
         return {**found[0], "newly": changed == 1} if found else None
 
     def incidents_of(self, trip_id: str, day: str) -> list[tuple[str, str]]:
@@ -199,14 +195,10 @@ class WasteState(Tables):
     ) -> list[tuple[int, str, str, str, str]]:
         """(id, contact, channel, message, thread) of deliveries whose sender's lease ran out,
         each now leased to the caller until `lease_until`; no other caller gets them."""
-        with self._single.begin() as conn:
-            # PostgreSQL: rows another service is taking are skipped, not waited for. SQLite's
-            # transaction holds the database's write lock already.
-            lock = " FOR UPDATE SKIP LOCKED" if conn.dialect.name == "postgresql" else ""
-            rows = conn.execute(
-                text(ORPHANS.format(lock=lock)), {"now": now, "until": lease_until, "limit": limit}
-            ).all()
-        return sorted((int(i), str(c), str(ch), str(m), str(t)) for i, c, ch, m, t in rows)
+        rows = self._take_expired(
+            "waste_delivery", "contact, channel, message, thread", now, lease_until, limit
+        )
+        return [(int(i), str(c), str(ch), str(m), str(t)) for i, c, ch, m, t in rows]
 
     # --- the store's outbox -----------------------------------------------------------
 
