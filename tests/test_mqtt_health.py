@@ -66,7 +66,7 @@ def test_a_device_s_health_is_written_when_it_changes_and_every_health_every() -
     assert "errors=1i" in errors["cam-2"]
     assert mqtt.health_lines(now) == []
     # A point health_every old is written again, changed or not.
-    mqtt.devices[("camera", "s1", "cam-1")].reported_mono -= 61
+    mqtt.devices[("camera", "s1", "cam-1")].reported.at -= 61
     assert list(devices(mqtt.health_lines(now))) == ["cam-1"]
     # On the way out, every device's last counts.
     assert set(devices(mqtt.health_lines(now, every=True))) == {"cam-1", "cam-2"}

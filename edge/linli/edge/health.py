@@ -4,9 +4,30 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from linli.catalog.lineprotocol import format_fields, series_key
 from linli.catalog.names import HEALTH_MEASUREMENT
+
+
+@dataclass
+class HealthReport:
+    """When a device's health point was last written, and what it said.
+
+    A point of every device at every poll or check would be most of what an agent writes; one
+    is due when the device went online or offline or counted a new error, and at least every
+    `every` seconds (the dashboards look back 5 minutes).
+    """
+
+    state: tuple[bool, int] | None = None  # online, errors in all
+    at: float = 0.0  # monotonic
+
+    def due(self, online: bool, errors: int, now: float, every: float) -> bool:
+        return (online, errors) != self.state or now - self.at >= every
+
+    def mark(self, online: bool, errors: int, now: float) -> None:
+        """A point was written now."""
+        self.state, self.at = (online, errors), now
 
 
 def health_key(tags: Mapping[str, str]) -> str:

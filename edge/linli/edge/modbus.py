@@ -32,7 +32,7 @@ from linli.catalog.registers import DecodeError, Value
 from linli.edge.backoff import Backoff
 from linli.edge.config import DeviceConfig
 from linli.edge.deadband import Reporter, deadbands
-from linli.edge.health import health_line
+from linli.edge.health import HealthReport, health_line
 from linli.edge.modbusfailure import PymodbusNoise, classify
 from linli.edge.readplan import Read, plan_reads
 from linli.edge.rules import AlertEvent
@@ -221,8 +221,7 @@ class DevicePoller:
         # A health point every poll would be most of what a district writes once readings are
         # reported by exception: written on a change of state, and every `health_every`.
         self._health_every = device.health_every if device.report_by_exception else 0.0
-        self._health_reported: tuple[bool, int] | None = None
-        self._health_reported_mono = 0.0
+        self._health_report = HealthReport()
         self._clock = clock
         # The last decoded values by channel, for the live view and the probe command.
         self.last: dict[int | None, dict[str, Value]] = {}
@@ -492,11 +491,10 @@ class DevicePoller:
 
     def _health_due(self) -> bool:
         """Whether this poll writes a health point: the state changed, or the last is old."""
-        state = (self.health.online, self.health.errors.total())
-        now = self._clock()
-        if state == self._health_reported and now - self._health_reported_mono < self._health_every:
+        online, errors, now = self.health.online, self.health.errors.total(), self._clock()
+        if not self._health_report.due(online, errors, now, self._health_every):
             return False
-        self._health_reported, self._health_reported_mono = state, now
+        self._health_report.mark(online, errors, now)
         return True
 
     def _health_line(self, time_ms: int) -> str:

@@ -42,7 +42,7 @@ from linli.catalog.profile import Profile, get_profile
 from linli.catalog.tls import apply_tls
 from linli.edge.buffer import DELIVERED_WINDOW
 from linli.edge.config import EdgeConfig, MqttConfig
-from linli.edge.health import health_key, health_line
+from linli.edge.health import HealthReport, health_key, health_line
 from linli.edge.mqttsocket import BufferedClient, Publish
 from linli.edge.topics import Route, TopicRouter
 from linli.ratelog import RateLimitedLog
@@ -120,8 +120,7 @@ class MqttDevice:
     series: dict[tuple[str, ...], str] = field(default_factory=dict)
     health_series: str = ""
     # What its last health point said (online, errors), and when it was written.
-    reported: tuple[bool, int] | None = None
-    reported_mono: float = 0.0
+    reported: HealthReport = field(default_factory=HealthReport)
 
     @property
     def name(self) -> str:
@@ -331,7 +330,6 @@ class MqttConnector:
         message per 10 s.
         """
         now = time.monotonic()
-        refresh_before = now - self.settings.health_every
         lines = []
         for dev in self.devices.values():
             silent = (
@@ -345,18 +343,13 @@ class MqttConnector:
                     now - dev.last_seen_mono,
                     MISSED_HEARTBEATS,
                 )
-            if (
-                every
-                or dev.reported_mono <= refresh_before
-                or dev.reported != (dev.online, dev.errors.total())
-            ):
+            if every or dev.reported.due(dev.online, dev.errors.total(), now, self.settings.health_every):
                 lines.append(self.health_line(dev, time_ms))
         return lines
 
     def health_line(self, dev: MqttDevice, time_ms: int) -> str:
         """The device's health point now; remembered as its last."""
-        dev.reported = (dev.online, dev.errors.total())
-        dev.reported_mono = time.monotonic()
+        dev.reported.mark(dev.online, dev.errors.total(), time.monotonic())
         return health_line(
             dev.health_series,
             time_ms,
