@@ -184,6 +184,22 @@ def schedule() -> list[tuple[float, int, float]]:
     return sorted(steps)
 
 
+def starter(
+    hosts: Hosts, tmp_path: Path, command: list[str], configs: dict[str, Path], api_port: int
+) -> Callable[[str], None]:
+    """`start(name)`: `linli COMMAND --config` of that host's config on the host, once its API
+    answers; its output in NAME.log."""
+    env = {"PATH": "/usr/bin:/bin", "LINLI_CLOUD_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
+
+    def start(name: str) -> None:
+        argv = [sys.executable, "-m", "linli.cli", *command, "--config", str(configs[name])]
+        hosts.run(name, argv, tmp_path / f"{name}.log", env)
+        health = f"http://{hosts.address(name)}:{api_port}/health"
+        wait_for(lambda: _answers(health), f"{' '.join(command)} on {name} up", timeout=30)
+
+    return start
+
+
 def servers(hosts: Hosts, tmp_path: Path, pg_folder: Path) -> tuple[LocalServer, LocalServer]:
     """Mosquitto on the test's host (and loopback, for its readiness), PostgreSQL on its own."""
     broker_port = free_port()
@@ -207,17 +223,11 @@ def test_each_alert_step_is_told_once_while_hosts_fail(hosts: Hosts, tmp_path: P
     try:
         create_database(postgresql_url(database), "notifier")
         url = postgresql_url(database, "notifier").replace("+psycopg", "")  # as a config names it
-        env = {"PATH": "/usr/bin:/bin", "LINLI_CLOUD_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
         configs = {
             n: notifier_config(tmp_path / f"{n}.toml", hosts, n, broker=broker_port, state=url, hook=hook.url)
             for n in ("n1", "n2")
         }
-
-        def start(name: str) -> None:
-            argv = [sys.executable, "-m", "linli.cli", "cloud", "run", "--config", str(configs[name])]
-            hosts.run(name, argv, tmp_path / f"{name}.log", env)
-            health = f"http://{hosts.address(name)}:8790/health"
-            wait_for(lambda: _answers(health), f"notifier {name} up", timeout=30)
+        start = starter(hosts, tmp_path, ["cloud", "run"], configs, 8790)
 
         start("n1")
         start("n2")

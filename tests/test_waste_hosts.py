@@ -14,7 +14,6 @@ import asyncio
 import json
 import random
 import shutil
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ from linli.localservers import free_port, postgresql_url
 from linli.sim.timetable import Traffic, drive_trip
 from netns import Hosts
 from support import create_database, wait_for
-from test_hosts import Hook, _answers, fault, servers
+from test_hosts import Hook, fault, servers, starter
 from test_waste_service import FEED, MONDAY, TOKEN, TRIP, hand_over
 
 DRIVE_S = 45.0  # the trip's messages go out over this long
@@ -107,17 +106,11 @@ def test_each_keeper_notice_is_told_once_while_waste_hosts_fail(
         expected = told_alone(tmp_path, messages)
         create_database(postgresql_url(database), "waste")
         url = postgresql_url(database, "waste").replace("+psycopg", "")
-        env = {"PATH": "/usr/bin:/bin", "LINLI_CLOUD_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
         configs = {
             n: waste_config(tmp_path / f"{n}.toml", gtfs, hosts, n, broker=broker_port, state=url)
             for n in ("w1", "w2")
         }
-
-        def start(name: str) -> None:
-            argv = [sys.executable, "-m", "linli.cli", "waste", "run", "--config", str(configs[name])]
-            hosts.run(name, argv, tmp_path / f"{name}.log", env)
-            health = f"http://{hosts.address(name)}:8791/health"
-            wait_for(lambda: _answers(health), f"waste service {name} up", timeout=30)
+        start = starter(hosts, tmp_path, ["waste", "run"], configs, 8791)
 
         start("w1")
         start("w2")
