@@ -15,6 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from linli.cloud.waste.service import WasteService
 from linli.localservers import postgresql_url, start_postgresql
 from peers import Inbox, Receiver
@@ -168,3 +170,36 @@ def test_what_a_dead_service_held_is_sent_once_by_another(
     for service in (first, second):
         service.leadership.close()
         service.state.close()
+
+
+def test_a_held_delivery_that_cannot_be_read_is_dropped_with_a_log_not_retried_forever(
+    peers: tuple[Receiver, Inbox, int], tmp_path: Path, state: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from linli.cloud.config import ChannelKind, HttpChannel
+
+    receiver, _, smtp = peers
+    service, _ = incident_service(tmp_path / "one", receiver.url, smtp, state=state)
+    good = HttpChannel(kind=ChannelKind.WEBHOOK, url=f"{receiver.url}/hostile").model_dump_json()
+    body = json.dumps({"subject": "s", "text": "t", "json": {"n": 1}})
+    hostile = [
+        (good, "not json"),  # edited by hand, or written by another version
+        (good, json.dumps({"text": "no subject", "json": {}})),
+        (good, json.dumps({"subject": "s", "text": "t", "json": [1, "a list"]})),
+        ('{"kind": "carrier-pigeon"}', body),
+        ("\\x00", body),
+    ]
+    for channel, message in hostile:
+        service.state.hold("keeper", channel, message, "t", time.time() - 1)
+
+    async def sweep() -> int:
+        taken = service.send_orphans()
+        await service.deliveries.drain(10)
+        return taken
+
+    with caplog.at_level("ERROR"):
+        assert asyncio.run(sweep()) == len(hostile)
+    assert service.state.rows("SELECT COUNT(*) FROM waste_delivery") == [(0,)]
+    assert receiver.at("/hostile") == []
+    assert sum("cannot be read, dropped" in r.message for r in caplog.records) == len(hostile)
+    service.leadership.close()
+    service.state.close()
