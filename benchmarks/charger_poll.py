@@ -1,8 +1,9 @@
 """Benchmark: K simulated stations polled by the edge agent into VictoriaMetrics.
 
 Runs the simulator, the agent and VictoriaMetrics as separate processes, samples the
-agent's CPU time from /proc in fixed windows, and reads poll latency and schedule lag
-back from the health points the agent stored. Prints medians over the windows.
+agent's CPU time from /proc in fixed windows, and reads polls, poll latency and schedule lag
+from the agent's /metrics (its histograms, at the start and end of the measured span).
+Prints medians over the windows.
 
     .venv/bin/python benchmarks/charger_poll.py [--stations 100] [--duration 60]
 """
@@ -22,9 +23,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from harness import cpu_seconds, start_charger_sim
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness import cpu_seconds, cpu_split, start_charger_sim
 from linli.demo import write_config
-from linli.localservers import free_port_range, start_victoria_metrics
+from linli.localservers import free_port, free_port_range, start_victoria_metrics
 
 
 def export(url: str, match: str) -> list[dict[str, object]]:
@@ -34,9 +37,36 @@ def export(url: str, match: str) -> list[dict[str, object]]:
         return [json.loads(line) for line in resp.read().decode().splitlines() if line]
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+Histogram = list[tuple[float, float]]  # cumulative (upper bound, count), +Inf last
+
+
+def histograms(url: str) -> dict[str, Histogram]:
+    """The agent's histograms from its /metrics, by name."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:  # noqa: S310
+        text = resp.read().decode()
+    out: dict[str, Histogram] = {}
+    for family in text_string_to_metric_families(text):
+        if family.type == "histogram":
+            out[family.name] = [
+                (float(s.labels["le"]), s.value) for s in family.samples if s.name.endswith("_bucket")
+            ]
+    return out
+
+
+def quantile(before: Histogram, after: Histogram, q: float) -> float:
+    """The q-quantile (0..1) of what was observed between two scrapes, interpolated within its
+    bucket as Prometheus's histogram_quantile does."""
+    counts = [(le, b - a) for (le, b), (_, a) in zip(after, before, strict=True)]
+    total = counts[-1][1]
+    rank, lower, below = q * total, 0.0, 0.0
+    for le, cumulative in counts:
+        if cumulative >= rank:
+            if le == float("inf"):
+                return lower
+            inside = cumulative - below
+            return lower + (le - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = le, cumulative
+    return lower
 
 
 def run(  # noqa: PLR0917 (the benchmark's knobs)
@@ -50,6 +80,7 @@ def run(  # noqa: PLR0917 (the benchmark's knobs)
         vm.stop()
         raise
     config = workdir / f"edge-{interval}.toml"
+    metrics = f"127.0.0.1:{free_port()}"
     write_config(
         config,
         store_url=vm.url,
@@ -57,17 +88,20 @@ def run(  # noqa: PLR0917 (the benchmark's knobs)
         stations=stations,
         interval=interval,
         every_poll=every_poll,
+        metrics=metrics,
     )
     agent = subprocess.Popen([sys.executable, "-m", "linli.cli", "edge", "run", "--config", str(config)])
     try:
         time.sleep(5)  # connect and settle before measuring
-        t0 = time.time()
+        t0, before = time.time(), histograms(f"http://{metrics}")
+        user0, system0 = cpu_split(agent.pid)
         windows = []
         for _ in range(int(duration // window)):
             c0, w0 = cpu_seconds(agent.pid), time.monotonic()
             time.sleep(window)
             windows.append((cpu_seconds(agent.pid) - c0) / (time.monotonic() - w0) * 100)
-        t1 = time.time()
+        t1, after = time.time(), histograms(f"http://{metrics}")
+        user1, system1 = cpu_split(agent.pid)
     finally:
         agent.terminate()
         agent.wait(30)
@@ -84,23 +118,25 @@ def run(  # noqa: PLR0917 (the benchmark's knobs)
             out += [float(v) for t, v in zip(stamps, values, strict=True) if start_ms <= t < end_ms]
         return out
 
-    latency = in_window(export(vm.url, "health_latency_ms"))
-    lag = in_window(export(vm.url, "health_lag_ms"))
     values = in_window(export(vm.url, '{__name__=~"charger_.*"}'))  # every stored field value
     vm.stop()
     seconds = (end_ms - start_ms) / 1000
-    polls_per_s = len(latency) / seconds
+    latency = (before["linli_poll_latency_seconds"], after["linli_poll_latency_seconds"])
+    lag = (before["linli_poll_lag_seconds"], after["linli_poll_lag_seconds"])
+    polls_per_s = (latency[1][-1][1] - latency[0][-1][1]) / seconds  # answered polls
     cpu = statistics.median(windows)
+    used = (user1 - user0) + (system1 - system0)
     return {
         "polls_per_s": polls_per_s,
         "values_per_s": len(values) / seconds,
         "cpu_percent": cpu,
         "cpu_percent_min": min(windows),
         "cpu_percent_max": max(windows),
-        "latency_p50_ms": percentile(latency, 50),
-        "latency_p99_ms": percentile(latency, 99),
-        "lag_p50_ms": percentile(lag, 50),
-        "lag_p99_ms": percentile(lag, 99),
+        "system_share": (system1 - system0) / used if used else 0.0,
+        "latency_p50_ms": quantile(*latency, 0.5) * 1000,
+        "latency_p99_ms": quantile(*latency, 0.99) * 1000,
+        "lag_p50_ms": quantile(*lag, 0.5) * 1000,
+        "lag_p99_ms": quantile(*lag, 0.99) * 1000,
         "ceiling_polls_per_s": polls_per_s / (cpu / 100) if cpu else 0.0,
     }
 
@@ -125,6 +161,7 @@ def main() -> int:
     print(f"reading values written/s   {r['values_per_s']:10.0f}  (stored {stored}; health not counted)")
     spread = f"{r['cpu_percent_min']:.1f}..{r['cpu_percent_max']:.1f}"
     print(f"agent CPU % of one core    {r['cpu_percent']:10.1f}  (median of windows; {spread})")
+    print(f"  of it in the kernel        {r['system_share'] * 100:8.0f} %  (system time, whole span)")
     print(f"poll latency p50 / p99 ms  {r['latency_p50_ms']:10.2f} / {r['latency_p99_ms']:.2f}")
     print(f"schedule lag p50 / p99 ms  {r['lag_p50_ms']:10.2f} / {r['lag_p99_ms']:.2f}  (poll-cycle jitter)")
     print(f"ceiling polls/s at 100 %   {r['ceiling_polls_per_s']:10.0f}  (polls/s over CPU fraction)")

@@ -17,8 +17,14 @@ from typing import Any
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU seconds a process has used, from /proc."""
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds a process has used, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def start_charger_sim(first_port: int, stations: int, *extra: str) -> subprocess.Popen[str]:

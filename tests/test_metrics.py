@@ -93,6 +93,16 @@ def test_metrics_health_and_status_say_what_the_stored_health_points_say(
         if s.name.endswith("_total")
     }
     assert all(polls[d] >= p["polls"] for d, p in points.items())  # counters only grow
+    # Every answered poll's latency is in the histogram, taken in the same snapshot as the counters
+    # (`polls` counts attempts; the gone station's all failed).
+    answered = polls["station-1"] + polls["station-2"]
+    latency = {s.name: s.value for s in families["linli_poll_latency_seconds"].samples if "le" not in s.labels}
+    assert latency["linli_poll_latency_seconds_count"] == answered
+    assert 0 < latency["linli_poll_latency_seconds_sum"] < 0.3 * answered  # each within the timeout
+    buckets = [s.value for s in families["linli_poll_latency_seconds"].samples if "le" in s.labels]
+    assert buckets == sorted(buckets) and buckets[-1] == answered  # cumulative, +Inf last
+    lag = {s.name: s.value for s in families["linli_poll_lag_seconds"].samples if "le" not in s.labels}
+    assert lag["linli_poll_lag_seconds_count"] >= sum(polls.values())  # every tick, answered or not
     unchanged = {
         s.labels["device"]: s.value
         for s in families["linli_device_unchanged_values"].samples

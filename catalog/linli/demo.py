@@ -47,11 +47,19 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def write_config(
-    path: Path, *, store_url: str, first_port: int, stations: int, interval: float, every_poll: bool = False
+    path: Path,
+    *,
+    store_url: str,
+    first_port: int,
+    stations: int,
+    interval: float,
+    every_poll: bool = False,
+    metrics: str = "",
 ) -> None:
     """The agent config the demo runs, kept beside the data for people to read and reuse.
 
-    `every_poll` stores every point at every poll rather than by exception."""
+    `every_poll` stores every point at every poll rather than by exception; `metrics` is the
+    HOST:PORT of the agent's /metrics, if any."""
     devices = "".join(
         f"""
 [[sites.devices]]
@@ -69,6 +77,7 @@ timeout = {min(0.5, interval)}
 [agent]
 name = "demo-edge"
 log_level = "warning"
+{f'metrics = "{metrics}"' if metrics else ""}
 
 [writer]
 kind = "influxdb2"

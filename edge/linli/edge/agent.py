@@ -17,6 +17,7 @@ from linli.edge.alerting import Alerting, Interlock
 from linli.edge.backoff import Backoff
 from linli.edge.buffer import DurableBuffer
 from linli.edge.config import EdgeConfig
+from linli.edge.health import PollTimings
 from linli.edge.metrics import HealthServer
 from linli.edge.modbus import DevicePoller, Endpoint
 from linli.edge.mqtt import MqttConnector
@@ -74,6 +75,7 @@ class Agent:
         )
         self.spool = Spool(self.buffer, self._db, self.writer.notify)
         self.totals = Totals()
+        self.poll_timings = PollTimings()  # outlives reloads, as Prometheus counters must
         self.health_server: HealthServer | None = None  # while running, with [agent] metrics
         self._connect(config)
 
@@ -107,6 +109,7 @@ class Agent:
                     observe=self.alerting.observe if profile.kind in self.alerting.kinds else None,
                     interlocks=interlocks,
                     acted=self.alerting.record,
+                    timings=self.poll_timings,
                 )
             )
 

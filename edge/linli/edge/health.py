@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from linli.catalog.lineprotocol import format_fields, series_key
 from linli.catalog.names import HEALTH_MEASUREMENT
@@ -61,3 +62,36 @@ def health_line(
     # Numbers the connector counted, under tags the config validated: no Reading to check.
     key = tags if isinstance(tags, str) else health_key(tags)
     return f"{key} {format_fields(fields)} {time_ms}"
+
+
+# Upper bounds, in seconds, of the poll-latency and schedule-lag histograms on /metrics: fine
+# below 50 ms, where a healthy gateway answers, coarse above it.
+TIMING_BOUNDS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Timings:
+    """A histogram of durations: counts per bucket of TIMING_BOUNDS, the last one open."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(TIMING_BOUNDS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(TIMING_BOUNDS, seconds)] += 1
+        self.total += seconds
+
+    def buckets(self) -> list[tuple[str, int]]:
+        """Prometheus's cumulative buckets: (upper bound, observations up to it), +Inf last."""
+        out, running = [], 0
+        for bound, n in zip([*map(str, TIMING_BOUNDS), "+Inf"], self.counts, strict=True):
+            running += n
+            out.append((bound, running))
+        return out
+
+
+@dataclass
+class PollTimings:
+    """How long the agent's Modbus polls took, and how late they started, all devices together."""
+
+    latency: Timings = field(default_factory=Timings)
+    lag: Timings = field(default_factory=Timings)

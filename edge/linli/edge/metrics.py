@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -62,6 +62,9 @@ class Snapshot:
     mqtt: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
     rules: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Cumulative (upper bound, count) buckets and the sum of Modbus poll latency and lag.
+    latency: tuple[list[tuple[str, int]], float] = ([], 0.0)
+    lag: tuple[list[tuple[str, int]], float] = ([], 0.0)
 
     def health(self) -> dict[str, Any]:
         online = sum(d.online for d in self.devices)
@@ -114,6 +117,8 @@ def snapshot(agent: Agent) -> Snapshot:
         mqtt=mqtt,
         rejected=rejected,
         rules=dict(agent.alerting.engine.states()),
+        latency=(agent.poll_timings.latency.buckets(), agent.poll_timings.latency.total),
+        lag=(agent.poll_timings.lag.buckets(), agent.poll_timings.lag.total),
     )
 
 
@@ -177,6 +182,12 @@ class AgentCollector(Collector):
         for (rule, state), n in s.rules.items():
             rules.add_metric([rule, state], n)
         yield rules
+        for name, help_text, (buckets, total) in (
+            ("linli_poll_latency_seconds", "Time a Modbus poll took, request to last answer", s.latency),
+            ("linli_poll_lag_seconds", "How late a Modbus poll started after its scheduled time", s.lag),
+        ):
+            if buckets:
+                yield HistogramMetricFamily(name, help_text, buckets=buckets, sum_value=total)
 
 
 class HealthServer:

@@ -32,7 +32,7 @@ from linli.catalog.registers import DecodeError, Value
 from linli.edge.backoff import Backoff
 from linli.edge.config import DeviceConfig
 from linli.edge.deadband import Reporter, deadbands
-from linli.edge.health import HealthReport, health_line
+from linli.edge.health import HealthReport, PollTimings, health_line
 from linli.edge.modbusfailure import PymodbusNoise, classify
 from linli.edge.readplan import Read, plan_reads
 from linli.edge.rules import AlertEvent
@@ -188,9 +188,10 @@ class DevicePoller:
         interlocks: list[Interlock] | None = None,
         acted: Callable[[list[AlertEvent]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        timings: PollTimings | None = None,
     ) -> None:
         """`observe` sees every reading; `interlocks` act on it and report through `acted`;
-        `clock` times the health heartbeat."""
+        `clock` times the health heartbeat; `timings` collects latency and lag for /metrics."""
         if profile.modbus is None:
             raise ValueError(f"profile '{profile.kind}' has no Modbus map")
         mb = profile.modbus
@@ -223,6 +224,7 @@ class DevicePoller:
         self._health_every = device.health_every if device.report_by_exception else 0.0
         self._health_report = HealthReport()
         self._clock = clock
+        self.timings = timings if timings is not None else PollTimings()
         # The last decoded values by channel, for the live view and the probe command.
         self.last: dict[int | None, dict[str, Value]] = {}
         self._tags = {"site": site, "device": device.id, **device.tags}
@@ -267,6 +269,7 @@ class DevicePoller:
                     pass
             self.health.lag_s = max(0.0, loop.time() - scheduled)
             self.health.max_lag_s = max(self.health.max_lag_s, self.health.lag_s)
+            self.timings.lag.observe(self.health.lag_s)
             try:
                 await self.poll_and_emit()
             except Exception:
@@ -332,6 +335,7 @@ class DevicePoller:
             self._failed(exc)
             return []
         self.health.latency_s = time.perf_counter() - started
+        self.timings.latency.observe(self.health.latency_s)
         self._succeeded(time_ms)
         return self.decode(blocks, time_ms)
 
