@@ -96,11 +96,13 @@ def test_metrics_health_and_status_say_what_the_stored_health_points_say(
     # Every answered poll's latency is in the histogram, taken in the same snapshot as the counters
     # (`polls` counts attempts; the gone station's all failed).
     answered = polls["station-1"] + polls["station-2"]
-    latency = {s.name: s.value for s in families["linli_poll_latency_seconds"].samples if "le" not in s.labels}
+    latency_samples = families["linli_poll_latency_seconds"].samples
+    latency = {s.name: s.value for s in latency_samples if "le" not in s.labels}
     assert latency["linli_poll_latency_seconds_count"] == answered
     assert 0 < latency["linli_poll_latency_seconds_sum"] < 0.3 * answered  # each within the timeout
-    buckets = [s.value for s in families["linli_poll_latency_seconds"].samples if "le" in s.labels]
-    assert buckets == sorted(buckets) and buckets[-1] == answered  # cumulative, +Inf last
+    buckets = [s.value for s in latency_samples if "le" in s.labels]
+    assert buckets == sorted(buckets)  # cumulative
+    assert buckets[-1] == answered  # +Inf last
     lag = {s.name: s.value for s in families["linli_poll_lag_seconds"].samples if "le" not in s.labels}
     assert lag["linli_poll_lag_seconds_count"] >= sum(polls.values())  # every tick, answered or not
     unchanged = {
