@@ -35,6 +35,7 @@ from linli.edge.deadband import Reporter, deadbands
 from linli.edge.health import HealthReport, PollTimings, health_line
 from linli.edge.modbusfailure import PymodbusNoise, classify
 from linli.edge.readplan import Read, plan_reads
+from linli.edge.registerpdu import RESPONSES
 from linli.edge.rules import AlertEvent
 
 if TYPE_CHECKING:
@@ -133,6 +134,8 @@ class Endpoint:
             trace_packet=self._trace,
             trace_connect=self._trace_connect,
         )
+        for response in RESPONSES:
+            client.register(response)
         if not await client.connect():
             client.close()
             self._next_connect = time.monotonic() + self._backoff.next_delay()
