@@ -37,6 +37,7 @@ from linli.edge.modbusfailure import PymodbusNoise, classify
 from linli.edge.readplan import Read, plan_reads
 from linli.edge.registerpdu import RESPONSES
 from linli.edge.rules import AlertEvent
+from linli.edge.sleeper import Sleeper
 
 if TYPE_CHECKING:
     from linli.edge.alerting import Interlock
@@ -262,27 +263,24 @@ class DevicePoller:
         loop = asyncio.get_running_loop()
         # Spread devices over the interval so they do not all poll at the same instant.
         scheduled = loop.time() + random.uniform(0, interval)
-        while not stop.is_set():
-            delay = scheduled - loop.time()
-            if delay > 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
+        async with Sleeper(stop) as sleeper:
+            while not stop.is_set():
+                delay = scheduled - loop.time()
+                if delay > 0 and not await sleeper.sleep(delay):
                     break
-                except TimeoutError:
-                    pass
-            self.health.lag_s = max(0.0, loop.time() - scheduled)
-            self.health.max_lag_s = max(self.health.max_lag_s, self.health.lag_s)
-            self.timings.lag.observe(self.health.lag_s)
-            try:
-                await self.poll_and_emit()
-            except Exception:
-                # A bug must cost one poll of one device, never the agent.
-                self.health.errors["internal"] += 1
-                log.exception("%s: poll failed unexpectedly", self.name)
-            scheduled += interval
-            now = loop.time()
-            if scheduled < now:
-                scheduled += ((now - scheduled) // interval + 1) * interval
+                self.health.lag_s = max(0.0, loop.time() - scheduled)
+                self.health.max_lag_s = max(self.health.max_lag_s, self.health.lag_s)
+                self.timings.lag.observe(self.health.lag_s)
+                try:
+                    await self.poll_and_emit()
+                except Exception:
+                    # A bug must cost one poll of one device, never the agent.
+                    self.health.errors["internal"] += 1
+                    log.exception("%s: poll failed unexpectedly", self.name)
+                scheduled += interval
+                now = loop.time()
+                if scheduled < now:
+                    scheduled += ((now - scheduled) // interval + 1) * interval
 
     async def poll_and_emit(self) -> None:
         """One tick: poll unless backing off, then emit readings and health."""
