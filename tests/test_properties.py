@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from linli.catalog.lineprotocol import format_fields
 from linli.catalog.payloads import CompiledMessage, PayloadError
-from linli.catalog.profile import Profile, builtin_profiles
+from linli.catalog.profile import ModbusPoint, Profile, builtin_profiles
+from linli.catalog.registers import BlockDecoder, DecodeError, Decoder, compile_decoder
 from linli.edge.config import DeviceConfig
 from linli.edge.modbus import DevicePoller, Endpoint
 
@@ -137,3 +138,65 @@ def test_short_blocks_never_crash_the_decoder(profile: Profile, data: Any) -> No
     for read, block in zip(p.reads, blocks, strict=True):
         for slot in read.slots:
             assert slot.offset + slot.decoder.registers <= len(block)
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal values of the same type, or DecodeErrors with the same field, reason and text."""
+    if isinstance(a, DecodeError) and isinstance(b, DecodeError):
+        return (a.field, a.reason, str(a)) == (b.field, b.reason, str(b))
+    return type(a) is type(b) and a == b  # NaN is never a value: it is a not_finite error
+
+
+def _one_by_one(slots: list[tuple[int, Decoder]], block: list[int]) -> list[object]:
+    out: list[object] = []
+    for offset, decoder in slots:
+        try:
+            out.append(decoder(block, offset))
+        except DecodeError as exc:
+            out.append(exc)
+    return out
+
+
+# Every type and order, a bit field, scales with and without a power-of-ten divisor, offsets,
+# valid ranges, and points that overlap (a 32-bit value and its own low word).
+MIXED: list[tuple[int, dict[str, object]]] = [
+    (0, {"type": "uint16", "scale": 0.1, "valid_min": 0, "valid_max": 6000}),
+    (1, {"type": "int16", "scale": 0.01, "offset": -40}),
+    (2, {"type": "uint32", "word_order": "little"}),
+    (4, {"type": "int32", "valid_min": -1000, "valid_max": 1000}),
+    (5, {"type": "uint16"}),  # inside the int32 before it
+    (6, {"type": "float32", "scale": 2.5}),
+    (8, {"type": "float32", "byte_order": "little"}),
+    (10, {"type": "uint16", "bit": 3}),
+    (11, {"type": "int16", "byte_order": "little", "scale": 0.5}),
+    (12, {"type": "uint16", "valid_max": 50000}),
+    (14, {"type": "uint32", "scale": 0.001, "offset": 1}),  # one register after the last plain one
+    (16, {"type": "float32", "valid_min": -1e6, "valid_max": 1e6}),
+]
+
+
+@settings(max_examples=300)
+@given(st.data())
+def test_a_block_decodes_as_its_points_do_one_by_one(data: Any) -> None:
+    slots = [
+        (offset, compile_decoder(ModbusPoint.model_validate(
+            {"field": f"f{i}", "register": "holding", "address": offset, **spec}
+        )))
+        for i, (offset, spec) in enumerate(MIXED)
+    ]  # fmt: skip
+    count = 18
+    block = data.draw(st.lists(st.integers(0, 65535), min_size=count, max_size=count))
+    got = BlockDecoder(count, slots)(block)
+    want = _one_by_one(slots, block)
+    assert len(got) == len(want)
+    assert all(_same(g, w) for g, w in zip(got, want, strict=True)), (got, want)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=100)
+@given(st.sampled_from(MODBUS), st.data())
+def test_every_profiles_reads_decode_as_their_points_do_one_by_one(profile: Profile, data: Any) -> None:
+    for read in poller(profile).reads:
+        block = data.draw(st.lists(st.integers(0, 65535), min_size=read.count, max_size=read.count))
+        slots = [(s.offset, s.decoder) for s in read.slots]
+        got = read.decode(block)
+        assert all(_same(g, w) for g, w in zip(got, _one_by_one(slots, block), strict=True))

@@ -73,12 +73,28 @@ def _power_of_ten_divisor(scale: float) -> int | None:
 
 
 @dataclass(frozen=True)
+class Plain:
+    """How to finish a point whose registers `struct` can unpack beside its neighbours'
+    (big-endian bytes and words, no bit field): the `Decoder.fn` steps, spelled out."""
+
+    code: str  # the struct code of its type
+    integer: bool  # stored as read, unscaled
+    is_float: bool
+    divisor: int | None  # for a power-of-ten scale: dividing gives the shortest decimal
+    scale: float
+    offset: float
+    lo: float | None
+    hi: float | None
+
+
+@dataclass(frozen=True)
 class Decoder:
     """Decodes one point from the registers of a read block."""
 
     field: str
     registers: int
     fn: Callable[[Sequence[int], int], Value]
+    plain: Plain | None = None  # set when a BlockDecoder can take it with its neighbours
 
     def __call__(self, block: Sequence[int], offset: int) -> Value:
         return self.fn(block, offset)
@@ -131,7 +147,70 @@ def compile_decoder(
             raise DecodeError(field, "out_of_range", f"value {v} outside [{lo}, {hi}]")
         return v
 
-    return Decoder(field, n, value)
+    plain = None
+    if byte_order is Order.BIG and (word_order is Order.BIG or n == 1):
+        divisor = None if point.is_integer else _power_of_ten_divisor(point.scale)
+        plain = Plain(
+            _FORMATS[dtype][1], point.is_integer, is_float, divisor, point.scale, point.offset, lo, hi
+        )
+    return Decoder(field, n, value, plain)
+
+
+class BlockDecoder:
+    """Decodes every point of one read block, the plain ones with one `struct` call.
+
+    The same values and the same DecodeErrors as calling each point's Decoder, at about a
+    third of the cost: the poller decodes every point of every device at every poll.
+    """
+
+    def __init__(self, count: int, slots: Sequence[tuple[int, Decoder]]) -> None:
+        """`count` registers in the block; `slots` the (offset, decoder) of each point."""
+        self.count = count
+        self._pack = struct.Struct(f">{count}H").pack
+        # Plain points in address order that do not overlap go into one struct format.
+        taken: dict[int, int] = {}  # slot index -> position among the unpacked values
+        fmt, end = ">", 0
+        for index, (offset, decoder) in sorted(enumerate(slots), key=lambda item: item[1][0]):
+            if decoder.plain is None or offset < end or offset + decoder.registers > count:
+                continue
+            fmt += f"{2 * (offset - end)}x" if offset > end else ""
+            fmt += decoder.plain.code
+            taken[index] = len(taken)
+            end = offset + decoder.registers
+        self._unpack = struct.Struct(fmt).unpack_from if taken else None  # from the packed block
+        self._steps = [
+            (taken.get(index, -1), offset, decoder, decoder.plain)
+            for index, (offset, decoder) in enumerate(slots)
+        ]
+
+    def __call__(self, block: Sequence[int]) -> list[Value | DecodeError]:
+        """Each slot's value, or the DecodeError it gave, in slot order."""
+        unpack = self._unpack
+        whole = len(block) >= self.count  # else each point alone, failing as its Decoder fails
+        raws: tuple[Value, ...] = unpack(self._pack(*block[: self.count])) if unpack and whole else ()
+        out: list[Value | DecodeError] = []
+        for position, offset, decoder, plain in self._steps:
+            if position < 0 or plain is None or not whole:
+                try:
+                    out.append(decoder.fn(block, offset))
+                except DecodeError as exc:
+                    out.append(exc)
+                continue
+            # The steps of compile_decoder's `raw`, `_scaler` and `value`, inline.
+            v = raws[position]
+            if plain.is_float and math.isfinite(v):
+                v = float(f"{v:.7g}")
+            if not plain.integer:
+                v = v / plain.divisor + plain.offset if plain.divisor else v * plain.scale + plain.offset
+            if type(v) is float and not math.isfinite(v):
+                out.append(DecodeError(decoder.field, "not_finite", f"value is {v}"))
+            elif (plain.lo is not None and v < plain.lo) or (plain.hi is not None and v > plain.hi):
+                out.append(
+                    DecodeError(decoder.field, "out_of_range", f"value {v} outside [{plain.lo}, {plain.hi}]")
+                )
+            else:
+                out.append(v)
+        return out
 
 
 def _fast_integer(

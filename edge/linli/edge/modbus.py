@@ -394,11 +394,9 @@ class DevicePoller:
         """Readings from the raw blocks, one per channel, as line protocol."""
         rows: dict[int | None, dict[str, Value]] = {}
         for read, block in zip(self.polled, blocks, strict=True):
-            for slot in read.slots:
-                try:
-                    value = slot.decoder(block, slot.offset)
-                except DecodeError as exc:
-                    self._bad_value(slot.channel, exc)
+            for slot, value in zip(read.slots, read.decode(block), strict=True):
+                if isinstance(value, DecodeError):
+                    self._bad_value(slot.channel, value)
                     continue
                 rows.setdefault(slot.channel, {})[slot.decoder.field] = value
         if self._derives and None in rows:

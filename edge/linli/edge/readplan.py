@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from linli.catalog.profile import ModbusPoint, Order, RegisterType
-from linli.catalog.registers import Decoder, compile_decoder
+from linli.catalog.registers import BlockDecoder, DecodeError, Decoder, Value, compile_decoder
 
 PROTOCOL_MAX_REGISTERS = 125
 PROTOCOL_MAX_BITS = 2000
@@ -36,9 +36,17 @@ class Read:
     count: int
     slots: list[Slot] = field(default_factory=list)
 
+    _block: BlockDecoder | None = field(default=None, repr=False, compare=False)
+
     @property
     def end(self) -> int:
         return self.address + self.count
+
+    def decode(self, block: list[int]) -> list[Value | DecodeError]:
+        """Each slot's value from the answer to this read, or the DecodeError it gave."""
+        if self._block is None:  # once planned, a read's slots stay as they are
+            self._block = BlockDecoder(self.count, [(s.offset, s.decoder) for s in self.slots])
+        return self._block(block)
 
 
 def plan_reads(
