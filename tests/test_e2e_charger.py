@@ -121,6 +121,13 @@ def test_stations_into_victoriametrics(
     polls = {p.device.id: p.health.polls for p in agent.pollers}
     assert all(p.health.errors == Counter() for p in agent.pollers)
     assert agent.writer.stats.written == agent.totals.lines
+    # Every poll gives a line for the station and one per port; by exception, only the first
+    # poll gives them all. Health points are not readings.
+    every_line = sum(polls.values()) * (1 + ports)
+    if every_poll:
+        assert agent.totals.readings == every_line
+    else:
+        assert STATIONS * (1 + ports) <= agent.totals.readings < every_line
 
     want = expected(ports)
 
@@ -152,7 +159,12 @@ def test_stations_into_victoriametrics(
     states = [want[d][ch]["state"] for d in want for ch in want[d] if ch is not None]
     assert 0 < states.count(1) < len(states)
 
-    online = vm_series_settled(victoria.url, "health_online", site, sum(polls.values()))
+    # The health points the agent counted (apart from its readings) are the ones stored; by
+    # exception they are fewer than polls.
+    health_lines = agent.totals.device_health
+    online = vm_series_settled(victoria.url, "health_online", site, health_lines)
+    assert sum(len(s["timestamps"]) for s in online) == health_lines
+    assert (health_lines == sum(polls.values())) == every_poll
     assert len(online) == STATIONS
     assert all(set(s["values"]) == {1.0} for s in online)
     held_back = {p.device.id: p.report.suppressed for p in agent.pollers}

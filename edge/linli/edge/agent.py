@@ -27,6 +27,7 @@ from linli.edge.writer import BatchWriter
 from linli.wording import plural
 
 log = logging.getLogger(__name__)
+HEALTH_PREFIX = f"{HEALTH_MEASUREMENT},"  # how every health line starts
 
 # Staged lines past which MQTT backpressure starts even before the buffer fills (a slow disk).
 MAX_STAGED = 200_000
@@ -38,8 +39,9 @@ HEALTH_S = 5.0
 class Totals:
     """Counts across the agent, for the live view and the logs."""
 
-    readings: int = 0
-    lines: int = 0
+    readings: int = 0  # reading lines from the Modbus pollers
+    device_health: int = 0  # health lines from the Modbus pollers
+    lines: int = 0  # every line, the agent's own and MQTT's included
 
 
 @dataclass
@@ -149,8 +151,10 @@ class Agent:
         self.spool.submit(lines, done, delivered)
 
     def _emit(self, lines: list[str]) -> None:
-        # The last line of every batch a poller emits is its health point.
-        self.totals.readings += len(lines) - 1
+        # A poller's batch holds its readings and, when one is due, its health point.
+        readings = sum(not line.startswith(HEALTH_PREFIX) for line in lines)
+        self.totals.readings += readings
+        self.totals.device_health += len(lines) - readings
         self.totals.lines += len(lines)
         self.spool.submit(lines)
 
