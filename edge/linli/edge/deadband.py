@@ -63,7 +63,8 @@ class Reporter:
                         changed = value != before
                     else:
                         changed = abs(value - before) > band.width
-                    if not changed and not (band.limits and band.crossed(before, value)):
+                    # An unchanged value cannot have crossed a limit: most polls stop here.
+                    if not changed and (value == before or not (band.limits and band.crossed(before, value))):
                         self.suppressed += 1
                         continue
                 stored[name] = (value, time_ms)

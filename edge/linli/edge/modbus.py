@@ -412,13 +412,17 @@ class DevicePoller:
         lines = []
         measurement = self.profile.measurement
         for channel, fields in rows.items():
-            tags = self._channel_tags(channel)
             # The decoders give finite numbers only; what else a Reading checks (names, tags,
             # clashes) depends on the field names, so it is checked once per set of names.
             shape = (channel, tuple(fields))
             if shape not in self._valid_shapes or not MIN_TIME_MS <= time_ms <= MAX_TIME_MS:
                 try:
-                    Reading(measurement=measurement, tags=tags, fields=fields, time_ms=time_ms)
+                    Reading(
+                        measurement=measurement,
+                        tags=self._channel_tags(channel),
+                        fields=fields,
+                        time_ms=time_ms,
+                    )
                 except ValidationError as exc:
                     self.health.errors["invalid_reading"] += 1
                     log.error("%s: reading rejected: %s", self.name, exc)
@@ -427,7 +431,7 @@ class DevicePoller:
             # The series key never changes for a channel; format it once, not every poll.
             key = self._series_keys.get(channel)
             if key is None:
-                key = self._series_keys[channel] = series_key(measurement, tags)
+                key = self._series_keys[channel] = series_key(measurement, self._channel_tags(channel))
             stored = self.report.keep(channel, fields, time_ms) if self.report.bands else fields
             if stored:
                 lines.append(f"{key} {format_fields(stored)} {time_ms}")
