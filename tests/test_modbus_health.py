@@ -4,12 +4,13 @@ exception, at every poll when it does not; against the charger simulator over TC
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
 from linli.catalog.profile import get_profile
 from linli.edge.config import DeviceConfig
-from linli.edge.modbus import DevicePoller, Endpoint
+from linli.edge.modbus import SPREAD_STEPS, DevicePoller, Endpoint, first_poll
 from linli.localservers import free_port
 from support import start_sim, stop_process
 
@@ -75,3 +76,14 @@ def test_health_is_written_on_a_change_and_as_a_heartbeat(
     assert sum(gone) >= 1
     assert poller.health.errors.total() >= 1
     assert batches[0][-1].startswith("health,")
+
+
+def test_first_polls_fall_on_a_grid_spread_over_the_interval() -> None:
+    rng = random.Random(3)
+    interval, now = 2.0, 12345.678
+    step = interval / SPREAD_STEPS
+    firsts = [first_poll(now, interval, rng) for _ in range(400)]
+    assert all(now < t <= now + interval + step for t in firsts)
+    # Devices due in one step share an instant: the event loop wakes once for them.
+    assert all(abs(t / step - round(t / step)) < 1e-9 for t in firsts)
+    assert len(set(firsts)) == SPREAD_STEPS  # and every step of the interval is used

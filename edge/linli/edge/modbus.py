@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import socket
 import time
@@ -50,6 +51,8 @@ logging.getLogger("asyncio").addFilter(PymodbusNoise())
 
 # Consecutive failed polls before a device is shown offline: one lost frame is noise.
 OFFLINE_AFTER = 2
+# Polls start on a grid of this many steps per interval (see DevicePoller.run).
+SPREAD_STEPS = 20
 # Configuration registers (`setting = true` in the profile) are read this often, and at start.
 SETTINGS_S = 60.0
 
@@ -177,6 +180,18 @@ Emit = Callable[[list[str]], None]
 Observe = Callable[[str, Mapping[str, str], Mapping[str, Value], int, str | None], None]
 
 
+def first_poll(now: float, interval: float, rng: random.Random | None = None) -> float:
+    """When a device polled every `interval` first polls, in loop time after `now`.
+
+    Devices are spread over the interval so that they do not all poll at the same instant, on
+    a grid of SPREAD_STEPS: the devices due in one step start in one turn of the event loop,
+    which wakes once for them all rather than once for each (a fifth of the agent's CPU at 100
+    devices a second).
+    """
+    step = interval / SPREAD_STEPS
+    return (math.floor(now / step) + 1 + (rng or random).randrange(SPREAD_STEPS)) * step
+
+
 class DevicePoller:
     """Polls one device at its interval and emits line-protocol lines."""
 
@@ -261,8 +276,7 @@ class DevicePoller:
         """Poll at a fixed rate until `stop`; missed ticks are skipped, not bunched up."""
         interval = self.device.interval
         loop = asyncio.get_running_loop()
-        # Spread devices over the interval so they do not all poll at the same instant.
-        scheduled = loop.time() + random.uniform(0, interval)
+        scheduled = first_poll(loop.time(), interval)
         async with Sleeper(stop) as sleeper:
             while not stop.is_set():
                 delay = scheduled - loop.time()
