@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from linli.catalog.lineprotocol import format_fields
 from linli.catalog.payloads import CompiledMessage, PayloadError
 from linli.catalog.profile import ModbusPoint, Profile, builtin_profiles
-from linli.catalog.registers import BlockDecoder, DecodeError, Decoder, compile_decoder
+from linli.catalog.registers import BlockDecoder, DecodeError, Decoder, Value, compile_decoder
 from linli.edge.config import DeviceConfig
 from linli.edge.modbus import DevicePoller, Endpoint
+from linli.edge.readplan import Read
 
 REASONS = {"malformed", "invalid", "out_of_range", "not_finite", "bad_time"}
 DECODE_REASONS = {"not_finite", "out_of_range", "bad_decimals", "invalid_reading"}
@@ -147,8 +148,8 @@ def _same(a: object, b: object) -> bool:
     return type(a) is type(b) and a == b  # NaN is never a value: it is a not_finite error
 
 
-def _one_by_one(slots: list[tuple[int, Decoder]], block: list[int]) -> list[object]:
-    out: list[object] = []
+def _one_by_one(slots: list[tuple[int, Decoder]], block: list[int]) -> list[Value | DecodeError]:
+    out: list[Value | DecodeError] = []
     for offset, decoder in slots:
         try:
             out.append(decoder(block, offset))
@@ -175,6 +176,15 @@ MIXED: list[tuple[int, dict[str, object]]] = [
 ]
 
 
+def _rows(
+    read: Read, block: list[int]
+) -> tuple[dict[int | None, dict[str, Value]], list[tuple[int | None, str]]]:
+    rows: dict[int | None, dict[str, Value]] = {}
+    bad: list[tuple[int | None, str]] = []
+    read.rows_into(block, rows, lambda channel, exc: bad.append((channel, exc.field)))
+    return rows, bad
+
+
 @settings(max_examples=300)
 @given(st.data())
 def test_a_block_decodes_as_its_points_do_one_by_one(data: Any) -> None:
@@ -198,5 +208,14 @@ def test_every_profiles_reads_decode_as_their_points_do_one_by_one(profile: Prof
     for read in poller(profile).reads:
         block = data.draw(st.lists(st.integers(0, 65535), min_size=read.count, max_size=read.count))
         slots = [(s.offset, s.decoder) for s in read.slots]
-        got = read.decode(block)
-        assert all(_same(g, w) for g, w in zip(got, _one_by_one(slots, block), strict=True))
+        want = _one_by_one(slots, block)
+        assert all(_same(g, w) for g, w in zip(read.decode(block), want, strict=True))
+        rows, bad = _rows(read, block)
+        expect: dict[int | None, dict[str, Value]] = {}
+        for slot, value in zip(read.slots, want, strict=True):
+            if not isinstance(value, DecodeError):
+                expect.setdefault(slot.channel, {})[slot.decoder.field] = value
+        assert rows == expect
+        assert bad == [
+            (s.channel, w.field) for s, w in zip(read.slots, want, strict=True) if isinstance(w, DecodeError)
+        ]

@@ -56,3 +56,34 @@ def test_the_charger_takes_three_reads() -> None:
         ("input", 100, 119),
     ]
     assert sum(len(r.slots) for r in reads) == len(profile.modbus_points(12))
+
+
+def test_rows_by_channel_in_slot_order_and_a_bad_value_left_out() -> None:
+    def point(channel: int | None, field: str, address: int, **kw: object) -> tuple[int | None, ModbusPoint]:
+        spec = {"field": field, "register": "holding", "address": address, "type": "uint16", **kw}
+        return channel, ModbusPoint.model_validate(spec)
+
+    points = [
+        point(None, "mode", 0),
+        point(1, "power", 1, scale=0.1),
+        point(1, "state", 2, valid_max=5),
+        point(2, "power", 3, scale=0.1),
+        point(2, "state", 4, valid_max=5),
+        point(None, "limit", 5),
+    ]
+    (read,) = plan_reads(points)
+    rows: dict[int | None, dict[str, float]] = {}
+    bad: list[tuple[int | None, str, str]] = []
+    read.rows_into([7, 1234, 2, 0, 1, 80], rows, lambda ch, exc: bad.append((ch, exc.field, exc.reason)))
+    assert rows == {
+        None: {"mode": 7, "limit": 80},
+        1: {"power": 123.4, "state": 2},
+        2: {"power": 0.0, "state": 1},
+    }
+    assert [list(row) for row in rows.values()] == [["mode", "limit"], ["power", "state"], ["power", "state"]]
+    assert bad == []
+    # Port 2's state out of its range: dropped and told, the rest as before.
+    rows.clear()
+    read.rows_into([7, 1234, 2, 0, 9, 80], rows, lambda ch, exc: bad.append((ch, exc.field, exc.reason)))
+    assert rows == {None: {"mode": 7, "limit": 80}, 1: {"power": 123.4, "state": 2}, 2: {"power": 0.0}}
+    assert bad == [(2, "state", "out_of_range")]

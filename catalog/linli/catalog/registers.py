@@ -182,6 +182,7 @@ class BlockDecoder:
             (taken.get(index, -1), offset, decoder, decoder.plain)
             for index, (offset, decoder) in enumerate(slots)
         ]
+        self.errors = 0  # DecodeErrors in the last block decoded
 
     def __call__(self, block: Sequence[int]) -> list[Value | DecodeError]:
         """Each slot's value, or the DecodeError it gave, in slot order."""
@@ -189,12 +190,14 @@ class BlockDecoder:
         whole = len(block) >= self.count  # else each point alone, failing as its Decoder fails
         raws: tuple[Value, ...] = unpack(self._pack(*block[: self.count])) if unpack and whole else ()
         out: list[Value | DecodeError] = []
+        errors = 0
         for position, offset, decoder, plain in self._steps:
             if position < 0 or plain is None or not whole:
                 try:
                     out.append(decoder.fn(block, offset))
                 except DecodeError as exc:
                     out.append(exc)
+                    errors += 1
                 continue
             # The steps of compile_decoder's `raw`, `_scaler` and `value`, inline.
             v = raws[position]
@@ -204,12 +207,15 @@ class BlockDecoder:
                 v = v / plain.divisor + plain.offset if plain.divisor else v * plain.scale + plain.offset
             if type(v) is float and not math.isfinite(v):
                 out.append(DecodeError(decoder.field, "not_finite", f"value is {v}"))
+                errors += 1
             elif (plain.lo is not None and v < plain.lo) or (plain.hi is not None and v > plain.hi):
                 out.append(
                     DecodeError(decoder.field, "out_of_range", f"value {v} outside [{plain.lo}, {plain.hi}]")
                 )
+                errors += 1
             else:
                 out.append(v)
+        self.errors = errors
         return out
 
 

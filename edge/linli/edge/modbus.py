@@ -408,11 +408,7 @@ class DevicePoller:
         """Readings from the raw blocks, one per channel, as line protocol."""
         rows: dict[int | None, dict[str, Value]] = {}
         for read, block in zip(self.polled, blocks, strict=True):
-            for slot, value in zip(read.slots, read.decode(block), strict=True):
-                if isinstance(value, DecodeError):
-                    self._bad_value(slot.channel, value)
-                    continue
-                rows.setdefault(slot.channel, {})[slot.decoder.field] = value
+            read.rows_into(block, rows, self._bad_value)
         if self._derives and None in rows:
             assert self.profile.modbus is not None
             rows[None], dropped = finish_device_row(self.profile.modbus, rows[None])

@@ -8,8 +8,9 @@ touch unmapped addresses; they set the gap to 0).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from linli.catalog.profile import ModbusPoint, Order, RegisterType
 from linli.catalog.registers import BlockDecoder, DecodeError, Decoder, Value, compile_decoder
@@ -38,15 +39,52 @@ class Read:
 
     _block: BlockDecoder | None = field(default=None, repr=False, compare=False)
 
+    _runs: list[tuple[int | None, int, int, tuple[str, ...]]] = field(default_factory=list, repr=False)
+
     @property
     def end(self) -> int:
         return self.address + self.count
 
     def decode(self, block: list[int]) -> list[Value | DecodeError]:
         """Each slot's value from the answer to this read, or the DecodeError it gave."""
+        return self._decoder()(block)
+
+    def rows_into(
+        self,
+        block: list[int],
+        rows: dict[int | None, dict[str, Value]],
+        bad: Callable[[int | None, DecodeError], None],
+    ) -> None:
+        """Add the answer's values to `rows` by channel and field, in slot order; give each
+        value that did not decode to `bad` with its channel."""
+        decoder = self._decoder()
+        values = decoder(block)
+        if decoder.errors:
+            for slot, value in zip(self.slots, values, strict=True):
+                if isinstance(value, DecodeError):
+                    bad(slot.channel, value)
+                else:
+                    rows.setdefault(slot.channel, {})[slot.decoder.field] = value
+            return
+        # Nothing failed: each channel's run of slots becomes its fields in one step.
+        decoded = cast("list[Value]", values)
+        for channel, start, stop, names in self._runs:
+            row = rows.get(channel)
+            if row is None:
+                rows[channel] = dict(zip(names, decoded[start:stop], strict=True))
+            else:
+                row.update(zip(names, decoded[start:stop], strict=True))
+
+    def _decoder(self) -> BlockDecoder:
         if self._block is None:  # once planned, a read's slots stay as they are
             self._block = BlockDecoder(self.count, [(s.offset, s.decoder) for s in self.slots])
-        return self._block(block)
+            start = 0
+            for index in range(1, len(self.slots) + 1):
+                if index == len(self.slots) or self.slots[index].channel != self.slots[start].channel:
+                    names = tuple(s.decoder.field for s in self.slots[start:index])
+                    self._runs.append((self.slots[start].channel, start, index, names))
+                    start = index
+        return self._block
 
 
 def plan_reads(
