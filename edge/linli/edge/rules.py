@@ -266,7 +266,9 @@ class RuleEngine:
     def _evaluate(
         self, rule: Rule, key: tuple[str, str, str, str | None], value: float, time_ms: int
     ) -> AlertEvent | None:
-        track = self._tracks.setdefault(key, _Track())
+        track = self._tracks.get(key)
+        if track is None:  # not setdefault: that builds a _Track for every reading
+            track = self._tracks[key] = _Track()
         measured = value
         if rule.condition is Condition.RATE:
             previous, previous_ms = track.last_value, track.last_ms
