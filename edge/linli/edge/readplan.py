@@ -37,9 +37,11 @@ class Read:
     count: int
     slots: list[Slot] = field(default_factory=list)
 
+    # Built at the first decode, from the slots as planned.
     _block: BlockDecoder | None = field(default=None, repr=False, compare=False)
-
-    _runs: list[tuple[int | None, int, int, tuple[str, ...]]] = field(default_factory=list, repr=False)
+    _runs: list[tuple[int | None, int, int, tuple[str, ...]]] = field(
+        default_factory=list, repr=False, compare=False
+    )
 
     @property
     def end(self) -> int:
