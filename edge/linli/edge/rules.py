@@ -256,19 +256,24 @@ class RuleEngine:
         """Silence rules whose device said nothing for longer than their limit."""
         out = []
         for key, (rule, last_ms) in self._seen.items():
-            track = self._tracks.setdefault(key, _Track())
+            track = self._track(key)
             if track.state is State.OK and now_ms - last_ms > rule.limit * 1000:
                 track.since_ms = last_ms
                 silence_s = (now_ms - last_ms) / 1000
                 out.append(self._step(rule, key, track, State.FIRING, value=silence_s, time_ms=now_ms))
         return out
 
+    def _track(self, key: tuple[str, str, str, str | None]) -> _Track:
+        """The series' state, made on first use (not setdefault: that builds one at every call)."""
+        track = self._tracks.get(key)
+        if track is None:
+            track = self._tracks[key] = _Track()
+        return track
+
     def _evaluate(
         self, rule: Rule, key: tuple[str, str, str, str | None], value: float, time_ms: int
     ) -> AlertEvent | None:
-        track = self._tracks.get(key)
-        if track is None:  # not setdefault: that builds a _Track for every reading
-            track = self._tracks[key] = _Track()
+        track = self._track(key)
         measured = value
         if rule.condition is Condition.RATE:
             previous, previous_ms = track.last_value, track.last_ms
