@@ -76,11 +76,9 @@ class Watch:
         ]
         w.bad = {}
         for read, block in zip(p.polled, blocks, strict=True):
-            for slot in read.slots:
-                try:
-                    slot.decoder(block, slot.offset)
-                except DecodeError as exc:
-                    w.bad[slot.channel, slot.decoder.field] = str(exc)
+            for slot, value in zip(read.slots, read.decode(block), strict=True):
+                if isinstance(value, DecodeError):
+                    w.bad[slot.channel, slot.decoder.field] = str(value)
         now_ms = int(time.time() * 1000)
         p.decode(blocks, now_ms)
         values = {(ch, k): v for ch, fields in p.last.items() for k, v in fields.items()}
