@@ -51,7 +51,7 @@ logging.getLogger("asyncio").addFilter(PymodbusNoise())
 
 # Consecutive failed polls before a device is shown offline: one lost frame is noise.
 OFFLINE_AFTER = 2
-# Polls start on a grid of this many steps per interval (see DevicePoller.run).
+# Polls start on a grid of this many steps per interval (see first_poll).
 SPREAD_STEPS = 20
 # Configuration registers (`setting = true` in the profile) are read this often, and at start.
 SETTINGS_S = 60.0

@@ -1,10 +1,10 @@
 """Read-register responses that pymodbus decodes in one call rather than one per register.
 
 pymodbus unpacks a register response one register at a time and formats the whole response
-for a debug message even when debug logging is off: about 55 µs of a 125-register answer,
-a fifth of a poll's cost. These subclasses take the same bytes, give the same `registers`,
-and keep the same check of the byte count; the clients register them for function codes 3
-and 4 through pymodbus's API for custom responses.
+for a debug message even when debug logging is off: about 35 µs of each 125-register answer
+as measured. These subclasses take the same bytes, give the same `registers`, and keep the
+same check of the byte count; the clients register them for function codes 3 and 4 through
+pymodbus's API for custom responses.
 """
 
 from __future__ import annotations
