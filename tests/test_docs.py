@@ -3,7 +3,8 @@
 docs/configuration.md marks its code blocks: `toml edge` is a whole agent config, each
 `toml edge-fragment` is added to the config before it, `toml edge-broken` is a config with a
 mistake, and the `text config-error` after it is exactly what `linli edge check` says of it;
-`toml notifier` is a part of a notifier's config.
+`toml notifier` is a part of a notifier's config. docs/waste.md's `toml waste` is a waste
+service's.
 """
 
 from __future__ import annotations
@@ -65,6 +66,15 @@ def test_every_notifier_example_is_accepted() -> None:
     assert examples
     for body in examples:
         NotifierConfig.model_validate(tomllib.loads(body))
+
+
+def test_every_waste_example_is_accepted() -> None:
+    from linli.cloud.waste.config import WasteConfig
+
+    examples = [body for tag, body in blocks("waste.md") if tag == "waste"]
+    assert examples
+    for body in examples:
+        assert WasteConfig.model_validate(tomllib.loads(body)).routes == "split"
 
 
 def test_the_documented_config_error_is_the_real_one(tmp_path: Path) -> None:

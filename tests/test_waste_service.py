@@ -356,6 +356,16 @@ def test_a_truck_gone_silent_mid_trip_is_a_breakdown_and_the_stops_ahead_are_tol
     assert "delayed" not in [p["notice"] for p in receiver.at(f"/send?to=keeper-{reached}")]
 
 
+def dispatched_trip(feed: Any) -> tuple[list[tuple[str, dict[str, Any]]], list[str], int]:
+    """The trip the dispatcher's tests change: its messages in time order, its stops, and the
+    index of the lift at its third stop, where the dispatcher steps in."""
+    trip = feed.trips[TRIP]
+    drive = drive_trip(feed, trip, MONDAY, random.Random(8), traffic=Traffic(sd=0.0, trip_sd=0.1))
+    messages = sorted(drive.messages, key=lambda m: m[1]["ts"])
+    stops = [st.stop_id for st in trip.stop_times]
+    return messages, stops, lift_at(messages, stops[2])
+
+
 def test_the_dispatcher_skips_a_stop_and_sends_a_replacement_truck_through_the_api(
     peers: tuple[Receiver, Inbox, int], tmp_path: Path
 ) -> None:
@@ -363,11 +373,7 @@ def test_the_dispatcher_skips_a_stop_and_sends_a_replacement_truck_through_the_a
 
     receiver, _, smtp = peers
     service, feed = incident_service(tmp_path, receiver.url, smtp)
-    trip = feed.trips[TRIP]
-    drive = drive_trip(feed, trip, MONDAY, random.Random(8), traffic=Traffic(sd=0.0, trip_sd=0.1))
-    messages = sorted(drive.messages, key=lambda m: m[1]["ts"])
-    stops = [st.stop_id for st in trip.stop_times]
-    cut = lift_at(messages, stops[2])
+    messages, stops, cut = dispatched_trip(feed)
     auth = {"Authorization": f"Bearer {TOKEN}"}
 
     async def run() -> dict[str, Any]:

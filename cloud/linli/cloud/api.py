@@ -205,6 +205,7 @@ def doc(*codes: int) -> dict[int | str, dict[str, Any]]:
         403: "the token's scope does not allow this (read < ack < admin)",
         404: "no such thing",
         413: f"a body over {MAX_BODY} bytes",
+        503: "the state cannot be reached; try again",
     }
     return {code: {"model": Error, "description": what[code]} for code in codes}
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import HTTPException, Path, Query, Response
 from prometheus_client.core import Metric
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp
 
 from linli.cloud.api import Guard, doc, guarded
@@ -42,6 +43,9 @@ class TripNow(BaseModel):
     delay_min: float | None = Field(description="predicted minus scheduled at the next stop")
     progress_m: float
     stops: list[StopNow]
+    as_of: str | None = Field(
+        default=None, description="for a trip another service follows: local time of its last report"
+    )
 
 
 class Replacement(BaseModel):
@@ -61,6 +65,22 @@ class Counts(BaseModel):
     delivering: int = Field(description="deliveries under way")
     claimed: dict[str, int] = Field(description="notices and incidents this service told, by kind")
     state_errors: int = Field(description="claims that could not reach the state (each tried again)")
+    routes: list[str] = Field(description="the routes this service follows (its share when split)")
+    taken_over: int = Field(description="routes taken over from another service, their trips replayed")
+
+
+def dispatch(service: WasteService, kind: str, trip_id: str, arg: str) -> str:
+    """The command applied ("done"), or queued for the service that follows the trip ("queued")."""
+    try:
+        status = service.command(kind, trip_id, arg)
+    except DBAPIError as exc:
+        raise HTTPException(503, "the state cannot be reached; try again") from exc
+    if not status:
+        what = (
+            f"no trip {trip_id}" if kind == "replace" else f"no stop {arg} still to come on a trip {trip_id}"
+        )
+        raise HTTPException(404, f"{what} followed now")
+    return status
 
 
 def app(service: WasteService, token: str) -> ASGIApp:
@@ -105,7 +125,42 @@ def app(service: WasteService, token: str) -> ASGIApp:
                     stops=stops,
                 )
             )
+        if service.split:
+            out += [
+                elsewhere(t)
+                for t in service.state.trips_seen()
+                if f"{t['trip_id']}@{t['day']}" not in service.trackers
+            ]
         return out
+
+    def elsewhere(trip: dict[str, Any]) -> TripNow:
+        """A trip another service follows, as it last wrote it in the state."""
+        stops = trip["stops"]
+        nxt = trip["next_idx"]
+        predicted = None if nxt is None or nxt >= len(stops) else stops[nxt]["predicted_ms"]
+        scheduled = None if nxt is None or nxt >= len(stops) else stops[nxt]["scheduled_ms"]
+        return TripNow(
+            trip_id=trip["trip_id"],
+            route=trip["route"],
+            truck=trip["truck"],
+            waste_type=trip["waste_type"],
+            next_stop=None if nxt is None or nxt >= len(stops) else stops[nxt]["stop_id"],
+            predicted=local(None if predicted is None else predicted / 1000),
+            delay_min=None
+            if predicted is None or scheduled is None
+            else round((predicted - scheduled) / 60_000, 1),
+            progress_m=trip["progress_m"],
+            stops=[
+                StopNow(
+                    stop_id=s["stop_id"],
+                    state=s["state"],
+                    scheduled=local(s["scheduled_ms"] / 1000) or "",
+                    predicted=local(None if s["predicted_ms"] is None else s["predicted_ms"] / 1000),
+                )
+                for s in stops
+            ],
+            as_of=local(trip["updated_ms"] / 1000),
+        )
 
     @api.get("/notices")
     async def notices(
@@ -131,24 +186,20 @@ def app(service: WasteService, token: str) -> ASGIApp:
             for i in service.state.incidents()
         ]
 
-    @api.post("/trips/{trip_id}/stops/{stop_id}/skip", responses=doc(404))
+    @api.post("/trips/{trip_id}/stops/{stop_id}/skip", responses=doc(404, 503))
     async def skip(
         trip_id: Annotated[str, Path(max_length=64)], stop_id: Annotated[str, Path(max_length=64)]
     ) -> dict[str, str]:
         """Take a stop off a trip under way (the dispatcher's call): its keeper is told."""
-        if not service.skip(trip_id, stop_id):
-            raise HTTPException(404, f"no stop {stop_id} still to come on a trip {trip_id} followed now")
-        return {"trip": trip_id, "skipped": stop_id}
+        return {"trip": trip_id, "skipped": stop_id, "status": dispatch(service, "skip", trip_id, stop_id)}
 
-    @api.post("/trips/{trip_id}/stops/{stop_id}/defer", responses=doc(404))
+    @api.post("/trips/{trip_id}/stops/{stop_id}/defer", responses=doc(404, 503))
     async def defer(
         trip_id: Annotated[str, Path(max_length=64)], stop_id: Annotated[str, Path(max_length=64)]
     ) -> dict[str, str]:
         """Move a stop to the end of a trip under way (re-sequence): its keeper hears it is
         deferred, the stops after it are predicted without it, and it is served on the way back."""
-        if not service.defer(trip_id, stop_id):
-            raise HTTPException(404, f"no stop {stop_id} still to come on a trip {trip_id} followed now")
-        return {"trip": trip_id, "deferred": stop_id}
+        return {"trip": trip_id, "deferred": stop_id, "status": dispatch(service, "defer", trip_id, stop_id)}
 
     @api.post("/incidents/{number}/ack", responses=doc(404))
     async def acknowledge(number: Annotated[int, Path(ge=0, le=2**62)]) -> dict[str, Any]:
@@ -158,12 +209,14 @@ def app(service: WasteService, token: str) -> ASGIApp:
             raise HTTPException(404, f"no incident {number}")
         return {"incident": number, "kind": incident["kind"], "acknowledged": True}
 
-    @api.post("/trips/{trip_id}/replacement", responses=doc(404))
+    @api.post("/trips/{trip_id}/replacement", responses=doc(404, 503))
     async def replacement(trip_id: Annotated[str, Path(max_length=64)], body: Replacement) -> dict[str, str]:
         """Another truck takes the trip over after a breakdown; tracking goes on with it."""
-        if not service.replace(trip_id, body.truck):
-            raise HTTPException(404, f"no trip {trip_id} followed now")
-        return {"trip": trip_id, "truck": body.truck}
+        return {
+            "trip": trip_id,
+            "truck": body.truck,
+            "status": dispatch(service, "replace", trip_id, body.truck),
+        }
 
     @api.get("/failed-deliveries")
     async def failed() -> list[dict[str, Any]]:
@@ -231,6 +284,8 @@ def app(service: WasteService, token: str) -> ASGIApp:
             delivering=service.deliveries.under_way,
             claimed=dict(service.claimed),
             state_errors=service.state_errors,
+            routes=sorted(service.held),
+            taken_over=service.taken_over,
         )
 
     return Guard(api, token, public=frozenset({"/book"}))

@@ -34,11 +34,19 @@ class WasteConfig(Strict):
     gtfs: Path  # the timetable folder (GTFS files and linli.toml)
     # Notices, incidents, bookings and the store's outbox: an SQLite file (relative to this
     # file), or postgresql://user@host:port/database for services on several hosts (the
-    # password from $PGPASSWORD). Every service on one state follows every truck; each notice
-    # is sent by whichever claims it first.
+    # password from $PGPASSWORD). Each notice is sent by whichever service claims it first.
     state: str = "linli-waste.sqlite"
     # Set, this variable's value replaces `state`: replicas of one config share a database.
     state_env: str = "LINLI_STATE_URL"
+    # Services on one state: "every" follows every route in each (replicas, for availability);
+    # "split" shares the routes out between them (for throughput), and a dead service's routes
+    # are taken over, their trips replayed, within `member_ttl_s`.
+    routes: Literal["every", "split"] = "every"
+    # A "split" service silent this long is gone; it renews its heartbeat every third of it.
+    member_ttl_s: Annotated[float, Field(ge=3, le=600)] = 15.0
+    # Of the routes followed elsewhere, the messages of this many minutes of the trucks' time
+    # are kept: those sent while a route is between two followers.
+    keep_min: Annotated[float, Field(gt=0, le=240)] = 10.0
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8081
     token_env: str = "LINLI_CLOUD_TOKEN"  # noqa: S105 (a variable name)

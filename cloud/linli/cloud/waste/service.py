@@ -6,9 +6,11 @@ through the notifier's channels, with retries and the failures kept. Time is the
 own: the clock is the newest message's time, moved on in `tick_s` steps, so a day simulated
 fast runs as a real one.
 
-Several services may share one state (PostgreSQL, on several hosts): each reads every truck
-and follows every trip, so any of them can stop; each notice and incident is claimed in the
-state before anyone is told (`linli.cloud.waste.state`), so it is told once.
+Several services may share one state (PostgreSQL, on several hosts). With `routes = "every"`
+each follows every trip, so any of them can stop; with `routes = "split"` they share the
+routes out and take over a dead one's (`linli.cloud.waste.routes`). Either way each notice and
+incident is claimed in the state before anyone is told (`linli.cloud.waste.state`), so it is
+told once.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import functools
 import json
 import logging
 import os
+import socket
 import threading
 import time
-from collections import Counter
+import uuid
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -42,10 +46,20 @@ from linli.cloud.config import Channel
 from linli.cloud.delivery import Deliveries
 from linli.cloud.waste.bookings import BookingError, Bookings, State
 from linli.cloud.waste.config import WasteConfig
-from linli.cloud.waste.gtfs import Contact, Feed, load_feed, local_hhmm, runs_on, service_day, service_zero
+from linli.cloud.waste.gtfs import (
+    Contact,
+    Feed,
+    Trip,
+    load_feed,
+    local_hhmm,
+    runs_on,
+    service_day,
+    service_zero,
+)
 from linli.cloud.waste.outbox import Outbox, incident_line, trip_line, visit_lines
 from linli.cloud.waste.predict import History
 from linli.cloud.waste.renovation import BookingMessage, Renovation
+from linli.cloud.waste.routes import COMMANDS, OPENED, Logged, RouteLeases
 from linli.cloud.waste.state import Leadership, WasteState
 from linli.cloud.waste.tracking import Incident, IncidentKind, KeeperNotice, NoticeKind, TripTracker
 from linli.ratelog import RateLimitedLog
@@ -60,6 +74,11 @@ ONCE = frozenset({NoticeKind.NOTICE, NoticeKind.ARRIVED, NoticeKind.CANCELLATION
 # A trip is given up this long after its scheduled end (a truck that never came).
 OVERDUE_S = 3 * 3600
 REPORT_S = 60.0  # a trip under way is written to the store this often (the trucks' time)
+# Lines of the routes' log kept in memory while the state cannot be reached; older ones go
+# (counted): the routes' followers then replay with what the others kept.
+MAX_UNLOGGED = 100_000
+PRUNE_EVERY_S = 600.0  # how often (this machine's time) the routes' log is pruned
+KEEP_LOG_S = 2 * 86_400.0  # the routes' log kept this long (the trucks' time): trips are shorter
 
 
 class _Payload(BaseModel):
@@ -99,6 +118,17 @@ MESSAGES: dict[str, type[_Payload]] = {
     "alarm": Alarm,
     "order_reply": OrderReply,
 }
+
+
+def _row(route: str, line: Logged) -> dict[str, Any]:
+    """A line of a route's log as the state's insert takes it."""
+    return {
+        "route": route,
+        "ts_ms": line.ts_ms,
+        "truck": line.truck,
+        "kind": line.kind,
+        "payload": line.payload,
+    }
 
 
 def truck_filters(topic: str) -> list[str]:
@@ -234,6 +264,20 @@ class WasteService:
         if self.renovation is not None:
             self.renovation.record = self.outbox.put
         self._reported: dict[str, float] = {}  # trip -> when its last waste_trip point was
+        # Which routes this service follows: all of them, or its share (`rebalance`).
+        self.split = config.routes == "split"
+        self.member = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.leases = RouteLeases(self.state.engine) if self.split else None
+        self.held: set[str] = set() if self.split else set(self.feed.routes)
+        self._kept: dict[str, deque[Logged]] = {}  # route -> its last messages, followed elsewhere
+        self._unlogged: list[dict[str, Any]] = []  # lines for the routes' log, not written yet
+        self.log_dropped = 0
+        self._command_id = 0  # the newest dispatcher command seen in the log
+        self._applied: set[tuple[int, str, str]] = set()  # commands applied here (live or replayed)
+        self._replaying = False
+        self._pruned_s = 0.0
+        self.taken_over = 0  # routes taken over (their trips replayed)
+        self.replayed = 0  # log lines replayed
 
     # --- messages --------------------------------------------------------------
 
@@ -265,9 +309,19 @@ class WasteService:
         if renovation:
             self._renovation_message(truck, kind, message, t)
             return
-        tracker = self._tracker_of(route or "", t)
+        route = route or ""
+        if route not in self.held:
+            self._keep(route, Logged(message.ts, truck, kind, payload.decode(errors="replace")))
+            return
+        if self.split:
+            self._log(route, Logged(message.ts, truck, kind, payload.decode(errors="replace")))
+        tracker = self._tracker_of(route, t)
         if tracker is None:
             return
+        self._apply(tracker, kind, message, t)
+
+    def _apply(self, tracker: TripTracker, kind: str, message: _Payload, t: float) -> None:
+        """A truck's message to the trip it is on; what it decides is told."""
         self.handled[kind] += 1
         if isinstance(message, Location):
             self.fixes[str(tracker.location(message.lat, message.lon, message.speed, t))] += 1
@@ -402,23 +456,27 @@ class WasteService:
         self.now_s = t
         while self._ticked_s + self.config.tick_s <= t:
             self._ticked_s += self.config.tick_s
-            self._open_trips(self._ticked_s)
             if self.renovation is not None:
                 try:
                     self._renovation_tick(self._ticked_s)
                 except DBAPIError as exc:  # the trips tick on; the bookings at the next tick
                     self._unreachable(exc)
-            for key, tracker in list(self.trackers.items()):
-                # A trip is announced only once its truck reports (parked, switched on): a keeper
-                # never hears of a truck that is not there.
-                if tracker.seen:
-                    silent = self._ticked_s - tracker.last_heard_s > self.config.silent_min * 60
-                    if silent and tracker.under_way:
-                        tracker.breakdown(self._ticked_s, f"no message for {self.config.silent_min:.0f} min")
-                    tracker.tick(self._ticked_s)
-                    self._send_new(tracker)
-                    self._report(key, tracker, self._ticked_s)
-            self._close_trips(self._ticked_s)
+            self._tick(self._ticked_s, self.held)
+
+    def _tick(self, now: float, routes: set[str], opened: dict[str, Logged] | None = None) -> None:
+        """One step of the clock for the trips of `routes`; `opened` when replaying a log."""
+        self._open_trips(now, routes, opened)
+        for key, tracker in list(self.trackers.items()):
+            # A trip is announced only once its truck reports (parked, switched on): a keeper
+            # never hears of a truck that is not there.
+            if tracker.seen and tracker.trip.route_id in routes:
+                silent = now - tracker.last_heard_s > self.config.silent_min * 60
+                if silent and tracker.under_way:
+                    tracker.breakdown(now, f"no message for {self.config.silent_min:.0f} min")
+                tracker.tick(now)
+                self._send_new(tracker)
+                self._report(key, tracker, now)
+        self._close_trips(now, routes)
 
     def _renovation_tick(self, now: float) -> None:
         """The dispatching service (`Leadership`) escalates, expires and offers what others booked."""
@@ -436,40 +494,65 @@ class WasteService:
             self.renovation.dispatch(now)
         self._report("renovation", None, now)
 
-    def _open_trips(self, now: float) -> None:
+    def _due(self, now: float, routes: set[str]) -> list[tuple[str, Trip, float, float]]:
+        """(key, trip, zero, when it is opened) of the trips of `routes` to follow at `now`."""
         tz = ZoneInfo(self.feed.timezone)
         today = dt.datetime.fromtimestamp(now, tz).date()
+        due = []
         for date in (today - dt.timedelta(days=1), today):
             zero = service_zero(date, self.feed.timezone)
             for trip in self.feed.trips.values():
-                key = f"{trip.id}@{date.isoformat()}"
-                if key in self.trackers or key in self.finished or not runs_on(self.feed, trip, date):
+                if trip.route_id not in routes or not runs_on(self.feed, trip, date):
                     continue
-                leave = zero + trip.stop_times[0].departure_s
+                opens = zero + trip.stop_times[0].departure_s - self.config.lookahead_min * 60
                 end = zero + trip.stop_times[-1].arrival_s
-                if leave - self.config.lookahead_min * 60 <= now <= end + OVERDUE_S:
-                    tracker = TripTracker(
-                        self.feed,
-                        trip,
-                        zero,
-                        self.history,
-                        blocked_wait_s=self.config.blocked_wait_min * 60,
-                        on_blocked=self.config.on_blocked,
-                    )
-                    try:
-                        self._resume(tracker, key)
-                    except DBAPIError as exc:  # opened at a later tick, with what was told
-                        self._unreachable(exc)
-                        continue
-                    self.trackers[key] = tracker
-                    log.info("waste: following trip %s of %s", trip.id, date)
+                if opens <= now <= end + OVERDUE_S:
+                    due.append((f"{trip.id}@{date.isoformat()}", trip, zero, opens))
+        return due
 
-    def _close_trips(self, now: float) -> None:
+    def _open_trips(self, now: float, routes: set[str], opened: dict[str, Logged] | None = None) -> None:
+        """Follow the trips due; when replaying a log (`opened`), those its follower opened here."""
+        for key, trip, zero, _ in self._due(now, routes):
+            if key in self.trackers or key in self.finished:
+                continue
+            marker = None if opened is None else opened.get(key)
+            if opened is not None and (
+                marker is None or abs(marker.ts_ms / 1000 - now) >= self.config.tick_s / 2
+            ):
+                continue
+            tracker = TripTracker(
+                self.feed,
+                trip,
+                zero,
+                self.history,
+                blocked_wait_s=self.config.blocked_wait_min * 60,
+                on_blocked=self.config.on_blocked,
+            )
+            try:
+                told = self._resume(tracker, key, now, None if marker is None else json.loads(marker.payload))
+            except DBAPIError as exc:  # opened at a later tick, with what was told
+                if opened is not None:
+                    raise  # a replay is started again at the next round, not followed on half
+                self._unreachable(exc)
+                continue
+            self.trackers[key] = tracker
+            if self.split and marker is None:
+                # Where a route's next follower starts replaying this trip from, with what its
+                # keepers had been told by then (nothing, unless it was under way).
+                self._log(
+                    trip.route_id, Logged(round(now * 1000), key, OPENED, json.dumps(told)), at_once=True
+                )
+            log.info("waste: following trip %s", key)
+
+    def _close_trips(self, now: float, routes: set[str]) -> None:
         for key, tracker in list(self.trackers.items()):
+            if tracker.trip.route_id not in routes:
+                continue
             end = tracker.zero_s + tracker.trip.stop_times[-1].arrival_s
             if tracker.stops.next_index() is None or now > end + OVERDUE_S:
                 self.finished.add(key)
                 del self.trackers[key]
+                self._seen(key, tracker, now, finished=True)
                 if tracker.seen:
                     truck = self.feed.routes[tracker.trip.route_id].truck
                     self.outbox.put([trip_line(tracker, truck, now), *visit_lines(tracker, truck)])
@@ -479,10 +562,42 @@ class WasteService:
         if now - self._reported.get(key, 0.0) < REPORT_S:
             return
         self._reported[key] = now
+        if self._replaying:  # its follower wrote it
+            return
         if tracker is not None:
+            self._seen(key, tracker, now)
             self.outbox.put([trip_line(tracker, self.feed.routes[tracker.trip.route_id].truck, now)])
         elif self.renovation is not None:
             self.outbox.put([self.renovation.status_line(now)])
+
+    def _seen(self, key: str, tracker: TripTracker, now: float, *, finished: bool = False) -> None:
+        """Where a trip stands, in the state: any service answers for every trip from it."""
+        trip, route = tracker.trip, self.feed.routes[tracker.trip.route_id]
+        row = {
+            "trip_id": trip.id,
+            "day": key.split("@")[1],
+            "route": trip.route_id,
+            "truck": route.truck,
+            "waste_type": route.waste_type,
+            "next_idx": tracker.stops.next_index(),
+            "progress_m": round(tracker.state.progress, 1),
+            "finished": finished,
+            "updated_ms": round(now * 1000),
+        }
+        stops = [
+            {
+                "idx": i,
+                "stop_id": v.stop_id,
+                "state": str(v.state),
+                "scheduled_ms": round((tracker.zero_s + st.arrival_s) * 1000),
+                "predicted_ms": None if i not in tracker.predicted else round(tracker.predicted[i] * 1000),
+            }
+            for i, (v, st) in enumerate(zip(tracker.stops.visits, trip.stop_times, strict=True))
+        ]
+        try:
+            self.state.trip_seen(row, stops)
+        except DBAPIError as exc:  # written again with the next report
+            self._unreachable(exc)
 
     # --- the dispatcher ------------------------------------------------------------
 
@@ -491,22 +606,51 @@ class WasteService:
         ours = [tr for tr in self.trackers.values() if tr.trip.id == trip_id]
         return max(ours, key=lambda tr: tr.zero_s) if ours else None
 
-    def skip(self, trip_id: str, stop_id: str) -> bool:
-        """Take a stop off a trip under way; its keeper hears it is cancelled. False if not found."""
-        tracker = self.trip_now(trip_id)
-        if tracker is None or not tracker.skip(stop_id, self.now_s):
-            return False
-        self._send_new(tracker)
-        return True
+    def skip(self, trip_id: str, stop_id: str) -> str:
+        """Take a stop off a trip under way; its keeper hears it is cancelled. See `command`."""
+        return self.command("skip", trip_id, stop_id)
 
-    def defer(self, trip_id: str, stop_id: str) -> bool:
+    def defer(self, trip_id: str, stop_id: str) -> str:
         """Move a stop to the end of a trip under way (the dispatcher's call): its keeper hears
-        it is deferred, the stops after it are predicted without it. False if not found."""
+        it is deferred, the stops after it are predicted without it. See `command`."""
+        return self.command("defer", trip_id, stop_id)
+
+    def command(self, kind: str, trip_id: str, arg: str) -> str:
+        """A dispatcher's command (`skip` or `defer` a stop, `replace` the truck): "done";
+        "queued" for the service that follows the trip's route (`routes = "split"`), which
+        applies it at its next round; "" when no such trip is under way here. Raises
+        DBAPIError when a command for another service cannot be queued."""
+        trip = self.feed.trips.get(trip_id)
+        if trip is None:
+            return ""
+        line = Logged(round(self.now_s * 1000), arg, kind, json.dumps({"trip": trip_id}))
+        if trip.route_id not in self.held:
+            assert self.leases is not None
+            self.leases.log([_row(trip.route_id, line)])
+            return "queued"
+        if not self._command(trip.route_id, line):
+            return ""
+        if self.split:
+            self._log(trip.route_id, line)
+        return "done"
+
+    def _command(self, route: str, line: Logged) -> bool:
+        """Apply a command to the trip it names; False when there is nothing to apply it to."""
+        self._applied.add(line.key)
+        trip_id, t = str(json.loads(line.payload)["trip"]), line.ts_ms / 1000
         tracker = self.trip_now(trip_id)
-        if tracker is None or not tracker.defer(stop_id, self.now_s):
+        if tracker is None:
             return False
-        self._send_new(tracker)
-        return True
+        if line.kind == "replace":
+            self.route_of_truck[line.truck] = route
+            tracker.replaced(t)
+            if not self._replaying:
+                log.warning("waste: truck %s takes over trip %s", line.truck, trip_id)
+            return True
+        done = tracker.skip(line.truck, t) if line.kind == "skip" else tracker.defer(line.truck, t)
+        if done:
+            self._send_new(tracker)
+        return done
 
     def acknowledge(self, number: int) -> dict[str, Any] | None:
         """The dispatcher has seen incident `number` (GET /incidents): it is closed."""
@@ -520,15 +664,9 @@ class WasteService:
             )
         return row
 
-    def replace(self, trip_id: str, truck: str) -> bool:
-        """Another truck takes a trip over: its messages drive the trip from now on."""
-        tracker = self.trip_now(trip_id)
-        if tracker is None:
-            return False
-        self.route_of_truck[truck] = tracker.trip.route_id
-        tracker.replaced(self.now_s)
-        log.warning("waste: truck %s takes over trip %s", truck, trip_id)
-        return True
+    def replace(self, trip_id: str, truck: str) -> str:
+        """Another truck takes a trip over: its messages drive the trip from now on. See `command`."""
+        return self.command("replace", trip_id, truck)
 
     def _tracker_of(self, route: str, t: float) -> TripTracker | None:
         """The trip the truck of `route` is on at `t`: the earliest one not finished."""
@@ -536,23 +674,181 @@ class WasteService:
         ours.sort(key=lambda tr: tr.zero_s + tr.trip.stop_times[0].departure_s)
         return ours[0] if ours else None
 
+    # --- routes split between services ---------------------------------------------
+
+    def rebalance(self, now: float) -> None:
+        """One round (`routes = "split"`, every third of `member_ttl_s`): the log written, this
+        service's heartbeat and leases renewed, routes let go or taken over, commands applied."""
+        assert self.leases is not None
+        try:
+            self._flush_log()
+            held = self.leases.round(self.member, self.feed.routes, now, now + self.config.member_ttl_s)
+        except DBAPIError as exc:  # the routes held stay followed; their leases may run out
+            self._unreachable(exc)
+            return
+        for route in sorted(self.held - held):
+            self._let_go(route)
+        if not self._ticked_s:
+            # No clock yet to replay a route's trips by: taken over at a round after the first
+            # message (its messages meanwhile kept).
+            held &= self.held
+        for route in sorted(held - self.held):
+            try:
+                self._take_over(route)
+            except DBAPIError as exc:  # still this service's: taken over at the next round
+                self._unreachable(exc)
+                self._forget(route)
+                held.discard(route)
+        try:
+            for number, route, line in self.leases.commands(self._command_id):
+                self._command_id = number
+                if line.kind == "replace":  # every service routes the new truck's messages
+                    self.route_of_truck[line.truck] = route
+                if route in self.held and line.key not in self._applied:
+                    self._command(route, line)
+            if now - self._pruned_s >= PRUNE_EVERY_S and self.now_s:
+                self._pruned_s = now
+                self.leases.prune(round((self.now_s - KEEP_LOG_S) * 1000))
+        except DBAPIError as exc:
+            self._unreachable(exc)
+
+    def leave(self) -> None:
+        """Stopping: the log written and the routes let go, for the others to take at once."""
+        if self.leases is None:
+            return
+        try:
+            self._flush_log()
+            self.leases.leave(self.member)
+        except DBAPIError as exc:  # the leases run out instead
+            self._unreachable(exc)
+
+    def _let_go(self, route: str) -> None:
+        log.info("waste: route %s is followed by another service now", route)
+        self._forget(route)
+        self.held.discard(route)
+
+    def _forget(self, route: str) -> None:
+        """Drop what this service knew of a route's trips: the next follower starts over."""
+        trips = {t.id for t in self.feed.trips.values() if t.route_id == route}
+        for key in [k for k in (*self.trackers, *self.finished) if k.split("@")[0] in trips]:
+            self.trackers.pop(key, None)
+            self.finished.discard(key)
+            self._reported.pop(key, None)
+        for told in (self._told, self._incidents_told):
+            for key in [k for k in told if k.split("@")[0] in trips]:
+                del told[key]
+        for seq in [k for k in self._seq if k[0] in trips]:
+            del self._seq[seq]
+
+    def _take_over(self, route: str) -> None:
+        """Follow a route from now: its trips under way replayed from its log (what its earlier
+        follower wrote, and what this service kept meanwhile), from where each was opened."""
+        self.held.add(route)
+        # Dropped only once replayed: a takeover that fails is tried again with them.
+        kept = self._kept.get(route, deque())
+        due = self._due(self._ticked_s, {route}) if self._ticked_s else []
+        if not due:
+            self._kept.pop(route, None)
+            return
+        assert self.leases is not None
+        logged = {line.key: line for line in self.leases.logged(route, round(min(d[3] for d in due) * 1000))}
+        for line in kept:
+            logged.setdefault(line.key, line)
+        lines = sorted(logged.values(), key=lambda line: line.ts_ms)
+        opened: dict[str, Logged] = {}
+        for line in lines:
+            if line.kind == OPENED:
+                # The first follower's: two that overlapped (a handover) may each have opened it.
+                opened.setdefault(line.truck, line)
+        if not opened:
+            self._kept.pop(route, None)
+            return  # trips first followed now, from what their keepers were told
+        self.taken_over += 1
+        start = min(line.ts_ms for line in opened.values()) / 1000
+        ticks = [
+            start + i * self.config.tick_s
+            for i in range(int((self._ticked_s - start) / self.config.tick_s + 0.5) + 1)
+        ]
+        self._replaying = True
+        try:
+            pending = iter(ticks)
+            tick = next(pending, None)
+            for line in lines:
+                if line.kind == OPENED or line.ts_ms / 1000 < start:
+                    continue
+                while tick is not None and tick <= line.ts_ms / 1000:
+                    self._tick(tick, {route}, opened)
+                    tick = next(pending, None)
+                self._replay(route, line)
+            while tick is not None:
+                self._tick(tick, {route}, opened)
+                tick = next(pending, None)
+        finally:
+            self._replaying = False
+        self._kept.pop(route, None)
+        self.replayed += len(lines)
+        log.info("waste: took route %s over, %d lines of its log replayed", route, len(lines))
+
+    def _replay(self, route: str, line: Logged) -> None:
+        if line.kind in COMMANDS:
+            self._command(route, line)
+            return
+        message = MESSAGES[line.kind].model_validate_json(line.payload)
+        tracker = self._tracker_of(route, line.ts_ms / 1000)
+        if tracker is not None:
+            self._apply(tracker, line.kind, message, line.ts_ms / 1000)
+
+    def _keep(self, route: str, line: Logged) -> None:
+        """A message of a route followed elsewhere, kept `keep_min` of the trucks' time."""
+        kept = self._kept.setdefault(route, deque())
+        kept.append(line)
+        while kept and kept[0].ts_ms < line.ts_ms - self.config.keep_min * 60_000:
+            kept.popleft()
+
+    def _log(self, route: str, line: Logged, *, at_once: bool = False) -> None:
+        """A line for the route's log: with the next round, or `at_once`."""
+        self._unlogged.append(_row(route, line))
+        if at_once:
+            try:
+                self._flush_log()
+            except DBAPIError as exc:  # written with the next round
+                self._unreachable(exc)
+        if len(self._unlogged) > MAX_UNLOGGED:
+            self.log_dropped += len(self._unlogged) - MAX_UNLOGGED
+            del self._unlogged[:-MAX_UNLOGGED]
+
+    def _flush_log(self) -> None:
+        if self._unlogged and self.leases is not None:
+            self.leases.log(self._unlogged)
+            self._unlogged = []
+
     # --- notices -----------------------------------------------------------------
 
-    def _resume(self, tracker: TripTracker, key: str) -> None:
+    def _resume(
+        self, tracker: TripTracker, key: str, now: float, upto: dict[str, int] | None = None
+    ) -> dict[str, int]:
         """A trip newly followed (after a restart, or by a second service): what its keepers
-        were told already is not told again, and the next claims count on from there."""
+        were told already is not told again, and the next claims count on from there.
+
+        `upto` replays a resume of the trip's earlier follower: only the notices and incidents
+        it found. Returns how many were found, for the routes' log."""
         trip_id, day = key.split("@")
         rows = self.state.told(trip_id, day)
+        incidents = self.state.incidents_of(trip_id, day)
+        if upto is not None:
+            rows, incidents = rows[: upto["notices"]], incidents[: upto["incidents"]]
         for index, kind, time_ms, predicted_ms in rows:
             predicted = None if predicted_ms is None else predicted_ms / 1000
             tracker.already_told(index, NoticeKind(kind), time_ms / 1000, predicted)
             self._seq[(trip_id, day, index, kind)] += 1
-        for kind, stop in self.state.incidents_of(trip_id, day):
+        for kind, stop in incidents:
             self._seq[(trip_id, day, kind, stop)] += 1
         if rows:
             # Silence is counted from the restart, not from before it.
-            tracker.last_heard_s = max(tracker.last_heard_s, self.now_s)
+            tracker.last_heard_s = max(tracker.last_heard_s, now)
+        if rows and not self._replaying:
             log.info("waste: trip %s of %s resumes after %d notices sent", trip_id, day, len(rows))
+        return {"notices": len(rows), "incidents": len(incidents)}
 
     def _send_incidents(self, tracker: TripTracker) -> bool:
         """Claim and tell the trip's new incidents; False when the state could not be reached
@@ -699,9 +995,13 @@ class WasteService:
             )
             self.started.set()
             orphans = asyncio.create_task(self._send_orphans_until(stop))
+            rounds = asyncio.create_task(self._rebalance_until(stop)) if self.split else None
             await self._flush_until(stop)
             await orphans
+            if rounds is not None:
+                await rounds
         finally:
+            self.leave()
             client.disconnect()
             client.loop_stop()
             server.should_exit = True
@@ -720,6 +1020,12 @@ class WasteService:
                 self.send_orphans()
             except DBAPIError as exc:
                 self._unreachable(exc)
+
+    async def _rebalance_until(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.rebalance(time.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.member_ttl_s / 3)
 
     async def _flush_until(self, stop: asyncio.Event) -> None:
         """Write the outbox to the store every `flush_s`, and once more at the stop."""

@@ -200,6 +200,43 @@ class WasteState(Tables):
         )
         return [(int(i), str(c), str(ch), str(m), str(t)) for i, c, ch, m, t in rows]
 
+    # --- trips followed ------------------------------------------------------------------
+
+    def trip_seen(self, trip: dict[str, Any], stops: list[dict[str, Any]]) -> None:
+        """Where a trip stands and its stops' predicted arrivals, replacing what was there."""
+        key = {"trip": trip["trip_id"], "day": trip["day"]}
+        with self._engine.begin() as conn:
+            conn.execute(text("DELETE FROM waste_trip WHERE trip_id = :trip AND day = :day"), key)
+            conn.execute(
+                text(
+                    "INSERT INTO waste_trip (trip_id, day, route, truck, waste_type, next_idx, progress_m, "
+                    "finished, updated_ms) VALUES (:trip_id, :day, :route, :truck, :waste_type, :next_idx, "
+                    ":progress_m, :finished, :updated_ms)"
+                ),
+                trip,
+            )
+            conn.execute(text("DELETE FROM waste_trip_stop WHERE trip_id = :trip AND day = :day"), key)
+            if stops:
+                conn.execute(
+                    text(
+                        "INSERT INTO waste_trip_stop (trip_id, day, idx, stop_id, state, scheduled_ms, "
+                        "predicted_ms) VALUES (:trip_id, :day, :idx, :stop_id, :state, :scheduled_ms, "
+                        ":predicted_ms)"
+                    ),
+                    [{**key, "trip_id": trip["trip_id"], **stop} for stop in stops],
+                )
+
+    def trips_seen(self) -> list[dict[str, Any]]:
+        """The trips not finished, as their followers last wrote them, each with its `stops`."""
+        trips = self._dicts("SELECT * FROM waste_trip WHERE NOT finished ORDER BY trip_id, day")
+        stops = self._dicts(
+            "SELECT s.* FROM waste_trip_stop s JOIN waste_trip t ON t.trip_id = s.trip_id AND t.day = s.day "
+            "WHERE NOT t.finished ORDER BY s.trip_id, s.day, s.idx"
+        )
+        for trip in trips:
+            trip["stops"] = [s for s in stops if (s["trip_id"], s["day"]) == (trip["trip_id"], trip["day"])]
+        return trips
+
     # --- the store's outbox -----------------------------------------------------------
 
     def put(self, lines: list[str]) -> None:
