@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
+
+import httpx
 
 from linli.cloud.waste.rollups import Lift, Period, period_start, rollups
 from linli.localservers import LocalServer
@@ -111,3 +116,73 @@ def test_waste_stats_reads_the_lifts_writes_rollups_and_counts_a_late_lift(influ
     bad = stats(influx1, "no_such_db", "--period", "month", *window)
     assert bad.returncode == 1
     assert "database not found" in bad.stderr
+
+
+def test_waste_rollup_keeps_the_tonnage_in_the_state_where_any_service_serves_it(
+    influx1: LocalServer, tmp_path: Path, state: str
+) -> None:
+    """`linli waste rollup --state`: the periods it recomputes replace their rows in the
+    central state (SQLite or PostgreSQL), and a waste service's GET /rollups reads them."""
+    from linli.cloud.waste.api import app
+    from linli.cloud.waste.store import write_lines
+    from test_waste_service import TOKEN, incident_service
+
+    db = unique("waste")
+    influx1_create_db(influx1.url, db)
+    today = dt.datetime.now(SHANGHAI).replace(hour=0, minute=0, second=0, microsecond=0)
+    at = [int((today + dt.timedelta(hours=h)).timestamp() * 1000) for h in (1, 2, 3)]
+
+    def lift_line(time_ms: int, kg: float, waste: str) -> str:
+        return (
+            f"truck,device=truck-{waste}-north,route={waste}-north,site=fleet,waste_type={waste} "
+            f'stop="hongxu-1",bins=2i,collected_kg={kg} {time_ms}'
+        )
+
+    def rollup() -> subprocess.CompletedProcess[str]:
+        command = ["waste", "rollup", "--url", influx1.url, "--database", db, "--days", "1", "--state", state]
+        return subprocess.run(
+            [sys.executable, "-m", "linli.cli", *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    write_lines(influx1.url, db, [lift_line(at[0], 100.0, "wet"), lift_line(at[1], 40.0, "dry")])
+    first = rollup()
+    assert first.returncode == 0, first.stderr
+    assert "wrote 6 tonnage rollups" in first.stdout  # 2 waste types x day, week, month
+    write_lines(influx1.url, db, [lift_line(at[2], 25.0, "wet")])  # a late lift: replaced, not added
+    again = rollup()
+    assert again.returncode == 0, again.stderr
+    service, _ = incident_service(tmp_path, "http://127.0.0.1:1", 1, state=state)
+
+    async def read() -> dict[str, list[dict[str, Any]]]:
+        transport = httpx.ASGITransport(app=app(service, TOKEN))
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://waste") as api:
+            return {
+                period: (
+                    await api.get(
+                        "/rollups", params={"period": period, "from": today.date().isoformat()}, headers=auth
+                    )
+                ).json()
+                for period in ("day", "week", "month")
+            }
+
+    got = asyncio.run(read())
+    service.state.close()
+    for period, rows in got.items():
+        assert {(r["waste_type"], r["lifts"], r["kg"]) for r in rows} == {
+            ("wet", 2, 125.0),
+            ("dry", 1, 40.0),
+        }, period
+    assert {r["start"] for r in got["day"]} == {today.date().isoformat()}
+    assert {r["start"] for r in got["month"]} == {today.date().replace(day=1).isoformat()}
+    bad = subprocess.run(
+        [sys.executable, "-m", "linli.cli", "waste", "rollup", "--url", influx1.url, "--database", db,
+         "--state", "postgresql://nobody@127.0.0.1:1/none"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 1
+    assert "cannot be opened" in bad.stderr

@@ -6,8 +6,10 @@ bounded, every answer in the OpenAPI document.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from typing import TYPE_CHECKING, Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import HTTPException, Path, Query, Response
 from prometheus_client.core import Metric
@@ -21,6 +23,7 @@ from linli.cloud.waste.booking_api import booking_routes
 from linli.cloud.waste.bookings import OPEN
 from linli.cloud.waste.gtfs import local_hhmm
 from linli.cloud.waste.realtime import feed_message
+from linli.cloud.waste.rollups import ZONE, Period, period_start
 
 if TYPE_CHECKING:
     from linli.cloud.waste.service import WasteService
@@ -48,6 +51,17 @@ class TripNow(BaseModel):
     )
 
 
+class Tonnage(BaseModel):
+    start: str = Field(description="the period's first day, local (YYYY-MM-DD)")
+    waste_type: str
+    stop: str = Field(description="the compound's bin room")
+    route: str
+    truck: str
+    lifts: int
+    bins: int
+    kg: float
+
+
 class Replacement(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -67,6 +81,40 @@ class Counts(BaseModel):
     state_errors: int = Field(description="claims that could not reach the state (each tried again)")
     routes: list[str] = Field(description="the routes this service follows (its share when split)")
     taken_over: int = Field(description="routes taken over from another service, their trips replayed")
+
+
+def elsewhere(trip: dict[str, Any], timezone: str) -> TripNow:
+    """A trip another service follows, as it last wrote it in the state."""
+    stops = trip["stops"]
+    nxt = trip["next_idx"]
+    predicted = None if nxt is None or nxt >= len(stops) else stops[nxt]["predicted_ms"]
+    scheduled = None if nxt is None or nxt >= len(stops) else stops[nxt]["scheduled_ms"]
+    return TripNow(
+        trip_id=trip["trip_id"],
+        route=trip["route"],
+        truck=trip["truck"],
+        waste_type=trip["waste_type"],
+        next_stop=None if nxt is None or nxt >= len(stops) else stops[nxt]["stop_id"],
+        predicted=_local(None if predicted is None else predicted / 1000, timezone),
+        delay_min=None
+        if predicted is None or scheduled is None
+        else round((predicted - scheduled) / 60_000, 1),
+        progress_m=trip["progress_m"],
+        stops=[
+            StopNow(
+                stop_id=s["stop_id"],
+                state=s["state"],
+                scheduled=_local(s["scheduled_ms"] / 1000, timezone) or "",
+                predicted=_local(None if s["predicted_ms"] is None else s["predicted_ms"] / 1000, timezone),
+            )
+            for s in stops
+        ],
+        as_of=_local(trip["updated_ms"] / 1000, timezone),
+    )
+
+
+def _local(epoch_s: float | None, timezone: str) -> str | None:
+    return None if epoch_s is None else local_hhmm(epoch_s, timezone)
 
 
 def dispatch(service: WasteService, kind: str, trip_id: str, arg: str) -> str:
@@ -127,40 +175,11 @@ def app(service: WasteService, token: str) -> ASGIApp:
             )
         if service.split:
             out += [
-                elsewhere(t)
+                elsewhere(t, service.feed.timezone)
                 for t in service.state.trips_seen()
                 if f"{t['trip_id']}@{t['day']}" not in service.trackers
             ]
         return out
-
-    def elsewhere(trip: dict[str, Any]) -> TripNow:
-        """A trip another service follows, as it last wrote it in the state."""
-        stops = trip["stops"]
-        nxt = trip["next_idx"]
-        predicted = None if nxt is None or nxt >= len(stops) else stops[nxt]["predicted_ms"]
-        scheduled = None if nxt is None or nxt >= len(stops) else stops[nxt]["scheduled_ms"]
-        return TripNow(
-            trip_id=trip["trip_id"],
-            route=trip["route"],
-            truck=trip["truck"],
-            waste_type=trip["waste_type"],
-            next_stop=None if nxt is None or nxt >= len(stops) else stops[nxt]["stop_id"],
-            predicted=local(None if predicted is None else predicted / 1000),
-            delay_min=None
-            if predicted is None or scheduled is None
-            else round((predicted - scheduled) / 60_000, 1),
-            progress_m=trip["progress_m"],
-            stops=[
-                StopNow(
-                    stop_id=s["stop_id"],
-                    state=s["state"],
-                    scheduled=local(s["scheduled_ms"] / 1000) or "",
-                    predicted=local(None if s["predicted_ms"] is None else s["predicted_ms"] / 1000),
-                )
-                for s in stops
-            ],
-            as_of=local(trip["updated_ms"] / 1000),
-        )
 
     @api.get("/notices")
     async def notices(
@@ -169,6 +188,27 @@ def app(service: WasteService, token: str) -> ASGIApp:
     ) -> list[dict[str, Any]]:
         """The keeper notices sent, newest first; `day`: of one service day (YYYY-MM-DD)."""
         return service.notices(limit, day)
+
+    @api.get("/rollups")
+    async def rollups(
+        period: Period = Period.DAY,
+        since: Annotated[
+            dt.date | None, Query(alias="from", description="the first day (YYYY-MM-DD)")
+        ] = None,
+    ) -> list[Tonnage]:
+        """Tonnage by period, waste type, compound, route and truck, as `linli waste rollup --state`
+        last kept it; from the period holding `from` (default: the last 31 days) on."""
+        first = since or (dt.datetime.now(ZoneInfo(ZONE)) - dt.timedelta(days=31)).date()
+        start = dt.datetime.combine(first, dt.time(), ZoneInfo(ZONE))
+        begins = period_start(int(start.timestamp() * 1000), period)
+        rows = service.state.rollups(period, int(begins.timestamp() * 1000))
+        return [
+            Tonnage(
+                start=dt.datetime.fromtimestamp(r["start_ms"] / 1000, ZoneInfo(ZONE)).date().isoformat(),
+                **{k: v for k, v in r.items() if k != "start_ms"},
+            )
+            for r in rows
+        ]
 
     @api.get("/incidents")
     async def incidents() -> list[dict[str, Any]]:

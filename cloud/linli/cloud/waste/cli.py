@@ -106,12 +106,18 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "Recompute and write every rollup the dashboards read, tonnage ('waste_rollup') and the "
             "service's figures ('waste_performance'), by day, ISO week and month, for the periods "
             "the last --days touch, whole; with --every, again and again, so that late lifts and "
-            "visits are counted. Exit 0, 1 if the store refused (without --every), 2 for bad usage."
+            "visits are counted; with --state, the tonnage also in the waste services' state. "
+            "Exit 0, 1 if the store or state refused (without --every), 2 for bad usage."
         ),
     )
     _store_arguments(rollup)
     rollup.add_argument("--days", type=int, default=2, help="recompute the periods of the last N days (2)")
     rollup.add_argument("--every", type=float, default=None, metavar="MIN", help="repeat every MIN minutes")
+    rollup.add_argument(
+        "--state",
+        help="also keep the tonnage rollups in the waste services' state (an SQLite file or "
+        "postgresql:// URL; default: $LINLI_STATE_URL if set), where GET /rollups reads them",
+    )
     rollup.set_defaults(func=_rollup)
 
 
@@ -312,19 +318,31 @@ def _rollup(args: argparse.Namespace) -> int:
     import time
     from zoneinfo import ZoneInfo
 
+    from sqlalchemy.exc import DBAPIError
+
+    from linli.cloud.db import describe
     from linli.cloud.waste.rollups import ZONE
+    from linli.cloud.waste.state import WasteState
     from linli.cloud.waste.store import StoreError, write_rollups
 
     if args.days < 1 or (args.every is not None and args.every <= 0):
         print("linli waste rollup: --days and --every must be positive", file=sys.stderr)
         return 2
     token = os.environ.get(args.token_env) or None
+    where = args.state or os.environ.get("LINLI_STATE_URL")
+    try:
+        state = WasteState(where) if where else None
+    except (DBAPIError, OSError) as exc:
+        print(
+            f"linli waste rollup: the state {describe(where or '')} cannot be opened: {exc}", file=sys.stderr
+        )
+        return 1
     while True:
         now = dt.datetime.now(ZoneInfo(ZONE))
         since = (now - dt.timedelta(days=args.days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
         try:
             tonnage, figures, bookings = write_rollups(
-                args.url, args.database, since, now + dt.timedelta(days=1), token=token
+                args.url, args.database, since, now + dt.timedelta(days=1), token=token, state=state
             )
             print(
                 f"{now:%Y-%m-%d %H:%M}: wrote {plural(tonnage, 'tonnage rollup')}, "
@@ -332,7 +350,7 @@ def _rollup(args: argparse.Namespace) -> int:
                 f"from {since:%Y-%m-%d} on",
                 flush=True,
             )
-        except StoreError as exc:
+        except (StoreError, DBAPIError) as exc:
             print(f"linli waste rollup: {exc}", file=sys.stderr, flush=True)
             if args.every is None:
                 return 1

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from linli.cloud.db import Tables, is_url
+from linli.cloud.waste.rollups import Period, Rollup
 from linli.cloud.waste.tracking import Incident, KeeperNotice
 
 log = logging.getLogger(__name__)
@@ -236,6 +237,48 @@ class WasteState(Tables):
         for trip in trips:
             trip["stops"] = [s for s in stops if (s["trip_id"], s["day"]) == (trip["trip_id"], trip["day"])]
         return trips
+
+    # --- tonnage rollups -------------------------------------------------------------
+
+    def keep_rollups(self, rollups: list[Rollup], since: dict[Period, int]) -> None:
+        """Replace each period's rollups from `since[period]` (its local start, ms) on."""
+        rows = [
+            {
+                "period": str(r.period),
+                "start_ms": int(r.start.timestamp() * 1000),
+                "waste_type": r.waste_type,
+                "stop": r.stop,
+                "route": r.route,
+                "truck": r.truck,
+                "lifts": r.lifts,
+                "bins": r.bins,
+                "kg": round(r.kg, 3),
+            }
+            for r in rollups
+        ]
+        with self._engine.begin() as conn:
+            for period, start_ms in since.items():
+                conn.execute(
+                    text("DELETE FROM waste_rollup WHERE period = :p AND start_ms >= :s"),
+                    {"p": str(period), "s": start_ms},
+                )
+            if rows:
+                conn.execute(
+                    text(
+                        "INSERT INTO waste_rollup (period, start_ms, waste_type, stop, route, truck, lifts, "
+                        "bins, kg) VALUES (:period, :start_ms, :waste_type, :stop, :route, :truck, :lifts, "
+                        ":bins, :kg)"
+                    ),
+                    rows,
+                )
+
+    def rollups(self, period: Period, since_ms: int) -> list[dict[str, Any]]:
+        """A period's rollups from `since_ms` on, oldest first."""
+        return self._dicts(
+            "SELECT start_ms, waste_type, stop, route, truck, lifts, bins, kg FROM waste_rollup "
+            "WHERE period = :p AND start_ms >= :s ORDER BY start_ms, waste_type, stop, route, truck",
+            {"p": str(period), "s": since_ms},
+        )
 
     # --- the store's outbox -----------------------------------------------------------
 

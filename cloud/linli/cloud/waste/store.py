@@ -6,12 +6,15 @@ import datetime as dt
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from linli.cloud.waste.booking_stats import BookingStep, booking_figures
 from linli.cloud.waste.performance import VisitRecord, performance
 from linli.cloud.waste.rollups import Lift, Period, period_start, rollups
 from linli.dashboards.influxv1 import QueryError, run
+
+if TYPE_CHECKING:
+    from linli.cloud.waste.state import WasteState
 
 
 class StoreError(Exception):
@@ -92,12 +95,19 @@ def read_booking_steps(
 
 
 def write_rollups(
-    url: str, database: str, since: dt.datetime, until: dt.datetime, *, token: str | None = None
+    url: str,
+    database: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    *,
+    token: str | None = None,
+    state: WasteState | None = None,
 ) -> tuple[int, int, int]:
     """Tonnage and the service's figures by day, ISO week and month, for every period that
     touches [since, until), whole (from the first of the month, or the Monday before, if
-    earlier); written back, replacing what was there. Returns how many rollups of tonnage, of
-    the bus-like collection's performance, and of renovation bookings."""
+    earlier); written back, replacing what was there, and the tonnage also kept in `state`.
+    Returns how many rollups of tonnage, of the bus-like collection's performance, and of
+    renovation bookings."""
     first = min(since.replace(day=1), since - dt.timedelta(days=since.weekday()))
     first = first.replace(hour=0, minute=0, second=0, microsecond=0)
     lifts = read_lifts(url, database, first, until, token=token)
@@ -105,12 +115,10 @@ def write_rollups(
     steps = read_booking_steps(url, database, first, until, token=token)
     since_ms = int(since.timestamp() * 1000)
     # Only periods read from their start: an earlier month's sums from part of it would replace whole ones.
-    tonnage = [
-        r.line()
-        for period in Period
-        for r in rollups(lifts, period)
-        if r.start >= period_start(since_ms, period)
+    sums = [
+        r for period in Period for r in rollups(lifts, period) if r.start >= period_start(since_ms, period)
     ]
+    tonnage = [r.line() for r in sums]
     figures = [
         p.line()
         for period in Period
@@ -124,6 +132,8 @@ def write_rollups(
         if b.start >= period_start(since_ms, period)
     ]
     write_lines(url, database, tonnage + figures + bookings, token=token)
+    if state is not None:
+        state.keep_rollups(sums, {p: int(period_start(since_ms, p).timestamp() * 1000) for p in Period})
     return len(tonnage), len(figures), len(bookings)
 
 
