@@ -224,3 +224,19 @@ def test_services_splitting_the_district_decide_what_one_does_and_each_does_its_
     # The work was split: until it died the first applied messages of its routes only.
     assert 0 < sum(first.handled.values()) < len(day) / 2
     close(*pair)
+
+
+def test_routes_are_shared_evenly_the_same_way_by_every_member_and_few_move() -> None:
+    from linli.cloud.waste.routes import share
+
+    routes = [f"route-{i}" for i in range(30)]
+    two = share(routes, ["host-a", "host-b"])
+    assert set(two) == set(routes)
+    assert sorted(Counter(two.values()).values()) == [15, 15]
+    assert share(reversed(routes), ["host-b", "host-a", "host-b"]) == two  # the order seen does not matter
+    three = share(routes, ["host-a", "host-b", "host-c"])
+    assert sorted(Counter(three.values()).values()) == [10, 10, 10]
+    moved = [r for r in routes if two[r] != three[r]]
+    assert len(moved) <= 14  # the newcomer's 10 must move; the bound moves a few between the others
+    assert share(routes, ["host-b"]) == dict.fromkeys(routes, "host-b")
+    assert share(routes, []) == {}

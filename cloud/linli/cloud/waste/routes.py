@@ -1,8 +1,8 @@
 """Waste services on one state that split the routes between them (`routes = "split"`).
 
 Each service renews a heartbeat in `waste_member`. The live members share the routes out by
-rendezvous hashing: a route goes to the member whose hash with it is highest, so a member that
-joins or leaves moves only its own share. A service follows a route while it holds the
+rendezvous hashing with bounded loads (`share`): a route goes to the member whose hash with it
+is highest among those below an even share, so a member that joins or leaves moves few routes. A service follows a route while it holds the
 route's lease in `waste_route`; it lets a route go as soon as the hash gives it to another
 member, and a dead service's leases run out with its heartbeat.
 
@@ -60,9 +60,31 @@ class Logged:
         return (self.ts_ms, self.truck, self.kind)
 
 
-def rendezvous(route: str, members: Iterable[str]) -> str:
-    """The member that follows `route`: the highest hash of the two, the same for everyone."""
-    return max(members, key=lambda m: hashlib.blake2b(f"{route}\0{m}".encode(), digest_size=8).digest())
+def _rank(route: str, member: str) -> bytes:
+    return hashlib.blake2b(f"{route}\0{member}".encode(), digest_size=8).digest()
+
+
+def share(routes: Iterable[str], members: Iterable[str]) -> dict[str, str]:
+    """route -> the member that follows it, the same for every member that sees the same ones.
+
+    Rendezvous hashing with bounded loads: each route goes to the member ranking highest for
+    it that has fewer than its even share (rounded up), so that one joining or leaving moves
+    few routes and none follows more than its share."""
+    ranked = sorted(set(members))
+    if not ranked:
+        return {}
+    routes = sorted(set(routes))
+    cap = -(-len(routes) // len(ranked))
+    load = dict.fromkeys(ranked, 0)
+    out = {}
+    # The routes whose favourite is clearest go first, so that the bound moves the fewest.
+    for route in sorted(routes, key=lambda r: max(_rank(r, m) for m in ranked), reverse=True):
+        for member in sorted(ranked, key=lambda m: _rank(route, m), reverse=True):
+            if load[member] < cap:
+                out[route] = member
+                load[member] += 1
+                break
+    return out
 
 
 class RouteLeases(Tables):
@@ -75,7 +97,7 @@ class RouteLeases(Tables):
             conn.execute(MEMBER, {"me": me, "until": until})
             live = conn.execute(text("SELECT id FROM waste_member WHERE until_s >= :now"), {"now": now})
             members = [str(r[0]) for r in live]
-            mine = {r for r in routes if rendezvous(r, members) == me}
+            mine = {r for r, m in share(routes, members).items() if m == me}
             had = conn.execute(text("SELECT route FROM waste_route WHERE owner = :me"), {"me": me})
             gone = [{"route": r[0], "me": me} for r in had if r[0] not in mine]
             if gone:
