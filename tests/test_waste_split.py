@@ -105,6 +105,59 @@ def test_the_service_taking_over_a_dead_ones_route_replays_its_trip_and_tells_on
     close(*pair)
 
 
+def test_a_second_takeover_replays_what_only_the_first_taker_kept(
+    peers: tuple[Receiver, Inbox, int], tmp_path: Path, state: str
+) -> None:
+    """The follower dies a third of the way, between two of its rounds: the messages since its
+    last round are only in the others' memory. The second service takes over with them; a
+    third, started after that gap, takes over from the second at two thirds and must find
+    the gap's messages in the route's log, written there by the second."""
+    receiver, _, smtp = peers
+    feed, messages, expected = told_alone(receiver, smtp, tmp_path)
+    a, b = split_pair(tmp_path / "split", receiver.url, smtp, state)
+    route = feed.trips[TRIP].route_id
+    third, two_thirds = len(messages) // 3, len(messages) * 2 // 3
+    clock = 1000.0
+
+    async def run() -> tuple[WasteService, WasteService, WasteService]:
+        nonlocal clock
+        alive = [a, b]
+        for service in alive:
+            hand_over(service, messages[:1])
+        for _ in range(2):
+            clock += 1.0
+            for service in alive:
+                service.rebalance(clock)
+        first = follower((a, b), route)
+        second = b if first is a else a
+        alive = [first, second]
+        late = WasteService(first.config, TOKEN, feed)
+        for i, message in enumerate(messages[1:], start=1):
+            if i == third + 20:  # the first went at `third`, 20 messages after its last round
+                alive.remove(first)
+            if i == third + 60:  # the third starts once the second has taken over
+                alive.append(late)
+            if i == two_thirds:
+                alive.remove(second)
+            for service in alive:
+                hand_over(service, [message])
+            if i % 40 == 0 or i == third + 61:
+                clock += TTL_S / 3 if i > third else 1.0
+                for service in alive:
+                    service.rebalance(clock)
+        for service in (first, second, late):
+            await service.deliveries.drain(10)
+        return first, second, late
+
+    start = len(receiver.posts)
+    first, second, late = asyncio.run(run())
+    assert second.taken_over >= 1
+    assert late.taken_over >= 1
+    assert route in late.held
+    assert told_since(receiver, start) == expected
+    close(first, second, late)
+
+
 def test_a_command_sent_to_the_service_not_following_the_trip_is_applied_by_the_one_that_does(
     peers: tuple[Receiver, Inbox, int], tmp_path: Path, state: str
 ) -> None:

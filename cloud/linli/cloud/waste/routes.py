@@ -2,16 +2,17 @@
 
 Each service renews a heartbeat in `waste_member`. The live members share the routes out by
 rendezvous hashing with bounded loads (`share`): a route goes to the member whose hash with it
-is highest among those below an even share, so a member that joins or leaves moves few routes. A service follows a route while it holds the
-route's lease in `waste_route`; it lets a route go as soon as the hash gives it to another
-member, and a dead service's leases run out with its heartbeat.
+is highest among those below an even share, so a member that joins or leaves moves few routes.
+A service follows a route while it holds the route's lease in `waste_route`; it lets a route
+go as soon as the hash gives it to another member, and a dead service's leases run out with
+its heartbeat.
 
 The follower of a route logs the route's truck messages and dispatcher commands in
 `waste_message`, with a marker where it opened each trip. The service taking the route over
 replays the trips under way from those markers: it decides what the first follower decided,
-and the claims in the state keep anything from being told twice. Every service keeps the
-last minutes of the routes it does not follow, for the messages sent while a route was
-between two followers.
+and the claims in the state keep anything from being told twice. Every service keeps the last
+minutes of the routes it does not follow, for the messages sent while a route was between two
+followers.
 """
 
 from __future__ import annotations

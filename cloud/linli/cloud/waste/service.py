@@ -752,8 +752,12 @@ class WasteService:
             return
         assert self.leases is not None
         logged = {line.key: line for line in self.leases.logged(route, round(min(d[3] for d in due) * 1000))}
-        for line in kept:
-            logged.setdefault(line.key, line)
+        # What only this service kept (sent while the route was between followers) goes into the
+        # log too, or the route's next follower would replay without it.
+        missing = [line for line in kept if line.key not in logged]
+        for line in missing:
+            logged[line.key] = line
+        self._unlogged.extend(_row(route, line) for line in missing)
         lines = sorted(logged.values(), key=lambda line: line.ts_ms)
         opened: dict[str, Logged] = {}
         for line in lines:
@@ -786,6 +790,10 @@ class WasteService:
         finally:
             self._replaying = False
         self._kept.pop(route, None)
+        try:
+            self._flush_log()
+        except DBAPIError as exc:  # written with the next round
+            self._unreachable(exc)
         self.replayed += len(lines)
         log.info("waste: took route %s over, %d lines of its log replayed", route, len(lines))
 
