@@ -1,21 +1,30 @@
-"""What one waste service spends on a truck message, on SQLite and on PostgreSQL.
+"""What a waste service spends on a truck message, on SQLite and on PostgreSQL, alone and
+with the routes split between two services.
 
 Every trip of the district's timetable is driven for --days (the timetable simulator: traffic,
-dwell, GPS noise), and the trucks' messages are handed, in time order and as fast as it takes
-them, to a waste service in this process: map matching, prediction, notices claimed in its
-state, deliveries started (to a gateway that refuses them at once, so that sending costs
-little). The figures are the CPU time per message and the messages a second one core would
-take, and what that makes of a city: every waste service reads every truck (services on one
-state replicate the work for availability, they do not split it), so the city's truck
-traffic is what each must take.
+dwell, GPS noise), and the trucks' messages are handed, in time order and as fast as they are
+taken, to the waste services of a layout in this process, each taking every message as its
+subscription would: map matching, prediction, notices claimed in the state, deliveries
+started (to a gateway that refuses them at once, so that sending costs little). Layouts:
 
-    .venv/bin/python benchmarks/waste_throughput.py [--days 2] [--state sqlite postgresql] [--json FILE]
+- `every:1`, one service following every route (`routes = "every"`: more services repeat
+  the same work, for availability);
+- `split:1` and `split:2`, one or two services splitting the routes (`routes = "split"`):
+  each applies the messages of its own routes, logs them in the state for a takeover, and
+  keeps the others' last minutes; a round (heartbeat and leases) every ROUND_EVERY messages.
+
+The figures are each service's CPU time per message of the whole stream (its thread's time in
+its own calls), and what that makes of a city's truck traffic.
+
+    .venv/bin/python benchmarks/waste_throughput.py [--days 2] [--state sqlite postgresql]
+        [--layouts every:1 split:1 split:2] [--runs 3] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import platform
@@ -28,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from linli.cloud.waste.config import TruckBroker, WasteConfig
-from linli.cloud.waste.gtfs import load_feed, runs_on
+from linli.cloud.waste.gtfs import Feed, load_feed, runs_on
 from linli.cloud.waste.service import WasteService
 from linli.localservers import free_port, postgresql_url, start_postgresql
 from linli.sim.timetable import Traffic, drive_trip
@@ -38,11 +47,32 @@ FIRST = dt.date(2026, 11, 2)  # a Monday, in the past: a message from the future
 TRUCK_EVERY_S = 10.0  # a truck on the road sends its position this often
 SUBDISTRICTS = 200
 TRUCKS_PER_SUBDISTRICT = 7  # Hongqiao's
+# A split service's round (every 5 s of this machine's time) at the city's peak of 140 truck
+# messages a second.
+ROUND_EVERY = 700
 
 
-def messages(feed_dir: Path, days: int) -> list[tuple[str, bytes]]:
+def replicated(feed: Feed, subdistricts: int) -> Feed:
+    """The district's timetable `subdistricts` times over: every route, trip and truck again
+    under new ids (`~k`), on the same roads and bin rooms; the renovation fleet once."""
+    if subdistricts == 1:
+        return feed
+    routes = {
+        f"{rid}~{k}": route.model_copy(update={"truck": f"{route.truck}~{k}"})
+        for k in range(subdistricts)
+        for rid, route in feed.routes.items()
+    }
+    trips = {
+        f"{tid}~{k}": dataclasses.replace(trip, id=f"{tid}~{k}", route_id=f"{trip.route_id}~{k}")
+        for k in range(subdistricts)
+        for tid, trip in feed.trips.items()
+    }
+    extras = feed.extras.model_copy(update={"routes": routes})
+    return dataclasses.replace(feed, routes=routes, trips=trips, extras=extras)
+
+
+def messages(feed: Feed, days: int) -> list[tuple[str, bytes]]:
     """(topic, payload) of every trip's messages over `days`, in time order."""
-    feed = load_feed(feed_dir)
     out: list[tuple[int, str, bytes]] = []
     for n in range(days):
         date = FIRST + dt.timedelta(days=n)
@@ -57,36 +87,60 @@ def messages(feed_dir: Path, days: int) -> list[tuple[str, bytes]]:
     return [(topic, payload) for _, topic, payload in out]
 
 
-def measure(feed_dir: Path, state: str, batch: list[tuple[str, bytes]]) -> dict[str, Any]:
-    """Hand every message to a fresh service on `state`; its CPU per message."""
-    config = WasteConfig(gtfs=feed_dir, state=state, broker=TruckBroker(port=1), attempts=1)
-    service = WasteService(config, "t", load_feed(feed_dir))
+def measure(
+    feed_dir: Path, feed: Feed, state: str, batch: list[tuple[str, bytes]], layout: str
+) -> dict[str, Any]:
+    """Hand every message to each service of a fresh `layout` on `state`; their CPU per message."""
+    routes, count = layout.split(":")
+    config = WasteConfig.model_validate(
+        {"gtfs": feed_dir, "state": state, "broker": TruckBroker(port=1), "attempts": 1, "routes": routes}
+    )
+    services = [WasteService(config, "t", feed) for _ in range(int(count))]
+    cpu = [0.0] * len(services)
 
-    async def run() -> tuple[float, float]:
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        for topic, payload in batch:
-            service.take(topic, payload)
+    async def run() -> float:
+        wall0 = time.perf_counter()
+        clock = 1000.0  # the rounds' clock: ROUND_EVERY messages a round
+        for i, (topic, payload) in enumerate(batch):
+            if i % ROUND_EVERY == 1:
+                clock += 5.0
+            for n, service in enumerate(services):
+                cpu0 = time.thread_time()
+                service.take(topic, payload)
+                if service.split and i % ROUND_EVERY == 1:
+                    service.rebalance(clock)
+                cpu[n] += time.thread_time() - cpu0
             await asyncio.sleep(0)  # the deliveries started get their turn, as on the real loop
-        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-        await service.deliveries.drain(30)
-        return cpu, wall
+        wall = time.perf_counter() - wall0
+        for service in services:
+            await service.deliveries.drain(30)
+        return wall
 
-    cpu, wall = asyncio.run(run())
-    claimed = sum(service.claimed.values())
-    service.leadership.close()
-    service.state.close()
-    us = cpu / len(batch) * 1e6
-    return {
+    wall = asyncio.run(run())
+    out: dict[str, Any] = {
         "state": state.split("://", 1)[0] if "://" in state else "sqlite",
+        "layout": layout,
         "messages": len(batch),
-        "handled": sum(service.handled.values()),
-        "rejected": dict(service.rejected),
-        "claimed": claimed,
-        "cpu_s": round(cpu, 2),
         "wall_s": round(wall, 2),
-        "us_per_message": round(us, 1),
-        "messages_per_core_s": round(1e6 / us),
+        "services": [
+            {
+                "routes": len(service.held),
+                "handled": sum(service.handled.values()),
+                "claimed": sum(service.claimed.values()),
+                "rejected": dict(service.rejected),
+                "cpu_s": round(cpu[n], 2),
+                "us_per_message": round(cpu[n] / len(batch) * 1e6, 1),
+            }
+            for n, service in enumerate(services)
+        ],
     }
+    for service in services:
+        service.leave()
+        service.leadership.close()
+        service.state.close()
+    out["us_per_message"] = max(s["us_per_message"] for s in out["services"])  # the busiest's
+    out["claimed"] = sum(s["claimed"] for s in out["services"])
+    return out
 
 
 def main() -> int:
@@ -95,13 +149,23 @@ def main() -> int:
     )
     parser.add_argument("--days", type=int, default=2, help="days of the timetable driven")
     parser.add_argument(
+        "--subdistricts", type=int, default=1, help="the district's routes and trucks this many times over"
+    )
+    parser.add_argument(
         "--state", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"]
     )
-    parser.add_argument("--runs", type=int, default=3, help="runs on each state; the median is quoted")
+    parser.add_argument(
+        "--layouts",
+        nargs="+",
+        default=["every:1", "split:1", "split:2"],
+        choices=["every:1", "split:1", "split:2"],
+        help="routes mode and services (default: all three)",
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs of each; the median is quoted")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     machine = f"{platform.node()} {platform.machine()}, Python {platform.python_version()}"
-    print(f"machine: {machine}; {args.days} days of the district's trips", flush=True)
+    print(f"machine: {machine}; {args.days} days of {args.subdistricts} subdistricts' trips", flush=True)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -110,48 +174,68 @@ def main() -> int:
         gateway = f"http://127.0.0.1:{free_port()}"  # nobody there: a delivery fails at once
         extras = feed_dir / "linli.toml"
         extras.write_text(extras.read_text().replace("http://sms-gateway.district.example", gateway))
-        batch = messages(feed_dir, args.days)
-        print(f"{len(batch)} truck messages", flush=True)
+        feed = replicated(load_feed(feed_dir), args.subdistricts)
+        batch = messages(feed, args.days)
+        print(f"{len(batch)} truck messages, {len(feed.routes)} routes", flush=True)
         pg = start_postgresql(work / "pg") if "postgresql" in args.state else None
         try:
-            for kind in args.state:
+            for kind, layout in [(k, lay) for k in args.state for lay in args.layouts]:
                 runs = []
                 for n in range(args.runs):
-                    if kind == "sqlite":
-                        state = str(work / f"waste-{n}.sqlite")
-                    else:
+                    if kind != "sqlite":
                         assert pg is not None
                         from sqlalchemy import create_engine, text
 
                         engine = create_engine(postgresql_url(pg), isolation_level="AUTOCOMMIT")
+                        name = f"waste_{layout.replace(':', '_')}_{n}"
                         with engine.connect() as conn:
-                            conn.execute(text(f"CREATE DATABASE waste_{n}"))
+                            conn.execute(text(f"CREATE DATABASE {name}"))
                         engine.dispose()
-                        state = postgresql_url(pg, f"waste_{n}").replace("+psycopg", "")
-                    runs.append(measure(feed_dir, state, batch))
+                        state = postgresql_url(pg, name).replace("+psycopg", "")
+                    if kind == "sqlite":
+                        state = str(work / f"waste-{layout.replace(':', '-')}-{n}.sqlite")
+                    runs.append(measure(feed_dir, feed, state, batch, layout))
                     r = runs[-1]
+                    each = " + ".join(
+                        f"{s['us_per_message']:.1f} ({s['routes']} routes)" for s in r["services"]
+                    )
                     print(
-                        f"{kind:>10} run {n + 1}: {r['us_per_message']:>7.1f} µs/message, "
-                        f"{r['messages_per_core_s']:>6}/s a core, {r['claimed']} notices claimed",
+                        f"{kind:>10} {layout:>7} run {n + 1}: µs of CPU a message, each service: {each}; "
+                        f"{r['claimed']} notices claimed",
                         flush=True,
                     )
                 median = statistics.median(r["us_per_message"] for r in runs)
-                results.append({"state": kind, "runs": runs, "median_us_per_message": median})
+                results.append(
+                    {"state": kind, "layout": layout, "runs": runs, "median_us_per_message": median}
+                )
         finally:
             if pg is not None:
                 pg.stop()
     city = SUBDISTRICTS * TRUCKS_PER_SUBDISTRICT / TRUCK_EVERY_S
     print()
+    print(
+        f"the city's {city:.0f} truck messages/s: {SUBDISTRICTS} subdistricts x {TRUCKS_PER_SUBDISTRICT} "
+        f"trucks, one message each {TRUCK_EVERY_S:.0f} s"
+    )
     for r in results:
         share = city * r["median_us_per_message"] / 1e6
+        alone = next(a for a in results if a["state"] == r["state"] and a["layout"] == results[0]["layout"])
         print(
-            f"{r['state']}: median {r['median_us_per_message']:.1f} µs a message; the city's "
-            f"{city:.0f} truck messages/s ({SUBDISTRICTS} subdistricts x {TRUCKS_PER_SUBDISTRICT} trucks, "
-            f"one each {TRUCK_EVERY_S:.0f} s) take {share:.1%} of a core in each service"
+            f"{r['state']:>10} {r['layout']:>7}: median {r['median_us_per_message']:7.1f} µs a message "
+            f"in the busiest service, {alone['median_us_per_message'] / r['median_us_per_message']:.2f}x "
+            f"{results[0]['layout']}; the city takes {share:.1%} of a core in it"
         )
     if args.json:
         args.json.write_text(
-            json.dumps({"machine": machine, "days": args.days, "results": results}, indent=2)
+            json.dumps(
+                {
+                    "machine": machine,
+                    "days": args.days,
+                    "subdistricts": args.subdistricts,
+                    "results": results,
+                },
+                indent=2,
+            )
         )
     return 0
 
