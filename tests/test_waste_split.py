@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import text
 
+from linli.cloud.waste.routes import share
 from linli.cloud.waste.service import WasteService
 from linli.cloud.waste.stops import Visit
 from linli.sim.timetable import Traffic, drive_trip
@@ -109,9 +111,9 @@ def test_a_second_takeover_replays_what_only_the_first_taker_kept(
     peers: tuple[Receiver, Inbox, int], tmp_path: Path, state: str
 ) -> None:
     """The follower dies a third of the way, between two of its rounds: the messages since its
-    last round are only in the others' memory. The second service takes over with them; a
-    third, started after that gap, takes over from the second at two thirds and must find
-    the gap's messages in the route's log, written there by the second."""
+    last round are only in the others' memory. A third service, started after that gap, takes
+    the route over and must find the gap's messages in the route's log, written there by the
+    second while the route had no follower."""
     receiver, _, smtp = peers
     feed, messages, expected = told_alone(receiver, smtp, tmp_path)
     a, b = split_pair(tmp_path / "split", receiver.url, smtp, state)
@@ -132,6 +134,11 @@ def test_a_second_takeover_replays_what_only_the_first_taker_kept(
         second = b if first is a else a
         alive = [first, second]
         late = WasteService(first.config, TOKEN, feed)
+        # The route goes to the third once the first is gone: the second, which kept the gap,
+        # never follows it, and must have written the gap to the log while nobody did.
+        names = (f"late-{n}" for n in range(1000))
+        while share(feed.routes, [second.member, late.member])[route] != late.member:
+            late.member = next(names)
         for i, message in enumerate(messages[1:], start=1):
             if i == third + 20:  # the first went at `third`, 20 messages after its last round
                 alive.remove(first)
@@ -151,11 +158,48 @@ def test_a_second_takeover_replays_what_only_the_first_taker_kept(
 
     start = len(receiver.posts)
     first, second, late = asyncio.run(run())
-    assert second.taken_over >= 1
     assert late.taken_over >= 1
     assert route in late.held
     assert told_since(receiver, start) == expected
     close(first, second, late)
+
+
+def test_a_spoiled_line_of_a_routes_log_is_counted_and_the_takeover_goes_on(
+    peers: tuple[Receiver, Inbox, int], tmp_path: Path, state: str
+) -> None:
+    receiver, _, smtp = peers
+    pair = split_pair(tmp_path, receiver.url, smtp, state)
+    messages, _, cut = dispatched_trip(pair[0].feed)
+    route = pair[0].feed.trips[TRIP].route_id
+
+    async def run() -> tuple[WasteService, WasteService]:
+        for service in pair:
+            hand_over(service, messages[:1])
+        for clock in (1000.0, 1001.0):
+            for service in pair:
+                service.rebalance(clock)
+        for service in pair:
+            hand_over(service, messages[1:cut])
+        first = follower(pair, route)
+        other = pair[1] if first is pair[0] else pair[0]
+        first.rebalance(1002.0)  # its log written
+        with first.state.engine.begin() as conn:  # a hand spoils a line of it
+            conn.execute(
+                text(
+                    'UPDATE waste_message SET payload = \'{"ts": "soon"}\' WHERE id = '
+                    "(SELECT MAX(id) FROM waste_message WHERE kind = 'location')"
+                )
+            )
+        first.leave()  # stopping: its routes go at once
+        other.rebalance(1003.0)
+        await other.deliveries.drain(10)
+        return first, other
+
+    first, other = asyncio.run(run())
+    assert route in other.held
+    assert other.taken_over >= 1
+    assert other.rejected["invalid"] == 1
+    close(first, other)
 
 
 def test_a_command_sent_to_the_service_not_following_the_trip_is_applied_by_the_one_that_does(

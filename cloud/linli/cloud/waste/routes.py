@@ -91,9 +91,10 @@ def share(routes: Iterable[str], members: Iterable[str]) -> dict[str, str]:
 class RouteLeases(Tables):
     """The members, the leases and the routes' log, on the waste service's state."""
 
-    def round(self, me: str, routes: Iterable[str], now: float, until: float) -> set[str]:
+    def round(self, me: str, routes: Iterable[str], now: float, until: float) -> tuple[set[str], set[str]]:
         """Renew this member, let go of the routes the hash gives to others, take or renew
-        the rest where free; the routes this member holds now. One transaction."""
+        the rest where free. One transaction. Returns the routes this member holds now, and
+        those nobody holds (their follower gone, the next not there yet)."""
         with self._engine.begin() as conn:
             conn.execute(MEMBER, {"me": me, "until": until})
             live = conn.execute(text("SELECT id FROM waste_member WHERE until_s >= :now"), {"now": now})
@@ -109,11 +110,14 @@ class RouteLeases(Tables):
                 conn.execute(
                     CLAIM, [{"route": r, "me": me, "until": until, "now": now} for r in sorted(mine)]
                 )
-            held = conn.execute(
-                text("SELECT route FROM waste_route WHERE owner = :me AND until_s >= :now"),
-                {"me": me, "now": now},
-            )
-            return {str(r[0]) for r in held}
+            leases = conn.execute(text("SELECT route, owner, until_s FROM waste_route"))
+            held, taken = set(), set()
+            for route, owner, lease in leases:
+                if lease >= now:
+                    taken.add(str(route))
+                    if owner == me:
+                        held.add(str(route))
+            return held, set(routes) - taken
 
     def leave(self, me: str) -> None:
         """Gone for good: the others take this member's routes at their next round."""

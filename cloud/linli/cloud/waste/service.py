@@ -270,6 +270,7 @@ class WasteService:
         self.leases = RouteLeases(self.state.engine) if self.split else None
         self.held: set[str] = set() if self.split else set(self.feed.routes)
         self._kept: dict[str, deque[Logged]] = {}  # route -> its last messages, followed elsewhere
+        self._kept_logged: dict[str, int] = {}  # route -> the newest kept line written to its log
         self._unlogged: list[dict[str, Any]] = []  # lines for the routes' log, not written yet
         self.log_dropped = 0
         self._command_id = 0  # the newest dispatcher command seen in the log
@@ -682,12 +683,15 @@ class WasteService:
         assert self.leases is not None
         try:
             self._flush_log()
-            held = self.leases.round(self.member, self.feed.routes, now, now + self.config.member_ttl_s)
+            held, orphaned = self.leases.round(
+                self.member, self.feed.routes, now, now + self.config.member_ttl_s
+            )
         except DBAPIError as exc:  # the routes held stay followed; their leases may run out
             self._unreachable(exc)
             return
         for route in sorted(self.held - held):
             self._let_go(route)
+        self._log_kept(orphaned - held)
         if not self._ticked_s:
             # No clock yet to replay a route's trips by: taken over at a round after the first
             # message (its messages meanwhile kept).
@@ -709,6 +713,20 @@ class WasteService:
             if now - self._pruned_s >= PRUNE_EVERY_S and self.now_s:
                 self._pruned_s = now
                 self.leases.prune(round((self.now_s - KEEP_LOG_S) * 1000))
+        except DBAPIError as exc:
+            self._unreachable(exc)
+
+    def _log_kept(self, orphaned: set[str]) -> None:
+        """Routes nobody follows (their follower gone): what this service kept of them goes into
+        their logs, for whichever service takes one over, even one that was not there meanwhile."""
+        for route in sorted(orphaned):
+            kept = self._kept.get(route, ())
+            newer = self._kept_logged.get(route, -1)
+            self._unlogged.extend(_row(route, line) for line in kept if line.ts_ms > newer)
+            if kept:
+                self._kept_logged[route] = kept[-1].ts_ms
+        try:
+            self._flush_log()  # before another service's round takes the route
         except DBAPIError as exc:
             self._unreachable(exc)
 
@@ -798,13 +816,16 @@ class WasteService:
         log.info("waste: took route %s over, %d lines of its log replayed", route, len(lines))
 
     def _replay(self, route: str, line: Logged) -> None:
-        if line.kind in COMMANDS:
-            self._command(route, line)
-            return
-        message = MESSAGES[line.kind].model_validate_json(line.payload)
-        tracker = self._tracker_of(route, line.ts_ms / 1000)
-        if tracker is not None:
-            self._apply(tracker, line.kind, message, line.ts_ms / 1000)
+        try:
+            if line.kind in COMMANDS:
+                self._command(route, line)
+                return
+            message = MESSAGES[line.kind].model_validate_json(line.payload)
+            tracker = self._tracker_of(route, line.ts_ms / 1000)
+            if tracker is not None:
+                self._apply(tracker, line.kind, message, line.ts_ms / 1000)
+        except (ValidationError, ValueError, KeyError) as exc:  # a line only a hand could spoil
+            self._reject("invalid", route, f"a line of the route's log: {exc!r}"[:200])
 
     def _keep(self, route: str, line: Logged) -> None:
         """A message of a route followed elsewhere, kept `keep_min` of the trucks' time."""
@@ -1031,7 +1052,10 @@ class WasteService:
 
     async def _rebalance_until(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            self.rebalance(time.time())
+            try:
+                self.rebalance(time.time())
+            except Exception:  # a bug costs a round, never the rounds to come
+                log.exception("waste: a round of the routes failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.config.member_ttl_s / 3)
 
