@@ -83,38 +83,38 @@ class Counts(BaseModel):
     taken_over: int = Field(description="routes taken over from another service, their trips replayed")
 
 
-def elsewhere(trip: dict[str, Any], timezone: str) -> TripNow:
-    """A trip another service follows, as it last wrote it in the state."""
-    stops = trip["stops"]
+def trip_now(trip: dict[str, Any], stops: list[dict[str, Any]], timezone: str, *, as_of: bool) -> TripNow:
+    """A trip as the state keeps it (`WasteService.snapshot`); `as_of` the time of that row,
+    for a trip another service follows."""
     nxt = trip["next_idx"]
-    predicted = None if nxt is None or nxt >= len(stops) else stops[nxt]["predicted_ms"]
-    scheduled = None if nxt is None or nxt >= len(stops) else stops[nxt]["scheduled_ms"]
+    here = stops[nxt] if nxt is not None and nxt < len(stops) else None
+    predicted = None if here is None else here["predicted_ms"]
     return TripNow(
         trip_id=trip["trip_id"],
         route=trip["route"],
         truck=trip["truck"],
         waste_type=trip["waste_type"],
-        next_stop=None if nxt is None or nxt >= len(stops) else stops[nxt]["stop_id"],
-        predicted=_local(None if predicted is None else predicted / 1000, timezone),
+        next_stop=None if here is None else here["stop_id"],
+        predicted=_local(predicted, timezone),
         delay_min=None
-        if predicted is None or scheduled is None
-        else round((predicted - scheduled) / 60_000, 1),
+        if here is None or predicted is None
+        else round((predicted - here["scheduled_ms"]) / 60_000, 1),
         progress_m=trip["progress_m"],
         stops=[
             StopNow(
                 stop_id=s["stop_id"],
                 state=s["state"],
-                scheduled=_local(s["scheduled_ms"] / 1000, timezone) or "",
-                predicted=_local(None if s["predicted_ms"] is None else s["predicted_ms"] / 1000, timezone),
+                scheduled=_local(s["scheduled_ms"], timezone) or "",
+                predicted=_local(s["predicted_ms"], timezone),
             )
             for s in stops
         ],
-        as_of=_local(trip["updated_ms"] / 1000, timezone),
+        as_of=_local(trip["updated_ms"], timezone) if as_of else None,
     )
 
 
-def _local(epoch_s: float | None, timezone: str) -> str | None:
-    return None if epoch_s is None else local_hhmm(epoch_s, timezone)
+def _local(epoch_ms: int | None, timezone: str) -> str | None:
+    return None if epoch_ms is None else local_hhmm(epoch_ms / 1000, timezone)
 
 
 def dispatch(service: WasteService, kind: str, trip_id: str, arg: str) -> str:
@@ -137,45 +137,17 @@ def app(service: WasteService, token: str) -> ASGIApp:
     # Every endpoint is async: it runs on the event loop that takes the trucks' messages, so
     # it sees the trips between two messages, never during one, and can start deliveries.
 
-    def local(epoch_s: float | None) -> str | None:
-        return None if epoch_s is None else local_hhmm(epoch_s, service.feed.timezone)
-
     @api.get("/trips")
     async def trips() -> list[TripNow]:
         """Trips followed now: each one's next stop, predicted time and delay."""
-        out = []
-        for tracker in service.trackers.values():
-            route = service.feed.routes[tracker.trip.route_id]
-            nxt = tracker.stops.next_index()
-            predicted = tracker.predicted.get(nxt) if nxt is not None else None
-            scheduled = None if nxt is None else tracker.zero_s + tracker.trip.stop_times[nxt].arrival_s
-            stops = [
-                StopNow(
-                    stop_id=v.stop_id,
-                    state=str(v.state),
-                    scheduled=local(tracker.zero_s + st.arrival_s) or "",
-                    predicted=local(tracker.predicted.get(i)),
-                )
-                for i, (v, st) in enumerate(zip(tracker.stops.visits, tracker.trip.stop_times, strict=True))
-            ]
-            out.append(
-                TripNow(
-                    trip_id=tracker.trip.id,
-                    route=tracker.trip.route_id,
-                    truck=route.truck,
-                    waste_type=route.waste_type,
-                    next_stop=None if nxt is None else tracker.trip.stop_times[nxt].stop_id,
-                    predicted=local(predicted),
-                    delay_min=None
-                    if predicted is None or scheduled is None
-                    else round((predicted - scheduled) / 60, 1),
-                    progress_m=round(tracker.state.progress, 1),
-                    stops=stops,
-                )
-            )
+        tz = service.feed.timezone
+        now = service.clock()
+        out = [
+            trip_now(*service.snapshot(key, t, now), tz, as_of=False) for key, t in service.trackers.items()
+        ]
         if service.split:
             out += [
-                elsewhere(t, service.feed.timezone)
+                trip_now(t, t["stops"], tz, as_of=True)
                 for t in service.state.trips_seen()
                 if f"{t['trip_id']}@{t['day']}" not in service.trackers
             ]

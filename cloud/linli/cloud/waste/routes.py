@@ -125,10 +125,6 @@ class RouteLeases(Tables):
             conn.execute(text("DELETE FROM waste_member WHERE id = :me"), {"me": me})
             conn.execute(text("UPDATE waste_route SET until_s = 0 WHERE owner = :me"), {"me": me})
 
-    def owners(self) -> dict[str, str]:
-        """route -> the member holding it now (for `GET /stats`)."""
-        return {str(r): str(o) for r, o in self._rows("SELECT route, owner FROM waste_route")}
-
     # --- the routes' log -----------------------------------------------------------
 
     def log(self, rows: list[dict[str, Any]]) -> None:
@@ -154,9 +150,6 @@ class RouteLeases(Tables):
             {"after": after_id, "n": limit},
         )
         return [(int(i), str(r), Logged(int(t), str(tr), str(k), str(p))) for i, r, t, tr, k, p in rows]
-
-    def last_id(self) -> int:
-        return int(self._rows("SELECT COALESCE(MAX(id), 0) FROM waste_message")[0][0])
 
     def prune(self, before_ms: int) -> int:
         """Forget the log before `before_ms`: trips that old are over."""

@@ -311,11 +311,13 @@ class WasteService:
             self._renovation_message(truck, kind, message, t)
             return
         route = route or ""
+        line = Logged(message.ts, truck, kind, payload.decode(errors="replace")) if self.split else None
         if route not in self.held:
-            self._keep(route, Logged(message.ts, truck, kind, payload.decode(errors="replace")))
+            assert line is not None  # only a split service leaves routes to others
+            self._keep(route, line)
             return
-        if self.split:
-            self._log(route, Logged(message.ts, truck, kind, payload.decode(errors="replace")))
+        if line is not None:
+            self._log(route, line)
         tracker = self._tracker_of(route, t)
         if tracker is None:
             return
@@ -573,6 +575,15 @@ class WasteService:
 
     def _seen(self, key: str, tracker: TripTracker, now: float, *, finished: bool = False) -> None:
         """Where a trip stands, in the state: any service answers for every trip from it."""
+        try:
+            self.state.trip_seen(*self.snapshot(key, tracker, now, finished=finished))
+        except DBAPIError as exc:  # written again with the next report
+            self._unreachable(exc)
+
+    def snapshot(
+        self, key: str, tracker: TripTracker, now: float, *, finished: bool = False
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """A trip followed here as the state keeps it: the trip's row, and its stops' rows."""
         trip, route = tracker.trip, self.feed.routes[tracker.trip.route_id]
         row = {
             "trip_id": trip.id,
@@ -595,10 +606,7 @@ class WasteService:
             }
             for i, (v, st) in enumerate(zip(tracker.stops.visits, trip.stop_times, strict=True))
         ]
-        try:
-            self.state.trip_seen(row, stops)
-        except DBAPIError as exc:  # written again with the next report
-            self._unreachable(exc)
+        return row, stops
 
     # --- the dispatcher ------------------------------------------------------------
 
@@ -845,6 +853,12 @@ class WasteService:
         if len(self._unlogged) > MAX_UNLOGGED:
             self.log_dropped += len(self._unlogged) - MAX_UNLOGGED
             del self._unlogged[:-MAX_UNLOGGED]
+            self._ratelog.log(
+                "log",
+                "state",
+                "waste: the routes' log cannot be written; %d oldest lines dropped",
+                self.log_dropped,
+            )
 
     def _flush_log(self) -> None:
         if self._unlogged and self.leases is not None:
