@@ -10,6 +10,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import time
 import urllib.parse
 from collections.abc import Iterator
 from datetime import datetime
@@ -24,6 +25,7 @@ from linli.cloud.channels import DeliveryError, Notice, body
 from linli.cloud.config import ChannelKind, HttpChannel, NotifierConfig, QuietHours, Subscription
 from linli.cloud.notifier import Notifier, edge_status_alert
 from linli.cloud.store import Store
+from support import wait_until
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 SECRET_VAR = "TEST_ROBOT_SECRET"  # noqa: S105 (the name of a variable)
@@ -120,6 +122,27 @@ def test_a_burst_is_one_message_repeats_wait_their_interval_and_resolved_goes_at
     run(n, clock, [(5, alert("resolved"))])  # at once, no group wait
     assert sender.got[2:] == [("ops", "resolved", "webhook")]
     assert n.active() == []
+
+
+def test_an_alert_opened_a_moment_after_another_is_told_when_its_own_group_wait_ends(store: Store) -> None:
+    # An overheating port fires its limit and its interlock a few milliseconds apart. The tick
+    # woken for the first comes before the second is due, so the second needs a wake of its own:
+    # the periodic tick may come after the port has cooled, and an alert closed before anyone
+    # heard of it is told to nobody.
+    sender = Recorder()
+    store.put_subscription(Subscription(id="ops", channels=[HOOK]))
+    n = Notifier(NotifierConfig(group_wait_s=0.2), store, sender, time.time)  # type: ignore[arg-type]
+
+    async def go() -> None:
+        n.handle(alert())
+        await asyncio.sleep(0.1)  # the second alert's moment later, not a wait for the code
+        n.handle(alert(rule="interlock.charger.temperature"))
+        # Nothing else ticks here: without its own wake, the second alert is never told.
+        await wait_until(lambda: len(sender.got) == 2, 5, "both first messages")
+        await n.drain()
+
+    asyncio.run(go())
+    assert sender.got == [("ops", "firing", "webhook")] * 2
 
 
 def test_filters_by_site_kind_rule_and_severity(store: Store) -> None:

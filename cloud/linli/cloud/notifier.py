@@ -17,6 +17,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +53,9 @@ LEASE_S = 300.0
 CHANNEL: TypeAdapter[Channel] = TypeAdapter(Channel)
 # Alerts looked at in one go: each may take a few statements, and the loop has other work.
 TICK_BATCH = 100
+# Wakes are rounded up to this grid: a burst of new alerts wakes the notifier once a step,
+# and each alert is told at most this much after its group wait.
+WAKE_GRID_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,7 @@ class Notifier:
         self.errors: Counter[str] = Counter()  # alerts quarantined or failing, by where
         self.deliveries = Deliveries(sender, config.attempts, self._record)
         self._ratelog = RateLimitedLog(log)
-        self._wake_at: float | None = None  # when a tick is already due, on the loop's clock
+        self._wakes: set[int] = set()  # the ticks already scheduled, as steps of the grid on the loop's clock
 
     def reject(self, reason: str, source: str, detail: str) -> None:
         """An event that is not an alert of ours: counted, logged once per reason and source a minute."""
@@ -218,18 +222,23 @@ class Notifier:
                 self.count_failure("tick", fp, exc)
 
     def _wake(self, delay: float) -> None:
-        """Tick in `delay` seconds, unless a tick is due by then already: a burst of new alerts
-        wakes the notifier once, not once each."""
+        """Tick once `delay` seconds have passed. A tick already scheduled for the same step of
+        the grid serves: a burst wakes the notifier once, not once an alert. An earlier tick
+        never serves, since what it reads is what is due by then."""
         with contextlib.suppress(RuntimeError):  # no loop: the caller ticks
             loop = asyncio.get_running_loop()
-            when = loop.time() + delay
-            if self._wake_at is not None and self._wake_at <= when:
+            if delay <= 0:
+                loop.call_soon(self._woken, None)  # more are due now: right after this turn
                 return
-            self._wake_at = when
-            loop.call_at(when, self._woken)
+            step = math.ceil((loop.time() + delay) / WAKE_GRID_S)
+            if step in self._wakes:
+                return
+            self._wakes.add(step)
+            loop.call_at(step * WAKE_GRID_S, self._woken, step)
 
-    def _woken(self) -> None:
-        self._wake_at = None
+    def _woken(self, step: int | None) -> None:
+        if step is not None:
+            self._wakes.discard(step)
         try:
             self.tick()
         except Exception as exc:
