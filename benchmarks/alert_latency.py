@@ -28,12 +28,13 @@ from harness import Webhook
 from linli.localservers import free_port, start_mosquitto, start_victoria_metrics
 
 
-def agent_config(path: Path, vm: str, broker: int, devices: int) -> None:
+def agent_config(path: Path, vm: str, broker: int, devices: int, batch_ms: int | None) -> None:
     lines = [
         '[agent]\nname = "bench-edge"\nlog_level = "warning"\n',
         f'[writer]\nkind = "influxdb2"\nurl = "{vm}"\norg = "linli"\nbucket = "linli"\n',
         f'[buffer]\npath = "{path.parent / "edge.buffer.sqlite"}"\n',
-        f'[mqtt]\nport = {broker}\nclient_id = "bench-edge"\n',
+        f'[mqtt]\nport = {broker}\nclient_id = "bench-edge"\n'
+        + (f"batch_ms = {batch_ms}\n" if batch_ms is not None else ""),
         '[[sites]]\nid = "bench"\n',
     ]
     lines += [f'[[sites.devices]]\nid = "rescue-{i}"\nprofile = "rescue_point"\n' for i in range(devices)]
@@ -79,6 +80,7 @@ def main() -> int:
     parser.add_argument("--alerts", type=int, default=1000, help="threshold crossings (default 1000)")
     parser.add_argument("--devices", type=int, default=100, help="rescue points they are spread over")
     parser.add_argument("--gap-ms", type=float, default=20.0, help="time between readings")
+    parser.add_argument("--batch-ms", type=int, help="the agent's [mqtt] batch_ms (default: its own, 50)")
     args = parser.parse_args()
     print(
         f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
@@ -107,7 +109,7 @@ def main() -> int:
                     work / "notifier.log",
                 )
             )
-            agent_config(work / "edge.toml", vm.url, broker.port, args.devices)
+            agent_config(work / "edge.toml", vm.url, broker.port, args.devices, args.batch_ms)
             procs.append(start(["edge", "run", "--config", str(work / "edge.toml")], "", work / "edge.log"))
             client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-publisher")
             client.connect("127.0.0.1", broker.port)

@@ -180,6 +180,7 @@ class Bench:
     lag: float
     profile: Path | None = None
     agents: int = 1  # agent processes, each with its share of the devices
+    batch_ms: int | None = None  # the agent's [mqtt] batch_ms; None: its default
 
     def _profile(self, pid: int, tag: str) -> subprocess.Popen[bytes] | None:
         """py-spy sampling `pid` for the hold, its collapsed stacks in the --profile folder."""
@@ -344,7 +345,9 @@ class Bench:
                 config = work / f"agent-{i}.toml"
                 cid = client_id if self.agents == 1 else f"{client_id}-{i}"
                 filters = fleet.filters() if self.agents == 1 else [d.topic for d in share]
-                write_agent_config(config, share, filters, vm_url, link, cid, work / f"buffer-{i}.sqlite")
+                write_agent_config(
+                    config, share, filters, vm_url, link, cid, work / f"buffer-{i}.sqlite", self.batch_ms
+                )
                 argv = [sys.executable, "-m", "linli.cli", "edge", "run", "--config", str(config)]
                 started.append((subprocess.Popen(argv), cid, filters))
             return started
@@ -405,17 +408,19 @@ def write_agent_config(  # noqa: PLR0917
     link: Link,
     client_id: str,
     buffer: Path,
+    batch_ms: int | None = None,
 ) -> None:
     """The agent's config: these devices, by site, subscribing to `filters`; the agent's
     defaults otherwise."""
     tls = f'[mqtt.tls]\nca = "{link.ca}"\n' if link.ca else ""
+    batch = f"batch_ms = {batch_ms}\n" if batch_ms is not None else ""
     # QoS 1 subscriptions, so that a QoS 1 load is delivered at QoS 1 (as to the other consumers).
     listed = ", ".join(f'"{f}"' for f in filters)
     lines = [
         f'[agent]\nname = "bench"\nlog_level = "warning"\n\n[buffer]\npath = "{buffer}"\n',
         f'[writer]\nkind = "influxdb2"\nurl = "{vm_url}"\norg = "linli"\nbucket = "linli"\n'
         f"flush_interval = {AGENT_FLUSH_S}\n",
-        f'[mqtt]\nport = {link.port}\nclient_id = "{client_id}"\nsubscribe = [{listed}]\n{tls}',
+        f'[mqtt]\nport = {link.port}\nclient_id = "{client_id}"\nsubscribe = [{listed}]\n{batch}{tls}',
     ]
     sites: dict[str, list[str]] = {}
     for dev in devices:
@@ -517,6 +522,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--agents", type=int, default=1,
         help="the agent as this many processes, each with its share of the devices (as by site)",
     )  # fmt: skip
+    parser.add_argument(
+        "--batch-ms", type=int,
+        help="the agent's [mqtt] batch_ms (default: the agent's own, 50)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write every run's figures to this file")
     parser.add_argument(
         "--profile",
@@ -578,7 +587,7 @@ def offer_in_turn(args: argparse.Namespace, work: Path, qos: int) -> list[Run]:
     not offered more."""
     runs: list[Run] = []
     mq, links = start_broker(work, args.tls)
-    bench = Bench(work, mq, args.hold, args.lag, args.profile, args.agents)
+    bench = Bench(work, mq, args.hold, args.lag, args.profile, args.agents, args.batch_ms)
     behind: set[tuple[str, str]] = set()
     try:
         for fleet in fleets(args, qos):

@@ -1,11 +1,11 @@
 """The MQTT connector: subscribes per device kind, validates every payload, emits lines.
 
 paho-mqtt's network thread only receives: it stamps each message and queues it, waking the
-asyncio side when the queue was empty. That side takes the queue at most every HANDOFF_S
-(and sleeps while nothing arrives) and, in one pass, routes each message by
-topic, validates its raw bytes and formats one line of line protocol. Handling messages
-in batches keeps the receive thread short and the handling code hot, and a wake-up per
-message would cost more than the message; all device state lives on the asyncio side.
+asyncio side when that side sleeps for want of messages. That side takes the queue at most
+every `[mqtt] batch_ms` and, in one pass, routes each message by topic, validates its raw
+bytes and formats one line of line protocol. Handling messages in batches keeps the receive
+thread short and the handling code hot, and a wake-up per message would cost more than the
+message; all device state lives on the asyncio side.
 
 A message that cannot be stored is counted per device and reason, logged once, and
 republished with its reason to the dead-letter topic, where an operator can watch it;
@@ -84,8 +84,6 @@ FILTERS_KEY = "mqtt_filters"
 # What the agent subscribed to before this code subscribed per site: left behind in the
 # broker's persistent session unless unsubscribed.
 LEGACY_FILTERS = ("elevators/#", "trucks/#", "rescue/#")
-# How often at most the asyncio side takes the messages the receive thread queued.
-HANDOFF_S = 0.02
 # Messages queued from the receive thread at most while backpressure holds them; past it,
 # QoS 0 messages are dropped and counted (QoS 1 ones are bounded by the broker's in-flight limit).
 MAX_INBOX = 100_000
@@ -261,8 +259,9 @@ class MqttConnector:
         self._ratelog = RateLimitedLog(log)
         self._inbox: list[Received] = []
         self._lines: list[str] = []
-        self._inbox_lock = threading.Lock()
-        self._room = threading.Condition(self._inbox_lock)  # the inbox has room again
+        # The inbox's lock, and the condition that it has room again.
+        self._room = threading.Condition(threading.Lock())
+        self._idle = False  # the asyncio side waits for the receive thread to wake it (under the lock)
         self._targets: dict[str, Target] = {}
         self._client: paho.Client | None = None
         # The alert rules see the messages of these kinds (set by the agent).
@@ -287,19 +286,22 @@ class MqttConnector:
         relay = asyncio.create_task(self._wake_on(stop))
         try:
             while not stop.is_set():
-                # Asleep until messages arrive (the receive thread wakes us) or health is due:
-                # an idle agent does not poll. While backpressure holds, look again shortly.
-                wait_s = HANDOFF_S if self._inbox else max(0.0, next_health - time.monotonic())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
-                self._wake.clear()
+                if self._idle_unless_queued():
+                    # Asleep until messages arrive (the receive thread wakes us) or health is
+                    # due: an idle agent does not poll.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(max(0.0, next_health - time.monotonic())):
+                            await self._wake.wait()
+                    self._wake.clear()
+                    with self._room:
+                        self._idle = False
                 self._drain_inbox()
                 if time.monotonic() >= next_health:
                     next_health += s.health_interval
                     self.emit(self.health_lines(int(time.time() * 1000)), None, b"")
                 if not stop.is_set():
-                    # What arrives meanwhile is handled in one batch, HANDOFF_S later at most.
-                    await asyncio.sleep(HANDOFF_S)
+                    # What arrives meanwhile is handled in one batch, batch_ms later at most.
+                    await asyncio.sleep(s.batch_ms / 1000)
         finally:
             relay.cancel()
             self._stopping = True
@@ -317,6 +319,12 @@ class MqttConnector:
                 await asyncio.to_thread(self._gone.wait, 5.0)
             await asyncio.to_thread(client.loop_stop)
 
+    def _idle_unless_queued(self) -> bool:
+        """True, and marked idle for the receive thread to wake, when nothing is queued."""
+        with self._room:
+            self._idle = not self._inbox
+            return self._idle
+
     async def _wake_on(self, stop: asyncio.Event) -> None:
         await stop.wait()
         self._wake.set()
@@ -330,12 +338,12 @@ class MqttConnector:
         message per 10 s.
         """
         now = time.monotonic()
+        every_s = self.settings.health_every
         lines = []
+        # Every device, every check: kept to a few attribute reads for the usual healthy one.
         for dev in self.devices.values():
-            silent = (
-                dev.last_seen_mono == 0.0 or now - dev.last_seen_mono > MISSED_HEARTBEATS * dev.heartbeat_s
-            )
-            if dev.online and silent:
+            seen = dev.last_seen_mono
+            if dev.online and (seen == 0.0 or now - seen > MISSED_HEARTBEATS * dev.heartbeat_s):
                 dev.online = False
                 log.warning(
                     "%s: offline: no message for %.0fs (%d heartbeats)",
@@ -343,7 +351,8 @@ class MqttConnector:
                     now - dev.last_seen_mono,
                     MISSED_HEARTBEATS,
                 )
-            if every or dev.reported.due(dev.online, dev.errors.total(), now, self.settings.health_every):
+            errors = dev.errors.total() if dev.errors else 0
+            if every or dev.reported.due(dev.online, errors, now, every_s):
                 lines.append(self.health_line(dev, time_ms))
         return lines
 
@@ -453,6 +462,7 @@ class MqttConnector:
         # (paho annotates the delays as int; it only multiplies and adds them.)
         first = s.reconnect_min * random.uniform(1.0, 2.0)
         client.reconnect_delay_set(min_delay=first, max_delay=s.reconnect_max)  # type: ignore[arg-type]
+        client.coalesce_s = s.batch_ms / 1000  # the receive thread's batches match the asyncio side's
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -531,7 +541,11 @@ class MqttConnector:
                     lambda: len(self._inbox) + len(received) <= MAX_INBOX or self._stopping, FULL_WAIT_S
                 )
             inbox = self._inbox
-            if not inbox and self._loop is not None:
+            if self._idle and self._loop is not None:
+                # Only an idle asyncio side is woken. A busy one looks at the inbox after its
+                # batch_ms anyway: a wake-up per batch, a write and a read of the loop's
+                # self-pipe, would cost more than the batch.
+                self._idle = False
                 self._loop.call_soon_threadsafe(self._wake.set)
             if len(inbox) + len(received) <= MAX_INBOX:
                 inbox.extend(received)
