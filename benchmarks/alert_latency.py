@@ -80,7 +80,7 @@ def main() -> int:
     parser.add_argument("--alerts", type=int, default=1000, help="threshold crossings (default 1000)")
     parser.add_argument("--devices", type=int, default=100, help="rescue points they are spread over")
     parser.add_argument("--gap-ms", type=float, default=20.0, help="time between readings")
-    parser.add_argument("--batch-ms", type=int, help="the agent's [mqtt] batch_ms (default: its own, 50)")
+    parser.add_argument("--batch-ms", type=int, help="the agent's [mqtt] batch_ms (default: its own, 100)")
     args = parser.parse_args()
     print(
         f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "

@@ -524,7 +524,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument(
         "--batch-ms", type=int,
-        help="the agent's [mqtt] batch_ms (default: the agent's own, 50)",
+        help="the agent's [mqtt] batch_ms (default: the agent's own, 100)",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write every run's figures to this file")
     parser.add_argument(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -97,3 +98,25 @@ def test_a_full_inbox_stops_the_receive_thread_before_any_message_is_dropped(
     assert (len(mqtt._inbox), mqtt.overflow) == (10, 1)
     mqtt._on_publishes([(b"elevators/s1/cam-1/heartbeat", b"{}", 1, False, 8)])
     assert (len(mqtt._inbox), mqtt.overflow) == (11, 1)
+
+
+def test_a_batch_already_large_ends_the_wait_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under load a batch is handled once FULL_BATCH messages wait, not when batch_ms is up: QoS 1
+    messages must be acknowledged before the broker's in-flight window fills."""
+    monkeypatch.setattr(mqtt_module, "FULL_BATCH", 10)
+    mqtt = connector()
+    message = (b"elevators/s1/cam-1/heartbeat", b"{}", 1, False, 7)
+
+    async def scenario() -> None:
+        mqtt._loop = asyncio.get_running_loop()
+        mqtt._wake = asyncio.Event()
+        nap = asyncio.create_task(mqtt._nap(mqtt_module.FULL_BATCH, 60))
+        await asyncio.sleep(0)  # the nap begins
+        await asyncio.to_thread(mqtt._on_publishes, [message] * 9)
+        done, _ = await asyncio.wait([nap], timeout=0.2)
+        assert not done  # nine do not end it
+        await asyncio.to_thread(mqtt._on_publishes, [message])
+        await asyncio.wait_for(nap, 10)  # the tenth does, long before its 60 s
+
+    asyncio.run(scenario())
+    assert len(mqtt._inbox) == 10

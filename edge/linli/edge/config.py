@@ -153,7 +153,7 @@ class MqttConfig(EnvCredentials):
     max_clock_ahead: Seconds = 3600.0
     # How long messages gather before they are handled in one batch, at most: the CPU a message
     # costs against the time it waits (docs/benchmarks.md, "Batching MQTT messages").
-    batch_ms: Annotated[int, Field(ge=1, le=1000)] = 50
+    batch_ms: Annotated[int, Field(ge=1, le=1000)] = 100
     # How often MQTT devices' silence is checked. A device's health point is written when it
     # goes online or offline or counts a new error, and at least every `health_every`.
     health_interval: Seconds = 5.0

@@ -1,11 +1,11 @@
 """The MQTT connector: subscribes per device kind, validates every payload, emits lines.
 
 paho-mqtt's network thread only receives: it stamps each message and queues it, waking the
-asyncio side when that side sleeps for want of messages. That side takes the queue at most
-every `[mqtt] batch_ms` and, in one pass, routes each message by topic, validates its raw
-bytes and formats one line of line protocol. Handling messages in batches keeps the receive
-thread short and the handling code hot, and a wake-up per message would cost more than the
-message; all device state lives on the asyncio side.
+asyncio side when that side sleeps for want of messages, or when a batch is already large.
+That side takes the queue at most every `[mqtt] batch_ms` and, in one pass, routes each
+message by topic, validates its raw bytes and formats one line of line protocol. Handling
+messages in batches keeps the receive thread short and the handling code hot, and a wake-up
+per message would cost more than the message; all device state lives on the asyncio side.
 
 A message that cannot be stored is counted per device and reason, logged once, and
 republished with its reason to the dead-letter topic, where an operator can watch it;
@@ -84,6 +84,11 @@ FILTERS_KEY = "mqtt_filters"
 # What the agent subscribed to before this code subscribed per site: left behind in the
 # broker's persistent session unless unsubscribed.
 LEGACY_FILTERS = ("elevators/#", "trucks/#", "rescue/#")
+# Queued messages that end the asyncio side's wait for a batch early: under load a batch is
+# handled when it is this large, so that QoS 1 messages are acknowledged well before the
+# broker's in-flight window (1,000 in linli's broker config) fills and it stops sending.
+FULL_BATCH = 500
+NEVER = 1 << 62
 # Messages queued from the receive thread at most while backpressure holds them; past it,
 # QoS 0 messages are dropped and counted (QoS 1 ones are bounded by the broker's in-flight limit).
 MAX_INBOX = 100_000
@@ -261,7 +266,7 @@ class MqttConnector:
         self._lines: list[str] = []
         # The inbox's lock, and the condition that it has room again.
         self._room = threading.Condition(threading.Lock())
-        self._idle = False  # the asyncio side waits for the receive thread to wake it (under the lock)
+        self._wake_at = NEVER  # queued messages at which the receive thread wakes the asyncio side
         self._targets: dict[str, Target] = {}
         self._client: paho.Client | None = None
         # The alert rules see the messages of these kinds (set by the agent).
@@ -286,22 +291,16 @@ class MqttConnector:
         relay = asyncio.create_task(self._wake_on(stop))
         try:
             while not stop.is_set():
-                if self._idle_unless_queued():
-                    # Asleep until messages arrive (the receive thread wakes us) or health is
-                    # due: an idle agent does not poll.
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(max(0.0, next_health - time.monotonic())):
-                            await self._wake.wait()
-                    self._wake.clear()
-                    with self._room:
-                        self._idle = False
+                # Asleep while nothing is queued, until the receive thread wakes us or health is
+                # due: an idle agent does not poll.
+                await self._nap(1, max(0.0, next_health - time.monotonic()))
                 self._drain_inbox()
                 if time.monotonic() >= next_health:
                     next_health += s.health_interval
                     self.emit(self.health_lines(int(time.time() * 1000)), None, b"")
                 if not stop.is_set():
                     # What arrives meanwhile is handled in one batch, batch_ms later at most.
-                    await asyncio.sleep(s.batch_ms / 1000)
+                    await self._nap(FULL_BATCH, s.batch_ms / 1000)
         finally:
             relay.cancel()
             self._stopping = True
@@ -319,11 +318,19 @@ class MqttConnector:
                 await asyncio.to_thread(self._gone.wait, 5.0)
             await asyncio.to_thread(client.loop_stop)
 
-    def _idle_unless_queued(self) -> bool:
-        """True, and marked idle for the receive thread to wake, when nothing is queued."""
+    async def _nap(self, wake_at: int, seconds: float) -> None:
+        """Sleep `seconds`, unless `wake_at` messages are queued (now, or when the receive
+        thread queues them) or the connector stops."""
         with self._room:
-            self._idle = not self._inbox
-            return self._idle
+            if len(self._inbox) >= wake_at:
+                return
+            self._wake_at = wake_at
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        self._wake.clear()
+        with self._room:
+            self._wake_at = NEVER
 
     async def _wake_on(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -541,11 +548,12 @@ class MqttConnector:
                     lambda: len(self._inbox) + len(received) <= MAX_INBOX or self._stopping, FULL_WAIT_S
                 )
             inbox = self._inbox
-            if self._idle and self._loop is not None:
-                # Only an idle asyncio side is woken. A busy one looks at the inbox after its
-                # batch_ms anyway: a wake-up per batch, a write and a read of the loop's
-                # self-pipe, would cost more than the batch.
-                self._idle = False
+            if len(inbox) + len(received) >= self._wake_at and self._loop is not None:
+                # The asyncio side sleeps until this many are queued: the first message after
+                # a quiet spell, or a batch already full. Otherwise it looks at the inbox when
+                # its batch_ms is up: a wake-up per read, a write and a read of the loop's
+                # self-pipe, would cost more than the messages.
+                self._wake_at = NEVER
                 self._loop.call_soon_threadsafe(self._wake.set)
             if len(inbox) + len(received) <= MAX_INBOX:
                 inbox.extend(received)

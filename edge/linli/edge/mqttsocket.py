@@ -174,7 +174,7 @@ class BufferedClient(paho.Client):
 
     on_publishes: PublishBatch | None = None
     # How long a read after a small one waits for more (see the module's doc); 0: not at all.
-    coalesce_s = 0.05
+    coalesce_s = 0.1
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         """Handle every packet already buffered, not one per select() as paho does for QoS 0."""
