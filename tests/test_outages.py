@@ -345,7 +345,22 @@ def test_a_failing_store_applies_backpressure_instead_of_dropping(
             assert agent.mqtt is not None
             load.start(10)
             await wait_until(lambda: agent.mqtt is not None and agent.mqtt.paused, 20, "backpressure")
+            # While it holds, the connector looks at its inbox once a batch, however much waits
+            # there (hundreds of messages by the end of the load), and does not spin.
+            looks = 0
+            pressed = agent.mqtt.backpressure
+
+            def counted() -> bool:
+                nonlocal looks
+                looks += 1
+                return pressed()
+
+            agent.mqtt.backpressure = counted
+            since = time.monotonic()
             await asyncio.to_thread(load.join)
+            held_s = time.monotonic() - since
+            batch_s = agent.mqtt.settings.batch_ms / 1000
+            assert looks <= held_s / batch_s + 3, (looks, held_s)
             # The broker keeps what the agent does not take; the buffer stays under its bound.
             assert agent.mqtt.paused
             assert agent.mqtt.stored < load.sent

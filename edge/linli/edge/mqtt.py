@@ -299,8 +299,9 @@ class MqttConnector:
                     next_health += s.health_interval
                     self.emit(self.health_lines(int(time.time() * 1000)), None, b"")
                 if not stop.is_set():
-                    # What arrives meanwhile is handled in one batch, batch_ms later at most.
-                    await self._nap(FULL_BATCH, s.batch_ms / 1000)
+                    # What arrives meanwhile is handled in one batch, batch_ms later at most;
+                    # while backpressure holds, look again only then, however much waits.
+                    await self._nap(NEVER if self.paused else FULL_BATCH, s.batch_ms / 1000)
         finally:
             relay.cancel()
             self._stopping = True
@@ -322,9 +323,12 @@ class MqttConnector:
         """Sleep `seconds`, unless `wake_at` messages are queued (now, or when the receive
         thread queues them) or the connector stops."""
         with self._room:
-            if len(self._inbox) >= wake_at:
-                return
-            self._wake_at = wake_at
+            queued = len(self._inbox) >= wake_at
+            if not queued:
+                self._wake_at = wake_at
+        if queued:
+            await asyncio.sleep(0)  # under load too, the commits and the writer get their turn
+            return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._wake.wait()
