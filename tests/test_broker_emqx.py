@@ -55,6 +55,8 @@ def erl(program: str, path: Path) -> str:
         [binary, "-noshell", "-eval", program, "-extra", str(path)],
         capture_output=True, text=True, timeout=60, check=False, cwd=path.parent,  # a crash dump goes there
     )  # fmt: skip
+    if "undef,[{crypto," in done.stdout + done.stderr:
+        pytest.fail("Erlang's crypto is not installed: apt-get install -y erlang-crypto", pytrace=False)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
