@@ -255,3 +255,12 @@ def test_help_describes_every_option_with_its_default() -> None:
     assert "same seed, same day (default 1)" in demo
     assert "poll interval in seconds (default 1)" in demo
     assert "(default .linli-demo)" in demo
+
+
+@pytest.mark.parametrize("value", ["0", "1001", "0.5", '"fast"'])
+def test_an_mqtt_batch_outside_1_to_1000_ms_is_refused_naming_the_key(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, GOOD + f"\n[mqtt]\nbatch_ms = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    [problem] = info.value.problems
+    assert "mqtt.batch_ms" in problem
