@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,12 +35,14 @@ NOT_AUTHORIZED = 0x87
 GROUP = "$share/linli-notifier"  # the notifier's shared subscription group
 
 
-def broker_config(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def broker_config(
+    out: Path, *extra: str, waste: Path = DEPLOY / "waste.local.toml"
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "linli.cli", "broker", "config",
          "--edge-config", str(DEPLOY / "district.toml"),
          "--notifier-config", str(DEPLOY / "notifier.local.toml"), "--waste-config",
-         str(DEPLOY / "waste.local.toml"), "--out", str(out),
+         str(waste), "--out", str(out),
          "--bind", "127.0.0.1", *extra],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
@@ -224,6 +227,30 @@ def test_the_waste_service_writes_only_its_trucks_orders_and_its_contacts(
             assert refused(waste.publish(topic, "{}")), topic
     finally:
         waste.close()
+
+
+def test_a_waste_contact_on_a_topic_the_notifier_writes_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """A keeper's MQTT channel is the waste service's to write, exactly that topic; one the
+    notifier writes would let it pass notices off as the notifier's."""
+    gtfs = tmp_path / "gtfs"
+    shutil.copytree(DEPLOY / "gtfs" / "hongqiao", gtfs)
+    webhook = '{ kind = "webhook", url = "http://sms-gateway.district.example/send?to=keeper-anlong-1" }'
+    extras = (gtfs / "linli.toml").read_text()
+    assert webhook in extras
+    waste = tmp_path / "waste.toml"
+    waste.write_text(f'gtfs = "{gtfs}"\nstate = "w.sqlite"\n')
+    for topic, ok in (("linli/notices/ops", False), ("linli/waste/notices/anlong-1", True)):
+        (gtfs / "linli.toml").write_text(extras.replace(webhook, f'{{ kind = "mqtt", topic = "{topic}" }}'))
+        done = broker_config(tmp_path / "conf", waste=waste)
+        assert (done.returncode == 0) is ok, done.stderr
+        if not ok:
+            assert f"{gtfs}/linli.toml" in done.stderr
+            assert "linli/notices/ops is the notifier's to write" in done.stderr
+            continue
+        rights = json.loads((tmp_path / "conf" / "dynsec.json").read_text())
+        acls = next(r["acls"] for r in rights["roles"] if r["rolename"] == "waste")
+        sends = {a["topic"] for a in acls if a["acltype"] == "publishClientSend" and a["allow"]}
+        assert sends == {"trucks/fleet/truck-renovation/order", topic}
 
 
 def test_the_written_files_work_for_mosquitto_started_as_root(tmp_path: Path) -> None:
