@@ -1,7 +1,9 @@
 """The waste service's HTTP API: trips under way with their predictions, and the notices sent.
 
 The same rules as the notifier's: a bearer token checked before a body is read, bodies
-bounded, every answer in the OpenAPI document.
+bounded, every answer in the OpenAPI document. The same tokens too, kept in the waste service's
+state (`linli waste token`), with the scopes `scopes.needed` asks for; $LINLI_CLOUD_TOKEN (the
+variable `token_env` names), when set, is an admin token.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from linli.cloud.waste.bookings import OPEN
 from linli.cloud.waste.gtfs import local_hhmm
 from linli.cloud.waste.realtime import feed_message
 from linli.cloud.waste.rollups import ZONE, Period, period_start
+from linli.cloud.waste.scopes import needed
 
 if TYPE_CHECKING:
     from linli.cloud.waste.service import WasteService
@@ -300,4 +303,4 @@ def app(service: WasteService, token: str) -> ASGIApp:
             taken_over=service.taken_over,
         )
 
-    return Guard(api, token, public=frozenset({"/book"}))
+    return Guard(api, token, public=frozenset({"/book"}), book=service.tokens, need=needed)
