@@ -115,6 +115,12 @@ def call(run: Running, who: str | None, method: str, path: str, body: Any = None
     return httpx.request(method, run.base + path, headers=headers, json=body, timeout=10)
 
 
+def refusals(run: Running) -> dict[str, int]:
+    """The booking requests refused so far, by reason, as `/stats` says."""
+    counts: dict[str, int] = call(run, "read", "GET", "/stats").json()["bookings_refused"]
+    return counts
+
+
 def booking(compound: str, key: str, **changes: Any) -> dict[str, Any]:
     now = dt.datetime.now(ZONE)
     return {
@@ -223,8 +229,10 @@ def test_a_request_naming_a_url_or_a_topic_is_refused_and_nothing_is_sent_there(
     port = running.receiver.url.rsplit(":", 1)[1]
     named = json.loads(json.dumps(contact).replace("{port}", port))
     key = unique("evil")
+    before = refusals(running)
     refused = call(running, "admin", "POST", "/bookings", booking("gubei-1", key, contact=named))
     assert refused.status_code == 422, refused.text
+    assert refusals(running) == before | {"invalid": before.get("invalid", 0) + 1}  # counted, by reason
     # A booking that is told, after it: its SMS arriving shows the service has sent what it would.
     phone = "+8613800138000"
     told = call(
@@ -277,6 +285,7 @@ def test_the_same_key_with_other_content_is_a_conflict_naming_the_key(running: R
     assert first.status_code == 201
     assert (again.status_code, again.json()["id"]) == (200, first.json()["id"])
     assert other.status_code == 409
+    assert refusals(running)["key_conflict"] >= 1
     assert f"key '{key}'" in other.json()["detail"]
 
 

@@ -221,7 +221,7 @@ def doc(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": Error, "description": what[code]} for code in codes}
 
 
-async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
+async def invalid(_request: Request, exc: Exception) -> JSONResponse:
     """422 with each problem, as FastAPI says it; a NaN or infinity the client sent is echoed as
     text, since JSON has no such number (FastAPI's own answer failed there with a 500)."""
     assert isinstance(exc, RequestValidationError)
@@ -247,7 +247,7 @@ def guarded(title: str, description: str) -> FastAPI:
         responses=doc(401, 403, 413),
         # Only for the document's security scheme: the Guard checks the token, before the body.
         dependencies=[Depends(HTTPBearer(auto_error=False))],
-        exception_handlers={RequestValidationError: _invalid},
+        exception_handlers={RequestValidationError: invalid},
     )
 
 

@@ -9,23 +9,28 @@ Booking and cancelling otherwise take `admin`; `read` and `ack` tokens may only 
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from pathlib import Path as FilePath
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
 
-from linli.cloud.api import doc
+from linli.cloud.api import doc, invalid
 from linli.cloud.tokens import Holder, Scope
 from linli.cloud.waste.bookings import OPEN, Booking, BookingError, BookingRequest, KeyConflictError, State
 from linli.cloud.waste.gtfs import local_hhmm
 from linli.cloud.waste.scopes import may_change_any, owns
+from linli.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
     from linli.cloud.waste.renovation import Renovation
     from linli.cloud.waste.service import WasteService
 
 PAGE = FilePath(__file__).parent / "static" / "book.html"
+log = logging.getLogger(__name__)
 
 
 def _renovation(service: WasteService) -> Renovation:
@@ -44,11 +49,42 @@ def holder_of(request: Request, *, changing: bool) -> Holder:
     return holder
 
 
+class Refusals:
+    """Booking requests refused: counted (the service's `/stats` and `/metrics`), logged once a
+    minute per reason and token, and answered with what was wrong."""
+
+    def __init__(self, counts: Counter[str]) -> None:
+        self.counts = counts
+        self._log = RateLimitedLog(log)
+
+    def __call__(self, request: Request, code: int, reason: str, detail: str) -> HTTPException:
+        holder: Holder = request.state.holder
+        self.counts[reason] += 1
+        self._log.log(
+            reason, holder.name, "waste: a booking by '%s' refused (%s): %s", holder.name, reason, detail
+        )
+        return HTTPException(code, detail)
+
+    async def invalid(self, request: Request, exc: Exception) -> JSONResponse:
+        """A request the models refuse (422): a booking's is counted too."""
+        if (
+            request.method == "POST"
+            and request.url.path == "/bookings"
+            and isinstance(exc, RequestValidationError)
+        ):
+            what = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())
+            self(request, 422, "invalid", what[:300])
+        return await invalid(request, exc)
+
+
 def booking_routes(api: FastAPI, service: WasteService) -> None:
     """Add the bookings' endpoints to the waste API."""
 
     def renovation() -> Renovation:
         return _renovation(service)
+
+    refused = Refusals(service.bookings_refused)
+    api.add_exception_handler(RequestValidationError, refused.invalid)
 
     def booking_json(booking: Booking) -> dict[str, Any]:
         predicted = renovation().predicted.get(booking.id) if booking.state in OPEN else None
@@ -69,15 +105,16 @@ def booking_routes(api: FastAPI, service: WasteService) -> None:
         was used for a different booking)."""
         holder = holder_of(request, changing=True)
         if holder.scope is Scope.BOOK and body.compound not in holder.compounds:
-            raise HTTPException(
-                403, f"this link books at {', '.join(sorted(holder.compounds))} only, not {body.compound}"
+            mine = ", ".join(sorted(holder.compounds))
+            raise refused(
+                request, 403, "not_its_compound", f"this link books at {mine} only, not {body.compound}"
             )
         try:
             booking, new = renovation().book(body, service.clock(), holder.name, holder.office)
         except KeyConflictError as exc:
-            raise HTTPException(409, str(exc)) from None
+            raise refused(request, 409, "key_conflict", str(exc)) from None
         except BookingError as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise refused(request, 422, "refused", str(exc)) from None
         if not new:
             response.status_code = 200
         return booking_json(booking)

@@ -245,6 +245,7 @@ class WasteService:
         self._told: dict[str, int] = {}  # trip -> notices already sent
         self.received = 0  # every message taken, good or bad
         self.rejected: Counter[str] = Counter()
+        self.bookings_refused: Counter[str] = Counter()  # booking requests refused, by reason
         self.incidents: list[Incident] = []  # every incident this service found
         self._incidents_told: dict[str, int] = {}
         # How many of each notice (trip, day, stop index, kind) and incident (trip, day, kind,
