@@ -28,6 +28,10 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+# An HTTP(S) URL with a host and no spaces or control characters.
+Url = Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\x00-\x20/]+[^\x00-\x20]*$")]
+
+
 class ChannelKind(StrEnum):
     WEBHOOK = "webhook"  # any URL: the alert as JSON
     WECOM = "wecom"  # WeCom (企业微信) group robot
@@ -41,7 +45,7 @@ class HttpChannel(Strict):
     """A webhook (the alert as JSON) or a group robot, in that service's own format."""
 
     kind: Literal[ChannelKind.WEBHOOK, ChannelKind.WECOM, ChannelKind.DINGTALK, ChannelKind.FEISHU]
-    url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\x00-\x20/]+[^\x00-\x20]*$")]
+    url: Url
     # DingTalk and Feishu signing secret, from this environment variable
     secret_env: Annotated[str, Field(max_length=128)] = ""
 
