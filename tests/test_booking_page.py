@@ -25,6 +25,7 @@ from linli.cloud.waste.service import WasteService
 from linli.dashboards.recording import on_shift_all_day
 from linli.localservers import LocalServer, free_port
 from peers import Inbox, Receiver
+from support import LOOPBACK
 from test_renovation_service import TRUCK, Terminal
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
@@ -67,6 +68,7 @@ def test_staff_book_on_the_page_see_it_offered_and_accepted_then_cancel_it(
         state=str(tmp_path / "waste.sqlite"),
         api_port=api_port,
         smtp=SmtpConfig(port=smtp, sender="waste@district.example"),
+        delivery=LOOPBACK,
     )
     service = WasteService(config, TOKEN, load_feed(folder))
     loop = asyncio.new_event_loop()

@@ -253,8 +253,8 @@ class WasteService:
         self.handled: Counter[str] = Counter()
         self.fixes: Counter[str] = Counter()  # what each position did: matched, off_route, stale
         self.started = asyncio.Event()
-        self.sender = Sender(config.smtp)
-        self.deliveries = Deliveries(self.sender, config.attempts, self._failed)
+        self.sender = Sender(config.smtp, policy=config.delivery)
+        self.deliveries = Deliveries(self.sender, config.attempts, self._failed, config.delivery)
         self.state = WasteState(config.state)
         self.leadership = Leadership(self.state)
         self._ratelog = RateLimitedLog(log)
