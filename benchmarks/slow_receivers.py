@@ -2,10 +2,11 @@
 
 A real notifier (`linli cloud run`, its own process) on a local Mosquitto; alerts published
 straight onto its alert topic, `--gap-ms` apart. Every alert goes to every subscription. Two
-runs, side by side: "none", the healthy webhook alone; "slow", the same with `--hanging`
-webhooks that take the request and never answer and `--trickling` ones that answer a byte a
-second; "none" has as many webhooks beside the healthy one, answering at once, so that both
-runs cost the notifier the same bookkeeping per alert. The delay is from publishing the alert to the healthy webhook receiving its notice.
+runs, side by side: "slow", the healthy webhook beside `--hanging` webhooks that take the
+request and never answer and `--trickling` ones that answer a byte a second; "none", the
+healthy webhook beside as many that answer at once, so that both runs cost the notifier the
+same bookkeeping per alert. The delay runs from publishing the alert to the healthy webhook
+receiving its notice.
 Then every slow delivery must be recorded in GET /failed-deliveries: none lost, none dropped.
 Prints p50, p99, max per run and the counts; `--json` prints one JSON object instead.
 """
@@ -133,7 +134,7 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def run(
-    name: str, work: Path, broker: int, args: argparse.Namespace, others: list[str], slow: int
+    name: str, work: Path, broker: int, args: argparse.Namespace, others: list[str], *, slow: int
 ) -> dict[str, Any]:
     sent: dict[str, float] = {}
     delays: list[float] = []
@@ -210,8 +211,8 @@ def main() -> int:
         broker = start_mosquitto(work / "mq")
         try:
             runs = [
-                run("none", work, broker.port, args, fast.urls, 0),
-                run("slow", work, broker.port, args, slow.urls, len(slow.urls)),
+                run("none", work, broker.port, args, fast.urls, slow=0),
+                run("slow", work, broker.port, args, slow.urls, slow=len(slow.urls)),
             ]
         finally:
             broker.stop()
