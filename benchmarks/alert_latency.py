@@ -47,6 +47,9 @@ def notifier_config(path: Path, broker: int, api: int, hook: str) -> None:
 api_port = {api}
 group_wait_s = 0
 
+[delivery]
+allow_private = true
+
 [broker]
 port = {broker}
 

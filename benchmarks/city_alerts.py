@@ -117,6 +117,9 @@ api_port = {api}
 group_wait_s = 0
 repeat_s = 86400
 
+[delivery]
+allow_private = true
+
 [broker]
 port = {broker}
 group = "{group}"

@@ -93,7 +93,14 @@ def measure(
     """Hand every message to each service of a fresh `layout` on `state`; their CPU per message."""
     routes, count = layout.split(":")
     config = WasteConfig.model_validate(
-        {"gtfs": feed_dir, "state": state, "broker": TruckBroker(port=1), "attempts": 1, "routes": routes}
+        {
+            "gtfs": feed_dir,
+            "state": state,
+            "broker": TruckBroker(port=1),
+            "attempts": 1,
+            "routes": routes,
+            "delivery": {"allow_private": True},
+        }
     )
     services = [WasteService(config, "t", feed) for _ in range(int(count))]
     cpu = [0.0] * len(services)

@@ -51,3 +51,41 @@ class Inbox:
     async def handle_DATA(self, _server: object, _session: object, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's name)
         self.messages.append(email.message_from_bytes(envelope.content))
         return "250 OK"
+
+
+class SlowReceiver:
+    """An HTTP server that takes every POST and then never finishes its answer: "trickle" sends
+    the status line and then its body a byte a second, "hang" never says a word."""
+
+    def __init__(self, mode: str) -> None:
+        self.posts: list[str] = []
+        self.stopping = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.posts.append(self.path)
+                if mode == "trickle":
+                    self.send_response(200)
+                    self.send_header("Content-Length", "100000")
+                    self.end_headers()
+                    self.wfile.flush()
+                # The receiver's own pace, not the test's synchronisation: a byte a second.
+                while not receiver.stopping.wait(1.0):
+                    if mode == "trickle":
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()

@@ -23,6 +23,7 @@ from typing import Any
 from linli.catalog.profile import Profile
 from linli.catalog.registers import Value, compile_decoder
 from linli.cloud.broker.configs import QUEUES
+from linli.cloud.config import DeliveryConfig
 from linli.dashboards.influxv1 import run as run_influxql
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
@@ -30,6 +31,8 @@ from linli.localservers import LocalServer, free_port, start_influxdb1
 from linli.sim.image import build_image
 
 _counter = itertools.count(1)
+# The tests' receivers are on loopback: a service's config must allow private addresses.
+LOOPBACK = DeliveryConfig(allow_private=True)
 
 
 def shipped_queue_settings() -> str:

@@ -35,7 +35,7 @@ from linli.cloud.waste.state import WasteState
 from linli.dashboards.recording import on_shift_all_day
 from linli.localservers import LocalServer, free_port
 from peers import Inbox, Receiver
-from support import linli, unique, wait_for, waste_in_thread
+from support import LOOPBACK, linli, unique, wait_for, waste_in_thread
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
 ENV_TOKEN = "waste-env-s3cret"  # noqa: S105 (the test's own)
@@ -92,6 +92,7 @@ def running(mosquitto: LocalServer, tmp_path_factory: pytest.TempPathFactory) ->
             sms=SmsGateway(url=f"{receiver.url}/sms"),
             wecom=WecomApp(url=f"{receiver.url}/wecom", agent_id=1000002),
         ),
+        delivery=LOOPBACK,
     )
     heard: queue.Queue[tuple[str, bytes]] = queue.Queue()
     spy = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("spy"))

@@ -25,7 +25,7 @@ from linli.cloud.waste.state import WasteState
 from linli.dashboards.recording import on_shift_all_day
 from linli.localservers import LocalServer, free_port
 from peers import Inbox, Receiver
-from support import waste_in_thread
+from support import LOOPBACK, waste_in_thread
 from test_renovation_service import TRUCK, Terminal
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
@@ -68,6 +68,7 @@ def test_staff_book_on_the_page_see_it_offered_and_accepted_then_cancel_it(
         state=str(tmp_path / "waste.sqlite"),
         api_port=api_port,
         smtp=SmtpConfig(port=smtp, sender="waste@district.example"),
+        delivery=LOOPBACK,
     )
     tokens = TokenBook(WasteState(config.state).engine)
     link = tokens.create("hongmei link", Scope.BOOK, compounds=["hongmei-1", "hongmei-2"])

@@ -112,6 +112,9 @@ api_port = 8790
 group_wait_s = 0
 repeat_s = 3600
 
+[delivery]
+allow_private = true
+
 [broker]
 host = "{hosts.here}"
 port = {broker}

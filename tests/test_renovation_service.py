@@ -27,7 +27,7 @@ from linli.cloud.waste.service import WasteService
 from linli.dashboards.recording import on_shift_all_day
 from linli.localservers import LocalServer, free_port
 from peers import Inbox, Receiver
-from support import unique, wait_until
+from support import LOOPBACK, unique, wait_until
 from test_waste_service import local_feed
 
 TOKEN = "waste-s3cret"  # noqa: S105 (the test's own)
@@ -119,6 +119,7 @@ def test_a_booking_is_offered_declined_escalated_then_accepted_driven_collected_
         operator=Contact.model_validate(
             {"name": "operator", "channels": [{"kind": "webhook", "url": f"{receiver.url}/operator"}]}
         ),
+        delivery=LOOPBACK,
     )
     gubei, pile = feed.stops["gubei-1"], feed.stops["hongmei-1"]
 

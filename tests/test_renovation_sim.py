@@ -24,7 +24,7 @@ from linli.dashboards.recording import on_shift_all_day
 from linli.localservers import LocalServer, free_port
 from linli.sim.kinds.truck import Truck
 from linli.sim.timetable import Traffic
-from support import start_sim, stop_process, wait_until
+from support import LOOPBACK, start_sim, stop_process, wait_until
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
 TOKEN = "sim-s3cret"  # noqa: S105 (the test's own)
@@ -90,6 +90,7 @@ def test_simulated_staff_book_and_the_simulated_truck_collects_through_mosquitto
         state=str(tmp_path / "waste.sqlite"),
         api_port=api_port,
         attempts=1,
+        delivery=LOOPBACK,
     )
     journal = tmp_path / "bookings.jsonl"
     morning = (dt.datetime.now(ZONE) - dt.timedelta(days=1)).replace(

@@ -31,7 +31,7 @@ from linli.cloud.waste.service import WasteService
 from linli.localservers import free_port, postgresql_url
 from linli.sim.timetable import Traffic, drive_trip
 from netns import Hosts
-from support import create_database, wait_for
+from support import LOOPBACK, create_database, wait_for
 from test_hosts import Hook, fault, servers, starter
 from test_waste_service import FEED, MONDAY, TOKEN, TRIP, hand_over
 
@@ -73,6 +73,9 @@ api_host = "{hosts.address(name)}"
 api_port = 8791
 attempts = 2
 lease_s = {LEASE_S}
+
+[delivery]
+allow_private = true
 
 [broker]
 host = "{hosts.here}"
@@ -172,7 +175,11 @@ def told_alone(tmp_path: Path, messages: list[tuple[str, dict[str, Any]]]) -> To
     """What one service alone decides to tell the keepers of this trip (its gateway is nowhere)."""
     gtfs = feed_for(tmp_path / "alone", f"http://127.0.0.1:{free_port()}")
     config = WasteConfig(
-        gtfs=gtfs, state=str(tmp_path / "alone.sqlite"), broker=TruckBroker(port=1), attempts=1
+        gtfs=gtfs,
+        state=str(tmp_path / "alone.sqlite"),
+        broker=TruckBroker(port=1),
+        attempts=1,
+        delivery=LOOPBACK,
     )
     service = WasteService(config, TOKEN, load_feed(gtfs))
 

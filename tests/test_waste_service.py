@@ -22,7 +22,7 @@ from linli.cloud.waste.service import WasteService
 from linli.localservers import LocalServer, free_port
 from linli.sim.timetable import Traffic, drive_trip
 from peers import Inbox, Receiver
-from support import unique, wait_until
+from support import LOOPBACK, unique, wait_until
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
 TOKEN = "waste-s3cret"  # noqa: S105 (the test's own)
@@ -86,6 +86,7 @@ def test_keepers_hear_before_the_truck_comes_then_arrival_and_collection(
         gtfs=tmp_path / "gtfs",
         state=str(tmp_path / "waste.sqlite"),
         api_port=free_port(),
+        delivery=LOOPBACK,
     )
     service = WasteService(config, TOKEN, feed)
     trip = feed.trips[TRIP]
@@ -177,6 +178,7 @@ def test_a_restart_mid_trip_tells_no_keeper_twice(
         gtfs=tmp_path / "gtfs",
         state=state,
         api_port=free_port(),
+        delivery=LOOPBACK,
     )
     trip = feed.trips[TRIP]
     drive = drive_trip(feed, trip, MONDAY, random.Random(9), traffic=Traffic(sd=0.0, trip_sd=0.2))
@@ -278,6 +280,7 @@ def incident_service(
         smtp=SmtpConfig(port=smtp),
         dispatcher=contact("dispatcher"),
         operator=contact("operator"),
+        delivery=LOOPBACK,
     )
     return WasteService(config, TOKEN, feed), feed
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
+import time
 from collections import Counter
 from typing import Annotated, Any
 
@@ -96,6 +97,16 @@ class TokenInfo(BaseModel):
     revoked_ms: int | None
 
 
+class PausedDestination(BaseModel):
+    """A destination (a scheme, host and port, or smtp, or mqtt) nothing is sent to for now."""
+
+    destination: str
+    failures: int = Field(description="failures in a row")
+    for_s: float = Field(description="seconds until one delivery probes it again")
+    last_error: str
+    waiting: int = Field(description="deliveries waiting for it")
+
+
 class Stats(BaseModel):
     """What the notifier took and refused since it started."""
 
@@ -105,6 +116,11 @@ class Stats(BaseModel):
     )
     errors: dict[str, int] = Field(description="alerts quarantined or failing, by step")
     delivering: int = Field(description="deliveries under way")
+    failed_deliveries: dict[str, int] = Field(description="deliveries recorded as failed, by channel kind")
+    waiting: dict[str, int] = Field(
+        description="deliveries waiting their turn or a pause's end, by destination"
+    )
+    paused: list[PausedDestination] = Field(description="destinations paused after failing again and again")
 
 
 def _error(code: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> list[Message]:
@@ -259,6 +275,8 @@ def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:
         "acknowledge), `admin` (everything: subscriptions, tokens, the audit log).",
     )
 
+    deliveries = notifier.deliveries
+
     def who(request: Request) -> str:
         holder: Holder = request.state.holder
         return holder.name
@@ -330,6 +348,18 @@ def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:
             rejected=dict(notifier.rejected),
             errors=dict(notifier.errors),
             delivering=notifier.delivering,
+            failed_deliveries=dict(deliveries.gave_up),
+            waiting=deliveries.destinations.waiting(),
+            paused=[
+                PausedDestination(
+                    destination=p.destination,
+                    failures=p.failures,
+                    for_s=max(0.0, p.until_s - time.monotonic()),
+                    last_error=p.last_error,
+                    waiting=p.waiting,
+                )
+                for p in deliveries.destinations.paused()
+            ],
         )
 
     def families() -> list[Metric]:
@@ -360,6 +390,23 @@ def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:
                 sum(a.acked_by is None for a in active),
             ),
             gauge("linli_notifier_deliveries_under_way", "Deliveries under way", notifier.delivering),
+            counter(
+                "linli_notifier_delivery_failures",
+                "Deliveries recorded as failed, by channel kind",
+                dict(deliveries.gave_up),
+                "channel",
+            ),
+            gauge(
+                "linli_notifier_deliveries_waiting",
+                "Deliveries waiting their turn or a pause's end, by destination",
+                {name: float(n) for name, n in deliveries.destinations.waiting().items()},
+                "destination",
+            ),
+            gauge(
+                "linli_notifier_destinations_paused",
+                "Destinations paused after failing again and again",
+                len(deliveries.destinations.paused()),
+            ),
             gauge("linli_notifier_subscriptions", "Subscriptions", len(notifier.store.subscriptions())),
             gauge(
                 "linli_notifier_failed_deliveries",

@@ -5,26 +5,48 @@ robots with a signing secret take a timestamp and an HMAC-SHA256 signature (Ding
 the query, over "timestamp\\nsecret" keyed by the secret; Feishu in the body, over nothing
 keyed by "timestamp\\nsecret"). A robot answers 200 even when it refuses, with a non-zero
 errcode (WeCom, DingTalk) or code (Feishu): that counts as a failed delivery.
+
+Every field goes into robot markdown escaped, so that an alert's title or site cannot add a
+link, a heading or an @all; a headline (an e-mail subject) is one line, whatever the fields
+hold. Each send has one deadline for all of it (connecting, sending, the whole answer), and each
+HTTP destination its own connection pool, so a receiver that trickles its answer a byte a second
+or never answers costs only its own deliveries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
+import re
 import smtplib
+import socket
+import ssl
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any, Literal, Protocol
 
+import httpcore
 import httpx
 
 from linli.catalog.alerts import AlertMessage
-from linli.cloud.config import Channel, ChannelKind, EmailChannel, HttpChannel, MqttChannel, SmtpConfig
+from linli.cloud.addresses import PublicOnly
+from linli.cloud.config import (
+    DEFAULT_DELIVERY,
+    Channel,
+    ChannelKind,
+    DeliveryConfig,
+    EmailChannel,
+    HttpChannel,
+    MqttChannel,
+    SmtpConfig,
+)
 
 NoticeKind = Literal["firing", "repeat", "escalation", "resolved"]
 HEADLINE = {"firing": "FIRING", "repeat": "STILL FIRING", "escalation": "ESCALATED", "resolved": "RESOLVED"}
@@ -57,7 +79,7 @@ class Notice:
     def subject(self) -> str:
         a = self.alert
         where = f"{a.site}/{a.device}" + (f" port {a.port}" if a.port else "")
-        return f"[{HEADLINE[self.kind]}] [{a.severity}] {a.title} at {where}"
+        return one_line(f"[{HEADLINE[self.kind]}] [{a.severity}] {a.title} at {where}")
 
     def text(self) -> str:
         a = self.alert
@@ -100,56 +122,134 @@ def body(channel: HttpChannel, notice: Message, now: float) -> tuple[str, dict[s
     raise ValueError(f"{channel.kind} is not an HTTP channel")
 
 
+def one_line(text: str) -> str:
+    """`text` with its line breaks and other control characters as spaces: a header's value."""
+    return re.sub(r"[\x00-\x1f\x7f\u2028\u2029]+", " ", text)
+
+
+# What WeCom's and DingTalk's markdown read as markup, HTML included.
+MARKUP = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+
+
+def escape_markdown(text: str) -> str:
+    """`text` as robot markdown shows it literally: markup characters backslash-escaped, HTML's
+    angle brackets and ampersands as entities, and an @ that cannot mention anyone."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return MARKUP.sub(r"\\\1", text).replace("@", "@\u200b")
+
+
 def _markdown(notice: Message) -> str:
-    first, *rest = notice.text().splitlines()
-    return f"**{first}**\n" + "\n".join(f"> {line}" for line in rest)
+    # Only what this function adds is markup: the subject and every line of the text (the
+    # alert's fields among them) are escaped, and a field's own line break stays in its quote.
+    rest = [escape_markdown(line) for line in notice.text().splitlines()[1:]]
+    return f"**{escape_markdown(notice.subject)}**\n" + "\n".join(f"> {line}" for line in rest)
 
 
 class Sender:
-    """Delivers notices over HTTP, SMTP and MQTT; one attempt per call."""
+    """Delivers notices over HTTP, SMTP and MQTT; one attempt per call, within the deadline."""
 
-    def __init__(self, smtp: SmtpConfig, publish: Any = None) -> None:
+    def __init__(
+        self, smtp: SmtpConfig, publish: Any = None, policy: DeliveryConfig = DEFAULT_DELIVERY
+    ) -> None:
         self.smtp = smtp
         self.publish = publish  # callable(topic, payload) for MQTT channels
-        self.http = httpx.AsyncClient(timeout=10)
+        self.policy = policy
+        # One pool of connections per destination (scheme, host and port), the size of its
+        # limit: a destination whose connections all hang leaves the others theirs.
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._tls = ssl.create_default_context()
+        self._mailers = ThreadPoolExecutor(policy.per_destination, thread_name_prefix="linli-smtp")
+
+    def _client(self, url: str) -> httpx.AsyncClient:
+        parts = urllib.parse.urlsplit(url)
+        key = f"{parts.scheme}://{parts.netloc}"
+        client = self._clients.get(key)
+        if client is None:
+            limits = httpx.Limits(max_connections=self.policy.per_destination)
+            transport = httpx.AsyncHTTPTransport(verify=self._tls, limits=limits)
+            if not self.policy.allow_private:
+                # Checked where the connection is made: the address it goes to is the one checked.
+                transport._pool = httpcore.AsyncConnectionPool(
+                    ssl_context=self._tls,
+                    max_connections=self.policy.per_destination,
+                    network_backend=PublicOnly(),
+                )
+            client = self._clients[key] = httpx.AsyncClient(transport=transport, trust_env=False)
+        return client
 
     async def send(self, channel: Channel, notice: Message) -> None:
         if isinstance(channel, EmailChannel):
-            await asyncio.to_thread(self._mail, channel, notice)
+            await self._mail(channel, notice)
         elif isinstance(channel, MqttChannel):
             if self.publish is None:
                 raise DeliveryError("no broker connection for MQTT channels")
             self.publish(channel.topic, json.dumps(notice.to_json(), ensure_ascii=False))
         else:
-            url, payload = body(channel, notice, time.time())
-            try:
-                response = await self.http.post(url, json=payload)
-            except httpx.HTTPError as exc:
-                raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
-            if response.status_code >= 300:
-                raise DeliveryError(f"HTTP {response.status_code}: {response.text[:200]}")
-            if channel.kind is not ChannelKind.WEBHOOK:
-                try:
-                    answer = response.json()
-                except ValueError as exc:
-                    raise DeliveryError(f"the robot answered no JSON: {response.text[:200]!r}") from exc
-                code = answer.get("errcode", answer.get("code", 0)) if isinstance(answer, dict) else 0
-                if code:
-                    raise DeliveryError(f"the robot refused it: {answer}")
+            await self._post(channel, notice)
 
-    def _mail(self, channel: EmailChannel, notice: Message) -> None:
-        message = EmailMessage()
-        message["Subject"] = notice.subject
-        message["From"] = self.smtp.sender
-        message["To"] = ", ".join(channel.to)
-        message.set_content(notice.text())
+    async def _post(self, channel: HttpChannel, notice: Message) -> None:
+        url, payload = body(channel, notice, time.time())
+        deadline = self.policy.deadline_s
         try:
-            with smtplib.SMTP(self.smtp.host, self.smtp.port, timeout=10) as smtp:
-                if self.smtp.starttls:
-                    smtp.starttls()
-                smtp.send_message(message)
+            async with asyncio.timeout(deadline):
+                response = await self._client(url).post(url, json=payload)
+        except TimeoutError:
+            raise DeliveryError(f"no whole answer within the {deadline:g} s deadline") from None
+        except httpx.HTTPError as exc:
+            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 300:
+            raise DeliveryError(f"HTTP {response.status_code}: {response.text[:200]}")
+        if channel.kind is not ChannelKind.WEBHOOK:
+            try:
+                answer = response.json()
+            except ValueError as exc:
+                raise DeliveryError(f"the robot answered no JSON: {response.text[:200]!r}") from exc
+            code = answer.get("errcode", answer.get("code", 0)) if isinstance(answer, dict) else 0
+            if code:
+                raise DeliveryError(f"the robot refused it: {answer}")
+
+    def letter(self, channel: EmailChannel, notice: Message) -> EmailMessage:
+        """The e-mail for `notice`; DeliveryError if a header cannot hold it."""
+        message = EmailMessage()
+        try:
+            message["Subject"] = one_line(notice.subject)
+            message["From"] = self.smtp.sender
+            message["To"] = ", ".join(channel.to)
+            message.set_content(notice.text())
+        except (ValueError, TypeError) as exc:
+            raise DeliveryError(f"the e-mail could not be written: {exc}") from exc
+        return message
+
+    async def _mail(self, channel: EmailChannel, notice: Message) -> None:
+        message = self.letter(channel, notice)
+        deadline = self.policy.deadline_s
+        smtp = smtplib.SMTP(timeout=deadline)
+        where = f"SMTP {self.smtp.host}:{self.smtp.port}"
+        session = asyncio.get_running_loop().run_in_executor(self._mailers, self._submit, smtp, message)
+        try:
+            async with asyncio.timeout(deadline):
+                await asyncio.shield(session)
+        except TimeoutError:
+            _abort(smtp)  # its thread's blocking read ends now, and the thread is free
+            raise DeliveryError(f"{where}: no whole session within the {deadline:g} s deadline") from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise DeliveryError(f"SMTP {self.smtp.host}:{self.smtp.port}: {exc}") from exc
+            raise DeliveryError(f"{where}: {exc}") from exc
+
+    def _submit(self, smtp: smtplib.SMTP, message: EmailMessage) -> None:
+        with smtp:
+            smtp.connect(self.smtp.host, self.smtp.port)
+            if self.smtp.starttls:
+                smtp.starttls()
+            smtp.send_message(message)
 
     async def close(self) -> None:
-        await self.http.aclose()
+        for client in self._clients.values():
+            await client.aclose()
+        self._mailers.shutdown(wait=False, cancel_futures=True)
+
+
+def _abort(smtp: smtplib.SMTP) -> None:
+    sock = getattr(smtp, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed
+            sock.shutdown(socket.SHUT_RDWR)

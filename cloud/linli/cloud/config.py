@@ -14,6 +14,7 @@ from linli.catalog.alerts import ALERT_TOPIC, EDGE_STATUS_TOPIC
 from linli.catalog.errors import load_toml_model
 from linli.catalog.profile import Severity
 from linli.catalog.tls import MqttTls, anchored
+from linli.cloud.addresses import FIX, private_host
 
 NOTIFIER_GROUP = "linli-notifier"  # the notifiers' shared subscription group, by default
 
@@ -118,6 +119,36 @@ class SmtpConfig(Strict):
     starttls: bool = False
 
 
+class DeliveryConfig(Strict):
+    """How notices are delivered to each destination: a webhook's or robot's host and port,
+    the SMTP relay, the broker. A slow or dead destination costs only its own deliveries."""
+
+    # A whole request (connecting, sending, the full answer; an SMTP session) takes at most this.
+    deadline_s: Annotated[float, Field(gt=0, le=300)] = 15.0
+    # Sends to one destination at once; the others wait their turn, in order.
+    per_destination: Annotated[int, Field(ge=1, le=64)] = 4
+    # This many failures in a row pause a destination for `pause_s`; then one delivery probes
+    # it, and each failed probe doubles the pause, up to ten minutes.
+    pause_after: Annotated[int, Field(ge=1, le=1000)] = 5
+    pause_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    # Webhooks and robots on loopback, link-local or private addresses are refused unless this
+    # is set (a receiver on this host or the district's own network).
+    allow_private: bool = False
+
+
+DEFAULT_DELIVERY = DeliveryConfig()
+
+
+def refuse_private(delivery: DeliveryConfig, where: str, channels: list[Channel]) -> None:
+    """ValueError for the first HTTP channel whose URL names a private address, unless allowed."""
+    if delivery.allow_private:
+        return
+    for i, channel in enumerate(channels):
+        why = private_host(channel.url) if isinstance(channel, HttpChannel) else None
+        if why:
+            raise ValueError(f"{where}.channels[{i}].url: {why}; {FIX}")
+
+
 class BrokerConfig(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
@@ -154,6 +185,7 @@ class NotifierConfig(Strict):
     repeat_s: Annotated[float, Field(gt=0)] = 4 * 3600.0
     # A delivery is tried this many times, backing off from 1 s, before it is recorded as failed.
     attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    delivery: DeliveryConfig = DeliveryConfig()
     subscriptions: list[Subscription] = []
 
     @model_validator(mode="after")
@@ -163,6 +195,8 @@ class NotifierConfig(Strict):
             unknown = sorted(set(sub.escalate_to) - ids)
             if unknown:
                 raise ValueError(f"subscription '{sub.id}': escalate_to names no subscription: {unknown}")
+        for i, sub in enumerate(self.subscriptions):
+            refuse_private(self.delivery, f"subscriptions[{i}]", sub.channels)
         return self
 
 

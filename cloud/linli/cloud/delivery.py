@@ -1,29 +1,32 @@
 """Deliveries under way: each message to each channel tried with backoff, and what keeps
-failing handed to `failed` (kept for an operator), also when the service stops mid-retry."""
+failing handed to `failed` (kept for an operator), also when the service stops mid-retry.
+
+Each destination has its own limit of sends at once and its own circuit breaker
+(`destinations`), so a slow, hanging or dead receiver holds up only its own deliveries."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 
 from linli.cloud.channels import DeliveryError, Message, Sender
-from linli.cloud.config import Channel
+from linli.cloud.config import DEFAULT_DELIVERY, Channel, DeliveryConfig
+from linli.cloud.destinations import Destinations
 
 log = logging.getLogger(__name__)
 
 # who it was for, the channel, the message, the last error
 Failed = Callable[[str, Channel, Message, str], None]
-# Sends at once, at most: a burst of thousands of notices (a storm, a subscription added
-# over an open city) would otherwise all wait on the HTTP client's pool, whose bookkeeping
-# grows with the square of the requests waiting.
-SENDING_MAX = 32
 
 
 class Deliveries:
     """Sends in the background; `drain` waits for them when the service stops."""
 
-    def __init__(self, sender: Sender, attempts: int, failed: Failed) -> None:
+    def __init__(
+        self, sender: Sender, attempts: int, failed: Failed, policy: DeliveryConfig = DEFAULT_DELIVERY
+    ) -> None:
         self.sender = sender
         self.attempts = attempts
         self.failed = failed
@@ -32,7 +35,13 @@ class Deliveries:
         # next one waits for it, so a subscriber hears "firing" before "resolved", and a keeper
         # "arrived" before "collected"; other threads go in parallel.
         self._last: dict[tuple[str, str, str], asyncio.Task[None]] = {}
-        self._sending = asyncio.Semaphore(SENDING_MAX)
+        # No limit shared by all destinations: one that hangs would take every slot of it.
+        self.destinations = Destinations(policy)
+        self.gave_up: Counter[str] = Counter()  # deliveries recorded as failed, by channel kind
+
+    def _give_up(self, who: str, channel: Channel, message: Message, error: str) -> None:
+        self.gave_up[str(channel.kind)] += 1
+        self.failed(who, channel, message, error)
 
     @property
     def under_way(self) -> int:
@@ -72,18 +81,21 @@ class Deliveries:
             try:
                 await asyncio.gather(before, return_exceptions=True)
             except asyncio.CancelledError:
-                self.failed(who, channel, message, "the service stopped before it was its turn")
+                self._give_up(who, channel, message, "the service stopped before it was its turn")
                 raise
         delay = 1.0
         error = "not tried"
+        attempt = 0
+        destination = self.destinations.of(channel)
         for attempt in range(1, self.attempts + 1):
             try:
-                async with self._sending:
-                    await self.sender.send(channel, message)
+                await destination.send(lambda: self.sender.send(channel, message))
                 return
             except asyncio.CancelledError:
                 # Stopped mid-retry: kept with the failures, for an operator to see and resend.
-                self.failed(who, channel, message, f"the service stopped while retrying; last error: {error}")
+                self._give_up(
+                    who, channel, message, f"the service stopped while retrying; last error: {error}"
+                )
                 raise
             except DeliveryError as exc:
                 error = str(exc)
@@ -93,15 +105,18 @@ class Deliveries:
                 try:
                     await asyncio.sleep(delay)
                 except asyncio.CancelledError:
-                    self.failed(
+                    self._give_up(
                         who, channel, message, f"the service stopped while retrying; last error: {error}"
                     )
                     raise
                 delay = min(delay * 2, 60.0)
-        log.error(
-            "delivery to %s (%s) failed %d times; recorded: %s", who, channel.kind, self.attempts, error
-        )
-        self.failed(who, channel, message, error)
+            except Exception as exc:
+                # A message that cannot even be put together (a bug, a field no format takes):
+                # trying again would fail the same way, so it is recorded now, never dropped.
+                error = f"could not be sent: {type(exc).__name__}: {exc}"
+                break
+        log.error("delivery to %s (%s) failed, attempt %d; recorded: %s", who, channel.kind, attempt, error)
+        self._give_up(who, channel, message, error)
 
     async def drain(self, deadline_s: float = 5.0) -> None:
         """Wait for every delivery under way, for at most `deadline_s`; the rest are cancelled,

@@ -127,7 +127,7 @@ class Notifier:
         self.handled: Counter[str] = Counter()  # events taken, by device kind
         self.rejected: Counter[str] = Counter()  # events refused at the door, by reason
         self.errors: Counter[str] = Counter()  # alerts quarantined or failing, by where
-        self.deliveries = Deliveries(sender, config.attempts, self._record)
+        self.deliveries = Deliveries(sender, config.attempts, self._record, config.delivery)
         self._ratelog = RateLimitedLog(log)
         self._wakes: set[int] = set()  # the ticks already scheduled, as steps of the grid on the loop's clock
 

@@ -33,7 +33,7 @@ class Service:
         self.store = Store(engine)
         self.tokens = TokenBook(engine)
         self.store.seed(config.subscriptions)
-        self.sender = Sender(config.smtp)
+        self.sender = Sender(config.smtp, policy=config.delivery)
         self.notifier = Notifier(config, self.store, self.sender, time.time)
         self.token = token
         self.started = asyncio.Event()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from linli.catalog.errors import load_toml_model
 from linli.catalog.tls import MqttTls, anchored
-from linli.cloud.config import SmtpConfig, Strict, Url
+from linli.cloud.addresses import FIX, private_host
+from linli.cloud.config import DeliveryConfig, SmtpConfig, Strict, Url, refuse_private
 from linli.cloud.waste.gtfs import Contact
 from linli.cloud.waste.outbox import VisitStore
 
@@ -78,6 +79,8 @@ class WasteConfig(Strict):
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8081
     token_env: str = "LINLI_CLOUD_TOKEN"  # noqa: S105 (a variable name)
     attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    # Deadline, sends at once and pauses per destination, and whether private addresses may be told.
+    delivery: DeliveryConfig = DeliveryConfig()
     # A delivery is its sender's this long; if it is not finished by then (its sender died),
     # another service on the same state sends it. Longer than all attempts take.
     lease_s: Annotated[float, Field(ge=5, le=86_400)] = 300.0
@@ -100,6 +103,23 @@ class WasteConfig(Strict):
     # Trips, visits and incidents for the dashboards; none written when absent.
     store: VisitStore | None = None
     bookings: BookingRules = BookingRules()
+
+    @model_validator(mode="after")
+    def _public_contacts(self) -> Self:
+        # Keepers' and bookings' channels are checked when they are sent to, address by address.
+        for key, contact in (("dispatcher", self.dispatcher), ("operator", self.operator)):
+            if contact is not None:
+                refuse_private(self.delivery, key, contact.channels)
+        # The operator's gateways for requesters are webhooks too.
+        if not self.delivery.allow_private:
+            for key, gateway in (
+                ("bookings.sms", self.bookings.sms),
+                ("bookings.wecom", self.bookings.wecom),
+            ):
+                why = private_host(gateway.url) if gateway is not None else None
+                if why:
+                    raise ValueError(f"{key}.url: {why}; {FIX}")
+        return self
 
 
 def load_waste_config(path: Path) -> WasteConfig:

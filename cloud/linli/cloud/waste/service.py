@@ -256,8 +256,8 @@ class WasteService:
         self.handled: Counter[str] = Counter()
         self.fixes: Counter[str] = Counter()  # what each position did: matched, off_route, stale
         self.started = asyncio.Event()
-        self.sender = Sender(config.smtp)
-        self.deliveries = Deliveries(self.sender, config.attempts, self._failed)
+        self.sender = Sender(config.smtp, policy=config.delivery)
+        self.deliveries = Deliveries(self.sender, config.attempts, self._failed, config.delivery)
         self.state = WasteState(config.state)
         self.tokens = TokenBook(self.state.engine)  # the API's, beside the token from the environment
         self.leadership = Leadership(self.state)
