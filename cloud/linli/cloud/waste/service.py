@@ -57,6 +57,7 @@ from linli.cloud.waste.gtfs import (
     service_zero,
 )
 from linli.cloud.waste.outbox import Outbox, incident_line, trip_line, visit_lines
+from linli.cloud.waste.planner import Planner
 from linli.cloud.waste.predict import History
 from linli.cloud.waste.renovation import BookingMessage, Renovation
 from linli.cloud.waste.routes import COMMANDS, OPENED, Logged, RouteLeases
@@ -1004,6 +1005,8 @@ class WasteService:
     async def run(self, stop: asyncio.Event) -> int:
         from linli.cloud.waste.api import app
 
+        if self.renovation is not None:  # its worker forked first, before any thread starts
+            self.renovation.planner = Planner(self.renovation)
         loop = asyncio.get_running_loop()
         subscribed = threading.Event()
         client = self._client(loop, subscribed)
@@ -1051,6 +1054,8 @@ class WasteService:
             await api
             await self.deliveries.drain()
             await self.sender.close()
+            if self.renovation is not None and self.renovation.planner is not None:
+                await self.renovation.planner.close()
             self.leadership.close()
             self.state.close()
         return 0
