@@ -11,7 +11,9 @@ booking asks for the truck's round to be planned again (VROOM).
 A message's wait is from its publishing to the service having handled it (the service's
 `take` returned), both on this machine's clock. Each run is made twice, with the code before
 (--before, a git revision: its files from `git archive`) and this checkout's, each with
-`PYTHONPATH` pointing at its own sources; --runs runs, medians at the end.
+`PYTHONPATH` pointing at its own sources; --runs runs, medians at the end. Also how long
+each call that plans holds the event loop (`planning_on_loop`): the longest a message can
+wait for a plan.
 
     .venv/bin/python benchmarks/booking_flood.py [--runs 3] [--idle 10] [--flood 40] [--bookings 4]
         [--before main] [--json FILE]
@@ -35,6 +37,7 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +61,8 @@ ZONE = dt.timezone(dt.timedelta(hours=8))
 
 
 def serve(broker: int, api: int, folder: Path) -> None:
-    """The waste service until a line on stdin; then each truck message's (sent, wait) as JSON."""
+    """The waste service until a line on stdin; then each truck message's (sent, wait), and
+    how long each call planning on the event loop took, as JSON."""
     from linli.cloud.waste.config import TruckBroker, WasteConfig
     from linli.cloud.waste.service import WasteService
     from linli.dashboards.recording import on_shift_all_day
@@ -72,6 +76,7 @@ def serve(broker: int, api: int, folder: Path) -> None:
         api_port=api,
     )
     waits: list[tuple[float, float]] = []
+    planning: list[float] = []
 
     async def run() -> None:
         service = WasteService(config, TOKEN)
@@ -83,6 +88,10 @@ def serve(broker: int, api: int, folder: Path) -> None:
             waits.append((sent, time.time() - sent))
 
         service.take = timed  # type: ignore[method-assign]
+        assert service.renovation is not None
+        for name in PLANNING:  # those this code has
+            if hasattr(service.renovation, name):
+                setattr(service.renovation, name, clocked(getattr(service.renovation, name), planning))
         stop = asyncio.Event()
         task = asyncio.create_task(service.run(stop))
         await service.started.wait()
@@ -92,7 +101,23 @@ def serve(broker: int, api: int, folder: Path) -> None:
         await task
 
     asyncio.run(run())
-    print(json.dumps({"waits": waits}), flush=True)
+    print(json.dumps({"waits": waits, "planning": planning}), flush=True)
+
+
+# What plans on the event loop: before, `dispatch` solved there; after, it asks the planner,
+# and only `problem` (what to plan) and `apply` (the plan returned) run on the loop.
+PLANNING = ("dispatch", "problem", "apply")
+
+
+def clocked(call: Callable[..., Any], into: list[float]) -> Callable[..., Any]:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            into.append(time.perf_counter() - started)
+
+    return timed
 
 
 # --- the load, from this process --------------------------------------------------------------
@@ -188,7 +213,7 @@ def one_run(tree: Path, args: argparse.Namespace, seed: int) -> dict[str, Any]:
             truck.join()
             service.stdin.write("stop\n")
             service.stdin.flush()
-            waits = json.loads(service.stdout.readline())["waits"]
+            served = json.loads(service.stdout.readline())
             service.wait(60)
         finally:
             if service.poll() is None:
@@ -196,24 +221,25 @@ def one_run(tree: Path, args: argparse.Namespace, seed: int) -> dict[str, Any]:
                 service.wait()
             hook.close()
             broker.stop()
-    idle = [w for sent, w in waits if sent < flood_s]
-    flood = [w for sent, w in waits if sent >= flood_s]
+    idle = [w for sent, w in served["waits"] if sent < flood_s]
+    flood = [w for sent, w in served["waits"] if sent >= flood_s]
     return {
         "idle": figures(idle),
         "flood": figures(flood),
+        "planning_on_loop": figures(served["planning"], "calls"),
         "bookings": len(took),
         "booking_p50_ms": round(statistics.median(took) * 1000, 1) if took else None,
         "booking_max_ms": round(max(took) * 1000, 1) if took else None,
     }
 
 
-def figures(waits: list[float]) -> dict[str, Any]:
+def figures(waits: list[float], what: str = "messages") -> dict[str, Any]:
     """p50, p99 and max of the waits, in ms."""
     if not waits:
-        return {"messages": 0}
+        return {what: 0}
     ordered = sorted(waits)
     return {
-        "messages": len(ordered),
+        what: len(ordered),
         "p50_ms": round(statistics.median(ordered) * 1000, 1),
         "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 1),
         "max_ms": round(ordered[-1] * 1000, 1),
@@ -230,9 +256,14 @@ def before_tree(revision: str, into: Path) -> Path:
     return into
 
 
-def median_of(runs: list[dict[str, Any]], phase: str, key: str) -> float | None:
-    values = [r[phase][key] for r in runs if key in r[phase]]
-    return round(statistics.median(values), 1) if values else None
+def medians(runs: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Each figure's median over the runs."""
+    out: dict[str, float | None] = {}
+    for phase in ("idle", "flood", "planning_on_loop"):
+        for key in ("p50_ms", "p99_ms", "max_ms"):
+            values = [r[phase][key] for r in runs if key in r[phase]]
+            out[f"{phase}_{key}"] = round(statistics.median(values), 1) if values else None
+    return out
 
 
 def main() -> None:
@@ -265,11 +296,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "before": args.before, "idle_s": args.idle, "flood_s": args.flood, "clients": args.clients,
         "rate": args.rate, "runs": runs,
-        "medians": {
-            name: {f"{phase}_{key}": median_of(rs, phase, key) for phase in ("idle", "flood")
-                   for key in ("p50_ms", "p99_ms", "max_ms")}
-            for name, rs in runs.items()
-        },
+        "medians": {name: medians(rs) for name, rs in runs.items()},
     }  # fmt: skip
     print("median of runs   " + "  ".join(f"{k:>14}" for k in result["medians"]["after"]))
     for name, row in result["medians"].items():

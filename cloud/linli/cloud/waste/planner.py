@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from linli.cloud.waste.renovation import Renovation
 
 log = logging.getLogger(__name__)
+
+NICE = 10  # the worker's niceness, added to the service's
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ _roads: Roads | None = None  # the worker's, inherited at the fork
 def _keep(roads: Roads) -> None:
     global _roads  # noqa: PLW0603 (one per worker process)
     _roads = roads
+    # Where the worker and the event loop want the same core, the loop (the trucks' messages,
+    # the API) goes first: a plan is a background job.
+    os.nice(NICE)
 
 
 def _ready() -> None:
@@ -75,6 +81,7 @@ class Planner:
         self.errors = 0  # plans that failed (logged): the next change plans again
         self._wanted: float | None = None  # the newest time a plan was asked for
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
         self._ratelog = RateLimitedLog(log)
         self._pool = self._start()
 
@@ -92,6 +99,8 @@ class Planner:
 
     def want(self, now_s: float) -> None:
         """Plan again, soon (on the event loop): after the solve under way, if there is one."""
+        if self._closed:
+            return  # the service is stopping: its state is planned again at the next start
         self._wanted = now_s if self._wanted is None else max(self._wanted, now_s)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._plans())
@@ -129,7 +138,8 @@ class Planner:
                 log.exception("waste: a plan of %d pickups failed", size)
 
     async def close(self) -> None:
-        """Stop planning; a solve under way is waited for, then the worker ends."""
+        """Stop planning: a plan under way is not applied; the worker ends once it is solved."""
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -189,8 +189,9 @@ class Renovation:
         """What to plan: the trucks and the open pickups now; None unless dispatching."""
         if not self.active:
             return None
-        open_ = [b for b in self.bookings.all(OPEN) if b.state not in (State.EN_ROUTE, State.ARRIVED)]
-        busy = {b.truck: b for b in self.bookings.all(frozenset({State.EN_ROUTE, State.ARRIVED})) if b.truck}
+        every = self.bookings.all(OPEN)
+        open_ = [b for b in every if b.state not in (State.EN_ROUTE, State.ARRIVED)]
+        busy = {b.truck: b for b in every if b.state in (State.EN_ROUTE, State.ARRIVED) and b.truck}
         trucks = []
         for tid, spec in self.trucks.items():
             start, end = self._shift(spec, now_s)
@@ -217,8 +218,11 @@ class Renovation:
         """Put a plan in force and offer each round's first pickup nobody holds yet.
 
         The plan may have been solved while the bookings moved on: one no longer open (cancelled,
-        expired meanwhile) is dropped from its round, and only a booking still requested is offered.
+        expired meanwhile) is dropped from its round, and only a booking still requested is offered;
+        a service no longer dispatching (`lead`) drops the plan.
         """
+        if not self.active:
+            return self.plan
         still = {b.id for b in self.bookings.all(OPEN)}
         firsts = {tid: rounds[0] for tid, rounds in found.rounds.items() if rounds}
         found.rounds = {tid: [(b, at) for b, at in r if b in still] for tid, r in found.rounds.items()}

@@ -1057,10 +1057,10 @@ class WasteService:
             client.loop_stop()
             server.should_exit = True
             await api
+            if self.renovation is not None and self.renovation.planner is not None:
+                await self.renovation.planner.close()  # before the deliveries are drained
             await self.deliveries.drain()
             await self.sender.close()
-            if self.renovation is not None and self.renovation.planner is not None:
-                await self.renovation.planner.close()
             self.leadership.close()
             self.state.close()
         return 0
