@@ -60,10 +60,10 @@ ZONE = dt.timezone(dt.timedelta(hours=8))
 # --- the service, in its own process (--serve) ------------------------------------------------
 
 
-def serve(broker: int, api: int, folder: Path) -> None:
+def serve(broker: int, api: int, folder: Path, sms: str) -> None:
     """The waste service until a line on stdin; then each truck message's (sent, wait), and
     how long each call planning on the event loop took, as JSON."""
-    from linli.cloud.waste.config import TruckBroker, WasteConfig
+    from linli.cloud.waste.config import BookingRules, SmsGateway, TruckBroker, WasteConfig
     from linli.cloud.waste.service import WasteService
     from linli.dashboards.recording import on_shift_all_day
 
@@ -71,6 +71,7 @@ def serve(broker: int, api: int, folder: Path) -> None:
     on_shift_all_day(folder / "gtfs", time.time() - 3600)
     config = WasteConfig(
         broker=TruckBroker(port=broker),
+        bookings=BookingRules(sms=SmsGateway(url=sms)),  # the requesters told, by SMS
         gtfs=folder / "gtfs",
         state=str(folder / "waste.sqlite"),
         api_port=api,
@@ -138,7 +139,7 @@ def trucks(port: int, rate: float, where: tuple[float, float], stop: threading.E
 
 
 def office(
-    base: str, hook: str, rooms: list[str], seed: int, *, every_s: float, until: float, took: list[float]
+    base: str, rooms: list[str], seed: int, *, every_s: float, until: float, took: list[float]
 ) -> None:
     """A booking every `every_s` (or once the one before is answered, if later) until `until`;
     how long each took to be answered."""
@@ -156,7 +157,7 @@ def office(
                 "volume_m3": round(rng.uniform(0.5, 4.0), 1),
                 "earliest": earliest.isoformat(),
                 "latest": (earliest + dt.timedelta(hours=rng.uniform(2, 4))).isoformat(),
-                "contact": {"name": "office", "channels": [{"kind": "webhook", "url": hook}]},
+                "contact": {"name": "office", "phone": "+8613800000001"},
             }
             started = time.perf_counter()
             api.post("/bookings", json=body).raise_for_status()
@@ -174,10 +175,10 @@ def one_run(tree: Path, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     depot = feed.stops[feed.extras.depots[0]]
     with tempfile.TemporaryDirectory(prefix="flood-") as tmp:
         broker = start_mosquitto(Path(tmp) / "mqtt")
-        hook = Webhook(lambda _body, _at: None)
+        hook = Webhook(lambda _body, _at: None)  # the SMS gateway
         api = free_port()
         service = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(broker.port), str(api), tmp],
+            [sys.executable, __file__, "--serve", str(broker.port), str(api), tmp, hook.url],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=sources(tree),
         )  # fmt: skip
         assert service.stdin is not None
@@ -196,7 +197,7 @@ def one_run(tree: Path, args: argparse.Namespace, seed: int) -> dict[str, Any]:
             offices = [
                 threading.Thread(
                     target=office,
-                    args=(f"http://127.0.0.1:{api}", hook.url, rooms, seed * 100 + i),
+                    args=(f"http://127.0.0.1:{api}", rooms, seed * 100 + i),
                     kwargs={
                         "every_s": args.clients / args.bookings,
                         "until": flood_s + args.flood,
@@ -270,7 +271,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--serve", nargs=3, metavar=("BROKER", "API", "DIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", nargs=4, metavar=("BROKER", "API", "DIR", "SMS"), help=argparse.SUPPRESS)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of trucks' messages alone (10)")
     parser.add_argument("--flood", type=float, default=40.0, help="seconds of bookings (40)")
@@ -281,7 +282,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args()
     if args.serve:
-        serve(int(args.serve[0]), int(args.serve[1]), Path(args.serve[2]))
+        serve(int(args.serve[0]), int(args.serve[1]), Path(args.serve[2]), args.serve[3])
         return
     if not (1 <= args.runs <= 10 and 0 < args.idle <= 60 and 0 < args.flood <= 90 and 1 <= args.clients <= 8):
         parser.error("--runs 1-10, --idle up to 60 s, --flood up to 90 s, --clients 1-8: a run stays short")

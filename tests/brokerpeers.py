@@ -10,6 +10,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from support import unique
@@ -26,14 +28,20 @@ class Peer:
         *,
         tls: tuple[Path, Path | None, Path | None] | None = None,
         will: tuple[str, str] | None = None,
+        client_id: str | None = None,
+        session_s: int = 0,
     ) -> None:
+        """`session_s`: keep the session (its subscriptions and queued messages) that long after
+        a disconnect, and resume the one the broker has for `client_id`."""
         self.heard: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
         self.connected = threading.Event()
         self.reason: ReasonCode | None = None
         self.granted: queue.Queue[list[ReasonCode]] = queue.Queue()
         self.acks: dict[int, ReasonCode] = {}
         self.acked = threading.Condition()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("peer"), protocol=paho.MQTTv5)
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id or unique("peer"), protocol=paho.MQTTv5
+        )
         if user is not None:
             self.client.username_pw_set(user, password)
         if tls is not None:
@@ -51,7 +59,9 @@ class Peer:
         self.client.on_disconnect = lambda *_: self.connected.set()
         self.error: Exception | None = None
         try:
-            self.client.connect("127.0.0.1", port, keepalive=30)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = session_s
+            self.client.connect("127.0.0.1", port, keepalive=30, clean_start=not session_s, properties=props)
         except (OSError, ssl.SSLError) as exc:
             self.error = exc
             return

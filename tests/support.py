@@ -180,6 +180,24 @@ def serving(asgi: Any) -> Iterator[str]:
         thread.join(10)
 
 
+@contextmanager
+def waste_in_thread(service: Any) -> Iterator[asyncio.AbstractEventLoop]:
+    """A `WasteService` running on its own event loop in a thread, from started until its
+    deliveries are drained and it has stopped."""
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    runner = threading.Thread(target=loop.run_until_complete, args=(service.run(stop),), daemon=True)
+    runner.start()
+    try:
+        started = asyncio.run_coroutine_threadsafe(asyncio.wait_for(service.started.wait(), 15), loop)
+        assert started.result(20) is True
+        yield loop
+    finally:
+        asyncio.run_coroutine_threadsafe(service.deliveries.drain(10), loop).result(15)
+        loop.call_soon_threadsafe(stop.set)
+        runner.join(30)
+
+
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
     """`wait_until` for code without an event loop."""
     deadline = time.monotonic() + timeout

@@ -3,11 +3,9 @@ shown with its reason, a booking made, its state changing as the driver answers,
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,12 +17,15 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from linli.cloud.config import SmtpConfig
+from linli.cloud.tokens import Scope, TokenBook
 from linli.cloud.waste.config import TruckBroker, WasteConfig
 from linli.cloud.waste.gtfs import load_feed
 from linli.cloud.waste.service import WasteService
+from linli.cloud.waste.state import WasteState
 from linli.dashboards.recording import on_shift_all_day
 from linli.localservers import LocalServer, free_port
 from peers import Inbox, Receiver
+from support import waste_in_thread
 from test_renovation_service import TRUCK, Terminal
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
@@ -68,70 +69,65 @@ def test_staff_book_on_the_page_see_it_offered_and_accepted_then_cancel_it(
         api_port=api_port,
         smtp=SmtpConfig(port=smtp, sender="waste@district.example"),
     )
+    tokens = TokenBook(WasteState(config.state).engine)
+    link = tokens.create("hongmei link", Scope.BOOK, compounds=["hongmei-1", "hongmei-2"])
+    tokens.close()
     service = WasteService(config, TOKEN, load_feed(folder))
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    runner = threading.Thread(target=loop.run_until_complete, args=(service.run(stop),), daemon=True)
-    runner.start()
     seen: dict[str, Any] = {}
-    profile = Path(tempfile.mkdtemp(prefix="chromium-"))
     terminal = None
-    try:
-        assert (
-            asyncio.run_coroutine_threadsafe(asyncio.wait_for(service.started.wait(), 15), loop).result(20)
-            is True
-        )
-        terminal = Terminal(mosquitto.port)
-        driver = browser(profile)
-        wait = WebDriverWait(driver, 15)
+    chromium = tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True)
+    with chromium as profile, waste_in_thread(service):
         try:
-            driver.get(f"http://127.0.0.1:{api_port}/book#token={TOKEN}")
-            wait.until(lambda d: len(Select(d.find_element(By.ID, "compound")).options) > 5)
-            Select(driver.find_element(By.ID, "compound")).select_by_value("hongmei-1")
-            driver.find_element(By.ID, "amount").send_keys("30")
-            Select(driver.find_element(By.ID, "unit")).select_by_value("bags")
-            now = dt.datetime.now(dt.UTC)
+            terminal = Terminal(mosquitto.port)
+            driver = browser(Path(profile))
+            wait = WebDriverWait(driver, 15)
+            try:
+                driver.get(f"http://127.0.0.1:{api_port}/book#token={link}")
+                wait.until(lambda d: len(Select(d.find_element(By.ID, "compound")).options) == 2)
+                options = Select(driver.find_element(By.ID, "compound")).options
+                seen["compounds"] = sorted(o.get_attribute("value") for o in options)
+                Select(driver.find_element(By.ID, "compound")).select_by_value("hongmei-1")
+                driver.find_element(By.ID, "amount").send_keys("30")
+                Select(driver.find_element(By.ID, "unit")).select_by_value("bags")
+                now = dt.datetime.now(dt.UTC)
 
-            def window(start: dt.datetime, end: dt.datetime) -> None:
-                for field, moment in (("earliest", start), ("latest", end)):
-                    element = driver.find_element(By.ID, field)
-                    driver.execute_script("arguments[0].value = arguments[1]", element, local(moment))
+                def window(start: dt.datetime, end: dt.datetime) -> None:
+                    for field, moment in (("earliest", start), ("latest", end)):
+                        element = driver.find_element(By.ID, field)
+                        driver.execute_script("arguments[0].value = arguments[1]", element, local(moment))
 
-            driver.find_element(By.ID, "name").send_keys("Property office, hongmei-1")
-            driver.find_element(By.ID, "email").send_keys("property.hongmei-1@district.example")
-            # A window already over is refused, and the page says why.
-            window(now - dt.timedelta(hours=3), now - dt.timedelta(hours=1))
-            driver.find_element(By.ID, "submit").click()
-            seen["refusal"] = wait.until(lambda d: d.find_element(By.ID, "error").text)
-            window(now + dt.timedelta(minutes=10), now + dt.timedelta(hours=3))
-            driver.find_element(By.ID, "submit").click()
-            wait.until(lambda d: d.find_element(By.ID, "state").text == "offered")
-            booking = driver.find_element(By.ID, "booking").text
-            seen["truck"] = driver.find_element(By.ID, "truck").text
-            order = terminal.order()
-            seen["order"] = order["booking"] == booking
-            terminal.send("order_reply", {"booking": booking, "accept": True})
-            wait.until(lambda d: d.find_element(By.ID, "state").text == "accepted")
-            driver.find_element(By.ID, "cancel").click()
-            wait.until(lambda d: d.find_element(By.ID, "state").text == "cancelled")
-            seen["trail"] = [
-                li.text.split(" ", 1)[1] for li in driver.find_elements(By.CSS_SELECTOR, "#trail li")
-            ]
-            seen["cancel_shown"] = driver.find_element(By.ID, "cancel").is_displayed()
+                driver.find_element(By.ID, "name").send_keys("Property office, hongmei-1")
+                driver.find_element(By.ID, "email").send_keys("property.hongmei-1@district.example")
+                # A window already over is refused, and the page says why.
+                window(now - dt.timedelta(hours=3), now - dt.timedelta(hours=1))
+                driver.find_element(By.ID, "submit").click()
+                seen["refusal"] = wait.until(lambda d: d.find_element(By.ID, "error").text)
+                window(now + dt.timedelta(minutes=10), now + dt.timedelta(hours=3))
+                driver.find_element(By.ID, "submit").click()
+                wait.until(lambda d: d.find_element(By.ID, "state").text == "offered")
+                booking = driver.find_element(By.ID, "booking").text
+                seen["truck"] = driver.find_element(By.ID, "truck").text
+                order = terminal.order()
+                seen["order"] = order["booking"] == booking
+                terminal.send("order_reply", {"booking": booking, "accept": True})
+                wait.until(lambda d: d.find_element(By.ID, "state").text == "accepted")
+                driver.find_element(By.ID, "cancel").click()
+                wait.until(lambda d: d.find_element(By.ID, "state").text == "cancelled")
+                seen["trail"] = [
+                    li.text.split(" ", 1)[1] for li in driver.find_elements(By.CSS_SELECTOR, "#trail li")
+                ]
+                seen["cancel_shown"] = driver.find_element(By.ID, "cancel").is_displayed()
+            finally:
+                driver.quit()
         finally:
-            driver.quit()
-    finally:
-        if terminal is not None:
-            terminal.close()
-        asyncio.run_coroutine_threadsafe(service.deliveries.drain(10), loop).result(15)
-        loop.call_soon_threadsafe(stop.set)
-        runner.join(30)
-        shutil.rmtree(profile, ignore_errors=True)
+            if terminal is not None:
+                terminal.close()
     assert "before now" in seen["refusal"]
     assert TRUCK in seen["truck"]
     assert seen["order"] is True
     assert [t.split(" (")[0] for t in seen["trail"]] == ["requested", "offered", "accepted", "cancelled"]
-    assert seen["trail"][-1].endswith("(requester)")
+    assert seen["trail"][-1].endswith("(hongmei link)")
+    assert seen["compounds"] == ["hongmei-1", "hongmei-2"]  # the link's own
     assert seen["cancel_shown"] is False
     subjects = [m["Subject"] for m in inbox.messages if m["To"] == "property.hongmei-1@district.example"]
     assert any("cancelled" in s for s in subjects)

@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from linli.cloud.waste.bookings import BookingError, BookingRequest, Bookings, State
+from linli.cloud.waste.bookings import BookingError, BookingRequest, Bookings, KeyConflictError, State
 from linli.cloud.waste.dispatch import RELOADS, Pickup, Roads, TruckNow, plan
 from linli.cloud.waste.gtfs import Contact, Feed, RenovationTruck, load_feed
 from linli.cloud.waste.planner import Planner
 from linli.cloud.waste.renovation import BookingMessage, Renovation
+from linli.cloud.waste.requesters import Requester
 from linli.cloud.waste.state import WasteState
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
@@ -43,10 +44,7 @@ def request(**changes: Any) -> BookingRequest:
         "volume_m3": 2.5,
         "earliest": "2026-12-01T09:00:00+08:00",
         "latest": "2026-12-01T12:00:00+08:00",
-        "contact": {
-            "name": "Property office, gubei-1",
-            "channels": [{"kind": "email", "to": ["p@x.example"]}],
-        },
+        "contact": {"name": "Property office, gubei-1", "email": "p@x.example"},
         "note": "bags by the east gate",
     }
     return BookingRequest.model_validate(body | changes)
@@ -61,6 +59,11 @@ def request(**changes: Any) -> BookingRequest:
         ({"note": "x" * 10_000}, "at most 500 characters"),
         ({"lat": 31.2}, "both lat and lon"),
         ({"volume_m3": float("nan")}, "finite number"),
+        ({"lat": float("nan"), "lon": 121.4}, "finite number"),
+        ({"contact": {"name": "x"}}, "give a phone, an email or a wecom user id"),
+        ({"contact": {"name": "x", "channels": [{"kind": "webhook", "url": "http://127.0.0.1/x"}]}}, "Extra"),
+        ({"contact": {"name": "x", "email": "x@y.example", "topic": "linli/notices/ops"}}, "Extra"),
+        ({"contact": {"name": "x", "phone": "http://127.0.0.1/x"}}, "String should match pattern"),
     ],
 )
 def test_malformed_bookings_are_refused_with_the_reason(changes: dict[str, Any], reason: str) -> None:
@@ -88,11 +91,30 @@ def test_bookings_the_district_cannot_serve_are_refused_with_the_reason(
 
 def test_the_same_key_books_once(book: Bookings) -> None:
     first, new = book.create(request(key="gubei-1:2026-12-01:a"), NOW, "staff")
-    again, new_again = book.create(request(key="gubei-1:2026-12-01:a", volume_m3=9.0), NOW + 5, "staff")
+    again, new_again = book.create(request(key="gubei-1:2026-12-01:a"), NOW + 5, "staff")
     assert (new, new_again) == (True, False)
     assert again.id == first.id
-    assert again.m3 == 2.5  # the first one stands
     assert len(book.all()) == 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "office"),
+    [
+        ({"volume_m3": 9.0}, None),
+        ({"note": "other"}, None),
+        ({"contact": {"name": "someone else", "email": "e@x.example"}}, None),
+        ({}, "another office"),  # another office's key is not a way to its booking
+    ],
+    ids=["volume", "note", "contact", "office"],
+)
+def test_the_same_key_for_another_booking_is_a_conflict_naming_the_key(
+    book: Bookings, changes: dict[str, Any], office: str | None
+) -> None:
+    first, _ = book.create(request(key="k-7"), NOW, "staff")
+    with pytest.raises(KeyConflictError, match="key 'k-7' was used for a different booking"):
+        book.create(request(key="k-7", **changes), NOW + 5, "staff", office)
+    assert [b.id for b in book.all()] == [first.id]
+    assert book.all()[0].m3 == 2.5  # the first one stands
 
 
 def test_a_booking_goes_through_its_life_and_every_step_is_kept(book: Bookings) -> None:
@@ -251,7 +273,7 @@ def test_a_restart_remembers_the_orders_waiting_and_the_drivers_who_declined(fee
     )
     told: list[tuple[str, str, str]] = []
 
-    def tell(contact: Contact, message: BookingMessage) -> None:
+    def tell(contact: Contact | Requester, message: BookingMessage) -> None:
         told.append((contact.name, message.state, message.booking.id))
 
     def start() -> Renovation:

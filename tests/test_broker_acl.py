@@ -9,6 +9,9 @@ handles one client's messages in order and queues them to a subscriber in that o
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +24,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from brokerpeers import Peer, can_connect
 from linli.cloud.broker.files import read_secret
 from linli.localservers import LocalServer, free_port, start_mosquitto_with
-from support import linli, wait_for
+from support import linli, outside_pytest_tmp, wait_for
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 CAM = "device/changhong-tower-1/elevator-1"
@@ -29,14 +32,17 @@ OTHER_CAM = "device/changhong-tower-2/elevator-1"
 EDGE = "edge/hongqiao-edge"
 TRUCK = "device/fleet/truck-renovation"
 NOT_AUTHORIZED = 0x87
+GROUP = "$share/linli-notifier"  # the notifier's shared subscription group
 
 
-def broker_config(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def broker_config(
+    out: Path, *extra: str, waste: Path = DEPLOY / "waste.local.toml"
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "linli.cli", "broker", "config",
          "--edge-config", str(DEPLOY / "district.toml"),
          "--notifier-config", str(DEPLOY / "notifier.local.toml"), "--waste-config",
-         str(DEPLOY / "waste.local.toml"), "--out", str(out),
+         str(waste), "--out", str(out),
          "--bind", "127.0.0.1", *extra],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
@@ -55,6 +61,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalServ
 
 def peer(broker: tuple[LocalServer, Path], identity: str, **kw: object) -> Peer:
     server, conf = broker
+    if identity.startswith("device/"):
+        kw.setdefault("client_id", identity)  # the only client id a device may use
     p = Peer(server.port, identity, read_secret(conf, identity), **kw)  # type: ignore[arg-type]
     if not p.accepted():
         p.close()
@@ -84,7 +92,7 @@ def test_the_secrets_are_private_and_no_password_is_printed(
     passwords = json.loads((tmp_path / "again" / "secrets" / "identities.json").read_text())
     assert not any(pw in done.stdout + done.stderr for pw in passwords.values())
     assert "$7$1000$" in (tmp_path / "again" / "passwd").read_text()
-    assert "password" not in (tmp_path / "again" / "acl").read_text().lower()
+    assert "password" not in (tmp_path / "again" / "dynsec.json").read_text().lower()
 
 
 def test_a_camera_cannot_spoof_another_camera(broker: tuple[LocalServer, Path]) -> None:
@@ -105,13 +113,13 @@ def test_a_camera_cannot_spoof_another_camera(broker: tuple[LocalServer, Path]) 
 def test_a_camera_cannot_raise_an_alert_or_say_an_edge_is_offline(broker: tuple[LocalServer, Path]) -> None:
     cam, edge, notifier = peer(broker, CAM), peer(broker, EDGE), peer(broker, "notifier")
     try:
-        assert [c.value for c in notifier.subscribe("linli/alerts/#")] == [1]
+        assert [c.value for c in notifier.subscribe(f"{GROUP}/linli/alerts/#")] == [1]
         alert = "linli/alerts/hongqiao-edge/changhong-tower-1/elevator-1"
         assert refused(cam.publish(alert, '{"title": "SPOOFED: evacuate building 3"}'))
         assert not refused(edge.publish(alert, '{"title": "real"}'))
         assert notifier.next() == (alert, b'{"title": "real"}', False)
 
-        assert [c.value for c in notifier.subscribe("linli/edges/+")] == [1]
+        assert [c.value for c in notifier.subscribe(f"{GROUP}/linli/edges/+")] == [1]
         status = "linli/edges/hongqiao-edge"
         assert refused(cam.publish(status, "offline", retain=True))
         assert not refused(edge.publish(status, "online", retain=True))
@@ -124,13 +132,15 @@ def test_a_camera_cannot_raise_an_alert_or_say_an_edge_is_offline(broker: tuple[
 
 
 def test_nobody_but_the_operator_reads_everything(broker: tuple[LocalServer, Path]) -> None:
-    """Mosquitto grants the subscription and delivers only what the ACL lets each one read."""
+    """A subscription beyond an identity's rights is refused, and nothing it may not read arrives."""
     truck, notifier, operator = peer(broker, TRUCK), peer(broker, "notifier"), peer(broker, "operator")
     cam, edge, waste = peer(broker, CAM), peer(broker, EDGE), peer(broker, "waste")
     try:
         for who in (truck, notifier, operator):
-            who.subscribe("#")
-            who.subscribe("$SYS/#")
+            granted = [who.subscribe("#")[0], who.subscribe("$SYS/#")[0]]
+            assert [refused(c) for c in granted] == [who is not operator] * 2
+        assert not refused(truck.subscribe("trucks/fleet/truck-renovation/order")[0])
+        assert not refused(notifier.subscribe(f"{GROUP}/linli/alerts/#")[0])
         heartbeat = "elevators/changhong-tower-1/elevator-1/heartbeat"
         assert not refused(cam.publish(heartbeat, "{}"))
         order = "trucks/fleet/truck-renovation/order"
@@ -149,10 +159,132 @@ def test_nobody_but_the_operator_reads_everything(broker: tuple[LocalServer, Pat
             p.close()
 
 
+def test_no_identity_but_the_notifier_joins_its_group_and_it_gets_every_alert(
+    broker: tuple[LocalServer, Path],
+) -> None:
+    """A member of the group gets its turn of the alerts; one that may not read them would have
+    them dropped. Three devices try to join (the attack), and the others who are not the notifier."""
+    notifier, edge = peer(broker, "notifier"), peer(broker, EDGE)
+    others = [peer(broker, who) for who in (CAM, OTHER_CAM, TRUCK, EDGE, "waste", "operator")]
+    try:
+        filters = [f"{GROUP}/linli/alerts/#", f"{GROUP}/linli/edges/+", "$share/other/linli/alerts/#"]
+        codes = {(who.client._username, f): who.subscribe(f)[0] for who in others for f in filters}
+        assert [c.value for f in filters[:2] for c in notifier.subscribe(f)] == [1, 1]
+        alerts = [f"linli/alerts/hongqiao-edge/changhong-tower-1/elevator-{i}" for i in range(1000)]
+        for topic in alerts:
+            assert not refused(edge.publish(topic, "{}"))
+        assert not refused(edge.publish("linli/edges/hongqiao-edge", "online"))
+        heard: list[str] = []
+        while len(heard) <= len(alerts):
+            topic, _, retained = notifier.next()
+            heard += [] if retained else [topic]  # an earlier test's retained status comes first
+        assert heard == [*alerts, "linli/edges/hongqiao-edge"]
+        assert {w: c.value for w, c in codes.items() if not refused(c)} == {}
+    finally:
+        for p in (notifier, edge, *others):
+            p.close()
+
+
+def test_a_device_cannot_take_over_the_edges_connection_or_its_session(
+    broker: tuple[LocalServer, Path],
+) -> None:
+    """The edge's client id is in every edge config; a device that connects with it is refused,
+    and the edge's session (its subscription and the messages queued while it was away) stays."""
+    server, conf = broker
+    edge_id = "linli-hongqiao-edge"
+    edge = peer(broker, EDGE, client_id=edge_id, session_s=600)
+    heartbeat = "elevators/changhong-tower-1/elevator-1/heartbeat"
+    assert not refused(edge.subscribe("elevators/changhong-tower-1/#")[0])
+    edge.close()
+    cam = peer(broker, CAM)
+    try:
+        for i in range(50):
+            assert not refused(cam.publish(heartbeat, str(i)))
+        for thief in (OTHER_CAM, TRUCK):
+            assert not can_connect(server.port, thief, read_secret(conf, thief), client_id=edge_id)
+        assert not can_connect(server.port, CAM, read_secret(conf, CAM))  # any id but its own
+        edge = peer(broker, EDGE, client_id=edge_id, session_s=600)
+        assert [edge.next()[1] for _ in range(50)] == [str(i).encode() for i in range(50)]
+    finally:
+        for p in (edge, cam):
+            p.close()
+
+
+def test_the_waste_service_writes_only_its_trucks_orders_and_its_contacts(
+    broker: tuple[LocalServer, Path],
+) -> None:
+    waste = peer(broker, "waste")
+    try:
+        assert not refused(waste.publish("trucks/fleet/truck-renovation/order", '{"booking": "b2"}'))
+        # Not the notifier's channels, nor another truck's orders, nor anything it has no use for.
+        for topic in (
+            "linli/notices/ops",
+            "linli/notices/anything",
+            "trucks/fleet/truck-wet-north/order",
+            "trucks/fleet/truck-renovation/location",
+            "linli/bookings/b2",
+        ):
+            assert refused(waste.publish(topic, "{}")), topic
+    finally:
+        waste.close()
+
+
+def test_a_waste_contact_on_a_topic_the_notifier_writes_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """A keeper's MQTT channel is the waste service's to write, exactly that topic; one the
+    notifier writes would let it pass notices off as the notifier's."""
+    gtfs = tmp_path / "gtfs"
+    shutil.copytree(DEPLOY / "gtfs" / "hongqiao", gtfs)
+    webhook = '{ kind = "webhook", url = "http://sms-gateway.district.example/send?to=keeper-anlong-1" }'
+    extras = (gtfs / "linli.toml").read_text()
+    assert webhook in extras
+    waste = tmp_path / "waste.toml"
+    waste.write_text(f'gtfs = "{gtfs}"\nstate = "w.sqlite"\n')
+    for topic, ok in (("linli/notices/ops", False), ("linli/waste/notices/anlong-1", True)):
+        (gtfs / "linli.toml").write_text(extras.replace(webhook, f'{{ kind = "mqtt", topic = "{topic}" }}'))
+        done = broker_config(tmp_path / "conf", waste=waste)
+        assert (done.returncode == 0) is ok, done.stderr
+        if not ok:
+            assert f"{gtfs}/linli.toml" in done.stderr
+            assert "linli/notices/ops is the notifier's to write" in done.stderr
+            continue
+        rights = json.loads((tmp_path / "conf" / "dynsec.json").read_text())
+        acls = next(r["acls"] for r in rights["roles"] if r["rolename"] == "waste")
+        sends = {a["topic"] for a in acls if a["acltype"] == "publishClientSend" and a["allow"]}
+        assert sends == {"trucks/fleet/truck-renovation/order", topic}
+
+
+def test_the_written_files_work_for_mosquitto_started_as_root(tmp_path: Path) -> None:
+    """As docs/security.md runs it: `mosquitto -c OUT/mosquitto.conf` as root, which drops to
+    the user mosquitto before it reads the password file and the rights."""
+    if os.geteuid() != 0:
+        pytest.skip("Mosquitto drops privileges only when started as root (as in CI)")
+    port, tls = free_port(), free_port()
+    with outside_pytest_tmp("linli-broker-") as out:
+        out.chmod(0o755)  # as /etc/mosquitto is: the broker's user must get through to its files
+        made = linli("broker", "certs", "--out", str(out / "certs"))
+        assert made.returncode == 0, made.stderr
+        done = broker_config(
+            out / "conf", "--port", str(port), "--certs", str(out / "certs"), "--tls-port", str(tls)
+        )
+        assert done.returncode == 0, done.stderr
+        server = start_mosquitto_with(
+            tmp_path / "data", out / "conf" / "mosquitto.conf", port, as_written=True
+        )
+        try:
+            password = read_secret(out / "conf", CAM)
+            assert can_connect(port, CAM, password, client_id=CAM)
+            assert can_connect(tls, CAM, password, client_id=CAM, tls=(out / "certs" / "ca.crt", None, None))
+            status = Path(f"/proc/{server.proc.pid}/status").read_text()
+            uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
+            assert int(uid) == pwd.getpwnam("mosquitto").pw_uid  # not root: it did drop to its user
+        finally:
+            server.stop()
+
+
 def test_strangers_and_wrong_passwords_are_turned_away(broker: tuple[LocalServer, Path]) -> None:
     server, _ = broker
     for user, password in ((None, None), (CAM, "guess"), ("nobody", "x")):
-        assert not can_connect(server.port, user, password), user
+        assert not can_connect(server.port, user, password, client_id=user), user
 
 
 def test_a_rerun_keeps_passwords_and_rotation_takes_effect_on_sighup(tmp_path: Path) -> None:
@@ -169,11 +301,11 @@ def test_a_rerun_keeps_passwords_and_rotation_takes_effect_on_sighup(tmp_path: P
         assert {k for k in before if before[k] != after[k]} == {CAM}
         env = (conf / "secrets" / "device-changhong-tower-1-elevator-1.env").read_text()
         assert f"LINLI_MQTT_PASSWORD={after[CAM]}" in env
-        assert can_connect(port, CAM, before[CAM])  # the running broker has the old file
+        assert can_connect(port, CAM, before[CAM], client_id=CAM)  # the running broker has the old file
         server.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: can_connect(port, CAM, after[CAM]), "the rotated password")
-        assert not can_connect(port, CAM, before[CAM])
-        assert can_connect(port, OTHER_CAM, before[OTHER_CAM])  # the others keep theirs
+        wait_for(lambda: can_connect(port, CAM, after[CAM], client_id=CAM), "the rotated password")
+        assert not can_connect(port, CAM, before[CAM], client_id=CAM)
+        assert can_connect(port, OTHER_CAM, before[OTHER_CAM], client_id=OTHER_CAM)  # the others keep theirs
     finally:
         server.stop()
 
@@ -206,14 +338,15 @@ def test_tls_with_and_without_a_client_certificate_and_a_wrong_ca_refused(tmp_pa
         certs / "device-changhong-tower-1-elevator-1.key",
     )
     try:
-        bare = Peer(tls, CAM, password, tls=(certs / "ca.crt", None, None))
+        bare = Peer(tls, CAM, password, tls=(certs / "ca.crt", None, None), client_id=CAM)
         assert bare.accepted(), bare.reason
-        with_cert = Peer(tls, CAM, password, tls=client_cert)
+        with_cert = Peer(tls, CAM, password, tls=client_cert, client_id=CAM)
         assert with_cert.accepted(), with_cert.reason
         assert not with_cert.publish("elevators/changhong-tower-1/elevator-1/heartbeat", "{}").is_failure
-        assert not can_connect(tls, CAM, password, tls=(other / "ca.crt", None, None))  # wrong CA
-        assert not can_connect(tls, CAM, "wrong", tls=(certs / "ca.crt", None, None))
-        assert not can_connect(tls, CAM, password)  # plain MQTT on the TLS port
+        ca, wrong_ca = (certs / "ca.crt", None, None), (other / "ca.crt", None, None)
+        assert not can_connect(tls, CAM, password, tls=wrong_ca, client_id=CAM)
+        assert not can_connect(tls, CAM, "wrong", tls=ca, client_id=CAM)
+        assert not can_connect(tls, CAM, password, client_id=CAM)  # plain MQTT on the TLS port
         for p in (bare, with_cert):
             p.close()
     finally:

@@ -21,7 +21,12 @@ from pyhocon import ConfigFactory  # type: ignore[import-untyped]
 
 from test_broker_acl import CAM, DEPLOY
 
-MOSQUITTO_TO_EMQX = {"read": "subscribe", "write": "publish", "readwrite": "all"}
+# The dynamic-security plugin's rights as EMQX's actions.
+DYNSEC_TO_EMQX = {
+    "publishClientSend": "publish",
+    "subscribePattern": "subscribe",
+    "publishClientReceive": "subscribe",
+}
 
 # Each rule of acl.conf as one line: allow, user, action, topic; or deny and all.
 ACL_LINES = r"""
@@ -31,6 +36,7 @@ lists:foreach(fun
     ({allow, {username, U}, A, Ts}) ->
         [io:format("allow\t~ts\t~s\t~ts~n", [Show(U), A, Show(T)]) || T <- Ts];
     ({deny, all}) -> io:format("deny\tall~n");
+    ({deny, all, A, Ts}) -> [io:format("deny\tall\t~s\t~ts~n", [A, Show(T)]) || T <- Ts];
     (Other) -> io:format("unknown\t~p~n", [Other])
 end, Terms),
 halt().
@@ -83,17 +89,18 @@ def hocon(path: Path) -> Any:
         return ConfigFactory.parse_file(str(path))
 
 
-def mosquitto_grants(acl: Path) -> set[tuple[str, str, str]]:
-    grants: set[tuple[str, str, str]] = set()
-    user = ""
-    for line in acl.read_text().splitlines():
-        if line.startswith("user "):
-            user = line.removeprefix("user ")
-        elif line.startswith("topic "):
-            _, access, topic = line.split(" ", 2)
-            assert user, f"a rule for everyone: {line}"
-            grants.add((user, MOSQUITTO_TO_EMQX[access], topic))
-    return grants
+def mosquitto_grants(dynsec: Path) -> set[tuple[str, str, str]]:
+    """(user, EMQX action, topic) of each right the plugin allows (a topic one may receive on
+    is one EMQX lets it subscribe to)."""
+    doc = json.loads(dynsec.read_text())
+    assert doc["defaultACLAccess"] == {
+        "publishClientSend": False, "publishClientReceive": False, "subscribe": False, "unsubscribe": True
+    }  # fmt: skip
+    roles = {r["rolename"]: r["acls"] for r in doc["roles"]}
+    return {
+        (c["username"], DYNSEC_TO_EMQX[a["acltype"]], a["topic"])
+        for c in doc["clients"] for r in c["roles"] for a in roles[r["rolename"]] if a["allow"]
+    }  # fmt: skip
 
 
 def test_the_emqx_acl_grants_each_identity_what_mosquitto_grants_and_denies_the_rest(tmp_path: Path) -> None:
@@ -103,10 +110,17 @@ def test_the_emqx_acl_grants_each_identity_what_mosquitto_grants_and_denies_the_
     assert "emqx/emqx.conf, acl.conf, users.csv" in done.stdout
     rules = [line.split("\t") for line in erl(ACL_LINES, out / "emqx" / "acl.conf").splitlines()]
     assert rules[-1] == ["deny", "all"]
-    allowed = rules[:-1]
+    # First the notifier's shared groups, then no other group for anyone.
+    group = "$share/linli-notifier/linli"
+    assert rules[:3] == [
+        ["allow", "notifier", "subscribe", f"{group}/alerts/#"],
+        ["allow", "notifier", "subscribe", f"{group}/edges/+"],
+        ["deny", "all", "subscribe", "$share/#"],
+    ]
+    allowed = rules[:2] + rules[3:-1]
     assert all(r[0] == "allow" and len(r) == 4 for r in allowed), [r for r in allowed if r[0] != "allow"]
     emqx_grants = {(user, action, topic) for _, user, action, topic in allowed}
-    expected = mosquitto_grants(out / "acl")
+    expected = mosquitto_grants(out / "dynsec.json")
     assert emqx_grants == expected
     assert len(expected) > 100
     # The camera may publish its own heartbeats and nothing of another camera's.

@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from linli.cloud.config import SmtpConfig
 from linli.cloud.waste import dispatch
 from linli.cloud.waste import renovation as renovation_module
-from linli.cloud.waste.config import TruckBroker, WasteConfig
+from linli.cloud.waste.config import BookingRules, SmsGateway, TruckBroker, WasteConfig
 from linli.cloud.waste.dispatch import Plan
 from linli.cloud.waste.gtfs import Contact, Feed, load_feed
 from linli.cloud.waste.service import WasteService
@@ -90,8 +90,11 @@ def state_of(service: WasteService, booking_id: str) -> str | None:
     return None if found is None else str(found.state)
 
 
-def booking(compound: str, hooks: str, key: str) -> dict[str, Any]:
-    now = dt.datetime.now(ZONE)
+PHONES = {"gubei-1": "+8613800000001", "hongmei-1": "+8613800000002", "nowhere": "+8613800000009"}
+
+
+def booking(compound: str, now: dt.datetime, key: str) -> dict[str, Any]:
+    """A booking from `now` on: the same arguments, the same booking (its key sent again)."""
     return {
         "compound": compound,
         "bags": 40,
@@ -99,10 +102,8 @@ def booking(compound: str, hooks: str, key: str) -> dict[str, Any]:
         "latest": (now + dt.timedelta(hours=3)).isoformat(),
         "contact": {
             "name": f"Property office, {compound}",
-            "channels": [
-                {"kind": "webhook", "url": f"{hooks}/property?c={compound}"},
-                {"kind": "email", "to": [f"property.{compound}@district.example"]},
-            ],
+            "phone": PHONES[compound],
+            "email": f"property.{compound}@district.example",
         },
         "key": key,
     }
@@ -119,6 +120,7 @@ def renovation_config(
     config = WasteConfig(
         broker=TruckBroker(port=mosquitto.port),
         smtp=SmtpConfig(port=smtp, sender="waste@district.example"),
+        bookings=BookingRules(sms=SmsGateway(url=f"{receiver.url}/sms")),
         gtfs=folder,
         state=str(tmp_path / "waste.sqlite"),
         api_port=free_port(),
@@ -145,12 +147,13 @@ def test_a_booking_is_offered_declined_escalated_then_accepted_driven_collected_
         terminal = await asyncio.to_thread(Terminal, mosquitto.port)
         headers = {"Authorization": f"Bearer {TOKEN}"}
         base = f"http://127.0.0.1:{api_port}"
+        now = dt.datetime.now(ZONE)
         out: dict[str, Any] = {}
         try:
             async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as api:
                 # The first: the only driver declines, and the operating company is asked.
-                first = await api.post("/bookings", json=booking("gubei-1", receiver.url, "k1"))
-                again = await api.post("/bookings", json=booking("gubei-1", receiver.url, "k1"))
+                first = await api.post("/bookings", json=booking("gubei-1", now, "k1"))
+                again = await api.post("/bookings", json=booking("gubei-1", now, "k1"))
                 out["codes"] = (
                     first.status_code,
                     again.status_code,
@@ -163,7 +166,7 @@ def test_a_booking_is_offered_declined_escalated_then_accepted_driven_collected_
                 await wait_until(lambda: bool(receiver.at("/operator")), 10, "the escalation")
                 out["b1"] = (await api.get(f"/bookings/{b1}")).json()
                 # The second: accepted, driven to, collected, closed.
-                b2 = (await api.post("/bookings", json=booking("hongmei-1", receiver.url, "k2"))).json()["id"]
+                b2 = (await api.post("/bookings", json=booking("hongmei-1", now, "k2"))).json()["id"]
                 while (order := await asyncio.to_thread(terminal.order))["booking"] != b2:
                     pass
                 await asyncio.to_thread(terminal.send, "order_reply", {"booking": b2, "accept": True})
@@ -181,9 +184,7 @@ def test_a_booking_is_offered_declined_escalated_then_accepted_driven_collected_
                 )
                 await wait_until(lambda: state_of(service, b2) == "closed", 10, "closed")
                 out["b2"] = (await api.get(f"/bookings/{b2}")).json()
-                out["refused"] = (
-                    await api.post("/bookings", json={**booking("nowhere", receiver.url, "k3")})
-                ).json()
+                out["refused"] = (await api.post("/bookings", json={**booking("nowhere", now, "k3")})).json()
                 out["page"] = (await httpx.AsyncClient().get(f"{base}/book")).status_code
                 out["stats"] = (await api.get("/stats")).json()
                 out["metrics"] = (await api.get("/metrics")).text
@@ -228,7 +229,7 @@ def test_a_booking_is_offered_declined_escalated_then_accepted_driven_collected_
     assert (refused.returncode, booked.returncode) == (1, 0), (refused.stderr, booked.stderr)
     assert "no compound 'nowhere'" in refused.stderr
     assert booked.stdout.startswith("booking ")
-    told = [p["state"] for p in receiver.at("/property?c=hongmei-1")]
+    told = [p["booking"]["state"] for p in receiver.at("/sms") if p["to"] == PHONES["hongmei-1"]]
     assert told == ["requested", "offered", "accepted", "en_route", "arrived", "collected", "closed"]
     mails = [m["Subject"] for m in inbox.messages if "hongmei-1" in m["To"]]
     assert len(mails) == len(told)
@@ -282,12 +283,11 @@ def while_solving(steps: Callable[[dict[str, Any]], None]) -> Callable[[], dict[
 
 @dataclass
 class Held:
-    """A service's config and timetable, its solves held (`solver`), and the webhooks' base URL."""
+    """A service's config and timetable, and its solves held (`solver`)."""
 
     config: WasteConfig
     feed: Feed
     solver: HeldSolver
-    hooks: str
 
     @property
     def base(self) -> str:
@@ -302,7 +302,7 @@ def held(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Held:
     config, feed = renovation_config(mosquitto, peers, tmp_path)
-    return Held(config, feed, HeldSolver(monkeypatch), peers[0].url)
+    return Held(config, feed, HeldSolver(monkeypatch))
 
 
 @contextlib.asynccontextmanager
@@ -348,7 +348,9 @@ def test_a_truck_s_message_is_handled_while_a_plan_is_solved_and_the_plan_is_app
 
             meanwhile = asyncio.create_task(asyncio.to_thread(while_solving(steps)))
             async with httpx.AsyncClient(base_url=held.base, headers=headers, timeout=30) as api:
-                booked = (await api.post("/bookings", json=booking("gubei-1", held.hooks, "k1"))).json()
+                booked = (
+                    await api.post("/bookings", json=booking("gubei-1", dt.datetime.now(ZONE), "k1"))
+                ).json()
                 out = await meanwhile
                 out["booked"] = booked
                 out["order"] = await asyncio.to_thread(terminal.order)
@@ -384,10 +386,12 @@ def test_a_booking_cancelled_while_its_plan_is_solved_is_not_planned_nor_offered
         async with running(service, held) as terminal:
             meanwhile = asyncio.create_task(asyncio.to_thread(while_solving(steps)))
             async with httpx.AsyncClient(base_url=held.base, headers=headers, timeout=30) as api:
-                await api.post("/bookings", json=booking("gubei-1", held.hooks, "k1"))
+                await api.post("/bookings", json=booking("gubei-1", dt.datetime.now(ZONE), "k1"))
                 out = await meanwhile
                 held.solver.release(5)  # and from here on, every solve runs freely
-                second = (await api.post("/bookings", json=booking("yili-1", held.hooks, "k2"))).json()
+                second = (
+                    await api.post("/bookings", json=booking("hongmei-1", dt.datetime.now(ZONE), "k2"))
+                ).json()
                 orders = [await asyncio.to_thread(terminal.order)]
                 while orders[-1]["booking"] != second["id"]:
                     orders.append(await asyncio.to_thread(terminal.order))

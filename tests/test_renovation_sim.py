@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from linli.cloud.tokens import ENV_TOKEN
 from linli.cloud.waste.config import TruckBroker, WasteConfig
 from linli.cloud.waste.gtfs import Feed, load_feed, metres
 from linli.cloud.waste.service import WasteService
@@ -125,7 +126,7 @@ def test_simulated_staff_book_and_the_simulated_truck_collects_through_mosquitto
     assert [t["state"] for t in booking["trail"]] == [
         "requested", "offered", "accepted", "en_route", "arrived", "collected", "closed",
     ]  # fmt: skip
-    assert booking["trail"][0]["by"] == f"Property office, {booking['compound']}"
+    assert booking["trail"][0]["by"] == ENV_TOKEN  # booked with the token from the environment
     assert booking["trail"][2]["by"] == "driver of truck-renovation"
     assert booking["collected_kg"] > 50
     # The staff's bookings, as asked and as answered: the ground truth.

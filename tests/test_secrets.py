@@ -82,7 +82,8 @@ def test_a_canary_secret_never_appears_in_output_or_dead_letters(tmp_path: Path)
     printed: list[str] = []
     dead: list[bytes] = []
     watcher = Peer(port, "operator", read_secret(conf, "operator"))
-    camera = Peer(port, "device/tower/elevator-1", read_secret(conf, "device/tower/elevator-1"))
+    cam = "device/tower/elevator-1"
+    camera = Peer(port, cam, read_secret(conf, cam), client_id=cam)  # a device's only client id
     try:
         # 1. The broker refuses the canary: the agent says so, without it.
         with running(run, canary, tmp_path / "agent1.log") as said:

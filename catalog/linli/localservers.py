@@ -224,10 +224,18 @@ bind-address = "127.0.0.1:{rpc_port}"
     return server
 
 
-def start_mosquitto_with(datadir: Path, config: Path, port: int) -> LocalServer:
-    """Mosquitto with a config of its own (`linli broker config`'s), listening on `port`."""
+def start_mosquitto_with(datadir: Path, config: Path, port: int, *, as_written: bool = False) -> LocalServer:
+    """Mosquitto with a config of its own (`linli broker config`'s), listening on `port`.
+
+    `as_written` runs that config itself, as an operator would: as root, Mosquitto then drops
+    to its own user, who must reach every file it names (not in pytest's private folders).
+    """
     binary = require_binary("mosquitto")
     datadir.mkdir(parents=True, exist_ok=True)
+    if as_written:
+        server = _spawn("mosquitto", [binary, "-c", str(config)], datadir, port)
+        _wait_ready(server, None)
+        return server
     text = config.read_text(encoding="utf-8")
     if os.geteuid() == 0:
         # As root, Mosquitto would drop to its own user, which cannot read a test's private files.

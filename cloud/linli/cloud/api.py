@@ -9,11 +9,15 @@ a large upload. Every answer it can give is in the OpenAPI document.
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from collections import Counter
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from prometheus_client.core import Metric
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,7 +28,7 @@ from linli.catalog.alerts import AlertMessage
 from linli.cloud.config import SUB_ID, Subscription
 from linli.cloud.notifier import Notifier
 from linli.cloud.prom import add_metrics, counter, gauge
-from linli.cloud.tokens import ENV_TOKEN, Holder, Scope, TokenBook, needed
+from linli.cloud.tokens import ENV_TOKEN, Holder, Needed, Scope, TokenBook, needed
 
 # Large enough for any subscription the models allow, small enough to hold in memory.
 MAX_BODY = 256 * 1024
@@ -116,13 +120,20 @@ class Guard:
     """ASGI middleware: the token and its scope first, then the body's size, then the application.
 
     The token from the environment may do everything (`admin`); tokens from `book` what their
-    scope allows. Who made the request is left in the request's state as `holder`.
+    scope allows, `need` saying which scope a request needs (the notifier's rules by default).
+    Who made the request is left in the request's state as `holder`.
     """
 
     def __init__(
-        self, app: ASGIApp, token: str, public: frozenset[str] = frozenset(), book: TokenBook | None = None
+        self,
+        app: ASGIApp,
+        token: str,
+        public: frozenset[str] = frozenset(),
+        book: TokenBook | None = None,
+        need: Needed = needed,
     ) -> None:
         self.app = app
+        self.need = need
         self.public = PUBLIC | public  # pages that hold no data; what they fetch needs the token
         # Compared as bytes: a header with non-ASCII characters is just a wrong token.
         self.expected = token.encode()
@@ -148,7 +159,7 @@ class Guard:
             for message in _error(401, "a valid bearer token is required", challenge):
                 await send(message)
             return
-        wanted = needed(scope["method"], scope["path"])
+        wanted = self.need(scope["method"], scope["path"])
         if not holder.scope.allows(wanted):
             detail = f"token '{holder.name}' has scope '{holder.scope}'; this needs '{wanted}'"
             for message in _error(403, detail):
@@ -202,12 +213,29 @@ def doc(*codes: int) -> dict[int | str, dict[str, Any]]:
     what = {
         409: "the request contradicts itself or the state",
         401: "no token, or a wrong or revoked one",
-        403: "the token's scope does not allow this (read < ack < admin)",
+        403: "the token's scope does not allow this (book < read < ack < admin)",
         404: "no such thing",
         413: f"a body over {MAX_BODY} bytes",
         503: "the state cannot be reached; try again",
     }
     return {code: {"model": Error, "description": what[code]} for code in codes}
+
+
+async def invalid(_request: Request, exc: Exception) -> JSONResponse:
+    """422 with each problem, as FastAPI says it; a NaN or infinity the client sent is echoed as
+    text, since JSON has no such number (FastAPI's own answer failed there with a 500)."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))}, status_code=422)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def guarded(title: str, description: str) -> FastAPI:
@@ -219,6 +247,7 @@ def guarded(title: str, description: str) -> FastAPI:
         responses=doc(401, 403, 413),
         # Only for the document's security scheme: the Guard checks the token, before the body.
         dependencies=[Depends(HTTPBearer(auto_error=False))],
+        exception_handlers={RequestValidationError: invalid},
     )
 
 

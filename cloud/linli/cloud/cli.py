@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,26 +31,21 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     run.set_defaults(func=_run)
 
-    token = cmds.add_parser(
-        "token",
-        help="the API's tokens: create (printed once), revoke, list",
+    from linli.cloud.token_cli import add_token_commands
+    from linli.cloud.tokens import Scope
+
+    add_token_commands(
+        cmds,
+        prog="linli cloud token",
         description=(
             "Tokens are kept, hashed, in the notifier's state file, so these work beside a running "
             "notifier; a revoked token is refused at its next request. Scopes nest: read (the screen, "
             "dashboards) < ack (duty officers) < admin (subscriptions, tokens, the audit log). "
             "$LINLI_CLOUD_TOKEN, when set, is an admin token too."
         ),
+        state_of=_state,
+        scopes=(Scope.READ, Scope.ACK, Scope.ADMIN),
     )
-    actions = token.add_subparsers(dest="action", required=True, metavar="ACTION")
-    create = actions.add_parser("create", help="make a token and print it, once")
-    create.add_argument("--scope", required=True, choices=("read", "ack", "admin"))
-    create.add_argument("--name", required=True, help="who or what holds it, as the audit log will say")
-    revoke = actions.add_parser("revoke", help="refuse a token from now on")
-    revoke.add_argument("--name", required=True)
-    listed = actions.add_parser("list", help="every token, without its secret")
-    for sub in (create, revoke, listed):
-        sub.add_argument("--config", type=Path, required=True, help="notifier TOML (its state file)")
-        sub.set_defaults(func=_token)
 
 
 def _config(path: Path) -> NotifierConfig | None:
@@ -79,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
         print(ConfigError(args.config, missing), file=sys.stderr)
         return 2
     token = token_from_env(config)
-    if not token and not any(t["revoked_ms"] is None for t in _book(config).tokens()):
+    if not token and not _book(config).live():
         print(
             f"linli cloud run: set {config.token_env} to the API's bearer token, or create one with "
             f"`linli cloud token create --config {args.config} --scope admin --name NAME`",
@@ -105,47 +99,6 @@ def _book(config: NotifierConfig) -> TokenBook:
     return TokenBook(config.state)
 
 
-def _token(args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from linli.cloud.db import describe
-
-    config = _config(args.config)
-    if config is None:
-        return 2
-    try:
-        book = _book(config)
-    except (OSError, SQLAlchemyError) as exc:
-        print(f"linli cloud token: state {describe(config.state)}: {exc}", file=sys.stderr)
-        return 1
-    return {"create": _create, "revoke": _revoke, "list": _list}[args.action](args, book)
-
-
-def _create(args: argparse.Namespace, book: TokenBook) -> int:
-    from linli.cloud.tokens import Scope, TokenError
-
-    try:
-        token = book.create(args.name, Scope(args.scope))
-    except TokenError as exc:
-        print(f"linli cloud token: {exc}", file=sys.stderr)
-        return 2
-    book.audit(f"cli:{getpass.getuser()}", "token_create", args.name, f"scope {args.scope}")
-    print(token)
-    print(f"token '{args.name}' ({args.scope}): shown this once; keep it secret", file=sys.stderr)
-    return 0
-
-
-def _revoke(args: argparse.Namespace, book: TokenBook) -> int:
-    if not book.revoke(args.name):
-        print(f"linli cloud token: no live token named '{args.name}'", file=sys.stderr)
-        return 1
-    book.audit(f"cli:{getpass.getuser()}", "token_revoke", args.name)
-    print(f"revoked '{args.name}'")
-    return 0
-
-
-def _list(_args: argparse.Namespace, book: TokenBook) -> int:
-    for t in book.tokens():
-        state = "live" if t["revoked_ms"] is None else "revoked"
-        print(f"{t['name']}\t{t['scope']}\t{state}\tid {t['id']}")
-    return 0
+def _state(path: Path) -> str | None:
+    config = _config(path)
+    return None if config is None else config.state

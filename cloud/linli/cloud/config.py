@@ -15,6 +15,8 @@ from linli.catalog.errors import load_toml_model
 from linli.catalog.profile import Severity
 from linli.catalog.tls import MqttTls, anchored
 
+NOTIFIER_GROUP = "linli-notifier"  # the notifiers' shared subscription group, by default
+
 Clock = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 SUB_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 # Bounds on what a subscription may hold: it is read on every tick and served by the API.
@@ -24,6 +26,10 @@ Names = Annotated[list[Name], Field(max_length=200)]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# An HTTP(S) URL with a host and no spaces or control characters.
+Url = Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\x00-\x20/]+[^\x00-\x20]*$")]
 
 
 class ChannelKind(StrEnum):
@@ -39,7 +45,7 @@ class HttpChannel(Strict):
     """A webhook (the alert as JSON) or a group robot, in that service's own format."""
 
     kind: Literal[ChannelKind.WEBHOOK, ChannelKind.WECOM, ChannelKind.DINGTALK, ChannelKind.FEISHU]
-    url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\x00-\x20/]+[^\x00-\x20]*$")]
+    url: Url
     # DingTalk and Feishu signing secret, from this environment variable
     secret_env: Annotated[str, Field(max_length=128)] = ""
 
@@ -118,7 +124,7 @@ class BrokerConfig(Strict):
     username_env: str = "LINLI_CLOUD_MQTT_USERNAME"
     password_env: str = "LINLI_CLOUD_MQTT_PASSWORD"  # noqa: S105
     # MQTT 5 shared subscription group: notifiers in one group share the events.
-    group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "linli-notifier"
+    group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = NOTIFIER_GROUP
     alert_topic: str = ALERT_TOPIC
     status_topic: str = EDGE_STATUS_TOPIC
     tls: MqttTls | None = None

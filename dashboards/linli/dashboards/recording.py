@@ -260,7 +260,7 @@ async def _renovation_day(waste: WasteService) -> None:
                 "latest": datetime.fromtimestamp(now + 4 * 3600, zone).isoformat(),
                 "contact": {
                     "name": f"Property office, {compound}",
-                    "channels": [{"kind": "mqtt", "topic": f"linli/waste/{compound}"}],
+                    "email": f"property.{compound}@district.example",
                 },
                 "key": f"recording-{compound}",
             }

@@ -97,7 +97,7 @@ class BookingAgent:
             ).isoformat(),
             "contact": {
                 "name": f"Property office, {compound}",
-                "channels": [{"kind": "mqtt", "topic": f"linli/bookings/{compound}"}],
+                "email": f"property.{compound}@district.example",
             },
             "key": f"sim-{int(at)}-{self._n}",
         }

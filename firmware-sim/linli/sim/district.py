@@ -240,11 +240,9 @@ class MqttPublisher:
         for dev in self.devices:
             spec = dev.behaviour.profile.mqtt
             assert spec is not None
-            client = paho.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=f"sim-{dev.placed.site}-{dev.placed.device}",
-                protocol=paho.MQTTv311,
-            )
+            # A device with an identity may connect only with it as its client id (docs/security.md).
+            own = _user(dev) if self.identities is not None else f"sim-{dev.placed.site}-{dev.placed.device}"
+            client = paho.Client(CallbackAPIVersion.VERSION2, client_id=own, protocol=paho.MQTTv311)
             self._credentials(client, dev)
             apply_tls(client, self.tls)
             if spec.status_topic:

@@ -1,7 +1,8 @@
 """A small CA for the broker: its own root, a server certificate, and client certificates.
 
 EC P-256 keys, SHA-256 signatures. The CA signs; it is kept beside the rest (`ca.key`, 0600) so
-that more client certificates can be made later. Keys are written 0600, certificates 0644.
+that more client certificates can be made later. Keys are written 0600, certificates 0644; the
+server's key 0640 in the broker's group, which Mosquitto reads it as once it has dropped root.
 """
 
 from __future__ import annotations
@@ -31,14 +32,17 @@ def _name(common: str) -> x509.Name:
     )
 
 
-def _write_key(path: Path, key: Key) -> None:
+def _write_key(path: Path, key: Key, gid: int | None = None) -> None:
     data = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    mode = 0o600 if gid is None else 0o640
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-    os.chmod(path, 0o600)
+    if gid is not None:
+        os.chown(path, -1, gid)
+    os.chmod(path, mode)
 
 
 def _write_cert(path: Path, cert: x509.Certificate) -> None:
@@ -85,8 +89,11 @@ def make_ca(folder: Path, name: str = "linli broker CA") -> bool:
     return True
 
 
-def make_leaf(folder: Path, stem: str, common: str, *, server_names: list[str] | None = None) -> None:
-    """`{stem}.key` and `{stem}.crt` signed by the CA: a server (with its names) or a client."""
+def make_leaf(
+    folder: Path, stem: str, common: str, *, server_names: list[str] | None = None, gid: int | None = None
+) -> None:
+    """`{stem}.key` and `{stem}.crt` signed by the CA: a server (with its names) or a client.
+    With `gid`, the key is readable by that group too (the broker's, for its own key)."""
     ca_key, ca_cert = _load(folder)
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
@@ -113,5 +120,5 @@ def make_leaf(folder: Path, stem: str, common: str, *, server_names: list[str] |
             except ValueError:
                 alt.append(x509.DNSName(n))
         builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
-    _write_key(folder / f"{stem}.key", key)
+    _write_key(folder / f"{stem}.key", key, gid)
     _write_cert(folder / f"{stem}.crt", builder.sign(ca_key, hashes.SHA256()))

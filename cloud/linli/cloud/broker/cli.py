@@ -7,15 +7,17 @@ import sys
 from pathlib import Path
 
 HELP_CONFIG = """\
-Write a Mosquitto password file (a fresh random password per identity), an acl_file and a
-mosquitto.conf that uses both, from the configs linli already has. Identities: every MQTT device
+Write a Mosquitto password file (a fresh random password per identity), the identities' rights
+for Mosquitto's dynamic-security plugin (dynsec.json) and a mosquitto.conf that uses both, from
+the configs linli already has. Identities: every MQTT device
 of each edge config (device/SITE/DEVICE), each edge agent (edge/AGENT), the notifier, the waste
 service (with --waste-config) and an operator, the only one who may read '#' and '$SYS'.
 `linli sim district --mqtt-identities OUT/secrets/identities.json` connects each simulated
 device as itself. Passwords go to OUT/secrets/ (mode 0700, files 0600, one
 .env per identity with the variables its program reads); they are never printed. Running again
-keeps every password; --rotate NAME gives one identity a new one. Send Mosquitto SIGHUP (or
-restart it) to load the new files. --emqx also writes the same identities and ACL for an EMQX
+keeps every password; --rotate NAME gives one identity a new one. Send Mosquitto SIGHUP to load
+new passwords; restart it when identities or rights changed (the plugin reads dynsec.json
+only when Mosquitto starts). --emqx also writes the same identities and ACL for an EMQX
 5.8 cluster to OUT/emqx/ (emqx.conf, acl.conf, users.csv; docs/scale.md).
 """
 
@@ -52,6 +54,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--persistence", metavar="DIR", help="keep sessions and queued messages in DIR (off by default)"
     )
     config.add_argument(
+        "--dynsec-plugin", metavar="PATH",
+        help="mosquitto_dynamic_security.so as Mosquitto will see it; default this host's "
+        "(in the eclipse-mosquitto image: /usr/lib/mosquitto_dynamic_security.so)",
+    )  # fmt: skip
+    config.add_argument(
+        "--broker-group", default="mosquitto", metavar="GROUP",
+        help="run as root, give passwd and dynsec.json to this group (mosquitto), which the broker runs as",
+    )  # fmt: skip
+    config.add_argument(
         "--emqx", action="store_true", help="also write EMQX's emqx.conf, acl.conf and users.csv to OUT/emqx"
     )
     config.add_argument(
@@ -77,6 +88,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="a DNS name or IP address the broker is reached by (repeat; default localhost and 127.0.0.1)",
     )  # fmt: skip
     certs.add_argument("--client", action="append", default=[], metavar="NAME", help="a client certificate")
+    certs.add_argument(
+        "--broker-group", default="mosquitto", metavar="GROUP",
+        help="run as root, let this group (mosquitto), which the broker runs as, read server.key",
+    )  # fmt: skip
     certs.set_defaults(func=_certs)
 
 
@@ -110,6 +125,7 @@ def _config(args: argparse.Namespace) -> int:
         certs=certs_dir,
         tls_port=args.tls_port,
         persistence=args.persistence,
+        plugin=args.dynsec_plugin,
     )
     emqx = None
     if args.emqx or args.emqx_dir:
@@ -118,7 +134,9 @@ def _config(args: argparse.Namespace) -> int:
         emqx_certs = f"{emqx_dir}/certs" if args.certs is not None else None
         emqx = emqx_conf(emqx_dir, port=args.port, certs=emqx_certs, tls_port=args.tls_port)
     try:
-        done = write(args.out, identities, rotate=args.rotate, conf=conf, emqx_conf=emqx)
+        done = write(
+            args.out, identities, rotate=args.rotate, conf=conf, emqx_conf=emqx, group=args.broker_group
+        )
         if emqx is not None and args.certs is not None:
             copy_certs(args.certs, args.out / "emqx" / "certs")
     except ValueError as exc:
@@ -136,7 +154,14 @@ def _config(args: argparse.Namespace) -> int:
     for label, names in (("new", added), ("rotated", done.rotated), ("dropped", done.dropped)):
         for name in names:
             print(f"  {label}: {name}")
-    print(f"wrote {args.out}/passwd, acl, mosquitto.conf; passwords in {args.out}/secrets/ (0600)")
+    print(f"wrote {args.out}/passwd, dynsec.json, mosquitto.conf; passwords in {args.out}/secrets/ (0600)")
+    if done.unshared:
+        print(
+            f"linli broker config: no group '{args.broker_group}' here, so {', '.join(done.unshared)} "
+            "stay root's: Mosquitto run as root drops to its own user and cannot read them; pass "
+            "--broker-group with the group it runs as, or chgrp them to it",
+            file=sys.stderr,
+        )
     if emqx is not None:
         print(f"wrote {args.out}/emqx/emqx.conf, acl.conf, users.csv")
     return 0
@@ -144,11 +169,12 @@ def _config(args: argparse.Namespace) -> int:
 
 def _certs(args: argparse.Namespace) -> int:
     from linli.cloud.broker.certs import make_ca, make_leaf
+    from linli.cloud.broker.files import broker_gid
 
     names = args.server_name or ["localhost", "127.0.0.1"]
     try:
         made = make_ca(args.out)
-        make_leaf(args.out, "server", names[0], server_names=names)
+        make_leaf(args.out, "server", names[0], server_names=names, gid=broker_gid(args.broker_group))
         for client in args.client:
             make_leaf(args.out, client.replace("/", "-"), client)
     except (OSError, ValueError) as exc:

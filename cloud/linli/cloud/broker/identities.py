@@ -2,11 +2,12 @@
 
 One identity per device, per edge agent, and for the notifier, the waste service and an
 operator (the district simulator connects each simulated device as that device). Each
-identity's rules are exact topics or filters written under a `user` line of Mosquitto's
-`acl_file`; nothing is granted to everyone.
+identity's rules are exact topics or filters, its own; nothing is granted to everyone. They
+become a role per identity of Mosquitto's dynamic-security plugin (`dynsec.py`) and EMQX's
+`acl.conf` (`emqx.py`).
 
-Why not `pattern` rules with `%u`/`%c`: a pattern applies to every user. `pattern write
-linli/alerts/%u/#` for the edges would let a camera write alerts under its own user name, which
+Why not `pattern` rules with `%u`/`%c`: a pattern applies to every user. A rule
+`linli/alerts/%u/#` for the edges would let a camera write alerts under its own user name, which
 the notifier would take as an edge's; and a device's topics carry its identity in two levels
 (`elevators/{site}/{device}/...`) where `%u` may fill only one. The rules are generated from
 the same configs the agents read, so writing them out per user costs nothing and grants
@@ -22,9 +23,9 @@ from enum import StrEnum
 from linli.catalog.alerts import ALERT_TOPIC, EDGE_STATUS_TOPIC
 from linli.catalog.mqttspec import template_segments
 from linli.catalog.profile import Profile
+from linli.cloud.config import NOTIFIER_GROUP
 
-NOTICES = "linli/notices/#"  # where the notifier's and waste service's MQTT channels may publish
-BOOKINGS = "linli/bookings/#"  # the waste service's booking notices
+NOTICES = "linli/notices/#"  # where the notifier's MQTT channels may publish
 
 
 class Access(StrEnum):
@@ -43,11 +44,17 @@ class Role(StrEnum):
 
 @dataclass(frozen=True)
 class Rule:
+    """May read or write `topic`. A read with a `group` is subscribed only through the shared
+    subscription `$share/{group}/{topic}`: the identity may join that group and no other."""
+
     access: Access
     topic: str
+    group: str = ""
 
-    def line(self) -> str:
-        return f"topic {self.access} {self.topic}"
+    @property
+    def filter(self) -> str:
+        """What the identity may subscribe to for this rule."""
+        return f"$share/{self.group}/{self.topic}" if self.group else self.topic
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,8 @@ class Identity:
     rules: tuple[Rule, ...]
     # The environment variables its program reads the user name and password from.
     env: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    # The one MQTT client id it may connect with, or "" for any: see `device`.
+    client_id: str = ""
 
 
 def device_topic(template: str, site: str, device: str) -> str:
@@ -68,7 +77,12 @@ def device_topic(template: str, site: str, device: str) -> str:
 
 
 def device(site: str, device_id: str, profile: Profile) -> Identity | None:
-    """A device that talks MQTT: its own messages and status (its last will), nothing else."""
+    """A device that talks MQTT: its own messages and status (its last will), nothing else.
+
+    It may connect only with its identity as its client id. A client that connects with a
+    connected client's id takes over its connection and session; a device (its case can be
+    opened in a lobby) so pinned cannot be anyone else on the broker, not even for a moment.
+    """
     spec = profile.mqtt
     if spec is None:
         return None
@@ -78,7 +92,8 @@ def device(site: str, device_id: str, profile: Profile) -> Identity | None:
     ]
     if spec.status_topic:
         rules.append(Rule(Access.WRITE, device_topic(spec.status_topic, site, device_id)))
-    return Identity(f"device/{site}/{device_id}", Role.DEVICE, tuple(rules))
+    name = f"device/{site}/{device_id}"
+    return Identity(name, Role.DEVICE, tuple(rules), client_id=name)
 
 
 def edge(
@@ -106,11 +121,13 @@ def notifier(
     channel_topics: Iterable[str] = (),
     alert_topic: str = ALERT_TOPIC,
     status_topic: str = EDGE_STATUS_TOPIC,
+    group: str = NOTIFIER_GROUP,
 ) -> Identity:
-    """The notifier: reads every edge's alerts and status; publishes its MQTT channels."""
+    """The notifier: reads every edge's alerts and status through its shared group (the only
+    identity that may join it); publishes its MQTT channels."""
     rules = [
-        Rule(Access.READ, f"{alert_topic}/#"),
-        Rule(Access.READ, f"{status_topic}/+"),
+        Rule(Access.READ, f"{alert_topic}/#", group),
+        Rule(Access.READ, f"{status_topic}/+", group),
         Rule(Access.WRITE, NOTICES),
         *(Rule(Access.WRITE, t) for t in sorted(set(channel_topics))),
     ]
@@ -118,11 +135,13 @@ def notifier(
     return Identity("notifier", Role.NOTIFIER, tuple(_unique(rules)), env)
 
 
-def waste(truck_topics: Iterable[str], order_topics: Iterable[str]) -> Identity:
-    """The waste service: reads the trucks, writes orders to the renovation trucks and notices."""
+def waste(
+    truck_topics: Iterable[str], order_topics: Iterable[str], channel_topics: Iterable[str] = ()
+) -> Identity:
+    """The waste service: reads the trucks; writes orders to the renovation trucks and to its
+    contacts' MQTT channels, exactly those topics (never another truck's orders)."""
     rules = [Rule(Access.READ, t) for t in sorted(set(truck_topics))]
-    rules += [Rule(Access.WRITE, t) for t in sorted(set(order_topics))]
-    rules += [Rule(Access.WRITE, NOTICES), Rule(Access.WRITE, BOOKINGS)]
+    rules += [Rule(Access.WRITE, t) for t in sorted(set(order_topics) | set(channel_topics))]
     env = (("LINLI_CLOUD_MQTT_USERNAME", "LINLI_CLOUD_MQTT_PASSWORD"),)
     return Identity("waste", Role.WASTE, tuple(_unique(rules)), env)
 
@@ -131,17 +150,6 @@ def operator() -> Identity:
     """The one identity that may read everything, `$SYS` included, for troubleshooting."""
     rules = (Rule(Access.READ, "#"), Rule(Access.READ, "$SYS/#"))
     return Identity("operator", Role.OPERATOR, rules)
-
-
-def acl(identities: Iterable[Identity]) -> str:
-    """Mosquitto's `acl_file`: one `user` block per identity, nothing for anyone else."""
-    out = [
-        "# Generated by `linli broker config`: edit the configs and run it again, not this file.",
-        "# No rule before the first `user` line: a client without a user name may do nothing.",
-    ]
-    for ident in identities:
-        out += ["", f"# {ident.role}", f"user {ident.name}", *(r.line() for r in ident.rules)]
-    return "\n".join(out) + "\n"
 
 
 def _unique(rules: Iterable[Rule]) -> list[Rule]:

@@ -1,7 +1,9 @@
 """The waste service's HTTP API: trips under way with their predictions, and the notices sent.
 
 The same rules as the notifier's: a bearer token checked before a body is read, bodies
-bounded, every answer in the OpenAPI document.
+bounded, every answer in the OpenAPI document. The same tokens too, kept in the waste service's
+state (`linli waste token`), with the scopes `scopes.needed` asks for; $LINLI_CLOUD_TOKEN (the
+variable `token_env` names), when set, is an admin token.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from linli.cloud.waste.bookings import OPEN
 from linli.cloud.waste.gtfs import local_hhmm
 from linli.cloud.waste.realtime import feed_message
 from linli.cloud.waste.rollups import ZONE, Period, period_start
+from linli.cloud.waste.scopes import needed
 
 if TYPE_CHECKING:
     from linli.cloud.waste.service import WasteService
@@ -81,6 +84,9 @@ class Counts(BaseModel):
     state_errors: int = Field(description="claims that could not reach the state (each tried again)")
     routes: list[str] = Field(description="the routes this service follows (its share when split)")
     taken_over: int = Field(description="routes taken over from another service, their trips replayed")
+    bookings_refused: dict[str, int] = Field(
+        description="booking requests refused, by reason: invalid, refused, key_conflict, not_its_compound"
+    )
 
 
 def trip_now(trip: dict[str, Any], stops: list[dict[str, Any]], timezone: str, *, as_of: bool) -> TripNow:
@@ -268,6 +274,12 @@ def app(service: WasteService, token: str) -> ASGIApp:
                 "linli_waste_deliveries_under_way", "Notices being delivered", service.deliveries.under_way
             ),
             gauge("linli_waste_bookings_open", "Renovation bookings open, by state", dict(bookings), "state"),
+            counter(
+                "linli_waste_bookings_refused",
+                "Booking requests refused, by reason",
+                dict(service.bookings_refused),
+                "reason",
+            ),
         ]
 
     add_metrics(api, families)
@@ -298,6 +310,7 @@ def app(service: WasteService, token: str) -> ASGIApp:
             state_errors=service.state_errors,
             routes=sorted(service.held),
             taken_over=service.taken_over,
+            bookings_refused=dict(service.bookings_refused),
         )
 
-    return Guard(api, token, public=frozenset({"/book"}))
+    return Guard(api, token, public=frozenset({"/book"}), book=service.tokens, need=needed)

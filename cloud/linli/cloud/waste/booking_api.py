@@ -1,35 +1,90 @@
 """The renovation bookings' part of the waste API: book, follow, cancel, and the page to do it.
 
 The page (`GET /book`) holds no data and needs no token; the link property staff open carries
-the token after `#token=`, and the page sends it with every call it makes.
+the token after `#token=`, and the page sends it with every call it makes. That token is a
+booking link (`book`): bound to an office and its compounds, it books at those compounds and
+sees and cancels its office's bookings only; another office's booking is "not found" to it.
+Booking and cancelling otherwise take `admin`; `read` and `ack` tokens may only look.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from pathlib import Path as FilePath
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Path, Query, Response
-from fastapi.responses import HTMLResponse
+from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
 
-from linli.cloud.api import doc
-from linli.cloud.waste.bookings import OPEN, Booking, BookingError, BookingRequest, State
+from linli.cloud.api import doc, invalid
+from linli.cloud.tokens import Holder, Scope
+from linli.cloud.waste.bookings import OPEN, Booking, BookingError, BookingRequest, KeyConflictError, State
 from linli.cloud.waste.gtfs import local_hhmm
+from linli.cloud.waste.scopes import may_change_any, owns
+from linli.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
     from linli.cloud.waste.renovation import Renovation
     from linli.cloud.waste.service import WasteService
 
 PAGE = FilePath(__file__).parent / "static" / "book.html"
+log = logging.getLogger(__name__)
+
+
+def _renovation(service: WasteService) -> Renovation:
+    if service.renovation is None:
+        raise HTTPException(404, "this timetable has no [renovation] trucks: nothing to book")
+    return service.renovation
+
+
+def holder_of(request: Request, *, changing: bool) -> Holder:
+    """Who asks; for booking or cancelling (`changing`), a booking link or an admin token."""
+    holder: Holder = request.state.holder
+    if changing and holder.scope is not Scope.BOOK and not may_change_any(holder):
+        raise HTTPException(
+            403, f"token '{holder.name}' has scope '{holder.scope}': booking takes a booking link or admin"
+        )
+    return holder
+
+
+class Refusals:
+    """Booking requests refused: counted (the service's `/stats` and `/metrics`), logged once a
+    minute per reason and token, and answered with what was wrong."""
+
+    def __init__(self, counts: Counter[str]) -> None:
+        self.counts = counts
+        self._log = RateLimitedLog(log)
+
+    def __call__(self, request: Request, code: int, reason: str, detail: str) -> HTTPException:
+        holder: Holder = request.state.holder
+        self.counts[reason] += 1
+        self._log.log(
+            reason, holder.name, "waste: a booking by '%s' refused (%s): %s", holder.name, reason, detail
+        )
+        return HTTPException(code, detail)
+
+    async def invalid(self, request: Request, exc: Exception) -> JSONResponse:
+        """A request the models refuse (422): a booking's is counted too."""
+        if (
+            request.method == "POST"
+            and request.url.path == "/bookings"
+            and isinstance(exc, RequestValidationError)
+        ):
+            what = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())
+            self(request, 422, "invalid", what[:300])
+        return await invalid(request, exc)
 
 
 def booking_routes(api: FastAPI, service: WasteService) -> None:
     """Add the bookings' endpoints to the waste API."""
 
     def renovation() -> Renovation:
-        if service.renovation is None:
-            raise HTTPException(404, "this timetable has no [renovation] trucks: nothing to book")
-        return service.renovation
+        return _renovation(service)
+
+    refused = Refusals(service.bookings_refused)
+    api.add_exception_handler(RequestValidationError, refused.invalid)
 
     def booking_json(booking: Booking) -> dict[str, Any]:
         predicted = renovation().predicted.get(booking.id) if booking.state in OPEN else None
@@ -37,46 +92,86 @@ def booking_routes(api: FastAPI, service: WasteService) -> None:
         trail = renovation().bookings.trail(booking.id)
         return booking.to_json() | {"predicted": when, "trail": trail}
 
-    @api.post("/bookings", status_code=201, responses=doc(404) | {200: {"description": "booked before"}})
-    async def book(request: BookingRequest, response: Response) -> dict[str, Any]:
-        """Book a renovation pickup (property staff); the same `key` books once."""
+    def own(holder: Holder, booking_id: str) -> Booking:
+        """The booking, if it is the holder's to see: another office's is not found, as a missing one."""
+        found = renovation().bookings.get(booking_id)
+        if found is None or not owns(holder, found.office):
+            raise HTTPException(404, f"no booking {booking_id}")
+        return found
+
+    @api.post("/bookings", status_code=201, responses=doc(404, 409) | {200: {"description": "booked before"}})
+    async def book(body: BookingRequest, request: Request, response: Response) -> dict[str, Any]:
+        """Book a renovation pickup (property staff); the same `key` books once (409: the key
+        was used for a different booking)."""
+        holder = holder_of(request, changing=True)
+        if holder.scope is Scope.BOOK and body.compound not in holder.compounds:
+            mine = ", ".join(sorted(holder.compounds))
+            raise refused(
+                request, 403, "not_its_compound", f"this link books at {mine} only, not {body.compound}"
+            )
         try:
-            booking, new = renovation().book(request, service.clock(), request.contact.name)
+            booking, new = renovation().book(body, service.clock(), holder.name, holder.office)
+        except KeyConflictError as exc:
+            raise refused(request, 409, "key_conflict", str(exc)) from None
         except BookingError as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise refused(request, 422, "refused", str(exc)) from None
         if not new:
             response.status_code = 200
         return booking_json(booking)
 
     @api.get("/bookings")
     async def bookings(
-        state: Annotated[str | None, Query(pattern="^[a-z_]{1,20}$")] = None,
+        request: Request, state: Annotated[str | None, Query(pattern="^[a-z_]{1,20}$")] = None
     ) -> list[dict[str, Any]]:
-        """Every booking, oldest first; `state`: of one state only."""
-        return [b.to_json() for b in renovation().bookings.all() if state is None or str(b.state) == state]
+        """The bookings the token may see (a link: its office's), oldest first; `state`: of one only."""
+        holder = holder_of(request, changing=False)
+        return [
+            b.to_json()
+            for b in renovation().bookings.all()
+            if owns(holder, b.office) and (state is None or str(b.state) == state)
+        ]
 
     @api.get("/bookings/{booking_id}", responses=doc(404))
-    async def booking(booking_id: Annotated[str, Path(max_length=64)]) -> dict[str, Any]:
+    async def booking(booking_id: Annotated[str, Path(max_length=64)], request: Request) -> dict[str, Any]:
         """A booking, its truck and predicted time, and its trail: every step, who and when."""
-        found = renovation().bookings.get(booking_id)
-        if found is None:
-            raise HTTPException(404, f"no booking {booking_id}")
-        return booking_json(found)
+        return booking_json(own(holder_of(request, changing=False), booking_id))
 
     @api.post("/bookings/{booking_id}/cancel", responses=doc(404, 409))
-    async def cancel(booking_id: Annotated[str, Path(max_length=64)]) -> dict[str, Any]:
+    async def cancel(booking_id: Annotated[str, Path(max_length=64)], request: Request) -> dict[str, Any]:
         """Cancel a booking before the truck is there (409 once it has arrived)."""
-        if renovation().bookings.get(booking_id) is None:
-            raise HTTPException(404, f"no booking {booking_id}")
+        holder = holder_of(request, changing=True)
+        own(holder, booking_id)
         try:
-            return booking_json(renovation().cancel(booking_id, service.clock(), "requester"))
+            return booking_json(renovation().cancel(booking_id, service.clock(), holder.name))
         except BookingError as exc:
             raise HTTPException(409, str(exc)) from None
+
+    supervision_routes(api, service)
+
+    @api.get("/compounds")
+    async def compounds(request: Request) -> list[dict[str, str]]:
+        """The compounds a pickup can be booked at (a link: its own)."""
+        holder = holder_of(request, changing=False)
+        depots = set(service.feed.extras.depots)
+        return [
+            {"id": s.id, "name": s.name}
+            for s in service.feed.stops.values()
+            if s.id not in depots and (holder.scope is not Scope.BOOK or s.id in holder.compounds)
+        ]
+
+    @api.get("/book", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        """The booking page property staff open from a link; the link carries the token."""
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+
+def supervision_routes(api: FastAPI, service: WasteService) -> None:
+    """The dispatcher's view of the renovation trucks and their bookings (`read`)."""
 
     @api.get("/renovation")
     async def supervision() -> dict[str, Any]:
         """The dispatcher's view: each truck's round, the bookings at risk, the service level."""
-        r, now = renovation(), service.clock()
+        r, now = _renovation(service), service.clock()
         every = r.bookings.all()
         # Each booking's first time in each state, from its trail, read once.
         firsts: dict[str, dict[str, int]] = {}
@@ -114,14 +209,3 @@ def booking_routes(api: FastAPI, service: WasteService) -> None:
             "accepted_in_time": round(quick / len(offered), 3) if offered else None,
             "collected_in_window": round(in_window / len(done), 3) if done else None,
         }
-
-    @api.get("/compounds")
-    async def compounds() -> list[dict[str, str]]:
-        """The compounds a pickup can be booked at."""
-        depots = set(service.feed.extras.depots)
-        return [{"id": s.id, "name": s.name} for s in service.feed.stops.values() if s.id not in depots]
-
-    @api.get("/book", response_class=HTMLResponse, include_in_schema=False)
-    async def page() -> HTMLResponse:
-        """The booking page property staff open from a link; the link carries the token."""
-        return HTMLResponse(PAGE.read_text(encoding="utf-8"))

@@ -14,7 +14,7 @@ who made it and when (the trail), in the waste service's state (SQLite or Postgr
 from __future__ import annotations
 
 import datetime as dt
-import json
+import math
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,8 +25,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from linli.cloud.db import Tables
-from linli.cloud.waste.gtfs import Contact, Feed, metres
+from linli.cloud.waste.config import BookingRules
+from linli.cloud.waste.gtfs import Feed, metres
 from linli.cloud.waste.gtfs import Stop as GtfsStop
+from linli.cloud.waste.requesters import Requester
 
 BAG_M3 = 0.05  # one renovation-waste bag (a 50 L woven sack) [assumed]
 NOTE_MAX = 500
@@ -64,6 +66,10 @@ class BookingError(ValueError):
     """A booking refused, or a transition not allowed; the message says why."""
 
 
+class KeyConflictError(BookingError):
+    """An idempotency key sent again with a different booking."""
+
+
 class BookingRequest(BaseModel):
     """What property staff send: `POST /bookings`."""
 
@@ -78,7 +84,7 @@ class BookingRequest(BaseModel):
     bags: Annotated[int, Field(gt=0, le=2000)] | None = None
     earliest: dt.datetime = Field(description="ISO 8601 with its offset")
     latest: dt.datetime
-    contact: Contact
+    contact: Requester = Field(description="who to tell: a name and a phone, an email or a wecom id")
     note: Annotated[str, Field(max_length=NOTE_MAX)] = ""
     key: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")] | None = Field(
         None, description="idempotency key: the same key books once"
@@ -113,12 +119,13 @@ class Booking:
     m3: float
     earliest_s: float
     latest_s: float
-    contact: Contact
+    contact: Requester
     note: str
     state: State
     truck: str | None
     created_s: float
     collected_kg: float | None = None
+    office: str | None = None  # of the booking link that made it
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -140,7 +147,7 @@ class Booking:
 
 COLUMNS = (
     "id, key, compound, lat, lon, m3, earliest_s, latest_s, contact, note, state, truck, created_s, "
-    "collected_kg"
+    "collected_kg, office"
 )
 EVENT = text(
     'INSERT INTO booking_event (booking, state, at_s, "by", truck, detail) '
@@ -151,24 +158,28 @@ EVENT = text(
 class Bookings:
     """The bookings and their trail in the waste service's state; every method is one transaction."""
 
-    def __init__(self, state: Tables, feed: Feed, max_m3: float) -> None:
+    def __init__(self, state: Tables, feed: Feed, max_m3: float, rules: BookingRules | None = None) -> None:
         self.state = state
         self.feed = feed
         self.max_m3 = max_m3
+        self.rules = rules or BookingRules()
         xs, ys = zip(*(s.xy for s in feed.stops.values()), strict=True)
         self._box = (min(xs) - DISTRICT_MARGIN_M, min(ys) - DISTRICT_MARGIN_M,
                      max(xs) + DISTRICT_MARGIN_M, max(ys) + DISTRICT_MARGIN_M)  # fmt: skip
 
-    def create(self, request: BookingRequest, now_s: float, by: str) -> tuple[Booking, bool]:
-        """A new booking (requested), or the one its key made before (False: not new).
+    def create(
+        self, request: BookingRequest, now_s: float, by: str, office: str | None = None
+    ) -> tuple[Booking, bool]:
+        """A new booking (requested) of `office`, or the one its key made before (False: not new).
 
-        BookingError names what is wrong: an unknown compound, a window already over, a pile
-        outside the district, more than any truck takes.
+        BookingError names what is wrong: an unknown compound, a window already over, too far
+        ahead or too wide, a pile outside the district, more than any truck takes, a requester
+        this service cannot reach; KeyConflictError a key used before for another booking.
         """
         if request.key is not None:
             found = self._by_key(request.key)
             if found is not None:
-                return found, False
+                return self._same(found, request, office), False
         stop = self._compound(request.compound)
         lat, lon = (
             (request.lat, request.lon)
@@ -179,10 +190,12 @@ class Bookings:
         x0, y0, x1, y1 = self._box
         if not (x0 <= x <= x1 and y0 <= y <= y1):
             raise BookingError(f"the pile at {lat:.5f}, {lon:.5f} is outside the district")
-        if request.latest.timestamp() <= now_s:
-            raise BookingError(f"the window ended at {request.latest.isoformat()}, before now")
+        self._check_window(request, now_s)
         if request.m3 > self.max_m3:
             raise BookingError(f"{request.m3:g} m³ is more than the largest truck takes ({self.max_m3:g} m³)")
+        unreachable = request.contact.refused(self.rules)
+        if unreachable:
+            raise BookingError(f"contact: {unreachable}")
         booking = Booking(
             id=uuid.uuid4().hex[:12],
             compound=stop.id,
@@ -196,12 +209,14 @@ class Bookings:
             state=State.REQUESTED,
             truck=None,
             created_s=now_s,
+            office=office,
         )
         row = {
             "id": booking.id, "key": request.key, "compound": booking.compound, "lat": lat, "lon": lon,
             "m3": booking.m3, "earliest_s": booking.earliest_s, "latest_s": booking.latest_s,
-            "contact": booking.contact.model_dump_json(), "note": booking.note, "state": str(booking.state),
-            "truck": None, "created_s": now_s, "collected_kg": None,
+            "contact": booking.contact.model_dump_json(exclude_none=True), "note": booking.note,
+            "state": str(booking.state), "truck": None, "created_s": now_s, "collected_kg": None,
+            "office": office,
         }  # fmt: skip
         try:
             with self.state.engine.begin() as conn:
@@ -216,8 +231,46 @@ class Bookings:
             found = self._by_key(request.key or "")
             if found is None:
                 raise
-            return found, False
+            return self._same(found, request, office), False
         return booking, True
+
+    def _check_window(self, request: BookingRequest, now_s: float) -> None:
+        """The window is not over, not further ahead than `max_ahead_days`, not wider than `max_window_h`."""
+        latest, earliest = request.latest.timestamp(), request.earliest.timestamp()
+        if latest <= now_s:
+            raise BookingError(f"the window ended at {request.latest.isoformat()}, before now")
+        ahead_days = (latest - now_s) / 86400
+        if ahead_days > self.rules.max_ahead_days:
+            raise BookingError(
+                f"the window ends {ahead_days:.0f} days ahead: bookings.max_ahead_days allows "
+                f"{self.rules.max_ahead_days:g}"
+            )
+        wide_h = (latest - earliest) / 3600
+        if wide_h > self.rules.max_window_h:
+            raise BookingError(
+                f"the window is {wide_h:.0f} h wide: bookings.max_window_h allows "
+                f"{self.rules.max_window_h:g} h"
+            )
+
+    @staticmethod
+    def _same(found: Booking, request: BookingRequest, office: str | None) -> Booking:
+        """The booking a key made before, if this request is the same one sent again."""
+        same = (
+            found.office == office
+            and found.compound == request.compound
+            and math.isclose(found.m3, request.m3, rel_tol=1e-6)
+            and math.isclose(found.earliest_s, request.earliest.timestamp(), abs_tol=1e-3)
+            and math.isclose(found.latest_s, request.latest.timestamp(), abs_tol=1e-3)
+            and (request.lat is None or math.isclose(found.lat, request.lat, abs_tol=1e-6))
+            and (request.lon is None or math.isclose(found.lon, request.lon, abs_tol=1e-6))
+            and found.contact == request.contact
+            and found.note == request.note
+        )
+        if not same:
+            raise KeyConflictError(
+                f"key '{request.key}' was used for a different booking: send a new key for a new booking"
+            )
+        return found
 
     def move(
         self,
@@ -292,8 +345,24 @@ class Bookings:
 
 
 def _booking(row: tuple[Any, ...]) -> Booking:
-    (bid, _key, compound, lat, lon, m3, earliest, latest, contact, note, state, truck, created, kg) = row
+    (
+        bid,
+        _key,
+        compound,
+        lat,
+        lon,
+        m3,
+        earliest,
+        latest,
+        contact,
+        note,
+        state,
+        truck,
+        created,
+        kg,
+        office,
+    ) = row
     return Booking(
-        bid, compound, lat, lon, m3, earliest, latest, Contact.model_validate(json.loads(contact)), note,
-        State(state), truck, created, kg,
+        bid, compound, lat, lon, m3, earliest, latest, Requester.stored(contact), note,
+        State(state), truck, created, kg, office,
     )  # fmt: skip

@@ -46,6 +46,23 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     run.set_defaults(func=_run)
 
+    from linli.cloud.token_cli import add_token_commands
+    from linli.cloud.tokens import Scope
+
+    add_token_commands(
+        cmds,
+        prog="linli waste token",
+        description=(
+            "The waste API's tokens, kept hashed in the waste service's state, so these work beside "
+            "a running service; a revoked token is refused at its next request. Scopes nest: book (a "
+            "booking link: books at its --compound list, sees and cancels its --office's bookings) "
+            "< read (trips, notices, incidents, bookings) < ack (incidents) < admin (the dispatcher's "
+            "commands, any booking). $LINLI_CLOUD_TOKEN, when set, is an admin token too."
+        ),
+        state_of=_state,
+        scopes=tuple(Scope),
+    )
+
     stats = cmds.add_parser(
         "stats",
         help="tonnage by waste type, or on-time performance, per day, ISO week or calendar month",
@@ -93,8 +110,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     book.add_argument("--from", dest="earliest", required=True, help="earliest, ISO 8601 with offset")
     book.add_argument("--to", dest="latest", required=True, help="latest, ISO 8601 with offset")
     book.add_argument("--name", required=True, help="who to tell")
-    book.add_argument("--email", action="append", default=[], help="tell by e-mail (repeatable)")
-    book.add_argument("--webhook", action="append", default=[], help="tell by webhook (repeatable)")
+    book.add_argument("--phone", help="tell by SMS, e.g. +8613800138000")
+    book.add_argument("--email", help="tell by e-mail")
+    book.add_argument("--wecom", help="tell through the district's WeCom app: the WeCom user id")
     book.add_argument("--note", default="", help="for the driver")
     book.add_argument("--key", default=None, help="idempotency key: the same key books once")
     book.set_defaults(func=_book)
@@ -272,16 +290,18 @@ def _service_stats(
 def _book(args: argparse.Namespace) -> int:
     import httpx
 
-    channels: list[dict[str, object]] = [{"kind": "email", "to": [a]} for a in args.email]
-    channels += [{"kind": "webhook", "url": u} for u in args.webhook]
-    if not channels:
-        print("linli waste book: give --email or --webhook, to be told how the booking goes", file=sys.stderr)
+    ways = {way: getattr(args, way) for way in ("phone", "email", "wecom") if getattr(args, way)}
+    if not ways:
+        print(
+            "linli waste book: give --phone, --email or --wecom, to be told how the booking goes",
+            file=sys.stderr,
+        )
         return 2
     body: dict[str, object] = {
         "compound": args.compound,
         "earliest": args.earliest,
         "latest": args.latest,
-        "contact": {"name": args.name, "channels": channels},
+        "contact": {"name": args.name, **ways},
         "note": args.note,
     }
     body |= {"volume_m3": args.m3} if args.m3 is not None else {"bags": args.bags}
@@ -379,18 +399,34 @@ def _run(args: argparse.Namespace) -> int:
     except (ConfigError, GtfsError) as exc:
         print(f"linli waste run: {exc}", file=sys.stderr)
         return 2
-    token = os.environ.get(config.token_env, "")
-    if not token:
-        print(f"linli waste run: set {config.token_env} to the API's bearer token", file=sys.stderr)
-        return 2
-    setup_logging(args.log_level)
     from sqlalchemy.exc import SQLAlchemyError
 
     from linli.cloud.db import describe
 
+    token = os.environ.get(config.token_env, "")
     try:
         service = WasteService(config, token, feed)
     except (OSError, SQLAlchemyError) as exc:
         print(f"linli waste run: state {describe(config.state)}: {exc}", file=sys.stderr)
         return 1
+    if not token and not service.tokens.live():
+        print(
+            f"linli waste run: set {config.token_env} to an admin token, or create one with "
+            f"`linli waste token create --config {args.config} --scope admin --name NAME`",
+            file=sys.stderr,
+        )
+        return 2
+    setup_logging(args.log_level)
     return run_until_signal(service.run)
+
+
+def _state(path: Path) -> str | None:
+    """The waste service's state, for `linli waste token`; None once the config's problems are printed."""
+    from linli.catalog.errors import ConfigError
+    from linli.cloud.waste.config import load_waste_config
+
+    try:
+        return load_waste_config(path).state
+    except ConfigError as exc:
+        print(f"linli waste token: {exc}", file=sys.stderr)
+        return None

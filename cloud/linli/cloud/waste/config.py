@@ -10,7 +10,7 @@ from pydantic import Field
 
 from linli.catalog.errors import load_toml_model
 from linli.catalog.tls import MqttTls, anchored
-from linli.cloud.config import SmtpConfig, Strict
+from linli.cloud.config import SmtpConfig, Strict, Url
 from linli.cloud.waste.gtfs import Contact
 from linli.cloud.waste.outbox import VisitStore
 
@@ -24,6 +24,33 @@ class TruckBroker(Strict):
     password_env: str = "LINLI_CLOUD_MQTT_PASSWORD"  # noqa: S105 (a variable name)
     topic: Annotated[str, Field(pattern=r"^[^#+]+$")] = "trucks"
     tls: MqttTls | None = None
+
+
+class SmsGateway(Strict):
+    """The operator's SMS gateway: POSTed `{"to": phone, "text": ..., "booking": ...}` per message."""
+
+    url: Url
+
+
+class WecomApp(Strict):
+    """The district's WeCom app: POSTed WeCom's app message (`touser`, `agentid`, `text`). The URL is
+    the district's relay, which adds the app's access token (WeCom's expire every two hours)."""
+
+    url: Url
+    agent_id: Annotated[int, Field(ge=1)]
+
+
+class BookingRules(Strict):
+    """`[bookings]`: how far ahead and how wide a booking may be, and how requesters are told.
+
+    A requester gives a phone number, an e-mail address or a WeCom user id, never a URL or a
+    topic: the phone goes through `sms`, the e-mail through `[smtp]`, the WeCom id through `wecom`.
+    """
+
+    max_ahead_days: Annotated[float, Field(gt=0, le=366)] = 30.0
+    max_window_h: Annotated[float, Field(gt=0, le=31 * 24)] = 72.0
+    sms: SmsGateway | None = None
+    wecom: WecomApp | None = None
 
 
 class WasteConfig(Strict):
@@ -72,6 +99,7 @@ class WasteConfig(Strict):
     on_blocked: Literal["defer", "skip"] = "defer"
     # Trips, visits and incidents for the dashboards; none written when absent.
     store: VisitStore | None = None
+    bookings: BookingRules = BookingRules()
 
 
 def load_waste_config(path: Path) -> WasteConfig:

@@ -26,6 +26,7 @@ from linli.cloud.waste.bookings import OPEN, Booking, BookingError, BookingReque
 from linli.cloud.waste.dispatch import Pickup, Plan, Roads, TruckNow
 from linli.cloud.waste.gtfs import Contact, Feed, RenovationTruck, local_hhmm, metres, service_zero
 from linli.cloud.waste.planner import Planner, Problem
+from linli.cloud.waste.requesters import Requester
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ class BookingMessage:
         }
 
 
-Tell = Callable[[Contact, BookingMessage], None]
+# The operator is a Contact (the notifier's channels, from the config); a requester never is.
+Tell = Callable[[Contact | Requester, BookingMessage], None]
 Publish = Callable[[str, str], object]
 
 
@@ -154,8 +156,10 @@ class Renovation:
 
     # --- property staff -------------------------------------------------------------------
 
-    def book(self, request: BookingRequest, now_s: float, by: str) -> tuple[Booking, bool]:
-        booking, new = self.bookings.create(request, now_s, by)
+    def book(
+        self, request: BookingRequest, now_s: float, by: str, office: str | None = None
+    ) -> tuple[Booking, bool]:
+        booking, new = self.bookings.create(request, now_s, by, office)
         if new:
             self._tell(booking, "requested", now_s)
             self.dispatch(now_s)
