@@ -1,7 +1,7 @@
 """Renovation plans solved off the event loop, in a worker process.
 
-The event loop that plans also takes every truck's message. A plan takes 0.1 to 2 s (the road
-matrix, networkx in Python, and VROOM), and neither releases the GIL: solved in a thread, it
+The event loop that plans also takes every truck's message. A plan takes 0.1 to 2.5 s (the
+road matrix, networkx in Python, and VROOM), and neither releases the GIL: solved in a thread, it
 still holds the loop up for tens of milliseconds at a time. So plans are solved in one worker
 process, forked when the service starts, before any thread runs: it has the roads already.
 
@@ -128,7 +128,8 @@ class Planner:
                 self._ratelog.log(
                     "state", "planner", "waste: no plan, the state cannot be reached: %s", str(exc)[:200]
                 )
-            except BrokenProcessPool:
+            except BrokenProcessPool:  # killed (out of memory, by hand): the next one is
+                # forked while this process runs threads; it only solves, taking no lock of theirs
                 self.errors += 1
                 log.error("waste: the planning process died (%d pickups); starting another", size)
                 self._pool.shutdown(wait=False, cancel_futures=True)
