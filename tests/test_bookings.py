@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import threading
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 from linli.cloud.waste.bookings import BookingError, BookingRequest, Bookings, KeyConflictError, State
 from linli.cloud.waste.dispatch import RELOADS, Pickup, Roads, TruckNow, plan
 from linli.cloud.waste.gtfs import Contact, Feed, RenovationTruck, load_feed
+from linli.cloud.waste.planner import Planner
 from linli.cloud.waste.renovation import BookingMessage, Renovation
 from linli.cloud.waste.requesters import Requester
 from linli.cloud.waste.state import WasteState
@@ -302,3 +304,44 @@ def test_a_restart_remembers_the_orders_waiting_and_the_drivers_who_declined(fee
     assert told.count(("operator", "escalated", one.id)) == 1  # told once, whatever restarts follow
     for b in third.bookings.all(frozenset({State.OFFERED})):
         assert b.truck not in third.declined.get(b.id, set())
+
+
+def test_a_plan_solved_in_the_worker_process_is_the_plan_solved_in_place(feed: Feed, tmp_path: Path) -> None:
+    """The same bookings and trucks, planned by the service's worker process and in place."""
+    trucks = [RenovationTruck(id="a", capacity_m3=6), RenovationTruck(id="b", capacity_m3=6)]
+    compounds = ["gubei-1", "hongmei-1", "yili-1", "jinhui-1", "xianxia-1", "ronghua-1"]
+
+    def renovation(name: str) -> Renovation:
+        bookings = Bookings(WasteState(str(tmp_path / f"{name}.sqlite")), feed, max_m3=6.0)
+        for n, compound in enumerate(compounds):
+            bookings.create(request(compound=compound, volume_m3=1.0 + n / 2), NOW, "office")
+        return Renovation(feed, bookings, trucks, lambda *_: None, operator=None)
+
+    def rounds(r: Renovation) -> dict[str, list[tuple[str, float]]]:
+        by_id = {b.id: b.compound for b in r.bookings.all()}
+        return {t: [(by_id[b], at) for b, at in rs] for t, rs in r.plan.rounds.items()}
+
+    in_place = renovation("in-place")
+    in_place.dispatch(NOW)
+
+    async def in_worker() -> Renovation:
+        r = renovation("worker")
+        planner = r.planner = Planner(r)
+        try:
+            r.dispatch(NOW)
+            assert r.plan.rounds == {}  # not solved yet: the event loop did not wait for it
+            await planner.idle()
+        finally:
+            await planner.close()
+        assert (planner.solved, planner.errors) == (1, 0)
+        return r
+
+    worker = asyncio.run(in_worker())
+    assert rounds(worker) == rounds(in_place)
+    assert sorted(rounds(worker)) == ["a", "b"]
+
+    def offered(r: Renovation) -> set[tuple[str, str | None]]:
+        return {(b.compound, b.truck) for b in r.bookings.all(frozenset({State.OFFERED}))}
+
+    assert offered(worker) == offered(in_place)
+    assert len(offered(worker)) == 2  # each truck's first

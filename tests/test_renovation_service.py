@@ -5,24 +5,33 @@ HTTP receiver and a real SMTP server)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
+import multiprocessing
 import os
 import queue
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
 from linli.cloud.config import SmtpConfig
+from linli.cloud.waste import dispatch
+from linli.cloud.waste import renovation as renovation_module
 from linli.cloud.waste.config import BookingRules, SmsGateway, TruckBroker, WasteConfig
-from linli.cloud.waste.gtfs import Contact, load_feed
+from linli.cloud.waste.dispatch import Plan
+from linli.cloud.waste.gtfs import Contact, Feed, load_feed
 from linli.cloud.waste.service import WasteService
 from linli.dashboards.recording import on_shift_all_day
 from linli.localservers import LocalServer, free_port
@@ -100,27 +109,35 @@ def booking(compound: str, now: dt.datetime, key: str) -> dict[str, Any]:
     }
 
 
-def test_a_booking_is_offered_declined_escalated_then_accepted_driven_collected_and_closed(
+def renovation_config(
     mosquitto: LocalServer, peers: tuple[Receiver, Inbox, int], tmp_path: Path
-) -> None:
-    receiver, inbox, smtp = peers
+) -> tuple[WasteConfig, Feed]:
+    """The district's timetable, its renovation truck on shift around the clock from an hour
+    ago (whenever the test runs), and a service on a free port telling the test's peers."""
+    receiver, _, smtp = peers
     folder = local_feed(tmp_path, receiver.url)
-    # On shift around the clock from an hour ago, whenever the test runs.
     on_shift_all_day(folder, time.time() - 3600)
-    feed = load_feed(folder)
-    api_port = free_port()
     config = WasteConfig(
         broker=TruckBroker(port=mosquitto.port),
         smtp=SmtpConfig(port=smtp, sender="waste@district.example"),
         bookings=BookingRules(sms=SmsGateway(url=f"{receiver.url}/sms")),
-        gtfs=tmp_path / "gtfs",
+        gtfs=folder,
         state=str(tmp_path / "waste.sqlite"),
-        api_port=api_port,
+        api_port=free_port(),
         operator=Contact.model_validate(
             {"name": "operator", "channels": [{"kind": "webhook", "url": f"{receiver.url}/operator"}]}
         ),
         delivery=LOOPBACK,
     )
+    return config, load_feed(folder)
+
+
+def test_a_booking_is_offered_declined_escalated_then_accepted_driven_collected_and_closed(
+    mosquitto: LocalServer, peers: tuple[Receiver, Inbox, int], tmp_path: Path
+) -> None:
+    receiver, inbox, _ = peers
+    config, feed = renovation_config(mosquitto, peers, tmp_path)
+    api_port = config.api_port
     gubei, pile = feed.stops["gubei-1"], feed.stops["hongmei-1"]
 
     async def scenario() -> dict[str, Any]:
@@ -218,3 +235,177 @@ def test_a_booking_is_offered_declined_escalated_then_accepted_driven_collected_
     mails = [m["Subject"] for m in inbox.messages if "hongmei-1" in m["To"]]
     assert len(mails) == len(told)
     assert any("collected, 412 kg" in s or "collected, 413 kg" in s for s in mails)
+
+
+class HeldSolver:
+    """Every plan's solve waits in `solve` until the test lets it go (`release`), and says when
+    it starts (`started`). Patched in before the service starts, so the planning process forked
+    then has it too; on a service that solves on its event loop it holds the loop, at most
+    HOLD_S, so that such a test fails rather than hangs."""
+
+    HOLD_S = 20.0
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        fork = multiprocessing.get_context("fork")
+        self._started = fork.Semaphore(0)
+        self._permits = fork.Semaphore(0)
+        real = dispatch.plan
+
+        def held(*args: Any, **kwargs: Any) -> Plan:
+            self._started.release()
+            self._permits.acquire(timeout=self.HOLD_S)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(dispatch, "plan", held)
+        monkeypatch.setattr(renovation_module, "plan", held, raising=False)  # where it is called before
+
+    def started(self) -> bool:
+        return self._started.acquire(timeout=10)
+
+    def release(self, solves: int = 1) -> None:
+        for _ in range(solves):
+            self._permits.release()
+
+
+def while_solving(steps: Callable[[dict[str, Any]], None]) -> Callable[[], dict[str, Any]]:
+    """`steps` in a thread of their own, while the event loop may be held: what they found,
+    or `timed_out` when the service could not answer meanwhile."""
+
+    def run() -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        try:
+            steps(found)
+        except httpx.TimeoutException as exc:
+            found["timed_out"] = repr(exc)
+        return found
+
+    return run
+
+
+@dataclass
+class Held:
+    """A service's config and timetable, and its solves held (`solver`)."""
+
+    config: WasteConfig
+    feed: Feed
+    solver: HeldSolver
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.config.api_port}"
+
+
+@pytest.fixture
+def held(
+    mosquitto: LocalServer,
+    peers: tuple[Receiver, Inbox, int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Held:
+    config, feed = renovation_config(mosquitto, peers, tmp_path)
+    return Held(config, feed, HeldSolver(monkeypatch))
+
+
+@contextlib.asynccontextmanager
+async def running(service: WasteService, held: Held) -> AsyncIterator[Terminal]:
+    """The service running, and the renovation truck's terminal; every solve let go at the end."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    await asyncio.wait_for(service.started.wait(), 15)
+    terminal = await asyncio.to_thread(Terminal, held.config.broker.port)
+    try:
+        yield terminal
+    finally:
+        held.solver.release(5)
+        await asyncio.to_thread(terminal.close)
+        stop.set()
+        await task
+
+
+def test_a_truck_s_message_is_handled_while_a_plan_is_solved_and_the_plan_is_applied_after(
+    held: Held, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gubei = held.feed.stops["gubei-1"]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def scenario() -> dict[str, Any]:
+        service = WasteService(held.config, TOKEN, held.feed)
+        handled = threading.Event()
+        take = service.take
+
+        def taking(topic: str, payload: bytes) -> None:
+            take(topic, payload)
+            if topic.endswith("/location"):
+                handled.set()
+
+        monkeypatch.setattr(service, "take", taking)
+        async with running(service, held) as terminal:
+
+            def steps(found: dict[str, Any]) -> None:
+                found["solving"] = held.solver.started()
+                terminal.send("location", {"lat": gubei.lat, "lon": gubei.lon, "speed": 25.0})
+                found["handled"] = handled.wait(5)  # the solve is still held
+                held.solver.release()
+
+            meanwhile = asyncio.create_task(asyncio.to_thread(while_solving(steps)))
+            async with httpx.AsyncClient(base_url=held.base, headers=headers, timeout=30) as api:
+                booked = (
+                    await api.post("/bookings", json=booking("gubei-1", dt.datetime.now(ZONE), "k1"))
+                ).json()
+                out = await meanwhile
+                out["booked"] = booked
+                out["order"] = await asyncio.to_thread(terminal.order)
+                out["after"] = (await api.get(f"/bookings/{booked['id']}")).json()
+        return out
+
+    out = asyncio.run(scenario())
+    assert out["solving"]
+    assert out["handled"], "the truck's message waited for the plan"
+    assert out["booked"]["state"] == "requested"  # answered before the plan is solved
+    assert out["order"]["booking"] == out["booked"]["id"]  # the plan from the worker, applied
+    assert out["after"]["state"] == "offered"
+    assert out["after"]["predicted"] is not None
+
+
+def test_a_booking_cancelled_while_its_plan_is_solved_is_not_planned_nor_offered(held: Held) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+
+    def steps(found: dict[str, Any]) -> None:
+        with httpx.Client(base_url=held.base, headers=headers, timeout=5) as api:
+            found["solving"] = held.solver.started()  # the plan with the booking
+            [first] = api.get("/bookings").json()
+            found["cancelled"] = api.post(f"/bookings/{first['id']}/cancel").json()
+            held.solver.release()
+            # The next plan, asked for by the cancellation, starts once the first is applied.
+            found["next"] = held.solver.started()
+            found["view"] = api.get("/renovation").json()
+            found["first"] = api.get(f"/bookings/{first['id']}").json()
+            held.solver.release()
+
+    async def scenario() -> dict[str, Any]:
+        service = WasteService(held.config, TOKEN, held.feed)
+        async with running(service, held) as terminal:
+            meanwhile = asyncio.create_task(asyncio.to_thread(while_solving(steps)))
+            async with httpx.AsyncClient(base_url=held.base, headers=headers, timeout=30) as api:
+                await api.post("/bookings", json=booking("gubei-1", dt.datetime.now(ZONE), "k1"))
+                out = await meanwhile
+                held.solver.release(5)  # and from here on, every solve runs freely
+                second = (
+                    await api.post("/bookings", json=booking("hongmei-1", dt.datetime.now(ZONE), "k2"))
+                ).json()
+                orders = [await asyncio.to_thread(terminal.order)]
+                while orders[-1]["booking"] != second["id"]:
+                    orders.append(await asyncio.to_thread(terminal.order))
+                out["orders"] = orders
+        return out
+
+    out = asyncio.run(scenario())
+    assert "timed_out" not in out, out["timed_out"]
+    assert (out["solving"], out["next"]) == (True, True)
+    first = out["cancelled"]["id"]
+    assert out["cancelled"]["state"] == "cancelled"
+    # The plan solved with the booking was applied without it: not in a round, not offered.
+    assert [b["booking"] for t in out["view"]["trucks"] for b in t["round"]] == []
+    assert [t["state"] for t in out["first"]["trail"]] == ["requested", "cancelled"]
+    assert out["first"]["predicted"] is None
+    assert first not in [o["booking"] for o in out["orders"]]

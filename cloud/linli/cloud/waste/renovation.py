@@ -23,8 +23,9 @@ from zoneinfo import ZoneInfo
 
 from linli.catalog.lineprotocol import format_line
 from linli.cloud.waste.bookings import OPEN, Booking, BookingError, BookingRequest, Bookings, State
-from linli.cloud.waste.dispatch import Pickup, Plan, Roads, TruckNow, plan
+from linli.cloud.waste.dispatch import Pickup, Plan, Roads, TruckNow
 from linli.cloud.waste.gtfs import Contact, Feed, RenovationTruck, local_hhmm, metres, service_zero
+from linli.cloud.waste.planner import Planner, Problem
 from linli.cloud.waste.requesters import Requester
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ class Renovation:
         self.escalated: set[str] = set()
         self.predicted: dict[str, float] = {}
         self.plan = Plan()
+        self.planner: Planner | None = None  # plans off the event loop; None: here, at once
         self.record: Callable[[list[str]], None] | None = None  # lines for the store
         # Of several services on one state, one dispatches (`Leadership`); the others keep the
         # trucks' places and loads, take bookings and cancellations, and change nothing else.
@@ -174,11 +176,26 @@ class Renovation:
     # --- dispatch -------------------------------------------------------------------------
 
     def dispatch(self, now_s: float) -> Plan:
-        """Plan again; offer each truck's next pickup to its driver if nobody has it yet."""
+        """Plan again; offer each truck's next pickup to its driver if nobody has it yet.
+
+        With a `planner` the plan is solved off the event loop and applied when it returns;
+        the plan in force until then is returned."""
         if not self.active:
             return self.plan
-        open_ = [b for b in self.bookings.all(OPEN) if b.state not in (State.EN_ROUTE, State.ARRIVED)]
-        busy = {b.truck: b for b in self.bookings.all(frozenset({State.EN_ROUTE, State.ARRIVED})) if b.truck}
+        if self.planner is not None:
+            self.planner.want(now_s)
+            return self.plan
+        problem = self.problem(now_s)
+        assert problem is not None
+        return self.apply(problem.solve(self.roads), now_s)
+
+    def problem(self, now_s: float) -> Problem | None:
+        """What to plan: the trucks and the open pickups now; None unless dispatching."""
+        if not self.active:
+            return None
+        every = self.bookings.all(OPEN)
+        open_ = [b for b in every if b.state not in (State.EN_ROUTE, State.ARRIVED)]
+        busy = {b.truck: b for b in every if b.state in (State.EN_ROUTE, State.ARRIVED) and b.truck}
         trucks = []
         for tid, spec in self.trucks.items():
             start, end = self._shift(spec, now_s)
@@ -199,23 +216,36 @@ class Renovation:
             for b in open_
             if not (b.state is State.REQUESTED and self.declined.get(b.id, set()) >= set(self.trucks))
         ]
-        self.plan = plan(self.roads, trucks, pickups, self.depot, now_s)
-        for rounds in self.plan.rounds.values():
+        return Problem(tuple(trucks), tuple(pickups), self.depot, now_s)
+
+    def apply(self, found: Plan, now_s: float) -> Plan:
+        """Put a plan in force and offer each round's first pickup nobody holds yet.
+
+        The plan may have been solved while the bookings moved on: one no longer open (cancelled,
+        expired meanwhile) is dropped from its round, and only a booking still requested is offered;
+        a service no longer dispatching (`lead`) drops the plan.
+        """
+        if not self.active:
+            return self.plan
+        still = {b.id for b in self.bookings.all(OPEN)}
+        firsts = {tid: rounds[0] for tid, rounds in found.rounds.items() if rounds}
+        found.rounds = {tid: [(b, at) for b, at in r if b in still] for tid, r in found.rounds.items()}
+        self.plan = found
+        for rounds in found.rounds.values():
             for booking_id, arrival in rounds:
                 self.predicted[booking_id] = arrival
-        for tid, rounds in self.plan.rounds.items():
-            for booking_id, arrival in rounds[:1]:
-                booking = self.bookings.get(booking_id)
-                if (
-                    booking is not None
-                    and booking.state is State.REQUESTED
-                    and tid not in self.declined.get(booking_id, set())
-                ):
-                    offered = self.bookings.move(booking_id, State.OFFERED, now_s, "dispatch", truck=tid)
-                    self.offered_s[booking_id] = now_s
-                    self._order(tid, order(offered, arrival))
-                    self._tell(offered, "offered", now_s)
-        return self.plan
+        for tid, (booking_id, arrival) in firsts.items():
+            booking = self.bookings.get(booking_id)
+            if (
+                booking is not None
+                and booking.state is State.REQUESTED
+                and tid not in self.declined.get(booking_id, set())
+            ):
+                offered = self.bookings.move(booking_id, State.OFFERED, now_s, "dispatch", truck=tid)
+                self.offered_s[booking_id] = now_s
+                self._order(tid, order(offered, arrival))
+                self._tell(offered, "offered", now_s)
+        return found
 
     def reply(self, truck: str, booking_id: str, accept: bool, now_s: float) -> None:
         """The driver's answer from the truck terminal."""
