@@ -163,10 +163,11 @@ def test_a_device_that_stops_answering_goes_offline_and_comes_back_by_itself(vic
 
 
 class BrokenGateway:
-    """A TCP server answering every Modbus request in one wrong way (see ANSWERS)."""
+    """A TCP server answering every Modbus request in one wrong way (see ANSWERS), or by `answer`."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, answer: Callable[[bytes], bytes | None] | None = None) -> None:
         self.mode = mode
+        self._answer = answer or ANSWERS[mode]
         self.port = 0
         self._server: asyncio.Server | None = None
 
@@ -178,7 +179,7 @@ class BrokenGateway:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while True:
                 request = await reader.readexactly(12)
-                answer = ANSWERS[self.mode](request)
+                answer = self._answer(request)
                 if answer is None:
                     writer.close()
                     return
