@@ -163,10 +163,11 @@ def test_a_device_that_stops_answering_goes_offline_and_comes_back_by_itself(vic
 
 
 class BrokenGateway:
-    """A TCP server answering every Modbus request in one wrong way (see ANSWERS)."""
+    """A TCP server answering every Modbus request in one wrong way (see ANSWERS), or by `answer`."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, answer: Callable[[bytes], bytes | None] | None = None) -> None:
         self.mode = mode
+        self._answer = answer or ANSWERS[mode]
         self.port = 0
         self._server: asyncio.Server | None = None
 
@@ -178,7 +179,7 @@ class BrokenGateway:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while True:
                 request = await reader.readexactly(12)
-                answer = ANSWERS[self.mode](request)
+                answer = self._answer(request)
                 if answer is None:
                     writer.close()
                     return
@@ -191,13 +192,19 @@ class BrokenGateway:
 
 
 def _frame(
-    request: bytes, *, tid_shift: int = 0, length: int | None = None, pdu: bytes | None = None
+    request: bytes,
+    *,
+    tid_shift: int = 0,
+    unit_shift: int = 0,
+    length: int | None = None,
+    pdu: bytes | None = None,
+    count: int | None = None,
 ) -> bytes:
-    tid, _, _, unit, fc, _addr, count = struct.unpack(">HHHBBHH", request)
+    tid, _, _, unit, fc, _addr, asked = struct.unpack(">HHHBBHH", request)
+    count = count if count is not None else asked
     pdu = pdu if pdu is not None else bytes([fc, count * 2]) + b"\x00\x01" * count
-    return (
-        struct.pack(">HHHB", tid + tid_shift, 0, length if length is not None else len(pdu) + 1, unit) + pdu
-    )
+    header_length = length if length is not None else len(pdu) + 1
+    return struct.pack(">HHHB", tid + tid_shift, 0, header_length, unit + unit_shift) + pdu
 
 
 ANSWERS: dict[str, Callable[[bytes], bytes | None]] = {
@@ -208,6 +215,9 @@ ANSWERS: dict[str, Callable[[bytes], bytes | None]] = {
     "short response": lambda r: _frame(r, length=5, pdu=bytes([r[7], 2]) + b"\x00\x01"),
     "closed on each request": lambda _r: None,
     "length 65535": lambda r: _frame(r, length=65535),
+    # A well-formed frame, but 125 registers where a few were asked.
+    "too many registers": lambda r: _frame(r, count=125),
+    "wrong unit id": lambda r: _frame(r, unit_shift=1),
 }
 REASONS = {
     "garbage": "malformed",
@@ -217,6 +227,8 @@ REASONS = {
     "short response": "short_response",
     "closed on each request": "closed",
     "length 65535": "malformed",
+    "too many registers": "malformed",
+    "wrong unit id": "wrong_unit",
 }
 
 
@@ -270,6 +282,9 @@ def test_each_broken_answer_gets_a_reason_a_technician_can_act_on(
     # pymodbus's own reports and asyncio's protocol tracebacks stay out of the log.
     assert not [m for m in text if "pymodbus" in m or "No response received" in m or ">>>>>" in m]
     # One line per device when it goes offline, with the reason: not one per failed poll.
-    for mode in REASONS:
-        offline = [m for m in text if "/" + mode.replace(" ", "-") + ": offline" in m]
-        assert len(offline) == 1, (mode, offline)
+    offline = {mode: [m for m in text if "/" + mode.replace(" ", "-") + ": offline" in m] for mode in REASONS}
+    for mode, lines in offline.items():
+        assert len(lines) == 1, (mode, lines)
+    # The two answers pymodbus takes for something else say what is wrong with them.
+    assert "registers, got 125" in offline["too many registers"][0]
+    assert "the request was for unit" in offline["wrong unit id"][0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -79,12 +79,21 @@ def describe_validation_error(model: type[BaseModel], exc: ValidationError) -> l
 
 def load_toml_model(path: Path, model: type[M]) -> M:
     """Read a TOML file into `model`; ConfigError names each bad key and what is allowed."""
+    return validate_model(path, read_toml(path), model)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's document; ConfigError when it cannot be read or is not TOML."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [f"not valid TOML: {exc}"]) from exc
     except OSError as exc:
         raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from exc
+
+
+def validate_model(path: Path, data: dict[str, Any], model: type[M]) -> M:
+    """`data` (read from `path`) as `model`; ConfigError names each bad key and what is allowed."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:

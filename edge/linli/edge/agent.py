@@ -244,7 +244,15 @@ class Agent:
                 return None
             assert reload is not None
             reload.wanted.clear()
-            new = reload.load()
+            # Read and built in a thread: a large config takes seconds, in which the connectors
+            # poll on and /metrics answers; a stop meanwhile is not held up by it.
+            loading = asyncio.create_task(asyncio.to_thread(reload.load))
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if stop.is_set():
+                return None
+            new = loading.result()
             if new is not None:
                 return new
             log.error("reload: the new config is refused (see above); the running one stays")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from linli.catalog.alerts import ALERT_TOPIC, EDGE_STATUS_TOPIC
-from linli.catalog.errors import ConfigError, load_toml_model
+from linli.catalog.errors import ConfigError, read_toml, validate_model
 from linli.catalog.profile import RESERVED_TAGS, Profile, Severity, get_profile
 from linli.catalog.tls import MqttTls, anchored, tls_problems
 from linli.edge.buffer import SyncMode
@@ -19,6 +19,9 @@ Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length
 Seconds = Annotated[float, Field(gt=0, le=3600)]
 TagKey = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=32)]
 TagValue = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+# Devices one agent takes at most: the measured load is 20,000 (docs/benchmarks.md). A config of
+# 100,000 took a minute and 2 GB to build, so a typo'd generator is refused before that.
+MAX_DEVICES = 25_000
 
 
 class Strict(BaseModel):
@@ -380,9 +383,28 @@ def _profile_names(profile: Profile) -> set[str]:
     return names
 
 
+def device_count(data: dict[str, Any]) -> int:
+    """The `[[sites.devices]]` of a TOML document not yet validated (its shape may be wrong)."""
+    sites = data.get("sites")
+    if not isinstance(sites, list):
+        return 0
+    return sum(len(s["devices"]) for s in sites if isinstance(s, dict) and isinstance(s.get("devices"), list))
+
+
 def load_config(path: Path) -> EdgeConfig:
     """Read and validate the agent's config; ConfigError lists every problem found."""
-    config = load_toml_model(path, EdgeConfig)
+    data = read_toml(path)
+    devices = device_count(data)
+    if devices > MAX_DEVICES:
+        # Counted before validating: building the config is what costs at this size.
+        raise ConfigError(
+            path,
+            [
+                f"sites.devices: {devices} devices, more than the {MAX_DEVICES} one agent takes; "
+                "split the sites over several agents, each with its own [agent] name"
+            ],
+        )
+    config = validate_model(path, data, EdgeConfig)
     problems = _semantic_problems(config)
     if problems:
         raise ConfigError(path, problems)

@@ -400,8 +400,15 @@ class DevicePoller:
             )
         if read.table.is_bit:
             return [1 if b else 0 for b in resp.bits[: read.count]]
-        if len(resp.registers) < read.count:
-            raise PollError("short_response", f"asked {read.count} registers, got {len(resp.registers)}")
+        got = len(resp.registers)
+        if got < read.count:
+            raise PollError("short_response", f"asked {read.count} registers, got {got}")
+        if got > read.count:
+            # Not this request's answer (or a broken device): none of its values can be trusted.
+            raise PollError(
+                "malformed",
+                f"{read.table} {read.address}+{read.count}: asked {read.count} registers, got {got}",
+            )
         return list(resp.registers)
 
     def decode(self, blocks: list[list[int]], time_ms: int) -> list[str]:

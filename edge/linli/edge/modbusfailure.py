@@ -3,7 +3,9 @@
 pymodbus reports nearly every bad answer as "no response received" once its timeout
 ran out. A technician needs to know more: whether the device said nothing (`timeout`),
 hung up (`closed`), or answered with something that is not a Modbus TCP frame for this
-request (`malformed`) or with a frame cut short (`short_response`). The endpoint records
+request (`malformed`), for another unit id than the one asked (`wrong_unit`: two devices
+share an id, or the config names the wrong one), or with a frame cut short
+(`short_response`). The endpoint records
 what it sent and received for each request; `classify` reads the reason from that.
 """
 
@@ -25,13 +27,16 @@ def classify(sent: bytes, received: bytes, *, closed: bool) -> tuple[str, str]: 
         return "timeout", "no answer"
     if len(received) < MBAP.size + 1:
         return "short_response", f"{len(received)} bytes, less than a Modbus TCP header"
-    tid, protocol, length, _unit = MBAP.unpack_from(received)
+    tid, protocol, length, unit = MBAP.unpack_from(received)
     if protocol != 0:
         return "malformed", f"protocol id {protocol}, not 0 (not Modbus TCP): {received[:16].hex(' ')}"
     if not 2 <= length <= MAX_LENGTH:
         return "malformed", f"length field {length}, outside 2-{MAX_LENGTH}"
     if len(sent) >= 2 and tid != struct.unpack_from(">H", sent)[0]:
         return "malformed", f"transaction id {tid}, the request's was {struct.unpack_from('>H', sent)[0]}"
+    if len(sent) >= MBAP.size and unit != sent[MBAP.size - 1]:
+        # pymodbus drops an answer from another unit and waits on until its timeout.
+        return "wrong_unit", f"unit id {unit} answered, the request was for unit {sent[MBAP.size - 1]}"
     body = received[6 : 6 + length]
     if len(body) < length:
         return "short_response", f"the header announces {length} bytes, {len(body)} came"
