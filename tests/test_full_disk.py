@@ -13,12 +13,16 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from linli.edge.agent import Agent
-from linli.edge.config import EdgeConfig
+from linli.edge.buffer import DurableBuffer
+from linli.edge.config import EdgeConfig, WriterConfig, WriterKind
+from linli.edge.sinks import InfluxV1Sink
+from linli.edge.writer import BatchWriter
 from linli.localservers import LocalServer
 from support import influx1_create_db, influx1_query, running, unique, wait_until
 from test_mqtt_rejects import camera_config
@@ -164,3 +168,58 @@ def test_the_disk_coming_back_commits_what_was_kept_and_acknowledges_it_once(
     assert out["staged while full"] >= MESSAGES
     assert out["received again"] == 1
     assert stored(influx1, db) == MESSAGES + 1
+
+
+class FillsTheDiskAfterWriting:
+    """The store takes the batch, then the disk under the buffer fills: the worst moment."""
+
+    def __init__(self, sink: InfluxV1Sink, disk: SmallDisk) -> None:
+        self.sink, self.disk, self.target = sink, disk, sink.target
+        self.writes = 0
+
+    def write(self, body: bytes) -> None:
+        self.sink.write(body)
+        self.writes += 1
+        if self.writes == 1:
+            self.disk.fill()
+
+    def check(self) -> None:
+        self.sink.check()
+
+
+def test_a_disk_that_fills_after_the_store_took_a_batch_keeps_the_writer_going(
+    influx1: LocalServer, small_disk: SmallDisk
+) -> None:
+    db = unique("fulldisk")
+    influx1_create_db(influx1.url, db)
+    buffer = DurableBuffer(small_disk.folder / "buffer.sqlite", max_bytes=512_000)
+    now_ms = int(time.time() * 1000)
+    buffer.append([f"camera,site=s,device=cam-1 confidence={i}i {now_ms + i}" for i in range(MESSAGES)])
+    sink = FillsTheDiskAfterWriting(
+        InfluxV1Sink(WriterConfig(kind=WriterKind.INFLUXDB1, url=influx1.url, database=db)), small_disk
+    )
+    out: dict[str, object] = {}
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            writer = BatchWriter(sink, buffer, pool)
+            # The store has the lines, the buffer cannot drop them: they stay, to be written again.
+            out["first"] = await writer.write_batch()
+            out["kept"] = buffer.stats.lines
+            out["error"] = writer.stats.last_error
+            small_disk.free()
+            out["again"] = await writer.write_batch()
+            out["left"] = buffer.stats.lines
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        buffer.close()
+    assert out["first"] is False
+    assert out["kept"] == MESSAGES
+    assert "the buffer refused to drop written lines" in str(out["error"])
+    assert out["again"] is True
+    assert out["left"] == 0
+    assert sink.writes == 2
+    # Written twice, stored once: a point written again is the same point.
+    assert stored(influx1, db) == MESSAGES

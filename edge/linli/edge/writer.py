@@ -23,12 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from linli.edge.backoff import Backoff
 from linli.edge.buffer import Chunk, DurableBuffer
@@ -75,6 +76,7 @@ class BatchWriter:
         self._wake = asyncio.Event()
         self._backoff = backoff or Backoff(initial=0.5, maximum=30.0)
         self._failing = False
+        self._disk_refused = False  # the buffer refused to drop written lines
         self._retry_delay = 0.0
         # Chunks up to this id are the backlog of an outage (or of the last run).
         self._backlog_end: int | None = buffer.last_id() or None
@@ -133,8 +135,35 @@ class BatchWriter:
             await asyncio.to_thread(self.sink.write, body)
         except WriteError as exc:
             return await self._failed(exc, chunks, lines)
-        await self._in_db(self.buffer.remove, [c.id for c in chunks])
+        if not await self._settled(self.buffer.remove, [c.id for c in chunks]):
+            return False
         self._succeeded(lines, chunks, time.monotonic() - started)
+        return True
+
+    async def _settled(self, change: Callable[..., object], *args: Any) -> bool:
+        """Take written lines out of the buffer; False when the disk refuses (full, failing).
+
+        The store has the lines by then. They stay in the buffer and are written again once the
+        disk takes changes: a line protocol point written twice is the same point, so nothing is
+        doubled, and nothing is lost. Without this the writer task died and wrote nothing more.
+        """
+        try:
+            await self._in_db(change, *args)
+        except sqlite3.Error as exc:
+            self.stats.failed_attempts += 1
+            self.stats.last_error = f"the buffer refused to drop written lines: {exc}"
+            if not self._disk_refused:
+                log.error(
+                    "%s (%s); they are written again once the disk takes changes",
+                    self.stats.last_error,
+                    self.buffer.path,
+                )
+            self._disk_refused = True
+            self._retry_delay = self._backoff.next_delay()  # not a busy loop of rewrites
+            return False
+        if self._disk_refused:
+            log.info("the buffer takes changes again (%s)", self.buffer.path)
+            self._disk_refused = False
         return True
 
     async def _next_chunks(self) -> list[Chunk]:
@@ -161,7 +190,8 @@ class BatchWriter:
             await asyncio.to_thread(self.sink.write, b"\n".join(head))
         except WriteError as exc:
             return await self._failed(exc, [chunk], len(head), part=head)
-        await self._in_db(self.buffer.replace, chunk, rest)
+        if not await self._settled(self.buffer.replace, chunk, rest):
+            return False
         self._succeeded(len(head), [chunk], 0.0)
         return True
 
