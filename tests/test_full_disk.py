@@ -186,6 +186,9 @@ class FillsTheDiskAfterWriting:
     def check(self) -> None:
         self.sink.check()
 
+    def close(self) -> None:
+        self.sink.close()
+
 
 def test_a_disk_that_fills_after_the_store_took_a_batch_keeps_the_writer_going(
     influx1: LocalServer, small_disk: SmallDisk
