@@ -16,7 +16,7 @@ from linli.catalog.i18n import (
     clock,
     iso,
     placeholders,
-    po_path,
+    po_files,
     text,
 )
 
@@ -35,7 +35,10 @@ def test_every_key_has_a_text_in_every_locale_with_the_same_placeholders() -> No
     keys = {locale: set(catalog(locale)) for locale in LOCALES}
     for locale in LOCALES:
         missing = set().union(*keys.values()) - keys[locale]
-        assert not missing, f"{po_path(locale)} lacks {sorted(missing)}"
+        assert not missing, f"the {locale} catalogs lack {sorted(missing)}"
+    # Each part of one locale has its counterpart in the other.
+    parts = {locale: [p.name for p in po_files(locale)] for locale in LOCALES}
+    assert len({tuple(p) for p in parts.values()}) == 1, parts
     for key in keys[DEFAULT_LOCALE]:
         names = {locale: placeholders(catalog(locale)[key]) for locale in LOCALES}
         assert len({frozenset(n) for n in names.values()}) == 1, f"{key}: placeholders differ: {names}"
@@ -43,11 +46,14 @@ def test_every_key_has_a_text_in_every_locale_with_the_same_placeholders() -> No
 
 def test_the_catalog_files_are_clean_po_without_fuzzy_or_empty_entries() -> None:
     for locale in LOCALES:
-        with po_path(locale).open("rb") as f:
-            po = read_po(f, locale=locale.replace("-", "_"), abort_invalid=True)
-        bad = [m.id for m in po if m.id and (m.fuzzy or not m.string)]
-        assert not bad, f"{po_path(locale)}: fuzzy or untranslated: {bad}"
-        assert len({m.id for m in po if m.id}) == len(catalog(locale))
+        ids = 0
+        for path in po_files(locale):
+            with path.open("rb") as f:
+                po = read_po(f, locale=locale.replace("-", "_"), abort_invalid=True)
+            bad = [m.id for m in po if m.id and (m.fuzzy or not m.string)]
+            assert not bad, f"{path}: fuzzy or untranslated: {bad}"
+            ids += len({m.id for m in po if m.id})
+        assert ids == len(catalog(locale))
 
 
 def test_a_missing_key_is_an_error_that_names_it_and_the_locale() -> None:

@@ -1,7 +1,8 @@
 """Every text a person receives, rendered from the message catalogs: zh-CN by default, en beside it.
 
-The catalogs are gettext `.po` files read with Babel, one per locale
-(`locales/<locale>/LC_MESSAGES/linli.po`). A message's id is a stable key (`keeper.notice.text`)
+The catalogs are gettext `.po` files read with Babel, one per part and locale
+(`locales/<locale>/LC_MESSAGES/<part>.po`: `linli`, `alerts`, `waste`, `booking`, `dashboards`);
+a key lives in one part only. A message's id is a stable key (`keeper.notice.text`)
 and its text a `str.format` template, so a translator sees every placeholder. Times shown to a
 person are in the district's zone and written as people write them there: `17:30` today,
 `12月7日 17:30` (`Dec 7 17:30`) on another day. Machine fields carry ISO 8601 with the offset.
@@ -31,9 +32,14 @@ class MissingMessageError(KeyError):
     """A key without a text in a locale: a bug the catalog tests catch before anyone reads it."""
 
 
-def po_path(locale: Locale) -> Path:
-    """The catalog file of `locale`."""
-    return LOCALE_DIR / locale.replace("-", "_") / "LC_MESSAGES" / "linli.po"
+def po_path(locale: Locale, part: str = "linli") -> Path:
+    """The catalog file of one part in `locale`."""
+    return LOCALE_DIR / locale.replace("-", "_") / "LC_MESSAGES" / f"{part}.po"
+
+
+def po_files(locale: Locale) -> list[Path]:
+    """Every part's catalog file in `locale`."""
+    return sorted(po_path(locale).parent.glob("*.po"))
 
 
 @cache
@@ -41,13 +47,19 @@ def catalog(locale: Locale) -> dict[str, str]:
     """Every key of `locale` with its template (fuzzy and empty entries left out)."""
     if locale not in LOCALES:
         raise ValueError(f"unknown locale {locale!r}; use one of {', '.join(LOCALES)}")
-    with po_path(locale).open("rb") as f:
-        po = read_po(f, locale=locale.replace("-", "_"))
-    return {
-        str(m.id): str(m.string)
-        for m in po
-        if m.id and isinstance(m.string, str) and m.string and not m.fuzzy
-    }
+    messages: dict[str, str] = {}
+    where: dict[str, str] = {}
+    for path in po_files(locale):
+        with path.open("rb") as f:
+            po = read_po(f, locale=locale.replace("-", "_"))
+        for m in po:
+            if not (m.id and isinstance(m.string, str) and m.string and not m.fuzzy):
+                continue
+            key = str(m.id)
+            if key in messages:
+                raise ValueError(f"message {key!r} is in both {where[key]} and {path.name}; keep it in one")
+            messages[key], where[key] = str(m.string), path.name
+    return messages
 
 
 def text(key: str, locale: Locale = DEFAULT_LOCALE, /, **values: object) -> str:
