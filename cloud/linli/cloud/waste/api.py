@@ -21,7 +21,7 @@ from starlette.types import ASGIApp
 
 from linli.cloud.api import Guard, doc, guarded
 from linli.cloud.prom import add_metrics, counter, gauge
-from linli.cloud.waste.booking_api import booking_routes
+from linli.cloud.waste.booking_api import PUBLIC_PAGES, booking_routes
 from linli.cloud.waste.bookings import OPEN
 from linli.cloud.waste.gtfs import local_hhmm
 from linli.cloud.waste.realtime import feed_message
@@ -313,4 +313,4 @@ def app(service: WasteService, token: str) -> ASGIApp:
             bookings_refused=dict(service.bookings_refused),
         )
 
-    return Guard(api, token, public=frozenset({"/book"}), book=service.tokens, need=needed)
+    return Guard(api, token, public=PUBLIC_PAGES, book=service.tokens, need=needed)

@@ -1,14 +1,19 @@
 """The renovation bookings' part of the waste API: book, follow, cancel, and the page to do it.
 
-The page (`GET /book`) holds no data and needs no token; the link property staff open carries
-the token after `#token=`, and the page sends it with every call it makes. That token is a
-booking link (`book`): bound to an office and its compounds, it books at those compounds and
-sees and cancels its office's bookings only; another office's booking is "not found" to it.
-Booking and cancelling otherwise take `admin`; `read` and `ack` tokens may only look.
+The page (`GET /book`; its script, style and texts under `/book/`) holds no data and needs no
+token; the link property staff open carries the token after `#token=`, and the page sends it
+with every call it makes. That token is a booking link (`book`): bound to an office and its
+compounds, it books at those compounds and sees and cancels its office's bookings only;
+another office's booking is "not found" to it. Booking and cancelling otherwise take `admin`;
+`read` and `ack` tokens may only look.
+
+A refusal answers `{"detail": ..., "code": ...}`: the detail for people reading logs, the code
+stable, for the page to say it in its reader's language (`booking.error.<code>` in the catalog).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from pathlib import Path as FilePath
@@ -16,8 +21,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
+from linli.catalog.i18n import DEFAULT_LOCALE, Locale, catalog
 from linli.cloud.api import doc, invalid
 from linli.cloud.tokens import Holder, Scope
 from linli.cloud.waste.bookings import OPEN, Booking, BookingError, BookingRequest, KeyConflictError, State
@@ -29,13 +35,42 @@ if TYPE_CHECKING:
     from linli.cloud.waste.renovation import Renovation
     from linli.cloud.waste.service import WasteService
 
-PAGE = FilePath(__file__).parent / "static" / "book.html"
+STATIC = FilePath(__file__).parent / "static"
+PAGE = STATIC / "book.html"
+# The page's own files, apart so that a strict Content-Security-Policy ('self') allows them.
+ASSETS = {"book.js": "text/javascript", "book.css": "text/css"}
+PUBLIC_PAGES = frozenset({"/book", "/book/messages", *(f"/book/{name}" for name in ASSETS)})
+# The model's refusals the page names; any other is `invalid`.
+INVALID_CODES = {"mobile": "phone_invalid", "window_empty": "window_empty"}
 log = logging.getLogger(__name__)
+
+
+class Refused(HTTPException):
+    """An answer of the bookings' API that is not a yes: `code` stable, `detail` for logs."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(status, detail)
+        self.code = code
+
+
+async def refused_json(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Refused)
+    return JSONResponse({"detail": exc.detail, "code": exc.code}, exc.status_code)
+
+
+def invalid_code(exc: RequestValidationError) -> str:
+    """The code of a booking the models refuse: the first problem's, if the page names it."""
+    for error in exc.errors():
+        if error["type"] in INVALID_CODES:
+            return INVALID_CODES[error["type"]]
+        if tuple(error["loc"][1:2]) == ("contact",):
+            return "contact_invalid"
+    return "invalid"
 
 
 def _renovation(service: WasteService) -> Renovation:
     if service.renovation is None:
-        raise HTTPException(404, "this timetable has no [renovation] trucks: nothing to book")
+        raise Refused(404, "unavailable", "this timetable has no [renovation] trucks: nothing to book")
     return service.renovation
 
 
@@ -43,8 +78,10 @@ def holder_of(request: Request, *, changing: bool) -> Holder:
     """Who asks; for booking or cancelling (`changing`), a booking link or an admin token."""
     holder: Holder = request.state.holder
     if changing and holder.scope is not Scope.BOOK and not may_change_any(holder):
-        raise HTTPException(
-            403, f"token '{holder.name}' has scope '{holder.scope}': booking takes a booking link or admin"
+        raise Refused(
+            403,
+            "not_allowed",
+            f"token '{holder.name}' has scope '{holder.scope}': booking takes a booking link or admin",
         )
     return holder
 
@@ -57,13 +94,16 @@ class Refusals:
         self.counts = counts
         self._log = RateLimitedLog(log)
 
-    def __call__(self, request: Request, code: int, reason: str, detail: str) -> HTTPException:
+    def __call__(
+        self, request: Request, status: int, reason: str, detail: str, code: str | None = None
+    ) -> Refused:
+        """Count and log a refusal by `reason`; the answer's `code` is the reason unless given."""
         holder: Holder = request.state.holder
         self.counts[reason] += 1
         self._log.log(
             reason, holder.name, "waste: a booking by '%s' refused (%s): %s", holder.name, reason, detail
         )
-        return HTTPException(code, detail)
+        return Refused(status, code or reason, detail)
 
     async def invalid(self, request: Request, exc: Exception) -> JSONResponse:
         """A request the models refuse (422): a booking's is counted too."""
@@ -74,6 +114,8 @@ class Refusals:
         ):
             what = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())
             self(request, 422, "invalid", what[:300])
+            answer = await invalid(request, exc)
+            return JSONResponse(json.loads(bytes(answer.body)) | {"code": invalid_code(exc)}, 422)
         return await invalid(request, exc)
 
 
@@ -85,18 +127,20 @@ def booking_routes(api: FastAPI, service: WasteService) -> None:
 
     refused = Refusals(service.bookings_refused)
     api.add_exception_handler(RequestValidationError, refused.invalid)
+    api.add_exception_handler(Refused, refused_json)
 
     def booking_json(booking: Booking) -> dict[str, Any]:
         predicted = renovation().predicted.get(booking.id) if booking.state in OPEN else None
         when = None if predicted is None else local_hhmm(predicted, service.feed.timezone)
+        at_ms = None if predicted is None else round(predicted * 1000)
         trail = renovation().bookings.trail(booking.id)
-        return booking.to_json() | {"predicted": when, "trail": trail}
+        return booking.to_json() | {"predicted": when, "predicted_ms": at_ms, "trail": trail}
 
     def own(holder: Holder, booking_id: str) -> Booking:
         """The booking, if it is the holder's to see: another office's is not found, as a missing one."""
         found = renovation().bookings.get(booking_id)
         if found is None or not owns(holder, found.office):
-            raise HTTPException(404, f"no booking {booking_id}")
+            raise Refused(404, "not_found", f"no booking {booking_id}")
         return found
 
     @api.post("/bookings", status_code=201, responses=doc(404, 409) | {200: {"description": "booked before"}})
@@ -114,7 +158,7 @@ def booking_routes(api: FastAPI, service: WasteService) -> None:
         except KeyConflictError as exc:
             raise refused(request, 409, "key_conflict", str(exc)) from None
         except BookingError as exc:
-            raise refused(request, 422, "refused", str(exc)) from None
+            raise refused(request, 422, "refused", str(exc), exc.code) from None
         if not new:
             response.status_code = 200
         return booking_json(booking)
@@ -144,9 +188,10 @@ def booking_routes(api: FastAPI, service: WasteService) -> None:
         try:
             return booking_json(renovation().cancel(booking_id, service.clock(), holder.name))
         except BookingError as exc:
-            raise HTTPException(409, str(exc)) from None
+            raise Refused(409, exc.code, str(exc)) from None
 
     supervision_routes(api, service)
+    page_routes(api)
 
     @api.get("/compounds")
     async def compounds(request: Request) -> list[dict[str, str]]:
@@ -159,10 +204,26 @@ def booking_routes(api: FastAPI, service: WasteService) -> None:
             if s.id not in depots and (holder.scope is not Scope.BOOK or s.id in holder.compounds)
         ]
 
+
+def page_routes(api: FastAPI) -> None:
+    """The booking page, its files and its texts: no data, no token."""
+
     @api.get("/book", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
         """The booking page property staff open from a link; the link carries the token."""
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    @api.get("/book/messages", include_in_schema=False)
+    async def messages(locale: Locale = DEFAULT_LOCALE) -> dict[str, str]:
+        """The page's texts in `locale` (its `booking.*` keys): `{name}` placeholders left to fill."""
+        return {key: value for key, value in catalog(locale).items() if key.startswith("booking.")}
+
+    @api.get("/book/{name}", include_in_schema=False, responses=doc(404))
+    async def asset(name: Annotated[str, Path(max_length=16)]) -> FileResponse:
+        """The page's script and style, by name: nothing else of the folder."""
+        if name not in ASSETS:
+            raise HTTPException(404, f"no {name}")
+        return FileResponse(STATIC / name, media_type=ASSETS[name])
 
 
 def supervision_routes(api: FastAPI, service: WasteService) -> None:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
@@ -34,6 +36,8 @@ BAG_M3 = 0.05  # one renovation-waste bag (a 50 L woven sack) [assumed]
 NOTE_MAX = 500
 # A pile this far outside the district's stops is not the district's.
 DISTRICT_MARGIN_M = 2000.0
+# A booking's phone gets the SMS: a mainland mobile number, 11 digits from 1, +86 before it or not.
+MOBILE = re.compile(r"(\+?86)?1[0-9]{10}")
 
 
 class State(StrEnum):
@@ -63,11 +67,19 @@ OPEN = frozenset({State.REQUESTED, State.OFFERED, State.ACCEPTED, State.EN_ROUTE
 
 
 class BookingError(ValueError):
-    """A booking refused, or a transition not allowed; the message says why."""
+    """A booking refused, or a transition not allowed; the message says why, for people reading
+    logs, and `code` what, for a page that says it in its reader's language."""
+
+    def __init__(self, message: str, code: str = "refused") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class KeyConflictError(BookingError):
     """An idempotency key sent again with a different booking."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "key_conflict")
 
 
 class BookingRequest(BaseModel):
@@ -90,6 +102,13 @@ class BookingRequest(BaseModel):
         None, description="idempotency key: the same key books once"
     )
 
+    @field_validator("contact")
+    @classmethod
+    def _mobile(cls, contact: Requester) -> Requester:
+        if contact.phone is not None and not MOBILE.fullmatch(contact.phone):
+            raise PydanticCustomError("mobile", "a mobile number: 11 digits from 1, e.g. 13800138000")
+        return contact
+
     @model_validator(mode="after")
     def _shape(self) -> Self:
         if (self.volume_m3 is None) == (self.bags is None):
@@ -100,7 +119,7 @@ class BookingRequest(BaseModel):
             if getattr(self, name).tzinfo is None:
                 raise ValueError(f"{name} needs its UTC offset, e.g. 2026-12-01T09:00+08:00")
         if self.latest <= self.earliest:
-            raise ValueError("the window is empty: latest must come after earliest")
+            raise PydanticCustomError("window_empty", "the window is empty: latest must come after earliest")
         return self
 
     @property
@@ -189,13 +208,17 @@ class Bookings:
         x, y = metres(lat, lon)
         x0, y0, x1, y1 = self._box
         if not (x0 <= x <= x1 and y0 <= y <= y1):
-            raise BookingError(f"the pile at {lat:.5f}, {lon:.5f} is outside the district")
+            raise BookingError(
+                f"the pile at {lat:.5f}, {lon:.5f} is outside the district", "outside_district"
+            )
         self._check_window(request, now_s)
         if request.m3 > self.max_m3:
-            raise BookingError(f"{request.m3:g} m³ is more than the largest truck takes ({self.max_m3:g} m³)")
+            raise BookingError(
+                f"{request.m3:g} m³ is more than the largest truck takes ({self.max_m3:g} m³)", "too_big"
+            )
         unreachable = request.contact.refused(self.rules)
         if unreachable:
-            raise BookingError(f"contact: {unreachable}")
+            raise BookingError(f"contact: {unreachable}", "contact_unreachable")
         booking = Booking(
             id=uuid.uuid4().hex[:12],
             compound=stop.id,
@@ -238,18 +261,20 @@ class Bookings:
         """The window is not over, not further ahead than `max_ahead_days`, not wider than `max_window_h`."""
         latest, earliest = request.latest.timestamp(), request.earliest.timestamp()
         if latest <= now_s:
-            raise BookingError(f"the window ended at {request.latest.isoformat()}, before now")
+            raise BookingError(f"the window ended at {request.latest.isoformat()}, before now", "window_over")
         ahead_days = (latest - now_s) / 86400
         if ahead_days > self.rules.max_ahead_days:
             raise BookingError(
                 f"the window ends {ahead_days:.0f} days ahead: bookings.max_ahead_days allows "
-                f"{self.rules.max_ahead_days:g}"
+                f"{self.rules.max_ahead_days:g}",
+                "window_too_far",
             )
         wide_h = (latest - earliest) / 3600
         if wide_h > self.rules.max_window_h:
             raise BookingError(
                 f"the window is {wide_h:.0f} h wide: bookings.max_window_h allows "
-                f"{self.rules.max_window_h:g} h"
+                f"{self.rules.max_window_h:g} h",
+                "window_too_wide",
             )
 
     @staticmethod
@@ -292,10 +317,12 @@ class Bookings:
                 {"id": booking_id},
             ).first()
             if row is None:
-                raise BookingError(f"no booking {booking_id}")
+                raise BookingError(f"no booking {booking_id}", "not_found")
             booking = _booking(tuple(row))
             if to not in NEXT[booking.state]:
-                raise BookingError(f"booking {booking_id} is {booking.state}: it cannot become {to}")
+                raise BookingError(
+                    f"booking {booking_id} is {booking.state}: it cannot become {to}", "too_late"
+                )
             keep = truck if truck is not None else (None if to is State.REQUESTED else booking.truck)
             conn.execute(
                 text(
@@ -336,7 +363,9 @@ class Bookings:
     def _compound(self, name: str) -> GtfsStop:
         stop = self.feed.stops.get(name)
         if stop is None or name in self.feed.extras.depots:
-            raise BookingError(f"no compound '{name}': book at one of the district's bin rooms")
+            raise BookingError(
+                f"no compound '{name}': book at one of the district's bin rooms", "unknown_compound"
+            )
         return stop
 
     def _by_key(self, key: str) -> Booking | None:
