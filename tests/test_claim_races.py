@@ -8,6 +8,7 @@ is when the test moves on.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,9 +16,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, create_engine, text
 
+from linli.catalog.alerts import AlertMessage
+from linli.cloud.config import Subscription
 from linli.cloud.store import Store
 from linli.localservers import LocalServer, postgresql_url
 from support import create_database, unique, wait_for
+from test_notifier import HOOK, Clock, Recorder, alert, at, make
 
 FP = "00000000000000cc"
 
@@ -95,7 +99,7 @@ def test_a_claim_waits_for_a_resolution_half_done_and_then_finds_the_alert_close
     closer, claimer = Store(url), Store(url)
     try:
         closer.open_alert(FP, 1000, "{}", 1.0)
-        assert closer.claim_first(FP, "ops", 1.0)
+        assert closer.claim_first(FP, "ops", 1.0) == []
         with engine.connect() as third:
             third.begin()
             hold_told_row(third, "ops")  # the resolution stops at `DELETE FROM told`, its alert deleted
@@ -105,10 +109,10 @@ def test_a_claim_waits_for_a_resolution_half_done_and_then_finds_the_alert_close
             claim = Call(lambda: claimer.claim_first(FP, "duty", 2.0))
             blocked_or_done(engine, [claim], 2)
             third.rollback()
-        told, claimed = close.outcome(), claim.outcome()
+        closed, claimed = close.outcome(), claim.outcome()
         # Without the alert's lock the claim wins on the alert it still sees, and the resolution,
         # which read who heard of it before that, never tells "duty" it is over.
-        assert (told, claimed) == (["ops"], False)
+        assert (closed.told, claimed) == (["ops"], None)
         assert closer.rows("SELECT * FROM told") == []  # nothing left of the closed alert
     finally:
         closer.close()
@@ -130,7 +134,7 @@ def test_of_two_notifiers_claiming_the_first_message_at_once_exactly_one_wins(
             claims = [Call(lambda s=s: s.claim_first(FP, "ops", 2.0)) for s in stores]  # type: ignore[misc]
             blocked_or_done(engine, claims, 2)
             third.rollback()
-        assert sorted(c.outcome() for c in claims) == [False, True]
+        assert sorted(c.outcome() is not None for c in claims) == [False, True]
         assert stores[0].rows("SELECT subscription, last_s FROM told") == [("ops", 2.0)]
     finally:
         for s in stores:
@@ -143,14 +147,62 @@ def test_of_two_notifiers_claiming_a_repeat_at_once_exactly_one_wins(database: t
     stores = [Store(url), Store(url)]
     try:
         stores[0].open_alert(FP, 1000, "{}", 1.0)
-        assert stores[0].claim_first(FP, "ops", 1.0)
+        assert stores[0].claim_first(FP, "ops", 1.0) == []
         with engine.connect() as third:
             third.begin()
             hold_told_row(third, "ops")
             claims = [Call(lambda s=s: s.claim_repeat(FP, "ops", 100.0, 60.0)) for s in stores]  # type: ignore[misc]
             blocked_or_done(engine, claims, 2)
             third.rollback()
-        assert sorted(c.outcome() for c in claims) == [False, True]
+        assert sorted(c.outcome() is not None for c in claims) == [False, True]
     finally:
         for s in stores:
             s.close()
+
+
+def test_a_notice_is_sent_when_the_database_fails_between_its_claim_and_its_outbox_entry(
+    database: tuple[str, Engine],
+) -> None:
+    """A third connection locks the outbox, so the notice's entry waits after its claim; that
+    connection is then terminated, as a restart would. The firing message and the resolution
+    are each still told once, after the feed hands the event over again and the next tick."""
+    url, engine = database
+    store, clock, sender = Store(url), Clock(at("10:00")), Recorder()
+    notifier = make(store, [Subscription(id="ops", channels=[HOOK])], clock, sender, group_wait_s=0)
+
+    def terminate_the_waiter() -> int:
+        wait_for(lambda: waiting(engine) == 1, "the outbox entry to wait")
+        with engine.connect() as conn:
+            return int(
+                conn.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
+                ).scalar_one()
+            )
+
+    async def step(event: AlertMessage) -> None:
+        with engine.connect() as third:
+            third.begin()
+            third.execute(text("LOCK TABLE outbox IN EXCLUSIVE MODE"))
+            killer = Call(terminate_the_waiter)
+            taken = notifier.handle(event)
+            notifier.tick()
+            assert killer.outcome() == 1
+            third.rollback()
+        if not taken:
+            assert notifier.handle(event)  # the feed hands it over again at its next retry
+        clock.now += 1
+        notifier.tick()
+        await notifier.drain()
+
+    try:
+        asyncio.run(step(alert()))
+        assert sender.got == [("ops", "firing", "webhook")]
+        asyncio.run(step(alert("resolved")))
+        assert sender.got == [("ops", "firing", "webhook"), ("ops", "resolved", "webhook")]
+        assert store.rows("SELECT * FROM outbox") == []  # each sent, then released
+        assert notifier.errors["state"] + notifier.errors["tick"] == 2  # each failure counted
+    finally:
+        store.close()

@@ -40,7 +40,7 @@ from linli.catalog.profile import Severity
 from linli.cloud.channels import Message, Notice, NoticeKind, Sender
 from linli.cloud.config import Channel, NotifierConfig, QuietHours, Subscription
 from linli.cloud.delivery import Deliveries
-from linli.cloud.store import Entry, Store
+from linli.cloud.store import Entry, Keep, Store
 from linli.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ QUIET_RECHECK_S = 60.0
 # How long a notice may take to be sent (every retry included) before another notifier sends it.
 LEASE_S = 300.0
 CHANNEL: TypeAdapter[Channel] = TypeAdapter(Channel)
+# A notice to send: to whom, on which channel, what.
+Outgoing = tuple[str, Channel, Notice]
 # Alerts looked at in one go: each may take a few statements, and the loop has other work.
 TICK_BATCH = 100
 # Wakes are rounded up to this grid: a burst of new alerts wakes the notifier once a step,
@@ -174,11 +176,17 @@ class Notifier:
         elif alert.state is AlertState.RESOLVED:
             # Closing is the last step that touches the state: a failure before it leaves the
             # alert open for this event to be handed over again, after it nothing can fail.
+            # The resolution's notices are kept in the outbox by the closing transaction itself.
             subs = {s.id: s for s in self.store.subscriptions()}
-            told = self.store.close_alert(alert.fingerprint, alert.since_ms, now)
-            for sub_id in told or []:
-                if sub_id in subs:
-                    self._notify(subs[sub_id], "resolved", alert)
+            outgoing: list[Outgoing] = []
+
+            def keep(told: list[str]) -> Keep:
+                outgoing[:] = self._outgoing([subs[s] for s in told if s in subs], "resolved", alert)
+                return self._keep(outgoing)
+
+            closed = self.store.close_alert(alert.fingerprint, alert.since_ms, now, keep)
+            if closed is not None:
+                self._send_all(outgoing, closed.held)
 
     def active(self) -> list[Active]:
         """Every open alert, oldest first; one that no longer reads back is quarantined."""
@@ -259,12 +267,12 @@ class Notifier:
                 continue
             last = active.told.get(sub.id)
             if last is None:
-                if store.claim_first(fp, sub.id, now):
-                    self._notify(sub, "firing", alert)
+                out = self._outgoing([sub], "firing", alert)
+                self._send_all(out, store.claim_first(fp, sub.id, now, self._keep(out)))
                 last = now  # told now, by this notifier or another
             elif unacked and now - last >= repeat_s:
-                if store.claim_repeat(fp, sub.id, now, repeat_s):
-                    self._notify(sub, "repeat", alert)
+                out = self._outgoing([sub], "repeat", alert)
+                self._send_all(out, store.claim_repeat(fp, sub.id, now, repeat_s, self._keep(out)))
                 last = now
             if unacked:
                 due.append(last + repeat_s)
@@ -280,10 +288,9 @@ class Notifier:
         escalate_at = active.first_s + sub.escalate_after_s
         if now < escalate_at:
             return [escalate_at]
-        if self.store.claim_escalation(active.alert.fingerprint, sub.id):
-            for target in sub.escalate_to:
-                if target in subs:
-                    self._notify(subs[target], "escalation", active.alert)
+        targets = [subs[target] for target in sub.escalate_to if target in subs]
+        out = self._outgoing(targets, "escalation", active.alert)
+        self._send_all(out, self.store.claim_escalation(active.alert.fingerprint, sub.id, self._keep(out)))
         return []
 
     # --- delivery -----------------------------------------------------------
@@ -293,13 +300,23 @@ class Notifier:
         """Deliveries under way (retries included)."""
         return self.deliveries.under_way
 
-    def _notify(self, sub: Subscription, kind: NoticeKind, alert: AlertMessage) -> None:
-        notice = Notice(kind, alert, sub.id)
-        body = json.dumps(notice.to_json())
-        for channel in sub.channels:
-            # Kept in the outbox until it is sent: if this notifier dies first, another sends it.
-            held = self.store.hold(sub.id, channel.model_dump_json(), body, self.clock() + LEASE_S)
-            self._send(sub.id, channel, notice, held)
+    @staticmethod
+    def _outgoing(subs: list[Subscription], kind: NoticeKind, alert: AlertMessage) -> list[Outgoing]:
+        """The notices telling each of `subs` on each of its channels."""
+        return [(sub.id, channel, Notice(kind, alert, sub.id)) for sub in subs for channel in sub.channels]
+
+    def _keep(self, outgoing: list[Outgoing]) -> Keep:
+        """What a claim keeps in the outbox until it is sent: if this notifier dies first,
+        another sends it; if the database fails, the claim is undone with it."""
+        notices = [(sub, ch.model_dump_json(), json.dumps(n.to_json())) for sub, ch, n in outgoing]
+        return Keep(notices, self.clock() + LEASE_S)
+
+    def _send_all(self, outgoing: list[Outgoing], held: list[int] | None) -> None:
+        """Send what a claim kept (`held`: its outbox ids), if the claim was won."""
+        if held is None:
+            return  # another notifier won it, or the alert is closed
+        for (sub_id, channel, notice), held_id in zip(outgoing, held, strict=True):
+            self._send(sub_id, channel, notice, held_id)
 
     def _send(self, sub_id: str, channel: Channel, notice: Notice, held: int) -> None:
         self.sent.append((sub_id, str(channel.kind), notice))
