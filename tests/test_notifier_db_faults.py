@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -21,12 +22,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from alertflow import Edge, Hook
+from linli.cloud.config import Subscription
+from linli.cloud.store import Store
 from linli.edge.rules import State
 from linli.localservers import LocalServer, free_port, postgresql_url, start_postgresql
 from support import create_database, unique, wait_for
+from test_notifier import HOOK, Clock, Recorder, alert, at, make
 
 TOKEN = "db-faults-test-token-0123456789abcdef"  # noqa: S105 (a test's own)
 RESEND_S = 2.0
@@ -223,3 +228,51 @@ def test_two_notifiers_tell_everything_once_while_postgresql_fails_under_them(
     assert not missing, f"told in the clean run, never in the faulted one: {missing}"
     assert max(faulted.values()) <= 2, f"told more than twice: {faulted}"
     assert set(faulted) <= set(clean), f"never told in the clean run: {set(faulted) - set(clean)}"
+
+
+def test_a_constraint_violated_is_a_bug_logged_once_not_an_outage_retried_for_ever(
+    postgresql: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A trigger makes the database refuse the claim (and then the alert) with a
+    UniqueViolation: each is counted and logged as a bug, the event is not handed over again,
+    and the alert is not tried again at every tick as if the database were down."""
+    database = Database(postgresql, unique("bug").replace("-", "_"))
+    store, clock, sender = Store(database.url), Clock(at("10:00")), Recorder()
+    notifier = make(store, [Subscription(id="ops", channels=[HOOK])], clock, sender, group_wait_s=0)
+    engine = create_engine(postgresql_url(postgresql, database.name))
+
+    def refuse(table: str) -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse()"
+                )
+            )
+
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE unique_violation USING MESSAGE = 'refused by the test'; END $$"
+                )
+            )
+        refuse("told")
+        caplog.set_level(logging.ERROR, "linli.cloud.notifier")
+        assert notifier.handle(alert())
+        for _ in range(5):
+            notifier.tick()
+            clock.now += 1
+        assert (notifier.errors["bug"], notifier.errors["tick"]) == (1, 0), notifier.errors
+        refuse("alert")
+        assert notifier.handle(alert(rule="interlock.charger.temperature"))  # taken, not held for ever
+        assert notifier.errors["bug"] == 2, notifier.errors
+        bugs = [r.getMessage() for r in caplog.records if "a bug to report" in r.getMessage()]
+        assert len(bugs) == 2, bugs
+        assert "tick failed" in bugs[0], bugs
+        assert "UniqueViolation" in bugs[0], bugs
+        assert sender.got == []
+    finally:
+        store.close()
+        engine.dispose()

@@ -25,7 +25,6 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from linli.catalog.alerts import (
     EDGE_OFFLINE,
@@ -39,6 +38,7 @@ from linli.catalog.errors import validation_reason
 from linli.catalog.profile import Severity
 from linli.cloud.channels import Message, Notice, NoticeKind, Sender
 from linli.cloud.config import Channel, NotifierConfig, QuietHours, Subscription
+from linli.cloud.db import unreachable
 from linli.cloud.delivery import Deliveries
 from linli.cloud.store import Entry, Keep, Store
 from linli.ratelog import RateLimitedLog
@@ -58,6 +58,8 @@ TICK_BATCH = 100
 # Wakes are rounded up to this grid: a burst of new alerts wakes the notifier once a step,
 # and each alert is told at most this much after its group wait.
 WAKE_GRID_S = 0.05
+# How often an alert whose step fails for a bug (not the state being unreachable) is tried again.
+BUG_RETRY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ class Notifier:
         self.errors: Counter[str] = Counter()  # alerts quarantined or failing, by where
         self.deliveries = Deliveries(sender, config.attempts, self._record, config.delivery)
         self._ratelog = RateLimitedLog(log)
+        self._buglog = RateLimitedLog(log, level=logging.ERROR)
         self._wakes: set[int] = set()  # the ticks already scheduled, as steps of the grid on the loop's clock
 
     def reject(self, reason: str, source: str, detail: str) -> None:
@@ -143,6 +146,13 @@ class Notifier:
         self.errors[where] += 1
         self._ratelog.log(where, fp, "notifier: alert %s: %s failed: %r", fp, where, exc)
 
+    def count_bug(self, where: str, fp: str, exc: BaseException) -> None:
+        """A step that failed for a bug (a constraint violated, a statement refused, an
+        exception of ours), not for the state being unreachable: counted as `bug`, logged at
+        ERROR once a minute per alert, and not tried again at every tick."""
+        self.errors["bug"] += 1
+        self._buglog.log(where, fp, "notifier: alert %s: %s failed, a bug to report: %r", fp, where, exc)
+
     # --- events -------------------------------------------------------------
 
     def handle(self, alert: AlertMessage) -> bool:
@@ -151,12 +161,13 @@ class Notifier:
         the notifier."""
         try:
             self._handle(alert)
-        except (OperationalError, InterfaceError) as exc:
-            # The database is down, restarting or unreachable: nothing of this event was stored.
-            self.count_failure("state", alert.fingerprint, exc)
-            return False
         except Exception as exc:
-            self.count_failure("handle", alert.fingerprint, exc)
+            if unreachable(exc):
+                # The database is down, restarting or unreachable: nothing of this event was stored.
+                self.count_failure("state", alert.fingerprint, exc)
+                return False
+            # Handing it over again would fail the same way, for ever: it costs this event.
+            self.count_bug("handle", alert.fingerprint, exc)
         self.handled[alert.kind] += 1
         return True
 
@@ -227,7 +238,17 @@ class Notifier:
                 self.store.set_due(fp, wait_until if now < wait_until else self._due(active, subs, now))
             except Exception as exc:
                 # One alert that cannot be told must not keep the others from being told.
-                self.count_failure("tick", fp, exc)
+                if unreachable(exc):
+                    self.count_failure("tick", fp, exc)  # still due: the next tick tries again
+                else:
+                    self.count_bug("tick", fp, exc)
+                    self._later(fp, now + BUG_RETRY_S)
+
+    def _later(self, fp: str, due: float) -> None:
+        try:
+            self.store.set_due(fp, due)
+        except Exception as exc:
+            self.count_failure("tick", fp, exc)  # still due: the next tick tries again
 
     def _wake(self, delay: float) -> None:
         """Tick once `delay` seconds have passed. A tick already scheduled for the same step of
