@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -24,8 +25,8 @@ from linli.cloud.waste.service import WasteService
 from linli.cloud.waste.state import WasteState
 from linli.dashboards.recording import on_shift_all_day
 from linli.localservers import LocalServer, free_port
-from peers import Inbox, Receiver
-from support import LOOPBACK, waste_in_thread
+from peers import Inbox, Receiver, Site
+from support import LOOPBACK, protective_headers, waste_in_thread
 from test_renovation_service import TRUCK, Terminal
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
@@ -46,7 +47,38 @@ def browser(profile: Path) -> webdriver.Chrome:
         f"--user-data-dir={profile}", "--window-size=412,915",  # a phone
     ):  # fmt: skip
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP violations are logged there
     return webdriver.Chrome(service=Service(DRIVER), options=options)
+
+
+def refusals(driver: webdriver.Chrome) -> list[str]:
+    """What the browser refused (a policy, a load) since this was last asked."""
+    return [
+        e["message"]
+        for e in driver.get_log("browser")  # type: ignore[no-untyped-call]
+        if "Content Security Policy" in e["message"] or "Refused" in e["message"]
+    ]
+
+
+def api_docs(driver: webdriver.Chrome, base: str) -> tuple[list[str], bool]:
+    """Open the API's documentation: what was refused, and whether it listed the operations."""
+    driver.get(f"{base}/docs")
+    WebDriverWait(driver, 15).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock"))
+    return refusals(driver), bool(driver.find_elements(By.CSS_SELECTOR, ".opblock"))
+
+
+def framed(driver: webdriver.Chrome, url: str) -> tuple[str, list[str]]:
+    """Frame `url` in a page of another origin, as a hostile site would: where the frame ended
+    up, and what the browser refused."""
+    site = Site(f"<iframe src='{url}'></iframe>")
+    try:
+        driver.get(site.url)  # the load event waits for the frame
+        driver.switch_to.frame(driver.find_element(By.TAG_NAME, "iframe"))
+        where = str(driver.execute_script("return location.href"))
+        driver.switch_to.default_content()
+        return where, refusals(driver)
+    finally:
+        site.close()
 
 
 def local(moment: dt.datetime) -> str:
@@ -118,6 +150,15 @@ def test_staff_book_on_the_page_see_it_offered_and_accepted_then_cancel_it(
                     li.text.split(" ", 1)[1] for li in driver.find_elements(By.CSS_SELECTOR, "#trail li")
                 ]
                 seen["cancel_shown"] = driver.find_element(By.ID, "cancel").is_displayed()
+                seen["page_log"] = refusals(driver)
+                seen["docs"] = api_docs(driver, f"http://127.0.0.1:{api_port}")
+                seen["framed"] = framed(driver, f"http://127.0.0.1:{api_port}/book#token={link}")
+                seen["headers"] = {
+                    path: protective_headers(
+                        httpx.get(f"http://127.0.0.1:{api_port}{path}", timeout=10).headers
+                    )
+                    for path in ("/book", "/docs", "/docs/swagger-ui-bundle.js", "/openapi.json", "/trips")
+                }
             finally:
                 driver.quit()
         finally:
@@ -130,5 +171,11 @@ def test_staff_book_on_the_page_see_it_offered_and_accepted_then_cancel_it(
     assert seen["trail"][-1].endswith("(hongmei link)")
     assert seen["compounds"] == ["hongmei-1", "hongmei-2"]  # the link's own
     assert seen["cancel_shown"] is False
+    assert seen["page_log"] == []  # the page ran whole under its Content-Security-Policy
+    assert seen["docs"] == ([], True)  # Swagger UI from the package, nothing refused
+    where, refused = seen["framed"]
+    assert not where.startswith("http"), where  # the hostile site shows an error, not the page
+    assert any("frame-ancestors 'none'" in line for line in refused), refused
+    assert seen["headers"] == {path: {} for path in seen["headers"]}
     subjects = [m["Subject"] for m in inbox.messages if m["To"] == "property.hongmei-1@district.example"]
     assert any("cancelled" in s for s in subjects)

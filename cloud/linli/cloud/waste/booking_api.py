@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from linli.cloud.api import doc, invalid
+from linli.cloud.headers import page_csp
 from linli.cloud.tokens import Holder, Scope
 from linli.cloud.waste.bookings import OPEN, Booking, BookingError, BookingRequest, KeyConflictError, State
 from linli.cloud.waste.gtfs import local_hhmm
@@ -162,7 +163,8 @@ def booking_routes(api: FastAPI, service: WasteService) -> None:
     @api.get("/book", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
         """The booking page property staff open from a link; the link carries the token."""
-        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+        html = PAGE.read_text(encoding="utf-8")
+        return HTMLResponse(html, headers={"Content-Security-Policy": page_csp(html)})
 
 
 def supervision_routes(api: FastAPI, service: WasteService) -> None:
