@@ -9,6 +9,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+def answer(handler: BaseHTTPRequestHandler, content_type: str, body: bytes) -> None:
+    """200 with `body`."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class Receiver:
     """An HTTP server that keeps every POST, answering robots the way they answer."""
 
@@ -20,12 +29,7 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 receiver.posts.append((self.path, json.loads(self.rfile.read(length))))
-                data = b'{"errcode": 0, "errmsg": "ok"}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                answer(self, "application/json", b'{"errcode": 0, "errmsg": "ok"}')
 
             def log_message(self, *_: object) -> None:
                 pass
@@ -36,6 +40,28 @@ class Receiver:
 
     def at(self, path: str) -> list[dict[str, Any]]:
         return [body for p, body in list(self.posts) if p == path]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Site:
+    """Another origin (a port of its own) serving one HTML page at every path: a hostile site."""
+
+    def __init__(self, html: str) -> None:
+        page = html.encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                answer(self, "text/html", page)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()

@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -248,3 +248,17 @@ def outside_pytest_tmp(prefix: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def protective_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """What a response of linli's APIs says against framing, sniffing and foreign content;
+    `assert protective_headers(r.headers) == {}` lists what is missing or wrong."""
+    wrong = {}
+    if headers.get("x-content-type-options") != "nosniff":
+        wrong["x-content-type-options"] = str(headers.get("x-content-type-options"))
+    if headers.get("x-frame-options") != "DENY":
+        wrong["x-frame-options"] = str(headers.get("x-frame-options"))
+    csp = headers.get("content-security-policy", "")
+    if "frame-ancestors 'none'" not in csp or "default-src 'none'" not in csp or "http" in csp:
+        wrong["content-security-policy"] = csp
+    return wrong

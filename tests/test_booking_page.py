@@ -36,8 +36,8 @@ from linli.cloud.waste.service import WasteService
 from linli.cloud.waste.state import WasteState
 from linli.dashboards.recording import on_shift_all_day
 from linli.localservers import LocalServer, free_port
-from peers import Inbox, Receiver
-from support import LOOPBACK, waste_in_thread
+from peers import Inbox, Receiver, Site
+from support import LOOPBACK, protective_headers, waste_in_thread
 from test_renovation_service import TRUCK, Terminal
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
@@ -69,6 +69,7 @@ def browser(profile: Path) -> webdriver.Chrome:
         f"--host-resolver-rules=MAP {HOST} 127.0.0.1",
     ):  # fmt: skip
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP violations are logged there
     return webdriver.Chrome(service=Service(DRIVER), options=options)
 
 
@@ -287,3 +288,64 @@ def test_every_text_of_the_page_comes_from_the_catalog() -> None:
     assert "<script>" not in (STATIC / "book.html").read_text(encoding="utf-8")  # CSP script-src 'self'
     for locale in LOCALES:
         assert needed <= set(catalog(locale)), (locale, needed - set(catalog(locale)))
+
+
+def refusals(driver: webdriver.Chrome) -> list[str]:
+    """What the browser refused (a policy, a load) since this was last asked."""
+    return [
+        e["message"]
+        for e in driver.get_log("browser")  # type: ignore[no-untyped-call]
+        if "Content Security Policy" in e["message"] or "Refused" in e["message"]
+    ]
+
+
+def framed(driver: webdriver.Chrome, url: str) -> tuple[str, list[str]]:
+    """Frame `url` in a page of another origin, as a hostile site would: where the frame ended
+    up, and what the browser refused."""
+    site = Site(f"<iframe src='{url}'></iframe>")
+    try:
+        driver.get(site.url)  # the load event waits for the frame
+        driver.switch_to.frame(driver.find_element(By.TAG_NAME, "iframe"))
+        where = str(driver.execute_script("return location.href"))
+        driver.switch_to.default_content()
+        return where, refusals(driver)
+    finally:
+        site.close()
+
+
+def test_the_page_and_the_api_docs_run_whole_under_their_policies_and_nobody_frames_them(
+    mosquitto: LocalServer, peers: tuple[Receiver, Inbox, int], tmp_path: Path
+) -> None:
+    seen: dict[str, Any] = {}
+    chromium = tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True)
+    with chromium as profile, booking_service(mosquitto, peers, tmp_path) as (port, link):
+        base = f"http://{HOST}:{port}"
+        driver = browser(Path(profile))
+        wait = WebDriverWait(driver, 15)
+        try:
+            driver.get(f"{base}/book#token={link}")
+            wait.until(lambda d: len(Select(d.find_element(By.ID, "compound")).options) == 2)
+            seen["page"] = refusals(driver)
+            driver.get(f"{base}/docs")
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock"))
+            seen["docs"] = refusals(driver)
+            seen["framed"] = framed(driver, f"http://127.0.0.1:{port}/book#token={link}")
+        finally:
+            driver.quit()
+        seen["headers"] = {
+            path: protective_headers(httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10).headers)
+            for path in (
+                "/book",
+                "/book/book.js",
+                "/docs",
+                "/docs/swagger-ui-bundle.js",
+                "/openapi.json",
+                "/trips",
+            )
+        }
+    assert seen["page"] == []  # the booking page ran whole under its Content-Security-Policy
+    assert seen["docs"] == []  # Swagger UI from the package, nothing refused
+    where, refused = seen["framed"]
+    assert not where.startswith("http"), where  # the hostile site shows an error, not the page
+    assert any("frame-ancestors 'none'" in line for line in refused), refused
+    assert seen["headers"] == {path: {} for path in seen["headers"]}

@@ -13,24 +13,18 @@ The edge is linli's own alerting (rule engine, publisher, announcements again ev
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import json
 import statistics
 import sys
-import threading
 import time
 import urllib.error
 from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from linli.edge.alerting import Alerting
-from linli.edge.config import EdgeConfig
+from alertflow import Edge, Hook
 from linli.edge.rules import State
 from linli.localservers import (
     LocalServer,
@@ -64,39 +58,6 @@ FAULTS = [  # (seconds from the start, what)
 ]
 
 
-class Hook:
-    """The webhook on the broker's host: every notice with the time it arrived."""
-
-    def __init__(self, host: str) -> None:
-        self.got: list[tuple[dict[str, Any], float]] = []
-        self.paths: list[str] = []  # of each in `got`
-        self.lock = threading.Lock()
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                arrived = time.time()
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with hook.lock:  # the handler's threads: `paths` in step with `got`
-                    hook.paths.append(self.path)
-                    hook.got.append((body, arrived))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer((host, 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.base = f"http://{host}:{self.server.server_address[1]}"
-        self.url = f"{self.base}/hook"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def hosts() -> Iterator[Hosts]:
     h = Hosts(["postgresql", "n1", "n2"])
@@ -128,52 +89,6 @@ channels = [{{ kind = "webhook", url = "{hook}" }}]
 """
     )
     return path
-
-
-class Edge:
-    """linli's alerting on its own loop: readings in, events and announcements out to the broker."""
-
-    def __init__(self, broker: int) -> None:
-        config = EdgeConfig.model_validate(
-            {
-                "agent": {"name": "hosts-edge"},
-                "writer": {"kind": "influxdb2", "url": "http://127.0.0.1:9", "org": "o", "bucket": "b"},
-                "alerts": {"host": "127.0.0.1", "port": broker, "resend_s": RESEND_S},
-                "sites": [
-                    {
-                        "id": "hosts",
-                        "devices": [{"id": f"rescue-{i}", "profile": "rescue_point"} for i in range(DEVICES)],
-                    }
-                ],
-            }
-        )
-        self.alerting = Alerting(config, lambda _lines: None)
-        self.loop = asyncio.new_event_loop()
-        self.stop = asyncio.Event()
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._run(),), daemon=True)
-        self.thread.start()
-
-    async def _run(self) -> None:
-        await self.alerting.run(self.stop)
-
-    def battery(self, device: int, percent: float) -> None:
-        def observe() -> None:
-            self.alerting.observe(
-                "rescue_point", {"site": "hosts", "device": f"rescue-{device}"}, {"aed_battery": percent},
-                int(time.time() * 1000),
-            )  # fmt: skip
-
-        self.loop.call_soon_threadsafe(observe)
-
-    def settle(self) -> None:
-        """Wait until the loop has taken every reading given so far (its callbacks run in order)."""
-        done: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self.loop.call_soon_threadsafe(done.set_result, None)
-        done.result(10)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(10)
 
 
 def schedule() -> list[tuple[float, int, float]]:
@@ -234,7 +149,7 @@ def test_each_alert_step_is_told_once_while_hosts_fail(hosts: Hosts, tmp_path: P
 
         start("n1")
         start("n2")
-        edge = Edge(broker_port)
+        edge = Edge(broker_port, devices=DEVICES, resend_s=RESEND_S)
         began = time.time()
         faults = list(FAULTS)
         for at, device, percent in schedule():

@@ -25,6 +25,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from alertflow import Hook
 from linli.cloud.waste.config import TruckBroker, WasteConfig
 from linli.cloud.waste.gtfs import load_feed
 from linli.cloud.waste.service import WasteService
@@ -32,7 +33,7 @@ from linli.localservers import free_port, postgresql_url
 from linli.sim.timetable import Traffic, drive_trip
 from netns import Hosts
 from support import LOOPBACK, create_database, wait_for
-from test_hosts import Hook, fault, servers, starter
+from test_hosts import fault, servers, starter
 from test_waste_service import FEED, MONDAY, TOKEN, TRIP, hand_over
 
 DRIVE_S = 45.0  # the trip's messages go out over this long

@@ -27,6 +27,9 @@ from starlette.types import Scope as ASGIScope
 
 from linli.catalog.alerts import AlertMessage
 from linli.cloud.config import SUB_ID, Subscription
+from linli.cloud.docs_page import PATHS as DOCS
+from linli.cloud.docs_page import add_docs
+from linli.cloud.headers import Protect
 from linli.cloud.notifier import Notifier
 from linli.cloud.prom import add_metrics, counter, gauge
 from linli.cloud.tokens import ENV_TOKEN, Holder, Needed, Scope, TokenBook, needed
@@ -34,7 +37,7 @@ from linli.cloud.tokens import ENV_TOKEN, Holder, Needed, Scope, TokenBook, need
 # Large enough for any subscription the models allow, small enough to hold in memory.
 MAX_BODY = 256 * 1024
 # Paths anyone may read: the API's own description.
-PUBLIC = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+PUBLIC = frozenset({"/openapi.json", *DOCS})
 FINGERPRINT = r"^[0-9a-f]{16}$"
 
 
@@ -256,15 +259,19 @@ def _finite(value: Any) -> Any:
 
 def guarded(title: str, description: str) -> FastAPI:
     """An API whose document states the bearer scheme and the guard's refusals (wrap it in Guard)."""
-    return FastAPI(
+    api = FastAPI(
         title=title,
         version="1",
         description=description,
+        docs_url=None,  # served from this package by `add_docs`, not from a CDN
+        redoc_url=None,
         responses=doc(401, 403, 413),
         # Only for the document's security scheme: the Guard checks the token, before the body.
         dependencies=[Depends(HTTPBearer(auto_error=False))],
         exception_handlers={RequestValidationError: invalid},
     )
+    add_docs(api)
+    return api
 
 
 def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:
@@ -440,4 +447,4 @@ def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:
         """The API's tokens, without their secrets. Needs `admin`."""
         return [TokenInfo.model_validate(row) for row in book.tokens()]
 
-    return Guard(api, token, book=book)
+    return Protect(Guard(api, token, book=book))

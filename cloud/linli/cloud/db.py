@@ -20,6 +20,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, TextClause, create_engine, event, make_url, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # A database cut off by the network fails a statement in seconds rather than TCP's quarter of
@@ -45,6 +46,15 @@ def database_url(state: str | Path) -> str:
     if text_.startswith(("postgresql://", "postgres://")):
         return "postgresql+psycopg://" + text_.split("://", 1)[1]
     return text_
+
+
+def unreachable(exc: BaseException) -> bool:
+    """The state cannot be reached now (down, restarting, cut off, its connection dropped, a
+    lock or a serialisation that lost): trying again is right. Anything else, a constraint
+    violated or a statement the database refuses, is a bug that trying again does not mend."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def is_url(state: str | Path) -> bool:

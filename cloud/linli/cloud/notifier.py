@@ -25,7 +25,6 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from linli.catalog.alerts import (
     EDGE_OFFLINE,
@@ -39,8 +38,9 @@ from linli.catalog.errors import validation_reason
 from linli.catalog.profile import Severity
 from linli.cloud.channels import Message, Notice, NoticeKind, Sender
 from linli.cloud.config import Channel, NotifierConfig, QuietHours, Subscription
+from linli.cloud.db import unreachable
 from linli.cloud.delivery import Deliveries
-from linli.cloud.store import Entry, Store
+from linli.cloud.store import Entry, Keep, Store
 from linli.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -51,11 +51,15 @@ QUIET_RECHECK_S = 60.0
 # How long a notice may take to be sent (every retry included) before another notifier sends it.
 LEASE_S = 300.0
 CHANNEL: TypeAdapter[Channel] = TypeAdapter(Channel)
+# A notice to send: to whom, on which channel, what.
+Outgoing = tuple[str, Channel, Notice]
 # Alerts looked at in one go: each may take a few statements, and the loop has other work.
 TICK_BATCH = 100
 # Wakes are rounded up to this grid: a burst of new alerts wakes the notifier once a step,
 # and each alert is told at most this much after its group wait.
 WAKE_GRID_S = 0.05
+# How often an alert whose step fails for a bug (not the state being unreachable) is tried again.
+BUG_RETRY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,7 @@ class Notifier:
         self.errors: Counter[str] = Counter()  # alerts quarantined or failing, by where
         self.deliveries = Deliveries(sender, config.attempts, self._record, config.delivery)
         self._ratelog = RateLimitedLog(log)
+        self._buglog = RateLimitedLog(log, level=logging.ERROR)
         self._wakes: set[int] = set()  # the ticks already scheduled, as steps of the grid on the loop's clock
 
     def reject(self, reason: str, source: str, detail: str) -> None:
@@ -141,6 +146,13 @@ class Notifier:
         self.errors[where] += 1
         self._ratelog.log(where, fp, "notifier: alert %s: %s failed: %r", fp, where, exc)
 
+    def count_bug(self, where: str, fp: str, exc: BaseException) -> None:
+        """A step that failed for a bug (a constraint violated, a statement refused, an
+        exception of ours), not for the state being unreachable: counted as `bug`, logged at
+        ERROR once a minute per alert, and not tried again at every tick."""
+        self.errors["bug"] += 1
+        self._buglog.log(where, fp, "notifier: alert %s: %s failed, a bug to report: %r", fp, where, exc)
+
     # --- events -------------------------------------------------------------
 
     def handle(self, alert: AlertMessage) -> bool:
@@ -149,12 +161,13 @@ class Notifier:
         the notifier."""
         try:
             self._handle(alert)
-        except (OperationalError, InterfaceError) as exc:
-            # The database is down, restarting or unreachable: nothing of this event was stored.
-            self.count_failure("state", alert.fingerprint, exc)
-            return False
         except Exception as exc:
-            self.count_failure("handle", alert.fingerprint, exc)
+            if unreachable(exc):
+                # The database is down, restarting or unreachable: nothing of this event was stored.
+                self.count_failure("state", alert.fingerprint, exc)
+                return False
+            # Handing it over again would fail the same way, for ever: it costs this event.
+            self.count_bug("handle", alert.fingerprint, exc)
         self.handled[alert.kind] += 1
         return True
 
@@ -174,11 +187,17 @@ class Notifier:
         elif alert.state is AlertState.RESOLVED:
             # Closing is the last step that touches the state: a failure before it leaves the
             # alert open for this event to be handed over again, after it nothing can fail.
+            # The resolution's notices are kept in the outbox by the closing transaction itself.
             subs = {s.id: s for s in self.store.subscriptions()}
-            told = self.store.close_alert(alert.fingerprint, alert.since_ms, now)
-            for sub_id in told or []:
-                if sub_id in subs:
-                    self._notify(subs[sub_id], "resolved", alert)
+            outgoing: list[Outgoing] = []
+
+            def keep(told: list[str]) -> Keep:
+                outgoing[:] = self._outgoing([subs[s] for s in told if s in subs], "resolved", alert)
+                return self._keep(outgoing)
+
+            closed = self.store.close_alert(alert.fingerprint, alert.since_ms, now, keep)
+            if closed is not None:
+                self._send_all(outgoing, closed.held)
 
     def active(self) -> list[Active]:
         """Every open alert, oldest first; one that no longer reads back is quarantined."""
@@ -219,7 +238,17 @@ class Notifier:
                 self.store.set_due(fp, wait_until if now < wait_until else self._due(active, subs, now))
             except Exception as exc:
                 # One alert that cannot be told must not keep the others from being told.
-                self.count_failure("tick", fp, exc)
+                if unreachable(exc):
+                    self.count_failure("tick", fp, exc)  # still due: the next tick tries again
+                else:
+                    self.count_bug("tick", fp, exc)
+                    self._later(fp, now + BUG_RETRY_S)
+
+    def _later(self, fp: str, due: float) -> None:
+        try:
+            self.store.set_due(fp, due)
+        except Exception as exc:
+            self.count_failure("tick", fp, exc)  # still due: the next tick tries again
 
     def _wake(self, delay: float) -> None:
         """Tick once `delay` seconds have passed. A tick already scheduled for the same step of
@@ -259,12 +288,12 @@ class Notifier:
                 continue
             last = active.told.get(sub.id)
             if last is None:
-                if store.claim_first(fp, sub.id, now):
-                    self._notify(sub, "firing", alert)
+                out = self._outgoing([sub], "firing", alert)
+                self._send_all(out, store.claim_first(fp, sub.id, now, self._keep(out)))
                 last = now  # told now, by this notifier or another
             elif unacked and now - last >= repeat_s:
-                if store.claim_repeat(fp, sub.id, now, repeat_s):
-                    self._notify(sub, "repeat", alert)
+                out = self._outgoing([sub], "repeat", alert)
+                self._send_all(out, store.claim_repeat(fp, sub.id, now, repeat_s, self._keep(out)))
                 last = now
             if unacked:
                 due.append(last + repeat_s)
@@ -280,10 +309,9 @@ class Notifier:
         escalate_at = active.first_s + sub.escalate_after_s
         if now < escalate_at:
             return [escalate_at]
-        if self.store.claim_escalation(active.alert.fingerprint, sub.id):
-            for target in sub.escalate_to:
-                if target in subs:
-                    self._notify(subs[target], "escalation", active.alert)
+        targets = [subs[target] for target in sub.escalate_to if target in subs]
+        out = self._outgoing(targets, "escalation", active.alert)
+        self._send_all(out, self.store.claim_escalation(active.alert.fingerprint, sub.id, self._keep(out)))
         return []
 
     # --- delivery -----------------------------------------------------------
@@ -293,13 +321,23 @@ class Notifier:
         """Deliveries under way (retries included)."""
         return self.deliveries.under_way
 
-    def _notify(self, sub: Subscription, kind: NoticeKind, alert: AlertMessage) -> None:
-        notice = Notice(kind, alert, sub.id)
-        body = json.dumps(notice.to_json())
-        for channel in sub.channels:
-            # Kept in the outbox until it is sent: if this notifier dies first, another sends it.
-            held = self.store.hold(sub.id, channel.model_dump_json(), body, self.clock() + LEASE_S)
-            self._send(sub.id, channel, notice, held)
+    @staticmethod
+    def _outgoing(subs: list[Subscription], kind: NoticeKind, alert: AlertMessage) -> list[Outgoing]:
+        """The notices telling each of `subs` on each of its channels."""
+        return [(sub.id, channel, Notice(kind, alert, sub.id)) for sub in subs for channel in sub.channels]
+
+    def _keep(self, outgoing: list[Outgoing]) -> Keep:
+        """What a claim keeps in the outbox until it is sent: if this notifier dies first,
+        another sends it; if the database fails, the claim is undone with it."""
+        notices = [(sub, ch.model_dump_json(), json.dumps(n.to_json())) for sub, ch, n in outgoing]
+        return Keep(notices, self.clock() + LEASE_S)
+
+    def _send_all(self, outgoing: list[Outgoing], held: list[int] | None) -> None:
+        """Send what a claim kept (`held`: its outbox ids), if the claim was won."""
+        if held is None:
+            return  # another notifier won it, or the alert is closed
+        for (sub_id, channel, notice), held_id in zip(outgoing, held, strict=True):
+            self._send(sub_id, channel, notice, held_id)
 
     def _send(self, sub_id: str, channel: Channel, notice: Notice, held: int) -> None:
         self.sent.append((sub_id, str(channel.kind), notice))

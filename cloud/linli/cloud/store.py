@@ -8,14 +8,17 @@ Notifiers of one shared-subscription group that share this state share the alert
 firing event and its resolution may reach different notifiers, and each message is
 claimed by one of them in one statement (a row inserted, or updated or deleted under a
 condition), so nobody hears of anything twice. On PostgreSQL they may run on any host.
+The claim's transaction also puts the message in the outbox (`Keep`): a database failing
+after it cannot leave a claim won and its message never sent.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
 
 from pydantic import ValidationError
 from sqlalchemy import Connection, text
@@ -46,6 +49,25 @@ BOOK_DUE = (
 REFRESH = text("UPDATE alert SET body = :body WHERE fingerprint = :fp AND since_ms = :since")
 # Subscriptions changed: every alert is looked at again at the next tick.
 RESCHEDULE = "UPDATE alert SET due_s = 0"
+
+
+@dataclass(frozen=True)
+class Keep:
+    """Notices a claim keeps in the outbox in its own transaction, each until it is sent: a
+    database failing right after the claim then cannot leave it won with its notices lost."""
+
+    notices: Sequence[tuple[str, str, str]]  # (subscription, channel as JSON, notice as JSON)
+    lease_until: float  # until then nobody else sends them (`orphans`)
+
+
+NOTHING = Keep((), 0.0)
+
+
+class Closed(NamedTuple):
+    """An alert closed: the subscriptions that heard of it, and the outbox ids of what was kept."""
+
+    told: list[str]
+    held: list[int]
 
 
 class Store(Tables):
@@ -86,10 +108,12 @@ class Store(Tables):
                 )
         return "new" if new == 1 else "open"
 
-    def close_alert(self, fp: str, since_ms: int, now: float) -> list[str] | None:
-        """Close an alert's episode (or an older one still open); the subscriptions that heard
-        of it, or None if it was not open. The episode is remembered for a day, so that its
-        firing event arriving late does not open it again.
+    def close_alert(
+        self, fp: str, since_ms: int, now: float, keep: Callable[[list[str]], Keep] | None = None
+    ) -> Closed | None:
+        """Close an alert's episode (or an older one still open): the subscriptions that heard
+        of it, with what `keep(them)` gave to the outbox; None if it was not open. The episode
+        is remembered for a day, so that its firing event arriving late does not open it again.
 
         Of several notifiers closing it at once, one deletes the row and gets the list."""
         with self._engine.begin() as conn:
@@ -98,13 +122,14 @@ class Store(Tables):
                 text("DELETE FROM alert WHERE fingerprint = :fp AND since_ms <= :since"),
                 {"fp": fp, "since": since_ms},
             ).rowcount
-            told: list[str] = []
+            closed: Closed | None = None
             if gone:
                 rows = conn.execute(
                     text("DELETE FROM told WHERE fingerprint = :fp RETURNING subscription"), {"fp": fp}
                 )
                 told = sorted(str(sub) for (sub,) in rows)
                 conn.execute(text("DELETE FROM escalated WHERE fingerprint = :fp"), {"fp": fp})
+                closed = Closed(told, _hold(conn, NOTHING if keep is None else keep(told)))
             conn.execute(
                 text(
                     "INSERT INTO closed_episode (fingerprint, since_ms, closed_s) VALUES (:fp, :since, :now) "
@@ -115,7 +140,7 @@ class Store(Tables):
             conn.execute(
                 text("DELETE FROM closed_episode WHERE closed_s < :old"), {"old": now - EPISODES_KEPT_S}
             )
-        return told if gone else None
+        return closed
 
     def book(self, due_by: float | None = None, limit: int = 2**31 - 1) -> list[Entry]:
         """Every open alert, oldest first, with who heard of it when; or the `limit` most
@@ -147,57 +172,58 @@ class Store(Tables):
             row = conn.execute(text("SELECT acked_by FROM alert WHERE fingerprint = :fp"), {"fp": fp}).first()
         return None if row is None else str(row[0])
 
-    def claim_first(self, fp: str, sub: str, now: float) -> bool:
-        """True for exactly one caller: the one that tells `sub` of the alert first, while it is open."""
+    def claim_first(self, fp: str, sub: str, now: float, keep: Keep = NOTHING) -> list[int] | None:
+        """For exactly one caller, the one that tells `sub` of the alert first while it is open:
+        the outbox ids of what it keeps. None for the others."""
         return self._claim(
             fp,
             "INSERT INTO told (fingerprint, subscription, last_s) SELECT :fp, :sub, :now "
             "WHERE EXISTS (SELECT 1 FROM alert WHERE fingerprint = :fp) "
             "ON CONFLICT (fingerprint, subscription) DO NOTHING",
             {"fp": fp, "sub": sub, "now": now},
+            keep,
         )
 
-    def claim_repeat(self, fp: str, sub: str, now: float, every: float) -> bool:
-        """True for exactly one caller, once `every` seconds passed since `sub` last heard."""
-        return (
-            self._change(
-                "UPDATE told SET last_s = :now WHERE fingerprint = :fp AND subscription = :sub "
-                "AND last_s <= :due "
-                "AND EXISTS (SELECT 1 FROM alert WHERE fingerprint = :fp AND acked_by IS NULL)",
-                {"now": now, "fp": fp, "sub": sub, "due": now - every},
-            )
-            == 1
+    def claim_repeat(
+        self, fp: str, sub: str, now: float, every: float, keep: Keep = NOTHING
+    ) -> list[int] | None:
+        """For exactly one caller, once `every` seconds passed since `sub` last heard: the outbox
+        ids of what it keeps. None for the others."""
+        return self._claim(
+            fp,
+            "UPDATE told SET last_s = :now WHERE fingerprint = :fp AND subscription = :sub "
+            "AND last_s <= :due "
+            "AND EXISTS (SELECT 1 FROM alert WHERE fingerprint = :fp AND acked_by IS NULL)",
+            {"now": now, "fp": fp, "sub": sub, "due": now - every},
+            keep,
         )
 
-    def claim_escalation(self, fp: str, sub: str) -> bool:
+    def claim_escalation(self, fp: str, sub: str, keep: Keep = NOTHING) -> list[int] | None:
         return self._claim(
             fp,
             "INSERT INTO escalated (fingerprint, subscription) SELECT :fp, :sub "
             "WHERE EXISTS (SELECT 1 FROM alert WHERE fingerprint = :fp) "
             "ON CONFLICT (fingerprint, subscription) DO NOTHING",
             {"fp": fp, "sub": sub},
+            keep,
         )
 
-    def _claim(self, fp: str, sql: str, params: dict[str, Any]) -> bool:
+    def _claim(self, fp: str, sql: str, params: dict[str, Any], keep: Keep) -> list[int] | None:
         """One claim on an open alert, in turn with its events: a notifier that read the alert
-        as open just before another closed it must not tell it after its resolution."""
+        as open just before another closed it must not tell it after its resolution. The
+        winner's notices go to the outbox in the same transaction."""
         with self._engine.begin() as conn:
             _lock_alert(conn, fp)
-            return conn.execute(text(sql), params).rowcount == 1
+            if conn.execute(text(sql), params).rowcount != 1:
+                return None
+            return _hold(conn, keep)
 
     # --- the outbox ---------------------------------------------------------------
 
     def hold(self, subscription: str, channel: str, notice: str, lease_until: float) -> int:
         """Keep a notice about to be sent until `release`; its id."""
         with self._single.begin() as conn:
-            row = conn.execute(
-                text(
-                    "INSERT INTO outbox (subscription, channel, notice, lease_s) "
-                    "VALUES (:sub, :channel, :notice, :lease) RETURNING id"
-                ),
-                {"sub": subscription, "channel": channel, "notice": notice, "lease": lease_until},
-            ).one()
-        return int(row[0])
+            return _hold(conn, Keep([(subscription, channel, notice)], lease_until))[0]
 
     def release(self, held: int) -> None:
         """The notice was delivered, or recorded as failed: nobody sends it again."""
@@ -298,6 +324,22 @@ def _lock_alert(conn: Connection, fp: str) -> None:
     SQLite's transactions already take the whole database's write lock at their start."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:fp))"), {"fp": fp})
+
+
+def _hold(conn: Connection, keep: Keep) -> list[int]:
+    """Put notices in the outbox; their ids, in order."""
+    return [
+        int(
+            conn.execute(
+                text(
+                    "INSERT INTO outbox (subscription, channel, notice, lease_s) "
+                    "VALUES (:sub, :channel, :notice, :lease) RETURNING id"
+                ),
+                {"sub": sub, "channel": channel, "notice": notice, "lease": keep.lease_until},
+            ).scalar_one()
+        )
+        for sub, channel, notice in keep.notices
+    ]
 
 
 def _quarantine(conn: Connection, source: str, key: str, reason: str, body: str) -> None:

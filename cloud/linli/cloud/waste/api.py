@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp
 
 from linli.cloud.api import Guard, doc, guarded
+from linli.cloud.headers import Protect
 from linli.cloud.prom import add_metrics, counter, gauge
 from linli.cloud.waste.booking_api import PUBLIC_PAGES, booking_routes
 from linli.cloud.waste.bookings import OPEN
@@ -313,4 +314,4 @@ def app(service: WasteService, token: str) -> ASGIApp:
             bookings_refused=dict(service.bookings_refused),
         )
 
-    return Guard(api, token, public=PUBLIC_PAGES, book=service.tokens, need=needed)
+    return Protect(Guard(api, token, public=PUBLIC_PAGES, book=service.tokens, need=needed))

@@ -25,6 +25,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from linli.catalog.i18n import DEFAULT_LOCALE, Locale, catalog
 from linli.cloud.api import doc, invalid
+from linli.cloud.headers import page_csp
 from linli.cloud.tokens import Holder, Scope
 from linli.cloud.waste.bookings import OPEN, Booking, BookingError, BookingRequest, KeyConflictError, State
 from linli.cloud.waste.gtfs import local_hhmm
@@ -211,7 +212,8 @@ def page_routes(api: FastAPI) -> None:
     @api.get("/book", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
         """The booking page property staff open from a link; the link carries the token."""
-        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+        html = PAGE.read_text(encoding="utf-8")
+        return HTMLResponse(html, headers={"Content-Security-Policy": page_csp(html)})
 
     @api.get("/book/messages", include_in_schema=False)
     async def messages(locale: Locale = DEFAULT_LOCALE) -> dict[str, str]:

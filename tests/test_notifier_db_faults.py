@@ -1,0 +1,278 @@
+"""Two notifiers on one PostgreSQL while the database fails under them (issue 30).
+
+An edge's rescue points fire and resolve in turn through Mosquitto to two `linli cloud run`
+processes of one group, telling two webhook subscribers. The same sequence runs twice: on a
+database left alone, and on one that restarts, stops for a while, and has every notifier
+connection terminated (`pg_terminate_backend`) again and again. Every notice the clean run
+told arrives in the faulted run (or is kept in `GET /failed-deliveries`), none more than
+twice: a notice in flight when its outbox entry could not be released is sent once more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from alertflow import Edge, Hook
+from linli.cloud.config import Subscription
+from linli.cloud.store import Store
+from linli.edge.rules import State
+from linli.localservers import LocalServer, free_port, postgresql_url, start_postgresql
+from support import create_database, unique, wait_for
+from test_notifier import HOOK, Clock, Recorder, alert, at, make
+
+TOKEN = "db-faults-test-token-0123456789abcdef"  # noqa: S105 (a test's own)
+RESEND_S = 2.0
+DEVICES = 12
+STAGGER_S = 1.5  # rescue point i fires at i * STAGGER_S
+EPISODE_S = 8.0
+# (seconds from the start, what): 20 s of faults over the 26 s the alerts flow.
+FAULTS = [
+    (2.0, "terminate"),
+    (4.0, "restart"),
+    (8.0, "stop"),
+    (13.0, "start"),
+    (15.0, "terminate"),
+    (17.0, "terminate"),
+    (19.0, "terminate"),
+    (21.0, "terminate"),
+]
+Key = tuple[str, str, str]  # subscriber, alert fingerprint, notice
+SITE = "dbfaults"  # both runs: their alerts have the same fingerprints
+
+
+class Database:
+    """The notifiers' PostgreSQL and what the test does to it."""
+
+    def __init__(self, server: LocalServer, name: str) -> None:
+        self.server, self.name = server, name
+        create_database(postgresql_url(server), name)
+
+    @property
+    def url(self) -> str:
+        return postgresql_url(self.server, self.name).replace("+psycopg", "")  # as a config names it
+
+    def fault(self, what: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} postgresql: {what}")
+        if what in ("restart", "stop"):
+            self.server.stop()
+        if what in ("restart", "start"):
+            s = self.server
+            self.server = start_postgresql(s.datadir, s.port, init=False)
+        if what == "terminate":
+            engine = create_engine(postgresql_url(self.server), isolation_level="AUTOCOMMIT")
+            try:
+                with engine.connect() as conn:
+                    ended = conn.execute(
+                        text(
+                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE datname = :db AND pid <> pg_backend_pid()"
+                        ),
+                        {"db": self.name},
+                    ).scalar_one()
+                print(f"  {ended} backends terminated")
+            finally:
+                engine.dispose()
+
+
+def notifier(
+    tmp: Path, name: str, *, broker: int, state: str, hook: str, group: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`linli cloud run` as a process, once its API answers; its API port."""
+    port = free_port()
+    config = tmp / f"{name}.toml"
+    config.write_text(
+        f"""state = "{state}"
+api_host = "127.0.0.1"
+api_port = {port}
+group_wait_s = 0
+repeat_s = 3600
+
+[delivery]
+allow_private = true
+
+[broker]
+host = "127.0.0.1"
+port = {broker}
+group = "{group}"
+keepalive_s = 2
+leave_after_s = 2
+
+[[subscriptions]]
+id = "ops"
+channels = [{{ kind = "webhook", url = "{hook}/ops" }}]
+
+[[subscriptions]]
+id = "duty"
+channels = [{{ kind = "webhook", url = "{hook}/duty" }}]
+"""
+    )
+    env = {**os.environ, "LINLI_CLOUD_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
+    with (tmp / f"{name}.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "linli.cli", "cloud", "run", "--config", str(config)],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    wait_for(lambda: get(port, "/health") is not None, f"notifier {name} up", timeout=30)
+    return proc, port
+
+
+def get(port: int, path: str) -> Any:
+    """The API's answer as JSON, or None while it does not answer."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            return json.loads(response.read())
+    except OSError:
+        return None
+
+
+def told(hook: Hook) -> Counter[Key]:
+    return Counter(
+        (path.strip("/"), body["alert"]["fingerprint"], body["notice"])
+        for path, (body, _) in zip(list(hook.paths), list(hook.got), strict=False)
+        if body["alert"]["kind"] == "rescue_point"
+    )
+
+
+def alert_run(
+    tmp: Path, mosquitto: LocalServer, database: Database, faults: list[tuple[float, str]]
+) -> tuple[Counter[Key], set[Key]]:
+    """The sequence of alerts with `faults` done to the database meanwhile: what each subscriber
+    was told, and what the notifiers recorded as failed deliveries."""
+    tmp.mkdir()
+    hook = Hook("127.0.0.1")
+    procs: list[subprocess.Popen[bytes]] = []
+    ports: list[int] = []
+    group = unique("dbfaults")
+    edge: Edge | None = None
+    try:
+        for n in ("n1", "n2"):
+            proc, port = notifier(
+                tmp, n, broker=mosquitto.port, state=database.url, hook=hook.base, group=group
+            )
+            procs.append(proc)
+            ports.append(port)
+        edge = Edge(mosquitto.port, devices=DEVICES, resend_s=RESEND_S, site=SITE)
+        # (seconds from the start, rescue point or -1 for a fault, battery % or the fault)
+        steps: list[tuple[float, int, float | str]] = [(i * STAGGER_S, i, 10.0) for i in range(DEVICES)]
+        steps += [(i * STAGGER_S + EPISODE_S, i, 90.0) for i in range(DEVICES)]
+        steps += [(at, -1, what) for at, what in faults]
+        began = time.monotonic()
+        for at, device, step in sorted(steps, key=lambda s: s[0]):
+            time.sleep(max(0.0, began + at - time.monotonic()))  # the scenario's clock
+            if isinstance(step, str):
+                database.fault(step)
+            else:
+                edge.battery(device, step)
+        edge.settle()
+        events = [e for e in edge.alerting.events if e.state in (State.FIRING, State.RESOLVED)]
+        expected = {(sub, e.fingerprint, str(e.state)) for sub in ("ops", "duty") for e in events}
+        failed: set[Key] = set()
+
+        def complete() -> bool:
+            failed.clear()
+            for port in ports:
+                for f in get(port, "/failed-deliveries") or []:
+                    failed.add((f["subscription"], f["fingerprint"], f["notice"]))
+            return set(told(hook)) >= expected
+
+        # The resolutions are announced ten times, every RESEND_S: the last of them bounds the wait.
+        with contextlib.suppress(AssertionError):  # the caller compares, and says what is missing
+            wait_for(complete, "every notice told", timeout=RESEND_S * 10 + 15)
+        time.sleep(RESEND_S * 2)  # a round of the edge's announcements, in which nothing may be told again
+        return told(hook), failed
+    finally:
+        if edge is not None:
+            edge.close()
+        for proc in procs:
+            proc.terminate()
+            proc.wait(15)
+        hook.close()
+        for n in ("n1", "n2"):
+            lines = (tmp / f"{n}.log").read_text(errors="replace").splitlines()
+            print(f"--- {n}:\n" + "\n".join(lines[-15:]))
+
+
+def test_two_notifiers_tell_everything_once_while_postgresql_fails_under_them(
+    tmp_path: Path, mosquitto: LocalServer, postgresql: LocalServer, pg_folder: Path
+) -> None:
+    clean, clean_failed = alert_run(tmp_path / "clean", mosquitto, Database(postgresql, "clean"), [])
+    assert not clean_failed
+    assert len(clean) == DEVICES * 2 * 2, clean
+    assert set(clean.values()) == {1}, clean
+
+    server = start_postgresql(pg_folder / "pg")
+    database = Database(server, "faulted")
+    try:
+        faulted, failed = alert_run(tmp_path / "faulted", mosquitto, database, FAULTS)
+    finally:
+        database.server.stop()
+    missing = sorted(k for k in clean if k not in faulted and k not in failed)
+    doubled = sorted(k for k, n in faulted.items() if n > 1)
+    print("faulted run:", json.dumps({"told": sum(faulted.values()), "missing": missing, "doubled": doubled}))
+    assert not missing, f"told in the clean run, never in the faulted one: {missing}"
+    assert max(faulted.values()) <= 2, f"told more than twice: {faulted}"
+    assert set(faulted) <= set(clean), f"never told in the clean run: {set(faulted) - set(clean)}"
+
+
+def test_a_constraint_violated_is_a_bug_logged_once_not_an_outage_retried_for_ever(
+    postgresql: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A trigger makes the database refuse the claim (and then the alert) with a
+    UniqueViolation: each is counted and logged as a bug, the event is not handed over again,
+    and the alert is not tried again at every tick as if the database were down."""
+    database = Database(postgresql, unique("bug").replace("-", "_"))
+    store, clock, sender = Store(database.url), Clock(at("10:00")), Recorder()
+    notifier = make(store, [Subscription(id="ops", channels=[HOOK])], clock, sender, group_wait_s=0)
+    engine = create_engine(postgresql_url(postgresql, database.name))
+
+    def refuse(table: str) -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse()"
+                )
+            )
+
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE unique_violation USING MESSAGE = 'refused by the test'; END $$"
+                )
+            )
+        refuse("told")
+        caplog.set_level(logging.ERROR, "linli.cloud.notifier")
+        assert notifier.handle(alert())
+        for _ in range(5):
+            notifier.tick()
+            clock.now += 1
+        assert (notifier.errors["bug"], notifier.errors["tick"]) == (1, 0), notifier.errors
+        refuse("alert")
+        assert notifier.handle(alert(rule="interlock.charger.temperature"))  # taken, not held for ever
+        assert notifier.errors["bug"] == 2, notifier.errors
+        bugs = [r.getMessage() for r in caplog.records if "a bug to report" in r.getMessage()]
+        assert len(bugs) == 2, bugs
+        assert "tick failed" in bugs[0], bugs
+        assert "UniqueViolation" in bugs[0], bugs
+        assert sender.got == []
+    finally:
+        store.close()
+        engine.dispose()
