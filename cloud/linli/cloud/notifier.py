@@ -37,7 +37,8 @@ from linli.catalog.alerts import (
 )
 from linli.catalog.errors import validation_reason
 from linli.catalog.profile import Severity
-from linli.cloud.channels import Message, Notice, NoticeKind, Sender
+from linli.cloud.alerttext import NoticeKind
+from linli.cloud.channels import Message, Notice, Sender
 from linli.cloud.config import Channel, NotifierConfig, QuietHours, Subscription
 from linli.cloud.delivery import Deliveries
 from linli.cloud.store import Entry, Store
@@ -294,7 +295,7 @@ class Notifier:
         return self.deliveries.under_way
 
     def _notify(self, sub: Subscription, kind: NoticeKind, alert: AlertMessage) -> None:
-        notice = Notice(kind, alert, sub.id)
+        notice = Notice(kind, alert, sub.id, sub.locale or self.config.locale, sub.zone)
         body = json.dumps(notice.to_json())
         for channel in sub.channels:
             # Kept in the outbox until it is sent: if this notifier dies first, another sends it.
@@ -319,8 +320,7 @@ class Notifier:
         for held, sub_id, channel_json, body in orphans:
             try:
                 channel = CHANNEL.validate_json(channel_json)
-                data = json.loads(body)
-                notice = Notice(data["notice"], AlertMessage.model_validate(data["alert"]), sub_id)
+                notice = Notice.from_json(json.loads(body) | {"subscription": sub_id})
             except (ValidationError, ValueError, KeyError) as exc:
                 self.count_failure("outbox", str(held), exc)
                 self.store.release(held)  # cannot be sent, now or later: logged, not retried forever
