@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import subprocess
 import time
+from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -136,7 +137,8 @@ def test_an_overheating_charger_reaches_every_channel_then_its_resolution(
     assert all(b["msgtype"] == "markdown" for b in robot)
     assert sum("已恢复" in b["markdown"]["content"] for b in robot) == 2
     # And the inbox: one mail per step, subject first, in Chinese naming what people know.
-    subjects = sorted(" ".join(str(m["Subject"]).split()) for m in inbox.messages)  # unfolded
+    # Decoded (a UTF-8 subject is RFC 2047 encoded words) and unfolded.
+    subjects = sorted(" ".join(str(make_header(decode_header(m["Subject"]))).split()) for m in inbox.messages)
     assert len(subjects) == 8
     zh = "【告警】【紧急】荣华居民区 3号楼车棚充电桩 1号端口：充电端口温度过高"
     assert sum(s == zh for s in subjects) == 1
