@@ -23,7 +23,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from linli.catalog.alerts import AlertMessage, AlertState, fingerprint
 from linli.catalog.profile import Severity
-from linli.cloud.config import NotifierConfig, load_notifier_config
+from linli.cloud.config import (
+    ChannelKind,
+    EmailChannel,
+    HttpChannel,
+    NotifierConfig,
+    Subscription,
+    load_notifier_config,
+)
 from linli.cloud.service import Service
 from linli.cloud.store import Store
 from linli.edge.agent import Agent
@@ -53,19 +60,24 @@ def notifier_config(state: str, broker: int, smtp: int, hooks: str, group: str) 
                         {"kind": "email", "to": ["ops@district.example"]},
                     ],
                     "kinds": ["charger"],
-                },
-                {
-                    "id": "visitors",
-                    "locale": "en",
-                    "channels": [
-                        {"kind": "webhook", "url": f"{hooks}/hook-en"},
-                        {"kind": "email", "to": ["visitor@district.example"]},
-                    ],
-                    "kinds": ["charger"],
-                },
+                }
             ],
         }
     )
+
+
+def with_english_visitors(config: NotifierConfig, hooks: str) -> NotifierConfig:
+    """`config` and a subscription in English: a webhook at /hook-en and an inbox of its own."""
+    visitors = Subscription(
+        id="visitors",
+        locale="en",
+        channels=[
+            HttpChannel(kind=ChannelKind.WEBHOOK, url=f"{hooks}/hook-en"),
+            EmailChannel(kind=ChannelKind.EMAIL, to=["visitor@district.example"]),
+        ],
+        kinds=["charger"],
+    )
+    return config.model_copy(update={"subscriptions": [*config.subscriptions, visitors]})
 
 
 def test_an_overheating_charger_reaches_every_channel_then_its_resolution(
@@ -74,7 +86,9 @@ def test_an_overheating_charger_reaches_every_channel_then_its_resolution(
     receiver, inbox, smtp = peers
     charger = free_port()
     sim = start_sim("charger", "--port", str(charger), "--time-scale", "100", "--fault", "1:overheat")
-    config = notifier_config(state, mosquitto.port, smtp, receiver.url, unique("group"))
+    config = with_english_visitors(
+        notifier_config(state, mosquitto.port, smtp, receiver.url, unique("group")), receiver.url
+    )
     service = Service(config, TOKEN)
     edge = Agent(
         edge_config(store=victoria.url, broker=mosquitto.port, charger=charger, agent=unique("edge"))
