@@ -1,5 +1,7 @@
 FROM python:3.11-slim
 WORKDIR /app
+# The district's time: logs and anything local-time read as Shanghai's clocks do.
+ENV TZ=Asia/Shanghai
 COPY pyproject.toml README.md constraints.txt ./
 COPY catalog catalog
 COPY edge edge

@@ -8,11 +8,14 @@ resolved messages follow. Then the API, and two notifiers sharing one subscripti
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import subprocess
 import time
+from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import paho.mqtt.client as paho
@@ -20,7 +23,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from linli.catalog.alerts import AlertMessage, AlertState, fingerprint
 from linli.catalog.profile import Severity
-from linli.cloud.config import NotifierConfig, load_notifier_config
+from linli.cloud.config import (
+    ChannelKind,
+    EmailChannel,
+    HttpChannel,
+    NotifierConfig,
+    Subscription,
+    load_notifier_config,
+)
 from linli.cloud.service import Service
 from linli.cloud.store import Store
 from linli.edge.agent import Agent
@@ -56,13 +66,29 @@ def notifier_config(state: str, broker: int, smtp: int, hooks: str, group: str) 
     )
 
 
+def with_english_visitors(config: NotifierConfig, hooks: str) -> NotifierConfig:
+    """`config` and a subscription in English: a webhook at /hook-en and an inbox of its own."""
+    visitors = Subscription(
+        id="visitors",
+        locale="en",
+        channels=[
+            HttpChannel(kind=ChannelKind.WEBHOOK, url=f"{hooks}/hook-en"),
+            EmailChannel(kind=ChannelKind.EMAIL, to=["visitor@district.example"]),
+        ],
+        kinds=["charger"],
+    )
+    return config.model_copy(update={"subscriptions": [*config.subscriptions, visitors]})
+
+
 def test_an_overheating_charger_reaches_every_channel_then_its_resolution(
     mosquitto: LocalServer, victoria: LocalServer, peers: tuple[Receiver, Inbox, int], state: str
 ) -> None:
     receiver, inbox, smtp = peers
     charger = free_port()
     sim = start_sim("charger", "--port", str(charger), "--time-scale", "100", "--fault", "1:overheat")
-    config = notifier_config(state, mosquitto.port, smtp, receiver.url, unique("group"))
+    config = with_english_visitors(
+        notifier_config(state, mosquitto.port, smtp, receiver.url, unique("group")), receiver.url
+    )
     service = Service(config, TOKEN)
     edge = Agent(
         edge_config(store=victoria.url, broker=mosquitto.port, charger=charger, agent=unique("edge"))
@@ -83,7 +109,7 @@ def test_an_overheating_charger_reaches_every_channel_then_its_resolution(
             await wait_until(
                 lambda: "resolved" in steps("interlock.charger.temperature"), 20, "the interlock's end"
             )
-            await wait_until(lambda: len(inbox.messages) >= 4, 20, "four emails")
+            await wait_until(lambda: len(inbox.messages) >= 8, 20, "four emails to each")
         finally:
             stop.set()
             await asyncio.gather(*tasks)
@@ -123,18 +149,35 @@ def test_an_overheating_charger_reaches_every_channel_then_its_resolution(
     robot = receiver.at("/wecom?key=k")
     assert len(robot) == 4
     assert all(b["msgtype"] == "markdown" for b in robot)
-    assert sum("RESOLVED" in b["markdown"]["content"] for b in robot) == 2
-    # And the inbox: one mail per step, subject first.
-    subjects = sorted(" ".join(str(m["Subject"]).split()) for m in inbox.messages)  # unfolded
-    assert len(subjects) == 4
+    assert sum("已恢复" in b["markdown"]["content"] for b in robot) == 2
+    # And the inbox: one mail per step, subject first, in Chinese naming what people know.
+    # Decoded (a UTF-8 subject is RFC 2047 encoded words) and unfolded.
+    subjects = sorted(" ".join(str(make_header(decode_header(m["Subject"]))).split()) for m in inbox.messages)
+    assert len(subjects) == 8
+    zh = "【告警】【紧急】荣华居民区 3号楼车棚充电桩 1号端口：充电端口温度过高"
+    assert sum(s == zh for s in subjects) == 1
     assert (
-        sum(
-            s.startswith("[FIRING] [critical] Port over temperature at ronghua-1/station-1 port 1")
-            for s in subjects
-        )
-        == 1
+        sorted(m["To"] for m in inbox.messages)
+        == ["ops@district.example"] * 4 + ["visitor@district.example"] * 4
     )
-    assert all(m["To"] == "ops@district.example" for m in inbox.messages)
+    # The webhook's human fields: Chinese, in Shanghai time, no internal ids; ISO times with +08:00.
+    told = next(b for b in hooks if b["notice"] == "firing" and b["alert"] == fired)
+    since = dt.datetime.fromtimestamp(fired["since_ms"] / 1000, ZoneInfo("Asia/Shanghai"))
+    assert (told["locale"], told["title"]) == ("zh-CN", "充电端口温度过高")
+    assert told["since"] == since.isoformat(timespec="seconds")
+    assert told["since"].endswith("+08:00")
+    assert f"开始时间 {since:%H:%M}" in told["text"]
+    assert "ronghua-1" not in told["text"]
+    assert "station-1" not in told["text"]
+    # The subscription in English hears the same in English.
+    english = [b for b in receiver.at("/hook-en") if b["alert"]["rule"] == "charger.temperature.above"]
+    first = next(b for b in english if b["notice"] == "firing")
+    assert (first["locale"], first["title"]) == ("en", "Port over temperature")
+    assert (
+        first["subject"] == "[FIRING] [critical] Port over temperature at 荣华居民区, 3号楼车棚充电桩, port 1"
+    )
+    assert f"since {since:%H:%M}" in first["text"]
+    assert "[RESOLVED] [critical] Port over temperature" in " ".join(subjects)
 
 
 def chargers(service: Service) -> list[str]:

@@ -197,11 +197,14 @@ def test_a_name_that_resolves_to_loopback_is_refused_when_it_is_sent_to(
     assert len(receiver.at("/hook")) == 1
 
 
+# A rule the catalog does not know (a site's own) shows the title its config gave.
+OWN_RULE = "charger.door_open.above"
 HEADER_BREAKERS = {
-    "title": {"title": "Smoke\r\nBcc: everyone@district.example"},
+    "title": {"rule": OWN_RULE, "title": "Smoke\r\nBcc: everyone@district.example"},
     "site": {"site": "gubei-1\nX-Injected: 1"},
     "device": {"device": "station-1\r\n\r\nbody"},
-    "all three": {"title": "a\rb", "site": "c\nd", "device": "e\r\nf"},
+    "names": {"site_name": "古北\r\nX-Injected: 1", "device_name": "1号桩\n\nbody"},
+    "all three": {"rule": OWN_RULE, "title": "a\rb", "site": "c\nd", "device": "e\r\nf"},
 }
 
 
@@ -255,8 +258,9 @@ def test_robot_markdown_shows_an_alert_s_fields_literally(
     kind: Literal[ChannelKind.WECOM, ChannelKind.DINGTALK],
 ) -> None:
     hostile = alert(
+        rule=OWN_RULE,
         title="[pay here](http://evil.example) **urgent**",
-        site="gubei-1\n@all",
+        site_name="古北\n@all",
         device="<font color=red>station</font>",
     )
     _, payload = body(

@@ -55,9 +55,11 @@ above = 0.5
 
 [[sites]]
 id = "ronghua-1"
+name = "荣华居民区"
 
 [[sites.devices]]
 id = "station-1"
+name = "3号楼车棚充电桩"
 profile = "charger"
 port = {charger}
 interval = 0.5

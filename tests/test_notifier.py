@@ -255,7 +255,7 @@ def test_robot_formats_and_signatures(monkeypatch: pytest.MonkeyPatch) -> None:
         1700000000.0,
     )
     assert wecom["msgtype"] == "markdown"
-    assert "Port over temperature" in wecom["markdown"]["content"]
+    assert "充电端口温度过高" in wecom["markdown"]["content"]
     url, ding = body(
         HttpChannel(
             kind=ChannelKind.DINGTALK,
@@ -268,7 +268,7 @@ def test_robot_formats_and_signatures(monkeypatch: pytest.MonkeyPatch) -> None:
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
     expected = base64.b64encode(hmac.new(b"SEC", b"1700000000500\nSEC", hashlib.sha256).digest()).decode()
     assert (query["timestamp"], query["sign"]) == (["1700000000500"], [expected])
-    assert ding["markdown"]["title"].startswith("[FIRING] [critical]")
+    assert ding["markdown"]["title"].startswith("【告警】【紧急】")
     _, feishu = body(
         HttpChannel(
             kind=ChannelKind.FEISHU,
@@ -362,3 +362,30 @@ def test_a_notice_claimed_by_a_notifier_that_died_is_sent_by_another(
     assert sender.got == [("ops", "firing", "webhook")]
     assert orphans_after(notifier_module.LEASE_S + 1) == 0  # sent, so out of the outbox
     assert lost.got == []
+
+
+def test_each_subscription_hears_in_its_own_language_else_in_the_notifier_s(store: Store) -> None:
+    clock, sender = Clock(at("10:00")), Recorder()
+    subs = [
+        Subscription(id="ops", channels=[HOOK]),
+        Subscription(id="visitors", channels=[HOOK], locale="en"),
+        Subscription(id="office", channels=[HOOK], locale="zh-CN"),
+    ]
+    n = make(store, subs, clock, sender, group_wait_s=0)
+    run(n, clock, [(0, alert())])
+    subjects = {sub: notice.subject for sub, _, notice in n.sent}
+    assert subjects["ops"].startswith("【告警】【紧急】")
+    assert subjects["office"] == subjects["ops"]
+    assert subjects["visitors"].startswith("[FIRING] [critical] Port over temperature at ")
+
+
+def test_the_district_wide_locale_serves_subscriptions_that_name_none(store: Store) -> None:
+    clock, sender = Clock(at("10:00")), Recorder()
+    subs = [
+        Subscription(id="ops", channels=[HOOK]),
+        Subscription(id="office", channels=[HOOK], locale="zh-CN"),
+    ]
+    n = make(store, subs, clock, sender, group_wait_s=0, locale="en")  # type: ignore[arg-type]
+    run(n, clock, [(0, alert())])
+    locales = {sub: notice.locale for sub, _, notice in n.sent}
+    assert locales == {"ops": "en", "office": "zh-CN"}

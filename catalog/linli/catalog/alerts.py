@@ -65,3 +65,6 @@ class AlertMessage(BaseModel):
     ]
     since_ms: Annotated[int, Field(ge=0, le=MAX_TIME_MS, description="When the condition began")]
     edge: Annotated[str, Field(max_length=NAME_MAX, description="The agent that saw it")]
+    # What people call the site and the device (the edge config's names); empty when unnamed.
+    site_name: Annotated[str, Field(max_length=NAME_MAX, description="The site as people name it")] = ""
+    device_name: Annotated[str, Field(max_length=NAME_MAX, description="The device as people name it")] = ""

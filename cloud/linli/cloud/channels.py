@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -30,13 +31,16 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import httpcore
 import httpx
 
 from linli.catalog.alerts import AlertMessage
+from linli.catalog.i18n import DEFAULT_LOCALE, DISTRICT_ZONE, Locale, iso
+from linli.cloud import alerttext
 from linli.cloud.addresses import PublicOnly
+from linli.cloud.alerttext import NoticeKind
 from linli.cloud.config import (
     DEFAULT_DELIVERY,
     Channel,
@@ -47,9 +51,6 @@ from linli.cloud.config import (
     MqttChannel,
     SmtpConfig,
 )
-
-NoticeKind = Literal["firing", "repeat", "escalation", "resolved"]
-HEADLINE = {"firing": "FIRING", "repeat": "STILL FIRING", "escalation": "ESCALATED", "resolved": "RESOLVED"}
 
 
 class DeliveryError(Exception):
@@ -69,30 +70,54 @@ class Message(Protocol):
 
 @dataclass(frozen=True)
 class Notice:
-    """One message about one alert to one subscription."""
+    """One message about one alert to one subscription, in its language and time zone."""
 
     kind: NoticeKind
     alert: AlertMessage
     subscription: str
+    locale: Locale = DEFAULT_LOCALE
+    zone: str = DISTRICT_ZONE
+
+    @functools.cached_property
+    def _rendered(self) -> tuple[str, str]:
+        # Rendered once: every channel, the outbox and a failure record read the same notice.
+        subject = one_line(alerttext.subject(self.kind, self.alert, self.locale))
+        details = alerttext.details(self.kind, self.alert, self.locale, self.zone)
+        return subject, "\n".join([subject, *details])
 
     @property
     def subject(self) -> str:
-        a = self.alert
-        where = f"{a.site}/{a.device}" + (f" port {a.port}" if a.port else "")
-        return one_line(f"[{HEADLINE[self.kind]}] [{a.severity}] {a.title} at {where}")
+        return self._rendered[0]
 
     def text(self) -> str:
-        a = self.alert
-        lines = [self.subject, f"value {a.value} (limit {a.threshold:g})", f"rule {a.rule}, edge {a.edge}"]
-        lines.append(f"since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(a.since_ms / 1000))}")
-        return "\n".join(lines)
+        return self._rendered[1]
 
     def to_json(self) -> dict[str, Any]:
+        """The machine fields (the alert as the edge sent it), and the notice as people read it."""
+        a = self.alert
         return {
             "notice": self.kind,
             "subscription": self.subscription,
-            "alert": self.alert.model_dump(mode="json"),
+            "locale": self.locale,
+            "zone": self.zone,
+            "title": alerttext.title(a, self.locale),
+            "subject": self.subject,
+            "text": self.text(),
+            "since": iso(a.since_ms / 1000, self.zone),
+            "time": iso(a.time_ms / 1000, self.zone),
+            "alert": a.model_dump(mode="json"),
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Notice:
+        """A notice back from its JSON (the outbox's copy); ValueError or KeyError if it is not one."""
+        return cls(
+            data["notice"],
+            AlertMessage.model_validate(data["alert"]),
+            data["subscription"],
+            data.get("locale", DEFAULT_LOCALE),
+            data.get("zone", DISTRICT_ZONE),
+        )
 
 
 def body(channel: HttpChannel, notice: Message, now: float) -> tuple[str, dict[str, Any]]:

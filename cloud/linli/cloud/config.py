@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from linli.catalog.alerts import ALERT_TOPIC, EDGE_STATUS_TOPIC
 from linli.catalog.errors import load_toml_model
+from linli.catalog.i18n import DEFAULT_LOCALE, DISTRICT_ZONE, Locale
 from linli.catalog.profile import Severity
 from linli.catalog.tls import MqttTls, anchored
 from linli.cloud.addresses import FIX, private_host
@@ -73,24 +74,29 @@ class MqttChannel(Strict):
 Channel = Annotated[HttpChannel | EmailChannel | MqttChannel, Field(discriminator="kind")]
 
 
+def _known_zone(zone: str) -> str:
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone '{zone}' (an IANA name such as Asia/Shanghai)") from exc
+    return zone
+
+
+# An IANA time zone name, such as Asia/Shanghai.
+Zone = Annotated[
+    str,
+    Field(max_length=64, json_schema_extra={"enum": sorted(available_timezones())}),
+    AfterValidator(_known_zone),
+]
+
+
 class QuietHours(Strict):
     """No messages from `start` to `end` local time (over midnight if end < start)."""
 
     start: Clock
     end: Clock
-    zone: Annotated[str, Field(max_length=64, json_schema_extra={"enum": sorted(available_timezones())})] = (
-        "Asia/Shanghai"
-    )
+    zone: Zone = DISTRICT_ZONE
     critical_passes: bool = True  # a critical alert still gets through
-
-    @field_validator("zone")
-    @classmethod
-    def _known_zone(cls, zone: str) -> str:
-        try:
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone '{zone}' (an IANA name such as Asia/Shanghai)") from exc
-        return zone
 
 
 class Subscription(Strict):
@@ -108,6 +114,10 @@ class Subscription(Strict):
     # Not acknowledged this long after it first fired: tell these subscriptions too.
     escalate_after_s: Annotated[float, Field(gt=0, le=30 * 86400)] | None = None
     escalate_to: Annotated[list[Annotated[str, Field(pattern=SUB_ID)]], Field(max_length=20)] = []
+    # The language of this subscription's notices; unset, the notifier's `locale`.
+    locale: Locale | None = None
+    # The zone its notices show times in.
+    zone: Zone = DISTRICT_ZONE
 
 
 class SmtpConfig(Strict):
@@ -186,6 +196,8 @@ class NotifierConfig(Strict):
     # A delivery is tried this many times, backing off from 1 s, before it is recorded as failed.
     attempts: Annotated[int, Field(ge=1, le=20)] = 5
     delivery: DeliveryConfig = DeliveryConfig()
+    # The language of the notices of every subscription that names none (zh-CN or en).
+    locale: Locale = DEFAULT_LOCALE
     subscriptions: list[Subscription] = []
 
     @model_validator(mode="after")

@@ -36,7 +36,8 @@ from linli.catalog.alerts import (
 )
 from linli.catalog.errors import validation_reason
 from linli.catalog.profile import Severity
-from linli.cloud.channels import Message, Notice, NoticeKind, Sender
+from linli.cloud.alerttext import NoticeKind
+from linli.cloud.channels import Message, Notice, Sender
 from linli.cloud.config import Channel, NotifierConfig, QuietHours, Subscription
 from linli.cloud.db import unreachable
 from linli.cloud.delivery import Deliveries
@@ -321,10 +322,13 @@ class Notifier:
         """Deliveries under way (retries included)."""
         return self.deliveries.under_way
 
-    @staticmethod
-    def _outgoing(subs: list[Subscription], kind: NoticeKind, alert: AlertMessage) -> list[Outgoing]:
-        """The notices telling each of `subs` on each of its channels."""
-        return [(sub.id, channel, Notice(kind, alert, sub.id)) for sub in subs for channel in sub.channels]
+    def _outgoing(self, subs: list[Subscription], kind: NoticeKind, alert: AlertMessage) -> list[Outgoing]:
+        """The notices telling each of `subs` on each of its channels, in its locale and zone."""
+        return [
+            (sub.id, channel, Notice(kind, alert, sub.id, sub.locale or self.config.locale, sub.zone))
+            for sub in subs
+            for channel in sub.channels
+        ]
 
     def _keep(self, outgoing: list[Outgoing]) -> Keep:
         """What a claim keeps in the outbox until it is sent: if this notifier dies first,
@@ -357,8 +361,7 @@ class Notifier:
         for held, sub_id, channel_json, body in orphans:
             try:
                 channel = CHANNEL.validate_json(channel_json)
-                data = json.loads(body)
-                notice = Notice(data["notice"], AlertMessage.model_validate(data["alert"]), sub_id)
+                notice = Notice.from_json(json.loads(body) | {"subscription": sub_id})
             except (ValidationError, ValueError, KeyError) as exc:
                 self.count_failure("outbox", str(held), exc)
                 self.store.release(held)  # cannot be sent, now or later: logged, not retried forever

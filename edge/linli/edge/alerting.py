@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -158,6 +159,10 @@ class Alerting:
         self.publisher = AlertPublisher(config)
         self.emit = emit
         self.events: list[AlertEvent] = []  # the most recent, for the view and the tests
+        # (site, device) -> what people call them, so that a notice names what they know
+        self.names = {
+            (site.id, device.id): (site.name, device.name) for site in config.sites for device in site.devices
+        }
         self.kinds = set(self.engine.rules)
         # fingerprint -> its last firing or resolved event, and how often a resolution is still told
         self.standing: dict[str, tuple[AlertEvent, int]] = {}
@@ -176,6 +181,7 @@ class Alerting:
     def record(self, events: list[AlertEvent]) -> None:
         if not events:
             return
+        events = [self._named(e) for e in events]
         for event in events:
             where = f"{event.site}/{event.device}" + (f" port {event.port}" if event.port else "")
             if event.state in (State.FIRING, State.RESOLVED):
@@ -193,6 +199,10 @@ class Alerting:
             self.publisher.publish(event)
         self.events = (self.events + events)[-1000:]
         self.emit([e.to_line() for e in events])
+
+    def _named(self, event: AlertEvent) -> AlertEvent:
+        site_name, device_name = self.names.get((event.site, event.device), ("", ""))
+        return dataclasses.replace(event, site_name=site_name, device_name=device_name)
 
     def announce(self) -> int:
         """Publish every firing alert's last event again, and the resolutions still due; how many."""

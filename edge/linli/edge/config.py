@@ -85,6 +85,8 @@ class DeviceConfig(Strict):
     """One device at a site: its kind, where it answers, how often to read it."""
 
     id: Ident
+    # What people call it ("3号楼充电棚"): alert notices name it so; the id stays the machine's.
+    name: Annotated[str, Field(max_length=128)] = ""
     profile: str
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 502
@@ -124,7 +126,7 @@ class SiteConfig(Strict):
     """A residential compound and the devices installed there."""
 
     id: Ident
-    name: str = ""
+    name: Annotated[str, Field(max_length=128)] = ""  # what people call it; alert notices use it
     devices: list[DeviceConfig] = []
 
 

@@ -119,6 +119,8 @@ class AlertEvent:
     time_ms: int
     since_ms: int  # when the condition began (for resolved: when it had fired)
     edge: str
+    site_name: str = ""  # what people call the site and the device, for the notices
+    device_name: str = ""
 
     @property
     def fingerprint(self) -> str:
@@ -141,6 +143,8 @@ class AlertEvent:
             "time_ms": self.time_ms,
             "since_ms": self.since_ms,
             "edge": self.edge,
+            "site_name": self.site_name,
+            "device_name": self.device_name,
         }
 
     def to_line(self) -> str:

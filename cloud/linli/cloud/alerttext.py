@@ -1,0 +1,86 @@
+"""An alert as a person reads it, from the `alerts` message catalog: its title, where, and when.
+
+The edge sends the rule id and an English title as machine fields; the title a person reads
+is the catalog's `alert.rule.<rule id>`, and only a rule the catalog does not know (one a
+site's config made up) shows the title its config gave. The site and device are named as
+people name them (`site_name`, `device_name`), else by the device's kind and nameplate id.
+Times are in the subscription's zone, as people write them there.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from linli.catalog.alerts import AlertMessage
+from linli.catalog.i18n import DISTRICT_ZONE, Locale, catalog, clock, text
+
+NoticeKind = Literal["firing", "repeat", "escalation", "resolved"]
+INTERLOCK = "interlock."
+
+
+def known(key: str, locale: Locale) -> bool:
+    return key in catalog(locale)
+
+
+def title(alert: AlertMessage, locale: Locale) -> str:
+    """What is wrong, in `locale`."""
+    key = f"alert.rule.{alert.rule}"
+    if known(key, locale):
+        return text(key, locale)
+    if alert.rule.startswith(INTERLOCK):
+        return text("alert.interlock", locale, cause=_interlock_cause(alert, locale))
+    return alert.title or alert.rule
+
+
+def _interlock_cause(alert: AlertMessage, locale: Locale) -> str:
+    # interlock.<kind>.<field> acts on the same field as the profile's rule <kind>.<field>.<side>.
+    field_rule = alert.rule.removeprefix(INTERLOCK)
+    for side in ("above", "below"):
+        key = f"alert.rule.{field_rule}.{side}"
+        if known(key, locale):
+            return text(key, locale)
+    return field_rule.rpartition(".")[2]
+
+
+def device(alert: AlertMessage, locale: Locale) -> str:
+    """The device as people name it; without a name, its kind and the id on its nameplate."""
+    if alert.device_name:
+        return alert.device_name
+    key = f"alert.kind.{alert.kind}"
+    kind = text(key, locale) if known(key, locale) else alert.kind
+    return text("alert.device", locale, kind=kind, device=alert.device)
+
+
+def where(alert: AlertMessage, locale: Locale) -> str:
+    """The site, the device and its port, as people name them."""
+    site = alert.site_name or alert.site
+    if not site:  # an edge agent belongs to no site
+        return device(alert, locale)
+    key = "alert.where.port" if alert.port else "alert.where"
+    return text(key, locale, site=site, device=device(alert, locale), port=alert.port)
+
+
+def subject(kind: NoticeKind, alert: AlertMessage, locale: Locale) -> str:
+    """One line: what happened, how bad, where, and what."""
+    return text(
+        "alert.subject",
+        locale,
+        headline=text(f"alert.notice.{kind}", locale),
+        severity=text(f"alert.severity.{alert.severity}", locale),
+        where=where(alert, locale),
+        title=title(alert, locale),
+    )
+
+
+def details(kind: NoticeKind, alert: AlertMessage, locale: Locale, zone: str = DISTRICT_ZONE) -> list[str]:
+    """The lines under the subject: the value, since when (and when it ended), who saw it."""
+    lines = []
+    if alert.value is not None:
+        key = "alert.silent" if alert.rule.endswith(".silent") else "alert.value"
+        lines.append(text(key, locale, value=f"{alert.value:g}", threshold=f"{alert.threshold:g}"))
+    now = alert.time_ms / 1000
+    lines.append(text("alert.since", locale, since=clock(alert.since_ms / 1000, locale, now=now, zone=zone)))
+    if kind == "resolved":
+        lines.append(text("alert.resolved_at", locale, at=clock(now, locale, now=now, zone=zone)))
+    lines.append(text("alert.edge", locale, edge=alert.edge))
+    return lines
