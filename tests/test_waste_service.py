@@ -17,6 +17,7 @@ import httpx
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from linli.catalog.i18n import Locale
 from linli.cloud.config import SmtpConfig
 from linli.cloud.waste.config import TruckBroker, WasteConfig
 from linli.cloud.waste.gtfs import load_feed
@@ -285,7 +286,7 @@ def test_the_gtfs_realtime_feed_parses_back_with_the_trip_and_the_truck(tmp_path
 
 
 def incident_service(
-    tmp_path: Path, hooks: str, smtp: int, state: str | None = None
+    tmp_path: Path, hooks: str, smtp: int, state: str | None = None, locale: Locale = "zh-CN"
 ) -> tuple[WasteService, Any]:
     """An in-process service whose keepers, property offices, dispatcher and operator post to `hooks`."""
     from linli.cloud.waste.gtfs import Contact
@@ -314,6 +315,7 @@ def incident_service(
         dispatcher=contact("dispatcher"),
         operator=contact("operator"),
         delivery=LOOPBACK,
+        locale=locale,
     )
     return WasteService(config, TOKEN, feed), feed
 
@@ -360,6 +362,27 @@ def test_a_blocked_gate_tells_the_property_and_the_dispatcher_and_the_stop_is_se
     kinds = [p["notice"] for p in receiver.at(f"/send?to=keeper-{blocked}") if p["notice"] != "correction"]
     assert kinds == ["notice", "arrived", "deferred", "returned", "collected"]
     assert receiver.at("/operator") == []  # a blocked gate is not a breakdown
+
+
+def test_the_district_default_locale_is_used_for_contacts_without_their_own(
+    peers: tuple[Receiver, Inbox, int], tmp_path: Path
+) -> None:
+    receiver, _, smtp = peers
+    service, feed = incident_service(tmp_path, receiver.url, smtp, locale="en")
+    messages, blocked = blocked_trip(feed)
+
+    async def run() -> None:
+        hand_over(service, messages)
+        await service.deliveries.drain(10)
+
+    asyncio.run(run())
+    [office] = receiver.at(f"/property?p={blocked}")
+    keeper = receiver.at(f"/send?to=keeper-{blocked}")
+    plate = feed.extras.trucks["truck-dry-south"].plate
+    for post in [office, *keeper]:
+        assert post["locale"] == "en", post
+        assert not CJK.search(post["text"].replace(feed.stops[blocked].name, "").replace(plate, "")), post
+    assert "Please clear the access" in office["text"], office
 
 
 def test_a_truck_gone_silent_mid_trip_is_a_breakdown_and_the_stops_ahead_are_told(
