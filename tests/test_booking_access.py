@@ -272,7 +272,10 @@ def test_the_requester_is_told_through_the_operator_s_sms_gateway_mail_and_wecom
         "told three ways",
     )
     sms = next(p for p in running.receiver.at("/sms") if p["to"] == "+8613900139000")
-    assert sms["text"].startswith(f"Booking {made.json()['id']} for gubei-1 received")
+    # One SMS in Chinese, naming the bin room as people do (the booking's id is for machines).
+    assert sms["text"] == "已收到您在古北小区1号垃圾房的装修垃圾清运预约，正在安排车辆。", sms
+    assert sms["booking"]["booking"] == made.json()["id"]
+    assert sms["booking"]["locale"] == "zh-CN"
     wecom = running.receiver.at("/wecom")[0]
     assert (wecom["touser"], wecom["agentid"], wecom["msgtype"]) == ("LiNa", 1000002, "text")
 

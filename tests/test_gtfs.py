@@ -88,7 +88,9 @@ def test_a_stop_time_before_the_one_before_is_refused(tmp_path: Path) -> None:
 
 def test_a_stop_far_from_its_road_is_refused(tmp_path: Path) -> None:
     # hongxu-1 moved 0.01 degrees north: about 1.1 km off every road that serves it.
-    problems = broken(tmp_path, "stops.txt", "hongxu-1,hongxu-1,31.199017", "hongxu-1,hongxu-1,31.209017")
+    problems = broken(
+        tmp_path, "stops.txt", "hongxu-1,虹许小区垃圾房,31.199017", "hongxu-1,虹许小区垃圾房,31.209017"
+    )
     assert problems
     assert all("stop 'hongxu-1' is " in p and "m from shape" in p for p in problems)
     assert all(p.startswith("stop_times.txt:") for p in problems)
@@ -98,6 +100,14 @@ def test_a_stop_without_keepers_and_a_route_without_its_waste_type_are_named(tmp
     problems = broken(tmp_path, "linli.toml", "[stops.hongxu-1]", "[stops.hongxu-one]")
     assert "linli.toml: stop 'hongxu-1' has no [stops.hongxu-1] with its bins and keepers" in problems
     assert "linli.toml: [stops.hongxu-one] names no stop of stops.txt" in problems
+
+
+def test_a_truck_without_its_fleet_number_and_plate_is_named(tmp_path: Path) -> None:
+    problems = broken(tmp_path, "linli.toml", "truck-wet-north = {", "truck-wet-nord = {")
+    assert (
+        "linli.toml: truck 'truck-wet-north' has no [trucks] entry (fleet, plate) to name it to people"
+        in problems
+    )
     problems = broken(tmp_path / "2", "linli.toml", 'waste_type = "wet"', 'waste_type = "compost"')
     assert len(problems) == 1
     assert problems[0].startswith("linli.toml: routes.wet-north.waste_type: Input should be 'wet', 'dry'")

@@ -7,7 +7,9 @@ import asyncio
 import datetime as dt
 import json
 import random
+import re
 import shutil
+from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import httpx
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from linli.catalog.i18n import Locale
 from linli.cloud.config import SmtpConfig
 from linli.cloud.waste.config import TruckBroker, WasteConfig
 from linli.cloud.waste.gtfs import load_feed
@@ -29,6 +32,8 @@ TOKEN = "waste-s3cret"  # noqa: S105 (the test's own)
 MONDAY = dt.date(2026, 11, 23)  # in the past: a message from the future is refused
 TRIP = "dry-south-0810"
 EMAILED = "gubei-1"  # its keeper also has an e-mail address
+ENGLISH = "hongqiao-1"  # its keeper reads English (the contact's locale)
+CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 def local_feed(tmp: Path, hooks: str) -> Path:
@@ -42,6 +47,7 @@ def local_feed(tmp: Path, hooks: str) -> Path:
         f'channels = [{{ kind = "webhook", url = "{hooks}/send?to=keeper-{EMAILED}" }}, '
         f'{{ kind = "email", to = ["keeper.{EMAILED}@district.example"] }}]',
     )
+    text = text.replace(f'keeper-{ENGLISH}" }}] }}]', f'keeper-{ENGLISH}" }}], locale = "en" }}]')
     extras.write_text(text, encoding="utf-8")
     return folder
 
@@ -154,10 +160,37 @@ def test_keepers_hear_before_the_truck_comes_then_arrival_and_collection(
         [collected] = [p for p in keeper_posts(stop_id) if p["notice"] == "collected"]
         assert collected["bins"] >= 1
         assert collected["kg"] > 0
-    # The keeper with an e-mail address got the same three by mail, subject first.
-    subjects = [" ".join(str(m["Subject"]).split()) for m in inbox.messages]
-    assert any(s.startswith(f"Truck truck-dry-south (dry) at {EMAILED} at about ") for s in subjects)
-    assert f"Truck truck-dry-south has arrived at {EMAILED}" in subjects
+    # Every text in the keeper's language, naming the bin room and the truck as people know
+    # them, with the Shanghai time; the ids only in the machine fields.
+    truck = feed.extras.trucks["truck-dry-south"]
+    for stop_id in bin_rooms:
+        room = feed.stops[stop_id].name
+        for post in keeper_posts(stop_id):
+            said = post["text"]
+            assert room in post["title"], post
+            assert room in said, post
+            assert truck.plate in said, post
+            assert stop_id not in said, said
+            assert "truck-" not in said, said
+            assert TRIP not in said, said
+            shown = post["predicted"] if post["notice"] in ("notice", "correction") else post["time"]
+            assert shown.endswith("+08:00"), (shown, said)
+            assert shown[11:16] in said, (shown, said)
+            if stop_id == ENGLISH:
+                assert post["locale"] == "en", said
+                assert f"no. {truck.fleet}" in said, said
+                assert not CJK.search(said.replace(room, "").replace(truck.plate, "")), said
+            else:
+                assert post["locale"] == "zh-CN", said
+                assert f"干垃圾清运车{truck.fleet}号" in said, said
+                assert len(said) <= 70, said
+    # The keeper with an e-mail address got the same three by mail, in Chinese, subject first.
+    room = feed.stops[EMAILED].name
+    subjects = [str(make_header(decode_header(m["Subject"]))) for m in inbox.messages]
+    assert f"{room}：干垃圾清运预告" in subjects, subjects
+    assert f"{room}：清运车已到达" in subjects, subjects
+    letters = [bytes(m.get_payload(decode=True)).decode() for m in inbox.messages]
+    assert any(f"清运车{truck.fleet}号（{truck.plate}）已于" in letter for letter in letters), letters
     # Hostile messages were counted by reason and changed nothing.
     assert out["stats"]["rejected"] == {"invalid": 2, "unknown_truck": 1, "bad_time": 2}
     assert out["stats"]["fixes"]["off_route"] >= 1  # the position in Italy
@@ -253,7 +286,7 @@ def test_the_gtfs_realtime_feed_parses_back_with_the_trip_and_the_truck(tmp_path
 
 
 def incident_service(
-    tmp_path: Path, hooks: str, smtp: int, state: str | None = None
+    tmp_path: Path, hooks: str, smtp: int, state: str | None = None, locale: Locale = "zh-CN"
 ) -> tuple[WasteService, Any]:
     """An in-process service whose keepers, property offices, dispatcher and operator post to `hooks`."""
     from linli.cloud.waste.gtfs import Contact
@@ -263,9 +296,10 @@ def incident_service(
     # Property offices by webhook too, so the test's receiver hears them.
     for i, line in enumerate(lines):
         if line.startswith("property = "):
-            stop = line.split("Property office, ")[1].split('"')[0]
+            name = line.split('name = "')[1].split('"')[0]
+            stop = line.split("property.")[1].split("@")[0]
             hook = f'{{ kind = "webhook", url = "{hooks}/property?p={stop}" }}'
-            lines[i] = f'property = {{ name = "Property office, {stop}", channels = [{hook}] }}'
+            lines[i] = f'property = {{ name = "{name}", channels = [{hook}] }}'
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     feed = load_feed(tmp_path / "gtfs")
 
@@ -281,6 +315,7 @@ def incident_service(
         dispatcher=contact("dispatcher"),
         operator=contact("operator"),
         delivery=LOOPBACK,
+        locale=locale,
     )
     return WasteService(config, TOKEN, feed), feed
 
@@ -322,10 +357,32 @@ def test_a_blocked_gate_tells_the_property_and_the_dispatcher_and_the_stop_is_se
     [dispatcher] = receiver.at("/dispatcher")
     assert office == dispatcher
     assert (office["incident"], office["stop"], office["truck"]) == ("blocked", blocked, "truck-dry-south")
-    assert office["ask"].startswith("please clear the access to the bin room")
+    # The property office is asked, in Chinese, to clear the access to the bin room it knows.
+    assert f"无法进入{feed.stops[blocked].name}，请物业尽快疏通通道" in office["text"], office
     kinds = [p["notice"] for p in receiver.at(f"/send?to=keeper-{blocked}") if p["notice"] != "correction"]
     assert kinds == ["notice", "arrived", "deferred", "returned", "collected"]
     assert receiver.at("/operator") == []  # a blocked gate is not a breakdown
+
+
+def test_the_district_default_locale_is_used_for_contacts_without_their_own(
+    peers: tuple[Receiver, Inbox, int], tmp_path: Path
+) -> None:
+    receiver, _, smtp = peers
+    service, feed = incident_service(tmp_path, receiver.url, smtp, locale="en")
+    messages, blocked = blocked_trip(feed)
+
+    async def run() -> None:
+        hand_over(service, messages)
+        await service.deliveries.drain(10)
+
+    asyncio.run(run())
+    [office] = receiver.at(f"/property?p={blocked}")
+    keeper = receiver.at(f"/send?to=keeper-{blocked}")
+    plate = feed.extras.trucks["truck-dry-south"].plate
+    for post in [office, *keeper]:
+        assert post["locale"] == "en", post
+        assert not CJK.search(post["text"].replace(feed.stops[blocked].name, "").replace(plate, "")), post
+    assert "Please clear the access" in office["text"], office
 
 
 def test_a_truck_gone_silent_mid_trip_is_a_breakdown_and_the_stops_ahead_are_told(
@@ -351,7 +408,8 @@ def test_a_truck_gone_silent_mid_trip_is_a_breakdown_and_the_stops_ahead_are_tol
     asyncio.run(run())
     assert [(str(i.kind), i.detail) for i in service.incidents] == [("breakdown", "no message for 10 min")]
     [operator] = receiver.at("/operator")
-    assert (operator["incident"], operator["ask"]) == ("breakdown", "please send another truck")
+    assert operator["incident"] == "breakdown"
+    assert operator["text"].endswith("请作业公司紧急增派车辆。"), operator
     assert receiver.at("/dispatcher") == [operator]
     ahead = [st.stop_id for st in trip.stop_times[4:] if st.stop_id not in feed.extras.depots]
     for stop_id in ahead:

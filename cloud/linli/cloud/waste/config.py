@@ -9,6 +9,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, model_validator
 
 from linli.catalog.errors import load_toml_model
+from linli.catalog.i18n import DEFAULT_LOCALE, Locale
 from linli.catalog.tls import MqttTls, anchored
 from linli.cloud.addresses import FIX, private_host
 from linli.cloud.config import DeliveryConfig, SmtpConfig, Strict, Url, refuse_private
@@ -103,6 +104,8 @@ class WasteConfig(Strict):
     # Trips, visits and incidents for the dashboards; none written when absent.
     store: VisitStore | None = None
     bookings: BookingRules = BookingRules()
+    # The language people are told in, unless their contact names its own `locale`.
+    locale: Locale = DEFAULT_LOCALE
 
     @model_validator(mode="after")
     def _public_contacts(self) -> Self:

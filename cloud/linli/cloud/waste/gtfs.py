@@ -3,8 +3,9 @@
 A feed is a folder: `agency.txt`, `stops.txt` (the bin rooms and the depot), `routes.txt`,
 `trips.txt`, `stop_times.txt` (the scheduled times), `shapes.txt` (the roads each trip
 drives) and `calendar.txt`, plus `linli.toml` beside them with what GTFS has no place for:
-each route's waste type and truck, each stop's bins and the people to tell (its bin-room
-keepers and its property contact).
+each route's waste type and truck, each truck's fleet number and plate (how people know it),
+each stop's bins and the people to tell (its bin-room keepers and its property contact), each
+in their own language. A stop's `stop_name` is the name people use (`虹许小区垃圾房`).
 
 `load_feed` reads and checks the whole folder and reports every problem at once, each with
 the file, the row and what is wrong. Geometry is measured in metres in UTM zone 51N (EPSG:32651,
@@ -28,6 +29,7 @@ from pyproj import Transformer
 from shapely.geometry import LineString, Point
 
 from linli.catalog.errors import validation_reasons
+from linli.catalog.i18n import Locale
 from linli.cloud.config import Channel
 
 FILES = ("agency.txt", "stops.txt", "routes.txt", "trips.txt", "stop_times.txt", "shapes.txt", "calendar.txt")
@@ -64,6 +66,14 @@ class Contact(_Strict):
 
     name: Annotated[str, Field(min_length=1, max_length=128)]
     channels: Annotated[list[Channel], Field(min_length=1, max_length=10)]
+    locale: Locale | None = None  # the language they read; None: the district's (the waste config's)
+
+
+class Truck(_Strict):
+    """A truck as people know it: the operating company's fleet number and the plate."""
+
+    fleet: Annotated[str, Field(min_length=1, max_length=16)]
+    plate: Annotated[str, Field(min_length=1, max_length=16, description="e.g. 沪D·F3021")]
 
 
 class StopExtras(_Strict):
@@ -114,6 +124,7 @@ def _hhmm(text: str) -> int:
 
 class Extras(_Strict):
     routes: dict[str, RouteExtras]
+    trucks: dict[str, Truck] = {}  # by truck id: every route's and renovation truck's
     stops: dict[str, StopExtras] = {}
     depots: list[str] = []  # stops that are not bin rooms: no keeper, no notice
     renovation: Renovation | None = None
@@ -366,6 +377,12 @@ def load_feed(folder: Path) -> Feed:  # noqa: PLR0912, PLR0915 (one pass per fil
             r.problems.append(f"{EXTRAS}: stop '{sid}' has no [stops.{sid}] with its bins and keepers")
         for sid in sorted(set(extras.stops) - set(stops)):
             r.problems.append(f"{EXTRAS}: [stops.{sid}] names no stop of stops.txt")
+        driven = {route.truck for route in extras.routes.values()}
+        driven |= {t.id for t in extras.renovation.trucks} if extras.renovation else set()
+        for tid in sorted(driven - set(extras.trucks)):
+            r.problems.append(
+                f"{EXTRAS}: truck '{tid}' has no [trucks] entry (fleet, plate) to name it to people"
+            )
     if r.problems or extras is None:
         raise GtfsError(folder, r.problems)
     return Feed(timezone, stops, extras.routes, trips, shapes, services, extras)

@@ -18,13 +18,13 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from linli.catalog.lineprotocol import format_line
 from linli.cloud.waste.bookings import OPEN, Booking, BookingError, BookingRequest, Bookings, State
 from linli.cloud.waste.dispatch import Pickup, Plan, Roads, TruckNow
-from linli.cloud.waste.gtfs import Contact, Feed, RenovationTruck, local_hhmm, metres, service_zero
+from linli.cloud.waste.gtfs import Contact, Feed, RenovationTruck, metres, service_zero
+from linli.cloud.waste.messages import BookingMessage
 from linli.cloud.waste.planner import Planner, Problem
 from linli.cloud.waste.requesters import Requester
 
@@ -33,49 +33,6 @@ log = logging.getLogger(__name__)
 AT_PILE_M = 60.0  # a truck this close to a pile, nearly still, is there
 AT_RISK_S = 3600.0  # a booking in no truck's round with less than this left is at risk
 STILL_KMH = 3.0
-
-
-@dataclass(frozen=True)
-class BookingMessage:
-    """A booking's step, for its requester (or the operating company, when escalated)."""
-
-    booking: Booking
-    state: str
-    timezone: str
-    predicted_s: float | None = None
-    detail: str = ""
-
-    @property
-    def subject(self) -> str:
-        b = self.booking
-        when = f", at about {local_hhmm(self.predicted_s, self.timezone)}" if self.predicted_s else ""
-        truck = f" by {b.truck}" if b.truck else ""
-        what = {
-            "requested": f"Booking {b.id} for {b.compound} received",
-            "offered": f"Booking {b.id}: offered to{truck}{when}",
-            "accepted": f"Booking {b.id}: accepted{truck}{when}",
-            "en_route": f"Booking {b.id}: the truck is on its way{truck}{when}",
-            "arrived": f"Booking {b.id}: the truck is at {b.compound}",
-            "collected": f"Booking {b.id}: collected, {b.collected_kg or 0:.0f} kg",
-            "closed": f"Booking {b.id}: done",
-            "cancelled": f"Booking {b.id}: cancelled",
-            "expired": f"Booking {b.id}: no truck could come in the window; please book again",
-            "escalated": f"Booking {b.id} at {b.compound}: no driver took the order; please send a truck",
-        }
-        return what.get(self.state, f"Booking {b.id}: {self.state}")
-
-    def text(self) -> str:
-        return f"{self.subject}\n{self.detail}".rstrip()
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "booking": self.booking.id,
-            "state": self.state,
-            "compound": self.booking.compound,
-            "truck": self.booking.truck,
-            "predicted_ms": None if self.predicted_s is None else round(self.predicted_s * 1000),
-            "detail": self.detail,
-        }
 
 
 # The operator is a Contact (the notifier's channels, from the config); a requester never is.
@@ -342,10 +299,10 @@ class Renovation:
         self.escalated.add(booking_id)
         log.warning("waste: booking %s escalated: %s", booking_id, why)
         if self.operator is not None:
-            self.tell(self.operator, BookingMessage(booking, "escalated", self.feed.timezone, detail=why))
+            self.tell(self.operator, BookingMessage(booking, "escalated", self.feed, detail=why, now_s=now_s))
 
     def _tell(self, booking: Booking, state: str, now_s: float, *, accept_min: float | None = None) -> None:
-        message = BookingMessage(booking, state, self.feed.timezone, self.predicted.get(booking.id))
+        message = BookingMessage(booking, state, self.feed, self.predicted.get(booking.id), now_s=now_s)
         self.tell(booking.contact, message)
         if self.record is not None:
             self.record([booking_line(booking, state, now_s, accept_min)])

@@ -4,19 +4,25 @@ A requester names where they are, never how the service sends: the operator conf
 (`[bookings]`), so a request cannot make the service POST to a URL or publish on a topic of
 its choosing. `deliveries` turns a requester into the operator's channels: the phone through
 the SMS gateway, the e-mail through the district's SMTP, the WeCom id through the WeCom app.
+The SMS is the message alone (one SMS); e-mail and WeCom carry its title too. A requester may
+name a `locale` to be told in.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Annotated, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from linli.catalog.i18n import Locale
 from linli.cloud.channels import Message
 from linli.cloud.config import Channel, ChannelKind, EmailChannel, HttpChannel
 from linli.cloud.waste.config import BookingRules
+
+if TYPE_CHECKING:  # messages reads bookings, which reads this module
+    from linli.cloud.waste.messages import Rendered
 
 PHONE = r"^\+?[0-9]{5,15}$"  # digits, a leading + for the country code (E.164: 15 at most)
 EMAIL = r"^[^@\x00-\x20]+@[^@\x00-\x20]+$"
@@ -32,6 +38,7 @@ class Requester(BaseModel):
     phone: Annotated[str, Field(pattern=PHONE, description="for SMS, e.g. +8613800138000")] | None = None
     email: Annotated[str, Field(max_length=254, pattern=EMAIL)] | None = None
     wecom: Annotated[str, Field(pattern=WECOM_USER, description="a WeCom user id")] | None = None
+    locale: Annotated[Locale | None, Field(description="zh-CN or en; none: the district's")] = None
 
     @model_validator(mode="after")
     def _reachable(self) -> Self:
@@ -78,13 +85,13 @@ class Addressed:
         return self.body
 
 
-def deliveries(requester: Requester, message: Message, rules: BookingRules) -> list[tuple[Channel, Message]]:
+def deliveries(requester: Requester, message: Rendered, rules: BookingRules) -> list[tuple[Channel, Message]]:
     """The operator's channels to the requester, each with the message in its gateway's form."""
     out: list[tuple[Channel, Message]] = []
     if requester.email is not None:
         out.append((EmailChannel(kind=ChannelKind.EMAIL, to=[requester.email]), message))
     if requester.phone is not None and rules.sms is not None:
-        body = {"to": requester.phone, "text": message.text(), "booking": message.to_json()}
+        body = {"to": requester.phone, "text": message.sms(), "booking": message.to_json()}
         out.append((HttpChannel(kind=ChannelKind.WEBHOOK, url=rules.sms.url), Addressed(message, body)))
     if requester.wecom is not None and rules.wecom is not None:
         wecom: dict[str, Any] = {

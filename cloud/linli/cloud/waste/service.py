@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import gc
@@ -53,15 +54,15 @@ from linli.cloud.waste.gtfs import (
     Feed,
     Trip,
     load_feed,
-    local_hhmm,
     runs_on,
     service_day,
     service_zero,
 )
+from linli.cloud.waste.messages import BookingMessage, IncidentMessage, WasteNotice
 from linli.cloud.waste.outbox import Outbox, incident_line, trip_line, visit_lines
 from linli.cloud.waste.planner import Planner
 from linli.cloud.waste.predict import History
-from linli.cloud.waste.renovation import BookingMessage, Renovation
+from linli.cloud.waste.renovation import Renovation
 from linli.cloud.waste.requesters import Requester, deliveries
 from linli.cloud.waste.routes import COMMANDS, OPENED, Logged, RouteLeases
 from linli.cloud.waste.state import Leadership, WasteState
@@ -153,83 +154,6 @@ class Resent:
 
     def to_json(self) -> dict[str, Any]:
         return self.body
-
-
-@dataclass(frozen=True)
-class IncidentMessage:
-    """A blocked gate or a breakdown, for the property office, the dispatcher, the operator."""
-
-    incident: Incident
-    truck: str
-    ask: str
-
-    @property
-    def subject(self) -> str:
-        i = self.incident
-        where = f" at {i.stop_id}" if i.stop_id else ""
-        return f"[{str(i.kind).upper()}] truck {self.truck}{where}: {self.ask}"
-
-    def text(self) -> str:
-        return f"{self.subject}\ntrip {self.incident.trip_id}; {self.incident.detail}"
-
-    def to_json(self) -> dict[str, Any]:
-        i = self.incident
-        return {
-            "incident": str(i.kind),
-            "trip": i.trip_id,
-            "stop": i.stop_id,
-            "truck": self.truck,
-            "time_ms": round(i.time_s * 1000),
-            "detail": i.detail,
-            "ask": self.ask,
-        }
-
-
-@dataclass(frozen=True)
-class WasteNotice:
-    """A keeper notice as the channels send it."""
-
-    notice: KeeperNotice
-    truck: str
-    waste_type: str
-    timezone: str
-
-    @property
-    def subject(self) -> str:
-        n, truck, stop = self.notice, self.truck, self.notice.stop_id
-        when = self._local(n.predicted_s)
-        return {
-            NoticeKind.NOTICE: f"Truck {truck} ({self.waste_type}) at {stop} at about {when}",
-            NoticeKind.CORRECTION: f"Correction: truck {truck} at {stop} at about {when} now",
-            NoticeKind.CANCELLATION: f"Cancelled: truck {truck} will not come to {stop} on this trip",
-            NoticeKind.ARRIVED: f"Truck {truck} has arrived at {stop}",
-            NoticeKind.COLLECTED: f"Collected at {stop}: {n.bins} bins, {n.kg:.0f} kg ({self.waste_type})",
-            NoticeKind.DEFERRED: f"Truck {truck} cannot reach the bin room at {stop}; it comes back later",
-            NoticeKind.RETURNED: f"Truck {truck} is back at {stop}",
-            NoticeKind.DELAYED: f"Truck {truck} has broken down: {stop} is delayed, another truck is sent",
-        }[n.kind]
-
-    def text(self) -> str:
-        return f"{self.subject}\ntrip {self.notice.trip_id}"
-
-    def to_json(self) -> dict[str, Any]:
-        n = self.notice
-        return {
-            "notice": str(n.kind),
-            "trip": n.trip_id,
-            "stop": n.stop_id,
-            "truck": self.truck,
-            "waste_type": self.waste_type,
-            "time_ms": round(n.time_s * 1000),
-            "predicted_ms": None if n.predicted_s is None else round(n.predicted_s * 1000),
-            "bins": n.bins,
-            "kg": n.kg,
-        }
-
-    def _local(self, epoch_s: float | None) -> str:
-        if epoch_s is None:
-            return "?"
-        return local_hhmm(epoch_s, self.timezone)
 
 
 class WasteService:
@@ -403,6 +327,7 @@ class WasteService:
 
     def _tell_booking(self, contact: Contact | Requester, message: BookingMessage) -> None:
         # A requester is told only through the operator's channels (`[bookings]`), never its own.
+        message = dataclasses.replace(message, locale=contact.locale or self.config.locale)
         sends: list[tuple[Channel, Message]] = (
             deliveries(contact, message, self.config.bookings)
             if isinstance(contact, Requester)
@@ -941,13 +866,13 @@ class WasteService:
             )
             if incident.kind is IncidentKind.BLOCKED:
                 stop = self.feed.extras.stops.get(incident.stop_id or "")
-                ask = "please clear the access to the bin room; the truck comes back later"
                 contacts = [c for c in (stop.property if stop else None, self.config.dispatcher) if c]
             else:
-                ask = "please send another truck"
                 contacts = [c for c in (self.config.operator, self.config.dispatcher) if c]
-            message = IncidentMessage(incident, truck, ask)
+            waste_type = self.feed.routes[tracker.trip.route_id].waste_type
             for contact in contacts:
+                locale = contact.locale or self.config.locale
+                message = IncidentMessage(incident, self.feed, truck, waste_type, locale)
                 for channel in contact.channels:
                     self._deliver(contact.name, channel, message, f"incident/{incident.trip_id}")
         return True
@@ -972,8 +897,9 @@ class WasteService:
                 continue
             self.claimed[str(notice.kind)] += 1
             extras = self.feed.extras.stops[notice.stop_id]
-            message = WasteNotice(notice, route.truck, route.waste_type, self.feed.timezone)
             for keeper in extras.keepers:
+                locale = keeper.locale or self.config.locale
+                message = WasteNotice(notice, self.feed, route.truck, route.waste_type, locale)
                 for channel in keeper.channels:
                     self._deliver(keeper.name, channel, message, f"{notice.trip_id}/{notice.index}")
 
