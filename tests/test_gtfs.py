@@ -166,7 +166,8 @@ def test_waste_run_says_what_is_missing_with_exit_2(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "LINLI_CLOUD_TOKEN"}
     no_token = waste_run(ROOT / "deploy" / "waste.local.toml", env)
     assert no_token.returncode == 2
-    assert "set LINLI_CLOUD_TOKEN to the API's bearer token" in no_token.stderr
+    assert "set LINLI_CLOUD_TOKEN to an admin token" in no_token.stderr
+    assert "linli waste token create --config" in no_token.stderr
     bad = tmp_path / "waste.toml"
     bad.write_text('gtfs = "nowhere"\napi_prot = 1\n')
     typo = waste_run(bad, {**env, "LINLI_CLOUD_TOKEN": "t"})
