@@ -187,7 +187,7 @@ def test_the_store_down_for_60_s_loses_nothing_and_writes_nothing_twice(
         # period and the health interval).
         assert 50 <= health["oldest_pending_s"] <= figures["outage_s"] + 10
         assert health["failed_writes"] >= 1
-        # How fast the backlog drains is a figure of the machine, printed (`-s`), not asserted: here,
+        # How fast the backlog drains is a figure of the machine (benchmarks/outage_drain.py): here,
         # that it drained while live data kept arriving, all of it stored once (above).
         print(
             f"outage 60 s: backlog {figures['backlog_lines']:.0f} lines drained in {figures['drain_s']:.1f} s"
