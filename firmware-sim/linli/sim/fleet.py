@@ -57,13 +57,18 @@ async def run_servers(
     tick_s: float = 1.0,
     started: asyncio.Event | None = None,
     on_tick: Callable[[], object] | None = None,
+    *,
+    clock: SimClock | None = None,
 ) -> None:
     """Serve until `stop`; advance every device each tick so no request pays for a long catch-up.
 
-    `started` is set once every server listens; `on_tick` runs after each tick's advance.
+    `started` is set once every server listens, and `clock` (if given) begins then: whoever
+    waits for `started` sees simulated time at its start. `on_tick` runs after each tick's advance.
     """
     for server in servers:
         await server.start()
+    if clock is not None:
+        clock.begin()
     if started is not None:
         started.set()
     try:
