@@ -27,7 +27,8 @@ from aiosmtpd.controller import Controller
 from paho.mqtt.enums import CallbackAPIVersion
 
 from linli.cloud.config import SmtpConfig
-from linli.cloud.tokens import Scope, TokenBook
+from linli.cloud.scope import Scope
+from linli.cloud.tokens import TokenBook
 from linli.cloud.waste.config import BookingRules, SmsGateway, TruckBroker, WasteConfig, WecomApp
 from linli.cloud.waste.gtfs import load_feed
 from linli.cloud.waste.service import WasteService

@@ -28,7 +28,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from linli.catalog.i18n import LOCALES, catalog, text
 from linli.cloud.config import SmtpConfig
-from linli.cloud.tokens import Scope, TokenBook
+from linli.cloud.scope import Scope
+from linli.cloud.tokens import TokenBook
 from linli.cloud.waste.bookings import State
 from linli.cloud.waste.config import BookingRules, SmsGateway, TruckBroker, WasteConfig
 from linli.cloud.waste.gtfs import load_feed

@@ -32,7 +32,8 @@ from linli.cloud.docs_page import add_docs
 from linli.cloud.headers import Protect
 from linli.cloud.notifier import Notifier
 from linli.cloud.prom import add_metrics, counter, gauge
-from linli.cloud.tokens import ENV_TOKEN, Holder, Needed, Scope, TokenBook, needed
+from linli.cloud.scope import Scope
+from linli.cloud.tokens import ENV_TOKEN, Holder, Needed, TokenBook, needed
 
 # Large enough for any subscription the models allow, small enough to hold in memory.
 MAX_BODY = 256 * 1024

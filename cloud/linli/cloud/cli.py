@@ -31,8 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     run.set_defaults(func=_run)
 
+    from linli.cloud.scope import Scope
     from linli.cloud.token_cli import add_token_commands
-    from linli.cloud.tokens import Scope
 
     add_token_commands(
         cmds,

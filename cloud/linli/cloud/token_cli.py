@@ -12,8 +12,12 @@ import getpass
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from linli.cloud.tokens import Scope, TokenBook, TokenError
+from linli.cloud.scope import Scope
+
+if TYPE_CHECKING:  # the database layer is the cloud extra's; `--help` works without it
+    from linli.cloud.tokens import TokenBook
 
 # The state a config names, or None once the config's problems are printed.
 StateOf = Callable[[Path], str | Path | None]
@@ -60,6 +64,7 @@ def _token(args: argparse.Namespace, *, prog: str, state_of: StateOf) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from linli.cloud.db import describe
+    from linli.cloud.tokens import TokenBook
 
     state = state_of(args.config)
     if state is None:
@@ -80,6 +85,8 @@ def _token(args: argparse.Namespace, *, prog: str, state_of: StateOf) -> int:
 
 
 def _create(args: argparse.Namespace, book: TokenBook, prog: str) -> int:
+    from linli.cloud.tokens import TokenError
+
     compounds: list[str] = getattr(args, "compound", [])
     try:
         token = book.create(

@@ -19,25 +19,14 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 
 from linli.cloud.db import Tables
+from linli.cloud.scope import Scope
 
 TOKEN = re.compile(r"^linli_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
 # The one token from the environment ($LINLI_CLOUD_TOKEN), as the audit log names it.
 ENV_TOKEN = "env:LINLI_CLOUD_TOKEN"  # noqa: S105 (a name for the audit log, not a secret)
-
-
-class Scope(StrEnum):
-    BOOK = "book"  # the waste service's booking links: below `read`, and bound (`Holder.office`)
-    READ = "read"
-    ACK = "ack"
-    ADMIN = "admin"
-
-    def allows(self, needed: Scope) -> bool:
-        order = list(Scope)
-        return order.index(self) >= order.index(needed)
 
 
 # The scope a request needs, from its method and path: the notifier's is `needed`.

@@ -26,7 +26,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from linli.catalog.i18n import DEFAULT_LOCALE, Locale, catalog
 from linli.cloud.api import doc, invalid
 from linli.cloud.headers import page_csp
-from linli.cloud.tokens import Holder, Scope
+from linli.cloud.scope import Scope
+from linli.cloud.tokens import Holder
 from linli.cloud.waste.bookings import OPEN, Booking, BookingError, BookingRequest, KeyConflictError, State
 from linli.cloud.waste.gtfs import local_hhmm
 from linli.cloud.waste.scopes import may_change_any, owns

@@ -7,7 +7,8 @@ incident; `admin` the dispatcher's commands (skip, defer, replacement) and every
 
 from __future__ import annotations
 
-from linli.cloud.tokens import Holder, Scope, rules
+from linli.cloud.scope import Scope
+from linli.cloud.tokens import Holder, rules
 
 # The scope a request to the waste API needs.
 needed = rules("/incidents/", booking=("/bookings", "/compounds"))
