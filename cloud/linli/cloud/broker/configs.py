@@ -74,7 +74,7 @@ def _waste(path: Path) -> Identity:
     topic = config.broker.topic
     spec = feed.extras.renovation
     orders = [f"{topic}/fleet/{t.id}/order" for t in spec.trucks] if spec else []
-    return ids.waste(truck_filters(topic), orders)
+    return ids.waste(truck_filters(topic), orders, config.broker.dead_letter_topic)
 
 
 def mosquitto_conf(

@@ -118,11 +118,15 @@ def notifier(
     return Identity("notifier", Role.NOTIFIER, tuple(_unique(rules)), env)
 
 
-def waste(truck_topics: Iterable[str], order_topics: Iterable[str]) -> Identity:
-    """The waste service: reads the trucks, writes orders to the renovation trucks and notices."""
+def waste(
+    truck_topics: Iterable[str], order_topics: Iterable[str], dead_letter_topic: str = "linli/deadletter"
+) -> Identity:
+    """The waste service: reads the trucks, writes orders to the renovation trucks, notices, and
+    the truck messages it refused to its own dead-letter subtree."""
     rules = [Rule(Access.READ, t) for t in sorted(set(truck_topics))]
     rules += [Rule(Access.WRITE, t) for t in sorted(set(order_topics))]
     rules += [Rule(Access.WRITE, NOTICES), Rule(Access.WRITE, BOOKINGS)]
+    rules.append(Rule(Access.WRITE, f"{dead_letter_topic}/waste/#"))
     env = (("LINLI_CLOUD_MQTT_USERNAME", "LINLI_CLOUD_MQTT_PASSWORD"),)
     return Identity("waste", Role.WASTE, tuple(_unique(rules)), env)
 
