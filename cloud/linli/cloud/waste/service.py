@@ -384,11 +384,20 @@ class WasteService:
         except RecursionError as exc:  # JSON nested deeper than the parser goes
             raise RefusedError("invalid", "nested too deep") from exc
         # One message from a wrong clock must not move every trip on.
-        others = any(tr.seen and not tr.broken and tr.trip.route_id != route for tr in self.trackers.values())
-        refusal = self.clocks.refusal(truck, message.ts / 1000, others_under_way=others)
+        refusal = self.clocks.refusal(
+            truck, message.ts / 1000, others_under_way=self._under_way_besides(route)
+        )
         if refusal is not None:
             raise RefusedError("bad_time", refusal)
         return message
+
+    def _under_way_besides(self, route: str | None) -> bool:
+        """Whether a trip of another route is under way: its truck reported, it is neither done
+        nor broken down. Its keepers are what a message from a wrong clock would hurt."""
+        return any(
+            tr.seen and not tr.broken and tr.stops.next_index() is not None and tr.trip.route_id != route
+            for tr in self.trackers.values()
+        )
 
     def _renovation_message(self, truck: str, kind: str, message: _Payload, t: float) -> None:
         """A renovation truck's message: its bookings move on."""
