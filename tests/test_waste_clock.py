@@ -20,7 +20,7 @@ import pytest
 from linli.cloud.broker.files import read_secret
 from linli.cloud.config import SmtpConfig
 from linli.cloud.waste.config import TruckBroker, WasteConfig
-from linli.cloud.waste.gtfs import Feed, load_feed
+from linli.cloud.waste.gtfs import Feed, load_feed, runs_on
 from linli.cloud.waste.service import MAX_PAYLOAD, WasteService
 from linli.localservers import LocalServer, free_port
 from linli.sim.timetable import Traffic, drive_trip
@@ -210,3 +210,32 @@ def test_a_skew_bound_not_below_the_silence_is_a_config_error_naming_the_file_an
     assert "key 'max_skew_s'" in text
     assert "must be less than silent_min (5 min = 300 s)" in text
     assert "lower max_skew_s" in text
+
+
+def test_a_day_replayed_with_nobody_reporting_between_trips_is_taken_whole(
+    peers: tuple[Receiver, Inbox, int], tmp_path: Path
+) -> None:
+    """A compressed replay of the trips of a day, without the parked reports between them: the
+    first message after hours of silence is a truck coming back, not a clock gone wrong, as no
+    other trip is under way then (the last one done, not yet closed, is not). Every message is
+    taken and every trip is followed to its end."""
+    from test_waste_service import incident_service
+
+    receiver, _, smtp = peers
+    service, feed = incident_service(tmp_path, receiver.url, smtp)
+    monday = [t for t in feed.trips.values() if runs_on(feed, t, MONDAY)]
+    day: list[tuple[int, str, bytes]] = []
+    for trip in monday:
+        run = drive_trip(feed, trip, MONDAY, random.Random(trip.id), traffic=Traffic(sd=0.2))
+        topic = f"trucks/fleet/{feed.routes[trip.route_id].truck}"
+        day += [(body["ts"], f"{topic}/{kind}", json.dumps(body).encode()) for kind, body in run.messages]
+
+    async def run() -> None:
+        for _, topic, payload in sorted(day, key=lambda m: m[0]):
+            service.take(topic, payload)
+        await service.deliveries.drain(30)
+
+    asyncio.run(run())
+    assert service.rejected == {}
+    done = [*service.finished, *(k for k, tr in service.trackers.items() if tr.stops.next_index() is None)]
+    assert {key.split("@")[0] for key in done} == {t.id for t in monday}

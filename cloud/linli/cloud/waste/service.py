@@ -4,7 +4,8 @@ It takes every truck's location, lift and alarm messages, follows each trip of t
 from `lookahead_min` before it leaves (a `TripTracker` each), and sends each keeper notice
 through the notifier's channels, with retries and the failures kept. Time is the messages'
 own: the clock is the newest message's time, moved on in `tick_s` steps, so a day simulated
-fast runs as a real one.
+fast runs as a real one. Each trip runs on its own truck's time, and a message too far ahead of
+the service's clock is refused (`linli.cloud.waste.clocks`): one truck cannot move the others.
 
 Several services may share one state (PostgreSQL, on several hosts). With `routes = "every"`
 each follows every trip, so any of them can stop; with `routes = "split"` they share the
