@@ -226,9 +226,9 @@ def test_a_day_replayed_with_nobody_reporting_between_trips_is_taken_whole(
     monday = [t for t in feed.trips.values() if runs_on(feed, t, MONDAY)]
     day: list[tuple[int, str, bytes]] = []
     for trip in monday:
-        run = drive_trip(feed, trip, MONDAY, random.Random(trip.id), traffic=Traffic(sd=0.2))
+        drive = drive_trip(feed, trip, MONDAY, random.Random(trip.id), traffic=Traffic(sd=0.2))
         topic = f"trucks/fleet/{feed.routes[trip.route_id].truck}"
-        day += [(body["ts"], f"{topic}/{kind}", json.dumps(body).encode()) for kind, body in run.messages]
+        day += [(body["ts"], f"{topic}/{kind}", json.dumps(body).encode()) for kind, body in drive.messages]
 
     async def run() -> None:
         for _, topic, payload in sorted(day, key=lambda m: m[0]):
