@@ -359,6 +359,7 @@ class WasteService:
     def _apply(self, tracker: TripTracker, kind: str, message: _Payload, t: float) -> None:
         """A truck's message to the trip it is on; what it decides is told."""
         self.handled[kind] += 1
+        self._catch_up(tracker, t)
         if isinstance(message, Location):
             self.fixes[str(tracker.location(message.lat, message.lon, message.speed, t))] += 1
             if message.acc is False and tracker.under_way:
@@ -513,15 +514,30 @@ class WasteService:
             # A trip is announced only once its truck reports (parked, switched on): a keeper
             # never hears of a truck that is not there.
             if tracker.seen and tracker.trip.route_id in routes:
+                # A trip runs on its own truck's time: a tick past it waits for the truck's next
+                # message (`_catch_up`), so another truck's clock, up to `max_skew_s` ahead, moves
+                # no other truck's trip. A truck quiet longer is moved on (and found silent).
                 quiet_s = now - tracker.last_heard_s
-                if quiet_s > self.config.silent_min * 60 and tracker.under_way:
-                    tracker.breakdown(now, f"no message for {self.config.silent_min:.0f} min")
-                # A trip's time is its own truck's: the clock, which another truck may have set
-                # up to `max_skew_s` ahead, moves it on only once its truck has been quiet longer.
-                tracker.tick(now if quiet_s > self.config.max_skew_s else min(now, tracker.last_heard_s))
+                if quiet_s > self.config.max_skew_s:
+                    self._catch_up(tracker, now - self.config.tick_s)
+                    if quiet_s > self.config.silent_min * 60 and tracker.under_way:
+                        tracker.breakdown(now, f"no message for {self.config.silent_min:.0f} min")
+                    self._catch_up(tracker, now)
                 self._send_new(tracker)
                 self._report(key, tracker, now)
         self._close_trips(now, routes)
+
+    def _catch_up(self, tracker: TripTracker, upto: float) -> None:
+        """Evaluate a trip at the ticks of the clock it has not been evaluated at, up to `upto`."""
+        step = self.config.tick_s
+        if not tracker.ticked_s:  # from its first message (or a resume) on, as the clock ticks
+            tracker.ticked_s = (upto // step) * step
+            return
+        tick = (tracker.ticked_s // step + 1) * step
+        while tick <= min(upto, self._ticked_s):
+            tracker.tick(tick)
+            tracker.ticked_s = tick
+            tick += step
 
     def _renovation_tick(self, now: float) -> None:
         """The dispatching service (`Leadership`) escalates, expires and offers what others booked."""
