@@ -716,6 +716,8 @@ class WasteService:
             return True
         done = tracker.skip(line.truck, t) if line.kind == "skip" else tracker.defer(line.truck, t)
         if done:
+            # Predicted without the stop's dwell at once, at the trip's own time (not the clock's).
+            tracker.tick(max(tracker.ticked_s, tracker.last_heard_s))
             self._send_new(tracker)
         return done
 
