@@ -15,10 +15,8 @@ nothing is dropped silently.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
-import json
 import logging
 import random
 import struct
@@ -36,6 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from linli.catalog.confirm import Confirmer
+from linli.catalog.deadletter import dead_letter_envelope
 from linli.catalog.lineprotocol import series_key
 from linli.catalog.payloads import CompiledMessage, PayloadError
 from linli.catalog.profile import Profile, get_profile
@@ -74,8 +73,6 @@ Received = tuple[str, bytes, bool, int, int, int, int]
 
 # A device is offline once it missed this many heartbeats.
 MISSED_HEARTBEATS = 3
-# How much of a rejected payload the dead-letter envelope carries.
-DEAD_LETTER_EXCERPT = 4096
 # Rejected retained payloads remembered across restarts (one per topic), so a broker's
 # replay of the same garbage is not counted again at every start.
 MAX_RETAINED_REJECTS = 10_000
@@ -139,27 +136,6 @@ class Target:
     extra: dict[str, str]  # topic levels that become tags, besides site and device
     compiled: CompiledMessage | None  # None for the status topic
     series: str | None  # the series key, when no payload field is a tag
-
-
-def dead_letter_envelope(
-    *, reason: str, detail: str, topic: str, payload: bytes, agent: str, received_ms: int
-) -> bytes:
-    """The JSON an operator sees on the dead-letter topic: why, where from, and the payload."""
-    excerpt = payload[:DEAD_LETTER_EXCERPT]
-    body: dict[str, object] = {
-        "reason": reason,
-        "detail": detail,
-        "topic": topic,
-        "agent": agent,
-        "received_ms": received_ms,
-        "size": len(payload),
-        "truncated": len(payload) > len(excerpt),
-    }
-    try:
-        body["payload"] = excerpt.decode("utf-8")
-    except UnicodeDecodeError:
-        body["payload_base64"] = base64.b64encode(excerpt).decode("ascii")
-    return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
 def subscription_filters(config: EdgeConfig) -> dict[str, int]:

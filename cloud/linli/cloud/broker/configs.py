@@ -96,7 +96,7 @@ def _waste(path: Path, notifier: Identity) -> Identity:
             "contacts topics of their own, e.g. linli/waste/notices/..."
         )
         raise ConfigError(config.gtfs / "linli.toml", [problem])
-    return ids.waste(truck_filters(topic), orders, channels)
+    return ids.waste(truck_filters(topic), orders, channels, config.broker.dead_letter_topic)
 
 
 def topic_matches(filter_: str, topic: str) -> bool:

@@ -136,12 +136,17 @@ def notifier(
 
 
 def waste(
-    truck_topics: Iterable[str], order_topics: Iterable[str], channel_topics: Iterable[str] = ()
+    truck_topics: Iterable[str],
+    order_topics: Iterable[str],
+    channel_topics: Iterable[str] = (),
+    dead_letter_topic: str = "linli/deadletter",
 ) -> Identity:
     """The waste service: reads the trucks; writes orders to the renovation trucks and to its
-    contacts' MQTT channels, exactly those topics (never another truck's orders)."""
+    contacts' MQTT channels, exactly those topics (never another truck's orders), and the truck
+    messages it refused to its own dead-letter subtree."""
     rules = [Rule(Access.READ, t) for t in sorted(set(truck_topics))]
     rules += [Rule(Access.WRITE, t) for t in sorted(set(order_topics) | set(channel_topics))]
+    rules.append(Rule(Access.WRITE, f"{dead_letter_topic}/waste/#"))
     env = (("LINLI_CLOUD_MQTT_USERNAME", "LINLI_CLOUD_MQTT_PASSWORD"),)
     return Identity("waste", Role.WASTE, tuple(_unique(rules)), env)
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from linli.catalog.errors import load_toml_model
 from linli.catalog.i18n import DEFAULT_LOCALE, Locale
@@ -25,6 +25,8 @@ class TruckBroker(Strict):
     username_env: str = "LINLI_CLOUD_MQTT_USERNAME"
     password_env: str = "LINLI_CLOUD_MQTT_PASSWORD"  # noqa: S105 (a variable name)
     topic: Annotated[str, Field(pattern=r"^[^#+]+$")] = "trucks"
+    # Refused truck messages are republished, with why, to {dead_letter_topic}/waste/{reason}.
+    dead_letter_topic: Annotated[str, Field(pattern=r"^[^#+]+$")] = "linli/deadletter"
     tls: MqttTls | None = None
 
 
@@ -89,12 +91,15 @@ class WasteConfig(Strict):
     tick_s: Annotated[float, Field(gt=0, le=300)] = 30.0
     # A trip is followed from this long before it leaves, so its first stops hear in time.
     lookahead_min: Annotated[float, Field(gt=0, le=240)] = 45.0
-    # A message further ahead of this machine's clock is refused (a truck clock gone wrong).
-    max_clock_ahead_s: Annotated[float, Field(gt=0)] = 3600.0
     # At a stop this long without lifting: its gate is blocked.
     blocked_wait_min: Annotated[float, Field(gt=0, le=120)] = 5.0
     # Silent this long in the middle of a trip: broken down.
     silent_min: Annotated[float, Field(gt=0, le=240)] = 10.0
+    # A truck's message further ahead than this of this machine's clock, or of the service's
+    # clock while the truck is reporting, is refused (a truck clock gone wrong, or a lie): one
+    # truck cannot move the others' trips on. Below `silent_min`, or one truck could make
+    # every other look silent (broken down).
+    max_skew_s: Annotated[float, Field(gt=0, le=3600)] = 300.0
     # Told of blocked gates and breakdowns; the operating company is asked for another truck.
     dispatcher: Contact | None = None
     operator: Contact | None = None
@@ -123,6 +128,17 @@ class WasteConfig(Strict):
                 if why:
                     raise ValueError(f"{key}.url: {why}; {FIX}")
         return self
+
+    @field_validator("max_skew_s")
+    @classmethod
+    def _skew_below_silence(cls, value: float, info: ValidationInfo) -> float:
+        silent_min = info.data.get("silent_min")
+        if silent_min is not None and value >= silent_min * 60:
+            raise ValueError(
+                f"must be less than silent_min ({silent_min:g} min = {silent_min * 60:.0f} s), or one "
+                "truck's clock could make every other truck look broken down; lower max_skew_s"
+            )
+        return value
 
 
 def load_waste_config(path: Path) -> WasteConfig:

@@ -4,7 +4,8 @@ It takes every truck's location, lift and alarm messages, follows each trip of t
 from `lookahead_min` before it leaves (a `TripTracker` each), and sends each keeper notice
 through the notifier's channels, with retries and the failures kept. Time is the messages'
 own: the clock is the newest message's time, moved on in `tick_s` steps, so a day simulated
-fast runs as a real one.
+fast runs as a real one. Each trip runs on its own truck's time, and a message too far ahead of
+the service's clock is refused (`linli.cloud.waste.clocks`): one truck cannot move the others.
 
 Several services may share one state (PostgreSQL, on several hosts). With `routes = "every"`
 each follows every trip, so any of them can stop; with `routes = "split"` they share the
@@ -29,6 +30,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -41,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from sqlalchemy.exc import DBAPIError
 
 from linli.catalog.alerts import MAX_TIME_MS
+from linli.catalog.deadletter import dead_letter_envelope
 from linli.catalog.errors import validation_reason
 from linli.catalog.tls import apply_tls
 from linli.cloud.channels import Message, Sender
@@ -48,6 +51,7 @@ from linli.cloud.config import Channel
 from linli.cloud.delivery import Deliveries
 from linli.cloud.tokens import TokenBook
 from linli.cloud.waste.bookings import BookingError, Bookings, State
+from linli.cloud.waste.clocks import TruckClocks
 from linli.cloud.waste.config import WasteConfig
 from linli.cloud.waste.gtfs import (
     Contact,
@@ -84,6 +88,17 @@ REPORT_S = 60.0  # a trip under way is written to the store this often (the truc
 MAX_UNLOGGED = 100_000
 PRUNE_EVERY_S = 600.0  # how often (this machine's time) the routes' log is pruned
 KEEP_LOG_S = 2 * 86_400.0  # the routes' log kept this long (the trucks' time): trips are shorter
+# A truck message is a few hundred bytes; one over 128 KiB is refused before it is parsed.
+MAX_PAYLOAD = 131_072
+
+
+class RefusedError(Exception):
+    """A truck message not taken: `reason` is what it is counted under."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
 
 
 class _Payload(BaseModel):
@@ -168,6 +183,9 @@ class WasteService:
         self.finished: set[str] = set()
         self.now_s = 0.0
         self._ticked_s = 0.0
+        self.clocks = TruckClocks(config.max_skew_s)
+        # Where refused messages go, with why (`run` sets it to the broker connection).
+        self.dead_letter: Callable[[str, bytes], object] | None = None
         self._told: dict[str, int] = {}  # trip -> notices already sent
         self.received = 0  # every message taken, good or bad
         self.rejected: Counter[str] = Counter()
@@ -213,29 +231,44 @@ class WasteService:
     # --- messages --------------------------------------------------------------
 
     def take(self, topic: str, payload: bytes) -> None:
-        """One truck message (on the event loop); a bad one is counted, never fatal."""
+        """One truck message (on the event loop); a bad one is counted and dead-lettered, never fatal."""
         self.received += 1
         try:
             self._take(topic, payload)
+        except RefusedError as exc:
+            self._refuse(exc.reason, topic, payload, exc.detail)
         except Exception as exc:
             # A bug must cost one message, never the service.
-            self._reject("internal", topic.split("/")[2] if topic.count("/") >= 2 else topic, repr(exc))
+            self._refuse("internal", topic, payload, repr(exc))
+
+    def _refuse(self, reason: str, topic: str, payload: bytes, detail: str) -> None:
+        """Counted, logged at most once a minute per reason and truck, and republished with why."""
+        parts = topic.split("/")
+        self._reject(reason, parts[2] if len(parts) == 4 else topic, detail)
+        if self.dead_letter is None:  # not connected to the broker (messages handed over in-process)
+            return
+        envelope = dead_letter_envelope(
+            reason=reason,
+            detail=detail,
+            topic=topic,
+            payload=payload,
+            agent="waste",
+            received_ms=round(time.time() * 1000),
+        )
+        self.dead_letter(f"{self.config.broker.dead_letter_topic}/waste/{reason}", envelope)
 
     def _take(self, topic: str, payload: bytes) -> None:
         parts = topic.split("/")
         if len(parts) != 4 or parts[3] not in MESSAGES:
-            self._reject("unknown_topic", topic, "not {topic}/{site}/{truck}/" + "|".join(MESSAGES))
-            return
+            raise RefusedError("unknown_topic", "not {topic}/{site}/{truck}/" + "|".join(MESSAGES))
         truck, kind = parts[2], parts[3]
         renovation = self.renovation is not None and truck in self.renovation.trucks
         route = self.route_of_truck.get(truck)
         if route is None and not renovation:
-            self._reject("unknown_truck", truck, "runs no route of the timetable")
-            return
-        message = self._parse(truck, kind, payload)
-        if message is None:
-            return
+            raise RefusedError("unknown_truck", "runs no route of the timetable")
+        message = self._parse(truck, kind, payload, route)
         t = message.ts / 1000
+        self.clocks.heard(truck, t)
         self.advance(t)
         if renovation:
             self._renovation_message(truck, kind, message, t)
@@ -256,6 +289,7 @@ class WasteService:
     def _apply(self, tracker: TripTracker, kind: str, message: _Payload, t: float) -> None:
         """A truck's message to the trip it is on; what it decides is told."""
         self.handled[kind] += 1
+        self._catch_up(tracker, t)
         if isinstance(message, Location):
             self.fixes[str(tracker.location(message.lat, message.lon, message.speed, t))] += 1
             if message.acc is False and tracker.under_way:
@@ -269,26 +303,33 @@ class WasteService:
                 tracker.breakdown(t, "the driver's breakdown alarm")
         self._send_new(tracker)
 
-    def _parse(self, truck: str, kind: str, payload: bytes) -> _Payload | None:
-        """The message, or None when it is refused (counted): malformed, invalid, or its time."""
+    def _parse(self, truck: str, kind: str, payload: bytes, route: str | None) -> _Payload:
+        """The message of `truck` (on `route`, if it runs one); RefusedError when it is too large,
+        malformed, invalid, or its time is wrong."""
+        if len(payload) > MAX_PAYLOAD:
+            raise RefusedError("too_large", f"{len(payload)} bytes, limit {MAX_PAYLOAD}")
         try:
             message = MESSAGES[kind].model_validate(json.loads(payload))
         except (ValueError, ValidationError) as exc:
             detail = validation_reason(exc) if isinstance(exc, ValidationError) else str(exc)[:200]
-            self._reject("invalid", truck, detail)
-            return None
-        t = message.ts / 1000
-        if self.now_s and t < self.now_s - 3600:
-            self._reject(
-                "bad_time", truck, f"an hour or more behind the newest message ({t - self.now_s:.0f} s)"
-            )
-            return None
-        ahead = t - time.time()
-        if ahead > self.config.max_clock_ahead_s:
-            # One message from the future would move every trip's clock on: refused.
-            self._reject("bad_time", truck, f"{ahead:.0f} s ahead of this machine's clock")
-            return None
+            raise RefusedError("invalid", detail) from exc
+        except RecursionError as exc:  # JSON nested deeper than the parser goes
+            raise RefusedError("invalid", "nested too deep") from exc
+        # One message from a wrong clock must not move every trip on.
+        refusal = self.clocks.refusal(
+            truck, message.ts / 1000, others_under_way=self._under_way_besides(route)
+        )
+        if refusal is not None:
+            raise RefusedError("bad_time", refusal)
         return message
+
+    def _under_way_besides(self, route: str | None) -> bool:
+        """Whether a trip of another route is under way: its truck reported, it is neither done
+        nor broken down. Its keepers are what a message from a wrong clock would hurt."""
+        return any(
+            tr.seen and not tr.broken and tr.stops.next_index() is not None and tr.trip.route_id != route
+            for tr in self.trackers.values()
+        )
 
     def _renovation_message(self, truck: str, kind: str, message: _Payload, t: float) -> None:
         """A renovation truck's message: its bookings move on."""
@@ -412,13 +453,30 @@ class WasteService:
             # A trip is announced only once its truck reports (parked, switched on): a keeper
             # never hears of a truck that is not there.
             if tracker.seen and tracker.trip.route_id in routes:
-                silent = now - tracker.last_heard_s > self.config.silent_min * 60
-                if silent and tracker.under_way:
-                    tracker.breakdown(now, f"no message for {self.config.silent_min:.0f} min")
-                tracker.tick(now)
+                # A trip runs on its own truck's time: a tick past it waits for the truck's next
+                # message (`_catch_up`), so another truck's clock, up to `max_skew_s` ahead, moves
+                # no other truck's trip. A truck quiet longer is moved on (and found silent).
+                quiet_s = now - tracker.last_heard_s
+                if quiet_s > self.config.max_skew_s:
+                    self._catch_up(tracker, now - self.config.tick_s)
+                    if quiet_s > self.config.silent_min * 60 and tracker.under_way:
+                        tracker.breakdown(now, f"no message for {self.config.silent_min:.0f} min")
+                    self._catch_up(tracker, now)
                 self._send_new(tracker)
                 self._report(key, tracker, now)
         self._close_trips(now, routes)
+
+    def _catch_up(self, tracker: TripTracker, upto: float) -> None:
+        """Evaluate a trip at the ticks of the clock it has not been evaluated at, up to `upto`."""
+        step = self.config.tick_s
+        if not tracker.ticked_s:  # from its first message (or a resume) on, as the clock ticks
+            tracker.ticked_s = (upto // step) * step
+            return
+        tick = (tracker.ticked_s // step + 1) * step
+        while tick <= min(upto, self._ticked_s):
+            tracker.tick(tick)
+            tracker.ticked_s = tick
+            tick += step
 
     def _renovation_tick(self, now: float) -> None:
         """The dispatching service (`Leadership`) escalates, expires and offers what others booked."""
@@ -597,6 +655,8 @@ class WasteService:
             return True
         done = tracker.skip(line.truck, t) if line.kind == "skip" else tracker.defer(line.truck, t)
         if done:
+            # Predicted without the stop's dwell at once, at the trip's own time (not the clock's).
+            tracker.tick(max(tracker.ticked_s, tracker.last_heard_s))
             self._send_new(tracker)
         return done
 
@@ -956,6 +1016,7 @@ class WasteService:
         # Keepers and offices on MQTT channels are told through the same broker connection,
         # and renovation orders go to the trucks' terminals on it.
         self.sender.publish = lambda topic, payload: client.publish(topic, payload, qos=1)
+        self.dead_letter = lambda topic, payload: client.publish(topic, payload, qos=1)
         if self.renovation is not None:
             self.renovation.publish = lambda topic, payload: client.publish(topic, payload, qos=1)
         server = uvicorn.Server(

@@ -100,6 +100,7 @@ class TripTracker:
         self.last_heard_s = 0.0
         self.deferred: set[int] = set()  # stops left because the gate was blocked
         self.broken = False
+        self.ticked_s = 0.0  # the service's newest tick this trip was evaluated at
 
     @property
     def under_way(self) -> bool:
