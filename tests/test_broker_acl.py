@@ -250,7 +250,8 @@ def test_a_waste_contact_on_a_topic_the_notifier_writes_is_refused_naming_the_fi
         rights = json.loads((tmp_path / "conf" / "dynsec.json").read_text())
         acls = next(r["acls"] for r in rights["roles"] if r["rolename"] == "waste")
         sends = {a["topic"] for a in acls if a["acltype"] == "publishClientSend" and a["allow"]}
-        assert sends == {"trucks/fleet/truck-renovation/order", topic}
+        # Its orders, its contacts' topic and its own dead letters, nothing more.
+        assert sends == {"trucks/fleet/truck-renovation/order", topic, "linli/deadletter/waste/#"}
 
 
 def test_the_written_files_work_for_mosquitto_started_as_root(tmp_path: Path) -> None:

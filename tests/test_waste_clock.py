@@ -25,7 +25,7 @@ from linli.cloud.waste.service import MAX_PAYLOAD, WasteService
 from linli.localservers import LocalServer, free_port
 from linli.sim.timetable import Traffic, drive_trip
 from peers import Inbox, Receiver
-from support import wait_until
+from support import LOOPBACK, wait_until
 from test_broker_acl import broker, peer  # noqa: F401 (the broker `linli broker config` writes)
 from test_waste_service import MONDAY, TOKEN, TRIP, hand_over, local_feed
 
@@ -89,6 +89,7 @@ def test_a_truck_59_minutes_ahead_is_refused_and_every_keeper_hears_what_they_wo
             gtfs=tmp_path / name / "gtfs",
             state=str(tmp_path / name / "waste.sqlite"),
             api_port=free_port(),
+            delivery=LOOPBACK,
         )
         return WasteService(config, TOKEN, feed)
 
@@ -145,7 +146,10 @@ def test_a_truck_a_few_minutes_ahead_is_taken_and_moves_no_other_trucks_trip(
     def run(name: str, messages: list[Message]) -> dict[str, int]:
         feed = load_feed(local_feed(tmp_path / name, f"{receiver.url}/{name}"))
         config = WasteConfig(
-            smtp=SmtpConfig(port=smtp), gtfs=tmp_path / name / "gtfs", state=str(tmp_path / name / "w.sqlite")
+            smtp=SmtpConfig(port=smtp),
+            gtfs=tmp_path / name / "gtfs",
+            state=str(tmp_path / name / "w.sqlite"),
+            delivery=LOOPBACK,
         )
         service = WasteService(config, TOKEN, feed)
 
