@@ -14,9 +14,11 @@ from grafana_foundation_sdk.models import dashboard as model
 
 from linli.dashboards.influxql import DATASOURCE, InfluxQuery, Select, Target, show_tag_values
 from linli.dashboards.theme import ZONE
+from linli.dashboards.words import t
 
 
 class PanelBuilder(Protocol):
+    def override_by_name(self, name: str, properties: list[model.DynamicConfigValue]) -> Self: ...
     def grid_pos(self, grid_pos: model.GridPos) -> Self: ...
     def with_target(self, target: cogbuilder.Builder[cogvariants.Dataquery]) -> Self: ...
     def datasource(self, datasource: model.DataSourceRef) -> Self: ...
@@ -113,7 +115,7 @@ def alerts_fired(kinds: str) -> Annotation:
         .field_is("state", "=", "firing")
         .by("site")
     )
-    return Annotation("Alert fired", fired, "red")
+    return Annotation(t("anno.alert_fired"), fired, "red")
 
 
 class Annotation(cogbuilder.Builder[model.AnnotationQuery]):
@@ -173,7 +175,7 @@ def board(title: str, uid: str, tags: list[str]) -> db.Dashboard:
         .readonly()
         .tooltip(model.DashboardCursorSync.CROSSHAIR)
         .link(
-            db.DashboardLink("District")
+            db.DashboardLink(t("link.district"))
             .type(model.DashboardLinkType.DASHBOARDS)
             .tags(["linli"])
             .as_dropdown(True)
@@ -190,6 +192,18 @@ def sum_of() -> cb.ReduceDataOptions:
 
 def stacked() -> cb.StackingConfig:
     return cb.StackingConfig().mode(common.StackingMode.NORMAL)
+
+
+def named(key: str, fixed: str) -> list[model.DynamicConfigValue]:
+    """An override showing a series under the catalog's name for `key`, in one fixed colour."""
+    return props(("displayName", t(key)), ("color", {"mode": "fixed", "fixedColor": fixed}))
+
+
+def headers(panel: P, columns: dict[str, str]) -> P:
+    """Show each column (a query's alias) under the catalog's words for its key."""
+    for column, key in columns.items():
+        panel.override_by_name(column, props(("displayName", t(key))))
+    return panel
 
 
 def colour(name: str) -> list[model.DynamicConfigValue]:
