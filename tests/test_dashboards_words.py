@@ -13,6 +13,7 @@ from matplotlib import font_manager
 
 from linli.catalog.i18n import LOCALES, Locale
 from linli.dashboards import boards, render
+from linli.dashboards.influxql import InfluxQuery
 from linli.dashboards.influxv1 import expand, run
 from linli.dashboards.render import Source, _columns
 from linli.dashboards.screen import bin_rooms_today
@@ -160,3 +161,19 @@ def test_the_cli_builds_each_locale(locale: Locale, tmp_path: Any) -> None:
     assert done.returncode == 0, done.stderr
     text = (tmp_path / "linli-screen.json").read_text(encoding="utf-8")
     assert ("城运中心" in text) == (locale == "zh-CN")
+
+
+def test_every_table_column_has_a_chinese_header() -> None:
+    for uid, dashboard in built("zh-CN").items():
+        for panel in (p for p in dashboard["panels"] if p["type"] == "table"):
+            headers = {
+                o["matcher"]["options"]: prop["value"]
+                for o in panel["fieldConfig"]["overrides"]
+                for prop in o["properties"]
+                if prop["id"] == "displayName"
+            }
+            model = next(p for p in boards.models()[uid].panels or [] if p.title == panel["title"])
+            for target in getattr(model, "targets", None) or []:
+                assert isinstance(target, InfluxQuery)
+                for column in [*target.select.group_tags, *target.select.column_names()]:
+                    assert CJK.search(headers.get(column, "")), (uid, panel["title"], column, headers)

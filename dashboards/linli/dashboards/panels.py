@@ -28,12 +28,27 @@ P = TypeVar("P", bound=PanelBuilder)
 
 
 def place(panel: P, at: tuple[int, int, int, int], *targets: Target) -> P:
-    """Put a panel at (x, y, width, height) of the 24-column grid, with its queries lettered A, B, C..."""
+    """Put a panel at (x, y, width, height) of the 24-column grid, with its queries lettered A, B, C...
+
+    A table shows its columns (the queries' tags and fields) under the catalog's words for them."""
     x, y, w, h = at
     panel.grid_pos(model.GridPos(h=h, w=w, x=x, y=y)).datasource(DATASOURCE)
     for i, target in enumerate(targets):
         panel.with_target(target.ref_id(chr(ord("A") + i)))
+    if isinstance(panel, table.Panel):
+        for column in table_columns(*targets):
+            panel.override_by_name(column, props(("displayName", t(f"col.{column.replace(' ', '_')}"))))
     return panel
+
+
+def table_columns(*targets: Target) -> list[str]:
+    """The columns of the targets' rows as a table shows them: time, the group's tags, the fields."""
+    columns = ["Time"]
+    for target in targets:
+        for name in [*target.select.group_tags, *target.select.column_names()]:
+            if name not in columns:
+                columns.append(name)
+    return columns
 
 
 def last_value() -> cb.ReduceDataOptions:
@@ -197,13 +212,6 @@ def stacked() -> cb.StackingConfig:
 def named(key: str, fixed: str) -> list[model.DynamicConfigValue]:
     """An override showing a series under the catalog's name for `key`, in one fixed colour."""
     return props(("displayName", t(key)), ("color", {"mode": "fixed", "fixedColor": fixed}))
-
-
-def headers(panel: P, columns: dict[str, str]) -> P:
-    """Show each column (a query's alias) under the catalog's words for its key."""
-    for column, key in columns.items():
-        panel.override_by_name(column, props(("displayName", t(key))))
-    return panel
 
 
 def colour(name: str) -> list[model.DynamicConfigValue]:

@@ -25,6 +25,7 @@ import matplotlib as mpl
 mpl.use("Agg")  # no display: files only
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 from matplotlib import font_manager
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -203,7 +204,7 @@ def _bargauge(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]])
     calcs = panel.get("options", {}).get("reduceOptions", {}).get("calcs", [])
     bars = [(n, v) for n, s in frames if (v := _last(s, calcs)) is not None]
     if not bars:
-        empty = panel.get("fieldConfig", {}).get("defaults", {}).get("noValue", "No data")
+        empty = panel.get("fieldConfig", {}).get("defaults", {}).get("noValue", "-")
         ax.text(
             0.5,
             0.5,
@@ -222,12 +223,27 @@ def _bargauge(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]])
     ax.barh(rows, values, color=[_field_colour(panel, n, v) for n, v in zip(names, values, strict=True)])
     top = panel.get("fieldConfig", {}).get("defaults", {}).get("max") or max(values) * 1.15 or 1
     ax.set_xlim(0, top)
-    ax.set_yticks([])
+    ax.set_xticks([])
+    # Each name beside its bar, however short the bar; the value with its unit after the bar's end.
+    _names_at_left(ax, list(rows), [_shown(panel, n) for n in names])
     for i, (name, v) in enumerate(zip(names, values, strict=True)):
-        # The name inside the bar's start and the value after its end, as Grafana's basic mode does.
-        ax.text(top * 0.01, i, _shown(panel, name), va="center", color="#111217", fontsize=8, weight="bold")
         ax.text(v, i, " " + _figure(panel, name, v), va="center", color=colour("text"), fontsize=9)
-    ax.tick_params(labelsize=8)
+
+
+def _names_at_left(ax: Axes, rows: list[Any], names: list[str], fontsize: float = 8) -> None:
+    """Names as the rows' labels, the axes narrowed so that the longest fits inside the panel."""
+    ax.set_yticks(rows, names, fontsize=fontsize, color=colour("text"))
+    ax.tick_params(axis="y", length=0)
+    widest = max((_columns(n) for n in names), default=0) * fontsize * 0.62 + 8  # pixels, about
+    room = widest / ax.figure.bbox.width
+    box = ax.get_position()
+    ax.set_position((box.x0 + room, box.y0, box.width - room, box.height))
+
+
+def _unit_ticks(axis: Any, unit: str) -> None:
+    """Write the unit after every tick's figure, so the axis reads 12 千瓦 rather than 12."""
+    if unit:
+        axis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g} {unit}"))
 
 
 def _timeseries(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]], zone: ZoneInfo) -> None:
@@ -245,7 +261,7 @@ def _timeseries(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]
         else:
             ax.plot(xs, ys, color=tint, linewidth=1.5)
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=zone))  # type: ignore[no-untyped-call]
-    ax.set_ylabel(_unit(panel), color=colour("text"), fontsize=9)
+    _unit_ticks(ax.yaxis, _unit(panel))
     ax.tick_params(labelsize=8)
 
 
@@ -263,9 +279,11 @@ def _barchart(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]])
         tint = _field_colour(panel, state, 0.0)
         ax.barh(sites, values, left=left, color=tint, label=_shown(panel, state))
         left = [b + v for b, v in zip(left, values, strict=True)]
-    ax.tick_params(axis="y", labelsize=max(5.0, min(8.0, 260 / max(1, len(sites)))))
+    ax.set_ylim(-0.6, len(sites) - 0.4)
+    _names_at_left(ax, list(range(len(sites))), sites, fontsize=max(5.0, min(8.0, 240 / max(1, len(sites)))))
+    ax.xaxis.set_major_locator(mticker.MaxNLocator(integer=True))
+    _unit_ticks(ax.xaxis, _unit(panel))
     ax.tick_params(axis="x", labelsize=8)
-    ax.set_xlabel(_unit(panel), color=colour("text"), fontsize=9)
     ax.legend(fontsize=8, loc="lower right", facecolor=PANEL, labelcolor=colour("text"))
 
 
@@ -347,7 +365,7 @@ def draw(
     """The dashboard as a matplotlib figure, every text in Noto Sans CJK (the caller closes it)."""
     with plt.rc_context({"font.family": [cjk_family()]}):
         fig = plt.figure(figsize=(width / 100, height / 100), dpi=100, facecolor=BACKGROUND)
-        title_h = 0.03
+        title_h = 0.04  # the screen's own title line
         for panel in dashboard["panels"]:
             g = panel["gridPos"]
             left, w = g["x"] / 24, g["w"] / 24

@@ -20,7 +20,6 @@ from linli.dashboards.influxql import Select, Target
 from linli.dashboards.panels import (
     P,
     big_text,
-    headers,
     last_value,
     legend_hidden,
     named,
@@ -171,18 +170,6 @@ def bin_rooms_today() -> list[Target]:
     ]
 
 
-TRIP_COLUMNS = {  # the trips table's columns (tags, then aliases) and their catalog keys
-    "truck": "truck",
-    "route": "route",
-    "next stop": "next_stop",
-    "in min": "in_min",
-    "delay min": "delay_min",
-    "progress": "progress",
-    "served": "served",
-    "of": "of",
-}
-
-
 def trips_now() -> Target:
     """Each truck's trip: next stop, minutes to it, delay against the timetable, progress."""
     return Target(
@@ -200,7 +187,7 @@ def trips_now() -> Target:
 
 def trips_table(title: str) -> table.Panel:
     """The trips as a table: delay coloured past 5 and 10 minutes, progress as a bar."""
-    panel = (
+    return (
         table.Panel()
         .title(title)
         .cell_height(common.TableCellHeight.SM)
@@ -233,7 +220,6 @@ def trips_table(title: str) -> table.Panel:
             ),
         )
     )
-    return headers(panel, {column: f"trips.{key}" for column, key in TRIP_COLUMNS.items()})
 
 
 def waste_incidents_open() -> Target:
