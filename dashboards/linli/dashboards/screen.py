@@ -44,12 +44,7 @@ WASTE_COLOURS = {  # Shanghai's bin colours, lightened where the dark theme woul
 def waste_types(panel: P) -> P:
     """Each waste type in its bin colour, under its name."""
     for waste_type, fixed in WASTE_COLOURS.items():
-        panel.override_by_name(
-            waste_type,
-            props(
-                ("displayName", t(f"waste.{waste_type}")), ("color", {"mode": "fixed", "fixedColor": fixed})
-            ),
-        )
+        panel.override_by_name(waste_type, named(f"waste.{waste_type}", fixed))
     return panel
 
 
