@@ -232,6 +232,7 @@ def test_the_screen_is_drawn_in_noto_sans_cjk_with_every_figure_s_unit(district:
             for t in chinese
         }
         assert fonts <= {"NotoSansCJK-Regular.ttc", "NotoSansCJK-Bold.ttc"}, fonts
+        assert {tuple(t.get_fontproperties().get_family()) for t in chinese} == {("Noto Sans CJK SC",)}
         shown = [t.get_text().strip() for t in texts]
     finally:
         plt.close(fig)

@@ -47,6 +47,7 @@ BACKGROUND, PANEL = "#111217", "#181b1f"
 # Noto Sans CJK, regular and bold, as Debian's fonts-noto-cjk installs them.
 CJK_PACKAGE = "fonts-noto-cjk"
 CJK_FILES = ("NotoSansCJK-Regular.ttc", "NotoSansCJK-Bold.ttc")
+CJK_FAMILY = "Noto Sans CJK SC"  # the collection's Simplified Chinese face: 压, 门 as Shanghai writes them
 # Grafana's unit ids the screen uses, as written after a number; "suffix: X" writes X.
 UNITS = {"kwatt": "kW", "watt": "W", "pressurempa": "MPa", "lengthm": "m", "masst": "t", "masskg": "kg"}
 
@@ -61,7 +62,10 @@ def colour(name: str) -> str:
 
 @cache
 def cjk_family() -> str:
-    """The family name of Noto Sans CJK, registered with matplotlib from the system's font files."""
+    """Noto Sans CJK SC, registered with matplotlib from the system's font files.
+
+    A matplotlib that registers only a collection's first face gets that face (JP), which
+    still has every Chinese glyph."""
     found = {Path(f).name: f for f in font_manager.findSystemFonts() if Path(f).name in CJK_FILES}
     if CJK_FILES[0] not in found:
         raise FontMissingError(
@@ -70,6 +74,8 @@ def cjk_family() -> str:
         )
     for path in found.values():
         font_manager.fontManager.addfont(path)
+    if any(entry.name == CJK_FAMILY for entry in font_manager.fontManager.ttflist):
+        return CJK_FAMILY
     return font_manager.FontProperties(fname=found[CJK_FILES[0]]).get_name()
 
 
@@ -234,16 +240,25 @@ def _names_at_left(ax: Axes, rows: list[Any], names: list[str], fontsize: float 
     """Names as the rows' labels, the axes narrowed so that the longest fits inside the panel."""
     ax.set_yticks(rows, names, fontsize=fontsize, color=colour("text"))
     ax.tick_params(axis="y", length=0)
-    widest = max((_columns(n) for n in names), default=0) * fontsize * 0.62 + 8  # pixels, about
+    _room_at_left(ax, names, fontsize)
+
+
+def _room_at_left(ax: Axes, labels: list[str], fontsize: float) -> None:
+    """Narrow the axes so that labels left of it stay inside its panel, clear of the next one."""
+    # A Latin character is about 0.58 em wide, a Chinese one (two columns) a full em.
+    widest = max((_columns(label) for label in labels), default=0) * fontsize * ax.figure.dpi / 72 * 0.58 + 8
     room = widest / ax.figure.bbox.width
     box = ax.get_position()
     ax.set_position((box.x0 + room, box.y0, box.width - room, box.height))
 
 
+def _with_unit(value: float, unit: str) -> str:
+    return f"{value:g} {unit}".strip()
+
+
 def _unit_ticks(axis: Any, unit: str) -> None:
     """Write the unit after every tick's figure, so the axis reads 12 千瓦 rather than 12."""
-    if unit:
-        axis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g} {unit}"))
+    axis.set_major_formatter(mticker.FuncFormatter(lambda v, _: _with_unit(v, unit)))
 
 
 def _timeseries(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]], zone: ZoneInfo) -> None:
@@ -261,8 +276,10 @@ def _timeseries(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]
         else:
             ax.plot(xs, ys, color=tint, linewidth=1.5)
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=zone))  # type: ignore[no-untyped-call]
-    _unit_ticks(ax.yaxis, _unit(panel))
+    unit = _unit(panel)
+    _unit_ticks(ax.yaxis, unit)
     ax.tick_params(labelsize=8)
+    _room_at_left(ax, [_with_unit(v, unit) for v in ax.get_yticks()], 8)
 
 
 def _barchart(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]]) -> None:
@@ -284,7 +301,16 @@ def _barchart(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]])
     ax.xaxis.set_major_locator(mticker.MaxNLocator(integer=True))
     _unit_ticks(ax.xaxis, _unit(panel))
     ax.tick_params(axis="x", labelsize=8)
-    ax.legend(fontsize=8, loc="lower right", facecolor=PANEL, labelcolor=colour("text"))
+    # Above the bars, beside the title, where it hides none of them.
+    ax.legend(
+        fontsize=8,
+        loc="lower right",
+        bbox_to_anchor=(1.0, 1.0),
+        ncol=len(by_state),
+        facecolor=PANEL,
+        labelcolor=colour("text"),
+        frameon=False,
+    )
 
 
 def _geomap(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]]) -> None:
