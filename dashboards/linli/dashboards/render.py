@@ -306,7 +306,7 @@ def _barchart(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]])
         fontsize=8,
         loc="lower right",
         bbox_to_anchor=(1.0, 1.0),
-        ncol=len(by_state),
+        ncol=max(1, len(by_state)),
         facecolor=PANEL,
         labelcolor=colour("text"),
         frameon=False,
@@ -396,10 +396,14 @@ def draw(
             g = panel["gridPos"]
             left, w = g["x"] / 24, g["w"] / 24
             top, h = g["y"] / GRID_ROWS * (1 - title_h), g["h"] / GRID_ROWS * (1 - title_h)
-            ax = fig.add_axes(
-                (left + 0.004, 1 - title_h - top - h + 0.006, w - 0.008, h - 0.03), facecolor=PANEL
+            # Axes with tick figures below them stand higher, so the figures clear the next row's title.
+            below = 0.022 if panel["type"] in {"timeseries", "barchart", "geomap"} else 0.0
+            bottom = 1 - title_h - top - h + 0.006
+            ax = fig.add_axes((left + 0.004, bottom + below, w - 0.008, h - 0.036 - below), facecolor=PANEL)
+            # The title at the panel's corner, wherever the axes move to make room for labels.
+            fig.text(
+                left + 0.004, bottom + h - 0.026, panel.get("title", ""), color=colour("text"), fontsize=11
             )
-            ax.set_title(panel.get("title", ""), color=colour("text"), fontsize=11, loc="left")
             for spine in ax.spines.values():
                 spine.set_color("#2c3235")
             ax.tick_params(colors=colour("text"))
