@@ -177,27 +177,35 @@ def _field_colour(panel: dict[str, Any], name: str, value: float) -> str:
     return _threshold_colour(value, thresholds.get("steps", []))
 
 
+def _points(ax: Axes, share: float) -> float:
+    """A font size in points as tall as `share` of the axes' height."""
+    return float(ax.get_position().height * ax.figure.bbox.height * share * 72 / ax.figure.dpi)
+
+
 def _stat(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]]) -> None:
     calcs = panel.get("options", {}).get("reduceOptions", {}).get("calcs", [])
     shown = [(n, _last(s, calcs)) for n, s in frames] or [("", None)]
+    named = len(shown) > 1
+    # As large as the tile allows, above the names when there are several figures.
+    fontsize = min(34 if not named else 26, _points(ax, 0.42 if named else 0.6))
     for i, (name, value) in enumerate(shown):
         x = (i + 0.5) / len(shown)
         tint = _field_colour(panel, name, value or 0.0)
         ax.text(
             x,
-            0.45,
+            0.58 if named else 0.45,
             _figure(panel, name, value or 0.0),
             ha="center",
             va="center",
-            fontsize=34 if len(shown) == 1 else 26,
+            fontsize=fontsize,
             color=tint,
             weight="bold",
             transform=ax.transAxes,
         )
-        if len(shown) > 1:
+        if named:
             ax.text(
                 x,
-                0.1,
+                0.08,
                 _shown(panel, name),
                 ha="center",
                 fontsize=10,
@@ -297,7 +305,8 @@ def _barchart(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]])
         ax.barh(sites, values, left=left, color=tint, label=_shown(panel, state))
         left = [b + v for b, v in zip(left, values, strict=True)]
     ax.set_ylim(-0.6, len(sites) - 0.4)
-    _names_at_left(ax, list(range(len(sites))), sites, fontsize=max(5.0, min(8.0, 240 / max(1, len(sites)))))
+    rows = max(1, len(sites))
+    _names_at_left(ax, list(range(len(sites))), sites, fontsize=max(5.0, min(8.0, _points(ax, 0.95 / rows))))
     ax.xaxis.set_major_locator(mticker.MaxNLocator(integer=True))
     _unit_ticks(ax.xaxis, _unit(panel))
     ax.tick_params(axis="x", labelsize=8)
