@@ -22,7 +22,7 @@ from linli.dashboards.alerts import rules
 from linli.dashboards.influxql import InfluxQuery, Select
 from linli.dashboards.influxv1 import expand, run
 from linli.dashboards.recording import Recording, record
-from linli.dashboards.render import COLOURS, Source, render
+from linli.dashboards.render import COLOURS, Source, draw, render
 from linli.dashboards.theme import ZONE
 from linli.localservers import LocalServer
 from support import influx1_create_db, unique
@@ -210,6 +210,35 @@ def test_the_picture_of_the_screen_shows_its_panels_in_the_screen_s_colours(
     # Red and orange from the alerts that fire, blue from the charging ports, green from healthy gauges.
     for name in ("red", "orange", "blue", "green"):
         assert present(COLOURS[name]), name
+
+
+def test_the_screen_is_drawn_in_noto_sans_cjk_with_every_figure_s_unit(district: Recording) -> None:
+    import re
+
+    import matplotlib.pyplot as plt
+    from matplotlib import font_manager
+    from matplotlib.text import Text
+
+    dashboard = boards.to_json(boards.models()["linli-screen"])
+    source = Source(district.url, district.database, district.start_ms, district.end_ms + 60_000, zone=ZONE)
+    fig = draw(dashboard, source)
+    try:
+        texts = [t for t in fig.findobj(Text) if isinstance(t, Text) and t.get_text()]
+        chinese = [t for t in texts if re.search(r"[\u4e00-\u9fff]", t.get_text())]
+        assert len(chinese) > 40, [t.get_text() for t in texts]
+        # The font matplotlib resolves for each text is Noto Sans CJK's file, not a fallback.
+        fonts = {
+            Path(font_manager.findfont(t.get_fontproperties(), fallback_to_default=False)).name
+            for t in chinese
+        }
+        assert fonts <= {"NotoSansCJK-Regular.ttc", "NotoSansCJK-Bold.ttc"}, fonts
+        assert {tuple(t.get_fontproperties().get_family()) for t in chinese} == {("Noto Sans CJK SC",)}
+        shown = [t.get_text().strip() for t in texts]
+    finally:
+        plt.close(fig)
+    # The figures carry their units: power in 千瓦, pressures in MPa, levels in m, waste in 吨.
+    for pattern in (r"^\d+\.\d 千瓦$", r"^\d\.\d\d MPa$", r"^\d\.\d\d m$", r"^\d+\.\d 吨$", r"^\d+ 台$"):
+        assert any(re.match(pattern, text) for text in shown), (pattern, shown)
 
 
 MODBUS = {p.measurement: p for p in builtin_profiles().values() if p.modbus is not None}

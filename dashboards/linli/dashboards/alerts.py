@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from linli.catalog.mqttspec import FieldType
 from linli.catalog.profile import Profile, Severity, Threshold, builtin_profiles
 from linli.dashboards.influxql import Select
+from linli.dashboards.words import t
 
 # A latest value older than this is not "now" (the slowest heartbeat is a minute).
 RECENT = "time > now() - 5m"
@@ -22,11 +23,17 @@ EVENTS = "time > now() - 1d"
 
 @dataclass(frozen=True)
 class Rule:
-    """One rule: its title, how bad a breach is, and the query counting breaches."""
+    """One rule: its title, how bad a breach is, the query counting breaches, and its catalog key."""
 
     title: str
     severity: Severity
     count: Select
+    key: str
+
+    @property
+    def name(self) -> str:
+        """The rule as people on the screen read it, in the build's locale."""
+        return t(f"rule.{self.key}")
 
 
 def _identity(profile: Profile, field: str) -> tuple[str, ...]:
@@ -66,7 +73,8 @@ def threshold_rule(profile: Profile, threshold: Threshold) -> Rule:
     else:
         op, value = "<", threshold.value
     select = _count(profile, threshold.field, op, value, threshold.when)
-    return Rule(threshold.title, threshold.severity, select)
+    key = ".".join([profile.measurement, threshold.field, *threshold.when.values()])
+    return Rule(threshold.title, threshold.severity, select, key)
 
 
 def rules() -> list[Rule]:
@@ -75,13 +83,24 @@ def rules() -> list[Rule]:
     out = [threshold_rule(p, t) for p in profiles.values() for t in p.thresholds]
     charger, pump, truck, rescue = (profiles[k] for k in ("charger", "fire_pump", "truck", "rescue_point"))
     out += [
-        Rule("Charger port faulted", Severity.WARNING, _count(charger, "state", "=", 3, {})),
-        Rule("Fire pump fault", Severity.CRITICAL, _count(pump, "state", "=", 2, {})),
-        Rule("Truck driver alarm", Severity.WARNING, _count(truck, "active", "=", True, {}, window=EVENTS)),
+        Rule(
+            "Charger port faulted",
+            Severity.WARNING,
+            _count(charger, "state", "=", 3, {}),
+            "charger.port_faulted",
+        ),
+        Rule("Fire pump fault", Severity.CRITICAL, _count(pump, "state", "=", 2, {}), "fire_pump.state"),
+        Rule(
+            "Truck driver alarm",
+            Severity.WARNING,
+            _count(truck, "active", "=", True, {}, window=EVENTS),
+            "truck.driver_alarm",
+        ),
         Rule(
             "Rescue point equipment missing",
             Severity.WARNING,
             _count(rescue, "equipment_present", "=", False, {}),
+            "rescue_point.equipment_missing",
         ),
     ]
     offline = (
@@ -96,6 +115,7 @@ def rules() -> list[Rule]:
             "Device offline",
             Severity.WARNING,
             Select.over(offline).select("value", "count", alias="devices").field_is("value", "=", 0),
+            "device_offline",
         )
     )
     return sorted(out, key=lambda r: r.severity != Severity.CRITICAL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.models import dashboard as model
 
 from linli.catalog.profile import get_profile
 from linli.dashboards import theme
@@ -20,9 +21,16 @@ from linli.dashboards.panels import (
     variable,
     with_panels,
 )
+from linli.dashboards.words import t
 
 UID = "linli-chargers"
 STATE_NAMES = {"0": "idle", "1": "charging", "2": "full", "3": "fault", "4": "disabled"}
+
+
+def _port_states() -> list[model.ValueMapping]:
+    """Each stored state code in its colour, under the catalog's word for it."""
+    labels = {code: t(f"state.{name}") for code, name in STATE_NAMES.items()}
+    return theme.states({k: theme.CHARGER_STATES[v] for k, v in STATE_NAMES.items()}, labels)
 
 
 def _charger(*fields: tuple[str, str | None, str]) -> Select:
@@ -41,18 +49,15 @@ def _limit(field: str) -> db.ThresholdsConfig:
 def dashboard() -> db.Dashboard:
     """Chargers: port states over time, power, temperatures against their limits, the ports now."""
     states = place(
-        timeline(
-            "Port states",
-            theme.states({k: theme.CHARGER_STATES[v] for k, v in STATE_NAMES.items()}, STATE_NAMES),
-        ),
+        timeline(t("chargers.port_states"), _port_states()),
         (0, 0, 24, 9),
         Target(
             _charger(("state", "last", "state")).by_time("1m", fill="previous").by("site", "device", "port"),
-            alias="$tag_site $tag_device port $tag_port",
+            alias=t("port", site="$tag_site", device="$tag_device", port="$tag_port"),
         ),
     )
     power = place(
-        trend("Station power", "watt"),
+        trend(t("chargers.station_power"), "watt"),
         (0, 9, 12, 8),
         Target(
             _charger(("total_power", "mean", "W")).during("$timeFilter").by_time().by("site", "device"),
@@ -60,15 +65,15 @@ def dashboard() -> db.Dashboard:
         ),
     )
     port_temp = place(
-        trend("Port temperature", "celsius").thresholds(_limit("temperature")),
+        trend(t("chargers.port_temp"), "celsius").thresholds(_limit("temperature")),
         (12, 9, 12, 8),
         Target(
             _charger(("temperature", "last", "°C")).held().by("site", "device", "port"),
-            alias="$tag_site $tag_device port $tag_port",
+            alias=t("port", site="$tag_site", device="$tag_device", port="$tag_port"),
         ),
     )
     cabinet = place(
-        trend("Cabinet temperature", "celsius").thresholds(_limit("cabinet_temp")),
+        trend(t("chargers.cabinet_temp"), "celsius").thresholds(_limit("cabinet_temp")),
         (0, 17, 12, 8),
         Target(
             _charger(("cabinet_temp", "last", "°C")).held().by("site", "device"),
@@ -76,13 +81,13 @@ def dashboard() -> db.Dashboard:
         ),
     )
     voltage = place(
-        trend("Mains voltage", "volt"),
+        trend(t("chargers.voltage"), "volt"),
         (12, 17, 12, 8),
         Target(_charger(("voltage", "last", "V")).held().by("site", "device"), alias="$tag_site $tag_device"),
     )
     ports_now = place(
-        latest_table("Ports now")
-        .mappings(theme.states({k: theme.CHARGER_STATES[v] for k, v in STATE_NAMES.items()}, STATE_NAMES))
+        latest_table(t("chargers.ports_now"))
+        .mappings(_port_states())
         .override_by_name("power", props(("unit", "watt")))
         .override_by_name(
             "temperature",
@@ -108,13 +113,13 @@ def dashboard() -> db.Dashboard:
         ),
     )
     dash = (
-        board("Chargers", UID, ["chargers"])
+        board(t("chargers.title"), UID, ["chargers"])
         .annotation(alerts_fired("^charger$"))
-        .with_variable(variable("site", "Site", "charger", "site"))
-        .with_variable(variable("device", "Station", "charger", "device", within=(("site", "site"),)))
+        .with_variable(variable("site", t("var.site"), "charger", "site"))
+        .with_variable(variable("device", t("var.station"), "charger", "device", within=(("site", "site"),)))
         .annotation(
             Annotation.changes(
-                "Smoke alarm raised (1) or cleared (-1)",
+                t("chargers.smoke_changes"),
                 Select("charger").tag_matches("site", "site"),
                 "smoke_alarm",
                 theme.CRITICAL,

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from linli.catalog.i18n import DEFAULT_LOCALE, LOCALES, Locale
 from linli.cli_support import setup_logging
 
 SCREEN = "linli-screen"
@@ -27,9 +28,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Build every dashboard, check it against the schema, and write DIR/<uid>.json.",
     )
     build.add_argument(
-        "--out", type=Path, default=None, help="folder (default: dashboards/json of the source)"
+        "--out",
+        type=Path,
+        default=None,
+        help="folder (default: dashboards/json of the source; en/ in it for en)",
     )
     build.add_argument("--check", action="store_true", help="write nothing; exit 1 if the JSON is stale")
+    _locale_option(build)
     build.set_defaults(func=_build)
 
     push = cmds.add_parser(
@@ -49,6 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     push.add_argument(
         "--influx-token", default=os.environ.get("INFLUXDB_TOKEN"), help="InfluxDB 2 token ($INFLUXDB_TOKEN)"
     )
+    _locale_option(push)
     push.set_defaults(func=_push)
 
     picture = cmds.add_parser(
@@ -68,22 +74,32 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--record", action="store_true", help="record two simulated hours first (needs influxd, mosquitto)"
     )
     picture.add_argument("--dashboard", default=SCREEN, help=f"dashboard uid (default {SCREEN})")
+    _locale_option(picture)
     picture.set_defaults(func=_picture)
+
+
+def _locale_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--locale",
+        choices=LOCALES,
+        default=DEFAULT_LOCALE,
+        help=f"language of titles, legends and units (default {DEFAULT_LOCALE}, the district's)",
+    )
 
 
 def _build(args: argparse.Namespace) -> int:
     from linli.dashboards import boards
 
-    out = args.out or boards.JSON_DIR
+    out = args.out or boards.json_dir(args.locale)
     try:
         if args.check:
-            found = boards.stale(out)
+            found = boards.stale(out, args.locale)
             for name in found:
                 print(f"stale: {out / name}", file=sys.stderr)
             if found:
                 print("regenerate with: linli dashboards build", file=sys.stderr)
             return 1 if found else 0
-        for path in boards.write(out):
+        for path in boards.write(out, args.locale):
             print(path)
     except boards.InvalidDashboardError as exc:
         print(f"linli dashboards build: invalid dashboard: {exc}", file=sys.stderr)
@@ -97,7 +113,7 @@ def _push(args: argparse.Namespace) -> int:
     if not args.token:
         print("linli dashboards push: give --token or set GRAFANA_TOKEN", file=sys.stderr)
         return 2
-    dashboards = {uid: boards.to_json(model) for uid, model in boards.models().items()}
+    dashboards = {uid: boards.to_json(model) for uid, model in boards.models(args.locale).items()}
     store = grafana.Store(args.influx_url, args.database, args.influx_token)
     try:
         for line in grafana.push(args.url, args.token, store, dashboards):
@@ -124,23 +140,23 @@ def _picture(args: argparse.Namespace) -> int:
     if not args.record and not args.url:
         print("linli dashboards picture: give --url of an InfluxDB, or --record", file=sys.stderr)
         return 2
-    dashboard: dict[str, Any] = boards.to_json(boards.models()[args.dashboard])
+    dashboard: dict[str, Any] = boards.to_json(boards.models(args.locale)[args.dashboard])
     setup_logging("warning")
     try:
         if args.record:
             with tempfile.TemporaryDirectory(prefix="linli-picture-") as tmp:
-                return _record_and_draw(dashboard, args.out, Path(tmp))
+                return _record_and_draw(dashboard, args.out, Path(tmp), args.locale)
         end = int(time.time() * 1000)
         start = end - int(args.hours * 3_600_000)
         source = Source(args.url, args.database, start, end, zone=dashboard["timezone"], token=args.token)
-        print(render(dashboard, source, args.out))
+        print(render(dashboard, source, args.out, locale=args.locale))
     except (QueryError, OSError, ServerMissingError) as exc:
         print(f"linli dashboards picture: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def _record_and_draw(dashboard: dict[str, Any], out: Path, workdir: Path) -> int:
+def _record_and_draw(dashboard: dict[str, Any], out: Path, workdir: Path, locale: Locale) -> int:
     from linli.dashboards.influxv1 import run
     from linli.dashboards.recording import record
     from linli.dashboards.render import Source, render
@@ -157,7 +173,7 @@ def _record_and_draw(dashboard: dict[str, Any], out: Path, workdir: Path) -> int
         )
         rec = asyncio.run(record(url=influx.url, database="linli", mqtt_port=broker.port, workdir=workdir))
         source = Source(rec.url, rec.database, rec.start_ms, rec.end_ms, zone=dashboard["timezone"])
-        print(render(dashboard, source, out))
+        print(render(dashboard, source, out, locale=locale))
     finally:
         broker.stop()
         influx.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.models import dashboard as model
 
 from linli.dashboards import theme
 from linli.dashboards.alerts import RECENT
@@ -18,6 +19,7 @@ from linli.dashboards.panels import (
     variable,
     with_panels,
 )
+from linli.dashboards.words import t
 
 UID = "linli-edge"
 
@@ -30,10 +32,15 @@ def _agent() -> Select:
     return Select("health").tag_is("kind", "agent")
 
 
+def online_flags() -> list[model.ValueMapping]:
+    """A device's `online` flag as words: green online, red offline."""
+    return theme.flags((t("edge.is_online"), theme.OK), (t("edge.is_offline"), theme.CRITICAL))
+
+
 def dashboard() -> db.Dashboard:
     """Edge health: devices online over time, latency, errors, and the durable buffer's depth and age."""
     online = place(
-        timeline("Devices online", theme.flags(("online", theme.OK), ("offline", theme.CRITICAL))),
+        timeline(t("edge.online"), online_flags()),
         (0, 0, 24, 10),
         Target(
             _devices()
@@ -44,16 +51,16 @@ def dashboard() -> db.Dashboard:
         ),
     )
     latency = place(
-        trend("Poll and message latency", "ms"),
+        trend(t("edge.latency"), "ms"),
         (0, 10, 12, 8),
         Target(_devices().select("latency_ms", "mean", alias="ms").by_time().by("kind"), alias="$tag_kind"),
     )
     offline = place(
-        latest_table("Devices now")
+        latest_table(t("edge.devices_now"))
         .override_by_name(
             "online",
             props(
-                ("mappings", theme.flags(("online", theme.OK), ("OFFLINE", theme.CRITICAL))),
+                ("mappings", online_flags()),
                 ("custom.cellOptions", {"type": "color-background"}),
             ),
         )
@@ -70,34 +77,39 @@ def dashboard() -> db.Dashboard:
         ),
     )
     buffer = place(
-        trend("Agent buffer: lines waiting, and the oldest one's age", "short").override_by_name(
-            "oldest s", props(("unit", "s"), ("custom.axisPlacement", "right"))
+        trend(t("edge.buffer"), "short").override_by_name(
+            t("edge.oldest"), props(("unit", "s"), ("custom.axisPlacement", "right"))
         ),
         (0, 18, 12, 8),
         Target(
             _agent().select("buffer_lines", "max", alias="lines").by_time().by("device"),
-            alias="$tag_device lines",
+            alias=t("edge.lines", device="$tag_device"),
         ),
         Target(
-            _agent().select("oldest_pending_s", "max", alias="s").by_time().by("device"), alias="oldest s"
+            _agent().select("oldest_pending_s", "max", alias="s").by_time().by("device"),
+            alias=t("edge.oldest"),
         ),
     )
     writes = place(
-        trend("Agent writes", "short"),
+        trend(t("edge.writes"), "short"),
         (12, 18, 12, 8),
-        Target(_agent().select("written", "difference", alias="written").by("device"), alias="written"),
-        Target(_agent().select("retried", "difference", alias="retried").by("device"), alias="retried"),
         Target(
-            _agent().select("dead_lettered", "difference", alias="dead").by("device"), alias="dead-lettered"
+            _agent().select("written", "difference", alias="written").by("device"), alias=t("edge.written")
+        ),
+        Target(
+            _agent().select("retried", "difference", alias="retried").by("device"), alias=t("edge.retried")
+        ),
+        Target(
+            _agent().select("dead_lettered", "difference", alias="dead").by("device"), alias=t("edge.dead")
         ),
     )
     dash = (
-        board("Edge health", UID, ["edge"])
-        .with_variable(variable("kind", "Kind", "health", "kind"))
-        .with_variable(variable("site", "Site", "health", "site", within=(("kind", "kind"),)))
+        board(t("edge.title"), UID, ["edge"])
+        .with_variable(variable("kind", t("var.kind"), "health", "kind"))
+        .with_variable(variable("site", t("var.site"), "health", "site", within=(("kind", "kind"),)))
         .annotation(
             Annotation.changes(
-                "Device came online (1) or went offline (-1)",
+                t("edge.online_changes"),
                 Select("health").tag_not("kind", "agent").tag_matches("site", "site"),
                 "online",
                 theme.OFF,

@@ -7,6 +7,7 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import common
 
 from linli.dashboards import theme
+from linli.dashboards.edge import online_flags
 from linli.dashboards.influxql import Select, Target
 from linli.dashboards.panels import (
     Annotation,
@@ -22,6 +23,7 @@ from linli.dashboards.panels import (
     variable,
     with_panels,
 )
+from linli.dashboards.words import t, unit
 
 UID = "linli-elevators"
 
@@ -34,7 +36,8 @@ def dashboard() -> db.Dashboard:
     """Cameras: interceptions by camera and by hour, what they saw, whether they are up, the latest events."""
     per_camera = place(
         bargauge.Panel()
-        .title("E-bikes stopped, by lift")
+        .title(t("elevators.by_lift"))
+        .unit(unit("bike"))
         .reduce_options(sum_of())
         .display_mode(common.BarGaugeDisplayMode.BASIC)
         .orientation(common.VizOrientation.HORIZONTAL)
@@ -49,7 +52,8 @@ def dashboard() -> db.Dashboard:
     )
     by_hour = place(
         timeseries.Panel()
-        .title("E-bikes stopped, by hour")
+        .title(t("elevators.by_hour"))
+        .unit(unit("bike"))
         .draw_style(common.GraphDrawStyle.BARS)
         .fill_opacity(80)
         .decimals(0)
@@ -66,12 +70,12 @@ def dashboard() -> db.Dashboard:
         ),
     )
     objects = place(
-        piechart.Panel().title("What the cameras saw").reduce_options(sum_of()),
+        piechart.Panel().title(t("elevators.objects")).reduce_options(sum_of()),
         (18, 0, 6, 9),
         Target(_camera().select("confidence", "count", alias="detections").by("object"), alias="$tag_object"),
     )
     online = place(
-        timeline("Cameras online", theme.flags(("online", theme.OK), ("offline", theme.CRITICAL))),
+        timeline(t("elevators.online"), online_flags()),
         (0, 9, 24, 6),
         Target(
             Select("health")
@@ -85,7 +89,7 @@ def dashboard() -> db.Dashboard:
         ),
     )
     events = place(
-        latest_table("Interceptions").override_by_name("held_s", props(("unit", "s"))),
+        latest_table(t("elevators.events")).override_by_name("held_s", props(("unit", "s"))),
         (0, 15, 24, 10),
         Target(
             _camera()
@@ -101,9 +105,9 @@ def dashboard() -> db.Dashboard:
     )
     stopped = _camera().select("action", alias="text").field_is("interception", "=", 1)
     dash = (
-        board("Elevator cameras", UID, ["elevators"])
-        .with_variable(variable("site", "Building", "camera", "site"))
-        .with_variable(variable("device", "Lift", "camera", "device", within=(("site", "site"),)))
-        .annotation(Annotation("E-bike stopped", stopped.by("site"), theme.WORKING))
+        board(t("elevators.title"), UID, ["elevators"])
+        .with_variable(variable("site", t("var.building"), "camera", "site"))
+        .with_variable(variable("device", t("var.lift"), "camera", "device", within=(("site", "site"),)))
+        .annotation(Annotation(t("elevators.stopped"), stopped.by("site"), theme.WORKING))
     )
     return with_panels(dash, per_camera, by_hour, objects, online, events)

@@ -20,6 +20,7 @@ from linli.dashboards.panels import (
     variable,
     with_panels,
 )
+from linli.dashboards.words import t
 
 UID = "linli-fire"
 PUMP_NAMES = {"0": "stopped", "1": "running", "2": "fault"}
@@ -35,11 +36,8 @@ def dashboard() -> db.Dashboard:
     sprinkler, hydrant = (pressure.thresholds_for({"system": s})[0] for s in ("sprinkler", "hydrant"))
     [low] = [t for t in level.thresholds if t.field == "level"]
     pressures = place(
-        trend("Pipe pressure", "pressurempa")
-        .description(
-            f"Dashed: the sprinkler limit, {sprinkler.value:g} MPa. "
-            f"Hydrant series turn red below {hydrant.value:g} MPa."
-        )
+        trend(t("fire.pipe_pressure"), "pressurempa")
+        .description(t("fire.pressure_note", sprinkler=f"{sprinkler.value:g}", hydrant=f"{hydrant.value:g}"))
         .thresholds(theme.limit(sprinkler))
         .override_by_regexp(".*hydrant.*", props(("thresholds", theme.limit(hydrant).build())))
         .decimals(3),
@@ -53,7 +51,7 @@ def dashboard() -> db.Dashboard:
         ),
     )
     tanks = place(
-        trend("Elevated tank level", "lengthm").thresholds(theme.limit(low)).decimals(2),
+        trend(t("fire.tank_level"), "lengthm").thresholds(theme.limit(low)).decimals(2),
         (12, 0, 12, 9),
         Target(
             _in("fire_level").select("level", "last", alias="m").held().by("site", "device"),
@@ -62,7 +60,11 @@ def dashboard() -> db.Dashboard:
     )
     pumps = place(
         timeline(
-            "Fire pumps", theme.states({k: theme.PUMP_STATES[v] for k, v in PUMP_NAMES.items()}, PUMP_NAMES)
+            t("fire.pumps"),
+            theme.states(
+                {k: theme.PUMP_STATES[v] for k, v in PUMP_NAMES.items()},
+                {code: t(f"pump.{name}") for code, name in PUMP_NAMES.items()},
+            ),
         ),
         (0, 9, 24, 6),
         Target(
@@ -75,16 +77,26 @@ def dashboard() -> db.Dashboard:
     )
     flag = ("custom.cellOptions", {"type": "color-background"})
     points = place(
-        latest_table("Alarm points now")
+        latest_table(t("fire.points_now"))
         .override_by_name(
-            "alarm", props(flag, ("mappings", theme.flags(("ALARM", theme.CRITICAL), ("normal", theme.OK))))
+            "alarm",
+            props(
+                flag,
+                ("mappings", theme.flags((t("fire.alarm"), theme.CRITICAL), (t("fire.normal"), theme.OK))),
+            ),
         )
         .override_by_name(
-            "fault", props(flag, ("mappings", theme.flags(("fault", theme.WARNING), ("ok", theme.OK))))
+            "fault",
+            props(
+                flag, ("mappings", theme.flags((t("fire.fault"), theme.WARNING), (t("fire.ok"), theme.OK)))
+            ),
         )
         .override_by_name(
             "shielded",
-            props(flag, ("mappings", theme.flags(("shielded", theme.OFF), ("in service", theme.OK)))),
+            props(
+                flag,
+                ("mappings", theme.flags((t("fire.shielded"), theme.OFF), (t("fire.in_service"), theme.OK))),
+            ),
         ),
         (0, 15, 14, 10),
         Target(
@@ -98,7 +110,7 @@ def dashboard() -> db.Dashboard:
         ),
     )
     loops = place(
-        trend("Transmitter loop current (4-20 mA; outside 3.6-21 is a sensor fault)", "mamp").thresholds(
+        trend(t("fire.loops"), "mamp").thresholds(
             theme.steps((None, theme.WARNING), (3.6, theme.OK), (21, theme.WARNING))
         ),
         (14, 15, 10, 10),
@@ -112,13 +124,15 @@ def dashboard() -> db.Dashboard:
         ),
     )
     dash = (
-        board("Fire facilities", UID, ["fire"])
+        board(t("fire.title"), UID, ["fire"])
         .annotation(alerts_fired("^fire_"))
-        .with_variable(variable("site", "Building", "fire_pressure", "site"))
-        .with_variable(variable("device", "Sensor", "fire_point", "device", within=(("site", "site"),)))
+        .with_variable(variable("site", t("var.building"), "fire_pressure", "site"))
+        .with_variable(
+            variable("device", t("var.sensor"), "fire_point", "device", within=(("site", "site"),))
+        )
         .annotation(
             Annotation.changes(
-                "Fire alarm raised (1) or cleared (-1)",
+                t("fire.alarm_changes"),
                 Select("fire_point").tag_matches("site", "site"),
                 "alarm",
                 theme.CRITICAL,

@@ -14,9 +14,11 @@ from grafana_foundation_sdk.models import dashboard as model
 
 from linli.dashboards.influxql import DATASOURCE, InfluxQuery, Select, Target, show_tag_values
 from linli.dashboards.theme import ZONE
+from linli.dashboards.words import t
 
 
 class PanelBuilder(Protocol):
+    def override_by_name(self, name: str, properties: list[model.DynamicConfigValue]) -> Self: ...
     def grid_pos(self, grid_pos: model.GridPos) -> Self: ...
     def with_target(self, target: cogbuilder.Builder[cogvariants.Dataquery]) -> Self: ...
     def datasource(self, datasource: model.DataSourceRef) -> Self: ...
@@ -26,12 +28,27 @@ P = TypeVar("P", bound=PanelBuilder)
 
 
 def place(panel: P, at: tuple[int, int, int, int], *targets: Target) -> P:
-    """Put a panel at (x, y, width, height) of the 24-column grid, with its queries lettered A, B, C..."""
+    """Put a panel at (x, y, width, height) of the 24-column grid, with its queries lettered A, B, C...
+
+    A table shows its columns (the queries' tags and fields) under the catalog's words for them."""
     x, y, w, h = at
     panel.grid_pos(model.GridPos(h=h, w=w, x=x, y=y)).datasource(DATASOURCE)
     for i, target in enumerate(targets):
         panel.with_target(target.ref_id(chr(ord("A") + i)))
+    if isinstance(panel, table.Panel):
+        for column in table_columns(*targets):
+            panel.override_by_name(column, props(("displayName", t(f"col.{column.replace(' ', '_')}"))))
     return panel
+
+
+def table_columns(*targets: Target) -> list[str]:
+    """The columns of the targets' rows as a table shows them: time, the group's tags, the fields."""
+    columns = ["Time"]
+    for target in targets:
+        for name in [*target.select.group_tags, *target.select.column_names()]:
+            if name not in columns:
+                columns.append(name)
+    return columns
 
 
 def last_value() -> cb.ReduceDataOptions:
@@ -113,7 +130,7 @@ def alerts_fired(kinds: str) -> Annotation:
         .field_is("state", "=", "firing")
         .by("site")
     )
-    return Annotation("Alert fired", fired, "red")
+    return Annotation(t("anno.alert_fired"), fired, "red")
 
 
 class Annotation(cogbuilder.Builder[model.AnnotationQuery]):
@@ -173,7 +190,7 @@ def board(title: str, uid: str, tags: list[str]) -> db.Dashboard:
         .readonly()
         .tooltip(model.DashboardCursorSync.CROSSHAIR)
         .link(
-            db.DashboardLink("District")
+            db.DashboardLink(t("link.district"))
             .type(model.DashboardLinkType.DASHBOARDS)
             .tags(["linli"])
             .as_dropdown(True)
@@ -190,6 +207,11 @@ def sum_of() -> cb.ReduceDataOptions:
 
 def stacked() -> cb.StackingConfig:
     return cb.StackingConfig().mode(common.StackingMode.NORMAL)
+
+
+def named(key: str, fixed: str) -> list[model.DynamicConfigValue]:
+    """An override showing a series under the catalog's name for `key`, in one fixed colour."""
+    return props(("displayName", t(key)), ("color", {"mode": "fixed", "fixedColor": fixed}))
 
 
 def colour(name: str) -> list[model.DynamicConfigValue]:

@@ -4,14 +4,18 @@ Each panel sits where its grid position puts it on a 1920x1080 canvas, runs its 
 as Grafana would, and is drawn the way its type shows data: stats as big numbers, bar
 gauges as bars, time series as lines or bars, the bar chart stacked, the map as tracks
 and markers on plain WGS-84 axes. Colours come from the panel's thresholds and fixed
-colours, so the picture uses the screen's own colour rules.
+colours, so the picture uses the screen's own colour rules; names from its display-name
+overrides and every figure with its unit. The words are Chinese, so the text is set in
+Noto Sans CJK (Debian's fonts-noto-cjk): matplotlib's default font has no CJK glyphs.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,8 +25,12 @@ import matplotlib as mpl
 mpl.use("Agg")  # no display: files only
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
+from matplotlib import font_manager
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
+from linli.catalog.i18n import DEFAULT_LOCALE, Locale, clock
 from linli.dashboards.influxv1 import Series, expand, run
 
 GRID_ROWS = 28  # what a 1080-pixel kiosk screen shows
@@ -36,8 +44,39 @@ COLOURS = {
 BACKGROUND, PANEL = "#111217", "#181b1f"
 
 
+# Noto Sans CJK, regular and bold, as Debian's fonts-noto-cjk installs them.
+CJK_PACKAGE = "fonts-noto-cjk"
+CJK_FILES = ("NotoSansCJK-Regular.ttc", "NotoSansCJK-Bold.ttc")
+CJK_FAMILY = "Noto Sans CJK SC"  # the collection's Simplified Chinese face: 压, 门 as Shanghai writes them
+# Grafana's unit ids the screen uses, as written after a number; "suffix: X" writes X.
+UNITS = {"kwatt": "kW", "watt": "W", "pressurempa": "MPa", "lengthm": "m", "masst": "t", "masskg": "kg"}
+
+
+class FontMissingError(RuntimeError):
+    """The CJK font is not installed: the picture would show boxes for every Chinese word."""
+
+
 def colour(name: str) -> str:
     return COLOURS.get(name, name)
+
+
+@cache
+def cjk_family() -> str:
+    """Noto Sans CJK SC, registered with matplotlib from the system's font files.
+
+    A matplotlib that registers only a collection's first face gets that face (JP), which
+    still has every Chinese glyph."""
+    found = {Path(f).name: f for f in font_manager.findSystemFonts() if Path(f).name in CJK_FILES}
+    if CJK_FILES[0] not in found:
+        raise FontMissingError(
+            f"no Noto Sans CJK font ({CJK_FILES[0]}) on this machine; "
+            f"install it with: apt-get install {CJK_PACKAGE}"
+        )
+    for path in found.values():
+        font_manager.fontManager.addfont(path)
+    if any(entry.name == CJK_FAMILY for entry in font_manager.fontManager.ttflist):
+        return CJK_FAMILY
+    return font_manager.FontProperties(fname=found[CJK_FILES[0]]).get_name()
 
 
 class Source:
@@ -68,10 +107,49 @@ class Source:
         return self.start_ms
 
 
+def _props(panel: dict[str, Any], name: str) -> dict[str, Any]:
+    """A series' field config: the panel's defaults, then every override matching its name."""
+    field_config = panel.get("fieldConfig", {})
+    props: dict[str, Any] = dict(field_config.get("defaults", {}))
+    for override in field_config.get("overrides", []):
+        matcher = override["matcher"]
+        hit = (
+            name == matcher["options"]
+            if matcher["id"] == "byName"
+            else re.fullmatch(matcher["options"], name)
+        )
+        if hit:
+            props.update({p["id"]: p["value"] for p in override["properties"]})
+    return props
+
+
+def _shown(panel: dict[str, Any], name: str) -> str:
+    """The name Grafana shows for a series or column: its display-name override, else its own."""
+    return str(_props(panel, name).get("displayName", name))
+
+
+def _unit(panel: dict[str, Any], name: str = "") -> str:
+    """The unit written after a series' numbers ("" for a plain count)."""
+    unit = str(_props(panel, name).get("unit", ""))
+    if unit.startswith("suffix:"):
+        return unit.removeprefix("suffix:").strip()
+    return UNITS.get(unit, "")
+
+
+def _figure(panel: dict[str, Any], name: str, value: float, decimals: int | None = None) -> str:
+    """A number as the panel shows it: its decimals, then its unit."""
+    props = _props(panel, name)
+    if props.get("unit") == "percentunit":
+        return f"{value * 100:.0f}%"
+    places = decimals if decimals is not None else int(props.get("decimals", 0))
+    unit = _unit(panel, name)
+    return f"{value:.{places}f} {unit}".strip()
+
+
 def _name(alias: str | None, series: Series) -> str:
     if not alias:
         return series.columns[-1]
-    return re.sub(r"\$tag_(\w+)", lambda m: series.tags.get(m[1], ""), alias).strip()
+    return re.sub(r"\$tag_([A-Za-z0-9_]+)", lambda m: series.tags.get(m[1], ""), alias).strip()
 
 
 def _last(series: Series, calcs: list[str]) -> float | None:
@@ -91,52 +169,56 @@ def _threshold_colour(value: float, steps: list[dict[str, Any]]) -> str:
 
 def _field_colour(panel: dict[str, Any], name: str, value: float) -> str:
     """The colour Grafana would give this series' value: a fixed colour, or its thresholds."""
-    defaults = panel.get("fieldConfig", {}).get("defaults", {})
-    props: dict[str, Any] = {}
-    for override in panel.get("fieldConfig", {}).get("overrides", []):
-        matcher = override["matcher"]
-        hit = (
-            name == matcher["options"]
-            if matcher["id"] == "byName"
-            else re.fullmatch(matcher["options"], name)
-        )
-        if hit:
-            props.update({p["id"]: p["value"] for p in override["properties"]})
-    fixed = props.get("color") or defaults.get("color")
+    props = _props(panel, name)
+    fixed = props.get("color")
     if fixed and fixed.get("mode") == "fixed":
         return colour(fixed["fixedColor"])
-    thresholds = props.get("thresholds") or defaults.get("thresholds") or {}
+    thresholds = props.get("thresholds") or {}
     return _threshold_colour(value, thresholds.get("steps", []))
+
+
+def _points(ax: Axes, share: float) -> float:
+    """A font size in points as tall as `share` of the axes' height."""
+    return float(ax.get_position().height * ax.figure.bbox.height * share * 72 / ax.figure.dpi)
 
 
 def _stat(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]]) -> None:
     calcs = panel.get("options", {}).get("reduceOptions", {}).get("calcs", [])
     shown = [(n, _last(s, calcs)) for n, s in frames] or [("", None)]
-    decimals = int(panel.get("fieldConfig", {}).get("defaults", {}).get("decimals", 0))
+    named = len(shown) > 1
+    # As large as the tile allows, above the names when there are several figures.
+    fontsize = min(34 if not named else 26, _points(ax, 0.42 if named else 0.6))
     for i, (name, value) in enumerate(shown):
         x = (i + 0.5) / len(shown)
-        text = "0" if value is None else f"{value:.{decimals}f}"
         tint = _field_colour(panel, name, value or 0.0)
         ax.text(
             x,
-            0.45,
-            text,
+            0.58 if named else 0.45,
+            _figure(panel, name, value or 0.0),
             ha="center",
             va="center",
-            fontsize=34,
+            fontsize=fontsize,
             color=tint,
             weight="bold",
             transform=ax.transAxes,
         )
-        if len(shown) > 1:
-            ax.text(x, 0.1, name, ha="center", fontsize=10, color=colour("text"), transform=ax.transAxes)
+        if named:
+            ax.text(
+                x,
+                0.08,
+                _shown(panel, name),
+                ha="center",
+                fontsize=10,
+                color=colour("text"),
+                transform=ax.transAxes,
+            )
 
 
 def _bargauge(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]]) -> None:
     calcs = panel.get("options", {}).get("reduceOptions", {}).get("calcs", [])
     bars = [(n, v) for n, s in frames if (v := _last(s, calcs)) is not None]
     if not bars:
-        empty = panel.get("fieldConfig", {}).get("defaults", {}).get("noValue", "No data")
+        empty = panel.get("fieldConfig", {}).get("defaults", {}).get("noValue", "-")
         ax.text(
             0.5,
             0.5,
@@ -155,12 +237,36 @@ def _bargauge(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]])
     ax.barh(rows, values, color=[_field_colour(panel, n, v) for n, v in zip(names, values, strict=True)])
     top = panel.get("fieldConfig", {}).get("defaults", {}).get("max") or max(values) * 1.15 or 1
     ax.set_xlim(0, top)
-    ax.set_yticks([])
+    ax.set_xticks([])
+    # Each name beside its bar, however short the bar; the value with its unit after the bar's end.
+    _names_at_left(ax, list(rows), [_shown(panel, n) for n in names])
     for i, (name, v) in enumerate(zip(names, values, strict=True)):
-        # The name inside the bar's start and the value after its end, as Grafana's basic mode does.
-        ax.text(top * 0.01, i, name, va="center", color="#111217", fontsize=8, weight="bold")
-        ax.text(v, i, f" {v:.2f}".rstrip("0").rstrip("."), va="center", color=colour("text"), fontsize=9)
-    ax.tick_params(labelsize=8)
+        ax.text(v, i, " " + _figure(panel, name, v), va="center", color=colour("text"), fontsize=9)
+
+
+def _names_at_left(ax: Axes, rows: list[Any], names: list[str], fontsize: float = 8) -> None:
+    """Names as the rows' labels, the axes narrowed so that the longest fits inside the panel."""
+    ax.set_yticks(rows, names, fontsize=fontsize, color=colour("text"))
+    ax.tick_params(axis="y", length=0)
+    _room_at_left(ax, names, fontsize)
+
+
+def _room_at_left(ax: Axes, labels: list[str], fontsize: float) -> None:
+    """Narrow the axes so that labels left of it stay inside its panel, clear of the next one."""
+    # A Latin character is about 0.58 em wide, a Chinese one (two columns) a full em.
+    widest = max((_columns(label) for label in labels), default=0) * fontsize * ax.figure.dpi / 72 * 0.58 + 8
+    room = widest / ax.figure.bbox.width
+    box = ax.get_position()
+    ax.set_position((box.x0 + room, box.y0, box.width - room, box.height))
+
+
+def _with_unit(value: float, unit: str) -> str:
+    return f"{value:g} {unit}".strip()
+
+
+def _unit_ticks(axis: Any, unit: str) -> None:
+    """Write the unit after every tick's figure, so the axis reads 12 千瓦 rather than 12."""
+    axis.set_major_formatter(mticker.FuncFormatter(lambda v, _: _with_unit(v, unit)))
 
 
 def _timeseries(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]], zone: ZoneInfo) -> None:
@@ -178,7 +284,10 @@ def _timeseries(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]
         else:
             ax.plot(xs, ys, color=tint, linewidth=1.5)
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=zone))  # type: ignore[no-untyped-call]
+    unit = _unit(panel)
+    _unit_ticks(ax.yaxis, unit)
     ax.tick_params(labelsize=8)
+    _room_at_left(ax, [_with_unit(v, unit) for v in ax.get_yticks()], 8)
 
 
 def _barchart(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]]) -> None:
@@ -187,14 +296,30 @@ def _barchart(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]])
         counts = by_state.setdefault(series.columns[-1], {})
         for row in series.values:
             counts[series.tags.get("site", row[1] if len(row) > 2 else "")] = row[-1]
-    sites = sorted({site for counts in by_state.values() for site in counts})
-    bottom = [0.0] * len(sites)
+    # Sites down the side, so that every name reads across and none overlaps another.
+    sites = sorted({site for counts in by_state.values() for site in counts}, reverse=True)
+    left = [0.0] * len(sites)
     for state, counts in by_state.items():
         values = [float(counts.get(site, 0)) for site in sites]
-        ax.bar(sites, values, bottom=bottom, color=_field_colour(panel, state, 0.0), label=state)
-        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    ax.tick_params(axis="x", labelrotation=70, labelsize=6)
-    ax.legend(fontsize=8, loc="upper right", facecolor=PANEL, labelcolor=colour("text"))
+        tint = _field_colour(panel, state, 0.0)
+        ax.barh(sites, values, left=left, color=tint, label=_shown(panel, state))
+        left = [b + v for b, v in zip(left, values, strict=True)]
+    ax.set_ylim(-0.6, len(sites) - 0.4)
+    rows = max(1, len(sites))
+    _names_at_left(ax, list(range(len(sites))), sites, fontsize=max(5.0, min(8.0, _points(ax, 0.95 / rows))))
+    ax.xaxis.set_major_locator(mticker.MaxNLocator(integer=True))
+    _unit_ticks(ax.xaxis, _unit(panel))
+    ax.tick_params(axis="x", labelsize=8)
+    # Above the bars, beside the title, where it hides none of them.
+    ax.legend(
+        fontsize=8,
+        loc="lower right",
+        bbox_to_anchor=(1.0, 1.0),
+        ncol=max(1, len(by_state)),
+        facecolor=PANEL,
+        labelcolor=colour("text"),
+        frameon=False,
+    )
 
 
 def _geomap(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]]) -> None:
@@ -209,64 +334,110 @@ def _geomap(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]]) -
     ax.tick_params(labelsize=7)
 
 
-def _table(ax: Axes, frames: list[tuple[str, Series]]) -> None:
-    """Rows as text: the group's tags, then each value column."""
+def _columns(text: str) -> int:
+    """How many columns a text takes: a Chinese character is as wide as two Latin ones."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _cell(panel: dict[str, Any], column: str, value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return _figure(panel, column, float(value), 1 if isinstance(value, float) else 0)
+
+
+def _table(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]]) -> None:
+    """Rows as text: the group's tags, then each value column, each column as wide as its widest cell."""
     ax.set_xticks([])
     ax.set_yticks([])
-    rows: list[str] = []
+    header: list[str] = []
+    rows: list[list[str]] = []
     for _, series in frames:
         keep = [i for i, c in enumerate(series.columns) if c != "time"]
-        if not rows:
-            rows.append("  ".join([*series.tags, *(series.columns[i] for i in keep)]))
+        names = [*series.tags, *(series.columns[i] for i in keep)]
+        header = header or [_shown(panel, n) for n in names]
         for values in series.values:
             cells = [*series.tags.values(), *(values[i] for i in keep)]
-            rows.append("  ".join(f"{v:.1f}" if isinstance(v, float) else str(v) for v in cells))
-    for n, text in enumerate(rows[:12]):
-        ax.text(0.01, 0.95 - n * 0.08, text, color=colour("text"), fontsize=9, family="monospace",
-                transform=ax.transAxes, va="top")  # fmt: skip
+            rows.append([_cell(panel, n, v) for n, v in zip(names, cells, strict=True)])
+    if not header:
+        return
+    shown = [header, *rows[:11]]
+    widths = [max(_columns(row[i]) for row in shown) + 2 for i in range(len(header))]
+    # Each column starts where the widths before it end, so CJK and Latin cells line up.
+    unit = 0.98 / sum(widths)
+    starts = [0.01 + unit * sum(widths[:i]) for i in range(len(widths))]
+    for n, row in enumerate(shown):
+        for x, text in zip(starts, row, strict=True):
+            ax.text(
+                x, 0.95 - n * 0.08, text, color=colour("text"), fontsize=9, transform=ax.transAxes, va="top"
+            )
 
 
 def render(
-    dashboard: dict[str, Any], source: Source, out: Path, *, width: int = 1920, height: int = 1080
+    dashboard: dict[str, Any],
+    source: Source,
+    out: Path,
+    *,
+    locale: Locale = DEFAULT_LOCALE,
+    width: int = 1920,
+    height: int = 1080,
 ) -> Path:
     """Draw the dashboard into a PNG at `out`."""
-    fig = plt.figure(figsize=(width / 100, height / 100), dpi=100, facecolor=BACKGROUND)
-    title_h = 0.03
-    for panel in dashboard["panels"]:
-        g = panel["gridPos"]
-        left, w = g["x"] / 24, g["w"] / 24
-        top, h = g["y"] / GRID_ROWS * (1 - title_h), g["h"] / GRID_ROWS * (1 - title_h)
-        ax = fig.add_axes((left + 0.004, 1 - title_h - top - h + 0.006, w - 0.008, h - 0.03), facecolor=PANEL)
-        ax.set_title(panel.get("title", ""), color=colour("text"), fontsize=11, loc="left")
-        for spine in ax.spines.values():
-            spine.set_color("#2c3235")
-        ax.tick_params(colors=colour("text"))
-        frames = source.frames(panel)
-        kind = panel["type"]
-        if kind == "stat":
-            ax.set_xticks([])
-            ax.set_yticks([])
-            _stat(ax, panel, frames)
-        elif kind == "bargauge":
-            _bargauge(ax, panel, frames)
-        elif kind == "timeseries":
-            _timeseries(ax, panel, frames, source.zone)
-        elif kind == "barchart":
-            _barchart(ax, panel, frames)
-        elif kind == "geomap":
-            _geomap(ax, panel, frames)
-        elif kind == "table":
-            _table(ax, frames)
-    end = datetime.fromtimestamp(source.end_ms / 1000, source.zone)
-    fig.text(
-        0.005,
-        0.985,
-        f"{dashboard['title']}   {end:%Y-%m-%d %H:%M} {source.zone}",
-        color=colour("text"),
-        fontsize=14,
-        va="top",
-    )
+    fig = draw(dashboard, source, locale=locale, width=width, height=height)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, facecolor=BACKGROUND)
     plt.close(fig)
     return out
+
+
+def draw(
+    dashboard: dict[str, Any],
+    source: Source,
+    *,
+    locale: Locale = DEFAULT_LOCALE,
+    width: int = 1920,
+    height: int = 1080,
+) -> Figure:
+    """The dashboard as a matplotlib figure, every text in Noto Sans CJK (the caller closes it)."""
+    with plt.rc_context({"font.family": [cjk_family()]}):
+        fig = plt.figure(figsize=(width / 100, height / 100), dpi=100, facecolor=BACKGROUND)
+        title_h = 0.04  # the screen's own title line
+        for panel in dashboard["panels"]:
+            g = panel["gridPos"]
+            left, w = g["x"] / 24, g["w"] / 24
+            top, h = g["y"] / GRID_ROWS * (1 - title_h), g["h"] / GRID_ROWS * (1 - title_h)
+            # Axes with tick figures below them stand higher, so the figures clear the next row's title.
+            below = 0.022 if panel["type"] in {"timeseries", "barchart", "geomap"} else 0.0
+            bottom = 1 - title_h - top - h + 0.006
+            ax = fig.add_axes((left + 0.004, bottom + below, w - 0.008, h - 0.036 - below), facecolor=PANEL)
+            # The title at the panel's corner, wherever the axes move to make room for labels.
+            fig.text(
+                left + 0.004, bottom + h - 0.026, panel.get("title", ""), color=colour("text"), fontsize=11
+            )
+            for spine in ax.spines.values():
+                spine.set_color("#2c3235")
+            ax.tick_params(colors=colour("text"))
+            frames = source.frames(panel)
+            kind = panel["type"]
+            if kind == "stat":
+                ax.set_xticks([])
+                ax.set_yticks([])
+                _stat(ax, panel, frames)
+            elif kind == "bargauge":
+                _bargauge(ax, panel, frames)
+            elif kind == "timeseries":
+                _timeseries(ax, panel, frames, source.zone)
+            elif kind == "barchart":
+                _barchart(ax, panel, frames)
+            elif kind == "geomap":
+                _geomap(ax, panel, frames)
+            elif kind == "table":
+                _table(ax, panel, frames)
+        fig.text(
+            0.005,
+            0.985,
+            f"{dashboard['title']}   {clock(source.end_ms / 1000, locale, zone=str(source.zone))}",
+            color=colour("text"),
+            fontsize=14,
+            va="top",
+        )
+    return fig

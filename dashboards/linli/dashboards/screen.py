@@ -17,7 +17,17 @@ from linli.catalog.profile import get_profile
 from linli.dashboards import theme
 from linli.dashboards.alerts import RECENT, rules
 from linli.dashboards.influxql import Select, Target
-from linli.dashboards.panels import big_text, last_value, legend_hidden, place, props, transform
+from linli.dashboards.panels import (
+    P,
+    big_text,
+    last_value,
+    legend_hidden,
+    named,
+    place,
+    props,
+    transform,
+)
+from linli.dashboards.words import t, unit
 
 UID = "linli-screen"
 TODAY = "now/d"  # from local midnight: the dashboard's time zone is the district's
@@ -29,6 +39,13 @@ WASTE_COLOURS = {  # Shanghai's bin colours, lightened where the dark theme woul
     "hazardous": "#b877d9",
     "renovation": "#c8a165",
 }
+
+
+def waste_types(panel: P) -> P:
+    """Each waste type in its bin colour, under its name."""
+    for waste_type, fixed in WASTE_COLOURS.items():
+        panel.override_by_name(waste_type, named(f"waste.{waste_type}", fixed))
+    return panel
 
 
 def ports_in_state(state: int, alias: str) -> Target:
@@ -44,34 +61,36 @@ def devices_online() -> list[Target]:
     latest = Select("health").select("online", "last", alias="online").tag_not("kind", "agent").during(RECENT)
     latest = latest.by("site", "device", "kind")
     return [
-        Target(Select.over(latest).select("online", "sum", alias="online"), alias="Online"),
-        Target(Select.over(latest).select("online", "count", alias="expected"), alias="Expected"),
+        Target(Select.over(latest).select("online", "sum", alias="online"), alias=t("screen.online")),
+        Target(Select.over(latest).select("online", "count", alias="expected"), alias=t("screen.expected")),
     ]
 
 
 def fire_alarms() -> Target:
     """Fire-alarm points (smoke detectors, fire doors) in alarm now."""
     latest = Select("fire_point").select("alarm", "last", alias="alarm").during(RECENT).by("site", "device")
-    return Target(Select.over(latest).select("alarm", "sum", alias="points"), alias="Fire alarms")
+    return Target(Select.over(latest).select("alarm", "sum", alias="points"), alias=t("screen.fire_alarms"))
 
 
 def charging_power_now() -> Target:
     latest = Select("charger").select("total_power", "last", alias="w").during(RECENT).by("site", "device")
-    return Target(Select.over(latest).select("w", "sum", alias="kW", scale=0.001), alias="Charging power")
+    return Target(
+        Select.over(latest).select("w", "sum", alias="kW", scale=0.001), alias=t("screen.charging_power")
+    )
 
 
 def interceptions(interval: str | None = None) -> Target:
     select = Select("camera").select("interception", "sum", alias="interceptions")
     if interval:
         select = select.by_time(interval, fill="0").in_zone(theme.ZONE)
-    return Target(select, alias="E-bikes stopped")
+    return Target(select, alias=t("screen.ebikes_stopped"))
 
 
 def collected(by_type: bool) -> Target:
     select = Select("truck").select("collected_kg", "sum", alias="t", scale=0.001)
     if by_type:
         return Target(select.by("waste_type"), alias="$tag_waste_type")
-    return Target(select, alias="Collected")
+    return Target(select, alias=t("screen.collected"))
 
 
 def _stats(y: int) -> list[stat.Panel]:
@@ -88,14 +107,18 @@ def _stats(y: int) -> list[stat.Panel]:
         return place(panel, (x, y, 4, 4), *targets)
 
     return [
-        tile("Devices online", 0, *devices_online())
+        tile(t("screen.devices_online"), 0, *devices_online())
+        .unit(unit("device"))
         .thresholds(theme.steps((None, theme.OK)))
-        .override_by_name("Expected", props(("color", {"mode": "fixed", "fixedColor": "text"}))),
-        tile("Fire alarms", 4, fire_alarms()).thresholds(theme.any_is_bad()),
-        tile("Ports charging", 8, _ports_total(1, "Charging"), _ports_total(3, "Faulted"))
+        .override_by_name(t("screen.expected"), props(("color", {"mode": "fixed", "fixedColor": "text"}))),
+        tile(t("screen.fire_alarms"), 4, fire_alarms()).unit(unit("point")).thresholds(theme.any_is_bad()),
+        tile(
+            t("screen.ports"), 8, _ports_total(1, t("screen.charging")), _ports_total(3, t("screen.faulted"))
+        )
+        .unit(unit("port"))
         .thresholds(theme.steps((None, theme.WORKING)))
         .override_by_name(
-            "Faulted",
+            t("screen.faulted"),
             props(
                 (
                     "thresholds",
@@ -106,34 +129,39 @@ def _stats(y: int) -> list[stat.Panel]:
                 )
             ),
         ),
-        tile("Charging power", 12, charging_power_now())
-        .unit("kwatt")
+        tile(t("screen.charging_power"), 12, charging_power_now())
+        .unit(unit("power"))
         .decimals(1)
         .thresholds(theme.steps((None, theme.WORKING))),
-        tile("E-bikes stopped today", 16, interceptions())
+        tile(t("screen.ebikes_today"), 16, interceptions())
+        .unit(unit("bike"))
         .time_from(TODAY)
         .hide_time_override(True)
         .thresholds(theme.steps((None, theme.WORKING))),
-        tile("Bin rooms served today", 20, *bin_rooms_today())
+        tile(t("screen.rooms_today"), 20, *bin_rooms_today())
+        .unit(unit("room"))
         .time_from(TODAY)
         .hide_time_override(True)
         .decimals(0)
         .thresholds(theme.steps((None, theme.WORKING)))
-        .override_by_name("Scheduled", props(("color", {"mode": "fixed", "fixedColor": "text"}))),
+        .override_by_name(t("screen.scheduled"), props(("color", {"mode": "fixed", "fixedColor": "text"}))),
     ]
 
 
 def bin_rooms_today() -> list[Target]:
-    """Bin rooms served against scheduled, over today's trips (the waste service's `waste_trip`)."""
+    """Bin rooms served against scheduled, over today's trips that have set off (the waste
+    service's `waste_trip`): a trip due later today has served nothing yet and is not counted."""
     per_trip = (
         Select("waste_trip")
         .select("served", "last", alias="served")
         .select("scheduled", "last", alias="scheduled")
+        .select("progress", "last", alias="progress")
         .by("trip")
     )
+    begun = Select.over(per_trip).field_is("progress", ">", 0)
     return [
-        Target(Select.over(per_trip).select("served", "sum", alias="served"), alias="Served"),
-        Target(Select.over(per_trip).select("scheduled", "sum", alias="scheduled"), alias="Scheduled"),
+        Target(begun.select("served", "sum", alias="served"), alias=t("screen.served")),
+        Target(begun.select("scheduled", "sum", alias="scheduled"), alias=t("screen.scheduled")),
     ]
 
 
@@ -158,9 +186,11 @@ def trips_table(title: str) -> table.Panel:
         table.Panel()
         .title(title)
         .cell_height(common.TableCellHeight.SM)
+        .override_by_name("in min", props(("unit", unit("minute"))))
         .override_by_name(
             "delay min",
             props(
+                ("unit", unit("minute")),
                 ("decimals", 1),
                 (
                     "thresholds",
@@ -190,7 +220,7 @@ def trips_table(title: str) -> table.Panel:
 def waste_incidents_open() -> Target:
     """Blocked gates and breakdowns not yet acknowledged by the dispatcher."""
     return Target(
-        Select("waste_incident").select("change", "sum", alias="open"), alias="Waste incidents open"
+        Select("waste_incident").select("change", "sum", alias="open"), alias=t("screen.waste_incidents")
     )
 
 
@@ -206,9 +236,10 @@ def _ports_total(state: int, alias: str) -> Target:
 def _chargers(y: int) -> list[object]:
     by_site = place(
         barchart.Panel()
-        .title("Charger ports by site")
+        .title(t("screen.ports_by_site"))
+        .unit(unit("port"))
+        .orientation(common.VizOrientation.HORIZONTAL)  # site names read across, never overlap
         .stacking(common.StackingMode.NORMAL)
-        .x_tick_label_rotation(-45)
         .show_value(common.VisibilityMode.NEVER)
         .legend(
             cb.VizLegendOptions()
@@ -216,9 +247,9 @@ def _chargers(y: int) -> list[object]:
             .display_mode(common.LegendDisplayMode.LIST)
             .placement(common.LegendPlacement.BOTTOM)
         )
-        .override_by_name("charging", props(("color", {"mode": "fixed", "fixedColor": theme.WORKING})))
-        .override_by_name("idle", props(("color", {"mode": "fixed", "fixedColor": theme.OK})))
-        .override_by_name("faulted", props(("color", {"mode": "fixed", "fixedColor": theme.CRITICAL})))
+        .override_by_name("charging", named("screen.charging", theme.WORKING))
+        .override_by_name("idle", named("screen.idle", theme.OK))
+        .override_by_name("faulted", named("screen.faulted", theme.CRITICAL))
         .with_transformation(transform("joinByField", {"byField": "site", "mode": "outer"}))
         .with_transformation(
             transform(
@@ -237,14 +268,14 @@ def _chargers(y: int) -> list[object]:
     power = Select.over(inner).select("w", "sum", alias="kW", scale=0.001).by_time().during("$timeFilter")
     draw = place(
         timeseries.Panel()
-        .title("District charging power")
-        .unit("kwatt")
+        .title(t("screen.district_power"))
+        .unit(unit("power"))
         .fill_opacity(30)
         .line_width(2)
         .color_scheme(db.FieldColor().mode(model.FieldColorModeId.FIXED).fixed_color(theme.WORKING))
         .legend(legend_hidden()),
         (14, y, 10, 8),
-        Target(power, alias="Charging power"),
+        Target(power, alias=t("screen.charging_power")),
     )
     return [by_site, draw]
 
@@ -255,7 +286,7 @@ def _fire(y: int) -> list[object]:
     sprinkler, hydrant = (pressure.thresholds_for({"system": s})[0] for s in ("sprinkler", "hydrant"))
     pressures = place(
         bargauge.Panel()
-        .title("Fire water pressure")
+        .title(t("screen.fire_pressure"))
         .unit("pressurempa")
         .decimals(2)
         .min(0)
@@ -278,7 +309,7 @@ def _fire(y: int) -> list[object]:
     [low] = [t for t in level.thresholds if t.field == "level"]
     tanks = place(
         bargauge.Panel()
-        .title("Fire tank level")
+        .title(t("screen.tank_level"))
         .unit("lengthm")
         .decimals(2)
         .min(0)
@@ -296,7 +327,8 @@ def _fire(y: int) -> list[object]:
     )
     by_hour = place(
         timeseries.Panel()
-        .title("E-bikes stopped in lifts, by hour")
+        .title(t("screen.ebikes_by_hour"))
+        .unit(unit("bike"))
         .draw_style(common.GraphDrawStyle.BARS)
         .fill_opacity(80)
         .time_from(TODAY)
@@ -309,8 +341,8 @@ def _fire(y: int) -> list[object]:
     )
     waste = place(
         bargauge.Panel()
-        .title("Waste collected today")
-        .unit("masst")
+        .title(t("screen.waste_today"))
+        .unit(unit("tonne"))
         .decimals(1)
         .reduce_options(cb.ReduceDataOptions().calcs(["sum"]).values(False))
         .display_mode(common.BarGaugeDisplayMode.BASIC)
@@ -321,9 +353,7 @@ def _fire(y: int) -> list[object]:
         (18, y, 6, 7),
         collected(by_type=True),
     )
-    for waste_type, colour in WASTE_COLOURS.items():
-        waste.override_by_name(waste_type, props(("color", {"mode": "fixed", "fixedColor": colour})))
-    return [pressures, tanks, by_hour, waste]
+    return [pressures, tanks, by_hour, waste_types(waste)]
 
 
 def trucks_map(at: tuple[int, int, int, int]) -> geomap.Panel:
@@ -343,7 +373,7 @@ def trucks_map(at: tuple[int, int, int, int]) -> geomap.Panel:
     trucks = (
         cb.MapLayerOptions()
         .type("markers")
-        .name("Trucks")
+        .name(t("trucks.layer"))
         .location(location)
         .filter_data({"id": "byRefId", "options": "A"})
         .config(
@@ -361,16 +391,16 @@ def trucks_map(at: tuple[int, int, int, int]) -> geomap.Panel:
     road = (
         cb.MapLayerOptions()
         .type("route")
-        .name("Routes")
+        .name(t("trucks.routes"))
         .location(location)
         .filter_data({"id": "byRefId", "options": "B"})
         .config({"style": {"color": {"fixed": theme.WORKING}, "opacity": 0.5, "lineWidth": 2}, "arrow": 0})
     )
     return place(
         geomap.Panel()
-        .title("Garbage trucks")
+        .title(t("trucks.title"))
         .view(geomap.MapViewConfig().id("fit").all_layers(True).padding(10))
-        .basemap(cb.MapLayerOptions().type("default").name("Basemap"))
+        .basemap(cb.MapLayerOptions().type("default").name(t("trucks.basemap")))
         .layers([road, trucks])
         .thresholds(theme.steps((None, theme.WARNING), (1, theme.WORKING))),
         at,
@@ -382,23 +412,24 @@ def trucks_map(at: tuple[int, int, int, int]) -> geomap.Panel:
 def _bottom(y: int) -> list[object]:
     alerts = place(
         bargauge.Panel()
-        .title("Active alerts")
+        .title(t("screen.alerts"))
+        .unit(unit("device"))
         .reduce_options(last_value())
         .display_mode(common.BarGaugeDisplayMode.BASIC)
         .orientation(common.VizOrientation.HORIZONTAL)
         .text(big_text(22))
         .min(0)
         .decimals(0)
-        .no_value("None")
+        .no_value(t("screen.no_alerts"))
         .thresholds(theme.any_is_bad()),
         (16, y, 8, 9),
-        *(Target(r.count, alias=r.title) for r in rules()),
+        *(Target(r.count, alias=r.name) for r in rules()),
         waste_incidents_open(),
     )
     for rule in rules():
         colour = theme.SEVERITY_COLOUR[rule.severity]
         alerts.override_by_name(
-            rule.title,
+            rule.name,
             props(
                 (
                     "thresholds",
@@ -415,18 +446,19 @@ def _bottom(y: int) -> list[object]:
     }
     bookings = place(
         stat.Panel()
-        .title("Renovation pickups")
+        .title(t("screen.renovation"))
+        .unit(unit("booking"))
         .reduce_options(last_value())
         .text(big_text(28))
         .color_mode(common.BigValueColorMode.VALUE)
         .graph_mode(common.BigValueGraphMode.NONE)
         .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
         .thresholds(theme.steps((None, theme.WORKING)))
-        .override_by_name("At risk", props(("thresholds", at_risk))),
+        .override_by_name(t("screen.at_risk"), props(("thresholds", at_risk))),
         (8, y + 6, 8, 3),
         *renovation_now(),
     )
-    trips = place(trips_table("Trucks on their rounds"), (8, y, 8, 6), trips_now())
+    trips = place(trips_table(t("screen.rounds")), (8, y, 8, 6), trips_now())
     return [trucks_map((0, y, 8, 9)), trips, bookings, alerts]
 
 
@@ -434,16 +466,16 @@ def renovation_now() -> list[Target]:
     """Renovation bookings open, trucks driving to one, and bookings that may miss their window."""
     status = Select("waste_renovation")
     return [
-        Target(status.select("open", "last", alias="open"), alias="Open"),
-        Target(status.select("trucks_en_route", "last", alias="en route"), alias="Trucks en route"),
-        Target(status.select("at_risk", "last", alias="at risk"), alias="At risk"),
+        Target(status.select("open", "last", alias="open"), alias=t("screen.open")),
+        Target(status.select("trucks_en_route", "last", alias="en route"), alias=t("screen.en_route")),
+        Target(status.select("at_risk", "last", alias="at risk"), alias=t("screen.at_risk")),
     ]
 
 
 def dashboard() -> db.Dashboard:
     """The big screen."""
     board = (
-        db.Dashboard("Hongqiao district: operations")
+        db.Dashboard(t("screen.title"))
         .uid(UID)
         .tags(["linli", "big-screen"])
         .timezone(theme.ZONE)

@@ -17,7 +17,6 @@ from linli.dashboards.influxql import Select, Target
 from linli.dashboards.panels import (
     Annotation,
     board,
-    colour,
     last_value,
     latest_table,
     legend_hidden,
@@ -29,7 +28,8 @@ from linli.dashboards.panels import (
     variable,
     with_panels,
 )
-from linli.dashboards.screen import WASTE_COLOURS, trips_now, trips_table, trucks_map
+from linli.dashboards.screen import trips_now, trips_table, trucks_map, waste_types
+from linli.dashboards.words import t, unit
 
 UID = "linli-waste"
 
@@ -42,7 +42,7 @@ def dashboard() -> db.Dashboard:
     """The fleet: where the trucks are, their loads and speeds, collections by type and stop, alarms."""
     by_type = place(
         bargauge.Panel()
-        .title("Collected, by waste type")
+        .title(t("waste.by_type"))
         .unit("masskg")
         .decimals(0)
         .reduce_options(sum_of())
@@ -51,20 +51,18 @@ def dashboard() -> db.Dashboard:
         (12, 0, 12, 9),
         Target(_trucks().select("collected_kg", "sum", alias="kg").by("waste_type"), alias="$tag_waste_type"),
     )
-    for waste_type, fixed in WASTE_COLOURS.items():
-        by_type.override_by_name(waste_type, colour(fixed))
     load = place(
-        trend("Load on board", "masskg"),
+        trend(t("waste.load"), "masskg"),
         (0, 9, 12, 8),
         Target(_trucks().select("load_kg", "max", alias="kg").by_time().by("device"), alias="$tag_device"),
     )
     speed = place(
-        trend("Speed", "velocitykmh"),
+        trend(t("waste.speed"), "velocitykmh"),
         (12, 9, 12, 8),
         Target(_trucks().select("speed", "mean", alias="km/h").by_time().by("device"), alias="$tag_device"),
     )
     lifts = place(
-        latest_table("Latest collections").override_by_name(
+        latest_table(t("waste.latest")).override_by_name(
             "collected_kg", props(("unit", "masskg"), ("decimals", 0))
         ),
         (0, 17, 12, 10),
@@ -80,8 +78,11 @@ def dashboard() -> db.Dashboard:
         ),
     )
     alarms = place(
-        latest_table("Driver alarms").override_by_name(
-            "active", props(("mappings", theme.flags(("raised", theme.WARNING), ("cleared", theme.OK))))
+        latest_table(t("waste.alarms")).override_by_name(
+            "active",
+            props(
+                ("mappings", theme.flags((t("waste.raised"), theme.WARNING), (t("waste.cleared"), theme.OK)))
+            ),
         ),
         (12, 17, 12, 10),
         Target(
@@ -104,32 +105,29 @@ def dashboard() -> db.Dashboard:
         .by("kind")
     )
     dash = (
-        board("Waste fleet", UID, ["waste"])
-        .with_variable(variable("route", "Route", "truck", "route"))
-        .with_variable(variable("device", "Truck", "truck", "device", within=(("route", "route"),)))
-        .annotation(Annotation("Driver alarm raised", raised.by("site"), theme.WARNING))
-        .annotation(Annotation("Blocked gate or breakdown", incidents, theme.CRITICAL))
+        board(t("waste.title"), UID, ["waste"])
+        .with_variable(variable("route", t("var.route"), "truck", "route"))
+        .with_variable(variable("device", t("var.truck"), "truck", "device", within=(("route", "route"),)))
+        .annotation(Annotation(t("waste.alarm_raised"), raised.by("site"), theme.WARNING))
+        .annotation(Annotation(t("waste.incident"), incidents, theme.CRITICAL))
     )
-    trips = place(trips_table("Trips"), (0, 27, 12, 8), trips_now())
+    trips = place(trips_table(t("waste.trips")), (0, 27, 12, 8), trips_now())
     tonnage = [
-        place(_bars(f"Tonnage by {name}", "masst", span), (x, 35, 8, 9), _tonnage(period))
-        for x, (name, period, span) in zip(
-            (0, 8, 16),
-            (("day", "day", "35d"), ("ISO week", "week", "120d"), ("month", "month", "400d")),
-            strict=True,
+        waste_types(
+            place(_bars(t(f"waste.tonnage_{period}"), unit("tonne"), span), (x, 35, 8, 9), _tonnage(period))
+        )
+        for x, (period, span) in zip(
+            (0, 8, 16), (("day", "35d"), ("week", "120d"), ("month", "400d")), strict=True
         )
     ]
-    for panel in tonnage:
-        for waste_type, fixed in WASTE_COLOURS.items():
-            panel.override_by_name(waste_type, colour(fixed))
     on_time = place(
-        _shares("On time (within 10 min), notices 13-18 min ahead, by route", good=0.9),
+        _shares(t("waste.on_time"), good=0.9),
         (12, 27, 12, 8),
-        _performance("on_time", "on time"),
-        _performance("in_window", "notices in time"),
+        _performance("on_time", "on time", t("waste.route_on_time", route="$tag_route")),
+        _performance("in_window", "notices in time", t("waste.route_notices", route="$tag_route")),
     )
     missed = place(
-        _bars("Bin rooms revisited, skipped, missed, by day", "short", "35d"),
+        _bars(t("waste.outcomes"), unit("room"), "35d"),
         (0, 44, 24, 8),
         *(
             Target(
@@ -139,25 +137,25 @@ def dashboard() -> db.Dashboard:
                 .select(outcome, "sum", alias=outcome)
                 .by_time("1d", fill="none")
                 .in_zone(theme.ZONE),
-                alias=outcome,
+                alias=t(f"waste.{outcome}"),
             )
             for outcome in ("revisited", "skipped", "missed")
         ),
     )
     bookings = place(
-        trend("Renovation bookings by state", "short"),
+        trend(t("waste.bookings"), unit("booking")),
         (0, 52, 12, 8),
         *(
             Target(
                 Select("waste_renovation").select(state, "last", alias=state).by_time(),
-                alias=state.replace("_", " "),
+                alias=t(f"booking.{state}"),
             )
             for state in ("requested", "offered", "accepted", "en_route", "arrived", "at_risk")
         ),
     )
     steps = place(
-        latest_table("Renovation bookings, step by step").override_by_name(
-            "wait_min", props(("unit", "m"), ("decimals", 0))
+        latest_table(t("waste.steps")).override_by_name(
+            "wait_min", props(("unit", unit("minute")), ("decimals", 0))
         ),
         (12, 52, 12, 8),
         Target(
@@ -172,7 +170,7 @@ def dashboard() -> db.Dashboard:
         ),
     )
     renovation_days = place(
-        _bars("Renovation bookings by day: asked, collected, cancelled, expired", "short", "35d"),
+        _bars(t("waste.booking_days"), unit("booking"), "35d"),
         (0, 60, 12, 8),
         *(
             Target(
@@ -181,13 +179,13 @@ def dashboard() -> db.Dashboard:
                 .select(field, "sum", alias=field)
                 .by_time("1d", fill="none")
                 .in_zone(theme.ZONE),
-                alias=field,
+                alias=t(f"booking.{field}"),
             )
             for field in ("requested", "collected", "cancelled", "expired")
         ),
     )
     renovation_service = place(
-        _shares("Renovation: collected within the window, by compound", good=0.95),
+        _shares(t("waste.in_window"), good=0.95),
         (12, 60, 12, 8),
         Target(
             Select("waste_booking_rollup")
@@ -198,7 +196,7 @@ def dashboard() -> db.Dashboard:
         ),
     )
     truck_runs = place(
-        latest_table("Renovation trucks' runs: pickups, m³ and kg collected in the range"),
+        latest_table(t("waste.truck_runs")),
         (0, 68, 12, 6),
         Target(
             Select("waste_booking")
@@ -273,7 +271,7 @@ def _tonnage(period: str) -> Target:
     )
 
 
-def _performance(field: str, alias: str) -> Target:
+def _performance(field: str, alias: str, legend: str) -> Target:
     """A route's share over the span: the mean of its days' shares."""
     return Target(
         Select("waste_performance")
@@ -281,5 +279,5 @@ def _performance(field: str, alias: str) -> Target:
         .tag_matches("route", "route")
         .select(field, "mean", alias=alias)
         .by("route"),
-        alias=f"$tag_route {alias}",
+        alias=legend,
     )
