@@ -1,0 +1,116 @@
+"""A bin-room keeper's SMS gateway that hangs or answers a byte a second costs only that keeper's
+notices: the real waste service, on a real Mosquitto, tells every other keeper on time, and each
+notice it could not deliver is a failed delivery with its reason (issue 29)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from linli.cloud.config import DeliveryConfig, SmtpConfig
+from linli.cloud.waste.config import TruckBroker, WasteConfig
+from linli.cloud.waste.gtfs import load_feed
+from linli.cloud.waste.service import WasteService
+from linli.localservers import LocalServer, free_port
+from linli.sim.timetable import Traffic, drive_trip
+from peers import Inbox, Receiver, SlowReceiver
+from support import wait_until
+from test_waste_service import MONDAY, TOKEN, TRIP, hand_over, local_feed
+
+
+@pytest.fixture
+def gateways() -> Iterator[dict[str, SlowReceiver]]:
+    slow = {"hang": SlowReceiver("hang"), "trickle": SlowReceiver("trickle")}
+    yield slow
+    for receiver in slow.values():
+        receiver.close()
+
+
+def test_a_hanging_and_a_trickling_keeper_gateway_cost_only_their_own_notices(
+    mosquitto: LocalServer,
+    peers: tuple[Receiver, Inbox, int],
+    gateways: dict[str, SlowReceiver],
+    tmp_path: Path,
+) -> None:
+    receiver, _, smtp = peers
+    folder = local_feed(tmp_path, receiver.url)
+    feed = load_feed(folder)
+    trip = feed.trips[TRIP]
+    rooms = [st.stop_id for st in trip.stop_times if st.stop_id not in feed.extras.depots]
+    # The first two bin rooms' keepers are behind the bad gateways; the rest behind a good one.
+    slow_rooms = dict(zip(gateways, rooms[:2], strict=True))
+    extras = folder / "linli.toml"
+    text = extras.read_text(encoding="utf-8")
+    for mode, room in slow_rooms.items():
+        text = text.replace(
+            f"{receiver.url}/send?to=keeper-{room}", f"{gateways[mode].url}/send?to=keeper-{room}"
+        )
+    extras.write_text(text, encoding="utf-8")
+    feed = load_feed(folder)
+    keeper = {room: feed.extras.stops[room].keepers[0].name for room in rooms}
+    config = WasteConfig(
+        broker=TruckBroker(port=mosquitto.port),
+        smtp=SmtpConfig(port=smtp, sender="waste@district.example"),
+        gtfs=folder,
+        state=str(tmp_path / "waste.sqlite"),
+        api_port=free_port(),
+        attempts=2,
+        delivery=DeliveryConfig(allow_private=True, deadline_s=2.0, pause_s=2.0),
+    )
+    service = WasteService(config, TOKEN, feed)
+    drive = drive_trip(feed, trip, MONDAY, random.Random(2), traffic=Traffic(sd=0.0, trip_sd=0.2))
+    healthy = [room for room in rooms if room not in slow_rooms.values()]
+
+    def told(room: str) -> list[str]:
+        return [p["notice"] for p in receiver.at(f"/send?to=keeper-{room}") if p["notice"] != "correction"]
+
+    def failed() -> list[dict[str, Any]]:
+        return service.failures()
+
+    def failed_for(room: str) -> list[str]:
+        return [json.loads(f["message"])["notice"] for f in failed() if f["contact"] == keeper[room]]
+
+    async def scenario() -> list[dict[str, Any]]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        await asyncio.wait_for(service.started.wait(), 10)
+        try:
+            hand_over(service, sorted(drive.messages, key=lambda m: m[1]["ts"]))
+            await wait_until(
+                lambda: all(told(room)[-1:] == ["collected"] for room in healthy),
+                60,
+                "every good keeper told",
+            )
+            await wait_until(
+                lambda: all(
+                    {"notice", "arrived", "collected"} <= set(failed_for(room))
+                    for room in slow_rooms.values()
+                ),
+                90,
+                "every notice to the bad gateways recorded as failed",
+            )
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{config.api_port}", timeout=10) as api:
+                auth = {"Authorization": f"Bearer {TOKEN}"}
+                return list((await api.get("/failed-deliveries", headers=auth)).json())
+        finally:
+            stop.set()
+            await task
+
+    listed = asyncio.run(scenario())
+    for room in healthy:
+        assert told(room) == ["notice", "arrived", "collected"], (room, told(room))
+    # Each bad gateway was tried, and every notice to it is on the operator's list, with why.
+    for mode, room in slow_rooms.items():
+        assert gateways[mode].posts, mode
+        assert told(room) == [], room
+    bad = [f for f in listed if f["contact"] in {keeper[r] for r in slow_rooms.values()}]
+    assert len(bad) >= 2 * 3
+    assert all(f["error"] for f in bad), bad
+    assert {f["contact"] for f in listed} <= {keeper[r] for r in slow_rooms.values()}
