@@ -149,14 +149,21 @@ class DeliveryConfig(Strict):
 DEFAULT_DELIVERY = DeliveryConfig()
 
 
-def refuse_private(delivery: DeliveryConfig, where: str, channels: list[Channel]) -> None:
-    """ValueError for the first HTTP channel whose URL names a private address, unless allowed."""
+def channel_urls(where: str, channels: list[Channel]) -> list[tuple[str, str]]:
+    """Each HTTP channel's URL with its key, for `refuse_private`."""
+    return [
+        (f"{where}.channels[{i}].url", c.url) for i, c in enumerate(channels) if isinstance(c, HttpChannel)
+    ]
+
+
+def refuse_private(delivery: DeliveryConfig, urls: list[tuple[str, str]]) -> None:
+    """ValueError for the first (key, URL) that names a private address, unless allowed."""
     if delivery.allow_private:
         return
-    for i, channel in enumerate(channels):
-        why = private_host(channel.url) if isinstance(channel, HttpChannel) else None
+    for key, url in urls:
+        why = private_host(url)
         if why:
-            raise ValueError(f"{where}.channels[{i}].url: {why}; {FIX}")
+            raise ValueError(f"{key}: {why}; {FIX}")
 
 
 class BrokerConfig(Strict):
@@ -208,7 +215,7 @@ class NotifierConfig(Strict):
             if unknown:
                 raise ValueError(f"subscription '{sub.id}': escalate_to names no subscription: {unknown}")
         for i, sub in enumerate(self.subscriptions):
-            refuse_private(self.delivery, f"subscriptions[{i}]", sub.channels)
+            refuse_private(self.delivery, channel_urls(f"subscriptions[{i}]", sub.channels))
         return self
 
 

@@ -11,8 +11,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from linli.catalog.errors import load_toml_model
 from linli.catalog.i18n import DEFAULT_LOCALE, Locale
 from linli.catalog.tls import MqttTls, anchored
-from linli.cloud.addresses import FIX, private_host
-from linli.cloud.config import DeliveryConfig, SmtpConfig, Strict, Url, refuse_private
+from linli.cloud.config import DeliveryConfig, SmtpConfig, Strict, Url, channel_urls, refuse_private
 from linli.cloud.waste.gtfs import Contact
 from linli.cloud.waste.outbox import VisitStore
 
@@ -114,19 +113,16 @@ class WasteConfig(Strict):
 
     @model_validator(mode="after")
     def _public_contacts(self) -> Self:
-        # Keepers' and bookings' channels are checked when they are sent to, address by address.
+        # Keepers' and bookings' channels are checked when they are sent to, address by address;
+        # the operator's gateways for requesters are webhooks too.
+        urls: list[tuple[str, str]] = []
         for key, contact in (("dispatcher", self.dispatcher), ("operator", self.operator)):
             if contact is not None:
-                refuse_private(self.delivery, key, contact.channels)
-        # The operator's gateways for requesters are webhooks too.
-        if not self.delivery.allow_private:
-            for key, gateway in (
-                ("bookings.sms", self.bookings.sms),
-                ("bookings.wecom", self.bookings.wecom),
-            ):
-                why = private_host(gateway.url) if gateway is not None else None
-                if why:
-                    raise ValueError(f"{key}.url: {why}; {FIX}")
+                urls += channel_urls(key, contact.channels)
+        for key, gateway in (("bookings.sms", self.bookings.sms), ("bookings.wecom", self.bookings.wecom)):
+            if gateway is not None:
+                urls.append((f"{key}.url", gateway.url))
+        refuse_private(self.delivery, urls)
         return self
 
     @field_validator("max_skew_s")
