@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal, get_args
 from zoneinfo import ZoneInfo
 
+import babel
 from babel.dates import format_datetime, format_skeleton
 from babel.messages.pofile import read_po
 
@@ -87,6 +88,12 @@ def local(at: float | dt.datetime, zone: str = DISTRICT_ZONE) -> dt.datetime:
     return dt.datetime.fromtimestamp(at, ZoneInfo(zone))
 
 
+@cache
+def _babel(locale: Locale) -> babel.Locale:
+    # Parsed once: Babel parses a locale name anew on every call it is given as a string.
+    return babel.Locale.parse(locale.replace("-", "_"))
+
+
 def clock(
     at: float | dt.datetime,
     locale: Locale = DEFAULT_LOCALE,
@@ -96,7 +103,7 @@ def clock(
 ) -> str:
     """A time as people write it: `17:30` on the day of `now`, else `12月7日 17:30` / `Dec 7 17:30`."""
     moment = local(at, zone)
-    babel_locale = locale.replace("-", "_")
+    babel_locale = _babel(locale)
     hhmm = format_datetime(moment, "HH:mm", locale=babel_locale)
     if now is not None and local(now, zone).date() == moment.date():
         return hhmm
