@@ -160,6 +160,8 @@ def start_service(
     config.write_text(
         f'gtfs = "{feed}"\nstate = "{work / "waste.sqlite"}"\napi_port = {api_port}\n'
         f"[broker]\nport = {broker_port}\n"
+        # The keepers' gateway, the dispatcher and the operator are this machine's receiver.
+        "[delivery]\nallow_private = true\n"
         + "".join(
             f'[{who}]\nname = "{who}"\nchannels = [{{ kind = "webhook", url = "{hooks}/{who}" }}]\n'
             for who in ("dispatcher", "operator")
