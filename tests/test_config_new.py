@@ -55,6 +55,16 @@ def test_from_flags_and_a_saved_scan_the_agent_accepts_it(tmp_path: Path) -> Non
     assert tomllib.loads(out.read_text())["mqtt"]["host"] == "127.0.0.1"  # a camera: a broker
     checked = linli("edge", "check", "--config", str(out))
     assert checked.returncode == 0, checked.stderr
+    tls = tmp_path / "tls.toml"
+    made = linli(
+        "edge", "config", "new", "--site", "tower", "--device", "camera=elevator-1",
+        "--mqtt-host", "mqtt.district.example", "--mqtt-port", "8883", "--out", str(tls),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert tomllib.loads(tls.read_text())["mqtt"] == {"host": "mqtt.district.example", "port": 8883}
+    bad_port = linli("edge", "config", "new", "--site", "t", "--mqtt-port", "88830", "--out", str(tls))
+    assert bad_port.returncode == 2
+    assert "argument --mqtt-port: 88830 is not a TCP port (1-65535)" in bad_port.stderr
     again = linli("edge", "config", "new", "--site", "tower", "--device", "charger@h", "--out", str(out))
     assert again.returncode == 2
     assert "exists; --force to replace it" in again.stderr

@@ -67,12 +67,39 @@ def test_the_unit_is_sandboxed_and_systemd_takes_it_without_a_word(tmp_path: Pat
 
 
 def test_what_would_keep_the_service_from_starting_is_said_first(tmp_path: Path) -> None:
-    assert problems(Unit("x", Path("/home/tech/edge.toml"), Path(shutil.which("sh") or "/bin/sh"))) == [
+    sh = Path(shutil.which("sh") or "/bin/sh")
+    assert problems(Unit("x", Path("/home/tech/edge.toml"), sh)) == [
         "the config /home/tech/edge.toml is under a home directory, which the service cannot read "
         "(ProtectHome): put it under /etc/linli"
     ]
+    # PrivateTmp gives the service a /tmp of its own: a config, a command or secrets there vanish.
+    assert problems(
+        Unit("x", Path("/tmp/edge.toml"), Path("/var/tmp/venv/bin/linli"), env_file=Path("/tmp/e.env"))
+    ) == [
+        "the config /tmp/edge.toml is under a temporary folder, which the service does not see "
+        "(PrivateTmp): put it under /etc/linli",
+        "the linli command /var/tmp/venv/bin/linli is under a temporary folder, which the service does "
+        "not see (PrivateTmp): install linli outside it, e.g. in /opt/linli",
+        "the environment file /tmp/e.env is under a temporary folder, which the service does not see "
+        "(PrivateTmp): put it under /etc/linli",
+        "no linli command at /var/tmp/venv/bin/linli",
+    ]
+    assert problems(Unit("x", Path("/etc/linli/edge.toml"), sh, env_file=Path("/etc/linli/edge.env"))) == []
     bad = tmp_path / "bad.toml"
     bad.write_text("[writer]\n")
     refused = linli("edge", "install", "--config", str(bad), "--dry-run")
     assert refused.returncode == 2
     assert "config error" in refused.stderr
+
+
+def test_a_dry_run_shows_the_unit_and_says_what_the_install_would_refuse(tmp_path: Path) -> None:
+    config = tmp_path / "edge.toml"  # pytest's folders are under /tmp
+    config.write_text(CONFIG)
+    assert str(config.resolve()).startswith("/tmp/"), "this test needs its temporary folder under /tmp"
+    shown = linli("edge", "install", "--config", str(config), "--dry-run")
+    assert shown.returncode == 0, shown.stderr
+    assert "PrivateTmp=yes" in shown.stdout.splitlines()
+    assert (
+        f"linli edge install: warning: the config {config.resolve()} is under a temporary folder, "
+        "which the service does not see (PrivateTmp): put it under /etc/linli; the install would refuse this"
+    ) in shown.stderr.splitlines()

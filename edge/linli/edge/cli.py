@@ -153,6 +153,9 @@ def _add_service_tools(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
     new.add_argument("--org", default="linli", help="InfluxDB 2 organisation (default linli)")
     new.add_argument("--bucket", default="linli", help="InfluxDB 2 bucket, or 1.x database (default linli)")
     new.add_argument("--mqtt-host", help="the broker, when there are MQTT devices (default 127.0.0.1)")
+    new.add_argument(
+        "--mqtt-port", type=port_number, help="the broker's port (default 1883; 8883 is usual with TLS)"
+    )
     new.add_argument("--device", action="append", default=[], metavar="SPEC", help="a device (repeat)")
     new.add_argument(
         "--from-scan", action="append", default=[], type=Path, metavar="FILE",
@@ -482,6 +485,13 @@ def _status_text(h: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def port_number(text: str) -> int:
+    """A TCP port from the command line."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (1-65535)")
+    return int(text)
+
+
 def _install(args: argparse.Namespace) -> int:
     import os
     import subprocess
@@ -498,13 +508,15 @@ def _install(args: argparse.Namespace) -> int:
         env_file=args.env_file.resolve() if args.env_file else None,
     )
     found = problems(unit)
+    if args.dry_run:  # the unit is shown all the same, with what the real install would refuse
+        print(unit.text(), end="")
+        for problem in found:
+            print(f"linli edge install: warning: {problem}; the install would refuse this", file=sys.stderr)
+        return 0
     if found:
         for problem in found:
             print(f"linli edge install: {problem}", file=sys.stderr)
         return 2
-    if args.dry_run:
-        print(unit.text(), end="")
-        return 0
     if os.geteuid() != 0:
         print("linli edge install: run it as root (sudo), or with --dry-run to see the unit", file=sys.stderr)
         return 2
@@ -596,7 +608,7 @@ def _config_new(args: argparse.Namespace) -> int:
     writer.update(
         {"org": args.org, "bucket": args.bucket} if args.writer == "influxdb2" else {"database": args.bucket}
     )
-    new = NewConfig(site, args.agent or f"{site}-edge", writer, args.mqtt_host, devices)
+    new = NewConfig(site, args.agent or f"{site}-edge", writer, args.mqtt_host, devices, args.mqtt_port)
     with tempfile.TemporaryDirectory() as tmp:
         draft = Path(tmp) / args.out.name
         draft.write_text(new.text(), encoding="utf-8")

@@ -81,14 +81,28 @@ def problems(unit: Unit) -> list[str]:
     out = []
     if not unit.config.is_absolute():
         out.append(f"the config {unit.config} must be an absolute path")
-    if str(unit.config).startswith(("/home/", "/root/")):
-        out.append(
-            f"the config {unit.config} is under a home directory, which the service cannot read "
-            "(ProtectHome): put it under /etc/linli"
-        )
+    named = [("the config", unit.config, "put it under /etc/linli")]
+    named.append(("the linli command", unit.executable, "install linli outside it, e.g. in /opt/linli"))
+    if unit.env_file is not None:
+        named.append(("the environment file", unit.env_file, "put it under /etc/linli"))
+    for what, path, fix in named:
+        hidden = _hidden(path)
+        if hidden:
+            out.append(f"{what} {path} is under {hidden}: {fix}")
     if not unit.executable.is_file():
         out.append(f"no linli command at {unit.executable}")
     return out
+
+
+def _hidden(path: Path) -> str | None:
+    """Where the sandbox hides `path` from the service; None if the service can see it."""
+    text = str(path)
+    if text.startswith(("/home/", "/root/")):
+        return "a home directory, which the service cannot read (ProtectHome)"
+    if text.startswith(("/tmp/", "/var/tmp/")):  # noqa: S108 (names them, never writes there)
+        # PrivateTmp gives the service an empty /tmp of its own: the file would not be there.
+        return "a temporary folder, which the service does not see (PrivateTmp)"
+    return None
 
 
 def install(unit: Unit, unit_dir: Path = UNIT_DIR, *, start: bool = True) -> list[str]:

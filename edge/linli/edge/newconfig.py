@@ -37,6 +37,7 @@ class NewConfig:
     writer: dict[str, str] = field(default_factory=dict)
     mqtt_host: str | None = None
     devices: list[Device] = field(default_factory=list)
+    mqtt_port: int | None = None  # None: the config's default, 1883
 
     def text(self) -> str:
         w = "".join(f'{k} = "{v}"\n' for k, v in self.writer.items())
@@ -46,7 +47,8 @@ class NewConfig:
             f"[writer]\n{w}",
         ]
         if any(get_profile(d.kind).mqtt is not None for d in self.devices):
-            out.append(f'[mqtt]\nhost = "{self.mqtt_host or "127.0.0.1"}"\n')
+            port = "" if self.mqtt_port is None else f"port = {self.mqtt_port}\n"
+            out.append(f'[mqtt]\nhost = "{self.mqtt_host or "127.0.0.1"}"\n{port}')
         out.append(f'[[sites]]\nid = "{self.site}"\n')
         for d in self.devices:
             lines = [f'[[sites.devices]]\nid = "{d.id}"\nprofile = "{d.kind}"\n']
