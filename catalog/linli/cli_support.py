@@ -37,3 +37,7 @@ def setup_logging(level: str = "info") -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # A line per HTTP request and per migration's docstring is noise in a service's log; what
+    # matters from them is said once by linli (the schema's revision, a delivery that failed).
+    for chatty in ("httpx", "httpcore", "alembic"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))

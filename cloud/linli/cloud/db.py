@@ -13,15 +13,18 @@ read-then-write never deadlocks another process; PostgreSQL's row locks do the s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, TextClause, create_engine, event, make_url, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 # A database cut off by the network fails a statement in seconds rather than TCP's quarter of
 # an hour: a connect waits 3 s, data unacknowledged for 3 s breaks the connection (the
@@ -155,7 +158,11 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config.attributes["connection"] = conn
+        before = MigrationContext.configure(conn).get_current_revision()
         command.upgrade(config, revision)
+        after = MigrationContext.configure(conn).get_current_revision()
+    if after != before:
+        log.info("state schema upgraded from %s to %s", before or "empty", after)
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: object) -> None:
