@@ -34,6 +34,7 @@ def test_every_notifier_response_carries_the_protective_headers(tmp_path: Path) 
                 ("/docs/swagger-ui-bundle.js", {}),
                 ("/docs/start.js", {}),
                 ("/docs/no-such-file", {}),
+                ("/favicon.ico", {}),
                 ("/redoc", {}),
                 ("/alerts", {}),  # no token: 401
                 ("/alerts", auth),
@@ -49,6 +50,7 @@ def test_every_notifier_response_carries_the_protective_headers(tmp_path: Path) 
         ("/docs/swagger-ui-bundle.js", False): 200,
         ("/docs/start.js", False): 200,
         ("/docs/no-such-file", False): 401,  # only the assets are public
+        ("/favicon.ico", False): 200,  # every browser asks for it
         ("/redoc", False): 401,  # not served: ReDoc's files come from no package
         ("/alerts", False): 401,
         ("/alerts", True): 200,
@@ -57,6 +59,7 @@ def test_every_notifier_response_carries_the_protective_headers(tmp_path: Path) 
     }
     for key, response in [*answers.items(), (("POST /subscriptions", True), posted)]:
         assert protective_headers(response.headers) == {}, key
+    assert answers[("/favicon.ico", False)].content.startswith(b"\x89PNG")
     page = answers[("/docs", False)].text
     assert re.findall(r"(?:src|href)=\"([^\"]+)\"", page) == [
         "/docs/swagger-ui.css",

@@ -23,8 +23,8 @@ ASSETS = {
     "favicon-32x32.png": Path(swagger_ui_path) / "favicon-32x32.png",
     "start.js": STATIC / "docs-start.js",
 }
-# Paths anyone may read: the page and its assets hold no data.
-PATHS = frozenset({"/docs", *(f"/docs/{name}" for name in ASSETS)})
+# Paths anyone may read: the page, its assets and the site's icon hold no data.
+PATHS = frozenset({"/docs", "/favicon.ico", *(f"/docs/{name}" for name in ASSETS)})
 # Swagger UI styles some elements in attributes, and shows its icons as data: URIs.
 CSP = page_csp("", styles="'unsafe-inline'", images="'self' data:")
 
@@ -36,6 +36,11 @@ def add_docs(api: FastAPI) -> None:
     @api.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
         return HTMLResponse(page.replace("{title}", api.title), headers={"Content-Security-Policy": CSP})
+
+    @api.get("/favicon.ico", include_in_schema=False)
+    async def icon() -> FileResponse:
+        # Every browser asks for it; a 401 there read as a broken page in the console.
+        return FileResponse(ASSETS["favicon-32x32.png"], media_type="image/png")
 
     @api.get("/docs/{name}", include_in_schema=False)
     async def asset(name: str) -> FileResponse:
