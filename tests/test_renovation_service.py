@@ -412,3 +412,45 @@ def test_a_booking_cancelled_while_its_plan_is_solved_is_not_planned_nor_offered
     assert [t["state"] for t in out["first"]["trail"]] == ["requested", "cancelled"]
     assert out["first"]["predicted"] is None
     assert first not in [o["booking"] for o in out["orders"]]
+
+
+def test_a_booking_for_later_is_planned_but_offered_only_when_its_time_comes(
+    mosquitto: LocalServer, peers: tuple[Receiver, Inbox, int], tmp_path: Path
+) -> None:
+    """Offered at once, a booking for the afternoon sent the driver off now: collected hours
+    before the requester's window (`OFFER_AHEAD_S`)."""
+    config, feed = renovation_config(mosquitto, peers, tmp_path)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    base = f"http://127.0.0.1:{config.api_port}"
+    now = dt.datetime.now(ZONE)
+    later = booking("gubei-1", now + dt.timedelta(hours=3), "later")  # its window opens in 3 h 10 min
+
+    async def scenario() -> dict[str, Any]:
+        service = WasteService(config, TOKEN, feed)
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        await asyncio.wait_for(service.started.wait(), 15)
+        terminal = await asyncio.to_thread(Terminal, mosquitto.port)
+        try:
+            async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as api:
+                first = (await api.post("/bookings", json=later)).json()
+                soon = (await api.post("/bookings", json=booking("hongmei-1", now, "soon"))).json()
+                # Plans are made from the state as it is: the one that offers `soon` has both.
+                order = await asyncio.to_thread(terminal.order)
+                return {
+                    "ids": (first["id"], soon["id"]),
+                    "order": order,
+                    "later": (await api.get(f"/bookings/{first['id']}")).json(),
+                }
+        finally:
+            await asyncio.to_thread(terminal.close)
+            stop.set()
+            await task
+
+    out = asyncio.run(scenario())
+    later_id, soon_id = out["ids"]
+    assert out["order"]["booking"] == soon_id  # the first order the driver hears
+    assert out["later"]["state"] == "requested"
+    opens_ms = dt.datetime.fromisoformat(later["earliest"]).timestamp() * 1000
+    # Planned in its window (the solver counts whole seconds from the plan's time).
+    assert out["later"]["predicted_ms"] >= opens_ms - 1000

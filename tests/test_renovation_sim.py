@@ -71,6 +71,30 @@ def test_the_truck_on_call_answers_drives_the_roads_lifts_the_pile_and_goes_home
     assert not [t for t in parked if moving[0]["ts"] <= t <= moving[-1]["ts"]]
 
 
+def test_the_driver_does_not_collect_before_the_requester_s_window_opens() -> None:
+    feed: Feed = load_feed(FEED)
+    pile = feed.stops["hongmei-1"]
+    opens = MONDAY_NOON + 2 * 3600  # offered at noon for a window from 14:00
+    for seed in ("a", "b", "c"):
+        truck = Truck(seed=seed, start=MONDAY_NOON, feed=feed, truck="truck-renovation", traffic=Traffic())
+        truck.advance_to(MONDAY_NOON + 60)
+        truck.on_order(
+            {"booking": "b1", "compound": pile.id, "lat": pile.lat, "lon": pile.lon, "volume_m3": 1.0,
+             "earliest_ms": round(opens * 1000)}
+        )  # fmt: skip
+        messages = [m for step in range(90, 5 * 3600, 30) for m in truck.advance_to(MONDAY_NOON + step)]
+        [reply] = [body for kind, body in messages if kind == "order_reply"]
+        if reply["accept"]:
+            break
+    assert reply["accept"]
+    at_pile = [body["ts"] for kind, body in messages if kind == "location" and body.get("stop") == pile.id]
+    moving = [body["ts"] for kind, body in messages if kind == "location" and body["speed"] > 0]
+    [lift] = [body for kind, body in messages if kind == "lift"]
+    assert opens * 1000 <= at_pile[0] <= lift["ts"]  # there when the window opens, not before
+    assert moving[0] > MONDAY_NOON * 1000 + 3600 * 1000  # waited at the depot rather than drove off
+    assert at_pile[0] - opens * 1000 < 15 * 60 * 1000  # and no later than the drive takes
+
+
 def test_simulated_staff_book_and_the_simulated_truck_collects_through_mosquitto(
     mosquitto: LocalServer, tmp_path: Path
 ) -> None:

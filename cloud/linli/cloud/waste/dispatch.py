@@ -227,5 +227,7 @@ def _solve(
         truck = trucks[int(row.vehicle_id)].id
         out.rounds.setdefault(truck, [])
         if row.type == "job":
-            out.rounds[truck].append((live[int(row.id)].booking, now_s + float(row.arrival)))
+            # When the pickup starts: a truck early for a window waits there until it opens.
+            start = float(row.arrival) + float(row.waiting_time)
+            out.rounds[truck].append((live[int(row.id)].booking, now_s + start))
     return out

@@ -6,8 +6,10 @@ Each change re-plans (`dispatch.plan`): a booking a truck is given is offered to
 A declined order goes to another truck; one not answered within `accept_min` is escalated to
 the operating company and offered again. The truck driving to its accepted pickup makes it en
 route, stopping at the pile makes it arrived, its lift makes it collected (the kilograms from the
-truck's scale), and leaving closes it. A booking no truck reached by the end of its window
-expires. The requester hears every step, with the truck and the predicted time.
+truck's scale), and leaving closes it. A pickup planned for later (tomorrow's window) stays
+requested, with its predicted time, until it is planned within `OFFER_AHEAD_S`: the order tells
+the driver when the window opens. A booking no truck reached by the end of its window expires.
+The requester hears every step, with the truck and the predicted time.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ log = logging.getLogger(__name__)
 
 AT_PILE_M = 60.0  # a truck this close to a pile, nearly still, is there
 AT_RISK_S = 3600.0  # a booking in no truck's round with less than this left is at risk
+# A pickup is offered to its driver once it is planned within this of now. Offered earlier (a
+# booking for tomorrow morning, planned at this evening's end of shift), the driver set off at
+# once and collected it hours before the requester's window.
+OFFER_AHEAD_S = 3600.0
 STILL_KMH = 3.0
 
 
@@ -197,6 +203,7 @@ class Renovation:
                 booking is not None
                 and booking.state is State.REQUESTED
                 and tid not in self.declined.get(booking_id, set())
+                and arrival - now_s <= OFFER_AHEAD_S  # later: offered by a later plan
             ):
                 offered = self.bookings.move(booking_id, State.OFFERED, now_s, "dispatch", truck=tid)
                 self.offered_s[booking_id] = now_s

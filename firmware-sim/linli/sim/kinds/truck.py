@@ -9,8 +9,8 @@ stopped on a trip, each bin lift, and the driver's alarm button.
 
 A truck on call for renovation waste (the timetable's `[renovation]` trucks) takes orders from
 the platform on its `order` topic: its driver accepts most (ACCEPT) on `order_reply`, drives to
-each pile on the roads at town speed, lifts it, and goes back to the depot when it has nothing
-more to do.
+each pile on the roads at town speed (leaving so as to arrive when the requester's window
+opens, never before), lifts it, and goes back to the depot when it has nothing more to do.
 
 Faults: `blocked` finds the third bin room of each trip blocked (the alarm, on to the next,
 back after the last); `breakdown` breaks down halfway to the third bin room of its first
@@ -155,6 +155,9 @@ class Truck:
         path = nx.shortest_path(roads.graph, roads.nearest(self.at_xy), roads.nearest(to), weight="m")
         line = LineString([self.at_xy, *(roads.points[n] for n in path), to])
         speed = ON_CALL_KMH / 3.6
+        if job is not None and job.get("earliest_ms"):
+            # The driver leaves so as to be there when the requester's window opens, not before.
+            t = max(t, float(job["earliest_ms"]) / 1000 - line.length / speed)
         start = t
         body = {"waste_type": "renovation", "route": "on-call"}
         for s in range(0, int(line.length / speed), MOVING_REPORT_S):
