@@ -310,19 +310,28 @@ def held(
 
 
 @contextlib.asynccontextmanager
-async def running(service: WasteService, held: Held) -> AsyncIterator[Terminal]:
-    """The service running, and the renovation truck's terminal; every solve let go at the end."""
+async def serving(service: WasteService, broker_port: int) -> AsyncIterator[Terminal]:
+    """The service running, and the renovation truck's terminal."""
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
     await asyncio.wait_for(service.started.wait(), 15)
-    terminal = await asyncio.to_thread(Terminal, held.config.broker.port)
+    terminal = await asyncio.to_thread(Terminal, broker_port)
     try:
         yield terminal
     finally:
-        held.solver.release(5)
         await asyncio.to_thread(terminal.close)
         stop.set()
         await task
+
+
+@contextlib.asynccontextmanager
+async def running(service: WasteService, held: Held) -> AsyncIterator[Terminal]:
+    """The service running, and the renovation truck's terminal; every solve let go at the end."""
+    async with serving(service, held.config.broker.port) as terminal:
+        try:
+            yield terminal
+        finally:
+            held.solver.release(5)
 
 
 def test_a_truck_s_message_is_handled_while_a_plan_is_solved_and_the_plan_is_applied_after(
@@ -427,29 +436,24 @@ def test_a_booking_for_later_is_planned_but_offered_only_when_its_time_comes(
 
     async def scenario() -> dict[str, Any]:
         service = WasteService(config, TOKEN, feed)
-        stop = asyncio.Event()
-        task = asyncio.create_task(service.run(stop))
-        await asyncio.wait_for(service.started.wait(), 15)
-        terminal = await asyncio.to_thread(Terminal, mosquitto.port)
-        try:
-            async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as api:
-                first = (await api.post("/bookings", json=later)).json()
-                soon = (await api.post("/bookings", json=booking("hongmei-1", now, "soon"))).json()
-                # Plans are made from the state as it is: the one that offers `soon` has both.
-                order = await asyncio.to_thread(terminal.order)
-                return {
-                    "ids": (first["id"], soon["id"]),
-                    "order": order,
-                    "later": (await api.get(f"/bookings/{first['id']}")).json(),
-                }
-        finally:
-            await asyncio.to_thread(terminal.close)
-            stop.set()
-            await task
+        async with (
+            serving(service, mosquitto.port) as terminal,
+            httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as api,
+        ):
+            first = (await api.post("/bookings", json=later)).json()
+            soon = (await api.post("/bookings", json=booking("hongmei-1", now, "soon"))).json()
+            # Plans are made from the state as it is: the one that offers `soon` has both.
+            order = await asyncio.to_thread(terminal.order)
+            return {
+                "ids": (first["id"], soon["id"]),
+                "order": order,
+                "later": (await api.get(f"/bookings/{first['id']}")).json(),
+            }
 
     out = asyncio.run(scenario())
     later_id, soon_id = out["ids"]
-    assert out["order"]["booking"] == soon_id  # the first order the driver hears
+    assert out["order"]["booking"] == soon_id  # the first order the driver hears, not `later_id`'s
+    assert out["later"]["id"] == later_id
     assert out["later"]["state"] == "requested"
     opens_ms = dt.datetime.fromisoformat(later["earliest"]).timestamp() * 1000
     # Planned in its window (the solver counts whole seconds from the plan's time).

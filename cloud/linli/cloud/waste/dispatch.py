@@ -228,6 +228,6 @@ def _solve(
         out.rounds.setdefault(truck, [])
         if row.type == "job":
             # When the pickup starts: a truck early for a window waits there until it opens.
-            start = float(row.arrival) + float(row.waiting_time)
-            out.rounds[truck].append((live[int(row.id)].booking, now_s + start))
+            begins = float(row.arrival) + float(row.waiting_time)
+            out.rounds[truck].append((live[int(row.id)].booking, now_s + begins))
     return out
