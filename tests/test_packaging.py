@@ -43,6 +43,14 @@ def test_the_base_install_runs_the_edge_and_nothing_central(
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert {"0001_notifier.py", "0002_ordered_logs.py"} <= set(shipped.stdout.split())
+    # And the message catalogs: what people read is rendered from them.
+    catalogs = subprocess.run(
+        [str(python), "-c",
+         "import importlib.resources as r; "
+         "print(*(p.name for p in (r.files('linli.catalog') / 'locales' / 'zh_CN' / 'LC_MESSAGES').iterdir()))"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert {"linli.po", "alerts.po", "waste.po"} <= set(catalogs.stdout.split())
     # A charger and the agent, both from the base install, into a real InfluxDB 1.x.
     db = unique("base")
     influx1_create_db(influx1.url, db)
