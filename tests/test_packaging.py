@@ -47,7 +47,8 @@ def test_the_base_install_runs_the_edge_and_nothing_central(
     catalogs = subprocess.run(
         [str(python), "-c",
          "import importlib.resources as r; "
-         "print(*(p.name for p in r.files('linli.catalog').joinpath('locales/zh_CN/LC_MESSAGES').iterdir()))"],
+         "print(*(p.name for p in r.files('linli.catalog').joinpath('locales/zh_CN/LC_MESSAGES')"
+         ".iterdir()))"],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert {"linli.po", "alerts.po", "waste.po"} <= set(catalogs.stdout.split())
