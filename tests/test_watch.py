@@ -20,13 +20,13 @@ REVERSE = "\x1b[1;7m"  # how Rich marks a value that changed since the last poll
 class Terminal:
     """A tmux session running one command, read with capture-pane and typed into with send-keys."""
 
-    def __init__(self, command: str) -> None:
+    def __init__(self, command: str, rows: int = 50) -> None:
         binary = shutil.which("tmux")
         if binary is None:
             pytest.fail("tmux is not installed: apt-get install -y tmux", pytrace=False)
         self.tmux = binary
         self.name = unique("watch")
-        # A screen tall enough for every row of a 10-port charger.
+        # A technician's terminal: 160 columns by 50 rows, which a 10-port charger must fit.
         # The size is the terminal's: no COLUMNS or LINES from the test's own environment.
         self._run(
             "new-session",
@@ -36,7 +36,7 @@ class Terminal:
             "-x",
             "160",
             "-y",
-            "90",
+            str(rows),
             f"env -u COLUMNS -u LINES {command}",
         )
 
@@ -70,6 +70,11 @@ def line_of(screen: str, *words: str) -> str:
     return next((line for line in screen.splitlines() if all(w in line for w in words)), "")
 
 
+def port_row(screen: str, port: int) -> str:
+    """The grid's row of a charger's port."""
+    return next((line for line in screen.splitlines() if re.match(rf"^│ +{port} │", line)), "")
+
+
 def test_watch_shows_fields_changes_rule_states_and_raw_registers(overheating: int, tmp_path: Path) -> None:
     linli = Path(sys.executable).parent / "linli"
     done = tmp_path / "exit"
@@ -85,17 +90,20 @@ def test_watch_shows_fields_changes_rule_states_and_raw_registers(overheating: i
         voltage = line_of(screen, "voltage")
         assert "V" in voltage
         assert "0..300" in voltage  # the valid range beside the value
+        # Every port of the 10, a row each, in a 50-row terminal; units and ranges in the heading.
+        assert port_row(screen, 10)
+        assert "degC -40..150" in screen
         # Enum meanings spelled out: the overheating port is charging.
-        wait_for(lambda: "(charging)" in line_of(term.screen(), " 1 ", "state"), "port 1 charging", 10)
+        wait_for(lambda: "(charging)" in port_row(term.screen(), 1), "port 1 charging", 10)
         # The energy counter moves every poll: its value is highlighted as changed.
         wait_for(lambda: REVERSE in line_of(term.screen(escapes=True), "energy_total"), "a change shown", 10)
         # Port 1 overheats: its rule goes to firing, on that row.
         wait_for(
-            lambda: "charger.temperature.above: firing" in line_of(term.screen(), " 1 ", "temperature"),
+            lambda: "charger.temperature.above: firing" in port_row(term.screen(), 1),
             "the temperature rule firing",
             60,
         )
-        assert "firing" not in line_of(term.screen(), " 2 ", "temperature")
+        assert "firing" not in port_row(term.screen(), 2)
         term.keys("r")
         wait_for(lambda: "input 100+" in term.screen(), "the raw registers", 10)
         assert "voltage" not in term.screen()
@@ -104,6 +112,17 @@ def test_watch_shows_fields_changes_rule_states_and_raw_registers(overheating: i
         term.keys("q")
         wait_for(done.exists, "watch to quit", 10)
         assert done.read_text().strip() == "0"
+    finally:
+        term.close()
+
+
+def test_what_does_not_fit_the_terminal_is_announced_not_cut(overheating: int) -> None:
+    linli = Path(sys.executable).parent / "linli"
+    term = Terminal(f"{linli} edge watch --profile charger --host 127.0.0.1 --port {overheating}", rows=24)
+    try:
+        wait_for(lambda: re.search(r"poll [1-9]", term.screen()) is not None, "the first poll on screen", 20)
+        last = term.screen().rstrip().splitlines()[-1]
+        assert re.fullmatch(r"v \d+ more rows below: make the window taller", last.strip()), last
     finally:
         term.close()
 

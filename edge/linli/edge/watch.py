@@ -2,8 +2,10 @@
 
 Each poll redraws one table per device: every field with its unit and valid range, the value
 changed since the last poll highlighted, a value out of its range shown in red with why, and
-the alert rules' state on the field. `r` shows the raw registers of each read, `q` quits.
-Rendering is Rich's; the keys come from the terminal in cbreak mode.
+the alert rules' state on the field. A device's channels (a charger's ports) are a grid, a row
+per channel; what does not fit the terminal's height is announced on the last row. `r` shows
+the raw registers of each read, `q` quits. Rendering is Rich's; the keys come from the
+terminal in cbreak mode.
 """
 
 from __future__ import annotations
@@ -89,15 +91,30 @@ class Watch:
             port = None if channel is None else str(channel)
             self.engine.observe(p.profile.kind, tags, fields, now_ms, port)
 
-    def render(self) -> RenderableType:
-        parts: list[RenderableType] = [
-            Text(f"linli edge watch  {time.strftime('%H:%M:%S')}   r raw registers   q quit", style="bold")
-        ]
+    def render(self, console: Console | None = None) -> RenderableType:
+        """The screen; given the console, what does not fit its height is said, not cut silently."""
+        head = Text(f"linli edge watch  {time.strftime('%H:%M:%S')}   r raw registers   q quit", style="bold")
+        parts: list[RenderableType] = [head]
         for w in self.devices:
-            parts.append(self._device(w))
-        return Group(*parts)
+            parts.extend(self._device(w))
+        if console is None:
+            return Group(*parts)
+        shown: list[RenderableType] = []
+        used = 0
+        for i, part in enumerate(parts):
+            height = len(console.render_lines(part, console.options, pad=False))
+            if used + height > console.height - 1:  # the last row says what is below
+                left = sum(len(console.render_lines(p, console.options, pad=False)) for p in parts[i:])
+                shown.append(
+                    Text(f"v {left} more rows below: make the window taller", style="bold black on yellow")
+                )
+                break
+            shown.append(part)
+            used += height
+        return Group(*shown)
 
-    def _device(self, w: Watched) -> RenderableType:
+    def _device(self, w: Watched) -> list[RenderableType]:
+        """The device's own fields, then one row per channel (a charger's ports), one column a field."""
         p = w.poller
         state = Text("NO ANSWER " + w.error, style="bold red") if w.error else Text("online", style="green")
         title = Text.assemble(
@@ -110,20 +127,41 @@ class Watch:
             raw.add_column("registers")
             for name, block in w.raw:
                 raw.add_row(name, " ".join(f"{v:04x}" for v in block))
-            return raw
-        table = Table(title=title, title_justify="left", expand=False)
-        for column in ("channel", "field", "value", "unit", "valid range", "rule"):
-            table.add_column(column)
+            return [raw]
         rules = self._rule_states(w)
-        for key, point in self.points[w.name].items():
-            if not point.store:
-                continue
-            channel, name = key
-            table.add_row(
-                "" if channel is None else str(channel), name, self._value(w, key, point), point.unit,
-                point.valid_range, rules.get(key, Text("")),
-            )  # fmt: skip
-        return table
+        stored = {key: point for key, point in self.points[w.name].items() if point.store}
+        table = Table(title=title, title_justify="left", expand=False)
+        for column in ("field", "value", "unit", "valid range", "rule"):
+            table.add_column(column)
+        for key, point in stored.items():
+            if key[0] is None:
+                table.add_row(
+                    key[1],
+                    self._value(w, key, point),
+                    point.unit,
+                    point.valid_range,
+                    rules.get(key, Text("")),
+                )
+        channels = sorted({ch for ch, _ in stored if ch is not None})
+        if not channels:
+            return [table]
+        # A 10-port charger was 70 rows of (port, field); as a grid it fits a technician's screen.
+        fields = {name: point for (ch, name), point in stored.items() if ch == channels[0]}
+        grid = Table(expand=False)
+        grid.add_column("port", justify="right")
+        for name, point in fields.items():
+            limits = " ".join(filter(None, (point.unit, point.valid_range)))
+            grid.add_column(f"{name}\n{limits}", justify="left" if point.enum else "right", vertical="top")
+        grid.add_column("rules")
+        for ch in channels:
+            said = [rules[key] for key in ((ch, name) for name in fields) if key in rules]
+            firing = [r for r in said if "firing" in r.plain or "pending" in r.plain]
+            grid.add_row(
+                str(ch),
+                *(self._value(w, (ch, name), point) for name, point in fields.items()),
+                Text(" ").join(firing) if firing else Text("ok" if said else "", style="green"),
+            )
+        return [table, grid]
 
     def _value(self, w: Watched, key: Key, point: ModbusPoint) -> Text:
         if key in w.bad:
@@ -173,7 +211,7 @@ async def run(watch: Watch, interval_s: float, stop: asyncio.Event, console: Con
     loop = asyncio.get_running_loop()
     with (
         keys_unbuffered() as keys,
-        Live(watch.render(), console=console, screen=True, auto_refresh=False) as live,
+        Live(watch.render(console), console=console, screen=True, auto_refresh=False) as live,
     ):
         if keys:
 
@@ -183,14 +221,14 @@ async def run(watch: Watch, interval_s: float, stop: asyncio.Event, console: Con
                     stop.set()
                 elif key in (b"r", b"R"):
                     watch.show_raw = not watch.show_raw
-                    live.update(watch.render(), refresh=True)
+                    live.update(watch.render(console), refresh=True)
 
             loop.add_reader(sys.stdin.fileno(), on_key)
         try:
             while not stop.is_set():
                 for w in watch.devices:
                     await watch.poll(w)
-                live.update(watch.render(), refresh=True)
+                live.update(watch.render(console), refresh=True)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval_s)
         finally:
