@@ -3,6 +3,7 @@ reported with the file, the row and what is wrong."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import gtfs_analyzer
 import pytest
 
-from linli.cloud.waste.gtfs import GtfsError, gtfs_seconds, load_feed, metres
+from linli.cloud.waste.gtfs import GtfsError, gtfs_seconds, load_feed, metres, runs_on, why_it_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 HONGQIAO = ROOT / "deploy" / "gtfs" / "hongqiao"
@@ -120,13 +121,17 @@ def test_a_missing_file_and_a_missing_column_are_named(tmp_path: Path) -> None:
     folder = tmp_path / "feed"
     shutil.copytree(HONGQIAO, folder)
     (folder / "calendar.txt").unlink()
+    (folder / "calendar_dates.txt").unlink()  # with it, calendar.txt may be left out
     text = (folder / "shapes.txt").read_text(encoding="utf-8")
     (folder / "shapes.txt").write_text(text.replace("shape_pt_sequence", "sequence", 1), encoding="utf-8")
     with pytest.raises(GtfsError) as info:
         load_feed(folder)
     problems = info.value.problems
     assert any(p.startswith("calendar.txt: missing (a feed has agency.txt, stops.txt") for p in problems)
-    assert "trips.txt:2: trip 'wet-north-0630': service_id 'daily' is not in calendar.txt" in problems
+    assert (
+        "trips.txt:2: trip 'wet-north-0630': service_id 'daily' is not in calendar.txt or calendar_dates.txt"
+        in problems
+    )
     assert "shapes.txt:1: missing column(s) shape_pt_sequence" in problems
 
 
@@ -215,3 +220,67 @@ def test_outside_validators_find_no_error_in_the_district_feed(tmp_path: Path) -
     assert serious == []
     # Stop names are names (Chinese, as keepers read them), not ids.
     assert [n["rule_id"] for n in analysed["notices"] if n["field"] == "stop_name"] == []
+
+
+def test_holidays_and_swapped_working_days_from_calendar_dates(tmp_path: Path) -> None:
+    feed = load_feed(HONGQIAO)
+    recyclable, hazardous = feed.trips["recyclable-0930"], feed.trips["hazardous-1000"]
+    wet = feed.trips["wet-north-0630"]
+    day = dt.date.fromisoformat
+    # The Spring Festival of the example: the recyclables' Monday off, a Sunday worked instead.
+    assert why_it_runs(feed, recyclable, day("2027-02-01")) == (True, "weekly")
+    assert why_it_runs(feed, recyclable, day("2027-02-08")) == (False, "removed")
+    assert why_it_runs(feed, recyclable, day("2027-01-31")) == (True, "added")
+    assert why_it_runs(feed, hazardous, day("2027-02-09")) == (False, "removed")
+    assert why_it_runs(feed, hazardous, day("2027-02-20")) == (True, "added")
+    assert why_it_runs(feed, hazardous, day("2027-02-16")) == (True, "weekly")
+    assert why_it_runs(feed, recyclable, day("2027-02-09")) == (False, "not_weekday")
+    assert why_it_runs(feed, wet, day("2028-01-03")) == (False, "out_of_dates")
+    assert runs_on(feed, wet, day("2027-02-08"))  # wet waste is collected on holidays too
+    assert not runs_on(feed, recyclable, day("2027-02-08"))
+
+    # A service of calendar_dates.txt alone, and calendar.txt left out: GTFS allows both.
+    folder = tmp_path / "feed"
+    shutil.copytree(HONGQIAO, folder)
+    (folder / "calendar.txt").unlink()
+    rows = ["service_id,date,exception_type"] + [
+        f"{sid},{d},1" for sid in ("daily", "mwf", "tue") for d in ("20270101", "20270102")
+    ]
+    (folder / "calendar_dates.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    only = load_feed(folder)
+    assert runs_on(only, only.trips["wet-north-0630"], day("2027-01-02"))
+    assert why_it_runs(only, only.trips["wet-north-0630"], day("2027-01-03")) == (False, "out_of_dates")
+
+    bad = tmp_path / "bad"
+    shutil.copytree(HONGQIAO, bad)
+    with (bad / "calendar_dates.txt").open("a", encoding="utf-8") as f:
+        f.write("mwf,2027-03-01,2\nmwf,20270301,3\nmwf,20270208,1\n")
+    with pytest.raises(GtfsError) as info:
+        load_feed(bad)
+    assert info.value.problems == [
+        "calendar_dates.txt:14: service 'mwf': date '2027-03-01' is not a date YYYYMMDD",
+        "calendar_dates.txt:15: service 'mwf': exception_type must be 1 (added) or 2 (removed)",
+        "calendar_dates.txt:16: service 'mwf': 20270208 is given twice",
+    ]
+
+
+def waste_trips(date: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "linli.cli", "waste", "trips", "--gtfs", str(HONGQIAO), "--date", date],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_waste_trips_lists_what_runs_on_a_date_and_why() -> None:
+    shown = waste_trips("2027-02-08")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == "2027-02-08 (Monday): 6 trips of 8"
+    assert (
+        "  09:30  recyclable-0930    mwf        does not run: removed for this date in calendar_dates.txt"
+        in lines
+    )
+    assert "  06:30  wet-north-0630     daily      runs: its weekday in calendar.txt" in lines
+    refused = waste_trips("8 Feb")
+    assert refused.returncode == 2
+    assert "argument --date: 8 Feb is not a date YYYY-MM-DD" in refused.stderr

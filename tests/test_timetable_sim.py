@@ -125,6 +125,21 @@ def test_the_district_truck_runs_its_days_trips_and_parks_between(feed: Feed) ->
         assert not [p for p in parked if first * 1000 <= p["ts"] <= last * 1000]
 
 
+def test_the_district_truck_keeps_the_holidays_and_the_swapped_working_days(feed: Feed) -> None:
+    """calendar_dates.txt: no recyclables on the Spring Festival's Monday, and on the Sunday
+    worked in its place."""
+
+    def lifts_on(date: dt.date) -> int:
+        start = service_zero(date, feed.timezone)
+        truck = Truck(seed="s", start=start, feed=feed, truck="truck-recyclable", traffic=Traffic(seed=1))
+        return len(kinds(truck.advance_to(start + 86400), "lift"))
+
+    assert lifts_on(dt.date(2027, 2, 1)) > 0  # an ordinary Monday
+    assert lifts_on(dt.date(2027, 2, 8)) == 0  # removed: a holiday
+    assert lifts_on(dt.date(2027, 1, 31)) == lifts_on(dt.date(2027, 2, 1))  # added: a Sunday worked
+    assert lifts_on(dt.date(2027, 2, 7)) == 0  # an ordinary Sunday
+
+
 def test_the_district_truck_faults_block_its_third_bin_room_or_break_it_for_good(feed: Feed) -> None:
     start = service_zero(MONDAY, feed.timezone)
     day = truck(feed, "truck-wet-north", frozenset({"blocked"})).advance_to(start + 86400)

@@ -8,9 +8,13 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from linli.cloud.waste.rollups import Period
 from linli.wording import plural
+
+if TYPE_CHECKING:
+    from linli.cloud.waste.gtfs import Feed
 
 BY = ("waste_type", "stop", "route", "truck")
 
@@ -29,8 +33,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "timetable is sound, 2 if not."
         ),
     )
-    check.add_argument("--gtfs", type=Path, required=True, help="the folder, e.g. deploy/gtfs/hongqiao")
+    _gtfs_argument(check)
     check.set_defaults(func=_check)
+
+    trips = cmds.add_parser(
+        "trips",
+        help="the trips that run on a date, and why",
+        description=(
+            "List every trip of the timetable on a local date: the ones that run and why (the "
+            "weekly calendar, or a date calendar_dates.txt adds, such as a Saturday worked as a "
+            "Monday), and the ones that do not (a holiday calendar_dates.txt removes, not their "
+            "weekday, outside the calendar's dates)."
+        ),
+    )
+    _gtfs_argument(trips)
+    trips.add_argument("--date", type=_date, required=True, help="the local date, YYYY-MM-DD")
+    trips.set_defaults(func=_trips)
 
     run = cmds.add_parser(
         "run",
@@ -139,6 +157,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     rollup.set_defaults(func=_rollup)
 
 
+def _gtfs_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gtfs", type=Path, required=True, help="the folder, e.g. deploy/gtfs/hongqiao")
+
+
 def _store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", required=True, help="InfluxDB's URL (1.x, or 2.x through its v1 API)")
     parser.add_argument("--database", required=True, help="the database (2.x: the bucket's mapping)")
@@ -147,19 +169,33 @@ def _store_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _check(args: argparse.Namespace) -> int:
+def _feed(args: argparse.Namespace) -> Feed | None:
+    """The timetable of `--gtfs`; None once its problems are printed."""
     from linli.cloud.waste.gtfs import GtfsError, load_feed
 
     try:
-        feed = load_feed(args.gtfs)
+        return load_feed(args.gtfs)
     except GtfsError as exc:
-        print(f"linli waste check: {exc}", file=sys.stderr)
+        print(f"linli waste {args.command}: {exc}", file=sys.stderr)
+        return None
+
+
+def _check(args: argparse.Namespace) -> int:
+    feed = _feed(args)
+    if feed is None:
         return 2
     served = {st.stop_id for t in feed.trips.values() for st in t.stop_times} - set(feed.extras.depots)
     print(
         f"{args.gtfs}: ok, {plural(len(feed.routes), 'route')}, {plural(len(feed.trips), 'trip')}, "
         f"{plural(len(served), 'bin room')}, time zone {feed.timezone}"
     )
+    added = sum(len(service.added) for service in feed.services.values())
+    removed = sum(len(service.removed) for service in feed.services.values())
+    if added or removed:
+        print(
+            f"  calendar_dates.txt: {plural(added, 'date')} added, {removed} removed "
+            "(see `linli waste trips --date`)"
+        )
     for rid, route in sorted(feed.routes.items()):
         trips = sorted(
             (t for t in feed.trips.values() if t.route_id == rid), key=lambda t: t.stop_times[0].departure_s
@@ -167,6 +203,41 @@ def _check(args: argparse.Namespace) -> int:
         starts = ", ".join(_clock(t.stop_times[0].departure_s) for t in trips)
         km = feed.shapes[trips[0].shape_id].line.length / 1000 if trips else 0.0
         print(f"  {rid:<12} {route.waste_type:<11} {route.truck:<20} {km:5.1f} km, leaves at {starts}")
+    return 0
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text} is not a date YYYY-MM-DD") from None
+
+
+WHY = {
+    "weekly": "runs: its weekday in calendar.txt",
+    "added": "runs: added for this date in calendar_dates.txt",
+    "removed": "does not run: removed for this date in calendar_dates.txt",
+    "not_weekday": "does not run: not on this weekday",
+    "out_of_dates": "does not run: outside calendar.txt's dates",
+}
+
+
+def _trips(args: argparse.Namespace) -> int:
+    from linli.cloud.waste.gtfs import why_it_runs
+
+    feed = _feed(args)
+    if feed is None:
+        return 2
+    answers = sorted(
+        ((*why_it_runs(feed, t, args.date), t) for t in feed.trips.values()),
+        key=lambda a: (not a[0], a[2].stop_times[0].departure_s, a[2].id),
+    )
+    running = sum(1 for runs, _, _ in answers if runs)
+    print(
+        f"{args.date.isoformat()} ({args.date.strftime('%A')}): {plural(running, 'trip')} of {len(answers)}"
+    )
+    for _, why, trip in answers:
+        print(f"  {_clock(trip.stop_times[0].departure_s)}  {trip.id:<18} {trip.service_id:<10} {WHY[why]}")
     return 0
 
 

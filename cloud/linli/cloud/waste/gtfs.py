@@ -2,7 +2,9 @@
 
 A feed is a folder: `agency.txt`, `stops.txt` (the bin rooms and the depot), `routes.txt`,
 `trips.txt`, `stop_times.txt` (the scheduled times), `shapes.txt` (the roads each trip
-drives) and `calendar.txt`, plus `linli.toml` beside them with what GTFS has no place for:
+drives) and `calendar.txt` (the weekly rule; optional `calendar_dates.txt` adds and removes
+single dates: holidays, and China's swapped working days), plus `linli.toml` beside them with
+what GTFS has no place for:
 each route's waste type and truck, each truck's fleet number and plate (how people know it),
 each stop's bins and the people to tell (its bin-room keepers and its property contact), each
 in their own language. A stop's `stop_name` is the name people use (`虹许小区垃圾房`).
@@ -18,7 +20,7 @@ import csv
 import datetime as dt
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -46,6 +48,10 @@ REQUIRED = {
         "start_date", "end_date",
     ),
 }  # fmt: skip
+# Optional: single dates a service runs (1) or does not (2) whatever calendar.txt says.
+CALENDAR_DATES = "calendar_dates.txt"
+REQUIRED[CALENDAR_DATES] = ("service_id", "date", "exception_type")
+ADDED, REMOVED = "1", "2"
 # A stop further than this from the road its trip drives is on the wrong road (or the shape is).
 MAX_STOP_TO_SHAPE_M = 60.0
 UTM51N = Transformer.from_crs("EPSG:4326", "EPSG:32651", always_xy=True)
@@ -174,8 +180,10 @@ class Shape:
 class Service:
     id: str
     days: tuple[bool, ...]  # Monday first
-    start: str  # YYYYMMDD
+    start: str  # YYYYMMDD; "" for a service of calendar_dates.txt only
     end: str
+    added: frozenset[str] = frozenset()  # YYYYMMDD: runs that day whatever the weekly rule says
+    removed: frozenset[str] = frozenset()  # YYYYMMDD: does not run that day
 
 
 @dataclass(frozen=True)
@@ -264,7 +272,9 @@ def load_feed(folder: Path) -> Feed:  # noqa: PLR0912, PLR0915 (one pass per fil
         route_ids.add(rec["route_id"])
     services: dict[str, Service] = {}
     days = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-    for row, rec in r.rows("calendar.txt"):
+    # calendar.txt may be left out when calendar_dates.txt gives every date (GTFS allows either).
+    weekly = (folder / "calendar.txt").is_file() or not (folder / CALENDAR_DATES).is_file()
+    for row, rec in r.rows("calendar.txt") if weekly else iter(()):
         if any(rec[d] not in ("0", "1") for d in days):
             r.problem("calendar.txt", row, f"service '{rec['service_id']}': each day must be 0 or 1")
             continue
@@ -275,6 +285,8 @@ def load_feed(folder: Path) -> Feed:  # noqa: PLR0912, PLR0915 (one pass per fil
         services[rec["service_id"]] = Service(
             rec["service_id"], tuple(rec[d] == "1" for d in days), rec["start_date"], rec["end_date"]
         )
+    if (folder / CALENDAR_DATES).is_file():
+        services = _calendar_dates(r, services)
     points: dict[str, list[tuple[int, float, float]]] = {}
     for row, rec in r.rows("shapes.txt"):
         try:
@@ -303,7 +315,7 @@ def load_feed(folder: Path) -> Feed:  # noqa: PLR0912, PLR0915 (one pass per fil
             r.problem("trips.txt", row, f"trip_id '{tid}' appears twice")
         for column, known, what in (
             ("route_id", route_ids, "routes.txt"),
-            ("service_id", services, "calendar.txt"),
+            ("service_id", services, "calendar.txt or calendar_dates.txt"),
             ("shape_id", shapes, "shapes.txt"),
         ):
             if rec[column] not in known:
@@ -388,6 +400,33 @@ def load_feed(folder: Path) -> Feed:  # noqa: PLR0912, PLR0915 (one pass per fil
     return Feed(timezone, stops, extras.routes, trips, shapes, services, extras)
 
 
+def _calendar_dates(r: _Reader, services: dict[str, Service]) -> dict[str, Service]:
+    """The services with calendar_dates.txt's exceptions; a service it alone names runs only on
+    the dates it adds."""
+    changes: dict[str, tuple[set[str], set[str]]] = {}
+    for row, rec in r.rows(CALENDAR_DATES):
+        sid, day, kind = rec["service_id"], rec["date"], rec["exception_type"]
+        try:
+            dt.datetime.strptime(day, "%Y%m%d")
+        except ValueError:
+            r.problem(CALENDAR_DATES, row, f"service '{sid}': date '{day}' is not a date YYYYMMDD")
+            continue
+        if kind not in (ADDED, REMOVED):
+            r.problem(
+                CALENDAR_DATES, row, f"service '{sid}': exception_type must be 1 (added) or 2 (removed)"
+            )
+            continue
+        added, removed = changes.setdefault(sid, (set(), set()))
+        if day in (added | removed):
+            r.problem(CALENDAR_DATES, row, f"service '{sid}': {day} is given twice")
+        (added if kind == ADDED else removed).add(day)
+    out = dict(services)
+    for sid, (added, removed) in changes.items():
+        base = services.get(sid, Service(sid, (False,) * 7, "", ""))
+        out[sid] = replace(base, added=frozenset(added), removed=frozenset(removed))
+    return out
+
+
 def _extras(r: _Reader, folder: Path) -> Extras | None:
     path = folder / EXTRAS
     try:
@@ -419,6 +458,20 @@ def service_zero(date: dt.date, timezone: str) -> float:
 
 def runs_on(feed: Feed, trip: Trip, date: dt.date) -> bool:
     """Whether the trip's service runs on that local date."""
+    return why_it_runs(feed, trip, date)[0]
+
+
+def why_it_runs(feed: Feed, trip: Trip, date: dt.date) -> tuple[bool, str]:
+    """Whether the trip runs on that local date, and why: `added` or `removed` (an exception of
+    calendar_dates.txt), `weekly` (calendar.txt's day), `not_weekday` or `out_of_dates`."""
     service = feed.services[trip.service_id]
     day = date.strftime("%Y%m%d")
-    return service.days[date.weekday()] and service.start <= day <= service.end
+    if day in service.removed:
+        return False, "removed"
+    if day in service.added:
+        return True, "added"
+    if not service.start <= day <= service.end:
+        return False, "out_of_dates"
+    if not service.days[date.weekday()]:
+        return False, "not_weekday"
+    return True, "weekly"
