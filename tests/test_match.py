@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import random
+from pathlib import Path
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pyproj import Transformer
-from shapely.geometry import LineString
+from shapely.geometry import LineString, Point
+from shapely.ops import substring
 
-from linli.cloud.waste.gtfs import metres
-from linli.cloud.waste.match import Fix, Matcher
+from linli.cloud.waste.gtfs import load_feed, metres
+from linli.cloud.waste.match import Fix, Matcher, Segments
+
+FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
 
 TO_WGS84 = Transformer.from_crs("EPSG:32651", "EPSG:4326", always_xy=True)
 X0, Y0 = metres(31.201, 121.392)  # the depot
@@ -88,3 +96,40 @@ def test_a_detour_does_not_strand_the_truck() -> None:
     assert m.update(*latlon(X0 + 450, Y0), 60.0) is Fix.MATCHED  # rejoins 350 m further on
     assert m.progress is not None
     assert 440 < m.progress < 460
+
+
+@functools.cache
+def road() -> tuple[LineString, Segments]:
+    """A real road of the district: 300-odd vertices, passing some places twice."""
+    line = load_feed(FEED).shapes["wet-north-road"].line
+    return line, Segments(line)
+
+
+def shapely_nearest(line: LineString, x: float, y: float, lo: float, hi: float) -> tuple[float, float]:
+    """The window cut out as its own line and projected on: how it was done, slowly, before."""
+    window = substring(line, lo, hi)
+    point = Point(x, y)
+    if window.is_empty or window.length == 0:
+        return lo, point.distance(line.interpolate(lo))
+    return lo + window.project(point), window.distance(point)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lo=st.floats(0, 1.0),
+    width=st.floats(0, 1.0),
+    dx=st.floats(-300, 1300),
+    dy=st.floats(-300, 500),
+)
+def test_the_array_search_finds_what_shapely_finds(lo: float, width: float, dx: float, dy: float) -> None:
+    line, segments = road()
+    a = lo * line.length
+    b = min(line.length, a + width * line.length)
+    x, y = X0 + dx, Y0 + dy
+    along, off = segments.nearest(x, y, a, b)
+    ref_along, ref_off = shapely_nearest(line, x, y, a, b)
+    assert a - 1e-6 <= along <= b + 1e-6
+    assert off == pytest.approx(ref_off, abs=1e-6)
+    # The same place, or another of the window exactly as near (a tie either may take).
+    if along != pytest.approx(ref_along, abs=1e-6):
+        assert Point(x, y).distance(line.interpolate(along)) == pytest.approx(ref_off, abs=1e-6)

