@@ -5,7 +5,8 @@ A feed is a folder: `agency.txt`, `stops.txt` (the bin rooms and the depot), `ro
 drives) and `calendar.txt`, plus `linli.toml` beside them with what GTFS has no place for:
 each route's waste type and truck, each truck's fleet number and plate (how people know it),
 each stop's bins and the people to tell (its bin-room keepers and its property contact), each
-in their own language. A stop's `stop_name` is the name people use (`虹许小区垃圾房`).
+in their own language. A stop's `stop_name` is the name people use (`虹许小区垃圾房`); the
+optional `translations.txt` (GTFS's own) gives it in other languages (`language=en`).
 
 `load_feed` reads and checks the whole folder and reports every problem at once, each with
 the file, the row and what is wrong. Geometry is measured in metres in UTM zone 51N (EPSG:32651,
@@ -18,7 +19,7 @@ import csv
 import datetime as dt
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -46,6 +47,9 @@ REQUIRED = {
         "start_date", "end_date",
     ),
 }  # fmt: skip
+# Optional: stop names in other languages, as GTFS gives them (table_name=stops, field_name=stop_name).
+TRANSLATIONS = "translations.txt"
+REQUIRED[TRANSLATIONS] = ("table_name", "field_name", "language", "translation")
 # A stop further than this from the road its trip drives is on the wrong road (or the shape is).
 MAX_STOP_TO_SHAPE_M = 60.0
 UTM51N = Transformer.from_crs("EPSG:4326", "EPSG:32651", always_xy=True)
@@ -93,6 +97,7 @@ class RenovationTruck(_Strict):
     """A truck on call for renovation waste: how much it takes, and its shift (local time)."""
 
     id: Annotated[str, Field(min_length=1, max_length=64)]
+    locale: Locale | None = None  # its terminal's language; None: the district's (the waste config's)
     capacity_m3: Annotated[float, Field(gt=0, le=60)]
     shift: tuple[
         Annotated[str, Field(pattern=r"^\d{2}:\d{2}$")], Annotated[str, Field(pattern=r"^\d{2}:\d{2}$")]
@@ -133,9 +138,15 @@ class Extras(_Strict):
 @dataclass(frozen=True)
 class Stop:
     id: str
-    name: str
+    name: str  # as people in the district say it (the feed's language)
     lat: float
     lon: float
+    # stop_name in other languages, by GTFS language code ("en"), from translations.txt
+    names: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    def name_in(self, locale: Locale) -> str:
+        """The name in `locale`'s language; the feed's own where it gives none."""
+        return self.names.get(locale.partition("-")[0], self.name)
 
     @cached_property
     def xy(self) -> tuple[float, float]:
@@ -257,6 +268,8 @@ def load_feed(folder: Path) -> Feed:  # noqa: PLR0912, PLR0915 (one pass per fil
         if rec["stop_id"] in stops:
             r.problem("stops.txt", row, f"stop_id '{rec['stop_id']}' appears twice")
         stops[rec["stop_id"]] = Stop(rec["stop_id"], rec["stop_name"], lat, lon)
+    if (folder / TRANSLATIONS).is_file():
+        _translate_stops(r, stops)
     route_ids: set[str] = set()
     for row, rec in r.rows("routes.txt"):
         if rec["route_id"] in route_ids:
@@ -386,6 +399,26 @@ def load_feed(folder: Path) -> Feed:  # noqa: PLR0912, PLR0915 (one pass per fil
     if r.problems or extras is None:
         raise GtfsError(folder, r.problems)
     return Feed(timezone, stops, extras.routes, trips, shapes, services, extras)
+
+
+def _translate_stops(r: _Reader, stops: dict[str, Stop]) -> None:
+    """Each stop's names in other languages: a row names its stop by record_id, or by field_value
+    (every stop of that stop_name). Other tables' translations are not shown to anyone here."""
+    for row, rec in r.rows(TRANSLATIONS):
+        if (rec["table_name"], rec["field_name"]) != ("stops", "stop_name"):
+            continue
+        language, translation = rec["language"], rec["translation"]
+        record, value = rec.get("record_id", ""), rec.get("field_value", "")
+        named = (
+            [stops[record]] if record in stops else [s for s in stops.values() if value and s.name == value]
+        )
+        if not language or not translation:
+            r.problem(TRANSLATIONS, row, "language and translation must not be empty")
+        elif not named:
+            what = f"record_id '{record}'" if record else f"field_value '{value}'"
+            r.problem(TRANSLATIONS, row, f"{what} is no stop of stops.txt")
+        for stop in named:
+            stop.names[language] = translation
 
 
 def _extras(r: _Reader, folder: Path) -> Extras | None:
