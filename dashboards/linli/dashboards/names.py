@@ -24,9 +24,11 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 @cache
-def _district() -> tuple[Scenario, Feed]:
+def _district() -> tuple[Scenario, Feed | None]:
     scenario = load_scenario(builtin_scenario_path())
-    return scenario, load_feed(ROOT / scenario.timetable)
+    # An installed copy (the image) has no timetable beside it: its screens name the sites only.
+    timetable = ROOT / scenario.timetable
+    return scenario, load_feed(timetable) if timetable.is_dir() else None
 
 
 def sites() -> dict[str, str]:
@@ -39,13 +41,13 @@ def sites() -> dict[str, str]:
 def stops() -> dict[str, str]:
     """Bin room (stop) id -> its name in the build's locale."""
     _, feed = _district()
-    return {stop.id: stop.name_in(current()) for stop in feed.stops.values()}
+    return {stop.id: stop.name_in(current()) for stop in feed.stops.values()} if feed else {}
 
 
 def trucks() -> dict[str, str]:
     """Truck id -> its fleet number and plate, as the build's locale writes them."""
     _, feed = _district()
-    return {truck: truck_name(feed, truck, current()) for truck in feed.extras.trucks}
+    return {truck: truck_name(feed, truck, current()) for truck in feed.extras.trucks} if feed else {}
 
 
 def devices(kind: str) -> list[PlacedDevice]:
