@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from linli.cloud.waste.gtfs import Feed
-from linli.cloud.waste.messages import truck_name
+from linli.cloud.waste.gtfs import Feed  # no more of the waste service: an edge box runs this
 from linli.sim.scenario import PlacedDevice, Scenario, expand
 
 
@@ -20,12 +19,10 @@ def _toml_value(value: object) -> str:
 
 
 def _names(device: PlacedDevice, timetable: Feed | None) -> list[str]:
-    if device.kind != "truck" or timetable is None or device.device not in timetable.extras.trucks:
+    truck = timetable.extras.trucks.get(device.device) if timetable and device.kind == "truck" else None
+    if truck is None:
         return []
-    return [
-        f"name = {_toml_value(truck_name(timetable, device.device, 'zh-CN'))}",
-        f"name_en = {_toml_value(truck_name(timetable, device.device, 'en'))}",
-    ]
+    return [f"name = {_toml_value(truck.name_in('zh-CN'))}", f"name_en = {_toml_value(truck.name_in('en'))}"]
 
 
 def district_edge_config(

@@ -30,7 +30,7 @@ from pyproj import Transformer
 from shapely.geometry import LineString, Point
 
 from linli.catalog.errors import validation_reasons
-from linli.catalog.i18n import Locale
+from linli.catalog.i18n import Locale, text
 from linli.cloud.config import Channel
 
 FILES = ("agency.txt", "stops.txt", "routes.txt", "trips.txt", "stop_times.txt", "shapes.txt", "calendar.txt")
@@ -78,6 +78,10 @@ class Truck(_Strict):
 
     fleet: Annotated[str, Field(min_length=1, max_length=16)]
     plate: Annotated[str, Field(min_length=1, max_length=16, description="e.g. 沪D·F3021")]
+
+    def name_in(self, locale: Locale) -> str:
+        """The fleet number and plate, as `locale` writes them (`07号` and the plate, in zh-CN)."""
+        return text("waste.truck", locale, fleet=self.fleet, plate=self.plate)
 
 
 class StopExtras(_Strict):

@@ -45,7 +45,7 @@ def truck_name(feed: Feed, truck_id: str | None, locale: Locale) -> str:
     truck = feed.extras.trucks.get(truck_id or "")
     if truck is None:
         return text("waste.truck.unknown", locale)
-    return text("waste.truck", locale, fleet=truck.fleet, plate=truck.plate)
+    return truck.name_in(locale)
 
 
 def stop_name(feed: Feed, stop_id: str | None, locale: Locale) -> str:
