@@ -33,6 +33,7 @@ from linli.cloud.tokens import TokenBook
 from linli.cloud.waste.bookings import State
 from linli.cloud.waste.config import BookingRules, SmsGateway, TruckBroker, WasteConfig
 from linli.cloud.waste.gtfs import load_feed
+from linli.cloud.waste.messages import truck_name
 from linli.cloud.waste.service import WasteService
 from linli.cloud.waste.state import WasteState
 from linli.dashboards.recording import on_shift_all_day
@@ -152,7 +153,7 @@ def test_a_phone_books_over_plain_http_in_chinese_and_follows_the_truck_live(
             driver.find_element(By.ID, "submit").click()
             state_is("offered")
             booking = driver.find_element(By.ID, "booking").get_attribute("data-id")
-            seen["order"] = terminal.order()["booking"] == booking
+            seen["order"] = terminal.order()
             terminal.send("order_reply", {"booking": booking, "accept": True})
             state_is("accepted")
             terminal.send("location", {"lat": gubei.lat, "lon": gubei.lon, "speed": 25.0})
@@ -174,7 +175,12 @@ def test_a_phone_books_over_plain_http_in_chinese_and_follows_the_truck_live(
     assert seen["secure"] is False  # the case that broke: no crypto.randomUUID here
     assert seen["lang"] == "zh-CN"
     assert seen["refusal"] == text("booking.error.window_over")
-    assert seen["order"] is True
+    # The driver's terminal shows the order in Chinese, the pile's place by name.
+    order = seen["order"]
+    assert order["booking"] == booking
+    assert order["locale"] == "zh-CN"
+    assert order["title"] == f"装修垃圾清运单：{pile.name}", order
+    assert order["text"].startswith(f"到{pile.name}清运装修垃圾约"), order
     for state in ("form", "offered", "accepted", "en_route", "arrived", "collected"):
         assert CJK.search(seen[state]), state
         assert not OLD_WORDS.search(seen[state]), (state, OLD_WORDS.findall(seen[state]))
@@ -183,10 +189,18 @@ def test_a_phone_books_over_plain_http_in_chinese_and_follows_the_truck_live(
     assert text("booking.field.phone") in seen["form"]
     assert text("booking.field.window") in seen["form"]
     assert re.fullmatch(r"预计到达：(\d{1,2}月\d{1,2}日 )?\d{2}:\d{2}", seen["predicted"]), seen["predicted"]
-    assert TRUCK in seen["en_route"]
+    # The place and the truck as people know them: the bin room's name, the fleet number and plate.
+    plate = feed.extras.trucks[TRUCK].plate
+    assert text("booking.truck", truck=truck_name(feed, TRUCK, "zh-CN")) in seen["en_route"]
+    assert text("booking.compound", compound=pile.name) in seen["offered"]
+    for state in ("offered", "accepted", "en_route", "arrived", "collected", "english"):
+        assert TRUCK not in seen[state], (state, seen[state])
+        assert pile.id not in seen[state], (state, seen[state])
+    assert pile.name_in("en") in seen["english"]
+    assert plate in seen["english"]
     assert text("booking.state.collected", "en") in seen["english"]
-    # Names stay as people know them (the bin room's Chinese name); every other word is English.
-    english = seen["english"].replace(text("booking.switch", "en"), "").replace(pile.name, "")
+    # Every word is English but the truck's plate (沪D...) and the switch back to Chinese.
+    english = seen["english"].replace(text("booking.switch", "en"), "").replace(plate, "")
     assert not CJK.search(english), seen["english"]
     assert receiver.at("/sms"), "the phone given is told by SMS"
     assert {p.name for p in shots.iterdir()} >= {"form.png", "refused.png", "en_route.png", "english.png"}

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
+from linli.catalog.i18n import LOCALES, Locale
 from linli.catalog.profile import builtin_profiles
+from linli.cloud.waste.gtfs import load_feed
+from linli.cloud.waste.messages import truck_name
 from linli.dashboards import boards, schema
 from linli.dashboards.alerts import rules
 from linli.dashboards.influxql import InfluxQuery, Select
@@ -25,6 +29,7 @@ from linli.dashboards.recording import Recording, record
 from linli.dashboards.render import COLOURS, Source, draw, render
 from linli.dashboards.theme import ZONE
 from linli.localservers import LocalServer
+from linli.sim.scenario import builtin_scenario_path, load_scenario
 from support import influx1_create_db, unique
 
 
@@ -239,6 +244,32 @@ def test_the_screen_is_drawn_in_noto_sans_cjk_with_every_figure_s_unit(district:
     # The figures carry their units: power in 千瓦, pressures in MPa, levels in m, waste in 吨.
     for pattern in (r"^\d+\.\d 千瓦$", r"^\d\.\d\d MPa$", r"^\d\.\d\d m$", r"^\d+\.\d 吨$", r"^\d+ 台$"):
         assert any(re.match(pattern, text) for text in shown), (pattern, shown)
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_the_screen_names_sites_bin_rooms_and_trucks_as_people_do_never_by_id(
+    district: Recording, locale: Locale
+) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    dashboard = boards.to_json(boards.models(locale)["linli-screen"])
+    source = Source(district.url, district.database, district.start_ms, district.end_ms + 60_000, zone=ZONE)
+    fig = draw(dashboard, source, locale=locale)
+    try:
+        shown = "\n".join(t.get_text() for t in fig.findobj(Text) if isinstance(t, Text))
+    finally:
+        plt.close(fig)
+    scenario = load_scenario(builtin_scenario_path())
+    feed = load_feed(Path(__file__).parents[1] / "deploy" / "gtfs" / "hongqiao")
+    ids = {s.id for s in scenario.sites} | set(feed.stops) | set(feed.extras.trucks)
+    told = [i for i in ids if re.search(rf"(?<![\w-]){re.escape(i)}(?![\w-])", shown)]
+    assert not told, (told, shown)
+    # The chargers' sites, the towers' pipes and tanks, the trucks on the map and in the table.
+    names = {s.id: s.name_en if locale == "en" else s.name for s in scenario.sites}
+    for site in ("ronghua-1", "jinhui-2", "changhong-tower-1", "hongxu-tower"):
+        assert names[site] in shown, (site, shown)
+    assert truck_name(feed, "truck-wet-north", locale) in shown, shown
 
 
 MODBUS = {p.measurement: p for p in builtin_profiles().values() if p.modbus is not None}

@@ -117,6 +117,34 @@ def test_a_truck_without_its_fleet_number_and_plate_is_named(tmp_path: Path) -> 
     assert problems[0].startswith("linli.toml: routes.wet-north.waste_type: Input should be 'wet', 'dry'")
 
 
+def test_stop_names_in_english_come_from_gtfs_translations(tmp_path: Path) -> None:
+    feed = load_feed(HONGQIAO)
+    # Every stop has its English name; its own name (the feed's language) stays Chinese.
+    for stop in feed.stops.values():
+        assert stop.name_in("en") != stop.name, stop.id
+        assert stop.name_in("zh-CN") == stop.name
+    assert feed.stops["hongmei-1"].name_in("en") == "Hongmei compound bin room 1"
+    # A translation may name its stop by its Chinese name (field_value) instead of its id.
+    folder = tmp_path / "by-value"
+    shutil.copytree(HONGQIAO, folder)
+    (folder / "translations.txt").write_text(
+        "table_name,field_name,language,translation,field_value\n"
+        "stops,stop_name,en,Hongxu bin room,虹许小区垃圾房\n"
+        "routes,route_long_name,en,Wet waste north,湿垃圾北线\n",
+        encoding="utf-8",
+    )
+    by_value = load_feed(folder)
+    assert by_value.stops["hongxu-1"].name_in("en") == "Hongxu bin room"
+    assert by_value.stops["xianxia-1"].name_in("en") == "仙霞小区垃圾房"  # untranslated: its own name
+
+
+def test_a_translation_of_no_stop_is_named_with_its_row(tmp_path: Path) -> None:
+    problems = broken(
+        tmp_path, "translations.txt", "Hongxu compound bin room,hongxu-1", "Hongxu compound bin room,hongxu-9"
+    )
+    assert problems == ["translations.txt:3: record_id 'hongxu-9' is no stop of stops.txt"]
+
+
 def test_a_missing_file_and_a_missing_column_are_named(tmp_path: Path) -> None:
     folder = tmp_path / "feed"
     shutil.copytree(HONGQIAO, folder)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from linli.catalog.profile import builtin_profiles
+from linli.cloud.waste.gtfs import load_feed
 from linli.edge.config import EdgeConfig, load_config
 from linli.sim.context import kind_module
 from linli.sim.district import FaultSpec, load_timetable, resolve_faults
@@ -79,6 +80,7 @@ def test_the_compose_district_config_is_current() -> None:
         writer={"kind": "influxdb2", "url": "http://influxdb:8086", "org": "linli", "bucket": "linli"},
         modbus_host="district",
         mqtt_host="broker",
+        timetable=load_feed(ROOT / "deploy" / "gtfs" / "hongqiao"),
     )
     assert path.read_text() == text, (
         "regenerate with: linli sim district --edge-config deploy/district.toml ..."

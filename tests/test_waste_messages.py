@@ -5,6 +5,7 @@ no ids, and no message class that writes its own English."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import datetime as dt
 import re
 from pathlib import Path
@@ -14,7 +15,14 @@ import pytest
 from linli.catalog.i18n import LOCALES, Locale
 from linli.cloud.waste.bookings import Booking, State
 from linli.cloud.waste.gtfs import Feed, Truck, load_feed
-from linli.cloud.waste.messages import SMS_CHARS, BookingMessage, IncidentMessage, Rendered, WasteNotice
+from linli.cloud.waste.messages import (
+    SMS_CHARS,
+    BookingMessage,
+    IncidentMessage,
+    Rendered,
+    TruckOrder,
+    WasteNotice,
+)
 from linli.cloud.waste.requesters import Requester
 from linli.cloud.waste.tracking import Incident, IncidentKind, KeeperNotice, NoticeKind
 
@@ -61,6 +69,10 @@ def every_message(feed: Feed, locale: Locale) -> list[Rendered]:
             "truck-renovation", BEFORE, collected_kg=1234.0,
         )  # fmt: skip
         out.append(BookingMessage(booking, str(state), feed, DUE, now_s=BEFORE, locale=locale))
+    # The driver's terminal: the order offered (with the requester's note) and its cancellation.
+    noted = dataclasses.replace(booking, note="门口有台阶")
+    for step in ("offered", "cancelled"):
+        out.append(TruckOrder(noted, step, feed, DUE, now_s=BEFORE, locale=locale))
     return out
 
 
@@ -88,7 +100,9 @@ def test_every_message_is_one_sms_in_chinese_naming_places_and_trucks_as_people_
 
 def test_the_same_messages_in_english_are_english(feed: Feed) -> None:
     stop, _ = longest(feed)
-    names = (feed.stops[stop].name, *(t.plate for t in feed.extras.trucks.values()))
+    # The plates are Chinese as written (沪D...); the bin room has its English name (GTFS
+    # translations.txt); the requester's note is theirs.
+    names = (*(t.plate for t in feed.extras.trucks.values()), "门口有台阶")
     chinese = [m.text() for m in every_message(feed, "zh-CN")]
     english = every_message(feed, "en")
     for message, zh in zip(english, chinese, strict=True):
@@ -99,6 +113,8 @@ def test_the_same_messages_in_english_are_english(feed: Feed) -> None:
         assert re.search(r"[A-Za-z]{3,} [A-Za-z]{2,}", said), said
         assert message.text() != zh, said
         assert message.to_json()["locale"] == "en"
+        if feed.stops[stop].name in zh:  # where the Chinese names the bin room, the English does
+            assert feed.stops[stop].name_in("en") in said, said
 
 
 def test_a_truck_the_feed_does_not_describe_is_never_named_by_its_id(feed: Feed) -> None:

@@ -68,3 +68,8 @@ class AlertMessage(BaseModel):
     # What people call the site and the device (the edge config's names); empty when unnamed.
     site_name: Annotated[str, Field(max_length=NAME_MAX, description="The site as people name it")] = ""
     device_name: Annotated[str, Field(max_length=NAME_MAX, description="The device as people name it")] = ""
+    # The same names in English, for a subscriber who reads English; empty: the names above.
+    site_name_en: Annotated[str, Field(max_length=NAME_MAX, description="The site's name in English")] = ""
+    device_name_en: Annotated[str, Field(max_length=NAME_MAX, description="The device's name in English")] = (
+        ""
+    )

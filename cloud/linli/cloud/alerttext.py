@@ -3,7 +3,8 @@
 The edge sends the rule id and an English title as machine fields; the title a person reads
 is the catalog's `alert.rule.<rule id>`, and only a rule the catalog does not know (one a
 site's config made up) shows the title its config gave. The site and device are named as
-people name them (`site_name`, `device_name`), else by the device's kind and nameplate id.
+people name them (`site_name`, `device_name`; under `en` their English names when the edge
+config gives them), else by the device's kind and nameplate id.
 Times are in the subscription's zone, as people write them there.
 """
 
@@ -44,8 +45,9 @@ def _interlock_cause(alert: AlertMessage, locale: Locale) -> str:
 
 def device(alert: AlertMessage, locale: Locale) -> str:
     """The device as people name it; without a name, its kind and the id on its nameplate."""
-    if alert.device_name:
-        return alert.device_name
+    name = (alert.device_name_en if locale == "en" else "") or alert.device_name
+    if name:
+        return name
     key = f"alert.kind.{alert.kind}"
     kind = text(key, locale) if known(key, locale) else alert.kind
     return text("alert.device", locale, kind=kind, device=alert.device)
@@ -53,7 +55,7 @@ def device(alert: AlertMessage, locale: Locale) -> str:
 
 def where(alert: AlertMessage, locale: Locale) -> str:
     """The site, the device and its port, as people name them."""
-    site = alert.site_name or alert.site
+    site = (alert.site_name_en if locale == "en" else "") or alert.site_name or alert.site
     if not site:  # an edge agent belongs to no site
         return device(alert, locale)
     key = "alert.where.port" if alert.port else "alert.where"

@@ -128,6 +128,15 @@ def _shown(panel: dict[str, Any], name: str) -> str:
     return str(_props(panel, name).get("displayName", name))
 
 
+def _mapped(panel: dict[str, Any], name: str, value: object) -> str:
+    """A text value as the panel shows it: through its field's value mappings (an id as its name)."""
+    for mapping in _props(panel, name).get("mappings", []):
+        hit = mapping.get("options", {}).get(str(value)) if mapping.get("type") == "value" else None
+        if hit and "text" in hit:
+            return str(hit["text"])
+    return str(value)
+
+
 def _unit(panel: dict[str, Any], name: str = "") -> str:
     """The unit written after a series' numbers ("" for a plain count)."""
     unit = str(_props(panel, name).get("unit", ""))
@@ -306,7 +315,9 @@ def _barchart(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]])
         left = [b + v for b, v in zip(left, values, strict=True)]
     ax.set_ylim(-0.6, len(sites) - 0.4)
     rows = max(1, len(sites))
-    _names_at_left(ax, list(range(len(sites))), sites, fontsize=max(5.0, min(8.0, _points(ax, 0.95 / rows))))
+    shown = [_mapped(panel, "site", site) for site in sites]
+    # A Chinese name fills its em, where a Latin one leaves room above and below: a smaller share.
+    _names_at_left(ax, list(range(len(sites))), shown, fontsize=max(5.0, min(8.0, _points(ax, 0.85 / rows))))
     ax.xaxis.set_major_locator(mticker.MaxNLocator(integer=True))
     _unit_ticks(ax.xaxis, _unit(panel))
     ax.tick_params(axis="x", labelsize=8)
@@ -327,7 +338,8 @@ def _geomap(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]]) -
         lats, lons = series.column("lat"), series.column("lon")
         if "speed" in series.columns:  # the latest position
             ax.scatter(lons, lats, s=60, color=colour("blue"), zorder=3)
-            ax.annotate(series.tags.get("device", ""), (lons[-1], lats[-1]), color=colour("text"), fontsize=7)
+            truck = _mapped(panel, "device", series.tags.get("device", ""))
+            ax.annotate(truck, (lons[-1], lats[-1]), color=colour("text"), fontsize=7)
         else:  # the road it drove
             ax.plot(lons, lats, color=colour("blue"), alpha=0.4, linewidth=1)
     ax.set_aspect(1 / math.cos(math.radians(31.2)))  # metres the same both ways at Shanghai's latitude
@@ -341,7 +353,7 @@ def _columns(text: str) -> int:
 
 def _cell(panel: dict[str, Any], column: str, value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
+        return _mapped(panel, column, value)
     return _figure(panel, column, float(value), 1 if isinstance(value, float) else 0)
 
 

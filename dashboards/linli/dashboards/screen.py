@@ -14,7 +14,7 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
 from linli.catalog.profile import get_profile
-from linli.dashboards import theme
+from linli.dashboards import names, theme
 from linli.dashboards.alerts import RECENT, rules
 from linli.dashboards.influxql import Select, Target
 from linli.dashboards.panels import (
@@ -181,11 +181,14 @@ def trips_now() -> Target:
 
 
 def trips_table(title: str) -> table.Panel:
-    """The trips as a table: delay coloured past 5 and 10 minutes, progress as a bar."""
+    """The trips as a table: each truck and its next stop by name, delay coloured past 5 and 10
+    minutes, progress as a bar."""
     return (
         table.Panel()
         .title(title)
         .cell_height(common.TableCellHeight.SM)
+        .override_by_name("truck", props(("mappings", names.mapping(names.trucks()))))
+        .override_by_name("next stop", props(("mappings", names.mapping(names.stops()))))
         .override_by_name("in min", props(("unit", unit("minute"))))
         .override_by_name(
             "delay min",
@@ -250,6 +253,7 @@ def _chargers(y: int) -> list[object]:
         .override_by_name("charging", named("screen.charging", theme.WORKING))
         .override_by_name("idle", named("screen.idle", theme.OK))
         .override_by_name("faulted", named("screen.faulted", theme.CRITICAL))
+        .override_by_name("site", props(("mappings", names.mapping(names.sites()))))
         .with_transformation(transform("joinByField", {"byField": "site", "mode": "outer"}))
         .with_transformation(
             transform(
@@ -295,8 +299,7 @@ def _fire(y: int) -> list[object]:
         .display_mode(common.BarGaugeDisplayMode.LCD)
         .orientation(common.VizOrientation.HORIZONTAL)
         .text(big_text(20))
-        .thresholds(theme.limit(sprinkler))
-        .override_by_regexp(".*hydrant.*", props(("thresholds", theme.limit(hydrant).build()))),
+        .thresholds(theme.limit(sprinkler)),
         (0, y, 7, 7),
         Target(
             Select("fire_pressure")
@@ -306,6 +309,13 @@ def _fire(y: int) -> list[object]:
             alias="$tag_site $tag_device",
         ),
     )
+    # Each pipe under its building's name and its system; a hydrant main against its own limit.
+    site_names = names.sites()
+    for device in names.devices("fire_pressure"):
+        system = device.group.tags["system"]
+        shown = ("displayName", f"{site_names[device.site]} {t(f'system.{system}')}")
+        limit = [("thresholds", theme.limit(hydrant).build())] if system == "hydrant" else []
+        pressures.override_by_name(f"{device.site} {device.device}", props(shown, *limit))
     [low] = [t for t in level.thresholds if t.field == "level"]
     tanks = place(
         bargauge.Panel()
@@ -325,6 +335,8 @@ def _fire(y: int) -> list[object]:
             alias="$tag_site",
         ),
     )
+    for device in names.devices("fire_level"):
+        tanks.override_by_name(device.site, props(("displayName", site_names[device.site])))
     by_hour = place(
         timeseries.Panel()
         .title(t("screen.ebikes_by_hour"))
@@ -382,7 +394,7 @@ def trucks_map(at: tuple[int, int, int, int]) -> geomap.Panel:
                 "style": {
                     "size": {"fixed": 9},
                     "color": {"field": "speed"},
-                    "text": {"field": "device", "mode": "field"},
+                    "text": {"field": "device", "mode": "field"},  # shown by its fleet number
                     "textConfig": {"fontSize": 11, "offsetY": -14},
                 },
             }
@@ -399,6 +411,7 @@ def trucks_map(at: tuple[int, int, int, int]) -> geomap.Panel:
     return place(
         geomap.Panel()
         .title(t("trucks.title"))
+        .override_by_name("device", props(("mappings", names.mapping(names.trucks()))))
         .view(geomap.MapViewConfig().id("fit").all_layers(True).padding(10))
         .basemap(cb.MapLayerOptions().type("default").name(t("trucks.basemap")))
         .layers([road, trucks])

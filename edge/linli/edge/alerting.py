@@ -160,9 +160,7 @@ class Alerting:
         self.emit = emit
         self.events: list[AlertEvent] = []  # the most recent, for the view and the tests
         # (site, device) -> what people call them, so that a notice names what they know
-        self.names = {
-            (site.id, device.id): (site.name, device.name) for site in config.sites for device in site.devices
-        }
+        self.names = {(s.id, d.id): (s, d) for s in config.sites for d in s.devices}
         self.kinds = set(self.engine.rules)
         # fingerprint -> its last firing or resolved event, and how often a resolution is still told
         self.standing: dict[str, tuple[AlertEvent, int]] = {}
@@ -202,8 +200,17 @@ class Alerting:
         self.emit([e.to_line() for e in events])
 
     def _named(self, event: AlertEvent) -> AlertEvent:
-        site_name, device_name = self.names.get((event.site, event.device), ("", ""))
-        return dataclasses.replace(event, site_name=site_name, device_name=device_name)
+        named = self.names.get((event.site, event.device))
+        if named is None:
+            return event
+        site, device = named
+        return dataclasses.replace(
+            event,
+            site_name=site.name,
+            device_name=device.name,
+            site_name_en=site.name_en,
+            device_name_en=device.name_en,
+        )
 
     def announce(self) -> int:
         """Publish every firing alert's last event again, and the resolutions still due; how many."""

@@ -87,6 +87,7 @@ class DeviceConfig(Strict):
     id: Ident
     # What people call it ("3号楼充电棚"): alert notices name it so; the id stays the machine's.
     name: Annotated[str, Field(max_length=128)] = ""
+    name_en: Annotated[str, Field(max_length=128)] = ""  # for notices in English; empty: `name`
     profile: str
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 502
@@ -127,6 +128,7 @@ class SiteConfig(Strict):
 
     id: Ident
     name: Annotated[str, Field(max_length=128)] = ""  # what people call it; alert notices use it
+    name_en: Annotated[str, Field(max_length=128)] = ""  # for notices in English; empty: `name`
     devices: list[DeviceConfig] = []
 
 

@@ -121,6 +121,8 @@ class AlertEvent:
     edge: str
     site_name: str = ""  # what people call the site and the device, for the notices
     device_name: str = ""
+    site_name_en: str = ""  # the same in English, for whoever reads English
+    device_name_en: str = ""
 
     @property
     def fingerprint(self) -> str:
@@ -145,6 +147,8 @@ class AlertEvent:
             "edge": self.edge,
             "site_name": self.site_name,
             "device_name": self.device_name,
+            "site_name_en": self.site_name_en,
+            "device_name_en": self.device_name_en,
         }
 
     def to_line(self) -> str:

@@ -243,6 +243,11 @@ def _write_edge_config(args: argparse.Namespace, scenario: Scenario) -> int:
         writer.update(org=args.org, bucket=args.database)
     else:
         writer["database"] = args.database
+    try:
+        timetable = load_timetable(scenario, args.gtfs)  # the trucks' names people know
+    except ValueError as exc:
+        print(f"linli sim district: {exc}", file=sys.stderr)
+        return 2
     text = district_edge_config(
         scenario,
         writer=writer,
@@ -250,6 +255,7 @@ def _write_edge_config(args: argparse.Namespace, scenario: Scenario) -> int:
         modbus_port=args.modbus_port,
         mqtt_host=args.mqtt_host,
         mqtt_port=args.mqtt_port,
+        timetable=timetable,
     )
     args.edge_config.write_text(text, encoding="utf-8")
     print(f"linli sim district: wrote {args.edge_config}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from linli.sim.scenario import Scenario, expand
+from linli.cloud.waste.gtfs import Feed  # no more of the waste service: an edge box runs this
+from linli.sim.scenario import PlacedDevice, Scenario, expand
 
 
 def _toml_value(value: object) -> str:
@@ -15,6 +16,13 @@ def _toml_value(value: object) -> str:
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     return json.dumps(str(value), ensure_ascii=False)
+
+
+def _names(device: PlacedDevice, timetable: Feed | None) -> list[str]:
+    truck = timetable.extras.trucks.get(device.device) if timetable and device.kind == "truck" else None
+    if truck is None:
+        return []
+    return [f"name = {_toml_value(truck.name_in('zh-CN'))}", f"name_en = {_toml_value(truck.name_in('en'))}"]
 
 
 def district_edge_config(
@@ -29,11 +37,13 @@ def district_edge_config(
     health_interval: float = 5.0,
     poll_s: float | None = None,
     every_poll: bool = False,
+    timetable: Feed | None = None,
 ) -> str:
     """The agent's TOML for the whole district; one agent, every site.
 
     `poll_s` polls every Modbus device that often instead of at its group's interval;
-    `every_poll` stores every poll (no report by exception).
+    `every_poll` stores every poll (no report by exception). With the trucks' `timetable`, each
+    truck is named as people know it (fleet number and plate), so its alerts never show its id.
     """
     name = agent or f"{scenario.name}-edge"
     lines = [
@@ -52,14 +62,18 @@ def district_edge_config(
         f'client_id = "linli-{name}"',
         f"health_interval = {health_interval!r}",
     ]
-    names = {s.id: s.name for s in scenario.sites}
+    sites = {s.id: s for s in scenario.sites}
     current = None
     devices = expand(scenario)
     for device in devices:
         if device.site != current:
             current = device.site
-            lines += ["", "[[sites]]", f'id = "{device.site}"', f"name = {_toml_value(names[device.site])}"]
-        lines += ["", "[[sites.devices]]", f'id = "{device.device}"', f'profile = "{device.kind}"']
+            site = sites[device.site]
+            lines += ["", "[[sites]]", f'id = "{site.id}"', f"name = {_toml_value(site.name)}"]
+            if site.name_en:
+                lines.append(f"name_en = {_toml_value(site.name_en)}")
+        lines += ["", "[[sites.devices]]", f'id = "{device.device}"', *_names(device, timetable)]
+        lines.append(f'profile = "{device.kind}"')
         group = device.group
         if device.port is not None:
             lines += [

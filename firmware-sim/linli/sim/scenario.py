@@ -28,7 +28,8 @@ class SiteSpec(Strict):
     """A residential compound, a building, or the truck fleet."""
 
     id: Ident
-    name: str = ""
+    name: str = ""  # as people in the district say it (zh-CN)
+    name_en: str = ""  # for whoever reads English; empty: `name`
     lat: float | None = None
     lon: float | None = None
 

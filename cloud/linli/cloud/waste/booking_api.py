@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path as FilePath
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,13 +24,14 @@ from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from linli.catalog.i18n import DEFAULT_LOCALE, Locale, catalog
+from linli.catalog.i18n import DEFAULT_LOCALE, LOCALES, Locale, catalog
 from linli.cloud.api import doc, invalid
 from linli.cloud.headers import page_csp
 from linli.cloud.scope import Scope
 from linli.cloud.tokens import Holder
 from linli.cloud.waste.bookings import OPEN, Booking, BookingError, BookingRequest, KeyConflictError, State
-from linli.cloud.waste.gtfs import local_hhmm
+from linli.cloud.waste.gtfs import Feed, local_hhmm
+from linli.cloud.waste.messages import stop_name, truck_name
 from linli.cloud.waste.scopes import may_change_any, owns
 from linli.ratelog import RateLimitedLog
 
@@ -136,7 +138,14 @@ def booking_routes(api: FastAPI, service: WasteService) -> None:
         when = None if predicted is None else local_hhmm(predicted, service.feed.timezone)
         at_ms = None if predicted is None else round(predicted * 1000)
         trail = renovation().bookings.trail(booking.id)
-        return booking.to_json() | {"predicted": when, "predicted_ms": at_ms, "trail": trail}
+        return booking.to_json() | {
+            "predicted": when,
+            "predicted_ms": at_ms,
+            "trail": trail,
+            # The page names the place and the truck as people know them, in either language.
+            "compound_names": names(service.feed, booking.compound, stop_name),
+            "truck_names": names(service.feed, booking.truck, truck_name) if booking.truck else None,
+        }
 
     def own(holder: Holder, booking_id: str) -> Booking:
         """The booking, if it is the holder's to see: another office's is not found, as a missing one."""
@@ -196,15 +205,20 @@ def booking_routes(api: FastAPI, service: WasteService) -> None:
     page_routes(api)
 
     @api.get("/compounds")
-    async def compounds(request: Request) -> list[dict[str, str]]:
+    async def compounds(request: Request) -> list[dict[str, Any]]:
         """The compounds a pickup can be booked at (a link: its own)."""
         holder = holder_of(request, changing=False)
         depots = set(service.feed.extras.depots)
         return [
-            {"id": s.id, "name": s.name}
+            {"id": s.id, "name": s.name, "names": {locale: s.name_in(locale) for locale in LOCALES}}
             for s in service.feed.stops.values()
             if s.id not in depots and (holder.scope is not Scope.BOOK or s.id in holder.compounds)
         ]
+
+
+def names(feed: Feed, thing: str, name: Callable[[Feed, str, Locale], str]) -> dict[str, str]:
+    """A stop's or a truck's name in every locale, for a page that switches language itself."""
+    return {locale: name(feed, thing, locale) for locale in LOCALES}
 
 
 def page_routes(api: FastAPI) -> None:

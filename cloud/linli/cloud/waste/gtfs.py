@@ -7,7 +7,8 @@ single dates: holidays, and China's swapped working days), plus `linli.toml` bes
 what GTFS has no place for:
 each route's waste type and truck, each truck's fleet number and plate (how people know it),
 each stop's bins and the people to tell (its bin-room keepers and its property contact), each
-in their own language. A stop's `stop_name` is the name people use (`虹许小区垃圾房`).
+in their own language. A stop's `stop_name` is the name people use (`虹许小区垃圾房`); the
+optional `translations.txt` (GTFS's own) gives it in other languages (`language=en`).
 
 `load_feed` reads and checks the whole folder and reports every problem at once, each with
 the file, the row and what is wrong. Geometry is measured in metres in UTM zone 51N (EPSG:32651,
@@ -20,7 +21,7 @@ import csv
 import datetime as dt
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -31,7 +32,7 @@ from pyproj import Transformer
 from shapely.geometry import LineString, Point
 
 from linli.catalog.errors import validation_reasons
-from linli.catalog.i18n import Locale
+from linli.catalog.i18n import Locale, text
 from linli.cloud.config import Channel
 
 FILES = ("agency.txt", "stops.txt", "routes.txt", "trips.txt", "stop_times.txt", "shapes.txt", "calendar.txt")
@@ -52,6 +53,9 @@ REQUIRED = {
 CALENDAR_DATES = "calendar_dates.txt"
 REQUIRED[CALENDAR_DATES] = ("service_id", "date", "exception_type")
 ADDED, REMOVED = "1", "2"
+# Optional: stop names in other languages, as GTFS gives them (table_name=stops, field_name=stop_name).
+TRANSLATIONS = "translations.txt"
+REQUIRED[TRANSLATIONS] = ("table_name", "field_name", "language", "translation")
 # A stop further than this from the road its trip drives is on the wrong road (or the shape is).
 MAX_STOP_TO_SHAPE_M = 60.0
 UTM51N = Transformer.from_crs("EPSG:4326", "EPSG:32651", always_xy=True)
@@ -81,6 +85,10 @@ class Truck(_Strict):
     fleet: Annotated[str, Field(min_length=1, max_length=16)]
     plate: Annotated[str, Field(min_length=1, max_length=16, description="e.g. 沪D·F3021")]
 
+    def name_in(self, locale: Locale) -> str:
+        """The fleet number and plate, as `locale` writes them (`07号` and the plate, in zh-CN)."""
+        return text("waste.truck", locale, fleet=self.fleet, plate=self.plate)
+
 
 class StopExtras(_Strict):
     bins: Annotated[int, Field(ge=1, le=200)]
@@ -99,6 +107,7 @@ class RenovationTruck(_Strict):
     """A truck on call for renovation waste: how much it takes, and its shift (local time)."""
 
     id: Annotated[str, Field(min_length=1, max_length=64)]
+    locale: Locale | None = None  # its terminal's language; None: the district's (the waste config's)
     capacity_m3: Annotated[float, Field(gt=0, le=60)]
     shift: tuple[
         Annotated[str, Field(pattern=r"^\d{2}:\d{2}$")], Annotated[str, Field(pattern=r"^\d{2}:\d{2}$")]
@@ -139,9 +148,15 @@ class Extras(_Strict):
 @dataclass(frozen=True)
 class Stop:
     id: str
-    name: str
+    name: str  # as people in the district say it (the feed's language)
     lat: float
     lon: float
+    # stop_name in other languages, by GTFS language code ("en"), from translations.txt
+    names: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    def name_in(self, locale: Locale) -> str:
+        """The name in `locale`'s language; the feed's own where it gives none."""
+        return self.names.get(locale.partition("-")[0], self.name)
 
     @cached_property
     def xy(self) -> tuple[float, float]:
@@ -265,6 +280,8 @@ def load_feed(folder: Path) -> Feed:  # noqa: PLR0912, PLR0915 (one pass per fil
         if rec["stop_id"] in stops:
             r.problem("stops.txt", row, f"stop_id '{rec['stop_id']}' appears twice")
         stops[rec["stop_id"]] = Stop(rec["stop_id"], rec["stop_name"], lat, lon)
+    if (folder / TRANSLATIONS).is_file():
+        _translate_stops(r, stops)
     route_ids: set[str] = set()
     for row, rec in r.rows("routes.txt"):
         if rec["route_id"] in route_ids:
@@ -425,6 +442,26 @@ def _calendar_dates(r: _Reader, services: dict[str, Service]) -> dict[str, Servi
         base = services.get(sid, Service(sid, (False,) * 7, "", ""))
         out[sid] = replace(base, added=frozenset(added), removed=frozenset(removed))
     return out
+
+
+def _translate_stops(r: _Reader, stops: dict[str, Stop]) -> None:
+    """Each stop's names in other languages: a row names its stop by record_id, or by field_value
+    (every stop of that stop_name). Other tables' translations are not shown to anyone here."""
+    for row, rec in r.rows(TRANSLATIONS):
+        if (rec["table_name"], rec["field_name"]) != ("stops", "stop_name"):
+            continue
+        language, translation = rec["language"], rec["translation"]
+        record, value = rec.get("record_id", ""), rec.get("field_value", "")
+        named = (
+            [stops[record]] if record in stops else [s for s in stops.values() if value and s.name == value]
+        )
+        if not language or not translation:
+            r.problem(TRANSLATIONS, row, "language and translation must not be empty")
+        elif not named:
+            what = f"record_id '{record}'" if record else f"field_value '{value}'"
+            r.problem(TRANSLATIONS, row, f"{what} is no stop of stops.txt")
+        for stop in named:
+            stop.names[language] = translation
 
 
 def _extras(r: _Reader, folder: Path) -> Extras | None:

@@ -45,13 +45,13 @@ def truck_name(feed: Feed, truck_id: str | None, locale: Locale) -> str:
     truck = feed.extras.trucks.get(truck_id or "")
     if truck is None:
         return text("waste.truck.unknown", locale)
-    return text("waste.truck", locale, fleet=truck.fleet, plate=truck.plate)
+    return truck.name_in(locale)
 
 
 def stop_name(feed: Feed, stop_id: str | None, locale: Locale) -> str:
-    """A bin room by the name people use (the feed's `stop_name`)."""
+    """A bin room by the name people use (the feed's `stop_name`, or its translation for `locale`)."""
     stop = feed.stops.get(stop_id or "")
-    return stop.name if stop is not None else text("waste.incident.on_the_way", locale)
+    return stop.name_in(locale) if stop is not None else text("waste.incident.on_the_way", locale)
 
 
 def waste_name(waste_type: str, locale: Locale) -> str:
@@ -222,5 +222,44 @@ class BookingMessage(_Catalogued):
             "predicted": _iso(self.predicted_s, self.feed),
             "predicted_ms": None if self.predicted_s is None else round(self.predicted_s * 1000),
             "detail": self.detail,
+            **self._people(),
+        }
+
+
+@dataclass(frozen=True)
+class TruckOrder(BookingMessage):
+    """A renovation pickup as the truck terminal shows it to the driver (`state` "offered"), or
+    its cancellation (`state` "cancelled"): the place by name, how much, the window and when."""
+
+    def _values(self) -> dict[str, object]:
+        note = self.booking.note.strip()
+        return super()._values() | {
+            "m3": f"{self.booking.m3:g}",
+            "note": text("waste.order.note", self.locale, note=note) if note else "",
+        }
+
+    def _keys(self) -> tuple[str, str]:
+        if self.state == "cancelled":
+            return "waste.order.cancelled.title", "waste.order.cancelled.text"
+        return "waste.order.title", "waste.order.text"
+
+    def sms(self) -> str:
+        return super().sms().strip()  # without a note, nothing follows the last sentence
+
+    def to_json(self) -> dict[str, Any]:
+        b = self.booking
+        if self.state == "cancelled":
+            return {"booking": b.id, "cancelled": True, **self._people()}
+        return {
+            "booking": b.id,
+            "compound": b.compound,
+            "compound_name": stop_name(self.feed, b.compound, self.locale),
+            "lat": b.lat,
+            "lon": b.lon,
+            "volume_m3": b.m3,
+            "earliest_ms": round(b.earliest_s * 1000),
+            "latest_ms": round(b.latest_s * 1000),
+            "predicted_ms": None if self.predicted_s is None else round(self.predicted_s * 1000),
+            "note": b.note,
             **self._people(),
         }

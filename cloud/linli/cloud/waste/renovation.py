@@ -14,6 +14,7 @@ The requester hears every step, with the truck and the predicted time.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -22,11 +23,12 @@ import time
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
+from linli.catalog.i18n import DEFAULT_LOCALE, Locale
 from linli.catalog.lineprotocol import format_line
 from linli.cloud.waste.bookings import OPEN, Booking, BookingError, BookingRequest, Bookings, State
 from linli.cloud.waste.dispatch import Pickup, Plan, Roads, TruckNow
 from linli.cloud.waste.gtfs import Contact, Feed, RenovationTruck, metres, service_zero
-from linli.cloud.waste.messages import BookingMessage
+from linli.cloud.waste.messages import BookingMessage, TruckOrder
 from linli.cloud.waste.planner import Planner, Problem
 from linli.cloud.waste.requesters import Requester
 
@@ -60,6 +62,7 @@ class Renovation:
         topic: str = "trucks",
         site: str = "fleet",
         accept_s: float = 600.0,
+        locale: Locale = DEFAULT_LOCALE,
     ) -> None:
         self.feed = feed
         self.bookings = bookings
@@ -68,6 +71,7 @@ class Renovation:
         self.operator = operator
         self.topic, self.site = topic, site
         self.accept_s = accept_s
+        self.locale = locale  # the drivers' terminals', unless a truck names its own
         self.publish: Publish | None = None
         self.roads = Roads(feed)
         depot = feed.stops[feed.extras.depots[0]] if feed.extras.depots else next(iter(feed.stops.values()))
@@ -132,7 +136,7 @@ class Renovation:
         booking = self.bookings.move(booking_id, State.CANCELLED, now_s, by)
         self._tell(booking, "cancelled", now_s)
         if booking.truck and self.publish is not None:
-            self._order(booking.truck, {"booking": booking_id, "cancelled": True})
+            self._order(booking.truck, TruckOrder(booking, "cancelled", self.feed, now_s=now_s))
         self.dispatch(now_s)
         return booking
 
@@ -207,7 +211,7 @@ class Renovation:
             ):
                 offered = self.bookings.move(booking_id, State.OFFERED, now_s, "dispatch", truck=tid)
                 self.offered_s[booking_id] = now_s
-                self._order(tid, order(offered, arrival))
+                self._order(tid, TruckOrder(offered, "offered", self.feed, arrival, now_s=now_s))
                 self._tell(offered, "offered", now_s)
         return found
 
@@ -346,9 +350,12 @@ class Renovation:
         }
         return format_line("waste_renovation", {}, fields, round(now_s * 1000))
 
-    def _order(self, truck: str, body: dict[str, object]) -> None:
+    def _order(self, truck: str, order: TruckOrder) -> None:
+        """Show the driver the order, in the truck's language (its own, else the district's)."""
         if self.publish is not None:
-            stamped = {"ts": round(time.time() * 1000), **body}
+            spec = self.trucks.get(truck)
+            locale = (spec.locale if spec else None) or self.locale
+            stamped = {"ts": round(time.time() * 1000), **dataclasses.replace(order, locale=locale).to_json()}
             self.publish(f"{self.topic}/{self.site}/{truck}/order", json.dumps(stamped))
 
 
@@ -365,21 +372,6 @@ def booking_line(booking: Booking, state: str, now_s: float, accept_min: float |
     if accept_min is not None:
         fields["accept_min"] = round(accept_min, 2)
     return format_line("waste_booking", tags, fields, round(now_s * 1000))
-
-
-def order(booking: Booking, predicted_s: float) -> dict[str, object]:
-    """What the truck terminal shows the driver."""
-    return {
-        "booking": booking.id,
-        "compound": booking.compound,
-        "lat": booking.lat,
-        "lon": booking.lon,
-        "volume_m3": booking.m3,
-        "earliest_ms": round(booking.earliest_s * 1000),
-        "latest_ms": round(booking.latest_s * 1000),
-        "predicted_ms": round(predicted_s * 1000),
-        "note": booking.note,
-    }
 
 
 def _local_date(epoch_s: float, timezone: str) -> dt.date:

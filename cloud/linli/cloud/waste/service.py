@@ -362,6 +362,7 @@ class WasteService:
             operator=self.config.operator,
             topic=self.config.broker.topic,
             accept_s=spec.accept_min * 60,
+            locale=self.config.locale,
         )
         renovation.active = self.leadership.held()
         return renovation

@@ -81,11 +81,19 @@ function fail(code) {
   if (code) $("error").scrollIntoView({ block: "nearest" }); // below the form on a phone
 }
 
+// The compounds to choose from, by their names in the page's language.
+function named() {
+  const chosen = $("compound").value;
+  $("compound").replaceChildren(...compounds.map((c) => new Option(c.names[locale], c.id)));
+  if (chosen) $("compound").value = chosen;
+}
+
 function apply() {
   document.documentElement.lang = locale;
   for (const element of document.querySelectorAll("[data-t]")) element.textContent = t(element.dataset.t);
   document.title = t("booking.title");
   fail(problem);
+  named();
   if (shown) show(shown);
 }
 
@@ -98,14 +106,13 @@ async function speak(next) {
 
 function show(b) {
   shown = b;
-  const place = compounds.find((c) => c.id === b.compound);
   $("status").hidden = false;
   $("booking").dataset.id = b.id;
   $("booking").textContent = t("booking.number", { id: b.id });
-  $("place").textContent = t("booking.compound", { compound: place ? place.name : b.compound });
+  $("place").textContent = t("booking.compound", { compound: b.compound_names[locale] });
   $("state").dataset.state = b.state;
   $("state").textContent = t("booking.state." + b.state);
-  $("truck").textContent = b.truck ? t("booking.truck", { truck: b.truck }) : "";
+  $("truck").textContent = b.truck_names ? t("booking.truck", { truck: b.truck_names[locale] }) : "";
   $("predicted").textContent = b.predicted_ms ? t("booking.predicted", { time: clock(b.predicted_ms) }) : "";
   $("trail").replaceChildren(...b.trail.map((step) => {
     const li = document.createElement("li");
@@ -190,7 +197,7 @@ async function start() {
   $("latest").value = inputValue(soon + 3 * 3600000);
   try {
     compounds = await call("GET", "/compounds");
-    $("compound").replaceChildren(...compounds.map((c) => new Option(c.name || c.id, c.id)));
+    named();
   } catch (e) {
     fail(e.code);
   }
