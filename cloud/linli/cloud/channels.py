@@ -57,6 +57,32 @@ class DeliveryError(Exception):
     """The destination did not take the message; the text says what it answered."""
 
 
+class ThrottledError(DeliveryError):
+    """The robot refused the message for going too fast: pause it `retry_after_s`."""
+
+    def __init__(self, text: str, retry_after_s: float) -> None:
+        super().__init__(text)
+        self.retry_after_s = retry_after_s
+
+
+# The robots' throttling answers (errcode or code) and how long each keeps refusing.
+THROTTLED = {
+    (ChannelKind.WECOM, 45009): 60.0,  # "api freq out of limit": the minute's quota is spent
+    (ChannelKind.DINGTALK, 130101): 600.0,  # "send too fast, exceed 20 times per minute": 10 min
+    (ChannelKind.FEISHU, 9499): 60.0,  # "too many request"
+}
+
+
+def throttled(kind: ChannelKind, code: object, answer: object) -> ThrottledError | None:
+    """The error for a robot's answer code when it is a throttle, or None."""
+    if not isinstance(code, int):
+        return None
+    pause = THROTTLED.get((kind, code))
+    if pause is None:
+        return None
+    return ThrottledError(f"the robot is throttling: {answer}", pause)
+
+
 class Message(Protocol):
     """What a channel sends: a subject, a text for people, and JSON for machines."""
 
@@ -231,7 +257,8 @@ class Sender:
                 raise DeliveryError(f"the robot answered no JSON: {response.text[:200]!r}") from exc
             code = answer.get("errcode", answer.get("code", 0)) if isinstance(answer, dict) else 0
             if code:
-                raise DeliveryError(f"the robot refused it: {answer}")
+                refused = DeliveryError(f"the robot refused it: {answer}")
+                raise throttled(channel.kind, code, answer) or refused
 
     def letter(self, channel: EmailChannel, notice: Message) -> EmailMessage:
         """The e-mail for `notice`; DeliveryError if a header cannot hold it."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from linli.catalog.alerts import ALERT_TOPIC, EDGE_STATUS_TOPIC
 from linli.catalog.errors import load_toml_model
@@ -129,6 +129,23 @@ class SmtpConfig(Strict):
     starttls: bool = False
 
 
+class PaceLimit(Strict):
+    """At most `per` messages within any `window_s` seconds to one robot (or the SMTP relay)."""
+
+    per: Annotated[int, Field(ge=1, le=10_000)]
+    window_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+
+
+# The robots' documented limits: WeCom and DingTalk group robots 20 a minute, Feishu custom
+# bots 100 a minute. An SMTP relay's limit is its operator's: set `email` to it. Webhooks and
+# MQTT have none.
+DEFAULT_PACE = {
+    ChannelKind.WECOM: PaceLimit(per=20),
+    ChannelKind.DINGTALK: PaceLimit(per=20),
+    ChannelKind.FEISHU: PaceLimit(per=100),
+}
+
+
 class DeliveryConfig(Strict):
     """How notices are delivered to each destination: a webhook's or robot's host and port,
     the SMTP relay, the broker. A slow or dead destination costs only its own deliveries."""
@@ -144,6 +161,15 @@ class DeliveryConfig(Strict):
     # Webhooks and robots on loopback, link-local or private addresses are refused unless this
     # is set (a receiver on this host or the district's own network).
     allow_private: bool = False
+    # Each robot (by its URL) and the SMTP relay at most this fast; the most urgent message goes
+    # first, and a robot's throttling answer pauses it as long as the robot says (`pacing`).
+    pace: dict[ChannelKind, PaceLimit] = Field(default_factory=lambda: dict(DEFAULT_PACE))
+
+    @field_validator("pace")
+    @classmethod
+    def _documented_limits_kept(cls, pace: dict[ChannelKind, PaceLimit]) -> dict[ChannelKind, PaceLimit]:
+        # Setting the relay's limit keeps the robots' documented ones.
+        return {**DEFAULT_PACE, **pace}
 
 
 DEFAULT_DELIVERY = DeliveryConfig()

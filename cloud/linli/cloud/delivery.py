@@ -11,9 +11,10 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
-from linli.cloud.channels import DeliveryError, Message, Sender
+from linli.cloud.channels import DeliveryError, Message, Sender, ThrottledError
 from linli.cloud.config import DEFAULT_DELIVERY, Channel, DeliveryConfig
 from linli.cloud.destinations import Destinations
+from linli.cloud.pacing import Paces, urgency_of
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class Deliveries:
         self._last: dict[tuple[str, str, str], asyncio.Task[None]] = {}
         # No limit shared by all destinations: one that hangs would take every slot of it.
         self.destinations = Destinations(policy)
+        # Each robot and the SMTP relay at its documented pace, the most urgent message first.
+        self.paces = Paces(policy.pace)
         self.gave_up: Counter[str] = Counter()  # deliveries recorded as failed, by channel kind
 
     def _give_up(self, who: str, channel: Channel, message: Message, error: str) -> None:
@@ -87,8 +90,12 @@ class Deliveries:
         error = "not tried"
         attempt = 0
         destination = self.destinations.of(channel)
-        for attempt in range(1, self.attempts + 1):
+        pace = self.paces.of(channel)
+        urgency = urgency_of(message)
+        while attempt < self.attempts:
             try:
+                if pace is not None:
+                    await pace.turn(urgency)
                 await destination.send(lambda: self.sender.send(channel, message))
                 return
             except asyncio.CancelledError:
@@ -97,8 +104,17 @@ class Deliveries:
                     who, channel, message, f"the service stopped while retrying; last error: {error}"
                 )
                 raise
+            except ThrottledError as exc:
+                # Not a failed attempt: the robot takes it once its penalty is over.
+                error = str(exc)
+                if pace is not None:
+                    pace.pause(exc.retry_after_s)
+                    log.warning("%s is throttling; it rests %g s: %s", pace.label, exc.retry_after_s, error)
+                    continue
+                attempt += 1
             except DeliveryError as exc:
                 error = str(exc)
+                attempt += 1
                 if attempt == self.attempts:
                     break
                 log.warning("delivery to %s (%s) failed, attempt %d: %s", who, channel.kind, attempt, error)
@@ -114,6 +130,7 @@ class Deliveries:
                 # A message that cannot even be put together (a bug, a field no format takes):
                 # trying again would fail the same way, so it is recorded now, never dropped.
                 error = f"could not be sent: {type(exc).__name__}: {exc}"
+                attempt += 1
                 break
         log.error("delivery to %s (%s) failed, attempt %d; recorded: %s", who, channel.kind, attempt, error)
         self._give_up(who, channel, message, error)

@@ -18,7 +18,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from linli.cloud.channels import DeliveryError
+from linli.cloud.channels import DeliveryError, ThrottledError
 from linli.cloud.config import Channel, DeliveryConfig, EmailChannel, HttpChannel
 
 MAX_PAUSE_S = 600.0
@@ -82,6 +82,11 @@ class Destination:
             self.waiting -= 1
         try:
             await call()
+        except ThrottledError:
+            # The host answered: only one robot of it is resting (its pace waits), not the host.
+            self.slots.release()
+            await self._succeeded()
+            raise
         except DeliveryError as exc:
             self.slots.release()
             await self._failed(str(exc), probe)
