@@ -15,6 +15,13 @@ from linli.edge.alerting import Alerting
 from linli.edge.config import EdgeConfig
 
 
+class _Server(ThreadingHTTPServer):
+    # Services deliver to it several at once: a listen queue of 5 (the default) dropped their
+    # connections, each then waiting seconds to connect, as a real gateway never makes them.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class Hook:
     """The webhook on the broker's host: every notice with the time it arrived."""
 
@@ -38,7 +45,7 @@ class Hook:
             def log_message(self, *_: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.server = _Server((host, 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.base = f"http://{host}:{self.server.server_address[1]}"
         self.url = f"{self.base}/hook"

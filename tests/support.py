@@ -130,6 +130,24 @@ def start_sim(*args: str, timeout: float = 30.0, env: dict[str, str] | None = No
     return proc
 
 
+def linli_logged(log: Path, token: str, *args: str) -> subprocess.Popen[bytes]:
+    """`linli ARGS` as a process (a central service), its output in `log`, its API's token set."""
+    env = {**os.environ, "LINLI_CLOUD_TOKEN": token, "PYTHONUNBUFFERED": "1"}
+    with log.open("wb") as out:
+        cmd = [sys.executable, "-m", "linli.cli", *args]
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def stop_logged(procs: list[subprocess.Popen[bytes]], logs: list[Path], tail: int = 25) -> None:
+    """Stop `linli_logged` processes, and print the end of each log (what a failure is read by)."""
+    for proc in procs:
+        proc.terminate()
+        proc.wait(15)
+    for log in logs:
+        if log.exists():
+            print(f"--- {log.stem}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-tail:]))
+
+
 def stop_process(proc: subprocess.Popen[str], timeout: float = 10.0) -> int:
     proc.terminate()
     try:

@@ -10,30 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Connection, Engine, text
 
 from linli.catalog.alerts import AlertMessage
 from linli.cloud.config import Subscription
 from linli.cloud.store import Store
-from linli.localservers import LocalServer, postgresql_url
-from support import create_database, unique, wait_for
+from support import wait_for
 from test_notifier import HOOK, Clock, Recorder, alert, at, make
 
 FP = "00000000000000cc"
-
-
-@pytest.fixture
-def database(postgresql: LocalServer) -> Iterator[tuple[str, Engine]]:
-    """A fresh database: its URL as a config names it, and an engine for the test's own locks."""
-    name = unique("claims").replace("-", "_")
-    create_database(postgresql_url(postgresql), name)
-    engine = create_engine(postgresql_url(postgresql, name))
-    yield postgresql_url(postgresql, name).replace("+psycopg", ""), engine
-    engine.dispose()
 
 
 def waiting(engine: Engine) -> int:

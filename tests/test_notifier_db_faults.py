@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -30,7 +28,7 @@ from linli.cloud.config import Subscription
 from linli.cloud.store import Store
 from linli.edge.rules import State
 from linli.localservers import LocalServer, free_port, postgresql_url, start_postgresql
-from support import create_database, unique, wait_for
+from support import create_database, linli_logged, stop_logged, unique, wait_for
 from test_notifier import HOOK, Clock, Recorder, alert, at, make
 
 TOKEN = "db-faults-test-token-0123456789abcdef"  # noqa: S105 (a test's own)
@@ -119,12 +117,7 @@ id = "duty"
 channels = [{{ kind = "webhook", url = "{hook}/duty" }}]
 """
     )
-    env = {**os.environ, "LINLI_CLOUD_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
-    with (tmp / f"{name}.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "linli.cli", "cloud", "run", "--config", str(config)],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+    proc = linli_logged(tmp / f"{name}.log", TOKEN, "cloud", "run", "--config", str(config))
     wait_for(lambda: get(port, "/health") is not None, f"notifier {name} up", timeout=30)
     return proc, port
 
@@ -199,13 +192,8 @@ def alert_run(
     finally:
         if edge is not None:
             edge.close()
-        for proc in procs:
-            proc.terminate()
-            proc.wait(15)
         hook.close()
-        for n in ("n1", "n2"):
-            lines = (tmp / f"{n}.log").read_text(errors="replace").splitlines()
-            print(f"--- {n}:\n" + "\n".join(lines[-15:]))
+        stop_logged(procs, [tmp / f"{n}.log" for n in ("n1", "n2")], tail=15)
 
 
 def test_two_notifiers_tell_everything_once_while_postgresql_fails_under_them(

@@ -83,6 +83,10 @@ class Counts(BaseModel):
     delivering: int = Field(description="deliveries under way")
     claimed: dict[str, int] = Field(description="notices and incidents this service told, by kind")
     state_errors: int = Field(description="claims that could not reach the state (each tried again)")
+    state_bugs: int = Field(description="steps the state refused for a bug (a constraint violated): logged")
+    waiting: int = Field(
+        description="notices, incidents and failed deliveries waiting for the state to be reached"
+    )
     routes: list[str] = Field(description="the routes this service follows (its share when split)")
     taken_over: int = Field(description="routes taken over from another service, their trips replayed")
     bookings_refused: dict[str, int] = Field(
@@ -309,6 +313,8 @@ def app(service: WasteService, token: str) -> ASGIApp:
             delivering=service.deliveries.under_way,
             claimed=dict(service.claimed),
             state_errors=service.state_errors,
+            state_bugs=service.state_bugs,
+            waiting=service.waiting,
             routes=sorted(service.held),
             taken_over=service.taken_over,
             bookings_refused=dict(service.bookings_refused),

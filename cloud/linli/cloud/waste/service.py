@@ -48,6 +48,7 @@ from linli.catalog.errors import validation_reason
 from linli.catalog.tls import apply_tls
 from linli.cloud.channels import Message, Sender
 from linli.cloud.config import Channel
+from linli.cloud.db import unreachable
 from linli.cloud.delivery import Deliveries
 from linli.cloud.tokens import TokenBook
 from linli.cloud.waste.bookings import BookingError, Bookings, State
@@ -174,7 +175,7 @@ class Resent:
 class WasteService:
     """Everything `linli waste run` starts; `started` is set once it listens and subscribed."""
 
-    def __init__(self, config: WasteConfig, token: str, feed: Feed | None = None) -> None:
+    def __init__(self, config: WasteConfig, token: str, feed: Feed | None = None) -> None:  # noqa: PLR0915 (its state, an attribute a line)
         self.config = config
         self.token = token
         self.feed = feed or load_feed(config.gtfs)
@@ -187,6 +188,11 @@ class WasteService:
         # Where refused messages go, with why (`run` sets it to the broker connection).
         self.dead_letter: Callable[[str, bytes], object] | None = None
         self._told: dict[str, int] = {}  # trip -> notices already sent
+        # Trips opened while the state could not be reached: what was told of them is read later.
+        self._unresumed: set[str] = set()
+        # Trips finished with notices or incidents not yet claimed (the state down): told still.
+        self._closed: dict[str, TripTracker] = {}
+        self._unrecorded: list[tuple[int, str, str, str, str]] = []  # failed deliveries, not kept yet
         self.received = 0  # every message taken, good or bad
         self.rejected: Counter[str] = Counter()
         self.bookings_refused: Counter[str] = Counter()  # booking requests refused, by reason
@@ -197,6 +203,7 @@ class WasteService:
         self._seq: Counter[tuple[str, str, int | str, str]] = Counter()
         self.claimed: Counter[str] = Counter()  # notices and incidents this service told, by kind
         self.state_errors = 0  # claims that could not reach the state (tried again)
+        self.state_bugs = 0  # steps the state refused for a bug (a constraint violated): logged
         self.handled: Counter[str] = Counter()
         self.fixes: Counter[str] = Counter()  # what each position did: matched, off_route, stale
         self.started = asyncio.Event()
@@ -206,6 +213,7 @@ class WasteService:
         self.tokens = TokenBook(self.state.engine)  # the API's, beside the token from the environment
         self.leadership = Leadership(self.state)
         self._ratelog = RateLimitedLog(log)
+        self._buglog = RateLimitedLog(log, level=logging.ERROR)
         self.route_of_truck = {r.truck: rid for rid, r in self.feed.routes.items()}
         self.outbox = Outbox(self.state)
         self.renovation = self._renovation()
@@ -345,7 +353,7 @@ class WasteService:
         except BookingError as exc:
             self._reject("booking", truck, str(exc))
         except DBAPIError as exc:  # the next position or answer moves the bookings on
-            self._unreachable(exc)
+            self._state_error(exc, "a renovation message")
 
     def _renovation(self) -> Renovation | None:
         spec = self.feed.extras.renovation
@@ -386,7 +394,8 @@ class WasteService:
             lease = time.time() + self.config.lease_s
             held = self.state.hold(who, channel.model_dump_json(), body, thread, lease)
         except DBAPIError as exc:
-            self._unreachable(exc)  # sent all the same, only not kept for another service
+            # Sent all the same, only not kept for another service.
+            self._state_error(exc, "holding a delivery")
             self.deliveries.start(who, channel, message, thread=thread)
             return
         self._send(who, channel, message, thread, held)
@@ -400,7 +409,7 @@ class WasteService:
         try:
             self.state.release(held)
         except DBAPIError as exc:  # left held: sent again when its lease runs out, not lost
-            self._unreachable(exc)
+            self._state_error(exc, "releasing a delivery")
 
     def send_orphans(self) -> int:
         """Send what another service (or this one, before a restart) held and never finished."""
@@ -444,7 +453,7 @@ class WasteService:
                 try:
                     self._renovation_tick(self._ticked_s)
                 except DBAPIError as exc:  # the trips tick on; the bookings at the next tick
-                    self._unreachable(exc)
+                    self._state_error(exc, "the renovation tick")
             self._tick(self._ticked_s, self.held)
 
     def _tick(self, now: float, routes: set[str], opened: dict[str, Logged] | None = None) -> None:
@@ -466,6 +475,8 @@ class WasteService:
                 self._send_new(tracker)
                 self._report(key, tracker, now)
         self._close_trips(now, routes)
+        if self._closed:
+            self.send_waiting()
 
     def _catch_up(self, tracker: TripTracker, upto: float) -> None:
         """Evaluate a trip at the ticks of the clock it has not been evaluated at, up to `upto`."""
@@ -531,11 +542,15 @@ class WasteService:
             )
             try:
                 told = self._resume(tracker, key, now, None if marker is None else json.loads(marker.payload))
-            except DBAPIError as exc:  # opened at a later tick, with what was told
+            except DBAPIError as exc:
                 if opened is not None:
                     raise  # a replay is started again at the next round, not followed on half
-                self._unreachable(exc)
-                continue
+                if not self._state_error(exc, f"resuming trip {key}") or self.split:
+                    continue  # opened at a later tick (split: its log says what was told by then)
+                # Followed at once all the same, or its truck's messages meanwhile would be lost
+                # with the whole trip; what was told of it is read before its first claim.
+                self._unresumed.add(key)
+                told = {"notices": 0, "incidents": 0}
             self.trackers[key] = tracker
             if self.split and marker is None:
                 # Where a route's next follower starts replaying this trip from, with what its
@@ -553,6 +568,8 @@ class WasteService:
             if tracker.stops.next_index() is None or now > end + OVERDUE_S:
                 self.finished.add(key)
                 del self.trackers[key]
+                if self._waiting(tracker):
+                    self._closed[key] = tracker  # told once the state can be reached (`send_waiting`)
                 self._seen(key, tracker, now, finished=True)
                 if tracker.seen:
                     truck = self.feed.routes[tracker.trip.route_id].truck
@@ -576,7 +593,7 @@ class WasteService:
         try:
             self.state.trip_seen(*self.snapshot(key, tracker, now, finished=finished))
         except DBAPIError as exc:  # written again with the next report
-            self._unreachable(exc)
+            self._state_error(exc, "writing a trip")
 
     def snapshot(
         self, key: str, tracker: TripTracker, now: float, *, finished: bool = False
@@ -695,7 +712,7 @@ class WasteService:
                 self.member, self.feed.routes, now, now + self.config.member_ttl_s
             )
         except DBAPIError as exc:  # the routes held stay followed; their leases may run out
-            self._unreachable(exc)
+            self._state_error(exc, "a round of the routes")
             return
         for route in sorted(self.held - held):
             self._let_go(route)
@@ -708,7 +725,7 @@ class WasteService:
             try:
                 self._take_over(route)
             except DBAPIError as exc:  # still this service's: taken over at the next round
-                self._unreachable(exc)
+                self._state_error(exc, "taking a route over")
                 self._forget(route)
                 held.discard(route)
         try:
@@ -722,7 +739,7 @@ class WasteService:
                 self._pruned_s = now
                 self.leases.prune(round((self.now_s - KEEP_LOG_S) * 1000))
         except DBAPIError as exc:
-            self._unreachable(exc)
+            self._state_error(exc, "the dispatcher commands")
 
     def _log_kept(self, orphaned: set[str]) -> None:
         """Routes nobody follows (their follower gone): what this service kept of them goes into
@@ -736,7 +753,7 @@ class WasteService:
         try:
             self._flush_log()  # before another service's round takes the route
         except DBAPIError as exc:
-            self._unreachable(exc)
+            self._state_error(exc, "writing the log of routes left")
 
     def leave(self) -> None:
         """Stopping: the log written and the routes let go, for the others to take at once."""
@@ -746,7 +763,7 @@ class WasteService:
             self._flush_log()
             self.leases.leave(self.member)
         except DBAPIError as exc:  # the leases run out instead
-            self._unreachable(exc)
+            self._state_error(exc, "leaving the routes")
 
     def _let_go(self, route: str) -> None:
         log.info("waste: route %s is followed by another service now", route)
@@ -819,7 +836,7 @@ class WasteService:
         try:
             self._flush_log()
         except DBAPIError as exc:  # written with the next round
-            self._unreachable(exc)
+            self._state_error(exc, "writing the log of a route taken over")
         self.replayed += len(lines)
         log.info("waste: took route %s over, %d lines of its log replayed", route, len(lines))
 
@@ -849,7 +866,7 @@ class WasteService:
             try:
                 self._flush_log()
             except DBAPIError as exc:  # written with the next round
-                self._unreachable(exc)
+                self._state_error(exc, "writing the log of a route")
         if len(self._unlogged) > MAX_UNLOGGED:
             self.log_dropped += len(self._unlogged) - MAX_UNLOGGED
             del self._unlogged[:-MAX_UNLOGGED]
@@ -907,8 +924,10 @@ class WasteService:
                     incident, day, self._seq[seq_key], tracker.trip.route_id, truck
                 )
             except DBAPIError as exc:
-                self._unreachable(exc)
-                return False
+                what = f"claiming the {incident.kind} of trip {key} at {incident.stop_id}"
+                if self._state_error(exc, what):
+                    return False
+                number = None  # a bug: logged, and the trip's next incidents go on
             self._seq[seq_key] += 1
             self._incidents_told[key] = self._incidents_told.get(key, 0) + 1
             self.incidents.append(incident)
@@ -941,18 +960,23 @@ class WasteService:
     def _send_new(self, tracker: TripTracker) -> None:
         """Claim and tell the trip's new notices, in order; while the state cannot be reached
         they wait, and go with the trip's next message or tick once it can."""
+        route = self.feed.routes[tracker.trip.route_id]
+        day = service_day(tracker.zero_s, self.feed.timezone)
+        opened = f"{tracker.trip.id}@{day.isoformat()}"
+        if opened in self._unresumed and not self._resume_late(tracker, opened):
+            return
         if not self._send_incidents(tracker):
             return
         key = f"{tracker.trip.id}@{tracker.zero_s}"
-        route = self.feed.routes[tracker.trip.route_id]
-        day = service_day(tracker.zero_s, self.feed.timezone)
         while self._told.get(key, 0) < len(tracker.notices):
             notice = tracker.notices[self._told.get(key, 0)]
             try:
                 claimed = self._record(notice, day.isoformat())
             except DBAPIError as exc:
-                self._unreachable(exc)
-                return
+                what = f"claiming the {notice.kind} of trip {key} at {notice.stop_id}"
+                if self._state_error(exc, what):
+                    return
+                claimed = False  # a bug: logged, and the trip's next notices go on
             self._told[key] = self._told.get(key, 0) + 1
             if not claimed:
                 continue
@@ -973,25 +997,79 @@ class WasteService:
         self._seq[key] += 1
         return claimed
 
-    def _unreachable(self, exc: DBAPIError) -> None:
-        self.state_errors += 1
-        self._ratelog.log(
-            "state", "state", "waste: the state cannot be reached, notices wait: %s", str(exc).splitlines()[0]
-        )
+    def _resume_late(self, tracker: TripTracker, key: str) -> bool:
+        """A trip opened while the state could not be reached: what was told of it (before a
+        restart) is read before its first claim. False while the state still cannot be reached."""
+        if not (tracker.notices or tracker.incidents):
+            try:
+                self._resume(tracker, key, tracker.last_heard_s)
+            except DBAPIError as exc:
+                if self._state_error(exc, f"resuming trip {key}"):
+                    return False
+        # Else it decided its own already, as any follower does: their claims find what was
+        # told (the same notices, numbered the same) and send none of it again.
+        self._unresumed.discard(key)
+        return True
+
+    def _waiting(self, tracker: TripTracker) -> int:
+        """A trip's notices and incidents decided and not claimed yet."""
+        key = f"{tracker.trip.id}@{tracker.zero_s}"  # as `_send_new` counts them
+        told = self._told.get(key, 0) + self._incidents_told.get(key, 0)
+        return len(tracker.notices) + len(tracker.incidents) - told
+
+    @property
+    def waiting(self) -> int:
+        """Notices, incidents and failed deliveries the state has not taken yet: each goes once
+        it can be reached."""
+        trips = [*self.trackers.values(), *self._closed.values()]
+        return sum(self._waiting(tracker) for tracker in trips) + len(self._unrecorded)
+
+    def send_waiting(self) -> None:
+        """Claim and tell what waited for the state (at each tick, and every few seconds of this
+        machine's time: the trucks may have nothing more to say), and record the failures."""
+        for tracker in [*self.trackers.values(), *self._closed.values()]:
+            if self._waiting(tracker) > 0:
+                self._send_new(tracker)
+        for key, tracker in list(self._closed.items()):
+            if not self._waiting(tracker):
+                del self._closed[key]
+        self._record_failures()
+
+    def _record_failures(self) -> None:
+        while self._unrecorded:
+            try:
+                self.state.failed(*self._unrecorded[0])
+            except DBAPIError as exc:
+                if self._state_error(exc, "recording a failed delivery"):
+                    return
+                log.error("waste: a failed delivery not kept: %s", self._unrecorded[0])
+            del self._unrecorded[0]
+
+    def _state_error(self, exc: DBAPIError, what: str) -> bool:
+        """A step the state refused; True when it cannot be reached (down, restarting, a
+        connection dropped): an outage, what the step was for waits and is tried again. False
+        for a bug (a constraint violated, a statement refused), which trying again does not mend:
+        logged at ERROR with `what` it was, and counted in `state_bugs`."""
+        if unreachable(exc):
+            self.state_errors += 1
+            self._ratelog.log(
+                "state",
+                "state",
+                "waste: the state cannot be reached, notices wait: %s",
+                str(exc).splitlines()[0],
+            )
+            return True
+        self.state_bugs += 1
+        self._buglog.log(what, "state", "waste: %s failed, a bug to report: %r", what, exc)
+        return False
 
     def _failed(self, who: str, channel: Channel, message: Any, error: str) -> None:
-        message_json = json.dumps(message.to_json())
-        try:
-            self.state.failed(round(self.now_s * 1000), who, str(channel.kind), message_json, error)
-        except DBAPIError as exc:  # then the log is where the operator finds it
-            log.error(
-                "waste: could not tell %s by %s (%s): %s; not kept: %s",
-                who,
-                channel.kind,
-                error,
-                message_json,
-                exc,
-            )
+        """A delivery given up: recorded in the state (`GET /failed-deliveries`), kept here
+        while the state cannot be reached."""
+        self._unrecorded.append(
+            (round(self.now_s * 1000), who, str(channel.kind), json.dumps(message.to_json()), error)
+        )
+        self._record_failures()
 
     def notices(self, limit: int = 1000, day: str | None = None) -> list[dict[str, Any]]:
         """The newest `limit` notices, of one service day (ISO date) if given."""
@@ -1069,10 +1147,11 @@ class WasteService:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), ORPHANS_EVERY_S)
+            self.send_waiting()
             try:
                 self.send_orphans()
             except DBAPIError as exc:
-                self._unreachable(exc)
+                self._state_error(exc, "sending orphaned deliveries")
 
     async def _rebalance_until(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -46,6 +46,14 @@ INCIDENT = text(
     "ON CONFLICT DO NOTHING RETURNING id"
 )
 
+TRIP = text(
+    "INSERT INTO waste_trip (trip_id, day, route, truck, waste_type, next_idx, progress_m, finished, "
+    "updated_ms) VALUES (:trip_id, :day, :route, :truck, :waste_type, :next_idx, :progress_m, :finished, "
+    ":updated_ms) ON CONFLICT (trip_id, day) DO UPDATE SET route = excluded.route, truck = excluded.truck, "
+    "waste_type = excluded.waste_type, next_idx = excluded.next_idx, progress_m = excluded.progress_m, "
+    "finished = excluded.finished, updated_ms = excluded.updated_ms"
+)
+
 
 def adopt_legacy_file(state: str | Path) -> bool:
     """An SQLite file an earlier waste service made (no migrations): its tables renamed to
@@ -204,18 +212,14 @@ class WasteState(Tables):
     # --- trips followed ------------------------------------------------------------------
 
     def trip_seen(self, trip: dict[str, Any], stops: list[dict[str, Any]]) -> None:
-        """Where a trip stands and its stops' predicted arrivals, replacing what was there."""
+        """Where a trip stands and its stops' predicted arrivals, replacing what was there.
+
+        Every service following the trip writes it: the trip's row is upserted first, which
+        locks it, so two writers take turns over its stops rather than both inserting it (a
+        delete then an insert let both find no row and one then violate its key)."""
         key = {"trip": trip["trip_id"], "day": trip["day"]}
         with self._engine.begin() as conn:
-            conn.execute(text("DELETE FROM waste_trip WHERE trip_id = :trip AND day = :day"), key)
-            conn.execute(
-                text(
-                    "INSERT INTO waste_trip (trip_id, day, route, truck, waste_type, next_idx, progress_m, "
-                    "finished, updated_ms) VALUES (:trip_id, :day, :route, :truck, :waste_type, :next_idx, "
-                    ":progress_m, :finished, :updated_ms)"
-                ),
-                trip,
-            )
+            conn.execute(TRIP, trip)
             conn.execute(text("DELETE FROM waste_trip_stop WHERE trip_id = :trip AND day = :day"), key)
             if stops:
                 conn.execute(
