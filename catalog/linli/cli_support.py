@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import datetime as dt
 import logging
 import signal
 import sys
@@ -37,3 +39,16 @@ def setup_logging(level: str = "info") -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def iso_time(text: str) -> float:
+    """An ISO time with its UTC offset, as epoch seconds (an argparse type)."""
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}': expected an ISO time like 2021-01-08T18:00+08:00"
+        ) from None
+    if when.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"'{text}': give a UTC offset, e.g. +08:00")
+    return when.timestamp()
