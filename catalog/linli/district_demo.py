@@ -29,18 +29,25 @@ from zoneinfo import ZoneInfo
 from linli import simtime
 from linli.district_files import DemoFiles, district_feed, env_file, write_demo_configs
 from linli.inbox import Inbox, InboxServer
-from linli.localservers import LocalServer, free_port, free_port_range, start_mosquitto_with
+from linli.localservers import (
+    LocalServer,
+    free_port,
+    free_port_range,
+    start_mosquitto_with,
+    wait_listening,
+)
 
 AGENT = "hongqiao-edge"  # the edge identity `linli broker config` derives from the edge config
 ZONE = ZoneInfo("Asia/Shanghai")
 STOP_S = 60.0  # a child that has not flushed and exited by then is killed
+STARTUP_S = 120.0  # a loaded machine takes its time to import the services
 
 
 def linli_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "linli.cli", *args]
 
 
-def spawn(name: str, argv: list[str], logs: Path, env: dict[str, str]) -> LocalServer:
+def spawn(name: str, argv: list[str], logs: Path, env: dict[str, str], port: int = 0) -> LocalServer:
     """Run `argv` in a session of its own: the terminal's Ctrl-C reaches only the demo, which
     stops its children in order (the simulator first, the services last), with SIGINT, on
     which each flushes."""
@@ -50,7 +57,7 @@ def spawn(name: str, argv: list[str], logs: Path, env: dict[str, str]) -> LocalS
         proc = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True
         )
-    return LocalServer(name, proc, 0, logs, log, stop_signal=signal.SIGINT)
+    return LocalServer(name, proc, port, logs, log, stop_signal=signal.SIGINT)
 
 
 def run_checked(argv: list[str], what: str) -> str:
@@ -74,6 +81,7 @@ class District:
     notifier_url: str
     waste_url: str
     modbus_port: int
+    clock: simtime.SharedClock
 
     def stop(self) -> dict[str, int]:
         """Every child in reverse order of start, each flushing; their exit codes."""
@@ -85,7 +93,9 @@ class District:
         return codes
 
 
-def start_district(datadir: Path, *, store_url: str, time_scale: float, faults: list[str]) -> District:
+def start_district(
+    datadir: Path, *, store_url: str, time_scale: float, start: float | None, faults: list[str]
+) -> District:
     """Write the configs and identities, then start the broker, the services and the simulator."""
     scenario_path, feed = district_feed()
     services = datadir / "services"
@@ -126,6 +136,8 @@ def start_district(datadir: Path, *, store_url: str, time_scale: float, faults: 
         "linli waste token create",
     ).strip()  # fmt: skip
     logs = datadir / "logs"
+    # The clock starts as late as it can: at x240, each second of set-up is 4 minutes gone.
+    clock = install_clock(time_scale, start)
     children: list[LocalServer] = []
     try:
         vault = files.broker / "secrets"
@@ -136,6 +148,7 @@ def start_district(datadir: Path, *, store_url: str, time_scale: float, faults: 
                 linli_argv("cloud", "run", "--config", str(files.notifier), "--log-level", "warning"),
                 logs,
                 {**env_file(vault / "notifier.env"), **token},
+                files.notifier_port,
             )
         )
         children.append(
@@ -144,6 +157,7 @@ def start_district(datadir: Path, *, store_url: str, time_scale: float, faults: 
                 linli_argv("waste", "run", "--config", str(files.waste)),
                 logs,
                 {**env_file(vault / "waste.env"), **token},
+                files.waste_port,
             )
         )
         sim = [
@@ -155,6 +169,9 @@ def start_district(datadir: Path, *, store_url: str, time_scale: float, faults: 
             sim += ["--fault", fault]
         children.append(spawn("district", linli_argv(*sim), logs, token))
         os.environ.update(env_file(vault / f"edge-{AGENT}.env"))  # the agent runs in this process
+        for child in children:
+            if child.port:  # the links printed next work when they are
+                wait_listening(child, STARTUP_S)
     except BaseException:
         for child in reversed(children):
             child.stop(STOP_S)
@@ -170,6 +187,7 @@ def start_district(datadir: Path, *, store_url: str, time_scale: float, faults: 
         f"http://127.0.0.1:{files.notifier_port}",
         f"http://127.0.0.1:{files.waste_port}",
         modbus_port,
+        clock,
     )
 
 
@@ -208,7 +226,8 @@ def run_district_demo(args: argparse.Namespace) -> int:
     """`linli demo` without --chargers-only."""
     from linli.catalog.errors import ConfigError
     from linli.cli_support import run_until_signal
-    from linli.demo import start_store, wait_listening
+    from linli.demo import start_store
+    from linli.demo import wait_listening as ports_listening
     from linli.district_view import Services, run_view
     from linli.edge.agent import Agent
     from linli.edge.config import load_config
@@ -216,14 +235,13 @@ def run_district_demo(args: argparse.Namespace) -> int:
 
     datadir: Path = args.datadir.resolve()
     log_to(datadir / "logs" / "edge.log")
-    clock = install_clock(args.time_scale, args.start)
     store = start_store(datadir)
     if store is None:
         return 1
     try:
         try:
             district = start_district(
-                datadir, store_url=store.url, time_scale=args.time_scale, faults=args.fault
+                datadir, store_url=store.url, time_scale=args.time_scale, start=args.start, faults=args.fault
             )
         except (ServerMissingError, ServerStartError, RuntimeError) as exc:
             print(f"linli demo: {exc}", file=sys.stderr)
@@ -236,7 +254,7 @@ def run_district_demo(args: argparse.Namespace) -> int:
             return 2
         agent = Agent(config)
         services = Services(district.notifier_url, district.waste_url, district.admin_token)
-        print_started(district, store, clock, datadir)
+        print_started(district, store, district.clock, datadir)
 
         async def main(stop: asyncio.Event) -> int:
             if args.duration is not None:
@@ -244,7 +262,7 @@ def run_district_demo(args: argparse.Namespace) -> int:
             watch = asyncio.create_task(wait_children(district, stop))
             # The agent starts once every device listens: none is shown refused at the start.
             first = district.modbus_port
-            await wait_listening("127.0.0.1", range(first, first + district.files.modbus_ports), 120)
+            await ports_listening("127.0.0.1", range(first, first + district.files.modbus_ports), 120)
             view = asyncio.create_task(run_view(agent, services, district.inbox.inbox, stop))
             # Ctrl-C: the agent stops polling and flushes to the store, which is stopped last.
             complete = await agent.run(stop)
@@ -272,6 +290,9 @@ def run_district_demo(args: argparse.Namespace) -> int:
 
 def print_started(district: District, store: LocalServer, clock: simtime.SharedClock, datadir: Path) -> None:
     """Where everything is, and the admin token in a file (never on the screen)."""
+    token = district.files.folder / "admin-token"
+    token.touch(0o600)
+    token.write_text(district.admin_token + "\n", encoding="utf-8")
     started = dt.datetime.fromtimestamp(clock.start, ZONE)
     print(
         f"linli demo: the district from {started:%Y-%m-%d %H:%M} Asia/Shanghai, x{clock.scale:g}\n"
@@ -286,8 +307,6 @@ def print_started(district: District, store: LocalServer, clock: simtime.SharedC
         "              hours of the district (it reads InfluxQL, which VictoriaMetrics does not speak)",
         flush=True,
     )
-    (district.files.folder / "admin-token").write_text(district.admin_token + "\n", encoding="utf-8")
-    (district.files.folder / "admin-token").chmod(0o600)
 
 
 def print_again(store: LocalServer, datadir: Path, district: District) -> None:
