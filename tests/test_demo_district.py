@@ -23,13 +23,19 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from linli.edge.buffer import DurableBuffer
+from linli.sim.district import load_timetable
+from linli.sim.scenario import builtin_scenario_path, load_scenario
 from support import http_get, wait_for
 
+ROOT = Path(__file__).resolve().parents[1]
 ZONE = ZoneInfo("Asia/Shanghai")
 SCALE = 240
 KINDS = ("charger_", "fire_", "camera_", "rescue_point_", "truck_")
@@ -177,3 +183,25 @@ def test_the_district_demo_runs_an_hour_tells_everyone_and_flushes_on_ctrl_c(tmp
     finally:
         buffer.close()
     assert len(json.loads((datadir / "inbox.json").read_text(encoding="utf-8"))) >= len(messages)
+
+
+def test_the_district_s_scenario_and_timetable_ship_in_the_wheel_and_are_found_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pip install linli` has no deploy/ folder: the timetable is package data, and the
+    scenario's relative `timetable` finds it from wherever the command runs."""
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(ROOT), "-w", str(tmp_path / "wheel")],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-3000:]
+    [wheel] = (tmp_path / "wheel").glob("linli-*.whl")
+    shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("linli/sim/scenarios/")}
+    feed = ROOT / "deploy" / "gtfs" / "hongqiao"
+    assert {f"linli/sim/scenarios/gtfs/hongqiao/{f.name}" for f in feed.iterdir()} <= shipped
+    assert "linli/sim/scenarios/hongqiao.toml" in shipped
+
+    monkeypatch.chdir(tmp_path)  # no deploy/ here
+    timetable = load_timetable(load_scenario(builtin_scenario_path()))
+    assert timetable is not None
+    assert len(timetable.trips) == len((feed / "trips.txt").read_text().splitlines()) - 1

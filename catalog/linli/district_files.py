@@ -11,7 +11,6 @@ import re
 import shutil
 import tomllib
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from linli.inbox import InboxServer, Person
@@ -22,8 +21,10 @@ EMAIL = re.compile(r'\{ kind = "email", to = \["([^"@]+)@[^"]+"\] \}')
 
 def district_feed() -> tuple[Path, Path]:
     """The built-in scenario and its GTFS timetable, from the installed package."""
-    scenarios = Path(str(resources.files("linli.sim.scenarios")))
-    return scenarios / "hongqiao.toml", scenarios / "gtfs" / "hongqiao"
+    from linli.sim.scenario import builtin_scenario_path
+
+    scenario = builtin_scenario_path()
+    return scenario, scenario.parent / "gtfs" / "hongqiao"
 
 
 def env_file(path: Path) -> dict[str, str]:
