@@ -205,3 +205,54 @@ def test_the_district_s_scenario_and_timetable_ship_in_the_wheel_and_are_found_f
     timetable = load_timetable(load_scenario(builtin_scenario_path()))
     assert timetable is not None
     assert len(timetable.trips) == len((feed / "trips.txt").read_text().splitlines()) - 1
+
+
+def test_the_inbox_page_shows_each_person_what_they_received_and_refreshes_itself(tmp_path: Path) -> None:
+    """In Chromium: the rendered Chinese text under the person's name and role, with the channel
+    and the time in Asia/Shanghai; a message that comes later appears without a reload; the
+    page runs whole under its Content-Security-Policy."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from linli.inbox import Inbox, InboxServer, Person
+    from test_booking_page import browser, visible
+
+    server = InboxServer(Inbox())
+    server.inbox.register("keeper-anlong-1", Person("安龙小区垃圾房保洁员", "keeper", "短信 SMS"))
+    server.inbox.register("alerts", Person("城运中心值班员", "subscriber", "webhook"))
+    server.start()
+    notice = {
+        "title": "安龙小区垃圾房：干垃圾清运预告",
+        "text": "干垃圾清运车12号预计10:47到达安龙小区垃圾房。",
+    }
+    alert = {"title": "充电柜内有烟雾", "text": "【告警】【紧急】充电柜内有烟雾"}
+    profile = tmp_path / "chromium"
+    driver = browser(profile)
+    try:
+        post = urllib.request.Request(  # noqa: S310 (loopback)
+            server.hook("keeper-anlong-1"), data=json.dumps(notice).encode(), method="POST"
+        )
+        urllib.request.urlopen(post, timeout=10).close()  # noqa: S310
+        driver.get(server.url + "/")
+        keeper = driver.find_element(By.ID, "keeper").text
+        assert "垃圾房保洁员 keepers (1)" in keeper
+        row = driver.find_element(By.CSS_SELECTOR, "tr.message").text
+        assert "安龙小区垃圾房保洁员" in row
+        assert "短信 SMS" in row
+        assert notice["title"] in row
+        assert notice["text"] in row
+        [when] = re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", row)
+        shanghai = dt.datetime.strptime(when, "%Y-%m-%d %H:%M:%S").replace(tzinfo=ZONE)
+        assert abs((shanghai - dt.datetime.now(ZONE)).total_seconds()) < 3600  # Shanghai's, not UTC's
+        # Later: it shows up by itself.
+        post = urllib.request.Request(  # noqa: S310
+            server.hook("alerts"), data=json.dumps(alert).encode(), method="POST"
+        )
+        urllib.request.urlopen(post, timeout=10).close()  # noqa: S310
+        WebDriverWait(driver, 30).until(lambda d: "告警订阅人 alert subscribers (1)" in visible(d))
+        assert alert["text"] in visible(driver)
+        refused = [e["message"] for e in driver.get_log("browser") if "Refused" in e["message"]]
+        assert refused == []
+    finally:
+        driver.quit()
+        server.stop()
