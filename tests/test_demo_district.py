@@ -251,7 +251,8 @@ def test_the_inbox_page_shows_each_person_what_they_received_and_refreshes_itsel
         urllib.request.urlopen(post, timeout=10).close()  # noqa: S310
         WebDriverWait(driver, 30).until(lambda d: "告警订阅人 alert subscribers (1)" in visible(d))
         assert alert["text"] in visible(driver)
-        refused = [e["message"] for e in driver.get_log("browser") if "Refused" in e["message"]]
+        logged = driver.get_log("browser")  # type: ignore[no-untyped-call]
+        refused = [e["message"] for e in logged if "Refused" in e["message"]]
         assert refused == []
     finally:
         driver.quit()
