@@ -80,7 +80,6 @@ class District:
     admin_token: str
     notifier_url: str
     waste_url: str
-    modbus_port: int
     clock: simtime.SharedClock
 
     def stop(self) -> dict[str, int]:
@@ -126,6 +125,26 @@ def start_district(
         "linli broker config",
     )  # fmt: skip
     broker = start_mosquitto_with(services / "mosquitto", files.broker / "mosquitto.conf", mqtt_port)
+    try:
+        return _start_programs(
+            files, broker, inbox, datadir, time_scale=time_scale, start=start, faults=faults
+        )
+    except BaseException:
+        broker.stop()
+        raise
+
+
+def _start_programs(
+    files: DemoFiles,
+    broker: LocalServer,
+    inbox: InboxServer,
+    datadir: Path,
+    *,
+    time_scale: float,
+    start: float | None,
+    faults: list[str],
+) -> District:
+    """The booking token, then the services and the simulator on the demo's clock."""
     admin = secrets.token_urlsafe(24)
     book = run_checked(
         linli_argv(
@@ -154,15 +173,15 @@ def start_district(
         children.append(
             spawn(
                 "waste",
-                linli_argv("waste", "run", "--config", str(files.waste)),
+                linli_argv("waste", "run", "--config", str(files.waste), "--log-level", "warning"),
                 logs,
                 {**env_file(vault / "waste.env"), **token},
                 files.waste_port,
             )
         )
         sim = [
-            "sim", "district", "--scenario", str(scenario_path), "--gtfs", str(files.gtfs),
-            "--modbus-port", str(modbus_port), "--mqtt-port", str(mqtt_port),
+            "sim", "district", "--scenario", str(files.scenario), "--gtfs", str(files.gtfs),
+            "--modbus-port", str(files.modbus_port), "--mqtt-port", str(files.mqtt_port),
             "--mqtt-identities", str(vault / "identities.json"), "--time-scale", f"{time_scale:g}",
         ]  # fmt: skip
         for fault in faults:
@@ -175,7 +194,6 @@ def start_district(
     except BaseException:
         for child in reversed(children):
             child.stop(STOP_S)
-        broker.stop()
         raise
     return District(
         files,
@@ -186,7 +204,6 @@ def start_district(
         admin,
         f"http://127.0.0.1:{files.notifier_port}",
         f"http://127.0.0.1:{files.waste_port}",
-        modbus_port,
         clock,
     )
 
@@ -253,7 +270,13 @@ def run_district_demo(args: argparse.Namespace) -> int:
             print(f"linli demo: {exc}", file=sys.stderr)
             return 2
         agent = Agent(config)
-        services = Services(district.notifier_url, district.waste_url, district.admin_token)
+        services = Services(
+            district.notifier_url,
+            district.waste_url,
+            district.admin_token,
+            stop_names=district.files.stop_names(),
+            truck_names=district.files.truck_names(),
+        )
         print_started(district, store, district.clock, datadir)
 
         async def main(stop: asyncio.Event) -> int:
@@ -261,7 +284,7 @@ def run_district_demo(args: argparse.Namespace) -> int:
                 asyncio.get_running_loop().call_later(args.duration, stop.set)
             watch = asyncio.create_task(wait_children(district, stop))
             # The agent starts once every device listens: none is shown refused at the start.
-            first = district.modbus_port
+            first = district.files.modbus_port
             await ports_listening("127.0.0.1", range(first, first + district.files.modbus_ports), 120)
             view = asyncio.create_task(run_view(agent, services, district.inbox.inbox, stop))
             # Ctrl-C: the agent stops polling and flushes to the store, which is stopped last.

@@ -7,6 +7,7 @@ too: all on loopback, which the configs consent to (`allow_private`) for these r
 
 from __future__ import annotations
 
+import csv
 import re
 import shutil
 import tomllib
@@ -50,7 +51,8 @@ class DemoFiles:
     agent: str
     book_office: str = ""
     book_compound: str = ""
-    modbus_ports: int = 0
+    modbus_ports: int = 0  # how many consecutive ports the Modbus devices take
+    modbus_port: int = 0  # the first, once chosen
 
     @property
     def gtfs(self) -> Path:
@@ -72,8 +74,19 @@ class DemoFiles:
     def broker(self) -> Path:
         return self.folder / "broker"
 
+    def stop_names(self) -> dict[str, str]:
+        """Each bin room's name, from the timetable's stops.txt."""
+        with (self.gtfs / "stops.txt").open(encoding="utf-8-sig", newline="") as stops:
+            return {row["stop_id"]: row["stop_name"] for row in csv.DictReader(stops)}
+
+    def truck_names(self) -> dict[str, str]:
+        """Each truck as people know it: its fleet number and plate."""
+        extras = tomllib.loads((self.gtfs / "linli.toml").read_text(encoding="utf-8"))
+        return {k: f"{v['fleet']}号 {v['plate']}" for k, v in extras.get("trucks", {}).items()}
+
     def write_edge_config(self, modbus_port: int) -> None:
         """The agent's config, every device of the scenario, Modbus from `modbus_port` on."""
+        self.modbus_port = modbus_port
         from linli.sim.edgeconfig import district_edge_config
         from linli.sim.scenario import load_scenario
 

@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import sys
 import time
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -31,6 +32,8 @@ class Services:
     trips: list[dict[str, Any]] = field(default_factory=list)
     bookings: Counter[str] = field(default_factory=Counter)
     open_alerts: int | None = None
+    stop_names: dict[str, str] = field(default_factory=dict)  # what the keepers call a bin room
+    truck_names: dict[str, str] = field(default_factory=dict)  # a truck's fleet number and plate
 
     def refresh(self) -> None:
         """Fetch what changed; a service not answering yet keeps the last values."""
@@ -62,18 +65,33 @@ def render(agent: Agent, services: Services, inbox: Inbox, readings_per_s: float
         f"open alerts {'-' if services.open_alerts is None else services.open_alerts}",
         "bookings: " + (", ".join(f"{k} {v}" for k, v in sorted(services.bookings.items())) or "none"),
         "",
-        f"{'truck':<20}{'trip':<18}{'next stop':<16}{'predicted':>10}{'delay':>8}",
+        f"{_cut('truck', 20)}{'trip':<18}{_cut('next stop', 22)}{'predicted':>10} {'delay':>9}",
     ]
     for trip in sorted(services.trips, key=lambda t: str(t.get("truck")))[:10]:
-        predicted = str(trip.get("predicted") or "")[11:16] or "-"
+        predicted = str(trip.get("predicted") or "-")
+        predicted = predicted[11:16] if "T" in predicted else predicted  # ISO, or already HH:MM
         delay = trip.get("delay_min")
+        delay_text = "" if delay is None else f"{delay:+.0f} min"
         lines.append(
-            f"{trip.get('truck', ''):<20}{trip.get('trip_id', ''):<18}{trip.get('next_stop') or 'done':<16}"
-            f"{predicted:>10}{'' if delay is None else f'{delay:+.0f} min':>8}"
+            f"{_cut(services.truck_names.get(trip['truck'], trip['truck']), 20)}"
+            f"{trip.get('trip_id', ''):<18}"
+            f"{_cut(services.stop_names.get(trip['next_stop'], trip['next_stop'] or 'done'), 22)}"
+            f"{predicted:>10} {delay_text:>9}"
         )
     if not services.trips:
         lines.append("(no truck on a trip right now)")
     return "\n".join(lines)
+
+
+def _cut(text: str, width: int) -> str:
+    """`text` padded or cut to `width` terminal columns (a Chinese character takes two)."""
+    out, used = "", 0
+    for ch in text:
+        w = 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        if used + w > width - 1:
+            break
+        out, used = out + ch, used + w
+    return out + " " * (width - used)
 
 
 async def run_view(
