@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -59,9 +60,9 @@ class Output:
 
     def until(self, pattern: str, timeout: float) -> re.Match[str]:
         """The first line (from here on) that matches `pattern`."""
-        deadline = dt.datetime.now() + dt.timedelta(seconds=timeout)
+        deadline = time.monotonic() + timeout
         while True:
-            left = (deadline - dt.datetime.now()).total_seconds()
+            left = deadline - time.monotonic()
             try:
                 line = self._queue.get(timeout=max(left, 0.01))
             except queue.Empty:
