@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from linli import simtime
 from linli.district_files import DemoFiles, district_feed, env_file, write_demo_configs
+from linli.edge.agent import Agent
 from linli.inbox import Inbox, InboxServer
 from linli.localservers import (
     LocalServer,
@@ -241,13 +242,7 @@ def log_to(path: Path) -> None:
 
 def run_district_demo(args: argparse.Namespace) -> int:
     """`linli demo` without --chargers-only."""
-    from linli.catalog.errors import ConfigError
-    from linli.cli_support import run_until_signal
     from linli.demo import start_store
-    from linli.demo import wait_listening as ports_listening
-    from linli.district_view import Services, run_view
-    from linli.edge.agent import Agent
-    from linli.edge.config import load_config
     from linli.localservers import ServerMissingError, ServerStartError
 
     datadir: Path = args.datadir.resolve()
@@ -263,40 +258,18 @@ def run_district_demo(args: argparse.Namespace) -> int:
         except (ServerMissingError, ServerStartError, RuntimeError) as exc:
             print(f"linli demo: {exc}", file=sys.stderr)
             return 1
+        agent: Agent | None = None
         try:
-            config = load_config(district.files.edge)
-        except ConfigError as exc:
-            district.stop()
-            print(f"linli demo: {exc}", file=sys.stderr)
-            return 2
-        agent = Agent(config)
-        services = Services(
-            district.notifier_url,
-            district.waste_url,
-            district.admin_token,
-            stop_names=district.files.stop_names(),
-            truck_names=district.files.truck_names(),
-        )
-        print_started(district, store, district.clock, datadir)
-
-        async def main(stop: asyncio.Event) -> int:
-            if args.duration is not None:
-                asyncio.get_running_loop().call_later(args.duration, stop.set)
-            watch = asyncio.create_task(wait_children(district, stop))
-            # The agent starts once every device listens: none is shown refused at the start.
-            first = district.files.modbus_port
-            await ports_listening("127.0.0.1", range(first, first + district.files.modbus_ports), 120)
-            view = asyncio.create_task(run_view(agent, services, district.inbox.inbox, stop))
-            # Ctrl-C: the agent stops polling and flushes to the store, which is stopped last.
-            complete = await agent.run(stop)
-            await view
-            await watch
-            return 0 if complete else 1
-
-        code = run_until_signal(main)
-        codes = district.stop()
-        district.inbox.stop()
-        district.inbox.inbox.save(datadir / "inbox.json")
+            code, agent = _run(args, district, store, datadir)
+        except KeyboardInterrupt:
+            code = 130  # Ctrl-C before the agent ran: nothing to flush
+        finally:
+            # Whatever happened, the children (in sessions of their own) must not outlive the demo.
+            codes = district.stop()
+            district.inbox.stop()
+            district.inbox.inbox.save(datadir / "inbox.json")
+        if agent is None:
+            return code
         failed = {name: c for name, c in codes.items() if c != 0}
         written, left = agent.writer.stats.written, agent.writer.pending
         told = district.inbox.inbox.counts()
@@ -309,6 +282,48 @@ def run_district_demo(args: argparse.Namespace) -> int:
         return code if not failed else 1
     finally:
         store.stop()
+
+
+def _run(
+    args: argparse.Namespace, district: District, store: LocalServer, datadir: Path
+) -> tuple[int, Agent | None]:
+    """The agent and the view until Ctrl-C; the exit code and the agent, None if it never ran."""
+    from linli.catalog.errors import ConfigError
+    from linli.cli_support import run_until_signal
+    from linli.demo import wait_listening as ports_listening
+    from linli.district_view import Services, run_view
+    from linli.edge.config import load_config
+
+    try:
+        config = load_config(district.files.edge)
+    except ConfigError as exc:
+        print(f"linli demo: {exc}", file=sys.stderr)
+        return 2, None
+    agent = Agent(config)
+    services = Services(
+        district.notifier_url,
+        district.waste_url,
+        district.admin_token,
+        stop_names=district.files.stop_names(),
+        truck_names=district.files.truck_names(),
+    )
+    print_started(district, store, district.clock, datadir)
+
+    async def main(stop: asyncio.Event) -> int:
+        if args.duration is not None:
+            asyncio.get_running_loop().call_later(args.duration, stop.set)
+        watch = asyncio.create_task(wait_children(district, stop))
+        # The agent starts once every device listens: none is shown refused at the start.
+        first = district.files.modbus_port
+        await ports_listening("127.0.0.1", range(first, first + district.files.modbus_ports), 120)
+        view = asyncio.create_task(run_view(agent, services, district.inbox.inbox, stop))
+        # Ctrl-C: the agent stops polling and flushes to the store, which is stopped last.
+        complete = await agent.run(stop)
+        await view
+        await watch
+        return 0 if complete else 1
+
+    return run_until_signal(main), agent
 
 
 def print_started(district: District, store: LocalServer, clock: simtime.SharedClock, datadir: Path) -> None:
