@@ -68,6 +68,7 @@ def test_the_demo_survives_a_terminal_s_ctrl_c_and_says_where_its_data_is(tmp_pa
             "-m",
             "linli.cli",
             "demo",
+            "--chargers-only",
             "--stations",
             "3",
             "--interval",

@@ -51,6 +51,10 @@ EXTRAS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; exit codes: 0 ok, 1 failed at run time, 2 bad usage or config."""
+    from linli import simtime
+
+    # Before anything reads the time: a demo's processes share its simulated clock.
+    simtime.install_from_env()
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)

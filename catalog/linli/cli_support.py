@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import datetime as dt
 import logging
 import signal
 import sys
@@ -41,3 +43,16 @@ def setup_logging(level: str = "info") -> None:
     # matters from them is said once by linli (the schema's revision, a delivery that failed).
     for chatty in ("httpx", "httpcore", "alembic"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def iso_time(text: str) -> float:
+    """An ISO time with its UTC offset, as epoch seconds (an argparse type)."""
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}': expected an ISO time like 2021-01-08T18:00+08:00"
+        ) from None
+    if when.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"'{text}': give a UTC offset, e.g. +08:00")
+    return when.timestamp()

@@ -1,4 +1,5 @@
-"""`linli demo`: simulated stations -> edge agent -> a local VictoriaMetrics, with a live view."""
+"""`linli demo`: the district on local servers (`linli.district_demo`), or with --chargers-only,
+simulated stations -> edge agent -> a local VictoriaMetrics, with a live view."""
 
 from __future__ import annotations
 
@@ -9,21 +10,37 @@ import sys
 from pathlib import Path
 
 from linli.catalog.errors import ConfigError
-from linli.cli_support import run_until_signal, setup_logging
-from linli.localservers import ServerMissingError, ServerStartError, free_port_range, start_victoria_metrics
+from linli.cli_support import iso_time, run_until_signal, setup_logging
+from linli.localservers import (
+    LocalServer,
+    ServerMissingError,
+    ServerStartError,
+    free_port_range,
+    start_victoria_metrics,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `linli demo`."""
     demo = subparsers.add_parser(
         "demo",
-        help="run simulators, the agent and a local time-series store, with a live view",
+        help="the whole district on local servers, with an inbox and a live view",
         description=(
-            "Start a local VictoriaMetrics, K simulated charging stations and the edge agent "
-            "that polls them, and show what flows. Ctrl-C stops everything cleanly."
+            "Start the whole simulated district on servers of its own on free loopback ports: a "
+            "Mosquitto with an identity per device and service, a VictoriaMetrics, the notifier and "
+            "the waste service (SQLite), the devices and the trucks on their timetable, and the edge "
+            "agent; every keeper's, office's, requester's and subscriber's message goes to a local "
+            "inbox page. Every part runs on one clock that starts now and runs --time-scale times "
+            "faster. With --chargers-only: K charging stations and the agent only. Ctrl-C stops "
+            "everything, flushed, and says how to look at the data again."
         ),
     )
-    demo.add_argument("--stations", type=int, default=10, help="simulated stations (default 10)")
+    demo.add_argument(
+        "--chargers-only", action="store_true", help="only K charging stations, the agent and the store"
+    )
+    demo.add_argument(
+        "--stations", type=int, default=10, help="with --chargers-only: simulated stations (default 10)"
+    )
     demo.add_argument(
         "--time-scale", type=float, default=60.0, help="simulated seconds per second (default 60)"
     )
@@ -33,7 +50,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=1,
         help="seed of the stations' random behaviour: same seed, same day (default 1)",
     )
-    demo.add_argument("--interval", type=float, default=1.0, help="poll interval in seconds (default 1)")
+    demo.add_argument(
+        "--interval", type=float, default=1.0, help="with --chargers-only: poll interval in s (default 1)"
+    )
+    demo.add_argument(
+        "--start",
+        type=iso_time,
+        default=None,
+        help="the district's clock starts at this time (ISO with offset; default now)",
+    )
+    demo.add_argument(
+        "--fault", action="append", default=[], metavar="TARGET:NAME",
+        help="a fault in the district from the start, as `linli sim district --fault` "
+        "(e.g. ronghua-1/station-1:smoke; repeatable)",
+    )  # fmt: skip
     demo.add_argument(
         "--datadir",
         type=Path,
@@ -96,6 +126,17 @@ name = "虹桥 demo compound"
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.time_scale <= 0:
+        print("linli demo: --time-scale must be > 0", file=sys.stderr)
+        return 2
+    if not args.chargers_only:
+        from linli.district_demo import run_district_demo
+
+        return run_district_demo(args)
+    return _chargers(args)
+
+
+def _chargers(args: argparse.Namespace) -> int:
     from linli.edge.agent import Agent
     from linli.edge.config import load_config
     from linli.edge.view import run_view
@@ -104,10 +145,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     setup_logging("warning")
     datadir: Path = args.datadir.resolve()
-    try:
-        store = start_victoria_metrics(datadir / "victoria-metrics")
-    except (ServerMissingError, ServerStartError) as exc:
-        print(f"linli demo: {exc}", file=sys.stderr)
+    store = start_store(datadir)
+    if store is None:
         return 1
     try:
         first_port = free_port_range(args.stations)
@@ -157,11 +196,21 @@ def _demo(args: argparse.Namespace) -> int:
         print(
             f"  victoria-metrics -storageDataPath {store.datadir / 'data'} -httpListenAddr 127.0.0.1:8428 &"
         )
-        print("  curl 'http://127.0.0.1:8428/api/v1/export?match[]={__name__=~\"charger_.*\"}' | head")
+        # -g: without it curl takes the braces and brackets for its own globs.
+        print("  curl -g 'http://127.0.0.1:8428/api/v1/export?match[]={__name__=~\"charger_.*\"}' | head")
         return code
     finally:
         with contextlib.suppress(Exception):
             store.stop()
+
+
+def start_store(datadir: Path) -> LocalServer | None:
+    """The demo's VictoriaMetrics in `datadir`, or None once why it cannot start is printed."""
+    try:
+        return start_victoria_metrics(datadir / "victoria-metrics")
+    except (ServerMissingError, ServerStartError) as exc:
+        print(f"linli demo: {exc}", file=sys.stderr)
+        return None
 
 
 async def wait_listening(host: str, ports: range, within_s: float) -> None:

@@ -166,6 +166,11 @@ def _wait_ready(
     raise ServerStartError(f"{server.name} did not answer within {timeout:.0f}s:\n{server.log_tail()}")
 
 
+def wait_listening(server: LocalServer, timeout: float = 60.0) -> None:
+    """Until the server accepts a TCP connection on its port; ServerStartError if it exits first."""
+    _wait_ready(server, None, timeout)
+
+
 def start_victoria_metrics(datadir: Path, port: int | None = None) -> LocalServer:
     """VictoriaMetrics single node: accepts the v2 write API and /write."""
     binary = require_binary("victoria-metrics")

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from linli import simtime
 from linli.catalog.errors import ConfigError
 from linli.catalog.tls import MqttTls
-from linli.cli_support import run_until_signal
+from linli.cli_support import iso_time, run_until_signal
 from linli.cloud.waste.gtfs import Feed
 from linli.sim.bookings import BookingAgent
 from linli.sim.charger import FAULTS as CHARGER_FAULTS
@@ -46,18 +47,6 @@ def _fault(text: str) -> tuple[int, str]:
     return int(station), mode
 
 
-def _start_time(text: str) -> float:
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"'{text}': expected an ISO time like 2021-01-08T18:00+08:00"
-        ) from None
-    if when.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"'{text}': give a UTC offset, e.g. +08:00")
-    return when.timestamp()
-
-
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `linli sim` and its commands."""
     sim = subparsers.add_parser("sim", help="run device simulators")
@@ -79,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="simulated seconds per real second; 0 freezes time (fixed values, for tests)",
     )
     charger.add_argument("--warmup", type=float, default=0.0, help="simulated seconds to run before serving")
-    charger.add_argument("--start", type=_start_time, default=None, help="simulated start, ISO with offset")
+    charger.add_argument("--start", type=iso_time, default=None, help="simulated start, ISO with offset")
     charger.add_argument(
         "--fault",
         type=_fault,
@@ -138,7 +127,7 @@ def _add_district(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     district.add_argument(
         "--start",
-        type=_start_time,
+        type=iso_time,
         default=None,
         help="simulated start, ISO with offset (default: see above)",
     )
@@ -275,7 +264,11 @@ def _run_district(args: argparse.Namespace) -> int:
     if args.time_scale < 0:
         print("linli sim district: --time-scale must be >= 0", file=sys.stderr)
         return 2
-    if args.start is not None:
+    shared = simtime.installed()
+    if shared is not None:
+        # The demo's clock, which its edge and services read too (`linli.simtime`).
+        clock = SimClock.following(shared.now, shared.scale)
+    elif args.start is not None:
         clock = SimClock(start=args.start, time_scale=args.time_scale)
     else:
         # Faster than real time, the devices' clocks would run ahead of every edge's.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -13,6 +14,13 @@ class SimClock:
     start: float = field(default_factory=time.time)
     time_scale: float = 1.0
     _wall0: float = field(default_factory=time.monotonic)
+    # A clock shared with other processes (`linli.simtime`): read it rather than keep one's own.
+    follow: Callable[[], float] | None = None
+
+    @classmethod
+    def following(cls, now: Callable[[], float], time_scale: float) -> SimClock:
+        """A clock that reads `now`, which runs `time_scale` times faster than the wall clock."""
+        return cls(start=now(), time_scale=time_scale, follow=now)
 
     @classmethod
     def behind_wall(cls, time_scale: float, hours: float, now: float | None = None) -> SimClock:
@@ -24,9 +32,13 @@ class SimClock:
     def begin(self) -> None:
         """Simulated time is `start` from this moment: called once the simulator is ready, so
         that the time it took to build and start is not simulated (at 120x, seconds of set-up
-        would otherwise be minutes gone before anyone could watch)."""
+        would otherwise be minutes gone before anyone could watch). A shared clock runs on."""
+        if self.follow is not None:
+            return
         self._wall0 = time.monotonic()
 
     def now(self) -> float:
         """Simulated epoch seconds."""
+        if self.follow is not None:
+            return self.follow()
         return self.start + (time.monotonic() - self._wall0) * self.time_scale

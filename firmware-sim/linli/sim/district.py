@@ -28,7 +28,7 @@ from linli.sim.clock import SimClock
 from linli.sim.context import DeviceContext, MqttBehaviour, kind_faults, kind_module
 from linli.sim.fleet import run_servers
 from linli.sim.modbus_server import DeviceServer, Fault, Served, SimulatedDevice
-from linli.sim.scenario import PlacedDevice, Scenario, expand
+from linli.sim.scenario import PlacedDevice, Scenario, builtin_scenario_path, expand
 from linli.sim.timetable import Traffic
 
 log = logging.getLogger(__name__)
@@ -135,11 +135,12 @@ def load_timetable(scenario: Scenario, override: Path | None = None) -> Feed | N
             f"scenario '{scenario.name}' has trucks but no timetable: set timetable = \"DIR\" "
             "(a GTFS folder) or pass --gtfs DIR"
         )
+    if not folder.is_dir() and override is None and not folder.is_absolute():
+        # Installed, not cloned: the built-in timetables ship beside the built-in scenarios.
+        shipped = builtin_scenario_path().parent / "gtfs" / folder.name
+        folder = shipped if shipped.is_dir() else folder
     if not folder.is_dir():
-        raise ValueError(
-            f"{where}: {folder} is not a folder (from {Path.cwd()}); run from the source tree, "
-            "where deploy/gtfs/hongqiao is, or pass --gtfs DIR"
-        )
+        raise ValueError(f"{where}: {folder} is not a folder (from {Path.cwd()}); pass --gtfs DIR")
     try:
         return load_feed(folder)
     except GtfsError as exc:

@@ -1,0 +1,264 @@
+"""`linli demo`, the whole district, as a newcomer runs it: a simulated hour at 240x.
+
+It starts its own Mosquitto, VictoriaMetrics, notifier and waste service; every device kind
+stores points, a keeper is told the truck is coming, an alert reaches its subscriber and a
+booking made with the printed booking link reaches its requester, all through the demo's
+inbox; Ctrl-C (SIGINT) leaves the edge buffer empty and the demo exits 0.
+
+The clock starts at 07:45 tomorrow (Asia/Shanghai), so that the 08:00 dry-waste trips run
+within the hour and the renovation truck's shift has begun, whenever the test runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from linli.edge.buffer import DurableBuffer
+from linli.sim.district import load_timetable
+from linli.sim.scenario import builtin_scenario_path, load_scenario
+from support import http_get, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+ZONE = ZoneInfo("Asia/Shanghai")
+SCALE = 240
+KINDS = ("charger_", "fire_", "camera_", "rescue_point_", "truck_")
+
+
+class Output:
+    """The demo's standard output, line by line, read in a thread of its own."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        assert proc.stdout is not None
+        stdout = proc.stdout
+
+        def read() -> None:
+            for line in stdout:
+                self._queue.put(line)
+            self._queue.put(None)  # the demo has exited
+
+        threading.Thread(target=read, daemon=True).start()
+
+    def until(self, pattern: str, timeout: float) -> re.Match[str]:
+        """The first line (from here on) that matches `pattern`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                line = self._queue.get(timeout=max(left, 0.01))
+            except queue.Empty:
+                so_far = "".join(self.lines)
+                raise AssertionError(f"no line like {pattern!r} in {timeout}s; so far:\n{so_far}") from None
+            if line is None:
+                so_far = "".join(self.lines)
+                raise AssertionError(f"the demo exited before a line like {pattern!r}:\n{so_far}")
+            self.lines.append(line)
+            found = re.search(pattern, line)
+            if found:
+                return found
+
+
+def inbox(url: str) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = json.loads(http_get(f"{url}/messages.json"))
+    return messages
+
+
+def stored(store: str, prefix: str) -> list[int]:
+    """The times (ms) of every sample of every series whose name starts with `prefix`."""
+    http_get(f"{store}/internal/force_flush")
+    query = urllib.parse.urlencode(
+        {"match[]": f'{{__name__=~"{prefix}.*"}}', "start": "0", "end": "2100-01-01T00:00:00Z"}
+    )
+    lines = http_get(f"{store}/api/v1/export?{query}").decode().splitlines()
+    return [t for line in lines if line.strip() for t in json.loads(line)["timestamps"]]
+
+
+def book(waste: str, token: str, compound: str, start: dt.datetime) -> dict[str, Any]:
+    body = {
+        "compound": compound,
+        "bags": 20,
+        "earliest": (start + dt.timedelta(minutes=45)).isoformat(),
+        "latest": (start + dt.timedelta(hours=4)).isoformat(),
+        "contact": {"name": "王师傅", "phone": "+8613800138000"},
+        "key": "demo-test-1",
+    }
+    request = urllib.request.Request(  # noqa: S310 (the demo's loopback service)
+        f"{waste}/bookings",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+        found: dict[str, Any] = json.loads(answer.read())
+        return found
+
+
+def refused(url: str, token: str) -> int:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
+    try:
+        urllib.request.urlopen(request, timeout=30).close()  # noqa: S310
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    return 200
+
+
+def test_the_district_demo_runs_an_hour_tells_everyone_and_flushes_on_ctrl_c(tmp_path: Path) -> None:
+    tomorrow = dt.datetime.now(ZONE).date() + dt.timedelta(days=1)
+    start = dt.datetime.combine(tomorrow, dt.time(7, 45), ZONE)
+    datadir = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "linli.cli", "demo", "--datadir", str(datadir), "--time-scale", str(SCALE),
+         "--start", start.isoformat(), "--fault", "ronghua-1/station-1:smoke"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        start_new_session=True,  # a process group of its own, as a terminal's foreground job has
+    )  # fmt: skip
+    out = Output(proc)
+    try:
+        store = out.until(r"store +(http://\S+)", 120)[1]
+        inbox_url = out.until(r"inbox +(http://\S+)/", 30)[1]
+        link = out.until(r"booking +(http://\S+)/book#token=(\S+) +\((.+), (\S+)\)", 30)
+        waste, token, compound = link[1], link[2], link[4]
+        # The link's token books; it is not the admin's, and may not see the trips.
+        assert token != (datadir / "services" / "admin-token").read_text().strip()
+        assert refused(f"{waste}/trips", token) == 403
+        answer = book(waste, token, compound, start)
+        assert answer["state"] in ("requested", "offered", "accepted"), answer
+
+        # A simulated hour (at least): the view's clock line says so.
+        hour_later = start + dt.timedelta(hours=1)
+        while True:
+            now = out.until(r"linli demo  (\S+ \S+) Asia/Shanghai", 300)[1]
+            if dt.datetime.fromisoformat(now).replace(tzinfo=ZONE) >= hour_later:
+                break
+        roles = {"keeper", "subscriber", "requester"}
+        wait_for(
+            lambda: roles <= {m["role"] for m in inbox(inbox_url)}, "a keeper, a subscriber, a requester", 120
+        )
+        messages = inbox(inbox_url)
+        # Every kind stored, on the demo's one clock: the devices' own times (the MQTT devices
+        # stamp theirs in the simulator's process) are from the start on, not from its past.
+        for kind in KINDS:
+            times = stored(store, kind)
+            assert times, f"no {kind}* points stored"
+            assert min(times) >= start.timestamp() * 1000 - 60_000, (kind, min(times))
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal's Ctrl-C does
+        try:
+            code = proc.wait(180)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    out.until(r"demo stopped", 10)
+    assert code == 0, "".join(out.lines[-20:])
+
+    keeper = next(m for m in messages if m["role"] == "keeper")
+    assert "垃圾房" in keeper["name"], keeper
+    assert "预计" in keeper["text"], keeper
+    alert = next(m for m in messages if m["role"] == "subscriber")
+    assert "烟雾" in alert["title"], alert
+    requester = next(m for m in messages if m["role"] == "requester")
+    # The operator's SMS gateway knows the requester by the phone the booking gave.
+    assert requester["name"] == "+8613800138000", requester
+    assert "预约" in requester["text"], requester
+    # Times are the district's, on the demo's clock: tomorrow, after the start.
+    assert all(m["at"] >= f"{start:%Y-%m-%d %H:%M}" for m in messages)
+    # Nothing left unflushed: the agent's durable buffer is empty, and the inbox was saved.
+    buffer = DurableBuffer(datadir / "services" / "edge.buffer.sqlite", max_bytes=10**9)
+    try:
+        assert buffer.oldest(1) == []
+    finally:
+        buffer.close()
+    assert len(json.loads((datadir / "inbox.json").read_text(encoding="utf-8"))) >= len(messages)
+
+
+def test_the_district_s_scenario_and_timetable_ship_in_the_wheel_and_are_found_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pip install linli` has no deploy/ folder: the timetable is package data, and the
+    scenario's relative `timetable` finds it from wherever the command runs."""
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(ROOT), "-w", str(tmp_path / "wheel")],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-3000:]
+    [wheel] = (tmp_path / "wheel").glob("linli-*.whl")
+    shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("linli/sim/scenarios/")}
+    feed = ROOT / "deploy" / "gtfs" / "hongqiao"
+    assert {f"linli/sim/scenarios/gtfs/hongqiao/{f.name}" for f in feed.iterdir()} <= shipped
+    assert "linli/sim/scenarios/hongqiao.toml" in shipped
+
+    monkeypatch.chdir(tmp_path)  # no deploy/ here
+    timetable = load_timetable(load_scenario(builtin_scenario_path()))
+    assert timetable is not None
+    assert len(timetable.trips) == len((feed / "trips.txt").read_text().splitlines()) - 1
+
+
+def test_the_inbox_page_shows_each_person_what_they_received_and_refreshes_itself(tmp_path: Path) -> None:
+    """In Chromium: the rendered Chinese text under the person's name and role, with the channel
+    and the time in Asia/Shanghai; a message that comes later appears without a reload; the
+    page runs whole under its Content-Security-Policy."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from linli.inbox import Inbox, InboxServer, Person
+    from test_booking_page import browser, visible
+
+    server = InboxServer(Inbox())
+    server.inbox.register("keeper-anlong-1", Person("安龙小区垃圾房保洁员", "keeper", "短信 SMS"))
+    server.inbox.register("alerts", Person("城运中心值班员", "subscriber", "webhook"))
+    server.start()
+    notice = {
+        "title": "安龙小区垃圾房：干垃圾清运预告",
+        "text": "干垃圾清运车12号预计10:47到达安龙小区垃圾房。",
+    }
+    alert = {"title": "充电柜内有烟雾", "text": "【告警】【紧急】充电柜内有烟雾"}
+    profile = tmp_path / "chromium"
+    driver = browser(profile)
+    try:
+        post = urllib.request.Request(  # noqa: S310 (loopback)
+            server.hook("keeper-anlong-1"), data=json.dumps(notice).encode(), method="POST"
+        )
+        urllib.request.urlopen(post, timeout=10).close()  # noqa: S310
+        driver.get(server.url + "/")
+        keeper = driver.find_element(By.ID, "keeper").text
+        assert "垃圾房保洁员 keepers (1)" in keeper
+        row = driver.find_element(By.CSS_SELECTOR, "tr.message").text
+        assert "安龙小区垃圾房保洁员" in row
+        assert "短信 SMS" in row
+        assert notice["title"] in row
+        assert notice["text"] in row
+        [when] = re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", row)
+        shanghai = dt.datetime.strptime(when, "%Y-%m-%d %H:%M:%S").replace(tzinfo=ZONE)
+        assert abs((shanghai - dt.datetime.now(ZONE)).total_seconds()) < 3600  # Shanghai's, not UTC's
+        # Later: it shows up by itself.
+        post = urllib.request.Request(  # noqa: S310
+            server.hook("alerts"), data=json.dumps(alert).encode(), method="POST"
+        )
+        urllib.request.urlopen(post, timeout=10).close()  # noqa: S310
+        WebDriverWait(driver, 30).until(lambda d: "告警订阅人 alert subscribers (1)" in visible(d))
+        assert alert["text"] in visible(driver)
+        logged = driver.get_log("browser")  # type: ignore[no-untyped-call]
+        refused = [e["message"] for e in logged if "Refused" in e["message"]]
+        assert refused == []
+    finally:
+        driver.quit()
+        server.stop()
