@@ -89,7 +89,9 @@ class Service:
             # A delivery a killed service held is sent again 30 s after it was started (longer than
             # any delivery takes here, or the service would send its own again).
             "lease_s = 30\n"
-            f"[broker]\nport = {broker}\n[delivery]\nallow_private = true\n"
+            # One delivery under way at a time (every recipient is this one receiver): a kill cuts
+            # at most one short, the one copy per kill a restart may send again.
+            f"[broker]\nport = {broker}\n[delivery]\nallow_private = true\nper_destination = 1\n"
             + "".join(
                 f'[{who}]\nname = "{who}"\nchannels = [{{ kind = "webhook", url = "{hooks}/{who}" }}]\n'
                 for who in ("dispatcher", "operator")
