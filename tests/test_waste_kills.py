@@ -7,10 +7,12 @@ while the service is down: its persistent session makes the broker keep their me
 keepers, the operator and the dispatcher (one loopback HTTP receiver each run) must get the
 same messages per recipient, trip, stop and kind: none lost, none a clean run lacks (a
 breakdown, a delay), and at most one extra copy per kill (a delivery under way at the kill).
+A trip broken down before a restart is not found broken down again after it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -31,11 +33,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from linli.cloud.waste.gtfs import load_feed, runs_on
+from linli.cloud.waste.service import WasteService
 from linli.localservers import LocalServer, free_port
 from linli.sim.timetable import Traffic, drive_trip
-from peers import Receiver
+from peers import Inbox, Receiver
 from support import unique, wait_for
-from test_waste_service import FEED, MONDAY, TOKEN
+from test_waste_service import FEED, MONDAY, TOKEN, TRIP, hand_over, incident_service, lift_at
 
 SEED = 1
 UNTIL_H = 11.0  # the trips leaving before this hour (Asia/Shanghai): five, ~2,200 messages
@@ -240,3 +243,36 @@ def test_sigkill_three_times_while_trucks_report_loses_nothing_and_invents_nothi
     assert not lost, f"lost: {dict(lost)}"
     assert not invented, f"invented: {invented}"
     assert extra <= len(KILLS_H), f"{extra} extra copies: {dict(got - expected)}"
+
+
+def test_a_trip_broken_down_before_a_restart_is_not_found_broken_down_again(
+    peers: tuple[Receiver, Inbox, int], tmp_path: Path
+) -> None:
+    """The truck goes silent mid-trip and is found broken down; the service restarts while it
+    is still silent: the operator and the dispatcher are not told a second time."""
+    receiver, _, smtp = peers
+    first, feed = incident_service(tmp_path, receiver.url, smtp)
+    trip = feed.trips[TRIP]
+    drive = drive_trip(feed, trip, MONDAY, random.Random(7), traffic=Traffic(sd=0.0, trip_sd=0.1))
+    messages = sorted(drive.messages, key=lambda m: m[1]["ts"])
+    before = messages[: lift_at(messages, trip.stop_times[3].stop_id) + 1]
+    # The truck says nothing more; another truck's messages keep the clock going, for 20 minutes
+    # before the restart and 20 after it.
+    clock = [("location", {"ts": before[-1][1]["ts"] + k * 60_000, "lat": 31.2, "lon": 121.39})
+             for k in range(1, 41)]  # fmt: skip
+
+    async def run(service: WasteService, part: list[tuple[str, dict[str, Any]]], truck: str) -> None:
+        hand_over(service, part, truck=truck)
+        await service.deliveries.drain(10)
+
+    asyncio.run(run(first, before, "truck-dry-south"))
+    asyncio.run(run(first, clock[:20], "truck-wet-north"))
+    assert [str(i.kind) for i in first.incidents] == ["breakdown"]
+    told = len(receiver.at("/operator"))
+    first.state.close()
+    second = WasteService(first.config, TOKEN, feed)
+    asyncio.run(run(second, clock[20:], "truck-wet-north"))
+    assert told == 1
+    assert len(receiver.at("/operator")) == told, receiver.at("/operator")
+    assert len(second.state.incidents()) == 1
+    second.state.close()
