@@ -296,6 +296,14 @@ class WasteService:
     def _apply(self, tracker: TripTracker, kind: str, message: _Payload, t: float) -> None:
         """A truck's message to the trip it is on; what it decides is told."""
         self.handled[kind] += 1
+        if t <= tracker.resumed_s:
+            # Sent again by the broker after a kill, or kept for it while this service was away:
+            # what it decided was told (by this service before, or by another), and applied to
+            # the visits set from that, it would take the truck back along its road. The truck
+            # was heard all the same: it is not silent.
+            tracker.seen = True
+            tracker.last_heard_s = max(tracker.last_heard_s, t)
+            return
         self._catch_up(tracker, t)
         if isinstance(message, Location):
             self.fixes[str(tracker.location(message.lat, message.lon, message.speed, t))] += 1
@@ -898,9 +906,11 @@ class WasteService:
             tracker.already_told(index, NoticeKind(kind), time_ms / 1000, predicted)
             self._seq[(trip_id, day, index, kind)] += 1
             self._resumed[(trip_id, day, index, kind)] = time_ms
+            tracker.resumed_s = max(tracker.resumed_s, time_ms / 1000)
         for kind, stop, time_ms in incidents:
             self._seq[(trip_id, day, kind, stop)] += 1
             self._resumed[(trip_id, day, kind, stop)] = time_ms
+            tracker.resumed_s = max(tracker.resumed_s, time_ms / 1000)
             # Broken down already: its stops ahead were told "delayed", nothing more is promised,
             # and a truck still silent is not found broken down a second time.
             tracker.broken = tracker.broken or kind == IncidentKind.BREAKDOWN
