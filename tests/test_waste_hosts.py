@@ -68,6 +68,7 @@ def waste_config(
     path.write_text(
         f"""gtfs = "{gtfs}"
 state = "{state}"
+name = "{name}"
 routes = "{routes}"
 member_ttl_s = 3
 keep_min = 240

@@ -74,6 +74,9 @@ class Replacement(BaseModel):
 
 class Counts(BaseModel):
     received: int = Field(description="messages taken, good or bad")
+    clock_ms: int | None = Field(
+        description="the service's clock: the newest truck message's time (ms), none before the first"
+    )
     handled: dict[str, int] = Field(description="messages taken, by kind")
     rejected: dict[str, int] = Field(description="messages refused, by reason")
     fixes: dict[str, int] = Field(description="positions, by what they did: matched, off_route, stale")
@@ -304,6 +307,7 @@ def app(service: WasteService, token: str) -> ASGIApp:
     async def stats() -> Counts:
         return Counts(
             received=service.received,
+            clock_ms=round(service.now_s * 1000) if service.now_s else None,
             handled=dict(service.handled),
             rejected=dict(service.rejected),
             fixes=dict(service.fixes),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
@@ -24,6 +26,9 @@ class TruckBroker(Strict):
     username_env: str = "LINLI_CLOUD_MQTT_USERNAME"
     password_env: str = "LINLI_CLOUD_MQTT_PASSWORD"  # noqa: S105 (a variable name)
     topic: Annotated[str, Field(pattern=r"^[^#+]+$")] = "trucks"
+    # How long the broker keeps this service's session (its subscriptions and the trucks'
+    # messages) while it is away: a restart within it loses none of them.
+    session_expiry_s: Annotated[int, Field(ge=60, le=7 * 86_400)] = 86_400
     # Refused truck messages are republished, with why, to {dead_letter_topic}/waste/{reason}.
     dead_letter_topic: Annotated[str, Field(pattern=r"^[^#+]+$")] = "linli/deadletter"
     tls: MqttTls | None = None
@@ -59,6 +64,10 @@ class BookingRules(Strict):
 class WasteConfig(Strict):
     """The whole file."""
 
+    # This service's name among those on one broker: its MQTT client id is `linli-waste-{name}`,
+    # a persistent session the broker keeps for it across restarts. Unset, it is this host's
+    # name and a digest of `state`; two services on one host and one state need a name each.
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,48}$")] | None = None
     broker: TruckBroker = TruckBroker()
     smtp: SmtpConfig = SmtpConfig()
     gtfs: Path  # the timetable folder (GTFS files and linli.toml)
@@ -110,6 +119,13 @@ class WasteConfig(Strict):
     bookings: BookingRules = BookingRules()
     # The language people are told in, unless their contact names its own `locale`.
     locale: Locale = DEFAULT_LOCALE
+
+    def client_id(self) -> str:
+        """The MQTT client id of this service's persistent session (see `name`)."""
+        if self.name:
+            return f"linli-waste-{self.name}"
+        digest = hashlib.sha256(self.state.encode()).hexdigest()[:8]
+        return f"linli-waste-{socket.gethostname()}-{digest}"
 
     @model_validator(mode="after")
     def _public_contacts(self) -> Self:

@@ -38,6 +38,8 @@ from zoneinfo import ZoneInfo
 import paho.mqtt.client as paho
 import uvicorn
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from sqlalchemy.exc import DBAPIError
@@ -89,6 +91,7 @@ REPORT_S = 60.0  # a trip under way is written to the store this often (the truc
 MAX_UNLOGGED = 100_000
 PRUNE_EVERY_S = 600.0  # how often (this machine's time) the routes' log is pruned
 KEEP_LOG_S = 2 * 86_400.0  # the routes' log kept this long (the trucks' time): trips are shorter
+SESSION_TAKEN_OVER = 0x8E  # MQTT 5's reason: another client connected with this one's id
 # A truck message is a few hundred bytes; one over 128 KiB is refused before it is parsed.
 MAX_PAYLOAD = 131_072
 
@@ -201,6 +204,10 @@ class WasteService:
         # How many of each notice (trip, day, stop index, kind) and incident (trip, day, kind,
         # stop) were decided: the claim's `seq`, the same in every service on the same trucks.
         self._seq: Counter[tuple[str, str, int | str, str]] = Counter()
+        # The newest time (ms) of each such notice and incident told before this service followed
+        # the trip: decided again at that time or before, it came from a message the broker sent
+        # again after a kill (acknowledged only once taken), and was told already.
+        self._resumed: dict[tuple[str, str, int | str, str], int] = {}
         self.claimed: Counter[str] = Counter()  # notices and incidents this service told, by kind
         self.state_errors = 0  # claims that could not reach the state (tried again)
         self.state_bugs = 0  # steps the state refused for a bug (a constraint violated): logged
@@ -297,6 +304,14 @@ class WasteService:
     def _apply(self, tracker: TripTracker, kind: str, message: _Payload, t: float) -> None:
         """A truck's message to the trip it is on; what it decides is told."""
         self.handled[kind] += 1
+        if t <= tracker.resumed_s:
+            # Sent again by the broker after a kill, or kept for it while this service was away:
+            # what it decided was told (by this service before, or by another), and applied to
+            # the visits set from that, it would take the truck back along its road. The truck
+            # was heard all the same: it is not silent.
+            tracker.seen = True
+            tracker.last_heard_s = max(tracker.last_heard_s, t)
+            return
         self._catch_up(tracker, t)
         if isinstance(message, Location):
             self.fixes[str(tracker.location(message.lat, message.lon, message.speed, t))] += 1
@@ -541,6 +556,11 @@ class WasteService:
                 on_blocked=self.config.on_blocked,
             )
             try:
+                if self.state.trip_finished(trip.id, key.split("@")[1]):
+                    # Back at the depot before a restart: reopened, it would wait there for a
+                    # truck that has gone home, and be found broken down.
+                    self.finished.add(key)
+                    continue
                 told = self._resume(tracker, key, now, None if marker is None else json.loads(marker.payload))
             except DBAPIError as exc:
                 if opened is not None:
@@ -782,6 +802,8 @@ class WasteService:
                 del told[key]
         for seq in [k for k in self._seq if k[0] in trips]:
             del self._seq[seq]
+        for seq in [k for k in self._resumed if k[0] in trips]:
+            del self._resumed[seq]
 
     def _take_over(self, route: str) -> None:
         """Follow a route from now: its trips under way replayed from its log (what its earlier
@@ -901,8 +923,15 @@ class WasteService:
             predicted = None if predicted_ms is None else predicted_ms / 1000
             tracker.already_told(index, NoticeKind(kind), time_ms / 1000, predicted)
             self._seq[(trip_id, day, index, kind)] += 1
-        for kind, stop in incidents:
+            self._resumed[(trip_id, day, index, kind)] = time_ms
+            tracker.resumed_s = max(tracker.resumed_s, time_ms / 1000)
+        for kind, stop, time_ms in incidents:
             self._seq[(trip_id, day, kind, stop)] += 1
+            self._resumed[(trip_id, day, kind, stop)] = time_ms
+            tracker.resumed_s = max(tracker.resumed_s, time_ms / 1000)
+            # Broken down already: its stops ahead were told "delayed", nothing more is promised,
+            # and a truck still silent is not found broken down a second time.
+            tracker.broken = tracker.broken or kind == IncidentKind.BREAKDOWN
         if rows:
             # Silence is counted from the restart, not from before it.
             tracker.last_heard_s = max(tracker.last_heard_s, now)
@@ -919,6 +948,9 @@ class WasteService:
         while self._incidents_told.get(key, 0) < len(tracker.incidents):
             incident = tracker.incidents[self._incidents_told.get(key, 0)]
             seq_key = (incident.trip_id, day, str(incident.kind), incident.stop_id or "")
+            if round(incident.time_s * 1000) <= self._resumed.get(seq_key, -1):
+                self._incidents_told[key] = self._incidents_told.get(key, 0) + 1
+                continue  # found again from a message sent again after a kill: told already
             try:
                 number = self.state.claim_incident(
                     incident, day, self._seq[seq_key], tracker.trip.route_id, truck
@@ -993,6 +1025,8 @@ class WasteService:
         before a restart, or by another on the same state), or is one of a kind told once.
         Raises DBAPIError, counting nothing, when the state cannot be reached."""
         key = (n.trip_id, day, n.index, str(n.kind))
+        if n.kind not in ONCE and round(n.time_s * 1000) <= self._resumed.get(key, -1):
+            return False  # decided again from a message sent again after a kill: told already
         claimed = self.state.claim_notice(n, day, 0 if n.kind in ONCE else self._seq[key])
         self._seq[key] += 1
         return claimed
@@ -1109,7 +1143,9 @@ class WasteService:
         )
         api = asyncio.create_task(server.serve())
         b = self.config.broker
-        client.connect_async(b.host, b.port, keepalive=30)
+        session = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        session.SessionExpiryInterval = b.session_expiry_s
+        client.connect_async(b.host, b.port, keepalive=30, clean_start=False, properties=session)
         client.loop_start()
         try:
             while not (server.started and subscribed.is_set()):
@@ -1175,9 +1211,15 @@ class WasteService:
             await asyncio.to_thread(self.outbox.flush, store, token)
 
     def _client(self, loop: asyncio.AbstractEventLoop, subscribed: threading.Event) -> paho.Client:
+        """The trucks' feed: a persistent session (`WasteConfig.client_id`), so the broker keeps
+        what the trucks send while this service is away, and each message acknowledged only once
+        it is taken: one a kill cuts short comes again after the restart."""
         b = self.config.broker
         client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"linli-waste-{os.getpid()}", protocol=paho.MQTTv5
+            CallbackAPIVersion.VERSION2,
+            client_id=self.config.client_id(),
+            protocol=paho.MQTTv5,
+            manual_ack=True,
         )
         user = os.environ.get(b.username_env, "")
         if user:
@@ -1185,18 +1227,38 @@ class WasteService:
         apply_tls(client, b.tls)
         # Not a shared subscription: every service follows every truck (see the module's doc).
         filters = [(t, 1) for t in truck_filters(b.topic)]
+        connection = [0]  # a message is acknowledged on the connection it came by, or not at all
 
         def on_connect(c: paho.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
             if reason.is_failure:
                 log.error("waste: broker %s:%d refused: %s", b.host, b.port, reason)
                 return
+            connection[0] += 1
             c.subscribe(filters)
 
-        def on_message(_c: object, _u: object, msg: paho.MQTTMessage) -> None:
+        def on_disconnect(_c: object, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
+            if reason.value == SESSION_TAKEN_OVER:
+                self._ratelog.log(
+                    "session",
+                    "broker",
+                    "waste: another service connected as %s and took this one's session; give each "
+                    "service on this broker and state its own `name` in its config",
+                    self.config.client_id(),
+                )
+
+        def take(c: paho.Client, msg: paho.MQTTMessage, on: int) -> None:
+            # On the event loop: once taken, what the message decided is claimed and held in
+            # the state, and the broker may forget it.
+            self.take(msg.topic, bytes(msg.payload))
+            if on == connection[0]:
+                c.ack(msg.mid, msg.qos)
+
+        def on_message(c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
             with contextlib.suppress(RuntimeError):  # the loop closed at the stop
-                loop.call_soon_threadsafe(self.take, msg.topic, bytes(msg.payload))
+                loop.call_soon_threadsafe(take, c, msg, connection[0])
 
         client.on_connect = on_connect
+        client.on_disconnect = on_disconnect
         client.on_subscribe = lambda *_: subscribed.set()
         client.on_message = on_message
         client.reconnect_delay_set(1, 60)

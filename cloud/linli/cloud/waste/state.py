@@ -156,13 +156,14 @@ class WasteState(Tables):
         found = self.incidents(number)
         return {**found[0], "newly": changed == 1} if found else None
 
-    def incidents_of(self, trip_id: str, day: str) -> list[tuple[str, str]]:
-        """A trip's incidents recorded so far: (kind, stop)."""
+    def incidents_of(self, trip_id: str, day: str) -> list[tuple[str, str, int]]:
+        """A trip's incidents recorded so far: (kind, stop, time)."""
         rows = self._rows(
-            "SELECT kind, stop_id FROM waste_incident WHERE trip_id = :trip AND day = :day ORDER BY id",
+            "SELECT kind, stop_id, time_ms FROM waste_incident WHERE trip_id = :trip AND day = :day "
+            "ORDER BY id",
             {"trip": trip_id, "day": day},
         )
-        return [(str(k), str(stop)) for k, stop in rows]
+        return [(str(k), str(stop), int(t)) for k, stop, t in rows]
 
     # --- failed deliveries ----------------------------------------------------------
 
@@ -230,6 +231,14 @@ class WasteState(Tables):
                     ),
                     [{**key, "trip_id": trip["trip_id"], **stop} for stop in stops],
                 )
+
+    def trip_finished(self, trip_id: str, day: str) -> bool:
+        """Whether a trip's follower saw it finished (back at the depot, or given up)."""
+        rows = self._rows(
+            "SELECT finished FROM waste_trip WHERE trip_id = :trip AND day = :day",
+            {"trip": trip_id, "day": day},
+        )
+        return bool(rows and rows[0][0])
 
     def trips_seen(self) -> list[dict[str, Any]]:
         """The trips not finished, as their followers last wrote them, each with its `stops`."""

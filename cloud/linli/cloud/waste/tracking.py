@@ -101,6 +101,9 @@ class TripTracker:
         self.deferred: set[int] = set()  # stops left because the gate was blocked
         self.broken = False
         self.ticked_s = 0.0  # the service's newest tick this trip was evaluated at
+        # Told up to this time (the truck's) before this service followed the trip: what the
+        # truck's messages until then decided was told, and the visits are set from it.
+        self.resumed_s = 0.0
 
     @property
     def under_way(self) -> bool:
