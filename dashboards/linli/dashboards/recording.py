@@ -217,11 +217,12 @@ async def record(
 async def _until_recorded(agent: Agent, waste: WasteService, faults: tuple[str, ...], paced: float) -> None:
     """Run the second half until `paced` (monotonic: its stretch of simulated time), and on until
     its trouble is in: a trip over (its bin-room visits written, which the service's figures are
-    read from) and every overheating port's alert fired and resolved (stopped by the edge's
-    interlock, and cooled). A loaded machine runs the simulator and the edge late: a recording
-    paced by the wall clock alone ended before any trip did, or with the overheating station's
-    answers all too late. The simulator's clock stops at the present (then keeps pace with it),
-    so waiting longer puts no device ahead of the edge."""
+    read from), every overheating port's alert fired and resolved (stopped by the edge's
+    interlock, and cooled), and every station outside the dark site online. A loaded machine
+    runs the simulator and the edge late: a recording paced by the wall clock alone ended
+    before any trip did, with the overheating station's answers all too late, or with stations
+    the starved simulator answered late shown offline. The simulator's clock stops at the
+    present (then keeps pace with it), so waiting longer puts no device ahead of the edge."""
     hot = {f.removesuffix(":overheat") for f in faults if f.endswith(":overheat")}
     seen: set[str] = set()  # the agent keeps its recent events only: collected as they come
     deadline = paced + RECORDED_TIMEOUT_S
@@ -229,7 +230,12 @@ async def _until_recorded(agent: Agent, waste: WasteService, faults: tuple[str, 
         seen |= {
             f"{e.site}/{e.device}" for e in agent.alerting.events if e.port and e.state is State.RESOLVED
         }
-        missing = sorted(hot - seen) + ([] if waste.finished else ["a trip over"])
+        # Stations a starved simulator answered too late are offline on the edge's screen, which
+        # shows the injected trouble only once they answer again.
+        late = [
+            p.name for p in agent.pollers if not p.health.online and not p.name.startswith(f"{OFFLINE_SITE}/")
+        ]
+        missing = sorted(hot - seen) + ([] if waste.finished else ["a trip over"]) + late
         if not missing and time.monotonic() >= paced:
             return
         if time.monotonic() > deadline:
