@@ -330,7 +330,7 @@ class Agent:
                     break
                 self._reconnect(new)
                 # The old config is dropped now: what it took goes back to the system, or a
-                # reload to 25,000 devices and back to one left 175 MB resident for good.
+                # reload to 25,000 devices and back to one kept 175 MB more resident for good.
                 memory.give_back()
                 resident = memory.resident_mb()
                 if resident is not None:
