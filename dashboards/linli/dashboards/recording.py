@@ -9,7 +9,7 @@ stamped by the edge at each poll, so theirs covers the real minutes the run took
 The district runs normally for the first half; then the simulator restarts with the
 faults injected, so the second half shows trouble starting (alarms raised, a site
 going dark), as annotations and alerts do in operation. The trucks run a copy of the
-timetable whose trips leave ten minutes before the trouble starts, whatever the hour, and
+timetable whose trips leave 25 minutes before the trouble starts, whatever the hour, and
 the waste service follows them into the store (trips, bin-room visits, a blocked gate);
 at the end the tonnage and the service's figures are rolled up, as `linli waste stats
 --write` does.
@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,6 +55,7 @@ from linli.dashboards.influxv1 import run as run_query
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
 from linli.edge.deadband import Reporter, deadbands
+from linli.edge.rules import State
 from linli.localservers import free_port, free_port_range
 from linli.sim.edgeconfig import district_edge_config
 from linli.sim.scenario import builtin_scenario_path, expand, load_scenario
@@ -77,6 +79,13 @@ OFFLINE_SITE = "zunyi-1"
 # How long the simulator may take to build the district and say it is ready before the recording
 # gives up: seconds on a quiet machine, over 30 s with every core busy (a deadline, not a pace).
 READY_TIMEOUT_S = 180.0
+# The trucks leave this long before the trouble starts: their trips take an hour or more.
+LEAVE_BEFORE_S = 1500.0
+# How long the second half may run on, past its stretch, until its trouble is in: a guard for
+# a pipeline that never records it, not a pace (the events end the wait).
+RECORDED_TIMEOUT_S = 300.0
+# How long the renovation planner (a worker process) may take to offer a pickup: a guard.
+OFFER_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -136,7 +145,12 @@ async def record(
     # The truck whose gate is found blocked leaves just after the trouble starts, so that its
     # third bin room falls in the second half whatever the traffic at this hour.
     blocked_route = "dry-north"
-    gtfs = shifted_timetable(timetable, workdir / "gtfs", start_s + half - 600, later={blocked_route: 660.0})
+    # The others are back (their visits written) a quarter of an hour before the stretch ends:
+    # time for a simulator that runs late on a loaded machine.
+    leave_s = start_s + half - LEAVE_BEFORE_S
+    gtfs = shifted_timetable(
+        timetable, workdir / "gtfs", leave_s, later={blocked_route: LEAVE_BEFORE_S + 60.0}
+    )
     _quiet_and_on_shift(gtfs, start_s)
     waste = WasteService(
         WasteConfig(
@@ -174,14 +188,15 @@ async def record(
                 "--no-rush",
             ]
             if trouble:
-                args += ["--offline", OFFLINE_SITE]
-                for fault in faults:
-                    args += ["--fault", fault]
+                args += ["--offline", OFFLINE_SITE, *(a for fault in faults for a in ("--fault", fault))]
             sim = _start_district(args, workdir)
+            ready = time.monotonic()  # simulated time is `start_s + offset` now
             try:
                 if trouble:
                     await _renovation_day(waste)
-                await asyncio.sleep(half / time_scale)  # this half of the stretch, in real time
+                    await _until_recorded(agent, waste, faults, ready + half / time_scale)
+                else:
+                    await asyncio.sleep(half / time_scale)  # this half of the stretch, in real time
             finally:
                 sim.terminate()
                 sim.wait(10)
@@ -197,6 +212,35 @@ async def record(
         write_rollups, url, database, since, datetime.now(ZoneInfo(ZONE)) + timedelta(days=1)
     )
     return Recording(url, database, int(start_s * 1000), int(time.time() * 1000))
+
+
+async def _until_recorded(agent: Agent, waste: WasteService, faults: tuple[str, ...], paced: float) -> None:
+    """Run the second half until `paced` (monotonic: its stretch of simulated time), and on until
+    its trouble is in: a trip over (its bin-room visits written, which the service's figures are
+    read from), every overheating port's alert fired and resolved (stopped by the edge's
+    interlock, and cooled), and every station outside the dark site online. A loaded machine
+    runs the simulator and the edge late: a recording paced by the wall clock alone ended
+    before any trip did, with the overheating station's answers all too late, or with stations
+    the starved simulator answered late shown offline. The simulator's clock stops at the
+    present (then keeps pace with it), so waiting longer puts no device ahead of the edge."""
+    hot = {f.removesuffix(":overheat") for f in faults if f.endswith(":overheat")}
+    seen: set[str] = set()  # the agent keeps its recent events only: collected as they come
+    deadline = paced + RECORDED_TIMEOUT_S
+    while True:
+        seen |= {
+            f"{e.site}/{e.device}" for e in agent.alerting.events if e.port and e.state is State.RESOLVED
+        }
+        # Stations a starved simulator answered too late are offline on the edge's screen, which
+        # shows the injected trouble only once they answer again.
+        late = [
+            p.name for p in agent.pollers if not p.health.online and not p.name.startswith(f"{OFFLINE_SITE}/")
+        ]
+        missing = sorted(hot - seen) + ([] if waste.finished else ["a trip over"]) + late
+        if not missing and time.monotonic() >= paced:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the recording's second half never recorded: {', '.join(missing)}")
+        await asyncio.sleep(0.2)
 
 
 def thin(url: str, source: str, target: str) -> None:
@@ -270,11 +314,19 @@ async def _renovation_day(waste: WasteService) -> None:
         )
         made.append(renovation.book(request, now, "property office")[0])
     truck = next(iter(renovation.trucks))
-    for _ in made:  # each answer offers the next pickup of the truck's round
-        offered = [b for b in renovation.bookings.all() if b.state == "offered" and b.truck == truck]
-        for booking in offered:
-            renovation.reply(truck, booking.id, True, time.time())
+
+    def offered() -> list[str]:
+        return [b.id for b in renovation.bookings.all() if b.state == "offered" and b.truck == truck]
+
+    # The plans are solved in a worker process: each offer comes once its plan is back, and
+    # each answer offers the next pickup of the truck's round.
+    for _ in made:
+        if not await _until(lambda: bool(offered()), OFFER_TIMEOUT_S):
+            break
+        for booking_id in offered():
+            renovation.reply(truck, booking_id, True, time.time())
     renovation.dispatch(time.time())
+    await _until(lambda: renovation.next_of(truck) is not None, OFFER_TIMEOUT_S)
     nxt = renovation.next_of(truck)
     first = renovation.bookings.get(nxt) if nxt else None
     if first is None or first.state != "accepted":
@@ -284,6 +336,16 @@ async def _renovation_day(waste: WasteService) -> None:
     renovation.location(truck, first.lat, first.lon, 0.0, time.time())
     renovation.lift(truck, 180.0, time.time())
     renovation.location(truck, depot.lat, depot.lon, 20.0, time.time())
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float) -> bool:
+    """Whether `condition` came true within `timeout_s` (a guard), looked at every 50 ms."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
 
 
 def _quiet_and_on_shift(gtfs: Path, start_s: float) -> None:

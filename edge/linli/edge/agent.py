@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from linli.catalog.lineprotocol import FieldValue, format_line
 from linli.catalog.names import AGENT_KIND, HEALTH_MEASUREMENT
 from linli.catalog.profile import get_profile
+from linli.edge import memory
 from linli.edge.alerting import Alerting, Interlock
 from linli.edge.backoff import Backoff
 from linli.edge.buffer import DurableBuffer
@@ -328,6 +329,12 @@ class Agent:
                 if new is None:
                     break
                 self._reconnect(new)
+                # The old config is dropped now: what it took goes back to the system, or a
+                # reload to 25,000 devices and back to one kept 175 MB more resident for good.
+                memory.give_back()
+                resident = memory.resident_mb()
+                if resident is not None:
+                    log.info("reload: done, %.0f MB resident", resident)
         finally:
             self._emit_own()
             inner_stop.set()

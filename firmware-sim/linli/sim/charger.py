@@ -8,8 +8,10 @@ ten-minute lag. A port stops at once when its stop coil is written, when it pass
 the power limit (a power strip or an e-car battery), after the longest session, or
 above 95 degC. Fuses blow now and then and are mended hours later. Faults by name:
 `overheat` gives port 1 a loose contact that heats it past 90 degC while it charges (a
-bike is on it from the start), `smoke` sets off the cabinet's smoke detector, `mains`
-reports a mains supply fault.
+bike is on it from the start) and holds it at 93 degC, below the station's own cut-off,
+until the port is stopped (or the bike is full): an episode that lasts until the edge acts, whenever its
+poll comes, not one that could start and end between two polls. `smoke` sets off the
+cabinet's smoke detector, `mains` reports a mains supply fault.
 
 State advances in fixed one-second steps of simulated time from a seeded generator,
 so a seed and a start time determine every value.
@@ -39,6 +41,7 @@ CUTOFF_TEMP_C = 95.0
 FUSE_FAILURES_PER_HOUR = 0.0002
 POWER_STRIP_SHARE = 0.01
 BAD_CONTACT_K = 80.0  # what a loose, arcing contact adds to port 1 under `overheat`, while it charges
+LOOSE_CONTACT_C = 93.0  # where the loose contact's heat and the socket's losses balance
 FAULTS = frozenset({"overheat", "smoke", "mains"})
 
 
@@ -190,6 +193,8 @@ class ChargerStation:
             arcing = p is bad_contact and p.power_w > 0  # contact heat needs current through it
             target = ambient + PORT_HEAT_K_PER_W * p.power_w + (BAD_CONTACT_K if arcing else 0.0)
             p.temp_c += (target - p.temp_c) / THERMAL_TAU_S
+            if arcing:
+                p.temp_c = min(p.temp_c, LOOSE_CONTACT_C)
             if p.state == CHARGING and p.temp_c > CUTOFF_TEMP_C:
                 self._end_session(p, OVER_TEMP, IDLE)
             total += p.power_w

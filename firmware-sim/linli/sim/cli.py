@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -269,7 +270,8 @@ def _run_district(args: argparse.Namespace) -> int:
         # The demo's clock, which its edge and services read too (`linli.simtime`).
         clock = SimClock.following(shared.now, shared.scale)
     elif args.start is not None:
-        clock = SimClock(start=args.start, time_scale=args.time_scale)
+        # A start in the past catches up with the present and then keeps pace with it.
+        clock = SimClock(start=args.start, time_scale=args.time_scale, capped=args.start <= time.time())
     else:
         # Faster than real time, the devices' clocks would run ahead of every edge's.
         clock = SimClock.behind_wall(args.time_scale, RUN_BEHIND_H)

@@ -14,6 +14,10 @@ class SimClock:
     start: float = field(default_factory=time.time)
     time_scale: float = 1.0
     _wall0: float = field(default_factory=time.monotonic)
+    # Never past the present: a stretch simulated fast that reaches it goes on at real time, so
+    # that the devices' clocks never run ahead of an edge's (which refuses them as bad_time) and
+    # whoever waits on the district for an event can wait as long as it takes.
+    capped: bool = False
     # A clock shared with other processes (`linli.simtime`): read it rather than keep one's own.
     follow: Callable[[], float] | None = None
 
@@ -27,7 +31,7 @@ class SimClock:
         """A clock that starts far enough in the past to stay behind the wall clock for
         `hours` of running: device clocks ahead of the edge's are refused as bad_time."""
         now = time.time() if now is None else now
-        return cls(start=now - max(0.0, time_scale - 1) * hours * 3600, time_scale=time_scale)
+        return cls(start=now - max(0.0, time_scale - 1) * hours * 3600, time_scale=time_scale, capped=True)
 
     def begin(self) -> None:
         """Simulated time is `start` from this moment: called once the simulator is ready, so
@@ -41,4 +45,5 @@ class SimClock:
         """Simulated epoch seconds."""
         if self.follow is not None:
             return self.follow()
-        return self.start + (time.monotonic() - self._wall0) * self.time_scale
+        simulated = self.start + (time.monotonic() - self._wall0) * self.time_scale
+        return min(simulated, time.time()) if self.capped else simulated
