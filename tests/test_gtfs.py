@@ -210,6 +210,9 @@ def test_waste_run_says_what_is_missing_with_exit_2(tmp_path: Path) -> None:
     assert typo.returncode == 2
     assert "api_prot" in typo.stderr
     assert "Traceback" not in typo.stderr
+    named = waste_run(ROOT / "deploy" / "waste.local.toml", {**env, "LINLI_WASTE_NAME": "waste b"})
+    assert named.returncode == 2
+    assert "$LINLI_WASTE_NAME = 'waste b': a name is 1-48 letters, digits" in named.stderr
 
 
 def feed_zip(folder: Path, into: Path) -> Path:

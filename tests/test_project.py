@@ -14,6 +14,7 @@ import pytest
 
 from linli.catalog.docs import profile_markdown
 from linli.catalog.profile import builtin_profiles
+from linli.cloud.waste.config import load_waste_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,6 +88,18 @@ def test_the_city_override_moves_every_notifier_to_one_shared_state() -> None:
     assert set(wastes) == {"waste", "waste-b"}
     assert {s["environment"]["LINLI_STATE_URL"] for s in wastes.values()} == states
     assert len({v for s in wastes.values() for v in s["volumes"] if str(v).endswith("waste.toml:ro")}) == 1
+    # But an MQTT session each: one client id for both, the broker would throw each out in turn.
+    config = load_waste_config(ROOT / "deploy" / "waste.toml")
+    ids = set()
+    for service in wastes.values():
+        name = service["environment"].get("LINLI_WASTE_NAME")
+        with pytest.MonkeyPatch.context() as patch:
+            if name is None:
+                patch.delenv("LINLI_WASTE_NAME", raising=False)
+            else:
+                patch.setenv("LINLI_WASTE_NAME", name)
+            ids.add(config.client_id())
+    assert ids == {"linli-waste-waste", "linli-waste-waste-b"}
 
 
 def test_the_city_override_makes_the_broker_a_three_node_emqx_cluster(tmp_path: Path) -> None:

@@ -110,6 +110,7 @@ def waste(tmp: Path, name: str, *, broker: int, state: str, gtfs: Path, hooks: s
     config.write_text(
         f"""gtfs = "{gtfs}"
 state = "{state}"
+name = "{tmp.name}-{name}"
 routes = "every"
 api_host = "127.0.0.1"
 api_port = {port}

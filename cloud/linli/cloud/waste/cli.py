@@ -466,8 +466,9 @@ def _run(args: argparse.Namespace) -> int:
         missing = tls_problems(config.broker.tls, "broker.tls")
         if missing:
             raise ConfigError(args.config, missing)
+        config.client_id()  # a name from the environment is checked before anything starts
         feed = load_feed(config.gtfs)
-    except (ConfigError, GtfsError) as exc:
+    except (ConfigError, GtfsError, ValueError) as exc:
         print(f"linli waste run: {exc}", file=sys.stderr)
         return 2
     from sqlalchemy.exc import SQLAlchemyError

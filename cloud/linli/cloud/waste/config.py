@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -61,13 +62,19 @@ class BookingRules(Strict):
     wecom: WecomApp | None = None
 
 
+NAME = r"^[A-Za-z0-9_.-]{1,48}$"
+
+
 class WasteConfig(Strict):
     """The whole file."""
 
     # This service's name among those on one broker: its MQTT client id is `linli-waste-{name}`,
     # a persistent session the broker keeps for it across restarts. Unset, it is this host's
     # name and a digest of `state`; two services on one host and one state need a name each.
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,48}$")] | None = None
+    name: Annotated[str, Field(pattern=NAME)] | None = None
+    # Set, this variable's value replaces `name`: replicas of one config on one broker each
+    # need their own (as `state_env` gives them their database).
+    name_env: str = "LINLI_WASTE_NAME"
     broker: TruckBroker = TruckBroker()
     smtp: SmtpConfig = SmtpConfig()
     gtfs: Path  # the timetable folder (GTFS files and linli.toml)
@@ -121,9 +128,14 @@ class WasteConfig(Strict):
     locale: Locale = DEFAULT_LOCALE
 
     def client_id(self) -> str:
-        """The MQTT client id of this service's persistent session (see `name`)."""
-        if self.name:
-            return f"linli-waste-{self.name}"
+        """The MQTT client id of this service's persistent session (see `name`); ValueError if
+        `name_env` holds no valid name."""
+        given = os.environ.get(self.name_env, "") if self.name_env else ""
+        if given and not re.fullmatch(NAME, given):
+            raise ValueError(f"${self.name_env} = {given!r}: a name is 1-48 letters, digits, '_', '.' or '-'")
+        name = given or self.name
+        if name:
+            return f"linli-waste-{name}"
         digest = hashlib.sha256(self.state.encode()).hexdigest()[:8]
         return f"linli-waste-{socket.gethostname()}-{digest}"
 
