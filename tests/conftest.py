@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
+from sqlalchemy import Engine, create_engine
 
 from linli.localservers import (
     LocalServer,
@@ -73,6 +74,16 @@ def postgresql() -> Iterator[LocalServer]:
             pytest.fail(str(exc), pytrace=False)
         yield server
         server.stop()
+
+
+@pytest.fixture
+def pg_database(postgresql: LocalServer) -> Iterator[tuple[str, Engine]]:
+    """A fresh database: its URL as a config names it, and an engine for the test's own locks."""
+    name = unique("races").replace("-", "_")
+    create_database(postgresql_url(postgresql), name)
+    engine = create_engine(postgresql_url(postgresql, name))
+    yield postgresql_url(postgresql, name).replace("+psycopg", ""), engine
+    engine.dispose()
 
 
 @pytest.fixture
