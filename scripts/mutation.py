@@ -1,0 +1,237 @@
+"""Mutation testing (mutmut 3) of the modules that carry linli's guarantees; prints the survivors.
+
+mutmut 3 names a mutant after its file's path (`src/` stripped) and puts only `mutants/` and
+`mutants/src` on `sys.path`, while linli is one package spread over several roots
+(`package-dir` in pyproject.toml). So the run happens in a stage, `.mutation/`: the repository's
+files, and the `linli` package assembled from its roots under `src/linli`, the layout mutmut
+knows. Its tests (those that start the `linli` command too, through PYTHONPATH) import the
+mutated copy, never the editable install. The stage is made anew for each run.
+
+Exit codes: 0 every mutant killed or reviewed; 1 a survivor not listed as reviewed (or a score
+under the bar); 2 a usage error (unknown module, bad ref, mutmut missing); 3 mutmut itself
+failed (its output says why: most often a test that fails on the unmutated code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE = ROOT / ".mutation"
+BAR = 0.90  # the share of mutants killed (or reviewed as equivalent) each run must reach
+
+
+@dataclass(frozen=True)
+class Module:
+    path: str  # in the repository
+    tests: tuple[str, ...]  # the test files that exercise it (mutmut runs only those that hit a mutant)
+    functions: tuple[str, ...] = ("*",)  # of mutmut's names (`x_f`, `xǁClassǁmethod`), globs
+
+    @property
+    def name(self) -> str:
+        """The module's dotted name, as mutmut names its mutants."""
+        return staged(self.path).removeprefix("src/").removesuffix(".py").replace("/", ".")
+
+    def globs(self) -> list[str]:
+        return [f"{self.name}.{f}__mutmut_*" for f in self.functions]
+
+
+MODULES = {
+    "buffer": Module("edge/linli/edge/buffer.py", ("tests/test_buffer.py", "tests/test_writer.py")),
+    "spool": Module("edge/linli/edge/spool.py", ("tests/test_full_disk.py", "tests/test_mqtt_batches.py")),
+    "writer": Module("edge/linli/edge/writer.py", ("tests/test_writer.py",)),
+    "store": Module(
+        "cloud/linli/cloud/store.py",
+        ("tests/test_state.py", "tests/test_claim_races.py", "tests/test_notifier.py"),
+    ),
+    "outbox": Module("cloud/linli/cloud/waste/outbox.py", ("tests/test_waste_store.py",)),
+    # Of the waste service's state, its claims, the delivery outbox and the dispatch lease.
+    "state": Module(
+        "cloud/linli/cloud/waste/state.py",
+        ("tests/test_waste_state.py",),
+        (
+            "xǁWasteStateǁclaim_*",
+            "xǁWasteStateǁhold",
+            "xǁWasteStateǁrelease",
+            "xǁWasteStateǁorphans",
+            "xǁWasteStateǁput",
+            "xǁWasteStateǁpending",
+            "xǁWasteStateǁwaiting",
+            "xǁWasteStateǁwritten",
+            "xǁLeadershipǁ*",
+        ),
+    ),
+    "bookings": Module(
+        "cloud/linli/cloud/waste/bookings.py", ("tests/test_bookings.py", "tests/test_booking_races.py")
+    ),
+}
+
+# Lines whose mutants change nothing a caller can see: what is logged (mutmut's
+# `do_not_mutate_patterns`, one regex a line). Anything else equivalent is listed, with why,
+# in docs/reliability.md ("Mutation testing"), and in REVIEWED below.
+NOISE = [r"\blog\.(debug|info|warning|error|exception)\("]
+
+# Survivors reviewed as equivalent (see docs/reliability.md): `mutmut show NAME` shows each.
+REVIEWED: frozenset[str] = frozenset()
+
+STATUS = {1: "killed", 3: "killed", 37: "killed", 0: "survived", 33: "no tests", 5: "no tests"}
+
+
+def staged(path: str) -> str:
+    """Where a module of one of the package's roots is in the stage: `cloud/linli/cloud/x.py`
+    is `src/linli/cloud/x.py`."""
+    return "src/linli/" + path.split("/linli/", 1)[1]
+
+
+def fail(message: str) -> None:
+    print(f"mutation: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def chosen(names: list[str], changed: str | None) -> list[str]:
+    """The modules to mutate: named (short name or path), changed since a ref, or all."""
+    by_path = {m.path: name for name, m in MODULES.items()}
+    if changed is not None:
+        diff = subprocess.run(
+            ["git", "diff", "--name-only", changed, "--"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if diff.returncode != 0:
+            fail(f"cannot diff against {changed!r}: {diff.stderr.strip()}")
+        return [by_path[p] for p in diff.stdout.split() if p in by_path]
+    out = []
+    for name in names or list(MODULES):
+        key = by_path.get(name.removeprefix("./"), name)
+        if key not in MODULES:
+            fail(f"no guarded module {name!r}: name one of {', '.join(MODULES)} (or its path)")
+        out.append(key)
+    return out
+
+
+def stage() -> None:
+    """The repository's files, and `src/linli` assembled from the package's roots."""
+    shutil.rmtree(STAGE, ignore_errors=True)
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (STAGE / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, STAGE / name)
+    roots = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    for package, root in sorted(roots.items()):  # `linli` first, then its subpackages into it
+        shutil.copytree(
+            ROOT / root, STAGE / "src" / package.replace(".", "/"), dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )  # fmt: skip
+
+
+def configure(modules: list[str]) -> None:
+    """mutmut's settings, appended to the stage's pyproject.toml."""
+    only = [staged(MODULES[m].path) for m in modules]
+    tests = sorted({t for m in modules for t in MODULES[m].tests})
+    top = sorted({p.name for p in STAGE.iterdir()} - {"src", "tests", "pyproject.toml"})
+    settings = {
+        "source_paths": ["src"],
+        "only_mutate": only,
+        "also_copy": top,
+        "do_not_mutate_patterns": NOISE,
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q"],
+        "pytest_add_cli_args_test_selection": tests,
+    }
+    lines = ["", "[tool.mutmut]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    with (STAGE / "pyproject.toml").open("a") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def mutmut(*args: str) -> int:
+    env = dict(os.environ, PYTHONPATH=str(STAGE / "mutants" / "src"))
+    return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=STAGE, env=env, check=False).returncode
+
+
+def report(modules: list[str]) -> int:
+    """Each module's score, and every survivor not reviewed with the change it makes (all the
+    diffs in `.mutation/survivors.diff`)."""
+    os.chdir(STAGE)  # mutmut reads its settings and mutants from there
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    worst, unreviewed = 1.0, []
+    for name in modules:
+        module = MODULES[name]
+        meta = STAGE / "mutants" / f"{staged(module.path)}.meta"
+        codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+        codes = {k: c for k, c in codes.items() if any(fnmatch.fnmatch(k, g) for g in module.globs())}
+        status = Counter(STATUS.get(c, "other") for c in codes.values())
+        survivors = sorted(k for k, c in codes.items() if STATUS.get(c) != "killed")
+        reviewed = [s for s in survivors if s in REVIEWED]
+        total = len(codes)
+        score = (status["killed"] + len(reviewed)) / total if total else 1.0
+        worst = min(worst, score)
+        print(
+            f"{name:9} {module.path}: {status['killed']}/{total} killed, {status['survived']} survived, "
+            f"{status['no tests']} reached by no test, {len(reviewed)} reviewed equivalent: {score:.1%}"
+        )
+        unreviewed += [(s, staged(module.path)) for s in survivors if s not in REVIEWED]
+    with (STAGE / "survivors.diff").open("w") as out:
+        for mutant, path in unreviewed:
+            diff = get_diff_for_mutant(mutant, path=path)
+            out.write(f"# {mutant}\n{diff}\n\n")
+            changed = [line for line in diff.splitlines()[2:] if line[:1] in "+-"]
+            print(f"{mutant}: {' | '.join(line.strip() for line in changed)[:300]}")
+    if unreviewed:
+        print(f"\n{len(unreviewed)} survivors not reviewed; their diffs: .mutation/survivors.diff")
+    return 0 if worst >= BAR and not unreviewed else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/mutation",
+        description="Mutation testing (mutmut) of the modules that carry the guarantees; "
+        "prints the survivors.",
+        epilog=f"Modules: {', '.join(f'{n} ({m.path})' for n, m in MODULES.items())}. "
+        "Exit 0: every mutant killed or reviewed; 1: survivors to review; 2: usage error; 3: mutmut failed.",
+    )
+    parser.add_argument("modules", nargs="*", help="short names or paths (default: all)")
+    parser.add_argument("--changed", metavar="REF", help="only the guarded modules changed since REF")
+    parser.add_argument(
+        "--max-children", type=int, default=1, choices=(1, 2), help="mutants tested at once (default 1)"
+    )
+    args = parser.parse_args()
+    if args.changed is not None and args.modules:
+        fail("name modules or give --changed, not both")
+    modules = chosen(args.modules, args.changed)
+    if not modules:
+        print(f"mutation: no guarded module changed since {args.changed}; nothing to mutate")
+        return 0
+    if importlib.util.find_spec("mutmut") is None:
+        fail("mutmut is not installed: .venv/bin/pip install -e '.[dev]' -c constraints.txt")
+    print(f"mutation: {', '.join(modules)} in {STAGE.relative_to(ROOT)}/")
+    stage()
+    configure(modules)
+    # Made before mutmut starts: a PYTHONPATH folder missing at start is never looked in again.
+    (STAGE / "mutants" / "src").mkdir(parents=True)
+    globs = [g for m in modules for g in MODULES[m].globs()]
+    code = mutmut("run", "--max-children", str(args.max_children), *globs)
+    if code != 0:
+        print(f"mutation: mutmut run failed (exit {code})", file=sys.stderr)
+        return 3
+    return report(modules)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
