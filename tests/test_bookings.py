@@ -90,9 +90,10 @@ def test_bookings_the_district_cannot_serve_are_refused_with_the_reason(
     assert book.all() == []
 
 
-def test_the_same_key_books_once(book: Bookings) -> None:
-    first, new = book.create(request(key="gubei-1:2026-12-01:a"), NOW, "staff")
-    again, new_again = book.create(request(key="gubei-1:2026-12-01:a"), NOW + 5, "staff")
+@pytest.mark.parametrize("pile", [{}, {"lat": 31.1853, "lon": 121.4161}], ids=["bin-room", "own-pile"])
+def test_the_same_key_books_once(book: Bookings, pile: dict[str, float]) -> None:
+    first, new = book.create(request(key="gubei-1:2026-12-01:a", **pile), NOW, "staff")
+    again, new_again = book.create(request(key="gubei-1:2026-12-01:a", **pile), NOW + 5, "staff")
     assert (new, new_again) == (True, False)
     assert again.id == first.id
     assert len(book.all()) == 1
@@ -105,17 +106,42 @@ def test_the_same_key_books_once(book: Bookings) -> None:
         ({"note": "other"}, None),
         ({"contact": {"name": "someone else", "email": "e@x.example"}}, None),
         ({}, "another office"),  # another office's key is not a way to its booking
+        ({"compound": "yili-1"}, None),
+        ({"earliest": "2026-12-01T10:00:00+08:00"}, None),
+        ({"latest": "2026-12-01T11:00:00+08:00"}, None),
+        ({"lat": 31.1853, "lon": 121.415124}, None),  # a pile 100 m north of the bin room
+        ({"lat": 31.184316, "lon": 121.4161}, None),  # and 100 m east
     ],
-    ids=["volume", "note", "contact", "office"],
+    ids=["volume", "note", "contact", "office", "compound", "earliest", "latest", "lat", "lon"],
 )
 def test_the_same_key_for_another_booking_is_a_conflict_naming_the_key(
     book: Bookings, changes: dict[str, Any], office: str | None
 ) -> None:
     first, _ = book.create(request(key="k-7"), NOW, "staff")
-    with pytest.raises(KeyConflictError, match="key 'k-7' was used for a different booking"):
+    with pytest.raises(KeyConflictError, match="key 'k-7' was used for a different booking") as refused:
         book.create(request(key="k-7", **changes), NOW + 5, "staff", office)
+    assert refused.value.code == "key_conflict"
     assert [b.id for b in book.all()] == [first.id]
     assert book.all()[0].m3 == 2.5  # the first one stands
+
+
+def test_a_booking_as_the_api_shows_it(book: Bookings, feed: Feed) -> None:
+    """Times in milliseconds, the volume of its bags to the litre, who to tell by name only."""
+    made, _ = book.create(request(bags=7, volume_m3=None), NOW, "staff")
+    pile = feed.stops["gubei-1"]
+    shown = {
+        "id": made.id, "compound": "gubei-1", "lat": pile.lat, "lon": pile.lon, "volume_m3": 0.35,
+        "earliest_ms": 1_796_086_800_000, "latest_ms": 1_796_097_600_000,
+        "contact": "Property office, gubei-1", "note": "bags by the east gate", "state": "requested",
+        "truck": None, "created_ms": round(NOW * 1000), "collected_kg": None,
+    }  # fmt: skip
+    assert made.to_json() == shown
+    for step in (State.OFFERED, State.ACCEPTED, State.EN_ROUTE, State.ARRIVED):
+        book.move(made.id, step, NOW + 60, "driver", truck="truck-renovation")
+    collected = book.move(made.id, State.COLLECTED, NOW + 61.5, "driver", kg=212.5)
+    assert collected.to_json() == shown | {
+        "state": "collected", "truck": "truck-renovation", "collected_kg": 212.5,
+    }  # fmt: skip
 
 
 def test_a_booking_goes_through_its_life_and_every_step_is_kept(book: Bookings) -> None:
