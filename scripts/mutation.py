@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import fnmatch
 import importlib.util
 import json
@@ -229,6 +230,7 @@ def report(modules: list[str]) -> int:
             meta = STAGE / "mutants" / f"{staged(module.path)}.meta"
             codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
             codes = {k: c for k, c in codes.items() if any(fnmatch.fnmatch(k, g) for g in module.globs())}
+            codes = {k: c for k, c in codes.items() if c is not None}  # not checked: left out by --only
             status = Counter(STATUS.get(c, "other") for c in codes.values())
             survivors = sorted(k for k, c in codes.items() if STATUS.get(c) != "killed")
             diffs = {k: get_diff_for_mutant(k, path=staged(module.path)) for k in survivors}
@@ -263,6 +265,10 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", help="short names or paths (default: all)")
     parser.add_argument("--changed", metavar="REF", help="only the guarded modules changed since REF")
     parser.add_argument(
+        "--only", metavar="MUTANT", action="append", default=[],
+        help="only these mutants (mutmut's names, globs; again for more): survivors checked after a new test",
+    )  # fmt: skip
+    parser.add_argument(
         "--max-children", type=int, default=1, choices=(1, 2), help="mutants tested at once (default 1)"
     )
     args = parser.parse_args()
@@ -274,12 +280,22 @@ def main() -> int:
         return 0
     if importlib.util.find_spec("mutmut") is None:
         fail("mutmut is not installed: .venv/bin/pip install -e '.[dev]' -c constraints.txt")
+    globs = [g for m in modules for g in MODULES[m].globs()]
+    if args.only:
+        globs = [o for o in args.only if any(fnmatch.fnmatch(o, g) or fnmatch.fnmatch(g, o) for g in globs)]
+        if not globs:
+            fail("--only names no mutant of the modules chosen")
+    # One run at a time: the stage is made anew, under the feet of any run still using it.
+    lock = (ROOT / ".mutation.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fail("another run of scripts/mutation is using .mutation/: wait for it to end")
     print(f"mutation: {', '.join(modules)} in {STAGE.relative_to(ROOT)}/")
     stage()
     configure(modules)
     # Made before mutmut starts: a PYTHONPATH folder missing at start is never looked in again.
     (STAGE / "mutants" / "src").mkdir(parents=True)
-    globs = [g for m in modules for g in MODULES[m].globs()]
     code = run(globs, args.max_children)
     if code != 0:
         print(f"mutation: mutmut run failed (exit {code})", file=sys.stderr)
