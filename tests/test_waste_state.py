@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
 
 from linli.cloud.waste.bookings import Bookings, State
 from linli.cloud.waste.gtfs import load_feed
@@ -116,11 +117,15 @@ def test_a_notice_or_incident_is_claimed_once_whoever_asks(state: str) -> None:
         c = notice(NoticeKind.CORRECTION, 1, 20.0)
         assert [second.claim_notice(c, day, 0), first.claim_notice(c, day, 0)] == [True, False]
         assert first.claim_notice(c, day, 1)  # the second correction of that stop
-        assert [kind for _, kind, _, _ in second.told("dry-south-0810", day)] == [
-            "notice",
-            "correction",
-            "correction",
+        done = KeeperNotice(NoticeKind.COLLECTED, "dry-south-0810", "gubei-1", 1, 30.5, bins=3, kg=41.0)
+        assert second.claim_notice(done, day, 0)
+        assert second.told("dry-south-0810", day) == [
+            (1, "notice", 10_000, 910_000),
+            (1, "correction", 20_000, 920_000),
+            (1, "correction", 20_000, 920_000),
+            (1, "collected", 30_500, None),  # no prediction once it is done
         ]
+        assert second.told("dry-south-0810", "2026-11-24") == []
     finally:
         first.close()
         second.close()
@@ -248,6 +253,38 @@ def test_one_service_dispatches_and_another_takes_over_when_its_session_ends(
     alone = WasteState(str(tmp_path / "waste.sqlite"))
     assert Leadership(alone).held()
     alone.close()
+
+
+def test_a_service_that_lets_go_of_the_dispatch_hands_it_over(postgresql: LocalServer) -> None:
+    """Closed, it no longer leads, and its lock is gone with its session: the other takes over,
+    not after a dead session's keepalives gave up."""
+    name = unique("lead").replace("-", "_")
+    create_database(postgresql_url(postgresql), name)
+    url = postgresql_url(postgresql, name).replace("+psycopg", "")
+    first, second = WasteState(url), WasteState(url)
+    lead_first = Leadership(first, recheck_s=3600)  # asked of the database once an hour
+    lead_second = Leadership(second, recheck_s=0)
+    try:
+        assert [lead_first.held(), lead_second.held()] == [True, False]
+        lead_first.close()
+        assert lead_first.held() is False  # not asked again within the hour: it let go
+        # Its session ends with its connection, a moment later: the lock with it, no timeout.
+        wait_for(lead_second.held, "the second service leading", timeout=10)
+    finally:
+        lead_first.close()
+        lead_second.close()
+        first.close()
+        second.close()
+
+
+def test_a_service_that_cannot_reach_the_state_does_not_dispatch(tmp_path: Path) -> None:
+    class Unreachable(WasteState):
+        def __init__(self) -> None:  # PostgreSQL on a port nothing listens on, never migrated
+            self._engine = create_engine(f"postgresql+psycopg://linli@127.0.0.1:{free_port()}/linli")
+
+    lead = Leadership(Unreachable(), recheck_s=0)
+    assert lead.held() is False
+    lead.close()
 
 
 def test_the_state_is_a_file_beside_the_config_or_a_url_from_the_environment(
