@@ -136,12 +136,34 @@ def test_a_booking_as_the_api_shows_it(book: Bookings, feed: Feed) -> None:
         "truck": None, "created_ms": round(NOW * 1000), "collected_kg": None,
     }  # fmt: skip
     assert made.to_json() == shown
+    odd, _ = book.create(request(volume_m3=2.3456, key="odd"), NOW, "staff")
+    assert odd.to_json()["volume_m3"] == 2.346  # to the litre
     for step in (State.OFFERED, State.ACCEPTED, State.EN_ROUTE, State.ARRIVED):
         book.move(made.id, step, NOW + 60, "driver", truck="truck-renovation")
     collected = book.move(made.id, State.COLLECTED, NOW + 61.5, "driver", kg=212.5)
     assert collected.to_json() == shown | {
         "state": "collected", "truck": "truck-renovation", "collected_kg": 212.5,
     }  # fmt: skip
+    assert [t["detail"] for t in book.trail(made.id)] == [""] * 6  # no step said more
+
+
+def test_a_booking_that_does_not_exist_cannot_move_and_an_order_not_offered_cannot_be_answered(
+    book: Bookings, feed: Feed
+) -> None:
+    with pytest.raises(BookingError, match="no booking nope") as missing:
+        book.move("nope", State.CANCELLED, NOW, "requester")
+    assert missing.value.code == "not_found"
+    trucks = [RenovationTruck(id="a", capacity_m3=12), RenovationTruck(id="b", capacity_m3=12)]
+    renovation = Renovation(feed, book, trucks, lambda _c, _m: None, operator=None)
+    made, _ = renovation.book(request(), NOW, "office")
+    offered = book.get(made.id)
+    assert offered is not None
+    assert offered.state is State.OFFERED
+    other = "b" if offered.truck == "a" else "a"
+    with pytest.raises(BookingError, match=f"booking {made.id} is not offered to {other}") as refused:
+        renovation.reply(other, made.id, accept=True, now_s=NOW + 60)
+    assert refused.value.code == "refused"
+    assert book.get(made.id) == offered  # nothing moved
 
 
 def test_a_booking_goes_through_its_life_and_every_step_is_kept(book: Bookings) -> None:
