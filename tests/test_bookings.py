@@ -136,8 +136,11 @@ def test_a_booking_as_the_api_shows_it(book: Bookings, feed: Feed) -> None:
         "truck": None, "created_ms": round(NOW * 1000), "collected_kg": None,
     }  # fmt: skip
     assert made.to_json() == shown
-    odd, _ = book.create(request(volume_m3=2.3456, key="odd"), NOW, "staff")
+    odd, _ = book.create(request(volume_m3=2.3456, key="odd"), NOW, "staff", office="gubei office")
     assert odd.to_json()["volume_m3"] == 2.346  # to the litre
+    stored = book.get(odd.id)
+    assert stored is not None
+    assert stored.office == "gubei office"  # read back: the link that made it still sees it
     for step in (State.OFFERED, State.ACCEPTED, State.EN_ROUTE, State.ARRIVED):
         book.move(made.id, step, NOW + 60, "driver", truck="truck-renovation")
     collected = book.move(made.id, State.COLLECTED, NOW + 61.5, "driver", kg=212.5)
@@ -164,6 +167,26 @@ def test_a_booking_that_does_not_exist_cannot_move_and_an_order_not_offered_cann
         renovation.reply(other, made.id, accept=True, now_s=NOW + 60)
     assert refused.value.code == "refused"
     assert book.get(made.id) == offered  # nothing moved
+    assert book.get("nope") is None
+    # Not answered: offered again, to no truck in particular.
+    back = book.move(made.id, State.REQUESTED, NOW + 120, "dispatch", detail="not answered")
+    assert back.truck is None
+
+
+def test_a_window_is_refused_from_the_second_it_is_over_or_too_far_ahead(book: Bookings) -> None:
+    """Each refusal with its code, for the page to say in its reader's language."""
+    ahead_s = book.rules.max_ahead_days * 86400
+
+    def window(latest_s: float) -> BookingRequest:
+        latest = dt.datetime.fromtimestamp(latest_s, ZONE)
+        return request(earliest=(latest - dt.timedelta(hours=1)).isoformat(), latest=latest.isoformat())
+
+    for latest_s, code in ((NOW, "window_over"), (NOW + ahead_s + 1, "window_too_far")):
+        with pytest.raises(BookingError) as refused:
+            book.create(window(latest_s), NOW, "staff")
+        assert refused.value.code == code
+    made, _ = book.create(window(NOW + ahead_s), NOW, "staff")  # as far ahead as allowed
+    assert made.latest_s == NOW + ahead_s
 
 
 def test_a_booking_goes_through_its_life_and_every_step_is_kept(book: Bookings) -> None:
