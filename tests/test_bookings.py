@@ -177,16 +177,25 @@ def test_a_window_is_refused_from_the_second_it_is_over_or_too_far_ahead(book: B
     """Each refusal with its code, for the page to say in its reader's language."""
     ahead_s = book.rules.max_ahead_days * 86400
 
-    def window(latest_s: float) -> BookingRequest:
-        latest = dt.datetime.fromtimestamp(latest_s, ZONE)
-        return request(earliest=(latest - dt.timedelta(hours=1)).isoformat(), latest=latest.isoformat())
+    wide_s = book.rules.max_window_h * 3600
 
-    for latest_s, code in ((NOW, "window_over"), (NOW + ahead_s + 1, "window_too_far")):
-        with pytest.raises(BookingError) as refused:
-            book.create(window(latest_s), NOW, "staff")
+    def window(latest_s: float, wide_s: float = 3600) -> BookingRequest:
+        latest = dt.datetime.fromtimestamp(latest_s, ZONE)
+        earliest = latest - dt.timedelta(seconds=wide_s)
+        return request(earliest=earliest.isoformat(), latest=latest.isoformat())
+
+    for asked, code, says in (
+        (window(NOW), "window_over", "the window ended at 2026-12-01T08:00:00[+]08:00, before now"),
+        (window(NOW + ahead_s + 1), "window_too_far", "30 days ahead: bookings.max_ahead_days allows 30$"),
+        (window(NOW + 86400, wide_s + 1), "window_too_wide", "72 h wide: bookings.max_window_h allows 72 h$"),
+    ):
+        with pytest.raises(BookingError, match=says) as refused:
+            book.create(asked, NOW, "staff")
         assert refused.value.code == code
     made, _ = book.create(window(NOW + ahead_s), NOW, "staff")  # as far ahead as allowed
     assert made.latest_s == NOW + ahead_s
+    wide, _ = book.create(window(NOW + 86400, wide_s), NOW, "staff")  # as wide as allowed
+    assert wide.latest_s - wide.earliest_s == wide_s
 
 
 def test_a_booking_goes_through_its_life_and_every_step_is_kept(book: Bookings) -> None:
