@@ -108,6 +108,10 @@ REVIEWED: dict[str, str] = {
     f"{_STATE}xǁWasteStateǁorphans__mutmut_14": "an unquoted table name: any case is the same name",
     f"{_STATE}xǁWasteStateǁorphans__mutmut_16": "unquoted column names: any case is the same name",
     **{f"{_BOOKINGS}xǁBookingsǁ_same__mutmut_{n}": _TOLERANCE for n in (17, 24, 25, 31, 32, 40, 49)},
+    **{
+        f"{_BOOKINGS}xǁBookingsǁ__init____mutmut_{n}": "zip's strict over (x, y) pairs: always two"
+        for n in (7, 9, 10)
+    },
     f"{_BOOKINGS}xǁBookingsǁtrail__mutmut_7": 'SQL made lower case; its one quoted name, "by", already is',
 }
 

@@ -99,6 +99,14 @@ def test_the_same_key_books_once(book: Bookings, pile: dict[str, float]) -> None
     assert len(book.all()) == 1
 
 
+def test_a_key_sent_again_after_its_window_is_over_still_gets_its_booking(book: Bookings) -> None:
+    """The client's retry that comes late is answered with what its first try made, not judged
+    again as a new booking (it would be refused: the window is over)."""
+    first, _ = book.create(request(key="late"), NOW, "staff")
+    again, new = book.create(request(key="late"), NOW + 6 * 3600, "staff")  # 14:00, the window ended at 12:00
+    assert (again.id, new) == (first.id, False)
+
+
 @pytest.mark.parametrize(
     ("changes", "office"),
     [
