@@ -112,6 +112,12 @@ REVIEWED: dict[str, str] = {
         f"{_BOOKINGS}xǁBookingsǁ__init____mutmut_{n}": "zip's strict over (x, y) pairs: always two"
         for n in (7, 9, 10)
     },
+    f"{_BOOKINGS}xǁBookingsǁcreate__mutmut_17": "BookingRequest already refuses lat without lon",
+    **{
+        f"{_BOOKINGS}xǁBookingsǁcreate__mutmut_{n}": "`<` for `<=`: a pile exactly on the district's "
+        "box edge, in float metres"
+        for n in (28, 29)
+    },
     f"{_BOOKINGS}xǁBookingsǁtrail__mutmut_7": 'SQL made lower case; its one quoted name, "by", already is',
 }
 

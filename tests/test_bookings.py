@@ -80,6 +80,9 @@ def test_malformed_bookings_are_refused_with_the_reason(changes: dict[str, Any],
         ({"latest": "2026-12-01T07:59:00+08:00", "earliest": "2026-12-01T07:00:00+08:00"}, "before now"),
         ({"volume_m3": 40.0}, "more than the largest truck takes"),
         ({"lat": 39.9, "lon": 116.4}, "outside the district"),  # Beijing
+        # Due east and due north of a bin room: outside on one axis is outside.
+        ({"lat": 31.184316, "lon": 121.9}, "outside the district"),
+        ({"lat": 31.6, "lon": 121.415124}, "outside the district"),
     ],
 )
 def test_bookings_the_district_cannot_serve_are_refused_with_the_reason(
