@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,15 +68,41 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]
     server.stop()
 
 
+def _start_postgresql(datadir: Path) -> LocalServer:
+    """A new cluster; a copy of the one LINLI_TEST_PG_CLUSTER names, if set: scripts/mutation
+    makes one for its run, where every mutant tested is a session of its own and initdb
+    took most of each mutant's time."""
+    template = os.environ.get("LINLI_TEST_PG_CLUSTER")
+    if not template:
+        return start_postgresql(datadir)
+    datadir.mkdir(parents=True)
+    subprocess.run(["cp", "-a", template, str(datadir / "cluster")], check=True)  # its owner kept
+    for folder in (datadir, datadir.parent):  # the server's user must reach its cluster
+        folder.chmod(folder.stat().st_mode | 0o011)
+    if os.geteuid() == 0:
+        shutil.chown(datadir, "postgres")
+    return start_postgresql(datadir, init=False)
+
+
 @pytest.fixture(scope="session")
 def postgresql() -> Iterator[LocalServer]:
     with outside_pytest_tmp("linli-pg-") as folder:
         try:
-            server = start_postgresql(folder / "postgresql")
+            server = _start_postgresql(folder / "postgresql")
         except ServerMissingError as exc:
             pytest.fail(str(exc), pytrace=False)
         yield server
         server.stop()
+
+
+@pytest.fixture
+def pg_database(postgresql: LocalServer) -> Iterator[tuple[str, Engine]]:
+    """A fresh database: its URL as a config names it, and an engine for the test's own locks."""
+    name = unique("races").replace("-", "_")
+    create_database(postgresql_url(postgresql), name)
+    engine = create_engine(postgresql_url(postgresql, name))
+    yield postgresql_url(postgresql, name).replace("+psycopg", ""), engine
+    engine.dispose()
 
 
 @pytest.fixture
@@ -103,13 +132,3 @@ def peers() -> Iterator[tuple[Receiver, Inbox, int]]:
     yield receiver, inbox, smtp_port
     controller.stop()
     receiver.close()
-
-
-@pytest.fixture
-def database(postgresql: LocalServer) -> Iterator[tuple[str, Engine]]:
-    """A fresh database: its URL as a config names it, and an engine for the test's own locks."""
-    name = unique("claims").replace("-", "_")
-    create_database(postgresql_url(postgresql), name)
-    engine = create_engine(postgresql_url(postgresql, name))
-    yield postgresql_url(postgresql, name).replace("+psycopg", ""), engine
-    engine.dispose()

@@ -80,6 +80,9 @@ def test_malformed_bookings_are_refused_with_the_reason(changes: dict[str, Any],
         ({"latest": "2026-12-01T07:59:00+08:00", "earliest": "2026-12-01T07:00:00+08:00"}, "before now"),
         ({"volume_m3": 40.0}, "more than the largest truck takes"),
         ({"lat": 39.9, "lon": 116.4}, "outside the district"),  # Beijing
+        # Due east and due north of a bin room: outside on one axis is outside.
+        ({"lat": 31.184316, "lon": 121.9}, "outside the district"),
+        ({"lat": 31.6, "lon": 121.415124}, "outside the district"),
     ],
 )
 def test_bookings_the_district_cannot_serve_are_refused_with_the_reason(
@@ -90,12 +93,21 @@ def test_bookings_the_district_cannot_serve_are_refused_with_the_reason(
     assert book.all() == []
 
 
-def test_the_same_key_books_once(book: Bookings) -> None:
-    first, new = book.create(request(key="gubei-1:2026-12-01:a"), NOW, "staff")
-    again, new_again = book.create(request(key="gubei-1:2026-12-01:a"), NOW + 5, "staff")
+@pytest.mark.parametrize("pile", [{}, {"lat": 31.1853, "lon": 121.4161}], ids=["bin-room", "own-pile"])
+def test_the_same_key_books_once(book: Bookings, pile: dict[str, float]) -> None:
+    first, new = book.create(request(key="gubei-1:2026-12-01:a", **pile), NOW, "staff")
+    again, new_again = book.create(request(key="gubei-1:2026-12-01:a", **pile), NOW + 5, "staff")
     assert (new, new_again) == (True, False)
     assert again.id == first.id
     assert len(book.all()) == 1
+
+
+def test_a_key_sent_again_after_its_window_is_over_still_gets_its_booking(book: Bookings) -> None:
+    """The client's retry that comes late is answered with what its first try made, not judged
+    again as a new booking (it would be refused: the window is over)."""
+    first, _ = book.create(request(key="late"), NOW, "staff")
+    again, new = book.create(request(key="late"), NOW + 6 * 3600, "staff")  # 14:00, the window ended at 12:00
+    assert (again.id, new) == (first.id, False)
 
 
 @pytest.mark.parametrize(
@@ -105,17 +117,96 @@ def test_the_same_key_books_once(book: Bookings) -> None:
         ({"note": "other"}, None),
         ({"contact": {"name": "someone else", "email": "e@x.example"}}, None),
         ({}, "another office"),  # another office's key is not a way to its booking
+        ({"compound": "yili-1"}, None),
+        ({"earliest": "2026-12-01T10:00:00+08:00"}, None),
+        ({"latest": "2026-12-01T11:00:00+08:00"}, None),
+        ({"lat": 31.1853, "lon": 121.415124}, None),  # a pile 100 m north of the bin room
+        ({"lat": 31.184316, "lon": 121.4161}, None),  # and 100 m east
     ],
-    ids=["volume", "note", "contact", "office"],
+    ids=["volume", "note", "contact", "office", "compound", "earliest", "latest", "lat", "lon"],
 )
 def test_the_same_key_for_another_booking_is_a_conflict_naming_the_key(
     book: Bookings, changes: dict[str, Any], office: str | None
 ) -> None:
     first, _ = book.create(request(key="k-7"), NOW, "staff")
-    with pytest.raises(KeyConflictError, match="key 'k-7' was used for a different booking"):
+    with pytest.raises(KeyConflictError, match="key 'k-7' was used for a different booking") as refused:
         book.create(request(key="k-7", **changes), NOW + 5, "staff", office)
+    assert refused.value.code == "key_conflict"
     assert [b.id for b in book.all()] == [first.id]
     assert book.all()[0].m3 == 2.5  # the first one stands
+
+
+def test_a_booking_as_the_api_shows_it(book: Bookings, feed: Feed) -> None:
+    """Times in milliseconds, the volume of its bags to the litre, who to tell by name only."""
+    made, _ = book.create(request(bags=7, volume_m3=None), NOW, "staff")
+    pile = feed.stops["gubei-1"]
+    shown = {
+        "id": made.id, "compound": "gubei-1", "lat": pile.lat, "lon": pile.lon, "volume_m3": 0.35,
+        "earliest_ms": 1_796_086_800_000, "latest_ms": 1_796_097_600_000,
+        "contact": "Property office, gubei-1", "note": "bags by the east gate", "state": "requested",
+        "truck": None, "created_ms": round(NOW * 1000), "collected_kg": None,
+    }  # fmt: skip
+    assert made.to_json() == shown
+    odd, _ = book.create(request(volume_m3=2.3456, key="odd"), NOW, "staff", office="gubei office")
+    assert odd.to_json()["volume_m3"] == 2.346  # to the litre
+    stored = book.get(odd.id)
+    assert stored is not None
+    assert stored.office == "gubei office"  # read back: the link that made it still sees it
+    for step in (State.OFFERED, State.ACCEPTED, State.EN_ROUTE, State.ARRIVED):
+        book.move(made.id, step, NOW + 60, "driver", truck="truck-renovation")
+    collected = book.move(made.id, State.COLLECTED, NOW + 61.5, "driver", kg=212.5)
+    assert collected.to_json() == shown | {
+        "state": "collected", "truck": "truck-renovation", "collected_kg": 212.5,
+    }  # fmt: skip
+    assert [t["detail"] for t in book.trail(made.id)] == [""] * 6  # no step said more
+
+
+def test_a_booking_that_does_not_exist_cannot_move_and_an_order_not_offered_cannot_be_answered(
+    book: Bookings, feed: Feed
+) -> None:
+    with pytest.raises(BookingError, match="no booking nope") as missing:
+        book.move("nope", State.CANCELLED, NOW, "requester")
+    assert missing.value.code == "not_found"
+    trucks = [RenovationTruck(id="a", capacity_m3=12), RenovationTruck(id="b", capacity_m3=12)]
+    renovation = Renovation(feed, book, trucks, lambda _c, _m: None, operator=None)
+    made, _ = renovation.book(request(), NOW, "office")
+    offered = book.get(made.id)
+    assert offered is not None
+    assert offered.state is State.OFFERED
+    other = "b" if offered.truck == "a" else "a"
+    with pytest.raises(BookingError, match=f"booking {made.id} is not offered to {other}") as refused:
+        renovation.reply(other, made.id, accept=True, now_s=NOW + 60)
+    assert refused.value.code == "refused"
+    assert book.get(made.id) == offered  # nothing moved
+    assert book.get("nope") is None
+    # Not answered: offered again, to no truck in particular.
+    back = book.move(made.id, State.REQUESTED, NOW + 120, "dispatch", detail="not answered")
+    assert back.truck is None
+
+
+def test_a_window_is_refused_from_the_second_it_is_over_or_too_far_ahead(book: Bookings) -> None:
+    """Each refusal with its code, for the page to say in its reader's language."""
+    ahead_s = book.rules.max_ahead_days * 86400
+
+    wide_s = book.rules.max_window_h * 3600
+
+    def window(latest_s: float, wide_s: float = 3600) -> BookingRequest:
+        latest = dt.datetime.fromtimestamp(latest_s, ZONE)
+        earliest = latest - dt.timedelta(seconds=wide_s)
+        return request(earliest=earliest.isoformat(), latest=latest.isoformat())
+
+    for asked, code, says in (
+        (window(NOW), "window_over", "the window ended at 2026-12-01T08:00:00[+]08:00, before now"),
+        (window(NOW + ahead_s + 1), "window_too_far", "30 days ahead: bookings.max_ahead_days allows 30$"),
+        (window(NOW + 86400, wide_s + 1), "window_too_wide", "72 h wide: bookings.max_window_h allows 72 h$"),
+    ):
+        with pytest.raises(BookingError, match=says) as refused:
+            book.create(asked, NOW, "staff")
+        assert refused.value.code == code
+    made, _ = book.create(window(NOW + ahead_s), NOW, "staff")  # as far ahead as allowed
+    assert made.latest_s == NOW + ahead_s
+    wide, _ = book.create(window(NOW + 86400, wide_s), NOW, "staff")  # as wide as allowed
+    assert wide.latest_s - wide.earliest_s == wide_s
 
 
 def test_a_booking_goes_through_its_life_and_every_step_is_kept(book: Bookings) -> None:

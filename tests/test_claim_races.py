@@ -9,64 +9,17 @@ is when the test moves on.
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
 from linli.catalog.alerts import AlertMessage
 from linli.cloud.config import Subscription
 from linli.cloud.store import Store
+from races import Call, blocked_or_done, waiting
 from support import wait_for
 from test_notifier import HOOK, Clock, Recorder, alert, at, make
 
 FP = "00000000000000cc"
-
-
-def waiting(engine: Engine) -> int:
-    """Backends of this database waiting for a lock (a row, an advisory lock, a transaction)."""
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            ).scalar_one()
-        )
-
-
-class Call(threading.Thread):
-    """`fn()` in a thread of its own, its result or exception kept."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        super().__init__(daemon=True)
-        self.fn = fn
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self.result = self.fn()
-        except BaseException as exc:  # handed to the test, whatever it is
-            self.error = exc
-
-    def outcome(self) -> Any:
-        self.join(30)
-        assert not self.is_alive(), "still blocked after its lock was released"
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
-def blocked_or_done(engine: Engine, calls: list[Call], waiters: int) -> None:
-    """Wait until each call either finished or waits on a lock (`waiters` in all are waiting)."""
-    wait_for(
-        lambda: waiting(engine) + sum(not c.is_alive() for c in calls) >= waiters,
-        "the racing transactions to block or finish",
-    )
 
 
 def hold_told_row(conn: Connection, sub: str) -> None:
@@ -78,12 +31,12 @@ def hold_told_row(conn: Connection, sub: str) -> None:
 
 
 def test_a_claim_waits_for_a_resolution_half_done_and_then_finds_the_alert_closed(
-    database: tuple[str, Engine],
+    pg_database: tuple[str, Engine],
 ) -> None:
     """The resolution has deleted the alert but not yet read who heard of it; a notifier claims
     the first message meanwhile. Either the claim loses, or the resolution lists its
     subscriber: never a firing message that no resolution follows."""
-    url, engine = database
+    url, engine = pg_database
     closer, claimer = Store(url), Store(url)
     try:
         closer.open_alert(FP, 1000, "{}", 1.0)
@@ -108,11 +61,11 @@ def test_a_claim_waits_for_a_resolution_half_done_and_then_finds_the_alert_close
 
 
 def test_of_two_notifiers_claiming_the_first_message_at_once_exactly_one_wins(
-    database: tuple[str, Engine],
+    pg_database: tuple[str, Engine],
 ) -> None:
     """Both claims reach the conflicting insert while a third transaction holds the same row
     uncommitted; it rolls back, and both go on at once."""
-    url, engine = database
+    url, engine = pg_database
     stores = [Store(url), Store(url)]
     try:
         stores[0].open_alert(FP, 1000, "{}", 1.0)
@@ -129,9 +82,9 @@ def test_of_two_notifiers_claiming_the_first_message_at_once_exactly_one_wins(
             s.close()
 
 
-def test_of_two_notifiers_claiming_a_repeat_at_once_exactly_one_wins(database: tuple[str, Engine]) -> None:
+def test_of_two_notifiers_claiming_a_repeat_at_once_exactly_one_wins(pg_database: tuple[str, Engine]) -> None:
     """Both repeats wait on the `told` row a third transaction locks, then run at once."""
-    url, engine = database
+    url, engine = pg_database
     stores = [Store(url), Store(url)]
     try:
         stores[0].open_alert(FP, 1000, "{}", 1.0)
@@ -149,12 +102,12 @@ def test_of_two_notifiers_claiming_a_repeat_at_once_exactly_one_wins(database: t
 
 
 def test_a_notice_is_sent_when_the_database_fails_between_its_claim_and_its_outbox_entry(
-    database: tuple[str, Engine],
+    pg_database: tuple[str, Engine],
 ) -> None:
     """A third connection locks the outbox, so the notice's entry waits after its claim; that
     connection is then terminated, as a restart would. The firing message and the resolution
     are each still told once, after the feed hands the event over again and the next tick."""
-    url, engine = database
+    url, engine = pg_database
     store, clock, sender = Store(url), Clock(at("10:00")), Recorder()
     notifier = make(store, [Subscription(id="ops", channels=[HOOK])], clock, sender, group_wait_s=0)
 

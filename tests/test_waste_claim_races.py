@@ -21,8 +21,8 @@ from sqlalchemy import Engine, text
 from alertflow import Hook
 from linli.cloud.waste.service import WasteService
 from linli.cloud.waste.state import WasteState
+from races import Call, waiting
 from support import wait_for
-from test_claim_races import Call, waiting
 from test_waste_db_faults import one_trip, told
 from test_waste_service import MONDAY, TOKEN, TRIP, hand_over
 
@@ -66,9 +66,9 @@ class OnItsLoop:
 
 
 def test_two_waste_services_claiming_one_notice_at_once_send_it_once(
-    tmp_path: Path, database: tuple[str, Engine]
+    tmp_path: Path, pg_database: tuple[str, Engine]
 ) -> None:
-    url, engine = database
+    url, engine = pg_database
     hook = Hook("127.0.0.1")
     config, feed, messages = one_trip(tmp_path, url, hook.base)
     services = [OnItsLoop(WasteService(config, TOKEN, feed)) for _ in range(2)]
@@ -104,13 +104,13 @@ def test_two_waste_services_claiming_one_notice_at_once_send_it_once(
 
 
 def test_two_services_writing_one_trip_at_once_take_turns_without_violating_its_key(
-    database: tuple[str, Engine],
+    pg_database: tuple[str, Engine],
 ) -> None:
     """Both services following a trip write where it stands (`trip_seen`). Both inside the write
     at once, before either has inserted the trip's row: the second waits for the first and
     replaces its row. (A delete then an insert let both find no row and the second violate
     `waste_trip_pkey`, which the services took for the state being down, 100 times a minute.)"""
-    url, engine = database
+    url, engine = pg_database
     states = [WasteState(url) for _ in range(2)]
     trip = {
         **{"trip_id": TRIP, "day": MONDAY.isoformat(), "route": "dry-south", "truck": "truck-dry-south"},

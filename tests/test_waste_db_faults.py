@@ -259,13 +259,13 @@ def test_two_waste_services_tell_everything_once_while_postgresql_fails_under_th
 
 
 def test_a_constraint_violated_is_a_bug_logged_not_an_outage_retried_for_ever(
-    tmp_path: Path, database: tuple[str, Engine], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, pg_database: tuple[str, Engine], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A trigger makes the database refuse every notice's claim with a UniqueViolation: each is
     counted once and logged as a bug, and nothing waits for the state as if it were down.
     (Before, every DBAPIError was "the state cannot be reached": the notices waited, and were
     claimed again at every tick, for ever.)"""
-    url, engine = database
+    url, engine = pg_database
     hook = Hook("127.0.0.1")
     config, feed, messages = one_trip(tmp_path, url, hook.base)
     service = WasteService(config, TOKEN, feed)

@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
 
 from linli.cloud.waste.bookings import Bookings, State
 from linli.cloud.waste.gtfs import load_feed
 from linli.cloud.waste.state import DISPATCH_LOCK, Leadership, WasteState
-from linli.cloud.waste.tracking import KeeperNotice, NoticeKind
+from linli.cloud.waste.tracking import Incident, IncidentKind, KeeperNotice, NoticeKind
 from linli.localservers import LocalServer, free_port, postgresql_url
 from support import create_database, unique, wait_for
 
@@ -116,14 +117,97 @@ def test_a_notice_or_incident_is_claimed_once_whoever_asks(state: str) -> None:
         c = notice(NoticeKind.CORRECTION, 1, 20.0)
         assert [second.claim_notice(c, day, 0), first.claim_notice(c, day, 0)] == [True, False]
         assert first.claim_notice(c, day, 1)  # the second correction of that stop
-        assert [kind for _, kind, _, _ in second.told("dry-south-0810", day)] == [
-            "notice",
-            "correction",
-            "correction",
+        done = KeeperNotice(NoticeKind.COLLECTED, "dry-south-0810", "gubei-1", 1, 30.5, bins=3, kg=41.0)
+        assert second.claim_notice(done, day, 0)
+        assert second.told("dry-south-0810", day) == [
+            (1, "notice", 10_000, 910_000),
+            (1, "correction", 20_000, 920_000),
+            (1, "correction", 20_000, 920_000),
+            (1, "collected", 30_500, None),  # no prediction once it is done
         ]
+        assert second.told("dry-south-0810", "2026-11-24") == []
     finally:
         first.close()
         second.close()
+
+
+def test_an_incident_is_claimed_once_and_kept_as_it_was_told(state: str) -> None:
+    """Its number for the first claim, None for the same incident claimed again by another
+    service; a blocked gate keeps its stop, a breakdown has none; each field as recorded."""
+    first, second = WasteState(state), WasteState(state)
+    try:
+        day = "2026-11-23"
+        gate = Incident(IncidentKind.BLOCKED, "dry-south-0810", "gubei-1", 1000.25, "gate locked")
+        number = first.claim_incident(gate, day, 0, "dry-south", "truck-3")
+        assert isinstance(number, int)
+        assert second.claim_incident(gate, day, 0, "dry-south", "truck-3") is None
+        again = second.claim_incident(gate, day, 1, "dry-south", "truck-3")  # blocked a second time
+        assert again is not None
+        assert again != number
+        broke = Incident(IncidentKind.BREAKDOWN, "dry-south-0810", None, 1200.0, "ignition off")
+        down = second.claim_incident(broke, day, 0, "dry-south", "truck-3")
+        assert first.claim_incident(broke, day, 0, "dry-south", "truck-3") is None
+        common = {"trip": "dry-south-0810", "route": "dry-south", "truck": "truck-3", "acked_ms": None}
+        assert first.incidents() == [
+            {"number": number, "kind": "blocked", "stop": "gubei-1", "time_ms": 1_000_250,
+             "detail": "gate locked", **common},
+            {"number": again, "kind": "blocked", "stop": "gubei-1", "time_ms": 1_000_250,
+             "detail": "gate locked", **common},
+            {"number": down, "kind": "breakdown", "stop": None, "time_ms": 1_200_000,
+             "detail": "ignition off", **common},
+        ]  # fmt: skip
+        assert first.incidents_of("dry-south-0810", day) == [
+            ("blocked", "gubei-1", 1_000_250), ("blocked", "gubei-1", 1_000_250),
+            ("breakdown", "", 1_200_000),
+        ]  # fmt: skip
+        assert first.incidents_of("dry-south-0810", "2026-11-24") == []
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_delivery_held_is_taken_over_only_once_its_lease_ran_out_and_by_one_service(state: str) -> None:
+    """A sender holds a delivery until it releases it; a sender that died leaves it to whichever
+    service finds its lease over first, leased to that one in turn; released, nobody sends it."""
+    first, second = WasteState(state), WasteState(state)
+    try:
+        held = first.hold("Keeper 1", "sms", "the truck is 5 minutes away", "t1", lease_until=100.0)
+        other = first.hold("Keeper 2", "email", "the truck has left", "t2", lease_until=300.0)
+        assert second.orphans(now=99.0, lease_until=200.0) == []  # its sender still has it
+        taken = second.orphans(now=101.0, lease_until=200.0)
+        assert taken == [(held, "Keeper 1", "sms", "the truck is 5 minutes away", "t1")]
+        assert first.orphans(now=150.0, lease_until=250.0) == []  # leased to the second until 200
+        assert first.orphans(now=301.0, lease_until=400.0, limit=1) == [
+            (held, "Keeper 1", "sms", "the truck is 5 minutes away", "t1")
+        ]  # the oldest first, no more than asked
+        first.release(held)
+        assert second.orphans(now=1000.0, lease_until=1100.0) == [
+            (other, "Keeper 2", "email", "the truck has left", "t2")
+        ]
+        second.release(other)
+        assert first.orphans(now=10_000.0, lease_until=10_100.0) == []
+    finally:
+        first.close()
+        second.close()
+
+
+def test_the_store_s_lines_wait_in_order_until_it_has_them(state: str) -> None:
+    tables = WasteState(state)
+    try:
+        tables.put([])
+        assert tables.pending() == 0
+        tables.put(["waste_trip a=1 1", "waste_trip a=2 2"])
+        tables.put(["waste_trip a=3 3"])
+        assert tables.pending() == 3
+        oldest = tables.waiting(2)
+        assert [line for _, line in oldest] == ["waste_trip a=1 1", "waste_trip a=2 2"]
+        tables.written([])
+        assert tables.pending() == 3
+        tables.written([i for i, _ in oldest])
+        assert tables.pending() == 1
+        assert [line for _, line in tables.waiting(10)] == ["waste_trip a=3 3"]
+    finally:
+        tables.close()
 
 
 def test_a_state_that_cannot_be_reached_is_a_clear_error_without_its_password(tmp_path: Path) -> None:
@@ -170,6 +254,38 @@ def test_one_service_dispatches_and_another_takes_over_when_its_session_ends(
     alone = WasteState(str(tmp_path / "waste.sqlite"))
     assert Leadership(alone).held()
     alone.close()
+
+
+def test_a_service_that_lets_go_of_the_dispatch_hands_it_over(postgresql: LocalServer) -> None:
+    """Closed, it no longer leads, and its lock is gone with its session: the other takes over,
+    not after a dead session's keepalives gave up."""
+    name = unique("lead").replace("-", "_")
+    create_database(postgresql_url(postgresql), name)
+    url = postgresql_url(postgresql, name).replace("+psycopg", "")
+    first, second = WasteState(url), WasteState(url)
+    lead_first = Leadership(first, recheck_s=3600)  # asked of the database once an hour
+    lead_second = Leadership(second, recheck_s=0)
+    try:
+        assert [lead_first.held(), lead_second.held()] == [True, False]
+        lead_first.close()
+        assert lead_first.held() is False  # not asked again within the hour: it let go
+        # Its session ends with its connection, a moment later: the lock with it, no timeout.
+        wait_for(lead_second.held, "the second service leading", timeout=10)
+    finally:
+        lead_first.close()
+        lead_second.close()
+        first.close()
+        second.close()
+
+
+def test_a_service_that_cannot_reach_the_state_does_not_dispatch(tmp_path: Path) -> None:
+    class Unreachable(WasteState):
+        def __init__(self) -> None:  # PostgreSQL on a port nothing listens on, never migrated
+            self._engine = create_engine(f"postgresql+psycopg://linli@127.0.0.1:{free_port()}/linli")
+
+    lead = Leadership(Unreachable(), recheck_s=0)
+    assert lead.held() is False
+    lead.close()
 
 
 def test_the_state_is_a_file_beside_the_config_or_a_url_from_the_environment(

@@ -1,0 +1,337 @@
+"""Mutation testing (mutmut 3) of the modules that carry linli's guarantees; prints the survivors.
+
+mutmut 3 names a mutant after its file's path (`src/` stripped) and puts only `mutants/` and
+`mutants/src` on `sys.path`, while linli is one package spread over several roots
+(`package-dir` in pyproject.toml). So the run happens in a stage, `.mutation/`: the repository's
+files, and the `linli` package assembled from its roots under `src/linli`, the layout mutmut
+knows. Its tests (those that start the `linli` command too, through PYTHONPATH) import the
+mutated copy, never the editable install. The stage is made anew for each run.
+
+Exit codes: 0 every mutant killed or reviewed; 1 a survivor not listed as reviewed (or a score
+under the bar); 2 a usage error (unknown module, bad ref, mutmut missing); 3 mutmut itself
+failed (its output says why: most often a test that fails on the unmutated code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import fnmatch
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import tomllib
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE = ROOT / ".mutation"
+BAR = 0.90  # the share of mutants killed (or reviewed as equivalent) each run must reach
+
+
+@dataclass(frozen=True)
+class Module:
+    path: str  # in the repository
+    tests: tuple[str, ...]  # the test files that exercise it (mutmut runs only those that hit a mutant)
+    functions: tuple[str, ...] = ("*",)  # of mutmut's names (`x_f`, `xǁClassǁmethod`), globs
+
+    @property
+    def name(self) -> str:
+        """The module's dotted name, as mutmut names its mutants."""
+        return staged(self.path).removeprefix("src/").removesuffix(".py").replace("/", ".")
+
+    def globs(self) -> list[str]:
+        return [f"{self.name}.{f}__mutmut_*" for f in self.functions]
+
+
+MODULES = {
+    "buffer": Module("edge/linli/edge/buffer.py", ("tests/test_buffer.py", "tests/test_writer.py")),
+    "spool": Module("edge/linli/edge/spool.py", ("tests/test_full_disk.py", "tests/test_mqtt_batches.py")),
+    "writer": Module("edge/linli/edge/writer.py", ("tests/test_writer.py",)),
+    "store": Module(
+        "cloud/linli/cloud/store.py",
+        ("tests/test_state.py", "tests/test_claim_races.py", "tests/test_notifier.py"),
+    ),
+    "outbox": Module("cloud/linli/cloud/waste/outbox.py", ("tests/test_waste_store.py",)),
+    # Of the waste service's state, its claims, the delivery outbox and the dispatch lease.
+    "state": Module(
+        "cloud/linli/cloud/waste/state.py",
+        ("tests/test_waste_state.py",),
+        (
+            "xǁWasteStateǁclaim_*",
+            "xǁWasteStateǁhold",
+            "xǁWasteStateǁrelease",
+            "xǁWasteStateǁorphans",
+            "xǁWasteStateǁput",
+            "xǁWasteStateǁpending",
+            "xǁWasteStateǁwaiting",
+            "xǁWasteStateǁwritten",
+            "xǁLeadershipǁ*",
+        ),
+    ),
+    "bookings": Module(
+        "cloud/linli/cloud/waste/bookings.py", ("tests/test_bookings.py", "tests/test_booking_races.py")
+    ),
+}
+
+# Lines whose mutants change nothing a caller can see: what is logged (mutmut's
+# `do_not_mutate_patterns`, one regex a line). Anything else equivalent is listed, with why,
+# in docs/reliability.md ("Mutation testing"), and in REVIEWED below.
+NOISE = [r"\blog\.(debug|info|warning|error|exception)\("]
+
+# Survivors reviewed as equivalent, and why (docs/reliability.md lists them too); `mutmut show
+# NAME` in .mutation/ shows each. A name's number changes when its function changes: review again.
+_LOG_ONLY = "only which line is logged: `was` and the first `_held` on PostgreSQL choose the log line"
+_STATE = "linli.cloud.waste.state."
+_BOOKINGS = "linli.cloud.waste.bookings."
+# A float stored and read back from PostgreSQL or SQLite is the same float, so a tolerance
+# dropped (math.isclose's default rel_tol=1e-9 then) changes nothing; and for a window's times
+# (1.8e9 s) that default rel_tol is 1.8 s, more than abs_tol=1e-3 or 1.001 s.
+_TOLERANCE = "a tolerance changed where math.isclose's default rel_tol already decides (see above)"
+REVIEWED: dict[str, str] = {
+    **{f"{_STATE}xǁLeadershipǁ__init____mutmut_{n}": _LOG_ONLY for n in (6, 7, 8, 9)},
+    **{f"{_STATE}xǁLeadershipǁheld__mutmut_{n}": _LOG_ONLY for n in (9, 14, 15, 16, 17)},
+    f"{_STATE}xǁLeadershipǁ__init____mutmut_5": "the first question skipped only while monotonic() < "
+    "2 x recheck_s (4 s after boot)",
+    f"{_STATE}xǁLeadershipǁheld__mutmut_7": "`<=` for `<`: differs only when two monotonic readings "
+    "are exactly recheck_s apart",
+    f"{_STATE}xǁLeadershipǁ_take__mutmut_4": "SQLAlchemy upper-cases the isolation level it is given",
+    f"{_STATE}xǁWasteStateǁorphans__mutmut_14": "an unquoted table name: any case is the same name",
+    f"{_STATE}xǁWasteStateǁorphans__mutmut_16": "unquoted column names: any case is the same name",
+    **{f"{_BOOKINGS}xǁBookingsǁ_same__mutmut_{n}": _TOLERANCE for n in (17, 24, 25, 31, 32, 40, 49)},
+    **{
+        f"{_BOOKINGS}xǁBookingsǁ__init____mutmut_{n}": "zip's strict over (x, y) pairs: always two"
+        for n in (7, 9, 10)
+    },
+    f"{_BOOKINGS}xǁBookingsǁcreate__mutmut_17": "BookingRequest already refuses lat without lon",
+    **{
+        f"{_BOOKINGS}xǁBookingsǁcreate__mutmut_{n}": "`<` for `<=`: a pile exactly on the district's "
+        "box edge, in float metres"
+        for n in (28, 29)
+    },
+    f"{_BOOKINGS}xǁBookingsǁtrail__mutmut_7": 'SQL made lower case; its one quoted name, "by", already is',
+}
+
+STATUS = {1: "killed", 3: "killed", 37: "killed", 0: "survived", 33: "no tests", 5: "no tests", 36: "timeout",
+          -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout"}  # fmt: skip
+SQL = re.compile(r"\b(SELECT|INSERT INTO|UPDATE|DELETE FROM|CREATE|VALUES|RETURNING|WHERE|ORDER BY)\b")
+
+
+def staged(path: str) -> str:
+    """Where a module of one of the package's roots is in the stage: `cloud/linli/cloud/x.py`
+    is `src/linli/cloud/x.py`."""
+    return "src/linli/" + path.split("/linli/", 1)[1]
+
+
+def fail(message: str) -> None:
+    print(f"mutation: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def chosen(names: list[str], changed: str | None) -> list[str]:
+    """The modules to mutate: named (short name or path), changed since a ref, or all."""
+    by_path = {m.path: name for name, m in MODULES.items()}
+    if changed is not None:
+        diff = subprocess.run(
+            ["git", "diff", "--name-only", changed, "--"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if diff.returncode != 0:
+            fail(f"cannot diff against {changed!r}: {diff.stderr.strip()}")
+        return [by_path[p] for p in diff.stdout.split() if p in by_path]
+    out = []
+    for name in names or list(MODULES):
+        key = by_path.get(name.removeprefix("./"), name)
+        if key not in MODULES:
+            fail(f"no guarded module {name!r}: name one of {', '.join(MODULES)} (or its path)")
+        out.append(key)
+    return out
+
+
+def stage() -> None:
+    """The repository's files, and `src/linli` assembled from the package's roots."""
+    shutil.rmtree(STAGE, ignore_errors=True)
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (STAGE / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, STAGE / name)
+    roots = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    for package, root in sorted(roots.items()):  # `linli` first, then its subpackages into it
+        shutil.copytree(
+            ROOT / root, STAGE / "src" / package.replace(".", "/"), dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )  # fmt: skip
+
+
+def configure(modules: list[str]) -> None:
+    """mutmut's settings, appended to the stage's pyproject.toml."""
+    only = [staged(MODULES[m].path) for m in modules]
+    tests = sorted({t for m in modules for t in MODULES[m].tests})
+    top = sorted({p.name for p in STAGE.iterdir()} - {"src", "tests", "pyproject.toml"})
+    settings = {
+        "source_paths": ["src"],
+        "only_mutate": only,
+        "also_copy": top,
+        "do_not_mutate_patterns": NOISE,
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q"],
+        "pytest_add_cli_args_test_selection": tests,
+    }
+    lines = ["", "[tool.mutmut]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    with (STAGE / "pyproject.toml").open("a") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def mutmut(*args: str, **env: str) -> int:
+    env = dict(os.environ, PYTHONPATH=str(STAGE / "mutants" / "src"), **env)
+    return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=STAGE, env=env, check=False).returncode
+
+
+def run(globs: list[str], max_children: int) -> int:
+    """`mutmut run` with one PostgreSQL cluster made for all its mutants (tests/conftest.py
+    copies it instead of running initdb each time), and the servers that a mutant killed on
+    its time limit left behind stopped afterwards: those whose environment carries this run's
+    token."""
+    from linli.localservers import start_postgresql
+
+    token = uuid.uuid4().hex
+    template = Path(tempfile.mkdtemp(prefix="linli-pg-mutation-"))
+    try:
+        start_postgresql(template / "pg").stop()
+        return mutmut(
+            "run", "--max-children", str(max_children), *globs,
+            LINLI_TEST_PG_CLUSTER=str(template / "pg" / "cluster"), LINLI_MUTATION_RUN=token,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(template, ignore_errors=True)
+        for proc in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError):
+                if f"LINLI_MUTATION_RUN={token}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                    os.kill(int(proc.name), signal.SIGINT)  # PostgreSQL: its fast shutdown
+
+
+def sql_case_only(diff: str) -> bool:
+    """Whether a mutant only changes the case of SQL text with nothing quoted in it and its bind
+    parameters (`:name`) unchanged: keywords and unquoted names are the same in either case to
+    PostgreSQL and SQLite."""
+    changed = [line[1:] for line in diff.splitlines()[2:] if line[:1] in "+-"]
+    if len(changed) != 2:
+        return False
+    before, after = (re.findall(r'"([^"]*)"', line) for line in changed)
+    pairs = [(a, b) for a, b in zip(before, after, strict=False) if a != b]
+    return (
+        len(before) == len(after)
+        and bool(pairs)
+        and all(
+            a.lower() == b.lower()
+            and SQL.search(a.upper()) is not None
+            and re.findall(r":\w+", a) == re.findall(r":\w+", b)
+            and "'" not in a.replace("''", "")
+            for a, b in pairs
+        )
+    )
+
+
+def report(modules: list[str]) -> int:
+    """Each module's score, and every survivor not reviewed with the change it makes (all the
+    diffs in `.mutation/survivors.diff`)."""
+    os.chdir(STAGE)  # mutmut reads its settings and mutants from there
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    worst, left = 1.0, 0
+    with (STAGE / "survivors.diff").open("w") as out:
+        for name in modules:
+            module = MODULES[name]
+            meta = STAGE / "mutants" / f"{staged(module.path)}.meta"
+            codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+            codes = {k: c for k, c in codes.items() if any(fnmatch.fnmatch(k, g) for g in module.globs())}
+            codes = {k: c for k, c in codes.items() if c is not None}  # not checked: left out by --only
+            status = Counter(STATUS.get(c, "other") for c in codes.values())
+            survivors = sorted(k for k, c in codes.items() if STATUS.get(c) != "killed")
+            diffs = {k: get_diff_for_mutant(k, path=staged(module.path)) for k in survivors}
+            equivalent = {k for k in survivors if k in REVIEWED or sql_case_only(diffs[k])}
+            detected = status["killed"] + status["timeout"]  # a mutant that hangs the tests is caught
+            score = (detected + len(equivalent)) / len(codes) if codes else 1.0
+            worst = min(worst, score)
+            print(
+                f"{name:9} {module.path}: {status['killed']}/{len(codes)} killed, "
+                f"{status['survived']} survived, {status['no tests']} reached by no test, "
+                f"{status['timeout']} timed out, {len(equivalent)} equivalent: {score:.1%}"
+            )
+            for k in survivors:
+                out.write(f"# {k}{' (equivalent)' if k in equivalent else ''}\n{diffs[k]}\n\n")
+                if k not in equivalent:
+                    left += 1
+                    changed = [line[1:].strip() for line in diffs[k].splitlines()[2:] if line[:1] in "+-"]
+                    print(f"  {k} [{STATUS.get(codes[k], codes[k])}]: {' => '.join(changed)[:240]}")
+    if left:
+        print(f"\n{left} survivors not reviewed; every diff: .mutation/survivors.diff")
+    return 0 if worst >= BAR and not left else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/mutation",
+        description="Mutation testing (mutmut) of the modules that carry the guarantees; "
+        "prints the survivors.",
+        epilog=f"Modules: {', '.join(f'{n} ({m.path})' for n, m in MODULES.items())}. "
+        "Exit 0: every mutant killed or reviewed; 1: survivors to review; 2: usage error; 3: mutmut failed.",
+    )
+    parser.add_argument("modules", nargs="*", help="short names or paths (default: all)")
+    parser.add_argument("--changed", metavar="REF", help="only the guarded modules changed since REF")
+    parser.add_argument(
+        "--only", metavar="MUTANT", action="append", default=[],
+        help="only these mutants (mutmut's names, globs; again for more): survivors checked after a new test",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-children", type=int, default=1, choices=(1, 2), help="mutants tested at once (default 1)"
+    )
+    args = parser.parse_args()
+    if args.changed is not None and args.modules:
+        fail("name modules or give --changed, not both")
+    modules = chosen(args.modules, args.changed)
+    if not modules:
+        print(f"mutation: no guarded module changed since {args.changed}; nothing to mutate")
+        return 0
+    if importlib.util.find_spec("mutmut") is None:
+        fail("mutmut is not installed: .venv/bin/pip install -e '.[dev]' -c constraints.txt")
+    globs = [g for m in modules for g in MODULES[m].globs()]
+    if args.only:
+        globs = [o for o in args.only if any(fnmatch.fnmatch(o, g) or fnmatch.fnmatch(g, o) for g in globs)]
+        if not globs:
+            fail("--only names no mutant of the modules chosen")
+    # One run at a time: the stage is made anew, under the feet of any run still using it.
+    lock = (ROOT / ".mutation.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fail("another run of scripts/mutation is using .mutation/: wait for it to end")
+    print(f"mutation: {', '.join(modules)} in {STAGE.relative_to(ROOT)}/")
+    stage()
+    configure(modules)
+    # Made before mutmut starts: a PYTHONPATH folder missing at start is never looked in again.
+    (STAGE / "mutants" / "src").mkdir(parents=True)
+    code = run(globs, args.max_children)
+    if code != 0:
+        print(f"mutation: mutmut run failed (exit {code})", file=sys.stderr)
+        return 3
+    return report(modules)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
