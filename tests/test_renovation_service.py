@@ -8,9 +8,11 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import logging
 import multiprocessing
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -458,3 +460,33 @@ def test_a_booking_for_later_is_planned_but_offered_only_when_its_time_comes(
     opens_ms = dt.datetime.fromisoformat(later["earliest"]).timestamp() * 1000
     # Planned in its window (the solver counts whole seconds from the plan's time).
     assert out["later"]["predicted_ms"] >= opens_ms - 1000
+
+
+def test_a_stopped_service_says_what_it_did_and_what_is_left(
+    mosquitto: LocalServer,
+    peers: tuple[Receiver, Inbox, int],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Ctrl-C (the stop event) ends with one line: messages taken, notices, what is left."""
+    config, feed = renovation_config(mosquitto, peers, tmp_path)
+    gubei = feed.stops["gubei-1"]
+
+    async def scenario() -> int:
+        service = WasteService(config, TOKEN, feed)
+        async with serving(service, mosquitto.port) as terminal:
+            await asyncio.to_thread(
+                terminal.send, "location", {"lat": gubei.lat, "lon": gubei.lon, "speed": 20.0}
+            )
+            await wait_until(lambda: service.received == 1, 10, "the truck's message taken")
+        return service.received
+
+    with caplog.at_level(logging.INFO, logger="linli.cloud.waste.service"):
+        assert asyncio.run(scenario()) == 1
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waste: stopped;")]
+    assert len(said) == 1
+    assert re.fullmatch(
+        r"waste: stopped; 1 truck messages taken, 0 notices claimed, 0 waiting for the state, "
+        r"0 deliveries recorded as failed, \d+ store lines kept for the next start",
+        said[0],
+    ), said

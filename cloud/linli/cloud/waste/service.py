@@ -1175,6 +1175,16 @@ class WasteService:
                 await self.renovation.planner.close()  # before the deliveries are drained
             await self.deliveries.drain()
             await self.sender.close()
+            # What an operator pressing Ctrl-C wants to know: what it did, and what is left.
+            log.info(
+                "waste: stopped; %d truck messages taken, %d notices claimed, %d waiting for the "
+                "state, %d deliveries recorded as failed, %d store lines kept for the next start",
+                self.received,
+                sum(self.claimed.values()),
+                self.waiting,
+                sum(self.deliveries.gave_up.values()),
+                self.outbox.pending(),
+            )
             self.leadership.close()
             self.state.close()
         return 0
