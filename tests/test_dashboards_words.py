@@ -179,3 +179,29 @@ def test_every_table_column_has_a_chinese_header() -> None:
                 assert isinstance(target, InfluxQuery)
                 for column in [*target.select.group_tags, *target.select.column_names()]:
                     assert CJK.search(headers.get(column, "")), (uid, panel["title"], column, headers)
+
+
+def test_the_trucks_table_names_each_route_as_people_do() -> None:
+    """wet-north is 湿垃圾北线 on the big screen, "Wet waste, north" in English: never the id."""
+
+    def route_names(locale: Locale) -> dict[str, str]:
+        screen = built(locale)["linli-screen"]
+        return {
+            route: option["text"]
+            for panel in screen["panels"]
+            for override in panel.get("fieldConfig", {}).get("overrides", [])
+            if override["matcher"].get("options") == "route"
+            for prop in override["properties"]
+            if prop["id"] == "mappings"
+            for mapping in prop["value"]
+            for route, option in mapping["options"].items()
+        }
+
+    zh, en = route_names("zh-CN"), route_names("en")
+    assert (
+        set(zh) == set(en) == {"wet-north", "wet-south", "dry-north", "dry-south", "recyclable", "hazardous"}
+    )
+    assert zh["wet-north"] == "湿垃圾北线"
+    assert en["wet-north"] == "Wet waste, north"
+    assert all(CJK.search(name) for name in zh.values())
+    assert not any(CJK.search(name) for name in en.values())

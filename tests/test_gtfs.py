@@ -136,6 +136,15 @@ def test_stop_names_in_english_come_from_gtfs_translations(tmp_path: Path) -> No
     by_value = load_feed(folder)
     assert by_value.stops["hongxu-1"].name_in("en") == "Hongxu bin room"
     assert by_value.stops["xianxia-1"].name_in("en") == "仙霞小区垃圾房"  # untranslated: its own name
+    # Routes too: routes.txt's long name, in English from translations.txt.
+    assert by_value.route_name("wet-north", "en") == "Wet waste north"
+    assert by_value.route_name("wet-south", "en") == "湿垃圾南线"
+    assert [feed.route_name(r, "zh-CN") for r in ("wet-north", "recyclable")] == ["湿垃圾北线", "可回收物线"]
+    assert [feed.route_name(r, "en") for r in ("dry-south", "hazardous")] == [
+        "Dry waste, south",
+        "Hazardous waste",
+    ]
+    assert feed.route_name("no-such-route", "en") == "no-such-route"
 
 
 def test_a_translation_of_no_stop_is_named_with_its_row(tmp_path: Path) -> None:
@@ -143,6 +152,14 @@ def test_a_translation_of_no_stop_is_named_with_its_row(tmp_path: Path) -> None:
         tmp_path, "translations.txt", "Hongxu compound bin room,hongxu-1", "Hongxu compound bin room,hongxu-9"
     )
     assert problems == ["translations.txt:3: record_id 'hongxu-9' is no stop of stops.txt"]
+
+
+def test_a_translation_of_no_route_is_named_with_its_row(tmp_path: Path) -> None:
+    problems = broken(
+        tmp_path, "translations.txt", '"Wet waste, north",wet-north', '"Wet waste, north",wet-nord'
+    )
+    # The header, 22 stops, then the routes: wet-north is row 24.
+    assert problems == ["translations.txt:24: record_id 'wet-nord' is no route of routes.txt"]
 
 
 def test_a_missing_file_and_a_missing_column_are_named(tmp_path: Path) -> None:

@@ -44,6 +44,12 @@ def stops() -> dict[str, str]:
     return {stop.id: stop.name_in(current()) for stop in feed.stops.values()} if feed else {}
 
 
+def routes() -> dict[str, str]:
+    """Route id -> its name in the build's locale (湿垃圾北线)."""
+    _, feed = _district()
+    return {route: feed.route_name(route, current()) for route in feed.routes} if feed else {}
+
+
 def trucks() -> dict[str, str]:
     """Truck id -> its fleet number and plate, as the build's locale writes them."""
     _, feed = _district()

@@ -181,13 +181,14 @@ def trips_now() -> Target:
 
 
 def trips_table(title: str) -> table.Panel:
-    """The trips as a table: each truck and its next stop by name, delay coloured past 5 and 10
-    minutes, progress as a bar."""
+    """The trips as a table: each truck, its route and its next stop by name, delay coloured past
+    5 and 10 minutes, progress as a bar."""
     return (
         table.Panel()
         .title(title)
         .cell_height(common.TableCellHeight.SM)
         .override_by_name("truck", props(("mappings", names.mapping(names.trucks()))))
+        .override_by_name("route", props(("mappings", names.mapping(names.routes()))))
         .override_by_name("next stop", props(("mappings", names.mapping(names.stops()))))
         .override_by_name("in min", props(("unit", unit("minute"))))
         .override_by_name(

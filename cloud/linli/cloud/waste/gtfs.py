@@ -212,6 +212,15 @@ class Feed:
     shapes: dict[str, Shape]
     services: dict[str, Service]
     extras: Extras
+    # Each route's name as people read it (routes.txt's long name, or its short name), by
+    # language: "" the feed's own, others from translations.txt.
+    route_names: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def route_name(self, route_id: str, locale: str) -> str:
+        """The route's name in `locale`'s language; the feed's own where none is given; its id
+        where the feed names it not at all."""
+        names = self.route_names.get(route_id, {})
+        return names.get(locale.partition("-")[0]) or names.get("") or route_id
 
 
 class GtfsError(Exception):
@@ -280,13 +289,15 @@ def load_feed(folder: Path) -> Feed:  # noqa: PLR0912, PLR0915 (one pass per fil
         if rec["stop_id"] in stops:
             r.problem("stops.txt", row, f"stop_id '{rec['stop_id']}' appears twice")
         stops[rec["stop_id"]] = Stop(rec["stop_id"], rec["stop_name"], lat, lon)
-    if (folder / TRANSLATIONS).is_file():
-        _translate_stops(r, stops)
     route_ids: set[str] = set()
+    route_names: dict[str, dict[str, str]] = {}
     for row, rec in r.rows("routes.txt"):
         if rec["route_id"] in route_ids:
             r.problem("routes.txt", row, f"route_id '{rec['route_id']}' appears twice")
         route_ids.add(rec["route_id"])
+        route_names[rec["route_id"]] = {"": rec.get("route_long_name") or rec["route_short_name"]}
+    if (folder / TRANSLATIONS).is_file():
+        _translate(r, stops, route_names)
     services: dict[str, Service] = {}
     days = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
     # calendar.txt may be left out when calendar_dates.txt gives every date (GTFS allows either).
@@ -414,7 +425,7 @@ def load_feed(folder: Path) -> Feed:  # noqa: PLR0912, PLR0915 (one pass per fil
             )
     if r.problems or extras is None:
         raise GtfsError(folder, r.problems)
-    return Feed(timezone, stops, extras.routes, trips, shapes, services, extras)
+    return Feed(timezone, stops, extras.routes, trips, shapes, services, extras, route_names)
 
 
 def _calendar_dates(r: _Reader, services: dict[str, Service]) -> dict[str, Service]:
@@ -444,20 +455,31 @@ def _calendar_dates(r: _Reader, services: dict[str, Service]) -> dict[str, Servi
     return out
 
 
-def _translate_stops(r: _Reader, stops: dict[str, Stop]) -> None:
-    """Each stop's names in other languages: a row names its stop by record_id, or by field_value
-    (every stop of that stop_name). Other tables' translations are not shown to anyone here."""
+def _translate(r: _Reader, stops: dict[str, Stop], routes: dict[str, dict[str, str]]) -> None:
+    """Stops' and routes' names in other languages. A row names its stop or route by record_id,
+    or by field_value (every stop or route of that name). Other tables' translations are not
+    shown to anyone here."""
     for row, rec in r.rows(TRANSLATIONS):
-        if (rec["table_name"], rec["field_name"]) != ("stops", "stop_name"):
+        table = (rec["table_name"], rec["field_name"])
+        if table not in (("stops", "stop_name"), ("routes", "route_long_name")):
             continue
         language, translation = rec["language"], rec["translation"]
         record, value = rec.get("record_id", ""), rec.get("field_value", "")
+        if not language or not translation:
+            r.problem(TRANSLATIONS, row, "language and translation must not be empty")
+            continue
+        if table[0] == "routes":
+            ids = [record] if record in routes else [i for i, n in routes.items() if value and n[""] == value]
+            if not ids:
+                what = f"record_id '{record}'" if record else f"field_value '{value}'"
+                r.problem(TRANSLATIONS, row, f"{what} is no route of routes.txt")
+            for route in ids:
+                routes[route][language] = translation
+            continue
         named = (
             [stops[record]] if record in stops else [s for s in stops.values() if value and s.name == value]
         )
-        if not language or not translation:
-            r.problem(TRANSLATIONS, row, "language and translation must not be empty")
-        elif not named:
+        if not named:
             what = f"record_id '{record}'" if record else f"field_value '{value}'"
             r.problem(TRANSLATIONS, row, f"{what} is no stop of stops.txt")
         for stop in named:
