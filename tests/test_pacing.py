@@ -78,7 +78,11 @@ def test_a_throttled_robot_is_waited_out_and_nothing_is_lost(monkeypatch: pytest
     # The robot's documented penalty (a minute) made short: the test's own time.
     monkeypatch.setitem(channels.THROTTLED, (ChannelKind.WECOM, 45009), 0.5)
     robot = Robot(throttle=2)
-    policy = DeliveryConfig(allow_private=True, pace={ChannelKind.WECOM: PaceLimit(per=2, window_s=1.0)})
+    # One send at a time (they reach the robot in the order the pace lets them go), and a window
+    # long enough that both throttled answers are back before it lets anything else go.
+    policy = DeliveryConfig(
+        allow_private=True, per_destination=1, pace={ChannelKind.WECOM: PaceLimit(per=2, window_s=3.0)}
+    )
     channel = HttpChannel(kind=ChannelKind.WECOM, url=robot.url)
     warnings = [
         Notice("firing", alert(severity="warning", site=f"site-{i}"), "ops", locale="en") for i in range(4)

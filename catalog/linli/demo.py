@@ -31,12 +31,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "the waste service (SQLite), the devices and the trucks on their timetable, and the edge "
             "agent; every keeper's, office's, requester's and subscriber's message goes to a local "
             "inbox page. Every part runs on one clock that starts now and runs --time-scale times "
-            "faster. With --chargers-only: K charging stations and the agent only. Ctrl-C stops "
+            "faster. With --chargers-only: the charging stations and the agent only. Ctrl-C stops "
             "everything, flushed, and says how to look at the data again."
         ),
     )
     demo.add_argument(
-        "--chargers-only", action="store_true", help="only K charging stations, the agent and the store"
+        "--chargers-only",
+        action="store_true",
+        help="only the charging stations (--stations), the agent and the store",
     )
     demo.add_argument(
         "--stations", type=int, default=10, help="with --chargers-only: simulated stations (default 10)"
@@ -51,7 +53,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="seed of the stations' random behaviour: same seed, same day (default 1)",
     )
     demo.add_argument(
-        "--interval", type=float, default=1.0, help="with --chargers-only: poll interval in s (default 1)"
+        "--interval",
+        type=float,
+        default=1.0,
+        help="with --chargers-only: poll interval in seconds (default 1)",
     )
     demo.add_argument(
         "--start",

@@ -1,5 +1,10 @@
 """The trucks as a GTFS-realtime feed: TripUpdates and VehiclePositions, so that any
-transit-style app or map can show where the trucks are and when they will come."""
+transit-style app or map can show where the trucks are and when they will come.
+
+Each stop ahead has a predicted arrival and departure (the timetable's dwell after it), as
+stop_times.txt gives both; a trip with nothing left ahead has no TripUpdate, which the
+specification requires to hold a stop. `tests/test_gtfs_realtime.py` runs an outside
+validator (`gtfs-rt-validator`) over a simulated morning."""
 
 from __future__ import annotations
 
@@ -24,24 +29,31 @@ def feed_message(
         trip = tracker.trip
         day = service_day(tracker.zero_s, timezone).strftime("%Y%m%d")
         truck = trucks[trip.route_id]
-        update = message.entity.add(id=f"{trip.id}@{day}").trip_update
+        update = rt.TripUpdate()
         update.trip.trip_id = trip.id
         update.trip.route_id = trip.route_id
         update.trip.start_date = day
+        update.trip.schedule_relationship = rt.TripDescriptor.SCHEDULED
         update.vehicle.id = truck
         update.timestamp = int(now_s)
         for index, (visit, st) in enumerate(zip(tracker.stops.visits, trip.stop_times, strict=True)):
             if visit.state is Visit.AHEAD and index in tracker.predicted:
                 stu = update.stop_time_update.add(stop_sequence=st.sequence, stop_id=st.stop_id)
+                stu.schedule_relationship = rt.TripUpdate.StopTimeUpdate.SCHEDULED
+                # Both times, as stop_times.txt gives both: the timetable's dwell after the arrival.
                 stu.arrival.time = int(tracker.predicted[index])
+                stu.departure.time = int(tracker.predicted[index]) + (st.departure_s - st.arrival_s)
             elif visit.state is Visit.SKIPPED:
                 stu = update.stop_time_update.add(stop_sequence=st.sequence, stop_id=st.stop_id)
                 stu.schedule_relationship = rt.TripUpdate.StopTimeUpdate.SKIPPED
+        if update.stop_time_update:  # nothing ahead (back at the depot): no update is due
+            message.entity.add(id=f"{trip.id}@{day}").trip_update.CopyFrom(update)
         if tracker.last_fix is not None:
             lat, lon, at = tracker.last_fix
             vehicle = message.entity.add(id=f"{truck}@{day}").vehicle
             vehicle.trip.trip_id = trip.id
             vehicle.trip.start_date = day
+            vehicle.trip.schedule_relationship = rt.TripDescriptor.SCHEDULED
             vehicle.vehicle.id = truck
             vehicle.position.latitude = lat
             vehicle.position.longitude = lon
