@@ -162,24 +162,12 @@ def _start_programs(
     try:
         vault = files.broker / "secrets"
         token = {"LINLI_CLOUD_TOKEN": admin}
-        children.append(
-            spawn(
-                "notifier",
-                linli_argv("cloud", "run", "--config", str(files.notifier), "--log-level", "warning"),
-                logs,
-                {**env_file(vault / "notifier.env"), **token},
-                files.notifier_port,
-            )
-        )
-        children.append(
-            spawn(
-                "waste",
-                linli_argv("waste", "run", "--config", str(files.waste), "--log-level", "warning"),
-                logs,
-                {**env_file(vault / "waste.env"), **token},
-                files.waste_port,
-            )
-        )
+        for name, command, config, port in (
+            ("notifier", "cloud", files.notifier, files.notifier_port),
+            ("waste", "waste", files.waste, files.waste_port),
+        ):
+            argv = linli_argv(command, "run", "--config", str(config), "--log-level", "warning")
+            children.append(spawn(name, argv, logs, {**env_file(vault / f"{name}.env"), **token}, port))
         sim = [
             "sim", "district", "--scenario", str(files.scenario), "--gtfs", str(files.gtfs),
             "--modbus-port", str(files.modbus_port), "--mqtt-port", str(files.mqtt_port),
