@@ -14,8 +14,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+from grafana_foundation_sdk.models.dashboard import VariableType
 
 from linli.catalog.i18n import LOCALES, Locale
 from linli.catalog.profile import builtin_profiles
@@ -26,7 +28,7 @@ from linli.dashboards.alerts import rules
 from linli.dashboards.influxql import InfluxQuery, Select
 from linli.dashboards.influxv1 import expand, run
 from linli.dashboards.recording import Recording, record
-from linli.dashboards.render import COLOURS, Source, draw, render
+from linli.dashboards.render import COLOURS, Source, _mapped, _shown, draw, render
 from linli.dashboards.theme import ZONE
 from linli.localservers import LocalServer
 from linli.sim.scenario import builtin_scenario_path, load_scenario
@@ -163,11 +165,113 @@ def test_every_query_reads_what_the_pipeline_writes_and_returns_rows(district: R
 
 
 def test_every_variable_lists_values_from_the_pipeline(district: Recording) -> None:
+    custom = 0
     for uid, board in boards.models().items():
         for variable in board.templating.list_val or []:
             assert isinstance(variable.query, str)
-            values = execute(district, variable.query)
-            assert len(values) >= 2, f"{uid} ${variable.name}: {values}"
+            if variable.type_val != VariableType.CUSTOM:
+                values = execute(district, variable.query)
+                assert len(values) >= 2, f"{uid} ${variable.name}: {values}"
+                continue
+            # A list of names standing for ids: every id the queries it narrows can meet is offered.
+            offered = {value for _, value in custom_options(variable.query)}
+            stored = stored_values(district, uid, variable.name)
+            assert len(stored) >= 2, f"{uid} ${variable.name}: {stored}"
+            assert stored <= offered, f"{uid} ${variable.name} lacks {stored - offered}"
+            custom += 1
+    assert custom >= 6
+
+
+def custom_options(query: str) -> list[tuple[str, str]]:
+    """A custom variable's (text, value) options as Grafana reads them: `text : value`, commas apart."""
+    options = [o.replace("\\,", ",").strip() for o in re.findall(r"(?:\\,|[^,])+", query)]
+    return [tuple(o.split(" : ", 1)) if " : " in o else (o, o) for o in options]
+
+
+def stored_values(rec: Recording, uid: str, variable: str) -> set[str]:
+    """The values of the tag a variable narrows, in every measurement of the dashboard it narrows,
+    among the rows its queries read (health's cameras only, for the elevators)."""
+    values: set[str] = set()
+    for q in all_queries():
+        if not q.where.startswith(uid):
+            continue
+        for tag in re.findall(rf'"(\w+)" =~ /\^\${variable}\$/', q.query.query):
+            for ref in q.query.refs:
+                # `alert` holds every kind's alerts; a drill-down reads its own kind's only.
+                if tag not in ref.tags or ref.measurement == "alert":
+                    continue
+                fixed = [
+                    f"\"{key}\" {op} '{value}'"
+                    for key, op, value in re.findall(r"\"(\w+)\" (=|!=) '([^']*)'", q.query.query)
+                    if key in ref.tags
+                ]
+                where = f" WHERE {' AND '.join(fixed)}" if fixed else ""
+                show = f'SHOW TAG VALUES FROM "{ref.measurement}" WITH KEY = "{tag}"{where}'
+                values |= {str(row[1]) for row in execute(rec, show)}
+    return values
+
+
+def ids_of_the_district() -> set[str]:
+    """Every id a machine uses for a place, a route, a truck, a bin room or a kind of device."""
+    scenario = load_scenario(builtin_scenario_path())
+    feed = load_feed(Path(__file__).parents[1] / "deploy" / "gtfs" / "hongqiao")
+    kinds = {g.kind for g in scenario.groups}
+    return (
+        {s.id for s in scenario.sites}
+        | set(feed.stops)
+        | set(feed.extras.trucks)
+        | set(feed.routes)
+        | {"on-call"}
+        | kinds
+    )
+
+
+def shown_to_a_person(rec: Recording, dashboard: dict[str, Any]) -> list[str]:
+    """What Grafana shows of a dashboard over the recording: titles, each variable's choices,
+    each series' name, each table cell of text; names as the panel's renames, display names
+    and value mappings make them."""
+    shown = [dashboard["title"]]
+    for variable in dashboard.get("templating", {}).get("list", []):
+        shown.append(variable.get("label", ""))
+        if variable["type"] == "custom":
+            shown += [text for text, _ in custom_options(variable["query"])]
+        else:
+            shown += [str(row[-1]) for row in execute(rec, variable["query"])]
+    source = Source(rec.url, rec.database, rec.start_ms, rec.end_ms, zone=ZONE)
+    for panel in dashboard["panels"]:
+        shown.append(panel.get("title", ""))
+        for name, series in source.frames(panel):
+            if any(t.get("format") == "table" for t in panel.get("targets", [])):
+                shown += [_mapped(panel, tag, value) for tag, value in series.tags.items()]
+                for row in series.values:
+                    shown += [
+                        _mapped(panel, column, value)
+                        for column, value in zip(series.columns, row, strict=True)
+                        if isinstance(value, str)
+                    ]
+            else:
+                shown.append(_shown(panel, name))
+    return shown
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_no_dashboard_shows_an_id_to_a_person(district: Recording, locale: Locale) -> None:
+    ids = ids_of_the_district()
+    if locale == "en":  # an id that is an English word (fleet, camera) may stand in English text
+        ids = {i for i in ids if re.search(r"[-_\d]", i)}
+    scenario = load_scenario(builtin_scenario_path())
+    site_names = {s.id: s.name_en if locale == "en" else s.name for s in scenario.sites}
+    for uid, model in boards.models(locale).items():
+        shown = shown_to_a_person(district, boards.to_json(model))
+        text = "\n".join(shown)
+        told = sorted(i for i in ids if re.search(rf"(?<![\w-]){re.escape(i)}(?![\w-])", text))
+        assert not told, (uid, told, [s for s in shown if any(i in s for i in told)][:20])
+        assert len(shown) > 20, (uid, shown)
+    # The drill-downs' choices are the names: a compound with chargers, a tower with cameras.
+    chargers = shown_to_a_person(district, boards.to_json(boards.models(locale)["linli-chargers"]))
+    assert site_names["hongxu-1"] in chargers
+    assert "hongxu-1" not in chargers
+    assert any(s.startswith(site_names["changhong-1"] + " station-") for s in chargers), chargers
 
 
 def test_the_screen_shows_the_injected_faults_and_only_those(district: Recording) -> None:
@@ -274,6 +378,32 @@ def test_the_screen_names_sites_bin_rooms_and_trucks_as_people_do_never_by_id(
     for site in ("ronghua-1", "jinhui-2", "changhong-tower-1", "hongxu-tower"):
         assert names[site] in shown, (site, shown)
     assert truck_name(feed, "truck-wet-north", locale) in shown, shown
+
+
+def test_the_trucks_labels_on_the_map_stand_apart_even_at_the_depot(district: Recording) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Annotation
+
+    dashboard = boards.to_json(boards.models()["linli-screen"])
+    source = Source(district.url, district.database, district.start_ms, district.end_ms + 60_000, zone=ZONE)
+    fig = draw(dashboard, source)
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+        labels = [a for ax in fig.axes for a in ax.texts if isinstance(a, Annotation)]
+        boxes = [label.get_window_extent(renderer) for label in labels]
+        anchors = [tuple(label.xy) for label in labels]
+        shown = [label.get_text() for label in labels]
+    finally:
+        plt.close(fig)
+    feed = load_feed(Path(__file__).parents[1] / "deploy" / "gtfs" / "hongqiao")
+    assert sorted(shown) == sorted(truck_name(feed, truck, "zh-CN") for truck in feed.extras.trucks)
+    # Trucks back from their rounds, and the renovation truck waiting, stand at the depot together.
+    assert len(set(anchors)) < len(anchors), anchors
+    crossed = [
+        (shown[i], shown[j]) for i in range(len(boxes)) for j in range(i) if boxes[i].overlaps(boxes[j])
+    ]
+    assert not crossed, crossed
 
 
 MODBUS = {p.measurement: p for p in builtin_profiles().values() if p.modbus is not None}

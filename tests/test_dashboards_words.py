@@ -199,8 +199,10 @@ def test_the_trucks_table_names_each_route_as_people_do() -> None:
 
     zh, en = route_names("zh-CN"), route_names("en")
     assert (
-        set(zh) == set(en) == {"wet-north", "wet-south", "dry-north", "dry-south", "recyclable", "hazardous"}
-    )
+        set(zh)
+        == set(en)
+        == {"wet-north", "wet-south", "dry-north", "dry-south", "recyclable", "hazardous", "on-call"}
+    )  # on-call: the renovation truck's runs to bookings
     assert zh["wet-north"] == "湿垃圾北线"
     assert en["wet-north"] == "Wet waste, north"
     assert all(CJK.search(name) for name in zh.values())

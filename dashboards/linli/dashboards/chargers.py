@@ -6,13 +6,14 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import dashboard as model
 
 from linli.catalog.profile import get_profile
-from linli.dashboards import theme
+from linli.dashboards import names, theme
 from linli.dashboards.alerts import RECENT
 from linli.dashboards.influxql import Select, Target
 from linli.dashboards.panels import (
     Annotation,
     alerts_fired,
     board,
+    choice,
     latest_table,
     place,
     props,
@@ -115,7 +116,7 @@ def dashboard() -> db.Dashboard:
     dash = (
         board(t("chargers.title"), UID, ["chargers"])
         .annotation(alerts_fired("^charger$"))
-        .with_variable(variable("site", t("var.site"), "charger", "site"))
+        .with_variable(choice("site", t("var.site"), names.sites("charger")))
         .with_variable(variable("device", t("var.station"), "charger", "device", within=(("site", "site"),)))
         .annotation(
             Annotation.changes(

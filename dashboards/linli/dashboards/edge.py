@@ -5,18 +5,18 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import dashboard as model
 
-from linli.dashboards import theme
+from linli.dashboards import names, theme
 from linli.dashboards.alerts import RECENT
 from linli.dashboards.influxql import Select, Target
 from linli.dashboards.panels import (
     Annotation,
     board,
+    choice,
     latest_table,
     place,
     props,
     timeline,
     trend,
-    variable,
     with_panels,
 )
 from linli.dashboards.words import t
@@ -105,8 +105,8 @@ def dashboard() -> db.Dashboard:
     )
     dash = (
         board(t("edge.title"), UID, ["edge"])
-        .with_variable(variable("kind", t("var.kind"), "health", "kind"))
-        .with_variable(variable("site", t("var.site"), "health", "site", within=(("kind", "kind"),)))
+        .with_variable(choice("kind", t("var.kind"), names.kinds()))
+        .with_variable(choice("site", t("var.site"), names.sites()))
         .annotation(
             Annotation.changes(
                 t("edge.online_changes"),

@@ -6,13 +6,14 @@ from grafana_foundation_sdk.builders import bargauge, piechart, timeseries
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import common
 
-from linli.dashboards import theme
+from linli.dashboards import names, theme
 from linli.dashboards.edge import online_flags
 from linli.dashboards.influxql import Select, Target
 from linli.dashboards.panels import (
     Annotation,
     big_text,
     board,
+    choice,
     latest_table,
     legend_right,
     place,
@@ -106,7 +107,7 @@ def dashboard() -> db.Dashboard:
     stopped = _camera().select("action", alias="text").field_is("interception", "=", 1)
     dash = (
         board(t("elevators.title"), UID, ["elevators"])
-        .with_variable(variable("site", t("var.building"), "camera", "site"))
+        .with_variable(choice("site", t("var.building"), names.sites("camera")))
         .with_variable(variable("device", t("var.lift"), "camera", "device", within=(("site", "site"),)))
         .annotation(Annotation(t("elevators.stopped"), stopped.by("site"), theme.WORKING))
     )

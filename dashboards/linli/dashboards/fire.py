@@ -5,13 +5,14 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as db
 
 from linli.catalog.profile import get_profile
-from linli.dashboards import theme
+from linli.dashboards import names, theme
 from linli.dashboards.alerts import RECENT
 from linli.dashboards.influxql import Select, Target
 from linli.dashboards.panels import (
     Annotation,
     alerts_fired,
     board,
+    choice,
     latest_table,
     place,
     props,
@@ -126,7 +127,7 @@ def dashboard() -> db.Dashboard:
     dash = (
         board(t("fire.title"), UID, ["fire"])
         .annotation(alerts_fired("^fire_"))
-        .with_variable(variable("site", t("var.building"), "fire_pressure", "site"))
+        .with_variable(choice("site", t("var.building"), names.sites("fire_pressure")))
         .with_variable(
             variable("device", t("var.sensor"), "fire_point", "device", within=(("site", "site"),))
         )

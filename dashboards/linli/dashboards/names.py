@@ -9,14 +9,16 @@ by a display-name override.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 
 from grafana_foundation_sdk.models import dashboard as model
 
+from linli.catalog.i18n import text
 from linli.cloud.waste.gtfs import Feed, load_feed
 from linli.cloud.waste.messages import truck_name
-from linli.dashboards.words import current
+from linli.dashboards.words import current, t
 from linli.sim.scenario import PlacedDevice, Scenario, builtin_scenario_path, expand, load_scenario
 
 # The source checkout, where the scenario's timetable (deploy/gtfs/...) is.
@@ -31,11 +33,29 @@ def _district() -> tuple[Scenario, Feed | None]:
     return scenario, load_feed(timetable) if timetable.is_dir() else None
 
 
-def sites() -> dict[str, str]:
-    """Site id -> its name in the build's locale."""
+def sites(kind: str | None = None) -> dict[str, str]:
+    """Site id -> its name in the build's locale; with `kind`, only the sites with such devices."""
     scenario, _ = _district()
     english = current() == "en"
-    return {s.id: (s.name_en if english else "") or s.name or s.id for s in scenario.sites}
+    having = {d.site for d in expand(scenario) if d.kind == kind} if kind else None
+    return {
+        s.id: (s.name_en if english else "") or s.name or s.id
+        for s in scenario.sites
+        if having is None or s.id in having
+    }
+
+
+def kinds() -> dict[str, str]:
+    """Device kind -> its word (充电桩), as alert notices name a device without a name."""
+    scenario, _ = _district()
+    return {
+        kind: text(f"alert.kind.{kind}", current()) for kind in dict.fromkeys(g.kind for g in scenario.groups)
+    }
+
+
+def waste_types() -> dict[str, str]:
+    """Waste type -> its Shanghai name (湿垃圾)."""
+    return {w: t(f"waste.{w}") for w in ("wet", "dry", "recyclable", "hazardous", "renovation")}
 
 
 def stops() -> dict[str, str]:
@@ -45,9 +65,11 @@ def stops() -> dict[str, str]:
 
 
 def routes() -> dict[str, str]:
-    """Route id -> its name in the build's locale (湿垃圾北线)."""
+    """Route id -> its name in the build's locale (湿垃圾北线); the renovation truck's runs to
+    bookings are the route `on-call`, which no timetable has."""
     _, feed = _district()
-    return {route: feed.route_name(route, current()) for route in feed.routes} if feed else {}
+    timetabled = {route: feed.route_name(route, current()) for route in feed.routes} if feed else {}
+    return {**timetabled, "on-call": t("route.on_call")}
 
 
 def trucks() -> dict[str, str]:
@@ -60,6 +82,40 @@ def devices(kind: str) -> list[PlacedDevice]:
     """The district's devices of one kind, in the scenario's order."""
     scenario, _ = _district()
     return [d for d in expand(scenario) if d.kind == kind]
+
+
+def tag_names(tag: str, measurements: frozenset[str]) -> dict[str, str]:
+    """What a tag's values (or a column of ids) are called, for the measurements it is read from;
+    empty when its values are not ids (a port number, a nameplate)."""
+    if tag in {"site", "compound"}:
+        return sites()
+    if tag in {"next_stop", "next stop", "stop"}:
+        return stops()
+    if tag == "truck" or (tag == "device" and measurements & {"truck", "waste_trip", "health"}):
+        return trucks()
+    if tag == "kind" and measurements & {"health", "alert"}:  # elsewhere a kind of incident
+        return kinds()
+    by_tag = {"route": routes, "waste_type": waste_types}
+    return by_tag[tag]() if tag in by_tag else {}
+
+
+def choices(names: dict[str, str]) -> str:
+    """A custom variable's options: each shown by its name, standing for its id (`名字 : id`)."""
+    # Grafana splits the options at commas and each at " : "; a name keeps its own commas escaped.
+    return ", ".join(f"{name.replace(',', chr(92) + ',')} : {i}" for i, name in names.items())
+
+
+def renames(names: dict[str, str]) -> list[model.DataTransformerConfig]:
+    """Transformations that write each id in a series' name as its name (虹许小区一区 station-1).
+
+    Grafana anchors the pattern (^...$); the id must stand as a word of the name."""
+    return [
+        model.DataTransformerConfig(
+            id_val="renameByRegex",
+            options={"regex": f"(.* )?{re.escape(i)}( .*)?", "renamePattern": f"$1{name}$2"},
+        )
+        for i, name in names.items()
+    ]
 
 
 def mapping(names: dict[str, str]) -> list[model.ValueMapping]:

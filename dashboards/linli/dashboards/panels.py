@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Protocol, Self, TypeVar
 
 from grafana_foundation_sdk.builders import common as cb
@@ -12,6 +13,7 @@ from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
+from linli.dashboards import names
 from linli.dashboards.influxql import DATASOURCE, InfluxQuery, Select, Target, show_tag_values
 from linli.dashboards.theme import ZONE
 from linli.dashboards.words import t
@@ -22,6 +24,7 @@ class PanelBuilder(Protocol):
     def grid_pos(self, grid_pos: model.GridPos) -> Self: ...
     def with_target(self, target: cogbuilder.Builder[cogvariants.Dataquery]) -> Self: ...
     def datasource(self, datasource: model.DataSourceRef) -> Self: ...
+    def with_transformation(self, transformation: model.DataTransformerConfig) -> Self: ...
 
 
 P = TypeVar("P", bound=PanelBuilder)
@@ -30,24 +33,38 @@ P = TypeVar("P", bound=PanelBuilder)
 def place(panel: P, at: tuple[int, int, int, int], *targets: Target) -> P:
     """Put a panel at (x, y, width, height) of the 24-column grid, with its queries lettered A, B, C...
 
-    A table shows its columns (the queries' tags and fields) under the catalog's words for them."""
+    Ids never reach a person: a table shows its columns under the catalog's words for them and
+    a column of ids (sites, routes, trucks, bin rooms) by names; a series named after a tag of
+    ids (`$tag_site`) gets the names written in by a rename."""
     x, y, w, h = at
     panel.grid_pos(model.GridPos(h=h, w=w, x=x, y=y)).datasource(DATASOURCE)
+    renamed: dict[str, str] = {}
     for i, target in enumerate(targets):
         panel.with_target(target.ref_id(chr(ord("A") + i)))
-    if isinstance(panel, table.Panel):
-        for column in table_columns(*targets):
-            panel.override_by_name(column, props(("displayName", t(f"col.{column.replace(' ', '_')}"))))
+        measurements = frozenset(r.measurement for r in target.select.refs())
+        for tag in re.findall(r"\$tag_(\w+)", target.alias_text or ""):
+            if tag != "waste_type":  # shown by `screen.waste_types`, each in its bin colour
+                renamed |= names.tag_names(tag, measurements)
+    for rename in names.renames(renamed):
+        panel.with_transformation(rename)
+    if isinstance(panel, table.Panel) or any(target.fmt == "table" for target in targets):
+        for column, known in table_columns(*targets).items():
+            shown: list[tuple[str, object]] = [("mappings", names.mapping(known))] if known else []
+            if isinstance(panel, table.Panel):
+                shown.append(("displayName", t(f"col.{column.replace(' ', '_')}")))
+            if shown:
+                panel.override_by_name(column, props(*shown))
     return panel
 
 
-def table_columns(*targets: Target) -> list[str]:
-    """The columns of the targets' rows as a table shows them: time, the group's tags, the fields."""
-    columns = ["Time"]
+def table_columns(*targets: Target) -> dict[str, dict[str, str]]:
+    """The columns of the targets' rows as a table shows them (time, the group's tags, the
+    fields), each with the names of its values when they are ids."""
+    columns: dict[str, dict[str, str]] = {"Time": {}}
     for target in targets:
+        measurements = frozenset(r.measurement for r in target.select.refs())
         for name in [*target.select.group_tags, *target.select.column_names()]:
-            if name not in columns:
-                columns.append(name)
+            columns.setdefault(name, names.tag_names(name, measurements))
     return columns
 
 
@@ -99,6 +116,22 @@ def variable(
         .multi(True)
         .include_all(True)
         .current(model.VariableOption(selected=True, text="All", value="$__all"))
+    )
+
+
+def choice(name: str, label: str, options: dict[str, str]) -> db.CustomVariable:
+    """A multi-value variable over ids, each listed by its name (InfluxQL's tag values cannot
+    carry one): people pick 虹许小区一区, the queries filter by `hongxu-1`. With All."""
+    listed = [model.VariableOption(selected=False, text=name, value=i) for i, name in options.items()]
+    everything = model.VariableOption(selected=True, text=t("var.all"), value="$__all")
+    return (
+        db.CustomVariable(name)
+        .label(label)
+        .values(names.choices(options))
+        .options([everything, *listed])
+        .multi(True)
+        .include_all(True)
+        .current(everything)
     )
 
 

@@ -29,6 +29,8 @@ import matplotlib.ticker as mticker
 from matplotlib import font_manager
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.text import Text
+from matplotlib.transforms import Bbox
 
 from linli.catalog.i18n import DEFAULT_LOCALE, Locale, clock
 from linli.dashboards.influxv1 import Series, expand, run
@@ -94,9 +96,11 @@ class Source:
         out = []
         for target in panel.get("targets", []):
             interval = f"{max(1, (self.end_ms - start) // 1000 // 120)}s"
-            query = expand(target["query"], start, self.end_ms, interval)
+            # The screen as it stood at the end of the range: its "now" is the end.
+            text = target["query"].replace("now()", f"{self.end_ms}ms")
+            query = expand(text, start, self.end_ms, interval)
             for series in run(self.url, self.database, query, token=self.token):
-                out.append((_name(target.get("alias"), series), series))
+                out.append((renamed(panel, _name(target.get("alias"), series)), series))
         return out
 
     def _panel_start(self, panel: dict[str, Any]) -> int:
@@ -105,6 +109,20 @@ class Source:
             midnight = end.replace(hour=0, minute=0, second=0, microsecond=0)
             return max(self.start_ms, int(midnight.timestamp() * 1000))
         return self.start_ms
+
+
+def renamed(panel: dict[str, Any], name: str) -> str:
+    """A series' name after the panel's renameByRegex transformations, as Grafana applies them:
+    the pattern anchored at both ends, `$1` in the new name for what the first group caught
+    (one digit: with fewer than ten groups JavaScript reads `$107号` as `$1` then `07号`)."""
+    for step in panel.get("transformations", []):
+        if step["id"] != "renameByRegex":
+            continue
+        pattern = step["options"]["regex"]
+        if re.fullmatch(pattern, name):
+            replacement = re.sub(r"\$(\d)", r"\\g<\1>", step["options"]["renamePattern"])
+            name = re.sub(f"^{pattern}$", replacement, name)
+    return name
 
 
 def _props(panel: dict[str, Any], name: str) -> dict[str, Any]:
@@ -292,7 +310,10 @@ def _timeseries(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]
             ax.bar(xs, ys, width=1 / 24 * 0.8, color=tint)
         else:
             ax.plot(xs, ys, color=tint, linewidth=1.5)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=zone))  # type: ignore[no-untyped-call]
+    # Over a few minutes the ticks fall within a minute: their seconds tell them apart.
+    low, high = ax.get_xlim()
+    clock_format = "%H:%M:%S" if (high - low) * 86_400 < 600 else "%H:%M"
+    ax.xaxis.set_major_formatter(mdates.DateFormatter(clock_format, tz=zone))  # type: ignore[no-untyped-call]
     unit = _unit(panel)
     _unit_ticks(ax.yaxis, unit)
     ax.tick_params(labelsize=8)
@@ -334,16 +355,48 @@ def _barchart(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]])
 
 
 def _geomap(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]]) -> None:
+    trucks = []
     for _, series in frames:
         lats, lons = series.column("lat"), series.column("lon")
         if "speed" in series.columns:  # the latest position
             ax.scatter(lons, lats, s=60, color=colour("blue"), zorder=3)
-            truck = _mapped(panel, "device", series.tags.get("device", ""))
-            ax.annotate(truck, (lons[-1], lats[-1]), color=colour("text"), fontsize=7)
+            trucks.append((_mapped(panel, "device", series.tags.get("device", "")), lons[-1], lats[-1]))
         else:  # the road it drove
             ax.plot(lons, lats, color=colour("blue"), alpha=0.4, linewidth=1)
     ax.set_aspect(1 / math.cos(math.radians(31.2)))  # metres the same both ways at Shanghai's latitude
     ax.tick_params(labelsize=7)
+    # Where the points land on the canvas is known once the limits and the aspect are applied.
+    ax.autoscale_view()
+    ax.apply_aspect()
+    _labels_apart(ax, trucks, fontsize=7)
+
+
+def _labels_apart(ax: Axes, labels: list[tuple[str, float, float]], fontsize: float) -> list[Text]:
+    """Each label beside its point, moved a line down at a time until it overlaps no label placed
+    before it: trucks standing together at the depot read as a list, not as one smudge."""
+    renderer = ax.figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    placed: list[Bbox] = []
+    texts: list[Text] = []
+    for text, x, y in sorted(labels, key=lambda label: (-label[2], label[1], label[0])):
+        for line in range(len(labels) + 1):
+            label = ax.annotate(
+                text,
+                (x, y),
+                xytext=(7, 2 - line * (fontsize + 2)),
+                textcoords="offset points",
+                color=colour("text"),
+                fontsize=fontsize,
+                va="bottom",
+                zorder=4,  # over the roads and the markers
+                bbox={"boxstyle": "square,pad=0.1", "facecolor": PANEL, "edgecolor": "none", "alpha": 0.8},
+            )
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            label.remove()
+        placed.append(box)
+        texts.append(label)
+    return texts
 
 
 def _columns(text: str) -> int:

@@ -187,9 +187,6 @@ def trips_table(title: str) -> table.Panel:
         table.Panel()
         .title(title)
         .cell_height(common.TableCellHeight.SM)
-        .override_by_name("truck", props(("mappings", names.mapping(names.trucks()))))
-        .override_by_name("route", props(("mappings", names.mapping(names.routes()))))
-        .override_by_name("next stop", props(("mappings", names.mapping(names.stops()))))
         .override_by_name("in min", props(("unit", unit("minute"))))
         .override_by_name(
             "delay min",
@@ -254,7 +251,6 @@ def _chargers(y: int) -> list[object]:
         .override_by_name("charging", named("screen.charging", theme.WORKING))
         .override_by_name("idle", named("screen.idle", theme.OK))
         .override_by_name("faulted", named("screen.faulted", theme.CRITICAL))
-        .override_by_name("site", props(("mappings", names.mapping(names.sites()))))
         .with_transformation(transform("joinByField", {"byField": "site", "mode": "outer"}))
         .with_transformation(
             transform(
@@ -310,13 +306,15 @@ def _fire(y: int) -> list[object]:
             alias="$tag_site $tag_device",
         ),
     )
-    # Each pipe under its building's name and its system; a hydrant main against its own limit.
+    # Each pipe under its building's name (written in by `place`) and its system; a hydrant
+    # main against its own limit.
     site_names = names.sites()
     for device in names.devices("fire_pressure"):
         system = device.group.tags["system"]
-        shown = ("displayName", f"{site_names[device.site]} {t(f'system.{system}')}")
+        building = site_names[device.site]
+        shown = ("displayName", f"{building} {t(f'system.{system}')}")
         limit = [("thresholds", theme.limit(hydrant).build())] if system == "hydrant" else []
-        pressures.override_by_name(f"{device.site} {device.device}", props(shown, *limit))
+        pressures.override_by_name(f"{building} {device.device}", props(shown, *limit))
     [low] = [t for t in level.thresholds if t.field == "level"]
     tanks = place(
         bargauge.Panel()
@@ -336,8 +334,6 @@ def _fire(y: int) -> list[object]:
             alias="$tag_site",
         ),
     )
-    for device in names.devices("fire_level"):
-        tanks.override_by_name(device.site, props(("displayName", site_names[device.site])))
     by_hour = place(
         timeseries.Panel()
         .title(t("screen.ebikes_by_hour"))
@@ -395,7 +391,7 @@ def trucks_map(at: tuple[int, int, int, int]) -> geomap.Panel:
                 "style": {
                     "size": {"fixed": 9},
                     "color": {"field": "speed"},
-                    "text": {"field": "device", "mode": "field"},  # shown by its fleet number
+                    "text": {"field": "device", "mode": "field"},  # by its fleet number (`place`)
                     "textConfig": {"fontSize": 11, "offsetY": -14},
                 },
             }
@@ -412,7 +408,6 @@ def trucks_map(at: tuple[int, int, int, int]) -> geomap.Panel:
     return place(
         geomap.Panel()
         .title(t("trucks.title"))
-        .override_by_name("device", props(("mappings", names.mapping(names.trucks()))))
         .view(geomap.MapViewConfig().id("fit").all_layers(True).padding(10))
         .basemap(cb.MapLayerOptions().type("default").name(t("trucks.basemap")))
         .layers([road, trucks])

@@ -12,11 +12,12 @@ from grafana_foundation_sdk.builders import bargauge, timeseries
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import common
 
-from linli.dashboards import theme
+from linli.dashboards import names, theme
 from linli.dashboards.influxql import Select, Target
 from linli.dashboards.panels import (
     Annotation,
     board,
+    choice,
     last_value,
     latest_table,
     legend_hidden,
@@ -25,7 +26,6 @@ from linli.dashboards.panels import (
     stacked,
     sum_of,
     trend,
-    variable,
     with_panels,
 )
 from linli.dashboards.screen import trips_now, trips_table, trucks_map, waste_types
@@ -40,16 +40,20 @@ def _trucks() -> Select:
 
 def dashboard() -> db.Dashboard:
     """The fleet: where the trucks are, their loads and speeds, collections by type and stop, alarms."""
-    by_type = place(
-        bargauge.Panel()
-        .title(t("waste.by_type"))
-        .unit("masskg")
-        .decimals(0)
-        .reduce_options(sum_of())
-        .display_mode(common.BarGaugeDisplayMode.BASIC)
-        .orientation(common.VizOrientation.HORIZONTAL),
-        (12, 0, 12, 9),
-        Target(_trucks().select("collected_kg", "sum", alias="kg").by("waste_type"), alias="$tag_waste_type"),
+    by_type = waste_types(
+        place(
+            bargauge.Panel()
+            .title(t("waste.by_type"))
+            .unit("masskg")
+            .decimals(0)
+            .reduce_options(sum_of())
+            .display_mode(common.BarGaugeDisplayMode.BASIC)
+            .orientation(common.VizOrientation.HORIZONTAL),
+            (12, 0, 12, 9),
+            Target(
+                _trucks().select("collected_kg", "sum", alias="kg").by("waste_type"), alias="$tag_waste_type"
+            ),
+        )
     )
     load = place(
         trend(t("waste.load"), "masskg"),
@@ -106,8 +110,8 @@ def dashboard() -> db.Dashboard:
     )
     dash = (
         board(t("waste.title"), UID, ["waste"])
-        .with_variable(variable("route", t("var.route"), "truck", "route"))
-        .with_variable(variable("device", t("var.truck"), "truck", "device", within=(("route", "route"),)))
+        .with_variable(choice("route", t("var.route"), names.routes()))
+        .with_variable(choice("device", t("var.truck"), names.trucks()))
         .annotation(Annotation(t("waste.alarm_raised"), raised.by("site"), theme.WARNING))
         .annotation(Annotation(t("waste.incident"), incidents, theme.CRITICAL))
     )
