@@ -2,8 +2,9 @@ FROM python:3.11-slim
 WORKDIR /app
 # The district's time: logs and anything local-time read as Shanghai's clocks do.
 ENV TZ=Asia/Shanghai
-# `linli dashboards picture` writes the screen's Chinese in Noto Sans CJK.
-RUN apt-get update && apt-get install -y --no-install-recommends fonts-noto-cjk \
+# `linli dashboards picture` writes the screen's Chinese in Noto Sans CJK; tzdata makes TZ a zone
+# rather than a silent UTC.
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-noto-cjk tzdata \
     && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md constraints.txt ./
 COPY catalog catalog

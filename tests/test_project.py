@@ -42,16 +42,35 @@ def test_compose_file_is_valid() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_every_service_and_the_image_keep_shanghai_time_and_draw_chinese() -> None:
+    """TZ in compose and the image, with the zone files and the CJK font installed beside it:
+    whatever reads a local clock (logs, a library's default) reads Shanghai's."""
+    services = compose_services("docker-compose.yml")
+    zones = {name: (service.get("environment") or {}).get("TZ") for name, service in services.items()}
+    assert set(zones.values()) == {"Asia/Shanghai"}, zones
+    image = (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()
+    assert "ENV TZ=Asia/Shanghai" in image
+    installed = " ".join(line for line in image if "apt-get install" in line or line.startswith("    "))
+    assert {"tzdata", "fonts-noto-cjk"} <= set(installed.split()), installed
+    setup = (ROOT / "scripts" / "setup").read_text(encoding="utf-8")
+    assert "fonts-noto-cjk" in setup.split("APT_PACKAGES=(", 1)[1].split(")", 1)[0]
+
+
 def city_services() -> dict[str, Any]:
     """The full stack with the city override, as `docker-compose config` resolves it."""
+    return compose_services("docker-compose.yml", "deploy/compose.city.yml")
+
+
+def compose_services(*files: str) -> dict[str, Any]:
+    """The services of the compose files, as `docker-compose config` resolves them."""
     import yaml
 
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.fail("docker-compose is not installed: apt-get install -y docker-compose", pytrace=False)
+    chosen = [arg for f in files for arg in ("-f", f)]
     result = subprocess.run(
-        [binary, "--env-file", ".env.example", "-f", "docker-compose.yml", "-f", "deploy/compose.city.yml",
-         "config"],
+        [binary, "--env-file", ".env.example", *chosen, "config"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
