@@ -117,6 +117,11 @@ def test_every_figure_on_the_screen_carries_its_unit() -> None:
             assert units[t("screen.waste_today")] == f"suffix: {tonne}"
             trips = by_title[t("screen.rounds")]
         assert render._figure(trips, "delay min", 3.25) == ("3.2 分钟" if locale == "zh-CN" else "3.2 min")
+        # Bin rooms served of scheduled, in the table as on the tile above it.
+        with in_locale(locale):
+            room = t("unit.room")
+        for column in ("served", "of"):
+            assert render._cell(trips, column, 7) == f"7 {room}", (locale, column)
 
 
 def test_a_chinese_character_takes_two_columns_of_a_table() -> None:

@@ -181,13 +181,15 @@ def trips_now() -> Target:
 
 
 def trips_table(title: str) -> table.Panel:
-    """The trips as a table: each truck, its route and its next stop by name, delay coloured past
-    5 and 10 minutes, progress as a bar."""
+    """The trips as a table: each truck, its route and its next stop by name (`place`), delay
+    coloured past 5 and 10 minutes, progress as a bar, bin rooms served of scheduled as rooms."""
     return (
         table.Panel()
         .title(title)
         .cell_height(common.TableCellHeight.SM)
         .override_by_name("in min", props(("unit", unit("minute"))))
+        .override_by_name("served", props(("unit", unit("room"))))
+        .override_by_name("of", props(("unit", unit("room"))))
         .override_by_name(
             "delay min",
             props(
