@@ -58,6 +58,28 @@ def test_every_site_of_the_district_has_a_chinese_and_an_english_name() -> None:
     assert len({s.name_en for s in SITES.values()}) == len(SITES)
 
 
+def test_the_timetable_names_every_bin_room_and_route_in_chinese_with_english_beside() -> None:
+    """The GTFS feed's own names are the district's (stop_name, route_long_name, agency_lang zh);
+    translations.txt gives the English; the ids stay in the id columns."""
+    assert FEED.stops
+    assert FEED.routes
+    for stop in FEED.stops.values():
+        assert CJK.search(stop.name), f"stops.txt {stop.id}: {stop.name!r} is not Chinese"
+        english = stop.name_in("en")
+        assert english != stop.name, f"translations.txt has no English for {stop.id}"
+        assert not CJK.search(english), english
+        assert stop.id not in stop.name, stop
+    assert len({s.name for s in FEED.stops.values()}) == len(FEED.stops)
+    for route in FEED.routes:
+        chinese, english = FEED.route_name(route, "zh-CN"), FEED.route_name(route, "en")
+        assert CJK.search(chinese), f"routes.txt {route}: {chinese!r} is not Chinese"
+        assert english != chinese, route
+        assert not CJK.search(english), english
+    agency = (ROOT / "deploy" / "gtfs" / "hongqiao" / "agency.txt").read_text(encoding="utf-8").splitlines()
+    columns = dict(zip(agency[0].split(","), agency[1].split(","), strict=True))
+    assert (columns["agency_lang"], columns["agency_timezone"]) == ("zh", "Asia/Shanghai")
+
+
 @pytest.mark.parametrize("locale", LOCALES)
 def test_an_alert_at_any_site_of_the_district_names_the_site_not_its_id(locale: Locale) -> None:
     # Through the edge agent's own naming, from the district's generated config.
