@@ -21,6 +21,7 @@ from grafana_foundation_sdk.models.dashboard import VariableType
 
 from linli.catalog.i18n import LOCALES, Locale
 from linli.catalog.profile import builtin_profiles
+from linli.cloud.waste.bookings import State as BookingState
 from linli.cloud.waste.gtfs import load_feed
 from linli.cloud.waste.messages import truck_name
 from linli.dashboards import boards, schema
@@ -212,18 +213,13 @@ def stored_values(rec: Recording, uid: str, variable: str) -> set[str]:
 
 
 def ids_of_the_district() -> set[str]:
-    """Every id a machine uses for a place, a route, a truck, a bin room or a kind of device."""
+    """Every id a machine uses for a place, a route, a truck, a bin room or a kind of device, and
+    every code stored for a booking's state or a camera's sighting ("none" aside: a word too)."""
     scenario = load_scenario(builtin_scenario_path())
     feed = load_feed(Path(__file__).parents[1] / "deploy" / "gtfs" / "hongqiao")
-    kinds = {g.kind for g in scenario.groups}
-    return (
-        {s.id for s in scenario.sites}
-        | set(feed.stops)
-        | set(feed.extras.trucks)
-        | set(feed.routes)
-        | {"on-call"}
-        | kinds
-    )
+    places = {s.id for s in scenario.sites} | set(feed.stops) | set(feed.routes) | {"on-call"}
+    codes = {*BookingState, "ebike", "voice_warning", "door_held"}
+    return places | set(feed.extras.trucks) | {g.kind for g in scenario.groups} | codes
 
 
 def shown_to_a_person(rec: Recording, dashboard: dict[str, Any]) -> list[str]:
@@ -336,6 +332,7 @@ def test_the_screen_is_drawn_in_noto_sans_cjk_with_every_figure_s_unit(district:
     source = Source(district.url, district.database, district.start_ms, district.end_ms + 60_000, zone=ZONE)
     fig = draw(dashboard, source)
     try:
+        fig.canvas.draw()  # tick labels are written when drawn
         texts = [t for t in fig.findobj(Text) if isinstance(t, Text) and t.get_text()]
         chinese = [t for t in texts if re.search(r"[\u4e00-\u9fff]", t.get_text())]
         assert len(chinese) > 40, [t.get_text() for t in texts]
@@ -352,6 +349,9 @@ def test_the_screen_is_drawn_in_noto_sans_cjk_with_every_figure_s_unit(district:
     # The figures carry their units: power in 千瓦, pressures in MPa, levels in m, waste in 吨.
     for pattern in (r"^\d+\.\d 千瓦$", r"^\d\.\d\d MPa$", r"^\d\.\d\d m$", r"^\d+\.\d 吨$", r"^\d+ 台$"):
         assert any(re.match(pattern, text) for text in shown), (pattern, shown)
+    # Counted things come whole: no axis of half an e-bike.
+    assert any(re.match(r"^\d+ 辆$", text) for text in shown), shown
+    assert not [text for text in shown if re.match(r"^\d+\.\d+ (辆|台|个|间)$", text)], shown
 
 
 @pytest.mark.parametrize("locale", LOCALES)
@@ -404,6 +404,36 @@ def test_the_trucks_labels_on_the_map_stand_apart_even_at_the_depot(district: Re
         (shown[i], shown[j]) for i in range(len(boxes)) for j in range(i) if boxes[i].overlaps(boxes[j])
     ]
     assert not crossed, crossed
+
+
+def test_the_charger_chart_names_every_site_legibly_and_apart(district: Recording) -> None:
+    import matplotlib.pyplot as plt
+
+    dashboard = boards.to_json(boards.models()["linli-screen"])
+    source = Source(district.url, district.database, district.start_ms, district.end_ms + 60_000, zone=ZONE)
+    charger_sites = {
+        s.name for s in load_scenario(builtin_scenario_path()).sites if s.id in names_of("charger")
+    }
+    fig = draw(dashboard, source)
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+        ticks = [ax.get_yticklabels() for ax in fig.axes]
+        [labels] = [axis for axis in ticks if {t.get_text() for t in axis} == charger_sites]
+        boxes = [label.get_window_extent(renderer) for label in labels]
+    finally:
+        plt.close(fig)
+    # One line per site, none touching the next, each tall enough to read on the wall (8 px of 1080).
+    assert len(boxes) == len(charger_sites) >= 20
+    assert min(box.height for box in boxes) >= 8, [box.height for box in boxes]
+    assert not [i for i in range(1, len(boxes)) if boxes[i].overlaps(boxes[i - 1])]
+
+
+def names_of(kind: str) -> set[str]:
+    """The ids of the sites with devices of `kind`."""
+    from linli.sim.scenario import expand as placed
+
+    return {d.site for d in placed(load_scenario(builtin_scenario_path())) if d.kind == kind}
 
 
 MODBUS = {p.measurement: p for p in builtin_profiles().values() if p.modbus is not None}

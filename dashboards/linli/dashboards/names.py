@@ -21,6 +21,20 @@ from linli.cloud.waste.messages import truck_name
 from linli.dashboards.words import current, t
 from linli.sim.scenario import PlacedDevice, Scenario, builtin_scenario_path, expand, load_scenario
 
+# The codes stored for a renovation booking's state and an elevator camera's sighting, each with
+# its words in the catalog (`dashboards.booking.*`, `dashboards.object.*`, `dashboards.action.*`).
+BOOKING_STATES = (
+    "requested",
+    "offered",
+    "accepted",
+    "en_route",
+    "arrived",
+    "collected",
+    "closed",
+    "cancelled",
+    "expired",
+)
+CAMERA_CODES = {"object": ("ebike",), "action": ("none", "voice_warning", "door_held")}
 # The source checkout, where the scenario's timetable (deploy/gtfs/...) is.
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -85,18 +99,27 @@ def devices(kind: str) -> list[PlacedDevice]:
 
 
 def tag_names(tag: str, measurements: frozenset[str]) -> dict[str, str]:
-    """What a tag's values (or a column of ids) are called, for the measurements it is read from;
-    empty when its values are not ids (a port number, a nameplate)."""
+    """What a tag's values (or a column's) are called, for the measurements it is read from: ids
+    by the names people know, codes by their words; empty when the values are neither (a port
+    number, a device's nameplate)."""
     if tag in {"site", "compound"}:
         return sites()
     if tag in {"next_stop", "next stop", "stop"}:
         return stops()
     if tag == "truck" or (tag == "device" and measurements & {"truck", "waste_trip", "health"}):
         return trucks()
+    by_tag = {"route": routes, "waste_type": waste_types}
+    return by_tag[tag]() if tag in by_tag else _codes(tag, measurements)
+
+
+def _codes(tag: str, measurements: frozenset[str]) -> dict[str, str]:
     if tag == "kind" and measurements & {"health", "alert"}:  # elsewhere a kind of incident
         return kinds()
-    by_tag = {"route": routes, "waste_type": waste_types}
-    return by_tag[tag]() if tag in by_tag else {}
+    if tag == "state" and "waste_booking" in measurements:
+        return {state: t(f"booking.{state}") for state in BOOKING_STATES}
+    if tag in CAMERA_CODES and "camera" in measurements:
+        return {code: t(f"{tag}.{code}") for code in CAMERA_CODES[tag]}
+    return {}
 
 
 def choices(names: dict[str, str]) -> str:

@@ -315,6 +315,8 @@ def _timeseries(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]
     clock_format = "%H:%M:%S" if (high - low) * 86_400 < 600 else "%H:%M"
     ax.xaxis.set_major_formatter(mdates.DateFormatter(clock_format, tz=zone))  # type: ignore[no-untyped-call]
     unit = _unit(panel)
+    if panel.get("fieldConfig", {}).get("defaults", {}).get("decimals") == 0:  # counts: no half an e-bike
+        ax.yaxis.set_major_locator(mticker.MaxNLocator(integer=True))
     _unit_ticks(ax.yaxis, unit)
     ax.tick_params(labelsize=8)
     _room_at_left(ax, [_with_unit(v, unit) for v in ax.get_yticks()], 8)
