@@ -3,8 +3,10 @@ know, and times in Shanghai as people write them there."""
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import re
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from linli.cloud.alerttext import NoticeKind
 from linli.cloud.channels import Notice
 from linli.cloud.notifier import edge_status_alert
 from linli.edge.rules import profile_rules
+from test_waste_messages import _prose
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 KINDS: tuple[NoticeKind, ...] = ("firing", "repeat", "escalation", "resolved")
@@ -104,3 +107,19 @@ def test_a_notice_reads_back_from_its_json_in_its_language_and_zone(locale: Loca
     again = Notice.from_json(notice.to_json())
     assert again == notice
     assert again.to_json()["since"].endswith("+01:00")
+
+
+def test_the_alert_texts_write_no_word_of_their_own() -> None:
+    """Every word of an alert notice comes from the catalog: the module that renders them holds
+    keys and names, never English prose (docstrings aside)."""
+    import linli.cloud.alerttext as module
+
+    tree = ast.parse(Path(str(module.__file__)).read_text(encoding="utf-8"))
+    functions = [f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)]
+    assert len(functions) >= 5
+    bypass = {
+        f.name: words
+        for f in functions
+        if (words := [w for stmt in (f.body[1:] if ast.get_docstring(f) else f.body) for w in _prose(stmt)])
+    }
+    assert not bypass, bypass
