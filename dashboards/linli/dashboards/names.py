@@ -103,7 +103,9 @@ def tag_names(tag: str, measurements: frozenset[str]) -> dict[str, str]:
     by the names people know, codes by their words; empty when the values are neither (a port
     number, a device's nameplate)."""
     if tag in {"site", "compound"}:
-        return sites()
+        # Only the sites that have such devices, when every measurement read is a kind's own.
+        kinds_read = measurements & set(kinds())
+        return sites(next(iter(kinds_read))) if len(kinds_read) == len(measurements) == 1 else sites()
     if tag in {"next_stop", "next stop", "stop"}:
         return stops()
     if tag == "truck" or (tag == "device" and measurements & {"truck", "waste_trip", "health"}):
