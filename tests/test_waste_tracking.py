@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from linli.cloud.waste.gtfs import Feed, load_feed, runs_on, service_zero
+from linli.cloud.waste.outbox import trip_line
 from linli.cloud.waste.predict import History, TripState, observe, predict
 from linli.cloud.waste.stops import GEOFENCE_M, StopEvent, StopTracker, StopVisit, Visit, stop_distances
 from linli.cloud.waste.tracking import NoticeKind, TripTracker
@@ -176,3 +177,19 @@ def test_an_hour_at_a_stop_is_not_learned_as_dwell(feed: Feed) -> None:
         observe(history, state, StopEvent(stop, k, Visit.ARRIVED, t0))
         observe(history, state, StopEvent(stop, k, Visit.LEFT, t0 + stay), bins=bins)
     assert history.dwell(4, 0.0) == pytest.approx(140.0)
+
+
+@pytest.mark.usefixtures("no_rush")
+def test_the_big_screen_never_shows_a_truck_due_a_negative_time(feed: Feed) -> None:
+    trip = feed.trips["dry-south-0810"]
+    drive = drive_trip(feed, trip, MONDAY, random.Random(3), traffic=Traffic(sd=0.0, trip_sd=0.0))
+    tracker = TripTracker(feed, trip, service_zero(MONDAY, feed.timezone), History(feed.timezone))
+    tracker.replay(drive.messages[: len(drive.messages) // 2])
+    nxt = tracker.stops.next_index()
+    assert nxt is not None
+    due = tracker.predicted[nxt]
+    # Read after its predicted time, before the truck says it is there: "due now", not "-5 min".
+    fields = dict(f.split("=", 1) for f in trip_line(tracker, "t", due + 300).split(" ")[1].split(","))
+    assert float(fields["predicted_min"]) == 0.0
+    fields = dict(f.split("=", 1) for f in trip_line(tracker, "t", due - 300).split(" ")[1].split(","))
+    assert float(fields["predicted_min"]) == 5.0

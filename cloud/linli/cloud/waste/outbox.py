@@ -69,7 +69,8 @@ def trip_line(tracker: TripTracker, truck: str, now_s: float) -> str:
         fields["next_stop"] = trip.stop_times[nxt].stop_id
         predicted = tracker.predicted.get(nxt)
         if predicted is not None:
-            fields["predicted_min"] = round((predicted - now_s) / 60, 1)
+            # A truck late on its own prediction is "due now": a screen never counts down below 0.
+            fields["predicted_min"] = round(max(0.0, predicted - now_s) / 60, 1)
             fields["delay_min"] = round((predicted - tracker.zero_s - trip.stop_times[nxt].arrival_s) / 60, 1)
     tags = {"route": trip.route_id, "truck": truck, "trip": trip.id}
     return format_line("waste_trip", tags, fields, round(now_s * 1000))
