@@ -10,7 +10,15 @@ import pytest
 
 from linli.cloud.waste.gtfs import Feed, load_feed, runs_on, service_zero
 from linli.cloud.waste.predict import History, TripState, observe, predict
-from linli.cloud.waste.stops import GEOFENCE_M, StopEvent, StopTracker, StopVisit, Visit, stop_distances
+from linli.cloud.waste.stops import (
+    GEOFENCE_M,
+    STAND_S,
+    StopEvent,
+    StopTracker,
+    StopVisit,
+    Visit,
+    stop_distances,
+)
 from linli.cloud.waste.tracking import NoticeKind, TripTracker
 from linli.sim import timetable
 from linli.sim.timetable import Traffic, TripFaults, drive_trip
@@ -35,16 +43,34 @@ def test_stops_lie_in_order_along_their_road(feed: Feed) -> None:
 def test_visits_arrive_leave_skip_and_a_late_lift_serves_after_all() -> None:
     t = StopTracker([StopVisit("a", 100.0), StopVisit("b", 300.0), StopVisit("c", 600.0)])
     assert t.position(70, 20, 1) == []  # approaching a, at speed
-    [arrived] = t.position(95, 2, 2)
-    assert (arrived.stop_id, arrived.state) == ("a", Visit.ARRIVED)
-    [left] = t.position(150, 15, 3)
+    assert t.position(95, 0, 2) == []  # stopped: perhaps a queue
+    [arrived] = t.position(96, 0, 2 + STAND_S)  # still standing there: it has arrived
+    assert (arrived.stop_id, arrived.state, arrived.time_s) == ("a", Visit.ARRIVED, 2)
+    [left] = t.position(150, 15, 60)
     assert (left.stop_id, left.state) == ("a", Visit.LEFT)
-    [skipped] = t.position(350, 30, 4)  # through b without stopping
+    [skipped] = t.position(350, 30, 70)  # through b without stopping
     assert (skipped.stop_id, skipped.state) == ("b", Visit.SKIPPED)
     assert t.next_index() == 2
-    [late] = t.lift("b", 3, 150.0, 5)  # the lift at b was reported late: b was served
+    [late] = t.lift("b", 3, 150.0, 80)  # the lift at b was reported late: b was served
     assert (late.stop_id, late.state) == ("b", Visit.ARRIVED)
     assert (t.visits[1].bins, t.visits[1].kg) == (3, 150.0)
+
+
+def test_crawling_past_a_bin_room_is_no_arrival_but_a_lift_or_standing_still_is() -> None:
+    """The audit's truck crawled past a bin room at 3.9 km/h within 40 m, in a queue: that was
+    taken for an arrival, and the stop's notice was left standing."""
+    t = StopTracker([StopVisit("depot", 0.0, depot=True), StopVisit("a", 100.0), StopVisit("b", 300.0)])
+    [parked] = t.position(2, 0, 0)  # at the depot, still: arrived at once (nothing is lifted)
+    assert parked.state is Visit.ARRIVED
+    [left] = t.position(50, 20, 10)
+    assert (left.stop_id, left.state) == ("depot", Visit.LEFT)
+    # 80 s through a's geofence at 3.9 km/h, a fix every 10 s: driven past, not arrived.
+    events = [e for s in range(12) for e in t.position(65 + 7 * s, 3.9, 20 + 10 * s)]
+    assert [(e.stop_id, e.state) for e in events] == [("a", Visit.SKIPPED)]
+    # A short stop in the queue by b, then a lift there: arrived when it stopped, not at the lift.
+    assert t.position(290, 0, 200) == []
+    [lifted] = t.lift("b", 2, 40.0, 230)
+    assert (lifted.stop_id, lifted.state, lifted.time_s) == ("b", Visit.ARRIVED, 200)
 
 
 def test_history_learns_the_hour_then_the_segment_and_dwell_by_bins() -> None:
@@ -176,3 +202,73 @@ def test_an_hour_at_a_stop_is_not_learned_as_dwell(feed: Feed) -> None:
         observe(history, state, StopEvent(stop, k, Visit.ARRIVED, t0))
         observe(history, state, StopEvent(stop, k, Visit.LEFT, t0 + stay), bins=bins)
     assert history.dwell(4, 0.0) == pytest.approx(140.0)
+
+
+@pytest.mark.usefixtures("no_rush")
+def test_the_blocked_gates_keeper_hears_back_only_when_the_truck_is_back(feed: Feed) -> None:
+    """The audit's keeper heard "cannot reach" and "back" in the same second from the truck
+    still standing at the gate, and no collection followed."""
+    trip = feed.trips["dry-south-0810"]
+    faults = TripFaults(blocked=frozenset({3}))
+    drive = drive_trip(
+        feed, trip, MONDAY, random.Random(2), traffic=Traffic(sd=0.0, trip_sd=0.05), faults=faults
+    )
+    tracker = TripTracker(feed, trip, service_zero(MONDAY, feed.timezone), History(feed.timezone))
+    tracker.replay(drive.messages)
+    at_3 = [n for n in tracker.notices if n.index == 3]
+    assert [n.kind for n in at_3 if n.kind not in (NoticeKind.NOTICE, NoticeKind.CORRECTION)] == [
+        NoticeKind.DEFERRED,
+        NoticeKind.RETURNED,
+        NoticeKind.COLLECTED,
+    ]
+    returned = next(n for n in at_3 if n.kind is NoticeKind.RETURNED)
+    served = drive.arrivals[3].served_s
+    last_room = drive.arrivals[-2].actual_s
+    assert served is not None
+    assert last_room is not None
+    assert returned.time_s >= served > last_room  # back after every other bin room, not before
+
+
+@pytest.mark.usefixtures("no_rush")
+def test_late_and_out_of_order_fixes_never_take_the_trip_back(feed: Feed) -> None:
+    """Over the cellular network a truck's fixes drop out for minutes and come in a burst when it
+    is back, while the service's clock ticks on; single fixes come behind newer ones."""
+    trip = feed.trips["dry-south-0810"]
+    zero = service_zero(MONDAY, feed.timezone)
+    drive = drive_trip(feed, trip, MONDAY, random.Random(3), traffic=Traffic(sd=0.0, trip_sd=0.0))
+
+    def delivered_ms(n: int, kind: str, ts: int) -> int:
+        if kind != "location":
+            return ts
+        if ts // 60_000 % 12 < 4:  # out of reach 4 minutes in every 12: sent when back
+            return (ts // 720_000) * 720_000 + 240_000
+        return ts + (25_000 if n % 7 == 0 else 0)  # late behind the next ones
+
+    order = sorted((delivered_ms(n, kind, body["ts"]), n) for n, (kind, body) in enumerate(drive.messages))
+    tracker = TripTracker(feed, trip, zero, History(feed.timezone))
+    clock, progress = (order[0][0] // 30_000) * 30, []
+    checked = 0
+
+    def decided_now() -> None:
+        nonlocal checked
+        for notice in tracker.notices[checked:]:
+            if notice.kind in (NoticeKind.NOTICE, NoticeKind.CORRECTION):
+                assert notice.time_s >= clock, notice  # decided now, not at a time gone by
+        checked = len(tracker.notices)
+
+    for at_ms, n in order:
+        while clock + 30 <= at_ms / 1000:  # the service's clock, on the newest message heard
+            clock += 30
+            tracker.tick(clock)
+            decided_now()
+        kind, body = drive.messages[n]
+        t = body["ts"] / 1000
+        if kind == "location":
+            tracker.location(body["lat"], body["lon"], body["speed"], t)
+        elif kind == "lift":
+            tracker.lift(body["stop"], body["bins"], body["collected_kg"], t)
+        decided_now()
+        progress.append(tracker.state.progress)
+    assert progress == sorted(progress)
+    told = {n.index for n in tracker.notices if n.kind is NoticeKind.NOTICE}
+    assert told == {k for k, st in enumerate(trip.stop_times) if st.stop_id not in feed.extras.depots}
