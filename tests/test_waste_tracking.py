@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from linli.cloud.waste import predict as predict_module
 from linli.cloud.waste.gtfs import Feed, load_feed, runs_on, service_zero
-from linli.cloud.waste.predict import History, TripState, observe, predict
+from linli.cloud.waste.predict import RUSH_PRIOR, History, TripState, observe, predict
 from linli.cloud.waste.stops import (
     GEOFENCE_M,
     STAND_S,
@@ -77,13 +78,15 @@ def test_history_learns_the_hour_then_the_segment_and_dwell_by_bins() -> None:
     h = History("Asia/Shanghai")
     rush = dt.datetime(2026, 12, 7, 18, 10, tzinfo=dt.UTC).timestamp() - 8 * 3600  # 18:10 in Shanghai
     assert h.hour(rush) == 18
-    assert h.segment("r", 3, rush, 100.0) == 100.0  # nothing learned: the timetable
-    for k in range(5):  # five segments of other routes took 1.5 times their schedule at 18:xx
-        h.add_segment("other", k, rush, rush + 150, 100.0)
-    assert h.segment("r", 3, rush, 100.0) == pytest.approx(150.0)
-    h.add_segment("r", 3, rush, rush + 200, 100.0)
-    h.add_segment("r", 3, rush, rush + 220, 100.0)
-    assert h.segment("r", 3, rush, 100.0) == pytest.approx(210.0)  # its own, once it has two
+    # Nothing learned: the timetable by the city's usual rush at 18:00, the prior.
+    assert h.segment("r", 3, rush, 100.0) == pytest.approx(100.0 * RUSH_PRIOR[18])
+    assert h.segment("r", 3, rush - 5 * 3600, 100.0) == 100.0  # 13:10, free flow
+    for k in range(45):  # segments of other routes took 1.5 times their schedule at 18:xx
+        h.add_segment("other", k % 9, rush, rush + 150, 100.0)
+    assert h.segment("r", 3, rush, 100.0) == pytest.approx(150.0, abs=1)  # the prior outweighed
+    for _ in range(20):
+        h.add_segment("r", 3, rush, rush + 210, 100.0)
+    assert h.segment("r", 3, rush, 100.0) == pytest.approx(210.0, abs=3)  # then its own
     rng = random.Random(4)
     for _ in range(200):
         bins = rng.randint(1, 10)
@@ -91,6 +94,15 @@ def test_history_learns_the_hour_then_the_segment_and_dwell_by_bins() -> None:
     assert h.dwell(4, 999.0) == pytest.approx(45 + 22 * 4, abs=3)
 
 
+@pytest.fixture
+def no_rush(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Traffic exactly as the timetable assumes, and the predictor told so: the notices' timing
+    shows alone."""
+    monkeypatch.setattr(timetable, "RUSH", {})
+    monkeypatch.setattr(predict_module, "RUSH_PRIOR", {})
+
+
+@pytest.mark.usefixtures("no_rush")
 def test_the_prediction_adds_segments_and_dwells_from_where_the_truck_is(feed: Feed) -> None:
     trip = feed.trips["wet-north-0630"]
     zero = service_zero(MONDAY, feed.timezone)
@@ -117,12 +129,6 @@ def test_the_prediction_adds_segments_and_dwells_from_where_the_truck_is(feed: F
     after = predict(History(feed.timezone), state, now)
     assert after[3] == pytest.approx(zero + st[3].arrival_s + 180, abs=1)  # the delay carried forward
     assert after[len(st) - 1] == pytest.approx(zero + st[-1].arrival_s + 180, abs=1)
-
-
-@pytest.fixture
-def no_rush(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Traffic exactly as the timetable assumes: the notices' timing shows alone."""
-    monkeypatch.setattr(timetable, "RUSH", {})
 
 
 @pytest.mark.usefixtures("no_rush")
@@ -272,3 +278,48 @@ def test_late_and_out_of_order_fixes_never_take_the_trip_back(feed: Feed) -> Non
     assert progress == sorted(progress)
     told = {n.index for n in tracker.notices if n.kind is NoticeKind.NOTICE}
     assert told == {k for k, st in enumerate(trip.stop_times) if st.stop_id not in feed.extras.depots}
+
+
+def test_a_fresh_service_starts_from_the_timetable_and_the_hours_traffic(feed: Feed) -> None:
+    """Started with no history, the service sent a correction for nearly every notice in the
+    evening rush (30 notices, 30 corrections) as it moved from the timetable to what it learned."""
+    notices = corrections = 0
+    for seed in (1, 2):
+        history = History(feed.timezone)  # fresh, for the whole day
+        for trip in sorted(feed.trips.values(), key=lambda t: t.stop_times[0].departure_s):
+            if not runs_on(feed, trip, MONDAY):
+                continue
+            drive = drive_trip(
+                feed, trip, MONDAY, random.Random(f"{seed}:{trip.id}"), traffic=Traffic(seed=seed)
+            )
+            tracker = TripTracker(feed, trip, service_zero(MONDAY, feed.timezone), history)
+            tracker.replay(drive.messages)
+            notices += sum(n.kind is NoticeKind.NOTICE for n in tracker.notices)
+            corrections += sum(n.kind is NoticeKind.CORRECTION for n in tracker.notices)
+    assert notices > 100
+    assert corrections <= 0.35 * notices  # 60 of 112 before the prior (0.54 a notice), 34 with it
+
+
+def test_a_truck_still_parked_past_its_time_is_late_by_what_late_trucks_do(feed: Feed) -> None:
+    trip = feed.trips["dry-south-0810"]
+    zero = service_zero(MONDAY, feed.timezone)
+    due = zero + trip.stop_times[0].departure_s
+    places = stop_distances(feed, trip)
+    state = TripState(trip, zero, places, [0, *[4] * (len(places) - 2), 0])
+    fresh, seasoned = History(feed.timezone), History(feed.timezone)
+    for late in [20, 40, 30, 50, 10, 25, 45, 35, 15, 55, 30, 20, 40, 30]:  # on time, mostly
+        seasoned.add_departure(late)
+    for late in [400, 420, 380, 410, 390, 600]:  # the late ones: about 6.5 minutes
+        seasoned.add_departure(late)
+    to_first = predict(fresh, state, due - 900)[1] - due
+    # Before its time: on time (the history's usual departure), whichever history.
+    assert predict(seasoned, state, due - 900)[1] == pytest.approx(due + to_first, abs=60)
+    # Two minutes past its time and still parked: as late as the late ones, not "leaving now".
+    now = due + 120
+    assert predict(fresh, state, now)[1] == pytest.approx(now + to_first, abs=1)
+    assert predict(seasoned, state, now)[1] == pytest.approx(due + 400 + to_first, abs=30)
+    # Later than any seen: it leaves now at the earliest.
+    assert predict(seasoned, state, due + 900)[1] == pytest.approx(due + 900 + to_first, abs=1)
+    # The history learns it from the depot's visit.
+    observe(fresh, state, StopEvent("depot", 0, Visit.LEFT, due + 75))
+    assert fresh._departures == [75]
