@@ -323,3 +323,23 @@ def test_a_truck_still_parked_past_its_time_is_late_by_what_late_trucks_do(feed:
     # The history learns it from the depot's visit.
     observe(fresh, state, StopEvent("depot", 0, Visit.LEFT, due + 75))
     assert fresh._departures == [75]
+
+
+def test_todays_traffic_on_every_road_carries_to_the_next_trip(feed: Feed) -> None:
+    """A day's congestion (rain, an accident on the ring road) slows every road: what the
+    morning's trips found is the evening trip's prior, not the month's average."""
+    trip = feed.trips["wet-north-1730"]
+    zero = service_zero(MONDAY, feed.timezone)
+    places = stop_distances(feed, trip)
+    state = TripState(trip, zero, places, [0, *[4] * (len(places) - 2), 0])
+    due = zero + trip.stop_times[0].departure_s
+    usual, today = History(feed.timezone), History(feed.timezone)
+    for _ in range(6):  # the morning's segments, on other routes, took 1.3 times the expected
+        today.add_day(zero, 600.0, 780.0)
+    today.add_day(zero - 86400, 600.0, 300.0)  # yesterday's does not count today
+    assert today.day(zero) == pytest.approx((6 * 780 + 1200) / (6 * 600 + 1200))
+    assert usual.day(zero) == 1.0
+    last = len(places) - 1
+    travel_usual = predict(usual, state, due - 900)[last] - due
+    travel_today = predict(today, state, due - 900)[last] - due
+    assert travel_today > 1.1 * travel_usual

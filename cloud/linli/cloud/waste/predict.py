@@ -11,7 +11,9 @@ The prediction is built from three things:
 - when the truck leaves the depot: on time at the earliest, or, once the history has seen
   enough departures, the delay that best fits the window a keeper is promised, among the
   departures later than the truck already is (a truck still parked past its time is late);
-- the trip's own pace so far: how much slower or faster than expected its finished segments
+- today's traffic: how much slower or faster than expected every segment of every trip has been
+  today (rain, an accident on the ring road slow every road of a day), shrunk towards 1;
+- the trip's own pace so far, against today's: how much slower or faster than expected its finished segments
   took, carried forward, but shrunk towards 1 while it rests on few segments (one slow
   junction is not a slow day);
 - dwell from the bins: seconds per stop and per bin, fitted to the stops served so far.
@@ -46,6 +48,8 @@ RUSH_PRIOR = {7: 1.3, 8: 1.4, 9: 1.15, 17: 1.3, 18: 1.4, 19: 1.15}
 # time a notice's lead may fall in and still be on time: 13 to 18 minutes for 15.
 MIN_DEPARTURES = 10
 WINDOW_S = (120.0, 180.0)
+# Seconds of expected travel that pull today's factor (every road, every trip so far) towards 1.
+DAY_PRIOR_S = 1200.0
 # A stop left this long after arriving was not a dwell: a blocked gate the truck came back
 # to, a breakdown, a break. Learning it would make every later stop look later.
 MAX_DWELL_S = 900.0
@@ -62,6 +66,8 @@ class History:
     # Least squares of dwell = a + b * bins: n, sum x, sum y, sum xx, sum xy.
     _dwell: list[float] = field(default_factory=lambda: [0.0] * 5)
     _departures: list[float] = field(default_factory=list)  # left minus due, s, the last 200
+    # Driven and expected seconds of every segment by service day: today's traffic on every road.
+    _days: dict[float, list[float]] = field(default_factory=dict)
 
     def hour(self, time_s: float) -> int:
         return dt.datetime.fromtimestamp(time_s, ZoneInfo(self.timezone)).hour
@@ -84,6 +90,18 @@ class History:
         traffic = (sum(ratios) + HOUR_PRIOR_N * RUSH_PRIOR.get(hour, 1.0)) / (len(ratios) + HOUR_PRIOR_N)
         samples = self._segments.get((route, index, hour), [])
         return (sum(samples) + SEGMENT_PRIOR_N * scheduled * traffic) / (len(samples) + SEGMENT_PRIOR_N)
+
+    def add_day(self, zero_s: float, expected_s: float, driven_s: float) -> None:
+        sums = self._days.setdefault(zero_s, [0.0, 0.0])
+        sums[0] += expected_s
+        sums[1] += driven_s
+        for old in [z for z in self._days if z < zero_s - 3 * 86400]:
+            del self._days[old]
+
+    def day(self, zero_s: float) -> float:
+        """Today's roads against the history, from every trip driven today so far, shrunk to 1."""
+        expected, driven = self._days.get(zero_s, (0.0, 0.0))
+        return (driven + DAY_PRIOR_S) / (expected + DAY_PRIOR_S)
 
     def add_departure(self, late_s: float) -> None:
         self._departures.append(late_s)
@@ -169,8 +187,10 @@ def learn_segment(history: History, state: TripState, k: int, arrived_s: float) 
     if left is None:
         return
     scheduled = state.scheduled_segment(k)
-    state.expected_s += history.segment(state.trip.route_id, k, left, scheduled)
+    expected = history.segment(state.trip.route_id, k, left, scheduled)
+    state.expected_s += expected * history.day(state.zero_s)
     state.observed_s += arrived_s - left
+    history.add_day(state.zero_s, expected, arrived_s - left)
     history.add_segment(state.trip.route_id, k, left, arrived_s, scheduled)
 
 
@@ -180,7 +200,7 @@ def predict(history: History, state: TripState, now_s: float) -> dict[int, float
     route = state.trip.route_id
     reached = [k for k in range(len(st)) if k in state.arrived]
     last = max(reached) if reached else -1
-    pace = state.pace
+    pace = state.pace * history.day(state.zero_s)
     if last >= 0 and last not in state.left:
         # At a stop: what is left of its dwell, then on.
         dwell = history.dwell(state.bins[last], state.scheduled_dwell(last))
