@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import random
 from pathlib import Path
 from typing import Any
 
 import pytest
+from shapely.geometry import Point
 
-from linli.cloud.waste.gtfs import Feed, load_feed, service_zero
+from linli.cloud.waste.gtfs import Feed, load_feed, metres, service_zero
+from linli.cloud.waste.stops import stop_distances
 from linli.sim.kinds.truck import FAULT_STOP, Truck
-from linli.sim.timetable import Outcome, Traffic, TripFaults, drive_trip
+from linli.sim.timetable import STOPPED_REPORT_S, Departures, Gps, Outcome, Traffic, TripFaults, drive_trip
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
 MONDAY = dt.date(2026, 12, 7)
@@ -151,3 +154,125 @@ def test_the_district_truck_faults_block_its_third_bin_room_or_break_it_for_good
     idle = truck(feed, "truck-renovation").advance_to(start + 86400)
     assert len(idle) == 86400 // 30
     assert all(p["acc"] is False for _, p in idle)
+
+
+# --- the harder world (issue 34): each behaviour seeded, deterministic, off by default ----------
+
+
+def left_late_min(feed: Feed, departures: Departures, trips: int = 200) -> list[float]:
+    trip = feed.trips[TRIP]
+    due = service_zero(MONDAY, feed.timezone) + trip.stop_times[0].departure_s
+    return [
+        (drive_trip(feed, trip, MONDAY, random.Random(n), departures=departures).left_s - due) / 60
+        for n in range(trips)
+    ]
+
+
+def test_a_share_of_trips_leave_minutes_late_and_a_few_very_late(feed: Feed) -> None:
+    assert max(left_late_min(feed, Departures(), 20)) <= 1  # the kind world: within a minute
+    late = left_late_min(feed, Departures(late_share=0.3, late_min=4, very_late_share=0.05))
+    assert late == left_late_min(feed, Departures(late_share=0.3, late_min=4, very_late_share=0.05))
+    share_late = sum(x > 1 for x in late) / len(late)
+    assert 0.25 <= share_late <= 0.45
+    assert 3 <= sum(x >= 15 for x in late) <= 20
+
+
+def test_the_days_congestion_slows_every_road_and_a_trips_own_factor_all_its_segments(feed: Feed) -> None:
+    traffic = Traffic(seed=2, sd=0.0, trip_sd=0.0, day_sd=0.3)
+    days = [traffic.day(MONDAY + dt.timedelta(days=n)) for n in range(10)]
+    assert days == [traffic.day(MONDAY + dt.timedelta(days=n)) for n in range(10)]
+    assert max(days) > 1.15
+    assert min(days) < 0.87
+    assert Traffic(seed=2).day(MONDAY) == 1.0
+    trip = feed.trips[TRIP]
+
+    def arrivals(tr: Traffic, seed: int) -> tuple[float, list[float]]:
+        run = drive_trip(feed, trip, MONDAY, random.Random(seed), traffic=tr)
+        return run.left_s, [a.actual_s or 0.0 for a in run.arrivals]
+
+    left, flat = arrivals(Traffic(sd=0.0, trip_sd=0.0, rush=False), 1)
+    for tr, factor in (
+        (Traffic(seed=2, sd=0.0, trip_sd=0.0, day_sd=0.3, rush=False), days[0]),
+        (Traffic(seed=1, sd=0.0, trip_sd=0.0, run_sd=0.3, rush=False), None),
+    ):
+        same_left, slowed = arrivals(tr, 1)
+        assert same_left == left
+        # The first segment, travel alone (after the depot's last report).
+        ratio = (slowed[1] - left - STOPPED_REPORT_S) / (flat[1] - left - STOPPED_REPORT_S)
+        if factor is not None:
+            assert ratio == pytest.approx(factor)
+        assert ratio != pytest.approx(1.0, abs=0.02)
+        # Every segment after it by the same factor: the lateness grows (or shrinks) stop by stop.
+        behind = [s - f for s, f in zip(slowed[1:], flat[1:], strict=True)]
+        assert behind == sorted(behind, reverse=ratio < 1)
+    # A trip's own factor differs from drive to drive, the same for the same trip and day.
+    run = Traffic(sd=0.0, trip_sd=0.0, run_sd=0.3, rush=False)
+    other_day = drive_trip(feed, trip, MONDAY + dt.timedelta(days=7), random.Random(1), traffic=run)
+    late = [
+        arrivals(run, 1)[1][-1] - flat[-1],
+        (other_day.arrivals[-1].actual_s or 0.0) - flat[-1] - 7 * 86400,
+    ]
+    assert late[0] != pytest.approx(late[1], abs=30)
+
+
+def test_the_truck_stops_at_signals_and_crawls_in_their_queues_away_from_the_stops(feed: Feed) -> None:
+    trip = feed.trips[TRIP]
+    traffic = Traffic(sd=0.0, trip_sd=0.0, signals_per_km=3)
+    run = drive_trip(feed, trip, MONDAY, random.Random(1), traffic=traffic)
+    kind = drive_trip(feed, trip, MONDAY, random.Random(1), traffic=Traffic(sd=0.0, trip_sd=0.0))
+    fixes = kinds(run.messages, "location")
+    on_the_road = [p for p in fixes if "stop" not in p]
+    assert sum(p["speed"] == 0 for p in on_the_road) >= 5  # standing at red lights
+    assert sum(0 < p["speed"] < 5 for p in on_the_road) >= 3  # crawling in their queues
+    assert not [p for p in kinds(kind.messages, "location") if "stop" not in p and p["speed"] < 5]
+    # The stops are reached when they were without the signals: the time is taken from the moving.
+    assert [a.actual_s for a in run.arrivals] == pytest.approx([a.actual_s for a in kind.arrivals], abs=1)
+
+
+def test_gps_fixes_drop_out_come_late_out_of_order_and_twice(feed: Feed) -> None:
+    trip = feed.trips[TRIP]
+    gps = Gps(dropouts_per_h=3, lost_share=0.5, late_share=0.1, repeat_share=0.05)
+    clean = drive_trip(feed, trip, MONDAY, random.Random(4))
+    run = drive_trip(feed, trip, MONDAY, random.Random(4), gps=gps)
+    again = drive_trip(feed, trip, MONDAY, random.Random(4), gps=gps)
+    assert run.messages == again.messages
+    assert run.arrivals == clean.arrivals  # the ground truth is the same: only the link differs
+    assert clean.delivered_ms == [body["ts"] for _, body in clean.messages]
+    stamps = [body["ts"] for kind, body in run.messages if kind == "location"]
+    sent = [body["ts"] for kind, body in clean.messages if kind == "location"]
+    assert stamps != sorted(stamps)  # out of order
+    assert len(set(stamps)) < len(stamps)  # some twice
+    assert len(set(stamps)) < len(sent)  # some lost
+    heard = [d for d, (kind, _) in zip(run.delivered_ms, run.messages, strict=True) if kind == "location"]
+    assert max(b - a for a, b in itertools.pairwise(heard)) >= 120_000  # minutes without a fix
+    assert run.delivered_ms == sorted(run.delivered_ms)
+    assert all(d >= body["ts"] for d, (_, body) in zip(run.delivered_ms, run.messages, strict=True))
+    assert kinds(run.messages, "lift") == kinds(clean.messages, "lift")  # lifts are acknowledged
+
+
+def test_a_driver_serves_a_stop_after_the_next_one_without_telling(feed: Feed) -> None:
+    trip = feed.trips[TRIP]
+    run = drive_trip(feed, trip, MONDAY, random.Random(5), faults=TripFaults(reordered=frozenset({2})))
+    rooms = [st.stop_id for st in trip.stop_times if st.stop_id not in feed.extras.depots]
+    lifts = [lift["stop"] for lift in kinds(run.messages, "lift")]
+    assert lifts == [rooms[0], rooms[2], rooms[1], *rooms[3:]]
+    assert run.arrivals[2].outcome is Outcome.REORDERED
+    a2, a3 = run.arrivals[2].actual_s, run.arrivals[3].actual_s
+    assert a2 is not None
+    assert a3 is not None
+    assert a2 > a3
+    assert [a.index for a in run.arrivals] == list(range(len(trip.stop_times)))
+
+
+def test_a_skipped_bin_room_is_crawled_past_within_its_geofence(feed: Feed) -> None:
+    trip = feed.trips[TRIP]
+    run = drive_trip(feed, trip, MONDAY, random.Random(3), faults=TripFaults(skipped=frozenset({2})))
+    places = stop_distances(feed, trip)
+    line = feed.shapes[trip.shape_id].line
+    near = [
+        p
+        for p in kinds(run.messages, "location")
+        if abs(line.project(Point(metres(p["lat"], p["lon"]))) - places[2]) < 30
+    ]
+    assert near
+    assert all(0 < p["speed"] < 5 for p in near)  # slow, never still, no lift

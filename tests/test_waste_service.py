@@ -361,7 +361,9 @@ def test_a_blocked_gate_tells_the_property_and_the_dispatcher_and_the_stop_is_se
     # The property office is asked, in Chinese, to clear the access to the bin room it knows.
     assert f"无法进入{feed.stops[blocked].name}，请物业尽快疏通通道" in office["text"], office
     kinds = [p["notice"] for p in receiver.at(f"/send?to=keeper-{blocked}") if p["notice"] != "correction"]
-    assert kinds == ["notice", "arrived", "deferred", "returned", "collected"]
+    # The alarm came 5 s after the truck stopped: not yet "arrived" (it might have been a queue),
+    # so its keeper hears it cannot reach, then that it is back once it is.
+    assert kinds == ["notice", "deferred", "returned", "collected"]
     assert receiver.at("/operator") == []  # a blocked gate is not a breakdown
 
 

@@ -2,10 +2,12 @@
 
 A stop's place is its distance along the trip's shape, found in order: each stop is
 projected onto the road after the stop before it, so a road that passes a compound twice
-places it on the right pass. A truck has arrived when it is within the stop's geofence and
-nearly still, or when it lifts bins there (a lift names its stop, so it settles doubt); it has
-served the stop with its lifts, and left once it is beyond the geofence. A stop the truck drives
-past without stopping or lifting is skipped.
+places it on the right pass. A truck has arrived at a bin room when it has stood still within
+the stop's geofence for STAND_S, or when it lifts bins there (a lift names its stop, so it
+settles doubt); either way the arrival is the first still fix. A truck crawling past in a queue
+(the audit saw 3.9 km/h within 40 m) has not arrived. At a depot, where nothing is lifted, the
+first still fix is the arrival. A truck has served the stop with its lifts, and left once it is
+beyond the geofence. A stop the truck drives past without stopping or lifting is skipped.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from shapely.ops import substring
 from linli.cloud.waste.gtfs import Feed, Trip
 
 GEOFENCE_M = 40.0  # a truck within this of a stop, along its road, is at the stop
-STILL_KMH = 5.0  # slower than this, a truck in the geofence has stopped there
+STILL_KMH = 2.0  # slower than this, a truck stands still (GPS speed at a standstill is ~0)
+STAND_S = 45.0  # standing still this long in a bin room's geofence, without a lift, is an arrival
 
 
 def stop_distances(feed: Feed, trip: Trip) -> list[float]:
@@ -53,6 +56,8 @@ class StopVisit:
     left_s: float | None = None
     bins: int = 0
     kg: float = 0.0
+    depot: bool = False  # nothing is lifted there: the first still fix is the arrival
+    still_s: float | None = None  # since when the truck stands still in the geofence
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,13 @@ class StopTracker:
     @classmethod
     def for_trip(cls, feed: Feed, trip: Trip) -> StopTracker:
         places = stop_distances(feed, trip)
-        return cls([StopVisit(st.stop_id, at) for st, at in zip(trip.stop_times, places, strict=True)])
+        depots = set(feed.extras.depots)
+        return cls(
+            [
+                StopVisit(st.stop_id, at, depot=st.stop_id in depots)
+                for st, at in zip(trip.stop_times, places, strict=True)
+            ]
+        )
 
     def position(self, progress: float, speed_kmh: float, time_s: float) -> list[StopEvent]:
         """A matched position: the visits it starts, ends or passes by."""
@@ -84,8 +95,10 @@ class StopTracker:
         for i, v in enumerate(self.visits):
             if v.state is Visit.AHEAD:
                 near = abs(progress - v.at_m) <= self.geofence
-                if near and speed_kmh < STILL_KMH:
-                    new.append(self._set(i, Visit.ARRIVED, time_s))
+                still = near and speed_kmh < STILL_KMH
+                v.still_s = (time_s if v.still_s is None else v.still_s) if still else None
+                if v.still_s is not None and (v.depot or time_s - v.still_s >= STAND_S):
+                    new.append(self._set(i, Visit.ARRIVED, v.still_s))
                 elif progress > v.at_m + self.geofence:
                     new.append(self._set(i, Visit.SKIPPED, time_s))
             elif v.state is Visit.ARRIVED and progress > v.at_m + self.geofence:
@@ -100,14 +113,16 @@ class StopTracker:
 
         The first visit of that stop not yet left is the one served; a stop first taken for
         skipped is served after all when its lift comes late; `again` reopens one left (a
-        blocked stop the truck came back to).
+        blocked stop the truck came back to). A truck already standing there arrived when it
+        stopped, not when it lifted.
         """
         new: list[StopEvent] = []
         for i, v in enumerate(self.visits):
             if v.stop_id != stop_id or (v.state is Visit.LEFT and not again):
                 continue
             if v.state is not Visit.ARRIVED:
-                new.append(self._set(i, Visit.ARRIVED, time_s))
+                arrived = time_s if v.still_s is None else min(v.still_s, time_s)
+                new.append(self._set(i, Visit.ARRIVED, arrived))
             v.bins += bins
             v.kg += kg
             break
@@ -117,6 +132,7 @@ class StopTracker:
     def _set(self, index: int, state: Visit, time_s: float) -> StopEvent:
         v = self.visits[index]
         v.state = state
+        v.still_s = None
         if state is Visit.ARRIVED:
             v.arrived_s = time_s
         elif state is Visit.LEFT:

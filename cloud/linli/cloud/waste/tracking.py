@@ -9,7 +9,9 @@ the arrival at every stop ahead, and decides the keepers' messages:
 - `cancellation` for a noticed stop the truck passes by without serving;
 - `arrived` and `collected` (bins and kilograms) when they happen.
 
-A keeper never gets a notice for a stop the truck has already passed or skipped.
+A keeper never gets a notice for a stop the truck has already passed or skipped. Messages
+come late and out of order over the cellular network: the trip is decided at the newest time
+heard (`now_s`), so an old fix never takes it back.
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ class TripTracker:
         self.last_fix: tuple[float, float, float] | None = None  # lat, lon, time
         self.last_heard_s = 0.0
         self.deferred: set[int] = set()  # stops left because the gate was blocked
+        self._away: set[int] = set()  # deferred stops the truck has since driven away from
+        self.now_s = 0.0  # the newest time heard or ticked: decisions are never taken back
         self.broken = False
         self.ticked_s = 0.0  # the service's newest tick this trip was evaluated at
         # Told up to this time (the truck's) before this service followed the trip: what the
@@ -115,23 +119,29 @@ class TripTracker:
         """A position: progress, visits, predictions, notices."""
         self.seen = True
         self.last_heard_s = max(self.last_heard_s, time_s)
-        self.last_fix = (lat, lon, time_s)
-        fix = self.matcher.update(lat, lon, time_s)
+        self.now_s = max(self.now_s, time_s)
+        fix = self.matcher.update(lat, lon, time_s)  # STALE when older than the last: not used
         if fix is Fix.MATCHED and self.matcher.progress is not None:
+            self.last_fix = (lat, lon, time_s)
             self.state.progress = self.matcher.progress
             for event in self.stops.position(self.matcher.progress, speed_kmh, time_s):
                 self._visit(event)
-        self._predict(time_s)
+        self._predict(self.now_s)
         return fix
 
     def replay(self, messages: list[tuple[str, dict[str, Any]]], *, tick_s: float = 30.0) -> None:
-        """A truck's messages (location, lift, alarm) in time order, with the clock ticking every
-        `tick_s` from half an hour before the trip leaves: for the benchmarks and tests."""
+        """A truck's messages (location, lift, alarm) in the order they arrive, with the clock
+        ticking every `tick_s` from half an hour before the trip leaves up to the newest message
+        heard, as the service's clock does: for the benchmarks and tests."""
         leave = self.zero_s + self.trip.stop_times[0].departure_s
         last = max((body["ts"] / 1000 for _, body in messages), default=leave)
-        ticks = [("tick", {"ts": round(t * 1000)}) for t in _steps(leave - 1800, last, tick_s)]
-        for kind, body in sorted([*messages, *ticks], key=lambda m: m[1]["ts"]):
+        ticks = _steps(leave - 1800, last, tick_s)
+        heard = -float("inf")
+        for kind, body in [*messages, ("end", {"ts": round(last * 1000) + 1})]:
             t = body["ts"] / 1000
+            heard = max(heard, t)
+            while ticks and ticks[0] < heard:
+                self.tick(ticks.pop(0))
             if kind == "location":
                 self.location(body["lat"], body["lon"], body["speed"], t)
             elif kind == "lift":
@@ -141,8 +151,6 @@ class TripTracker:
                     self.blocked(body["stop"], t)
                 elif body["alarm"] == "breakdown":
                     self.breakdown(t, "the driver's breakdown alarm")
-            elif kind == "tick":
-                self.tick(t)
 
     def already_told(self, index: int, kind: NoticeKind, time_s: float, predicted_s: float | None) -> None:
         """A notice sent before a restart: corrections are measured from it, not sent anew, and
@@ -164,12 +172,13 @@ class TripTracker:
     def tick(self, now_s: float) -> None:
         """The clock, between messages: a trip about to leave is noticed before its truck moves,
         and a truck waiting at a stop without lifting is found blocked."""
+        self.now_s = max(self.now_s, now_s)
         for i, v in enumerate(self.stops.visits):
             waited = v.arrived_s is not None and now_s - v.arrived_s > self.blocked_wait_s
             bin_room = v.stop_id not in self._depots
             if v.state is Visit.ARRIVED and not v.bins and waited and bin_room and i not in self.deferred:
                 self.blocked(v.stop_id, now_s, f"waited {self.blocked_wait_s / 60:.0f} min without lifting")
-        self._predict(now_s)
+        self._predict(self.now_s)
 
     def blocked(self, stop_id: str, time_s: float, detail: str = "the driver's alarm") -> Incident | None:
         """The gate of a stop is blocked: the truck goes on, and the stop is served on its way
@@ -229,31 +238,38 @@ class TripTracker:
         """Bins lifted at a stop."""
         self.seen = True
         self.last_heard_s = max(self.last_heard_s, time_s)
+        self.now_s = max(self.now_s, time_s)
         back = [i for i in self.deferred if self.trip.stop_times[i].stop_id == stop_id]
         for event in self.stops.lift(stop_id, bins, kg, time_s, again=bool(back)):
             if back and event.index in back:
                 self.deferred.discard(event.index)
-                self._tell(NoticeKind.RETURNED, event.index, time_s)
+                self._away.discard(event.index)
+                self._tell(NoticeKind.RETURNED, event.index, self.now_s)
                 continue
             self._visit(event)
         for i, v in enumerate(self.stops.visits):
             if v.stop_id == stop_id and v.state is Visit.ARRIVED:
-                self._tell(NoticeKind.COLLECTED, i, time_s, bins=v.bins, kg=v.kg)
+                self._tell(NoticeKind.COLLECTED, i, self.now_s, bins=v.bins, kg=v.kg)
                 break
-        self._predict(time_s)
+        self._predict(self.now_s)
 
     def _visit(self, event: StopEvent) -> None:
         observe(self.history, self.state, event, self.stops.visits[event.index].bins)
         deferred = event.index in self.deferred
+        if deferred and event.state in (Visit.LEFT, Visit.SKIPPED):
+            self._away.add(event.index)
         if event.state is Visit.ARRIVED and deferred:
-            # A stop told it comes later: the truck is there now, whichever way round it came.
-            self.deferred.discard(event.index)
-            self._tell(NoticeKind.RETURNED, event.index, event.time_s)
+            # Told it comes later: "back" once the truck has been away and is there again; the
+            # truck still standing at the blocked gate it alarmed from is not back.
+            if event.index in self._away:
+                self.deferred.discard(event.index)
+                self._away.discard(event.index)
+                self._tell(NoticeKind.RETURNED, event.index, self.now_s)
         elif event.state is Visit.ARRIVED:
-            self._tell(NoticeKind.ARRIVED, event.index, event.time_s)
+            self._tell(NoticeKind.ARRIVED, event.index, self.now_s)
         elif event.state is Visit.SKIPPED and event.index in self._told and not deferred:
             # Driven past: not coming on this trip. A deferred stop is passed on purpose.
-            self._tell(NoticeKind.CANCELLATION, event.index, event.time_s)
+            self._tell(NoticeKind.CANCELLATION, event.index, self.now_s)
 
     def _predict(self, now_s: float) -> None:
         if self.broken:
