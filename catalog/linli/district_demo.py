@@ -21,7 +21,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -82,6 +84,7 @@ class District:
     notifier_url: str
     waste_url: str
     clock: simtime.SharedClock
+    control_url: str
 
     def stop(self) -> dict[str, int]:
         """Every child in reverse order of start, each flushing; their exit codes."""
@@ -168,14 +171,16 @@ def _start_programs(
         ):
             argv = linli_argv(command, "run", "--config", str(config), "--log-level", "warning")
             children.append(spawn(name, argv, logs, {**env_file(vault / f"{name}.env"), **token}, port))
+        control = free_port()
         sim = [
             "sim", "district", "--scenario", str(files.scenario), "--gtfs", str(files.gtfs),
             "--modbus-port", str(files.modbus_port), "--mqtt-port", str(files.mqtt_port),
             "--mqtt-identities", str(vault / "identities.json"), "--time-scale", f"{time_scale:g}",
+            "--control-port", str(control),
         ]  # fmt: skip
         for fault in faults:
             sim += ["--fault", fault]
-        children.append(spawn("district", linli_argv(*sim), logs, token))
+        children.append(spawn("district", linli_argv(*sim), logs, token, control))
         os.environ.update(env_file(vault / f"edge-{AGENT}.env"))  # the agent runs in this process
         for child in children:
             if child.port:  # the links printed next work when they are
@@ -194,7 +199,30 @@ def _start_programs(
         f"http://127.0.0.1:{files.notifier_port}",
         f"http://127.0.0.1:{files.waste_port}",
         clock,
+        f"http://127.0.0.1:{control}/faults",
     )
+
+
+def strike(url: str, text: str) -> str:
+    """One fault for the running district, through the simulator's control; what it answered."""
+    import httpx
+
+    try:
+        answer = httpx.post(url, content=text.encode(), timeout=60)
+        body = answer.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return f"{text}: the simulator did not answer ({exc})"
+    if answer.status_code != 200:
+        return f"{text}: {body.get('error')}"
+    return f"{text} on {', '.join(body['devices'])}"
+
+
+def read_faults(url: str, lines: Iterable[str], struck: list[str]) -> None:
+    """Each line typed in the demo's terminal is a fault (TARGET:NAME), struck at once."""
+    for line in lines:
+        if line.strip():
+            struck.append(strike(url, line.strip()))
+            print(f"linli demo: fault {struck[-1]}; what people are told is in the inbox", flush=True)
 
 
 def install_clock(time_scale: float, start: float | None) -> simtime.SharedClock:
@@ -296,6 +324,10 @@ def _run(
         truck_names=district.files.truck_names(),
     )
     print_started(district, store, district.clock, datadir)
+    typed = threading.Thread(
+        target=read_faults, args=(district.control_url, sys.stdin, services.struck), daemon=True
+    )
+    typed.start()  # daemon: a terminal's pending read must not hold the demo's exit
 
     async def main(stop: asyncio.Event) -> int:
         if args.duration is not None:
@@ -328,9 +360,11 @@ def print_started(district: District, store: LocalServer, clock: simtime.SharedC
         f"({district.files.book_office}, {district.files.book_compound})\n"
         f"  notifier   {district.notifier_url}/alerts   waste {district.waste_url}/trips  "
         f"(token: the demo's admin token in {district.files.folder / 'admin-token'})\n"
+        f"  faults     type one here, TARGET:NAME and Enter: ronghua-1/station-2:smoke (or overheat),\n"
+        "             fleet/truck-dry-south:blocked (or breakdown), ronghua-2:offline; or from another\n"
+        f"             terminal: curl --data ronghua-1/station-2:smoke {district.control_url}\n"
         f"  configs    {district.files.folder}   logs {datadir / 'logs'}\n"
-        "  big screen: `linli dashboards picture --record --out big-screen.png` draws two simulated\n"
-        "              hours of the district (it reads InfluxQL, which VictoriaMetrics does not speak)",
+        f"  big screen linli dashboards picture --victoria-metrics {store.url} --out big-screen.png",
         flush=True,
     )
 
@@ -347,4 +381,5 @@ def print_again(store: LocalServer, datadir: Path, district: District) -> None:
         "&start=0&end=2100-01-01T00:00:00Z' | head"
     )
     print(f"  python3 -m json.tool {datadir / 'inbox.json'} | head -40     # what each person was told")
+    print(f"  linli dashboards picture --victoria-metrics http://127.0.0.1:{port} --out big-screen.png")
     print(f"  sqlite3 {district.files.folder / 'waste.sqlite'} .tables")
