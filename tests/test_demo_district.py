@@ -345,3 +345,21 @@ def test_the_inbox_page_shows_each_person_what_they_received_and_refreshes_itsel
     finally:
         driver.quit()
         server.stop()
+
+
+def test_the_clock_starts_now_when_a_truck_runs_and_just_before_the_next_trip_when_none_does() -> None:
+    """A newcomer sees trucks move and keepers told within minutes at any hour: on Monday
+    2026-12-07 at 14:19 no truck runs until the 17:30 wet-waste rounds, so the clock starts at
+    17:10; during the dry-waste rounds, or within the hour before one, it starts now."""
+    from linli.cloud.waste.gtfs import load_feed
+    from linli.district_demo import truck_time
+
+    feed = load_feed(ROOT / "deploy" / "gtfs" / "hongqiao")
+
+    def at(day: int, hour: int, minute: int) -> float:
+        return dt.datetime(2026, 12, day, hour, minute, tzinfo=ZONE).timestamp()
+
+    assert truck_time(feed, at(7, 14, 19)) == at(7, 17, 10)
+    assert truck_time(feed, at(7, 23, 0)) == at(8, 6, 10)  # the next morning's first round
+    for running in (at(7, 8, 5), at(7, 7, 45), at(7, 17, 0)):
+        assert truck_time(feed, running) == running

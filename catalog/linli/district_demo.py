@@ -29,6 +29,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from linli import simtime
+from linli.cloud.waste.gtfs import Feed, load_feed, runs_on, service_zero
 from linli.district_files import DemoFiles, district_feed, env_file, write_demo_configs
 from linli.edge.agent import Agent
 from linli.inbox import Inbox, InboxServer
@@ -225,6 +226,29 @@ def read_faults(url: str, lines: Iterable[str], struck: list[str]) -> None:
             print(f"linli demo: fault {struck[-1]}; what people are told is in the inbox", flush=True)
 
 
+LEAD_S = 20 * 60  # before the next trip leaves: its first keepers are told within minutes
+
+
+def truck_time(feed: Feed, now: float) -> float:
+    """`now` when a truck is on a trip or leaves within the hour; else 20 minutes before the next
+    trip leaves, so that a newcomer sees trucks move and keepers told within minutes of starting
+    rather than hours (between the morning's and the evening's rounds no truck runs)."""
+    zone = ZoneInfo(feed.timezone)
+    today = dt.datetime.fromtimestamp(now, zone).date()
+    spans = []
+    for days in range(-1, 3):
+        date = today + dt.timedelta(days=days)
+        zero = service_zero(date, feed.timezone)
+        spans += [
+            (zero + trip.stop_times[0].departure_s, zero + trip.stop_times[-1].arrival_s)
+            for trip in feed.trips.values()
+            if runs_on(feed, trip, date)
+        ]
+    if not spans or any(leaves - 3600 <= now <= back for leaves, back in spans):
+        return now
+    return min(leaves for leaves, _ in spans if leaves > now) - LEAD_S
+
+
 def install_clock(time_scale: float, start: float | None) -> simtime.SharedClock:
     """The demo's clock, shared with every process it starts."""
     now = time.time()
@@ -263,13 +287,20 @@ def run_district_demo(args: argparse.Namespace) -> int:
 
     datadir: Path = args.datadir.resolve()
     log_to(datadir / "logs" / "edge.log")
+    start = args.start
+    if start is None:
+        start = truck_time(load_feed(district_feed()[1]), time.time())
+        if start > time.time():
+            at = dt.datetime.fromtimestamp(start, ZONE)
+            print(f"linli demo: no truck runs now; the district's clock starts at {at:%H:%M}, 20 minutes "
+                  "before the next trip leaves (--start chooses another time)", flush=True)  # fmt: skip
     store = start_store(datadir)
     if store is None:
         return 1
     try:
         try:
             district = start_district(
-                datadir, store_url=store.url, time_scale=args.time_scale, start=args.start, faults=args.fault
+                datadir, store_url=store.url, time_scale=args.time_scale, start=start, faults=args.fault
             )
         except (ServerMissingError, ServerStartError, RuntimeError) as exc:
             print(f"linli demo: {exc}", file=sys.stderr)
@@ -361,7 +392,7 @@ def print_started(district: District, store: LocalServer, clock: simtime.SharedC
         f"  notifier   {district.notifier_url}/alerts   waste {district.waste_url}/trips  "
         f"(token: the demo's admin token in {district.files.folder / 'admin-token'})\n"
         f"  faults     type one here, TARGET:NAME and Enter: ronghua-1/station-2:smoke (or overheat),\n"
-        "             fleet/truck-dry-south:blocked (or breakdown), ronghua-2:offline; or from another\n"
+        "             fleet/truck-wet-north:blocked (or breakdown), ronghua-2:offline; or from another\n"
         f"             terminal: curl --data ronghua-1/station-2:smoke {district.control_url}\n"
         f"  configs    {district.files.folder}   logs {datadir / 'logs'}\n"
         f"  big screen linli dashboards picture --victoria-metrics {store.url} --out big-screen.png",
