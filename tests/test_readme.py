@@ -107,3 +107,15 @@ def test_the_readme_s_first_commands_on_a_charger_run_as_printed(tmp_path: Path)
     finally:
         os.killpg(stations.pid, signal.SIGINT)
         stations.wait(30)
+
+
+def test_the_readme_s_opening_names_every_kind_of_person_it_serves() -> None:
+    opening = README.split("## Architecture")[0]
+    for people in (
+        "operations-center staff",
+        "technicians",
+        "alert subscribers",
+        "bin-room keepers",
+        "property staff",
+    ):
+        assert f"**{people}**" in opening, people
