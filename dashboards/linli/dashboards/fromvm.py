@@ -5,8 +5,8 @@ The panels are InfluxQL, which VictoriaMetrics does not speak. It keeps what it 
 labels. So the picture exports the series its panels read, for the time drawn, writes them back
 as line protocol into a throwaway InfluxDB 1.x, and runs the panels' own queries there: the
 same queries Grafana runs, on the same points. What cannot come back: string fields (VictoriaMetrics
-keeps none: a trip's next stop), and booleans come back as 1 and 0, made booleans again for the
-fields the panels compare with true or false.
+stores each as 0: a trip's next stop is left out rather than shown as 0), and booleans come back
+as 1 and 0, made booleans again for the fields the panels compare with true or false.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ _FROM = re.compile(r'FROM "(\w+)"')
 _LAST = re.compile(r'last\("(\w+)"\)')
 _BOOLEAN = re.compile(r"= (true|false)\b")
 BATCH = 5000  # lines a write
+# String fields the panels read (written by linli.cloud.waste.outbox.trip_line): stored as 0.
+STRINGS = frozenset({("waste_trip", "next_stop")})
 
 
 def measurements(dashboard: dict[str, Any]) -> set[str]:
@@ -88,6 +90,8 @@ def to_lines(series: Iterable[dict[str, Any]], names: set[str], flags: set[tuple
         if measurement is None:
             continue
         field = metric[len(measurement) + 1 :]
+        if (measurement, field) in STRINGS:
+            continue
         key = escape_measurement(measurement) + "".join(
             f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(labels.items()) if v
         )
