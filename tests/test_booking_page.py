@@ -7,6 +7,7 @@ page's texts all come from the catalog, and the API's refusals carry stable code
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import shutil
 import tempfile
@@ -366,3 +367,70 @@ def test_the_page_and_the_api_docs_run_whole_under_their_policies_and_nobody_fra
     assert not where.startswith("http"), where  # the hostile site shows an error, not the page
     assert any("frame-ancestors 'none'" in line for line in refused), refused
     assert seen["headers"] == {path: {} for path in seen["headers"]}
+
+
+def test_at_a_time_scale_the_page_proposes_windows_from_the_service_s_clock_not_the_phone_s(
+    mosquitto: LocalServer, tmp_path: Path
+) -> None:
+    """`linli demo --time-scale 60`: the waste service runs on the demo's clock (here 03:05 the
+    day after tomorrow, an hour a minute); the page proposes the next full hour after the
+    service's time, plus one, and three hours to choose in, whatever the phone's clock says."""
+    from linli.simtime import ENV, SharedClock
+    from support import linli_logged, stop_logged, wait_for
+
+    folder = tmp_path / "gtfs"
+    shutil.copytree(FEED, folder)
+    state, port = tmp_path / "waste.sqlite", free_port()
+    config = tmp_path / "waste.toml"
+    config.write_text(
+        f'gtfs = "{folder}"\nstate = "{state}"\napi_host = "127.0.0.1"\napi_port = {port}\n'
+        f'[broker]\nhost = "127.0.0.1"\nport = {mosquitto.port}\n',
+        encoding="utf-8",
+    )
+    tokens = TokenBook(WasteState(str(state)).engine)
+    link = tokens.create("hongmei link", Scope.BOOK, compounds=["hongmei-1", "hongmei-2"])
+    tokens.close()
+    day = dt.date.today() + dt.timedelta(days=2)
+    start = dt.datetime.combine(day, dt.time(3, 5), SHANGHAI).timestamp()
+    clock = SharedClock(start, time.time(), 60.0)
+    log = tmp_path / "waste.log"
+    os.environ[ENV] = clock.encode()  # the service's process only: removed at once below
+    try:
+        proc = linli_logged(log, TOKEN, "waste", "run", "--config", str(config))
+    finally:
+        del os.environ[ENV]
+    chromium = tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True)
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/book/clock"), "the waste service", 120)
+        with chromium as profile:
+            driver = browser(Path(profile))
+            try:
+                before = clock.now()
+                driver.get(f"http://{HOST}:{port}/book#token={link}")
+                wait = WebDriverWait(driver, 30)
+                wait.until(lambda d: d.find_element(By.ID, "earliest").get_attribute("value"))
+                earliest = driver.find_element(By.ID, "earliest").get_attribute("value")
+                latest = driver.find_element(By.ID, "latest").get_attribute("value")
+                after = clock.now()
+            finally:
+                driver.quit()
+    finally:
+        stop_logged([proc], [log])
+
+    def proposed(t: float) -> dt.datetime:
+        return dt.datetime.fromtimestamp((int(t // 3600) + 2) * 3600, SHANGHAI)
+
+    # The service's hour, not the phone's (its clock is days behind): one of the hours the
+    # simulated clock passed while the page loaded.
+    hours = {shanghai(proposed(h * 3600.0)) for h in range(int(before // 3600), int(after // 3600) + 1)}
+    assert earliest in hours, (earliest, hours)
+    assert earliest.startswith(day.isoformat())
+    start_ms = dt.datetime.fromisoformat(earliest).replace(tzinfo=SHANGHAI)
+    assert latest == shanghai(start_ms + dt.timedelta(hours=3))
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -156,6 +156,42 @@ def test_the_district_truck_faults_block_its_third_bin_room_or_break_it_for_good
     assert all(p["acc"] is False for _, p in idle)
 
 
+def test_a_fault_struck_while_the_truck_runs_hits_the_next_bin_room_and_leaves_the_past_as_sent(
+    feed: Feed,
+) -> None:
+    """`linli demo`'s faults on demand: struck at 08:20 on Monday, when truck-dry-south is on its
+    08:10 trip, the next bin room it comes to is blocked (it is served on the way back), or the
+    truck breaks down after it; what it already sent is what a truck with no fault sent."""
+    start = service_zero(MONDAY, feed.timezone)
+    struck_at = start + 8 * 3600 + 20 * 60
+    clean = truck(feed, "truck-dry-south")
+    before = clean.advance_to(struck_at)
+    clean_after = clean.advance_to(start + 86400)
+    first_ahead = next(lift["stop"] for lift in kinds(clean_after, "lift"))
+
+    blocked = truck(feed, "truck-dry-south")
+    assert blocked.advance_to(struck_at) == before
+    blocked.strike(frozenset({"blocked"}))
+    after = blocked.advance_to(start + 86400)
+    assert all(body["ts"] > struck_at * 1000 for _, body in after)
+    alarms = [(a["stop"], a["active"]) for a in kinds(after, "alarm")]
+    assert alarms == [(first_ahead, True), (first_ahead, False)]  # that trip only, not the next day's
+    # Still every bin room lifted once: the blocked one on the way back.
+    assert sorted(lift["stop"] for lift in kinds(after, "lift")) == sorted(
+        lift["stop"] for lift in kinds(clean_after, "lift")
+    )
+
+    broken = truck(feed, "truck-dry-south")
+    broken.advance_to(struck_at)
+    broken.strike(frozenset({"breakdown"}))
+    after = broken.advance_to(start + 2 * 86400)
+    assert [a["alarm"] for a in kinds(after, "alarm")] == ["breakdown"]
+    assert [lift["stop"] for lift in kinds(after, "lift")] == [first_ahead]  # then nothing, for good
+    assert all(
+        p["acc"] is False for p in kinds(after, "location") if p["ts"] > kinds(after, "alarm")[0]["ts"]
+    )
+
+
 # --- the harder world (issue 34): each behaviour seeded, deterministic, off by default ----------
 
 

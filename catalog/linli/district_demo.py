@@ -21,14 +21,18 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from linli import simtime
+from linli.cloud.waste.gtfs import Feed, load_feed, runs_on, service_zero
 from linli.district_files import DemoFiles, district_feed, env_file, write_demo_configs
 from linli.edge.agent import Agent
+from linli.edge.config import EdgeConfig
 from linli.inbox import Inbox, InboxServer
 from linli.localservers import (
     LocalServer,
@@ -82,6 +86,7 @@ class District:
     notifier_url: str
     waste_url: str
     clock: simtime.SharedClock
+    control_url: str
 
     def stop(self) -> dict[str, int]:
         """Every child in reverse order of start, each flushing; their exit codes."""
@@ -168,14 +173,16 @@ def _start_programs(
         ):
             argv = linli_argv(command, "run", "--config", str(config), "--log-level", "warning")
             children.append(spawn(name, argv, logs, {**env_file(vault / f"{name}.env"), **token}, port))
+        control = free_port()
         sim = [
             "sim", "district", "--scenario", str(files.scenario), "--gtfs", str(files.gtfs),
             "--modbus-port", str(files.modbus_port), "--mqtt-port", str(files.mqtt_port),
             "--mqtt-identities", str(vault / "identities.json"), "--time-scale", f"{time_scale:g}",
+            "--control-port", str(control),
         ]  # fmt: skip
         for fault in faults:
             sim += ["--fault", fault]
-        children.append(spawn("district", linli_argv(*sim), logs, token))
+        children.append(spawn("district", linli_argv(*sim), logs, token, control))
         os.environ.update(env_file(vault / f"edge-{AGENT}.env"))  # the agent runs in this process
         for child in children:
             if child.port:  # the links printed next work when they are
@@ -194,7 +201,53 @@ def _start_programs(
         f"http://127.0.0.1:{files.notifier_port}",
         f"http://127.0.0.1:{files.waste_port}",
         clock,
+        f"http://127.0.0.1:{control}/faults",
     )
+
+
+def strike(url: str, text: str) -> str:
+    """One fault for the running district, through the simulator's control; what it answered."""
+    import httpx
+
+    try:
+        answer = httpx.post(url, content=text.encode(), timeout=60)
+        body = answer.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return f"{text}: the simulator did not answer ({exc})"
+    if answer.status_code != 200:
+        return f"{text}: {body.get('error')}"
+    return f"{text} on {', '.join(body['devices'])}"
+
+
+def read_faults(url: str, lines: Iterable[str], struck: list[str]) -> None:
+    """Each line typed in the demo's terminal is a fault (TARGET:NAME), struck at once."""
+    for line in lines:
+        if line.strip():
+            struck.append(strike(url, line.strip()))
+            print(f"linli demo: fault {struck[-1]}; what people are told is in the inbox", flush=True)
+
+
+LEAD_S = 20 * 60  # before the next trip leaves: its first keepers are told within minutes
+
+
+def truck_time(feed: Feed, now: float) -> float:
+    """`now` when a truck is on a trip or leaves within the hour; else 20 minutes before the next
+    trip leaves, so that a newcomer sees trucks move and keepers told within minutes of starting
+    rather than hours (between the morning's and the evening's rounds no truck runs)."""
+    zone = ZoneInfo(feed.timezone)
+    today = dt.datetime.fromtimestamp(now, zone).date()
+    spans = []
+    for days in range(-1, 3):
+        date = today + dt.timedelta(days=days)
+        zero = service_zero(date, feed.timezone)
+        spans += [
+            (zero + trip.stop_times[0].departure_s, zero + trip.stop_times[-1].arrival_s)
+            for trip in feed.trips.values()
+            if runs_on(feed, trip, date)
+        ]
+    if not spans or any(leaves - 3600 <= now <= back for leaves, back in spans):
+        return now
+    return min(leaves for leaves, _ in spans if leaves > now) - LEAD_S
 
 
 def install_clock(time_scale: float, start: float | None) -> simtime.SharedClock:
@@ -235,13 +288,20 @@ def run_district_demo(args: argparse.Namespace) -> int:
 
     datadir: Path = args.datadir.resolve()
     log_to(datadir / "logs" / "edge.log")
+    start = args.start
+    if start is None:
+        start = truck_time(load_feed(district_feed()[1]), time.time())
+        if start > time.time():
+            at = dt.datetime.fromtimestamp(start, ZONE)
+            print(f"linli demo: no truck runs now; the district's clock starts at {at:%H:%M}, 20 minutes "
+                  "before the next trip leaves (--start chooses another time)", flush=True)  # fmt: skip
     store = start_store(datadir)
     if store is None:
         return 1
     try:
         try:
             district = start_district(
-                datadir, store_url=store.url, time_scale=args.time_scale, start=args.start, faults=args.fault
+                datadir, store_url=store.url, time_scale=args.time_scale, start=start, faults=args.fault
             )
         except (ServerMissingError, ServerStartError, RuntimeError) as exc:
             print(f"linli demo: {exc}", file=sys.stderr)
@@ -287,7 +347,7 @@ def _run(
     except ConfigError as exc:
         print(f"linli demo: {exc}", file=sys.stderr)
         return 2, None
-    agent = Agent(config)
+    agent = Agent(scaled_health(config, args.time_scale))
     services = Services(
         district.notifier_url,
         district.waste_url,
@@ -296,6 +356,10 @@ def _run(
         truck_names=district.files.truck_names(),
     )
     print_started(district, store, district.clock, datadir)
+    typed = threading.Thread(
+        target=read_faults, args=(district.control_url, sys.stdin, services.struck), daemon=True
+    )
+    typed.start()  # daemon: a terminal's pending read must not hold the demo's exit
 
     async def main(stop: asyncio.Event) -> int:
         if args.duration is not None:
@@ -314,6 +378,35 @@ def _run(
     return run_until_signal(main), agent
 
 
+HEALTH_SIM_S = 150.0  # the screen counts devices online over the last 5 simulated minutes
+
+
+def scaled_health(config: EdgeConfig, time_scale: float) -> EdgeConfig:
+    """Each device's health point at least every 2.5 simulated minutes: the agent counts its
+    heartbeats on the real clock, and at x60 its minute would be an hour of the demo's, leaving
+    the big screen's "devices online" (the last 5 minutes) mostly empty."""
+    every = max(1.0, HEALTH_SIM_S / time_scale)
+    sites = [
+        site.model_copy(
+            update={
+                "devices": [
+                    d.model_copy(update={"health_every": min(d.health_every, every)}) for d in site.devices
+                ]
+            }
+        )
+        for site in config.sites
+    ]
+    mqtt = config.mqtt
+    if mqtt is not None:
+        mqtt = mqtt.model_copy(
+            update={
+                "health_every": min(mqtt.health_every, every),
+                "health_interval": min(mqtt.health_interval, every),
+            }
+        )
+    return config.model_copy(update={"sites": sites, "mqtt": mqtt})
+
+
 def print_started(district: District, store: LocalServer, clock: simtime.SharedClock, datadir: Path) -> None:
     """Where everything is, and the admin token in a file (never on the screen)."""
     token = district.files.folder / "admin-token"
@@ -328,9 +421,11 @@ def print_started(district: District, store: LocalServer, clock: simtime.SharedC
         f"({district.files.book_office}, {district.files.book_compound})\n"
         f"  notifier   {district.notifier_url}/alerts   waste {district.waste_url}/trips  "
         f"(token: the demo's admin token in {district.files.folder / 'admin-token'})\n"
+        f"  faults     type one here, TARGET:NAME and Enter: ronghua-1/station-2:smoke (or overheat),\n"
+        "             fleet/truck-wet-north:blocked (or breakdown), ronghua-2:offline; or from another\n"
+        f"             terminal: curl --data ronghua-1/station-2:smoke {district.control_url}\n"
         f"  configs    {district.files.folder}   logs {datadir / 'logs'}\n"
-        "  big screen: `linli dashboards picture --record --out big-screen.png` draws two simulated\n"
-        "              hours of the district (it reads InfluxQL, which VictoriaMetrics does not speak)",
+        f"  big screen linli dashboards picture --victoria-metrics {store.url} --out big-screen.png",
         flush=True,
     )
 
@@ -347,4 +442,5 @@ def print_again(store: LocalServer, datadir: Path, district: District) -> None:
         "&start=0&end=2100-01-01T00:00:00Z' | head"
     )
     print(f"  python3 -m json.tool {datadir / 'inbox.json'} | head -40     # what each person was told")
+    print(f"  linli dashboards picture --victoria-metrics http://127.0.0.1:{port} --out big-screen.png")
     print(f"  sqlite3 {district.files.folder / 'waste.sqlite'} .tables")

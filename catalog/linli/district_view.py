@@ -34,6 +34,7 @@ class Services:
     open_alerts: int | None = None
     stop_names: dict[str, str] = field(default_factory=dict)  # what the keepers call a bin room
     truck_names: dict[str, str] = field(default_factory=dict)  # a truck's fleet number and plate
+    struck: list[str] = field(default_factory=list)  # faults typed in the terminal, as answered
 
     def refresh(self) -> None:
         """Fetch what changed; a service not answering yet keeps the last values."""
@@ -64,6 +65,8 @@ def render(agent: Agent, services: Services, inbox: Inbox, readings_per_s: float
         f"requesters {told.get('requester', 0)}, alert subscribers {told.get('subscriber', 0)}   "
         f"open alerts {'-' if services.open_alerts is None else services.open_alerts}",
         "bookings: " + (", ".join(f"{k} {v}" for k, v in sorted(services.bookings.items())) or "none"),
+        "faults (type TARGET:NAME and Enter, e.g. ronghua-1/station-2:smoke): "
+        + ("; ".join(services.struck[-3:]) or "none yet"),
         "",
         f"{_cut('truck', 20)}{'trip':<18}{_cut('next stop', 22)}{'predicted':>10} {'delay':>9}",
     ]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from linli.catalog.i18n import DEFAULT_LOCALE, LOCALES, Locale
-from linli.cli_support import setup_logging
+from linli.cli_support import iso_time, setup_logging
 
 SCREEN = "linli-screen"
 
@@ -61,12 +61,25 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "picture",
         help="draw the big screen into a PNG",
         description=(
-            "Draw a dashboard as the wall screen would show it, from the InfluxDB at --url; or, with "
-            "--record, first record two simulated hours of the district into a local InfluxDB 1.x."
+            "Draw a dashboard as the wall screen would show it, from the InfluxDB at --url; from the "
+            "VictoriaMetrics at --victoria-metrics (`linli demo`'s store: its points are copied into a "
+            "throwaway InfluxDB 1.x, which runs the panels' InfluxQL); or, with --record, first record "
+            "two simulated hours of the district into a local InfluxDB 1.x."
         ),
     )
     picture.add_argument("--out", type=Path, required=True, help="PNG to write")
     picture.add_argument("--url", help="InfluxDB with the district's data (1.x, or 2.x's v1 API)")
+    picture.add_argument(
+        "--victoria-metrics",
+        metavar="URL",
+        help="VictoriaMetrics with the district's data (`linli demo`'s store)",
+    )
+    picture.add_argument(
+        "--end",
+        type=iso_time,
+        default=None,
+        help="the screen's now (ISO with offset; default: now, or from --victoria-metrics its newest point)",
+    )
     picture.add_argument("--database", default="linli")
     picture.add_argument("--token", default=os.environ.get("INFLUXDB_TOKEN"))
     picture.add_argument("--hours", type=float, default=1.0, help="time range drawn (default 1 h)")
@@ -137,8 +150,11 @@ def _picture(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if not args.record and not args.url:
-        print("linli dashboards picture: give --url of an InfluxDB, or --record", file=sys.stderr)
+    if not args.record and not args.url and not args.victoria_metrics:
+        print(
+            "linli dashboards picture: give --url of an InfluxDB, --victoria-metrics, or --record",
+            file=sys.stderr,
+        )
         return 2
     dashboard: dict[str, Any] = boards.to_json(boards.models(args.locale)[args.dashboard])
     setup_logging("warning")
@@ -146,13 +162,58 @@ def _picture(args: argparse.Namespace) -> int:
         if args.record:
             with tempfile.TemporaryDirectory(prefix="linli-picture-") as tmp:
                 return _record_and_draw(dashboard, args.out, Path(tmp), args.locale)
-        end = int(time.time() * 1000)
+        if args.victoria_metrics:
+            with tempfile.TemporaryDirectory(prefix="linli-picture-") as tmp:
+                return _from_victoria_metrics(dashboard, args, Path(tmp))
+        end = int((args.end if args.end is not None else time.time()) * 1000)
         start = end - int(args.hours * 3_600_000)
         source = Source(args.url, args.database, start, end, zone=dashboard["timezone"], token=args.token)
         print(render(dashboard, source, args.out, locale=args.locale))
+        _say_empty(source)
     except (QueryError, OSError, ServerMissingError) as exc:
         print(f"linli dashboards picture: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _say_empty(source: Any) -> None:
+    """Which panels had nothing to show, on stderr (stdout is the picture's path)."""
+    if source.empty:
+        print(f"panels with no data: {', '.join(source.empty)}", file=sys.stderr)
+    else:
+        print("every panel has data", file=sys.stderr)
+
+
+def _from_victoria_metrics(dashboard: dict[str, Any], args: argparse.Namespace, workdir: Path) -> int:
+    from linli.dashboards import fromvm
+    from linli.dashboards.influxv1 import run
+    from linli.dashboards.render import Source, render
+    from linli.localservers import start_influxdb1
+
+    names = fromvm.measurements(dashboard)
+    end = int(args.end * 1000) if args.end is not None else fromvm.newest_ms(args.victoria_metrics, names)
+    if end is None:
+        print(f"linli dashboards picture: no district data in {args.victoria_metrics}", file=sys.stderr)
+        return 1
+    start = end - int(args.hours * 3_600_000)
+    influx = start_influxdb1(workdir / "influxdb")
+    try:
+        run(influx.url, "", "CREATE DATABASE linli")
+        # From the day's start too: some panels count today.
+        copied = fromvm.copy(
+            args.victoria_metrics,
+            influx.url,
+            "linli",
+            dashboard,
+            start_ms=min(start, end - 86_400_000),
+            end_ms=end,
+        )
+        print(f"{copied:,} points copied from {args.victoria_metrics}", file=sys.stderr)
+        source = Source(influx.url, "linli", start, end, zone=dashboard["timezone"])
+        print(render(dashboard, source, args.out, locale=args.locale))
+        _say_empty(source)
+    finally:
+        influx.stop()
     return 0
 
 

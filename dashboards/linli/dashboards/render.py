@@ -89,6 +89,7 @@ class Source:
     ) -> None:
         self.url, self.database, self.token = url, database, token
         self.start_ms, self.end_ms, self.zone = start_ms, end_ms, ZoneInfo(zone)
+        self.empty: list[str] = []  # the panels drawn with no value to show, by title
 
     def frames(self, panel: dict[str, Any]) -> list[tuple[str, Series]]:
         """(display name, series) for every series of every query, one per value column."""
@@ -96,11 +97,14 @@ class Source:
         out = []
         for target in panel.get("targets", []):
             interval = f"{max(1, (self.end_ms - start) // 1000 // 120)}s"
-            # The screen as it stood at the end of the range: its "now" is the end.
+            # The screen as it stood at the end of the range: its "now" is the end (a store on a
+            # simulated clock is ahead of ours).
             text = target["query"].replace("now()", f"{self.end_ms}ms")
             query = expand(text, start, self.end_ms, interval)
             for series in run(self.url, self.database, query, token=self.token):
                 out.append((renamed(panel, _name(target.get("alias"), series)), series))
+        if not any(v is not None for _, s in out for row in s.values for v in row[1:]):
+            self.empty.append(str(panel.get("title", "")))
         return out
 
     def _panel_start(self, panel: dict[str, Any]) -> int:

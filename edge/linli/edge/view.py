@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import sys
 import time
 from collections import Counter
@@ -80,7 +81,8 @@ async def run_view(
         now = time.monotonic()
         rate = (agent.totals.readings - last_count) / max(now - last_t, 1e-6)
         last_count, last_t = agent.totals.readings, now
-        screen = render(agent, rate)
+        # A wide terminal shows more of each device's last values; a narrow one, what fits.
+        screen = render(agent, rate, width=shutil.get_terminal_size((100, 24)).columns if tty else 100)
         if tty:
             out.write(CLEAR + screen + "\n")
         else:

@@ -107,14 +107,17 @@ class ChargerStation:
         self.door_open = False
         self.mains_fault = False
         self._stop_coils = self._command_addresses("stop")
+        self.faults: frozenset[str] = frozenset()
         self.inject(faults)
 
     def inject(self, faults: frozenset[str]) -> None:
-        """Start these faults now (a warmed-up station gets its trouble when it is served)."""
+        """Start these faults now (a warmed-up station gets its trouble when it is served, or
+        while it runs, from the district's control)."""
+        new = faults - self.faults
         self.faults = faults
         self.smoke = "smoke" in faults
         self.mains_fault = "mains" in faults
-        if "overheat" in faults:
+        if "overheat" in new:
             self._arrive(self.ports[0])
 
     def _command_addresses(self, name: str) -> dict[int, int]:

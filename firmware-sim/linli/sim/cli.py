@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -21,7 +23,9 @@ from linli.cloud.waste.gtfs import Feed
 from linli.sim.bookings import BookingAgent
 from linli.sim.charger import FAULTS as CHARGER_FAULTS
 from linli.sim.clock import SimClock
+from linli.sim.control import FaultControl
 from linli.sim.district import (
+    District,
     FaultSpec,
     MqttPublisher,
     build_district,
@@ -184,6 +188,12 @@ def _add_district(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--journal", type=Path, default=None, help="append every MQTT message sent to this file"
     )
     district.add_argument(
+        "--control-port",
+        type=int,
+        default=None,
+        help="faults on demand while it runs: POST TARGET:NAME to http://127.0.0.1:PORT/faults",
+    )
+    district.add_argument(
         "--edge-config", type=Path, default=None, help="write the matching edge config and exit"
     )
     district.add_argument(
@@ -308,7 +318,10 @@ def _run_district(args: argparse.Namespace) -> int:
     journal = publisher.journal = open_journal(args.journal)
 
     async def main(stop: asyncio.Event) -> None:
-        started = asyncio.Event()
+        with control_on(args.control_port, district, publisher):
+            await _serve(asyncio.Event(), stop)
+
+    async def _serve(started: asyncio.Event, stop: asyncio.Event) -> None:
         task = asyncio.create_task(
             run_district(district, publisher, clock, stop, started=started, bookings=bookings)
         )
@@ -334,6 +347,20 @@ def _run_district(args: argparse.Namespace) -> int:
     finally:
         if journal is not None:
             journal.close()
+
+
+@contextlib.contextmanager
+def control_on(port: int | None, district: District, publisher: MqttPublisher) -> Iterator[None]:
+    """The district's fault control on `port` while it runs (in the running event loop), if asked."""
+    if port is None:
+        yield
+        return
+    control = FaultControl(district, publisher, asyncio.get_running_loop(), port)
+    control.start()
+    try:
+        yield
+    finally:
+        control.stop()
 
 
 def _run_charger(args: argparse.Namespace) -> int:

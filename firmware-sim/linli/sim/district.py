@@ -113,12 +113,48 @@ class MqttSimDevice:
 
 
 @dataclass
+class Placed:
+    """One device as started: where it is, its model, and how it is served (None: powered off)."""
+
+    placed: PlacedDevice
+    model: Any
+    served: Served | MqttSimDevice | None
+
+
+@dataclass
 class District:
     """Everything the scenario starts."""
 
     servers: list[DeviceServer]
     mqtt_devices: list[MqttSimDevice]
     silent_mqtt: int = 0
+    devices: list[Placed] = field(default_factory=list)
+
+    def strike(self, fault: FaultSpec, publisher: MqttPublisher | None) -> list[str]:
+        """`fault` from now on, while the district runs (in its event loop); the devices it hit
+        as site/device. ValueError, as for a fault from the start, when it hits none."""
+        hit = resolve_faults([d.placed for d in self.devices], [fault])
+        out = []
+        for d in self.devices:
+            if (d.placed.site, d.placed.device) not in hit:
+                continue
+            out.append(f"{d.placed.site}/{d.placed.device}")
+            if fault.name == OFFLINE:
+                if isinstance(d.served, Served):
+                    d.served.fault = Fault.SILENT
+                elif isinstance(d.served, MqttSimDevice) and publisher is not None:
+                    publisher.silence(d.served)
+                continue
+            names = frozenset({fault.name})
+            if callable(getattr(d.model, "strike", None)):
+                d.model.strike(names)  # a truck: its trips are driven again
+            elif callable(getattr(d.model, "inject", None)):
+                d.model.inject(d.model.faults | names)
+            else:
+                d.model.faults = d.model.faults | names  # read at every step
+            if isinstance(d.served, Served):
+                d.served.invalidate()
+        return out
 
 
 def load_timetable(scenario: Scenario, override: Path | None = None) -> Feed | None:
@@ -162,6 +198,7 @@ def build_district(
     fault_map = resolve_faults(devices, faults)
     by_port: dict[int, list[Served]] = {}
     mqtt_devices: list[MqttSimDevice] = []
+    started: list[Placed] = []
     silent = 0
     for placed in devices:
         injected = fault_map.get((placed.site, placed.device), frozenset())
@@ -172,15 +209,19 @@ def build_district(
             assert placed.unit is not None
             fault = Fault.SILENT if OFFLINE in injected else Fault.NONE
             device: SimulatedDevice = model
-            by_port.setdefault(placed.port, []).append(Served(device, unit=placed.unit, fault=fault))
+            served = Served(device, unit=placed.unit, fault=fault)
+            by_port.setdefault(placed.port, []).append(served)
+            started.append(Placed(placed, model, served))
         elif OFFLINE in injected:
             silent += 1  # powered off: never connects
+            started.append(Placed(placed, model, None))
         else:
             mqtt_devices.append(MqttSimDevice(placed, model))
+            started.append(Placed(placed, model, mqtt_devices[-1]))
     servers = [
         DeviceServer(host, modbus_port + offset, served, clock) for offset, served in sorted(by_port.items())
     ]
-    return District(servers, mqtt_devices, silent)
+    return District(servers, mqtt_devices, silent, started)
 
 
 def _user(dev: MqttSimDevice) -> str:
@@ -264,10 +305,26 @@ class MqttPublisher:
                 client.publish(dev.topic(spec.status_topic), spec.online, qos=1, retain=True)
             dev.client = client
 
+    def silence(self, dev: MqttSimDevice) -> None:
+        """The device loses power: its status goes offline (as its last will would say, which a
+        clean disconnect does not send) and it publishes nothing more."""
+        spec = dev.behaviour.profile.mqtt
+        if dev.client is None or spec is None:
+            return
+        if spec.status_topic:
+            dev.client.publish(
+                dev.topic(spec.status_topic), spec.offline, qos=1, retain=True
+            ).wait_for_publish(10)
+        dev.client.disconnect()
+        dev.client.loop_stop()
+        dev.client = None
+
     def publish_until(self, t: float) -> int:
         """Advance every device to simulated time t and publish its messages; returns how many."""
         n = 0
         for dev, messages in zip(self.devices, self._messages, strict=True):
+            if dev.client is None:
+                continue  # powered off while running
             dev.pending = [info for info in dev.pending if not info.is_published()]
             for name, payload in dev.behaviour.advance_to(t):
                 message = messages[name]

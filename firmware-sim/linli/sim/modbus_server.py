@@ -119,6 +119,10 @@ class Served:
             self._dirty = False
         return self._image
 
+    def invalidate(self) -> None:
+        """The device changed outside its own steps (a fault struck): read it afresh."""
+        self._dirty = True
+
 
 async def _action(  # noqa: PLR0917 (pymodbus calls it positionally)
     served: Served,

@@ -24,6 +24,7 @@ from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
+from linli import simtime
 from linli.catalog.i18n import DEFAULT_LOCALE, LOCALES, Locale, catalog
 from linli.cloud.api import doc, invalid
 from linli.cloud.headers import page_csp
@@ -43,7 +44,7 @@ STATIC = FilePath(__file__).parent / "static"
 PAGE = STATIC / "book.html"
 # The page's own files, apart so that a strict Content-Security-Policy ('self') allows them.
 ASSETS = {"book.js": "text/javascript", "book.css": "text/css"}
-PUBLIC_PAGES = frozenset({"/book", "/book/messages", *(f"/book/{name}" for name in ASSETS)})
+PUBLIC_PAGES = frozenset({"/book", "/book/messages", "/book/clock", *(f"/book/{name}" for name in ASSETS)})
 # The model's refusals the page names; any other is `invalid`.
 INVALID_CODES = {"mobile": "phone_invalid", "window_empty": "window_empty"}
 log = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ def booking_routes(api: FastAPI, service: WasteService) -> None:
             raise Refused(409, exc.code, str(exc)) from None
 
     supervision_routes(api, service)
-    page_routes(api)
+    page_routes(api, service)
 
     @api.get("/compounds")
     async def compounds(request: Request) -> list[dict[str, Any]]:
@@ -221,8 +222,8 @@ def names(feed: Feed, thing: str, name: Callable[[Feed, str, Locale], str]) -> d
     return {locale: name(feed, thing, locale) for locale in LOCALES}
 
 
-def page_routes(api: FastAPI) -> None:
-    """The booking page, its files and its texts: no data, no token."""
+def page_routes(api: FastAPI, service: WasteService) -> None:
+    """The booking page, its files, its texts and its clock: no data, no token."""
 
     @api.get("/book", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
@@ -234,6 +235,13 @@ def page_routes(api: FastAPI) -> None:
     async def messages(locale: Locale = DEFAULT_LOCALE) -> dict[str, str]:
         """The page's texts in `locale` (its `booking.*` keys): `{name}` placeholders left to fill."""
         return {key: value for key, value in catalog(locale).items() if key.startswith("booking.")}
+
+    @api.get("/book/clock", include_in_schema=False)
+    async def clock() -> dict[str, float]:
+        """The service's time, against which a window is checked, and how fast it runs: the
+        page proposes windows from it, not from the phone's clock (a demo's runs faster)."""
+        shared = simtime.installed()
+        return {"now_ms": round(service.clock() * 1000), "rate": shared.scale if shared else 1.0}
 
     @api.get("/book/{name}", include_in_schema=False, responses=doc(404))
     async def asset(name: Annotated[str, Path(max_length=16)]) -> FileResponse:

@@ -32,7 +32,7 @@ from shapely import LineString
 
 from linli.catalog.profile import Profile, get_profile
 from linli.cloud.waste.dispatch import Roads
-from linli.cloud.waste.gtfs import Feed, metres, runs_on, service_zero
+from linli.cloud.waste.gtfs import Feed, Trip, metres, runs_on, service_zero
 from linli.sim.context import DeviceContext
 from linli.sim.timetable import (
     GPS_NOISE_M,
@@ -41,6 +41,7 @@ from linli.sim.timetable import (
     TO_WGS84,
     Traffic,
     TripFaults,
+    TripRun,
     drive_trip,
 )
 
@@ -53,6 +54,8 @@ KG_PER_M3 = 250.0  # renovation rubble, loose [assumed]
 FAULT_STOP = 3
 # A trip may end this much after its timetable says.
 LATE_S = 3 * 3600
+# A fault struck while the truck runs hits a bin room at least this far ahead (simulated s).
+AHEAD_S = 60.0
 
 
 class Truck:
@@ -86,6 +89,8 @@ class Truck:
         self.queue: list[tuple[int, int, Message]] = []
         self.broken = False
         self.busy: list[tuple[float, float]] = []  # (first, last message) of each trip
+        self.planned: list[tuple[Trip, dt.date, int]] = []  # each trip driven, its index in busy
+        self.pending: set[str] = set()  # struck with no trip ahead: the next day's first trip
         self._n = 0
         on_call = feed.extras.renovation
         self.on_call = on_call is not None and any(t.id == truck for t in on_call.trucks)
@@ -214,14 +219,16 @@ class Truck:
                 break
             if day0 + trip.stop_times[-1].arrival_s + LATE_S < self.start:
                 continue  # over before the simulation starts: its faults must not carry over
-            rng = random.Random(f"{self.seed}:{trip.id}:{date.isoformat()}")
+            names = self.faults | self.pending
+            self.pending = set()
             faults = TripFaults(
-                blocked=frozenset({FAULT_STOP}) if "blocked" in self.faults else frozenset(),
-                breakdown_before=FAULT_STOP if "breakdown" in self.faults else None,
+                blocked=frozenset({FAULT_STOP}) if "blocked" in names else frozenset(),
+                breakdown_before=FAULT_STOP if "breakdown" in names else None,
             )
-            run = drive_trip(self.feed, trip, date, rng, traffic=self.traffic, faults=faults)
+            run = self._drive(trip, date, faults)
             for message in run.messages:
                 self._push(message)
+            self.planned.append((trip, date, len(self.busy)))
             self.busy.append((run.messages[0][1]["ts"] / 1000, run.end_s))
             self.broken = run.broken
         t = day0
@@ -230,6 +237,63 @@ class Truck:
             if not on_trip and not (self.broken and self.busy and t > self.busy[-1][1]):
                 self._push(("location", self._parked(t)))
             t += self.between_trips_s
+
+    def _drive(self, trip: Trip, date: dt.date, faults: TripFaults | None = None) -> TripRun:
+        """The trip driven on `date`: the same roads and luck each time it is driven again."""
+        rng = random.Random(f"{self.seed}:{trip.id}:{date.isoformat()}")
+        return drive_trip(self.feed, trip, date, rng, traffic=self.traffic, faults=faults)
+
+    def strike(self, names: frozenset[str]) -> None:
+        """Faults from now on, while the district runs: `blocked`, the next bin room the truck
+        comes to has its gate blocked; `breakdown`, it breaks down after the next one, for good.
+        With no trip ahead, the next day's first trip has them."""
+        for name in sorted(names & FAULTS):
+            if not self._strike(name):
+                self.pending.add(name)
+
+    def _strike(self, name: str) -> bool:
+        """Drive again the first planned trip with a bin room still ahead, with the fault there;
+        what was already sent stays as it was (the same luck, so the same until that stop)."""
+        now_ms = self.t * 1000
+        depots = set(self.feed.extras.depots)
+        for i, (trip, date, b) in enumerate(self.planned):
+            first, end = self.busy[b]
+            if end <= self.t or self.broken:
+                continue
+            last = len(trip.stop_times) - 1
+            ahead = [
+                a.index
+                for a in self._drive(trip, date).arrivals
+                if 0 < a.index < last
+                and a.stop_id not in depots
+                and a.actual_s is not None
+                and a.actual_s > self.t + AHEAD_S
+            ]
+            if not ahead:
+                continue
+            k = ahead[0]
+            # A breakdown halfway to the stop after the next: the truck has not left the next yet.
+            faults = (
+                TripFaults(blocked=frozenset({k}))
+                if name == "blocked"
+                else TripFaults(breakdown_before=k + 1)
+            )
+            run = self._drive(trip, date, faults)
+            self.queue = [
+                e
+                for e in self.queue
+                if e[0] <= now_ms or not (run.broken or first * 1000 <= e[0] <= end * 1000)
+            ]
+            heapq.heapify(self.queue)
+            for message in run.messages:
+                if message[1]["ts"] > now_ms:
+                    self._push(message)
+            self.busy[b] = (first, run.end_s)
+            if run.broken:
+                self.broken = True
+                del self.busy[b + 1 :], self.planned[i + 1 :]
+            return True
+        return False
 
     def _push(self, message: Message) -> None:
         self._n += 1

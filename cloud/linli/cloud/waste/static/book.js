@@ -21,6 +21,12 @@ let compounds = [];
 let shown = null; // the booking shown, to show again in the other language
 let problem = null; // the error code shown, likewise
 let key = newKey(); // one per booking: a retry after a lost answer books once
+// The service's clock, not the phone's: windows are checked against it (a demo's runs faster).
+let served = { now_ms: Date.now(), rate: 1, at: Date.now() };
+
+function now() {
+  return served.now_ms + (Date.now() - served.at) * served.rate;
+}
 
 function saved() {
   try { return localStorage.getItem("linli.booking.locale"); } catch { return null; }
@@ -44,7 +50,7 @@ function t(name, values = {}) {
 function clock(ms) {
   const hm = new Intl.DateTimeFormat("en-GB", { timeZone: ZONE, hour: "2-digit", minute: "2-digit", hourCycle: "h23" }).format(ms);
   const day = (x) => new Intl.DateTimeFormat("en-CA", { timeZone: ZONE }).format(x);
-  if (day(ms) === day(Date.now())) return hm;
+  if (day(ms) === day(now())) return hm;
   return new Intl.DateTimeFormat(locale, { timeZone: ZONE, month: "short", day: "numeric" }).format(ms) + " " + hm;
 }
 
@@ -192,7 +198,12 @@ async function start() {
   $("cancel").addEventListener("click", cancel);
   $("switch").addEventListener("click", () => speak(locale === "en" ? "zh-CN" : "en"));
   await speak(locale);
-  const soon = Math.ceil(Date.now() / 3600000) * 3600000 + 3600000;
+  try {
+    served = { ...(await call("GET", "/book/clock")), at: Date.now() };
+  } catch {
+    // the phone's clock, then: the service will say if the window is past
+  }
+  const soon = Math.ceil(now() / 3600000) * 3600000 + 3600000;
   $("earliest").value = inputValue(soon);
   $("latest").value = inputValue(soon + 3 * 3600000);
   try {
