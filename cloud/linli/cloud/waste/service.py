@@ -222,7 +222,7 @@ class WasteService:
         self._ratelog = RateLimitedLog(log)
         self._buglog = RateLimitedLog(log, level=logging.ERROR)
         self.route_of_truck = {r.truck: rid for rid, r in self.feed.routes.items()}
-        self.outbox = Outbox(self.state)
+        self.outbox = Outbox(self.state, self._state_error)
         self.renovation = self._renovation()
         if self.renovation is not None:
             self.renovation.record = self.outbox.put

@@ -304,9 +304,12 @@ class WasteState(Tables):
     def pending(self) -> int:
         return int(self._rows("SELECT COUNT(*) FROM waste_outbox")[0][0])
 
-    def waiting(self, limit: int) -> list[tuple[int, str]]:
-        """The oldest lines waiting: (id, line)."""
-        rows = self._rows("SELECT id, line FROM waste_outbox ORDER BY id LIMIT :n", {"n": limit})
+    def waiting(self, limit: int, after: int = 0) -> list[tuple[int, str]]:
+        """The oldest lines waiting, after the id `after`: (id, line)."""
+        rows = self._rows(
+            "SELECT id, line FROM waste_outbox WHERE id > :after ORDER BY id LIMIT :n",
+            {"n": limit, "after": after},
+        )
         return [(int(i), str(line)) for i, line in rows]
 
     def written(self, ids: list[int]) -> None:
