@@ -161,16 +161,6 @@ def failed_deliveries(port: int) -> set[tuple[str, str, str]]:
     return out
 
 
-def held(database: Database) -> int:
-    """Deliveries held in the state: being sent, or left for a lease to run out and be sent again."""
-    engine = create_engine(postgresql_url(database.server, database.name))
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(text("SELECT count(*) FROM waste_delivery")).scalar_one())
-    finally:
-        engine.dispose()
-
-
 def waste_run(
     tmp: Path, mosquitto: LocalServer, database: Database, faults: list[tuple[float, str]]
 ) -> tuple[Counter[Key], set[tuple[str, str, str]], list[str]]:
@@ -209,7 +199,7 @@ def waste_run(
                 (s.get("received"), s.get("waiting"), s.get("delivering")) == (len(messages), 0, 0)
                 for s in stats
             )
-            return done and held(database) == 0
+            return done and database.held("waste_delivery") == 0
 
         with contextlib.suppress(AssertionError):  # the caller compares, and says what is missing
             wait_for(settled, "both services done with every message", timeout=LEASE_S * 4 + 60)
