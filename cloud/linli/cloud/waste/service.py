@@ -242,6 +242,18 @@ class WasteService:
         self._pruned_s = 0.0
         self.taken_over = 0  # routes taken over (their trips replayed)
         self.replayed = 0  # log lines replayed
+        self._recall()
+
+    def _recall(self) -> None:
+        """Learn again what the predictor learned before this start (the state's steps): a
+        restarted service predicts, and corrects its keepers, as the one that stopped would."""
+        try:
+            learned = self.state.learned()
+        except DBAPIError as exc:  # predicted from the timetable until trips teach it again
+            self._state_error(exc, "reading what the predictor learned")
+            return
+        for route, step in learned:
+            self.history.learn(route, step)
 
     # --- messages --------------------------------------------------------------
 
@@ -932,6 +944,9 @@ class WasteService:
             # Broken down already: its stops ahead were told "delayed", nothing more is promised,
             # and a truck still silent is not found broken down a second time.
             tracker.broken = tracker.broken or kind == IncidentKind.BREAKDOWN
+        if upto is None:
+            # Where the truck has been and the trip's pace, as the predictor had them.
+            tracker.restore(self.state.steps_of(trip_id, day))
         if rows:
             # Silence is counted from the restart, not from before it.
             tracker.last_heard_s = max(tracker.last_heard_s, now)
@@ -997,6 +1012,7 @@ class WasteService:
         opened = f"{tracker.trip.id}@{day.isoformat()}"
         if opened in self._unresumed and not self._resume_late(tracker, opened):
             return
+        self._keep_steps(tracker, day.isoformat())
         if not self._send_incidents(tracker):
             return
         key = f"{tracker.trip.id}@{tracker.zero_s}"
@@ -1019,6 +1035,20 @@ class WasteService:
                 message = WasteNotice(notice, self.feed, route.truck, route.waste_type, locale)
                 for channel in keeper.channels:
                     self._deliver(keeper.name, channel, message, f"{notice.trip_id}/{notice.index}")
+
+    def _keep_steps(self, tracker: TripTracker, day: str) -> None:
+        """What the trip taught the predictor, kept before its notices are claimed: a service
+        restarted after telling them has learned it too. While the state cannot be reached the
+        steps wait for the trip's next message or tick."""
+        steps = tracker.state.steps
+        if not steps:
+            return
+        try:
+            self.state.keep_steps(tracker.trip.id, day, tracker.trip.route_id, steps)
+        except DBAPIError as exc:
+            if self._state_error(exc, f"keeping the steps of trip {tracker.trip.id} of {day}"):
+                return
+        steps.clear()
 
     def _record(self, n: KeeperNotice, day: str) -> bool:
         """Claim a notice before it is sent; False when it is claimed already (by this service
