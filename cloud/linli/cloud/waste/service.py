@@ -196,6 +196,9 @@ class WasteService:
         # Trips finished with notices or incidents not yet claimed (the state down): told still.
         self._closed: dict[str, TripTracker] = {}
         self._unrecorded: list[tuple[int, str, str, str, str]] = []  # failed deliveries, not kept yet
+        # Held deliveries under way here (waiting their turn, or sending): past their lease they
+        # are this service's still, not a dead one's orphans (`send_orphans`).
+        self._sending: set[int] = set()
         self.received = 0  # every message taken, good or bad
         self.rejected: Counter[str] = Counter()
         self.bookings_refused: Counter[str] = Counter()  # booking requests refused, by reason
@@ -430,18 +433,22 @@ class WasteService:
     def _send(self, who: str, channel: Channel, message: Message, thread: str, held: int) -> None:
         """Deliver in the background; the held row goes once it is delivered or recorded as failed."""
         finished = functools.partial(self._release, held)
+        self._sending.add(held)
         self.deliveries.start(who, channel, message, thread=thread, finished=finished)
 
     def _release(self, held: int) -> None:
+        self._sending.discard(held)
         try:
             self.state.release(held)
         except DBAPIError as exc:  # left held: sent again when its lease runs out, not lost
             self._state_error(exc, "releasing a delivery")
 
     def send_orphans(self) -> int:
-        """Send what another service (or this one, before a restart) held and never finished."""
+        """Send what another service (or this one, before a restart) held and never finished; how
+        many. One still under way here (a backlog longer than the lease) only has its lease taken
+        again: sent again, its recipient would hear it twice."""
         now = time.time()
-        orphans = self.state.orphans(now, now + self.config.lease_s)
+        orphans = [o for o in self.state.orphans(now, now + self.config.lease_s) if o[0] not in self._sending]
         for held, who, channel_json, body, thread in orphans:
             try:
                 channel = CHANNEL.validate_json(channel_json)
