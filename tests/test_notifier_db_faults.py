@@ -135,7 +135,12 @@ channels = [{{ kind = "webhook", url = "{hook}/duty" }}]
 """
     )
     proc = linli_logged(tmp / f"{name}.log", TOKEN, "cloud", "run", "--config", str(config))
-    wait_for(lambda: get(port, "/health") is not None, f"notifier {name} up", timeout=90)
+    try:
+        wait_for(lambda: get(port, "/health") is not None, f"notifier {name} up", timeout=90)
+    except AssertionError:
+        proc.terminate()  # not yet the caller's to stop: it would outlive the test
+        proc.wait(15)
+        raise
     return proc, port
 
 
