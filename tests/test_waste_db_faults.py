@@ -30,10 +30,11 @@ from sqlalchemy import Engine, create_engine, text
 from alertflow import Hook
 from linli.cloud.waste.config import TruckBroker, WasteConfig
 from linli.cloud.waste.gtfs import Feed, load_feed
+from linli.cloud.waste.outbox import VisitStore
 from linli.cloud.waste.service import WasteService
 from linli.localservers import LocalServer, free_port, postgresql_url, start_postgresql
 from linli.sim.timetable import Traffic, TripFaults, drive_trip
-from support import LOOPBACK, linli_logged, stop_logged, wait_for
+from support import LOOPBACK, influx1_create_db, influx1_query, linli_logged, stop_logged, unique, wait_for
 from test_notifier_db_faults import TOKEN, Database, get
 from test_waste_service import FEED, MONDAY, TRIP, hand_over
 
@@ -160,16 +161,6 @@ def failed_deliveries(port: int) -> set[tuple[str, str, str]]:
     return out
 
 
-def held(database: Database) -> int:
-    """Deliveries held in the state: being sent, or left for a lease to run out and be sent again."""
-    engine = create_engine(postgresql_url(database.server, database.name))
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(text("SELECT count(*) FROM waste_delivery")).scalar_one())
-    finally:
-        engine.dispose()
-
-
 def waste_run(
     tmp: Path, mosquitto: LocalServer, database: Database, faults: list[tuple[float, str]]
 ) -> tuple[Counter[Key], set[tuple[str, str, str]], list[str]]:
@@ -208,7 +199,7 @@ def waste_run(
                 (s.get("received"), s.get("waiting"), s.get("delivering")) == (len(messages), 0, 0)
                 for s in stats
             )
-            return done and held(database) == 0
+            return done and database.held("waste_delivery") == 0
 
         with contextlib.suppress(AssertionError):  # the caller compares, and says what is missing
             wait_for(settled, "both services done with every message", timeout=LEASE_S * 4 + 60)
@@ -303,3 +294,82 @@ def test_a_constraint_violated_is_a_bug_logged_not_an_outage_retried_for_ever(
     assert "UniqueViolation" in bugs[0], bugs
     assert "claiming the notice of trip" in bugs[0], bugs
     assert told(hook) == Counter(), "a notice told that was never claimed"
+
+
+def test_the_outbox_gives_a_refused_line_up_once_and_keeps_the_rest_through_an_outage(
+    tmp_path: Path, influx1: LocalServer, pg_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store's outbox on a PostgreSQL of its own. A trigger refuses one line with a
+    UniqueViolation: that line is a bug, tried once in its batch and once alone, counted in
+    `state_bugs` and given up; the lines beside it and after it reach the store. Then
+    PostgreSQL is stopped: the lines put meanwhile wait in memory (an outage, tried again), and
+    once it is back every one reaches the store, once. (Before, any database error was an
+    outage: the refused line was held with every line after it and tried again at every put,
+    and none of them ever reached the store.)"""
+    server = start_postgresql(pg_folder / "pg")
+    database = Database(server, "outbox")
+    engine = create_engine(postgresql_url(server, database.name))
+    store = VisitStore(url=influx1.url, database=unique("outbox"))
+    influx1_create_db(influx1.url, store.database)
+    hook = Hook("127.0.0.1")
+    config, feed, _ = one_trip(tmp_path, database.url, hook.base)
+    service = WasteService(config, TOKEN, feed)
+    outbox = service.outbox
+    caplog.set_level(logging.ERROR, "linli.cloud.waste.service")
+
+    def line(n: int, field: str = "n") -> str:
+        return f"waste_trip,route=test {field}={n}i {1_700_000_000_000 + n}"
+
+    def stored() -> list[int]:
+        rows = influx1_query(store.url, store.database, 'SELECT "n" FROM "waste_trip"')
+        return sorted(int(r["n"]) for r in rows if r["n"] is not None)
+
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "CREATE SEQUENCE tried; CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN IF NEW.line LIKE '%refused=%' THEN PERFORM nextval('tried'); "
+                    "RAISE unique_violation USING MESSAGE = 'refused by the test'; END IF; "
+                    "RETURN NEW; END $$"
+                )
+            )
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON waste_outbox "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse()"
+                )
+            )
+        outbox.put([line(1), line(2, "refused"), line(3)])
+        for n in range(4, 7):  # each put and flush after it could try the refused line again
+            outbox.put([line(n)])
+            assert outbox.flush(store, None) > 0
+        with engine.connect() as conn:  # a sequence is not rolled back with the insert it counted
+            tried = conn.execute(text("SELECT last_value FROM tried")).scalar_one()
+        assert tried == 2, f"the refused line was tried {tried} times"
+        assert (service.state_bugs, service.state_errors, outbox.refused) == (1, 0, 1)
+        assert stored() == [1, 3, 4, 5, 6]
+        assert outbox.pending() == 0
+        bugs = [r.getMessage() for r in caplog.records if "a bug to report" in r.getMessage()]
+        assert len(bugs) == 1, bugs
+        assert "UniqueViolation" in bugs[0], bugs
+        assert "refused=2i" in bugs[0], bugs
+
+        database.fault("stop")
+        outbox.put([line(7)])
+        outbox.put([line(8), line(9)])
+        assert outbox.flush(store, None) == 0  # nothing can be read: nothing written, nothing lost
+        assert outbox.pending() == 3  # held in memory
+        assert service.state_errors >= 3
+        assert service.state_bugs == 1
+        database.fault("start")
+        engine.dispose()
+        wait_for(lambda: outbox.flush(store, None) > 0, "the held lines written once the state is back")
+        assert stored() == [1, 3, 4, 5, 6, 7, 8, 9]  # each once, the refused one never
+        assert outbox.pending() == 0
+        assert service.state_bugs == 1
+    finally:
+        service.state.close()
+        engine.dispose()
+        hook.close()
+        database.server.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,12 @@ import pytest
 from linli.cloud.config import DeliveryConfig, SmtpConfig
 from linli.cloud.waste.config import TruckBroker, WasteConfig
 from linli.cloud.waste.gtfs import load_feed
-from linli.cloud.waste.service import WasteService
+from linli.cloud.waste.service import CHANNEL, Resent, WasteService
 from linli.localservers import LocalServer, free_port
 from linli.sim.timetable import Traffic, drive_trip
 from peers import Inbox, Receiver, SlowReceiver
 from support import wait_until
-from test_waste_service import MONDAY, TOKEN, TRIP, hand_over, local_feed
+from test_waste_service import FEED, MONDAY, TOKEN, TRIP, hand_over, local_feed
 
 
 @pytest.fixture
@@ -114,3 +115,38 @@ def test_a_hanging_and_a_trickling_keeper_gateway_cost_only_their_own_notices(
     assert len(bad) >= 2 * 3
     assert all(f["error"] for f in bad), bad
     assert {f["contact"] for f in listed} <= {keeper[r] for r in slow_rooms.values()}
+
+
+def test_a_delivery_waiting_its_turn_past_its_lease_is_not_sent_again_by_its_own_service(
+    tmp_path: Path,
+) -> None:
+    """One delivery at a time to a gateway that is slow: the second waits its turn longer than
+    its lease. Its own service takes the lease again rather than the delivery for an orphan of
+    a dead service. (Before, it sent a second copy: a loaded run of `test_waste_kills.py` had
+    keepers told "arrived" and "collected" twice, 7 to 12 times in the run without kills.)"""
+    gateway = SlowReceiver("hang")
+    delivery = DeliveryConfig(allow_private=True, per_destination=1, deadline_s=120)
+    config = WasteConfig(
+        gtfs=FEED,
+        state=str(tmp_path / "waste.sqlite"),
+        broker=TruckBroker(port=1),
+        lease_s=5,
+        delivery=delivery,
+    )
+    service = WasteService(config, TOKEN, load_feed(FEED))
+    channel = CHANNEL.validate_python({"kind": "webhook", "url": f"{gateway.url}/send"})
+
+    async def run() -> tuple[int, int]:
+        for n in range(2):
+            service._deliver("keeper", channel, Resent(f"notice {n}", f"text {n}", {"n": n}), f"stop-{n}")
+        await wait_until(lambda: len(gateway.posts) == 1, 30, "the first delivery at the gateway")
+        leases = [float(lease) for (lease,) in service.state.rows("SELECT lease_s FROM waste_delivery")]
+        await wait_until(lambda: time.time() > max(leases), 30, "both leases run out")
+        return service.send_orphans(), service.deliveries.under_way
+
+    try:
+        sent, under_way = asyncio.run(run())
+    finally:
+        gateway.close()
+        service.state.close()
+    assert (sent, under_way) == (0, 2)  # the two, each once: none taken for an orphan

@@ -228,6 +228,9 @@ class NotifierConfig(Strict):
     repeat_s: Annotated[float, Field(gt=0)] = 4 * 3600.0
     # A delivery is tried this many times, backing off from 1 s, before it is recorded as failed.
     attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    # A notice claimed and not released (its sender died, or the database failed as it
+    # finished) is sent again by any notifier after this long: longer than its attempts take.
+    lease_s: Annotated[float, Field(ge=5, le=86_400)] = 300.0
     delivery: DeliveryConfig = DeliveryConfig()
     # The language of the notices of every subscription that names none (zh-CN or en).
     locale: Locale = DEFAULT_LOCALE

@@ -51,7 +51,11 @@ class AlertFeed:
     True). While the notifier's state cannot be reached, events wait here in order and are
     handed over again at each `retry`; the broker sends no more than its in-flight window
     meanwhile. Past `leave_after_s` of that, the notifier leaves the group (unsubscribes), so
-    that the others get every new event, and joins again once all it holds is taken.
+    that the others get every new event, and joins again once all it holds is taken. While out
+    it subscribes to every event (`watching`) and holds each once: when every notifier of the
+    group is out (their database down), the broker would drop what no member subscribes to,
+    and an alert that fired and resolved meanwhile would never be told. What another notifier
+    told meanwhile is not told again: the claims are in the state.
 
     A notifier that dies takes the events it held with it on Mosquitto 2.0, which does not
     give a dead member's messages to the rest of the group (EMQX does): the edges announce
@@ -98,6 +102,11 @@ class AlertFeed:
         b = self.broker
         return [f"$share/{b.group}/{b.alert_topic}/#", f"$share/{b.group}/{b.status_topic}/+"]
 
+    def watching(self) -> list[str]:
+        """Every event, not a share of them: subscribed while out of the group."""
+        b = self.broker
+        return [f"{b.alert_topic}/#", f"{b.status_topic}/+"]
+
     def start(self) -> None:
         log.info("notifier: connecting to the broker at %s:%d", self.broker.host, self.broker.port)
         self.client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive_s)
@@ -121,6 +130,7 @@ class AlertFeed:
         self.connection += 1
         if self.left:
             log.info("notifier: connected; staying out of the group until the state is back")
+            client.subscribe([(f, 1) for f in self.watching()])
             return
         log.info("notifier: connected; subscribing %s", ", ".join(self.filters()))
         self._join()
@@ -181,6 +191,11 @@ class AlertFeed:
 
     def _deliver(self, alert: AlertMessage, mid: int, qos: int, connection: int) -> None:
         """On the loop: hand the event over, behind any that wait, and acknowledge it once taken."""
+        if self.left and any(_same(alert, w[0]) for w in self.waiting):
+            # Out of the group, every event comes here, and the edges announce each again and
+            # again: one copy waits, the state is unchanged by the rest.
+            self.client.ack(mid, qos)
+            return
         held = bool(self.waiting)  # then the state is failing: the tick's retry tries again
         self.waiting.append((alert, mid, qos, connection))
         if not held:
@@ -205,6 +220,7 @@ class AlertFeed:
                     )
                     self.left = True
                     self.client.unsubscribe(self.filters())
+                    self.client.subscribe([(f, 1) for f in self.watching()])
                 return
             self.waiting.popleft()
             # On a later connection the mid names another message, or none: the broker sends
@@ -215,6 +231,7 @@ class AlertFeed:
         if self.left:
             log.info("notifier: the state is back; joining the group again")
             self.left = False
+            self.client.unsubscribe(self.watching())
             self._join()
 
     def _join(self) -> None:
@@ -222,3 +239,8 @@ class AlertFeed:
 
     def _refuse(self, reason: str, source: str, detail: str) -> None:
         self.loop.call_soon_threadsafe(self.reject, reason, source, detail)
+
+
+def _same(a: AlertMessage, b: AlertMessage) -> bool:
+    """The same step of the same episode: an edge's announcement again."""
+    return (a.fingerprint, a.state, a.since_ms) == (b.fingerprint, b.state, b.since_ms)

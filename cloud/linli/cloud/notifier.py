@@ -49,8 +49,6 @@ log = logging.getLogger(__name__)
 RANK = {Severity.WARNING: 0, Severity.CRITICAL: 1}
 # How often an alert held back by a subscriber's quiet hours is looked at again.
 QUIET_RECHECK_S = 60.0
-# How long a notice may take to be sent (every retry included) before another notifier sends it.
-LEASE_S = 300.0
 CHANNEL: TypeAdapter[Channel] = TypeAdapter(Channel)
 # A notice to send: to whom, on which channel, what.
 Outgoing = tuple[str, Channel, Notice]
@@ -191,6 +189,7 @@ class Notifier:
             # alert open for this event to be handed over again, after it nothing can fail.
             # The resolution's notices are kept in the outbox by the closing transaction itself.
             subs = {s.id: s for s in self.store.subscriptions()}
+            self._first_overdue(alert, subs, now)
             outgoing: list[Outgoing] = []
 
             def keep(told: list[str]) -> Keep:
@@ -200,6 +199,21 @@ class Notifier:
             closed = self.store.close_alert(alert.fingerprint, alert.since_ms, now, keep)
             if closed is not None:
                 self._send_all(outgoing, closed.held)
+
+    def _first_overdue(self, resolution: AlertMessage, subs: dict[str, Subscription], now: float) -> None:
+        """An alert that outlasted its group wait by its own times, and nobody told of it yet:
+        its events came late and together (held while the state was down, or while no notifier
+        of the group could take them), its resolution before the tick that would have told it.
+        Its first message goes now, before the resolution, as it would have in time. A flap
+        shorter than the group wait stays untold."""
+        if resolution.time_ms - resolution.since_ms < self.config.group_wait_s * 1000:
+            return
+        entry = self.store.entry(resolution.fingerprint)
+        if entry is None or entry[4]:
+            return  # not open (closed already), or told
+        for active in self._read([entry]):
+            if active.alert.since_ms <= resolution.since_ms:
+                self._due(active, subs, now)
 
     def active(self) -> list[Active]:
         """Every open alert, oldest first; one that no longer reads back is quarantined."""
@@ -336,7 +350,7 @@ class Notifier:
         """What a claim keeps in the outbox until it is sent: if this notifier dies first,
         another sends it; if the database fails, the claim is undone with it."""
         notices = [(sub, ch.model_dump_json(), json.dumps(n.to_json())) for sub, ch, n in outgoing]
-        return Keep(notices, self.clock() + LEASE_S)
+        return Keep(notices, self.clock() + self.config.lease_s)
 
     def _send_all(self, outgoing: list[Outgoing], held: list[int] | None) -> None:
         """Send what a claim kept (`held`: its outbox ids), if the claim was won."""
@@ -359,7 +373,7 @@ class Notifier:
 
     def send_orphans(self) -> int:
         """Send the notices a notifier claimed and never sent (it died); how many."""
-        orphans = self.store.orphans(self.clock(), self.clock() + LEASE_S)
+        orphans = self.store.orphans(self.clock(), self.clock() + self.config.lease_s)
         for held, sub_id, channel_json, body in orphans:
             try:
                 channel = CHANNEL.validate_json(channel_json)

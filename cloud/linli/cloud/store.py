@@ -46,6 +46,10 @@ BOOK_DUE = (
     "(SELECT fingerprint FROM alert WHERE due_s <= :due ORDER BY due_s LIMIT :limit) "
     "ORDER BY a.first_s, a.fingerprint"
 )
+BOOK_ONE = (
+    "SELECT a.fingerprint, a.body, a.first_s, a.acked_by, t.subscription, t.last_s "
+    "FROM alert a LEFT JOIN told t ON t.fingerprint = a.fingerprint WHERE a.fingerprint = :fp"
+)
 REFRESH = text("UPDATE alert SET body = :body WHERE fingerprint = :fp AND since_ms = :since")
 # Subscriptions changed: every alert is looked at again at the next tick.
 RESCHEDULE = "UPDATE alert SET due_s = 0"
@@ -145,7 +149,14 @@ class Store(Tables):
     def book(self, due_by: float | None = None, limit: int = 2**31 - 1) -> list[Entry]:
         """Every open alert, oldest first, with who heard of it when; or the `limit` most
         overdue by `due_by`."""
-        rows = self._rows(BOOK if due_by is None else BOOK_DUE, {"due": due_by, "limit": limit})
+        return self._book(self._rows(BOOK if due_by is None else BOOK_DUE, {"due": due_by, "limit": limit}))
+
+    def entry(self, fp: str) -> Entry | None:
+        """One open alert, with who heard of it when; None if it is not open."""
+        return next(iter(self._book(self._rows(BOOK_ONE, {"fp": fp}))), None)
+
+    @staticmethod
+    def _book(rows: list[tuple[Any, ...]]) -> list[Entry]:
         book: dict[str, Entry] = {}
         for fp, body, first, by, sub, last in rows:
             entry = book.setdefault(

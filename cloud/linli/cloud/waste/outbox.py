@@ -13,13 +13,16 @@ Three measurements, as line protocol through InfluxDB's v1 write API:
   when the dispatcher acknowledges it (`open` 0, `change` -1).
 
 Lines wait in the service's state (the outbox, `linli.cloud.waste.state`) until the store has
-them: a store that is down loses nothing, and the lines go once it is back.
+them: a store that is down loses nothing, and the lines go once it is back. A state that cannot
+be reached (`db.unreachable`) holds them in memory until it can; a step the state refuses for a
+bug (a constraint violated) is logged and counted once, never tried again for ever.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
@@ -27,6 +30,7 @@ from sqlalchemy.exc import DBAPIError
 
 from linli.catalog.lineprotocol import format_line
 from linli.cloud.config import Strict
+from linli.cloud.db import unreachable
 from linli.cloud.waste.stops import Visit
 from linli.cloud.waste.store import StoreError, write_lines
 from linli.cloud.waste.tracking import Incident, NoticeKind
@@ -131,14 +135,21 @@ def incident_line(incident: Incident, route: str, truck: str, *, open_: bool, at
 
 
 class Outbox:
-    """Lines kept in the service's state until the store has them."""
+    """Lines kept in the service's state until the store has them.
 
-    def __init__(self, state: WasteState) -> None:
+    `state_error(exc, what)` is the service's judgement of a step the state refused: True when
+    the state cannot be reached (counted, the step waits), False for a bug (counted in
+    `state_bugs`, logged at ERROR)."""
+
+    def __init__(self, state: WasteState, state_error: Callable[[DBAPIError, str], bool]) -> None:
         self.state = state
+        self.state_error = state_error
         self.written = 0
         self.failures = 0
+        self.refused = 0  # lines the state refused for a bug: given up, each logged
         self._held: list[str] = []  # lines the state could not take yet
         self._holding = threading.Lock()  # put on the event loop, flush in a thread
+        self._after = 0  # lines up to this id are in the store, but the state refused to drop them
         self._ratelog = RateLimitedLog(log)
 
     def put(self, lines: list[str]) -> None:
@@ -148,11 +159,25 @@ class Outbox:
             try:
                 self.state.put(self._held)
             except DBAPIError as exc:
-                self._ratelog.log(
-                    "state", "state", "waste: %d lines held in memory: %s", len(self._held), exc
-                )
+                if unreachable(exc):
+                    self.state_error(exc, "keeping lines for the store")
+                    return  # tried again at the next put or flush
+                # A bug: one line (or the statement) refused. Each line alone, so that only the
+                # ones refused are given up, not every line after them, at every put for ever.
+                self._held = self._keep_each(self._held)
                 return
             self._held = []
+
+    def _keep_each(self, lines: list[str]) -> list[str]:
+        """Each line put on its own: the lines left to hold (the state unreachable meanwhile)."""
+        for i, line in enumerate(lines):
+            try:
+                self.state.put([line])
+            except DBAPIError as exc:
+                if self.state_error(exc, f"keeping the line {line!r} for the store"):
+                    return lines[i:]
+                self.refused += 1
+        return []
 
     def pending(self) -> int:
         try:
@@ -165,7 +190,7 @@ class Outbox:
         try:
             return self._flush(store, token)
         except DBAPIError as exc:
-            self._ratelog.log("state", "state", "waste: the outbox cannot be read: %s", exc)
+            self.state_error(exc, "reading the lines for the store")
             return 0
 
     def _flush(self, store: VisitStore, token: str | None) -> int:
@@ -173,7 +198,7 @@ class Outbox:
             self.put([])
         sent = 0
         while True:
-            rows = self.state.waiting(BATCH)
+            rows = self.state.waiting(BATCH, self._after)
             if not rows:
                 return sent
             try:
@@ -184,6 +209,11 @@ class Outbox:
                     "store", store.url, "waste: the store did not take %d lines, kept: %s", len(rows), exc
                 )
                 return sent
-            self.state.written([i for i, _ in rows])
             sent += len(rows)
             self.written += len(rows)
+            try:
+                self.state.written([i for i, _ in rows])
+            except DBAPIError as exc:
+                if self.state_error(exc, "dropping the lines the store has"):
+                    return sent  # written again next time: the same points, stored once
+                self._after = rows[-1][0]  # a bug: not written again at every flush

@@ -22,6 +22,10 @@ TheTransitClock keeps historical averages and smooths each segment with a Kalman
 here the trip-level pace does that job across segments, since a day's traffic slows every
 segment of a trip together. Times are the messages' own, so a day simulated fast predicts
 like a real one.
+
+Each arrival and departure a trip's state takes is also kept as a `Step` (`TripState.steps`):
+the service writes them to its state, so that a restarted service learns the same history
+again (`History.learn`) and resumes a trip under way with its pace (`TripState.restore`).
 """
 
 from __future__ import annotations
@@ -124,6 +128,19 @@ class History:
         n, sx, sy, sxx, sxy = self._dwell
         self._dwell = [n + 1, sx + bins, sy + seconds, sxx + bins * bins, sxy + bins * seconds]
 
+    def learn(self, route: str, step: Step, zero_s: float) -> None:
+        """A step a trip of the service day `zero_s` took before a restart, learned again: its
+        segment's time and today's traffic, its dwell, the depot's departure."""
+        if step.state is Visit.ARRIVED and step.from_s is not None and step.scheduled_s is not None:
+            if step.plain_s is not None:
+                self.add_day(zero_s, step.plain_s, step.time_s - step.from_s)
+            self.add_segment(route, step.index, step.from_s, step.time_s, step.scheduled_s)
+            return
+        if step.dwell_bins is not None and step.from_s is not None:
+            self.add_dwell(step.dwell_bins, step.time_s - step.from_s)
+        if step.due_s is not None:
+            self.add_departure(step.time_s - step.due_s)
+
     def dwell(self, bins: int, scheduled: float) -> float:
         n, sx, sy, sxx, sxy = self._dwell
         spread = n * sxx - sx * sx
@@ -132,6 +149,24 @@ class History:
         b = (n * sxy - sx * sy) / spread
         a = (sy - b * sx) / n
         return max(0.0, a + b * bins)
+
+
+@dataclass(frozen=True)
+class Step:
+    """A stop reached (ARRIVED) or left (LEFT, SKIPPED), with what the history learned from it:
+    an arrival's segment (left the stop before at `from_s`, `scheduled_s` in the timetable,
+    `expected_s` by the model then), a departure's dwell (arrived at `from_s`, `dwell_bins`), the
+    depot's departure against its time (`due_s`)."""
+
+    index: int
+    state: Visit
+    time_s: float
+    from_s: float | None = None
+    scheduled_s: float | None = None
+    expected_s: float | None = None  # by the model with today's factor: the trip's pace
+    dwell_bins: int | None = None
+    plain_s: float | None = None  # an arrival's segment by the model before today's factor
+    due_s: float | None = None  # the depot left: when it was due (epoch s), for the departures
 
 
 @dataclass
@@ -148,6 +183,19 @@ class TripState:
     passing: set[int] = field(default_factory=set)  # stops driven past: deferred or skipped
     expected_s: float = 0.0  # of the finished segments, by the model
     observed_s: float = 0.0  # of the finished segments, as driven
+    steps: list[Step] = field(default_factory=list)  # taken and not yet kept in the service's state
+
+    def restore(self, steps: list[Step]) -> None:
+        """The steps this trip took before a restart, in order: where it has been, its pace."""
+        for step in steps:
+            if step.state is Visit.ARRIVED:
+                self.arrived.setdefault(step.index, step.time_s)
+                if step.expected_s is not None and step.from_s is not None:
+                    self.expected_s += step.expected_s
+                    self.observed_s += step.time_s - step.from_s
+            else:
+                self.arrived.setdefault(step.index, step.from_s if step.from_s is not None else step.time_s)
+                self.left[step.index] = step.time_s
 
     def scheduled_segment(self, k: int) -> float:
         st = self.trip.stop_times
@@ -171,27 +219,35 @@ def observe(history: History, state: TripState, event: StopEvent, bins: int = 0)
         learn_segment(history, state, k, t)
     elif event.state is Visit.LEFT:
         state.left[k] = t
-        if k == 0:
-            history.add_departure(t - (state.zero_s + state.trip.stop_times[0].departure_s))
-        if k in state.arrived and bins and t - state.arrived[k] <= MAX_DWELL_S:
-            history.add_dwell(bins, t - state.arrived[k])
+        arrived = state.arrived.get(k)
+        learned = arrived is not None and bins != 0 and t - arrived <= MAX_DWELL_S
+        if learned and arrived is not None:
+            history.add_dwell(bins, t - arrived)
+        due = state.zero_s + state.trip.stop_times[0].departure_s if k == 0 else None
+        if due is not None:
+            history.add_departure(t - due)
+        state.steps.append(Step(k, Visit.LEFT, t, arrived, dwell_bins=bins if learned else None, due_s=due))
     elif event.state is Visit.SKIPPED:
         # Passed by (or the depot left before the first fix): reached and left at once.
         state.arrived.setdefault(k, t)
         state.left[k] = t
+        state.steps.append(Step(k, Visit.SKIPPED, t, state.arrived[k]))
 
 
 def learn_segment(history: History, state: TripState, k: int, arrived_s: float) -> None:
     """The truck arrived at stop k: the segment's time feeds the history and the trip's pace."""
     left = state.left.get(k - 1)
     if left is None:
+        state.steps.append(Step(k, Visit.ARRIVED, arrived_s))
         return
     scheduled = state.scheduled_segment(k)
     expected = history.segment(state.trip.route_id, k, left, scheduled)
-    state.expected_s += expected * history.day(state.zero_s)
+    today = expected * history.day(state.zero_s)
+    state.expected_s += today
     state.observed_s += arrived_s - left
     history.add_day(state.zero_s, expected, arrived_s - left)
     history.add_segment(state.trip.route_id, k, left, arrived_s, scheduled)
+    state.steps.append(Step(k, Visit.ARRIVED, arrived_s, left, scheduled, today, plain_s=expected))
 
 
 def predict(history: History, state: TripState, now_s: float) -> dict[int, float]:

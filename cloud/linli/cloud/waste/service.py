@@ -196,6 +196,9 @@ class WasteService:
         # Trips finished with notices or incidents not yet claimed (the state down): told still.
         self._closed: dict[str, TripTracker] = {}
         self._unrecorded: list[tuple[int, str, str, str, str]] = []  # failed deliveries, not kept yet
+        # Held deliveries under way here (waiting their turn, or sending): past their lease they
+        # are this service's still, not a dead one's orphans (`send_orphans`).
+        self._sending: set[int] = set()
         self.received = 0  # every message taken, good or bad
         self.rejected: Counter[str] = Counter()
         self.bookings_refused: Counter[str] = Counter()  # booking requests refused, by reason
@@ -222,7 +225,7 @@ class WasteService:
         self._ratelog = RateLimitedLog(log)
         self._buglog = RateLimitedLog(log, level=logging.ERROR)
         self.route_of_truck = {r.truck: rid for rid, r in self.feed.routes.items()}
-        self.outbox = Outbox(self.state)
+        self.outbox = Outbox(self.state, self._state_error)
         self.renovation = self._renovation()
         if self.renovation is not None:
             self.renovation.record = self.outbox.put
@@ -242,6 +245,18 @@ class WasteService:
         self._pruned_s = 0.0
         self.taken_over = 0  # routes taken over (their trips replayed)
         self.replayed = 0  # log lines replayed
+        self._recall()
+
+    def _recall(self) -> None:
+        """Learn again what the predictor learned before this start (the state's steps): a
+        restarted service predicts, and corrects its keepers, as the one that stopped would."""
+        try:
+            learned = self.state.learned()
+        except DBAPIError as exc:  # predicted from the timetable until trips teach it again
+            self._state_error(exc, "reading what the predictor learned")
+            return
+        for route, day, step in learned:
+            self.history.learn(route, step, service_zero(dt.date.fromisoformat(day), self.feed.timezone))
 
     # --- messages --------------------------------------------------------------
 
@@ -418,18 +433,22 @@ class WasteService:
     def _send(self, who: str, channel: Channel, message: Message, thread: str, held: int) -> None:
         """Deliver in the background; the held row goes once it is delivered or recorded as failed."""
         finished = functools.partial(self._release, held)
+        self._sending.add(held)
         self.deliveries.start(who, channel, message, thread=thread, finished=finished)
 
     def _release(self, held: int) -> None:
+        self._sending.discard(held)
         try:
             self.state.release(held)
         except DBAPIError as exc:  # left held: sent again when its lease runs out, not lost
             self._state_error(exc, "releasing a delivery")
 
     def send_orphans(self) -> int:
-        """Send what another service (or this one, before a restart) held and never finished."""
+        """Send what another service (or this one, before a restart) held and never finished; how
+        many. One still under way here (a backlog longer than the lease) only has its lease taken
+        again: sent again, its recipient would hear it twice."""
         now = time.time()
-        orphans = self.state.orphans(now, now + self.config.lease_s)
+        orphans = [o for o in self.state.orphans(now, now + self.config.lease_s) if o[0] not in self._sending]
         for held, who, channel_json, body, thread in orphans:
             try:
                 channel = CHANNEL.validate_json(channel_json)
@@ -932,6 +951,9 @@ class WasteService:
             # Broken down already: its stops ahead were told "delayed", nothing more is promised,
             # and a truck still silent is not found broken down a second time.
             tracker.broken = tracker.broken or kind == IncidentKind.BREAKDOWN
+        if upto is None:
+            # Where the truck has been and the trip's pace, as the predictor had them.
+            tracker.restore(self.state.steps_of(trip_id, day))
         if rows:
             # Silence is counted from the restart, not from before it.
             tracker.last_heard_s = max(tracker.last_heard_s, now)
@@ -997,6 +1019,7 @@ class WasteService:
         opened = f"{tracker.trip.id}@{day.isoformat()}"
         if opened in self._unresumed and not self._resume_late(tracker, opened):
             return
+        self._keep_steps(tracker, day.isoformat())
         if not self._send_incidents(tracker):
             return
         key = f"{tracker.trip.id}@{tracker.zero_s}"
@@ -1019,6 +1042,20 @@ class WasteService:
                 message = WasteNotice(notice, self.feed, route.truck, route.waste_type, locale)
                 for channel in keeper.channels:
                     self._deliver(keeper.name, channel, message, f"{notice.trip_id}/{notice.index}")
+
+    def _keep_steps(self, tracker: TripTracker, day: str) -> None:
+        """What the trip taught the predictor, kept before its notices are claimed: a service
+        restarted after telling them has learned it too. While the state cannot be reached the
+        steps wait for the trip's next message or tick."""
+        steps = tracker.state.steps
+        if not steps:
+            return
+        try:
+            self.state.keep_steps(tracker.trip.id, day, tracker.trip.route_id, steps)
+        except DBAPIError as exc:
+            if self._state_error(exc, f"keeping the steps of trip {tracker.trip.id} of {day}"):
+                return
+        steps.clear()
 
     def _record(self, n: KeeperNotice, day: str) -> bool:
         """Claim a notice before it is sent; False when it is claimed already (by this service

@@ -3,7 +3,8 @@
 Notices and incidents are claimed by inserting them (see migration 0005): services that
 follow the same trucks decide the same notices, and whichever inserts one first sends it; an
 insert that finds it there does nothing and sends nothing. Lines for the store wait in
-`waste_outbox` until the store has them.
+`waste_outbox` until the store has them. What the predictor learned waits in `waste_step` for
+a service started again (migration 0010).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from linli.cloud.db import Tables, is_url
+from linli.cloud.waste.predict import Step
 from linli.cloud.waste.rollups import Period, Rollup
+from linli.cloud.waste.stops import Visit
 from linli.cloud.waste.tracking import Incident, KeeperNotice
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,15 @@ INCIDENT = text(
     "VALUES (:trip, :day, :kind, :stop, :seq, :time_ms, :route, :truck, :detail) "
     "ON CONFLICT DO NOTHING RETURNING id"
 )
+
+STEP = text(
+    "INSERT INTO waste_step (trip_id, day, idx, state, route, time_ms, from_ms, scheduled_s, expected_s, "
+    "dwell_bins, plain_s, due_ms) VALUES (:trip, :day, :idx, :state, :route, :time_ms, :from_ms, "
+    ":scheduled_s, :expected_s, :dwell_bins, :plain_s, :due_ms) ON CONFLICT DO NOTHING"
+)
+STEP_COLUMNS = "idx, state, time_ms, from_ms, scheduled_s, expected_s, dwell_bins, plain_s, due_ms"
+# The newest steps a starting service learns from: some weeks of a district's trips.
+RECALLED_STEPS = 50_000
 
 TRIP = text(
     "INSERT INTO waste_trip (trip_id, day, route, truck, waste_type, next_idx, progress_m, finished, "
@@ -78,7 +90,8 @@ def adopt_legacy_file(state: str | Path) -> bool:
 
 
 class WasteState(Tables):
-    """Notices, incidents, failed deliveries and the store's outbox (bookings: `Bookings`)."""
+    """Notices, incidents, failed deliveries, the store's outbox and the predictor's steps
+    (bookings: `Bookings`)."""
 
     def __init__(self, state: str | Path) -> None:
         adopt_legacy_file(state)
@@ -293,6 +306,48 @@ class WasteState(Tables):
             {"p": str(period), "s": since_ms},
         )
 
+    # --- what the predictor learned ----------------------------------------------------
+
+    def keep_steps(self, trip_id: str, day: str, route: str, steps: list[Step]) -> None:
+        """A trip's steps (stops reached and left, what they taught), for a restarted service."""
+        if not steps:
+            return
+
+        def ms(s: float | None) -> int | None:
+            return None if s is None else round(s * 1000)
+
+        rows = [
+            {"trip": trip_id, "day": day, "idx": st.index, "state": str(st.state), "route": route,
+             "time_ms": ms(st.time_s), "from_ms": ms(st.from_s), "scheduled_s": st.scheduled_s,
+             "expected_s": st.expected_s, "dwell_bins": st.dwell_bins, "plain_s": st.plain_s,
+             "due_ms": ms(st.due_s)}
+            for st in steps
+        ]  # fmt: skip
+        with self._engine.begin() as conn:
+            conn.execute(STEP, rows)
+
+    def steps_of(self, trip_id: str, day: str) -> list[Step]:
+        """A trip's steps kept so far, in order."""
+        return [
+            _step(row[1:])
+            for row in self._rows(
+                f"SELECT route, {STEP_COLUMNS} FROM waste_step "  # noqa: S608 (a constant)
+                "WHERE trip_id = :trip AND day = :day ORDER BY time_ms, idx",
+                {"trip": trip_id, "day": day},
+            )
+        ]
+
+    def learned(self, limit: int = RECALLED_STEPS) -> list[tuple[str, str, Step]]:
+        """The newest `limit` steps that taught the predictor something, oldest first: (route,
+        service day, step)."""
+        rows = self._rows(
+            f"SELECT route, day, {STEP_COLUMNS} FROM waste_step "  # noqa: S608 (a constant)
+            "WHERE scheduled_s IS NOT NULL OR dwell_bins IS NOT NULL OR due_ms IS NOT NULL "
+            "ORDER BY time_ms DESC, idx DESC LIMIT :n",
+            {"n": limit},
+        )
+        return [(str(row[0]), str(row[1]), _step(row[2:])) for row in reversed(rows)]
+
     # --- the store's outbox -----------------------------------------------------------
 
     def put(self, lines: list[str]) -> None:
@@ -304,9 +359,12 @@ class WasteState(Tables):
     def pending(self) -> int:
         return int(self._rows("SELECT COUNT(*) FROM waste_outbox")[0][0])
 
-    def waiting(self, limit: int) -> list[tuple[int, str]]:
-        """The oldest lines waiting: (id, line)."""
-        rows = self._rows("SELECT id, line FROM waste_outbox ORDER BY id LIMIT :n", {"n": limit})
+    def waiting(self, limit: int, after: int = 0) -> list[tuple[int, str]]:
+        """The oldest lines waiting, after the id `after`: (id, line)."""
+        rows = self._rows(
+            "SELECT id, line FROM waste_outbox WHERE id > :after ORDER BY id LIMIT :n",
+            {"n": limit, "after": after},
+        )
         return [(int(i), str(line)) for i, line in rows]
 
     def written(self, ids: list[int]) -> None:
@@ -314,6 +372,21 @@ class WasteState(Tables):
         if ids:
             with self._engine.begin() as conn:
                 conn.execute(text("DELETE FROM waste_outbox WHERE id = :id"), [{"id": i} for i in ids])
+
+
+def _step(row: tuple[Any, ...]) -> Step:
+    idx, state, time_ms, from_ms, scheduled_s, expected_s, dwell_bins, plain_s, due_ms = row
+    return Step(
+        int(idx),
+        Visit(state),
+        time_ms / 1000,
+        None if from_ms is None else from_ms / 1000,
+        None if scheduled_s is None else float(scheduled_s),
+        None if expected_s is None else float(expected_s),
+        None if dwell_bins is None else int(dwell_bins),
+        None if plain_s is None else float(plain_s),
+        None if due_ms is None else due_ms / 1000,
+    )
 
 
 class Leadership:

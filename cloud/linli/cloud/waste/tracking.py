@@ -23,7 +23,7 @@ from typing import Any
 
 from linli.cloud.waste.gtfs import Feed, Trip
 from linli.cloud.waste.match import Fix, Matcher
-from linli.cloud.waste.predict import History, TripState, observe, predict
+from linli.cloud.waste.predict import History, Step, TripState, observe, predict
 from linli.cloud.waste.stops import StopEvent, StopTracker, Visit, stop_distances
 
 CORRECTION_S = 180.0
@@ -168,6 +168,19 @@ class TripTracker:
             self.matcher.matched_s = time_s
             self.state.progress = self.matcher.progress
             self.seen = True
+
+    def restore(self, steps: list[Step]) -> None:
+        """The steps this trip took before a restart (`WasteState.steps_of`): its pace, and when
+        its truck reached and left each stop, so that it predicts as it did. After
+        `already_told`, whose times (the notices') they correct."""
+        self.state.restore(steps)
+        for step in steps:
+            visit = self.stops.visits[step.index]
+            if step.state is Visit.ARRIVED and visit.state is Visit.AHEAD:
+                visit.state, visit.arrived_s = Visit.ARRIVED, step.time_s
+            elif step.state is not Visit.ARRIVED and visit.state in (Visit.AHEAD, Visit.ARRIVED):
+                visit.state, visit.left_s = step.state, step.time_s
+                visit.arrived_s = visit.arrived_s if visit.arrived_s is not None else step.from_s
 
     def tick(self, now_s: float) -> None:
         """The clock, between messages: a trip about to leave is noticed before its truck moves,
