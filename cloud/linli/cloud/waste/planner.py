@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NICE = 10  # the worker's niceness, added to the service's
+PR_SET_PDEATHSIG = 1  # Linux prctl: a signal for this process when its parent dies
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,21 @@ class Problem:
 _roads: Roads | None = None  # the worker's, inherited at the fork
 
 
-def _keep(roads: Roads) -> None:
+def die_with_parent(parent: int) -> None:
+    """In a forked worker: go when the process that forked it goes, even killed with SIGKILL,
+    which leaves no time to stop a pool (a worker's queue never reads an end of file: the
+    worker holds the queue's other end itself). Linux only; elsewhere, nothing."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the prctl above took effect
+        os._exit(0)
+
+
+def _keep(roads: Roads, parent: int) -> None:
     global _roads  # noqa: PLW0603 (one per worker process)
     _roads = roads
+    die_with_parent(parent)
     # Where the worker and the event loop want the same core, the loop (the trucks' messages,
     # the API) goes first: a plan is a background job.
     os.nice(NICE)
@@ -92,7 +107,7 @@ class Planner:
             1,
             mp_context=multiprocessing.get_context("fork"),
             initializer=_keep,
-            initargs=(self.renovation.roads,),
+            initargs=(self.renovation.roads, os.getpid()),
         )
         pool.submit(_ready)  # forks the worker now, not in the middle of the first booking
         return pool
