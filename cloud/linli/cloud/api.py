@@ -290,11 +290,27 @@ def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:
         return holder.name
 
     @api.get("/alerts", response_model=list[OpenAlert])
-    def alerts() -> list[dict[str, Any]]:
-        """Alerts firing now, oldest first."""
+    def alerts(
+        *,
+        site: str | None = None,
+        rule: str | None = None,
+        kind: str | None = None,
+        device: str | None = None,
+        edge: str | None = None,
+        severity: str | None = None,
+        fingerprint: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Alerts firing now, oldest first; with labels given, only those that have them (a
+        grouped message links here with its group's labels: `?site=x&rule=y`)."""
+        given = {
+            "site": site, "rule": rule, "kind": kind, "device": device, "edge": edge,
+            "severity": severity, "fingerprint": fingerprint,
+        }  # fmt: skip
+        wanted = {label: value for label, value in given.items() if value is not None}
         return [
             {**a.alert.model_dump(mode="json"), "acked_by": a.acked_by, "told": sorted(a.told)}
             for a in notifier.active()
+            if all(str(getattr(a.alert, label)) == value for label, value in wanted.items())
         ]
 
     @api.post("/alerts/{fingerprint}/ack", responses=doc(404))

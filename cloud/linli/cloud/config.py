@@ -17,7 +17,14 @@ from linli.catalog.profile import Severity
 from linli.catalog.tls import MqttTls, anchored
 from linli.cloud.addresses import FIX, private_host
 
-NOTIFIER_GROUP = "linli-notifier"  # the notifiers' shared subscription group, by default
+NOTIFIER_GROUP = "linli-notifier"
+# Smoke, a fire alarm, the fire pump, an SOS: rule ids (or their prefixes) told at once.
+LIFE_SAFETY = [
+    "charger.smoke_alarm",
+    "fire_point.alarm",
+    "fire_pump.",
+    "sos",
+]  # the notifiers' shared subscription group, by default
 
 Clock = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 SUB_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -99,6 +106,11 @@ class QuietHours(Strict):
     critical_passes: bool = True  # a critical alert still gets through
 
 
+# The labels of an alert a subscription may group its messages by; `fingerprint`: one per alert.
+GroupLabel = Literal["site", "rule", "kind", "device", "edge", "severity", "fingerprint"]
+DEFAULT_GROUP_BY: list[GroupLabel] = ["site", "rule"]
+
+
 class Subscription(Strict):
     """Who gets what: empty filters match everything."""
 
@@ -118,6 +130,10 @@ class Subscription(Strict):
     locale: Locale | None = None
     # The zone its notices show times in.
     zone: Zone = DISTRICT_ZONE
+    # One message for the alerts that share these labels (a site's 40 devices offline: one).
+    group_by: Annotated[list[GroupLabel], Field(min_length=1, max_length=7)] = Field(
+        default_factory=lambda: list(DEFAULT_GROUP_BY)
+    )
 
 
 class SmtpConfig(Strict):
@@ -226,6 +242,17 @@ class NotifierConfig(Strict):
     group_wait_s: Annotated[float, Field(ge=0, le=3600)] = 0.2
     # While it keeps firing and nobody acknowledged it, say so again this often.
     repeat_s: Annotated[float, Field(gt=0)] = 4 * 3600.0
+    # A group already told hears of its changes (new alerts, resolved ones) at most this often.
+    group_interval_s: Annotated[float, Field(ge=0, le=86400)] = 60.0
+    # A grouped message lists this many alerts, then links to the rest in the API.
+    group_list: Annotated[int, Field(ge=1, le=200)] = 10
+    # Life-safety rules (by rule id or its prefix): told at once, never waiting for
+    # `group_wait_s` or `group_interval_s`, in their group's message.
+    life_safety: Annotated[list[Name], Field(max_length=100)] = Field(
+        default_factory=lambda: list(LIFE_SAFETY)
+    )
+    # The API as people reach it, for a grouped message's link; unset, http://api_host:api_port.
+    api_url: Annotated[str, Field(max_length=2048)] = ""
     # A delivery is tried this many times, backing off from 1 s, before it is recorded as failed.
     attempts: Annotated[int, Field(ge=1, le=20)] = 5
     delivery: DeliveryConfig = DeliveryConfig()
@@ -243,6 +270,11 @@ class NotifierConfig(Strict):
         for i, sub in enumerate(self.subscriptions):
             refuse_private(self.delivery, channel_urls(f"subscriptions[{i}]", sub.channels))
         return self
+
+
+def life_safety(config: NotifierConfig, rule: str) -> bool:
+    """Whether alerts of `rule` are told at once, never waiting for their group."""
+    return any(rule == r or rule.startswith(r if r.endswith(".") else r + ".") for r in config.life_safety)
 
 
 def load_notifier_config(path: Path) -> NotifierConfig:
