@@ -38,7 +38,12 @@ def book(state: str) -> Iterator[Store]:
 
 
 def offline(
-    device: int, state: str = "firing", *, rule: str = "charger.offline", site: str = "ronghua-1"
+    device: int,
+    state: str = "firing",
+    *,
+    rule: str = "charger.offline",
+    site: str = "ronghua-1",
+    edge: str = "e1",
 ) -> AlertMessage:
     return AlertMessage(
         fingerprint=fingerprint(rule, site, f"station-{device}", None),
@@ -56,7 +61,7 @@ def offline(
         threshold=0,
         time_ms=1,
         since_ms=1,
-        edge="e1",
+        edge=edge,
     )
 
 

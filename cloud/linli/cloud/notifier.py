@@ -8,6 +8,8 @@ resolved ones) at most every `group_interval_s`, and the all-clear (its last ale
 at once. A life-safety alert (smoke, a fire alarm) waits for neither. While alerts of a group
 fire and nobody acknowledged them, the group is told again every `repeat_s`; an alert not
 acknowledged within a subscription's `escalate_after_s` goes to its `escalate_to` as well.
+An alert inhibited (`inhibit`: an edge offline, its devices' silence) or held by a silence is
+recorded and not told; it is told when its source resolves or the silence ends, if it still fires.
 A subscriber in quiet hours hears of it when they end, if it still fires; a critical alert
 gets through unless the subscription says otherwise. Time comes from `clock`, so all of
 this can be tested without waiting.
@@ -23,7 +25,7 @@ import logging
 import math
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -42,7 +44,16 @@ from linli.catalog.errors import validation_reason
 from linli.catalog.profile import Severity
 from linli.cloud.alerttext import NoticeKind, Standing
 from linli.cloud.channels import GroupNotice, Message, Notice, Sender, message_from_json, thread_of
-from linli.cloud.config import Channel, NotifierConfig, QuietHours, Subscription, life_safety
+from linli.cloud.config import (
+    Channel,
+    InhibitRule,
+    NotifierConfig,
+    QuietHours,
+    Silence,
+    Subscription,
+    labelled,
+    life_safety,
+)
 from linli.cloud.db import unreachable
 from linli.cloud.delivery import Deliveries
 from linli.cloud.store import NOTHING, Entry, Keep, Pending, Store
@@ -92,6 +103,22 @@ def group_key(sub: Subscription, alert: AlertMessage) -> str:
     """The group `alert` is told in to `sub`: its `group_by` labels as a query (`site=x&rule=y`),
     which is also what the API's /alerts takes to list the group."""
     return urllib.parse.urlencode([(label, str(getattr(alert, label))) for label in sub.group_by])
+
+
+def inhibitor(rules: Sequence[InhibitRule], alert: AlertMessage, book: Sequence[Active]) -> str | None:
+    """The fingerprint of a firing alert that inhibits `alert` by one of `rules`, or None."""
+    for rule in rules:
+        if not labelled(alert, rule.target):
+            continue
+        for other in book:
+            source = other.alert
+            if (
+                source.fingerprint != alert.fingerprint
+                and labelled(source, rule.source)
+                and all(getattr(source, label) == getattr(alert, label) for label in rule.equal)
+            ):
+                return source.fingerprint
+    return None
 
 
 def quiet_now(quiet: QuietHours | None, severity: Severity, now_s: float) -> bool:
@@ -153,6 +180,7 @@ class Notifier:
         self._wakes: set[int] = set()  # the ticks already scheduled, as steps of the grid on the loop's clock
         self._book: list[Active] | None = None  # every open alert, read once a tick when a group needs it
         self._told_now: set[tuple[str, str]] = set()  # (subscription, group) told in this tick
+        self._silences: list[Silence] | None = None  # the silences, read once a tick
 
     def reject(self, reason: str, source: str, detail: str) -> None:
         """An event that is not an alert of ours: counted, logged once per reason and source a minute."""
@@ -214,6 +242,9 @@ class Notifier:
                 return Pending(groups, alert.model_dump_json())
 
             if self.store.close_alert(alert.fingerprint, alert.since_ms, now, pending=pending) is not None:
+                if any(labelled(alert, rule.source) for rule in self.config.inhibit):
+                    # The alerts it inhibited that still fire are told now.
+                    self.store.look_again()
                 self._wake(0)
 
     def active(self) -> list[Active]:
@@ -245,7 +276,7 @@ class Notifier:
         is given the time it is next due."""
         self.ticks += 1
         now = self.clock()
-        self._book, self._told_now = None, set()
+        self._book, self._told_now, self._silences = None, set(), None
         subs = {s.id: s for s in self.store.subscriptions()}
         due = self.store.book(due_by=now, limit=TICK_BATCH)
         if len(due) == TICK_BATCH:
@@ -289,6 +320,18 @@ class Notifier:
         """How long a new alert waits for others of its group: a life-safety alert not at all."""
         return 0.0 if life_safety(self.config, alert.rule) else self.config.group_wait_s
 
+    def _inhibited(self, alert: AlertMessage) -> bool:
+        """Whether a firing alert inhibits `alert` (the book is read only if a rule targets it)."""
+        rules = [rule for rule in self.config.inhibit if labelled(alert, rule.target)]
+        return bool(rules) and inhibitor(rules, alert, self._open()) is not None
+
+    def silenced(self, alert: AlertMessage, now: float) -> Silence | None:
+        """The silence that holds `alert` now (the latest ending), or None."""
+        if self._silences is None:
+            self._silences = self.store.silences(now)
+        holding = [s for s in self._silences if s.holds(alert, now)]
+        return holding[-1] if holding else None
+
     def _open(self) -> list[Active]:
         """Every open alert, read once a tick (or event) when a group's message needs them."""
         if self._book is None:
@@ -305,6 +348,8 @@ class Notifier:
             if matches(sub, a.alert)
             and group_key(sub, a.alert) == key
             and not quiet_now(sub.quiet, a.alert.severity, now)
+            and not self._inhibited(a.alert)
+            and self.silenced(a.alert, now) is None
         ]
         outgoing: list[Outgoing] = []
 
@@ -378,6 +423,11 @@ class Notifier:
         """Tell what is due for one alert; when something may next be due, or None."""
         store, repeat_s = self.store, self.config.repeat_s
         alert = active.alert
+        if self._inhibited(alert):
+            return None  # told (if it still fires) when its source resolves: `look_again`
+        silence = self.silenced(alert, now)
+        if silence is not None:
+            return silence.ends_s  # told then if it still fires (or sooner, if it is expired)
         unacked = active.acked_by is None
         due: list[float] = []
         for sub in subs.values():

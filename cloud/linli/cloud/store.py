@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, text
 
 from linli.catalog.errors import validation_reason
-from linli.cloud.config import Subscription
+from linli.cloud.config import Silence, Subscription
 from linli.cloud.db import Tables
 
 # How much of a quarantined row is kept.
@@ -181,6 +181,10 @@ class Store(Tables):
                 entry[4][str(sub)] = float(last)
         return list(book.values())
 
+    def look_again(self) -> None:
+        """Every open alert is looked at again at the next tick (an inhibiting alert resolved)."""
+        self._change(RESCHEDULE, {})
+
     def set_due(self, fp: str, due: float | None) -> None:
         """When the alert next needs looking at; None: not until something changes."""
         self._change("UPDATE alert SET due_s = :due WHERE fingerprint = :fp", {"fp": fp, "due": due})
@@ -324,6 +328,28 @@ class Store(Tables):
                 )
             ]
             return Claimed(_hold(conn, keep(firing, resolved)), firing, resolved)
+
+    # --- silences ---------------------------------------------------------------
+
+    def put_silence(self, silence: Silence) -> None:
+        """Keep a silence (every replica reads it), and look at every open alert again: one that
+        it no longer holds (expired, ended) may be due."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO silence (id, body, ends_s) VALUES (:id, :body, :ends) "
+                    "ON CONFLICT (id) DO UPDATE SET body = excluded.body, ends_s = excluded.ends_s"
+                ),
+                {"id": silence.id, "body": silence.model_dump_json(), "ends": silence.ends_s},
+            )
+            conn.execute(text(RESCHEDULE))
+
+    def silences(self, ending_after: float = 0.0) -> list[Silence]:
+        """The silences that end after `ending_after`, soonest ending first."""
+        rows = self._rows(
+            "SELECT body FROM silence WHERE ends_s > :after ORDER BY ends_s, id", {"after": ending_after}
+        )
+        return [Silence.model_validate_json(str(body)) for (body,) in rows]
 
     # --- the outbox ---------------------------------------------------------------
 
