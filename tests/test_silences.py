@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from subprocess import Popen
 
 from sqlalchemy import Engine
 
 import test_notifier_tokens as tokens
+from alertflow import Edge, Hook
 from linli.cloud import silences
 from linli.cloud.config import NotifierConfig, Subscription
 from linli.cloud.notifier import Notifier
 from linli.cloud.store import Store
-from support import linli
+from linli.localservers import LocalServer, postgresql_url
+from support import create_database, linli, stop_logged, unique, wait_for
+from test_grouping import OPS
 from test_notifier import HOOK, Clock, Recorder, alert, at, make, run
+from test_notifier_db_faults import TOKEN, get, notifier
 from test_notifier_tokens import call, create
 
 served = tokens.served  # the API on a notifier, SQLite and PostgreSQL: that module's fixture
@@ -95,3 +100,59 @@ def test_the_cli_adds_lists_and_expires_a_silence(served: tuple[str, Path, Notif
                     "--comment", "x")  # fmt: skip
     assert unknown.returncode == 2
     assert "room" in unknown.stderr
+
+
+def test_through_mosquitto_a_silence_made_on_one_replica_holds_on_the_other(
+    tmp_path: Path, mosquitto: LocalServer, postgresql: LocalServer
+) -> None:
+    name = unique("silences").replace("-", "_")
+    create_database(postgresql_url(postgresql), name)
+    state = postgresql_url(postgresql, name).replace("+psycopg", "")
+    hook, group = Hook("127.0.0.1"), unique("silences")
+    settings = "group_wait_s = 1\ngroup_interval_s = 1\nrepeat_s = 3600"
+    procs: list[Popen[bytes]] = []
+    ports: list[int] = []
+    edge: Edge | None = None
+    try:
+        for n in ("n1", "n2"):
+            proc, port = notifier(
+                tmp_path, n, broker=mosquitto.port, state=state, hook=hook.base, group=group,
+                settings=settings, subscriptions=OPS,
+            )  # fmt: skip
+            procs.append(proc)
+            ports.append(port)
+        quiet = {"matchers": {"device": "rescue-0"}, "duration_s": 3600, "comment": "AED being replaced"}
+        made = call(f"http://127.0.0.1:{ports[0]}", TOKEN, "POST", "/silences", quiet)
+        assert made.status_code == 200, made.text
+        edge = Edge(mosquitto.port, devices=4, resend_s=2.0, site="quiet")
+        for device in range(4):
+            edge.battery(device, 10.0)
+        wait_for(
+            lambda: told(hook) >= {"rescue-1", "rescue-2", "rescue-3"},
+            "the unsilenced alerts told",
+            timeout=60,
+        )
+        assert "rescue-0" not in told(hook)
+        assert len(get(ports[1], "/alerts?site=quiet")) == 4  # the silenced alert is recorded
+        # Expired on the other replica: the alert it held, still firing, is told.
+        expired = call(f"http://127.0.0.1:{ports[1]}", TOKEN, "POST", f"/silences/{made.json()['id']}/expire")
+        assert expired.status_code == 200
+        wait_for(
+            lambda: "rescue-0" in told(hook), "the silenced alert told once its silence ended", timeout=60
+        )
+        assert all(get(port, "/failed-deliveries") == [] for port in ports)
+    finally:
+        if edge is not None:
+            edge.close()
+        hook.close()
+        stop_logged(procs, [tmp_path / f"{n}.log" for n in ("n1", "n2")], tail=15)
+
+
+def told(hook: Hook) -> set[str]:
+    """The devices whose alerts the webhook was told of as firing."""
+    devices = set()
+    for body, _ in list(hook.got):
+        for item in body.get("alerts", [body["alert"]]):
+            if body["notice"] == "firing" and item.get("standing", "new") != "resolved":
+                devices.add(item["device"])
+    return devices
