@@ -146,25 +146,40 @@ channels = [{ kind = "webhook", url = "HOOK/ops" }]
 """
 
 
+def replicas(
+    tmp: Path,
+    mosquitto: LocalServer,
+    postgresql: LocalServer,
+    hook: Hook,
+    *,
+    settings: str,
+    procs: list[Popen[bytes]],
+) -> list[int]:
+    """Two `linli cloud run` replicas of one group on a fresh PostgreSQL database, telling OPS at
+    `hook`; each process goes in `procs` as it starts (for the caller to stop); their API ports."""
+    name = unique("replicas").replace("-", "_")
+    create_database(postgresql_url(postgresql), name)
+    state = postgresql_url(postgresql, name).replace("+psycopg", "")
+    group = unique("replicas")
+    ports = []
+    for n in ("n1", "n2"):
+        proc, port = notifier(
+            tmp, n, broker=mosquitto.port, state=state, hook=hook.base, group=group,
+            settings=settings, subscriptions=OPS,
+        )  # fmt: skip
+        procs.append(proc)
+        ports.append(port)
+    return ports
+
+
 def test_two_replicas_tell_a_site_s_alerts_once_in_one_message_and_the_all_clear_in_one(
     tmp_path: Path, mosquitto: LocalServer, postgresql: LocalServer
 ) -> None:
-    name = unique("grouping").replace("-", "_")
-    create_database(postgresql_url(postgresql), name)
-    state = postgresql_url(postgresql, name).replace("+psycopg", "")
     hook = Hook("127.0.0.1")
-    group = unique("grouping")
     procs: list[Popen[bytes]] = []
-    ports: list[int] = []
     edge: Edge | None = None
     try:
-        for n in ("n1", "n2"):
-            proc, port = notifier(
-                tmp_path, n, broker=mosquitto.port, state=state, hook=hook.base, group=group,
-                settings=SETTINGS, subscriptions=OPS,
-            )  # fmt: skip
-            procs.append(proc)
-            ports.append(port)
+        ports = replicas(tmp_path, mosquitto, postgresql, hook, settings=SETTINGS, procs=procs)
         edge = Edge(mosquitto.port, devices=DEVICES, resend_s=RESEND_S, site=SITE)
         for device in range(DEVICES):
             edge.battery(device, 10.0)

@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
+from subprocess import Popen
 
 import pytest
 
+from alertflow import Hook
 from linli.catalog.alerts import AlertMessage
 from linli.cloud.config import Subscription
 from linli.cloud.notifier import Notifier, edge_status_alert, inhibitor
 from linli.cloud.store import Store
-from test_grouping import offline, standings
+from linli.localservers import LocalServer
+from support import stop_logged, wait_for
+from test_cloud import publish
+from test_grouping import offline, replicas, standings
 from test_notifier import HOOK, Clock, Recorder, at, make, run
+from test_notifier_db_faults import get
+from test_silences import told
 
 SILENT = "charger.heartbeat.silent"
 
@@ -68,3 +76,38 @@ def test_a_site_s_mains_fault_inhibits_that_site_s_device_silence_only(state_boo
     run(n, clock, [(0, mains), (1, device(1)), (0, device(2, site="gubei-1", edge="e2"))])
     assert sorted(notice.alert.device for _, _, notice in n.sent) == ["station-2", "station-9"]
     assert inhibited(n)["station-1"] == mains.fingerprint
+
+
+def test_through_mosquitto_an_edge_offline_keeps_its_devices_silence_untold_by_either_replica(
+    tmp_path: Path, mosquitto: LocalServer, postgresql: LocalServer
+) -> None:
+    hook = Hook("127.0.0.1")
+    procs: list[Popen[bytes]] = []
+    try:
+        settings = "group_wait_s = 1\ngroup_interval_s = 1\nrepeat_s = 3600"
+        ports = replicas(tmp_path, mosquitto, postgresql, hook, settings=settings, procs=procs)
+        publish(mosquitto.port, "linli/edges/e1", "offline")  # its last will, as the broker sends it
+        wait_for(lambda: "e1" in told(hook), "the edge offline told", timeout=60)
+        for station in (1, 2):
+            topic = f"linli/alerts/e1/ronghua-1/station-{station}"
+            publish(mosquitto.port, topic, device(station).model_dump_json())
+        wait_for(lambda: len(get(ports[1], "/alerts") or []) == 3, "the silent devices recorded", timeout=60)
+        # Another edge's silent device, told after their group wait: theirs was over before.
+        other = device(3, site="gubei-1", edge="e2")
+        publish(mosquitto.port, "linli/alerts/e2/gubei-1/station-3", other.model_dump_json())
+        wait_for(lambda: "station-3" in told(hook), "the other edge's device told", timeout=60)
+        assert told(hook) == {"e1", "station-3"}
+        edge_fp = edge_status_alert("e1", "offline", 1)
+        assert edge_fp is not None
+        shown = {a["device"]: a["inhibited_by"] for a in get(ports[0], "/alerts")}
+        inhibitor_fp = edge_fp.fingerprint
+        assert shown == {"e1": None, "station-1": inhibitor_fp, "station-2": inhibitor_fp, "station-3": None}
+        # The edge is back, its devices still silent: told now.
+        publish(mosquitto.port, "linli/edges/e1", "online")
+        wait_for(
+            lambda: {"station-1", "station-2"} <= told(hook), "the devices that outlived it told", timeout=60
+        )
+        assert all(get(port, "/failed-deliveries") == [] for port in ports)
+    finally:
+        hook.close()
+        stop_logged(procs, [tmp_path / f"{n}.log" for n in ("n1", "n2")], tail=15)

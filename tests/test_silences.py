@@ -17,11 +17,11 @@ from linli.cloud import silences
 from linli.cloud.config import NotifierConfig, Subscription
 from linli.cloud.notifier import Notifier
 from linli.cloud.store import Store
-from linli.localservers import LocalServer, postgresql_url
-from support import create_database, linli, stop_logged, unique, wait_for
-from test_grouping import OPS
+from linli.localservers import LocalServer
+from support import linli, stop_logged, wait_for
+from test_grouping import replicas
 from test_notifier import HOOK, Clock, Recorder, alert, at, make, run
-from test_notifier_db_faults import TOKEN, get, notifier
+from test_notifier_db_faults import TOKEN, get
 from test_notifier_tokens import call, create
 
 served = tokens.served  # the API on a notifier, SQLite and PostgreSQL: that module's fixture
@@ -105,22 +105,12 @@ def test_the_cli_adds_lists_and_expires_a_silence(served: tuple[str, Path, Notif
 def test_through_mosquitto_a_silence_made_on_one_replica_holds_on_the_other(
     tmp_path: Path, mosquitto: LocalServer, postgresql: LocalServer
 ) -> None:
-    name = unique("silences").replace("-", "_")
-    create_database(postgresql_url(postgresql), name)
-    state = postgresql_url(postgresql, name).replace("+psycopg", "")
-    hook, group = Hook("127.0.0.1"), unique("silences")
+    hook = Hook("127.0.0.1")
     settings = "group_wait_s = 1\ngroup_interval_s = 1\nrepeat_s = 3600"
     procs: list[Popen[bytes]] = []
-    ports: list[int] = []
     edge: Edge | None = None
     try:
-        for n in ("n1", "n2"):
-            proc, port = notifier(
-                tmp_path, n, broker=mosquitto.port, state=state, hook=hook.base, group=group,
-                settings=settings, subscriptions=OPS,
-            )  # fmt: skip
-            procs.append(proc)
-            ports.append(port)
+        ports = replicas(tmp_path, mosquitto, postgresql, hook, settings=settings, procs=procs)
         quiet = {"matchers": {"device": "rescue-0"}, "duration_s": 3600, "comment": "AED being replaced"}
         made = call(f"http://127.0.0.1:{ports[0]}", TOKEN, "POST", "/silences", quiet)
         assert made.status_code == 200, made.text
