@@ -59,6 +59,7 @@ def notifier_config(state: str, broker: int, smtp: int, hooks: str, group: str) 
                         {"kind": "email", "to": ["ops@district.example"]},
                     ],
                     "kinds": ["charger"],
+                    "group_by": ["fingerprint"],  # one message per alert step: each counted on its own
                 }
             ],
         }

@@ -76,10 +76,18 @@ def test_trickling_and_hanging_receivers_cost_only_their_own_deliveries(
     receiver, _, smtp = peers
     bad = {f"slow-{i}": r for i, r in enumerate(slow)}
     subs: list[dict[str, Any]] = [
-        {"id": sub, "channels": [{"kind": "webhook", "url": f"{r.url}/slow"}]} for sub, r in bad.items()
+        {"id": sub, "channels": [{"kind": "webhook", "url": f"{r.url}/slow"}], "group_by": ["fingerprint"]}
+        for sub, r in bad.items()
     ]
-    # Listed last: it is told of each alert after every slow one is.
-    subs.append({"id": "healthy", "channels": [{"kind": "webhook", "url": f"{receiver.url}/hook"}]})
+    # Listed last: it is told of each alert after every slow one is. One message per alert (not
+    # one per group): each delivery is counted on its own.
+    subs.append(
+        {
+            "id": "healthy",
+            "channels": [{"kind": "webhook", "url": f"{receiver.url}/hook"}],
+            "group_by": ["fingerprint"],
+        }
+    )
     config = NotifierConfig.model_validate(
         {
             "broker": {"port": mosquitto.port, "group": unique("group")},

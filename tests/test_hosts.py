@@ -88,6 +88,7 @@ leave_after_s = {LEAVE_AFTER_S}
 [[subscriptions]]
 id = "ops"
 channels = [{{ kind = "webhook", url = "{hook}" }}]
+group_by = ["fingerprint"]  # one message per alert step: each counted on its own
 """
     )
     return path

@@ -101,18 +101,39 @@ class Database:
                 engine.dispose()
 
 
+SUBSCRIPTIONS = """
+[[subscriptions]]
+id = "ops"
+channels = [{ kind = "webhook", url = "HOOK/ops" }]
+group_by = ["fingerprint"]  # one message per alert step: each counted on its own
+
+[[subscriptions]]
+id = "duty"
+channels = [{ kind = "webhook", url = "HOOK/duty" }]
+group_by = ["fingerprint"]
+"""
+
+
 def notifier(
-    tmp: Path, name: str, *, broker: int, state: str, hook: str, group: str
+    tmp: Path,
+    name: str,
+    *,
+    broker: int,
+    state: str,
+    hook: str,
+    group: str,
+    settings: str = "group_wait_s = 0\nrepeat_s = 3600",
+    subscriptions: str = SUBSCRIPTIONS,
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """`linli cloud run` as a process, once its API answers; its API port."""
+    """`linli cloud run` as a process, once its API answers; its API port. `settings` are the
+    config's own, `subscriptions` its subscriptions with HOOK for the webhook's base URL."""
     port = free_port()
     config = tmp / f"{name}.toml"
     config.write_text(
         f"""state = "{state}"
 api_host = "127.0.0.1"
 api_port = {port}
-group_wait_s = 0
-repeat_s = 3600
+{settings}
 lease_s = {LEASE_S}
 
 [delivery]
@@ -124,15 +145,7 @@ port = {broker}
 group = "{group}"
 keepalive_s = 2
 leave_after_s = 2
-
-[[subscriptions]]
-id = "ops"
-channels = [{{ kind = "webhook", url = "{hook}/ops" }}]
-
-[[subscriptions]]
-id = "duty"
-channels = [{{ kind = "webhook", url = "{hook}/duty" }}]
-"""
+{subscriptions.replace("HOOK", hook)}"""
     )
     proc = linli_logged(tmp / f"{name}.log", TOKEN, "cloud", "run", "--config", str(config))
     try:

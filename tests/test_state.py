@@ -47,7 +47,7 @@ CREATE TABLE audit (
 AUDIT = [(1_790_000_000_000, "ops", f"action-{i}", "ops", "") for i in range(5)]
 
 
-HEAD = "0010"  # the newest migration
+HEAD = "0012"  # the newest migration
 
 
 def test_a_previous_release_s_state_file_is_taken_over_with_its_data(tmp_path: Path) -> None:

@@ -10,10 +10,12 @@ Times are in the subscription's zone, as people write them there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from linli.catalog.alerts import AlertMessage
 from linli.catalog.i18n import DISTRICT_ZONE, Locale, catalog, clock, text
+from linli.catalog.profile import Severity
 
 NoticeKind = Literal["firing", "repeat", "escalation", "resolved"]
 INTERLOCK = "interlock."
@@ -53,13 +55,18 @@ def device(alert: AlertMessage, locale: Locale) -> str:
     return text("alert.device", locale, kind=kind, device=alert.device)
 
 
+def site(alert: AlertMessage, locale: Locale) -> str:
+    """The site as people name it; empty for an edge agent, which belongs to no site."""
+    return (alert.site_name_en if locale == "en" else "") or alert.site_name or alert.site
+
+
 def where(alert: AlertMessage, locale: Locale) -> str:
     """The site, the device and its port, as people name them."""
-    site = (alert.site_name_en if locale == "en" else "") or alert.site_name or alert.site
-    if not site:  # an edge agent belongs to no site
+    site_ = site(alert, locale)
+    if not site_:  # an edge agent belongs to no site
         return device(alert, locale)
     key = "alert.where.port" if alert.port else "alert.where"
-    return text(key, locale, site=site, device=device(alert, locale), port=alert.port)
+    return text(key, locale, site=site_, device=device(alert, locale), port=alert.port)
 
 
 def subject(kind: NoticeKind, alert: AlertMessage, locale: Locale) -> str:
@@ -85,4 +92,56 @@ def details(kind: NoticeKind, alert: AlertMessage, locale: Locale, zone: str = D
     if kind == "resolved":
         lines.append(text("alert.resolved_at", locale, at=clock(now, locale, now=now, zone=zone)))
     lines.append(text("alert.edge", locale, edge=alert.edge))
+    return lines
+
+
+# How each alert of a group's message stands: told for the first time, told before, resolved.
+Standing = Literal["new", "firing", "resolved"]
+
+
+def group_subject(kind: NoticeKind, alerts: Sequence[AlertMessage], locale: Locale) -> str:
+    """One line for a group: what happened, how bad at worst, where, what, and how many."""
+    lead = alerts[0]
+    sites = {site(a, locale) for a in alerts}
+    worst = Severity.CRITICAL if any(a.severity is Severity.CRITICAL for a in alerts) else Severity.WARNING
+    return text(
+        "alert.group.subject",
+        locale,
+        headline=text(f"alert.notice.{kind}", locale),
+        severity=text(f"alert.severity.{worst}", locale),
+        site=site(lead, locale)
+        if len(sites) == 1 and sites != {""}
+        else text("alert.group.anywhere", locale),
+        title=title(lead, locale)
+        if len({a.rule for a in alerts}) == 1
+        else text("alert.group.several", locale),
+        count=len(alerts),
+    )
+
+
+def group_details(
+    listed: Sequence[tuple[Standing, AlertMessage]], limit: int, link: str, locale: Locale, zone: str
+) -> list[str]:
+    """The lines under a group's subject: the counts, the first `limit` alerts, the link to all."""
+    count = {standing: sum(s == standing for s, _ in listed) for standing in ("new", "firing", "resolved")}
+    lines = [text("alert.group.counts", locale, **count)]
+    for standing, alert in listed[:limit]:
+        since = clock(alert.since_ms / 1000, locale, now=alert.time_ms / 1000, zone=zone)
+        mark = text(f"alert.group.mark.{standing}", locale)
+        lines.append(
+            text(
+                "alert.group.item",
+                locale,
+                mark=mark,
+                where=where(alert, locale),
+                title=title(alert, locale),
+                since=since,
+            )
+        )
+    more = len(listed) - limit
+    lines.append(
+        text("alert.group.more", locale, count=more, link=link)
+        if more > 0
+        else text("alert.group.link", locale, link=link)
+    )
     return lines

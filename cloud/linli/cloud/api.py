@@ -26,11 +26,12 @@ from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as ASGIScope
 
 from linli.catalog.alerts import AlertMessage
-from linli.cloud.config import SUB_ID, Subscription
+from linli.cloud import silences as silences_
+from linli.cloud.config import SUB_ID, Matcher, Silence, Subscription
 from linli.cloud.docs_page import PATHS as DOCS
 from linli.cloud.docs_page import add_docs
 from linli.cloud.headers import Protect
-from linli.cloud.notifier import Notifier
+from linli.cloud.notifier import Notifier, inhibitor
 from linli.cloud.prom import add_metrics, counter, gauge
 from linli.cloud.scope import Scope
 from linli.cloud.tokens import ENV_TOKEN, Holder, Needed, TokenBook, needed
@@ -40,6 +41,7 @@ MAX_BODY = 256 * 1024
 # Paths anyone may read: the API's own description.
 PUBLIC = frozenset({"/openapi.json", *DOCS})
 FINGERPRINT = r"^[0-9a-f]{16}$"
+SILENCE_ID = r"^[0-9a-f]{16}$"
 
 
 class Error(BaseModel):
@@ -54,6 +56,17 @@ class Ack(BaseModel):
     by: Annotated[str, Field(min_length=1, max_length=128, description="Who acknowledges")]
 
 
+class SilenceIn(BaseModel):
+    """A silence to make: its author is the token's holder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    matchers: Matcher
+    starts_s: Annotated[float, Field(ge=0)] | None = None
+    duration_s: Annotated[float, Field(gt=0, le=silences_.LONGEST_S)]
+    comment: Annotated[str, Field(min_length=1, max_length=1000, description="why")]
+
+
 class Acked(BaseModel):
     fingerprint: str
     acked_by: str
@@ -64,6 +77,9 @@ class OpenAlert(AlertMessage):
 
     acked_by: str | None
     told: list[str]
+    inhibited_by: str | None = Field(
+        description="the fingerprint of the firing alert that keeps this one from being told"
+    )
 
 
 class FailedDelivery(BaseModel):
@@ -290,11 +306,33 @@ def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:
         return holder.name
 
     @api.get("/alerts", response_model=list[OpenAlert])
-    def alerts() -> list[dict[str, Any]]:
-        """Alerts firing now, oldest first."""
+    def alerts(
+        *,
+        site: str | None = None,
+        rule: str | None = None,
+        kind: str | None = None,
+        device: str | None = None,
+        edge: str | None = None,
+        severity: str | None = None,
+        fingerprint: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Alerts firing now, oldest first; with labels given, only those that have them (a
+        grouped message links here with its group's labels: `?site=x&rule=y`)."""
+        given = {
+            "site": site, "rule": rule, "kind": kind, "device": device, "edge": edge,
+            "severity": severity, "fingerprint": fingerprint,
+        }  # fmt: skip
+        wanted = {label: value for label, value in given.items() if value is not None}
+        book = notifier.active()
         return [
-            {**a.alert.model_dump(mode="json"), "acked_by": a.acked_by, "told": sorted(a.told)}
-            for a in notifier.active()
+            {
+                **a.alert.model_dump(mode="json"),
+                "acked_by": a.acked_by,
+                "told": sorted(a.told),
+                "inhibited_by": inhibitor(notifier.config.inhibit, a.alert, book),
+            }
+            for a in book
+            if all(str(getattr(a.alert, label)) == value for label, value in wanted.items())
         ]
 
     @api.post("/alerts/{fingerprint}/ack", responses=doc(404))
@@ -307,6 +345,8 @@ def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:
             who(request), "ack", fingerprint, f"by {body.by}" + ("" if by == body.by else f"; {by} first")
         )
         return Acked(fingerprint=fingerprint, acked_by=by)
+
+    add_silences(api, notifier, book)
 
     @api.get("/subscriptions")
     def subscriptions() -> list[Subscription]:
@@ -449,3 +489,40 @@ def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:
         return [TokenInfo.model_validate(row) for row in book.tokens()]
 
     return Protect(Guard(api, token, book=book))
+
+
+def add_silences(api: FastAPI, notifier: Notifier, book: TokenBook) -> None:
+    """`/silences`: list, make and expire silences, each audited."""
+
+    @api.get("/silences")
+    def silences() -> list[Silence]:
+        """Silences not ended yet, the soonest ending first."""
+        return notifier.store.silences(time.time())
+
+    @api.post("/silences", responses=doc(403))
+    def silence(body: SilenceIn, request: Request) -> Silence:
+        """Silence the alerts matching `matchers` for `duration_s` from `starts_s` (default now).
+        Needs `ack`; one that could hold a life-safety alert needs `admin`."""
+        holder: Holder = request.state.holder
+        try:
+            made = silences_.make(
+                notifier.config, body.matchers,
+                starts_s=time.time() if body.starts_s is None else body.starts_s,
+                duration_s=body.duration_s, author=holder.name, comment=body.comment,
+                admin=holder.scope is Scope.ADMIN,
+            )  # fmt: skip
+        except silences_.SilenceError as exc:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from exc
+        notifier.store.put_silence(made)
+        book.audit(holder.name, "silence", made.id, made.model_dump_json())
+        return made
+
+    @api.post("/silences/{silence_id}/expire", responses=doc(404))
+    def expire(silence_id: Annotated[str, Path(pattern=SILENCE_ID)], request: Request) -> Silence:
+        """End a silence now: the alerts it held that still fire are told. Needs `ack`."""
+        ended = silences_.expire(notifier.store, silence_id, time.time())
+        if ended is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no running silence {silence_id}")
+        holder: Holder = request.state.holder
+        book.audit(holder.name, "expire_silence", silence_id)
+        return ended

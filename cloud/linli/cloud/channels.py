@@ -94,21 +94,18 @@ class Message(Protocol):
     def to_json(self) -> dict[str, Any]: ...
 
 
-@dataclass(frozen=True)
-class Notice:
-    """One message about one alert to one subscription, in its language and time zone."""
+class Rendered:
+    """A message's subject (one line) and text, rendered once: every channel, the outbox and a
+    failure record read the same words."""
 
-    kind: NoticeKind
-    alert: AlertMessage
-    subscription: str
-    locale: Locale = DEFAULT_LOCALE
-    zone: str = DISTRICT_ZONE
+    def _render(self) -> tuple[str, list[str]]:
+        """The subject and the lines under it."""
+        raise NotImplementedError
 
     @functools.cached_property
     def _rendered(self) -> tuple[str, str]:
-        # Rendered once: every channel, the outbox and a failure record read the same notice.
-        subject = one_line(alerttext.subject(self.kind, self.alert, self.locale))
-        details = alerttext.details(self.kind, self.alert, self.locale, self.zone)
+        subject, details = self._render()
+        subject = one_line(subject)
         return subject, "\n".join([subject, *details])
 
     @property
@@ -117,6 +114,21 @@ class Notice:
 
     def text(self) -> str:
         return self._rendered[1]
+
+
+@dataclass(frozen=True)
+class Notice(Rendered):
+    """One message about one alert to one subscription, in its language and time zone."""
+
+    kind: NoticeKind
+    alert: AlertMessage
+    subscription: str
+    locale: Locale = DEFAULT_LOCALE
+    zone: str = DISTRICT_ZONE
+
+    def _render(self) -> tuple[str, list[str]]:
+        subject = alerttext.subject(self.kind, self.alert, self.locale)
+        return subject, alerttext.details(self.kind, self.alert, self.locale, self.zone)
 
     def to_json(self) -> dict[str, Any]:
         """The machine fields (the alert as the edge sent it), and the notice as people read it."""
@@ -144,6 +156,83 @@ class Notice:
             data.get("locale", DEFAULT_LOCALE),
             data.get("zone", DISTRICT_ZONE),
         )
+
+
+@dataclass(frozen=True)
+class GroupNotice(Rendered):
+    """One message about a group of alerts to one subscription: how many, the first `limit`
+    listed (new ones first, then those still firing, then the resolved), and a link to the
+    group's alerts in the API. `group` is the group's labels as a query (`site=x&rule=y`)."""
+
+    kind: NoticeKind
+    subscription: str
+    group: str
+    listed: tuple[tuple[alerttext.Standing, AlertMessage], ...]
+    api_url: str
+    limit: int = 10
+    locale: Locale = DEFAULT_LOCALE
+    zone: str = DISTRICT_ZONE
+
+    @property
+    def alert(self) -> AlertMessage:
+        """The alert that says how urgent the message is: the first critical one told new."""
+        critical = [a for s, a in self.listed if s == "new" and a.severity == "critical"]
+        return critical[0] if critical else self.listed[0][1]
+
+    @property
+    def link(self) -> str:
+        return f"{self.api_url}/alerts?{self.group}"
+
+    def _render(self) -> tuple[str, list[str]]:
+        subject = alerttext.group_subject(self.kind, [a for _, a in self.listed], self.locale)
+        return subject, alerttext.group_details(self.listed, self.limit, self.link, self.locale, self.zone)
+
+    def to_json(self) -> dict[str, Any]:
+        """The notice as people read it, the group's labels and link, and every alert it
+        covers as the edge sent it (`alert`: the most urgent, as in a single alert's notice)."""
+        return {
+            "notice": self.kind,
+            "subscription": self.subscription,
+            "locale": self.locale,
+            "zone": self.zone,
+            "subject": self.subject,
+            "text": self.text(),
+            "group": dict(urllib.parse.parse_qsl(self.group)),
+            "group_key": self.group,
+            "count": len(self.listed),
+            "link": self.link,
+            "limit": self.limit,
+            "api_url": self.api_url,
+            "alert": self.alert.model_dump(mode="json"),
+            "alerts": [{"standing": s, **a.model_dump(mode="json")} for s, a in self.listed],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GroupNotice:
+        """A group's notice back from its JSON (the outbox's copy)."""
+        listed = tuple(
+            (item.pop("standing"), AlertMessage.model_validate(item)) for item in map(dict, data["alerts"])
+        )
+        return cls(
+            data["notice"],
+            data["subscription"],
+            data["group_key"],
+            listed,
+            data["api_url"],
+            data["limit"],
+            data.get("locale", DEFAULT_LOCALE),
+            data.get("zone", DISTRICT_ZONE),
+        )
+
+
+def message_from_json(data: dict[str, Any]) -> Notice | GroupNotice:
+    """A notice (of one alert or of a group) back from its JSON."""
+    return GroupNotice.from_json(data) if "group_key" in data else Notice.from_json(data)
+
+
+def thread_of(message: Notice | GroupNotice) -> str:
+    """Messages of one thread to one destination go in order: an alert's, or a group's."""
+    return f"group:{message.group}" if isinstance(message, GroupNotice) else message.alert.fingerprint
 
 
 def body(channel: HttpChannel, notice: Message, now: float) -> tuple[str, dict[str, Any]]:

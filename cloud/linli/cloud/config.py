@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -10,14 +12,21 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from linli.catalog.alerts import ALERT_TOPIC, EDGE_STATUS_TOPIC
+from linli.catalog.alerts import ALERT_TOPIC, EDGE_STATUS_TOPIC, AlertMessage
 from linli.catalog.errors import load_toml_model
 from linli.catalog.i18n import DEFAULT_LOCALE, DISTRICT_ZONE, Locale
 from linli.catalog.profile import Severity
 from linli.catalog.tls import MqttTls, anchored
 from linli.cloud.addresses import FIX, private_host
 
-NOTIFIER_GROUP = "linli-notifier"  # the notifiers' shared subscription group, by default
+NOTIFIER_GROUP = "linli-notifier"
+# Smoke, a fire alarm, the fire pump, an SOS: rule ids (or their prefixes) told at once.
+LIFE_SAFETY = [
+    "charger.smoke_alarm",
+    "fire_point.alarm",
+    "fire_pump.",
+    "sos",
+]  # the notifiers' shared subscription group, by default
 
 Clock = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 SUB_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -99,6 +108,55 @@ class QuietHours(Strict):
     critical_passes: bool = True  # a critical alert still gets through
 
 
+# The labels of an alert a subscription may group its messages by; `fingerprint`: one per alert.
+GroupLabel = Literal["site", "rule", "kind", "device", "edge", "severity", "fingerprint"]
+DEFAULT_GROUP_BY: list[GroupLabel] = ["site", "rule"]
+
+
+# Label -> a value or a shell pattern (`*.silent*`): an alert matches when every label does.
+Matcher = Annotated[dict[GroupLabel, Annotated[str, Field(max_length=256)]], Field(min_length=1)]
+
+
+def labelled(alert: AlertMessage, matcher: Mapping[GroupLabel, str]) -> bool:
+    """Whether each of the matcher's labels has its value (or pattern, `*.silent*`)."""
+    return all(fnmatch.fnmatchcase(str(getattr(alert, label)), value) for label, value in matcher.items())
+
+
+class InhibitRule(Strict):
+    """While an alert matching `source` fires, alerts matching `target` with the same `equal`
+    labels are not told (they stay in the record, shown inhibited); one that outlives its
+    source is told then."""
+
+    source: Matcher
+    target: Matcher
+    equal: Annotated[list[GroupLabel], Field(max_length=7)] = []
+
+
+# The district's: an edge offline makes its devices' silence no news, and so does a site's
+# mains supply fault for the devices of that site. A device silent is a rule `<kind>.<field>.silent`.
+DEVICE_SILENT = "*.silent*"
+DEFAULT_INHIBIT = [
+    InhibitRule(source={"rule": "edge.offline"}, target={"rule": DEVICE_SILENT}, equal=["edge"]),
+    InhibitRule(source={"rule": "*.mains_fault.*"}, target={"rule": DEVICE_SILENT}, equal=["site"]),
+]
+
+
+class Silence(Strict):
+    """Alerts matching `matchers` are not told from `starts_s` to `ends_s` (Unix seconds); they
+    are still recorded, and told when it ends if they still fire."""
+
+    id: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+    matchers: Matcher
+    starts_s: Annotated[float, Field(ge=0)]
+    ends_s: Annotated[float, Field(ge=0)]
+    author: Name
+    comment: Annotated[str, Field(min_length=1, max_length=1000)]
+
+    def holds(self, alert: AlertMessage, now: float) -> bool:
+        """Whether it silences `alert` at `now`."""
+        return self.starts_s <= now < self.ends_s and labelled(alert, self.matchers)
+
+
 class Subscription(Strict):
     """Who gets what: empty filters match everything."""
 
@@ -118,6 +176,10 @@ class Subscription(Strict):
     locale: Locale | None = None
     # The zone its notices show times in.
     zone: Zone = DISTRICT_ZONE
+    # One message for the alerts that share these labels (a site's 40 devices offline: one).
+    group_by: Annotated[list[GroupLabel], Field(min_length=1, max_length=7)] = Field(
+        default_factory=lambda: list(DEFAULT_GROUP_BY)
+    )
 
 
 class SmtpConfig(Strict):
@@ -226,6 +288,21 @@ class NotifierConfig(Strict):
     group_wait_s: Annotated[float, Field(ge=0, le=3600)] = 0.2
     # While it keeps firing and nobody acknowledged it, say so again this often.
     repeat_s: Annotated[float, Field(gt=0)] = 4 * 3600.0
+    # A group already told hears of its changes (new alerts, resolved ones) at most this often.
+    group_interval_s: Annotated[float, Field(ge=0, le=86400)] = 60.0
+    # A grouped message lists this many alerts, then links to the rest in the API.
+    group_list: Annotated[int, Field(ge=1, le=200)] = 10
+    # Life-safety rules (by rule id or its prefix): told at once, never waiting for
+    # `group_wait_s` or `group_interval_s`, in their group's message.
+    life_safety: Annotated[list[Name], Field(max_length=100)] = Field(
+        default_factory=lambda: list(LIFE_SAFETY)
+    )
+    # Alerts not told while another fires (Alertmanager's inhibition rules).
+    inhibit: Annotated[list[InhibitRule], Field(max_length=100)] = Field(
+        default_factory=lambda: list(DEFAULT_INHIBIT)
+    )
+    # The API as people reach it, for a grouped message's link; unset, http://api_host:api_port.
+    api_url: Annotated[str, Field(max_length=2048)] = ""
     # A delivery is tried this many times, backing off from 1 s, before it is recorded as failed.
     attempts: Annotated[int, Field(ge=1, le=20)] = 5
     # A notice claimed and not released (its sender died, or the database failed as it
@@ -246,6 +323,11 @@ class NotifierConfig(Strict):
         for i, sub in enumerate(self.subscriptions):
             refuse_private(self.delivery, channel_urls(f"subscriptions[{i}]", sub.channels))
         return self
+
+
+def life_safety(config: NotifierConfig, rule: str) -> bool:
+    """Whether alerts of `rule` are told at once, never waiting for their group."""
+    return any(rule == r or rule.startswith(r if r.endswith(".") else r + ".") for r in config.life_safety)
 
 
 def load_notifier_config(path: Path) -> NotifierConfig:

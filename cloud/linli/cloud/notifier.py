@@ -1,10 +1,15 @@
 """Who hears about an alert, when, and how often.
 
 An alert is its fingerprint. The first firing event starts it; later events of the same
-alert only update it (one message for a burst), after `group_wait_s`. While it fires and
-nobody acknowledged it, it is repeated every `repeat_s`; not acknowledged within a
-subscription's `escalate_after_s`, it goes to that subscription's `escalate_to` as well.
-The resolved message goes out as soon as the event arrives, to everyone who heard of it.
+alert only update it (one message for a burst), after `group_wait_s`. Each subscription hears
+of alerts by group (`group_by`, by default the site and the rule): one message for the group,
+naming how many alerts it covers; a group already told hears of its changes (new alerts,
+resolved ones) at most every `group_interval_s`, and the all-clear (its last alert resolved)
+at once. A life-safety alert (smoke, a fire alarm) waits for neither. While alerts of a group
+fire and nobody acknowledged them, the group is told again every `repeat_s`; an alert not
+acknowledged within a subscription's `escalate_after_s` goes to its `escalate_to` as well.
+An alert inhibited (`inhibit`: an edge offline, its devices' silence) or held by a silence is
+recorded and not told; it is told when its source resolves or the silence ends, if it still fires.
 A subscriber in quiet hours hears of it when they end, if it still fires; a critical alert
 gets through unless the subscription says otherwise. Time comes from `clock`, so all of
 this can be tested without waiting.
@@ -18,8 +23,9 @@ import functools
 import json
 import logging
 import math
+import urllib.parse
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -36,12 +42,21 @@ from linli.catalog.alerts import (
 )
 from linli.catalog.errors import validation_reason
 from linli.catalog.profile import Severity
-from linli.cloud.alerttext import NoticeKind
-from linli.cloud.channels import Message, Notice, Sender
-from linli.cloud.config import Channel, NotifierConfig, QuietHours, Subscription
+from linli.cloud.alerttext import NoticeKind, Standing
+from linli.cloud.channels import GroupNotice, Message, Notice, Sender, message_from_json, thread_of
+from linli.cloud.config import (
+    Channel,
+    InhibitRule,
+    NotifierConfig,
+    QuietHours,
+    Silence,
+    Subscription,
+    labelled,
+    life_safety,
+)
 from linli.cloud.db import unreachable
 from linli.cloud.delivery import Deliveries
-from linli.cloud.store import Entry, Keep, Store
+from linli.cloud.store import NOTHING, Entry, Keep, Pending, Store
 from linli.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -51,7 +66,9 @@ RANK = {Severity.WARNING: 0, Severity.CRITICAL: 1}
 QUIET_RECHECK_S = 60.0
 CHANNEL: TypeAdapter[Channel] = TypeAdapter(Channel)
 # A notice to send: to whom, on which channel, what.
-Outgoing = tuple[str, Channel, Notice]
+Outgoing = tuple[str, Channel, Notice | GroupNotice]
+# Which notice an alert alone in its message gets, by how it stands.
+SINGLE: dict[Standing, NoticeKind] = {"new": "firing", "firing": "repeat", "resolved": "resolved"}
 # Alerts looked at in one go: each may take a few statements, and the loop has other work.
 TICK_BATCH = 100
 # Wakes are rounded up to this grid: a burst of new alerts wakes the notifier once a step,
@@ -78,6 +95,28 @@ def matches(sub: Subscription, alert: AlertMessage) -> bool:
         and (not sub.rules or alert.rule in sub.rules)
         and RANK[alert.severity] >= RANK[sub.min_severity]
     )
+
+
+def group_key(sub: Subscription, alert: AlertMessage) -> str:
+    """The group `alert` is told in to `sub`: its `group_by` labels as a query (`site=x&rule=y`),
+    which is also what the API's /alerts takes to list the group."""
+    return urllib.parse.urlencode([(label, str(getattr(alert, label))) for label in sub.group_by])
+
+
+def inhibitor(rules: Sequence[InhibitRule], alert: AlertMessage, book: Sequence[Active]) -> str | None:
+    """The fingerprint of a firing alert that inhibits `alert` by one of `rules`, or None."""
+    for rule in rules:
+        if not labelled(alert, rule.target):
+            continue
+        for other in book:
+            source = other.alert
+            if (
+                source.fingerprint != alert.fingerprint
+                and labelled(source, rule.source)
+                and all(getattr(source, label) == getattr(alert, label) for label in rule.equal)
+            ):
+                return source.fingerprint
+    return None
 
 
 def quiet_now(quiet: QuietHours | None, severity: Severity, now_s: float) -> bool:
@@ -126,7 +165,9 @@ class Notifier:
         self.store = store
         self.sender = sender
         self.clock = clock
-        self.sent: list[tuple[str, str, Notice]] = []  # (subscription, channel kind, notice): the log
+        self.sent: list[
+            tuple[str, str, Notice | GroupNotice]
+        ] = []  # (subscription, channel kind, notice): the log
         self.handled: Counter[str] = Counter()  # events taken, by device kind
         self.rejected: Counter[str] = Counter()  # events refused at the door, by reason
         self.errors: Counter[str] = Counter()  # alerts quarantined or failing, by where
@@ -135,6 +176,9 @@ class Notifier:
         self._ratelog = RateLimitedLog(log)
         self._buglog = RateLimitedLog(log, level=logging.ERROR)
         self._wakes: set[int] = set()  # the ticks already scheduled, as steps of the grid on the loop's clock
+        self._book: list[Active] | None = None  # every open alert, read once a tick when a group needs it
+        self._told_now: set[tuple[str, str]] = set()  # (subscription, group) told in this tick
+        self._silences: list[Silence] | None = None  # the silences, read once a tick
 
     def reject(self, reason: str, source: str, detail: str) -> None:
         """An event that is not an alert of ours: counted, logged once per reason and source a minute."""
@@ -176,44 +220,51 @@ class Notifier:
         if alert.state is AlertState.FIRING:
             # The same episode again (an update, or the edge announcing it anew) only refreshes
             # it, and one already closed (a late event) changes nothing: no new message.
-            due = now + self.config.group_wait_s
+            wait = self._group_wait(alert)
             opened = self.store.open_alert(
-                alert.fingerprint, alert.since_ms, alert.model_dump_json(), now, due
+                alert.fingerprint, alert.since_ms, alert.model_dump_json(), now, now + wait
             )
             if opened == "new":
                 log.info("alert firing: %s %s/%s", alert.rule, alert.site, alert.device)
                 # The first message goes when the group wait ends, not at the next periodic tick.
-                self._wake(self.config.group_wait_s)
+                self._wake(wait)
         elif alert.state is AlertState.RESOLVED:
             # Closing is the last step that touches the state: a failure before it leaves the
-            # alert open for this event to be handed over again, after it nothing can fail.
-            # The resolution's notices are kept in the outbox by the closing transaction itself.
+            # alert open for this event to be handed over again, after it nothing can fail. The
+            # closing transaction keeps the resolution for the next message of each group that
+            # heard of it, due now: the next tick tells it, or says when it may.
             subs = {s.id: s for s in self.store.subscriptions()}
-            self._first_overdue(alert, subs, now)
-            outgoing: list[Outgoing] = []
+            overdue = self._first_overdue(alert, subs, now)
 
-            def keep(told: list[str]) -> Keep:
-                outgoing[:] = self._outgoing([subs[s] for s in told if s in subs], "resolved", alert)
-                return self._keep(outgoing)
+            def pending(told: list[str]) -> Pending:
+                # An overdue alert its group could not be told of yet is told resolved with the
+                # group's next message: late, but not lost.
+                heard = set(told) | {s.id for s in subs.values() if overdue and matches(s, alert)}
+                groups = [(s, group_key(subs[s], alert)) for s in sorted(heard) if s in subs]
+                return Pending(groups, alert.model_dump_json())
 
-            closed = self.store.close_alert(alert.fingerprint, alert.since_ms, now, keep)
-            if closed is not None:
-                self._send_all(outgoing, closed.held)
+            if self.store.close_alert(alert.fingerprint, alert.since_ms, now, pending=pending) is not None:
+                if any(labelled(alert, rule.source) for rule in self.config.inhibit):
+                    # The alerts it inhibited that still fire are told now.
+                    self.store.look_again()
+                self._wake(0)
 
-    def _first_overdue(self, resolution: AlertMessage, subs: dict[str, Subscription], now: float) -> None:
+    def _first_overdue(self, resolution: AlertMessage, subs: dict[str, Subscription], now: float) -> bool:
         """An alert that outlasted its group wait by its own times, and nobody told of it yet:
         its events came late and together (held while the state was down, or while no notifier
         of the group could take them), its resolution before the tick that would have told it.
-        Its first message goes now, before the resolution, as it would have in time. A flap
-        shorter than the group wait stays untold."""
-        if resolution.time_ms - resolution.since_ms < self.config.group_wait_s * 1000:
-            return
+        Its first message goes now, before the resolution, as it would have in time, where its
+        group may be told now. A flap shorter than the group wait stays untold. True if overdue."""
+        if resolution.time_ms - resolution.since_ms < self._group_wait(resolution) * 1000:
+            return False
         entry = self.store.entry(resolution.fingerprint)
         if entry is None or entry[4]:
-            return  # not open (closed already), or told
+            return False  # not open (closed already), or told
+        self._book, self._told_now, self._silences = None, set(), None  # read afresh, as a tick does
         for active in self._read([entry]):
             if active.alert.since_ms <= resolution.since_ms:
                 self._due(active, subs, now)
+        return True
 
     def active(self) -> list[Active]:
         """Every open alert, oldest first; one that no longer reads back is quarantined."""
@@ -244,6 +295,7 @@ class Notifier:
         is given the time it is next due."""
         self.ticks += 1
         now = self.clock()
+        self._book, self._told_now, self._silences = None, set(), None
         subs = {s.id: s for s in self.store.subscriptions()}
         due = self.store.book(due_by=now, limit=TICK_BATCH)
         if len(due) == TICK_BATCH:
@@ -251,7 +303,7 @@ class Notifier:
         for active in self._read(due):
             fp = active.alert.fingerprint
             try:
-                wait_until = active.first_s + self.config.group_wait_s
+                wait_until = active.first_s + self._group_wait(active.alert)
                 self.store.set_due(fp, wait_until if now < wait_until else self._due(active, subs, now))
             except Exception as exc:
                 # One alert that cannot be told must not keep the others from being told.
@@ -260,6 +312,101 @@ class Notifier:
                 else:
                     self.count_bug("tick", fp, exc)
                     self._later(fp, now + BUG_RETRY_S)
+        self._tell_changes(subs, now)
+
+    def _tell_changes(self, subs: dict[str, Subscription], now: float) -> None:
+        """Tell each group whose resolved alerts wait: once its interval has passed, or at once
+        when none of its alerts still fires (the all-clear)."""
+        gap = self.config.group_interval_s
+        for sub_id, key, changes in self.store.groups_due(now, TICK_BATCH):
+            sub = subs.get(sub_id)
+            try:
+                if sub is None:
+                    # Its subscription is gone: nobody to tell.
+                    self.store.claim_group(sub_id, key, now, now, members=[], keep=lambda _f, _r: NOTHING)
+                    continue
+                still = any(matches(sub, a.alert) and group_key(sub, a.alert) == key for a in self._open())
+                if not self._tell_group(sub, key, now, now - gap if still else now):
+                    self.store.tell_later(sub_id, key, gap, changes)
+            except Exception as exc:
+                # Still due: the next tick tries again, the other groups told meanwhile.
+                if unreachable(exc):
+                    self.count_failure("tick", f"{sub_id} {key}", exc)
+                else:
+                    self.count_bug("tick", f"{sub_id} {key}", exc)
+
+    def _group_wait(self, alert: AlertMessage) -> float:
+        """How long a new alert waits for others of its group: a life-safety alert not at all."""
+        return 0.0 if life_safety(self.config, alert.rule) else self.config.group_wait_s
+
+    def _inhibited(self, alert: AlertMessage) -> bool:
+        """Whether a firing alert inhibits `alert` (the book is read only if a rule targets it)."""
+        rules = [rule for rule in self.config.inhibit if labelled(alert, rule.target)]
+        return bool(rules) and inhibitor(rules, alert, self._open()) is not None
+
+    def silenced(self, alert: AlertMessage, now: float) -> Silence | None:
+        """The silence that holds `alert` now (the latest ending), or None."""
+        if self._silences is None:
+            self._silences = self.store.silences(now)
+        holding = [s for s in self._silences if s.holds(alert, now)]
+        return holding[-1] if holding else None
+
+    def _open(self) -> list[Active]:
+        """Every open alert, read once a tick (or event) when a group's message needs them."""
+        if self._book is None:
+            self._book = self.active()
+        return self._book
+
+    def _tell_group(self, sub: Subscription, key: str, now: float, ready: float) -> bool:
+        """Tell `sub` the group `key` in one message, if it was last told by `ready` (or never)
+        and nobody else tells it now: its alerts firing (new ones first) and those resolved
+        since. False if another notifier told it, or its interval has not passed."""
+        members = [
+            a
+            for a in self._open()
+            if matches(sub, a.alert)
+            and group_key(sub, a.alert) == key
+            and not quiet_now(sub.quiet, a.alert.severity, now)
+            and not self._inhibited(a.alert)
+            and self.silenced(a.alert, now) is None
+        ]
+        outgoing: list[Outgoing] = []
+
+        def keep(firing: list[str], resolved: list[str]) -> Keep:
+            still = [a for a in members if a.alert.fingerprint in firing]
+            listed: list[tuple[Standing, AlertMessage]] = [
+                *(("new", a.alert) for a in still if sub.id not in a.told),
+                *(("firing", a.alert) for a in still if sub.id in a.told),
+                *(("resolved", AlertMessage.model_validate_json(body)) for body in resolved),
+            ]
+            if listed:
+                outgoing[:] = [(sub.id, channel, self._message(sub, key, listed)) for channel in sub.channels]
+            return self._keep(outgoing)
+
+        fps = [a.alert.fingerprint for a in members]
+        claimed = self.store.claim_group(sub.id, key, now, ready, members=fps, keep=keep)
+        if claimed is None:
+            return False
+        self._told_now.add((sub.id, key))
+        self._send_all(outgoing, claimed.held, thread=f"group:{key}")
+        return True
+
+    def _message(
+        self, sub: Subscription, key: str, listed: list[tuple[Standing, AlertMessage]]
+    ) -> Notice | GroupNotice:
+        """The message for a group: an alert alone as its own notice, several as the group's."""
+        locale = sub.locale or self.config.locale
+        if len(listed) == 1:
+            standing, alert = listed[0]
+            return Notice(SINGLE[standing], alert, sub.id, locale, sub.zone)
+        standings = {standing for standing, _ in listed}
+        kind: NoticeKind = (
+            "firing" if "new" in standings else "resolved" if "resolved" in standings else "repeat"
+        )
+        api_url = self.config.api_url or f"http://{self.config.api_host}:{self.config.api_port}"
+        return GroupNotice(
+            kind, sub.id, key, tuple(listed), api_url, self.config.group_list, locale, sub.zone
+        )
 
     def _later(self, fp: str, due: float) -> None:
         try:
@@ -294,7 +441,12 @@ class Notifier:
     def _due(self, active: Active, subs: dict[str, Subscription], now: float) -> float | None:
         """Tell what is due for one alert; when something may next be due, or None."""
         store, repeat_s = self.store, self.config.repeat_s
-        alert, fp = active.alert, active.alert.fingerprint
+        alert = active.alert
+        if self._inhibited(alert):
+            return None  # told (if it still fires) when its source resolves: `look_again`
+        silence = self.silenced(alert, now)
+        if silence is not None:
+            return silence.ends_s  # told then if it still fires (or sooner, if it is expired)
         unacked = active.acked_by is None
         due: list[float] = []
         for sub in subs.values():
@@ -304,13 +456,20 @@ class Notifier:
                 due.append(now + QUIET_RECHECK_S)
                 continue
             last = active.told.get(sub.id)
-            if last is None:
-                out = self._outgoing([sub], "firing", alert)
-                self._send_all(out, store.claim_first(fp, sub.id, now, self._keep(out)))
-                last = now  # told now, by this notifier or another
+            key = group_key(sub, alert)
+            if (sub.id, key) in self._told_now:
+                last = now  # its group was told in this tick, with it
+            elif last is None:
+                # A life-safety alert goes at once; another with its group's next message.
+                gap = 0.0 if life_safety(self.config, alert.rule) else self.config.group_interval_s
+                told = store.group_told(sub.id, key)
+                ready = now if told is None else told + gap
+                if now < ready or not self._tell_group(sub, key, now, now - gap):
+                    due.append(max(ready, now + WAKE_GRID_S))
+                    continue
+                last = now
             elif unacked and now - last >= repeat_s:
-                out = self._outgoing([sub], "repeat", alert)
-                self._send_all(out, store.claim_repeat(fp, sub.id, now, repeat_s, self._keep(out)))
+                self._tell_group(sub, key, now, now - repeat_s)
                 last = now
             if unacked:
                 due.append(last + repeat_s)
@@ -352,17 +511,24 @@ class Notifier:
         notices = [(sub, ch.model_dump_json(), json.dumps(n.to_json())) for sub, ch, n in outgoing]
         return Keep(notices, self.clock() + self.config.lease_s)
 
-    def _send_all(self, outgoing: list[Outgoing], held: list[int] | None) -> None:
+    def _send_all(self, outgoing: list[Outgoing], held: list[int] | None, thread: str | None = None) -> None:
         """Send what a claim kept (`held`: its outbox ids), if the claim was won."""
         if held is None:
             return  # another notifier won it, or the alert is closed
         for (sub_id, channel, notice), held_id in zip(outgoing, held, strict=True):
-            self._send(sub_id, channel, notice, held_id)
+            self._send(sub_id, channel, notice, held_id, thread)
 
-    def _send(self, sub_id: str, channel: Channel, notice: Notice, held: int) -> None:
+    def _send(
+        self,
+        sub_id: str,
+        channel: Channel,
+        notice: Notice | GroupNotice,
+        held: int,
+        thread: str | None = None,
+    ) -> None:
         self.sent.append((sub_id, str(channel.kind), notice))
         finished = functools.partial(self._release, held)
-        self.deliveries.start(sub_id, channel, notice, thread=notice.alert.fingerprint, finished=finished)
+        self.deliveries.start(sub_id, channel, notice, thread=thread or thread_of(notice), finished=finished)
 
     def _release(self, held: int) -> None:
         try:
@@ -377,7 +543,7 @@ class Notifier:
         for held, sub_id, channel_json, body in orphans:
             try:
                 channel = CHANNEL.validate_json(channel_json)
-                notice = Notice.from_json(json.loads(body) | {"subscription": sub_id})
+                notice = message_from_json(json.loads(body) | {"subscription": sub_id})
             except (ValidationError, ValueError, KeyError) as exc:
                 self.count_failure("outbox", str(held), exc)
                 self.store.release(held)  # cannot be sent, now or later: logged, not retried forever

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, text
 
 from linli.catalog.errors import validation_reason
-from linli.cloud.config import Subscription
+from linli.cloud.config import Silence, Subscription
 from linli.cloud.db import Tables
 
 # How much of a quarantined row is kept.
@@ -65,6 +65,24 @@ class Keep:
 
 
 NOTHING = Keep((), 0.0)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A resolution kept for the next message of each (subscription, group) that heard of the
+    alert; each such group is due now (the notifier tells it, or says when it may)."""
+
+    groups: Sequence[tuple[str, str]]
+    body: str
+
+
+class Claimed(NamedTuple):
+    """A group's message claimed: the outbox ids of what was kept, the members still open (now
+    told), and the bodies of the resolved alerts it tells."""
+
+    held: list[int]
+    firing: list[str]
+    resolved: list[str]
 
 
 class Closed(NamedTuple):
@@ -113,10 +131,16 @@ class Store(Tables):
         return "new" if new == 1 else "open"
 
     def close_alert(
-        self, fp: str, since_ms: int, now: float, keep: Callable[[list[str]], Keep] | None = None
+        self,
+        fp: str,
+        since_ms: int,
+        now: float,
+        keep: Callable[[list[str]], Keep] | None = None,
+        pending: Callable[[list[str]], Pending] | None = None,
     ) -> Closed | None:
         """Close an alert's episode (or an older one still open): the subscriptions that heard
-        of it, with what `keep(them)` gave to the outbox; None if it was not open. The episode
+        of it, with what `keep(them)` gave to the outbox and `pending(them)` kept for their
+        groups' next messages; None if it was not open. The episode
         is remembered for a day, so that its firing event arriving late does not open it again.
 
         Of several notifiers closing it at once, one deletes the row and gets the list."""
@@ -134,6 +158,8 @@ class Store(Tables):
                 told = sorted(str(sub) for (sub,) in rows)
                 conn.execute(text("DELETE FROM escalated WHERE fingerprint = :fp"), {"fp": fp})
                 closed = Closed(told, _hold(conn, NOTHING if keep is None else keep(told)))
+                if pending is not None:
+                    _pend(conn, fp, pending(told), now)
             conn.execute(
                 text(
                     "INSERT INTO closed_episode (fingerprint, since_ms, closed_s) VALUES (:fp, :since, :now) "
@@ -165,6 +191,10 @@ class Store(Tables):
             if sub is not None:
                 entry[4][str(sub)] = float(last)
         return list(book.values())
+
+    def look_again(self) -> None:
+        """Every open alert is looked at again at the next tick (an inhibiting alert resolved)."""
+        self._change(RESCHEDULE, {})
 
     def set_due(self, fp: str, due: float | None) -> None:
         """When the alert next needs looking at; None: not until something changes."""
@@ -228,6 +258,109 @@ class Store(Tables):
             if conn.execute(text(sql), params).rowcount != 1:
                 return None
             return _hold(conn, keep)
+
+    # --- groups -----------------------------------------------------------------
+
+    def group_told(self, sub: str, key: str) -> float | None:
+        """When the group was last told to `sub`; None if never."""
+        rows = self._rows(
+            "SELECT last_s FROM alert_group WHERE subscription = :sub AND gkey = :key",
+            {"sub": sub, "key": key},
+        )
+        return float(rows[0][0]) if rows else None
+
+    def groups_due(self, now: float, limit: int) -> list[tuple[str, str, int]]:
+        """(subscription, group, resolutions kept so far) of the groups whose resolved alerts
+        wait to be told and may be by now."""
+        rows = self._rows(
+            "SELECT subscription, gkey, changes FROM alert_group WHERE due_s <= :now "
+            "ORDER BY due_s LIMIT :limit",
+            {"now": now, "limit": limit},
+        )
+        return [(str(sub), str(key), int(changes)) for sub, key, changes in rows]
+
+    def tell_later(self, sub: str, key: str, gap: float, changes: int) -> None:
+        """A group with a change waiting is due `gap` after it was last told, unless it was
+        told since or another resolution came after `changes` (which makes it due again)."""
+        self._change(
+            "UPDATE alert_group SET due_s = last_s + :gap "
+            "WHERE subscription = :sub AND gkey = :key AND due_s IS NOT NULL AND changes = :changes",
+            {"sub": sub, "key": key, "gap": gap, "changes": changes},
+        )
+
+    def claim_group(
+        self,
+        sub: str,
+        key: str,
+        now: float,
+        ready: float,
+        *,
+        members: Sequence[str],
+        keep: Callable[[list[str], list[str]], Keep],
+    ) -> Claimed | None:
+        """For exactly one caller, when the group was last told to `sub` by `ready` (or never):
+        tell it now. The `members` still open are marked told, the resolved alerts kept for the
+        group are taken, and `keep(firing, resolved)` goes to the outbox, all in one transaction.
+        None for the others."""
+        with self._engine.begin() as conn:
+            _lock_alert(conn, f"group\n{sub}\n{key}")
+            won = conn.execute(
+                text(
+                    "INSERT INTO alert_group (subscription, gkey, last_s, due_s) "
+                    "VALUES (:sub, :key, :now, NULL) "
+                    "ON CONFLICT (subscription, gkey) DO UPDATE SET last_s = :now, due_s = NULL "
+                    "WHERE alert_group.last_s <= :ready"
+                ),
+                {"sub": sub, "key": key, "now": now, "ready": ready},
+            ).rowcount
+            if won != 1:
+                return None
+            firing = []
+            for fp in sorted(members):  # in one order: two claims never wait for each other's locks
+                _lock_alert(conn, fp)
+                told = conn.execute(
+                    text(
+                        "INSERT INTO told (fingerprint, subscription, last_s) SELECT :fp, :sub, :now "
+                        "WHERE EXISTS (SELECT 1 FROM alert WHERE fingerprint = :fp) "
+                        "ON CONFLICT (fingerprint, subscription) DO UPDATE SET last_s = excluded.last_s"
+                    ),
+                    {"fp": fp, "sub": sub, "now": now},
+                ).rowcount
+                if told:
+                    firing.append(fp)
+            where = {"sub": sub, "key": key}
+            resolved = [
+                str(body)
+                for (body,) in conn.execute(
+                    text(
+                        "DELETE FROM group_resolved WHERE subscription = :sub AND gkey = :key RETURNING body"
+                    ),
+                    where,
+                )
+            ]
+            return Claimed(_hold(conn, keep(firing, resolved)), firing, resolved)
+
+    # --- silences ---------------------------------------------------------------
+
+    def put_silence(self, silence: Silence) -> None:
+        """Keep a silence (every replica reads it), and look at every open alert again: one that
+        it no longer holds (expired, ended) may be due."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO silence (id, body, ends_s) VALUES (:id, :body, :ends) "
+                    "ON CONFLICT (id) DO UPDATE SET body = excluded.body, ends_s = excluded.ends_s"
+                ),
+                {"id": silence.id, "body": silence.model_dump_json(), "ends": silence.ends_s},
+            )
+            conn.execute(text(RESCHEDULE))
+
+    def silences(self, ending_after: float = 0.0) -> list[Silence]:
+        """The silences that end after `ending_after`, soonest ending first."""
+        rows = self._rows(
+            "SELECT body FROM silence WHERE ends_s > :after ORDER BY ends_s, id", {"after": ending_after}
+        )
+        return [Silence.model_validate_json(str(body)) for (body,) in rows]
 
     # --- the outbox ---------------------------------------------------------------
 
@@ -335,6 +468,28 @@ def _lock_alert(conn: Connection, fp: str) -> None:
     SQLite's transactions already take the whole database's write lock at their start."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:fp))"), {"fp": fp})
+
+
+def _pend(conn: Connection, fp: str, pending: Pending, now: float) -> None:
+    """Keep a resolution for each group's next message, and make each group due for it."""
+    for sub, key in pending.groups:
+        where = {"sub": sub, "key": key, "fp": fp, "body": pending.body, "now": now}
+        conn.execute(
+            text(
+                "INSERT INTO group_resolved (subscription, gkey, fingerprint, body) "
+                "VALUES (:sub, :key, :fp, :body) "
+                "ON CONFLICT (subscription, gkey, fingerprint) DO UPDATE SET body = excluded.body"
+            ),
+            where,
+        )
+        conn.execute(
+            text(
+                "INSERT INTO alert_group (subscription, gkey, last_s, due_s) VALUES (:sub, :key, 0, :now) "
+                "ON CONFLICT (subscription, gkey) DO UPDATE "
+                "SET due_s = :now, changes = alert_group.changes + 1"
+            ),
+            where,
+        )
 
 
 def _hold(conn: Connection, keep: Keep) -> list[int]:

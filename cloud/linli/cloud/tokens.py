@@ -51,7 +51,16 @@ def rules(acknowledged: str, booking: tuple[str, ...] = ()) -> Needed:
     return needed
 
 
-needed = rules("/alerts/")  # the notifier's
+_alerts = rules("/alerts/")
+
+
+def needed(method: str, path: str) -> Scope:
+    """The notifier's: acknowledging and silencing (`POST /silences`, `.../expire`) need `ack`."""
+    if method == "POST" and (
+        path == "/silences" or (path.startswith("/silences/") and path.endswith("/expire"))
+    ):
+        return Scope.ACK
+    return _alerts(method, path)
 
 
 @dataclass(frozen=True)
