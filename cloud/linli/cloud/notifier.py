@@ -34,9 +34,9 @@ from linli.catalog.alerts import (
     AlertState,
     fingerprint,
 )
+from linli.catalog.alerttext import NoticeKind
 from linli.catalog.errors import validation_reason
 from linli.catalog.profile import Severity
-from linli.cloud.alerttext import NoticeKind
 from linli.cloud.channels import Message, Notice, Sender
 from linli.cloud.config import Channel, NotifierConfig, QuietHours, Subscription
 from linli.cloud.db import unreachable
