@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from linli.catalog.alerts import AlertMessage, AlertState, fingerprint
+from linli.catalog.alerttext import NoticeKind
 from linli.catalog.i18n import LOCALES, Locale, catalog
 from linli.catalog.profile import Severity, builtin_profiles
-from linli.cloud.alerttext import NoticeKind
 from linli.cloud.channels import Notice
 from linli.cloud.notifier import edge_status_alert
 from linli.edge.rules import profile_rules
@@ -112,7 +112,7 @@ def test_a_notice_reads_back_from_its_json_in_its_language_and_zone(locale: Loca
 def test_the_alert_texts_write_no_word_of_their_own() -> None:
     """Every word of an alert notice comes from the catalog: the module that renders them holds
     keys and names, never English prose (docstrings aside)."""
-    import linli.cloud.alerttext as module
+    import linli.catalog.alerttext as module
 
     tree = ast.parse(Path(str(module.__file__)).read_text(encoding="utf-8"))
     functions = [f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)]

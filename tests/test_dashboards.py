@@ -250,6 +250,45 @@ def shown_to_a_person(rec: Recording, dashboard: dict[str, Any]) -> list[str]:
     return shown
 
 
+def annotations_shown(rec: Recording, dashboard: dict[str, Any]) -> list[str]:
+    """What Grafana shows of each annotation's marks over the recording: the words its rows carry
+    in the columns the annotation names as title, text and tags (a tag from a row's column or,
+    for a GROUP BY tag, its series), one string each."""
+    shown = []
+    for annotation in dashboard.get("annotations", {}).get("list", []):
+        target = annotation.get("target") or {}
+        if "query" not in target:
+            continue
+        tags = [c.strip() for c in target.get("tagsColumn", "").split(",") if c.strip()]
+        query = expand(target["query"].replace("now()", f"{rec.end_ms}ms"), rec.start_ms, rec.end_ms + 60_000)
+        for series in run(rec.url, rec.database, query):
+            for row in series.values:
+                cells = dict(zip(series.columns, row, strict=True))
+                for key in ("titleColumn", "textColumn"):
+                    if target.get(key) in cells:
+                        shown.append(str(cells[target[key]]))
+                for tag in tags:
+                    value = cells.get(tag, series.tags.get(tag))
+                    shown += [v for v in str(value or "").split(",") if v]
+    return shown
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_annotations_speak_to_a_person(district: Recording, locale: Locale) -> None:
+    """Each mark's hover text is words in the build's language: no bare number (a change's 1 or
+    -1), and under zh-CN no English alert title. (Ids: test_no_dashboard_shows_an_id_to_a_person.)"""
+    marks = 0
+    for uid, model in boards.models(locale).items():
+        shown = annotations_shown(district, boards.to_json(model))
+        marks += len(shown)
+        numbers = [s for s in shown if re.fullmatch(r"[-+\d.e]+", s)]
+        assert not numbers, (uid, numbers[:5])
+        if locale == "zh-CN":
+            english = sorted({s for s in shown if not re.search(r"[\u4e00-\u9fff]", s)})
+            assert not english, (uid, english[:5])
+    assert marks > 0
+
+
 @pytest.mark.parametrize("locale", LOCALES)
 def test_no_dashboard_shows_an_id_to_a_person(district: Recording, locale: Locale) -> None:
     ids = ids_of_the_district()
@@ -258,7 +297,8 @@ def test_no_dashboard_shows_an_id_to_a_person(district: Recording, locale: Local
     scenario = load_scenario(builtin_scenario_path())
     site_names = {s.id: s.name_en if locale == "en" else s.name for s in scenario.sites}
     for uid, model in boards.models(locale).items():
-        shown = shown_to_a_person(district, boards.to_json(model))
+        dashboard = boards.to_json(model)
+        shown = shown_to_a_person(district, dashboard) + annotations_shown(district, dashboard)
         text = "\n".join(shown)
         told = sorted(i for i in ids if re.search(rf"(?<![\w-]){re.escape(i)}(?![\w-])", text))
         assert not told, (uid, told, [s for s in shown if any(i in s for i in told)][:20])

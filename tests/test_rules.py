@@ -106,6 +106,9 @@ def test_flags_are_numbers_and_the_stored_event_is_one_alert_point() -> None:
     )
     assert 'state="firing"' in line
     assert line.endswith(" 5000")
+    # What a person reads on the annotations: the rule's title and where, in each language.
+    assert 'label="ronghua-1 充电桩 station-1：充电柜内有烟雾"' in line
+    assert 'label_en="Smoke in the charging cabinet at ronghua-1, Charging station station-1"' in line
     message = AlertMessage.model_validate(event.to_json())  # the published form meets its schema
     assert (message.fingerprint, message.state, message.port) == (event.fingerprint, "firing", None)
 

@@ -36,11 +36,11 @@ from typing import Any, Protocol
 import httpcore
 import httpx
 
+from linli.catalog import alerttext
 from linli.catalog.alerts import AlertMessage
+from linli.catalog.alerttext import NoticeKind
 from linli.catalog.i18n import DEFAULT_LOCALE, DISTRICT_ZONE, Locale, iso
-from linli.cloud import alerttext
 from linli.cloud.addresses import PublicOnly
-from linli.cloud.alerttext import NoticeKind
 from linli.cloud.config import (
     DEFAULT_DELIVERY,
     Channel,

@@ -40,9 +40,9 @@ from linli.catalog.alerts import (
     AlertState,
     fingerprint,
 )
+from linli.catalog.alerttext import NoticeKind, Standing
 from linli.catalog.errors import validation_reason
 from linli.catalog.profile import Severity
-from linli.cloud.alerttext import NoticeKind, Standing
 from linli.cloud.channels import GroupNotice, Message, Notice, Sender, message_from_json, thread_of
 from linli.cloud.config import (
     Channel,

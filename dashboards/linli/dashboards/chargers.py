@@ -113,18 +113,16 @@ def dashboard() -> db.Dashboard:
             fmt="table",
         ),
     )
+    flips = Select("charger").tag_matches("site", "site")
+    raised, cleared = Annotation.changes(
+        t("chargers.smoke_raised"), t("chargers.smoke_cleared"), flips, "smoke_alarm", theme.CRITICAL
+    )
     dash = (
         board(t("chargers.title"), UID, ["chargers"])
         .annotation(alerts_fired("^charger$"))
         .with_variable(choice("site", t("var.site"), names.sites("charger")))
         .with_variable(variable("device", t("var.station"), "charger", "device", within=(("site", "site"),)))
-        .annotation(
-            Annotation.changes(
-                t("chargers.smoke_changes"),
-                Select("charger").tag_matches("site", "site"),
-                "smoke_alarm",
-                theme.CRITICAL,
-            )
-        )
+        .annotation(raised)
+        .annotation(cleared)
     )
     return with_panels(dash, states, power, port_temp, cabinet, voltage, ports_now)

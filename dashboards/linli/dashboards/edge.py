@@ -103,17 +103,15 @@ def dashboard() -> db.Dashboard:
             _agent().select("dead_lettered", "difference", alias="dead").by("device"), alias=t("edge.dead")
         ),
     )
+    flips = Select("health").tag_not("kind", "agent").tag_matches("site", "site")
+    came_online, went_offline = Annotation.changes(
+        t("edge.came_online"), t("edge.went_offline"), flips, "online", theme.OFF
+    )
     dash = (
         board(t("edge.title"), UID, ["edge"])
         .with_variable(choice("kind", t("var.kind"), names.kinds()))
         .with_variable(choice("site", t("var.site"), names.sites()))
-        .annotation(
-            Annotation.changes(
-                t("edge.online_changes"),
-                Select("health").tag_not("kind", "agent").tag_matches("site", "site"),
-                "online",
-                theme.OFF,
-            )
-        )
+        .annotation(came_online)
+        .annotation(went_offline)
     )
     return with_panels(dash, online, latency, offline, buffer, writes)

@@ -104,11 +104,13 @@ def dashboard() -> db.Dashboard:
             fmt="table",
         ),
     )
-    stopped = _camera().select("action", alias="text").field_is("interception", "=", 1)
+    # The stored action is a code, and annotations have no value mappings: the mark's name
+    # says what happened and the events table says how the lift answered.
+    stopped = _camera().select("interception").field_is("interception", "=", 1).by("site")
     dash = (
         board(t("elevators.title"), UID, ["elevators"])
         .with_variable(choice("site", t("var.building"), names.sites("camera")))
         .with_variable(variable("device", t("var.lift"), "camera", "device", within=(("site", "site"),)))
-        .annotation(Annotation(t("elevators.stopped"), stopped.by("site"), theme.WORKING))
+        .annotation(Annotation(t("elevators.stopped"), stopped, theme.WORKING, text=None))
     )
     return with_panels(dash, per_camera, by_hour, objects, online, events)

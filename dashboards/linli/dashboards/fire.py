@@ -124,6 +124,10 @@ def dashboard() -> db.Dashboard:
             alias="$tag_site $tag_device",
         ),
     )
+    flips = Select("fire_point").tag_matches("site", "site")
+    raised, cleared = Annotation.changes(
+        t("fire.alarm_raised"), t("fire.alarm_cleared"), flips, "alarm", theme.CRITICAL
+    )
     dash = (
         board(t("fire.title"), UID, ["fire"])
         .annotation(alerts_fired("^fire_"))
@@ -131,13 +135,7 @@ def dashboard() -> db.Dashboard:
         .with_variable(
             variable("device", t("var.sensor"), "fire_point", "device", within=(("site", "site"),))
         )
-        .annotation(
-            Annotation.changes(
-                t("fire.alarm_changes"),
-                Select("fire_point").tag_matches("site", "site"),
-                "alarm",
-                theme.CRITICAL,
-            )
-        )
+        .annotation(raised)
+        .annotation(cleared)
     )
     return with_panels(dash, pressures, tanks, pumps, points, loops)

@@ -13,10 +13,11 @@ from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
+from linli.catalog.alerttext import LABEL_FIELDS
 from linli.dashboards import names
 from linli.dashboards.influxql import DATASOURCE, InfluxQuery, Select, Target, show_tag_values
 from linli.dashboards.theme import ZONE
-from linli.dashboards.words import t
+from linli.dashboards.words import current, t
 
 
 class PanelBuilder(Protocol):
@@ -157,7 +158,7 @@ def alerts_fired(kinds: str) -> Annotation:
     """The edge's alert events (measurement `alert`) for device kinds matching `kinds`, as marks."""
     fired = (
         Select("alert")
-        .select("title", alias="text")
+        .select(LABEL_FIELDS[current()], alias="text")
         .tag_like("kind", kinds)
         .tag_matches("site", "site")
         .field_is("state", "=", "firing")
@@ -167,22 +168,36 @@ def alerts_fired(kinds: str) -> Annotation:
 
 
 class Annotation(cogbuilder.Builder[model.AnnotationQuery]):
-    """Events from InfluxQL drawn on every time axis: the rows' `text` column is the label."""
+    """Events from InfluxQL drawn on every time axis: the rows' `text` column is the label.
 
-    def __init__(self, name: str, select: Select, colour: str) -> None:
+    No column is read as tags: the rows' tags are ids (a site's), which a person never sees."""
+
+    def __init__(self, name: str, select: Select, colour: str, text: str | None = "text") -> None:
         self.name = name
         self.select = select
         self.colour = colour
+        self.text = text
 
     @classmethod
-    def changes(cls, name: str, source: Select, field: str, colour: str) -> Annotation:
-        """A mark wherever a 0/1 field changed, per device: its text is 1 (raised) or -1 (cleared)."""
-        steps = source.select(field, "difference", alias="text").by("site", "device")
-        return cls(name, Select.over(steps).select("text").field_is("text", "!=", 0).by("site"), colour)
+    def changes(
+        cls, raised: str, cleared: str, source: Select, field: str, colour: str
+    ) -> tuple[Annotation, Annotation]:
+        """Two kinds of mark where a 0/1 field changed, per device: `raised` (0 to 1) and `cleared`.
+
+        Their names say what changed; the rows carry only the change, a number, so no column
+        is read as text."""
+        steps = source.select(field, "difference", alias="change").by("site", "device")
+        marks = Select.over(steps).select("change").by("site")
+        return (
+            cls(raised, marks.field_is("change", ">", 0), colour, text=None),
+            cls(cleared, marks.field_is("change", "<", 0), colour, text=None),
+        )
 
     def build(self) -> model.AnnotationQuery:
         # Grafana's InfluxQL annotations read their columns from these keys.
-        extra: dict[str, object] = {"fromAnnotations": True, "textColumn": "text", "tagsColumn": "site"}
+        extra: dict[str, object] = {"fromAnnotations": True}
+        if self.text is not None:
+            extra["textColumn"] = self.text
         target = InfluxQuery("Anno", self.select, "table", extra=extra)
         return model.AnnotationQuery(
             name=self.name,

@@ -100,10 +100,12 @@ def dashboard() -> db.Dashboard:
             fmt="table",
         ),
     )
-    raised = _trucks().select("alarm", alias="text").field_is("active", "=", True)
+    # The alarm is a code and an incident's detail the service's English: the marks' names say
+    # what happened, and the tables beside them say which truck and where.
+    raised = _trucks().select("active").field_is("active", "=", True)
     incidents = (
         Select("waste_incident")
-        .select("detail", alias="text")
+        .select("change")
         .field_is("change", "=", 1)
         .tag_matches("route", "route")
         .by("kind")
@@ -112,8 +114,8 @@ def dashboard() -> db.Dashboard:
         board(t("waste.title"), UID, ["waste"])
         .with_variable(choice("route", t("var.route"), names.routes()))
         .with_variable(choice("device", t("var.truck"), names.trucks()))
-        .annotation(Annotation(t("waste.alarm_raised"), raised.by("site"), theme.WARNING))
-        .annotation(Annotation(t("waste.incident"), incidents, theme.CRITICAL))
+        .annotation(Annotation(t("waste.alarm_raised"), raised.by("site"), theme.WARNING, text=None))
+        .annotation(Annotation(t("waste.incident"), incidents, theme.CRITICAL, text=None))
     )
     trips = place(trips_table(t("waste.trips")), (0, 27, 12, 8), trips_now())
     tonnage = [

@@ -17,7 +17,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from linli.catalog.alerts import AlertState, fingerprint
+from linli.catalog import alerttext
+from linli.catalog.alerts import AlertMessage, AlertState, fingerprint
+from linli.catalog.i18n import LOCALES
 from linli.catalog.lineprotocol import format_line
 from linli.catalog.profile import Profile, Severity, Threshold
 
@@ -165,6 +167,10 @@ class AlertEvent:
             "fingerprint": self.fingerprint,
             "edge": self.edge,
         }
+        # What a person reads on the dashboards' annotations, one text per locale.
+        message = AlertMessage.model_validate(self.to_json())
+        for locale in LOCALES:
+            fields[alerttext.LABEL_FIELDS[locale]] = alerttext.label(message, locale)
         if self.value is not None:
             fields["value"] = self.value
         return format_line(ALERT_MEASUREMENT, tags, fields, self.time_ms)

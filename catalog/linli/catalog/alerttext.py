@@ -19,6 +19,8 @@ from linli.catalog.profile import Severity
 
 NoticeKind = Literal["firing", "repeat", "escalation", "resolved"]
 INTERLOCK = "interlock."
+# The stored alert's `label` in each locale (measurement `alert`; the dashboards' annotations).
+LABEL_FIELDS: dict[Locale, str] = {"zh-CN": "label", "en": "label_en"}
 
 
 def known(key: str, locale: Locale) -> bool:
@@ -79,6 +81,11 @@ def subject(kind: NoticeKind, alert: AlertMessage, locale: Locale) -> str:
         where=where(alert, locale),
         title=title(alert, locale),
     )
+
+
+def label(alert: AlertMessage, locale: Locale) -> str:
+    """What and where, as a dashboard's annotation shows it."""
+    return text("alert.label", locale, where=where(alert, locale), title=title(alert, locale))
 
 
 def details(kind: NoticeKind, alert: AlertMessage, locale: Locale, zone: str = DISTRICT_ZONE) -> list[str]:
