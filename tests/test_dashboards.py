@@ -252,8 +252,10 @@ def shown_to_a_person(rec: Recording, dashboard: dict[str, Any]) -> list[str]:
 
 def annotations_shown(rec: Recording, dashboard: dict[str, Any]) -> list[str]:
     """What Grafana shows of each annotation's marks over the recording: the words its rows carry
-    in the columns the annotation names as title, text and tags (a tag from a row's column or,
-    for a GROUP BY tag, its series), one string each."""
+    as title, text and tags, one string each. The columns are read as Grafana's InfluxQL
+    annotations read them (influx_series.ts): `time` and `sequence_number` are skipped, the named
+    title, tags, text and end columns taken, and the first other column becomes the title (its
+    "legacy case"); a tag comes from a row's column or, for a GROUP BY tag, its series."""
     shown = []
     for annotation in dashboard.get("annotations", {}).get("list", []):
         target = annotation.get("target") or {}
@@ -262,11 +264,20 @@ def annotations_shown(rec: Recording, dashboard: dict[str, Any]) -> list[str]:
         tags = [c.strip() for c in target.get("tagsColumn", "").split(",") if c.strip()]
         query = expand(target["query"].replace("now()", f"{rec.end_ms}ms"), rec.start_ms, rec.end_ms + 60_000)
         for series in run(rec.url, rec.database, query):
+            read: list[str] = []
+            title: str | None = None
+            for column in series.columns:
+                if column in ("time", "sequence_number", target.get("timeEndColumn")) or column in tags:
+                    continue
+                if column in (target.get("titleColumn"), target.get("textColumn")):
+                    read.append(column)
+                elif title is None:
+                    title = column
+            if title is not None and target.get("titleColumn") is None:
+                read.append(title)
             for row in series.values:
                 cells = dict(zip(series.columns, row, strict=True))
-                for key in ("titleColumn", "textColumn"):
-                    if target.get(key) in cells:
-                        shown.append(str(cells[target[key]]))
+                shown += [str(cells[c]) for c in read]
                 for tag in tags:
                     value = cells.get(tag, series.tags.get(tag))
                     shown += [v for v in str(value or "").split(",") if v]

@@ -10,6 +10,7 @@ from linli.dashboards import names, theme
 from linli.dashboards.edge import online_flags
 from linli.dashboards.influxql import Select, Target
 from linli.dashboards.panels import (
+    UNREAD,
     Annotation,
     big_text,
     board,
@@ -106,7 +107,7 @@ def dashboard() -> db.Dashboard:
     )
     # The stored action is a code, and annotations have no value mappings: the mark's name
     # says what happened and the events table says how the lift answered.
-    stopped = _camera().select("interception").field_is("interception", "=", 1).by("site")
+    stopped = _camera().select("interception", alias=UNREAD).field_is("interception", "=", 1).by("site")
     dash = (
         board(t("elevators.title"), UID, ["elevators"])
         .with_variable(choice("site", t("var.building"), names.sites("camera")))

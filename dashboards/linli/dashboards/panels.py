@@ -167,6 +167,12 @@ def alerts_fired(kinds: str) -> Annotation:
     return Annotation(t("anno.alert_fired"), fired, "red")
 
 
+# A column Grafana's InfluxQL annotations skip. Any other column that is neither text, tags nor
+# time becomes the mark's title ("legacy case" in Grafana's influx_series.ts): a mark that carries
+# only a number (a change's 1) names that column so, and shows the annotation's name alone.
+UNREAD = "sequence_number"
+
+
 class Annotation(cogbuilder.Builder[model.AnnotationQuery]):
     """Events from InfluxQL drawn on every time axis: the rows' `text` column is the label.
 
@@ -187,7 +193,7 @@ class Annotation(cogbuilder.Builder[model.AnnotationQuery]):
         Their names say what changed; the rows carry only the change, a number, so no column
         is read as text."""
         steps = source.select(field, "difference", alias="change").by("site", "device")
-        marks = Select.over(steps).select("change").by("site")
+        marks = Select.over(steps).select("change", alias=UNREAD).by("site")
         return (
             cls(raised, marks.field_is("change", ">", 0), colour, text=None),
             cls(cleared, marks.field_is("change", "<", 0), colour, text=None),

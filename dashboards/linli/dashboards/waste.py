@@ -15,6 +15,7 @@ from grafana_foundation_sdk.models import common
 from linli.dashboards import names, theme
 from linli.dashboards.influxql import Select, Target
 from linli.dashboards.panels import (
+    UNREAD,
     Annotation,
     board,
     choice,
@@ -102,10 +103,10 @@ def dashboard() -> db.Dashboard:
     )
     # The alarm is a code and an incident's detail the service's English: the marks' names say
     # what happened, and the tables beside them say which truck and where.
-    raised = _trucks().select("active").field_is("active", "=", True)
+    raised = _trucks().select("active", alias=UNREAD).field_is("active", "=", True)
     incidents = (
         Select("waste_incident")
-        .select("change")
+        .select("change", alias=UNREAD)
         .field_is("change", "=", 1)
         .tag_matches("route", "route")
         .by("kind")
