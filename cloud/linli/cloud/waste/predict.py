@@ -187,14 +187,18 @@ class TripState:
 
     def restore(self, steps: list[Step]) -> None:
         """The steps this trip took before a restart, in order: where it has been, its pace."""
+        # The steps' times are the tracker's own (an arrival at the first still fix); they win
+        # over those the notices told gave (an arrival when it was told, at the lift).
         for step in steps:
             if step.state is Visit.ARRIVED:
-                self.arrived.setdefault(step.index, step.time_s)
+                self.arrived[step.index] = step.time_s
                 if step.expected_s is not None and step.from_s is not None:
                     self.expected_s += step.expected_s
                     self.observed_s += step.time_s - step.from_s
             else:
-                self.arrived.setdefault(step.index, step.from_s if step.from_s is not None else step.time_s)
+                if step.from_s is not None:
+                    self.arrived[step.index] = step.from_s
+                self.arrived.setdefault(step.index, step.time_s)
                 self.left[step.index] = step.time_s
 
     def scheduled_segment(self, k: int) -> float:

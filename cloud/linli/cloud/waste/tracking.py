@@ -176,7 +176,7 @@ class TripTracker:
         self.state.restore(steps)
         for step in steps:
             visit = self.stops.visits[step.index]
-            if step.state is Visit.ARRIVED and visit.state is Visit.AHEAD:
+            if step.state is Visit.ARRIVED and visit.state in (Visit.AHEAD, Visit.ARRIVED):
                 visit.state, visit.arrived_s = Visit.ARRIVED, step.time_s
             elif step.state is not Visit.ARRIVED and visit.state in (Visit.AHEAD, Visit.ARRIVED):
                 visit.state, visit.left_s = step.state, step.time_s
