@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
@@ -37,7 +37,7 @@ from linli.cloud.waste.tracking import Incident, NoticeKind
 from linli.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
-    from linli.cloud.waste.state import WasteState
+    from linli.cloud.waste.state import Snapshot, WasteState
     from linli.cloud.waste.tracking import TripTracker
 
 log = logging.getLogger(__name__)
@@ -152,13 +152,17 @@ class Outbox:
         self._after = 0  # lines up to this id are in the store, but the state refused to drop them
         self._ratelog = RateLimitedLog(log)
 
-    def put(self, lines: list[str]) -> None:
-        """Keep lines for the store; in memory while the state cannot be reached."""
+    def put(self, lines: list[str], trips: Sequence[Snapshot] = ()) -> None:
+        """Keep lines for the store; in memory while the state cannot be reached. With `trips`
+        (where they stand, `WasteState.trip_seen`), in the same transaction: if it fails, the
+        lines are held and DBAPIError is raised for the trips, which are not."""
         with self._holding:
             self._held.extend(lines)
             try:
-                self.state.put(self._held)
+                self.state.put(self._held, trips)
             except DBAPIError as exc:
+                if trips:
+                    raise  # the service judges it: the lines are held, the trips go with their next report
                 if unreachable(exc):
                     self.state_error(exc, "keeping lines for the store")
                     return  # tried again at the next put or flush

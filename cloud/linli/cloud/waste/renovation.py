@@ -41,6 +41,8 @@ AT_RISK_S = 3600.0  # a booking in no truck's round with less than this left is 
 # once and collected it hours before the requester's window.
 OFFER_AHEAD_S = 3600.0
 STILL_KMH = 3.0
+# Bookings no truck has come for yet: past their window, they expire.
+WAITING = frozenset({State.REQUESTED, State.OFFERED, State.ACCEPTED})
 
 
 # The operator is a Contact (the notifier's channels, from the config); a requester never is.
@@ -267,10 +269,12 @@ class Renovation:
                 self.dispatch(now_s)
                 return
 
-    def tick(self, now_s: float) -> None:
-        """Orders not answered in time are escalated; bookings past their window expire."""
+    def tick(self, now_s: float) -> list[Booking] | None:
+        """Orders not answered in time are escalated; bookings past their window expire. The
+        open bookings after that (one query when nothing moved), None unless dispatching."""
         if not self.active:
-            return
+            return None
+        moved = False
         for booking_id, since in list(self.offered_s.items()):
             if now_s - since > self.accept_s:
                 booking = self.bookings.get(booking_id)
@@ -281,9 +285,12 @@ class Renovation:
                 self.bookings.move(booking_id, State.REQUESTED, now_s, "dispatch", detail="not answered")
                 self._escalate(booking_id, now_s, f"the driver of {booking.truck} did not answer")
                 self.dispatch(now_s)
-        for b in self.bookings.all(frozenset({State.REQUESTED, State.OFFERED, State.ACCEPTED})):
-            if now_s > b.latest_s:
+        open_ = self.bookings.all(OPEN)
+        for b in open_:
+            if b.state in WAITING and now_s > b.latest_s:
                 self._tell(self.bookings.move(b.id, State.EXPIRED, now_s, "dispatch"), "expired", now_s)
+                moved = True
+        return self.bookings.all(OPEN) if moved else open_
 
     # --- telling ----------------------------------------------------------------------------
 
@@ -320,13 +327,14 @@ class Renovation:
 
     # --- the dispatcher's view ------------------------------------------------------------------
 
-    def at_risk(self, now_s: float) -> list[str]:
-        """Open bookings that may miss their window: predicted after it, or in no round with an hour left."""
+    def at_risk(self, now_s: float, open_: list[Booking] | None = None) -> list[str]:
+        """Open bookings that may miss their window: predicted after it, or in no round with an
+        hour left. `open_`: the open bookings, if the caller has just read them."""
         planned = {b for rounds in self.plan.rounds.values() for b, _ in rounds}
         out = []
-        for b in self.bookings.all(
-            frozenset({State.REQUESTED, State.OFFERED, State.ACCEPTED, State.EN_ROUTE})
-        ):
+        for b in self.bookings.all(OPEN) if open_ is None else open_:
+            if b.state is State.ARRIVED:
+                continue
             late = self.predicted.get(b.id, 0.0) > b.latest_s
             stranded = (
                 b.id not in planned and b.state is not State.EN_ROUTE and b.latest_s - now_s < AT_RISK_S
@@ -335,18 +343,19 @@ class Renovation:
                 out.append(b.id)
         return out
 
-    def status_line(self, now_s: float) -> str:
-        """Bookings by state and the trucks driving to one, for the big screen."""
+    def status_line(self, now_s: float, open_: list[Booking] | None = None) -> str:
+        """Bookings by state and the trucks driving to one, for the big screen; from `open_`, the
+        open bookings if the caller has just read them (once a minute: one query, not three)."""
+        if open_ is None:
+            open_ = self.bookings.all(OPEN)
         counts = {str(s): 0 for s in OPEN}
-        for b in self.bookings.all(OPEN):
+        for b in open_:
             counts[str(b.state)] += 1
         fields: dict[str, str | int | float | bool] = {
             "open": sum(counts.values()),
             **counts,
-            "at_risk": len(self.at_risk(now_s)),
-            "trucks_en_route": len(
-                {b.truck for b in self.bookings.all(frozenset({State.EN_ROUTE})) if b.truck}
-            ),
+            "at_risk": len(self.at_risk(now_s, open_)),
+            "trucks_en_route": len({b.truck for b in open_ if b.state is State.EN_ROUTE and b.truck}),
         }
         return format_line("waste_renovation", {}, fields, round(now_s * 1000))
 

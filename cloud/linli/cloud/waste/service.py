@@ -230,6 +230,10 @@ class WasteService:
         if self.renovation is not None:
             self.renovation.record = self.outbox.put
         self._reported: dict[str, float] = {}  # trip -> when its last waste_trip point was
+        # A tick's reports, written together at its end: trip -> its rows, and the store's lines.
+        self._trips: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+        self._lines: list[str] = []
+        self._days: dict[dt.date, list[tuple[str, Trip, float, float, float]]] = {}
         # Which routes this service follows: all of them, or its share (`rebalance`).
         self.split = config.routes == "split"
         self.member = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -509,6 +513,7 @@ class WasteService:
                 self._send_new(tracker)
                 self._report(key, tracker, now)
         self._close_trips(now, routes)
+        self._write_reports()
         if self._closed:
             self.send_waiting()
 
@@ -535,26 +540,45 @@ class WasteService:
         # state), not at every tick.
         if now - self._reported.get("renovation", 0.0) < REPORT_S:
             return
-        self.renovation.tick(now)
-        if self.renovation.bookings.all(frozenset({State.REQUESTED})):
+        open_ = self.renovation.tick(now)
+        if open_ is not None and any(b.state is State.REQUESTED for b in open_):
             self.renovation.dispatch(now)
-        self._report("renovation", None, now)
+            open_ = None  # moved on: read again for the report
+        self._reported["renovation"] = now
+        self._lines.append(self.renovation.status_line(now, open_))
 
     def _due(self, now: float, routes: set[str]) -> list[tuple[str, Trip, float, float]]:
         """(key, trip, zero, when it is opened) of the trips of `routes` to follow at `now`."""
-        tz = ZoneInfo(self.feed.timezone)
-        today = dt.datetime.fromtimestamp(now, tz).date()
-        due = []
-        for date in (today - dt.timedelta(days=1), today):
+        today = dt.datetime.fromtimestamp(now, ZoneInfo(self.feed.timezone)).date()
+        return [
+            (key, trip, zero, opens)
+            for date in (today - dt.timedelta(days=1), today)
+            for key, trip, zero, opens, end in self._runs(date)
+            if trip.route_id in routes and opens <= now <= end + OVERDUE_S
+        ]
+
+    def _runs(self, date: dt.date) -> list[tuple[str, Trip, float, float, float]]:
+        """(key, trip, zero, opened, scheduled end) of every trip running on `date`: worked out
+        once a day, not at every tick."""
+        runs = self._days.get(date)
+        if runs is None:
             zero = service_zero(date, self.feed.timezone)
-            for trip in self.feed.trips.values():
-                if trip.route_id not in routes or not runs_on(self.feed, trip, date):
-                    continue
-                opens = zero + trip.stop_times[0].departure_s - self.config.lookahead_min * 60
-                end = zero + trip.stop_times[-1].arrival_s
-                if opens <= now <= end + OVERDUE_S:
-                    due.append((f"{trip.id}@{date.isoformat()}", trip, zero, opens))
-        return due
+            lookahead_s = self.config.lookahead_min * 60
+            runs = [
+                (
+                    f"{trip.id}@{date.isoformat()}",
+                    trip,
+                    zero,
+                    zero + trip.stop_times[0].departure_s - lookahead_s,
+                    zero + trip.stop_times[-1].arrival_s,
+                )
+                for trip in self.feed.trips.values()
+                if runs_on(self.feed, trip, date)
+            ]
+            if len(self._days) > 3:  # yesterday's, today's and tomorrow's are enough
+                self._days.clear()
+            self._days[date] = runs
+        return runs
 
     def _open_trips(self, now: float, routes: set[str], opened: dict[str, Logged] | None = None) -> None:
         """Follow the trips due; when replaying a log (`opened`), those its follower opened here."""
@@ -612,27 +636,35 @@ class WasteService:
                 self._seen(key, tracker, now, finished=True)
                 if tracker.seen:
                     truck = self.feed.routes[tracker.trip.route_id].truck
-                    self.outbox.put([trip_line(tracker, truck, now), *visit_lines(tracker, truck)])
+                    self._lines += [trip_line(tracker, truck, now), *visit_lines(tracker, truck)]
 
-    def _report(self, key: str, tracker: TripTracker | None, now: float) -> None:
-        """A trip under way (or the renovation bookings), once a minute of the trucks' time."""
+    def _report(self, key: str, tracker: TripTracker, now: float) -> None:
+        """A trip under way, once a minute of the trucks' time (written at the tick's end)."""
         if now - self._reported.get(key, 0.0) < REPORT_S:
             return
         self._reported[key] = now
         if self._replaying:  # its follower wrote it
             return
-        if tracker is not None:
-            self._seen(key, tracker, now)
-            self.outbox.put([trip_line(tracker, self.feed.routes[tracker.trip.route_id].truck, now)])
-        elif self.renovation is not None:
-            self.outbox.put([self.renovation.status_line(now)])
+        self._seen(key, tracker, now)
+        self._lines.append(trip_line(tracker, self.feed.routes[tracker.trip.route_id].truck, now))
 
     def _seen(self, key: str, tracker: TripTracker, now: float, *, finished: bool = False) -> None:
-        """Where a trip stands, in the state: any service answers for every trip from it."""
+        """Where a trip stands, for the state (any service answers for every trip from it),
+        written with the tick's other reports (`_write_reports`)."""
+        self._trips[key] = self.snapshot(key, tracker, now, finished=finished)
+
+    def _write_reports(self) -> None:
+        """What a tick found, in one transaction: where its trips stand, and the store's lines.
+        Before the message that moved the clock is acknowledged, as each report was before."""
+        if not (self._trips or self._lines):
+            return
+        trips, self._trips = list(self._trips.values()), {}
+        lines, self._lines = self._lines, []
         try:
-            self.state.trip_seen(*self.snapshot(key, tracker, now, finished=finished))
-        except DBAPIError as exc:  # written again with the next report
-            self._state_error(exc, "writing a trip")
+            self.outbox.put(lines, trips)
+        except DBAPIError as exc:  # the lines held by the outbox; the trips written with their next report
+            if not self._state_error(exc, "writing the trips") and trips:
+                self.outbox.put([])  # a trip the state refuses (a bug) holds up no line
 
     def snapshot(
         self, key: str, tracker: TripTracker, now: float, *, finished: bool = False

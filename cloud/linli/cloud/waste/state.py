@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ from linli.cloud.waste.stops import Visit
 from linli.cloud.waste.tracking import Incident, KeeperNotice
 
 log = logging.getLogger(__name__)
+
+# Where a trip stands: its `waste_trip` row and its stops' `waste_trip_stop` rows.
+Snapshot = tuple[dict[str, Any], list[dict[str, Any]]]
 
 # Any fixed number: the advisory lock whose holder runs the renovation dispatch.
 DISPATCH_LOCK = 0x6C696E6C6977
@@ -231,19 +235,26 @@ class WasteState(Tables):
         Every service following the trip writes it: the trip's row is upserted first, which
         locks it, so two writers take turns over its stops rather than both inserting it (a
         delete then an insert let both find no row and one then violate its key)."""
-        key = {"trip": trip["trip_id"], "day": trip["day"]}
-        with self._engine.begin() as conn:
+        self.put([], [(trip, stops)])
+
+    def _trips_seen(self, conn: Connection, trips: Sequence[Snapshot]) -> None:
+        """`trip_seen` of each, in the order of their keys: two services writing the same trips
+        in one transaction each lock them in the same order, and never deadlock."""
+        rows: list[dict[str, Any]] = []
+        for trip, stops in sorted(trips, key=lambda t: (t[0]["trip_id"], t[0]["day"])):
+            key = {"trip": trip["trip_id"], "day": trip["day"]}
             conn.execute(TRIP, trip)
             conn.execute(text("DELETE FROM waste_trip_stop WHERE trip_id = :trip AND day = :day"), key)
-            if stops:
-                conn.execute(
-                    text(
-                        "INSERT INTO waste_trip_stop (trip_id, day, idx, stop_id, state, scheduled_ms, "
-                        "predicted_ms) VALUES (:trip_id, :day, :idx, :stop_id, :state, :scheduled_ms, "
-                        ":predicted_ms)"
-                    ),
-                    [{**key, "trip_id": trip["trip_id"], **stop} for stop in stops],
-                )
+            rows += [{"day": trip["day"], "trip_id": trip["trip_id"], **stop} for stop in stops]
+        if rows:
+            conn.execute(
+                text(
+                    "INSERT INTO waste_trip_stop (trip_id, day, idx, stop_id, state, scheduled_ms, "
+                    "predicted_ms) VALUES (:trip_id, :day, :idx, :stop_id, :state, :scheduled_ms, "
+                    ":predicted_ms)"
+                ),
+                rows,
+            )
 
     def trip_finished(self, trip_id: str, day: str) -> bool:
         """Whether a trip's follower saw it finished (back at the depot, or given up)."""
@@ -350,11 +361,14 @@ class WasteState(Tables):
 
     # --- the store's outbox -----------------------------------------------------------
 
-    def put(self, lines: list[str]) -> None:
-        if lines:
+    def put(self, lines: list[str], trips: Sequence[Snapshot] = ()) -> None:
+        """Lines for the store, and where `trips` stand (`trip_seen`), in one transaction."""
+        if lines or trips:
             with self._engine.begin() as conn:
-                rows = [{"line": line} for line in lines]
-                conn.execute(text("INSERT INTO waste_outbox (line) VALUES (:line)"), rows)
+                self._trips_seen(conn, trips)
+                if lines:
+                    rows = [{"line": line} for line in lines]
+                    conn.execute(text("INSERT INTO waste_outbox (line) VALUES (:line)"), rows)
 
     def pending(self) -> int:
         return int(self._rows("SELECT COUNT(*) FROM waste_outbox")[0][0])
