@@ -1,0 +1,79 @@
+"""What a tick of the waste service's clock costs the state: where every trip under way stands
+and the store's lines in one transaction, the renovation bookings read once a minute."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+
+from linli.cloud.waste.config import WasteConfig
+from linli.cloud.waste.gtfs import load_feed, runs_on
+from linli.cloud.waste.service import WasteService
+from linli.localservers import free_port
+from linli.sim.timetable import Traffic, drive_trip
+from support import LOOPBACK
+from test_waste_service import MONDAY, local_feed
+
+
+def test_a_tick_writes_its_trips_and_lines_in_one_transaction_and_reads_the_bookings_once(
+    tmp_path: Path,
+) -> None:
+    # Nobody at the keepers' gateway: a delivery fails at once.
+    folder = local_feed(tmp_path, f"http://127.0.0.1:{free_port()}")
+    feed = load_feed(folder)
+    settings = {"gtfs": folder, "state": str(tmp_path / "waste.sqlite"), "broker": {"port": 1}}
+    config = WasteConfig.model_validate({**settings, "attempts": 1, "delivery": LOOPBACK})
+    service = WasteService(config, "t", feed)
+    stamped: list[tuple[int, str, bytes]] = []
+    for trip in feed.trips.values():
+        if runs_on(feed, trip, MONDAY):
+            truck = feed.routes[trip.route_id].truck
+            drive = drive_trip(feed, trip, MONDAY, random.Random(trip.id), traffic=Traffic(sd=0.2))
+            stamped += [
+                (b["ts"], f"trucks/fleet/{truck}/{kind}", json.dumps(b).encode())
+                for kind, b in drive.messages
+            ]
+    stamped.sort(key=lambda m: m[0])
+
+    transactions: list[list[str]] = []  # the statements of each transaction committed
+    current: list[str] = []
+
+    def executed(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        current.append(statement)
+
+    def committed(_conn: Any) -> None:
+        transactions.append(current.copy())
+        current.clear()
+
+    event.listen(service.state.engine, "before_cursor_execute", executed)
+    event.listen(service.state.engine, "commit", committed)
+
+    async def run() -> None:
+        for _, topic, payload in stamped:
+            service.take(topic, payload)
+            await asyncio.sleep(0)
+        await service.deliveries.drain(30)
+
+    try:
+        asyncio.run(run())
+        status_lines = len(
+            service.state.rows("SELECT line FROM waste_outbox WHERE line LIKE 'waste_renovation %'")
+        )
+    finally:
+        service.leadership.close()
+        service.state.close()
+    assert service.rejected == {}
+    trips = [t for t in transactions if any(s.startswith("INSERT INTO waste_trip ") for s in t)]
+    upserts = sum(s.startswith("INSERT INTO waste_trip ") for t in trips for s in t)
+    # Several trips under way at once were written together, each time with the store's lines.
+    assert upserts > len(trips) > 0, (upserts, len(trips))
+    assert all(any(s.startswith("INSERT INTO waste_outbox") for s in t) for t in trips)
+    # The renovation's minute: one query of the bookings for its status line, not five.
+    bookings = sum(" FROM booking" in s for t in transactions for s in t)
+    assert status_lines > 0
+    assert bookings == status_lines, (bookings, status_lines)
