@@ -232,9 +232,20 @@ def test_a_commit_the_disk_refused_leaves_the_buffer_as_it_was_and_usable(
         buffer.append([line(i) for i in range(1, 2000)], now_ms=2000, delivered=b"\x01")
     assert (buffer.stats.chunks, buffer.stats.lines, buffer.stats.bytes, buffer.stats.oldest_ms) == before
     small_disk.free()
-    # Rolled back: the next transaction starts, and nothing of the refused one is there.
+    # The next transaction starts, and nothing of the refused one is there.
     buffer.append([line(2000)], now_ms=3000, delivered=b"\x02")
     buffer = reopened(buffer)
     assert [c.queued_ms for c in buffer.oldest(100)] == [1000, 3000]
     assert buffer.delivered() == [b"\x02"]
+    buffer.close()
+
+
+def test_a_chunk_and_its_deliveries_are_committed_together_or_not_at_all(tmp_path: Path) -> None:
+    buffer = DurableBuffer(tmp_path / "b.sqlite", max_bytes=10**7)
+    with pytest.raises(sqlite3.Error):  # a delivery that cannot be stored, after its chunk was
+        buffer.append([line(0)], now_ms=1000, delivered=object())  # type: ignore[arg-type]
+    buffer.append([line(1)], now_ms=2000, delivered=b"\x01")  # rolled back: a new transaction
+    buffer = reopened(buffer)
+    assert [c.queued_ms for c in buffer.oldest(100)] == [2000]
+    assert buffer.delivered() == [b"\x01"]
     buffer.close()
