@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import Connection, Engine, text
 
 from linli.catalog.alerts import AlertMessage
@@ -30,8 +31,9 @@ def hold_told_row(conn: Connection, sub: str) -> None:
     )
 
 
+@pytest.mark.parametrize("kind", ["first", "escalation"])
 def test_a_claim_waits_for_a_resolution_half_done_and_then_finds_the_alert_closed(
-    pg_database: tuple[str, Engine],
+    pg_database: tuple[str, Engine], kind: str
 ) -> None:
     """The resolution has deleted the alert but not yet read who heard of it; a notifier claims
     the first message meanwhile. Either the claim loses, or the resolution lists its
@@ -47,7 +49,10 @@ def test_a_claim_waits_for_a_resolution_half_done_and_then_finds_the_alert_close
             close = Call(lambda: closer.close_alert(FP, 1000, 2.0))
             blocked_or_done(engine, [], 1)
             assert close.is_alive()
-            claim = Call(lambda: claimer.claim_first(FP, "duty", 2.0))
+            if kind == "first":
+                claim = Call(lambda: claimer.claim_first(FP, "duty", 2.0))
+            else:  # the escalation, which the resolution's deletes reach only after `told`
+                claim = Call(lambda: claimer.claim_escalation(FP, "duty"))
             blocked_or_done(engine, [claim], 2)
             third.rollback()
         closed, claimed = close.outcome(), claim.outcome()
@@ -55,6 +60,7 @@ def test_a_claim_waits_for_a_resolution_half_done_and_then_finds_the_alert_close
         # which read who heard of it before that, never tells "duty" it is over.
         assert (closed.told, claimed) == (["ops"], None)
         assert closer.rows("SELECT * FROM told") == []  # nothing left of the closed alert
+        assert closer.rows("SELECT * FROM escalated") == []
     finally:
         closer.close()
         claimer.close()

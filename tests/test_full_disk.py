@@ -63,7 +63,9 @@ class SmallDisk:
         self._filler.unlink()
 
     def unmount(self) -> None:
-        subprocess.run(["umount", str(self.folder)], check=True, timeout=30)
+        # Lazy: a test that failed with the buffer still open (a mutant, under scripts/mutation)
+        # must not leave the mount behind; it goes once the last file on it is closed.
+        subprocess.run(["umount", "--lazy", str(self.folder)], check=True, timeout=30)
 
 
 @pytest.fixture
@@ -208,8 +210,11 @@ def test_a_disk_that_fills_after_the_store_took_a_batch_keeps_the_writer_going(
             writer = BatchWriter(sink, buffer, pool)
             # The store has the lines, the buffer cannot drop them: they stay, to be written again.
             out["first"] = await writer.write_batch()
+            out["delay"] = writer._retry_delay  # backed off: not a busy loop of rewrites
             out["kept"] = buffer.stats.lines
             out["error"] = writer.stats.last_error
+            out["second"] = await writer.write_batch()  # written again, refused again
+            out["attempts"] = writer.stats.failed_attempts
             small_disk.free()
             out["again"] = await writer.write_batch()
             out["left"] = buffer.stats.lines
@@ -219,10 +224,12 @@ def test_a_disk_that_fills_after_the_store_took_a_batch_keeps_the_writer_going(
     finally:
         buffer.close()
     assert out["first"] is False
+    assert 0.25 <= out["delay"] <= 0.5  # type: ignore[operator]
+    assert (out["second"], out["attempts"]) == (False, 2)
     assert out["kept"] == MESSAGES
     assert "the buffer refused to drop written lines" in str(out["error"])
     assert out["again"] is True
     assert out["left"] == 0
-    assert sink.writes == 2
+    assert sink.writes == 3
     # Written twice, stored once: a point written again is the same point.
     assert stored(influx1, db) == MESSAGES
