@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import DBAPIError
 
+from linli.cloud.db import unreachable
 from linli.cloud.waste.outbox import BATCH, Outbox, VisitStore
 from linli.cloud.waste.state import WasteState
 from linli.localservers import LocalServer, free_port, postgresql_url, start_postgresql
@@ -27,6 +29,11 @@ def store(influx1: LocalServer) -> VisitStore:
     return VisitStore(url=influx1.url, database=db)
 
 
+def outage(exc: DBAPIError, what: str) -> bool:
+    """The service's judgement of a refused step, without its counters: an outage or a bug."""
+    return unreachable(exc)
+
+
 def stored(influx: LocalServer, db: str) -> list[int]:
     return [row["x"] for row in influx1_query(influx.url, db, "SELECT x FROM outbox_test")]
 
@@ -35,7 +42,7 @@ def test_lines_wait_for_a_store_that_is_down_and_go_in_batches_once_it_is_back(
     influx1: LocalServer, store: VisitStore, tmp_path: Path
 ) -> None:
     down = VisitStore(url=f"http://127.0.0.1:{free_port()}", database=store.database)
-    outbox = Outbox(WasteState(str(tmp_path / "waste.sqlite")))
+    outbox = Outbox(WasteState(str(tmp_path / "waste.sqlite")), outage)
     assert (outbox.pending(), outbox.written, outbox.failures) == (0, 0, 0)
     assert outbox.flush(store, None) == 0  # nothing waits: nothing written, nothing failed
     outbox.put(lines(0, BATCH))
@@ -59,7 +66,7 @@ def test_lines_put_while_the_state_is_down_are_held_and_none_is_lost(
     try:
         name = unique("outbox").replace("-", "_")
         create_database(postgresql_url(server), name)
-        outbox = Outbox(WasteState(postgresql_url(server, name).replace("+psycopg", "")))
+        outbox = Outbox(WasteState(postgresql_url(server, name).replace("+psycopg", "")), outage)
         outbox.put(lines(0, 2))
         server.stop()
         # The state cannot be reached: the lines wait in memory, in order, and count as pending.
