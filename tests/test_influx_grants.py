@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from linli.cloud.waste.store import StoreError, write_lines
+from linli.dashboards.influxv1 import QueryError, run
 from linli.edge.config import WriterConfig
 from linli.edge.sinks import InfluxV1Sink, WriteError
 from linli.localservers import LocalServer, start_influxdb1
@@ -137,3 +139,18 @@ def test_the_edge_check_contacts_the_store_as_the_write_only_user(
     )  # fmt: skip
     assert refused.returncode == 1
     assert "store: REFUSED" in refused.stdout + refused.stderr
+
+
+def test_the_waste_service_writes_and_reads_as_its_user(influx: LocalServer) -> None:
+    """The waste service's store takes InfluxDB 1.x's `user:password` (LINLI_INFLUX_TOKEN) and
+    sends it as HTTP Basic: as `Token user:password`, Debian's InfluxDB 1.6 refuses it
+    ("unable to parse authentication credentials"), and nothing the service wrote was stored."""
+    line = "waste_trip,route=r1 served=3i 1700000000003"
+    waste, wrong = f"waste:{PASSWORDS['WASTE_PASSWORD']}", "waste:wrong"
+    write_lines(influx.url, "linli", [line], token=waste)
+    rows = run(influx.url, "linli", 'SELECT served FROM "waste_trip"', token=waste)
+    assert rows[0].values == [[1700000000003, 3]]
+    with pytest.raises(StoreError, match="HTTP 401"):
+        write_lines(influx.url, "linli", [line], token=wrong)
+    with pytest.raises(QueryError, match="401"):
+        run(influx.url, "linli", 'SELECT served FROM "waste_trip"', token=wrong)

@@ -7,6 +7,7 @@ Grafana would.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import urllib.error
@@ -47,6 +48,15 @@ def expand(
     return _VARIABLE.sub(lambda m: f"/^{re.escape(variables[m[1]]) if m[1] in variables else '.*'}$/", text)
 
 
+def authorization(token: str) -> str:
+    """The Authorization header for a store's credentials: InfluxDB 1.x's `user:password` as
+    HTTP Basic, which every 1.x answers (1.8 also takes it as `Token user:password`, which
+    Debian's 1.6 refuses); an InfluxDB 2 API token as `Token`."""
+    if ":" in token:
+        return "Basic " + base64.b64encode(token.encode()).decode()
+    return f"Token {token}"
+
+
 def run(
     url: str, database: str, query: str, *, token: str | None = None, timeout: float = 30.0
 ) -> list[Series]:
@@ -58,7 +68,7 @@ def run(
     request = urllib.request.Request(endpoint, data=params.encode(), method="POST")  # noqa: S310 (checked above)
     request.add_header("Content-Type", "application/x-www-form-urlencoded")
     if token:
-        request.add_header("Authorization", f"Token {token}")
+        request.add_header("Authorization", authorization(token))
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (checked above)
             body = json.load(response)

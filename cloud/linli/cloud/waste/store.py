@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from linli.cloud.waste.booking_stats import BookingStep, booking_figures
 from linli.cloud.waste.performance import VisitRecord, performance
 from linli.cloud.waste.rollups import Lift, Period, period_start, rollups
-from linli.dashboards.influxv1 import QueryError, run
+from linli.dashboards.influxv1 import QueryError, authorization, run
 
 if TYPE_CHECKING:
     from linli.cloud.waste.state import WasteState
@@ -155,7 +155,7 @@ def write_lines(url: str, database: str, lines: list[str], *, token: str | None 
         f"{url.rstrip('/')}/write?{query}", data="\n".join(lines).encode(), method="POST"
     )
     if token:
-        request.add_header("Authorization", f"Token {token}")
+        request.add_header("Authorization", authorization(token))
     try:
         with urllib.request.urlopen(request, timeout=30):  # noqa: S310
             pass
