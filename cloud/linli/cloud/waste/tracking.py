@@ -176,7 +176,10 @@ class TripTracker:
         self.state.restore(steps)
         for step in steps:
             visit = self.stops.visits[step.index]
-            if step.state is Visit.ARRIVED and visit.state in (Visit.AHEAD, Visit.ARRIVED):
+            # A visit the notices already set arriving keeps no arrival time of its own: with it
+            # (and no bins, which the notices do not keep) a truck standing there broken down
+            # would be found blocked. Its arrival for the prediction is the step's (TripState).
+            if step.state is Visit.ARRIVED and visit.state is Visit.AHEAD:
                 visit.state, visit.arrived_s = Visit.ARRIVED, step.time_s
             elif step.state is not Visit.ARRIVED and visit.state in (Visit.AHEAD, Visit.ARRIVED):
                 visit.state, visit.left_s = step.state, step.time_s
