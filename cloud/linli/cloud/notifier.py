@@ -260,7 +260,7 @@ class Notifier:
         entry = self.store.entry(resolution.fingerprint)
         if entry is None or entry[4]:
             return False  # not open (closed already), or told
-        self._book, self._told_now, self._silences = None, set(), None  # read afresh, as a tick does
+        self._afresh()  # as a tick does
         for active in self._read([entry]):
             if active.alert.since_ms <= resolution.since_ms:
                 self._due(active, subs, now)
@@ -295,7 +295,7 @@ class Notifier:
         is given the time it is next due."""
         self.ticks += 1
         now = self.clock()
-        self._book, self._told_now, self._silences = None, set(), None
+        self._afresh()
         subs = {s.id: s for s in self.store.subscriptions()}
         due = self.store.book(due_by=now, limit=TICK_BATCH)
         if len(due) == TICK_BATCH:
@@ -334,6 +334,10 @@ class Notifier:
                     self.count_failure("tick", f"{sub_id} {key}", exc)
                 else:
                     self.count_bug("tick", f"{sub_id} {key}", exc)
+
+    def _afresh(self) -> None:
+        """Forget what was read for the last tick (open alerts, groups told, silences)."""
+        self._book, self._told_now, self._silences = None, set(), None
 
     def _group_wait(self, alert: AlertMessage) -> float:
         """How long a new alert waits for others of its group: a life-safety alert not at all."""
