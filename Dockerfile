@@ -7,12 +7,8 @@ ENV TZ=Asia/Shanghai
 RUN apt-get update && apt-get install -y --no-install-recommends fonts-noto-cjk tzdata \
     && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md constraints.txt ./
-COPY catalog catalog
-COPY edge edge
-COPY firmware-sim firmware-sim
-# Every package the one distribution holds must be there for the install, cloud and dashboards too.
-COPY cloud cloud
-COPY dashboards dashboards
+# The one source tree: every package the distribution holds, the cloud and dashboards too.
+COPY src src
 # The central services and the dashboards too: one image runs every part of the stack.
 RUN pip install --no-cache-dir -c constraints.txt '.[cloud,dashboards]' && useradd --system linli \
     && mkdir -p /var/lib/linli && chown linli /var/lib/linli

@@ -25,7 +25,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from harness import Webhook
-from linli.localservers import free_port, start_mosquitto, start_victoria_metrics
+from linli.demo.servers import free_port, start_mosquitto, start_victoria_metrics
 
 
 def agent_config(path: Path, vm: str, broker: int, devices: int, batch_ms: int | None) -> None:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from linli.cloud.waste.dispatch import Pickup, Roads, TruckNow, plan
-from linli.cloud.waste.gtfs import Feed, load_feed
+from linli.transit.gtfs import Feed, load_feed
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
 CAPACITY_M3 = 12.0

@@ -46,12 +46,12 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from harness import Webhook
-from linli.cloud.waste.gtfs import load_feed
-from linli.localservers import free_port, start_mosquitto
+from linli.demo.servers import free_port, start_mosquitto
+from linli.transit.gtfs import load_feed
 
 ROOT = Path(__file__).resolve().parents[1]
 FEED = ROOT / "deploy" / "gtfs" / "hongqiao"
-SOURCES = ("catalog", "cloud", "edge", "firmware-sim", "dashboards")  # linli's source roots
+SOURCES = ("src",)  # linli's source tree
 TOKEN = "flood-token"  # noqa: S105 (the benchmark's own)
 TRUCK = "truck-renovation"
 ZONE = dt.timezone(dt.timedelta(hours=8))

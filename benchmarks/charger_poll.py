@@ -26,8 +26,8 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness import cpu_seconds, cpu_split, start_charger_sim
-from linli.demo import write_config
-from linli.localservers import free_port, free_port_range, start_victoria_metrics
+from linli.demo.chargers import write_config
+from linli.demo.servers import free_port, free_port_range, start_victoria_metrics
 
 
 def export(url: str, match: str) -> list[dict[str, object]]:

@@ -38,7 +38,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from harness import Webhook, cpu_seconds
 from linli.catalog.alerts import fingerprint
-from linli.localservers import LocalServer, free_port, start_mosquitto, start_postgresql
+from linli.demo.servers import LocalServer, free_port, start_mosquitto, start_postgresql
 
 TOKEN = "city-bench-token-0123456789abcdef"  # noqa: S105 (the benchmark's own notifiers)
 SERIES = 635  # alerting series of one subdistrict

@@ -45,7 +45,7 @@ from pathlib import Path
 from harness import cpu_seconds
 from linli.cloud.broker.certs import make_ca, make_leaf
 from linli.cloud.broker.configs import QUEUES
-from linli.localservers import LocalServer, free_port, require_binary, start_mosquitto, start_victoria_metrics
+from linli.demo.servers import LocalServer, free_port, require_binary, start_mosquitto, start_victoria_metrics
 from mqttload import KINDS, Device, Fleet, Publisher, parse_every
 
 # How long after the allowance a consumer that fell behind is waited for, to say by how much.

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from linli.demo.servers import LocalServer, start_mosquitto, start_victoria_metrics
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
-from linli.localservers import LocalServer, start_mosquitto, start_victoria_metrics
 from mqttload import Fleet, Publisher
 
 CAMERAS = 20

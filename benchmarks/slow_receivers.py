@@ -34,8 +34,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from harness import Webhook
 from linli.catalog.alerts import AlertMessage, AlertState, fingerprint
 from linli.catalog.profile import Severity
-from linli.cloud.config import NotifierConfig
-from linli.localservers import free_port, start_mosquitto
+from linli.cloud.notifier.config import NotifierConfig
+from linli.demo.servers import free_port, start_mosquitto
 
 TOKEN = "bench"  # noqa: S105 (a local benchmark's token)
 

@@ -28,7 +28,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from harness import start_charger_sim
-from linli.localservers import free_port_range, start_mosquitto, start_victoria_metrics
+from linli.demo.servers import free_port_range, start_mosquitto, start_victoria_metrics
 
 STATIONS = 10
 CAMERAS = 20

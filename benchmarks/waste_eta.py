@@ -52,10 +52,9 @@ import httpx
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from linli.cloud.waste.gtfs import Feed, Trip, load_feed, runs_on, service_zero
 from linli.cloud.waste.predict import History, TripState, predict
 from linli.cloud.waste.tracking import NoticeKind, Predictor, TripTracker
-from linli.localservers import free_port, start_mosquitto
+from linli.demo.servers import free_port, start_mosquitto
 from linli.sim.timetable import (
     Arrival,
     Departures,
@@ -67,6 +66,7 @@ from linli.sim.timetable import (
     congestion,
     drive_trip,
 )
+from linli.transit.gtfs import Feed, Trip, load_feed, runs_on, service_zero
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
 TOKEN = "bench"  # noqa: S105 (a local service's, for this run only)

@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from linli.cloud.waste.config import TruckBroker, WasteConfig
-from linli.cloud.waste.gtfs import Feed, load_feed, runs_on
 from linli.cloud.waste.service import WasteService
-from linli.localservers import free_port, postgresql_url, start_postgresql
+from linli.demo.servers import free_port, postgresql_url, start_postgresql
 from linli.sim.timetable import Traffic, drive_trip
+from linli.transit.gtfs import Feed, load_feed, runs_on
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
 FIRST = dt.date(2026, 11, 2)  # a Monday, in the past: a message from the future is refused

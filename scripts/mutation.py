@@ -1,11 +1,9 @@
 """Mutation testing (mutmut 3) of the modules that carry linli's guarantees; prints the survivors.
 
 mutmut 3 names a mutant after its file's path (`src/` stripped) and puts only `mutants/` and
-`mutants/src` on `sys.path`, while linli is one package spread over several roots
-(`package-dir` in pyproject.toml). So the run happens in a stage, `.mutation/`: the repository's
-files, and the `linli` package assembled from its roots under `src/linli`, the layout mutmut
-knows. Its tests (those that start the `linli` command too, through PYTHONPATH) import the
-mutated copy, never the editable install. The stage is made anew for each run.
+`mutants/src` on `sys.path`. The run happens in a stage, `.mutation/`, a copy of the repository's
+files, so that its tests (those that start the `linli` command too, through PYTHONPATH) import
+the mutated copy, never the editable install. The stage is made anew for each run.
 
 Exit codes: 0 every mutant killed or reviewed; 1 a survivor not listed as reviewed (or a score
 under the bar); 2 a usage error (unknown module, bad ref, mutmut missing); 3 mutmut itself
@@ -27,7 +25,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import tomllib
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -47,30 +44,30 @@ class Module:
     @property
     def name(self) -> str:
         """The module's dotted name, as mutmut names its mutants."""
-        return staged(self.path).removeprefix("src/").removesuffix(".py").replace("/", ".")
+        return self.path.removeprefix("src/").removesuffix(".py").replace("/", ".")
 
     def globs(self) -> list[str]:
         return [f"{self.name}.{f}__mutmut_*" for f in self.functions]
 
 
 MODULES = {
-    "buffer": Module("edge/linli/edge/buffer.py", ("tests/test_buffer.py", "tests/test_writer.py")),
+    "buffer": Module("src/linli/edge/buffer.py", ("tests/test_buffer.py", "tests/test_writer.py")),
     "spool": Module(
-        "edge/linli/edge/spool.py",
+        "src/linli/edge/spool.py",
         ("tests/test_spool.py", "tests/test_full_disk.py", "tests/test_mqtt_batches.py"),
     ),
     # test_full_disk.py: a disk that refuses to drop written lines (`_settled`) is tested only there.
-    "writer": Module("edge/linli/edge/writer.py", ("tests/test_writer.py", "tests/test_full_disk.py")),
+    "writer": Module("src/linli/edge/writer.py", ("tests/test_writer.py", "tests/test_full_disk.py")),
     "store": Module(
-        "cloud/linli/cloud/store.py",
+        "src/linli/cloud/notifier/store.py",
         ("tests/test_state.py", "tests/test_claim_races.py", "tests/test_notifier.py"),
     ),
     # Of the waste service's outbox, the class that keeps lines until the store has them, not
     # the line formatters (what the dashboards show, tested through the store in the same file).
-    "outbox": Module("cloud/linli/cloud/waste/outbox.py", ("tests/test_waste_store.py",), ("xǁOutboxǁ*",)),
+    "outbox": Module("src/linli/cloud/waste/outbox.py", ("tests/test_waste_store.py",), ("xǁOutboxǁ*",)),
     # Of the waste service's state, its claims, the delivery outbox and the dispatch lease.
     "state": Module(
-        "cloud/linli/cloud/waste/state.py",
+        "src/linli/cloud/waste/state.py",
         ("tests/test_waste_state.py",),
         (
             "xǁWasteStateǁclaim_*",
@@ -85,7 +82,7 @@ MODULES = {
         ),
     ),
     "bookings": Module(
-        "cloud/linli/cloud/waste/bookings.py", ("tests/test_bookings.py", "tests/test_booking_races.py")
+        "src/linli/cloud/waste/bookings.py", ("tests/test_bookings.py", "tests/test_booking_races.py")
     ),
 }
 
@@ -101,6 +98,7 @@ _STATE = "linli.cloud.waste.state."
 _BOOKINGS = "linli.cloud.waste.bookings."
 _SPOOL = "linli.edge.spool.xǁSpoolǁ"
 _BUFFER = "linli.edge.buffer.xǁDurableBufferǁ"
+_STORE = "linli.cloud.notifier.store.xǁStoreǁ"
 # A float stored and read back from PostgreSQL or SQLite is the same float, so a tolerance
 # dropped (math.isclose's default rel_tol=1e-9 then) changes nothing; and for a window's times
 # (1.8e9 s) that default rel_tol is 1.8 s, more than abs_tol=1e-3 or 1.001 s.
@@ -144,8 +142,7 @@ REVIEWED: dict[str, str] = {
     **{f"{_BUFFER}append__mutmut_{n}": "only whether 'buffer is full' is logged once" for n in (78, 79)},
     f"{_BUFFER}dead_letter__mutmut_20": "'UTF-8' for 'utf-8': codec names are case-blind",
     **{
-        f"linli.cloud.store.xǁStoreǁclaim_{c}__mutmut_{n}": "SQL text in another case (ON CONFLICT, AND), "
-        "nothing quoted in it"
+        f"{_STORE}claim_{c}__mutmut_{n}": "SQL text in another case (ON CONFLICT, AND), nothing quoted in it"
         for c, n in (("first", 16), ("first", 17), ("escalation", 16), ("escalation", 17), ("repeat", 13))
     },
     **{
@@ -159,15 +156,9 @@ REVIEWED: dict[str, str] = {
 
 STATUS = {1: "killed", 3: "killed", 37: "killed", 0: "survived", 33: "no tests", 5: "no tests", 36: "timeout",
           -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout"}  # fmt: skip
-# A call that only logs: `log.error(`, or the rate-limited `self._ratelog.log(` (linli.ratelog).
+# A call that only logs: `log.error(`, or the rate-limited `self._ratelog.log(` (linli.catalog.ratelog).
 LOG_CALL = re.compile(r"^(self\.)?(log|_ratelog)\.(debug|info|warning|error|exception|log)\(")
 SQL = re.compile(r"\b(PRAGMA|SELECT|INSERT INTO|UPDATE|DELETE FROM|CREATE|VALUES|RETURNING|WHERE|ORDER BY)\b")
-
-
-def staged(path: str) -> str:
-    """Where a module of one of the package's roots is in the stage: `cloud/linli/cloud/x.py`
-    is `src/linli/cloud/x.py`."""
-    return "src/linli/" + path.split("/linli/", 1)[1]
 
 
 def fail(message: str) -> None:
@@ -199,7 +190,7 @@ def chosen(names: list[str], changed: str | None) -> list[str]:
 
 
 def stage() -> None:
-    """The repository's files, and `src/linli` assembled from the package's roots."""
+    """A copy of the repository's files."""
     shutil.rmtree(STAGE, ignore_errors=True)
     listed = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
@@ -209,17 +200,11 @@ def stage() -> None:
         if source.is_file():
             (STAGE / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, STAGE / name)
-    roots = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
-    for package, root in sorted(roots.items()):  # `linli` first, then its subpackages into it
-        shutil.copytree(
-            ROOT / root, STAGE / "src" / package.replace(".", "/"), dirs_exist_ok=True,
-            ignore=shutil.ignore_patterns("__pycache__"),
-        )  # fmt: skip
 
 
 def configure(modules: list[str]) -> None:
     """mutmut's settings, appended to the stage's pyproject.toml."""
-    only = [staged(MODULES[m].path) for m in modules]
+    only = [MODULES[m].path for m in modules]
     tests = sorted({t for m in modules for t in MODULES[m].tests})
     top = sorted({p.name for p in STAGE.iterdir()} - {"src", "tests", "pyproject.toml"})
     settings = {
@@ -245,7 +230,7 @@ def run(globs: list[str], max_children: int) -> int:
     copies it instead of running initdb each time), and the servers that a mutant killed on
     its time limit left behind stopped afterwards: those whose environment carries this run's
     token."""
-    from linli.localservers import start_postgresql
+    from linli.demo.servers import start_postgresql
 
     token = uuid.uuid4().hex
     template = Path(tempfile.mkdtemp(prefix="linli-pg-mutation-"))
@@ -319,14 +304,14 @@ def report(modules: list[str]) -> int:
     with (STAGE / "survivors.diff").open("w") as out:
         for name in modules:
             module = MODULES[name]
-            meta = STAGE / "mutants" / f"{staged(module.path)}.meta"
+            meta = STAGE / "mutants" / f"{module.path}.meta"
             codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
             codes = {k: c for k, c in codes.items() if any(fnmatch.fnmatch(k, g) for g in module.globs())}
             codes = {k: c for k, c in codes.items() if c is not None}  # not checked: left out by --only
             status = Counter(STATUS.get(c, "other") for c in codes.values())
             survivors = sorted(k for k, c in codes.items() if STATUS.get(c) != "killed")
-            diffs = {k: get_diff_for_mutant(k, path=staged(module.path)) for k in survivors}
-            source = (STAGE / staged(module.path)).read_text().splitlines()
+            diffs = {k: get_diff_for_mutant(k, path=module.path) for k in survivors}
+            source = (STAGE / module.path).read_text().splitlines()
             equivalent = {
                 k for k in survivors if k in REVIEWED or sql_case_only(diffs[k]) or log_only(diffs[k], source)
             }

@@ -12,7 +12,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import Engine, create_engine
 
-from linli.localservers import (
+from linli.demo.servers import (
     LocalServer,
     ServerMissingError,
     free_port,

@@ -23,11 +23,11 @@ from typing import Any
 from linli.catalog.profile import Profile
 from linli.catalog.registers import Value, compile_decoder
 from linli.cloud.broker.configs import QUEUES
-from linli.cloud.config import DeliveryConfig
+from linli.cloud.notifier.config import DeliveryConfig
 from linli.dashboards.influxv1 import run as run_influxql
+from linli.demo.servers import LocalServer, free_port, start_influxdb1
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
-from linli.localservers import LocalServer, free_port, start_influxdb1
 from linli.sim.image import build_image
 
 _counter = itertools.count(1)
@@ -43,7 +43,11 @@ def shipped_queue_settings() -> str:
 def linli(*args: str) -> subprocess.CompletedProcess[str]:
     """The command line, as a user runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "linli.cli", *args], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "linli.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import httpx
 
-from linli.cloud.api import app
-from linli.cloud.channels import Sender
-from linli.cloud.config import NotifierConfig, SmtpConfig
-from linli.cloud.notifier import Notifier
-from linli.cloud.store import Store
+from linli.cloud.notifier.api import app
+from linli.cloud.notifier.channels import Sender
+from linli.cloud.notifier.config import NotifierConfig, SmtpConfig
+from linli.cloud.notifier.engine import Notifier
+from linli.cloud.notifier.store import Store
 from linli.cloud.tokens import TokenBook
 from support import protective_headers, serving
 

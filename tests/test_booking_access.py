@@ -26,15 +26,15 @@ import pytest
 from aiosmtpd.controller import Controller
 from paho.mqtt.enums import CallbackAPIVersion
 
-from linli.cloud.config import SmtpConfig
+from linli.cloud.notifier.config import SmtpConfig
 from linli.cloud.scope import Scope
 from linli.cloud.tokens import TokenBook
 from linli.cloud.waste.config import BookingRules, SmsGateway, TruckBroker, WasteConfig, WecomApp
-from linli.cloud.waste.gtfs import load_feed
 from linli.cloud.waste.service import WasteService
 from linli.cloud.waste.state import WasteState
 from linli.dashboards.recording import on_shift_all_day
-from linli.localservers import LocalServer, free_port
+from linli.demo.servers import LocalServer, free_port
+from linli.transit.gtfs import load_feed
 from peers import Inbox, Receiver
 from support import LOOPBACK, linli, unique, wait_for, waste_in_thread
 

@@ -28,17 +28,17 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from linli.catalog.i18n import LOCALES, catalog, text
-from linli.cloud.config import SmtpConfig
+from linli.cloud.notifier.config import SmtpConfig
 from linli.cloud.scope import Scope
 from linli.cloud.tokens import TokenBook
 from linli.cloud.waste.bookings import State
 from linli.cloud.waste.config import BookingRules, SmsGateway, TruckBroker, WasteConfig
-from linli.cloud.waste.gtfs import load_feed
 from linli.cloud.waste.messages import truck_name
 from linli.cloud.waste.service import WasteService
 from linli.cloud.waste.state import WasteState
 from linli.dashboards.recording import on_shift_all_day
-from linli.localservers import LocalServer, free_port
+from linli.demo.servers import LocalServer, free_port
+from linli.transit.gtfs import load_feed
 from peers import Inbox, Receiver, Site
 from support import LOOPBACK, protective_headers, waste_in_thread
 from test_renovation_service import TRUCK, Terminal
@@ -375,7 +375,7 @@ def test_at_a_time_scale_the_page_proposes_windows_from_the_service_s_clock_not_
     """`linli demo --time-scale 60`: the waste service runs on the demo's clock (here 03:05 the
     day after tomorrow, an hour a minute); the page proposes the next full hour after the
     service's time, plus one, and three hours to choose in, whatever the phone's clock says."""
-    from linli.simtime import ENV, SharedClock
+    from linli.catalog.simtime import ENV, SharedClock
     from support import linli_logged, stop_logged, wait_for
 
     folder = tmp_path / "gtfs"

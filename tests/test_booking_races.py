@@ -9,11 +9,11 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 
 from linli.cloud.waste.bookings import BookingError, BookingRequest, Bookings, State
-from linli.cloud.waste.gtfs import Contact, RenovationTruck, load_feed
 from linli.cloud.waste.messages import BookingMessage
 from linli.cloud.waste.renovation import Renovation
 from linli.cloud.waste.requesters import Requester
 from linli.cloud.waste.state import WasteState
+from linli.transit.gtfs import Contact, RenovationTruck, load_feed
 from races import Call, blocked_or_done
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"

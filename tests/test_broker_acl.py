@@ -23,7 +23,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from brokerpeers import Peer, can_connect
 from linli.cloud.broker.files import read_secret
-from linli.localservers import LocalServer, free_port, start_mosquitto_with
+from linli.demo.servers import LocalServer, free_port, start_mosquitto_with
 from support import linli, outside_pytest_tmp, wait_for
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"

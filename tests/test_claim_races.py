@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import Connection, Engine, text
 
 from linli.catalog.alerts import AlertMessage
-from linli.cloud.config import Subscription
-from linli.cloud.store import Store
+from linli.cloud.notifier.config import Subscription
+from linli.cloud.notifier.store import Store
 from races import Call, blocked_or_done, waiting
 from support import wait_for
 from test_notifier import HOOK, Clock, Recorder, alert, at, make

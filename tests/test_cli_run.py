@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from linli.demo import write_config
-from linli.localservers import LocalServer, free_port_range
+from linli.demo.chargers import write_config
+from linli.demo.servers import LocalServer, free_port_range
 from support import start_sim, stop_process, vm_series_settled
 
 
@@ -66,7 +66,7 @@ def test_the_demo_survives_a_terminal_s_ctrl_c_and_says_where_its_data_is(tmp_pa
         [
             sys.executable,
             "-m",
-            "linli.cli",
+            "linli.cli.main",
             "demo",
             "--chargers-only",
             "--stations",

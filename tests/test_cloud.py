@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from linli.catalog.alerts import AlertMessage, AlertState, fingerprint
 from linli.catalog.profile import Severity
-from linli.cloud.config import (
+from linli.cloud.notifier.config import (
     ChannelKind,
     EmailChannel,
     HttpChannel,
@@ -30,10 +30,10 @@ from linli.cloud.config import (
     Subscription,
     load_notifier_config,
 )
-from linli.cloud.service import Service
-from linli.cloud.store import Store
+from linli.cloud.notifier.service import Service
+from linli.cloud.notifier.store import Store
+from linli.demo.servers import LocalServer, free_port, postgresql_url, start_postgresql
 from linli.edge.agent import Agent
-from linli.localservers import LocalServer, free_port, postgresql_url, start_postgresql
 from peers import Inbox, Receiver
 from support import create_database, start_sim, stop_process, unique, wait_until
 from test_interlocks import config as edge_config

@@ -10,8 +10,8 @@ import pytest
 
 from linli.catalog.errors import ConfigError
 from linli.catalog.profile import builtin_profile_dir, load_profile
+from linli.demo.servers import free_port
 from linli.edge.config import WriterKind, load_config
-from linli.localservers import free_port
 from support import linli, start_sim, stop_process
 
 GOOD = """

@@ -22,7 +22,6 @@ from grafana_foundation_sdk.models.dashboard import VariableType
 from linli.catalog.i18n import LOCALES, Locale
 from linli.catalog.profile import builtin_profiles
 from linli.cloud.waste.bookings import State as BookingState
-from linli.cloud.waste.gtfs import load_feed
 from linli.cloud.waste.messages import truck_name
 from linli.dashboards import boards, schema
 from linli.dashboards.alerts import rules
@@ -31,8 +30,9 @@ from linli.dashboards.influxv1 import expand, run
 from linli.dashboards.recording import Recording, record
 from linli.dashboards.render import COLOURS, Source, _mapped, _shown, draw, render
 from linli.dashboards.theme import ZONE
-from linli.localservers import LocalServer
+from linli.demo.servers import LocalServer
 from linli.sim.scenario import builtin_scenario_path, load_scenario
+from linli.transit.gtfs import load_feed
 from support import influx1_create_db, unique
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from linli.cli import main
+from linli.cli.main import main
 from linli.dashboards.boards import BOARDS
 
 

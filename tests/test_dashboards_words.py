@@ -19,7 +19,7 @@ from linli.dashboards.render import Source, _columns
 from linli.dashboards.screen import bin_rooms_today
 from linli.dashboards.theme import ZONE
 from linli.dashboards.words import in_locale, t
-from linli.localservers import LocalServer
+from linli.demo.servers import LocalServer
 from support import http_post, influx1_create_db, linli, unique
 
 CJK = re.compile(r"[\u4e00-\u9fff]")

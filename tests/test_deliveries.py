@@ -19,8 +19,8 @@ import pytest
 from linli.catalog.alerts import AlertMessage, AlertState, fingerprint
 from linli.catalog.errors import ConfigError
 from linli.catalog.profile import Severity
-from linli.cloud.channels import DeliveryError, Notice, Sender, body
-from linli.cloud.config import (
+from linli.cloud.notifier.channels import DeliveryError, Notice, Sender, body
+from linli.cloud.notifier.config import (
     ChannelKind,
     DeliveryConfig,
     EmailChannel,
@@ -29,10 +29,10 @@ from linli.cloud.config import (
     SmtpConfig,
     load_notifier_config,
 )
-from linli.cloud.delivery import Deliveries
-from linli.cloud.service import Service
+from linli.cloud.notifier.delivery import Deliveries
+from linli.cloud.notifier.service import Service
 from linli.cloud.waste.config import load_waste_config
-from linli.localservers import LocalServer, free_port
+from linli.demo.servers import LocalServer, free_port
 from peers import Inbox, Receiver, SlowReceiver
 from support import unique, wait_until
 from test_cloud import TOKEN, event, publish

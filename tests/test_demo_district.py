@@ -328,7 +328,7 @@ def test_linli_demo_from_the_wheel_in_a_fresh_venv_runs_from_an_empty_folder(
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{venv / 'bin'}:{env.get('PATH', '')}"
     where = subprocess.check_output(
-        [python, "-c", "import linli.district_demo as d; print(d.__file__)"], text=True, cwd=empty, env=env
+        [python, "-c", "import linli.demo.district as d; print(d.__file__)"], text=True, cwd=empty, env=env
     )
     assert Path(where.strip()).is_relative_to(own), where
     demo = subprocess.run(
@@ -354,7 +354,7 @@ def test_the_inbox_page_shows_each_person_what_they_received_and_refreshes_itsel
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from linli.inbox import Inbox, InboxServer, Person
+    from linli.demo.inbox import Inbox, InboxServer, Person
     from test_booking_page import browser, visible
 
     server = InboxServer(Inbox())
@@ -413,8 +413,8 @@ def test_the_clock_starts_now_when_a_truck_runs_and_just_before_the_next_trip_wh
     """A newcomer sees trucks move and keepers told within minutes at any hour: on Monday
     2026-12-07 at 14:19 no truck runs until the 17:30 wet-waste rounds, so the clock starts at
     17:10; during the dry-waste rounds, or within the hour before one, it starts now."""
-    from linli.cloud.waste.gtfs import load_feed
-    from linli.district_demo import truck_time
+    from linli.demo.district import truck_time
+    from linli.transit.gtfs import load_feed
 
     feed = load_feed(ROOT / "deploy" / "gtfs" / "hongqiao")
 

@@ -60,7 +60,7 @@ def test_every_config_example_is_accepted(tmp_path: Path) -> None:
 
 
 def test_every_notifier_example_is_accepted() -> None:
-    from linli.cloud.config import NotifierConfig
+    from linli.cloud.notifier.config import NotifierConfig
 
     examples = [body for tag, body in blocks("configuration.md") if tag == "notifier"]
     assert examples
@@ -95,10 +95,10 @@ def test_links_to_files_resolve(doc: str) -> None:
 
 def test_the_shipped_configs_load() -> None:
     """What docker-compose and the README run: the notifier's two examples, the district's edge."""
-    from linli.cloud.config import load_notifier_config
+    from linli.cloud.notifier.config import load_notifier_config
     from linli.cloud.waste.config import load_waste_config
-    from linli.cloud.waste.gtfs import load_feed
     from linli.edge.config import load_config
+    from linli.transit.gtfs import load_feed
 
     for name in ("notifier.toml", "notifier.local.toml"):
         assert load_notifier_config(ROOT / "deploy" / name).subscriptions

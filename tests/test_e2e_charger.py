@@ -16,9 +16,9 @@ import pytest
 
 from linli.catalog.profile import get_profile
 from linli.catalog.registers import Value
+from linli.demo.servers import LocalServer, free_port_range
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
-from linli.localservers import LocalServer, free_port_range
 from linli.sim.fleet import ChargerFleetSpec, make_station
 from support import (
     expected_fields,

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
+from linli.demo.servers import LocalServer, free_port, free_port_range
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
-from linli.localservers import LocalServer, free_port, free_port_range
 from support import start_sim, stop_process, unique, wait_until
 
 INTERVAL = 0.25

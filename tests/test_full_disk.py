@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from linli.demo.servers import LocalServer
 from linli.edge.agent import Agent
 from linli.edge.buffer import DurableBuffer
 from linli.edge.config import EdgeConfig, WriterConfig, WriterKind
 from linli.edge.sinks import InfluxV1Sink
 from linli.edge.writer import BatchWriter
-from linli.localservers import LocalServer
 from support import influx1_create_db, influx1_query, running, unique, wait_until
 from test_mqtt_rejects import camera_config
 from test_mqtt_sites import publish_all, publisher

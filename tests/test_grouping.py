@@ -21,10 +21,10 @@ import pytest
 from alertflow import Edge, Hook
 from linli.catalog.alerts import AlertMessage, AlertState, fingerprint
 from linli.catalog.profile import Severity
-from linli.cloud.channels import GroupNotice, Notice
-from linli.cloud.config import Subscription
-from linli.cloud.store import Store
-from linli.localservers import LocalServer, postgresql_url
+from linli.cloud.notifier.channels import GroupNotice, Notice
+from linli.cloud.notifier.config import Subscription
+from linli.cloud.notifier.store import Store
+from linli.demo.servers import LocalServer, postgresql_url
 from support import create_database, stop_logged, unique, wait_for
 from test_notifier import HOOK, Clock, Recorder, at, make, run
 from test_notifier_db_faults import get, notifier

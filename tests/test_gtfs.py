@@ -14,7 +14,7 @@ from pathlib import Path
 import gtfs_analyzer
 import pytest
 
-from linli.cloud.waste.gtfs import GtfsError, gtfs_seconds, load_feed, metres, runs_on, why_it_runs
+from linli.transit.gtfs import GtfsError, gtfs_seconds, load_feed, metres, runs_on, why_it_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 HONGQIAO = ROOT / "deploy" / "gtfs" / "hongqiao"

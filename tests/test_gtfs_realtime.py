@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from linli.cloud.waste.config import WasteConfig
-from linli.cloud.waste.gtfs import load_feed, service_zero
 from linli.cloud.waste.realtime import feed_message
 from linli.cloud.waste.service import WasteService
 from linli.sim.kinds.truck import Truck
 from linli.sim.timetable import Traffic
+from linli.transit.gtfs import load_feed, service_zero
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
 MONDAY = dt.date(2026, 11, 23)  # in the past: a message from the future is refused

@@ -27,14 +27,14 @@ from pathlib import Path
 import pytest
 
 from alertflow import Edge, Hook
-from linli.edge.rules import State
-from linli.localservers import (
+from linli.demo.servers import (
     LocalServer,
     free_port,
     postgresql_url,
     start_mosquitto_with,
     start_postgresql,
 )
+from linli.edge.rules import State
 from netns import Hosts
 from support import create_database, http_get, wait_for
 

@@ -19,9 +19,9 @@ import pytest
 
 from linli.cloud.waste.store import StoreError, write_lines
 from linli.dashboards.influxv1 import QueryError, run
+from linli.demo.servers import LocalServer, start_influxdb1
 from linli.edge.config import WriterConfig
 from linli.edge.sinks import InfluxV1Sink, WriteError
-from linli.localservers import LocalServer, start_influxdb1
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "security.md"
 PASSWORDS = {

@@ -16,10 +16,10 @@ import pytest
 
 from alertflow import Hook
 from linli.catalog.alerts import AlertMessage
-from linli.cloud.config import Subscription
-from linli.cloud.notifier import Notifier, edge_status_alert, inhibitor
-from linli.cloud.store import Store
-from linli.localservers import LocalServer
+from linli.cloud.notifier.config import Subscription
+from linli.cloud.notifier.engine import Notifier, edge_status_alert, inhibitor
+from linli.cloud.notifier.store import Store
+from linli.demo.servers import LocalServer
 from support import stop_logged, wait_for
 from test_cloud import publish
 from test_grouping import offline, replicas, standings

@@ -18,10 +18,10 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from linli.catalog.alerts import AlertMessage
 from linli.catalog.profile import get_profile
+from linli.demo.servers import LocalServer, free_port
 from linli.edge.agent import Agent
 from linli.edge.alerting import RESOLVED_RESENDS, Alerting, Interlock
 from linli.edge.config import EdgeConfig, InterlockConfig
-from linli.localservers import LocalServer, free_port
 from support import http_get, start_sim, stop_process, unique, wait_until
 
 MANUAL = 3  # the charger profile's stop reason for a stop-coil write

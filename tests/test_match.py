@@ -13,8 +13,8 @@ from pyproj import Transformer
 from shapely.geometry import LineString, Point
 from shapely.ops import substring
 
-from linli.cloud.waste.gtfs import load_feed, metres
 from linli.cloud.waste.match import Fix, Matcher, Segments
+from linli.transit.gtfs import load_feed, metres
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from linli.catalog.profile import RegisterType, get_profile
-from linli.localservers import ServerMissingError, free_port, require_binary
+from linli.demo.servers import ServerMissingError, free_port, require_binary
 from linli.sim.fleet import ChargerFleetSpec, make_station
 from linli.sim.image import build_image
 from support import start_sim, stop_process

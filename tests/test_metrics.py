@@ -12,9 +12,9 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from linli.demo.servers import LocalServer, free_port, free_port_range
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
-from linli.localservers import LocalServer, free_port, free_port_range
 from support import (
     http_get,
     influx1_create_db,

@@ -9,9 +9,9 @@ import random
 import pytest
 
 from linli.catalog.profile import get_profile
+from linli.demo.servers import free_port
 from linli.edge.config import DeviceConfig
 from linli.edge.modbus import SPREAD_STEPS, DevicePoller, Endpoint, first_poll
-from linli.localservers import free_port
 from support import start_sim, stop_process
 
 

@@ -10,10 +10,10 @@ import time
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from linli.demo.servers import LocalServer
 from linli.edge import mqttsocket
 from linli.edge.config import EdgeConfig
 from linli.edge.mqtt import MqttConnector
-from linli.localservers import LocalServer
 from support import unique, wait_until
 from test_mqtt_health import heartbeat
 

@@ -18,9 +18,9 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from linli.demo.servers import LocalServer, require_binary
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
-from linli.localservers import LocalServer, require_binary
 from support import influx1_create_db, influx1_query, running, unique, wait_until
 
 TS = 1_790_000_000_000

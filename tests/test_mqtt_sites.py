@@ -19,10 +19,10 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from linli.demo.servers import LocalServer
 from linli.edge.buffer import DurableBuffer
 from linli.edge.config import EdgeConfig
 from linli.edge.mqtt import PAIR, MqttConnector
-from linli.localservers import LocalServer
 from support import influx1_create_db, influx1_query, running, unique, wait_until
 from test_mqtt_rejects import Watcher, camera_config, detection, mosquitto_pub
 

@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from linli.catalog.payloads import CompiledMessage
 from linli.catalog.profile import get_profile
-from linli.localservers import LocalServer
+from linli.demo.servers import LocalServer
 from support import unique
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))

@@ -10,9 +10,9 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from linli.demo.servers import LocalServer
 from linli.edge import mqttsocket
 from linli.edge.mqttsocket import READ_SIZE, BufferedClient, BufferedSocket, Publish
-from linli.localservers import LocalServer
 from support import unique
 
 

@@ -20,11 +20,11 @@ import pytest
 
 from linli.catalog.alerts import AlertMessage, AlertState, fingerprint
 from linli.catalog.profile import Severity
-from linli.cloud import notifier as notifier_module
-from linli.cloud.channels import DeliveryError, Notice, body
-from linli.cloud.config import ChannelKind, HttpChannel, NotifierConfig, QuietHours, Subscription
-from linli.cloud.notifier import Notifier, edge_status_alert
-from linli.cloud.store import Store
+from linli.cloud.notifier import engine as notifier_module
+from linli.cloud.notifier.channels import DeliveryError, Notice, body
+from linli.cloud.notifier.config import ChannelKind, HttpChannel, NotifierConfig, QuietHours, Subscription
+from linli.cloud.notifier.engine import Notifier, edge_status_alert
+from linli.cloud.notifier.store import Store
 from support import wait_until
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -206,7 +206,7 @@ def test_a_delivery_that_keeps_failing_is_retried_then_recorded(
     async def instant(_: float) -> None:
         return None
 
-    monkeypatch.setattr("linli.cloud.delivery.asyncio.sleep", instant)
+    monkeypatch.setattr("linli.cloud.notifier.delivery.asyncio.sleep", instant)
     clock = Clock(at("10:00"))
     flaky, broken = Recorder(fail=2), Recorder(fail=99)
     n = make(store, [Subscription(id="ops", channels=[HOOK])], clock, flaky, group_wait_s=0, attempts=3)

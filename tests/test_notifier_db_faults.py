@@ -27,10 +27,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from alertflow import Edge, Hook
-from linli.cloud.config import Subscription
-from linli.cloud.store import Store
+from linli.cloud.notifier.config import Subscription
+from linli.cloud.notifier.store import Store
+from linli.demo.servers import LocalServer, free_port, postgresql_url, start_postgresql
 from linli.edge.rules import State
-from linli.localservers import LocalServer, free_port, postgresql_url, start_postgresql
 from support import create_database, linli_logged, stop_logged, unique, wait_for
 from test_notifier import HOOK, Clock, Recorder, alert, at, make
 
@@ -290,7 +290,7 @@ def test_a_constraint_violated_is_a_bug_logged_once_not_an_outage_retried_for_ev
                 )
             )
         refuse("told")
-        caplog.set_level(logging.ERROR, "linli.cloud.notifier")
+        caplog.set_level(logging.ERROR, "linli.cloud.notifier.engine")
         assert notifier.handle(alert())
         for _ in range(5):
             notifier.tick()

@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import text
 
 from linli.catalog.alerts import AlertMessage
-from linli.cloud.config import NotifierConfig
 from linli.cloud.db import open_state
-from linli.cloud.service import Service
-from linli.localservers import LocalServer
+from linli.cloud.notifier.config import NotifierConfig
+from linli.cloud.notifier.service import Service
+from linli.demo.servers import LocalServer
 from peers import Inbox, Receiver
 from support import unique, wait_until
 from test_cloud import TOKEN, event, notifier_config, publish

@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import ignored_auth
 
-from linli.cloud.api import app
-from linli.cloud.channels import Sender
-from linli.cloud.config import NotifierConfig, SmtpConfig
-from linli.cloud.notifier import Notifier
-from linli.cloud.store import Store
+from linli.cloud.notifier.api import app
+from linli.cloud.notifier.channels import Sender
+from linli.cloud.notifier.config import NotifierConfig, SmtpConfig
+from linli.cloud.notifier.engine import Notifier
+from linli.cloud.notifier.store import Store
 from linli.cloud.tokens import TokenBook
 from support import serving
 

@@ -12,12 +12,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from linli.cloud.api import app
-from linli.cloud.channels import Sender
-from linli.cloud.config import SmtpConfig, load_notifier_config
 from linli.cloud.db import open_state
-from linli.cloud.notifier import Notifier
-from linli.cloud.store import Store
+from linli.cloud.notifier.api import app
+from linli.cloud.notifier.channels import Sender
+from linli.cloud.notifier.config import SmtpConfig, load_notifier_config
+from linli.cloud.notifier.engine import Notifier
+from linli.cloud.notifier.store import Store
 from linli.cloud.tokens import TokenBook
 from support import linli, serving
 from test_notifier import alert

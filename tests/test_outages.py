@@ -22,15 +22,15 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from linli.edge.agent import Agent
-from linli.edge.config import EdgeConfig, load_config
-from linli.localservers import (
+from linli.demo.servers import (
     LocalServer,
     free_port,
     start_influxdb1,
     start_mosquitto,
     start_victoria_metrics,
 )
+from linli.edge.agent import Agent
+from linli.edge.config import EdgeConfig, load_config
 from support import (
     http_get,
     influx1_create_db,

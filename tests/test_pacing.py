@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from linli.cloud import channels
-from linli.cloud.channels import Notice, Sender, escape_markdown
-from linli.cloud.config import ChannelKind, DeliveryConfig, HttpChannel, PaceLimit, SmtpConfig
-from linli.cloud.delivery import Deliveries
-from linli.cloud.pacing import Pace, urgency_of
+from linli.cloud.notifier import channels
+from linli.cloud.notifier.channels import Notice, Sender, escape_markdown
+from linli.cloud.notifier.config import ChannelKind, DeliveryConfig, HttpChannel, PaceLimit, SmtpConfig
+from linli.cloud.notifier.delivery import Deliveries
+from linli.cloud.notifier.pacing import Pace, urgency_of
 from test_notifier import alert
 
 

@@ -9,7 +9,7 @@ import subprocess
 import venv
 from pathlib import Path
 
-from linli.localservers import LocalServer, free_port
+from linli.demo.servers import LocalServer, free_port
 from support import influx1_create_db, influx1_query, stop_process, unique, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]

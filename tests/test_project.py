@@ -91,12 +91,12 @@ def test_the_city_override_moves_every_notifier_to_one_shared_state() -> None:
         assert s["depends_on"]["postgres"]["condition"] == "service_healthy"
         assert s["environment"]["PGPASSWORD"] == "change-me-postgres"
     # The notifier reads the variable: the config's state is replaced by the shared database.
-    from linli.cloud.config import load_notifier_config
+    from linli.cloud.notifier.config import load_notifier_config
 
     env = {**os.environ, "LINLI_STATE_URL": "postgresql://linli@postgres:5432/linli"}
     loaded = subprocess.run(
         [sys.executable, "-c",
-         "from pathlib import Path; from linli.cloud.config import load_notifier_config as l; "
+         "from pathlib import Path; from linli.cloud.notifier.config import load_notifier_config as l; "
          "print(l(Path('deploy/notifier.toml')).state)"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
@@ -166,7 +166,7 @@ def test_compose_edge_config_is_valid() -> None:
         [
             sys.executable,
             "-m",
-            "linli.cli",
+            "linli.cli.main",
             "edge",
             "check",
             "--config",
@@ -234,7 +234,7 @@ def test_compose_gives_every_service_its_own_identity_and_token(tmp_path: Path) 
 
 
 def test_the_alert_event_schema_in_docs_is_current() -> None:
-    from linli.catalog_cli import alert_schema_text
+    from linli.cli.catalog import alert_schema_text
 
     committed = (ROOT / "docs" / "alert-event.schema.json").read_text(encoding="utf-8")
     assert committed == alert_schema_text(), (
@@ -242,12 +242,13 @@ def test_the_alert_event_schema_in_docs_is_current() -> None:
     )
 
 
-def test_the_image_copies_every_source_root_the_install_needs() -> None:
-    """`pip install .` in the Dockerfile needs each folder pyproject's package-dir names."""
+def test_the_image_copies_the_source_tree_the_install_needs() -> None:
+    """`pip install .` in the Dockerfile needs the folder pyproject finds the packages in."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    roots = {path.split("/")[0] for path in pyproject["tool"]["setuptools"]["package-dir"].values()}
+    roots = set(pyproject["tool"]["setuptools"]["packages"]["find"]["where"])
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     copied = {line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")}
+    assert roots == {"src"}
     assert roots <= copied, f"the image lacks {sorted(roots - copied)}"
 
 

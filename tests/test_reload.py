@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from linli.localservers import LocalServer, free_port_range
+from linli.demo.servers import LocalServer, free_port_range
 from support import influx1_create_db, influx1_query, start_sim, stop_process, unique, wait_for
 from test_outages import Load, agent_config, camera_uptimes
 

@@ -28,15 +28,15 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
-from linli.cloud.config import SmtpConfig
+from linli.cloud.notifier.config import SmtpConfig
 from linli.cloud.waste import dispatch
 from linli.cloud.waste import renovation as renovation_module
 from linli.cloud.waste.config import BookingRules, SmsGateway, TruckBroker, WasteConfig
 from linli.cloud.waste.dispatch import Plan
-from linli.cloud.waste.gtfs import Contact, Feed, load_feed
 from linli.cloud.waste.service import WasteService
 from linli.dashboards.recording import on_shift_all_day
-from linli.localservers import LocalServer, free_port
+from linli.demo.servers import LocalServer, free_port
+from linli.transit.gtfs import Contact, Feed, load_feed
 from peers import Inbox, Receiver
 from support import LOOPBACK, unique, wait_until
 from test_waste_service import local_feed

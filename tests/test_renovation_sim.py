@@ -18,12 +18,12 @@ import httpx
 
 from linli.cloud.tokens import ENV_TOKEN
 from linli.cloud.waste.config import TruckBroker, WasteConfig
-from linli.cloud.waste.gtfs import Feed, load_feed, metres
 from linli.cloud.waste.service import WasteService
 from linli.dashboards.recording import on_shift_all_day
-from linli.localservers import LocalServer, free_port
+from linli.demo.servers import LocalServer, free_port
 from linli.sim.kinds.truck import Truck
 from linli.sim.timetable import Traffic
+from linli.transit.gtfs import Feed, load_feed, metres
 from support import LOOPBACK, start_sim, stop_process, wait_until
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from linli.demo.servers import free_port
 from linli.edge.scan import parse_units
-from linli.localservers import free_port
 from support import linli, start_sim, stop_process
 
 # One tower: its gateway has two pressure sensors (units 1 and 2) and a pump controller (unit 3).

@@ -20,7 +20,7 @@ import httpx
 
 from brokerpeers import Peer
 from linli.cloud.broker.files import read_secret
-from linli.localservers import free_port, start_influxdb1, start_mosquitto_with
+from linli.demo.servers import free_port, start_influxdb1, start_mosquitto_with
 from support import http_post, linli, stop_process, wait_for
 
 CANARY = "CANARY-7f3a9c-do-not-print"

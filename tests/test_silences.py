@@ -13,11 +13,11 @@ from sqlalchemy import Engine
 
 import test_notifier_tokens as tokens
 from alertflow import Edge, Hook
-from linli.cloud import silences
-from linli.cloud.config import NotifierConfig, Subscription
-from linli.cloud.notifier import Notifier
-from linli.cloud.store import Store
-from linli.localservers import LocalServer
+from linli.cloud.notifier import silences
+from linli.cloud.notifier.config import NotifierConfig, Subscription
+from linli.cloud.notifier.engine import Notifier
+from linli.cloud.notifier.store import Store
+from linli.demo.servers import LocalServer
 from support import linli, stop_logged, wait_for
 from test_grouping import replicas
 from test_notifier import HOOK, Clock, Recorder, alert, at, make, run

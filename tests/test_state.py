@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from linli.cloud.db import database_url, describe, migrate
+from linli.cloud.notifier.store import Store
 from linli.cloud.scope import Scope
-from linli.cloud.store import Store
 from linli.cloud.tokens import TokenBook
 
 # The notifier's tables as a release before migrations made them in its SQLite file.

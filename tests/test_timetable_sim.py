@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from shapely.geometry import Point
 
-from linli.cloud.waste.gtfs import Feed, load_feed, metres, service_zero
-from linli.cloud.waste.stops import stop_distances
 from linli.sim.kinds.truck import FAULT_STOP, Truck
 from linli.sim.timetable import STOPPED_REPORT_S, Departures, Gps, Outcome, Traffic, TripFaults, drive_trip
+from linli.transit.gtfs import Feed, load_feed, metres, service_zero
+from linli.transit.stops import stop_distances
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
 MONDAY = dt.date(2026, 12, 7)

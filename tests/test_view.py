@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from linli.demo import write_config
+from linli.demo.chargers import write_config
 from linli.edge.agent import Agent
 from linli.edge.config import load_config
 from linli.edge.view import run_view
@@ -64,8 +64,8 @@ def test_the_district_demo_s_view_shows_devices_readings_trucks_notices_bookings
     """`linli demo`'s screen: devices online, readings/s, each truck on a trip with its next stop
     (as people name them) and predicted time, notices by role, bookings by state, open alerts,
     and the faults typed in."""
-    from linli.district_view import Services, render
-    from linli.inbox import Inbox, Person
+    from linli.demo.inbox import Inbox, Person
+    from linli.demo.view import Services, render
 
     monkeypatch.chdir(tmp_path)
     write_config(

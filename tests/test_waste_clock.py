@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 from linli.cloud.broker.files import read_secret
-from linli.cloud.config import SmtpConfig
+from linli.cloud.notifier.config import SmtpConfig
 from linli.cloud.waste.config import TruckBroker, WasteConfig
-from linli.cloud.waste.gtfs import Feed, load_feed, runs_on
 from linli.cloud.waste.service import MAX_PAYLOAD, WasteService
-from linli.localservers import LocalServer, free_port
+from linli.demo.servers import LocalServer, free_port
 from linli.sim.timetable import Traffic, drive_trip
+from linli.transit.gtfs import Feed, load_feed, runs_on
 from peers import Inbox, Receiver
 from support import LOOPBACK, wait_until
 from test_broker_acl import broker, peer  # noqa: F401 (the broker `linli broker config` writes)

@@ -29,11 +29,11 @@ from sqlalchemy import Engine, create_engine, text
 
 from alertflow import Hook
 from linli.cloud.waste.config import TruckBroker, WasteConfig
-from linli.cloud.waste.gtfs import Feed, load_feed
 from linli.cloud.waste.outbox import VisitStore
 from linli.cloud.waste.service import WasteService
-from linli.localservers import LocalServer, free_port, postgresql_url, start_postgresql
+from linli.demo.servers import LocalServer, free_port, postgresql_url, start_postgresql
 from linli.sim.timetable import Traffic, TripFaults, drive_trip
+from linli.transit.gtfs import Feed, load_feed
 from support import LOOPBACK, influx1_create_db, influx1_query, linli_logged, stop_logged, unique, wait_for
 from test_notifier_db_faults import TOKEN, Database, get
 from test_waste_service import FEED, MONDAY, TRIP, hand_over

@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
-from linli.cloud.config import DeliveryConfig, SmtpConfig
+from linli.cloud.notifier.config import DeliveryConfig, SmtpConfig
 from linli.cloud.waste.config import TruckBroker, WasteConfig
-from linli.cloud.waste.gtfs import load_feed
 from linli.cloud.waste.service import CHANNEL, Resent, WasteService
-from linli.localservers import LocalServer, free_port
+from linli.demo.servers import LocalServer, free_port
 from linli.sim.timetable import Traffic, drive_trip
+from linli.transit.gtfs import load_feed
 from peers import Inbox, Receiver, SlowReceiver
 from support import wait_until
 from test_waste_service import FEED, MONDAY, TOKEN, TRIP, hand_over, local_feed

@@ -28,10 +28,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from alertflow import Hook
 from linli.cloud.waste.config import TruckBroker, WasteConfig
-from linli.cloud.waste.gtfs import load_feed
 from linli.cloud.waste.service import WasteService
-from linli.localservers import free_port, postgresql_url
+from linli.demo.servers import free_port, postgresql_url
 from linli.sim.timetable import Traffic, drive_trip
+from linli.transit.gtfs import load_feed
 from netns import Hosts
 from support import LOOPBACK, create_database, wait_for
 from test_hosts import fault, servers, starter

@@ -33,11 +33,11 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from linli.cloud.waste.gtfs import load_feed, runs_on
 from linli.cloud.waste.predict import predict
 from linli.cloud.waste.service import WasteService
-from linli.localservers import LocalServer, free_port
+from linli.demo.servers import LocalServer, free_port
 from linli.sim.timetable import Traffic, drive_trip
+from linli.transit.gtfs import load_feed, runs_on
 from peers import Inbox, Receiver
 from support import unique, wait_for
 from test_waste_service import FEED, MONDAY, TOKEN, TRIP, hand_over, incident_service, lift_at

@@ -14,7 +14,6 @@ import pytest
 
 from linli.catalog.i18n import LOCALES, Locale
 from linli.cloud.waste.bookings import Booking, State
-from linli.cloud.waste.gtfs import Feed, Truck, load_feed
 from linli.cloud.waste.messages import (
     SMS_CHARS,
     BookingMessage,
@@ -25,6 +24,7 @@ from linli.cloud.waste.messages import (
 )
 from linli.cloud.waste.requesters import Requester
 from linli.cloud.waste.tracking import Incident, IncidentKind, KeeperNotice, NoticeKind
+from linli.transit.gtfs import Feed, Truck, load_feed
 
 ROOT = Path(__file__).resolve().parents[1]
 FEED = ROOT / "deploy" / "gtfs" / "hongqiao"

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from linli.cloud.db import unreachable
 from linli.cloud.waste.outbox import BATCH, Outbox, VisitStore
 from linli.cloud.waste.state import WasteState
-from linli.localservers import LocalServer, free_port, postgresql_url, start_postgresql
+from linli.demo.servers import LocalServer, free_port, postgresql_url, start_postgresql
 from support import create_database, influx1_create_db, influx1_query, unique
 
 T0_MS = 1_790_000_000_000

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from linli.cloud.waste.rollups import Lift, Period, period_start, rollups
-from linli.localservers import LocalServer
+from linli.demo.servers import LocalServer
 from support import influx1_create_db, influx1_query, unique
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -68,7 +68,18 @@ def test_rollups_sum_by_group_and_period() -> None:
 
 def stats(influx: LocalServer, db: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "linli.cli", "waste", "stats", "--url", influx.url, "--database", db, *args],
+        [
+            sys.executable,
+            "-m",
+            "linli.cli.main",
+            "waste",
+            "stats",
+            "--url",
+            influx.url,
+            "--database",
+            db,
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -18,12 +18,12 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from linli.catalog.i18n import Locale
-from linli.cloud.config import SmtpConfig
+from linli.cloud.notifier.config import SmtpConfig
 from linli.cloud.waste.config import TruckBroker, WasteConfig
-from linli.cloud.waste.gtfs import load_feed
 from linli.cloud.waste.service import WasteService
-from linli.localservers import LocalServer, free_port
+from linli.demo.servers import LocalServer, free_port
 from linli.sim.timetable import Traffic, drive_trip
+from linli.transit.gtfs import load_feed
 from peers import Inbox, Receiver
 from support import LOOPBACK, unique, wait_until
 
@@ -290,7 +290,7 @@ def incident_service(
     tmp_path: Path, hooks: str, smtp: int, state: str | None = None, locale: Locale = "zh-CN"
 ) -> tuple[WasteService, Any]:
     """An in-process service whose keepers, property offices, dispatcher and operator post to `hooks`."""
-    from linli.cloud.waste.gtfs import Contact
+    from linli.transit.gtfs import Contact
 
     path = local_feed(tmp_path, hooks) / "linli.toml"
     lines = path.read_text(encoding="utf-8").splitlines()

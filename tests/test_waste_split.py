@@ -22,8 +22,8 @@ from sqlalchemy import text
 
 from linli.cloud.waste.routes import share
 from linli.cloud.waste.service import WasteService
-from linli.cloud.waste.stops import Visit
 from linli.sim.timetable import Traffic, drive_trip
+from linli.transit.stops import Visit
 from peers import Inbox, Receiver
 from test_waste_replicas import told_alone, told_since
 from test_waste_service import MONDAY, TOKEN, TRIP, dispatched_trip, hand_over, incident_service

@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import create_engine
 
 from linli.cloud.waste.bookings import Bookings, State
-from linli.cloud.waste.gtfs import load_feed
 from linli.cloud.waste.state import DISPATCH_LOCK, Leadership, WasteState
 from linli.cloud.waste.tracking import Incident, IncidentKind, KeeperNotice, NoticeKind
-from linli.localservers import LocalServer, free_port, postgresql_url
+from linli.demo.servers import LocalServer, free_port, postgresql_url
+from linli.transit.gtfs import load_feed
 from support import create_database, unique, wait_for
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"

@@ -16,11 +16,11 @@ from pathlib import Path
 import httpx
 
 from linli.cloud.waste.config import WasteConfig
-from linli.cloud.waste.gtfs import load_feed
 from linli.cloud.waste.outbox import VisitStore
 from linli.cloud.waste.service import WasteService
-from linli.localservers import LocalServer, free_port
+from linli.demo.servers import LocalServer, free_port
 from linli.sim.timetable import Traffic, TripFaults, drive_trip
+from linli.transit.gtfs import load_feed
 from support import influx1_create_db, influx1_query, unique
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"

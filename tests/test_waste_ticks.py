@@ -12,10 +12,10 @@ from typing import Any
 from sqlalchemy import event
 
 from linli.cloud.waste.config import WasteConfig
-from linli.cloud.waste.gtfs import load_feed, runs_on
 from linli.cloud.waste.service import WasteService
-from linli.localservers import free_port
+from linli.demo.servers import free_port
 from linli.sim.timetable import Traffic, drive_trip
+from linli.transit.gtfs import load_feed, runs_on
 from support import LOOPBACK
 from test_waste_service import MONDAY, local_feed
 

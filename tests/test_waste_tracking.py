@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 
 from linli.cloud.waste import predict as predict_module
-from linli.cloud.waste.gtfs import Feed, load_feed, runs_on, service_zero
 from linli.cloud.waste.outbox import trip_line
 from linli.cloud.waste.predict import RUSH_PRIOR, History, TripState, observe, predict
-from linli.cloud.waste.stops import (
+from linli.cloud.waste.tracking import NoticeKind, TripTracker
+from linli.sim import timetable
+from linli.sim.timetable import Traffic, TripFaults, drive_trip
+from linli.transit.gtfs import Feed, load_feed, runs_on, service_zero
+from linli.transit.stops import (
     GEOFENCE_M,
     STAND_S,
     StopEvent,
@@ -21,9 +24,6 @@ from linli.cloud.waste.stops import (
     Visit,
     stop_distances,
 )
-from linli.cloud.waste.tracking import NoticeKind, TripTracker
-from linli.sim import timetable
-from linli.sim.timetable import Traffic, TripFaults, drive_trip
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
 MONDAY = dt.date(2026, 12, 7)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from linli.localservers import free_port
+from linli.demo.servers import free_port
 from support import start_sim, stop_process, unique, wait_for
 
 REVERSE = "\x1b[1;7m"  # how Rich marks a value that changed since the last poll

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from linli.demo.servers import LocalServer, start_influxdb1
 from linli.edge.buffer import DurableBuffer
 from linli.edge.config import WriterConfig, WriterKind
 from linli.edge.sinks import WriteError, make_sink, parse_retry_after
 from linli.edge.writer import BatchWriter
-from linli.localservers import LocalServer, start_influxdb1
 from support import influx1_create_db, influx1_down, influx1_query, unique
 
 T0 = 1_790_000_000_000

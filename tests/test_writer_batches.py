@@ -8,8 +8,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from linli.demo.servers import LocalServer
 from linli.edge.buffer import DurableBuffer
-from linli.localservers import LocalServer
 from support import influx1_create_db, unique
 from test_writer import db, points, stored_x, writer_for  # noqa: F401 (db: a fixture)
 

@@ -179,7 +179,7 @@ def start(  # noqa: PLR0917
     work: Path, port: int, ca: Path | None, store_url: str, client_id: str, filters: list[str], qos: int
 ) -> subprocess.Popen[bytes]:
     """Node-RED running the flow in `work`, taking `filters` from the broker on `port`."""
-    from linli.localservers import free_port
+    from linli.demo.servers import free_port
 
     work.mkdir(parents=True, exist_ok=True)
     store_port = int(store_url.rsplit(":", 1)[1].rstrip("/"))

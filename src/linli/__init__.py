@@ -1,0 +1,1 @@
+"""linli: an edge-and-cloud pipeline for a smart residential district."""

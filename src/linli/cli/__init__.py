@@ -1,0 +1,1 @@
+"""linli.cli.main."""

@@ -1,0 +1,1 @@
+"""linli.cloud.notifier.engine."""

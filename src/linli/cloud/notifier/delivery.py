@@ -1,0 +1,148 @@
+"""Deliveries under way: each message to each channel tried with backoff, and what keeps
+failing handed to `failed` (kept for an operator), also when the service stops mid-retry.
+
+Each destination has its own limit of sends at once and its own circuit breaker
+(`destinations`), so a slow, hanging or dead receiver holds up only its own deliveries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+from linli.cloud.notifier.channels import DeliveryError, Message, Sender, ThrottledError
+from linli.cloud.notifier.config import DEFAULT_DELIVERY, Channel, DeliveryConfig
+from linli.cloud.notifier.destinations import Destinations
+from linli.cloud.notifier.pacing import Paces, urgency_of
+
+log = logging.getLogger(__name__)
+
+# who it was for, the channel, the message, the last error
+Failed = Callable[[str, Channel, Message, str], None]
+
+
+class Deliveries:
+    """Sends in the background; `drain` waits for them when the service stops."""
+
+    def __init__(
+        self, sender: Sender, attempts: int, failed: Failed, policy: DeliveryConfig = DEFAULT_DELIVERY
+    ) -> None:
+        self.sender = sender
+        self.attempts = attempts
+        self.failed = failed
+        self._tasks: set[asyncio.Task[None]] = set()
+        # The last delivery of each thread (an alert, a stop's visit) to each destination: the
+        # next one waits for it, so a subscriber hears "firing" before "resolved", and a keeper
+        # "arrived" before "collected"; other threads go in parallel.
+        self._last: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        # No limit shared by all destinations: one that hangs would take every slot of it.
+        self.destinations = Destinations(policy)
+        # Each robot and the SMTP relay at its documented pace, the most urgent message first.
+        self.paces = Paces(policy.pace)
+        self.gave_up: Counter[str] = Counter()  # deliveries recorded as failed, by channel kind
+
+    def _give_up(self, who: str, channel: Channel, message: Message, error: str) -> None:
+        self.gave_up[str(channel.kind)] += 1
+        self.failed(who, channel, message, error)
+
+    @property
+    def under_way(self) -> int:
+        """Deliveries not finished (retries included)."""
+        return len(self._tasks)
+
+    def start(
+        self,
+        who: str,
+        channel: Channel,
+        message: Message,
+        thread: str = "",
+        finished: Callable[[], None] | None = None,
+    ) -> None:
+        """Deliver in the background, after the thread's earlier messages to the same place;
+        `finished` is called once it is delivered, recorded as failed, or given up at a stop."""
+        key = (who, channel.model_dump_json(), thread)
+        before = self._last.get(key)
+        task = asyncio.get_running_loop().create_task(self._deliver(who, channel, message, before))
+        self._tasks.add(task)
+        self._last[key] = task
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if self._last.get(key) is t:
+                del self._last[key]
+            if finished is not None:
+                finished()
+
+        task.add_done_callback(done)
+
+    async def _deliver(
+        self, who: str, channel: Channel, message: Message, before: asyncio.Task[None] | None
+    ) -> None:
+        if before is not None:
+            # In order per destination; a cancelled or failed one before does not hold this up.
+            try:
+                await asyncio.gather(before, return_exceptions=True)
+            except asyncio.CancelledError:
+                self._give_up(who, channel, message, "the service stopped before it was its turn")
+                raise
+        delay = 1.0
+        error = "not tried"
+        attempt = 0
+        destination = self.destinations.of(channel)
+        pace = self.paces.of(channel)
+        urgency = urgency_of(message)
+        while attempt < self.attempts:
+            try:
+                if pace is not None:
+                    await pace.turn(urgency)
+                await destination.send(lambda: self.sender.send(channel, message))
+                return
+            except asyncio.CancelledError:
+                # Stopped mid-retry: kept with the failures, for an operator to see and resend.
+                self._give_up(
+                    who, channel, message, f"the service stopped while retrying; last error: {error}"
+                )
+                raise
+            except ThrottledError as exc:
+                # Not a failed attempt: the robot takes it once its penalty is over.
+                error = str(exc)
+                if pace is not None:
+                    pace.pause(exc.retry_after_s)
+                    log.warning("%s is throttling; it rests %g s: %s", pace.label, exc.retry_after_s, error)
+                    continue
+                attempt += 1
+            except DeliveryError as exc:
+                error = str(exc)
+                attempt += 1
+                if attempt == self.attempts:
+                    break
+                log.warning("delivery to %s (%s) failed, attempt %d: %s", who, channel.kind, attempt, error)
+                try:
+                    await asyncio.sleep(delay)
+                except asyncio.CancelledError:
+                    self._give_up(
+                        who, channel, message, f"the service stopped while retrying; last error: {error}"
+                    )
+                    raise
+                delay = min(delay * 2, 60.0)
+            except Exception as exc:
+                # A message that cannot even be put together (a bug, a field no format takes):
+                # trying again would fail the same way, so it is recorded now, never dropped.
+                error = f"could not be sent: {type(exc).__name__}: {exc}"
+                attempt += 1
+                break
+        log.error("delivery to %s (%s) failed, attempt %d; recorded: %s", who, channel.kind, attempt, error)
+        self._give_up(who, channel, message, error)
+
+    async def drain(self, deadline_s: float = 5.0) -> None:
+        """Wait for every delivery under way, for at most `deadline_s`; the rest are cancelled,
+        which hands them to `failed`: nothing is lost."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline_s
+        while self._tasks and loop.time() < end:
+            await asyncio.wait(list(self._tasks), timeout=max(0.0, end - loop.time()))
+        late = list(self._tasks)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)

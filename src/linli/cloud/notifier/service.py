@@ -1,0 +1,90 @@
+"""The notifier as a running service: the MQTT feed, the clock tick, deliveries and the HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+
+import uvicorn
+
+from linli.cloud.db import open_state
+from linli.cloud.notifier.api import app
+from linli.cloud.notifier.channels import Sender
+from linli.cloud.notifier.config import NotifierConfig
+from linli.cloud.notifier.engine import Notifier
+from linli.cloud.notifier.mqtt import AlertFeed
+from linli.cloud.notifier.store import Store
+from linli.cloud.tokens import TokenBook
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.5
+
+
+class Service:
+    """Everything `linli cloud run` starts; `started` is set once the API listens and the feed subscribed."""
+
+    def __init__(self, config: NotifierConfig, token: str) -> None:
+        self.config = config
+        engine = open_state(config.state)
+        self.store = Store(engine)
+        self.tokens = TokenBook(engine)
+        self.store.seed(config.subscriptions)
+        self.sender = Sender(config.smtp, policy=config.delivery)
+        self.notifier = Notifier(config, self.store, self.sender, time.time)
+        self.token = token
+        self.started = asyncio.Event()
+        self.feed: AlertFeed | None = None  # while running
+
+    async def run(self, stop: asyncio.Event) -> int:
+        loop = asyncio.get_running_loop()
+        feed = self.feed = AlertFeed(self.config.broker, loop, self.notifier.handle, self.notifier.reject)
+        self.sender.publish = feed.publish
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app(self.notifier, self.token, self.tokens),
+                host=self.config.api_host,
+                port=self.config.api_port,
+                log_level="warning",
+                lifespan="off",  # the app has no startup or shutdown work
+            )
+        )
+        api = asyncio.create_task(server.serve())
+        feed.start()
+        try:
+            while not (server.started and feed.subscribed.is_set()):
+                if api.done():
+                    return 1  # the API could not listen; uvicorn said why
+                await asyncio.sleep(0.05)
+            log.info(
+                "notifier: API on %s:%d; %d subscriptions",
+                self.config.api_host,
+                self.config.api_port,
+                len(self.store.subscriptions()),
+            )
+            self.started.set()
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=TICK_S)
+                feed.retry()  # events the state could not take before
+                try:
+                    self.notifier.tick()
+                    self.notifier.send_orphans()
+                except Exception as exc:
+                    # The state may be unreadable for a moment (a locked file): next tick.
+                    self.notifier.count_failure("tick", "(all)", exc)
+        finally:
+            feed.stop()
+            server.should_exit = True
+            await api
+            await self.notifier.drain()
+            await self.sender.close()
+            self.store.close()
+        return 0
+
+
+def token_from_env(config: NotifierConfig) -> str:
+    return os.environ.get(config.token_env, "")

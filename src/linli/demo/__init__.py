@@ -1,0 +1,1 @@
+"""linli.demo.chargers."""
