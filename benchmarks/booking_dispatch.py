@@ -36,8 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from linli.cloud.waste.dispatch import Pickup, Roads, TruckNow, plan
+from linli.cloud.waste.dispatch import Pickup, TruckNow, plan
 from linli.transit.gtfs import Feed, load_feed
+from linli.transit.roads import Roads
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
 CAPACITY_M3 = 12.0

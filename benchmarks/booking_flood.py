@@ -65,7 +65,7 @@ def serve(broker: int, api: int, folder: Path, sms: str) -> None:
     how long each call planning on the event loop took, as JSON."""
     from linli.cloud.waste.config import BookingRules, SmsGateway, TruckBroker, WasteConfig
     from linli.cloud.waste.service import WasteService
-    from linli.dashboards.recording import on_shift_all_day
+    from linli.demo.recording import on_shift_all_day
 
     shutil.copytree(FEED, folder / "gtfs")
     on_shift_all_day(folder / "gtfs", time.time() - 3600)

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from linli.catalog.profile import get_profile
+from linli.catalog.scenario import PlacedDevice, builtin_scenario_path, expand, load_scenario
 from linli.edge.config import DeviceConfig
 from linli.edge.modbus import DevicePoller, Endpoint
 from linli.sim.context import kind_module
 from linli.sim.district import context
 from linli.sim.image import build_image
-from linli.sim.scenario import PlacedDevice, builtin_scenario_path, expand, load_scenario
 
 DAY = "2026-11-02T00:00+08:00"  # a Monday
 WARMUP_S = 3 * 3600

@@ -32,7 +32,7 @@ from linli.cloud.tokens import TokenBook
 from linli.cloud.waste.config import BookingRules, SmsGateway, TruckBroker, WasteConfig, WecomApp
 from linli.cloud.waste.service import WasteService
 from linli.cloud.waste.state import WasteState
-from linli.dashboards.recording import on_shift_all_day
+from linli.demo.recording import on_shift_all_day
 from linli.demo.servers import LocalServer, free_port
 from linli.transit.gtfs import load_feed
 from peers import Inbox, Receiver

@@ -33,18 +33,18 @@ from linli.cloud.scope import Scope
 from linli.cloud.tokens import TokenBook
 from linli.cloud.waste.bookings import State
 from linli.cloud.waste.config import BookingRules, SmsGateway, TruckBroker, WasteConfig
-from linli.cloud.waste.messages import truck_name
 from linli.cloud.waste.service import WasteService
 from linli.cloud.waste.state import WasteState
-from linli.dashboards.recording import on_shift_all_day
+from linli.demo.recording import on_shift_all_day
 from linli.demo.servers import LocalServer, free_port
 from linli.transit.gtfs import load_feed
+from linli.transit.names import truck_name
 from peers import Inbox, Receiver, Site
 from support import LOOPBACK, protective_headers, waste_in_thread
 from test_renovation_service import TRUCK, Terminal
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
-STATIC = Path(__file__).resolve().parents[1] / "cloud" / "linli" / "cloud" / "waste" / "static"
+STATIC = Path(__file__).resolve().parents[1] / "src" / "linli" / "cloud" / "waste" / "static"
 TOKEN = "page-s3cret"  # noqa: S105 (the test's own)
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 HOST = "booking.district.test"  # not localhost: the page gets no secure context

@@ -13,13 +13,14 @@ import pytest
 from pydantic import ValidationError
 
 from linli.cloud.waste.bookings import BookingError, BookingRequest, Bookings, KeyConflictError, State
-from linli.cloud.waste.dispatch import RELOADS, Pickup, Roads, TruckNow, plan
+from linli.cloud.waste.dispatch import RELOADS, Pickup, TruckNow, plan
 from linli.cloud.waste.messages import BookingMessage
 from linli.cloud.waste.planner import Planner
 from linli.cloud.waste.renovation import Renovation
 from linli.cloud.waste.requesters import Requester
 from linli.cloud.waste.state import WasteState
 from linli.transit.gtfs import Contact, Feed, RenovationTruck, load_feed
+from linli.transit.roads import Roads
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
 ZONE = dt.timezone(dt.timedelta(hours=8))

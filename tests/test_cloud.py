@@ -21,15 +21,9 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from linli.catalog.alerts import AlertMessage, AlertState, fingerprint
+from linli.catalog.channels import ChannelKind, EmailChannel, HttpChannel
 from linli.catalog.profile import Severity
-from linli.cloud.notifier.config import (
-    ChannelKind,
-    EmailChannel,
-    HttpChannel,
-    NotifierConfig,
-    Subscription,
-    load_notifier_config,
-)
+from linli.cloud.notifier.config import NotifierConfig, Subscription, load_notifier_config
 from linli.cloud.notifier.service import Service
 from linli.cloud.notifier.store import Store
 from linli.demo.servers import LocalServer, free_port, postgresql_url, start_postgresql

@@ -21,18 +21,18 @@ from grafana_foundation_sdk.models.dashboard import VariableType
 
 from linli.catalog.i18n import LOCALES, Locale
 from linli.catalog.profile import builtin_profiles
+from linli.catalog.scenario import builtin_scenario_path, load_scenario
 from linli.cloud.waste.bookings import State as BookingState
-from linli.cloud.waste.messages import truck_name
 from linli.dashboards import boards, schema
 from linli.dashboards.alerts import rules
 from linli.dashboards.influxql import InfluxQuery, Select
 from linli.dashboards.influxv1 import expand, run
-from linli.dashboards.recording import Recording, record
 from linli.dashboards.render import COLOURS, Source, _mapped, _shown, draw, render
 from linli.dashboards.theme import ZONE
+from linli.demo.recording import Recording, record
 from linli.demo.servers import LocalServer
-from linli.sim.scenario import builtin_scenario_path, load_scenario
 from linli.transit.gtfs import load_feed
+from linli.transit.names import truck_name
 from support import influx1_create_db, unique
 
 
@@ -482,7 +482,7 @@ def test_the_charger_chart_names_every_site_legibly_and_apart(district: Recordin
 
 def names_of(kind: str) -> set[str]:
     """The ids of the sites with devices of `kind`."""
-    from linli.sim.scenario import expand as placed
+    from linli.catalog.scenario import expand as placed
 
     return {d.site for d in placed(load_scenario(builtin_scenario_path())) if d.kind == kind}
 

@@ -17,18 +17,11 @@ import httpx
 import pytest
 
 from linli.catalog.alerts import AlertMessage, AlertState, fingerprint
+from linli.catalog.channels import ChannelKind, EmailChannel, HttpChannel
 from linli.catalog.errors import ConfigError
 from linli.catalog.profile import Severity
 from linli.cloud.notifier.channels import DeliveryError, Notice, Sender, body
-from linli.cloud.notifier.config import (
-    ChannelKind,
-    DeliveryConfig,
-    EmailChannel,
-    HttpChannel,
-    NotifierConfig,
-    SmtpConfig,
-    load_notifier_config,
-)
+from linli.cloud.notifier.config import DeliveryConfig, NotifierConfig, SmtpConfig, load_notifier_config
 from linli.cloud.notifier.delivery import Deliveries
 from linli.cloud.notifier.service import Service
 from linli.cloud.waste.config import load_waste_config

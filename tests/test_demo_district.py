@@ -35,9 +35,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from linli.catalog.scenario import builtin_scenario_path, load_scenario
 from linli.edge.buffer import DurableBuffer
 from linli.sim.district import load_timetable
-from linli.sim.scenario import builtin_scenario_path, load_scenario
 from support import http_get, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -288,10 +288,10 @@ def test_the_district_s_scenario_and_timetable_ship_in_the_wheel_and_are_found_f
 ) -> None:
     """`pip install linli` has no deploy/ folder: the timetable is package data, and the
     scenario's relative `timetable` finds it from wherever the command runs."""
-    shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("linli/sim/scenarios/")}
+    shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("linli/catalog/scenarios/")}
     feed = ROOT / "deploy" / "gtfs" / "hongqiao"
-    assert {f"linli/sim/scenarios/gtfs/hongqiao/{f.name}" for f in feed.iterdir()} <= shipped
-    assert "linli/sim/scenarios/hongqiao.toml" in shipped
+    assert {f"linli/catalog/scenarios/gtfs/hongqiao/{f.name}" for f in feed.iterdir()} <= shipped
+    assert "linli/catalog/scenarios/hongqiao.toml" in shipped
 
     monkeypatch.chdir(tmp_path)  # no deploy/ here
     timetable = load_timetable(load_scenario(builtin_scenario_path()))

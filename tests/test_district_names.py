@@ -13,24 +13,18 @@ import pytest
 from linli.catalog.alerts import AlertMessage
 from linli.catalog.i18n import LOCALES, Locale, catalog
 from linli.catalog.profile import Severity
+from linli.catalog.scenario import builtin_scenario_path, load_scenario
 from linli.cloud.notifier.channels import Notice
 from linli.cloud.waste.bookings import Booking
 from linli.cloud.waste.bookings import State as Step
-from linli.cloud.waste.messages import (
-    BookingMessage,
-    IncidentMessage,
-    Rendered,
-    TruckOrder,
-    WasteNotice,
-    truck_name,
-)
-from linli.cloud.waste.requesters import Requester
+from linli.cloud.waste.messages import BookingMessage, IncidentMessage, TruckOrder, WasteNotice
+from linli.cloud.waste.requesters import Rendered, Requester
 from linli.cloud.waste.tracking import Incident, IncidentKind, KeeperNotice, NoticeKind
 from linli.edge.alerting import Alerting
 from linli.edge.config import load_config
 from linli.edge.rules import AlertEvent, State
-from linli.sim.scenario import builtin_scenario_path, load_scenario
 from linli.transit.gtfs import load_feed
+from linli.transit.names import truck_name
 
 ROOT = Path(__file__).resolve().parents[1]
 CJK = re.compile(r"[\u4e00-\u9fff]")

@@ -20,13 +20,13 @@ import pytest
 from linli.catalog.derive import finish_device_row
 from linli.catalog.profile import get_profile
 from linli.catalog.registers import Value
+from linli.catalog.scenario import expand, load_scenario
 from linli.demo.servers import LocalServer, free_port, require_binary
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
 from linli.sim.context import kind_module
 from linli.sim.district import context
 from linli.sim.edgeconfig import district_edge_config
-from linli.sim.scenario import expand, load_scenario
 from support import (
     expected_fields,
     influx1_create_db,

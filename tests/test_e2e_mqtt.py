@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 
 from linli.catalog.profile import get_profile
+from linli.catalog.scenario import load_scenario
 from linli.cloud.broker.files import read_secret
 from linli.demo.servers import LocalServer, free_port, start_mosquitto_with
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
 from linli.edge.topics import TopicRouter
 from linli.sim.edgeconfig import district_edge_config
-from linli.sim.scenario import load_scenario
 from support import influx1_create_db, influx1_query, linli, start_sim, stop_process, unique, wait_until
 
 GTFS = Path(__file__).parents[1] / "deploy" / "gtfs" / "hongqiao"

@@ -9,7 +9,7 @@ from pathlib import Path
 PROGRAM = """
 import http.server, sys, threading
 import httpx
-from linli.cli.support import setup_logging
+from linli.catalog.commands import setup_logging
 from linli.cloud.db import open_state
 
 setup_logging()

@@ -19,10 +19,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from linli.catalog.alerts import AlertMessage, AlertState, fingerprint
+from linli.catalog.channels import ChannelKind, HttpChannel
 from linli.catalog.profile import Severity
 from linli.cloud.notifier import engine as notifier_module
 from linli.cloud.notifier.channels import DeliveryError, Notice, body
-from linli.cloud.notifier.config import ChannelKind, HttpChannel, NotifierConfig, QuietHours, Subscription
+from linli.cloud.notifier.config import NotifierConfig, QuietHours, Subscription
 from linli.cloud.notifier.engine import Notifier, edge_status_alert
 from linli.cloud.notifier.store import Store
 from support import wait_until

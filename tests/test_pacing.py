@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from linli.catalog.channels import ChannelKind, HttpChannel
 from linli.cloud.notifier import channels
 from linli.cloud.notifier.channels import Notice, Sender, escape_markdown
-from linli.cloud.notifier.config import ChannelKind, DeliveryConfig, HttpChannel, PaceLimit, SmtpConfig
+from linli.cloud.notifier.config import DeliveryConfig, PaceLimit, SmtpConfig
 from linli.cloud.notifier.delivery import Deliveries
 from linli.cloud.notifier.pacing import Pace, urgency_of
 from test_notifier import alert

@@ -34,7 +34,7 @@ from linli.cloud.waste import renovation as renovation_module
 from linli.cloud.waste.config import BookingRules, SmsGateway, TruckBroker, WasteConfig
 from linli.cloud.waste.dispatch import Plan
 from linli.cloud.waste.service import WasteService
-from linli.dashboards.recording import on_shift_all_day
+from linli.demo.recording import on_shift_all_day
 from linli.demo.servers import LocalServer, free_port
 from linli.transit.gtfs import Contact, Feed, load_feed
 from peers import Inbox, Receiver

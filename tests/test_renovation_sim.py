@@ -19,7 +19,7 @@ import httpx
 from linli.cloud.tokens import ENV_TOKEN
 from linli.cloud.waste.config import TruckBroker, WasteConfig
 from linli.cloud.waste.service import WasteService
-from linli.dashboards.recording import on_shift_all_day
+from linli.demo.recording import on_shift_all_day
 from linli.demo.servers import LocalServer, free_port
 from linli.sim.kinds.truck import Truck
 from linli.sim.timetable import Traffic

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from linli.catalog.profile import builtin_profiles
+from linli.catalog.scenario import builtin_scenario_path, expand, load_scenario
 from linli.edge.config import EdgeConfig, load_config
 from linli.sim.context import kind_module
 from linli.sim.district import FaultSpec, load_timetable, resolve_faults
 from linli.sim.edgeconfig import district_edge_config
-from linli.sim.scenario import builtin_scenario_path, expand, load_scenario
 from linli.transit.gtfs import load_feed
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,21 +14,14 @@ import pytest
 
 from linli.catalog.i18n import LOCALES, Locale
 from linli.cloud.waste.bookings import Booking, State
-from linli.cloud.waste.messages import (
-    SMS_CHARS,
-    BookingMessage,
-    IncidentMessage,
-    Rendered,
-    TruckOrder,
-    WasteNotice,
-)
-from linli.cloud.waste.requesters import Requester
+from linli.cloud.waste.messages import SMS_CHARS, BookingMessage, IncidentMessage, TruckOrder, WasteNotice
+from linli.cloud.waste.requesters import Rendered, Requester
 from linli.cloud.waste.tracking import Incident, IncidentKind, KeeperNotice, NoticeKind
 from linli.transit.gtfs import Feed, Truck, load_feed
 
 ROOT = Path(__file__).resolve().parents[1]
 FEED = ROOT / "deploy" / "gtfs" / "hongqiao"
-WASTE = ROOT / "cloud" / "linli" / "cloud" / "waste"
+WASTE = ROOT / "src" / "linli" / "cloud" / "waste"
 CJK = re.compile(r"[\u4e00-\u9fff]")
 # 2026-12-07 17:30 in Shanghai; decided the evening before, so the date is shown (the longest).
 DUE = dt.datetime(2026, 12, 7, 9, 30, tzinfo=dt.UTC).timestamp()

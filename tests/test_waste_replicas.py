@@ -149,7 +149,7 @@ def test_what_a_dead_service_held_is_sent_once_by_another(
 ) -> None:
     """A service claimed notices and died before sending them: its deliveries stay held in the
     state under its lease; once the lease has run out another service sends each, once."""
-    from linli.cloud.notifier.config import ChannelKind, HttpChannel
+    from linli.catalog.channels import ChannelKind, HttpChannel
 
     receiver, _, smtp = peers
     first, feed = incident_service(tmp_path / "pair", receiver.url, smtp, state=state)
@@ -182,7 +182,7 @@ def test_what_a_dead_service_held_is_sent_once_by_another(
 def test_a_held_delivery_that_cannot_be_read_is_dropped_with_a_log_not_retried_forever(
     peers: tuple[Receiver, Inbox, int], tmp_path: Path, state: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from linli.cloud.notifier.config import ChannelKind, HttpChannel
+    from linli.catalog.channels import ChannelKind, HttpChannel
 
     receiver, _, smtp = peers
     service, _ = incident_service(tmp_path / "one", receiver.url, smtp, state=state)

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree."""
     from linli.cli import catalog as catalog_cli
+    from linli.cli import dashboards as dashboards_cli
     from linli.cloud.broker import cli as broker_cli
     from linli.cloud.notifier import cli as cloud_cli
     from linli.cloud.waste import cli as waste_cli
-    from linli.dashboards import cli as dashboards_cli
     from linli.demo import chargers as demo
     from linli.edge import cli as edge_cli
     from linli.sim import cli as sim_cli

@@ -16,10 +16,10 @@ from pathlib import Path
 from grafana_foundation_sdk.models import dashboard as model
 
 from linli.catalog.i18n import text
-from linli.cloud.waste.messages import truck_name
+from linli.catalog.scenario import PlacedDevice, Scenario, builtin_scenario_path, expand, load_scenario
 from linli.dashboards.words import current, t
-from linli.sim.scenario import PlacedDevice, Scenario, builtin_scenario_path, expand, load_scenario
 from linli.transit.gtfs import Feed, load_feed
+from linli.transit.names import truck_name
 
 # The codes stored for a renovation booking's state and an elevator camera's sighting, each with
 # its words in the catalog (`dashboards.booking.*`, `dashboards.object.*`, `dashboards.action.*`).

@@ -9,14 +9,12 @@ import contextlib
 import sys
 from pathlib import Path
 
+from linli.catalog.commands import iso_time, run_until_signal, setup_logging
 from linli.catalog.errors import ConfigError
-from linli.cli.support import iso_time, run_until_signal, setup_logging
 from linli.demo.servers import (
-    LocalServer,
-    ServerMissingError,
-    ServerStartError,
     free_port_range,
-    start_victoria_metrics,
+    ports_listening,
+    start_store,
 )
 
 
@@ -185,7 +183,7 @@ def _chargers(args: argparse.Namespace) -> int:
             sim = asyncio.create_task(run_servers(servers, stop, started=listening))
             # The agent starts once every station listens: none is shown refused at the start.
             await asyncio.wait_for(listening.wait(), 60)
-            await wait_listening("127.0.0.1", range(first_port, first_port + args.stations), 30)
+            await ports_listening("127.0.0.1", range(first_port, first_port + args.stations), 30)
             view = asyncio.create_task(run_view(agent, stop))
             # Ctrl-C stops the stations and the agent; the agent flushes to the store, which
             # runs in a session of its own and is stopped only after that (below).
@@ -207,29 +205,3 @@ def _chargers(args: argparse.Namespace) -> int:
     finally:
         with contextlib.suppress(Exception):
             store.stop()
-
-
-def start_store(datadir: Path) -> LocalServer | None:
-    """The demo's VictoriaMetrics in `datadir`, or None once why it cannot start is printed."""
-    try:
-        return start_victoria_metrics(datadir / "victoria-metrics")
-    except (ServerMissingError, ServerStartError) as exc:
-        print(f"linli demo: {exc}", file=sys.stderr)
-        return None
-
-
-async def wait_listening(host: str, ports: range, within_s: float) -> None:
-    """Until every port accepts a connection; OSError naming the first that does not."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    for port in ports:
-        while True:
-            try:
-                _, writer = await asyncio.open_connection(host, port)
-            except OSError:
-                if loop.time() > deadline:
-                    raise OSError(f"station on {host}:{port} does not listen") from None
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            break

@@ -35,7 +35,9 @@ from linli.demo.servers import (
     LocalServer,
     free_port,
     free_port_range,
+    ports_listening,
     start_mosquitto_with,
+    start_store,
     wait_listening,
 )
 from linli.edge.agent import Agent
@@ -283,7 +285,6 @@ def log_to(path: Path) -> None:
 
 def run_district_demo(args: argparse.Namespace) -> int:
     """`linli demo` without --chargers-only."""
-    from linli.demo.chargers import start_store
     from linli.demo.servers import ServerMissingError, ServerStartError
 
     datadir: Path = args.datadir.resolve()
@@ -336,9 +337,8 @@ def _run(
     args: argparse.Namespace, district: District, store: LocalServer, datadir: Path
 ) -> tuple[int, Agent | None]:
     """The agent and the view until Ctrl-C; the exit code and the agent, None if it never ran."""
+    from linli.catalog.commands import run_until_signal
     from linli.catalog.errors import ConfigError
-    from linli.cli.support import run_until_signal
-    from linli.demo.chargers import wait_listening as ports_listening
     from linli.demo.view import Services, run_view
     from linli.edge.config import load_config
 

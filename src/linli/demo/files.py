@@ -22,7 +22,7 @@ EMAIL = re.compile(r'\{ kind = "email", to = \["([^"@]+)@[^"]+"\] \}')
 
 def district_feed() -> tuple[Path, Path]:
     """The built-in scenario and its GTFS timetable, from the installed package."""
-    from linli.sim.scenario import builtin_scenario_path
+    from linli.catalog.scenario import builtin_scenario_path
 
     scenario = builtin_scenario_path()
     return scenario, scenario.parent / "gtfs" / "hongqiao"
@@ -87,8 +87,8 @@ class DemoFiles:
     def write_edge_config(self, modbus_port: int) -> None:
         """The agent's config, every device of the scenario, Modbus from `modbus_port` on."""
         self.modbus_port = modbus_port
+        from linli.catalog.scenario import load_scenario
         from linli.sim.edgeconfig import district_edge_config
-        from linli.sim.scenario import load_scenario
 
         text = district_edge_config(
             load_scenario(self.scenario),
@@ -135,7 +135,7 @@ def write_demo_configs(
     agent: str,
 ) -> DemoFiles:
     """The timetable and the notifier's and waste service's configs, in `folder`."""
-    from linli.sim.scenario import expand, load_scenario
+    from linli.catalog.scenario import expand, load_scenario
 
     folder.mkdir(parents=True, exist_ok=True)
     files = DemoFiles(folder, scenario_path, store_url, mqtt_port, notifier_port, waste_port, agent)

@@ -6,6 +6,7 @@ binary raises ServerMissingError with the command that installs it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
@@ -13,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -352,3 +354,29 @@ def start_postgresql(
 def postgresql_url(server: LocalServer, database: str = "postgres") -> str:
     """The SQLAlchemy URL of a database on a server from `start_postgresql`."""
     return f"postgresql+psycopg://linli@{server.host}:{server.port}/{database}"
+
+
+def start_store(datadir: Path) -> LocalServer | None:
+    """The demo's VictoriaMetrics in `datadir`, or None once why it cannot start is printed."""
+    try:
+        return start_victoria_metrics(datadir / "victoria-metrics")
+    except (ServerMissingError, ServerStartError) as exc:
+        print(f"linli demo: {exc}", file=sys.stderr)
+        return None
+
+
+async def ports_listening(host: str, ports: range, within_s: float) -> None:
+    """Until every port accepts a connection; OSError naming the first that does not."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    for port in ports:
+        while True:
+            try:
+                _, writer = await asyncio.open_connection(host, port)
+            except OSError:
+                if loop.time() > deadline:
+                    raise OSError(f"station on {host}:{port} does not listen") from None
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            break

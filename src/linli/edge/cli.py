@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from linli.catalog.commands import run_until_signal, setup_logging
 from linli.catalog.errors import ConfigError, validation_reason
 from linli.catalog.profile import Profile, get_profile
 from linli.catalog.wording import plural
-from linli.cli.support import run_until_signal, setup_logging
 from linli.edge.agent import Agent, Reload
 from linli.edge.buffer import BufferInUseError, DurableBuffer
 from linli.edge.config import DeviceConfig, EdgeConfig, load_config, tls_file_problems

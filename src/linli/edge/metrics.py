@@ -16,14 +16,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from linli.edge.agent import Agent
+    from collections.abc import Sequence
+
+    from linli.edge.alerting import Alerting
+    from linli.edge.config import EdgeConfig
+    from linli.edge.health import PollTimings
+    from linli.edge.modbus import DevicePoller
+    from linli.edge.mqtt import MqttConnector
 
 log = logging.getLogger(__name__)
 SNAPSHOT_TIMEOUT_S = 5.0
@@ -81,6 +87,24 @@ class Snapshot:
             "alerts": [{"rule": r, "state": s, "series": n} for (r, s), n in sorted(self.rules.items())],
             "errors": {f"{d.site}/{d.device}": d.errors for d in self.devices if d.errors},
         }
+
+
+class Agent(Protocol):
+    """What the metrics read of the running agent (the agent imports this module, not the
+    other way round)."""
+
+    @property
+    def config(self) -> EdgeConfig: ...
+    @property
+    def pollers(self) -> Sequence[DevicePoller]: ...
+    @property
+    def mqtt(self) -> MqttConnector | None: ...
+    @property
+    def alerting(self) -> Alerting: ...
+    @property
+    def poll_timings(self) -> PollTimings: ...
+    def buffer_figures(self, time_ms: int) -> dict[str, int | float]: ...
+    def writer_figures(self) -> dict[str, int]: ...
 
 
 def snapshot(agent: Agent) -> Snapshot:

@@ -16,9 +16,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from linli.catalog import simtime
+from linli.catalog.commands import iso_time, run_until_signal
 from linli.catalog.errors import ConfigError
+from linli.catalog.scenario import Scenario, builtin_scenario_path, load_scenario
 from linli.catalog.tls import MqttTls
-from linli.cli.support import iso_time, run_until_signal
 from linli.sim.bookings import BookingAgent
 from linli.sim.charger import FAULTS as CHARGER_FAULTS
 from linli.sim.clock import SimClock
@@ -35,7 +36,6 @@ from linli.sim.district import (
 from linli.sim.edgeconfig import district_edge_config
 from linli.sim.fleet import ChargerFleetSpec, charger_servers, run_servers
 from linli.sim.modbus_server import Fault
-from linli.sim.scenario import Scenario, builtin_scenario_path, load_scenario
 from linli.sim.timetable import Traffic
 from linli.transit.gtfs import Feed
 

@@ -21,13 +21,13 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from linli.catalog.mqttspec import MqttMessage
+from linli.catalog.scenario import PlacedDevice, Scenario, builtin_scenario_path, expand
 from linli.catalog.tls import MqttTls, apply_tls
 from linli.sim.bookings import BookingAgent
 from linli.sim.clock import SimClock
 from linli.sim.context import DeviceContext, MqttBehaviour, kind_faults, kind_module
 from linli.sim.fleet import run_servers
 from linli.sim.modbus_server import DeviceServer, Fault, Served, SimulatedDevice
-from linli.sim.scenario import PlacedDevice, Scenario, builtin_scenario_path, expand
 from linli.sim.timetable import Traffic
 from linli.transit.gtfs import Feed, GtfsError, load_feed
 

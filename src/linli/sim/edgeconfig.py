@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from linli.sim.scenario import PlacedDevice, Scenario, expand
+from linli.catalog.scenario import PlacedDevice, Scenario, expand
 from linli.transit.gtfs import Feed  # no more of the waste service: an edge box runs this
 
 

@@ -31,9 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pyproj import Transformer
 from shapely.geometry import LineString, Point
 
+from linli.catalog.channels import Channel
 from linli.catalog.errors import validation_reasons
 from linli.catalog.i18n import Locale, text
-from linli.cloud.notifier.config import Channel
 
 FILES = ("agency.txt", "stops.txt", "routes.txt", "trips.txt", "stop_times.txt", "shapes.txt", "calendar.txt")
 EXTRAS = "linli.toml"

@@ -33,7 +33,8 @@ def gather(
     waste_config: Path | None = None,
 ) -> list[Identity]:
     """Every identity the configs imply, in a stable order. Raises ConfigError."""
-    from linli.cloud.notifier.config import MqttChannel, load_notifier_config
+    from linli.catalog.channels import MqttChannel
+    from linli.cloud.notifier.config import load_notifier_config
     from linli.edge.config import load_config
     from linli.edge.mqtt import subscription_filters
 
@@ -74,8 +75,8 @@ def gather(
 def _waste(path: Path, notifier: Identity) -> Identity:
     """Its truck topics, its renovation trucks' orders, and its contacts' MQTT channels, none of
     which may be one the notifier writes (a keeper's notice would pass for the notifier's)."""
+    from linli.catalog.channels import MqttChannel
     from linli.catalog.errors import ConfigError
-    from linli.cloud.notifier.config import MqttChannel
     from linli.cloud.waste.config import load_waste_config
     from linli.cloud.waste.service import truck_filters
     from linli.transit.gtfs import load_feed

@@ -39,18 +39,10 @@ import httpx
 from linli.catalog import alerttext
 from linli.catalog.alerts import AlertMessage
 from linli.catalog.alerttext import NoticeKind
+from linli.catalog.channels import Channel, ChannelKind, EmailChannel, HttpChannel, MqttChannel
 from linli.catalog.i18n import DEFAULT_LOCALE, DISTRICT_ZONE, Locale, iso
 from linli.cloud.notifier.addresses import PublicOnly
-from linli.cloud.notifier.config import (
-    DEFAULT_DELIVERY,
-    Channel,
-    ChannelKind,
-    DeliveryConfig,
-    EmailChannel,
-    HttpChannel,
-    MqttChannel,
-    SmtpConfig,
-)
+from linli.cloud.notifier.config import DEFAULT_DELIVERY, DeliveryConfig, SmtpConfig
 
 
 class DeliveryError(Exception):

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from linli.cli.support import run_until_signal, setup_logging
+from linli.catalog.commands import run_until_signal, setup_logging
 
 if TYPE_CHECKING:
     from linli.cloud.notifier.config import NotifierConfig

@@ -5,7 +5,6 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections.abc import Mapping
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -13,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from linli.catalog.alerts import ALERT_TOPIC, EDGE_STATUS_TOPIC, AlertMessage
+from linli.catalog.channels import Channel, ChannelKind, HttpChannel
 from linli.catalog.errors import load_toml_model
 from linli.catalog.i18n import DEFAULT_LOCALE, DISTRICT_ZONE, Locale
 from linli.catalog.profile import Severity
@@ -37,50 +37,6 @@ Names = Annotated[list[Name], Field(max_length=200)]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-# An HTTP(S) URL with a host and no spaces or control characters.
-Url = Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\x00-\x20/]+[^\x00-\x20]*$")]
-
-
-class ChannelKind(StrEnum):
-    WEBHOOK = "webhook"  # any URL: the alert as JSON
-    WECOM = "wecom"  # WeCom (企业微信) group robot
-    DINGTALK = "dingtalk"  # DingTalk (钉钉) group robot
-    FEISHU = "feishu"  # Feishu (飞书) custom bot
-    EMAIL = "email"
-    MQTT = "mqtt"
-
-
-class HttpChannel(Strict):
-    """A webhook (the alert as JSON) or a group robot, in that service's own format."""
-
-    kind: Literal[ChannelKind.WEBHOOK, ChannelKind.WECOM, ChannelKind.DINGTALK, ChannelKind.FEISHU]
-    url: Url
-    # DingTalk and Feishu signing secret, from this environment variable
-    secret_env: Annotated[str, Field(max_length=128)] = ""
-
-    @property
-    def secret(self) -> str:
-        return os.environ.get(self.secret_env, "") if self.secret_env else ""
-
-
-class EmailChannel(Strict):
-    kind: Literal[ChannelKind.EMAIL]
-    to: Annotated[
-        list[Annotated[str, Field(max_length=254, pattern=r"^[^@\x00-\x20]+@[^@\x00-\x20]+$")]],
-        Field(min_length=1, max_length=50),
-    ]
-
-
-class MqttChannel(Strict):
-    kind: Literal[ChannelKind.MQTT]
-    # A topic to publish on: no wildcards.
-    topic: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^#+\x00]+$")]
-
-
-# Where one subscriber's messages go; `kind` says which fields it needs.
-Channel = Annotated[HttpChannel | EmailChannel | MqttChannel, Field(discriminator="kind")]
 
 
 def _known_zone(zone: str) -> str:

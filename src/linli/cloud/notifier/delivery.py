@@ -11,8 +11,9 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
+from linli.catalog.channels import Channel
 from linli.cloud.notifier.channels import DeliveryError, Message, Sender, ThrottledError
-from linli.cloud.notifier.config import DEFAULT_DELIVERY, Channel, DeliveryConfig
+from linli.cloud.notifier.config import DEFAULT_DELIVERY, DeliveryConfig
 from linli.cloud.notifier.destinations import Destinations
 from linli.cloud.notifier.pacing import Paces, urgency_of
 

@@ -18,8 +18,9 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from linli.catalog.channels import Channel, EmailChannel, HttpChannel
 from linli.cloud.notifier.channels import DeliveryError, ThrottledError
-from linli.cloud.notifier.config import Channel, DeliveryConfig, EmailChannel, HttpChannel
+from linli.cloud.notifier.config import DeliveryConfig
 
 MAX_PAUSE_S = 600.0
 

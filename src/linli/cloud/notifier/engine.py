@@ -41,13 +41,13 @@ from linli.catalog.alerts import (
     fingerprint,
 )
 from linli.catalog.alerttext import NoticeKind, Standing
+from linli.catalog.channels import Channel
 from linli.catalog.errors import validation_reason
 from linli.catalog.profile import Severity
 from linli.catalog.ratelog import RateLimitedLog
 from linli.cloud.db import unreachable
 from linli.cloud.notifier.channels import GroupNotice, Message, Notice, Sender, message_from_json, thread_of
 from linli.cloud.notifier.config import (
-    Channel,
     InhibitRule,
     NotifierConfig,
     QuietHours,

@@ -23,8 +23,9 @@ import urllib.parse
 from collections import deque
 from collections.abc import Callable
 
+from linli.catalog.channels import Channel, ChannelKind, EmailChannel, HttpChannel
 from linli.catalog.profile import Severity
-from linli.cloud.notifier.config import Channel, ChannelKind, EmailChannel, HttpChannel, PaceLimit
+from linli.cloud.notifier.config import PaceLimit
 
 # Send margin: a robot counts the window on its own clock, at the request's arrival.
 MARGIN_S = 0.5

@@ -32,9 +32,9 @@ from linli.cloud.notifier.api import doc, invalid
 from linli.cloud.scope import Scope
 from linli.cloud.tokens import Holder
 from linli.cloud.waste.bookings import OPEN, Booking, BookingError, BookingRequest, KeyConflictError, State
-from linli.cloud.waste.messages import stop_name, truck_name
 from linli.cloud.waste.scopes import may_change_any, owns
 from linli.transit.gtfs import Feed, local_hhmm
+from linli.transit.names import stop_name, truck_name
 
 if TYPE_CHECKING:
     from linli.cloud.waste.renovation import Renovation

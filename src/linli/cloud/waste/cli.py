@@ -454,9 +454,9 @@ def _rollup(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from linli.catalog.commands import run_until_signal, setup_logging
     from linli.catalog.errors import ConfigError
     from linli.catalog.tls import tls_problems
-    from linli.cli.support import run_until_signal, setup_logging
     from linli.cloud.waste.config import load_waste_config
     from linli.cloud.waste.service import WasteService
     from linli.transit.gtfs import GtfsError, load_feed

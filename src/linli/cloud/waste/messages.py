@@ -15,43 +15,16 @@ ids stay in the machine fields. Times are the district's, written as people writ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from linli.catalog.i18n import DEFAULT_LOCALE, Locale, clock, iso, text
 from linli.cloud.waste.bookings import Booking, State
 from linli.cloud.waste.tracking import Incident, KeeperNotice
 from linli.transit.gtfs import Feed
+from linli.transit.names import stop_name, truck_name
 
 BOOKING_STEPS = frozenset({str(state) for state in State})
 SMS_CHARS = 70  # one SMS in Chinese (UCS-2): longer ones are split and may arrive out of order
-
-
-class Rendered(Protocol):
-    """A message for people: title, text, its one-SMS form, and JSON for machines."""
-
-    @property
-    def subject(self) -> str: ...
-
-    def text(self) -> str: ...
-
-    def sms(self) -> str: ...
-
-    def to_json(self) -> dict[str, Any]: ...
-
-
-def truck_name(feed: Feed, truck_id: str | None, locale: Locale) -> str:
-    """A truck as people know it (its fleet number and plate); a truck the feed does not describe is
-    named as a relief truck, never by its id."""
-    truck = feed.extras.trucks.get(truck_id or "")
-    if truck is None:
-        return text("waste.truck.unknown", locale)
-    return truck.name_in(locale)
-
-
-def stop_name(feed: Feed, stop_id: str | None, locale: Locale) -> str:
-    """A bin room by the name people use (the feed's `stop_name`, or its translation for `locale`)."""
-    stop = feed.stops.get(stop_id or "")
-    return stop.name_in(locale) if stop is not None else text("waste.incident.on_the_way", locale)
 
 
 def waste_name(waste_type: str, locale: Locale) -> str:

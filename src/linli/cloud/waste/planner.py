@@ -25,16 +25,14 @@ import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlalchemy.exc import DBAPIError
 
 from linli.catalog.ratelog import RateLimitedLog
 from linli.cloud.waste import dispatch
-from linli.cloud.waste.dispatch import Pickup, Plan, Roads, TruckNow
-
-if TYPE_CHECKING:
-    from linli.cloud.waste.renovation import Renovation
+from linli.cloud.waste.dispatch import Pickup, Plan, TruckNow
+from linli.transit.roads import Roads
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +83,15 @@ def _ready() -> None:
 def _solve(problem: Problem) -> Plan:
     assert _roads is not None, "the worker was started without roads"
     return problem.solve(_roads)
+
+
+class Renovation(Protocol):
+    """What the planner reads of the renovation (which owns the planner: it imports this module)."""
+
+    @property
+    def roads(self) -> Roads: ...
+    def problem(self, now_s: float) -> Problem | None: ...
+    def apply(self, found: Plan, now_s: float) -> Plan: ...
 
 
 class Planner:

@@ -26,11 +26,12 @@ from zoneinfo import ZoneInfo
 from linli.catalog.i18n import DEFAULT_LOCALE, Locale
 from linli.catalog.lineprotocol import format_line
 from linli.cloud.waste.bookings import OPEN, Booking, BookingError, BookingRequest, Bookings, State
-from linli.cloud.waste.dispatch import Pickup, Plan, Roads, TruckNow
+from linli.cloud.waste.dispatch import Pickup, Plan, TruckNow
 from linli.cloud.waste.messages import BookingMessage, TruckOrder
 from linli.cloud.waste.planner import Planner, Problem
 from linli.cloud.waste.requesters import Requester
 from linli.transit.gtfs import Contact, Feed, RenovationTruck, metres, service_zero
+from linli.transit.roads import Roads
 
 log = logging.getLogger(__name__)
 

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Self
+from typing import Annotated, Any, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from linli.catalog.channels import Channel, ChannelKind, EmailChannel, HttpChannel
 from linli.catalog.i18n import Locale
 from linli.cloud.notifier.channels import Message
-from linli.cloud.notifier.config import Channel, ChannelKind, EmailChannel, HttpChannel
 from linli.cloud.waste.config import BookingRules
-
-if TYPE_CHECKING:  # messages reads bookings, which reads this module
-    from linli.cloud.waste.messages import Rendered
 
 PHONE = r"^\+?[0-9]{5,15}$"  # digits, a leading + for the country code (E.164: 15 at most)
 EMAIL = r"^[^@\x00-\x20]+@[^@\x00-\x20]+$"
@@ -83,6 +80,19 @@ class Addressed:
 
     def to_json(self) -> dict[str, Any]:
         return self.body
+
+
+class Rendered(Protocol):
+    """A message for people: title, text, its one-SMS form, and JSON for machines."""
+
+    @property
+    def subject(self) -> str: ...
+
+    def text(self) -> str: ...
+
+    def sms(self) -> str: ...
+
+    def to_json(self) -> dict[str, Any]: ...
 
 
 def deliveries(requester: Requester, message: Rendered, rules: BookingRules) -> list[tuple[Channel, Message]]:

@@ -45,13 +45,13 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from sqlalchemy.exc import DBAPIError
 
 from linli.catalog.alerts import MAX_TIME_MS
+from linli.catalog.channels import Channel
 from linli.catalog.deadletter import dead_letter_envelope
 from linli.catalog.errors import validation_reason
 from linli.catalog.ratelog import RateLimitedLog
 from linli.catalog.tls import apply_tls
 from linli.cloud.db import unreachable
 from linli.cloud.notifier.channels import Message, Sender
-from linli.cloud.notifier.config import Channel
 from linli.cloud.notifier.delivery import Deliveries
 from linli.cloud.tokens import TokenBook
 from linli.cloud.waste.bookings import BookingError, Bookings, State

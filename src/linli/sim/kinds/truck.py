@@ -31,7 +31,6 @@ import networkx as nx
 from shapely import LineString
 
 from linli.catalog.profile import Profile, get_profile
-from linli.cloud.waste.dispatch import Roads
 from linli.sim.context import DeviceContext
 from linli.sim.timetable import (
     GPS_NOISE_M,
@@ -44,6 +43,7 @@ from linli.sim.timetable import (
     drive_trip,
 )
 from linli.transit.gtfs import Feed, Trip, metres, runs_on, service_zero
+from linli.transit.roads import Roads
 
 Message = tuple[str, dict[str, Any]]
 FAULTS = frozenset({"blocked", "breakdown"})

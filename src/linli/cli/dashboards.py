@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from linli.catalog.commands import iso_time, setup_logging
 from linli.catalog.i18n import DEFAULT_LOCALE, LOCALES, Locale
-from linli.cli.support import iso_time, setup_logging
 
 SCREEN = "linli-screen"
 
@@ -219,8 +219,8 @@ def _from_victoria_metrics(dashboard: dict[str, Any], args: argparse.Namespace, 
 
 def _record_and_draw(dashboard: dict[str, Any], out: Path, workdir: Path, locale: Locale) -> int:
     from linli.dashboards.influxv1 import run
-    from linli.dashboards.recording import record
     from linli.dashboards.render import Source, render
+    from linli.demo.recording import record
     from linli.demo.servers import start_influxdb1, start_mosquitto
 
     influx = start_influxdb1(workdir / "influxdb")

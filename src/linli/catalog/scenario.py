@@ -131,7 +131,7 @@ def expand(scenario: Scenario) -> list[PlacedDevice]:
 
 
 def builtin_scenario_path(name: str = "hongqiao") -> Path:
-    return Path(str(resources.files("linli.sim.scenarios"))) / f"{name}.toml"
+    return Path(str(resources.files("linli.catalog.scenarios"))) / f"{name}.toml"
 
 
 def load_scenario(path: Path) -> Scenario:

@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo
 from linli.catalog.lineprotocol import format_fields, series_key
 from linli.catalog.profile import builtin_profiles
 from linli.catalog.registers import Value
+from linli.catalog.scenario import builtin_scenario_path, expand, load_scenario
 from linli.cloud.waste.bookings import BookingRequest
 from linli.cloud.waste.config import TruckBroker, WasteConfig
 from linli.cloud.waste.outbox import VisitStore
@@ -57,7 +58,6 @@ from linli.edge.config import EdgeConfig
 from linli.edge.deadband import Reporter, deadbands
 from linli.edge.rules import State
 from linli.sim.edgeconfig import district_edge_config
-from linli.sim.scenario import builtin_scenario_path, expand, load_scenario
 from linli.transit.gtfs import gtfs_seconds, load_feed
 
 log = logging.getLogger(__name__)
