@@ -51,24 +51,32 @@ class Module:
 
 
 MODULES = {
-    "buffer": Module("src/linli/edge/buffer.py", ("tests/test_buffer.py", "tests/test_writer.py")),
+    "buffer": Module("src/linli/edge/buffer.py", ("tests/edge/test_buffer.py", "tests/edge/test_writer.py")),
     "spool": Module(
         "src/linli/edge/spool.py",
-        ("tests/test_spool.py", "tests/test_full_disk.py", "tests/test_mqtt_batches.py"),
+        ("tests/edge/test_spool.py", "tests/edge/test_full_disk.py", "tests/edge/test_mqtt_batches.py"),
     ),
     # test_full_disk.py: a disk that refuses to drop written lines (`_settled`) is tested only there.
-    "writer": Module("src/linli/edge/writer.py", ("tests/test_writer.py", "tests/test_full_disk.py")),
+    "writer": Module(
+        "src/linli/edge/writer.py", ("tests/edge/test_writer.py", "tests/edge/test_full_disk.py")
+    ),
     "store": Module(
         "src/linli/cloud/notifier/store.py",
-        ("tests/test_state.py", "tests/test_claim_races.py", "tests/test_notifier.py"),
+        (
+            "tests/cloud/test_state.py",
+            "tests/cloud/notifier/test_claim_races.py",
+            "tests/cloud/notifier/test_notifier.py",
+        ),
     ),
     # Of the waste service's outbox, the class that keeps lines until the store has them, not
     # the line formatters (what the dashboards show, tested through the store in the same file).
-    "outbox": Module("src/linli/cloud/waste/outbox.py", ("tests/test_waste_store.py",), ("xǁOutboxǁ*",)),
+    "outbox": Module(
+        "src/linli/cloud/waste/outbox.py", ("tests/cloud/waste/test_waste_store.py",), ("xǁOutboxǁ*",)
+    ),
     # Of the waste service's state, its claims, the delivery outbox and the dispatch lease.
     "state": Module(
         "src/linli/cloud/waste/state.py",
-        ("tests/test_waste_state.py",),
+        ("tests/cloud/waste/test_waste_state.py",),
         (
             "xǁWasteStateǁclaim_*",
             "xǁWasteStateǁhold",
@@ -82,7 +90,8 @@ MODULES = {
         ),
     ),
     "bookings": Module(
-        "src/linli/cloud/waste/bookings.py", ("tests/test_bookings.py", "tests/test_booking_races.py")
+        "src/linli/cloud/waste/bookings.py",
+        ("tests/cloud/waste/test_bookings.py", "tests/cloud/waste/test_booking_races.py"),
     ),
 }
 

@@ -12,6 +12,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import Engine, create_engine
 
+from linli.demo import servers as local_servers
 from linli.demo.servers import (
     LocalServer,
     ServerMissingError,
@@ -34,6 +35,35 @@ def _start(starter: object, tmp: pytest.TempPathFactory, name: str) -> LocalServ
         # Never skip: a missing server means the suite did not test what it claims.
         pytest.fail(str(exc), pytrace=False)
     return server
+
+
+# The fixtures that start a server: a test that uses one is marked `servers` for it.
+SERVER_FIXTURES = {"victoria", "influx1", "mosquitto", "postgresql", "pg_database", "pg_folder"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `servers` every test that starts a server through a fixture (or the PostgreSQL
+    half of the `state` fixture), so that `scripts/test --fast` leaves it out."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_postgresql = callspec is not None and callspec.params.get("state") == "postgresql"
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) or on_postgresql:
+            item.add_marker(pytest.mark.servers)
+
+
+@pytest.fixture(autouse=True)
+def servers_only_where_marked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test not marked `servers` cannot start one: the fast tier stays fast, and the mark true."""
+    if request.node.get_closest_marker("servers") is not None:
+        return
+
+    def refuse(name: str, *args: object, **kwargs: object) -> LocalServer:
+        raise AssertionError(
+            f"this test starts {name}: mark it `servers` (pytestmark = pytest.mark.servers in its "
+            "module), so that `scripts/test --fast` leaves it out"
+        )
+
+    monkeypatch.setattr(local_servers, "_spawn", refuse)
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ fix older than the last, or one that would need an impossible speed, is refused.
 The nearest point of a window is found over the shape's segments held as NumPy arrays: every
 segment of the window projected at once: 33 µs a search on the district's 329-vertex road
 against 121 µs for cutting the window out as its own line (`shapely.ops.substring`) and
-projecting onto it, measured side by side, with the same answer (`tests/test_match.py`
+projecting onto it, measured side by side, with the same answer (`tests/cloud/waste/test_match.py`
 compares the two). A fix makes up to seven searches (the doubled-back road's candidates).
 """
 

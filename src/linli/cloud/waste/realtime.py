@@ -3,7 +3,7 @@ transit-style app or map can show where the trucks are and when they will come.
 
 Each stop ahead has a predicted arrival and departure (the timetable's dwell after it), as
 stop_times.txt gives both; a trip with nothing left ahead has no TripUpdate, which the
-specification requires to hold a stop. `tests/test_gtfs_realtime.py` runs an outside
+specification requires to hold a stop. `tests/cloud/waste/test_gtfs_realtime.py` runs an outside
 validator (`gtfs-rt-validator`) over a simulated morning."""
 
 from __future__ import annotations
