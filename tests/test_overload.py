@@ -89,7 +89,6 @@ def test_an_overloaded_agent_keeps_storing_sheds_the_excess_by_reason_and_recove
     mosquitto: LocalServer, victoria: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(mqtt_module, "MAX_INBOX", 3 * BURST)
-    monkeypatch.setattr(mqtt_module, "MAX_DRAIN", 500)
     site, port = unique("site"), free_port()
     config = EdgeConfig.model_validate(
         {

@@ -90,9 +90,11 @@ NEVER = 1 << 62
 # counted by reason (QoS 1 ones are bounded by the broker's in-flight limit). Stopping the receive
 # thread instead left the broker to drop them uncounted, and the agent taking in bursts.
 MAX_INBOX = 100_000
-# Messages handled in one turn at most: a whole full inbox in one go held the event loop for
-# seconds, and with it the commits and the writer (docs/benchmarks.md, "Overload").
-MAX_DRAIN = 5000
+# Messages handled in one turn at most. The writer needs a few turns of the event loop per batch
+# (read the buffer, send, drop what was sent), and under load each turn is one of these: a whole
+# full inbox in one go held the loop for seconds, and 5,000 still let the writer store only a
+# batch a second while the inbox overflowed (docs/benchmarks.md, "Overload").
+MAX_DRAIN = FULL_BATCH
 # Stands for a topic that is not UTF-8; it matches no route, so the message is dead-lettered.
 INVALID_TOPIC = "(invalid UTF-8)"
 # Topics resolved to a device are remembered; more than this and the memory starts afresh.
