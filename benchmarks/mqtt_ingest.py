@@ -114,7 +114,9 @@ def read_health(port: int) -> tuple[int, dict[str, int], int] | None:
         body = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())
     except (OSError, ValueError):
         return None
-    return body["writer"]["written"], body.get("shed", {}), body.get("queued", 0) + body["buffer"]["lines"]
+    # An agent from before shedding was counted by reason said only `overflow`.
+    shed = body.get("shed", {"overflow": body["mqtt"].get("overflow", 0)})
+    return body["writer"]["written"], shed, body.get("queued", 0) + body["buffer"]["lines"]
 
 
 class Sampler:
@@ -367,7 +369,7 @@ class Bench:
         With `then` set, the load drops to that rate for `after` seconds after the hold, and
         `health_ports` (the agents' /health, filled in by `start`) are read every second.
         """
-        tag = f"{name}-{fleet.qos}-{link.name}-{fleet.size}-{round(fleet.rate)}"
+        tag = f"{name}-{fleet.qos}-{link.name}-{fleet.size}-{round(fleet.rate)}-{time.monotonic_ns()}"
         vm = start_victoria_metrics(self.work / f"vm-{tag}")
         started = start(self.work / tag, vm.url, f"bench-{tag}")
         procs = [proc for proc, _, _ in started]

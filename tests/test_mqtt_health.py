@@ -88,6 +88,16 @@ def test_past_a_full_inbox_qos_0_messages_are_shed_at_once_and_counted_by_reason
     mqtt.paused = True
     mqtt._on_publishes([qos0] * 2)
     assert (mqtt.queued, mqtt.shed, mqtt.overflow) == (11, {"inbox_full": 1, "buffer_full": 2}, 3)
+    # With room, but the oldest waiting for longer than MAX_BEHIND_MS: the agent is behind.
+    mqtt.paused = False
+    mqtt._inbox = mqtt._inbox[:1]
+    mqtt._on_publishes([qos0])
+    assert mqtt.queued == 2
+    topic, payload, retained, received_ms, mid, qos, connection = mqtt._inbox[0]
+    long_ago = received_ms - mqtt_module.MAX_BEHIND_MS - 1
+    mqtt._inbox[0] = (topic, payload, retained, long_ago, mid, qos, connection)
+    mqtt._on_publishes([qos0] * 2)
+    assert (mqtt.queued, mqtt.shed["behind"]) == (2, 2)
 
 
 def test_a_turn_handles_at_most_max_drain_messages(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -90,6 +90,10 @@ NEVER = 1 << 62
 # counted by reason (QoS 1 ones are bounded by the broker's in-flight limit). Stopping the receive
 # thread instead left the broker to drop them uncounted, and the agent taking in bursts.
 MAX_INBOX = 100_000
+# ... or once the oldest waiting message came this long ago (reason `behind`): the inbox then
+# holds at most this much of the agent's own pace, so that it is caught up a few seconds after
+# an overload ends, however fast it is (100,000 messages took 25 s to work off on a busy machine).
+MAX_BEHIND_MS = 2000
 # Messages handled in one turn at most. The writer needs a few turns of the event loop per batch
 # (read the buffer, send, drop what was sent), and under load each turn is one of these: a whole
 # full inbox in one go held the loop for seconds, and 5,000 still let the writer store only a
@@ -235,8 +239,8 @@ class MqttConnector:
         self.stored = 0
         self.dead_letters: Counter[str] = Counter()
         self.ignored_retained = 0
-        # QoS 0 messages shed past a full inbox, by reason: `inbox_full` (more arrives than the
-        # agent handles), `buffer_full` (backpressure: the buffer or the commits are behind).
+        # QoS 0 messages shed past a full inbox, by reason: `inbox_full` and `behind` (more
+        # arrives than the agent handles), `buffer_full` (backpressure: the buffer is behind).
         self.shed: Counter[str] = Counter()
         self.paused = False
         # Incremented on every connection: a packet id means something only on its own.
@@ -538,9 +542,10 @@ class MqttConnector:
             received.append((topic, payload, retain, now_ms, mid, qos, connection))
         with self._room:
             inbox = self._inbox
-            if len(inbox) + len(received) > MAX_INBOX and not self._stopping:
-                received = self._shed_excess(received, MAX_INBOX - len(inbox))
-            elif self._shedding and len(inbox) < MAX_INBOX // 2:
+            behind = bool(inbox) and now_ms - inbox[0][3] > MAX_BEHIND_MS
+            if (behind or len(inbox) + len(received) > MAX_INBOX) and not self._stopping:
+                received = self._shed_excess(received, 0 if behind else MAX_INBOX - len(inbox), behind)
+            elif self._shedding and len(inbox) < FULL_BATCH:
                 self._ratelog.log("shed", "over", "mqtt: caught up; %d QoS 0 messages shed", self._shedding)
                 self._shedding = 0
             if len(inbox) + len(received) >= self._wake_at and self._loop is not None:
@@ -552,7 +557,7 @@ class MqttConnector:
                 self._loop.call_soon_threadsafe(self._wake.set)
             inbox.extend(received)
 
-    def _shed_excess(self, received: list[Received], room: int) -> list[Received]:
+    def _shed_excess(self, received: list[Received], room: int, behind: bool) -> list[Received]:
         """What of `received` goes in the inbox: its QoS 1 messages (the broker's in-flight limit
         bounds them) and the QoS 0 ones that fit in `room`; the rest are counted as shed."""
         kept = []
@@ -563,16 +568,17 @@ class MqttConnector:
         shed = len(received) - len(kept)
         if not shed:
             return received
-        reason = "buffer_full" if self.paused else "inbox_full"
+        reason = "buffer_full" if self.paused else "behind" if behind else "inbox_full"
         if not self._shedding:
             why = "the buffer is behind" if self.paused else "more arrives than the agent can handle"
             self._ratelog.log(
                 "shed",
                 reason,
-                "mqtt: %s: %d messages wait; shedding QoS 0 messages past that until it catches up "
-                "(counted in linli_mqtt_shed_total{reason=%s})",
+                "mqtt: %s: %d messages wait, the oldest for %.1f s; shedding QoS 0 messages until it "
+                "catches up (counted in linli_mqtt_shed_total{reason=%s})",
                 why,
-                MAX_INBOX,
+                len(self._inbox),
+                (time.time() * 1000 - self._inbox[0][3]) / 1000 if self._inbox else 0.0,
                 reason,
             )
         self._shedding += shed
