@@ -21,11 +21,22 @@ their batch interval of 1 s). A consumer that fell behind is not offered more.
 
     .venv/bin/python benchmarks/mqtt_ingest.py                       # 20,000 devices, 2,000/s
     .venv/bin/python benchmarks/mqtt_ingest.py --devices 200 --rate 20000 40000 --hold 30
+
+Overload (`--then RATE`): each --rate is offered for --hold seconds, then RATE for `--after`
+seconds, and the agent's own figures (/health) are read every second: what it stored each
+second, what it shed and why, and what waits, so that a collapse shows as it happens. It is
+*caught up* once no more than two seconds of the normal load wait in it (the lag allowance).
+`--before DIR` runs the agent from another checkout's source roots beside this one, in turn,
+`--repeat` times:
+
+    .venv/bin/python benchmarks/mqtt_ingest.py --devices 200 --rate 40000 --then 10000 \
+        --consumers agent --hold 30 --before /path/to/old/checkout --repeat 3
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -52,9 +63,11 @@ from mqttload import KINDS, Device, Fleet, Publisher, parse_every
 BEHIND_WAIT_S = 30.0
 # The agent's batches go out at least this often.
 AGENT_FLUSH_S = 1.0
+# Overload runs: the lowest stored rate is averaged over this long (the writer confirms in batches).
+WINDOW_S = 5.0
 # The warm-up offers every device once at this rate, before the clock starts.
 WARMUP_RATE = 5000.0
-CONSUMERS = ("mosquitto_sub", "paho", "agent", "node-red")
+CONSUMERS = ("mosquitto_sub", "paho", "agent", "node-red", "agent-before")
 # A consumer's process, its MQTT client id and the filters it subscribes to.
 Started = tuple[subprocess.Popen[bytes], str, list[str]]
 
@@ -88,6 +101,59 @@ class Sent:
 
 
 @dataclass
+class Second:
+    """The agent's own figures at one moment of an overload run (from its /health)."""
+
+    t: float  # seconds since the first send (while sampling: the monotonic clock)
+    written: int  # lines the store confirmed, in all
+    shed: dict[str, int]  # QoS 0 messages shed, by reason, in all
+    waiting: int  # messages and lines taken and not yet stored: the inbox and the buffer
+
+
+def read_health(port: int) -> tuple[int, dict[str, int], int] | None:
+    """(written, shed by reason, waiting) from an agent's /health; None when it does not answer."""
+    try:
+        body = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())
+    except (OSError, ValueError):
+        return None
+    # An agent from before shedding was counted by reason said only `overflow`.
+    shed = body.get("shed", {"overflow": body["mqtt"].get("overflow", 0)})
+    return body["writer"]["written"], shed, body.get("queued", 0) + body["buffer"]["lines"]
+
+
+class Sampler:
+    """Reads the agents' /health once a second, in a thread, from `start` (monotonic) on."""
+
+    def __init__(self, ports: list[int], start: float) -> None:
+        self.ports = ports
+        self.start = start
+        self.seconds: list[Second] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        tick = 0
+        while not self._stop.wait(max(0.0, self.start + tick - time.monotonic())):
+            tick += 1
+            read = [read_health(port) for port in self.ports]
+            if any(r is None for r in read):
+                continue  # busy past the scrape's timeout: that second is missing, not zero
+            shed: dict[str, int] = {}
+            for _, by_reason, _ in read:  # type: ignore[misc]
+                for reason, n in by_reason.items():
+                    shed[reason] = shed.get(reason, 0) + n
+            written = sum(r[0] for r in read)  # type: ignore[index]
+            waiting = sum(r[2] for r in read)  # type: ignore[index]
+            self.seconds.append(Second(time.monotonic(), written, shed, waiting))
+
+    def stop(self) -> list[Second]:
+        self._stop.set()
+        self._thread.join()
+        return self.seconds
+
+
+@dataclass
 class Took:
     """What a consumer did with a load: done when (monotonic), how many, its CPU and the broker's."""
 
@@ -114,6 +180,8 @@ class Run:
     broker_cpu: float
     publisher_cpu: float
     lag_allowance_s: float
+    # Overload runs of the agent: its figures each second from the first send (see Seconds).
+    seconds: list[Second] | None = None
 
     @property
     def held(self) -> bool:
@@ -181,6 +249,9 @@ class Bench:
     profile: Path | None = None
     agents: int = 1  # agent processes, each with its share of the devices
     batch_ms: int | None = None  # the agent's [mqtt] batch_ms; None: its default
+    then: float | None = None  # overload runs: after the hold, this rate (msg/s) ...
+    after: float = 20.0  # ... for this long
+    before: Path | None = None  # a checkout whose agent runs as "agent-before"
 
     def _profile(self, pid: int, tag: str) -> subprocess.Popen[bytes] | None:
         """py-spy sampling `pid` for the hold, its collapsed stacks in the --profile folder."""
@@ -209,7 +280,9 @@ class Bench:
         ]
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def _run(self, consumer: str, link: Link, fleet: Fleet, *, sent: Sent, took: Took) -> Run:
+    def _run(
+        self, consumer: str, link: Link, fleet: Fleet, *, sent: Sent, took: Took, expected: int | None = None
+    ) -> Run:
         elapsed = max(took.done - sent.started, 1e-9)
         return Run(
             consumer=consumer,
@@ -219,7 +292,7 @@ class Bench:
             connections=fleet.connections,
             offered=fleet.rate,
             sent_rate=sent.sent / (sent.finished - sent.started),
-            expected=fleet.messages(self.hold),
+            expected=expected if expected is not None else fleet.messages(self.hold),
             got=took.got,
             rate=(took.got or 0) / elapsed,
             lag_s=max(0.0, took.done - sent.finished),
@@ -289,13 +362,16 @@ class Bench:
         link: Link,
         fleet: Fleet,
         start: Callable[[Path, str, str], list[Started]],
+        health_ports: list[int] | None = None,
     ) -> Run:
         """A consumer that writes to VictoriaMetrics: done when every point can be read back.
 
         `start(workdir, store_url, client_id)` starts its processes. Every device is offered
         once first, so that the store knows every series and the consumer has met every device.
+        With `then` set, the load drops to that rate for `after` seconds after the hold, and
+        `health_ports` (the agents' /health, filled in by `start`) are read every second.
         """
-        tag = f"{name}-{fleet.qos}-{link.name}-{fleet.size}-{round(fleet.rate)}"
+        tag = f"{name}-{fleet.qos}-{link.name}-{fleet.size}-{round(fleet.rate)}-{time.monotonic_ns()}"
         vm = start_victoria_metrics(self.work / f"vm-{tag}")
         started = start(self.work / tag, vm.url, f"bench-{tag}")
         procs = [proc for proc, _, _ in started]
@@ -313,26 +389,48 @@ class Bench:
             expected = fleet.messages(self.hold)
             cpu0, broker0 = sum(cpu_seconds(p.pid) for p in procs), cpu_seconds(self.broker.proc.pid)
             spy = self._profile(procs[0].pid, tag) if name == "agent" else None
+            sampler = Sampler(health_ports, time.monotonic()) if self.then and health_ports else None
             sent = offer(fleet, self.broker.port, self.hold)
+            if self.then:
+                normal = rated(fleet, self.then)
+                expected += normal.messages(self.after)
+                then = offer(normal, self.broker.port, self.after)
+                sent.finished, sent.sent = then.finished, sent.sent + then.sent
             if spy is not None:
                 spy.wait()
             broker_s = cpu_seconds(self.broker.proc.pid) - broker0
-            deadline = sent.finished + self.lag + BEHIND_WAIT_S
+            # Overloaded on purpose, it never has them all: what it sheds is counted by the agent.
+            deadline = sent.finished + self.lag + (0 if self.then else BEHIND_WAIT_S)
             while (got := stored(vm.url, metrics, warm.start_ms) - base) < expected:
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.1)
             done = time.monotonic()
             cpu_s = sum(cpu_seconds(p.pid) for p in procs) - cpu0
+            seconds = sampler.stop() if sampler is not None else None
         finally:
             for proc in procs:
                 proc.terminate()
             for proc in procs:
                 proc.wait(30)
             vm.stop()
-        return self._run(name, link, fleet, sent=sent, took=Took(done, got, cpu_s, broker_s))
+        run = self._run(
+            name, link, fleet, sent=sent, took=Took(done, got, cpu_s, broker_s), expected=expected
+        )
+        if seconds is not None:
+            run.seconds = [
+                Second(round(x.t - sent.started, 2), x.written, x.shed, x.waiting) for x in seconds
+            ]
+        return run
 
-    def agent(self, link: Link, fleet: Fleet) -> Run:
+    def agent_before(self, link: Link, fleet: Fleet) -> Run:
+        """The agent of the `before` checkout (its source roots first on PYTHONPATH)."""
+        assert self.before is not None
+        roots = ("catalog", "edge", "cloud", "dashboards", "firmware-sim")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(self.before / r) for r in roots)}
+        return self.agent(link, fleet, env=env, name="agent-before")
+
+    def agent(self, link: Link, fleet: Fleet, env: dict[str, str] | None = None, name: str = "agent") -> Run:
         """The agent; with `agents` > 1, that many processes, each owning its share of the
         devices and subscribing to their topics only (the split a deployment makes by site)."""
 
@@ -341,18 +439,31 @@ class Bench:
             devices = [dev for devs in fleet.devices.values() for dev in devs]
             shares = [devices[i :: self.agents] for i in range(self.agents)]
             started = []
+            ports.clear()
             for i, share in enumerate(shares):
                 config = work / f"agent-{i}.toml"
                 cid = client_id if self.agents == 1 else f"{client_id}-{i}"
                 filters = fleet.filters() if self.agents == 1 else [d.topic for d in share]
+                ports.append(free_port())
                 write_agent_config(
-                    config, share, filters, vm_url, link, cid, work / f"buffer-{i}.sqlite", self.batch_ms
+                    config,
+                    share,
+                    filters,
+                    vm_url,
+                    link,
+                    cid,
+                    work / f"buffer-{i}.sqlite",
+                    self.batch_ms,
+                    ports[-1],
                 )
                 argv = [sys.executable, "-m", "linli.cli", "edge", "run", "--config", str(config)]
-                started.append((subprocess.Popen(argv), cid, filters))
+                started.append((subprocess.Popen(argv, env=env), cid, filters))
             return started
 
-        return self.into_store("agent" if self.agents == 1 else f"agent x{self.agents}", link, fleet, start)
+        ports: list[int] = []
+        return self.into_store(
+            name if self.agents == 1 else f"{name} x{self.agents}", link, fleet, start, ports
+        )
 
     def node_red(self, link: Link, fleet: Fleet) -> Run:
         from peers import nodered
@@ -409,15 +520,17 @@ def write_agent_config(  # noqa: PLR0917
     client_id: str,
     buffer: Path,
     batch_ms: int | None = None,
+    metrics: int | None = None,
 ) -> None:
     """The agent's config: these devices, by site, subscribing to `filters`; the agent's
     defaults otherwise."""
     tls = f'[mqtt.tls]\nca = "{link.ca}"\n' if link.ca else ""
     batch = f"batch_ms = {batch_ms}\n" if batch_ms is not None else ""
+    serve = f'metrics = "127.0.0.1:{metrics}"\n' if metrics is not None else ""
     # QoS 1 subscriptions, so that a QoS 1 load is delivered at QoS 1 (as to the other consumers).
     listed = ", ".join(f'"{f}"' for f in filters)
     lines = [
-        f'[agent]\nname = "bench"\nlog_level = "warning"\n\n[buffer]\npath = "{buffer}"\n',
+        f'[agent]\nname = "bench"\nlog_level = "warning"\n{serve}\n[buffer]\npath = "{buffer}"\n',
         f'[writer]\nkind = "influxdb2"\nurl = "{vm_url}"\norg = "linli"\nbucket = "linli"\n'
         f"flush_interval = {AGENT_FLUSH_S}\n",
         f'[mqtt]\nport = {link.port}\nclient_id = "{client_id}"\nsubscribe = [{listed}]\n{batch}{tls}',
@@ -477,10 +590,34 @@ def fleets(args: argparse.Namespace, qos: int) -> Iterator[Fleet]:
             yield Fleet(split(n, kinds), intervals, args.per_connection, qos)
 
 
+def rated(fleet: Fleet, rate: float) -> Fleet:
+    """The same devices offering `rate` messages/s in all."""
+    intervals = dict.fromkeys(fleet.counts, fleet.size / rate)
+    return Fleet(fleet.counts, intervals, fleet.per_connection, fleet.qos, fleet.seed + 2)
+
+
 def split(devices: int, kinds: list[str]) -> dict[str, int]:
     """`devices` in equal shares by kind, the remainder to the first kinds."""
     share, extra = divmod(devices, len(kinds))
     return {k: share + (1 if i < extra else 0) for i, k in enumerate(kinds)}
+
+
+# Overload runs: (flag, type, metavar, help).
+OVERLOAD_OPTIONS: tuple[tuple[str, type, str, str], ...] = (
+    (
+        "--then",
+        float,
+        "RATE",
+        "overload: after each --rate, offer RATE for --after s; read the agent each second",
+    ),
+    (
+        "--held",
+        float,
+        "RATE",
+        "overload: the agent's highest held rate, to compare with (default: half --rate)",
+    ),
+    ("--before", Path, "CHECKOUT", "also run the agent of another checkout (its source roots), in turn"),
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -526,6 +663,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--batch-ms", type=int,
         help="the agent's [mqtt] batch_ms (default: the agent's own, 100)",
     )  # fmt: skip
+    for flag, kind, metavar, text in OVERLOAD_OPTIONS:
+        parser.add_argument(flag, type=kind, metavar=metavar, help=text)
+    parser.add_argument("--after", type=float, default=20.0, help="seconds of --then's rate (default 20)")
+    parser.add_argument("--repeat", type=int, default=1, help="offer every load this many times")
     parser.add_argument("--json", type=Path, help="also write every run's figures to this file")
     parser.add_argument(
         "--profile",
@@ -542,6 +683,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--consumers: unknown {', '.join(sorted(wrong))}; known: {', '.join(CONSUMERS)}")
     if args.per_connection < 1:
         parser.error("--per-connection must be at least 1")
+    if args.before and "agent-before" not in args.consumers:
+        args.consumers.insert(0, "agent-before")
     if args.peers and "node-red" not in args.consumers:
         args.consumers.append("node-red")
     try:
@@ -576,10 +719,17 @@ def main(argv: list[str] | None = None) -> int:
         payload = {
             "machine": machine,
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "runs": [{**asdict(r), "held": r.held} for r in runs],
+            "runs": [{**asdict(r), "held": r.held, **overload_figures(r, args)} for r in runs],
         }
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
+
+
+def overload_figures(run: Run, args: argparse.Namespace) -> dict[str, object]:
+    """An overload run's figures for the JSON (stored per second, shed, caught up)."""
+    if run.seconds is None:
+        return {}
+    return {"overload": asdict(overload(run.seconds, args.hold, args.then))}
 
 
 def offer_in_turn(args: argparse.Namespace, work: Path, qos: int) -> list[Run]:
@@ -587,10 +737,21 @@ def offer_in_turn(args: argparse.Namespace, work: Path, qos: int) -> list[Run]:
     not offered more."""
     runs: list[Run] = []
     mq, links = start_broker(work, args.tls)
-    bench = Bench(work, mq, args.hold, args.lag, args.profile, args.agents, args.batch_ms)
+    bench = Bench(
+        work,
+        mq,
+        args.hold,
+        args.lag,
+        args.profile,
+        args.agents,
+        args.batch_ms,
+        args.then,
+        args.after,
+        args.before,
+    )
     behind: set[tuple[str, str]] = set()
     try:
-        for fleet in fleets(args, qos):
+        for fleet in [f for f in fleets(args, qos) for _ in range(args.repeat)]:
             for link in links:
                 for consumer in args.consumers:
                     if (consumer, link.name) in behind:
@@ -603,11 +764,63 @@ def offer_in_turn(args: argparse.Namespace, work: Path, qos: int) -> list[Run]:
                         continue
                     runs.append(run)
                     print(run.row(), flush=True)
-                    if not run.held:
+                    if run.seconds is not None:
+                        for line in overload_lines(
+                            run, args.held or fleet.rate / 2, args.hold, bench.then or 0
+                        ):
+                            print(f"    {line}", flush=True)
+                    if not run.held and not args.then:  # overloaded on purpose: offered again
                         behind.add((consumer, link.name))
     finally:
         mq.stop()
     return runs
+
+
+@dataclass
+class Overload:
+    """What an overload run shows: stored per second, shed, and how soon it caught up."""
+
+    stored_per_s: list[tuple[float, float]]  # (seconds since the first send, lines stored per second)
+    median: float  # stored per second during the overload, past its first second
+    lowest: float  # the lowest average over WINDOW_S during it: the writer confirms in batches
+    shed: dict[str, int]
+    caught_up_s: float | None  # after the load returned to normal; None: not within the run
+
+
+def overload(seconds: list[Second], hold: float, normal: float) -> Overload:
+    """The figures of an overload run from its samples; caught up once no more than two seconds
+    of the normal load wait in the agent."""
+    rates = [
+        (b.t, (b.written - a.written) / (b.t - a.t)) for a, b in itertools.pairwise(seconds) if b.t > a.t
+    ]
+    during = sorted(r for t, r in rates if 1.0 < t <= hold)
+    windows = []
+    for i, a in enumerate(seconds):
+        later = [b for b in seconds[i + 1 :] if b.t >= a.t + WINDOW_S]
+        if a.t >= 1.0 and a.t + WINDOW_S <= hold and later:
+            windows.append((later[0].written - a.written) / (later[0].t - a.t))
+    caught = [x.t - hold for x in seconds if x.t >= hold and x.waiting <= 2 * normal]
+    return Overload(
+        stored_per_s=[(round(t, 1), round(r)) for t, r in rates],
+        median=during[len(during) // 2] if during else 0.0,
+        lowest=min(windows, default=0.0),
+        shed=seconds[-1].shed if seconds else {},
+        caught_up_s=round(caught[0], 1) if caught else None,
+    )
+
+
+def overload_lines(run: Run, held: float, hold: float, normal: float) -> list[str]:
+    """The run's stored rate second by second, and what it comes to beside the held rate."""
+    o = overload(run.seconds or [], hold, normal)
+    series = " ".join(f"{r / 1000:.1f}" for _, r in o.stored_per_s)
+    shed = ", ".join(f"{k} {v:,}" for k, v in sorted(o.shed.items())) or "none"
+    caught = f"{o.caught_up_s:.1f} s" if o.caught_up_s is not None else "not within the run"
+    return [
+        f"stored per second (thousands): {series}",
+        f"overloaded {hold:.0f} s: median {o.median:,.0f}/s ({o.median / held:.0%} of {held:,.0f}), "
+        f"lowest over {WINDOW_S:.0f} s {o.lowest:,.0f}/s ({o.lowest / held:.0%}); shed {shed}; "
+        f"caught up {caught} after the load returned to {normal:,.0f}/s",
+    ]
 
 
 def summary(runs: list[Run]) -> list[str]:

@@ -34,6 +34,20 @@ def test_chunks_come_back_oldest_first_and_leave_only_when_removed(tmp_path: Pat
     buf.close()
 
 
+def test_a_commit_larger_than_a_chunk_is_kept_as_chunks_in_one_transaction(tmp_path: Path) -> None:
+    """The writer then sends whole chunks and never rewrites the rest of a larger one: under
+    overload that rewrite, a large row at a time, was most of the buffer thread's work."""
+    buf = DurableBuffer(tmp_path / "b.sqlite", max_bytes=10_000_000, chunk_lines=1000)
+    buf.append(lines(0, 2500), now_ms=1000)
+    assert (buf.stats.chunks, buf.stats.lines) == (3, 2500)
+    chunks = buf.oldest(100_000)
+    assert [c.lines for c in chunks] == [1000, 1000, 500]
+    assert [line for c in chunks for line in c.split()] == [x.encode() for x in lines(0, 2500)]
+    assert buf.stats.bytes == sum(len(c.body) for c in chunks)
+    assert [c.lines for c in buf.oldest(1000)] == [1000]  # one writer batch: one chunk, whole
+    buf.close()
+
+
 def test_a_reopened_buffer_resumes_with_what_was_pending(tmp_path: Path) -> None:
     buf = DurableBuffer(tmp_path / "b.sqlite", max_bytes=10_000_000)
     buf.append(lines(0, 4), now_ms=1000)

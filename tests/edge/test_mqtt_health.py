@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 
 import pytest
@@ -73,31 +72,45 @@ def test_a_device_s_health_is_written_when_it_changes_and_every_health_every() -
     assert set(devices(mqtt.health_lines(now, every=True))) == {"cam-1", "cam-2"}
 
 
-def test_a_full_inbox_stops_the_receive_thread_before_any_message_is_dropped(
+def test_past_a_full_inbox_qos_0_messages_are_shed_at_once_and_counted_by_reason(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The receive thread waits for room (its socket unread) rather than decoding messages only
-    to drop them; only when nobody takes any for FULL_WAIT_S are QoS 0 ones dropped, and counted."""
+    """The receive thread never waits for room (the broker would hold or drop the messages
+    uncounted, and the agent take them in bursts): past MAX_INBOX, QoS 0 messages are shed at
+    once, by reason; QoS 1 ones stay (the broker's in-flight limit bounds them)."""
     monkeypatch.setattr(mqtt_module, "MAX_INBOX", 10)
-    monkeypatch.setattr(mqtt_module, "FULL_WAIT_S", 0.2)
     mqtt = connector()
-    first = [(b"elevators/s1/cam-1/heartbeat", b"{}", 0, False, 0)] * 10
-    mqtt._on_publishes(first)  # fills it
-    blocked = threading.Thread(
-        target=mqtt._on_publishes, args=([(b"elevators/s1/cam-1/heartbeat", b"{}", 1, False, 7)],)
-    )
-    blocked.start()
-    blocked.join(0.05)
-    assert blocked.is_alive()  # waiting for room, the message not taken
-    mqtt._drain_inbox()  # the asyncio side takes the ten
-    blocked.join(5)
-    assert not blocked.is_alive()
-    assert (len(mqtt._inbox), mqtt.overflow) == (1, 0)
-    # Nobody takes any: after FULL_WAIT_S the QoS 0 ones beyond the limit go, counted; QoS 1 stay.
-    mqtt._on_publishes(first)
-    assert (len(mqtt._inbox), mqtt.overflow) == (10, 1)
-    mqtt._on_publishes([(b"elevators/s1/cam-1/heartbeat", b"{}", 1, False, 8)])
-    assert (len(mqtt._inbox), mqtt.overflow) == (11, 1)
+    qos0 = (b"elevators/s1/cam-1/heartbeat", b"{}", 0, False, 0)
+    mqtt._on_publishes([qos0] * 8)
+    mqtt._on_publishes([qos0] * 3 + [(b"elevators/s1/cam-1/heartbeat", b"{}", 1, False, 7)])
+    assert (mqtt.queued, mqtt.shed) == (11, {"inbox_full": 1})
+    # Backpressure holds the inbox: what is shed then is for the buffer's sake.
+    mqtt.paused = True
+    mqtt._on_publishes([qos0] * 2)
+    assert (mqtt.queued, mqtt.shed, mqtt.overflow) == (11, {"inbox_full": 1, "buffer_full": 2}, 3)
+    # With room, but the oldest waiting for longer than MAX_BEHIND_MS: the agent is behind.
+    mqtt.paused = False
+    mqtt._inbox = mqtt._inbox[:1]
+    mqtt._on_publishes([qos0])
+    assert mqtt.queued == 2
+    topic, payload, retained, received_ms, mid, qos, connection = mqtt._inbox[0]
+    long_ago = received_ms - mqtt_module.MAX_BEHIND_MS - 1
+    mqtt._inbox[0] = (topic, payload, retained, long_ago, mid, qos, connection)
+    mqtt._on_publishes([qos0] * 2)
+    assert (mqtt.queued, mqtt.shed["behind"]) == (2, 2)
+
+
+def test_a_turn_handles_at_most_max_drain_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full inbox is handled in turns, so the commits and the writer get theirs in between;
+    on the way out, all of it at once."""
+    monkeypatch.setattr(mqtt_module, "MAX_DRAIN", 4)
+    mqtt = connector()
+    now = int(time.time() * 1000)
+    mqtt._on_publishes([(b"elevators/s1/cam-1/heartbeat", heartbeat(now), 0, False, 0)] * 10)
+    mqtt._drain_inbox()
+    assert (mqtt.received, mqtt.queued) == (4, 6)
+    mqtt._drain_inbox(force=True)
+    assert (mqtt.received, mqtt.queued) == (10, 0)
 
 
 def test_a_batch_already_large_ends_the_wait_for_it(monkeypatch: pytest.MonkeyPatch) -> None:

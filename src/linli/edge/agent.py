@@ -67,6 +67,8 @@ class Agent:
         self.buffer = buffer or DurableBuffer(
             config.buffer_path(), max_bytes=int(b.max_mb * 1e6), sync=b.sync
         )
+        # Chunks of one batch: the writer then never rewrites the rest of a larger one.
+        self.buffer.chunk_lines = w.batch_size
         # SQLite runs in a thread of its own: commits wait for the disk, never the event loop.
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="linli-buffer")
         self.writer = BatchWriter(
@@ -191,12 +193,13 @@ class Agent:
         mqtt = self.mqtt
         if mqtt is not None:
             # What the MQTT connector refused, by reason (each kept on the dead-letter topic),
-            # and what it let go: retained garbage seen before, QoS 0 past a full inbox.
+            # and what it let go: retained garbage seen before, QoS 0 past a full inbox (by reason).
             fields["rejected"] = mqtt.dead_letters.total()
             fields.update((f"rejected_{reason}", n) for reason, n in mqtt.dead_letters.items())
             fields["ignored_retained"] = mqtt.ignored_retained
             fields["redelivered"] = mqtt.redelivered
             fields["overflow"] = mqtt.overflow
+            fields.update((f"shed_{reason}", n) for reason, n in mqtt.shed.items())
         # One health measurement for everything (the schema rules): the agent is a kind of its own.
         tags = {"kind": AGENT_KIND, "device": self.config.agent.name}
         return format_line(HEALTH_MEASUREMENT, tags, fields, time_ms)

@@ -67,6 +67,8 @@ class Snapshot:
     writer: dict[str, int]
     mqtt: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
+    shed: dict[str, int] = field(default_factory=dict)  # QoS 0 messages shed, by reason
+    queued: int = 0  # MQTT messages received and not yet handled
     rules: dict[tuple[str, str], int] = field(default_factory=dict)
     # Cumulative (upper bound, count) buckets and the sum of Modbus poll latency and lag.
     latency: tuple[list[tuple[str, int]], float] = ([], 0.0)
@@ -84,6 +86,8 @@ class Snapshot:
             "writer": self.writer,
             "mqtt": self.mqtt,
             "rejected": self.rejected,
+            "shed": self.shed,
+            "queued": self.queued,
             "alerts": [{"rule": r, "state": s, "series": n} for (r, s), n in sorted(self.rules.items())],
             "errors": {f"{d.site}/{d.device}": d.errors for d in self.devices if d.errors},
         }
@@ -118,6 +122,8 @@ def snapshot(agent: Agent) -> Snapshot:
     ]  # fmt: skip
     mqtt: dict[str, int] = {}
     rejected: dict[str, int] = {}
+    shed: dict[str, int] = {}
+    queued = 0
     if agent.mqtt is not None:
         m = agent.mqtt
         devices += [
@@ -131,6 +137,8 @@ def snapshot(agent: Agent) -> Snapshot:
             "ignored_retained": m.ignored_retained, "overflow": m.overflow,
         }  # fmt: skip
         rejected = dict(m.dead_letters)
+        shed = dict(m.shed)
+        queued = m.queued
     now_ms = int(time.time() * 1000)
     return Snapshot(
         agent=agent.config.agent.name,
@@ -140,6 +148,8 @@ def snapshot(agent: Agent) -> Snapshot:
         writer=agent.writer_figures(),
         mqtt=mqtt,
         rejected=rejected,
+        shed=shed,
+        queued=queued,
         rules=dict(agent.alerting.engine.states()),
         latency=(agent.poll_timings.latency.buckets(), agent.poll_timings.latency.total),
         lag=(agent.poll_timings.lag.buckets(), agent.poll_timings.lag.total),
@@ -200,6 +210,15 @@ class AgentCollector(Collector):
         for reason, n in s.rejected.items():
             rejected.add_metric([reason], n)
         yield rejected
+        shed = CounterMetricFamily(
+            "linli_mqtt_shed", "QoS 0 messages shed past a full inbox, by reason", labels=["reason"]
+        )
+        for reason, n in s.shed.items():
+            shed.add_metric([reason], n)
+        yield shed
+        yield GaugeMetricFamily(
+            "linli_mqtt_queued", "MQTT messages received, not yet handled", value=s.queued
+        )
         rules = GaugeMetricFamily(
             "linli_alerts", "Series of each rule pending or firing now", labels=["rule", "state"]
         )

@@ -86,14 +86,19 @@ LEGACY_FILTERS = ("elevators/#", "trucks/#", "rescue/#")
 # broker's in-flight window (1,000 in linli's broker config) fills and it stops sending.
 FULL_BATCH = 500
 NEVER = 1 << 62
-# Messages queued from the receive thread at most while backpressure holds them; past it,
-# QoS 0 messages are dropped and counted (QoS 1 ones are bounded by the broker's in-flight limit).
+# Messages queued from the receive thread at most; past it, QoS 0 messages are shed at once and
+# counted by reason (QoS 1 ones are bounded by the broker's in-flight limit). Stopping the receive
+# thread instead left the broker to drop them uncounted, and the agent taking in bursts.
 MAX_INBOX = 100_000
-# A full inbox stops the receive thread this long at most (its socket unread, the broker holds
-# or drops what comes by its own QoS 0 policy) before QoS 0 messages are dropped here: decoding
-# messages only to drop them starved the thread that stores them (offered 60,000/s, the agent
-# stored 10,000/s where it holds 40,000/s).
-FULL_WAIT_S = 1.0
+# ... or once the oldest waiting message came this long ago (reason `behind`): the inbox then
+# holds at most this much of the agent's own pace, so that it is caught up a few seconds after
+# an overload ends, however fast it is (100,000 messages took 25 s to work off on a busy machine).
+MAX_BEHIND_MS = 2000
+# Messages handled in one turn at most. The writer needs a few turns of the event loop per batch
+# (read the buffer, send, drop what was sent), and under load each turn is one of these: a whole
+# full inbox in one go held the loop for seconds, and 5,000 still let the writer store only a
+# batch a second while the inbox overflowed (docs/benchmarks.md, "Overload").
+MAX_DRAIN = FULL_BATCH
 # Stands for a topic that is not UTF-8; it matches no route, so the message is dead-lettered.
 INVALID_TOPIC = "(invalid UTF-8)"
 # Topics resolved to a device are remembered; more than this and the memory starts afresh.
@@ -161,6 +166,7 @@ class MqttConnector:
     _loop: asyncio.AbstractEventLoop | None = None  # the one `run` runs in
     # Set in `run`: set (from the receive thread) when messages arrive in an empty inbox.
     _wake: asyncio.Event
+    _shedding = 0  # messages shed in the current episode (logged at its start and end)
 
     def __init__(
         self,
@@ -233,21 +239,32 @@ class MqttConnector:
         self.stored = 0
         self.dead_letters: Counter[str] = Counter()
         self.ignored_retained = 0
-        self.overflow = 0  # QoS 0 messages dropped while backpressure held the inbox full
+        # QoS 0 messages shed past a full inbox, by reason: `inbox_full` and `behind` (more
+        # arrives than the agent handles), `buffer_full` (backpressure: the buffer is behind).
+        self.shed: Counter[str] = Counter()
         self.paused = False
         # Incremented on every connection: a packet id means something only on its own.
         self._connection = 0
         self._ratelog = RateLimitedLog(log)
         self._inbox: list[Received] = []
         self._lines: list[str] = []
-        # The inbox's lock, and the condition that it has room again.
-        self._room = threading.Condition(threading.Lock())
+        self._room = threading.Lock()  # the inbox's
         self._wake_at = NEVER  # queued messages at which the receive thread wakes the asyncio side
         self._targets: dict[str, Target] = {}
         self._client: paho.Client | None = None
         # The alert rules see the messages of these kinds (set by the agent).
         self.observe: Observe | None = None
         self.observed_kinds: set[str] = set()
+
+    @property
+    def overflow(self) -> int:
+        """QoS 0 messages shed past a full inbox, whatever the reason."""
+        return self.shed.total()
+
+    @property
+    def queued(self) -> int:
+        """Messages received and not yet handled."""
+        return len(self._inbox)
 
     # --- asyncio side -------------------------------------------------------------
 
@@ -371,8 +388,9 @@ class MqttConnector:
             log.info("mqtt: the buffer has room again; taking messages")
             self.paused = False
         with self._room:
-            batch, self._inbox = self._inbox, []
-            self._room.notify_all()
+            inbox = self._inbox
+            take = len(inbox) if force else MAX_DRAIN
+            batch, self._inbox = inbox[:take], inbox[take:]
         lines = self._lines
         acks: list[tuple[int, int]] = []
         delivered = bytearray()
@@ -523,11 +541,13 @@ class MqttConnector:
                 topic = INVALID_TOPIC
             received.append((topic, payload, retain, now_ms, mid, qos, connection))
         with self._room:
-            if len(self._inbox) + len(received) > MAX_INBOX and not self._stopping:
-                self._room.wait_for(
-                    lambda: len(self._inbox) + len(received) <= MAX_INBOX or self._stopping, FULL_WAIT_S
-                )
             inbox = self._inbox
+            behind = bool(inbox) and now_ms - inbox[0][3] > MAX_BEHIND_MS
+            if (behind or len(inbox) + len(received) > MAX_INBOX) and not self._stopping:
+                received = self._shed_excess(received, 0 if behind else MAX_INBOX - len(inbox), behind)
+            elif self._shedding and len(inbox) < FULL_BATCH:
+                self._ratelog.log("shed", "over", "mqtt: caught up; %d QoS 0 messages shed", self._shedding)
+                self._shedding = 0
             if len(inbox) + len(received) >= self._wake_at and self._loop is not None:
                 # The asyncio side sleeps until this many are queued: the first message after
                 # a quiet spell, or a batch already full. Otherwise it looks at the inbox when
@@ -535,21 +555,35 @@ class MqttConnector:
                 # self-pipe, would cost more than the messages.
                 self._wake_at = NEVER
                 self._loop.call_soon_threadsafe(self._wake.set)
-            if len(inbox) + len(received) <= MAX_INBOX:
-                inbox.extend(received)
-                return
-            for message in received:
-                # QoS 1 messages stay (the broker's in-flight limit bounds them); QoS 0 ones go.
-                if message[5] or len(inbox) < MAX_INBOX:
-                    inbox.append(message)
-                    continue
-                self.overflow += 1
-                self._ratelog.log(
-                    "overflow",
-                    "inbox",
-                    "mqtt: %d messages wait for the buffer; dropping QoS 0 messages",
-                    MAX_INBOX,
-                )
+            inbox.extend(received)
+
+    def _shed_excess(self, received: list[Received], room: int, behind: bool) -> list[Received]:
+        """What of `received` goes in the inbox: its QoS 1 messages (the broker's in-flight limit
+        bounds them) and the QoS 0 ones that fit in `room`; the rest are counted as shed."""
+        kept = []
+        for message in received:
+            if message[5] or room > 0:
+                kept.append(message)
+                room -= not message[5]
+        shed = len(received) - len(kept)
+        if not shed:
+            return received
+        reason = "buffer_full" if self.paused else "behind" if behind else "inbox_full"
+        if not self._shedding:
+            why = "the buffer is behind" if self.paused else "more arrives than the agent can handle"
+            self._ratelog.log(
+                "shed",
+                reason,
+                "mqtt: %s: %d messages wait, the oldest for %.1f s; shedding QoS 0 messages until it "
+                "catches up (counted in linli_mqtt_shed_total{reason=%s})",
+                why,
+                len(self._inbox),
+                (time.time() * 1000 - self._inbox[0][3]) / 1000 if self._inbox else 0.0,
+                reason,
+            )
+        self._shedding += shed
+        self.shed[reason] += shed
+        return kept
 
     def handle(self, topic: str, payload: bytes, received_ms: int, *, retained: bool = False) -> str | None:
         """The line for one message, or None when it was a status update or rejected."""
