@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from linli.demo.servers import LocalServer, free_port
 from linli.edge import mqtt as mqtt_module
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
-from linli.localservers import LocalServer, free_port
 from support import http_get, running, unique, vm_series_settled, wait_until
 
 CAMERAS = 20
