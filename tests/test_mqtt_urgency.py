@@ -35,14 +35,14 @@ def truck_alarm(*, active: bool, alarm: str = "sos") -> bytes:
     return json.dumps(body).encode()
 
 
-def truck_location() -> bytes:
+def truck_location(speed: int = 20) -> bytes:
     body = {
         "ts": int(time.time() * 1000),
         "waste_type": "wet",
         "route": "r-1",
         "lat": 31.2,
         "lon": 121.4,
-        "speed": 20,
+        "speed": speed,
         "heading": 90,
         "acc": True,
         "alarm_flags": 1,
@@ -80,9 +80,10 @@ def test_an_alarm_or_its_clearing_is_urgent_and_a_healthy_state_is_not() -> None
     config = edge_config(
         1883,
         rules=[
-            # rp-2's AED rule switched off; site s2's limit raised to 30 %.
+            # rp-2's AED rule switched off; site s2's limit raised to 30 %, cleared above 35.
             {"kind": "rescue_point", "field": "aed_battery", "device": "rp-2", "below": 20, "enabled": False},
-            {"kind": "rescue_point", "field": "aed_battery", "site": "s2", "below": 30},
+            {"kind": "rescue_point", "field": "aed_battery", "site": "s2", "below": 30, "hysteresis": 5},
+            {"kind": "truck", "field": "speed", "above": 60, "hysteresis": 10},
         ],
     )
     urgency = MqttConnector(config, lambda *_: None).urgency
@@ -96,18 +97,21 @@ def test_an_alarm_or_its_clearing_is_urgent_and_a_healthy_state_is_not() -> None
     # time it says so; back above the limit: urgent once (the alarm cleared), then healthy again.
     levels = [80, 80, 10, 10, 21, 80, 80]
     assert judged(rp1, [rescue_state(n) for n in levels]) == [False, False, True, True, True, False, False]
-    # As the rules see it: no rule for rp-2's battery, and 25 % is low at site s2 only.
+    # As the rules see it: no rule for rp-2's battery, and 25 % is low at site s2 only, where
+    # it clears past 35 % (33 % is neither); the same for a limit above.
     assert judged("rescue/s1/rp-2/state", [rescue_state(10)]) == [False]
-    assert judged("rescue/s2/rp-1/state", [rescue_state(25), rescue_state(35)]) == [True, True]
+    s2 = [rescue_state(n) for n in (25, 33, 36, 33)]
+    assert judged("rescue/s2/rp-1/state", s2) == [True, False, True, False]
     assert judged(rp1, [rescue_state(25)]) == [False]
+    speeds = [truck_location(n) for n in (20, 70, 55, 45, 55)]
+    assert judged("trucks/s1/truck-1/location", speeds) == [False, True, False, True, False]
     # A driver's alarm button (an alarm field): pressed, cleared, then nothing new.
     alarms = [truck_alarm(active=True), truck_alarm(active=False), truck_alarm(active=False)]
     assert judged("trucks/s1/truck-1/alarm", alarms) == [True, True, False]
-    # Nothing to judge in a position or a heartbeat; nor in a payload that is not JSON (the
-    # asyncio side rejects it) or a device not in the config.
-    assert judged("trucks/s1/truck-1/location", [truck_location()]) == [False]
+    # Nothing to judge in a heartbeat; nor in a payload that is not JSON (the asyncio side
+    # rejects it), a value that is not a number, or a device not in the config.
     assert judged("elevators/s1/cam-1/heartbeat", [heartbeat(int(time.time() * 1000))]) == [False]
-    assert judged(rp1, [b'{"aed_battery": 5', b"[5]"]) == [False, False]
+    assert judged(rp1, [b'{"aed_battery": 5', b"[5]", b'{"aed_battery": "5"}']) == [False] * 3
     assert judged("rescue/s1/rp-9/state", [rescue_state(5)]) == [False]
 
 

@@ -184,8 +184,7 @@ class _Track:
     last_ms: int = 0
 
 
-def number(value: object) -> float | None:
-    """A value as the rules read it: true is 1, false 0; None when not a number."""
+def _number(value: object) -> float | None:
     if isinstance(value, bool):
         return 1.0 if value else 0.0
     if isinstance(value, int | float):
@@ -246,7 +245,7 @@ class RuleEngine:
                 if track is not None and track.state is State.FIRING:
                     out.append(self._step(rule, key, track, State.RESOLVED, value=None, time_ms=time_ms))
                 continue
-            value = number(values[rule.field])
+            value = _number(values[rule.field])
             if value is None:
                 continue
             event = self._evaluate(rule, key, value, time_ms)
@@ -296,7 +295,7 @@ class RuleEngine:
             if previous is None or time_ms <= previous_ms:
                 return None
             measured = abs(value - previous) / ((time_ms - previous_ms) / 1000)
-        breached, cleared = judge(rule, measured)
+        breached, cleared = _judge(rule, measured)
         step: State | None = None
         if track.state is State.OK and breached:
             track.since_ms = time_ms
@@ -340,7 +339,7 @@ class RuleEngine:
         )
 
 
-def judge(rule: Rule, value: float) -> tuple[bool, bool]:
+def _judge(rule: Rule, value: float) -> tuple[bool, bool]:
     """(past the limit, back on the safe side by the hysteresis)."""
     if rule.condition is Condition.BELOW:
         return value < rule.limit, value > rule.limit + rule.hysteresis

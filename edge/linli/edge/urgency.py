@@ -18,26 +18,38 @@ receive thread owns all of this state.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pydantic_core import from_json
 
 from linli.catalog.mqttspec import MqttMessage
-from linli.edge.rules import Condition, Rule, RuleEngine, judge, number
+from linli.edge.rules import Condition, Rule, RuleEngine
 from linli.edge.topics import TopicRouter
 
 # Topics remembered; more than this and the memory starts afresh (as the connector's own).
 MAX_TOPICS = 100_000
 # An alarm field's limit: true reads as 1 and false as 0, as the rules read them.
 ALARM_ON = 0.5
+# The JSON values the rules read as numbers (true is 1, false 0).
+NUMBERS = (int, float, bool)
 
 
-@dataclass(frozen=True, slots=True)
-class Wire:
-    """One watched value: its JSON key and the limit it is judged by."""
+class Wire(NamedTuple):
+    """One watched value: its JSON key, and its limits on one scale, where past means above.
+
+    A value is `sign * value`: past its limit above `past`, back on the safe side below
+    `back` (the limit less the hysteresis), as `rules.judge` has it for above and below.
+    """
 
     key: str
-    rule: Rule
+    sign: int
+    past: float
+    back: float
+
+    @classmethod
+    def of(cls, key: str, rule: Rule) -> Wire:
+        sign = 1 if rule.condition is Condition.ABOVE else -1
+        return cls(key, sign, sign * rule.limit, sign * rule.limit - rule.hysteresis)
 
 
 class Watch:
@@ -58,15 +70,17 @@ class Watch:
         if not isinstance(values, dict):
             return False
         urgent = False
-        for i, wire in enumerate(self.wires):
-            value = number(values.get(wire.key))
-            if value is None:
+        past = self.past
+        # Written out, not through the rule engine: every message of a watched topic comes here.
+        for i, (key, sign, limit, back) in enumerate(self.wires):
+            value = values.get(key)
+            if value.__class__ not in NUMBERS:
                 continue
-            breached, cleared = judge(wire.rule, value)
-            if breached:
-                self.past[i] = urgent = True
-            elif cleared and self.past[i]:
-                self.past[i] = False
+            value *= sign
+            if value > limit:
+                past[i] = urgent = True
+            elif value < back and past[i]:
+                past[i] = False
                 urgent = True
         return urgent
 
@@ -125,9 +139,6 @@ def _wires(message: MqttMessage | None, rules: Iterable[Rule]) -> list[Wire]:
         return []  # the status topic
     keys = {f.name: f.json_key for f in message.fields if not f.tag}
     limits = (Condition.ABOVE, Condition.BELOW)
-    wires = [Wire(keys[r.field], r) for r in rules if r.condition in limits and r.field in keys]
-    for f in message.fields:
-        if f.alarm:
-            alarm = Rule(f"alarm.{f.name}", "", f.name, Condition.ABOVE, ALARM_ON, title=f.name)
-            wires.append(Wire(f.json_key, alarm))
+    wires = [Wire.of(keys[r.field], r) for r in rules if r.condition in limits and r.field in keys]
+    wires += [Wire(f.json_key, 1, ALARM_ON, ALARM_ON) for f in message.fields if f.alarm]
     return wires
