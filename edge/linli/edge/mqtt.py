@@ -1,11 +1,12 @@
 """The MQTT connector: subscribes per device kind, validates every payload, emits lines.
 
 paho-mqtt's network thread only receives: it stamps each message and queues it, waking the
-asyncio side when that side sleeps for want of messages, or when a batch is already large.
-That side takes the queue at most every `[mqtt] batch_ms` and, in one pass, routes each
-message by topic, validates its raw bytes and formats one line of line protocol. Handling
-messages in batches keeps the receive thread short and the handling code hot, and a wake-up
-per message would cost more than the message; all device state lives on the asyncio side.
+asyncio side when that side sleeps for want of messages, when a batch is already large, or
+for a message that raises or clears an alarm (see urgency). That side takes the queue at most
+every `[mqtt] batch_ms` and, in one pass, routes each message by topic, validates its raw
+bytes and formats one line of line protocol. Handling messages in batches keeps the receive
+thread short and the handling code hot, and a wake-up per message would cost more than the
+message; all device state lives on the asyncio side.
 
 A message that cannot be stored is counted per device and reason, logged once, and
 republished with its reason to the dead-letter topic, where an operator can watch it;
