@@ -45,6 +45,9 @@ class PayloadField(Strict):
     max_length: Annotated[int, Field(ge=1, le=4096)] = 64
     pattern: str | None = None
     tag: bool = False
+    # A life-safety alarm (a driver's alarm button): a message with it true, or false after
+    # true, is handled as it arrives, not with the agent's next batch.
+    alarm: bool = False
     unit: str = ""
     description: str = ""
 
@@ -60,6 +63,8 @@ class PayloadField(Strict):
         ):
             # Tags are identity with bounded cardinality: only a closed set of short names qualifies.
             raise ValueError(f"payload field '{self.name}': a tag is a string with choices or a pattern")
+        if self.alarm and self.type is not FieldType.BOOL:
+            raise ValueError(f"payload field '{self.name}': an alarm is type bool (true raises it)")
         return self
 
     @property

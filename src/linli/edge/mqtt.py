@@ -1,11 +1,12 @@
 """The MQTT connector: subscribes per device kind, validates every payload, emits lines.
 
 paho-mqtt's network thread only receives: it stamps each message and queues it, waking the
-asyncio side when that side sleeps for want of messages, or when a batch is already large.
-That side takes the queue at most every `[mqtt] batch_ms` and, in one pass, routes each
-message by topic, validates its raw bytes and formats one line of line protocol. Handling
-messages in batches keeps the receive thread short and the handling code hot, and a wake-up
-per message would cost more than the message; all device state lives on the asyncio side.
+asyncio side when that side sleeps for want of messages, when a batch is already large, or
+for a message that raises or clears an alarm (see urgency). That side takes the queue at most
+every `[mqtt] batch_ms` and, in one pass, routes each message by topic, validates its raw
+bytes and formats one line of line protocol. Handling messages in batches keeps the receive
+thread short and the handling code hot, and a wake-up per message would cost more than the
+message; all device state lives on the asyncio side.
 
 A message that cannot be stored is counted per device and reason, logged once, and
 republished with its reason to the dead-letter topic, where an operator can watch it;
@@ -41,11 +42,13 @@ from linli.catalog.profile import Profile, get_profile
 from linli.catalog.ratelog import RateLimitedLog
 from linli.catalog.tls import apply_tls
 from linli.catalog.wording import plural
+from linli.edge.alerting import configured_rules
 from linli.edge.buffer import DELIVERED_WINDOW
 from linli.edge.config import EdgeConfig, MqttConfig
 from linli.edge.health import HealthReport, health_key, health_line
 from linli.edge.mqttsocket import BufferedClient, Publish
 from linli.edge.topics import Route, TopicRouter
+from linli.edge.urgency import Urgency
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,9 @@ MAX_DRAIN = FULL_BATCH
 INVALID_TOPIC = "(invalid UTF-8)"
 # Topics resolved to a device are remembered; more than this and the memory starts afresh.
 MAX_CACHED_TOPICS = 100_000
+# An agent that watches for alarms (see urgency) reads a stream of small messages at least this
+# often, not every batch_ms: an alarm waits this long at most in the socket, and for no batch.
+URGENT_WAIT_S = 0.02
 
 
 @dataclass
@@ -168,7 +174,7 @@ class MqttConnector:
     _wake: asyncio.Event
     _shedding = 0  # messages shed in the current episode (logged at its start and end)
 
-    def __init__(
+    def __init__(  # noqa: PLR0915 (its state, an attribute a line)
         self,
         config: EdgeConfig,
         emit: Emit,
@@ -251,6 +257,10 @@ class MqttConnector:
         self._room = threading.Lock()  # the inbox's
         self._wake_at = NEVER  # queued messages at which the receive thread wakes the asyncio side
         self._targets: dict[str, Target] = {}
+        # The receive thread's judge of which messages carry an alarm, and how many did.
+        tags = {key: dev.tags for key, dev in self.devices.items()}
+        self.urgency = Urgency(configured_rules(config), self.router, tags, self.settings.max_payload)
+        self.urgent = 0  # messages that woke the asyncio side at once for an alarm
         self._client: paho.Client | None = None
         # The alert rules see the messages of these kinds (set by the agent).
         self.observe: Observe | None = None
@@ -467,7 +477,10 @@ class MqttConnector:
         # (paho annotates the delays as int; it only multiplies and adds them.)
         first = s.reconnect_min * random.uniform(1.0, 2.0)
         client.reconnect_delay_set(min_delay=first, max_delay=s.reconnect_max)  # type: ignore[arg-type]
-        client.coalesce_s = s.batch_ms / 1000  # the receive thread's batches match the asyncio side's
+        # The receive thread's batches match the asyncio side's, but alarms wait for no batch.
+        client.coalesce_s = s.batch_ms / 1000
+        if self.urgency.watching:
+            client.coalesce_s = min(client.coalesce_s, URGENT_WAIT_S)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -533,6 +546,8 @@ class MqttConnector:
         now_ms = int(time.time() * 1000)
         connection = self._connection
         received: list[Received] = []
+        urgency = self.urgency if self.urgency.watching else None
+        urgent = 0
         for raw_topic, payload, qos, retain, mid in batch:
             try:
                 topic = raw_topic.decode()
@@ -540,6 +555,8 @@ class MqttConnector:
                 # MQTT requires UTF-8 topics and Mosquitto enforces it; another broker may not.
                 topic = INVALID_TOPIC
             received.append((topic, payload, retain, now_ms, mid, qos, connection))
+            if urgency is not None and urgency.urgent(raw_topic, topic, payload):
+                urgent += 1
         with self._room:
             inbox = self._inbox
             behind = bool(inbox) and now_ms - inbox[0][3] > MAX_BEHIND_MS
@@ -548,11 +565,12 @@ class MqttConnector:
             elif self._shedding and len(inbox) < FULL_BATCH:
                 self._ratelog.log("shed", "over", "mqtt: caught up; %d QoS 0 messages shed", self._shedding)
                 self._shedding = 0
-            if len(inbox) + len(received) >= self._wake_at and self._loop is not None:
+            self.urgent += urgent
+            if (urgent or len(inbox) + len(received) >= self._wake_at) and self._loop is not None:
                 # The asyncio side sleeps until this many are queued: the first message after
-                # a quiet spell, or a batch already full. Otherwise it looks at the inbox when
-                # its batch_ms is up: a wake-up per read, a write and a read of the loop's
-                # self-pipe, would cost more than the messages.
+                # a quiet spell, or a batch already full; an alarm, at once. Otherwise it looks
+                # at the inbox when its batch_ms is up: a wake-up per read, a write and a read
+                # of the loop's self-pipe, would cost more than the messages.
                 self._wake_at = NEVER
                 self._loop.call_soon_threadsafe(self._wake.set)
             inbox.extend(received)

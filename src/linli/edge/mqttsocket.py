@@ -20,10 +20,10 @@ At light load every message would wake the receive thread on its own: 2,000 devi
 a second, each a TCP segment of its own, cost paho's loop 2,000 turns a second, and each turn
 costs a few hundred microseconds of CPU, far more than the message. After a read that found
 little, the next one waits `coalesce_s` (the agent's `[mqtt] batch_ms`, as long as its asyncio
-side waits between batches anyway) for more to arrive, so the thread wakes at most that often
-and each message waits at most that long more. A large read is followed at once by the next:
-under load nothing waits. Nor does the first message after a second of quiet: a lone alarm
-goes through at once.
+side waits between batches anyway; 20 ms where it watches for alarms, see urgency) for more
+to arrive, so the thread wakes at most that often and each message waits at most that long
+more. A large read is followed at once by the next: under load nothing waits. Nor does the
+first message after a second of quiet: a lone alarm goes through at once.
 """
 
 from __future__ import annotations
