@@ -59,6 +59,9 @@ class HttpChannel(Strict):
     url: Url
     # DingTalk and Feishu signing secret, from this environment variable
     secret_env: Annotated[str, Field(max_length=128)] = ""
+    # More robots of the same group chat (same kind and secret): each message goes to the robot
+    # free soonest, so that the chat hears more than one robot's limit a minute.
+    robots: Annotated[list[Url], Field(max_length=20)] = []
 
     @property
     def secret(self) -> str:
@@ -180,6 +183,9 @@ class Subscription(Strict):
     group_by: Annotated[list[GroupLabel], Field(min_length=1, max_length=7)] = Field(
         default_factory=lambda: list(DEFAULT_GROUP_BY)
     )
+    # Where a life-safety alert goes when its channel's robots are all throttled, paused or
+    # at their limit: the first of these free soonest (an SMS gateway's webhook, another chat).
+    fallback: Annotated[list[Channel], Field(max_length=5)] = []
 
 
 class SmtpConfig(Strict):
@@ -237,10 +243,13 @@ class DeliveryConfig(Strict):
 DEFAULT_DELIVERY = DeliveryConfig()
 
 
-def channel_urls(where: str, channels: list[Channel]) -> list[tuple[str, str]]:
-    """Each HTTP channel's URL with its key, for `refuse_private`."""
+def channel_urls(where: str, channels: list[Channel], field: str = "channels") -> list[tuple[str, str]]:
+    """Each HTTP channel's URLs (its robots' too) with their keys, for `refuse_private`."""
     return [
-        (f"{where}.channels[{i}].url", c.url) for i, c in enumerate(channels) if isinstance(c, HttpChannel)
+        (f"{where}.{field}[{i}].{key}", url)
+        for i, c in enumerate(channels)
+        if isinstance(c, HttpChannel)
+        for key, url in [("url", c.url), *((f"robots[{j}]", u) for j, u in enumerate(c.robots))]
     ]
 
 
@@ -322,6 +331,7 @@ class NotifierConfig(Strict):
                 raise ValueError(f"subscription '{sub.id}': escalate_to names no subscription: {unknown}")
         for i, sub in enumerate(self.subscriptions):
             refuse_private(self.delivery, channel_urls(f"subscriptions[{i}]", sub.channels))
+            refuse_private(self.delivery, channel_urls(f"subscriptions[{i}]", sub.fallback, "fallback"))
         return self
 
 

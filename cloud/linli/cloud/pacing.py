@@ -50,6 +50,13 @@ def robot_of(channel: Channel) -> str | None:
     return "smtp" if isinstance(channel, EmailChannel) else None
 
 
+def robots_of(channel: Channel) -> list[Channel]:
+    """The robots a channel sends through, in turn: its own URL, then each of its `robots`."""
+    if not isinstance(channel, HttpChannel) or not channel.robots:
+        return [channel]
+    return [channel, *(channel.model_copy(update={"url": url, "robots": []}) for url in channel.robots)]
+
+
 class Pace:
     """At most `limit.per` sends within any `limit.window_s`, the most urgent waiting first."""
 
