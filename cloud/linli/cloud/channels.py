@@ -231,6 +231,61 @@ def message_from_json(data: dict[str, Any]) -> Notice | GroupNotice:
     return GroupNotice.from_json(data) if "group_key" in data else Notice.from_json(data)
 
 
+# Alertmanager's "not ended yet", as it sends it.
+NOT_ENDED = "0001-01-01T00:00:00Z"
+
+
+def alertmanager(notice: Notice | GroupNotice) -> dict[str, Any]:
+    """The notice as Alertmanager's webhook sends a group (`version` 4), for its receivers
+    (prometheus-webhook-dingtalk and the like): each alert's labels (`alertname` the rule),
+    annotations in the subscription's language (`summary` the title, `description` where),
+    times in its zone; `groupLabels` the group's, `externalURL` the API (a group's link)."""
+    if isinstance(notice, GroupNotice):
+        listed = list(notice.listed)
+        group = dict(urllib.parse.parse_qsl(notice.group))
+        external = notice.api_url
+    else:
+        a = notice.alert
+        listed = [("resolved" if notice.kind == "resolved" else "firing", a)]
+        group = {"rule": a.rule, "site": a.site}
+        external = ""
+    alerts = [_am_alert(standing, a, notice) for standing, a in listed]
+    group = {"alertname" if k == "rule" else k: v for k, v in group.items()}
+    common = {k: v for k, v in alerts[0]["labels"].items() if all(x["labels"].get(k) == v for x in alerts)}
+    notes = alerts[0]["annotations"].items()
+    return {
+        "version": "4",
+        "groupKey": "{}:{" + ", ".join(f'{k}="{v}"' for k, v in sorted(group.items())) + "}",
+        "truncatedAlerts": 0,
+        "status": "firing" if any(x["status"] == "firing" for x in alerts) else "resolved",
+        "receiver": notice.subscription,
+        "groupLabels": group,
+        "commonLabels": common,
+        "commonAnnotations": {k: v for k, v in notes if all(x["annotations"].get(k) == v for x in alerts)},
+        "externalURL": external,
+        "alerts": alerts,
+    }
+
+
+def _am_alert(standing: str, a: AlertMessage, notice: Notice | GroupNotice) -> dict[str, Any]:
+    labels = {"alertname": a.rule, "severity": str(a.severity), "site": a.site, "kind": a.kind}
+    labels |= {"device": a.device, "edge": a.edge} | ({"port": str(a.port)} if a.port is not None else {})
+    resolved = standing == "resolved"
+    link = f"{notice.api_url}/alerts?fingerprint={a.fingerprint}" if isinstance(notice, GroupNotice) else ""
+    return {
+        "status": "resolved" if resolved else "firing",
+        "labels": labels,
+        "annotations": {
+            "summary": alerttext.title(a, notice.locale),
+            "description": alerttext.where(a, notice.locale),
+        },
+        "startsAt": iso(a.since_ms / 1000, notice.zone),
+        "endsAt": iso(a.time_ms / 1000, notice.zone) if resolved else NOT_ENDED,
+        "generatorURL": link,
+        "fingerprint": a.fingerprint,
+    }
+
+
 def thread_of(message: Notice | GroupNotice) -> str:
     """Messages of one thread to one destination go in order: an alert's, or a group's."""
     return f"group:{message.group}" if isinstance(message, GroupNotice) else message.alert.fingerprint
@@ -241,6 +296,10 @@ def body(channel: HttpChannel, notice: Message, now: float) -> tuple[str, dict[s
     text = notice.text()
     if channel.kind is ChannelKind.WEBHOOK:
         return channel.url, notice.to_json()
+    if channel.kind is ChannelKind.ALERTMANAGER:
+        if not isinstance(notice, Notice | GroupNotice):
+            raise ValueError("only alerts go out in Alertmanager's webhook format")
+        return channel.url, alertmanager(notice)
     if channel.kind is ChannelKind.WECOM:
         return channel.url, {"msgtype": "markdown", "markdown": {"content": _markdown(notice)}}
     if channel.kind is ChannelKind.DINGTALK:
@@ -375,7 +434,7 @@ class Sender:
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
         if response.status_code >= 300:
             raise DeliveryError(f"HTTP {response.status_code}: {response.text[:200]}")
-        if channel.kind is not ChannelKind.WEBHOOK:
+        if channel.kind not in (ChannelKind.WEBHOOK, ChannelKind.ALERTMANAGER):
             try:
                 answer = response.json()
             except ValueError as exc:

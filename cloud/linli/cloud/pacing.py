@@ -43,7 +43,7 @@ def robot_of(channel: Channel) -> str | None:
     """What a pace is kept for: a robot's whole URL (its key or access token is its identity),
     the SMTP relay; None for webhooks and MQTT, which have no documented limit."""
     if isinstance(channel, HttpChannel):
-        if channel.kind is ChannelKind.WEBHOOK:
+        if channel.kind in (ChannelKind.WEBHOOK, ChannelKind.ALERTMANAGER):
             return None
         parts = urllib.parse.urlsplit(channel.url)
         return urllib.parse.urlunsplit(parts._replace(fragment=""))
