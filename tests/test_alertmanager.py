@@ -1,6 +1,7 @@
-"""Alertmanager's webhook format out (issue 35): a channel of kind `alertmanager` posts each
+"""Alertmanager's webhook format (issue 35). Out: a channel of kind `alertmanager` posts each
 message as Alertmanager posts a group to a webhook receiver (JSON `version` 4), so that existing
-receivers (prometheus-webhook-dingtalk and the like) work unchanged.
+receivers (prometheus-webhook-dingtalk and the like) work unchanged. In: `POST /alertmanager`
+takes Alertmanager's webhook (an `ack` token), each alert told like an edge's.
 
 The notifier's real state (SQLite and PostgreSQL) and sender, to a real HTTP receiver; the
 payload checked against the fields and types Alertmanager documents for `webhook_config`.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +29,13 @@ from linli.cloud.config import (
 )
 from linli.cloud.notifier import Notifier
 from linli.cloud.store import Store
-from test_grouping import offline
+from linli.localservers import LocalServer
+from support import wait_for
+from test_grouping import OPS, offline
 from test_notifier import Clock, at, run
+from test_notifier_db_faults import get
+from test_notifier_tokens import call, create
+from test_storm import one_notifier
 
 # Alertmanager's webhook payload, as its configuration reference documents it (version 4).
 GROUP_FIELDS = {
@@ -93,3 +100,56 @@ def test_a_group_goes_out_as_alertmanager_s_webhook_and_its_all_clear_too(book: 
     assert {a["status"] for a in cleared["alerts"]} == {"resolved"}
     assert all(a["endsAt"] != "0001-01-01T00:00:00Z" for a in cleared["alerts"])
     assert n.store.failures() == []
+
+
+def test_alerts_posted_in_alertmanager_s_format_are_told_like_an_edge_s_and_need_ack(
+    tmp_path: Path, mosquitto: LocalServer
+) -> None:
+    hook = Hook("127.0.0.1")
+    try:
+        with one_notifier(tmp_path, mosquitto, hook, OPS) as port:
+            told_through(hook, port, tmp_path / "n1.toml")
+    finally:
+        hook.close()
+
+
+def told_through(hook: Hook, port: int, config: Path) -> None:
+    """Post a smoke alarm as Alertmanager does, then its resolution; check what is told."""
+    base = f"http://127.0.0.1:{port}"
+    reader, acker = create(config, "read", "grafana-ro"), create(config, "ack", "grafana")
+    # As Alertmanager posts a group (its documented example's fields), with linli's labels.
+    group: dict[str, Any] = {
+        "receiver": "linli", "status": "firing", "version": "4", "truncatedAlerts": 0,
+        "groupKey": '{}:{alertname="charger.smoke_alarm.above"}', "groupLabels": {}, "commonLabels": {},
+        "commonAnnotations": {}, "externalURL": "http://alertmanager.example:9093",
+    }  # fmt: skip
+    smoke = {
+        "status": "firing",
+        "labels": {
+            "alertname": "charger.smoke_alarm.above", "severity": "critical", "site": "ronghua-1",
+            "site_name": "荣华居民区", "device": "smoke-7", "device_name": "7号车棚烟感",
+            "kind": "charger",
+        },
+        "annotations": {"summary": "Smoke in the charging shed"},
+        "startsAt": "2026-12-07T17:30:00+08:00", "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus.example:9090/graph", "fingerprint": "1a30ba71cca2921f",
+    }  # fmt: skip
+    posted = group | {"alerts": [smoke]}
+    assert call(base, reader, "POST", "/alertmanager", posted).status_code == 403  # scoped
+    answer = call(base, acker, "POST", "/alertmanager", posted)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"taken": 1}
+    wait_for(lambda: len(hook.got) == 1, "the smoke alarm told", timeout=60)
+    told = hook.got[0][0]
+    assert (told["notice"], told["alert"]["rule"], told["alert"]["device"]) == (
+        "firing", "charger.smoke_alarm.above", "smoke-7",
+    )  # fmt: skip
+    assert "7号车棚烟感" in told["text"]  # the name people know, in zh-CN
+    assert [a["device"] for a in get(port, "/alerts")] == ["smoke-7"]
+    # Posted again resolved: its resolution told, the alert closed.
+    resolved = smoke | {"status": "resolved", "endsAt": "2026-12-07T17:35:00+08:00"}
+    assert call(base, acker, "POST", "/alertmanager", group | {"alerts": [resolved]}).status_code == 200
+    wait_for(lambda: len(hook.got) == 2, "the resolution told", timeout=60)
+    assert hook.got[1][0]["notice"] == "resolved"
+    assert hook.paths == ["/ops", "/ops"]
+    assert get(port, "/alerts") == []

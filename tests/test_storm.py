@@ -172,23 +172,31 @@ id = "ops"
 channels = [{{ kind = "dingtalk", url = "{ding.url}" }}]
 fallback = [{{ kind = "webhook", url = "HOOK/sms" }}]
 """
-    proc = None
     try:
-        proc, port = notifier(
-            tmp_path, "n1", broker=mosquitto.port, state=str(tmp_path / "n1.sqlite"), hook=sms.base,
-            group="storm", subscriptions=subscriptions,
-        )  # fmt: skip
-        publish(mosquitto.port, "linli/alerts/e1/ronghua-1/station-1", offline(1).model_dump_json())
-        # DingTalk's answer pauses the robot for its documented ten minutes.
-        wait_for(lambda: ding.refused == [130101], "the robot's throttling answer", timeout=60)
-        publish(mosquitto.port, "linli/alerts/e1/ronghua-1/station-7", smoke().model_dump_json())
-        wait_for(lambda: len(sms.got) == 1, "the smoke alarm at the fallback", timeout=60)
-        assert sms.got[0][0]["alert"]["rule"] == SMOKE
-        assert sms.paths == ["/sms"]
-        assert ding.taken == []  # resting: the first message still waits its turn
-        assert len(get(port, "/alerts")) == 2
+        with one_notifier(tmp_path, mosquitto, sms, subscriptions) as port:
+            publish(mosquitto.port, "linli/alerts/e1/ronghua-1/station-1", offline(1).model_dump_json())
+            # DingTalk's answer pauses the robot for its documented ten minutes.
+            wait_for(lambda: ding.refused == [130101], "the robot's throttling answer", timeout=60)
+            publish(mosquitto.port, "linli/alerts/e1/ronghua-1/station-7", smoke().model_dump_json())
+            wait_for(lambda: len(sms.got) == 1, "the smoke alarm at the fallback", timeout=60)
+            assert sms.got[0][0]["alert"]["rule"] == SMOKE
+            assert sms.paths == ["/sms"]
+            assert ding.taken == []  # resting: the first message still waits its turn
+            assert len(get(port, "/alerts")) == 2
     finally:
         ding.close()
         sms.close()
-        if proc is not None:
-            stop_logged([proc], [tmp_path / "n1.log"], tail=15)
+
+
+@contextlib.contextmanager
+def one_notifier(tmp: Path, mosquitto: LocalServer, hook: Hook, subscriptions: str) -> Iterator[int]:
+    """`linli cloud run` on Mosquitto and an SQLite state, `HOOK` in `subscriptions` the hook's
+    base URL; its API's port. Stopped (its log's end printed) on exit."""
+    proc, port = notifier(
+        tmp, "n1", broker=mosquitto.port, state=str(tmp / "n1.sqlite"), hook=hook.base,
+        group=f"one-{tmp.name}", subscriptions=subscriptions,
+    )  # fmt: skip
+    try:
+        yield port
+    finally:
+        stop_logged([proc], [tmp / "n1.log"], tail=15)
