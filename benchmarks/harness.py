@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import threading
@@ -13,6 +14,13 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+
+def machine() -> str:
+    """The machine a benchmark ran on, for its figures."""
+    return (
+        f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
 
 
 def cpu_seconds(pid: int) -> float:
@@ -40,6 +48,26 @@ def start_charger_sim(first_port: int, stations: int, *extra: str) -> subprocess
         sim.wait()
         raise SystemExit("benchmark: the simulator did not start; see its error above")
     return sim
+
+
+def start_notifier(config: Path, token: str, *, before: str = "") -> subprocess.Popen[bytes]:
+    """`linli cloud run --config CONFIG` (its output in CONFIG.log), once its API listens, with
+    its API's token; `before`: Python run first in its process (to put back older behaviour)."""
+    log = config.with_suffix(".log")
+    code = f"import sys; {before}from linli.cli import main; sys.exit(main())"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "cloud", "run", "--config", str(config)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=os.environ | {"LINLI_CLOUD_TOKEN": token},
+    )
+    deadline = time.monotonic() + 60
+    while "notifier: API on" not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit(f"benchmark: the notifier did not start; see {log}")
+        time.sleep(0.1)
+    return proc
 
 
 class Webhook:

@@ -100,3 +100,51 @@ class Edge:
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.stop.set)
         self.thread.join(10)
+
+
+class GroupRobot:
+    """A WeCom or DingTalk group robot on loopback, as strict as the real one: a body over
+    `max_bytes` refused (DingTalk's errcode 460101), a message past its `per` a minute (a test
+    is shorter than the robot's minute) answered with the kind's throttling code, and so are its
+    first `throttle` messages."""
+
+    def __init__(self, kind: str, *, per: int = 20, throttle: int = 0, max_bytes: int = 20_000) -> None:
+        self.taken: list[tuple[str, int]] = []  # (the markdown text, the body's bytes)
+        self.refused: list[int] = []  # the errcode of each refusal
+        self.lock = threading.Lock()
+        throttling = {"wecom": 45009, "dingtalk": 130101}[kind]
+        robot = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                data = self.rfile.read(int(self.headers["Content-Length"]))
+                markdown = json.loads(data)["markdown"]
+                text = markdown.get("content", markdown.get("text", ""))
+                with robot.lock:
+                    recent = len(robot.taken) + len(robot.refused) < throttle
+                    code = (
+                        460101 if len(data) > max_bytes
+                        else throttling if recent or len(robot.taken) >= per
+                        else 0
+                    )  # fmt: skip
+                    if code:
+                        robot.refused.append(code)
+                    else:
+                        robot.taken.append((text, len(data)))
+                answer = json.dumps({"errcode": code, "errmsg": "refused" if code else "ok"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = _Server(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/robot/send?access_token=t"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -21,17 +21,28 @@ class ChannelKind(StrEnum):
     WECOM = "wecom"  # WeCom (企业微信) group robot
     DINGTALK = "dingtalk"  # DingTalk (钉钉) group robot
     FEISHU = "feishu"  # Feishu (飞书) custom bot
+    ALERTMANAGER = "alertmanager"  # any receiver of Prometheus Alertmanager's webhook (JSON v4)
     EMAIL = "email"
     MQTT = "mqtt"
 
 
 class HttpChannel(Strict):
-    """A webhook (the alert as JSON) or a group robot, in that service's own format."""
+    """A webhook (the alert as JSON), a group robot in that service's own format, or a receiver
+    of Alertmanager's webhook."""
 
-    kind: Literal[ChannelKind.WEBHOOK, ChannelKind.WECOM, ChannelKind.DINGTALK, ChannelKind.FEISHU]
+    kind: Literal[
+        ChannelKind.WEBHOOK,
+        ChannelKind.WECOM,
+        ChannelKind.DINGTALK,
+        ChannelKind.FEISHU,
+        ChannelKind.ALERTMANAGER,
+    ]
     url: Url
     # DingTalk and Feishu signing secret, from this environment variable
     secret_env: Annotated[str, Field(max_length=128)] = ""
+    # More robots of the same group chat (same kind and secret): each message goes to the robot
+    # free soonest, so that the chat hears more than one robot's limit a minute.
+    robots: Annotated[list[Url], Field(max_length=20)] = []
 
     @property
     def secret(self) -> str:

@@ -55,9 +55,10 @@ _alerts = rules("/alerts/")
 
 
 def needed(method: str, path: str) -> Scope:
-    """The notifier's: acknowledging and silencing (`POST /silences`, `.../expire`) need `ack`."""
+    """The notifier's: acknowledging, silencing (`POST /silences`, `.../expire`) and posting
+    alerts in Alertmanager's format (`POST /alertmanager`) need `ack`."""
     if method == "POST" and (
-        path == "/silences" or (path.startswith("/silences/") and path.endswith("/expire"))
+        path in ("/silences", "/alertmanager") or (path.startswith("/silences/") and path.endswith("/expire"))
     ):
         return Scope.ACK
     return _alerts(method, path)

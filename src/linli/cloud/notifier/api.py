@@ -21,15 +21,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from prometheus_client.core import Metric
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as ASGIScope
 
 from linli.catalog.alerts import AlertMessage
+from linli.catalog.errors import validation_reason
 from linli.cloud.docs_page import PATHS as DOCS
 from linli.cloud.docs_page import add_docs
 from linli.cloud.headers import Protect
 from linli.cloud.notifier import silences as silences_
+from linli.cloud.notifier.amwebhook import AmWebhook, to_alert
 from linli.cloud.notifier.config import SUB_ID, Matcher, Silence, Subscription
 from linli.cloud.notifier.engine import Notifier, inhibitor
 from linli.cloud.prom import add_metrics, counter, gauge
@@ -125,6 +127,12 @@ class PausedDestination(BaseModel):
     for_s: float = Field(description="seconds until one delivery probes it again")
     last_error: str
     waiting: int = Field(description="deliveries waiting for it")
+
+
+class Taken(BaseModel):
+    """How many alerts a post handed to the notifier."""
+
+    taken: int
 
 
 class Stats(BaseModel):
@@ -291,7 +299,28 @@ def guarded(title: str, description: str) -> FastAPI:
     return api
 
 
-def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:
+def add_alertmanager(api: FastAPI, notifier: Notifier) -> None:
+    """`POST /alertmanager`: alerts in Alertmanager's webhook format, on the notifier's loop."""
+
+    @api.post("/alertmanager", responses=doc(503))
+    async def from_alertmanager(body: AmWebhook) -> Taken:
+        """Alerts in Alertmanager's webhook format (version 4: Prometheus's Alertmanager, Grafana
+        alerting), each taken as an edge's alert event (labels: `alertname` the rule, `severity`,
+        `site`, `device`, `kind`, `site_name`, `device_name`). Needs `ack`."""
+        now_ms = int(time.time() * 1000)
+        try:
+            events = [to_alert(a, now_ms) for a in body.alerts]
+        except ValidationError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, validation_reason(exc)) from exc
+        for event in events:
+            if not notifier.handle(event):
+                raise HTTPException(
+                    status.HTTP_503_SERVICE_UNAVAILABLE, "the state is unreachable; post again"
+                )
+        return Taken(taken=len(events))
+
+
+def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:  # noqa: PLR0915 (a route a few lines)
     """The API over one notifier; every call needs `Authorization: Bearer <token>` of a scope."""
     api = guarded(
         "linli notifier",
@@ -347,6 +376,7 @@ def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:
         return Acked(fingerprint=fingerprint, acked_by=by)
 
     add_silences(api, notifier, book)
+    add_alertmanager(api, notifier)
 
     @api.get("/subscriptions")
     def subscriptions() -> list[Subscription]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import hmac
@@ -222,6 +223,61 @@ def message_from_json(data: dict[str, Any]) -> Notice | GroupNotice:
     return GroupNotice.from_json(data) if "group_key" in data else Notice.from_json(data)
 
 
+# Alertmanager's "not ended yet", as it sends it.
+NOT_ENDED = "0001-01-01T00:00:00Z"
+
+
+def alertmanager(notice: Notice | GroupNotice) -> dict[str, Any]:
+    """The notice as Alertmanager's webhook sends a group (`version` 4), for its receivers
+    (prometheus-webhook-dingtalk and the like): each alert's labels (`alertname` the rule),
+    annotations in the subscription's language (`summary` the title, `description` where),
+    times in its zone; `groupLabels` the group's, `externalURL` the API (a group's link)."""
+    if isinstance(notice, GroupNotice):
+        listed = list(notice.listed)
+        group = dict(urllib.parse.parse_qsl(notice.group))
+        external = notice.api_url
+    else:
+        a = notice.alert
+        listed = [("resolved" if notice.kind == "resolved" else "firing", a)]
+        group = {"rule": a.rule, "site": a.site}
+        external = ""
+    alerts = [_am_alert(standing, a, notice) for standing, a in listed]
+    group = {"alertname" if k == "rule" else k: v for k, v in group.items()}
+    common = {k: v for k, v in alerts[0]["labels"].items() if all(x["labels"].get(k) == v for x in alerts)}
+    notes = alerts[0]["annotations"].items()
+    return {
+        "version": "4",
+        "groupKey": "{}:{" + ", ".join(f'{k}="{v}"' for k, v in sorted(group.items())) + "}",
+        "truncatedAlerts": 0,
+        "status": "firing" if any(x["status"] == "firing" for x in alerts) else "resolved",
+        "receiver": notice.subscription,
+        "groupLabels": group,
+        "commonLabels": common,
+        "commonAnnotations": {k: v for k, v in notes if all(x["annotations"].get(k) == v for x in alerts)},
+        "externalURL": external,
+        "alerts": alerts,
+    }
+
+
+def _am_alert(standing: str, a: AlertMessage, notice: Notice | GroupNotice) -> dict[str, Any]:
+    labels = {"alertname": a.rule, "severity": str(a.severity), "site": a.site, "kind": a.kind}
+    labels |= {"device": a.device, "edge": a.edge} | ({"port": str(a.port)} if a.port is not None else {})
+    resolved = standing == "resolved"
+    link = f"{notice.api_url}/alerts?fingerprint={a.fingerprint}" if isinstance(notice, GroupNotice) else ""
+    return {
+        "status": "resolved" if resolved else "firing",
+        "labels": labels,
+        "annotations": {
+            "summary": alerttext.title(a, notice.locale),
+            "description": alerttext.where(a, notice.locale),
+        },
+        "startsAt": iso(a.since_ms / 1000, notice.zone),
+        "endsAt": iso(a.time_ms / 1000, notice.zone) if resolved else NOT_ENDED,
+        "generatorURL": link,
+        "fingerprint": a.fingerprint,
+    }
+
+
 def thread_of(message: Notice | GroupNotice) -> str:
     """Messages of one thread to one destination go in order: an alert's, or a group's."""
     return f"group:{message.group}" if isinstance(message, GroupNotice) else message.alert.fingerprint
@@ -232,6 +288,10 @@ def body(channel: HttpChannel, notice: Message, now: float) -> tuple[str, dict[s
     text = notice.text()
     if channel.kind is ChannelKind.WEBHOOK:
         return channel.url, notice.to_json()
+    if channel.kind is ChannelKind.ALERTMANAGER:
+        if not isinstance(notice, Notice | GroupNotice):
+            raise ValueError("only alerts go out in Alertmanager's webhook format")
+        return channel.url, alertmanager(notice)
     if channel.kind is ChannelKind.WECOM:
         return channel.url, {"msgtype": "markdown", "markdown": {"content": _markdown(notice)}}
     if channel.kind is ChannelKind.DINGTALK:
@@ -252,6 +312,40 @@ def body(channel: HttpChannel, notice: Message, now: float) -> tuple[str, dict[s
             out |= {"timestamp": stamp, "sign": base64.b64encode(digest).decode()}
         return channel.url, out
     raise ValueError(f"{channel.kind} is not an HTTP channel")
+
+
+# The most a robot takes in one request's body, in bytes: DingTalk refuses more with errcode
+# 460101, Feishu's custom bots take 20 KB, WeCom's markdown holds at most 4,096 bytes.
+BODY_LIMIT = {ChannelKind.DINGTALK: 20_000, ChannelKind.FEISHU: 20_000, ChannelKind.WECOM: 4_096}
+
+
+def encoded(payload: dict[str, Any]) -> bytes:
+    """A JSON body as it is sent: UTF-8, compact (what a robot's size limit counts)."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def fitted(channel: HttpChannel, notice: Message, now: float) -> tuple[str, bytes]:
+    """(URL, body) for an HTTP channel, within the robot's size limit: a group's message that
+    would exceed it lists fewer alerts, and counts the rest with the link to all of them."""
+    url, payload = body(channel, notice, now)
+    data = encoded(payload)
+    limit = BODY_LIMIT.get(channel.kind)
+    if limit is None or len(data) <= limit or not isinstance(notice, GroupNotice):
+        return url, data
+
+    def listing(count: int) -> tuple[str, bytes]:
+        url, payload = body(channel, dataclasses.replace(notice, limit=count), now)
+        return url, encoded(payload)
+
+    # The most alerts listed that fit (found by halving): none listed, if even one is too long.
+    low, high = 0, min(notice.limit, len(notice.listed)) - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(listing(middle)[1]) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return listing(low)
 
 
 def one_line(text: str) -> str:
@@ -320,18 +414,19 @@ class Sender:
             await self._post(channel, notice)
 
     async def _post(self, channel: HttpChannel, notice: Message) -> None:
-        url, payload = body(channel, notice, time.time())
+        url, data = fitted(channel, notice, time.time())
         deadline = self.policy.deadline_s
         try:
             async with asyncio.timeout(deadline):
-                response = await self._client(url).post(url, json=payload)
+                headers = {"Content-Type": "application/json"}
+                response = await self._client(url).post(url, content=data, headers=headers)
         except TimeoutError:
             raise DeliveryError(f"no whole answer within the {deadline:g} s deadline") from None
         except httpx.HTTPError as exc:
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
         if response.status_code >= 300:
             raise DeliveryError(f"HTTP {response.status_code}: {response.text[:200]}")
-        if channel.kind is not ChannelKind.WEBHOOK:
+        if channel.kind not in (ChannelKind.WEBHOOK, ChannelKind.ALERTMANAGER):
             try:
                 answer = response.json()
             except ValueError as exc:

@@ -136,6 +136,9 @@ class Subscription(Strict):
     group_by: Annotated[list[GroupLabel], Field(min_length=1, max_length=7)] = Field(
         default_factory=lambda: list(DEFAULT_GROUP_BY)
     )
+    # Where a life-safety alert goes when its channel's robots are all throttled, paused or
+    # at their limit: the first of these free soonest (an SMS gateway's webhook, another chat).
+    fallback: Annotated[list[Channel], Field(max_length=5)] = []
 
 
 class SmtpConfig(Strict):
@@ -193,10 +196,13 @@ class DeliveryConfig(Strict):
 DEFAULT_DELIVERY = DeliveryConfig()
 
 
-def channel_urls(where: str, channels: list[Channel]) -> list[tuple[str, str]]:
-    """Each HTTP channel's URL with its key, for `refuse_private`."""
+def channel_urls(where: str, channels: list[Channel], field: str = "channels") -> list[tuple[str, str]]:
+    """Each HTTP channel's URLs (its robots' too) with their keys, for `refuse_private`."""
     return [
-        (f"{where}.channels[{i}].url", c.url) for i, c in enumerate(channels) if isinstance(c, HttpChannel)
+        (f"{where}.{field}[{i}].{key}", url)
+        for i, c in enumerate(channels)
+        if isinstance(c, HttpChannel)
+        for key, url in [("url", c.url), *((f"robots[{j}]", u) for j, u in enumerate(c.robots))]
     ]
 
 
@@ -278,6 +284,7 @@ class NotifierConfig(Strict):
                 raise ValueError(f"subscription '{sub.id}': escalate_to names no subscription: {unknown}")
         for i, sub in enumerate(self.subscriptions):
             refuse_private(self.delivery, channel_urls(f"subscriptions[{i}]", sub.channels))
+            refuse_private(self.delivery, channel_urls(f"subscriptions[{i}]", sub.fallback, "fallback"))
         return self
 
 

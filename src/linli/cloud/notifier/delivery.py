@@ -2,20 +2,24 @@
 failing handed to `failed` (kept for an operator), also when the service stops mid-retry.
 
 Each destination has its own limit of sends at once and its own circuit breaker
-(`destinations`), so a slow, hanging or dead receiver holds up only its own deliveries."""
+(`destinations`), so a slow, hanging or dead receiver holds up only its own deliveries.
+A channel of several robots sends each message through the one free soonest; a message given
+a `fallback` (a life-safety alert's) goes there when every robot of its channel is throttled,
+paused or at its limit, rather than wait for one."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from linli.catalog.channels import Channel
 from linli.cloud.notifier.channels import DeliveryError, Message, Sender, ThrottledError
 from linli.cloud.notifier.config import DEFAULT_DELIVERY, DeliveryConfig
 from linli.cloud.notifier.destinations import Destinations
-from linli.cloud.notifier.pacing import Paces, urgency_of
+from linli.cloud.notifier.pacing import Paces, robots_of, urgency_of
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +63,16 @@ class Deliveries:
         message: Message,
         thread: str = "",
         finished: Callable[[], None] | None = None,
+        *,
+        fallback: Sequence[Channel] = (),
     ) -> None:
         """Deliver in the background, after the thread's earlier messages to the same place;
-        `finished` is called once it is delivered, recorded as failed, or given up at a stop."""
+        `finished` is called once it is delivered, recorded as failed, or given up at a stop.
+        With `fallback`, it goes there when the channel's robots are all held up."""
         key = (who, channel.model_dump_json(), thread)
         before = self._last.get(key)
-        task = asyncio.get_running_loop().create_task(self._deliver(who, channel, message, before))
+        deliver = self._deliver(who, channel, message, before, list(fallback))
+        task = asyncio.get_running_loop().create_task(deliver)
         self._tasks.add(task)
         self._last[key] = task
 
@@ -77,8 +85,34 @@ class Deliveries:
 
         task.add_done_callback(done)
 
+    def free_at(self, channel: Channel) -> float:
+        """When a send to `channel` may go: its robot's limit, a throttle or a pause over."""
+        pace = self.paces.of(channel)
+        paused = self.destinations.of(channel).paused_until
+        return max(pace.next_free() if pace is not None else 0.0, paused or 0.0)
+
+    def route(self, channel: Channel, fallback: list[Channel]) -> Channel:
+        """Where one attempt goes: the channel's robot free soonest (the fewest waiting, the
+        least used); if even that one is held up and there is a fallback, the first free soonest."""
+
+        def load(robot: Channel) -> tuple[float, int, float]:
+            pace = self.paces.of(robot)
+            if pace is None:
+                return (self.free_at(robot), 0, 0.0)
+            return (self.free_at(robot), pace.waiting, pace.sent[-1] if pace.sent else float("-inf"))
+
+        best = min(robots_of(channel), key=load)
+        if fallback and self.free_at(best) > self.paces.clock():
+            return min([best, *fallback], key=self.free_at)
+        return best
+
     async def _deliver(
-        self, who: str, channel: Channel, message: Message, before: asyncio.Task[None] | None
+        self,
+        who: str,
+        channel: Channel,
+        message: Message,
+        before: asyncio.Task[None] | None,
+        fallback: list[Channel],
     ) -> None:
         if before is not None:
             # In order per destination; a cancelled or failed one before does not hold this up.
@@ -90,14 +124,15 @@ class Deliveries:
         delay = 1.0
         error = "not tried"
         attempt = 0
-        destination = self.destinations.of(channel)
-        pace = self.paces.of(channel)
         urgency = urgency_of(message)
         while attempt < self.attempts:
+            # Chosen again at each attempt: a robot that answered "throttled" is passed over.
+            to = self.route(channel, fallback)
+            pace = self.paces.of(to)
             try:
                 if pace is not None:
                     await pace.turn(urgency)
-                await destination.send(lambda: self.sender.send(channel, message))
+                await self.destinations.of(to).send(functools.partial(self.sender.send, to, message))
                 return
             except asyncio.CancelledError:
                 # Stopped mid-retry: kept with the failures, for an operator to see and resend.

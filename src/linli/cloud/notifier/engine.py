@@ -25,7 +25,7 @@ import logging
 import math
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -392,7 +392,7 @@ class Notifier:
         if claimed is None:
             return False
         self._told_now.add((sub.id, key))
-        self._send_all(outgoing, claimed.held, thread=f"group:{key}")
+        self._send_all(outgoing, claimed.held, thread=f"group:{key}", subs={sub.id: sub})
         return True
 
     def _message(
@@ -491,7 +491,8 @@ class Notifier:
             return [escalate_at]
         targets = [subs[target] for target in sub.escalate_to if target in subs]
         out = self._outgoing(targets, "escalation", active.alert)
-        self._send_all(out, self.store.claim_escalation(active.alert.fingerprint, sub.id, self._keep(out)))
+        held = self.store.claim_escalation(active.alert.fingerprint, sub.id, self._keep(out))
+        self._send_all(out, held, subs={target.id: target for target in targets})
         return []
 
     # --- delivery -----------------------------------------------------------
@@ -515,12 +516,22 @@ class Notifier:
         notices = [(sub, ch.model_dump_json(), json.dumps(n.to_json())) for sub, ch, n in outgoing]
         return Keep(notices, self.clock() + self.config.lease_s)
 
-    def _send_all(self, outgoing: list[Outgoing], held: list[int] | None, thread: str | None = None) -> None:
-        """Send what a claim kept (`held`: its outbox ids), if the claim was won."""
+    def _send_all(
+        self,
+        outgoing: list[Outgoing],
+        held: list[int] | None,
+        thread: str | None = None,
+        subs: Mapping[str, Subscription] | None = None,
+    ) -> None:
+        """Send what a claim kept (`held`: its outbox ids), if the claim was won; a life-safety
+        alert with its subscription's `fallback` for when its robots are held up."""
         if held is None:
             return  # another notifier won it, or the alert is closed
         for (sub_id, channel, notice), held_id in zip(outgoing, held, strict=True):
-            self._send(sub_id, channel, notice, held_id, thread)
+            sub = (subs or {}).get(sub_id)
+            urgent = notice.kind in ("firing", "escalation") and life_safety(self.config, notice.alert.rule)
+            fallback = sub.fallback if sub is not None and urgent else []
+            self._send(sub_id, channel, notice, held_id, thread, fallback=fallback)
 
     def _send(
         self,
@@ -529,10 +540,13 @@ class Notifier:
         notice: Notice | GroupNotice,
         held: int,
         thread: str | None = None,
+        *,
+        fallback: Sequence[Channel] = (),
     ) -> None:
         self.sent.append((sub_id, str(channel.kind), notice))
         finished = functools.partial(self._release, held)
-        self.deliveries.start(sub_id, channel, notice, thread=thread or thread_of(notice), finished=finished)
+        thread = thread or thread_of(notice)
+        self.deliveries.start(sub_id, channel, notice, thread=thread, finished=finished, fallback=fallback)
 
     def _release(self, held: int) -> None:
         try:

@@ -44,11 +44,18 @@ def robot_of(channel: Channel) -> str | None:
     """What a pace is kept for: a robot's whole URL (its key or access token is its identity),
     the SMTP relay; None for webhooks and MQTT, which have no documented limit."""
     if isinstance(channel, HttpChannel):
-        if channel.kind is ChannelKind.WEBHOOK:
+        if channel.kind in (ChannelKind.WEBHOOK, ChannelKind.ALERTMANAGER):
             return None
         parts = urllib.parse.urlsplit(channel.url)
         return urllib.parse.urlunsplit(parts._replace(fragment=""))
     return "smtp" if isinstance(channel, EmailChannel) else None
+
+
+def robots_of(channel: Channel) -> list[Channel]:
+    """The robots a channel sends through, in turn: its own URL, then each of its `robots`."""
+    if not isinstance(channel, HttpChannel) or not channel.robots:
+        return [channel]
+    return [channel, *(channel.model_copy(update={"url": url, "robots": []}) for url in channel.robots)]
 
 
 class Pace:

@@ -1,0 +1,195 @@
+"""Alert storms (issue 35), what pacing alone leaves: a grouped message cut to a robot's body
+limit, several robots of one group chat used in turn, and a life-safety alert never stuck
+behind a throttled or paused robot (it goes to the subscription's `fallback`).
+
+The notifier's real state (SQLite and PostgreSQL), its real sender and strict loopback robots
+(`GroupRobot`); the last test runs `linli cloud run` with its alerts through Mosquitto.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+from alertflow import GroupRobot, Hook
+from linli.catalog.alerts import AlertMessage
+from linli.catalog.channels import ChannelKind, HttpChannel
+from linli.cloud.notifier import channels
+from linli.cloud.notifier.channels import Sender
+from linli.cloud.notifier.config import DeliveryConfig, NotifierConfig, PaceLimit, SmtpConfig, Subscription
+from linli.cloud.notifier.engine import Notifier
+from linli.cloud.notifier.store import Store
+from linli.demo.servers import LocalServer, free_port
+from support import stop_logged, wait_for, wait_until
+from test_cloud import publish
+from test_grouping import offline
+from test_notifier import Clock, at, run
+from test_notifier_db_faults import get, notifier
+
+# A device's name as long as the district's are: 300 of them make a body of far over 20,000 bytes.
+LONG = "号楼东侧地下车库B区电动自行车集中充电桩"
+SMOKE = "charger.smoke_alarm.above"
+
+
+@pytest.fixture
+def book(state: str) -> Iterator[Store]:
+    with contextlib.closing(Store(state)) as store:
+        yield store
+
+
+def real(
+    book: Store, subs: list[Subscription], clock: Clock, delivery: DeliveryConfig, **config: Any
+) -> Notifier:
+    """A notifier on `book` that delivers through the real sender."""
+    for sub in subs:
+        book.put_subscription(sub)
+    return Notifier(
+        NotifierConfig(delivery=delivery, **config), book, Sender(SmtpConfig(), policy=delivery), clock
+    )
+
+
+def robot(kind: Literal[ChannelKind.WECOM, ChannelKind.DINGTALK], url: str, *more: str) -> HttpChannel:
+    return HttpChannel(kind=kind, url=url, robots=list(more)) if more else HttpChannel(kind=kind, url=url)
+
+
+def smoke(site: str = "ronghua-1") -> AlertMessage:
+    return offline(7, rule=SMOKE, site=site).model_copy(update={"device_name": "7号车棚烟感"})
+
+
+def test_a_300_alert_group_is_cut_to_dingtalk_s_body_limit_and_still_names_the_count(book: Store) -> None:
+    ding = GroupRobot("dingtalk")
+    clock = Clock(at("10:00"))
+    sub = Subscription(id="ops", channels=[robot(ChannelKind.DINGTALK, ding.url)])
+    n = real(
+        book, [sub], clock, DeliveryConfig(allow_private=True), group_wait_s=5, group_list=200, attempts=1
+    )
+    alerts = [offline(i).model_copy(update={"device_name": f"{i}{LONG}"}) for i in range(300)]
+    try:
+        run(n, clock, [(0, a) for a in alerts] + [(6, None)])
+    finally:
+        ding.close()
+    assert ding.refused == []
+    assert len(ding.taken) == 1
+    text, size = ding.taken[0]
+    assert size <= 20_000
+    lines = text.splitlines()
+    assert lines[0].endswith("共 300 条**")  # how many it covers
+    listed = sum(LONG in line for line in lines)
+    assert 50 < listed < 200  # as many as fit, fewer than the 200 asked for
+    assert f"另有 {300 - listed} 条未列出" in text  # the rest counted, with the link to them
+    assert "/alerts?site=ronghua\\-1&amp;rule=charger\\.offline" in lines[-1]
+
+
+def test_the_robots_of_one_chat_are_used_in_turn_each_under_its_limit(book: Store) -> None:
+    robots = [GroupRobot("wecom", per=2), GroupRobot("wecom", per=2)]
+    clock = Clock(at("10:00"))
+    sub = Subscription(id="ops", channels=[robot(ChannelKind.WECOM, robots[0].url, robots[1].url)])
+    delivery = DeliveryConfig(allow_private=True, pace={ChannelKind.WECOM: PaceLimit(per=2, window_s=600)})
+    n = real(book, [sub], clock, delivery, group_wait_s=0, attempts=1)
+    try:
+        # Four sites' alerts, four messages: twice one robot's limit, within its minute.
+        run(n, clock, [(1, offline(1, site=f"site-{i}")) for i in range(4)])
+    finally:
+        for r in robots:
+            r.close()
+    assert [len(r.taken) for r in robots] == [2, 2]
+    assert [r.refused for r in robots] == [[], []]
+    assert n.store.failures() == []
+
+
+def test_a_smoke_alarm_goes_to_the_fallback_while_the_robot_is_throttled(
+    book: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DingTalk's ten minutes of refusal, made the test's own time.
+    monkeypatch.setitem(channels.THROTTLED, (ChannelKind.DINGTALK, 130101), 5.0)
+    ding, sms = GroupRobot("dingtalk", throttle=1), Hook("127.0.0.1")
+    clock = Clock(at("10:00"))
+    fallback = HttpChannel(kind=ChannelKind.WEBHOOK, url=sms.url)
+    sub = Subscription(id="ops", channels=[robot(ChannelKind.DINGTALK, ding.url)], fallback=[fallback])
+    n = real(book, [sub], clock, DeliveryConfig(allow_private=True), group_wait_s=0)
+
+    async def scenario() -> None:
+        n.handle(offline(1))  # a storm's message: the robot answers it is throttling
+        n.tick()
+        pace = n.deliveries.paces.of(sub.channels[0])
+        assert pace is not None
+        await wait_until(lambda: pace.throttled == 1, 15, "the robot's throttling answer")
+        n.handle(smoke())
+        n.tick()
+        await wait_until(lambda: len(sms.got) == 1, 15, "the smoke alarm at the fallback")
+        await n.drain(30)  # the first message waits out the robot's rest, then goes
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        ding.close()
+        sms.close()
+    assert [body["alert"]["rule"] for body, _ in sms.got] == [SMOKE]
+    assert ding.refused == [130101]
+    assert len(ding.taken) == 1  # the storm's, late
+    assert "7号车棚烟感" not in ding.taken[0][0]
+    assert n.store.failures() == []
+
+
+def test_a_smoke_alarm_goes_to_the_fallback_while_the_robot_is_paused_and_others_wait(book: Store) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/robot/send?access_token=t"  # nothing listens there
+    sms = Hook("127.0.0.1")
+    clock = Clock(at("10:00"))
+    fallback = HttpChannel(kind=ChannelKind.WEBHOOK, url=sms.url)
+    sub = Subscription(id="ops", channels=[robot(ChannelKind.DINGTALK, dead)], fallback=[fallback])
+    delivery = DeliveryConfig(allow_private=True, pause_after=1, pause_s=600)
+    n = real(book, [sub], clock, delivery, group_wait_s=0, attempts=1)
+    try:
+        # The robot's host fails once: paused. A warning is not a life-safety alert: it waits.
+        run(n, clock, [(0, offline(1)), (1, smoke()), (1, offline(2, site="gubei-1"))])
+    finally:
+        sms.close()
+    assert [body["alert"]["rule"] for body, _ in sms.got] == [SMOKE]
+    # Both warnings recorded as failed (the second given up when the notifier stopped): not lost.
+    failed = [f["fingerprint"] for f in n.store.failures()]
+    assert failed == [offline(1).fingerprint, offline(2, site="gubei-1").fingerprint]
+
+
+def test_through_mosquitto_a_smoke_alarm_reaches_the_fallback_while_the_robot_rests(
+    tmp_path: Path, mosquitto: LocalServer
+) -> None:
+    ding, sms = GroupRobot("dingtalk", throttle=1), Hook("127.0.0.1")
+    subscriptions = f"""
+[[subscriptions]]
+id = "ops"
+channels = [{{ kind = "dingtalk", url = "{ding.url}" }}]
+fallback = [{{ kind = "webhook", url = "HOOK/sms" }}]
+"""
+    try:
+        with one_notifier(tmp_path, mosquitto, sms, subscriptions) as port:
+            publish(mosquitto.port, "linli/alerts/e1/ronghua-1/station-1", offline(1).model_dump_json())
+            # DingTalk's answer pauses the robot for its documented ten minutes.
+            wait_for(lambda: ding.refused == [130101], "the robot's throttling answer", timeout=60)
+            publish(mosquitto.port, "linli/alerts/e1/ronghua-1/station-7", smoke().model_dump_json())
+            wait_for(lambda: len(sms.got) == 1, "the smoke alarm at the fallback", timeout=60)
+            assert sms.got[0][0]["alert"]["rule"] == SMOKE
+            assert sms.paths == ["/sms"]
+            assert ding.taken == []  # resting: the first message still waits its turn
+            assert len(get(port, "/alerts")) == 2
+    finally:
+        ding.close()
+        sms.close()
+
+
+@contextlib.contextmanager
+def one_notifier(tmp: Path, mosquitto: LocalServer, hook: Hook, subscriptions: str) -> Iterator[int]:
+    """`linli cloud run` on Mosquitto and an SQLite state, `HOOK` in `subscriptions` the hook's
+    base URL; its API's port. Stopped (its log's end printed) on exit."""
+    proc, port = notifier(
+        tmp, "n1", broker=mosquitto.port, state=str(tmp / "n1.sqlite"), hook=hook.base,
+        group=f"one-{tmp.name}", subscriptions=subscriptions,
+    )  # fmt: skip
+    try:
+        yield port
+    finally:
+        stop_logged([proc], [tmp / "n1.log"], tail=15)
