@@ -359,3 +359,39 @@ def test_the_big_screen_never_shows_a_truck_due_a_negative_time(feed: Feed) -> N
     assert float(fields["predicted_min"]) == 0.0
     fields = dict(f.split("=", 1) for f in trip_line(tracker, "t", due - 300).split(" ")[1].split(","))
     assert float(fields["predicted_min"]) == 5.0
+
+
+def test_a_keeper_is_corrected_for_a_change_that_lasts_and_at_most_twice(feed: Feed) -> None:
+    """A fresh service moved one bin room 17:40 -> 17:43 -> 17:46 -> 17:49, and a red light or a
+    minute of lost GPS moved a prediction for as long as it lasted."""
+    trip = feed.trips["dry-south-0810"]
+    zero = service_zero(MONDAY, feed.timezone)
+    start = zero + trip.stop_times[0].departure_s
+    told = start + 14 * 60
+    # The stop's predicted arrival, minute by half minute: what the tracker is told at each tick.
+    script = {
+        0: told,  # within 15 minutes: the notice
+        30: told + 240,  # 4 minutes off for half a minute, then back: a red light, no news
+        60: told,
+        90: told + 240,  # off from here on
+        120: told + 240,
+        150: told + 240,  # off for a minute: corrected
+        180: told + 480,
+        210: told + 480,
+        240: told + 480,  # 4 minutes from the last told, for a minute: corrected again
+        270: told + 720,
+        300: told + 720,
+        330: told + 720,
+        360: told + 960,  # still moving, but a keeper is corrected twice at most
+    }
+    tracker = TripTracker(
+        feed, trip, zero, History(feed.timezone), lambda _h, _s, now: {1: script[round(now - start)]}
+    )
+    for t in script:
+        tracker.tick(start + t)
+    told_at = [(n.kind, n.time_s - start, n.predicted_s) for n in tracker.notices]
+    assert told_at == [
+        (NoticeKind.NOTICE, 0, told),
+        (NoticeKind.CORRECTION, 150, told + 240),
+        (NoticeKind.CORRECTION, 240, told + 480),
+    ]

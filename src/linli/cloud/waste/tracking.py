@@ -5,7 +5,8 @@ the arrival at every stop ahead, and decides the keepers' messages:
 
 - `notice` once the predicted arrival is `notice_min` away (15 minutes unless the stop says
   otherwise), naming the truck, the waste type and the time;
-- `correction` when the prediction then moves by more than CORRECTION_S;
+- `correction` when the prediction has stayed more than CORRECTION_S from the time told for
+  CORRECTION_HOLD_S, at most MAX_CORRECTIONS times a stop;
 - `cancellation` for a noticed stop the truck passes by without serving;
 - `arrived` and `collected` (bins and kilograms) when they happen.
 
@@ -26,7 +27,12 @@ from linli.cloud.waste.predict import History, Step, TripState, observe, predict
 from linli.transit.gtfs import Feed, Trip
 from linli.transit.stops import StopEvent, StopTracker, Visit, stop_distances
 
+# A keeper is corrected only when the time told is this far off (a change they would act on),
+# has been for this long (a red light or a lost minute of GPS is not news), and no more than
+# this many times a stop: a fresh service corrected 17:40 -> 17:43 -> 17:46 -> 17:49.
 CORRECTION_S = 180.0
+CORRECTION_HOLD_S = 60.0
+MAX_CORRECTIONS = 2
 # history, the trip's state, now -> predicted arrival by stop index
 Predictor = Callable[[History, TripState, float], dict[int, float]]
 
@@ -95,6 +101,8 @@ class TripTracker:
         self.state = TripState(self.trip, self.zero_s, stop_distances(self.feed, self.trip), self.bins)
         self.predicted: dict[int, float] = {}
         self._told: dict[int, float] = {}  # stop index -> the arrival time last told
+        self._corrected: dict[int, int] = {}  # stop index -> corrections told
+        self._off_since: dict[int, float] = {}  # stop index -> since when the prediction is off
         self._depots = depots
         # Whether the truck has said anything yet: a trip whose truck is silent is not announced.
         self.seen = False
@@ -157,6 +165,8 @@ class TripTracker:
         an arrival puts the truck back where it was, so the road is matched from there on."""
         if kind in (NoticeKind.NOTICE, NoticeKind.CORRECTION) and predicted_s is not None:
             self._told[index] = predicted_s
+            if kind is NoticeKind.CORRECTION:
+                self._corrected[index] = self._corrected.get(index, 0) + 1
         elif kind is NoticeKind.ARRIVED:
             for i, visit in enumerate(self.stops.visits[: index + 1]):
                 if visit.state is Visit.AHEAD:
@@ -304,8 +314,20 @@ class TripTracker:
             told = self._told.get(index)
             if told is None and at - now_s <= lead:
                 self._tell(NoticeKind.NOTICE, index, now_s, predicted_s=at)
-            elif told is not None and abs(at - told) > CORRECTION_S:
+            elif told is not None and self._correct(index, at - told, now_s):
                 self._tell(NoticeKind.CORRECTION, index, now_s, predicted_s=at)
+
+    def _correct(self, index: int, off_s: float, now_s: float) -> bool:
+        """Whether a stop's keeper is told a new time: off by more than CORRECTION_S, for
+        CORRECTION_HOLD_S on end, and not yet corrected MAX_CORRECTIONS times."""
+        if abs(off_s) <= CORRECTION_S or self._corrected.get(index, 0) >= MAX_CORRECTIONS:
+            self._off_since.pop(index, None)
+            return False
+        if now_s - self._off_since.setdefault(index, now_s) < CORRECTION_HOLD_S:
+            return False
+        del self._off_since[index]
+        self._corrected[index] = self._corrected.get(index, 0) + 1
+        return True
 
     def _tell(
         self,
