@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -53,17 +54,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(autouse=True)
 def servers_only_where_marked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A test not marked `servers` cannot start one: the fast tier stays fast, and the mark true."""
+    """A test not marked `servers` can start no server and no process (a `linli` command, a
+    client binary): the fast tier stays fast, and the mark stays true."""
     if request.node.get_closest_marker("servers") is not None:
         return
 
-    def refuse(name: str, *args: object, **kwargs: object) -> LocalServer:
+    def refuse(name: object, *args: object, **kwargs: object) -> Any:
         raise AssertionError(
             f"this test starts {name}: mark it `servers` (pytestmark = pytest.mark.servers in its "
-            "module), so that `scripts/test --fast` leaves it out"
+            "module, or on the test), so that `scripts/test --fast` leaves it out"
         )
 
     monkeypatch.setattr(local_servers, "_spawn", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
 
 
 @pytest.fixture(autouse=True)
