@@ -208,6 +208,7 @@ def test_a_database_url_never_shows_its_password() -> None:
     assert database_url("/var/lib/linli/n.sqlite") == "sqlite:////var/lib/linli/n.sqlite"
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("state", ["postgresql://linli@127.0.0.1:9/nowhere"])
 def test_an_unreachable_database_is_a_clear_error(state: str, tmp_path: Path) -> None:
     from support import linli

@@ -162,6 +162,7 @@ def test_a_missing_cjk_font_is_an_error_naming_the_package(monkeypatch: pytest.M
         render.cjk_family.cache_clear()
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("locale", LOCALES)
 def test_the_cli_builds_each_locale(locale: Locale, tmp_path: Any) -> None:
     done = linli("dashboards", "build", "--locale", locale, "--out", str(tmp_path))

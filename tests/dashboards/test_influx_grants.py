@@ -118,6 +118,7 @@ def test_grafana_reads_and_cannot_write(influx: LocalServer) -> None:
     assert code == 403, body
 
 
+@pytest.mark.servers
 def test_the_edge_check_contacts_the_store_as_the_write_only_user(
     influx: LocalServer, tmp_path: Path
 ) -> None:

@@ -125,6 +125,7 @@ def refused(url: str, token: str) -> int:
     return 200
 
 
+@pytest.mark.servers
 def test_the_district_demo_runs_an_hour_tells_everyone_and_flushes_on_ctrl_c(tmp_path: Path) -> None:
     tomorrow = dt.datetime.now(ZONE).date() + dt.timedelta(days=1)
     start = dt.datetime.combine(tomorrow, dt.time(6, 45), ZONE)
@@ -299,6 +300,7 @@ def test_the_district_s_scenario_and_timetable_ship_in_the_wheel_and_are_found_f
     assert len(timetable.trips) == len((feed / "trips.txt").read_text().splitlines()) - 1
 
 
+@pytest.mark.servers
 def test_linli_demo_from_the_wheel_in_a_fresh_venv_runs_from_an_empty_folder(
     tmp_path: Path, wheel: Path
 ) -> None:
@@ -346,6 +348,7 @@ def test_linli_demo_from_the_wheel_in_a_fresh_venv_runs_from_an_empty_folder(
     assert (empty / ".linli-demo" / "services" / "gtfs" / "stops.txt").exists()  # from the package's data
 
 
+@pytest.mark.servers
 def test_the_inbox_page_shows_each_person_what_they_received_and_refreshes_itself(tmp_path: Path) -> None:
     """In Chromium: the rendered Chinese text under the person's name and role, with the channel
     and the time in Asia/Shanghai; a message that comes later appears without a reload; the

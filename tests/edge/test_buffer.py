@@ -119,6 +119,7 @@ APPENDER = textwrap.dedent(
 )
 
 
+@pytest.mark.servers
 def test_kill_9_loses_nothing_that_was_acknowledged(tmp_path: Path) -> None:
     path = tmp_path / "b.sqlite"
     rng = random.Random(4)

@@ -221,6 +221,7 @@ def test_a_buffer_that_cannot_be_opened_says_why(tmp_path: Path) -> None:
     first.close()
 
 
+@pytest.mark.servers
 def test_a_commit_the_disk_refused_leaves_the_buffer_as_it_was_and_usable(
     small_disk: SmallDisk,  # noqa: F811 (the fixture imported above)
 ) -> None:

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from linli.demo.chargers import write_config
 from linli.demo.servers import LocalServer, free_port_range
 from support import start_sim, stop_process, vm_series_settled
@@ -58,6 +60,7 @@ def test_sigterm_flushes_pending_readings(victoria: LocalServer, tmp_path: Path)
         assert len(series["timestamps"]) == polls[series["metric"]["device"]]
 
 
+@pytest.mark.servers
 def test_the_demo_survives_a_terminal_s_ctrl_c_and_says_where_its_data_is(tmp_path: Path) -> None:
     """Ctrl-C in a terminal signals the whole foreground process group: the demo's store must
     outlive the agent's last flush. The view never shows a station refused at the start."""

@@ -149,6 +149,7 @@ def test_thresholds_apply_by_tag_and_side() -> None:
     assert [t.value for t in profile.thresholds_for({"system": "hydrant"}) if t.field == "pressure"] == [0.07]
 
 
+@pytest.mark.servers
 def test_cli_reports_config_errors_with_exit_code_2(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace("port = 5020", "prot = 5020"))
     result = linli("edge", "run", "--config", str(path))
@@ -157,6 +158,7 @@ def test_cli_reports_config_errors_with_exit_code_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.servers
 def test_cli_help_and_usage_errors() -> None:
     ok = linli("--help")
     assert ok.returncode == 0
@@ -167,6 +169,7 @@ def test_cli_help_and_usage_errors() -> None:
     assert "COMMAND" in bad.stderr
 
 
+@pytest.mark.servers
 def test_check_shows_the_rules_in_force_and_each_interlock(tmp_path: Path) -> None:
     rules = """
 [[rules]]
@@ -192,6 +195,7 @@ above = 0.5
     assert "stored by exception: 15 fields, at least every 120 s; deadbands cabinet_temp 0.5," in out
 
 
+@pytest.mark.servers
 def test_probe_says_what_is_wrong_in_one_line() -> None:
     camera = linli("edge", "probe", "--profile", "camera", "--host", "127.0.0.1")
     assert camera.returncode == 2
@@ -212,6 +216,7 @@ def probe_charger(port: int, *extra: str) -> subprocess.CompletedProcess[str]:
     return linli("edge", "probe", "--profile", "charger", "--host", "127.0.0.1", "--port", str(port), *extra)
 
 
+@pytest.mark.servers
 def test_probe_of_a_silent_device_prints_its_verdict_and_nothing_of_pymodbus() -> None:
     with socket.socket() as silent:  # accepts, never answers
         silent.bind(("127.0.0.1", 0))
@@ -224,6 +229,7 @@ def test_probe_of_a_silent_device_prints_its_verdict_and_nothing_of_pymodbus() -
     assert "Is the unit id right (--unit)?" in line
 
 
+@pytest.mark.servers
 def test_probe_with_too_many_ports_hints_at_the_count() -> None:
     port = free_port()
     sim = start_sim("charger", "--port", str(port), "--ports", "10")
@@ -239,12 +245,14 @@ def test_probe_with_too_many_ports_hints_at_the_count() -> None:
     assert "port 10" in good.stdout
 
 
+@pytest.mark.servers
 def test_the_simulator_refuses_a_fault_on_a_station_it_does_not_run() -> None:
     result = linli("sim", "charger", "--stations", "2", "--fault", "3:overheat")
     assert result.returncode == 2
     assert "--fault names station 3, but there are stations 1 to 2" in result.stderr
 
 
+@pytest.mark.servers
 def test_help_describes_every_option_with_its_default() -> None:
     check = linli("edge", "check", "--help").stdout
     assert "--contact" in check

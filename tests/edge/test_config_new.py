@@ -7,8 +7,12 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from support import linli, wait_for
 from test_watch import Terminal
+
+pytestmark = pytest.mark.servers  # every test here starts a server or a process
 
 SCAN_OUTPUT = """\
 unit   1: decodes     13 values in range

@@ -168,6 +168,7 @@ def test_fire_sensors_behind_one_gateway(influx1: LocalServer, building: tuple[P
     assert {r["value"] for r in tags} == {"sprinkler", "hydrant"}
 
 
+@pytest.mark.servers
 def test_mbpoll_reads_each_unit_behind_the_gateway(building: tuple[Path, int]) -> None:
     path, port = building
     want = expected(path)

@@ -11,6 +11,8 @@ import pytest
 from linli.edge.install import Unit, problems
 from support import linli
 
+pytestmark = pytest.mark.servers  # every test here starts a server or a process
+
 CONFIG = """
 [writer]
 kind = "influxdb1"

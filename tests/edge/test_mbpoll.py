@@ -16,6 +16,8 @@ from linli.sim.fleet import ChargerFleetSpec, make_station
 from linli.sim.image import build_image
 from support import start_sim, stop_process
 
+pytestmark = pytest.mark.servers  # every test here starts a server or a process
+
 START = "2021-01-08T21:00+08:00"
 SPEC = ChargerFleetSpec(stations=1, seed=3, warmup_s=3 * 3600)
 

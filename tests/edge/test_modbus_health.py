@@ -30,6 +30,7 @@ def health_lines(batches: list[list[str]]) -> list[int]:
     return [sum(line.startswith("health,") for line in batch) for batch in batches]
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("by_exception", [True, False])
 def test_health_is_written_on_a_change_and_as_a_heartbeat(
     by_exception: bool, monkeypatch: pytest.MonkeyPatch

@@ -15,6 +15,8 @@ from linli.demo.servers import free_port
 from linli.edge.scan import parse_units
 from support import linli, start_sim, stop_process
 
+pytestmark = pytest.mark.servers  # every test here starts a server or a process
+
 # One tower: its gateway has two pressure sensors (units 1 and 2) and a pump controller (unit 3).
 SCENARIO = """
 name = "scan"

@@ -17,11 +17,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from brokerpeers import Peer
 from linli.cloud.broker.files import read_secret
 from linli.demo.servers import free_port, start_influxdb1, start_mosquitto_with
 from support import http_post, linli, stop_process, wait_for
+
+pytestmark = pytest.mark.servers  # every test here starts a server or a process
 
 CANARY = "CANARY-7f3a9c-do-not-print"
 CAMERA_TOPIC = "elevators/tower/elevator-1/detection"

@@ -102,6 +102,7 @@ def test_a_commit_puts_lines_and_deliveries_on_disk_before_anyone_is_acknowledge
     buffer.close()
 
 
+@pytest.mark.servers
 def test_a_refused_commit_keeps_everything_in_order_and_acknowledges_nothing(
     on_full_disk: tuple[Recorded, SmallDisk], db: ThreadPoolExecutor
 ) -> None:
@@ -154,6 +155,7 @@ def test_a_refused_commit_keeps_everything_in_order_and_acknowledges_nothing(
     buffer.close()
 
 
+@pytest.mark.servers
 def test_a_disk_that_stays_full_is_tried_again_at_most_every_10_s(
     on_full_disk: tuple[Recorded, SmallDisk], db: ThreadPoolExecutor
 ) -> None:

@@ -14,6 +14,8 @@ import pytest
 from linli.demo.servers import free_port
 from support import start_sim, stop_process, unique, wait_for
 
+pytestmark = pytest.mark.servers  # every test here starts a server or a process
+
 REVERSE = "\x1b[1;7m"  # how Rich marks a value that changed since the last poll
 
 

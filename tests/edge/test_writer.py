@@ -70,6 +70,7 @@ def test_refused_lines_are_dead_lettered_and_the_rest_written(
     assert (buffer.stats.lines, writer.stats.dead_lettered, writer.stats.written) == (0, 1, 9)
 
 
+@pytest.mark.servers
 def test_a_413_halves_the_batch_until_it_fits(tmp_path: Path, db: ThreadPoolExecutor) -> None:
     server = start_influxdb1(tmp_path / "influx", max_body_size=2000)
     try:
@@ -90,6 +91,7 @@ def test_a_413_halves_the_batch_until_it_fits(tmp_path: Path, db: ThreadPoolExec
         server.stop()
 
 
+@pytest.mark.servers
 def test_an_outage_keeps_everything_queued_then_replays_past_and_present_in_turn(
     tmp_path: Path, db: ThreadPoolExecutor
 ) -> None:

@@ -40,6 +40,7 @@ def check(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.servers
 def test_every_config_example_is_accepted(tmp_path: Path) -> None:
     configs: list[str] = []
     for tag, body in blocks("configuration.md"):
@@ -77,6 +78,7 @@ def test_every_waste_example_is_accepted() -> None:
         assert WasteConfig.model_validate(tomllib.loads(body)).routes == "split"
 
 
+@pytest.mark.servers
 def test_the_documented_config_error_is_the_real_one(tmp_path: Path) -> None:
     tagged = dict(blocks("configuration.md"))
     path = tmp_path / "edge.toml"

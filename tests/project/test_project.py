@@ -27,6 +27,7 @@ def test_register_docs_are_current() -> None:
         )
 
 
+@pytest.mark.servers
 def test_compose_file_is_valid() -> None:
     binary = shutil.which("docker-compose")
     if binary is None:
@@ -42,6 +43,7 @@ def test_compose_file_is_valid() -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.servers
 def test_every_service_and_the_image_keep_shanghai_time_and_draw_chinese() -> None:
     """TZ in compose and the image, with the zone files and the CJK font installed beside it:
     whatever reads a local clock (logs, a library's default) reads Shanghai's."""
@@ -78,6 +80,7 @@ def compose_services(*files: str) -> dict[str, Any]:
     return services
 
 
+@pytest.mark.servers
 def test_the_city_override_moves_every_notifier_to_one_shared_state() -> None:
     """Two notifiers in one broker group must share one state, or each step is told twice."""
     services = city_services()
@@ -121,6 +124,7 @@ def test_the_city_override_moves_every_notifier_to_one_shared_state() -> None:
     assert ids == {"linli-waste-waste", "linli-waste-waste-b"}
 
 
+@pytest.mark.servers
 def test_the_city_override_makes_the_broker_a_three_node_emqx_cluster(tmp_path: Path) -> None:
     services = city_services()
     nodes = {name: s for name, s in services.items() if s.get("image", "").startswith("emqx/emqx:")}
@@ -161,6 +165,7 @@ def test_the_city_override_makes_the_broker_a_three_node_emqx_cluster(tmp_path: 
     assert "cp /opt/emqx/etc/linli/emqx.conf /opt/emqx/etc/emqx.conf" in " ".join(nodes["broker"]["command"])
 
 
+@pytest.mark.servers
 def test_compose_edge_config_is_valid() -> None:
     result = subprocess.run(
         [
@@ -207,6 +212,7 @@ def test_grafana_is_provisioned_with_the_dashboards_data_source_and_folder() -> 
     assert "grafana-token:/tokens/grafana:ro" in compose
 
 
+@pytest.mark.servers
 def test_compose_gives_every_service_its_own_identity_and_token(tmp_path: Path) -> None:
     """No shared broker credential, no admin InfluxDB token outside InfluxDB and its token maker."""
     compose = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
@@ -259,6 +265,7 @@ BENCHMARKS = sorted(
 )
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.stem)
 def test_every_benchmark_says_how_to_run_it(script: Path) -> None:
     """Each imports what it needs (the shared harness too) and answers --help."""

@@ -50,6 +50,7 @@ def test_the_readme_s_test_command_is_what_ci_runs() -> None:
     assert all(not line.startswith(".venv/bin/python -m pytest") for line in check)
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("line", demo_lines())
 def test_the_readme_s_demo_lines_run_as_printed_and_stop_flushed_on_ctrl_c(line: str) -> None:
     assert line.startswith("scripts/demo")
@@ -74,6 +75,7 @@ def test_the_readme_s_demo_lines_run_as_printed_and_stop_flushed_on_ctrl_c(line:
     assert stopped[2] == "0"
 
 
+@pytest.mark.servers
 def test_the_readme_s_first_commands_on_a_charger_run_as_printed(tmp_path: Path) -> None:
     """`linli sim charger --port 5020 ...` beside `linli edge probe ... --port 5020`, and the
     register map, with the set-up's virtualenv activated as the README says."""

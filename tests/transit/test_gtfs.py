@@ -180,6 +180,7 @@ def test_a_missing_file_and_a_missing_column_are_named(tmp_path: Path) -> None:
     assert "shapes.txt:1: missing column(s) shape_pt_sequence" in problems
 
 
+@pytest.mark.servers
 def test_waste_check_prints_the_routes_or_every_problem_with_exit_2(tmp_path: Path) -> None:
     def waste_check(folder: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -203,6 +204,7 @@ def test_waste_check_prints_the_routes_or_every_problem_with_exit_2(tmp_path: Pa
     assert "Traceback" not in bad.stderr
 
 
+@pytest.mark.servers
 def test_waste_run_says_what_is_missing_with_exit_2(tmp_path: Path) -> None:
     def waste_run(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -241,6 +243,7 @@ def feed_zip(folder: Path, into: Path) -> Path:
     return out
 
 
+@pytest.mark.servers
 def test_outside_validators_find_no_error_in_the_district_feed(tmp_path: Path) -> None:
     """MobilityData's rule set (`gtfs-validator`) and GTFS Analyzer, neither written here."""
     binary = Path(sys.executable).parent / "gtfs-validator"
@@ -319,6 +322,7 @@ def waste_trips(date: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.servers
 def test_waste_trips_lists_what_runs_on_a_date_and_why() -> None:
     shown = waste_trips("2027-02-08")
     assert shown.returncode == 0, shown.stderr

@@ -27,7 +27,7 @@ BOARDS: dict[str, Callable[[], db.Dashboard]] = {
     edge.UID: edge.dashboard,
 }
 # The committed JSON, beside this package in a source checkout.
-JSON_DIR = Path(__file__).resolve().parents[2] / "json"
+JSON_DIR = Path(__file__).resolve().parents[3] / "dashboards" / "json"
 
 
 def json_dir(locale: Locale = DEFAULT_LOCALE) -> Path:

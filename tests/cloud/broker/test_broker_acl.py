@@ -81,6 +81,7 @@ def refused(code: ReasonCode) -> bool:
     return code.value == NOT_AUTHORIZED
 
 
+@pytest.mark.servers
 def test_the_secrets_are_private_and_no_password_is_printed(
     broker: tuple[LocalServer, Path], tmp_path: Path
 ) -> None:
@@ -229,6 +230,7 @@ def test_the_waste_service_writes_only_its_trucks_orders_and_its_contacts(
         waste.close()
 
 
+@pytest.mark.servers
 def test_a_waste_contact_on_a_topic_the_notifier_writes_is_refused_naming_the_file(tmp_path: Path) -> None:
     """A keeper's MQTT channel is the waste service's to write, exactly that topic; one the
     notifier writes would let it pass notices off as the notifier's."""
@@ -254,6 +256,7 @@ def test_a_waste_contact_on_a_topic_the_notifier_writes_is_refused_naming_the_fi
         assert sends == {"trucks/fleet/truck-renovation/order", topic, "linli/deadletter/waste/#"}
 
 
+@pytest.mark.servers
 def test_the_written_files_work_for_mosquitto_started_as_root(tmp_path: Path) -> None:
     """As docs/security.md runs it: `mosquitto -c OUT/mosquitto.conf` as root, which drops to
     the user mosquitto before it reads the password file and the rights."""
@@ -289,6 +292,7 @@ def test_strangers_and_wrong_passwords_are_turned_away(broker: tuple[LocalServer
         assert not can_connect(server.port, user, password, client_id=user), user
 
 
+@pytest.mark.servers
 def test_a_rerun_keeps_passwords_and_rotation_takes_effect_on_sighup(tmp_path: Path) -> None:
     port = free_port()
     conf = tmp_path / "conf"
@@ -312,6 +316,7 @@ def test_a_rerun_keeps_passwords_and_rotation_takes_effect_on_sighup(tmp_path: P
         server.stop()
 
 
+@pytest.mark.servers
 def test_bad_inputs_get_a_clear_error(tmp_path: Path) -> None:
     unknown = broker_config(tmp_path / "x", "--rotate", "device/nowhere/nothing")
     assert unknown.returncode == 2
@@ -321,6 +326,7 @@ def test_bad_inputs_get_a_clear_error(tmp_path: Path) -> None:
     assert "linli broker certs --out" in no_certs.stderr
 
 
+@pytest.mark.servers
 def test_tls_with_and_without_a_client_certificate_and_a_wrong_ca_refused(tmp_path: Path) -> None:
     certs, other = tmp_path / "certs", tmp_path / "other"
     made = linli("broker", "certs", "--out", str(certs), "--client", CAM)
@@ -355,6 +361,7 @@ def test_tls_with_and_without_a_client_certificate_and_a_wrong_ca_refused(tmp_pa
         server.stop()
 
 
+@pytest.mark.servers
 def test_a_missing_tls_file_is_a_config_error_naming_its_key(tmp_path: Path) -> None:
     edge = tmp_path / "edge.toml"
     edge.write_text(

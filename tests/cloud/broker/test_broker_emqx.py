@@ -21,6 +21,8 @@ from pyhocon import ConfigFactory  # type: ignore[import-untyped]
 
 from test_broker_acl import CAM, DEPLOY
 
+pytestmark = pytest.mark.servers  # every test here starts a server or a process
+
 # The dynamic-security plugin's rights as EMQX's actions.
 DYNSEC_TO_EMQX = {
     "publishClientSend": "publish",

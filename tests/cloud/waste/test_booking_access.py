@@ -335,6 +335,7 @@ def test_a_nan_coordinate_is_refused_and_the_connection_goes_on(running: Running
     assert after.status == 200
 
 
+@pytest.mark.servers
 def test_waste_token_commands_make_list_and_revoke_booking_links_in_the_waste_state(tmp_path: Path) -> None:
     config = tmp_path / "waste.toml"
     config.write_text(f'gtfs = "{FEED}"\nstate = "waste.sqlite"\n', encoding="utf-8")

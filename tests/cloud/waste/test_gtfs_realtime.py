@@ -23,6 +23,8 @@ from linli.sim.kinds.truck import Truck
 from linli.sim.timetable import Traffic
 from linli.transit.gtfs import load_feed, service_zero
 
+pytestmark = pytest.mark.servers  # every test here starts a server or a process
+
 FEED = Path(__file__).resolve().parents[3] / "deploy" / "gtfs" / "hongqiao"
 MONDAY = dt.date(2026, 11, 23)  # in the past: a message from the future is refused
 EVERY_S = 120

@@ -15,6 +15,8 @@ SERVICE = """
 import multiprocessing, os, sys, time
 from concurrent.futures import ProcessPoolExecutor
 from linli.cloud.waste.planner import die_with_parent
+
+pytestmark = pytest.mark.servers  # every test here starts a server or a process
 pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
                            initializer=die_with_parent, initargs=(os.getpid(),))
 print(pool.submit(os.getpid).result(), flush=True)

@@ -210,6 +210,7 @@ def test_the_store_s_lines_wait_in_order_until_it_has_them(state: str) -> None:
         tables.close()
 
 
+@pytest.mark.servers
 def test_a_state_that_cannot_be_reached_is_a_clear_error_without_its_password(tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "waste.toml"
