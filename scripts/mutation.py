@@ -371,7 +371,8 @@ def report(modules: list[str]) -> int:
             codes = {k: c for k, c in codes.items() if any(fnmatch.fnmatch(k, g) for g in module.globs())}
             codes = {k: c for k, c in codes.items() if c is not None}  # not checked: left out by --only
             status = Counter(STATUS.get(c, "other") for c in codes.values())
-            survivors = sorted(k for k, c in codes.items() if STATUS.get(c) != "killed")
+            # A timed-out mutant is detected: not a survivor, nor counted again as equivalent.
+            survivors = sorted(k for k, c in codes.items() if STATUS.get(c) not in ("killed", "timeout"))
             diffs = {k: get_diff_for_mutant(k, path=staged(module.path)) for k in survivors}
             source = (STAGE / staged(module.path)).read_text().splitlines()
             equivalent = {
