@@ -198,8 +198,9 @@ REVIEWED: dict[str, str] = {
         for n in (27, 31)
     },
     f"{_WRITER}drain__mutmut_4": "`<=` for `<`: differs only when two monotonic readings are equal",
-    f"{_WRITER}drain__mutmut_16": "NOT equivalent, reviewed: drain overruns its deadline by up to 1 s; "
-    "seen only by timing drain, and the suite has no wall-clock assertions",
+    "linli.cloud.store.xǁStoreǁclose_alert__mutmut_75": "ON CONFLICT DO NOTHING in lower case: keywords",
+    "linli.cloud.store.xǁStoreǁorphans__mutmut_14": "an unquoted table name: any case is the same name",
+    "linli.cloud.store.xǁStoreǁorphans__mutmut_16": "unquoted column names: any case is the same name",
     "linli.cloud.waste.outbox.xǁOutboxǁput__mutmut_12": "the exception left out of a rate-limited log line "
     "(logging reports the bad format itself)",
 }
