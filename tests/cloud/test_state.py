@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from linli.cloud.db import database_url, describe, migrate
-from linli.cloud.notifier.store import Store
+from linli.cloud.notifier.store import Keep, Store
 from linli.cloud.scope import Scope
 from linli.cloud.tokens import TokenBook
 
@@ -174,6 +174,37 @@ def test_firing_and_resolution_racing_on_two_notifiers_leave_nothing_open(state:
     assert stores[0].book() == []
     for s in stores:
         s.close()
+
+
+def test_a_resolution_keeps_the_all_clear_for_those_who_heard_in_its_own_transaction(state: str) -> None:
+    """The all-clear notices are in the outbox when the alert is closed, each to whoever heard of
+    the alert: a notifier dying right after the close leaves them to another (`orphans`)."""
+    store = Store(state)
+    fp = "00000000000000ac"
+    store.open_alert(fp, 1000, "{}", 1.0)
+    store.claim_first(fp, "ops", 1.0)
+    store.claim_first(fp, "keeper", 1.0)
+
+    def keep(told: list[str]) -> Keep:
+        return Keep([(sub, "{}", f"all clear for {sub}") for sub in told], lease_until=100.0)
+
+    closed = store.close_alert(fp, 1000, 2.0, keep=keep)
+    assert closed is not None
+    assert closed.told == ["keeper", "ops"]
+    assert [(i, sub, notice) for i, sub, _, notice in store.orphans(now=101.0, lease_until=200.0)] == [
+        (closed.held[0], "keeper", "all clear for keeper"),
+        (closed.held[1], "ops", "all clear for ops"),
+    ]
+    store.close()
+
+
+def test_a_sweep_takes_over_at_most_50_notices_and_the_rest_at_the_next(state: str) -> None:
+    """A notifier back after an outage does not take every orphan at once: 50 a sweep, oldest first."""
+    store = Store(state)
+    held = [store.hold("ops", "{}", f"notice-{i}", lease_until=100.0) for i in range(51)]
+    assert [o[0] for o in store.orphans(now=101.0, lease_until=200.0)] == held[:50]
+    assert [o[0] for o in store.orphans(now=101.0, lease_until=200.0)] == held[50:]
+    store.close()
 
 
 def test_a_notice_whose_sender_died_is_taken_once_its_lease_runs_out(state: str) -> None:

@@ -192,8 +192,13 @@ class FillsTheDiskAfterWriting:
         self.sink.close()
 
 
+@pytest.mark.parametrize(
+    ("batch_size", "writes"),
+    [(5000, 3), (5, 6)],  # the chunk in one batch; larger than a batch, so written a part at a time
+    ids=["whole", "part"],
+)
 def test_a_disk_that_fills_after_the_store_took_a_batch_keeps_the_writer_going(
-    influx1: LocalServer, small_disk: SmallDisk
+    influx1: LocalServer, small_disk: SmallDisk, batch_size: int, writes: int
 ) -> None:
     db = unique("fulldisk")
     influx1_create_db(influx1.url, db)
@@ -207,7 +212,7 @@ def test_a_disk_that_fills_after_the_store_took_a_batch_keeps_the_writer_going(
 
     async def scenario() -> None:
         with ThreadPoolExecutor(1) as pool:
-            writer = BatchWriter(sink, buffer, pool)
+            writer = BatchWriter(sink, buffer, pool, batch_size=batch_size)
             # The store has the lines, the buffer cannot drop them: they stay, to be written again.
             out["first"] = await writer.write_batch()
             out["delay"] = writer._retry_delay  # backed off: not a busy loop of rewrites
@@ -217,6 +222,8 @@ def test_a_disk_that_fills_after_the_store_took_a_batch_keeps_the_writer_going(
             out["attempts"] = writer.stats.failed_attempts
             small_disk.free()
             out["again"] = await writer.write_batch()
+            while await writer.write_batch():  # the parts left, if any
+                pass
             out["left"] = buffer.stats.lines
 
     try:
@@ -230,6 +237,6 @@ def test_a_disk_that_fills_after_the_store_took_a_batch_keeps_the_writer_going(
     assert "the buffer refused to drop written lines" in str(out["error"])
     assert out["again"] is True
     assert out["left"] == 0
-    assert sink.writes == 3
+    assert sink.writes == writes
     # Written twice, stored once: a point written again is the same point.
     assert stored(influx1, db) == MESSAGES

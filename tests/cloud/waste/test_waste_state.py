@@ -191,6 +191,19 @@ def test_a_delivery_held_is_taken_over_only_once_its_lease_ran_out_and_by_one_se
         second.close()
 
 
+def test_a_sweep_takes_over_at_most_50_deliveries_and_the_rest_at_the_next(state: str) -> None:
+    """A service back after an outage does not take every orphan at once: 50 a sweep, oldest first."""
+    tables = WasteState(state)
+    try:
+        held = [
+            tables.hold(f"Keeper {i}", "sms", "the truck has left", "t", lease_until=100.0) for i in range(51)
+        ]
+        assert [o[0] for o in tables.orphans(now=101.0, lease_until=200.0)] == held[:50]
+        assert [o[0] for o in tables.orphans(now=101.0, lease_until=200.0)] == held[50:]
+    finally:
+        tables.close()
+
+
 def test_the_store_s_lines_wait_in_order_until_it_has_them(state: str) -> None:
     tables = WasteState(state)
     try:
