@@ -2,8 +2,9 @@
 
 The assets come from the `swagger-ui-bundle-v2` package (Swagger UI 5: FastAPI describes
 its API in OpenAPI 3.1, which Swagger UI 4 cannot read); the page and its start script are
-our own (`notifier/static/`, shipped with the notifier's package data), so the page's policy needs no inline script. ReDoc is not served: no
-package ships its assets to serve locally. `/openapi.json` is the document either way.
+our own (`notifier/static/`, in the notifier's package data), so the page's policy needs no
+inline script. ReDoc is not served: no package ships its assets to serve locally.
+`/openapi.json` is the document either way.
 """
 
 from __future__ import annotations

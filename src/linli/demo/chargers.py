@@ -9,7 +9,6 @@ import contextlib
 import sys
 from pathlib import Path
 
-from linli.catalog.errors import ConfigError
 from linli.cli.support import iso_time, run_until_signal, setup_logging
 from linli.demo.servers import (
     LocalServer,
@@ -142,6 +141,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _chargers(args: argparse.Namespace) -> int:
+    from linli.catalog.errors import ConfigError
     from linli.edge.agent import Agent
     from linli.edge.config import load_config
     from linli.edge.view import run_view
