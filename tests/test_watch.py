@@ -135,7 +135,11 @@ def test_no_color_leaves_the_colours_out_and_the_highlights_in(overheating: int)
     plain = Terminal(f"env NO_COLOR=1 {linli} {common}", rows=24)
     try:
         for term in (coloured, plain):
-            wait_for(lambda t=term: REVERSE in t.screen(escapes=True), "a changed value highlighted", 20)
+
+            def highlighted(term: Terminal = term) -> bool:
+                return REVERSE in term.screen(escapes=True)
+
+            wait_for(highlighted, "a changed value highlighted", 20)
         assert colours(coloured.screen(escapes=True))  # "online" in green, at least
         assert colours(plain.screen(escapes=True)) == []
     finally:
