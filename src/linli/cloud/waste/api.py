@@ -21,6 +21,7 @@ from starlette.types import ASGIApp
 
 from linli.cloud.headers import Protect
 from linli.cloud.notifier.api import Guard, doc, guarded
+from linli.cloud.paging import PAGED, Paged, page, rows_page
 from linli.cloud.prom import add_metrics, counter, gauge
 from linli.cloud.waste.booking_api import PUBLIC_PAGES, booking_routes
 from linli.cloud.waste.bookings import OPEN
@@ -196,10 +197,10 @@ def app(service: WasteService, token: str) -> ASGIApp:
             for r in rows
         ]
 
-    @api.get("/incidents")
-    async def incidents() -> list[dict[str, Any]]:
+    @api.get("/incidents", responses=PAGED)
+    async def incidents(paged: Paged) -> list[dict[str, Any]]:
         """Blocked gates and breakdowns, oldest first; `number` is for acknowledging one."""
-        return [
+        found = [
             {
                 "number": i["number"],
                 "kind": i["kind"],
@@ -211,6 +212,7 @@ def app(service: WasteService, token: str) -> ASGIApp:
             }
             for i in service.state.incidents()
         ]
+        return page(found, lambda i: [i["number"]], paged)
 
     @api.post("/trips/{trip_id}/stops/{stop_id}/skip", responses=doc(404, 503))
     async def skip(
@@ -244,10 +246,10 @@ def app(service: WasteService, token: str) -> ASGIApp:
             "status": dispatch(service, "replace", trip_id, body.truck),
         }
 
-    @api.get("/failed-deliveries")
-    async def failed() -> list[dict[str, Any]]:
-        """Notices a channel kept refusing, with the last error."""
-        return service.failures()
+    @api.get("/failed-deliveries", responses=PAGED)
+    async def failed(paged: Paged) -> list[dict[str, Any]]:
+        """Notices a channel kept refusing, with the last error, oldest first."""
+        return rows_page(service.state.failures, paged)
 
     @api.get(
         "/gtfs-rt", response_class=Response, responses={200: {"content": {"application/x-protobuf": {}}}}

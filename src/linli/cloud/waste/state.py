@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
-from linli.cloud.db import Tables, is_url
+from linli.cloud.db import LAST_ID, Tables, is_url
 from linli.cloud.waste.predict import Step
 from linli.cloud.waste.rollups import Period, Rollup
 from linli.cloud.waste.tracking import Incident, KeeperNotice
@@ -191,9 +191,12 @@ class WasteState(Tables):
             {"at": at_ms, "contact": contact, "channel": channel, "message": message, "error": error},
         )
 
-    def failures(self) -> list[dict[str, Any]]:
+    def failures(self, after: int | None = None, limit: int = LAST_ID) -> list[dict[str, Any]]:
+        """Notices recorded as failed, oldest first; those after the row `after` (its `id`)."""
         return self._dicts(
-            "SELECT at_ms, contact, channel, message, error FROM waste_failed_delivery ORDER BY id"
+            "SELECT id, at_ms, contact, channel, message, error FROM waste_failed_delivery "
+            "WHERE id > :after ORDER BY id LIMIT :n",
+            {"after": after or 0, "n": limit},
         )
 
     # --- deliveries under way ---------------------------------------------------------
