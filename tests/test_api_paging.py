@@ -22,7 +22,9 @@ from linli.cloud.tokens import TokenBook
 from linli.cloud.waste.api import app as waste_app
 from linli.cloud.waste.config import WasteConfig
 from linli.cloud.waste.service import WasteService
+from linli.demo.view import every
 from linli.transit.gtfs import load_feed
+from support import serving
 from test_api_problems import is_problem
 from test_waste_service import FEED
 
@@ -138,3 +140,17 @@ def test_the_waste_service_s_failed_deliveries_page_by_cursor(tmp_path: Path) ->
         ["keeper-2", "keeper-3"],
         ["keeper-4"],
     ]
+
+
+def test_the_demo_s_view_counts_every_page(state: str) -> None:
+    """The demo counts bookings and open alerts over every page, not the first one's."""
+    app, store, _ = notifier(state)
+    for n in range(7):
+        store.put_subscription(
+            Subscription.model_validate(
+                {"id": f"sub-{n}", "channels": [{"kind": "webhook", "url": "http://x/"}]}
+            )
+        )
+    with serving(app) as base, httpx.Client(headers=AUTH, timeout=10) as client:
+        found = every(client, f"{base}/subscriptions", limit=3)
+    assert [s["id"] for s in found] == [f"sub-{n}" for n in range(7)]
