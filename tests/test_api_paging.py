@@ -57,14 +57,16 @@ def notifier(state: str) -> tuple[Any, Store, TokenBook]:
     return notifier_app(Notifier(config, store, Sender(SmtpConfig()), time.time), TOKEN, book), store, book
 
 
+def subscribe(store: Store, count: int) -> None:
+    """Subscriptions sub-0, sub-1, ..."""
+    for n in range(count):
+        sub = {"id": f"sub-{n}", "channels": [{"kind": "webhook", "url": "http://x/"}]}
+        store.put_subscription(Subscription.model_validate(sub))
+
+
 def test_the_notifier_s_lists_page_by_cursor(state: str) -> None:
     app, store, book = notifier(state)
-    for n in range(7):
-        store.put_subscription(
-            Subscription.model_validate(
-                {"id": f"sub-{n}", "channels": [{"kind": "webhook", "url": "http://x/"}]}
-            )
-        )
+    subscribe(store, 7)
     for n in range(MAX_LIMIT + 3):  # more than the 1,000 the log was cut at
         book.audit("test", "action", f"t-{n}")
     alert = {"alert": {"fingerprint": "0123456789abcdef"}, "notice": "firing"}
@@ -145,12 +147,7 @@ def test_the_waste_service_s_failed_deliveries_page_by_cursor(tmp_path: Path) ->
 def test_the_demo_s_view_counts_every_page(state: str) -> None:
     """The demo counts bookings and open alerts over every page, not the first one's."""
     app, store, _ = notifier(state)
-    for n in range(7):
-        store.put_subscription(
-            Subscription.model_validate(
-                {"id": f"sub-{n}", "channels": [{"kind": "webhook", "url": "http://x/"}]}
-            )
-        )
+    subscribe(store, 7)
     with serving(app) as base, httpx.Client(headers=AUTH, timeout=10) as client:
         found = every(client, f"{base}/subscriptions", limit=3)
     assert [s["id"] for s in found] == [f"sub-{n}" for n in range(7)]
