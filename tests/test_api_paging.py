@@ -22,6 +22,7 @@ from linli.cloud.tokens import TokenBook
 from linli.cloud.waste.api import app as waste_app
 from linli.cloud.waste.config import WasteConfig
 from linli.cloud.waste.service import WasteService
+from linli.cloud.waste.tracking import KeeperNotice, NoticeKind
 from linli.demo.view import every
 from linli.transit.gtfs import load_feed
 from support import serving
@@ -125,22 +126,34 @@ def test_the_notifier_s_lists_page_by_cursor(state: str) -> None:
         assert "Link" in get["responses"]["200"]["headers"]
 
 
-def test_the_waste_service_s_failed_deliveries_page_by_cursor(tmp_path: Path) -> None:
+def test_the_waste_service_s_lists_page_by_cursor(tmp_path: Path) -> None:
     config = WasteConfig(gtfs=FEED, state=str(tmp_path / "waste.sqlite"))
     service = WasteService(config, TOKEN, load_feed(FEED))
     for n in range(5):
         service.state.failed(n, f"keeper-{n}", "sms", "{}", "HTTP 500")
+    for n, day in enumerate(["2026-11-23"] * 5 + ["2026-11-24"] * 2):
+        notice = KeeperNotice(NoticeKind.NOTICE, "trip", f"stop-{n}", n, time_s=n)
+        assert service.state.claim_notice(notice, day, seq=n)
 
-    async def scenario() -> list[list[dict[str, Any]]]:
+    async def scenario() -> dict[str, list[list[dict[str, Any]]]]:
         transport = httpx.ASGITransport(app=waste_app(service, TOKEN))
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
-            return await pages(api, "/failed-deliveries?limit=2")
+            return {
+                "failed": await pages(api, "/failed-deliveries?limit=2"),
+                "notices": await pages(api, "/notices?limit=2&day=2026-11-23"),
+            }
 
     found = asyncio.run(scenario())
-    assert [[f["contact"] for f in p] for p in found] == [
+    assert [[f["contact"] for f in p] for p in found["failed"]] == [
         ["keeper-0", "keeper-1"],
         ["keeper-2", "keeper-3"],
         ["keeper-4"],
+    ]
+    # Newest first, of the day asked for (the filter kept in the next pages' links).
+    assert [[n["stop_id"] for n in p] for p in found["notices"]] == [
+        ["stop-4", "stop-3"],
+        ["stop-2", "stop-1"],
+        ["stop-0"],
     ]
 
 

@@ -168,13 +168,12 @@ def app(service: WasteService, token: str) -> ASGIApp:
             ]
         return out
 
-    @api.get("/notices")
+    @api.get("/notices", responses=PAGED)
     async def notices(
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-        day: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+        paged: Paged, day: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")] = None
     ) -> list[dict[str, Any]]:
         """The keeper notices sent, newest first; `day`: of one service day (YYYY-MM-DD)."""
-        return service.notices(limit, day)
+        return rows_page(lambda before, n: service.state.notices(n, day, before), paged)
 
     @api.get("/rollups")
     async def rollups(
