@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from pathlib import Path
@@ -243,6 +244,38 @@ def test_probe_with_too_many_ports_hints_at_the_count() -> None:
     assert "(--count, default 10)" in result.stderr
     assert good.returncode == 0, good.stderr
     assert "port 10" in good.stdout
+
+
+@pytest.mark.servers
+def test_probe_json_holds_what_the_text_shows() -> None:
+    port = free_port()
+    sim = start_sim("charger", "--port", str(port), "--ports", "10", "--time-scale", "0")  # values frozen
+    try:
+        text = probe_charger(port)
+        as_json = probe_charger(port, "--json")
+        silent = probe_charger(free_port(), "--json", "--timeout", "0.3")
+    finally:
+        stop_process(sim)
+    assert text.returncode == as_json.returncode == 0, as_json.stderr
+    found = json.loads(as_json.stdout)
+    assert (found["host"], found["port"], found["unit"], found["kind"]) == ("127.0.0.1", port, 1, "charger")
+    assert found["answered"] is True
+    assert text.stdout.startswith(f"127.0.0.1:{port} unit 1: {found['title']}, {found['reads']} reads in ")
+    # Each channel's values, written as the text writes them, are the text's lines.
+    lines = []
+    for channel in found["channels"]:
+        label = "device" if channel["channel"] is None else f"{found['group']} {channel['channel']}"
+        shown = [
+            f"{name}={v['value']:g}{v['unit']}" if isinstance(v["value"], float)
+            else f"{name}={v['value']}{v['unit']}" + (f"({v['meaning']})" if v["meaning"] else "")
+            for name, v in channel["values"].items()
+        ]  # fmt: skip
+        lines.append(f"  {label:<10} " + "  ".join(shown))
+    assert lines == text.stdout.splitlines()[1:]
+    assert len(found["channels"]) == 11  # the station and its 10 ports
+    assert silent.returncode == 1
+    assert json.loads(silent.stdout)["answered"] is False
+    assert json.loads(silent.stdout)["reason"] in ("refused", "timeout")
 
 
 @pytest.mark.servers

@@ -56,7 +56,7 @@ def test_metrics_health_and_status_say_what_the_stored_health_points_say(
         )  # fmt: skip
         return {r["device"]: r for r in rows}
 
-    async def scenario() -> tuple[dict[str, dict[str, float]], str, str, str]:
+    async def scenario() -> tuple[dict[str, dict[str, float]], str, str, str, str]:
         agent = Agent(config)
         stop = asyncio.Event()
         task = asyncio.create_task(agent.run(stop))
@@ -77,13 +77,15 @@ def test_metrics_health_and_status_say_what_the_stored_health_points_say(
             health = (await asyncio.to_thread(http_get, f"{base}/health")).decode()
             status = await asyncio.to_thread(linli, "edge", "status", "--url", base)
             assert status.returncode == 1  # a device is offline
+            as_json = await asyncio.to_thread(linli, "edge", "status", "--url", base, "--json")
+            assert as_json.returncode == 1  # the same exit code for scripts
         finally:
             stop.set()
             assert await task
             stop_process(sim)
-        return points, text, health, status.stdout
+        return points, text, health, status.stdout, as_json.stdout
 
-    points, text, health, status = asyncio.run(scenario())
+    points, text, health, status, status_json = asyncio.run(scenario())
     families = {f.name: f for f in text_string_to_metric_families(text)}
     online = {s.labels["device"]: s.value for s in families["linli_device_online"].samples}
     assert online == {d: float(p["online"]) for d, p in points.items()}
@@ -130,3 +132,8 @@ def test_metrics_health_and_status_say_what_the_stored_health_points_say(
     assert (h["devices"], h["devices_online"], h["offline"]) == (3, 2, [f"{site}/gone"])
     assert "2 of 3 devices online" in status
     assert f"offline  {site}/gone" in status
+    # --json is the agent's /health as it is, the facts the text shows.
+    j = json.loads(status_json)
+    assert j.keys() == h.keys()
+    assert (j["agent"], j["devices"], j["devices_online"], j["offline"]) == (h["agent"], 3, 2, h["offline"])
+    assert f"agent {j['agent']}: 2 of 3 devices online" in status

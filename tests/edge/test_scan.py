@@ -3,6 +3,7 @@ cross-checked with mbpoll as an independent Modbus client."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -73,6 +74,10 @@ def test_the_scan_finds_the_gateway_s_units_and_tells_a_pressure_sensor_from_a_p
             "--profile",
             "fire_pressure",
         )
+        as_json = linli(
+            "edge", "scan", "--host", "127.0.0.1", "--port", str(port), "--units", "1-6",
+            "--profile", "fire_pressure", "--json",
+        )  # fmt: skip
         # The independent client agrees: unit 1 answers, unit 5 does not.
         assert mbpoll(port, 1).returncode == 0
         assert mbpoll(port, 5).returncode != 0
@@ -85,6 +90,18 @@ def test_the_scan_finds_the_gateway_s_units_and_tells_a_pressure_sensor_from_a_p
     assert re.findall(r"unit +(\d+): decodes", typed.stdout) == ["1", "2"]
     unit3 = next(line for line in typed.stdout.splitlines() if line.startswith("unit   3"))
     assert "decodes" not in unit3  # the pump controller is not a pressure sensor
+    # Not a terminal: the progress bar and the answers carry no escape codes.
+    assert "\x1b" not in typed.stdout + typed.stderr + as_json.stdout
+    # --json: the same verdicts, counts and tables, for a script.
+    found = json.loads(as_json.stdout)
+    assert as_json.returncode == 0, as_json.stderr
+    assert [(u["unit"], u["answer"]) for u in found["units"]] == [
+        (1, "decodes"),
+        (2, "decodes"),
+        (3, unit3.split()[2]),
+    ]
+    assert (found["asked"], found["answered"], found["silent"], found["failed"]) == (6, 3, 3, 0)
+    assert found["config"] == typed.stdout.split("# paste under the site's [[sites]] table:\n")[1]
     # The tables it prints are a config the agent accepts, with the two sensors in it.
     snippet = typed.stdout.split("# paste under the site's [[sites]] table:\n")[1]
     config = tmp_path / "edge.toml"

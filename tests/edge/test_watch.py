@@ -118,6 +118,37 @@ def test_watch_shows_fields_changes_rule_states_and_raw_registers(overheating: i
         term.close()
 
 
+# Select Graphic Rendition parameters that set a colour (foreground, background, bright, 256/RGB);
+# 39 and 49 put back the terminal's own colours.
+COLOUR = re.compile(r"^(3[0-8]|4[0-8]|9[0-7]|10[0-7])$")
+
+
+def colours(screen: str) -> list[str]:
+    """The colour parameters of the escape codes on a screen captured with its escapes."""
+    return [
+        p for codes in re.findall(r"\x1b\[([0-9;]*)m", screen) for p in codes.split(";") if COLOUR.match(p)
+    ]
+
+
+def test_no_color_leaves_the_colours_out_and_the_highlights_in(overheating: int) -> None:
+    linli = Path(sys.executable).parent / "linli"
+    common = f"edge watch --profile charger --host 127.0.0.1 --port {overheating} --interval 0.3"
+    coloured = Terminal(f"{linli} {common}", rows=24)
+    plain = Terminal(f"env NO_COLOR=1 {linli} {common}", rows=24)
+    try:
+        for term in (coloured, plain):
+
+            def highlighted(term: Terminal = term) -> bool:
+                return REVERSE in term.screen(escapes=True)
+
+            wait_for(highlighted, "a changed value highlighted", 20)
+        assert colours(coloured.screen(escapes=True))  # "online" in green, at least
+        assert colours(plain.screen(escapes=True)) == []
+    finally:
+        coloured.close()
+        plain.close()
+
+
 def test_what_does_not_fit_the_terminal_is_announced_not_cut(overheating: int) -> None:
     linli = Path(sys.executable).parent / "linli"
     term = Terminal(f"{linli} edge watch --profile charger --host 127.0.0.1 --port {overheating}", rows=24)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import logging
 import signal
 import sys
@@ -30,6 +31,11 @@ def run_until_signal(main: Main) -> int:
         print(f"linli: {exc}", file=sys.stderr)
         return 1
     return result if isinstance(result, int) else 0
+
+
+def print_json(found: dict[str, Any]) -> None:
+    """A command's `--json` answer: one object on stdout, names as people write them."""
+    print(json.dumps(found, ensure_ascii=False, indent=2))
 
 
 def setup_logging(level: str = "info") -> None:

@@ -7,9 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-from linli.catalog.docs import profile_markdown
-from linli.catalog.profile import builtin_profiles, get_profile
-
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `linli catalog` and its commands."""
@@ -43,12 +40,18 @@ def _alert_schema(args: argparse.Namespace) -> int:
 
 
 def _list(_args: argparse.Namespace) -> int:
+    from linli.catalog.profile import builtin_profiles
+
     for kind, profile in builtin_profiles().items():
         print(f"{kind:<12} {profile.title}")
     return 0
 
 
 def _doc(args: argparse.Namespace) -> int:
+    # Imported here: the parser is built for every `linli` command, and profiles need pydantic.
+    from linli.catalog.docs import profile_markdown
+    from linli.catalog.profile import builtin_profiles, get_profile
+
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         for kind, profile in builtin_profiles().items():

@@ -26,6 +26,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Past any row's id (and more rows than any table holds): "all" for a keyset page's bounds.
+LAST_ID = 2**63 - 1
 # A database cut off by the network fails a statement in seconds rather than TCP's quarter of
 # an hour: a connect waits 3 s, data unacknowledged for 3 s breaks the connection (the
 # service then holds its events and tries again), and keepalives find a silent peer.

@@ -2,8 +2,9 @@
 
 The assets come from the `swagger-ui-bundle-v2` package (Swagger UI 5: FastAPI describes
 its API in OpenAPI 3.1, which Swagger UI 4 cannot read); the page and its start script are
-our own (`static/`), so the page's policy needs no inline script. ReDoc is not served: no
-package ships its assets to serve locally. `/openapi.json` is the document either way.
+our own (`notifier/static/`, in the notifier's package data), so the page's policy needs no
+inline script. ReDoc is not served: no package ships its assets to serve locally.
+`/openapi.json` is the document either way.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from linli.cloud.headers import page_csp
 
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(__file__).parent / "notifier" / "static"
 ASSETS = {
     "swagger-ui.css": Path(swagger_ui_path) / "swagger-ui.css",
     "swagger-ui-bundle.js": Path(swagger_ui_path) / "swagger-ui-bundle.js",

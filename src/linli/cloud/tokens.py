@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from linli.cloud.db import Tables
+from linli.cloud.db import LAST_ID, Tables
 from linli.cloud.scope import Scope
 
 TOKEN = re.compile(r"^linli_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
@@ -151,10 +151,12 @@ class TokenBook(Tables):
             {"at": _now_ms(), "who": who, "action": action, "target": target, "detail": detail},
         )
 
-    def audit_log(self, limit: int = 1000) -> list[dict[str, object]]:
-        """The newest entries first."""
+    def audit_log(self, limit: int = 1000, before: int | None = None) -> list[dict[str, object]]:
+        """The newest entries first; those before the entry `before` (its `id`), for a next page."""
         return self._dicts(
-            "SELECT at_ms, who, action, target, detail FROM audit ORDER BY id DESC LIMIT :n", {"n": limit}
+            "SELECT id, at_ms, who, action, target, detail FROM audit WHERE id < :before "
+            "ORDER BY id DESC LIMIT :n",
+            {"n": limit, "before": LAST_ID if before is None else before},
         )
 
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from linli.catalog.commands import iso_time, run_until_signal, setup_logging
-from linli.catalog.errors import ConfigError
 from linli.demo.servers import (
     free_port_range,
     ports_listening,
@@ -140,6 +139,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _chargers(args: argparse.Namespace) -> int:
+    from linli.catalog.errors import ConfigError
     from linli.edge.agent import Agent
     from linli.edge.config import load_config
     from linli.edge.view import run_view

@@ -11,6 +11,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TextIO
+from urllib.parse import urljoin
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -43,10 +44,22 @@ class Services:
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 self.trips = list(client.get(f"{self.waste_url}/trips").raise_for_status().json())
             with contextlib.suppress(httpx.HTTPError, ValueError):
-                found = client.get(f"{self.waste_url}/bookings").raise_for_status().json()
+                found = every(client, f"{self.waste_url}/bookings")
                 self.bookings = Counter(str(b["state"]) for b in found)
             with contextlib.suppress(httpx.HTTPError, ValueError):
-                self.open_alerts = len(client.get(f"{self.notifier_url}/alerts").raise_for_status().json())
+                self.open_alerts = len(every(client, f"{self.notifier_url}/alerts"))
+
+
+def every(client: httpx.Client, url: str, limit: int = 1000) -> list[Any]:
+    """A whole list of a service's API, page after page (its Link rel="next" headers)."""
+    found: list[Any] = []
+    page: str | None = f"{url}?limit={limit}"
+    while page is not None:
+        answer = client.get(page).raise_for_status()
+        found += answer.json()
+        following = answer.links.get("next", {}).get("url")
+        page = urljoin(page, following) if following else None
+    return found
 
 
 def render(agent: Agent, services: Services, inbox: Inbox, readings_per_s: float) -> str:

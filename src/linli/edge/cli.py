@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+from linli.catalog.commands import print_json, run_until_signal, setup_logging
 
-from linli.catalog.commands import run_until_signal, setup_logging
-from linli.catalog.errors import ConfigError, validation_reason
-from linli.catalog.profile import Profile, get_profile
-from linli.catalog.wording import plural
-from linli.edge.agent import Agent, Reload
-from linli.edge.buffer import BufferInUseError, DurableBuffer
-from linli.edge.config import DeviceConfig, EdgeConfig, load_config, tls_file_problems
-from linli.edge.modbus import DevicePoller, Endpoint, PollError
-from linli.edge.mqtt import broker_refusal
-from linli.edge.sinks import WriteError
-from linli.edge.view import run_view
+# The parser is built for every `linli` command, `--help` included: the agent, its clients and
+# pydantic are imported by the command that runs (see tests/cli/test_cli_startup.py).
+if TYPE_CHECKING:
+    from linli.catalog.profile import Profile
+    from linli.edge.agent import Agent
+    from linli.edge.config import EdgeConfig
+    from linli.edge.modbus import DevicePoller, PollError
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +66,17 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     probe.add_argument("--unit", type=int, default=None, help="unit id (default: the profile's)")
     probe.add_argument("--count", type=int, default=None, help="channels, e.g. ports on a charger")
     probe.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for an answer (default 1)")
+    _json_option(probe)
     probe.set_defaults(func=_probe)
 
     _add_site_tools(cmds)
     _add_service_tools(cmds)
+
+
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object on stdout, for scripts (same exit codes)"
+    )
 
 
 def _add_site_tools(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -92,6 +96,7 @@ def _add_site_tools(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -
     scan.add_argument("--units", default="1-247", help="unit ids, e.g. 1-247 or 1,2,5-9 (default 1-247)")
     scan.add_argument("--profile", help="check the answers as this kind of device, e.g. fire_pressure")
     scan.add_argument("--timeout", type=float, default=0.3, help="seconds to wait per unit (default 0.3)")
+    _json_option(scan)
     scan.set_defaults(func=_scan)
 
     watch = cmds.add_parser(
@@ -130,6 +135,7 @@ def _add_service_tools(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
     where = status.add_mutually_exclusive_group(required=True)
     where.add_argument("--url", help="e.g. http://127.0.0.1:9464")
     where.add_argument("--config", type=Path, help="the agent's config (its [agent] metrics)")
+    _json_option(status)
     status.set_defaults(func=_status)
 
     config = cmds.add_parser("config", help="write a first config for a site")
@@ -190,6 +196,9 @@ def _add_service_tools(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
 
 def _load(path: Path) -> EdgeConfig | None:
     """The config, checked here too for the files it names; None once the problems are printed."""
+    from linli.catalog.errors import ConfigError
+    from linli.edge.config import load_config, tls_file_problems
+
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -203,6 +212,10 @@ def _load(path: Path) -> EdgeConfig | None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from linli.edge.agent import Agent, Reload
+    from linli.edge.buffer import BufferInUseError
+    from linli.edge.view import run_view
+
     config = _load(args.config)
     if config is None:
         return 2
@@ -231,6 +244,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from linli.catalog.wording import plural
+    from linli.edge.agent import Agent
+    from linli.edge.buffer import DurableBuffer
+
     config = _load(args.config)
     if config is None:
         return 2
@@ -270,6 +287,9 @@ def _stored_summary(poller: DevicePoller) -> str:
 
 def _contact(agent: Agent, config: EdgeConfig) -> int:
     """Ask the store and the broker whether they would take the agent; 1 if either refuses."""
+    from linli.edge.mqtt import broker_refusal
+    from linli.edge.sinks import WriteError
+
     failed = 0
     try:
         agent.writer.sink.check()
@@ -313,6 +333,13 @@ def _print_alerting(agent: Agent) -> None:
 
 
 def _probe(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from linli.catalog.errors import validation_reason
+    from linli.catalog.profile import get_profile
+    from linli.edge.config import DeviceConfig
+    from linli.edge.modbus import DevicePoller, Endpoint, PollError
+
     try:
         profile = get_profile(args.profile)
     except KeyError as exc:
@@ -344,6 +371,11 @@ def _probe(args: argparse.Namespace) -> int:
         site="probe", device=device, profile=profile, endpoint=endpoint, emit=lambda _: None
     )
 
+    device_facts = {
+        "host": args.host, "port": args.port, "unit": poller.unit, "kind": profile.kind,
+        "title": profile.title, "group": profile.group_tag,
+    }  # fmt: skip
+
     async def once() -> int:
         started = time.perf_counter()
         try:
@@ -351,17 +383,33 @@ def _probe(args: argparse.Namespace) -> int:
         except PollError as exc:
             where = f"{args.host}:{args.port} unit {poller.unit}"
             print(f"{where}: NO ANSWER ({exc.reason}): {exc}{_hint(exc, profile)}", file=sys.stderr)
+            if args.json:
+                print_json({**device_facts, "answered": False, "reason": exc.reason, "detail": str(exc)})
             return 1
         finally:
             endpoint.close()
         elapsed = (time.perf_counter() - started) * 1000
         poller.decode(blocks, int(time.time() * 1000))
+        units = {p.field: p.unit for _, p in profile.modbus_points(1)}
+        enums = {p.field: p.enum for _, p in profile.modbus_points(1) if p.enum}
+        if args.json:
+            print_json({
+                **device_facts, "answered": True, "reads": len(poller.reads), "elapsed_ms": round(elapsed, 1),
+                "channels": [
+                    {"channel": channel, "values": {
+                        name: {"value": value, "unit": units.get(name, ""),
+                               "meaning": (enums.get(name) or {}).get(str(value))}
+                        for name, value in fields.items()
+                    }}
+                    for channel, fields in poller.last.items()
+                ],
+                "dropped": dict(poller.health.errors),
+            })  # fmt: skip
+            return 0
         print(
             f"{args.host}:{args.port} unit {poller.unit}: {profile.title}, "
             f"{len(poller.reads)} reads in {elapsed:.1f} ms"
         )
-        units = {p.field: p.unit for _, p in profile.modbus_points(1)}
-        enums = {p.field: p.enum for _, p in profile.modbus_points(1) if p.enum}
         for channel, fields in poller.last.items():
             label = "device" if channel is None else f"{profile.group_tag} {channel}"
             shown = []
@@ -400,6 +448,7 @@ def _scan(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from linli.catalog.profile import get_profile
     from linli.edge.scan import Answer, Found, config_snippet, parse_units, scan
 
     try:
@@ -429,19 +478,26 @@ def _scan(args: argparse.Namespace) -> int:
 
         found = asyncio.run(scan(args.host, args.port, units, profile, wait_s=args.timeout, progress=tick))
     failed = [f for f in found if f.answer is Answer.FAILED]
-    for f in found:
-        if f.someone or f.answer is Answer.FAILED:
-            print(f"unit {f.unit:>3}: {f.answer:<11} {f.detail}")
     silent = sum(f.answer is Answer.SILENT for f in found)
-    print(f"{heard} of {len(found)} units answered, {silent} silent, {len(failed)} failed")
     snippet = config_snippet(found, profile, args.host, args.port)
+    shown = [f for f in found if f.someone or f.answer is Answer.FAILED]
+    if args.json:
+        print_json({
+            "host": args.host, "port": args.port, "profile": profile.kind if profile else None,
+            "asked": len(found), "answered": heard, "silent": silent, "failed": len(failed),
+            "units": [{"unit": f.unit, "answer": str(f.answer), "detail": f.detail} for f in shown],
+            "config": snippet,
+        })  # fmt: skip
+        return 0 if heard else 1
+    for f in shown:
+        print(f"unit {f.unit:>3}: {f.answer:<11} {f.detail}")
+    print(f"{heard} of {len(found)} units answered, {silent} silent, {len(failed)} failed")
     if snippet:
         print("\n# paste under the site's [[sites]] table:\n" + snippet, end="")
     return 0 if heard else 1
 
 
 def _status(args: argparse.Namespace) -> int:
-    import json
     import urllib.error
     import urllib.request
 
@@ -460,7 +516,10 @@ def _status(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"linli edge status: {url}: no answer ({exc})", file=sys.stderr)
         return 1
-    print(_status_text(health), end="")
+    if args.json:
+        print_json(health)
+    else:
+        print(_status_text(health), end="")
     return 0 if health["devices_online"] == health["devices"] else 1
 
 
@@ -531,7 +590,10 @@ def _install(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
+    from linli.catalog.profile import get_profile
     from linli.edge.alerting import configured_rules
+    from linli.edge.config import EdgeConfig
+    from linli.edge.modbus import DevicePoller, Endpoint
     from linli.edge.rules import RuleEngine
     from linli.edge.watch import Watch, run
 
@@ -581,6 +643,7 @@ def _watch(args: argparse.Namespace) -> int:
 def _config_new(args: argparse.Namespace) -> int:
     import tempfile
 
+    from linli.catalog.wording import plural
     from linli.edge.newconfig import NewConfig, ask_devices, from_scan, parse_device
 
     if args.out.exists() and not args.force:

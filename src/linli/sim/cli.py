@@ -12,32 +12,19 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
-from linli.catalog import simtime
 from linli.catalog.commands import iso_time, run_until_signal
-from linli.catalog.errors import ConfigError
-from linli.catalog.scenario import Scenario, builtin_scenario_path, load_scenario
-from linli.catalog.tls import MqttTls
-from linli.sim.bookings import BookingAgent
-from linli.sim.charger import FAULTS as CHARGER_FAULTS
-from linli.sim.clock import SimClock
-from linli.sim.control import FaultControl
-from linli.sim.district import (
-    District,
-    FaultSpec,
-    MqttPublisher,
-    build_district,
-    load_timetable,
-    open_journal,
-    run_district,
-)
-from linli.sim.edgeconfig import district_edge_config
-from linli.sim.fleet import ChargerFleetSpec, charger_servers, run_servers
-from linli.sim.modbus_server import Fault
-from linli.sim.timetable import Traffic
-from linli.transit.gtfs import Feed
+
+# The parser is built for every `linli` command, `--help` included: the simulators, their
+# Modbus and MQTT libraries and the road graph are imported by the command that runs.
+if TYPE_CHECKING:
+    from linli.catalog.scenario import Scenario
+    from linli.catalog.tls import MqttTls
+    from linli.sim.bookings import BookingAgent
+    from linli.sim.clock import SimClock
+    from linli.sim.district import District, FaultSpec, MqttPublisher
+    from linli.transit.gtfs import Feed
 
 # A compressed run that is not given --start begins this many hours of running in the past,
 # so that its device clocks reach the present only then: until that the edge takes them.
@@ -45,6 +32,9 @@ RUN_BEHIND_H = 12
 
 
 def _fault(text: str) -> tuple[int, str]:
+    from linli.sim.charger import FAULTS as CHARGER_FAULTS
+    from linli.sim.modbus_server import Fault
+
     station, _, mode = text.partition(":")
     modes = [f.value for f in Fault if f is not Fault.NONE] + sorted(CHARGER_FAULTS)
     if not station.isdigit() or mode not in modes:
@@ -211,6 +201,8 @@ def _add_district(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _district_faults(args: argparse.Namespace) -> list[FaultSpec]:
+    from linli.sim.district import FaultSpec
+
     faults = [FaultSpec.parse(text) for text in args.fault]
     faults += [FaultSpec(site, "offline") for site in args.offline]
     faults += [FaultSpec(site, "leak") for site in args.leak]
@@ -222,6 +214,8 @@ def _district_faults(args: argparse.Namespace) -> list[FaultSpec]:
 
 def _booking_agent(args: argparse.Namespace, seed: int, timetable: Feed | None) -> BookingAgent | None:
     """Property staff booking pickups, if asked for; ValueError when the timetable cannot take them."""
+    from linli.sim.bookings import BookingAgent
+
     if args.bookings_per_day <= 0:
         return None
     if timetable is None or timetable.extras.renovation is None:
@@ -238,6 +232,9 @@ def _booking_agent(args: argparse.Namespace, seed: int, timetable: Feed | None) 
 
 
 def _write_edge_config(args: argparse.Namespace, scenario: Scenario) -> int:
+    from linli.sim.district import load_timetable
+    from linli.sim.edgeconfig import district_edge_config
+
     writer: dict[str, object] = {"kind": args.writer, "url": args.store_url}
     if args.writer == "influxdb2":
         writer.update(org=args.org, bucket=args.database)
@@ -262,7 +259,28 @@ def _write_edge_config(args: argparse.Namespace, scenario: Scenario) -> int:
     return 0
 
 
+def _district_clock(args: argparse.Namespace) -> SimClock:
+    """The clock the district's devices run on."""
+    from linli.catalog import simtime
+    from linli.sim.clock import SimClock
+
+    shared = simtime.installed()
+    if shared is not None:
+        # The demo's clock, which its edge and services read too (`linli.catalog.simtime`).
+        return SimClock.following(shared.now, shared.scale)
+    if args.start is not None:
+        # A start in the past catches up with the present and then keeps pace with it.
+        return SimClock(start=args.start, time_scale=args.time_scale, capped=args.start <= time.time())
+    # Faster than real time, the devices' clocks would run ahead of every edge's.
+    return SimClock.behind_wall(args.time_scale, RUN_BEHIND_H)
+
+
 def _run_district(args: argparse.Namespace) -> int:
+    from linli.catalog.errors import ConfigError
+    from linli.catalog.scenario import builtin_scenario_path, load_scenario
+    from linli.sim.district import MqttPublisher, build_district, load_timetable, open_journal, run_district
+    from linli.sim.timetable import Traffic
+
     try:
         scenario = load_scenario(args.scenario or builtin_scenario_path())
     except ConfigError as exc:
@@ -275,16 +293,7 @@ def _run_district(args: argparse.Namespace) -> int:
     if args.time_scale < 0:
         print("linli sim district: --time-scale must be >= 0", file=sys.stderr)
         return 2
-    shared = simtime.installed()
-    if shared is not None:
-        # The demo's clock, which its edge and services read too (`linli.catalog.simtime`).
-        clock = SimClock.following(shared.now, shared.scale)
-    elif args.start is not None:
-        # A start in the past catches up with the present and then keeps pace with it.
-        clock = SimClock(start=args.start, time_scale=args.time_scale, capped=args.start <= time.time())
-    else:
-        # Faster than real time, the devices' clocks would run ahead of every edge's.
-        clock = SimClock.behind_wall(args.time_scale, RUN_BEHIND_H)
+    clock = _district_clock(args)
     try:
         timetable = load_timetable(scenario, args.gtfs)
         district = build_district(
@@ -352,6 +361,8 @@ def _run_district(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def control_on(port: int | None, district: District, publisher: MqttPublisher) -> Iterator[None]:
     """The district's fault control on `port` while it runs (in the running event loop), if asked."""
+    from linli.sim.control import FaultControl
+
     if port is None:
         yield
         return
@@ -364,6 +375,11 @@ def control_on(port: int | None, district: District, publisher: MqttPublisher) -
 
 
 def _run_charger(args: argparse.Namespace) -> int:
+    from linli.sim.charger import FAULTS as CHARGER_FAULTS
+    from linli.sim.clock import SimClock
+    from linli.sim.fleet import ChargerFleetSpec, charger_servers, run_servers
+    from linli.sim.modbus_server import Fault
+
     if args.stations < 1 or not 1 <= args.port <= 65535 - args.stations + 1:
         print(
             "linli sim charger: --stations must be >= 1 and every port must fit below 65536",
@@ -432,6 +448,10 @@ def _identities(path: Path | None) -> dict[str, str] | None:
 
 
 def _tls(args: argparse.Namespace) -> MqttTls | None:
+    from pydantic import ValidationError
+
+    from linli.catalog.tls import MqttTls
+
     if args.mqtt_ca is None:
         if args.mqtt_cert or args.mqtt_key:
             raise ValueError("--mqtt-cert and --mqtt-key need --mqtt-ca")

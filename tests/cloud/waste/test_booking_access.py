@@ -324,14 +324,14 @@ def test_a_nan_coordinate_is_refused_and_the_connection_goes_on(running: Running
     try:
         connection.request("POST", "/bookings", body=body, headers=headers)
         refused = connection.getresponse()
-        detail = json.loads(refused.read())["detail"]
+        errors = json.loads(refused.read())["errors"]  # the problem's, as FastAPI says them
         connection.request("GET", "/compounds", headers=headers)  # the same connection, kept alive
         after = connection.getresponse()
         after.read()
     finally:
         connection.close()
     assert refused.status == 422
-    assert any(d["loc"][-1] == "lat" for d in detail)
+    assert any(d["loc"][-1] == "lat" for d in errors)
     assert after.status == 200
 
 

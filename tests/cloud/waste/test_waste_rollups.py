@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -121,6 +122,14 @@ def test_waste_stats_reads_the_lifts_writes_rollups_and_counts_a_late_lift(influ
     assert again.stdout.splitlines()[-1] == "2026-11-30,wet,2,4,75.0"
     stored = influx1_query(influx1.url, db, "SELECT kg, lifts FROM waste_rollup WHERE period = 'day'")
     assert [(r["lifts"], r["kg"]) for r in stored] == [(1, 100.0), (2, 75.0)]  # replaced, not doubled
+    # --json holds the CSV's rows, as numbers, and what was read.
+    as_json = json.loads(stats(influx1, db, "--period", "day", "--json", *window).stdout)
+    assert [list(r.values()) for r in as_json["rows"]] == [
+        ["2026-11-29", "wet", 1, 2, 100.0],
+        ["2026-11-30", "wet", 2, 4, 75.0],
+    ]
+    assert list(as_json["rows"][0]) == again.stdout.splitlines()[0].split(",")
+    assert (as_json["lifts"], as_json["from"], as_json["to"], as_json["written"]) == (3, *window[1::2], None)
     week = stats(influx1, db, "--period", "week", *window)
     assert "2026-11-23  wet" in week.stdout
     assert "2026-11-30  wet" in week.stdout

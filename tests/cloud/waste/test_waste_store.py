@@ -120,6 +120,16 @@ def test_trips_visits_and_incidents_reach_the_store_and_the_service_figures_add_
     assert [(r["period"], r["route"], r["stops"], r["skipped"]) for r in rollup] == [
         ("week", "dry-south", len(rooms), 1)
     ]
+    as_json = subprocess.run(
+        [sys.executable, "-m", "linli.cli", "waste", "stats", "--of", "service", "--url", influx1.url,
+         "--database", db, *span, "--json"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert as_json.returncode == 0, as_json.stderr
+    [facts] = json.loads(as_json.stdout)["rows"]
+    assert list(facts) == list(row)  # the CSV's columns; numbers where the CSV has text
+    assert (facts["route"], facts["stops"], facts["skipped"]) == ("dry-south", len(rooms), 1)
+    assert f"{facts['on_time']:.1%}" == row["on_time"]
 
     # The compose stack's job: every period the last days touch, each kind, in one run.
     result = subprocess.run(

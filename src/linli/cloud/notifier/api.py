@@ -8,7 +8,6 @@ a large upload. Every answer it can give is in the OpenAPI document.
 
 from __future__ import annotations
 
-import json
 import math
 import secrets
 import time
@@ -22,6 +21,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from prometheus_client.core import Metric
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as ASGIScope
 
@@ -34,6 +34,15 @@ from linli.cloud.notifier import silences as silences_
 from linli.cloud.notifier.amwebhook import AmWebhook, to_alert
 from linli.cloud.notifier.config import SUB_ID, Matcher, Silence, Subscription
 from linli.cloud.notifier.engine import Notifier, inhibitor
+from linli.cloud.paging import PAGED, Paged, page, rows_page
+from linli.cloud.problems import (
+    Problem,
+    document_problems,
+    http_problem,
+    problem_messages,
+    problem_response,
+    server_problem,
+)
 from linli.cloud.prom import add_metrics, counter, gauge
 from linli.cloud.scope import Scope
 from linli.cloud.tokens import ENV_TOKEN, Holder, Needed, TokenBook, needed
@@ -44,18 +53,14 @@ MAX_BODY = 256 * 1024
 PUBLIC = frozenset({"/openapi.json", *DOCS})
 FINGERPRINT = r"^[0-9a-f]{16}$"
 SILENCE_ID = r"^[0-9a-f]{16}$"
-
-
-class Error(BaseModel):
-    """Every refusal the API itself makes: what was wrong."""
-
-    detail: str
+# PostgreSQL's text holds no NUL character: refused as invalid (422), not failed on (500).
+NO_NUL = r"^[^\x00]*$"
 
 
 class Ack(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    by: Annotated[str, Field(min_length=1, max_length=128, description="Who acknowledges")]
+    by: Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL, description="Who acknowledges")]
 
 
 class SilenceIn(BaseModel):
@@ -66,7 +71,7 @@ class SilenceIn(BaseModel):
     matchers: Matcher
     starts_s: Annotated[float, Field(ge=0)] | None = None
     duration_s: Annotated[float, Field(gt=0, le=silences_.LONGEST_S)]
-    comment: Annotated[str, Field(min_length=1, max_length=1000, description="why")]
+    comment: Annotated[str, Field(min_length=1, max_length=1000, pattern=NO_NUL, description="why")]
 
 
 class Acked(BaseModel):
@@ -151,15 +156,6 @@ class Stats(BaseModel):
     paused: list[PausedDestination] = Field(description="destinations paused after failing again and again")
 
 
-def _error(code: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> list[Message]:
-    body = json.dumps({"detail": detail}).encode()
-    head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    return [
-        {"type": "http.response.start", "status": code, "headers": head + (headers or [])},
-        {"type": "http.response.body", "body": body},
-    ]
-
-
 class Guard:
     """ASGI middleware: the token and its scope first, then the body's size, then the application.
 
@@ -197,27 +193,29 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
+        path: str = scope["path"]
         holder = self._holder(headers.get(b"authorization", b""))
         if holder is None:
             challenge = [(b"www-authenticate", b"Bearer")]
-            for message in _error(401, "a valid bearer token is required", challenge):
+            for message in problem_messages(401, "a valid bearer token is required", path, challenge):
                 await send(message)
             return
         wanted = self.need(scope["method"], scope["path"])
         if not holder.scope.allows(wanted):
             detail = f"token '{holder.name}' has scope '{holder.scope}'; this needs '{wanted}'"
-            for message in _error(403, detail):
+            for message in problem_messages(403, detail, path):
                 await send(message)
             return
         scope.setdefault("state", {})["holder"] = holder
         length = headers.get(b"content-length", b"0")
+        too_large = f"the body may be at most {MAX_BODY} bytes"
         if not length.isdigit() or int(length) > MAX_BODY:
-            for message in _error(413, f"the body may be at most {MAX_BODY} bytes"):
+            for message in problem_messages(413, too_large, path):
                 await send(message)
             return
         body = await self._read(receive)
         if body is None:
-            for message in _error(413, f"the body may be at most {MAX_BODY} bytes"):
+            for message in problem_messages(413, too_large, path):
                 await send(message)
             return
         await self.app(scope, _replay(body, receive), send)
@@ -262,14 +260,21 @@ def doc(*codes: int) -> dict[int | str, dict[str, Any]]:
         413: f"a body over {MAX_BODY} bytes",
         503: "the state cannot be reached; try again",
     }
-    return {code: {"model": Error, "description": what[code]} for code in codes}
+    return {code: {"model": Problem, "description": what[code]} for code in codes}
 
 
-async def invalid(_request: Request, exc: Exception) -> JSONResponse:
-    """422 with each problem, as FastAPI says it; a NaN or infinity the client sent is echoed as
-    text, since JSON has no such number (FastAPI's own answer failed there with a 500)."""
+def validation_detail(exc: RequestValidationError) -> str:
+    """What the models refused, in a line: each place and why."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
+async def invalid(request: Request, exc: Exception, **extra: Any) -> JSONResponse:
+    """422 as a problem, with each of the models' refusals in `errors` as FastAPI says them; a NaN
+    or infinity the client sent is echoed as text, since JSON has no such number (FastAPI's own
+    answer failed there with a 500)."""
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))}, status_code=422)
+    errors = _finite(jsonable_encoder(exc.errors()))
+    return problem_response(422, validation_detail(exc), request.url.path, errors=errors, **extra)
 
 
 def _finite(value: Any) -> Any:
@@ -293,8 +298,13 @@ def guarded(title: str, description: str) -> FastAPI:
         responses=doc(401, 403, 413),
         # Only for the document's security scheme: the Guard checks the token, before the body.
         dependencies=[Depends(HTTPBearer(auto_error=False))],
-        exception_handlers={RequestValidationError: invalid},
+        exception_handlers={
+            RequestValidationError: invalid,
+            StarletteHTTPException: http_problem,
+            Exception: server_problem,
+        },
     )
+    document_problems(api)
     add_docs(api)
     return api
 
@@ -320,7 +330,7 @@ def add_alertmanager(api: FastAPI, notifier: Notifier) -> None:
         return Taken(taken=len(events))
 
 
-def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:  # noqa: PLR0915 (a route a few lines)
+def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:
     """The API over one notifier; every call needs `Authorization: Bearer <token>` of a scope."""
     api = guarded(
         "linli notifier",
@@ -334,9 +344,10 @@ def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:  # noqa: PL
         holder: Holder = request.state.holder
         return holder.name
 
-    @api.get("/alerts", response_model=list[OpenAlert])
+    @api.get("/alerts", response_model=list[OpenAlert], responses=PAGED)
     def alerts(
         *,
+        paged: Paged,
         site: str | None = None,
         rule: str | None = None,
         kind: str | None = None,
@@ -345,14 +356,19 @@ def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:  # noqa: PL
         severity: str | None = None,
         fingerprint: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Alerts firing now, oldest first; with labels given, only those that have them (a
-        grouped message links here with its group's labels: `?site=x&rule=y`)."""
+        """Alerts firing now, oldest first (by when the notifiers first saw them); with labels given, only
+        those that have them (a grouped message links here with its group's labels:
+        `?site=x&rule=y`)."""
         given = {
             "site": site, "rule": rule, "kind": kind, "device": device, "edge": edge,
             "severity": severity, "fingerprint": fingerprint,
         }  # fmt: skip
         wanted = {label: value for label, value in given.items() if value is not None}
         book = notifier.active()
+        found = [
+            a for a in book if all(str(getattr(a.alert, label)) == value for label, value in wanted.items())
+        ]
+        shown = page(found, lambda a: [a.first_s, a.alert.fingerprint], paged)
         return [
             {
                 **a.alert.model_dump(mode="json"),
@@ -360,8 +376,7 @@ def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:  # noqa: PL
                 "told": sorted(a.told),
                 "inhibited_by": inhibitor(notifier.config.inhibit, a.alert, book),
             }
-            for a in book
-            if all(str(getattr(a.alert, label)) == value for label, value in wanted.items())
+            for a in shown
         ]
 
     @api.post("/alerts/{fingerprint}/ack", responses=doc(404))
@@ -378,9 +393,10 @@ def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:  # noqa: PL
     add_silences(api, notifier, book)
     add_alertmanager(api, notifier)
 
-    @api.get("/subscriptions")
-    def subscriptions() -> list[Subscription]:
-        return notifier.store.subscriptions()
+    @api.get("/subscriptions", responses=PAGED)
+    def subscriptions(paged: Paged) -> list[Subscription]:
+        """Every subscription, by id."""
+        return page(notifier.store.subscriptions(), lambda s: [s.id], paged)
 
     @api.put("/subscriptions/{sub_id}", responses=doc(409))
     def put(
@@ -408,15 +424,7 @@ def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:  # noqa: PL
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no subscription {sub_id}")
         book.audit(who(request), "delete_subscription", sub_id)
 
-    @api.get("/failed-deliveries")
-    def failed() -> list[FailedDelivery]:
-        """Deliveries that kept failing, with the error of the last attempt."""
-        return [FailedDelivery.model_validate(row) for row in notifier.store.failures()]
-
-    @api.get("/quarantine")
-    def quarantine() -> list[Quarantined]:
-        """Stored alerts and subscriptions that no longer read back, newest first."""
-        return [Quarantined.model_validate(row) for row in notifier.store.quarantined()]
+    add_records(api, notifier, book)
 
     @api.get("/stats")
     def stats() -> Stats:
@@ -508,26 +516,45 @@ def app(notifier: Notifier, token: str, book: TokenBook) -> ASGIApp:  # noqa: PL
             "errors": sum(notifier.errors.values()),
         }
 
-    @api.get("/audit")
-    def audit() -> list[AuditEntry]:
-        """Every acknowledgement and change, newest first (1,000 at most). Needs `admin`."""
-        return [AuditEntry.model_validate(row) for row in book.audit_log()]
-
-    @api.get("/tokens")
-    def tokens() -> list[TokenInfo]:
-        """The API's tokens, without their secrets. Needs `admin`."""
-        return [TokenInfo.model_validate(row) for row in book.tokens()]
-
     return Protect(Guard(api, token, book=book))
+
+
+def add_records(api: FastAPI, notifier: Notifier, book: TokenBook) -> None:
+    """What was recorded for a look: failed deliveries, quarantined rows, the audit log, tokens."""
+
+    @api.get("/failed-deliveries", responses=PAGED)
+    def failed(paged: Paged) -> list[FailedDelivery]:
+        """Deliveries that kept failing, with the error of the last attempt, oldest first."""
+        rows = rows_page(notifier.store.failures, paged)
+        return [FailedDelivery.model_validate(row) for row in rows]
+
+    @api.get("/quarantine", responses=PAGED)
+    def quarantine(paged: Paged) -> list[Quarantined]:
+        """Stored alerts and subscriptions that no longer read back, newest first."""
+        rows = rows_page(notifier.store.quarantined, paged)
+        return [Quarantined.model_validate(row) for row in rows]
+
+    @api.get("/audit", responses=PAGED)
+    def audit(paged: Paged) -> list[AuditEntry]:
+        """Every acknowledgement and change, newest first. Needs `admin`."""
+        rows = rows_page(lambda before, n: book.audit_log(n, before), paged)
+        return [AuditEntry.model_validate(row) for row in rows]
+
+    @api.get("/tokens", responses=PAGED)
+    def tokens(paged: Paged) -> list[TokenInfo]:
+        """The API's tokens, without their secrets, oldest first. Needs `admin`."""
+        rows = page(book.tokens(), lambda t: [t["created_ms"], t["id"]], paged)
+        return [TokenInfo.model_validate(row) for row in rows]
 
 
 def add_silences(api: FastAPI, notifier: Notifier, book: TokenBook) -> None:
     """`/silences`: list, make and expire silences, each audited."""
 
-    @api.get("/silences")
-    def silences() -> list[Silence]:
+    @api.get("/silences", responses=PAGED)
+    def silences(paged: Paged) -> list[Silence]:
         """Silences not ended yet, the soonest ending first."""
-        return notifier.store.silences(time.time())
+        found = notifier.store.silences(time.time())
+        return page(found, lambda s: [s.ends_s, s.id], paged)
 
     @api.post("/silences", responses=doc(403))
     def silence(body: SilenceIn, request: Request) -> Silence:

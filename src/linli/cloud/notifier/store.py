@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, text
 
 from linli.catalog.errors import validation_reason
-from linli.cloud.db import Tables
+from linli.cloud.db import LAST_ID, Tables
 from linli.cloud.notifier.config import Silence, Subscription
 
 # How much of a quarantined row is kept.
@@ -390,10 +390,13 @@ class Store(Tables):
             for table in ("alert", "told", "escalated"):
                 conn.execute(text(f"DELETE FROM {table} WHERE fingerprint = :fp"), {"fp": fp})  # noqa: S608
 
-    def quarantined(self) -> list[dict[str, Any]]:
-        """Rows taken out of the state because they no longer read back, newest first."""
+    def quarantined(self, before: int | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Rows taken out of the state because they no longer read back, newest first; those
+        before the row `before` (its `id`), for the API's next page."""
         return self._dicts(
-            "SELECT at_ms, source, key, reason, body FROM quarantine ORDER BY id DESC LIMIT 1000"
+            "SELECT id, at_ms, source, key, reason, body FROM quarantine WHERE id < :before "
+            "ORDER BY id DESC LIMIT :n",
+            {"before": LAST_ID if before is None else before, "n": limit},
         )
 
     def subscriptions(self) -> list[Subscription]:
@@ -456,9 +459,12 @@ class Store(Tables):
             },
         )
 
-    def failures(self) -> list[dict[str, Any]]:
+    def failures(self, after: int | None = None, limit: int = LAST_ID) -> list[dict[str, Any]]:
+        """Deliveries recorded as failed, oldest first; those after the row `after` (its `id`)."""
         return self._dicts(
-            "SELECT at_ms, subscription, channel, fingerprint, notice, error FROM failed_delivery ORDER BY id"
+            "SELECT id, at_ms, subscription, channel, fingerprint, notice, error FROM failed_delivery "
+            "WHERE id > :after ORDER BY id LIMIT :n",
+            {"after": after or 0, "n": limit},
         )
 
 

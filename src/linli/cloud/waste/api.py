@@ -21,6 +21,7 @@ from starlette.types import ASGIApp
 
 from linli.cloud.headers import Protect
 from linli.cloud.notifier.api import Guard, doc, guarded
+from linli.cloud.paging import PAGED, Paged, page, rows_page
 from linli.cloud.prom import add_metrics, counter, gauge
 from linli.cloud.waste.booking_api import PUBLIC_PAGES, booking_routes
 from linli.cloud.waste.bookings import OPEN
@@ -167,13 +168,12 @@ def app(service: WasteService, token: str) -> ASGIApp:
             ]
         return out
 
-    @api.get("/notices")
+    @api.get("/notices", responses=PAGED)
     async def notices(
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-        day: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+        paged: Paged, day: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")] = None
     ) -> list[dict[str, Any]]:
         """The keeper notices sent, newest first; `day`: of one service day (YYYY-MM-DD)."""
-        return service.notices(limit, day)
+        return rows_page(lambda before, n: service.state.notices(n, day, before), paged)
 
     @api.get("/rollups")
     async def rollups(
@@ -196,10 +196,10 @@ def app(service: WasteService, token: str) -> ASGIApp:
             for r in rows
         ]
 
-    @api.get("/incidents")
-    async def incidents() -> list[dict[str, Any]]:
+    @api.get("/incidents", responses=PAGED)
+    async def incidents(paged: Paged) -> list[dict[str, Any]]:
         """Blocked gates and breakdowns, oldest first; `number` is for acknowledging one."""
-        return [
+        found = [
             {
                 "number": i["number"],
                 "kind": i["kind"],
@@ -211,6 +211,7 @@ def app(service: WasteService, token: str) -> ASGIApp:
             }
             for i in service.state.incidents()
         ]
+        return page(found, lambda i: [i["number"]], paged)
 
     @api.post("/trips/{trip_id}/stops/{stop_id}/skip", responses=doc(404, 503))
     async def skip(
@@ -244,10 +245,10 @@ def app(service: WasteService, token: str) -> ASGIApp:
             "status": dispatch(service, "replace", trip_id, body.truck),
         }
 
-    @api.get("/failed-deliveries")
-    async def failed() -> list[dict[str, Any]]:
-        """Notices a channel kept refusing, with the last error."""
-        return service.failures()
+    @api.get("/failed-deliveries", responses=PAGED)
+    async def failed(paged: Paged) -> list[dict[str, Any]]:
+        """Notices a channel kept refusing, with the last error, oldest first."""
+        return rows_page(service.state.failures, paged)
 
     @api.get(
         "/gtfs-rt", response_class=Response, responses={200: {"content": {"application/x-protobuf": {}}}}

@@ -13,7 +13,6 @@ stable, for the page to say it in its reader's language (`booking.error.<code>` 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -27,8 +26,11 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from linli.catalog import simtime
 from linli.catalog.i18n import DEFAULT_LOCALE, LOCALES, Locale, catalog
 from linli.catalog.ratelog import RateLimitedLog
+from linli.cloud import paging
 from linli.cloud.headers import page_csp
-from linli.cloud.notifier.api import doc, invalid
+from linli.cloud.notifier.api import doc, invalid, validation_detail
+from linli.cloud.paging import PAGED, Paged
+from linli.cloud.problems import problem_response
 from linli.cloud.scope import Scope
 from linli.cloud.tokens import Holder
 from linli.cloud.waste.bookings import OPEN, Booking, BookingError, BookingRequest, KeyConflictError, State
@@ -58,9 +60,10 @@ class Refused(HTTPException):
         self.code = code
 
 
-async def refused_json(_request: Request, exc: Exception) -> JSONResponse:
+async def refused_json(request: Request, exc: Exception) -> JSONResponse:
+    """A refusal as a problem, with its stable `code` (the page's message) beside the detail."""
     assert isinstance(exc, Refused)
-    return JSONResponse({"detail": exc.detail, "code": exc.code}, exc.status_code)
+    return problem_response(exc.status_code, exc.detail, request.url.path, code=exc.code)
 
 
 def invalid_code(exc: RequestValidationError) -> str:
@@ -117,10 +120,8 @@ class Refusals:
             and request.url.path == "/bookings"
             and isinstance(exc, RequestValidationError)
         ):
-            what = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())
-            self(request, 422, "invalid", what[:300])
-            answer = await invalid(request, exc)
-            return JSONResponse(json.loads(bytes(answer.body)) | {"code": invalid_code(exc)}, 422)
+            self(request, 422, "invalid", validation_detail(exc)[:300])
+            return await invalid(request, exc, code=invalid_code(exc))
         return await invalid(request, exc)
 
 
@@ -175,17 +176,18 @@ def booking_routes(api: FastAPI, service: WasteService) -> None:
             response.status_code = 200
         return booking_json(booking)
 
-    @api.get("/bookings")
+    @api.get("/bookings", responses=PAGED)
     async def bookings(
-        request: Request, state: Annotated[str | None, Query(pattern="^[a-z_]{1,20}$")] = None
+        request: Request, paged: Paged, state: Annotated[str | None, Query(pattern="^[a-z_]{1,20}$")] = None
     ) -> list[dict[str, Any]]:
         """The bookings the token may see (a link: its office's), oldest first; `state`: of one only."""
         holder = holder_of(request, changing=False)
-        return [
+        found = [
             b.to_json()
             for b in renovation().bookings.all()
             if owns(holder, b.office) and (state is None or str(b.state) == state)
         ]
+        return paging.page(found, lambda b: [b["created_ms"], b["id"]], paged)
 
     @api.get("/bookings/{booking_id}", responses=doc(404))
     async def booking(booking_id: Annotated[str, Path(max_length=64)], request: Request) -> dict[str, Any]:

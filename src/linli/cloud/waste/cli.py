@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from linli.catalog.commands import print_json
 from linli.catalog.wording import plural
 from linli.cloud.waste.rollups import Period
 
@@ -105,7 +106,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     stats.add_argument(
         "--of", choices=("tonnage", "service"), default="tonnage", help="what to sum (default tonnage)"
     )
-    stats.add_argument("--csv", action="store_true", help="CSV on stdout instead of a table")
+    _output_options(stats)
     stats.add_argument("--write", action="store_true", help="also store the rollups for the dashboards")
     stats.set_defaults(func=_stats)
 
@@ -159,6 +160,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _gtfs_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gtfs", type=Path, required=True, help="the folder, e.g. deploy/gtfs/hongqiao")
+
+
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    form = parser.add_mutually_exclusive_group()
+    form.add_argument("--csv", action="store_true", help="CSV on stdout instead of a table")
+    form.add_argument("--json", action="store_true", help="one JSON object on stdout, for scripts")
 
 
 def _store_arguments(parser: argparse.ArgumentParser) -> None:
@@ -241,6 +248,13 @@ def _trips(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cell(column: str, value: object) -> object:
+    """A service figure as the table and the CSV show it: shares as percentages, blank for none."""
+    if value is None:
+        return ""
+    return f"{value:.1%}" if column in ("on_time", "in_window") else value
+
+
 def _clock(seconds: int) -> str:
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}"
 
@@ -282,6 +296,14 @@ def _stats(args: argparse.Namespace) -> int:
         (when[:10], key, int(n), int(bins), round(kg, 1))
         for (when, key), (n, bins, kg) in sorted(sums.items())
     ]
+    if args.json:
+        columns = ("period_start", args.by, "lifts", "bins", "kg")
+        print_json({
+            "from": start.isoformat(), "to": end.isoformat(), "period": str(period), "of": "tonnage",
+            "by": args.by, "lifts": len(lifts), "rows": [dict(zip(columns, r, strict=True)) for r in rows],
+            "written": len(found) if args.write else None,
+        })  # fmt: skip
+        return 0
     if args.csv:
         out = csv.writer(sys.stdout, lineterminator="\n")
         out.writerow(["period_start", args.by, "lifts", "bins", "kg"])
@@ -317,23 +339,29 @@ def _service_stats(
         print(f"linli waste stats: {exc}", file=sys.stderr)
         return 1
 
-    def share(x: float | None) -> str:
-        return "" if x is None else f"{x:.1%}"
-
-    rows = [
+    facts = [
         (
             p.start.date().isoformat(),
             p.route,
             p.stops,
-            share(p.on_time),
+            p.on_time,
             *(p.outcomes[o] for o in SERVICE_COLUMNS[4:8]),
             p.noticed,
-            share(p.in_window),
-            "" if p.p50_error_min is None else round(p.p50_error_min, 2),
+            p.in_window,
+            None if p.p50_error_min is None else round(p.p50_error_min, 2),
             p.uncancelled,
         )
         for p in found
     ]
+    if args.json:
+        print_json({
+            "from": span[0].date().isoformat(), "to": (span[1] - dt.timedelta(days=1)).date().isoformat(),
+            "period": str(period), "of": "service", "visits": len(visits),
+            "rows": [dict(zip(SERVICE_COLUMNS, f, strict=True)) for f in facts],
+            "written": len(found) if args.write else None,
+        })  # fmt: skip
+        return 0
+    rows = [tuple(_cell(c, v) for c, v in zip(SERVICE_COLUMNS, f, strict=True)) for f in facts]
     if args.csv:
         out = csv.writer(sys.stdout, lineterminator="\n")
         out.writerow(SERVICE_COLUMNS)

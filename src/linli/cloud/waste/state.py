@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
-from linli.cloud.db import Tables, is_url
+from linli.cloud.db import LAST_ID, Tables, is_url
 from linli.cloud.waste.predict import Step
 from linli.cloud.waste.rollups import Period, Rollup
 from linli.cloud.waste.tracking import Incident, KeeperNotice
@@ -128,14 +128,19 @@ class WasteState(Tables):
         )
         return [(int(i), str(k), int(t), None if p is None else int(p)) for i, k, t, p in rows]
 
-    def notices(self, limit: int = 1000, day: str | None = None) -> list[dict[str, Any]]:
-        """The newest `limit` notices, of one service day (ISO date) if given."""
-        where = "WHERE day = :day " if day is not None else ""
+    def notices(
+        self, limit: int = 1000, day: str | None = None, before: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest `limit` notices, of one service day (ISO date) if given; those before the
+        notice `before` (its `id`), for the API's next page."""
+        where = "AND day = :day " if day is not None else ""
         query = (  # a fixed clause, the values bound
-            "SELECT trip_id, day, stop_id, idx, kind, time_ms, predicted_ms, bins, kg FROM waste_notice "  # noqa: S608
-            f"{where}ORDER BY id DESC LIMIT :limit"
+            "SELECT id, trip_id, day, stop_id, idx, kind, time_ms, predicted_ms, bins, kg FROM waste_notice "  # noqa: S608
+            f"WHERE id < :before {where}ORDER BY id DESC LIMIT :limit"
         )
-        return self._dicts(query, {"day": day, "limit": limit})
+        return self._dicts(
+            query, {"day": day, "limit": limit, "before": LAST_ID if before is None else before}
+        )
 
     # --- incidents ---------------------------------------------------------------
 
@@ -191,9 +196,12 @@ class WasteState(Tables):
             {"at": at_ms, "contact": contact, "channel": channel, "message": message, "error": error},
         )
 
-    def failures(self) -> list[dict[str, Any]]:
+    def failures(self, after: int | None = None, limit: int = LAST_ID) -> list[dict[str, Any]]:
+        """Notices recorded as failed, oldest first; those after the row `after` (its `id`)."""
         return self._dicts(
-            "SELECT at_ms, contact, channel, message, error FROM waste_failed_delivery ORDER BY id"
+            "SELECT id, at_ms, contact, channel, message, error FROM waste_failed_delivery "
+            "WHERE id > :after ORDER BY id LIMIT :n",
+            {"after": after or 0, "n": limit},
         )
 
     # --- deliveries under way ---------------------------------------------------------
