@@ -74,7 +74,7 @@ def test_every_waste_example_is_accepted() -> None:
     examples = [body for tag, body in blocks("waste.md") if tag == "waste"]
     assert examples
     for body in examples:
-        assert WasteConfig.model_validate(tomllib.loads(body)).routes == "split"
+        assert WasteConfig.model_validate(tomllib.loads(body)).routes == "every"
 
 
 def test_the_documented_config_error_is_the_real_one(tmp_path: Path) -> None:

@@ -7,11 +7,10 @@ own: the clock is the newest message's time, moved on in `tick_s` steps, so a da
 fast runs as a real one. Each trip runs on its own truck's time, and a message too far ahead of
 the service's clock is refused (`linli.cloud.waste.clocks`): one truck cannot move the others.
 
-Several services may share one state (PostgreSQL, on several hosts). With `routes = "every"`
-each follows every trip, so any of them can stop; with `routes = "split"` they share the
-routes out and take over a dead one's (`linli.cloud.waste.routes`). Either way each notice and
-incident is claimed in the state before anyone is told (`linli.cloud.waste.state`), so it is
-told once.
+Several services may share one state (PostgreSQL, on several hosts): each follows every
+trip, so any of them can stop, and each notice and incident is claimed in the state before
+anyone is told (`linli.cloud.waste.state`), so it is told once. A deployment that outgrows one
+service partitions statically by subdistrict, one feed per service (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -25,11 +24,9 @@ import gc
 import json
 import logging
 import os
-import socket
 import threading
 import time
-import uuid
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -63,7 +60,6 @@ from linli.cloud.waste.planner import Planner
 from linli.cloud.waste.predict import History
 from linli.cloud.waste.renovation import Renovation
 from linli.cloud.waste.requesters import Requester, deliveries
-from linli.cloud.waste.routes import COMMANDS, OPENED, Logged, RouteLeases
 from linli.cloud.waste.state import Leadership, WasteState
 from linli.cloud.waste.tracking import Incident, IncidentKind, KeeperNotice, NoticeKind, TripTracker
 from linli.transit.gtfs import (
@@ -86,11 +82,6 @@ ONCE = frozenset({NoticeKind.NOTICE, NoticeKind.ARRIVED, NoticeKind.CANCELLATION
 # A trip is given up this long after its scheduled end (a truck that never came).
 OVERDUE_S = 3 * 3600
 REPORT_S = 60.0  # a trip under way is written to the store this often (the trucks' time)
-# Lines of the routes' log kept in memory while the state cannot be reached; older ones go
-# (counted): the routes' followers then replay with what the others kept.
-MAX_UNLOGGED = 100_000
-PRUNE_EVERY_S = 600.0  # how often (this machine's time) the routes' log is pruned
-KEEP_LOG_S = 2 * 86_400.0  # the routes' log kept this long (the trucks' time): trips are shorter
 SESSION_TAKEN_OVER = 0x8E  # MQTT 5's reason: another client connected with this one's id
 # A truck message is a few hundred bytes; one over 128 KiB is refused before it is parsed.
 MAX_PAYLOAD = 131_072
@@ -144,17 +135,6 @@ MESSAGES: dict[str, type[_Payload]] = {
 }
 
 
-def _row(route: str, line: Logged) -> dict[str, Any]:
-    """A line of a route's log as the state's insert takes it."""
-    return {
-        "route": route,
-        "ts_ms": line.ts_ms,
-        "truck": line.truck,
-        "kind": line.kind,
-        "payload": line.payload,
-    }
-
-
 def truck_filters(topic: str) -> list[str]:
     """What the service reads: every truck's messages it understands (and the broker grants)."""
     return [f"{topic}/+/+/{kind}" for kind in MESSAGES]
@@ -178,7 +158,7 @@ class Resent:
 class WasteService:
     """Everything `linli waste run` starts; `started` is set once it listens and subscribed."""
 
-    def __init__(self, config: WasteConfig, token: str, feed: Feed | None = None) -> None:  # noqa: PLR0915 (its state, an attribute a line)
+    def __init__(self, config: WasteConfig, token: str, feed: Feed | None = None) -> None:
         self.config = config
         self.token = token
         self.feed = feed or load_feed(config.gtfs)
@@ -234,21 +214,6 @@ class WasteService:
         self._trips: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
         self._lines: list[str] = []
         self._days: dict[dt.date, list[tuple[str, Trip, float, float, float]]] = {}
-        # Which routes this service follows: all of them, or its share (`rebalance`).
-        self.split = config.routes == "split"
-        self.member = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.leases = RouteLeases(self.state.engine) if self.split else None
-        self.held: set[str] = set() if self.split else set(self.feed.routes)
-        self._kept: dict[str, deque[Logged]] = {}  # route -> its last messages, followed elsewhere
-        self._kept_logged: dict[str, int] = {}  # route -> the newest kept line written to its log
-        self._unlogged: list[dict[str, Any]] = []  # lines for the routes' log, not written yet
-        self.log_dropped = 0
-        self._command_id = 0  # the newest dispatcher command seen in the log
-        self._applied: set[tuple[int, str, str]] = set()  # commands applied here (live or replayed)
-        self._replaying = False
-        self._pruned_s = 0.0
-        self.taken_over = 0  # routes taken over (their trips replayed)
-        self.replayed = 0  # log lines replayed
         self._recall()
 
     def _recall(self) -> None:
@@ -307,15 +272,7 @@ class WasteService:
         if renovation:
             self._renovation_message(truck, kind, message, t)
             return
-        route = route or ""
-        line = Logged(message.ts, truck, kind, payload.decode(errors="replace")) if self.split else None
-        if route not in self.held:
-            assert line is not None  # only a split service leaves routes to others
-            self._keep(route, line)
-            return
-        if line is not None:
-            self._log(route, line)
-        tracker = self._tracker_of(route, t)
+        tracker = self._tracker_of(route or "", t)
         if tracker is None:
             return
         self._apply(tracker, kind, message, t)
@@ -492,15 +449,15 @@ class WasteService:
                     self._renovation_tick(self._ticked_s)
                 except DBAPIError as exc:  # the trips tick on; the bookings at the next tick
                     self._state_error(exc, "the renovation tick")
-            self._tick(self._ticked_s, self.held)
+            self._tick(self._ticked_s)
 
-    def _tick(self, now: float, routes: set[str], opened: dict[str, Logged] | None = None) -> None:
-        """One step of the clock for the trips of `routes`; `opened` when replaying a log."""
-        self._open_trips(now, routes, opened)
+    def _tick(self, now: float) -> None:
+        """One step of the clock for every trip."""
+        self._open_trips(now)
         for key, tracker in list(self.trackers.items()):
             # A trip is announced only once its truck reports (parked, switched on): a keeper
             # never hears of a truck that is not there.
-            if tracker.seen and tracker.trip.route_id in routes:
+            if tracker.seen:
                 # A trip runs on its own truck's time: a tick past it waits for the truck's next
                 # message (`_catch_up`), so another truck's clock, up to `max_skew_s` ahead, moves
                 # no other truck's trip. A truck quiet longer is moved on (and found silent).
@@ -512,7 +469,7 @@ class WasteService:
                     self._catch_up(tracker, now)
                 self._send_new(tracker)
                 self._report(key, tracker, now)
-        self._close_trips(now, routes)
+        self._close_trips(now)
         self._write_reports()
         if self._closed:
             self.send_waiting()
@@ -547,14 +504,14 @@ class WasteService:
         self._reported["renovation"] = now
         self._lines.append(self.renovation.status_line(now, open_))
 
-    def _due(self, now: float, routes: set[str]) -> list[tuple[str, Trip, float, float]]:
-        """(key, trip, zero, when it is opened) of the trips of `routes` to follow at `now`."""
+    def _due(self, now: float) -> list[tuple[str, Trip, float, float]]:
+        """(key, trip, zero, when it is opened) of the trips to follow at `now`."""
         today = dt.datetime.fromtimestamp(now, ZoneInfo(self.feed.timezone)).date()
         return [
             (key, trip, zero, opens)
             for date in (today - dt.timedelta(days=1), today)
             for key, trip, zero, opens, end in self._runs(date)
-            if trip.route_id in routes and opens <= now <= end + OVERDUE_S
+            if opens <= now <= end + OVERDUE_S
         ]
 
     def _runs(self, date: dt.date) -> list[tuple[str, Trip, float, float, float]]:
@@ -580,15 +537,10 @@ class WasteService:
             self._days[date] = runs
         return runs
 
-    def _open_trips(self, now: float, routes: set[str], opened: dict[str, Logged] | None = None) -> None:
-        """Follow the trips due; when replaying a log (`opened`), those its follower opened here."""
-        for key, trip, zero, _ in self._due(now, routes):
+    def _open_trips(self, now: float) -> None:
+        """Follow the trips due."""
+        for key, trip, zero, _ in self._due(now):
             if key in self.trackers or key in self.finished:
-                continue
-            marker = None if opened is None else opened.get(key)
-            if opened is not None and (
-                marker is None or abs(marker.ts_ms / 1000 - now) >= self.config.tick_s / 2
-            ):
                 continue
             tracker = TripTracker(
                 self.feed,
@@ -604,29 +556,18 @@ class WasteService:
                     # truck that has gone home, and be found broken down.
                     self.finished.add(key)
                     continue
-                told = self._resume(tracker, key, now, None if marker is None else json.loads(marker.payload))
+                self._resume(tracker, key, now)
             except DBAPIError as exc:
-                if opened is not None:
-                    raise  # a replay is started again at the next round, not followed on half
-                if not self._state_error(exc, f"resuming trip {key}") or self.split:
-                    continue  # opened at a later tick (split: its log says what was told by then)
+                if not self._state_error(exc, f"resuming trip {key}"):
+                    continue  # opened at a later tick
                 # Followed at once all the same, or its truck's messages meanwhile would be lost
                 # with the whole trip; what was told of it is read before its first claim.
                 self._unresumed.add(key)
-                told = {"notices": 0, "incidents": 0}
             self.trackers[key] = tracker
-            if self.split and marker is None:
-                # Where a route's next follower starts replaying this trip from, with what its
-                # keepers had been told by then (nothing, unless it was under way).
-                self._log(
-                    trip.route_id, Logged(round(now * 1000), key, OPENED, json.dumps(told)), at_once=True
-                )
             log.info("waste: following trip %s", key)
 
-    def _close_trips(self, now: float, routes: set[str]) -> None:
+    def _close_trips(self, now: float) -> None:
         for key, tracker in list(self.trackers.items()):
-            if tracker.trip.route_id not in routes:
-                continue
             end = tracker.zero_s + tracker.trip.stop_times[-1].arrival_s
             if tracker.stops.next_index() is None or now > end + OVERDUE_S:
                 self.finished.add(key)
@@ -643,8 +584,6 @@ class WasteService:
         if now - self._reported.get(key, 0.0) < REPORT_S:
             return
         self._reported[key] = now
-        if self._replaying:  # its follower wrote it
-            return
         self._seen(key, tracker, now)
         self._lines.append(trip_line(tracker, self.feed.routes[tracker.trip.route_id].truck, now))
 
@@ -711,43 +650,24 @@ class WasteService:
         return self.command("defer", trip_id, stop_id)
 
     def command(self, kind: str, trip_id: str, arg: str) -> str:
-        """A dispatcher's command (`skip` or `defer` a stop, `replace` the truck): "done";
-        "queued" for the service that follows the trip's route (`routes = "split"`), which
-        applies it at its next round; "" when no such trip is under way here. Raises
-        DBAPIError when a command for another service cannot be queued."""
+        """A dispatcher's command (`skip` or `defer` the stop `arg`, `replace` the truck by
+        `arg`): "done"; "" when no such trip is under way here."""
         trip = self.feed.trips.get(trip_id)
-        if trip is None:
-            return ""
-        line = Logged(round(self.now_s * 1000), arg, kind, json.dumps({"trip": trip_id}))
-        if trip.route_id not in self.held:
-            assert self.leases is not None
-            self.leases.log([_row(trip.route_id, line)])
-            return "queued"
-        if not self._command(trip.route_id, line):
-            return ""
-        if self.split:
-            self._log(trip.route_id, line)
-        return "done"
-
-    def _command(self, route: str, line: Logged) -> bool:
-        """Apply a command to the trip it names; False when there is nothing to apply it to."""
-        self._applied.add(line.key)
-        trip_id, t = str(json.loads(line.payload)["trip"]), line.ts_ms / 1000
         tracker = self.trip_now(trip_id)
-        if tracker is None:
-            return False
-        if line.kind == "replace":
-            self.route_of_truck[line.truck] = route
+        if trip is None or tracker is None:
+            return ""
+        t = round(self.now_s * 1000) / 1000  # to the millisecond, as every clock of the state
+        if kind == "replace":
+            self.route_of_truck[arg] = trip.route_id
             tracker.replaced(t)
-            if not self._replaying:
-                log.warning("waste: truck %s takes over trip %s", line.truck, trip_id)
-            return True
-        done = tracker.skip(line.truck, t) if line.kind == "skip" else tracker.defer(line.truck, t)
+            log.warning("waste: truck %s takes over trip %s", arg, trip_id)
+            return "done"
+        done = tracker.skip(arg, t) if kind == "skip" else tracker.defer(arg, t)
         if done:
             # Predicted without the stop's dwell at once, at the trip's own time (not the clock's).
             tracker.tick(max(tracker.ticked_s, tracker.last_heard_s))
             self._send_new(tracker)
-        return done
+        return "done" if done else ""
 
     def acknowledge(self, number: int) -> dict[str, Any] | None:
         """The dispatcher has seen incident `number` (GET /incidents): it is closed."""
@@ -771,205 +691,14 @@ class WasteService:
         ours.sort(key=lambda tr: tr.zero_s + tr.trip.stop_times[0].departure_s)
         return ours[0] if ours else None
 
-    # --- routes split between services ---------------------------------------------
-
-    def rebalance(self, now: float) -> None:
-        """One round (`routes = "split"`, every third of `member_ttl_s`): the log written, this
-        service's heartbeat and leases renewed, routes let go or taken over, commands applied."""
-        assert self.leases is not None
-        try:
-            self._flush_log()
-            held, orphaned = self.leases.round(
-                self.member, self.feed.routes, now, now + self.config.member_ttl_s
-            )
-        except DBAPIError as exc:  # the routes held stay followed; their leases may run out
-            self._state_error(exc, "a round of the routes")
-            return
-        for route in sorted(self.held - held):
-            self._let_go(route)
-        self._log_kept(orphaned - held)
-        if not self._ticked_s:
-            # No clock yet to replay a route's trips by: taken over at a round after the first
-            # message (its messages meanwhile kept).
-            held &= self.held
-        for route in sorted(held - self.held):
-            try:
-                self._take_over(route)
-            except DBAPIError as exc:  # still this service's: taken over at the next round
-                self._state_error(exc, "taking a route over")
-                self._forget(route)
-                held.discard(route)
-        try:
-            for number, route, line in self.leases.commands(self._command_id):
-                self._command_id = number
-                if line.kind == "replace":  # every service routes the new truck's messages
-                    self.route_of_truck[line.truck] = route
-                if route in self.held and line.key not in self._applied:
-                    self._command(route, line)
-            if now - self._pruned_s >= PRUNE_EVERY_S and self.now_s:
-                self._pruned_s = now
-                self.leases.prune(round((self.now_s - KEEP_LOG_S) * 1000))
-        except DBAPIError as exc:
-            self._state_error(exc, "the dispatcher commands")
-
-    def _log_kept(self, orphaned: set[str]) -> None:
-        """Routes nobody follows (their follower gone): what this service kept of them goes into
-        their logs, for whichever service takes one over, even one that was not there meanwhile."""
-        for route in sorted(orphaned):
-            kept = self._kept.get(route, ())
-            newer = self._kept_logged.get(route, -1)
-            self._unlogged.extend(_row(route, line) for line in kept if line.ts_ms > newer)
-            if kept:
-                self._kept_logged[route] = kept[-1].ts_ms
-        try:
-            self._flush_log()  # before another service's round takes the route
-        except DBAPIError as exc:
-            self._state_error(exc, "writing the log of routes left")
-
-    def leave(self) -> None:
-        """Stopping: the log written and the routes let go, for the others to take at once."""
-        if self.leases is None:
-            return
-        try:
-            self._flush_log()
-            self.leases.leave(self.member)
-        except DBAPIError as exc:  # the leases run out instead
-            self._state_error(exc, "leaving the routes")
-
-    def _let_go(self, route: str) -> None:
-        log.info("waste: route %s is followed by another service now", route)
-        self._forget(route)
-        self.held.discard(route)
-
-    def _forget(self, route: str) -> None:
-        """Drop what this service knew of a route's trips: the next follower starts over."""
-        trips = {t.id for t in self.feed.trips.values() if t.route_id == route}
-        for key in [k for k in (*self.trackers, *self.finished) if k.split("@")[0] in trips]:
-            self.trackers.pop(key, None)
-            self.finished.discard(key)
-            self._reported.pop(key, None)
-        for told in (self._told, self._incidents_told):
-            for key in [k for k in told if k.split("@")[0] in trips]:
-                del told[key]
-        for seq in [k for k in self._seq if k[0] in trips]:
-            del self._seq[seq]
-        for seq in [k for k in self._resumed if k[0] in trips]:
-            del self._resumed[seq]
-
-    def _take_over(self, route: str) -> None:
-        """Follow a route from now: its trips under way replayed from its log (what its earlier
-        follower wrote, and what this service kept meanwhile), from where each was opened."""
-        self.held.add(route)
-        # Dropped only once replayed: a takeover that fails is tried again with them.
-        kept = self._kept.get(route, deque())
-        due = self._due(self._ticked_s, {route}) if self._ticked_s else []
-        if not due:
-            self._kept.pop(route, None)
-            return
-        assert self.leases is not None
-        logged = {line.key: line for line in self.leases.logged(route, round(min(d[3] for d in due) * 1000))}
-        # What only this service kept (sent while the route was between followers) goes into the
-        # log too, or the route's next follower would replay without it.
-        missing = [line for line in kept if line.key not in logged]
-        for line in missing:
-            logged[line.key] = line
-        self._unlogged.extend(_row(route, line) for line in missing)
-        lines = sorted(logged.values(), key=lambda line: line.ts_ms)
-        opened: dict[str, Logged] = {}
-        for line in lines:
-            if line.kind == OPENED:
-                # The first follower's: two that overlapped (a handover) may each have opened it.
-                opened.setdefault(line.truck, line)
-        if not opened:
-            self._kept.pop(route, None)
-            return  # trips first followed now, from what their keepers were told
-        self.taken_over += 1
-        start = min(line.ts_ms for line in opened.values()) / 1000
-        ticks = [
-            start + i * self.config.tick_s
-            for i in range(int((self._ticked_s - start) / self.config.tick_s + 0.5) + 1)
-        ]
-        self._replaying = True
-        try:
-            pending = iter(ticks)
-            tick = next(pending, None)
-            for line in lines:
-                if line.kind == OPENED or line.ts_ms / 1000 < start:
-                    continue
-                while tick is not None and tick <= line.ts_ms / 1000:
-                    self._tick(tick, {route}, opened)
-                    tick = next(pending, None)
-                self._replay(route, line)
-            while tick is not None:
-                self._tick(tick, {route}, opened)
-                tick = next(pending, None)
-        finally:
-            self._replaying = False
-        self._kept.pop(route, None)
-        try:
-            self._flush_log()
-        except DBAPIError as exc:  # written with the next round
-            self._state_error(exc, "writing the log of a route taken over")
-        self.replayed += len(lines)
-        log.info("waste: took route %s over, %d lines of its log replayed", route, len(lines))
-
-    def _replay(self, route: str, line: Logged) -> None:
-        try:
-            if line.kind in COMMANDS:
-                self._command(route, line)
-                return
-            message = MESSAGES[line.kind].model_validate_json(line.payload)
-            tracker = self._tracker_of(route, line.ts_ms / 1000)
-            if tracker is not None:
-                self._apply(tracker, line.kind, message, line.ts_ms / 1000)
-        except (ValidationError, ValueError, KeyError) as exc:  # a line only a hand could spoil
-            self._reject("invalid", route, f"a line of the route's log: {exc!r}"[:200])
-
-    def _keep(self, route: str, line: Logged) -> None:
-        """A message of a route followed elsewhere, kept `keep_min` of the trucks' time."""
-        kept = self._kept.setdefault(route, deque())
-        kept.append(line)
-        while kept and kept[0].ts_ms < line.ts_ms - self.config.keep_min * 60_000:
-            kept.popleft()
-
-    def _log(self, route: str, line: Logged, *, at_once: bool = False) -> None:
-        """A line for the route's log: with the next round, or `at_once`."""
-        self._unlogged.append(_row(route, line))
-        if at_once:
-            try:
-                self._flush_log()
-            except DBAPIError as exc:  # written with the next round
-                self._state_error(exc, "writing the log of a route")
-        if len(self._unlogged) > MAX_UNLOGGED:
-            self.log_dropped += len(self._unlogged) - MAX_UNLOGGED
-            del self._unlogged[:-MAX_UNLOGGED]
-            self._ratelog.log(
-                "log",
-                "state",
-                "waste: the routes' log cannot be written; %d oldest lines dropped",
-                self.log_dropped,
-            )
-
-    def _flush_log(self) -> None:
-        if self._unlogged and self.leases is not None:
-            self.leases.log(self._unlogged)
-            self._unlogged = []
-
     # --- notices -----------------------------------------------------------------
 
-    def _resume(
-        self, tracker: TripTracker, key: str, now: float, upto: dict[str, int] | None = None
-    ) -> dict[str, int]:
+    def _resume(self, tracker: TripTracker, key: str, now: float) -> None:
         """A trip newly followed (after a restart, or by a second service): what its keepers
-        were told already is not told again, and the next claims count on from there.
-
-        `upto` replays a resume of the trip's earlier follower: only the notices and incidents
-        it found. Returns how many were found, for the routes' log."""
+        were told already is not told again, and the next claims count on from there."""
         trip_id, day = key.split("@")
         rows = self.state.told(trip_id, day)
         incidents = self.state.incidents_of(trip_id, day)
-        if upto is not None:
-            rows, incidents = rows[: upto["notices"]], incidents[: upto["incidents"]]
         for index, kind, time_ms, predicted_ms in rows:
             predicted = None if predicted_ms is None else predicted_ms / 1000
             tracker.already_told(index, NoticeKind(kind), time_ms / 1000, predicted)
@@ -983,15 +712,13 @@ class WasteService:
             # Broken down already: its stops ahead were told "delayed", nothing more is promised,
             # and a truck still silent is not found broken down a second time.
             tracker.broken = tracker.broken or kind == IncidentKind.BREAKDOWN
-        if upto is None:
-            # Where the truck has been and the trip's pace, as the predictor had them.
-            tracker.restore(self.state.steps_of(trip_id, day))
+        # Where the truck has been and the trip's pace, as the predictor had them.
+        tracker.restore(self.state.steps_of(trip_id, day))
         if rows:
             # Silence is counted from the restart, not from before it.
             tracker.last_heard_s = max(tracker.last_heard_s, now)
-        if rows and not self._replaying:
+        if rows:
             log.info("waste: trip %s of %s resumes after %d notices sent", trip_id, day, len(rows))
-        return {"notices": len(rows), "incidents": len(incidents)}
 
     def _send_incidents(self, tracker: TripTracker) -> bool:
         """Claim and tell the trip's new incidents; False when the state could not be reached
@@ -1229,13 +956,9 @@ class WasteService:
             )
             self.started.set()
             orphans = asyncio.create_task(self._send_orphans_until(stop))
-            rounds = asyncio.create_task(self._rebalance_until(stop)) if self.split else None
             await self._flush_until(stop)
             await orphans
-            if rounds is not None:
-                await rounds
         finally:
-            self.leave()
             client.disconnect()
             client.loop_stop()
             server.should_exit = True
@@ -1267,15 +990,6 @@ class WasteService:
                 self.send_orphans()
             except DBAPIError as exc:
                 self._state_error(exc, "sending orphaned deliveries")
-
-    async def _rebalance_until(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                self.rebalance(time.time())
-            except Exception:  # a bug costs a round, never the rounds to come
-                log.exception("waste: a round of the routes failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.config.member_ttl_s / 3)
 
     async def _flush_until(self, stop: asyncio.Event) -> None:
         """Write the outbox to the store every `flush_s`, and once more at the stop."""
