@@ -16,7 +16,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from linli.cloud.headers import page_csp
 
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(__file__).parent / "notifier" / "static"  # where the notifier ships the page
 ASSETS = {
     "swagger-ui.css": Path(swagger_ui_path) / "swagger-ui.css",
     "swagger-ui-bundle.js": Path(swagger_ui_path) / "swagger-ui-bundle.js",
