@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import HTTPException, Path, Query, Response
@@ -21,15 +21,14 @@ from starlette.types import ASGIApp
 from linli.cloud.headers import Protect
 from linli.cloud.notifier.api import Guard, doc, guarded
 from linli.cloud.prom import add_metrics, counter, gauge
+from linli.cloud.tokens import TokenBook
 from linli.cloud.waste.booking_api import PUBLIC_PAGES, booking_routes
 from linli.cloud.waste.bookings import OPEN
+from linli.cloud.waste.engine import WasteEngine
 from linli.cloud.waste.realtime import feed_message
 from linli.cloud.waste.rollups import ZONE, Period, period_start
 from linli.cloud.waste.scopes import needed
 from linli.transit.gtfs import local_hhmm
-
-if TYPE_CHECKING:
-    from linli.cloud.waste.service import WasteService
 
 
 class StopNow(BaseModel):
@@ -93,7 +92,7 @@ class Counts(BaseModel):
 
 
 def trip_now(trip: dict[str, Any], stops: list[dict[str, Any]], timezone: str) -> TripNow:
-    """A trip as the state keeps it (`WasteService.snapshot`)."""
+    """A trip as the state keeps it (`WasteEngine.snapshot`)."""
     nxt = trip["next_idx"]
     here = stops[nxt] if nxt is not None and nxt < len(stops) else None
     predicted = None if here is None else here["predicted_ms"]
@@ -124,7 +123,7 @@ def _local(epoch_ms: int | None, timezone: str) -> str | None:
     return None if epoch_ms is None else local_hhmm(epoch_ms / 1000, timezone)
 
 
-def dispatch(service: WasteService, kind: str, trip_id: str, arg: str) -> str:
+def dispatch(service: WasteEngine, kind: str, trip_id: str, arg: str) -> str:
     """The command applied ("done")."""
     status = service.command(kind, trip_id, arg)
     if not status:
@@ -135,8 +134,10 @@ def dispatch(service: WasteService, kind: str, trip_id: str, arg: str) -> str:
     return status
 
 
-def app(service: WasteService, token: str) -> ASGIApp:
-    """The API over one waste service."""
+def app(service: WasteEngine, token: str, tokens: TokenBook | None = None) -> ASGIApp:
+    """The API over one waste service; `tokens` are those made with `linli waste token`, read
+    from the service's state unless given."""
+    book = tokens if tokens is not None else TokenBook(service.state.engine)
     api = guarded("linli waste", "Waste collection trips, predicted arrivals and keeper notices.")
     # Every endpoint is async: it runs on the event loop that takes the trucks' messages, so
     # it sees the trips between two messages, never during one, and can start deliveries.
@@ -304,4 +305,4 @@ def app(service: WasteService, token: str) -> ASGIApp:
             bookings_refused=dict(service.bookings_refused),
         )
 
-    return Protect(Guard(api, token, public=PUBLIC_PAGES, book=service.tokens, need=needed))
+    return Protect(Guard(api, token, public=PUBLIC_PAGES, book=book, need=needed))
