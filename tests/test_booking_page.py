@@ -44,7 +44,7 @@ from support import LOOPBACK, protective_headers, waste_in_thread
 from test_renovation_service import TRUCK, Terminal
 
 FEED = Path(__file__).resolve().parents[1] / "deploy" / "gtfs" / "hongqiao"
-STATIC = Path(__file__).resolve().parents[1] / "cloud" / "linli" / "cloud" / "waste" / "static"
+STATIC = Path(__file__).resolve().parents[1] / "src" / "linli" / "cloud" / "waste" / "static"
 TOKEN = "page-s3cret"  # noqa: S105 (the test's own)
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 HOST = "booking.district.test"  # not localhost: the page gets no secure context

@@ -28,7 +28,7 @@ from linli.transit.gtfs import Feed, Truck, load_feed
 
 ROOT = Path(__file__).resolve().parents[1]
 FEED = ROOT / "deploy" / "gtfs" / "hongqiao"
-WASTE = ROOT / "cloud" / "linli" / "cloud" / "waste"
+WASTE = ROOT / "src" / "linli" / "cloud" / "waste"
 CJK = re.compile(r"[\u4e00-\u9fff]")
 # 2026-12-07 17:30 in Shanghai; decided the evening before, so the date is shown (the longest).
 DUE = dt.datetime(2026, 12, 7, 9, 30, tzinfo=dt.UTC).timestamp()
