@@ -41,9 +41,10 @@ class WasteService(WasteEngine):
     to `take` in-process (tests, benchmarks, the recording demo) without running it."""
 
     def __init__(self, config: WasteConfig, token: str, feed: Feed | None = None) -> None:
+        feed = feed or load_feed(config.gtfs)  # a timetable that does not load opens no state
         self.sender = Sender(config.smtp, policy=config.delivery)
         state = WasteState(config.state)
-        super().__init__(config, feed or load_feed(config.gtfs), state, self.sender, time.time)
+        super().__init__(config, feed, state, self.sender, time.time)
         self.token = token
         self.tokens = TokenBook(state.engine)  # the API's, beside the token from the environment
         self.started = asyncio.Event()
