@@ -1,5 +1,5 @@
-"""What a waste service spends on a truck message, on SQLite and on PostgreSQL, alone and
-with the routes split between two services.
+"""What a waste service spends on a truck message, on SQLite and on PostgreSQL, alone and as one
+of two replicas on one state.
 
 Every trip of the district's timetable is driven for --days (the timetable simulator: traffic,
 dwell, GPS noise), and the trucks' messages are handed, in time order and as fast as they are
@@ -7,17 +7,16 @@ taken, to the waste services of a layout in this process, each taking every mess
 subscription would: map matching, prediction, notices claimed in the state, deliveries
 started (to a gateway that refuses them at once, so that sending costs little). Layouts:
 
-- `every:1`, one service following every route (`routes = "every"`: more services repeat
-  the same work, for availability);
-- `split:1` and `split:2`, one or two services splitting the routes (`routes = "split"`):
-  each applies the messages of its own routes, logs them in the state for a takeover, and
-  keeps the others' last minutes; a round (heartbeat and leases) every ROUND_EVERY messages.
+- `every:1`, one service following every route;
+- `every:2`, two replicas on one state, each following every route (for availability: they
+  repeat the same work, and race for each claim). A deployment outgrowing one service
+  partitions by subdistrict, one feed per service (docs/scale.md): each is an `every:1`.
 
 The figures are each service's CPU time per message of the whole stream (its thread's time in
 its own calls), and what that makes of a city's truck traffic.
 
     .venv/bin/python benchmarks/waste_throughput.py [--days 2] [--state sqlite postgresql]
-        [--layouts every:1 split:1 split:2] [--runs 3] [--json FILE]
+        [--layouts every:1 every:2] [--runs 3] [--json FILE]
 """
 
 from __future__ import annotations
@@ -47,9 +46,6 @@ FIRST = dt.date(2026, 11, 2)  # a Monday, in the past: a message from the future
 TRUCK_EVERY_S = 10.0  # a truck on the road sends its position this often
 SUBDISTRICTS = 200
 TRUCKS_PER_SUBDISTRICT = 7  # Hongqiao's
-# A split service's round (every 5 s of this machine's time) at the city's peak of 140 truck
-# messages a second.
-ROUND_EVERY = 700
 
 
 def replicated(feed: Feed, subdistricts: int) -> Feed:
@@ -91,14 +87,13 @@ def measure(
     feed_dir: Path, feed: Feed, state: str, batch: list[tuple[str, bytes]], layout: str
 ) -> dict[str, Any]:
     """Hand every message to each service of a fresh `layout` on `state`; their CPU per message."""
-    routes, count = layout.split(":")
+    _, count = layout.split(":")
     config = WasteConfig.model_validate(
         {
             "gtfs": feed_dir,
             "state": state,
             "broker": TruckBroker(port=1),
             "attempts": 1,
-            "routes": routes,
             "delivery": {"allow_private": True},
         }
     )
@@ -107,15 +102,10 @@ def measure(
 
     async def run() -> float:
         wall0 = time.perf_counter()
-        clock = 1000.0  # the rounds' clock: ROUND_EVERY messages a round
-        for i, (topic, payload) in enumerate(batch):
-            if i % ROUND_EVERY == 1:
-                clock += 5.0
+        for topic, payload in batch:
             for n, service in enumerate(services):
                 cpu0 = time.thread_time()
                 service.take(topic, payload)
-                if service.split and i % ROUND_EVERY == 1:
-                    service.rebalance(clock)
                 cpu[n] += time.thread_time() - cpu0
             await asyncio.sleep(0)  # the deliveries started get their turn, as on the real loop
         wall = time.perf_counter() - wall0
@@ -131,7 +121,7 @@ def measure(
         "wall_s": round(wall, 2),
         "services": [
             {
-                "routes": len(service.held),
+                "routes": len(service.feed.routes),
                 "handled": sum(service.handled.values()),
                 "claimed": sum(service.claimed.values()),
                 "rejected": dict(service.rejected),
@@ -142,7 +132,6 @@ def measure(
         ],
     }
     for service in services:
-        service.leave()
         service.leadership.close()
         service.state.close()
     out["us_per_message"] = max(s["us_per_message"] for s in out["services"])  # the busiest's
@@ -164,9 +153,9 @@ def main() -> int:
     parser.add_argument(
         "--layouts",
         nargs="+",
-        default=["every:1", "split:1", "split:2"],
-        choices=["every:1", "split:1", "split:2"],
-        help="routes mode and services (default: all three)",
+        default=["every:1", "every:2"],
+        choices=["every:1", "every:2"],
+        help="services on one state (default: both)",
     )
     parser.add_argument("--runs", type=int, default=3, help="runs of each; the median is quoted")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")

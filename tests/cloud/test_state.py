@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from sqlalchemy import create_engine, text
 
 from linli.cloud.db import database_url, describe, migrate
@@ -47,7 +48,7 @@ CREATE TABLE audit (
 AUDIT = [(1_790_000_000_000, "ops", f"action-{i}", "ops", "") for i in range(5)]
 
 
-HEAD = "0012"  # the newest migration
+HEAD = "0013"  # the newest migration
 
 
 def test_a_previous_release_s_state_file_is_taken_over_with_its_data(tmp_path: Path) -> None:
@@ -90,6 +91,28 @@ def test_migrations_run_up_from_empty_and_from_the_first_revision_with_data(stat
     token = book.create("screen", Scope.READ)
     assert book.holder(token.encode()) is not None
     book.close()
+
+
+def test_the_retired_split_mode_s_tables_are_dropped_and_the_trips_kept(state: str) -> None:
+    """A state a `routes = "split"` service used: its leases, heartbeats and route log go; the
+    trips it saw stay (a restarted service reads which finished)."""
+    engine = create_engine(database_url(state))
+    try:
+        migrate(engine, "0012")
+        with engine.begin() as db:
+            db.execute(text("INSERT INTO waste_route VALUES ('r1', 'w1', 1.0)"))
+            db.execute(text("INSERT INTO waste_member VALUES ('w1', 1.0)"))
+            db.execute(
+                text("INSERT INTO waste_trip VALUES ('t1', '2026-11-30', 'r1', 'k1', 'wet', NULL, 0, :f, 1)"),
+                {"f": True},
+            )
+        migrate(engine)
+        tables = set(sqlalchemy.inspect(engine).get_table_names())
+        assert not tables & {"waste_member", "waste_route", "waste_message"}
+        with engine.begin() as db:
+            assert db.execute(text("SELECT trip_id FROM waste_trip")).scalars().all() == ["t1"]
+    finally:
+        engine.dispose()
 
 
 def test_each_claim_is_won_once_by_notifiers_racing_for_it(state: str) -> None:

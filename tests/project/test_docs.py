@@ -75,7 +75,7 @@ def test_every_waste_example_is_accepted() -> None:
     examples = [body for tag, body in blocks("waste.md") if tag == "waste"]
     assert examples
     for body in examples:
-        assert WasteConfig.model_validate(tomllib.loads(body)).routes == "split"
+        assert WasteConfig.model_validate(tomllib.loads(body)).routes == "every"
 
 
 @pytest.mark.servers

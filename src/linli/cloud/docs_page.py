@@ -17,7 +17,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from linli.cloud.headers import page_csp
 
-STATIC = Path(__file__).parent / "notifier" / "static"
+STATIC = Path(__file__).parent / "static"
 ASSETS = {
     "swagger-ui.css": Path(swagger_ui_path) / "swagger-ui.css",
     "swagger-ui-bundle.js": Path(swagger_ui_path) / "swagger-ui-bundle.js",

@@ -20,7 +20,8 @@ import pytest
 from linli.cloud.broker.files import read_secret
 from linli.cloud.notifier.config import SmtpConfig
 from linli.cloud.waste.config import TruckBroker, WasteConfig
-from linli.cloud.waste.service import MAX_PAYLOAD, WasteService
+from linli.cloud.waste.payloads import MAX_PAYLOAD
+from linli.cloud.waste.service import WasteService
 from linli.demo.servers import LocalServer, free_port
 from linli.sim.timetable import Traffic, drive_trip
 from linli.transit.gtfs import Feed, load_feed, runs_on

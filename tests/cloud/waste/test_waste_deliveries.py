@@ -17,7 +17,8 @@ import pytest
 
 from linli.cloud.notifier.config import DeliveryConfig, SmtpConfig
 from linli.cloud.waste.config import TruckBroker, WasteConfig
-from linli.cloud.waste.service import CHANNEL, Resent, WasteService
+from linli.cloud.waste.held import CHANNEL, Resent
+from linli.cloud.waste.service import WasteService
 from linli.demo.servers import LocalServer, free_port
 from linli.sim.timetable import Traffic, drive_trip
 from linli.transit.gtfs import load_feed
@@ -138,7 +139,7 @@ def test_a_delivery_waiting_its_turn_past_its_lease_is_not_sent_again_by_its_own
 
     async def run() -> tuple[int, int]:
         for n in range(2):
-            service._deliver("keeper", channel, Resent(f"notice {n}", f"text {n}", {"n": n}), f"stop-{n}")
+            service.held.deliver("keeper", channel, Resent(f"notice {n}", f"text {n}", {"n": n}), f"stop-{n}")
         await wait_until(lambda: len(gateway.posts) == 1, 30, "the first delivery at the gateway")
         leases = [float(lease) for (lease,) in service.state.rows("SELECT lease_s FROM waste_delivery")]
         await wait_until(lambda: time.time() > max(leases), 30, "both leases run out")

@@ -313,3 +313,20 @@ def test_the_state_is_a_file_beside_the_config_or_a_url_from_the_environment(
     assert load_waste_config(path).state == str(tmp_path / "waste.sqlite")
     monkeypatch.setenv("LINLI_STATE_URL", "postgresql://linli@db:5432/linli")
     assert load_waste_config(path).state == "postgresql://linli@db:5432/linli"
+
+
+def test_a_config_still_saying_split_is_refused_naming_the_file_the_key_and_the_fix(tmp_path: Path) -> None:
+    from linli.catalog.errors import ConfigError
+    from linli.cloud.waste.config import load_waste_config
+
+    path = tmp_path / "waste.toml"
+    path.write_text(f'gtfs = "{FEED}"\nroutes = "split"\n')
+    with pytest.raises(ConfigError) as refused:
+        load_waste_config(path)
+    said = str(refused.value)
+    assert str(path) in said
+    assert "key 'routes'" in said
+    assert 'routes = "every"' in said
+    assert "one feed per service" in said
+    path.write_text(f'gtfs = "{FEED}"\nroutes = "every"\n')
+    assert load_waste_config(path).routes == "every"

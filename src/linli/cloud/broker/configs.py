@@ -78,7 +78,7 @@ def _waste(path: Path, notifier: Identity) -> Identity:
     from linli.catalog.channels import MqttChannel
     from linli.catalog.errors import ConfigError
     from linli.cloud.waste.config import load_waste_config
-    from linli.cloud.waste.service import truck_filters
+    from linli.cloud.waste.payloads import truck_filters
     from linli.transit.gtfs import load_feed
 
     config = load_waste_config(path)

@@ -10,28 +10,26 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import HTTPException, Path, Query, Response
 from prometheus_client.core import Metric
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp
 
 from linli.cloud.headers import Protect
 from linli.cloud.notifier.api import Guard, doc, guarded
 from linli.cloud.paging import PAGED, Paged, page, rows_page
 from linli.cloud.prom import add_metrics, counter, gauge
+from linli.cloud.tokens import TokenBook
 from linli.cloud.waste.booking_api import PUBLIC_PAGES, booking_routes
 from linli.cloud.waste.bookings import OPEN
+from linli.cloud.waste.engine import WasteEngine
 from linli.cloud.waste.realtime import feed_message
 from linli.cloud.waste.rollups import ZONE, Period, period_start
 from linli.cloud.waste.scopes import needed
 from linli.transit.gtfs import local_hhmm
-
-if TYPE_CHECKING:
-    from linli.cloud.waste.service import WasteService
 
 
 class StopNow(BaseModel):
@@ -51,9 +49,6 @@ class TripNow(BaseModel):
     delay_min: float | None = Field(description="predicted minus scheduled at the next stop")
     progress_m: float
     stops: list[StopNow]
-    as_of: str | None = Field(
-        default=None, description="for a trip another service follows: local time of its last report"
-    )
 
 
 class Tonnage(BaseModel):
@@ -91,16 +86,14 @@ class Counts(BaseModel):
     waiting: int = Field(
         description="notices, incidents and failed deliveries waiting for the state to be reached"
     )
-    routes: list[str] = Field(description="the routes this service follows (its share when split)")
-    taken_over: int = Field(description="routes taken over from another service, their trips replayed")
+    routes: list[str] = Field(description="the routes this service follows (every route of its feed)")
     bookings_refused: dict[str, int] = Field(
         description="booking requests refused, by reason: invalid, refused, key_conflict, not_its_compound"
     )
 
 
-def trip_now(trip: dict[str, Any], stops: list[dict[str, Any]], timezone: str, *, as_of: bool) -> TripNow:
-    """A trip as the state keeps it (`WasteService.snapshot`); `as_of` the time of that row,
-    for a trip another service follows."""
+def trip_now(trip: dict[str, Any], stops: list[dict[str, Any]], timezone: str) -> TripNow:
+    """A trip as the state keeps it (`WasteEngine.snapshot`)."""
     nxt = trip["next_idx"]
     here = stops[nxt] if nxt is not None and nxt < len(stops) else None
     predicted = None if here is None else here["predicted_ms"]
@@ -124,7 +117,6 @@ def trip_now(trip: dict[str, Any], stops: list[dict[str, Any]], timezone: str, *
             )
             for s in stops
         ],
-        as_of=_local(trip["updated_ms"], timezone) if as_of else None,
     )
 
 
@@ -132,12 +124,9 @@ def _local(epoch_ms: int | None, timezone: str) -> str | None:
     return None if epoch_ms is None else local_hhmm(epoch_ms / 1000, timezone)
 
 
-def dispatch(service: WasteService, kind: str, trip_id: str, arg: str) -> str:
-    """The command applied ("done"), or queued for the service that follows the trip ("queued")."""
-    try:
-        status = service.command(kind, trip_id, arg)
-    except DBAPIError as exc:
-        raise HTTPException(503, "the state cannot be reached; try again") from exc
+def dispatch(service: WasteEngine, kind: str, trip_id: str, arg: str) -> str:
+    """The command applied ("done")."""
+    status = service.command(kind, trip_id, arg)
     if not status:
         what = (
             f"no trip {trip_id}" if kind == "replace" else f"no stop {arg} still to come on a trip {trip_id}"
@@ -146,8 +135,10 @@ def dispatch(service: WasteService, kind: str, trip_id: str, arg: str) -> str:
     return status
 
 
-def app(service: WasteService, token: str) -> ASGIApp:
-    """The API over one waste service."""
+def app(service: WasteEngine, token: str, tokens: TokenBook | None = None) -> ASGIApp:
+    """The API over one waste service; `tokens` are those made with `linli waste token`, read
+    from the service's state unless given."""
+    book = tokens if tokens is not None else TokenBook(service.state.engine)
     api = guarded("linli waste", "Waste collection trips, predicted arrivals and keeper notices.")
     # Every endpoint is async: it runs on the event loop that takes the trucks' messages, so
     # it sees the trips between two messages, never during one, and can start deliveries.
@@ -157,16 +148,7 @@ def app(service: WasteService, token: str) -> ASGIApp:
         """Trips followed now: each one's next stop, predicted time and delay."""
         tz = service.feed.timezone
         now = service.clock()
-        out = [
-            trip_now(*service.snapshot(key, t, now), tz, as_of=False) for key, t in service.trackers.items()
-        ]
-        if service.split:
-            out += [
-                trip_now(t, t["stops"], tz, as_of=True)
-                for t in service.state.trips_seen()
-                if f"{t['trip_id']}@{t['day']}" not in service.trackers
-            ]
-        return out
+        return [trip_now(*service.snapshot(key, t, now), tz) for key, t in service.trackers.items()]
 
     @api.get("/notices", responses=PAGED)
     async def notices(
@@ -213,14 +195,14 @@ def app(service: WasteService, token: str) -> ASGIApp:
         ]
         return page(found, lambda i: [i["number"]], paged)
 
-    @api.post("/trips/{trip_id}/stops/{stop_id}/skip", responses=doc(404, 503))
+    @api.post("/trips/{trip_id}/stops/{stop_id}/skip", responses=doc(404))
     async def skip(
         trip_id: Annotated[str, Path(max_length=64)], stop_id: Annotated[str, Path(max_length=64)]
     ) -> dict[str, str]:
         """Take a stop off a trip under way (the dispatcher's call): its keeper is told."""
         return {"trip": trip_id, "skipped": stop_id, "status": dispatch(service, "skip", trip_id, stop_id)}
 
-    @api.post("/trips/{trip_id}/stops/{stop_id}/defer", responses=doc(404, 503))
+    @api.post("/trips/{trip_id}/stops/{stop_id}/defer", responses=doc(404))
     async def defer(
         trip_id: Annotated[str, Path(max_length=64)], stop_id: Annotated[str, Path(max_length=64)]
     ) -> dict[str, str]:
@@ -236,7 +218,7 @@ def app(service: WasteService, token: str) -> ASGIApp:
             raise HTTPException(404, f"no incident {number}")
         return {"incident": number, "kind": incident["kind"], "acknowledged": True}
 
-    @api.post("/trips/{trip_id}/replacement", responses=doc(404, 503))
+    @api.post("/trips/{trip_id}/replacement", responses=doc(404))
     async def replacement(trip_id: Annotated[str, Path(max_length=64)], body: Replacement) -> dict[str, str]:
         """Another truck takes the trip over after a breakdown; tracking goes on with it."""
         return {
@@ -320,9 +302,8 @@ def app(service: WasteService, token: str) -> ASGIApp:
             state_errors=service.state_errors,
             state_bugs=service.state_bugs,
             waiting=service.waiting,
-            routes=sorted(service.held),
-            taken_over=service.taken_over,
+            routes=sorted(service.feed.routes),
             bookings_refused=dict(service.bookings_refused),
         )
 
-    return Protect(Guard(api, token, public=PUBLIC_PAGES, book=service.tokens, need=needed))
+    return Protect(Guard(api, token, public=PUBLIC_PAGES, book=book, need=needed))

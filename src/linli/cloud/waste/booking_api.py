@@ -17,7 +17,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path as FilePath
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -34,13 +34,11 @@ from linli.cloud.problems import problem_response
 from linli.cloud.scope import Scope
 from linli.cloud.tokens import Holder
 from linli.cloud.waste.bookings import OPEN, Booking, BookingError, BookingRequest, KeyConflictError, State
+from linli.cloud.waste.engine import WasteEngine
+from linli.cloud.waste.renovation import Renovation
 from linli.cloud.waste.scopes import may_change_any, owns
 from linli.transit.gtfs import Feed, local_hhmm
 from linli.transit.names import stop_name, truck_name
-
-if TYPE_CHECKING:
-    from linli.cloud.waste.renovation import Renovation
-    from linli.cloud.waste.service import WasteService
 
 STATIC = FilePath(__file__).parent / "static"
 PAGE = STATIC / "book.html"
@@ -76,7 +74,7 @@ def invalid_code(exc: RequestValidationError) -> str:
     return "invalid"
 
 
-def _renovation(service: WasteService) -> Renovation:
+def _renovation(service: WasteEngine) -> Renovation:
     if service.renovation is None:
         raise Refused(404, "unavailable", "this timetable has no [renovation] trucks: nothing to book")
     return service.renovation
@@ -125,7 +123,7 @@ class Refusals:
         return await invalid(request, exc)
 
 
-def booking_routes(api: FastAPI, service: WasteService) -> None:
+def booking_routes(api: FastAPI, service: WasteEngine) -> None:
     """Add the bookings' endpoints to the waste API."""
 
     def renovation() -> Renovation:
@@ -224,7 +222,7 @@ def names(feed: Feed, thing: str, name: Callable[[Feed, str, Locale], str]) -> d
     return {locale: name(feed, thing, locale) for locale in LOCALES}
 
 
-def page_routes(api: FastAPI, service: WasteService) -> None:
+def page_routes(api: FastAPI, service: WasteEngine) -> None:
     """The booking page, its files, its texts and its clock: no data, no token."""
 
     @api.get("/book", response_class=HTMLResponse, include_in_schema=False)
@@ -253,7 +251,7 @@ def page_routes(api: FastAPI, service: WasteService) -> None:
         return FileResponse(STATIC / name, media_type=ASSETS[name])
 
 
-def supervision_routes(api: FastAPI, service: WasteService) -> None:
+def supervision_routes(api: FastAPI, service: WasteEngine) -> None:
     """The dispatcher's view of the renovation trucks and their bookings (`read`)."""
 
     @api.get("/renovation")

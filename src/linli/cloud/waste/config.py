@@ -85,15 +85,8 @@ class WasteConfig(Strict):
     state: str = "linli-waste.sqlite"
     # Set, this variable's value replaces `state`: replicas of one config share a database.
     state_env: str = "LINLI_STATE_URL"
-    # Services on one state: "every" follows every route in each (replicas, for availability);
-    # "split" shares the routes out between them (for throughput), and a dead service's routes
-    # are taken over, their trips replayed, within `member_ttl_s`.
-    routes: Literal["every", "split"] = "every"
-    # A "split" service silent this long is gone; it renews its heartbeat every third of it.
-    member_ttl_s: Annotated[float, Field(ge=3, le=600)] = 15.0
-    # Of the routes followed elsewhere, the messages of this many minutes of the trucks' time
-    # are kept: those sent while a route is between two followers.
-    keep_min: Annotated[float, Field(gt=0, le=240)] = 10.0
+    # Services on one state each follow every route (replicas, for availability): the only way.
+    routes: Literal["every"] = "every"
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8081
     token_env: str = "LINLI_CLOUD_TOKEN"  # noqa: S105 (a variable name)
@@ -153,6 +146,17 @@ class WasteConfig(Strict):
                 urls.append((f"{key}.url", gateway.url))
         refuse_private(self.delivery, urls)
         return self
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _split_retired(cls, value: object) -> object:
+        if value == "split":
+            raise ValueError(
+                '"split" is retired: set routes = "every" (or remove the key), so that each service '
+                "follows every route; a deployment that outgrows one service partitions by "
+                "subdistrict, one feed per service (docs/scale.md)"
+            )
+        return value
 
     @field_validator("max_skew_s")
     @classmethod

@@ -272,17 +272,6 @@ class WasteState(Tables):
         )
         return bool(rows and rows[0][0])
 
-    def trips_seen(self) -> list[dict[str, Any]]:
-        """The trips not finished, as their followers last wrote them, each with its `stops`."""
-        trips = self._dicts("SELECT * FROM waste_trip WHERE NOT finished ORDER BY trip_id, day")
-        stops = self._dicts(
-            "SELECT s.* FROM waste_trip_stop s JOIN waste_trip t ON t.trip_id = s.trip_id AND t.day = s.day "
-            "WHERE NOT t.finished ORDER BY s.trip_id, s.day, s.idx"
-        )
-        for trip in trips:
-            trip["stops"] = [s for s in stops if (s["trip_id"], s["day"]) == (trip["trip_id"], trip["day"])]
-        return trips
-
     # --- tonnage rollups -------------------------------------------------------------
 
     def keep_rollups(self, rollups: list[Rollup], since: dict[Period, int]) -> None:
