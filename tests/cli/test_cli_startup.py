@@ -17,6 +17,8 @@ import pytest
 
 from support import linli
 
+pytestmark = pytest.mark.servers  # every test here starts a server or a process
+
 # What the agent, the simulators, the services and the dashboards bring: each costs tens to
 # hundreds of milliseconds of CPU to import, and a `--help` needs none of them.
 HEAVY = (

@@ -6,13 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.servers  # every test here starts a server or a process
+
 PROGRAM = """
 import http.server, sys, threading
 import httpx
 from linli.catalog.commands import setup_logging
 from linli.cloud.db import open_state
-
-pytestmark = pytest.mark.servers  # every test here starts a server or a process
 
 setup_logging()
 server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)

@@ -114,6 +114,7 @@ def test_the_task_writes_a_full_batch_at_once_and_keeps_on_while_one_waits(
     buffer.close()
 
 
+@pytest.mark.servers
 def test_the_task_outlives_an_outage_and_writes_once_the_store_is_back(
     tmp_path: Path, db: ThreadPoolExecutor
 ) -> None:
@@ -155,6 +156,7 @@ def test_drain_ends_once_everything_is_written(
     buffer.close()
 
 
+@pytest.mark.servers
 def test_drain_gives_up_at_its_deadline_and_backs_off_meanwhile(
     tmp_path: Path, db: ThreadPoolExecutor
 ) -> None:
@@ -169,6 +171,7 @@ def test_drain_gives_up_at_its_deadline_and_backs_off_meanwhile(
     buffer.close()
 
 
+@pytest.mark.servers
 def test_an_outage_while_running_makes_what_queued_the_backlog_and_counts_each_attempt(
     tmp_path: Path, db: ThreadPoolExecutor
 ) -> None:
@@ -215,6 +218,7 @@ def test_after_a_restart_the_present_comes_first_then_the_past_in_turn(
     buffer.close()
 
 
+@pytest.mark.servers
 def test_a_line_too_large_for_the_store_is_dead_lettered_and_the_rest_written(
     tmp_path: Path, db: ThreadPoolExecutor
 ) -> None:
@@ -302,6 +306,7 @@ class RefusesThenGoesAway:
         self.sink.close()
 
 
+@pytest.mark.servers
 def test_a_store_gone_while_refused_lines_are_isolated_costs_no_line(
     tmp_path: Path, db: ThreadPoolExecutor
 ) -> None:

@@ -22,6 +22,8 @@ from linli.cloud.tokens import TokenBook
 from support import linli, serving
 from test_notifier import alert
 
+pytestmark = pytest.mark.servers  # every test here starts a server or a process
+
 LEGACY = "legacy-s3cret"  # the test's own $LINLI_CLOUD_TOKEN
 SUBSCRIPTION = {"id": "ops", "channels": [{"kind": "email", "to": ["ops@district.example"]}]}
 

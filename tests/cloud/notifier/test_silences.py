@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from subprocess import Popen
 
+import pytest
 from sqlalchemy import Engine
 
 import test_notifier_tokens as tokens
@@ -57,6 +58,7 @@ def test_a_silence_made_on_one_replica_holds_on_the_other_and_its_alerts_stay_re
         other.close()
 
 
+@pytest.mark.servers
 def test_a_silence_that_could_hold_a_life_safety_alarm_needs_admin_and_each_is_audited(
     served: tuple[str, Path, Notifier],
 ) -> None:
@@ -81,6 +83,7 @@ def test_a_silence_that_could_hold_a_life_safety_alarm_needs_admin_and_each_is_a
     assert {("duty officer", "silence"), ("ops", "silence"), ("duty officer", "expire_silence")} <= set(audit)
 
 
+@pytest.mark.servers
 def test_the_cli_adds_lists_and_expires_a_silence(served: tuple[str, Path, Notifier]) -> None:
     _, config, notifier = served
     added = linli(

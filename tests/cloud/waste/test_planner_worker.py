@@ -8,15 +8,17 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from support import wait_until
+
+pytestmark = pytest.mark.servers  # every test here starts a server or a process
 
 # A service in miniature: a forked pool worker set up as the planner's is, then a wait forever.
 SERVICE = """
 import multiprocessing, os, sys, time
 from concurrent.futures import ProcessPoolExecutor
 from linli.cloud.waste.planner import die_with_parent
-
-pytestmark = pytest.mark.servers  # every test here starts a server or a process
 pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
                            initializer=die_with_parent, initargs=(os.getpid(),))
 print(pool.submit(os.getpid).result(), flush=True)
