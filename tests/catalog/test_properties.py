@@ -10,6 +10,7 @@ import json
 import math
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -115,6 +116,7 @@ def poller(profile: Profile) -> DevicePoller:
     )
 
 
+@pytest.mark.slow
 @settings(suppress_health_check=[HealthCheck.too_slow], max_examples=200)
 @given(st.sampled_from(MODBUS), st.data())
 def test_arbitrary_registers_decode_to_storable_readings_or_counted_errors(

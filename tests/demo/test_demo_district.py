@@ -284,6 +284,7 @@ def _answers(url: str) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_the_district_s_scenario_and_timetable_ship_in_the_wheel_and_are_found_from_any_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wheel: Path
 ) -> None:

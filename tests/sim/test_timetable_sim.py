@@ -204,6 +204,7 @@ def left_late_min(feed: Feed, departures: Departures, trips: int = 200) -> list[
     ]
 
 
+@pytest.mark.slow
 def test_a_share_of_trips_leave_minutes_late_and_a_few_very_late(feed: Feed) -> None:
     assert max(left_late_min(feed, Departures(), 20)) <= 1  # the kind world: within a minute
     late = left_late_min(feed, Departures(late_share=0.3, late_min=4, very_late_share=0.05))

@@ -96,6 +96,7 @@ def test_the_secrets_are_private_and_no_password_is_printed(
     assert "password" not in (tmp_path / "again" / "dynsec.json").read_text().lower()
 
 
+@pytest.mark.slow
 def test_a_camera_cannot_spoof_another_camera(broker: tuple[LocalServer, Path]) -> None:
     cam, other, edge = peer(broker, CAM), peer(broker, OTHER_CAM), peer(broker, EDGE)
     try:
@@ -111,6 +112,7 @@ def test_a_camera_cannot_spoof_another_camera(broker: tuple[LocalServer, Path]) 
             p.close()
 
 
+@pytest.mark.slow
 def test_a_camera_cannot_raise_an_alert_or_say_an_edge_is_offline(broker: tuple[LocalServer, Path]) -> None:
     cam, edge, notifier = peer(broker, CAM), peer(broker, EDGE), peer(broker, "notifier")
     try:
@@ -211,6 +213,7 @@ def test_a_device_cannot_take_over_the_edges_connection_or_its_session(
             p.close()
 
 
+@pytest.mark.slow
 def test_the_waste_service_writes_only_its_trucks_orders_and_its_contacts(
     broker: tuple[LocalServer, Path],
 ) -> None:
@@ -286,6 +289,7 @@ def test_the_written_files_work_for_mosquitto_started_as_root(tmp_path: Path) ->
             server.stop()
 
 
+@pytest.mark.slow
 def test_strangers_and_wrong_passwords_are_turned_away(broker: tuple[LocalServer, Path]) -> None:
     server, _ = broker
     for user, password in ((None, None), (CAM, "guess"), ("nobody", "x")):

@@ -32,5 +32,6 @@ def base_url(state: str) -> Iterator[str]:
         yield base
 
 
+@pytest.mark.slow
 def test_every_answer_is_the_one_the_document_promises(base_url: str) -> None:
     check_the_document(base_url, TOKEN, operations=8, examples=EXAMPLES)

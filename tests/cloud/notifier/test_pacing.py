@@ -75,6 +75,7 @@ class Robot:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
+@pytest.mark.slow
 def test_a_throttled_robot_is_waited_out_and_nothing_is_lost(monkeypatch: pytest.MonkeyPatch) -> None:
     # The robot's documented penalty (a minute) made short: the test's own time.
     monkeypatch.setitem(channels.THROTTLED, (ChannelKind.WECOM, 45009), 0.5)

@@ -102,6 +102,7 @@ def test_the_robots_of_one_chat_are_used_in_turn_each_under_its_limit(book: Stor
     assert n.store.failures() == []
 
 
+@pytest.mark.slow
 def test_a_smoke_alarm_goes_to_the_fallback_while_the_robot_is_throttled(
     book: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -136,6 +137,7 @@ def test_a_smoke_alarm_goes_to_the_fallback_while_the_robot_is_throttled(
     assert n.store.failures() == []
 
 
+@pytest.mark.slow
 def test_a_smoke_alarm_goes_to_the_fallback_while_the_robot_is_paused_and_others_wait(book: Store) -> None:
     dead = f"http://127.0.0.1:{free_port()}/robot/send?access_token=t"  # nothing listens there
     sms = Hook("127.0.0.1")

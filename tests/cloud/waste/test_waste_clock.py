@@ -68,6 +68,7 @@ def told(receiver: Receiver, prefix: str) -> dict[str, Counter[tuple[Any, ...]]]
     return out
 
 
+@pytest.mark.slow
 def test_a_truck_59_minutes_ahead_is_refused_and_every_keeper_hears_what_they_would_have(
     broker: tuple[LocalServer, Path],  # noqa: F811 (the fixture imported above)
     peers: tuple[Receiver, Inbox, int],
@@ -137,6 +138,7 @@ def test_a_truck_59_minutes_ahead_is_refused_and_every_keeper_hears_what_they_wo
     assert "ahead of the service's clock" in dead["detail"]
 
 
+@pytest.mark.slow
 def test_a_truck_a_few_minutes_ahead_is_taken_and_moves_no_other_trucks_trip(
     peers: tuple[Receiver, Inbox, int], tmp_path: Path
 ) -> None:
@@ -217,6 +219,7 @@ def test_a_skew_bound_not_below_the_silence_is_a_config_error_naming_the_file_an
     assert "lower max_skew_s" in text
 
 
+@pytest.mark.slow
 def test_a_day_replayed_with_nobody_reporting_between_trips_is_taken_whole(
     peers: tuple[Receiver, Inbox, int], tmp_path: Path
 ) -> None:

@@ -118,6 +118,7 @@ def test_a_hanging_and_a_trickling_keeper_gateway_cost_only_their_own_notices(
     assert {f["contact"] for f in listed} <= {keeper[r] for r in slow_rooms.values()}
 
 
+@pytest.mark.slow
 def test_a_delivery_waiting_its_turn_past_its_lease_is_not_sent_again_by_its_own_service(
     tmp_path: Path,
 ) -> None:

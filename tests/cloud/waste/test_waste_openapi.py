@@ -29,6 +29,7 @@ def base_url(tmp_path: Path) -> Iterator[str]:
         yield base
 
 
+@pytest.mark.slow
 def test_every_answer_is_the_one_the_document_promises(base_url: str) -> None:
     # A booking's model checks more than its JSON Schema can say (a contact needs a phone, an
     # e-mail or a WeCom id; the window's ends in order), so a request the schema allows may be

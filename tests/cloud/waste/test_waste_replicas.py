@@ -50,6 +50,7 @@ def told_alone(receiver: Receiver, smtp: int, tmp_path: Path) -> tuple[Any, list
     return feed, messages, told_since(receiver, start)
 
 
+@pytest.mark.slow
 def test_two_services_on_one_state_tell_each_notice_once_and_survive_one_going(
     peers: tuple[Receiver, Inbox, int], tmp_path: Path, state: str
 ) -> None:

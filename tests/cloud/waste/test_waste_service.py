@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from linli.catalog.i18n import Locale
@@ -430,6 +431,7 @@ def dispatched_trip(feed: Any) -> tuple[list[tuple[str, dict[str, Any]]], list[s
     return messages, stops, lift_at(messages, stops[2])
 
 
+@pytest.mark.slow
 def test_the_dispatcher_skips_a_stop_and_sends_a_replacement_truck_through_the_api(
     peers: tuple[Receiver, Inbox, int], tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from linli.cloud.waste.config import WasteConfig
@@ -20,6 +21,7 @@ from support import LOOPBACK
 from test_waste_service import MONDAY, local_feed
 
 
+@pytest.mark.slow
 def test_a_tick_writes_its_trips_and_lines_in_one_transaction_and_reads_the_bookings_once(
     tmp_path: Path,
 ) -> None:

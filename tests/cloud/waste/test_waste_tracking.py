@@ -281,6 +281,7 @@ def test_late_and_out_of_order_fixes_never_take_the_trip_back(feed: Feed) -> Non
     assert told == {k for k, st in enumerate(trip.stop_times) if st.stop_id not in feed.extras.depots}
 
 
+@pytest.mark.slow
 def test_a_fresh_service_starts_from_the_timetable_and_the_hours_traffic(feed: Feed) -> None:
     """Started with no history, the service sent a correction for nearly every notice in the
     evening rush (30 notices, 30 corrections) as it moved from the timetable to what it learned."""
