@@ -7,11 +7,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from linli.catalog.alerts import ALERT_TOPIC, EDGE_STATUS_TOPIC
 from linli.catalog.errors import ConfigError, read_toml, validate_model
 from linli.catalog.profile import RESERVED_TAGS, Profile, Severity, get_profile
+from linli.catalog.strict import Strict
 from linli.catalog.tls import MqttTls, anchored, tls_problems
 from linli.edge.buffer import SyncMode
 
@@ -22,10 +23,6 @@ TagValue = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_len
 # Devices one agent takes at most: the measured load is 20,000 (docs/benchmarks.md). A config of
 # 100,000 took a minute and 2 GB to build, so a typo'd generator is refused before that.
 MAX_DEVICES = 25_000
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class WriterKind(StrEnum):

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from linli.catalog.alerts import ALERT_TOPIC, EDGE_STATUS_TOPIC, AlertMessage
 from linli.catalog.errors import load_toml_model
 from linli.catalog.i18n import DEFAULT_LOCALE, DISTRICT_ZONE, Locale
 from linli.catalog.profile import Severity
+from linli.catalog.strict import Strict
 from linli.catalog.tls import MqttTls, anchored
 from linli.cloud.notifier.addresses import FIX, private_host
 
@@ -33,10 +34,6 @@ SUB_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 # Bounds on what a subscription may hold: it is read on every tick and served by the API.
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 Names = Annotated[list[Name], Field(max_length=200)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # An HTTP(S) URL with a host and no spaces or control characters.

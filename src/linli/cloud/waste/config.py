@@ -13,8 +13,9 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from linli.catalog.errors import load_toml_model
 from linli.catalog.i18n import DEFAULT_LOCALE, Locale
+from linli.catalog.strict import Strict
 from linli.catalog.tls import MqttTls, anchored
-from linli.cloud.notifier.config import DeliveryConfig, SmtpConfig, Strict, Url, channel_urls, refuse_private
+from linli.cloud.notifier.config import DeliveryConfig, SmtpConfig, Url, channel_urls, refuse_private
 from linli.cloud.waste.outbox import VisitStore
 from linli.transit.gtfs import Contact
 
