@@ -7,7 +7,8 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from influxdb_client import Point, WritePrecision
+from influxdb_client.client.write.point import Point
+from influxdb_client.domain.write_precision import WritePrecision
 from pydantic import ValidationError
 
 from linli.catalog.lineprotocol import FieldValue, format_field_value, format_line
@@ -87,9 +88,9 @@ _FIELD_VALUE = st.one_of(st.booleans(), st.integers(-(2**63), 2**63 - 1), _TEXT)
 def test_lines_are_the_bytes_influxdb_client_writes(
     measurement: str, tags: dict[str, str], fields: dict[str, FieldValue], time_ms: int
 ) -> None:
-    point = Point(measurement).time(time_ms, WritePrecision.MS)
-    for key, value in tags.items():
-        point.tag(key, value)
+    point = Point(measurement).time(time_ms, WritePrecision.MS)  # type: ignore[no-untyped-call]
+    for tag, text in tags.items():
+        point.tag(tag, text)
     for key, value in fields.items():
         point.field(key, value)
     # influxdb-client sorts the fields by key; linli keeps the profile's order.
