@@ -44,7 +44,7 @@ from linli.catalog.wording import plural
 from linli.edge.buffer import DELIVERED_WINDOW
 from linli.edge.config import EdgeConfig, MqttConfig
 from linli.edge.health import HealthReport, health_key, health_line
-from linli.edge.mqttsocket import BufferedClient, Publish
+from linli.edge.mqttsocket import BufferedClient, Publish, topic_bytes
 from linli.edge.topics import Route, TopicRouter
 
 log = logging.getLogger(__name__)
@@ -506,9 +506,8 @@ class MqttConnector:
         self._gone.set()
 
     def _on_message(self, _client: paho.Client, _userdata: object, msg: paho.MQTTMessage) -> None:
-        # The raw topic: paho's `topic` property raises on invalid UTF-8, handled below.
         self.by_paho += 1
-        self._on_publishes([(msg._topic, bytes(msg.payload), msg.qos, msg.retain, msg.mid)])
+        self._on_publishes([(topic_bytes(msg), bytes(msg.payload), msg.qos, msg.retain, msg.mid)])
 
     def _on_publishes(self, batch: list[Publish]) -> None:
         """Stamp and queue what the receive thread decoded; nothing else happens on that thread."""
