@@ -30,16 +30,15 @@ from functools import partial
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from linli.catalog.confirm import Confirmer
 from linli.catalog.deadletter import dead_letter_envelope
 from linli.catalog.lineprotocol import series_key
+from linli.catalog.mqttclient import make_client
 from linli.catalog.payloads import CompiledMessage, PayloadError
 from linli.catalog.profile import Profile, get_profile
 from linli.catalog.ratelog import RateLimitedLog
-from linli.catalog.tls import apply_tls
 from linli.catalog.wording import plural
 from linli.edge.buffer import DELIVERED_WINDOW
 from linli.edge.config import EdgeConfig, MqttConfig
@@ -261,7 +260,6 @@ class MqttConnector:
         log.info(
             "mqtt: %s via %s:%d as '%s'", plural(len(self.devices), "device"), s.host, s.port, self.client_id
         )
-        client.connect_async(s.host, s.port, keepalive=s.keepalive)
         client.loop_start()
         next_health = time.monotonic() + s.health_interval
         relay = asyncio.create_task(self._wake_on(stop))
@@ -434,29 +432,19 @@ class MqttConnector:
     def _make_client(self) -> paho.Client:
         s = self.settings
         # MQTT 3.1.1 with a persistent session: the broker queues QoS 1 messages while the
-        # agent is away and delivers them on reconnect.
-        # Buffered reads: see mqttsocket.
-        client = BufferedClient(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            clean_session=False,
-            protocol=paho.MQTTv311,
-        )
-        if s.username:
-            client.username_pw_set(s.username, s.password or None)
-        apply_tls(client, s.tls)
+        # agent is away and delivers them on reconnect. Buffered reads: see mqttsocket.
         # Jitter: after a broker restart, a fleet of agents does not reconnect in the same second.
-        # (paho annotates the delays as int; it only multiplies and adds them.)
-        first = s.reconnect_min * random.uniform(1.0, 2.0)
-        client.reconnect_delay_set(min_delay=first, max_delay=s.reconnect_max)  # type: ignore[arg-type]
+        # Acknowledged only once stored: see _acknowledge.
+        client = make_client(
+            s, self.client_id, persistent=True, manual_ack=True, jitter=True, cls=BufferedClient
+        )
+        assert isinstance(client, BufferedClient)
         client.coalesce_s = s.batch_ms / 1000  # the receive thread's batches match the asyncio side's
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publishes = self._on_publishes
         client.on_subscribe = self._on_subscribe
-        # Acknowledged only once stored: see _acknowledge.
-        client.manual_ack_set(True)
         return client
 
     def _on_connect(
@@ -717,7 +705,7 @@ class MqttConnector:
 
 
 def broker_refusal(settings: MqttConfig, timeout: float = 5.0) -> str | None:
-    """Connect once with a throwaway client id and the configured credentials; why not, or None."""
+    """Connect once with a throwaway client id and the configured credentials and TLS; why not, or None."""
     answer: list[str] = []
     done = threading.Event()
 
@@ -725,14 +713,10 @@ def broker_refusal(settings: MqttConfig, timeout: float = 5.0) -> str | None:
         answer.append(str(reason) if reason.is_failure else "")
         done.set()
 
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"linli-check-{random.randrange(1 << 32):08x}"
-    )
-    if settings.username:
-        client.username_pw_set(settings.username, settings.password or None)
-    client.on_connect = on_connect
     try:
-        client.connect(settings.host, settings.port, keepalive=10)
+        client = make_client(settings, f"linli-check-{random.randrange(1 << 32):08x}")
+        client.on_connect = on_connect
+        client.reconnect()
     except (OSError, ValueError) as exc:
         return f"cannot connect ({exc})"
     client.loop_start()

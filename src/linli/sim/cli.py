@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from linli.catalog import simtime
 from linli.catalog.errors import ConfigError
+from linli.catalog.mqttclient import MqttBroker
 from linli.catalog.tls import MqttTls
 from linli.cli.support import iso_time, run_until_signal
 from linli.sim.bookings import BookingAgent
@@ -305,12 +306,8 @@ def _run_district(args: argparse.Namespace) -> int:
         bookings = _booking_agent(args, scenario.seed, timetable)
         publisher = MqttPublisher(
             district.mqtt_devices,
-            host=args.mqtt_host,
-            port=args.mqtt_port,
-            username=os.environ.get("LINLI_MQTT_USERNAME", ""),
-            password=os.environ.get("LINLI_MQTT_PASSWORD", ""),
+            MqttBroker(host=args.mqtt_host, port=args.mqtt_port, tls=_tls(args)),
             identities=_identities(args.mqtt_identities),
-            tls=_tls(args),
         )
     except (ValueError, OSError) as exc:
         print(f"linli sim district: {exc}", file=sys.stderr)

@@ -37,9 +37,6 @@ from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as paho
 import uvicorn
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from sqlalchemy.exc import DBAPIError
@@ -47,8 +44,8 @@ from sqlalchemy.exc import DBAPIError
 from linli.catalog.alerts import MAX_TIME_MS
 from linli.catalog.deadletter import dead_letter_envelope
 from linli.catalog.errors import validation_reason
+from linli.catalog.mqttclient import make_client
 from linli.catalog.ratelog import RateLimitedLog
-from linli.catalog.tls import apply_tls
 from linli.cloud.db import unreachable
 from linli.cloud.notifier.channels import Message, Sender
 from linli.cloud.notifier.config import Channel
@@ -1211,10 +1208,6 @@ class WasteService:
             )
         )
         api = asyncio.create_task(server.serve())
-        b = self.config.broker
-        session = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        session.SessionExpiryInterval = b.session_expiry_s
-        client.connect_async(b.host, b.port, keepalive=30, clean_start=False, properties=session)
         client.loop_start()
         try:
             while not (server.started and subscribed.is_set()):
@@ -1294,16 +1287,14 @@ class WasteService:
         what the trucks send while this service is away, and each message acknowledged only once
         it is taken: one a kill cuts short comes again after the restart."""
         b = self.config.broker
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.config.client_id(),
+        client = make_client(
+            b,
+            self.config.client_id(),
             protocol=paho.MQTTv5,
+            persistent=True,
+            session_expiry_s=b.session_expiry_s,
             manual_ack=True,
         )
-        user = os.environ.get(b.username_env, "")
-        if user:
-            client.username_pw_set(user, os.environ.get(b.password_env) or None)
-        apply_tls(client, b.tls)
         # Not a shared subscription: every service follows every truck (see the module's doc).
         filters = [(t, 1) for t in truck_filters(b.topic)]
         connection = [0]  # a message is acknowledged on the connection it came by, or not at all
@@ -1340,5 +1331,4 @@ class WasteService:
         client.on_disconnect = on_disconnect
         client.on_subscribe = lambda *_: subscribed.set()
         client.on_message = on_message
-        client.reconnect_delay_set(1, 60)
         return client
