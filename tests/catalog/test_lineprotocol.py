@@ -5,9 +5,13 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from influxdb_client.client.write.point import Point
+from influxdb_client.domain.write_precision import WritePrecision
 from pydantic import ValidationError
 
-from linli.catalog.lineprotocol import format_field_value, format_line
+from linli.catalog.lineprotocol import FieldValue, format_field_value, format_line
 from linli.catalog.readings import Reading
 
 T = 1_700_000_000_000
@@ -63,3 +67,32 @@ def test_reading_validates() -> None:
     for change in bad:
         with pytest.raises(ValidationError):
             Reading.model_validate({**base, **change})
+
+
+# Names and tag values with every character line protocol escapes, among any others; no empty
+# names (influxdb-client drops an empty tag key), no measurement taken for a comment ('#').
+_SPECIAL = st.sampled_from([",", "=", " ", "\n", "\t", "\r", "\\", '"', "荣", "a"])
+_TEXT = st.text(st.one_of(_SPECIAL, st.characters(codec="utf-8")), min_size=1, max_size=12)
+# influxdb-client adds a space to a tag value ending in a backslash; linli's values never do.
+_TAG_VALUE = _TEXT.filter(lambda v: not v.endswith("\\"))
+_FIELD_VALUE = st.one_of(st.booleans(), st.integers(-(2**63), 2**63 - 1), _TEXT)
+
+
+@given(
+    measurement=_TEXT.filter(lambda m: not m.startswith("#")),
+    tags=st.dictionaries(_TEXT, _TAG_VALUE, max_size=4),
+    fields=st.dictionaries(_TEXT, _FIELD_VALUE, min_size=1, max_size=4),
+    time_ms=st.integers(0, 2**62 // 1_000_000),
+)
+@settings(max_examples=500, deadline=None)
+def test_lines_are_the_bytes_influxdb_client_writes(
+    measurement: str, tags: dict[str, str], fields: dict[str, FieldValue], time_ms: int
+) -> None:
+    point = Point(measurement).time(time_ms, WritePrecision.MS)  # type: ignore[no-untyped-call]
+    for tag, text in tags.items():
+        point.tag(tag, text)
+    for key, value in fields.items():
+        point.field(key, value)
+    # influxdb-client sorts the fields by key; linli keeps the profile's order.
+    ours = format_line(measurement, tags, dict(sorted(fields.items())), time_ms)
+    assert ours == point.to_line_protocol()

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
+import select
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 
 import paho.mqtt.client as paho
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from linli.demo.servers import LocalServer
 from linli.edge import mqttsocket
@@ -93,16 +100,56 @@ def test_everything_else_is_the_socket_s_own(pair: tuple[BufferedSocket, socket.
     assert peer.recv(4) == b"ping"
 
 
-def publish_packet(topic: bytes, payload: bytes, qos: int = 0, mid: int = 0, retain: bool = False) -> bytes:
-    """One MQTT 3.1.1 PUBLISH packet, encoded by hand as the broker sends it."""
-    body = len(topic).to_bytes(2) + topic + (mid.to_bytes(2) if qos else b"") + payload
+def publish_packet(
+    topic: bytes,
+    payload: bytes,
+    qos: int = 0,
+    mid: int = 0,
+    retain: bool = False,
+    *,
+    dup: bool = False,
+    properties: bytes = b"",  # MQTT 5's, packed
+) -> bytes:
+    """One PUBLISH packet (MQTT 3.1.1, or 5 with `properties`), encoded by hand as the broker sends it."""
+    body = len(topic).to_bytes(2) + topic + (mid.to_bytes(2) if qos else b"") + properties + payload
     length, remaining = b"", len(body)
     while True:
         byte, remaining = remaining & 0x7F, remaining >> 7
         length += bytes([byte | (0x80 if remaining else 0)])
         if not remaining:
             break
-    return bytes([0x30 | qos << 1 | int(retain)]) + length + body
+    return bytes([0x30 | dup << 3 | qos << 1 | int(retain)]) + length + body
+
+
+def publish_through(
+    mosquitto: LocalServer,
+    sub: paho.Client,
+    *,
+    topic: str,
+    sent: list[tuple[int, bytes]],
+    done: threading.Event,
+    got: Sized,
+) -> None:
+    """Subscribe `sub` to `topic`, publish `sent` (QoS, payload) on it and wait until `done`."""
+    subscribed = threading.Event()
+    sub.on_subscribe = lambda *_: subscribed.set()
+    sub.connect("127.0.0.1", mosquitto.port)
+    sub.subscribe(topic, qos=1)
+    sub.loop_start()
+    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("pub"))
+    pub.max_queued_messages_set(0)
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    try:
+        assert subscribed.wait(10)
+        for info in [pub.publish(topic, payload, qos=qos) for qos, payload in sent]:
+            info.wait_for_publish(30)
+        assert done.wait(30), f"{len(got)} of {len(sent)} arrived"
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        sub.loop_stop()
+        sub.disconnect()
 
 
 def test_whole_publishes_are_decoded_in_order_with_their_flags(
@@ -191,26 +238,7 @@ def test_a_flood_through_mosquitto_arrives_whole_in_order_mostly_in_batches(mosq
     sub.manual_ack_set(True)
     sub.on_message = on_message
     sub.on_publishes = on_publishes
-    subscribed = threading.Event()
-    sub.on_subscribe = lambda *_: subscribed.set()
-    sub.connect("127.0.0.1", mosquitto.port)
-    sub.subscribe(topic, qos=1)
-    sub.loop_start()
-    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("pub"))
-    pub.max_queued_messages_set(0)
-    pub.connect("127.0.0.1", mosquitto.port)
-    pub.loop_start()
-    try:
-        assert subscribed.wait(10)
-        infos = [pub.publish(topic, payload, qos=qos) for qos, payload in sent]
-        for info in infos:
-            info.wait_for_publish(30)
-        assert done.wait(30), f"{len(got)} of {len(sent)} arrived"
-    finally:
-        pub.loop_stop()
-        pub.disconnect()
-        sub.loop_stop()
-        sub.disconnect()
+    publish_through(mosquitto, sub, topic=topic, sent=sent, done=done, got=got)
     # Each QoS keeps its order; the publisher's in-flight window lets QoS 0 overtake QoS 1.
     for qos in (0, 1):
         assert [p for q, p in got if q == qos] == [p for q, p in sent if q == qos]
@@ -249,3 +277,125 @@ def test_after_a_small_read_the_next_waits_for_more_and_after_a_full_one_not(
     finally:
         ours.close()
         theirs.close()
+
+
+def test_a_paho_without_a_name_the_fast_path_reads_decodes_every_message_itself_warning_once(
+    mosquitto: LocalServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another paho: one of the private names is gone (one this paho lacks stands for it)."""
+    monkeypatch.setattr(mqttsocket, "CLIENT_NAMES", (*mqttsocket.CLIENT_NAMES, "_renamed_in_paho_3"))
+    with caplog.at_level(logging.WARNING, logger="linli.edge.mqttsocket"):
+        sub = BufferedClient(CallbackAPIVersion.VERSION2, client_id=unique("sub"), protocol=paho.MQTTv311)
+        BufferedClient(CallbackAPIVersion.VERSION2, client_id=unique("other"))
+    warnings = [r.getMessage() for r in caplog.records if "_renamed_in_paho_3" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # once, not per client
+    assert not sub.fast
+    topic = unique("slow")
+    sent = [(i % 2, f"{i}".encode() * (i % 50)) for i in range(500)]
+    batches: list[list[Publish]] = []
+    got: list[tuple[int, bytes]] = []
+    done = threading.Event()
+
+    def on_message(_c: object, _u: object, msg: paho.MQTTMessage) -> None:
+        assert mqttsocket.topic_bytes(msg) == topic.encode()
+        got.append((msg.qos, bytes(msg.payload)))
+        if msg.qos:
+            sub.ack(msg.mid, 1)
+        if len(got) == len(sent):
+            done.set()
+
+    sub.manual_ack_set(True)
+    sub.on_message = on_message
+    sub.on_publishes = batches.append
+    sockets: list[object] = []
+    sub.on_socket_open = lambda _c, _u, sock: sockets.append(sock)
+    publish_through(mosquitto, sub, topic=topic, sent=sent, done=done, got=got)
+    assert sockets  # paho's own socket, read paho's way
+    assert not any(isinstance(sock, BufferedSocket) for sock in sockets)
+    assert batches == []  # nothing went through the batch decoder
+    for qos in (0, 1):
+        assert [p for q, p in got if q == qos] == [p for q, p in sent if q == qos]
+
+
+def test_this_paho_has_every_name_the_fast_path_reads() -> None:
+    client = BufferedClient(CallbackAPIVersion.VERSION2)
+    assert mqttsocket.missing_paho_names(client) == []
+    assert client.fast
+
+
+_SIZES = (0, 1, 127, 128, 16_383, 16_384)  # across the remaining length's 1-, 2- and 3-byte forms
+_PAYLOAD = st.one_of(
+    st.binary(max_size=300), st.sampled_from(_SIZES).map(lambda n: bytes(i % 251 for i in range(n)))
+)
+
+
+@st.composite
+def _publish(draw: st.DrawFn, v5: bool) -> tuple[bytes, Publish]:
+    """One PUBLISH as a broker sends it (QoS 2 too, which paho keeps until its PUBREL), and what
+    it carries."""
+    topic = draw(st.binary(min_size=1, max_size=60))  # any bytes: invalid UTF-8 is the receiver's
+    payload = draw(_PAYLOAD)
+    qos = draw(st.sampled_from([0, 1, 2]))
+    mid = draw(st.integers(1, 65_535)) if qos else 0
+    retain, dup = draw(st.booleans()), qos > 0 and draw(st.booleans())
+    properties = b""
+    # MQTT 5's strings: UTF-8 without control characters.
+    text = st.text(st.characters(exclude_categories=("Cs", "Cc")), max_size=20)
+    if v5:
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        if draw(st.booleans()):
+            props.MessageExpiryInterval = draw(st.integers(0, 2**32 - 1))
+        if draw(st.booleans()):
+            props.ContentType = draw(text)
+        for key, value in draw(st.lists(st.tuples(text, text), max_size=3)):
+            props.UserProperty = (key, value)
+        properties = props.pack()  # type: ignore[no-untyped-call]
+    packet = publish_packet(topic, payload, qos, mid, retain, dup=dup, properties=properties)
+    return packet, (topic, payload, qos, retain, mid)
+
+
+def _read(client: paho.Client, stream: bytes, cuts: list[int]) -> list[Publish]:
+    """What `client` hands over from `stream`, sent in pieces cut at `cuts`, read after each."""
+    got: list[Publish] = []
+    client.on_message = lambda _c, _u, m: got.append(
+        (mqttsocket.topic_bytes(m), bytes(m.payload), m.qos, m.retain, m.mid)
+    )
+    if isinstance(client, BufferedClient):
+        client.on_publishes = got.extend
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)  # as paho sets it once connected
+    client._sock = BufferedSocket(ours) if isinstance(client, BufferedClient) else ours
+    sock = client._sock
+    try:
+        for start, end in itertools.pairwise([0, *sorted(cuts), len(stream)]):
+            peer.sendall(stream[start:end])
+            while select.select([ours], [], [], 0)[0] or (
+                isinstance(sock, BufferedSocket) and sock.pending()
+            ):
+                assert client.loop_read() == paho.MQTT_ERR_SUCCESS
+    finally:
+        client._sock = None
+        ours.close()
+        peer.close()
+    return got
+
+
+@given(data=st.data(), v5=st.booleans())
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_batch_decoder_hands_over_what_paho_decodes_whatever_the_reads(
+    data: st.DataObject, v5: bool
+) -> None:
+    packets = data.draw(st.lists(_publish(v5), min_size=1, max_size=12))
+    stream = b"".join(packet for packet, _ in packets)
+    # Split at random points, as TCP segments and the buffer's refills cut a stream (a piece
+    # of 100 KiB at most, so that one send never waits for a read).
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=8))
+    cuts += range(100_000, len(stream), 100_000)
+    protocol = paho.MQTTv5 if v5 else paho.MQTTv311
+    ours = BufferedClient(CallbackAPIVersion.VERSION2, protocol=protocol, manual_ack=True)
+    theirs = paho.Client(CallbackAPIVersion.VERSION2, protocol=protocol, manual_ack=True)
+    decoded = _read(theirs, stream, cuts)
+    ours_got = _read(ours, stream, cuts)
+    assert ours_got == decoded
+    # paho hands QoS 2 messages over only at the broker's PUBREL, which does not come here.
+    assert decoded == [sent for _, sent in packets if sent[2] < 2]

@@ -274,3 +274,23 @@ def test_every_benchmark_says_how_to_run_it(script: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"usage: {script.name}")
+
+
+def test_every_file_backed_model_has_the_one_strict_base() -> None:
+    from linli.catalog.scenario import Scenario
+
+    from linli.catalog.mqttspec import MqttSpec
+    from linli.catalog.strict import Strict
+    from linli.cloud.notifier.config import NotifierConfig
+    from linli.cloud.waste.config import WasteConfig
+    from linli.edge.config import EdgeConfig
+    from linli.transit.gtfs import Extras
+
+    for model in (MqttSpec, EdgeConfig, Scenario, NotifierConfig, WasteConfig, Extras):
+        assert issubclass(model, Strict), model
+    defined = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "src").rglob("*.py")
+        if any(line.startswith(("class Strict(", "class _Strict(")) for line in path.read_text().splitlines())
+    ]
+    assert defined == ["src/linli/catalog/strict.py"]

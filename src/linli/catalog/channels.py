@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from linli.catalog.mqttspec import Strict
+from linli.catalog.strict import Strict
 
 # An HTTP(S) URL with a host and no spaces or control characters.
 Url = Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\x00-\x20/]+[^\x00-\x20]*$")]

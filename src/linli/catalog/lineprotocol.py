@@ -12,12 +12,15 @@ from collections.abc import Mapping
 
 FieldValue = bool | int | float | str
 
-_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n"})
-_KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n"})
+# Whitespace escaped as InfluxDB's own client (influxdb-client's serializer) escapes it, so that
+# a point becomes the same bytes whichever of the two wrote it (tests/catalog/test_lineprotocol.py).
+_WHITESPACE_ESCAPES = {" ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"}
+_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", **_WHITESPACE_ESCAPES})
+_KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", **_WHITESPACE_ESCAPES})
 
 
 def escape_measurement(name: str) -> str:
-    """Escape commas and spaces in a measurement name."""
+    """Escape commas and whitespace in a measurement name."""
     return name.translate(_MEASUREMENT_ESCAPES)
 
 

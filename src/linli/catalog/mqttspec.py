@@ -10,17 +10,13 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from linli.catalog.strict import Strict
 
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=48)]
 
 _PLACEHOLDER = re.compile(r"^\{([a-z][a-z0-9_]*)\}$")
-
-
-class Strict(BaseModel):
-    """Base for every file-backed model: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class FieldType(StrEnum):

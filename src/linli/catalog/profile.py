@@ -16,7 +16,8 @@ from typing import Annotated, Self
 from pydantic import Field, model_validator
 
 from linli.catalog.errors import ConfigError, load_toml_model
-from linli.catalog.mqttspec import MqttSpec, Name, Strict
+from linli.catalog.mqttspec import MqttSpec, Name
+from linli.catalog.strict import Strict
 
 # Tags every reading carries; a field may not reuse them (InfluxDB 3 rejects a name
 # that is both tag and field).

@@ -27,12 +27,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 from linli.catalog.alerts import EDGE_OFFLINE, EDGE_ONLINE, EDGE_STOPPED
+from linli.catalog.mqttclient import Will, make_client
 from linli.catalog.profile import Profile, Severity, get_profile
 from linli.catalog.registers import Value
-from linli.catalog.tls import apply_tls
 from linli.edge.config import EdgeConfig, InterlockConfig, RuleConfig
 from linli.edge.rules import (
     AlertEvent,
@@ -91,32 +90,24 @@ class AlertPublisher:
     """A paho client of its own on the central broker: alert events out, the last will set."""
 
     def __init__(self, config: EdgeConfig) -> None:
-        a, m = config.alerts, config.mqtt
-        self.host = a.host or (m.host if m else None)
-        self.port = a.port if a.host else (m.port if m else a.port)
+        a, broker = config.alerts, config.alerts_broker()
+        self.host = broker.host if broker else None
+        self.port = broker.port if broker else a.port
         self.topic = a.topic
         self.status = f"{a.status_topic}/{config.agent.name}"
         self.agent = config.agent.name
-        self.enabled = a.publish and self.host is not None
+        self.enabled = a.publish and broker is not None
         self.published = 0
         self.resend_s = a.resend_s
         self._client: paho.Client | None = None
-        if not self.enabled:
+        if not self.enabled or broker is None:
             return
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"linli-{self.agent}-alerts", clean_session=False
-        )
-        username, password = (
-            (a.username, a.password) if a.host else ((m.username, m.password) if m else ("", ""))
-        )
-        if username:
-            client.username_pw_set(username, password or None)
-        apply_tls(client, a.tls if a.host else (m.tls if m else None))
         # The broker says "offline" for the agent when it goes without a goodbye.
-        client.will_set(self.status, EDGE_OFFLINE, qos=1, retain=True)
+        will = Will(self.status, EDGE_OFFLINE)
+        # paho's queue is unbounded (max_queued_messages 0): while the uplink is down, events wait
+        # in memory.
+        client = make_client(broker, f"linli-{self.agent}-alerts", persistent=True, will=will)
         client.on_connect = self._on_connect
-        client.max_queued_messages_set(0)  # while the uplink is down, events wait in memory
-        client.reconnect_delay_set(1, 60)
         self._client = client
 
     def _on_connect(self, client: paho.Client, _u: object, _f: object, reason: object, _p: object) -> None:
@@ -125,8 +116,6 @@ class AlertPublisher:
 
     def start(self) -> None:
         if self._client is not None:
-            assert self.host is not None
-            self._client.connect_async(self.host, self.port, keepalive=30)
             self._client.loop_start()
 
     def publish(self, event: AlertEvent) -> None:

@@ -7,12 +7,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from linli.catalog.alerts import ALERT_TOPIC, EDGE_STATUS_TOPIC
 from linli.catalog.errors import ConfigError, read_toml, validate_model
+from linli.catalog.mqttclient import MqttBroker
 from linli.catalog.profile import RESERVED_TAGS, Profile, Severity, get_profile
-from linli.catalog.tls import MqttTls, anchored, tls_problems
+from linli.catalog.strict import EnvCredentials, Strict
+from linli.catalog.tls import anchored, tls_problems
 from linli.edge.buffer import SyncMode
 
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
@@ -24,30 +26,11 @@ TagValue = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_len
 MAX_DEVICES = 25_000
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class WriterKind(StrEnum):
     """Which write API the target speaks."""
 
     INFLUXDB2 = "influxdb2"  # v2 write API: InfluxDB 2.x and 3.x, VictoriaMetrics
     INFLUXDB1 = "influxdb1"  # /write: InfluxDB 1.x
-
-
-class EnvCredentials(Strict):
-    """A user name and password read from the environment variables the file names."""
-
-    username_env: str
-    password_env: str
-
-    @property
-    def username(self) -> str:
-        return os.environ.get(self.username_env, "")
-
-    @property
-    def password(self) -> str:
-        return os.environ.get(self.password_env, "")
 
 
 class WriterConfig(EnvCredentials):
@@ -141,20 +124,16 @@ class AgentSettings(Strict):
     metrics: Annotated[str, Field(pattern=r"^$|^[A-Za-z0-9.:\[\]-]+:\d{1,5}$")] = ""
 
 
-class MqttConfig(EnvCredentials):
-    """The broker the MQTT devices publish to, and how the agent subscribes."""
+class MqttConfig(MqttBroker):
+    """The broker the MQTT devices publish to (the keys every broker table has), and how the
+    agent subscribes."""
 
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=1, le=65535)] = 1883
     # Fixed, so that the broker keeps the persistent session (and queued QoS 1 messages)
     # across reconnects; empty means "linli-<agent name>".
     client_id: Annotated[str, Field(max_length=64)] = ""
-    username_env: str = "LINLI_MQTT_USERNAME"
-    password_env: str = "LINLI_MQTT_PASSWORD"  # noqa: S105 (a variable name, not a secret)
     keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
     # Rejected messages are republished under {dead_letter_topic}/{agent}/{reason}.
     dead_letter_topic: Annotated[str, Field(pattern=r"^[^#+]+$")] = "linli/deadletter"
-    tls: MqttTls | None = None
     max_payload: Annotated[int, Field(ge=64, le=16_777_216)] = 65_536
     # A device clock further ahead than this is wrong (a timestamp from next year is refused).
     max_clock_ahead: Seconds = 3600.0
@@ -165,8 +144,6 @@ class MqttConfig(EnvCredentials):
     # goes online or offline or counts a new error, and at least every `health_every`.
     health_interval: Seconds = 5.0
     health_every: Seconds = 60.0
-    reconnect_min: Seconds = 1.0
-    reconnect_max: Seconds = 60.0
     # Topic filters to subscribe instead of the default: each configured site's subtree of
     # each kind (`elevators/ronghua-1/#`), so that agents sharing a broker never see each
     # other's traffic. Set it where topics do not carry the site.
@@ -243,11 +220,11 @@ class InterlockConfig(Strict):
         return self
 
 
-class AlertsConfig(EnvCredentials):
-    """Where alert events are published (the central broker); by default the [mqtt] broker."""
+class AlertsConfig(MqttBroker):
+    """Where alert events are published (the central broker): the keys every broker table has,
+    with `host` unset meaning the [mqtt] broker, as it is named there."""
 
-    host: str | None = None
-    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    host: str | None = None  # type: ignore[assignment]
     username_env: str = "LINLI_ALERTS_USERNAME"
     password_env: str = "LINLI_ALERTS_PASSWORD"  # noqa: S105 (a variable name, not a secret)
     # Events go to {topic}/{agent}/{site}/{device}; the agent's last will to {status_topic}/{agent}.
@@ -258,7 +235,6 @@ class AlertsConfig(EnvCredentials):
     # times: a notifier that dies holding an event takes it with it on brokers that do not
     # hand a dead member's messages to the rest of its group (Mosquitto 2.0).
     resend_s: Annotated[float, Field(ge=0)] = 60.0
-    tls: MqttTls | None = None  # with `host`; else [mqtt]'s
 
 
 class EdgeConfig(Strict):
@@ -278,6 +254,13 @@ class EdgeConfig(Strict):
         if self.buffer.path is not None:
             return self.buffer.path
         return Path(os.environ.get("LINLI_STATE_DIR", ".")) / f"{self.agent.name}.buffer.sqlite"
+
+    def alerts_broker(self) -> MqttBroker | None:
+        """Where alert events go: [alerts]' own broker when it names a host, else [mqtt]'s."""
+        a = self.alerts
+        if a.host is None:
+            return self.mqtt
+        return MqttBroker(**{key: getattr(a, key) for key in MqttBroker.model_fields})
 
     @property
     def mqtt_client_id(self) -> str:

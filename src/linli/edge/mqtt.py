@@ -31,22 +31,21 @@ from functools import partial
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from linli.catalog.confirm import Confirmer
 from linli.catalog.deadletter import dead_letter_envelope
 from linli.catalog.lineprotocol import series_key
+from linli.catalog.mqttclient import make_client
 from linli.catalog.payloads import CompiledMessage, PayloadError
 from linli.catalog.profile import Profile, get_profile
 from linli.catalog.ratelog import RateLimitedLog
-from linli.catalog.tls import apply_tls
 from linli.catalog.wording import plural
 from linli.edge.alerting import configured_rules
 from linli.edge.buffer import DELIVERED_WINDOW
 from linli.edge.config import EdgeConfig, MqttConfig
 from linli.edge.health import HealthReport, health_key, health_line
-from linli.edge.mqttsocket import BufferedClient, Publish
+from linli.edge.mqttsocket import BufferedClient, Publish, topic_bytes
 from linli.edge.topics import Route, TopicRouter
 from linli.edge.urgency import Urgency
 
@@ -288,7 +287,6 @@ class MqttConnector:
         log.info(
             "mqtt: %s via %s:%d as '%s'", plural(len(self.devices), "device"), s.host, s.port, self.client_id
         )
-        client.connect_async(s.host, s.port, keepalive=s.keepalive)
         client.loop_start()
         next_health = time.monotonic() + s.health_interval
         relay = asyncio.create_task(self._wake_on(stop))
@@ -462,21 +460,13 @@ class MqttConnector:
     def _make_client(self) -> paho.Client:
         s = self.settings
         # MQTT 3.1.1 with a persistent session: the broker queues QoS 1 messages while the
-        # agent is away and delivers them on reconnect.
-        # Buffered reads: see mqttsocket.
-        client = BufferedClient(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            clean_session=False,
-            protocol=paho.MQTTv311,
-        )
-        if s.username:
-            client.username_pw_set(s.username, s.password or None)
-        apply_tls(client, s.tls)
+        # agent is away and delivers them on reconnect. Buffered reads: see mqttsocket.
         # Jitter: after a broker restart, a fleet of agents does not reconnect in the same second.
-        # (paho annotates the delays as int; it only multiplies and adds them.)
-        first = s.reconnect_min * random.uniform(1.0, 2.0)
-        client.reconnect_delay_set(min_delay=first, max_delay=s.reconnect_max)  # type: ignore[arg-type]
+        # Acknowledged only once stored: see _acknowledge.
+        client = make_client(
+            s, self.client_id, persistent=True, manual_ack=True, jitter=True, cls=BufferedClient
+        )
+        assert isinstance(client, BufferedClient)
         # The receive thread's batches match the asyncio side's, but alarms wait for no batch.
         client.coalesce_s = s.batch_ms / 1000
         if self.urgency.watching:
@@ -486,8 +476,6 @@ class MqttConnector:
         client.on_message = self._on_message
         client.on_publishes = self._on_publishes
         client.on_subscribe = self._on_subscribe
-        # Acknowledged only once stored: see _acknowledge.
-        client.manual_ack_set(True)
         return client
 
     def _on_connect(
@@ -537,9 +525,8 @@ class MqttConnector:
         self._gone.set()
 
     def _on_message(self, _client: paho.Client, _userdata: object, msg: paho.MQTTMessage) -> None:
-        # The raw topic: paho's `topic` property raises on invalid UTF-8, handled below.
         self.by_paho += 1
-        self._on_publishes([(msg._topic, bytes(msg.payload), msg.qos, msg.retain, msg.mid)])
+        self._on_publishes([(topic_bytes(msg), bytes(msg.payload), msg.qos, msg.retain, msg.mid)])
 
     def _on_publishes(self, batch: list[Publish]) -> None:
         """Stamp and queue what the receive thread decoded; nothing else happens on that thread."""
@@ -770,7 +757,7 @@ class MqttConnector:
 
 
 def broker_refusal(settings: MqttConfig, timeout: float = 5.0) -> str | None:
-    """Connect once with a throwaway client id and the configured credentials; why not, or None."""
+    """Connect once with a throwaway client id and the configured credentials and TLS; why not, or None."""
     answer: list[str] = []
     done = threading.Event()
 
@@ -778,14 +765,10 @@ def broker_refusal(settings: MqttConfig, timeout: float = 5.0) -> str | None:
         answer.append(str(reason) if reason.is_failure else "")
         done.set()
 
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"linli-check-{random.randrange(1 << 32):08x}"
-    )
-    if settings.username:
-        client.username_pw_set(settings.username, settings.password or None)
-    client.on_connect = on_connect
     try:
-        client.connect(settings.host, settings.port, keepalive=10)
+        client = make_client(settings, f"linli-check-{random.randrange(1 << 32):08x}")
+        client.on_connect = on_connect
+        client.reconnect()
     except (OSError, ValueError) as exc:
         return f"cannot connect ({exc})"
     client.loop_start()

@@ -24,20 +24,30 @@ side waits between batches anyway; 20 ms where it watches for alarms, see urgenc
 to arrive, so the thread wakes at most that often and each message waits at most that long
 more. A large read is followed at once by the next: under load nothing waits. Nor does the
 first message after a second of quiet: a lone alarm goes through at once.
+
+All this reads and overrides names private to paho-mqtt (`_sock`, `_in_packet`, ...), as
+paho-mqtt 2.2 has them; pyproject pins that minor version. A client checks them when it is
+made: if one is missing (another paho), it logs a warning once and leaves every packet to paho's
+own reading and decoding, slower but correct.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import select
 import socket
 import ssl
 import time
 from collections.abc import Callable
+from importlib.metadata import version
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import MQTTErrorCode, _ConnectionState
+import paho.mqtt.enums as paho_enums
+from paho.mqtt.enums import MQTTErrorCode
+
+log = logging.getLogger(__name__)
 
 READ_SIZE = 262_144
 # A read of less than this (a few dozen messages) means light load: wait before the next one,
@@ -47,6 +57,22 @@ STREAM_GAP_S = 1.0
 # Packets handled per loop_read() at most, so that a flood still leaves paho time to send
 # acknowledgements and keepalives.
 MAX_PACKETS_PER_READ = 1000
+
+# The names of paho-mqtt 2.2 this module reads or overrides on its client, and on its messages
+# (`topic_bytes`); checked when a client is made (`missing_paho_names`).
+CLIENT_NAMES = (
+    "_sock",
+    "_in_packet",
+    "_protocol",
+    "_state",
+    "_last_bytes_received",
+    "_create_socket",
+    "_sock_close",
+)
+MESSAGE_NAMES = ("_topic",)
+_DISCONNECTING = getattr(getattr(paho_enums, "_ConnectionState", None), "MQTT_CS_DISCONNECTING", None)
+# The sets of missing names already warned about: once each per process.
+_warned: set[tuple[str, ...]] = set()
 
 # topic (raw bytes), payload, QoS, retained, packet id (0 at QoS 0)
 Publish = tuple[bytes, bytes, int, bool, int]
@@ -161,6 +187,30 @@ class BufferedSocket:
         return getattr(self._sock, name)
 
 
+def missing_paho_names(client: paho.Client) -> list[str]:
+    """The private names of paho this module relies on that `client` (and its messages) lack."""
+    missing = [name for name in CLIENT_NAMES if not hasattr(client, name)]
+    packet = getattr(client, "_in_packet", None)
+    if isinstance(packet, dict) and "command" not in packet:
+        missing.append("_in_packet['command']")
+    message = paho.MQTTMessage()
+    missing += [f"MQTTMessage.{name}" for name in MESSAGE_NAMES if not hasattr(message, name)]
+    if _DISCONNECTING is None:
+        missing.append("enums._ConnectionState.MQTT_CS_DISCONNECTING")
+    return missing
+
+
+def topic_bytes(msg: paho.MQTTMessage) -> bytes:
+    """A message's topic as it came: paho's `topic` raises on invalid UTF-8, its `_topic` does not."""
+    raw = getattr(msg, "_topic", None)
+    if isinstance(raw, bytes):
+        return raw
+    try:
+        return msg.topic.encode()
+    except UnicodeDecodeError:
+        return b"\xff"  # not UTF-8 either way: the receiver takes it for an invalid topic
+
+
 # How long a graceful close waits for the broker to close its side.
 CLOSE_WAIT_S = 2.0
 
@@ -169,16 +219,32 @@ class BufferedClient(paho.Client):
     """paho's client with a buffered TCP or TLS socket (websockets are left as they are).
 
     `on_publishes`, when set, receives the PUBLISH packets decoded from the buffer in
-    batches; `on_message` still receives the ones paho decodes itself.
+    batches; `on_message` still receives the ones paho decodes itself, and every one when
+    this paho lacks a name the buffering needs (`fast` is then False).
     """
 
     on_publishes: PublishBatch | None = None
     # How long a read after a small one waits for more (see the module's doc); 0: not at all.
     coalesce_s = 0.1
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        missing = tuple(missing_paho_names(self))
+        self.fast = not missing
+        if missing and missing not in _warned:
+            _warned.add(missing)
+            log.warning(
+                "mqtt: paho-mqtt %s lacks %s, which linli's fast MQTT reads need (written for "
+                "paho-mqtt 2.2): paho reads and decodes every message itself, some 15 times the CPU",
+                version("paho-mqtt"),
+                ", ".join(missing),
+            )
+
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         """Handle every packet already buffered, not one per select() as paho does for QoS 0."""
         rc = super().loop_read(max_packets)
+        if not self.fast:
+            return rc
         handled = 1
         while handled < MAX_PACKETS_PER_READ:
             sock = self._sock
@@ -208,7 +274,7 @@ class BufferedClient(paho.Client):
         would send those messages again at the next start.
         """
         sock = self._sock
-        if isinstance(sock, BufferedSocket) and self._state == _ConnectionState.MQTT_CS_DISCONNECTING:
+        if isinstance(sock, BufferedSocket) and self._state == _DISCONNECTING:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_WR)
                 deadline = time.monotonic() + CLOSE_WAIT_S
@@ -219,6 +285,8 @@ class BufferedClient(paho.Client):
 
     def _create_socket(self) -> Any:
         sock = super()._create_socket()
+        if not self.fast:
+            return sock
         if type(sock) is socket.socket or isinstance(sock, ssl.SSLSocket):
             return BufferedSocket(sock, self.coalesce_s)
         return sock

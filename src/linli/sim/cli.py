@@ -19,6 +19,7 @@ from linli.catalog.commands import iso_time, run_until_signal
 # The parser is built for every `linli` command, `--help` included: the simulators, their
 # Modbus and MQTT libraries and the road graph are imported by the command that runs.
 if TYPE_CHECKING:
+    from linli.catalog.mqttclient import MqttBroker
     from linli.catalog.scenario import Scenario
     from linli.catalog.tls import MqttTls
     from linli.sim.bookings import BookingAgent
@@ -314,12 +315,8 @@ def _run_district(args: argparse.Namespace) -> int:
         bookings = _booking_agent(args, scenario.seed, timetable)
         publisher = MqttPublisher(
             district.mqtt_devices,
-            host=args.mqtt_host,
-            port=args.mqtt_port,
-            username=os.environ.get("LINLI_MQTT_USERNAME", ""),
-            password=os.environ.get("LINLI_MQTT_PASSWORD", ""),
+            MqttBroker(host=args.mqtt_host, port=args.mqtt_port, tls=_tls(args)),
             identities=_identities(args.mqtt_identities),
-            tls=_tls(args),
         )
     except (ValueError, OSError) as exc:
         print(f"linli sim district: {exc}", file=sys.stderr)

@@ -20,9 +20,10 @@ from typing import IO, Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from linli.catalog.mqttclient import MqttBroker, Will, make_client
 from linli.catalog.mqttspec import MqttMessage
 from linli.catalog.scenario import PlacedDevice, Scenario, builtin_scenario_path, expand
-from linli.catalog.tls import MqttTls, apply_tls
+from linli.catalog.tls import apply_tls
 from linli.sim.bookings import BookingAgent
 from linli.sim.clock import SimClock
 from linli.sim.context import DeviceContext, MqttBehaviour, kind_faults, kind_module
@@ -235,23 +236,16 @@ class MqttPublisher:
     def __init__(
         self,
         devices: list[MqttSimDevice],
+        broker: MqttBroker,
         *,
-        host: str,
-        port: int,
-        username: str = "",
-        password: str = "",
         identities: dict[str, str] | None = None,
-        tls: MqttTls | None = None,
         journal: IO[str] | None = None,
     ) -> None:
-        """`identities` (from `linli broker config`) gives each device its own user name and password."""
+        """`identities` (from `linli broker config`) gives each device its own user name and
+        password; without them, every device connects with the broker's (from its environment)."""
         self.devices = devices
-        self.host = host
-        self.port = port
-        self.username = username
-        self.password = password
+        self.broker = broker
         self.identities = identities
-        self.tls = tls
         if identities is not None:
             missing = [_user(d) for d in devices if _user(d) not in identities]
             if missing:
@@ -259,8 +253,8 @@ class MqttPublisher:
                     f"no broker identity for {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}: "
                     "run `linli broker config` with the edge config that lists these devices"
                 )
-        if tls is not None:
-            apply_tls(paho.Client(CallbackAPIVersion.VERSION2), tls)  # a missing file is named now
+        if broker.tls is not None:
+            apply_tls(paho.Client(CallbackAPIVersion.VERSION2), broker.tls)  # a missing file is named now
         self.journal = journal
         self.published = 0
         # Message specs by name, per device, looked up on every publish.
@@ -270,13 +264,6 @@ class MqttPublisher:
             assert spec is not None, f"{dev.placed.kind} is not an MQTT device"
             self._messages.append({m.name: m for m in spec.messages})
 
-    def _credentials(self, client: paho.Client, dev: MqttSimDevice) -> None:
-        if self.identities is None:
-            if self.username:
-                client.username_pw_set(self.username, self.password or None)
-            return
-        client.username_pw_set(_user(dev), self.identities[_user(dev)])
-
     def connect(self) -> None:
         """Connect every device; ConnectionError names the broker when it cannot be reached."""
         for dev in self.devices:
@@ -284,17 +271,14 @@ class MqttPublisher:
             assert spec is not None
             # A device with an identity may connect only with it as its client id (docs/security.md).
             own = _user(dev) if self.identities is not None else f"sim-{dev.placed.site}-{dev.placed.device}"
-            client = paho.Client(CallbackAPIVersion.VERSION2, client_id=own, protocol=paho.MQTTv311)
-            self._credentials(client, dev)
-            apply_tls(client, self.tls)
-            if spec.status_topic:
-                client.will_set(dev.topic(spec.status_topic), spec.offline, qos=1, retain=True)
+            identity = (_user(dev), self.identities[_user(dev)]) if self.identities is not None else None
+            will = Will(dev.topic(spec.status_topic), spec.offline) if spec.status_topic else None
+            client = make_client(self.broker, own, will=will, credentials=identity)
             try:
-                client.connect(self.host, self.port, keepalive=30)
+                client.reconnect()
             except OSError as exc:
-                raise ConnectionError(
-                    f"cannot reach the MQTT broker at {self.host}:{self.port}: {exc}"
-                ) from exc
+                b = self.broker
+                raise ConnectionError(f"cannot reach the MQTT broker at {b.host}:{b.port}: {exc}") from exc
             on_order = getattr(dev.behaviour, "on_order", None)
             if on_order is not None:
                 # A truck on call hears the platform's orders on its own topic.

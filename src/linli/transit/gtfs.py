@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from pyproj import Transformer
 from shapely.geometry import LineString, Point
 
 from linli.catalog.channels import Channel
 from linli.catalog.errors import validation_reasons
 from linli.catalog.i18n import Locale, text
+from linli.catalog.strict import Strict
 
 FILES = ("agency.txt", "stops.txt", "routes.txt", "trips.txt", "stop_times.txt", "shapes.txt", "calendar.txt")
 EXTRAS = "linli.toml"
@@ -67,11 +68,7 @@ def metres(lat: float, lon: float) -> tuple[float, float]:
     return float(x), float(y)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class Contact(_Strict):
+class Contact(Strict):
     """A person to tell, and how (the notifier's channels)."""
 
     name: Annotated[str, Field(min_length=1, max_length=128)]
@@ -79,7 +76,7 @@ class Contact(_Strict):
     locale: Locale | None = None  # the language they read; None: the district's (the waste config's)
 
 
-class Truck(_Strict):
+class Truck(Strict):
     """A truck as people know it: the operating company's fleet number and the plate."""
 
     fleet: Annotated[str, Field(min_length=1, max_length=16)]
@@ -90,20 +87,20 @@ class Truck(_Strict):
         return text("waste.truck", locale, fleet=self.fleet, plate=self.plate)
 
 
-class StopExtras(_Strict):
+class StopExtras(Strict):
     bins: Annotated[int, Field(ge=1, le=200)]
     keepers: Annotated[list[Contact], Field(min_length=1, max_length=10)]
     property: Contact | None = None  # asked to clear the access when the gate is blocked
     notice_min: Annotated[float, Field(gt=0, le=120)] = 15.0
 
 
-class RouteExtras(_Strict):
+class RouteExtras(Strict):
     waste_type: Literal["wet", "dry", "recyclable", "hazardous", "renovation"]
     kg_per_bin: Annotated[float, Field(gt=0, le=1000)]
     truck: Annotated[str, Field(min_length=1, max_length=64)]
 
 
-class RenovationTruck(_Strict):
+class RenovationTruck(Strict):
     """A truck on call for renovation waste: how much it takes, and its shift (local time)."""
 
     id: Annotated[str, Field(min_length=1, max_length=64)]
@@ -125,7 +122,7 @@ class RenovationTruck(_Strict):
         return _hhmm(self.shift[1])
 
 
-class Renovation(_Strict):
+class Renovation(Strict):
     """Renovation waste, booked like a ride: the trucks on call, and how long a driver has."""
 
     trucks: Annotated[list[RenovationTruck], Field(min_length=1, max_length=50)]
@@ -137,7 +134,7 @@ def _hhmm(text: str) -> int:
     return h * 3600 + m * 60
 
 
-class Extras(_Strict):
+class Extras(Strict):
     routes: dict[str, RouteExtras]
     trucks: dict[str, Truck] = {}  # by truck id: every route's and renovation truck's
     stops: dict[str, StopExtras] = {}

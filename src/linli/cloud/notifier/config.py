@@ -9,14 +9,16 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, AliasChoices, Field, field_validator, model_validator
 
 from linli.catalog.alerts import ALERT_TOPIC, EDGE_STATUS_TOPIC, AlertMessage
 from linli.catalog.channels import Channel, ChannelKind, HttpChannel
 from linli.catalog.errors import load_toml_model
 from linli.catalog.i18n import DEFAULT_LOCALE, DISTRICT_ZONE, Locale
+from linli.catalog.mqttclient import MqttBroker
 from linli.catalog.profile import Severity
-from linli.catalog.tls import MqttTls, anchored
+from linli.catalog.strict import Strict
+from linli.catalog.tls import anchored
 from linli.cloud.notifier.addresses import FIX, private_host
 
 NOTIFIER_GROUP = "linli-notifier"
@@ -33,10 +35,6 @@ SUB_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 # Bounds on what a subscription may hold: it is read on every tick and served by the API.
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 Names = Annotated[list[Name], Field(max_length=200)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _known_zone(zone: str) -> str:
@@ -216,18 +214,19 @@ def refuse_private(delivery: DeliveryConfig, urls: list[tuple[str, str]]) -> Non
             raise ValueError(f"{key}: {why}; {FIX}")
 
 
-class BrokerConfig(Strict):
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+class BrokerConfig(MqttBroker):
+    """The central broker: the keys every broker table has, and the notifiers' group."""
+
     username_env: str = "LINLI_CLOUD_MQTT_USERNAME"
     password_env: str = "LINLI_CLOUD_MQTT_PASSWORD"  # noqa: S105
     # MQTT 5 shared subscription group: notifiers in one group share the events.
     group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = NOTIFIER_GROUP
     alert_topic: str = ALERT_TOPIC
     status_topic: str = EDGE_STATUS_TOPIC
-    tls: MqttTls | None = None
-    # The broker takes a notifier for gone after 1.5 times this without a word from it.
-    keepalive_s: Annotated[int, Field(ge=2, le=3600)] = 30
+    # `keepalive_s`, its name before every broker table had the same keys, is still read.
+    keepalive: Annotated[
+        int, Field(ge=2, le=3600, validation_alias=AliasChoices("keepalive", "keepalive_s"))
+    ] = 30
     # A notifier whose state has been unreachable this long leaves the group until it is back,
     # so that the broker gives the others every new event.
     leave_after_s: Annotated[float, Field(gt=0)] = 10.0

@@ -12,14 +12,13 @@ from collections import deque
 from collections.abc import Callable
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from linli.catalog.alerts import NAME_MAX, AlertMessage
 from linli.catalog.errors import validation_reason
-from linli.catalog.tls import apply_tls
+from linli.catalog.mqttclient import make_client
 from linli.cloud.notifier.config import BrokerConfig
 from linli.cloud.notifier.engine import edge_status_alert
 
@@ -76,18 +75,12 @@ class AlertFeed:
         self.subscribed = asyncio.Event()
         # Unique per instance: notifiers of one group must not take over each other's connection.
         client_id = f"linli-notifier-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5, manual_ack=True
-        )
+        client = make_client(broker, client_id, protocol=paho.MQTTv5, manual_ack=True)
         # (alert, mid, qos, connection): on the loop. A mid is only acknowledged on its own connection.
         self.waiting: deque[tuple[AlertMessage, int, int, int]] = deque()
         self.connection = 0  # how many times the client connected
         self.failing_since: float | None = None  # when the state first failed an event, if it does
         self.left = False  # out of the group while the state cannot be reached
-        user = os.environ.get(broker.username_env, "")
-        if user:
-            client.username_pw_set(user, os.environ.get(broker.password_env) or None)
-        apply_tls(client, broker.tls)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
@@ -95,7 +88,6 @@ class AlertFeed:
         client.on_disconnect = self._on_disconnect
         self._failing = False
         self._stopping = False
-        client.reconnect_delay_set(1, 60)
         self.client = client
 
     def filters(self) -> list[str]:
@@ -109,7 +101,6 @@ class AlertFeed:
 
     def start(self) -> None:
         log.info("notifier: connecting to the broker at %s:%d", self.broker.host, self.broker.port)
-        self.client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive_s)
         self.client.loop_start()
 
     def stop(self) -> None:

@@ -14,17 +14,18 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from linli.catalog.channels import Url
 from linli.catalog.errors import load_toml_model
 from linli.catalog.i18n import DEFAULT_LOCALE, Locale
-from linli.catalog.tls import MqttTls, anchored
-from linli.cloud.notifier.config import DeliveryConfig, SmtpConfig, Strict, channel_urls, refuse_private
+from linli.catalog.mqttclient import MqttBroker
+from linli.catalog.strict import Strict
+from linli.catalog.tls import anchored
+from linli.cloud.notifier.config import DeliveryConfig, SmtpConfig, channel_urls, refuse_private
 from linli.cloud.waste.outbox import VisitStore
 from linli.transit.gtfs import Contact
 
 
-class TruckBroker(Strict):
-    """Where the trucks' messages are: `{topic}/{site}/{truck}/location|lift|alarm`."""
+class TruckBroker(MqttBroker):
+    """Where the trucks' messages are: `{topic}/{site}/{truck}/location|lift|alarm` (the keys
+    every broker table has, and these)."""
 
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=1, le=65535)] = 1883
     username_env: str = "LINLI_CLOUD_MQTT_USERNAME"
     password_env: str = "LINLI_CLOUD_MQTT_PASSWORD"  # noqa: S105 (a variable name)
     topic: Annotated[str, Field(pattern=r"^[^#+]+$")] = "trucks"
@@ -33,7 +34,6 @@ class TruckBroker(Strict):
     session_expiry_s: Annotated[int, Field(ge=60, le=7 * 86_400)] = 86_400
     # Refused truck messages are republished, with why, to {dead_letter_topic}/waste/{reason}.
     dead_letter_topic: Annotated[str, Field(pattern=r"^[^#+]+$")] = "linli/deadletter"
-    tls: MqttTls | None = None
 
 
 class SmsGateway(Strict):

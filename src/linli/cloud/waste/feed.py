@@ -11,18 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import threading
 from collections.abc import Callable
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from linli.catalog.mqttclient import make_client
 from linli.catalog.ratelog import RateLimitedLog
-from linli.catalog.tls import apply_tls
 from linli.cloud.waste.config import TruckBroker
 from linli.cloud.waste.payloads import truck_filters
 
@@ -52,28 +48,24 @@ class TruckFeed:
         return self.client.publish(topic, payload, qos=1)
 
     def start(self) -> None:
-        b = self.broker
-        session = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        session.SessionExpiryInterval = b.session_expiry_s
-        self.client.connect_async(b.host, b.port, keepalive=30, clean_start=False, properties=session)
-        self.client.loop_start()
+        self.client.loop_start()  # connects in the background, and reconnects with backoff
 
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
 
     def _client(self, loop: asyncio.AbstractEventLoop, take: Callable[[str, bytes], None]) -> paho.Client:
+        # A persistent session (`WasteConfig.client_id`): the broker keeps what the trucks send
+        # while this service is away; each message acknowledged only once it is taken.
         b = self.broker
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
+        client = make_client(
+            b,
+            self.client_id,
             protocol=paho.MQTTv5,
+            persistent=True,
+            session_expiry_s=b.session_expiry_s,
             manual_ack=True,
         )
-        user = os.environ.get(b.username_env, "")
-        if user:
-            client.username_pw_set(user, os.environ.get(b.password_env) or None)
-        apply_tls(client, b.tls)
         filters = [(t, 1) for t in truck_filters(b.topic)]
         connection = [0]  # a message is acknowledged on the connection it came by, or not at all
 
@@ -109,5 +101,4 @@ class TruckFeed:
         client.on_disconnect = on_disconnect
         client.on_subscribe = lambda *_: self.subscribed.set()
         client.on_message = on_message
-        client.reconnect_delay_set(1, 60)
         return client

@@ -30,8 +30,8 @@ from sqlalchemy.exc import DBAPIError
 
 from linli.catalog.lineprotocol import format_line
 from linli.catalog.ratelog import RateLimitedLog
+from linli.catalog.strict import Strict
 from linli.cloud.db import unreachable
-from linli.cloud.notifier.config import Strict
 from linli.cloud.waste.store import StoreError, write_lines
 from linli.cloud.waste.tracking import Incident, NoticeKind
 from linli.transit.stops import Visit
