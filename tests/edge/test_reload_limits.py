@@ -17,8 +17,8 @@ import pytest
 
 from linli.demo.servers import LocalServer, free_port
 from linli.edge.agent import Agent, Reload
-from linli.edge.cli import _load as load_checked
 from linli.edge.config import MAX_DEVICES, EdgeConfig, load_config
+from linli.edge.tools import load as load_checked
 from support import influx1_create_db, linli, unique, wait_for, wait_until
 from test_faults import BrokenGateway, _frame
 

@@ -277,9 +277,8 @@ def test_every_benchmark_says_how_to_run_it(script: Path) -> None:
 
 
 def test_every_file_backed_model_has_the_one_strict_base() -> None:
-    from linli.catalog.scenario import Scenario
-
     from linli.catalog.mqttspec import MqttSpec
+    from linli.catalog.scenario import Scenario
     from linli.catalog.strict import Strict
     from linli.cloud.notifier.config import NotifierConfig
     from linli.cloud.waste.config import WasteConfig

@@ -19,7 +19,6 @@ from linli.catalog.commands import iso_time, run_until_signal
 # The parser is built for every `linli` command, `--help` included: the simulators, their
 # Modbus and MQTT libraries and the road graph are imported by the command that runs.
 if TYPE_CHECKING:
-    from linli.catalog.mqttclient import MqttBroker
     from linli.catalog.scenario import Scenario
     from linli.catalog.tls import MqttTls
     from linli.sim.bookings import BookingAgent
@@ -278,6 +277,7 @@ def _district_clock(args: argparse.Namespace) -> SimClock:
 
 def _run_district(args: argparse.Namespace) -> int:
     from linli.catalog.errors import ConfigError
+    from linli.catalog.mqttclient import MqttBroker
     from linli.catalog.scenario import builtin_scenario_path, load_scenario
     from linli.sim.district import MqttPublisher, build_district, load_timetable, open_journal, run_district
     from linli.sim.timetable import Traffic
