@@ -283,7 +283,7 @@ def test_every_file_backed_model_has_the_one_strict_base() -> None:
     from linli.cloud.notifier.config import NotifierConfig
     from linli.cloud.waste.config import WasteConfig
     from linli.edge.config import EdgeConfig
-    from linli.transit.gtfs import Extras
+    from linli.transit.extras import Extras
 
     for model in (MqttSpec, EdgeConfig, Scenario, NotifierConfig, WasteConfig, Extras):
         assert issubclass(model, Strict), model

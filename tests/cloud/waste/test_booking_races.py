@@ -13,7 +13,8 @@ from linli.cloud.waste.messages import BookingMessage
 from linli.cloud.waste.renovation import Renovation
 from linli.cloud.waste.requesters import Requester
 from linli.cloud.waste.state import WasteState
-from linli.transit.gtfs import Contact, RenovationTruck, load_feed
+from linli.transit.extras import Contact, RenovationTruck
+from linli.transit.gtfs import load_feed
 from races import Call, blocked_or_done
 
 FEED = Path(__file__).resolve().parents[3] / "deploy" / "gtfs" / "hongqiao"

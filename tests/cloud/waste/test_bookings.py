@@ -19,7 +19,8 @@ from linli.cloud.waste.planner import Planner
 from linli.cloud.waste.renovation import Renovation
 from linli.cloud.waste.requesters import Requester
 from linli.cloud.waste.state import WasteState
-from linli.transit.gtfs import Contact, Feed, RenovationTruck, load_feed
+from linli.transit.extras import Contact, RenovationTruck
+from linli.transit.gtfs import Feed, load_feed
 from linli.transit.roads import Roads
 
 FEED = Path(__file__).resolve().parents[3] / "deploy" / "gtfs" / "hongqiao"

@@ -36,7 +36,8 @@ from linli.cloud.waste.dispatch import Plan
 from linli.cloud.waste.service import WasteService
 from linli.demo.recording import on_shift_all_day
 from linli.demo.servers import LocalServer, free_port
-from linli.transit.gtfs import Contact, Feed, load_feed
+from linli.transit.extras import Contact
+from linli.transit.gtfs import Feed, load_feed
 from peers import Inbox, Receiver
 from support import LOOPBACK, unique, wait_until
 from test_waste_service import local_feed

@@ -17,7 +17,8 @@ from linli.cloud.waste.bookings import Booking, State
 from linli.cloud.waste.messages import SMS_CHARS, BookingMessage, IncidentMessage, TruckOrder, WasteNotice
 from linli.cloud.waste.requesters import Rendered, Requester
 from linli.cloud.waste.tracking import Incident, IncidentKind, KeeperNotice, NoticeKind
-from linli.transit.gtfs import Feed, Truck, load_feed
+from linli.transit.extras import Truck
+from linli.transit.gtfs import Feed, load_feed
 
 ROOT = Path(__file__).resolve().parents[3]
 FEED = ROOT / "deploy" / "gtfs" / "hongqiao"

@@ -291,7 +291,7 @@ def incident_service(
     tmp_path: Path, hooks: str, smtp: int, state: str | None = None, locale: Locale = "zh-CN"
 ) -> tuple[WasteService, Any]:
     """An in-process service whose keepers, property offices, dispatcher and operator post to `hooks`."""
-    from linli.transit.gtfs import Contact
+    from linli.transit.extras import Contact
 
     path = local_feed(tmp_path, hooks) / "linli.toml"
     lines = path.read_text(encoding="utf-8").splitlines()

@@ -19,7 +19,7 @@ from linli.catalog.strict import Strict
 from linli.catalog.tls import anchored
 from linli.cloud.notifier.config import DeliveryConfig, SmtpConfig, channel_urls, refuse_private
 from linli.cloud.waste.outbox import VisitStore
-from linli.transit.gtfs import Contact
+from linli.transit.extras import Contact
 
 
 class TruckBroker(MqttBroker):

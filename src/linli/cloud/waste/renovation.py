@@ -30,7 +30,8 @@ from linli.cloud.waste.dispatch import Pickup, Plan, TruckNow
 from linli.cloud.waste.messages import BookingMessage, TruckOrder
 from linli.cloud.waste.planner import Planner, Problem
 from linli.cloud.waste.requesters import Requester
-from linli.transit.gtfs import Contact, Feed, RenovationTruck, metres, service_zero
+from linli.transit.extras import Contact, RenovationTruck
+from linli.transit.gtfs import Feed, metres, service_zero
 from linli.transit.roads import Roads
 
 log = logging.getLogger(__name__)

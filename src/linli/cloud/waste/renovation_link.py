@@ -20,7 +20,8 @@ from linli.cloud.waste.payloads import LiftMessage, Location, OrderReply, Payloa
 from linli.cloud.waste.renovation import Renovation
 from linli.cloud.waste.requesters import Requester, deliveries
 from linli.cloud.waste.state import Leadership, WasteState
-from linli.transit.gtfs import Contact, Feed
+from linli.transit.extras import Contact
+from linli.transit.gtfs import Feed
 
 REPORT_S = 60.0  # the bookings are looked at, and reported to the store, this often (the trucks' time)
 
