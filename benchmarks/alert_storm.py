@@ -215,7 +215,7 @@ def run(name: str, work: Path, broker: int, args: argparse.Namespace, seed: int)
         while time.monotonic() < end:
             time.sleep(0.2)
         client.loop_stop()
-        recorded = [a for a in api_get(api, f"/alerts?site={SITE}") if a["state"] == "firing"]
+        recorded = [a for a in api_get(api, f"/alerts?site={SITE}&limit=1000") if a["state"] == "firing"]
         failed = len(api_get(api, "/failed-deliveries"))
     finally:
         proc.terminate()
