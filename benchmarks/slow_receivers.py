@@ -72,15 +72,18 @@ class SlowServer:
                     await writer.drain()
                     writer.close()
                     return
-                if mode == "trickle":
+                if mode == "hang":
+                    # Until the sender gives up: a connection kept after it would leak a descriptor.
+                    await reader.read()
+                else:
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
-                while True:
-                    await asyncio.sleep(1.0)
-                    if mode == "trickle":
+                    while not reader.at_eof():
+                        await asyncio.sleep(1.0)
                         writer.write(b" ")
                         await writer.drain()
             except (ConnectionError, asyncio.IncompleteReadError):
-                writer.close()
+                pass
+            writer.close()
 
         server = await asyncio.start_server(serve, "127.0.0.1", 0)
         return int(server.sockets[0].getsockname()[1])
