@@ -16,6 +16,11 @@ Reported per run: messages the robot took, answers it refused (130101), deliveri
 notifier recorded as failed by the end, the most the robot took in any minute, the smoke alarm's
 time from its reading to the robot (None: it never got there), and the alerts the notifier holds
 against the alerts raised. `--json` prints one JSON object.
+
+`--bad-endpoints` adds 20 webhook subscribers that take a request and never answer and 5 that
+answer a byte a second (each alert goes to every subscription), and reports the smoke alarm's
+time from its reading to each subscription (p50 / max over the 26; a bad endpoint has it when
+it has read the request) and the most messages any subscription got.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from harness import machine, start_notifier
 from linli.catalog.alerts import AlertMessage, AlertState, fingerprint
 from linli.catalog.profile import Severity
 from linli.demo.servers import free_port, start_mosquitto
+from slow_receivers import SlowServer
 
 TOKEN = "bench"  # noqa: S105 (a local benchmark's token)
 EDGE, SITE = "storm-edge", "storm"
@@ -96,7 +102,7 @@ class Robot:
         self.server.server_close()
 
 
-def config(path: Path, broker: int, api: int, robot: str, today: bool) -> None:
+def config(path: Path, broker: int, api: int, robot: str, *, today: bool, bad: list[str]) -> None:
     # "today": each alert its own group, no inhibition, the robot's limit out of the way.
     off = (
         "group_wait_s = 0\ngroup_interval_s = 0\ninhibit = []\n"
@@ -110,6 +116,11 @@ def config(path: Path, broker: int, api: int, robot: str, today: bool) -> None:
         f"\n[delivery]\nallow_private = true\n\n[broker]\nport = {broker}\n"
         f'\n[[subscriptions]]\nid = "duty"\n{group_by}'
         f'channels = [{{ kind = "dingtalk", url = "{robot}" }}]\n'
+        + "".join(
+            f'\n[[subscriptions]]\nid = "bad-{i}"\n{group_by}'
+            f'channels = [{{ kind = "webhook", url = "{url}" }}]\n'
+            for i, url in enumerate(bad)
+        )
     )
 
 
@@ -174,9 +185,10 @@ def api_get(api: int, path: str) -> Any:
 
 def run(name: str, work: Path, broker: int, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     robot = Robot()
+    bad = SlowServer(["hang"] * 20 + ["trickle"] * 5 if args.bad_endpoints else [])
     api = free_port()
     cfg = work / f"{name}-{seed}.toml"
-    config(cfg, broker, api, robot.url, today=name == "today")
+    config(cfg, broker, api, robot.url, today=name == "today", bad=bad.urls)
     # Today's notifier knew no throttling answer: a refusal was a failed attempt, tried again
     # after a back-off and then recorded as failed. The robots' codes are forgotten for "today".
     forget = (
@@ -203,13 +215,21 @@ def run(name: str, work: Path, broker: int, args: argparse.Namespace, seed: int)
         while time.monotonic() < end:
             time.sleep(0.2)
         client.loop_stop()
-        recorded = [a for a in api_get(api, f"/alerts?site={SITE}") if a["state"] == "firing"]
+        recorded = [a for a in api_get(api, f"/alerts?site={SITE}&limit=1000") if a["state"] == "firing"]
         failed = len(api_get(api, "/failed-deliveries"))
     finally:
         proc.terminate()
         proc.wait(120)
         robot.close()
     arrived = [t for t, text in robot.taken if SMOKE_NAME in text]
+    # The smoke alarm's time to each subscription (None: it never got there), and their messages.
+    smoke = [arrived[0] - smoke_sent if arrived else None]
+    messages = [len(robot.taken)]
+    for i in range(len(bad.urls)):
+        got = [(t, body) for index, t, body in list(bad.got) if index == i]
+        smoke.append(next((t - smoke_sent for t, body in got if b"smoke_alarm" in body), None))
+        messages.append(len(got))
+    reached = sorted(t for t in smoke if t is not None)
     return {
         "run": name,
         "seed": seed,
@@ -220,6 +240,11 @@ def run(name: str, work: Path, broker: int, args: argparse.Namespace, seed: int)
         "smoke_s": round(arrived[0] - smoke_sent, 2) if arrived else None,
         "alerts_raised": 101,  # 40 silent, 60 supply faults, the smoke alarm: all still firing
         "alerts_recorded": len(recorded),
+        "subscriptions": len(smoke),
+        "smoke_reached": len(reached),
+        "smoke_p50_s": round(statistics.median(reached), 2) if reached else None,
+        "smoke_max_s": round(reached[-1], 2) if len(reached) == len(smoke) else None,
+        "most_per_subscription": max(messages),
     }
 
 
@@ -231,6 +256,9 @@ def main() -> int:
     parser.add_argument("--settle-s", type=float, default=15.0, help="messages counted this long after")
     parser.add_argument("--runs", type=int, default=3, help="runs of each configuration")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument(
+        "--bad-endpoints", action="store_true", help="20 hanging and 5 trickling webhook subscribers beside"
+    )
     args = parser.parse_args()
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -254,6 +282,8 @@ def main() -> int:
                 "failed_recorded",
                 "most_in_a_minute",
                 "alerts_recorded",
+                "smoke_reached",
+                "most_per_subscription",
             )
         } | {
             "smoke_s": statistics.median(smoke) if smoke else None,

@@ -54,7 +54,7 @@ def start_notifier(config: Path, token: str, *, before: str = "") -> subprocess.
     """`linli cloud run --config CONFIG` (its output in CONFIG.log), once its API listens, with
     its API's token; `before`: Python run first in its process (to put back older behaviour)."""
     log = config.with_suffix(".log")
-    code = f"import sys; {before}from linli.cli import main; sys.exit(main())"
+    code = f"import sys; {before}from linli.cli.main import main; sys.exit(main())"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "cloud", "run", "--config", str(config)],
         stdout=log.open("w"),

@@ -42,17 +42,19 @@ TOKEN = "bench"  # noqa: S105 (a local benchmark's token)
 
 class SlowServer:
     """Many HTTP endpoints on one asyncio loop in a thread: each reads a request, then answers
-    at once ("ok"), or never finishes its answer ("hang": silent; "trickle": a byte a second)."""
+    at once ("ok"), or never finishes its answer ("hang": silent; "trickle": a byte a second).
+    Keeps each request read: (the endpoint's index in `urls`, when it was read, its body)."""
 
     def __init__(self, modes: list[str]) -> None:
         self.loop = asyncio.new_event_loop()
         self.urls: list[str] = []
+        self.got: list[tuple[int, float, bytes]] = []
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
-        for mode in modes:
-            port = asyncio.run_coroutine_threadsafe(self._listen(mode), self.loop).result()
+        for index, mode in enumerate(modes):
+            port = asyncio.run_coroutine_threadsafe(self._listen(mode, index), self.loop).result()
             self.urls.append(f"http://127.0.0.1:{port}/slow")
 
-    async def _listen(self, mode: str) -> int:
+    async def _listen(self, mode: str, index: int) -> int:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -64,21 +66,24 @@ class SlowServer:
                     ),
                     0,
                 )
-                await reader.readexactly(length)
+                self.got.append((index, time.time(), await reader.readexactly(length)))
                 if mode == "ok":
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                     await writer.drain()
                     writer.close()
                     return
-                if mode == "trickle":
+                if mode == "hang":
+                    # Until the sender gives up: a connection kept after it would leak a descriptor.
+                    await reader.read()
+                else:
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
-                while True:
-                    await asyncio.sleep(1.0)
-                    if mode == "trickle":
+                    while not reader.at_eof():
+                        await asyncio.sleep(1.0)
                         writer.write(b" ")
                         await writer.drain()
             except (ConnectionError, asyncio.IncompleteReadError):
-                writer.close()
+                pass
+            writer.close()
 
         server = await asyncio.start_server(serve, "127.0.0.1", 0)
         return int(server.sockets[0].getsockname()[1])

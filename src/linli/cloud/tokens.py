@@ -55,11 +55,14 @@ _alerts = rules("/alerts/")
 
 
 def needed(method: str, path: str) -> Scope:
-    """The notifier's: acknowledging, silencing (`POST /silences`, `.../expire`) and posting
-    alerts in Alertmanager's format (`POST /alertmanager`) need `ack`."""
+    """The notifier's: acknowledging, silencing (`POST /silences`, `.../expire`,
+    `DELETE /silences/{id}`) and posting alerts in Alertmanager's format (`POST /alertmanager`)
+    need `ack`."""
     if method == "POST" and (
         path in ("/silences", "/alertmanager") or (path.startswith("/silences/") and path.endswith("/expire"))
     ):
+        return Scope.ACK
+    if method == "DELETE" and path.startswith("/silences/") and path.count("/") == 2:
         return Scope.ACK
     return _alerts(method, path)
 

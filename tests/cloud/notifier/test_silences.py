@@ -25,7 +25,11 @@ from test_notifier import HOOK, Clock, Recorder, alert, at, make, run
 from test_notifier_db_faults import TOKEN, get
 from test_notifier_tokens import call, create
 
+pytestmark = pytest.mark.servers  # the CLI and the API's tokens run `linli`
+
 served = tokens.served  # the API on a notifier, SQLite and PostgreSQL: that module's fixture
+# A silence an `ack` token may make: a charger's temperature rule is no life-safety one.
+REPAIR = {"matchers": {"rule": "charger.temperature.above"}, "duration_s": 3600, "comment": "repair"}
 
 
 def test_a_silence_made_on_one_replica_holds_on_the_other_and_its_alerts_stay_recorded(
@@ -58,13 +62,35 @@ def test_a_silence_made_on_one_replica_holds_on_the_other_and_its_alerts_stay_re
         other.close()
 
 
-@pytest.mark.servers
+def test_a_silence_deleted_on_one_replica_holds_nothing_on_the_other(pg_database: tuple[str, Engine]) -> None:
+    url, _ = pg_database
+    clock = Clock(at("10:00"))
+    one, other = Store(url), Store(url)
+    try:
+        n2 = make(other, [Subscription(id="ops", channels=[HOOK])], clock, Recorder(), group_wait_s=0)
+        repair = silences.make(
+            n2.config, {"rule": "charger.temperature.above"}, starts_s=clock.now, duration_s=3600,
+            author="duty officer", comment="port 1 under repair", admin=False,
+        )  # fmt: skip
+        one.put_silence(repair)
+        run(n2, clock, [(1, alert())])
+        assert n2.sent == []
+        assert silences.delete(n2.config, one, repair.id, admin=False) == repair
+        run(n2, clock, [(1, None)])
+        assert [notice.alert.site for _, _, notice in n2.sent] == ["ronghua-1"]  # held no more, told once
+        assert other.silences() == []
+        assert silences.delete(n2.config, one, repair.id, admin=False) is None
+    finally:
+        one.close()
+        other.close()
+
+
 def test_a_silence_that_could_hold_a_life_safety_alarm_needs_admin_and_each_is_audited(
     served: tuple[str, Path, Notifier],
 ) -> None:
     base, config, _ = served
     duty, admin = create(config, "ack", "duty officer"), create(config, "admin", "ops")
-    repair = {"matchers": {"rule": "charger.temperature.above"}, "duration_s": 3600, "comment": "repair"}
+    repair = REPAIR
     made = call(base, duty, "POST", "/silences", repair)
     assert made.status_code == 200, made.text
     assert made.json()["author"] == "duty officer"
@@ -83,7 +109,6 @@ def test_a_silence_that_could_hold_a_life_safety_alarm_needs_admin_and_each_is_a
     assert {("duty officer", "silence"), ("ops", "silence"), ("duty officer", "expire_silence")} <= set(audit)
 
 
-@pytest.mark.servers
 def test_the_cli_adds_lists_and_expires_a_silence(served: tuple[str, Path, Notifier]) -> None:
     _, config, notifier = served
     added = linli(
@@ -103,6 +128,57 @@ def test_the_cli_adds_lists_and_expires_a_silence(served: tuple[str, Path, Notif
                     "--comment", "x")  # fmt: skip
     assert unknown.returncode == 2
     assert "room" in unknown.stderr
+
+
+def test_a_deleted_silence_is_gone_and_holds_nothing_while_an_expired_one_stays_listed_as_ended(
+    served: tuple[str, Path, Notifier],
+) -> None:
+    base, config, notifier = served
+    duty = create(config, "ack", "duty officer")
+    kept, gone = (call(base, duty, "POST", "/silences", REPAIR).json() for _ in range(2))
+    assert call(base, duty, "POST", f"/silences/{kept['id']}/expire").status_code == 200
+    deleted = call(base, duty, "DELETE", f"/silences/{gone['id']}")
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json()["id"] == gone["id"]
+    assert call(base, duty, "DELETE", f"/silences/{gone['id']}").status_code == 404
+    # The expired one is listed as ended; the deleted one nowhere, and in no replica's state.
+    assert call(base, duty, "GET", "/silences").json() == []
+    listed = call(base, duty, "GET", "/silences?ended=true").json()
+    assert [s["id"] for s in listed] == [kept["id"]]
+    assert listed[0]["ends_s"] <= time.time()
+    assert [s.id for s in notifier.store.silences()] == [kept["id"]]
+    # One that could hold a life-safety alarm: made by an admin, deleted only by one.
+    admin = create(config, "admin", "ops")
+    smoke = {**REPAIR, "matchers": {"rule": "charger.smoke_alarm.above", "site": "ronghua-1"}}
+    fire = call(base, admin, "POST", "/silences", smoke).json()
+    refused = call(base, duty, "DELETE", f"/silences/{fire['id']}")
+    assert refused.status_code == 403
+    assert "life-safety" in refused.json()["detail"]
+    assert call(base, admin, "DELETE", f"/silences/{fire['id']}").status_code == 200
+    assert (
+        call(base, create(config, "read", "viewer"), "DELETE", f"/silences/{kept['id']}").status_code == 403
+    )
+    audit = [(e["who"], e["action"], e["target"]) for e in call(base, admin, "GET", "/audit").json()]
+    assert {("duty officer", "delete_silence", gone["id"]), ("ops", "delete_silence", fire["id"])} <= set(
+        audit
+    )
+    assert ("duty officer", "delete_silence", fire["id"]) not in audit
+
+
+def test_the_cli_deletes_a_silence(served: tuple[str, Path, Notifier]) -> None:
+    _, config, notifier = served
+    added = linli(
+        "cloud", "silence", "add", "--config", str(config),
+        "--match", "site=gubei-1", "--hours", "2", "--comment", "rewiring",
+    )  # fmt: skip
+    silence_id = added.stdout.strip()
+    deleted = linli("cloud", "silence", "delete", "--config", str(config), "--id", silence_id)
+    assert deleted.returncode == 0, deleted.stderr
+    assert notifier.store.silences() == []
+    assert silence_id not in linli("cloud", "silence", "list", "--config", str(config)).stdout
+    again = linli("cloud", "silence", "delete", "--config", str(config), "--id", silence_id)
+    assert again.returncode == 1
+    assert silence_id in again.stderr
 
 
 def test_through_mosquitto_a_silence_made_on_one_replica_holds_on_the_other(

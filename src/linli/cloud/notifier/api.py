@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -111,7 +111,10 @@ class Quarantined(BaseModel):
 class AuditEntry(BaseModel):
     at_ms: int
     who: str = Field(description="the token's name")
-    action: str = Field(description="ack, put_subscription, delete_subscription, token_create, token_revoke")
+    action: str = Field(
+        description="ack, put_subscription, delete_subscription, token_create, token_revoke, silence, "
+        "expire_silence, delete_silence"
+    )
     target: str
     detail: str
 
@@ -548,12 +551,15 @@ def add_records(api: FastAPI, notifier: Notifier, book: TokenBook) -> None:
 
 
 def add_silences(api: FastAPI, notifier: Notifier, book: TokenBook) -> None:
-    """`/silences`: list, make and expire silences, each audited."""
+    """`/silences`: list, make, expire and delete silences, each audited."""
 
     @api.get("/silences", responses=PAGED)
-    def silences(paged: Paged) -> list[Silence]:
-        """Silences not ended yet, the soonest ending first."""
-        found = notifier.store.silences(time.time())
+    def silences(
+        paged: Paged,
+        ended: Annotated[bool, Query(description="the ended (expired) ones too, until deleted")] = False,
+    ) -> list[Silence]:
+        """Silences not ended yet (with `ended`, every one not deleted), the soonest ending first."""
+        found = notifier.store.silences(0.0 if ended else time.time())
         return page(found, lambda s: [s.ends_s, s.id], paged)
 
     @api.post("/silences", responses=doc(403))
@@ -583,3 +589,19 @@ def add_silences(api: FastAPI, notifier: Notifier, book: TokenBook) -> None:
         holder: Holder = request.state.holder
         book.audit(holder.name, "expire_silence", silence_id)
         return ended
+
+    @api.delete("/silences/{silence_id}", responses=doc(403, 404))
+    def delete(silence_id: Annotated[str, Path(pattern=SILENCE_ID)], request: Request) -> Silence:
+        """Forget a silence, running or ended: it holds nothing and is no longer listed; the
+        silence as it was. Needs `ack`; one that could hold a life-safety alert needs `admin`."""
+        holder: Holder = request.state.holder
+        try:
+            gone = silences_.delete(
+                notifier.config, notifier.store, silence_id, admin=holder.scope is Scope.ADMIN
+            )
+        except silences_.SilenceError as exc:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from exc
+        if gone is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no silence {silence_id}")
+        book.audit(holder.name, "delete_silence", silence_id, gone.model_dump_json())
+        return gone

@@ -53,7 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _add_silence_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     silence = cmds.add_parser(
         "silence",
-        help="silences: add, list, expire",
+        help="silences: add, list, expire, delete",
         description=(
             "Silences are kept in the notifier's state, so these work beside running notifiers and "
             "hold on every replica. Whoever can read the config's state is an admin here: a silence "
@@ -69,9 +69,11 @@ def _add_silence_commands(cmds: argparse._SubParsersAction[argparse.ArgumentPars
     add.add_argument("--hours", type=float, required=True)
     add.add_argument("--comment", required=True, help="why, as the audit log will say")
     listed = actions.add_parser("list", help="silences not ended yet")
-    ended = actions.add_parser("expire", help="end a silence now")
+    ended = actions.add_parser("expire", help="end a silence now (it stays listed as ended)")
     ended.add_argument("--id", required=True)
-    for sub in (add, listed, ended):
+    deleted = actions.add_parser("delete", help="forget a silence, running or ended")
+    deleted.add_argument("--id", required=True)
+    for sub in (add, listed, ended, deleted):
         sub.add_argument("--config", type=Path, required=True, help="notifier TOML (its state)")
         sub.set_defaults(func=_silence)
 
@@ -106,6 +108,12 @@ def _silence(args: argparse.Namespace) -> int:
         for s in store.silences(now):
             until = iso(s.ends_s, DISTRICT_ZONE)
             print(f"{s.id}\t{_matchers(s.matchers.items())}\tuntil {until}\t{s.author}\t{s.comment}")
+    elif args.action == "delete":
+        if silences.delete(config, store, args.id, admin=True) is None:
+            print(f"linli cloud silence: no silence {args.id}", file=sys.stderr)
+            return 1
+        book.audit(author, "delete_silence", args.id)
+        print(f"deleted {args.id}")
     else:
         if silences.expire(store, args.id, now) is None:
             print(f"linli cloud silence: no running silence {args.id}", file=sys.stderr)

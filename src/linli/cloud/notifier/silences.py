@@ -2,7 +2,8 @@
 
 They are kept in the notifier's state (made over the API or `linli cloud silence`), so one made
 on any replica holds on every one. A silenced alert is still recorded (`GET /alerts`), and told
-when the silence ends (or is expired) if it still fires. A silence that may hold a life-safety
+when the silence ends (or is expired, or deleted) if it still fires. An expired silence stays
+listed as ended; a deleted one is gone. A silence that may hold a life-safety
 alert (no `rule` matcher, or one matching a `life_safety` rule) needs the `admin` scope.
 """
 
@@ -68,4 +69,18 @@ def expire(store: Store, silence_id: str, now: float) -> Silence | None:
             ended = silence.model_copy(update={"ends_s": max(silence.starts_s, now)})
             store.put_silence(ended)
             return ended
+    return None
+
+
+def delete(config: NotifierConfig, store: Store, silence_id: str, *, admin: bool) -> Silence | None:
+    """Forget a silence, running or ended; the silence as it was, or None if there is none.
+    SilenceError if it may hold a life-safety alert and its deleter is not an admin (as to make it)."""
+    for silence in store.silences():
+        if silence.id == silence_id:
+            if not admin and may_hold_life_safety(config, silence.matchers):
+                raise SilenceError(
+                    "this silence could hold a life-safety alert: only someone with the admin scope "
+                    "may delete it (expire it to end it)"
+                )
+            return store.delete_silence(silence_id)
     return None

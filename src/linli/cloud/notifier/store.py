@@ -355,6 +355,18 @@ class Store(Tables):
             )
             conn.execute(text(RESCHEDULE))
 
+    def delete_silence(self, silence_id: str) -> Silence | None:
+        """Forget a silence on every replica, and look at every open alert again (it may be due
+        now); the silence as it was, or None if there is none."""
+        with self._engine.begin() as conn:
+            body = conn.execute(
+                text("DELETE FROM silence WHERE id = :id RETURNING body"), {"id": silence_id}
+            ).scalar()
+            if body is None:
+                return None
+            conn.execute(text(RESCHEDULE))
+        return Silence.model_validate_json(str(body))
+
     def silences(self, ending_after: float = 0.0) -> list[Silence]:
         """The silences that end after `ending_after`, soonest ending first."""
         rows = self._rows(
