@@ -7,14 +7,10 @@ import csv
 import datetime as dt
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from linli.catalog.commands import print_json
 from linli.catalog.wording import plural
 from linli.cloud.waste.rollups import Period
-
-if TYPE_CHECKING:
-    pass
 
 
 def _cell(column: str, value: object) -> object:
