@@ -81,6 +81,67 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
+# The points of a firing alert's path, in order (alerttrace/sitecustomize.py marks the edge's
+# and the notifier's; this script the broker's and the webhook's).
+HOPS = [
+    "edge_urgent",
+    "edge_published",
+    "broker",
+    "notifier_received",
+    "notifier_handle",
+    "notifier_handled",
+    "notifier_claimed",
+    "notifier_post",
+    "webhook",
+]
+
+
+def trace_into(folder: Path) -> None:
+    """The agent and the notifier started from now on mark their points in `folder`."""
+    folder.mkdir()
+    os.environ["LINLI_ALERT_TRACE"] = str(folder)
+    here = str(Path(__file__).parent / "alerttrace")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+
+
+def read_traces(folder: Path) -> dict[int, dict[str, float]]:
+    """reading time (ms) -> point -> when the alert of that reading first got there."""
+    hops: dict[int, dict[str, float]] = {}
+    for trace in folder.glob("*.trace"):
+        for line in trace.read_text().splitlines():
+            point, reading, at = line.split()
+            if reading.isdigit():
+                hops.setdefault(int(reading), {}).setdefault(point, float(at))
+    return hops
+
+
+def print_hops(
+    hops: dict[int, dict[str, float]],
+    events: list[tuple[str, str, int, float]],
+    notices: list[tuple[str, str, int, float]],
+) -> None:
+    """Each hop's share of the firing alerts' latency: p50 and p99 of it, and of the total so far."""
+    for point, seen in (("broker", events), ("webhook", notices)):
+        for kind, _, alert_ms, arrived in seen:
+            if kind == "firing":
+                hops.setdefault(alert_ms, {}).setdefault(point, arrived)
+    complete = {r: h for r, h in hops.items() if all(p in h for p in HOPS)}
+    print(
+        f"{len(complete)} firing alerts traced end to end, ms: each step's p50 / p99, then since the reading"
+    )
+    previous = None
+    for point in HOPS:
+        since = [h[point] * 1000 - r for r, h in complete.items()]
+        step = [(h[point] - h[previous]) * 1000 for h in complete.values()] if previous else since
+        print(
+            f"  {point:<18} {statistics.median(step):7.1f} / {percentile(step, 99):7.1f}"
+            f"   {statistics.median(since):7.1f} / {percentile(since, 99):7.1f}"
+            if complete
+            else f"  {point}: none"
+        )
+        previous = point
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -89,6 +150,9 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=100, help="rescue points they are spread over")
     parser.add_argument("--gap-ms", type=float, default=20.0, help="time between readings")
     parser.add_argument("--batch-ms", type=int, help="the agent's [mqtt] batch_ms (default: its own, 100)")
+    parser.add_argument(
+        "--trace", action="store_true", help="also time each hop of the firing alerts (alerttrace/)"
+    )
     args = parser.parse_args()
     print(
         f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
@@ -123,6 +187,8 @@ def main() -> int:
             notifier_config(work / "notifier.toml", broker.port, free_port(), hook.url)
             env_token = {"LINLI_CLOUD_TOKEN": "bench"}
             os.environ.update(env_token)
+            if args.trace:
+                trace_into(work / "trace")
             procs.append(
                 start(
                     ["cloud", "run", "--config", str(work / "notifier.toml")],
@@ -174,6 +240,7 @@ def main() -> int:
             for proc in procs:
                 proc.terminate()
                 proc.wait(20)
+            hops = read_traces(work / "trace") if args.trace else {}
             vm.stop()
             broker.stop()
     for what, seen in (("notices", got), ("events on the broker", events)):
@@ -187,6 +254,8 @@ def main() -> int:
             )
     duplicates = len(got) - len({(k, f, t) for k, f, t, _ in got})
     print(f"duplicates: {duplicates}")
+    if args.trace:
+        print_hops(hops, events, got)
     return 0
 
 
