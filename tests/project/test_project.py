@@ -302,7 +302,6 @@ BEING_SPLIT = {
     "src/linli/cloud/notifier/api.py",
     "src/linli/cloud/notifier/engine.py",
     "src/linli/cloud/notifier/store.py",
-    "src/linli/cloud/waste/engine.py",
 }
 
 
