@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 
-from linli.cloud.notifier.api import MAX_BODY
 from linli.cloud.notifier.api import app as notifier_app
 from linli.cloud.notifier.channels import Sender
 from linli.cloud.notifier.config import NotifierConfig, SmtpConfig
 from linli.cloud.notifier.engine import Notifier
+from linli.cloud.notifier.guard import MAX_BODY
 from linli.cloud.notifier.store import Store
 from linli.cloud.scope import Scope
 from linli.cloud.tokens import TokenBook

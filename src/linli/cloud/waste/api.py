@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp
 
 from linli.cloud.headers import Protect
-from linli.cloud.notifier.api import Guard, doc, guarded
+from linli.cloud.notifier.guard import Guard, doc, guarded
 from linli.cloud.paging import PAGED, Paged, page, rows_page
 from linli.cloud.prom import add_metrics, counter, gauge
 from linli.cloud.tokens import TokenBook
