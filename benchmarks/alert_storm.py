@@ -20,7 +20,9 @@ against the alerts raised. `--json` prints one JSON object.
 `--bad-endpoints` adds 20 webhook subscribers that take a request and never answer and 5 that
 answer a byte a second (each alert goes to every subscription), and reports the smoke alarm's
 time from its reading to each subscription (p50 / max over the 26; a bad endpoint has it when
-it has read the request) and the most messages any subscription got.
+it has read the request) and the most messages any subscription got: every request counted
+(`most_per_subscription`, a message sent again after a timeout counted each time) and the
+distinct ones (`most_distinct_per_subscription`).
 """
 
 from __future__ import annotations
@@ -225,10 +227,12 @@ def run(name: str, work: Path, broker: int, args: argparse.Namespace, seed: int)
     # The smoke alarm's time to each subscription (None: it never got there), and their messages.
     smoke = [arrived[0] - smoke_sent if arrived else None]
     messages = [len(robot.taken)]
+    distinct = [len({text for _, text in robot.taken})]  # a message sent again counted once
     for i in range(len(bad.urls)):
         got = [(t, body) for index, t, body in list(bad.got) if index == i]
         smoke.append(next((t - smoke_sent for t, body in got if b"smoke_alarm" in body), None))
         messages.append(len(got))
+        distinct.append(len({body for _, body in got}))
     reached = sorted(t for t in smoke if t is not None)
     return {
         "run": name,
@@ -245,6 +249,7 @@ def run(name: str, work: Path, broker: int, args: argparse.Namespace, seed: int)
         "smoke_p50_s": round(statistics.median(reached), 2) if reached else None,
         "smoke_max_s": round(reached[-1], 2) if len(reached) == len(smoke) else None,
         "most_per_subscription": max(messages),
+        "most_distinct_per_subscription": max(distinct),
     }
 
 
@@ -284,6 +289,7 @@ def main() -> int:
                 "alerts_recorded",
                 "smoke_reached",
                 "most_per_subscription",
+                "most_distinct_per_subscription",
             )
         } | {
             "smoke_s": statistics.median(smoke) if smoke else None,

@@ -142,7 +142,8 @@ def test_trickling_and_hanging_receivers_cost_only_their_own_deliveries(
         assert "deadline" in f["error"] or "paused after" in f["error"], f
     assert stats["failed_deliveries"] == {"webhook": every * len(bad)}
     assert {p["destination"] for p in paused} <= {r.url for r in slow}
-    assert all(p["failures"] >= 3 and "deadline" in p["last_error"] for p in paused)
+    # Paused at the first send that ran out of time (not after `pause_after` of them).
+    assert all(p["failures"] >= 1 and "deadline" in p["last_error"] for p in paused)
 
 
 def test_a_webhook_on_a_private_address_needs_the_config_s_consent(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -20,11 +21,12 @@ from alertflow import GroupRobot, Hook
 from linli.catalog.alerts import AlertMessage
 from linli.catalog.channels import ChannelKind, HttpChannel
 from linli.cloud.notifier import channels
-from linli.cloud.notifier.channels import Sender
+from linli.cloud.notifier.channels import Notice, Sender
 from linli.cloud.notifier.config import DeliveryConfig, NotifierConfig, PaceLimit, SmtpConfig, Subscription
 from linli.cloud.notifier.engine import Notifier
 from linli.cloud.notifier.store import Store
 from linli.demo.servers import LocalServer, free_port
+from peers import SlowReceiver
 from support import stop_logged, wait_for, wait_until
 from test_cloud import publish
 from test_grouping import offline
@@ -155,6 +157,114 @@ def test_a_smoke_alarm_goes_to_the_fallback_while_the_robot_is_paused_and_others
     # Both warnings recorded as failed (the second given up when the notifier stopped): not lost.
     failed = [f["fingerprint"] for f in n.store.failures()]
     assert failed == [offline(1).fingerprint, offline(2, site="gubei-1").fingerprint]
+
+
+@pytest.mark.slow
+def test_a_smoke_alarm_reaches_hanging_and_trickling_subscribers_while_their_storm_messages_hang(
+    book: Store,
+) -> None:
+    # Each bad endpoint has one connection, taken by a storm message that never gets its whole
+    # answer; one failure pauses it for ten minutes. A life-safety alert waits for neither.
+    hanging, trickling = [SlowReceiver("hang") for _ in range(3)], [SlowReceiver("trickle") for _ in range(2)]
+    bad = hanging + trickling
+    clock = Clock(at("10:00"))
+    subs = [
+        Subscription(id=f"bad-{i}", channels=[HttpChannel(kind=ChannelKind.WEBHOOK, url=f"{r.url}/slow")])
+        for i, r in enumerate(bad)
+    ]
+    delivery = DeliveryConfig(
+        allow_private=True, per_destination=1, pause_after=1, pause_s=600, deadline_s=120
+    )
+    n = real(book, subs, clock, delivery, group_wait_s=0, attempts=1)
+
+    async def scenario() -> tuple[list[str], int]:
+        n.handle(offline(1))
+        n.tick()
+        await wait_until(lambda: all(len(r.posts) == 1 for r in bad), 30, "the storm's message at each")
+        n.handle(smoke())
+        n.tick()
+        await wait_until(lambda: all(len(r.posts) == 2 for r in bad), 30, "the smoke alarm at each")
+        # The trickling endpoints' storm messages are still under way (their deadline is 120 s).
+        failed, under_way = [f["subscription"] for f in n.store.failures()], n.delivering
+        await n.drain(0)  # the rest given up: recorded as failed
+        return failed, under_way
+
+    try:
+        failed, under_way = asyncio.run(scenario())
+    finally:
+        for r in bad:
+            r.close()
+    trickled = {f"bad-{i}" for i in range(len(hanging), len(bad))}
+    assert trickled.isdisjoint(failed)  # the smoke alarm overtook them: they had not ended yet
+    assert under_way >= len(trickling)
+
+
+@pytest.mark.slow
+def test_a_hanging_endpoint_is_paused_at_its_first_timeout_not_sent_each_message_again(book: Store) -> None:
+    # Three groups' messages at once to an endpoint that reads each and never answers: after the
+    # first timeout, nothing more goes until the pause ends (before, each message was sent again
+    # until five had failed).
+    hang = SlowReceiver("hang")
+    clock = Clock(at("10:00"))
+    hook = HttpChannel(kind=ChannelKind.WEBHOOK, url=f"{hang.url}/slow")
+    sub = Subscription(id="bad", channels=[hook])
+    n = real(
+        book, [sub], clock, DeliveryConfig(allow_private=True, deadline_s=2, pause_s=600), group_wait_s=0
+    )
+
+    async def scenario() -> int:
+        for site in ("site-1", "site-2", "site-3"):
+            n.handle(offline(1, site=site))
+        n.tick()
+        await wait_until(lambda: len(hang.posts) == 3, 30, "the three messages read")
+        await wait_until(lambda: bool(n.deliveries.destinations.paused()), 60, "the endpoint paused")
+        sent = len(hang.posts)  # none sent again: before, two were by the time it paused
+        await n.drain(0)
+        return sent
+
+    try:
+        assert asyncio.run(scenario()) == 3
+    finally:
+        hang.close()
+    assert len(n.store.failures()) == 3  # not lost: recorded for an operator
+
+
+def test_a_smoke_alarm_due_with_a_storm_s_alerts_is_sent_first(book: Store) -> None:
+    sink = Hook("127.0.0.1")
+    clock = Clock(at("10:00"))
+    sub = Subscription(id="ops", channels=[HttpChannel(kind=ChannelKind.WEBHOOK, url=sink.url)])
+    n = real(book, [sub], clock, DeliveryConfig(allow_private=True), group_wait_s=5)
+    storm = [(0.0, offline(i, site=f"site-{i}")) for i in range(30)]
+    try:
+        # The storm's alerts wait their group; the smoke alarm comes as their wait ends.
+        run(n, clock, [*storm, (5, smoke())])
+    finally:
+        sink.close()
+    assert len(n.sent) == 31
+    assert n.sent[0][2].alert.rule == SMOKE
+
+
+def test_an_orphaned_smoke_alarm_goes_to_the_fallback_when_the_robot_keeps_failing(book: Store) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/robot/send?access_token=t"  # nothing listens there
+    sms = Hook("127.0.0.1")
+    clock = Clock(at("10:00"))
+    primary = robot(ChannelKind.DINGTALK, dead)
+    fallback = HttpChannel(kind=ChannelKind.WEBHOOK, url=sms.url)
+    sub = Subscription(id="ops", channels=[primary], fallback=[fallback])
+    n = real(book, [sub], clock, DeliveryConfig(allow_private=True), group_wait_s=0, attempts=3)
+    # A notifier claimed the smoke alarm and died before sending it: its notice waits in the
+    # outbox, its lease over, for another notifier to send.
+    notice = json.dumps(Notice("firing", smoke(), "ops").to_json())
+    book.hold("ops", primary.model_dump_json(), notice, clock.now - 1)
+
+    async def resend() -> None:
+        assert n.send_orphans() == 1
+        await n.drain(30)
+
+    with contextlib.closing(sms):
+        asyncio.run(resend())
+    assert [body["alert"]["rule"] for body, _ in sms.got] == [SMOKE]
+    assert n.store.failures() == []
 
 
 def test_through_mosquitto_a_smoke_alarm_reaches_the_fallback_while_the_robot_rests(

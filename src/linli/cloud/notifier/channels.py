@@ -50,6 +50,11 @@ class DeliveryError(Exception):
     """The destination did not take the message; the text says what it answered."""
 
 
+class DeadlineError(DeliveryError):
+    """No whole answer within the deadline: the destination hangs or trickles, and holds a
+    connection as long as it is let (`destinations` pauses it at once)."""
+
+
 class ThrottledError(DeliveryError):
     """The robot refused the message for going too fast: pause it `retry_after_s`."""
 
@@ -381,23 +386,25 @@ class Sender:
         self.publish = publish  # callable(topic, payload) for MQTT channels
         self.policy = policy
         # One pool of connections per destination (scheme, host and port), the size of its
-        # limit: a destination whose connections all hang leaves the others theirs.
+        # limit and one more, kept for a life-safety alert (`destinations`): a destination whose
+        # connections all hang leaves the others theirs, and a smoke alarm a way through.
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._tls = ssl.create_default_context()
-        self._mailers = ThreadPoolExecutor(policy.per_destination, thread_name_prefix="linli-smtp")
+        self._mailers = ThreadPoolExecutor(policy.per_destination + 1, thread_name_prefix="linli-smtp")
 
     def _client(self, url: str) -> httpx.AsyncClient:
         parts = urllib.parse.urlsplit(url)
         key = f"{parts.scheme}://{parts.netloc}"
         client = self._clients.get(key)
         if client is None:
-            limits = httpx.Limits(max_connections=self.policy.per_destination)
+            size = self.policy.per_destination + 1
+            limits = httpx.Limits(max_connections=size)
             transport = httpx.AsyncHTTPTransport(verify=self._tls, limits=limits)
             if not self.policy.allow_private:
                 # Checked where the connection is made: the address it goes to is the one checked.
                 transport._pool = httpcore.AsyncConnectionPool(
                     ssl_context=self._tls,
-                    max_connections=self.policy.per_destination,
+                    max_connections=size,
                     network_backend=PublicOnly(),
                 )
             client = self._clients[key] = httpx.AsyncClient(transport=transport, trust_env=False)
@@ -421,7 +428,9 @@ class Sender:
                 headers = {"Content-Type": "application/json"}
                 response = await self._client(url).post(url, content=data, headers=headers)
         except TimeoutError:
-            raise DeliveryError(f"no whole answer within the {deadline:g} s deadline") from None
+            raise DeadlineError(f"no whole answer within the {deadline:g} s deadline") from None
+        except httpx.TimeoutException as exc:
+            raise DeadlineError(f"{type(exc).__name__}: {exc}") from exc
         except httpx.HTTPError as exc:
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
         if response.status_code >= 300:
@@ -459,7 +468,7 @@ class Sender:
                 await asyncio.shield(session)
         except TimeoutError:
             _abort(smtp)  # its thread's blocking read ends now, and the thread is free
-            raise DeliveryError(f"{where}: no whole session within the {deadline:g} s deadline") from None
+            raise DeadlineError(f"{where}: no whole session within the {deadline:g} s deadline") from None
         except (OSError, smtplib.SMTPException) as exc:
             raise DeliveryError(f"{where}: {exc}") from exc
 

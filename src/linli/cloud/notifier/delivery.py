@@ -5,7 +5,9 @@ Each destination has its own limit of sends at once and its own circuit breaker
 (`destinations`), so a slow, hanging or dead receiver holds up only its own deliveries.
 A channel of several robots sends each message through the one free soonest; a message given
 a `fallback` (a life-safety alert's) goes there when every robot of its channel is throttled,
-paused or at its limit, rather than wait for one."""
+paused or at its limit, rather than wait for one, and once its channel failed an attempt. An
+`urgent` message (a life-safety alert's) goes first in its robot's queue and at once to its
+destination, past the sends under way and a pause (`destinations`)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from linli.cloud.notifier.pacing import Paces, robots_of, urgency_of
 
 log = logging.getLogger(__name__)
 
+# A life-safety alert's place in a robot's queue: before any other (`urgency_of`).
+URGENT = -1
 # who it was for, the channel, the message, the last error
 Failed = Callable[[str, Channel, Message, str], None]
 
@@ -65,13 +69,15 @@ class Deliveries:
         finished: Callable[[], None] | None = None,
         *,
         fallback: Sequence[Channel] = (),
+        urgent: bool = False,
     ) -> None:
         """Deliver in the background, after the thread's earlier messages to the same place;
         `finished` is called once it is delivered, recorded as failed, or given up at a stop.
-        With `fallback`, it goes there when the channel's robots are all held up."""
+        With `fallback`, it goes there when the channel's robots are all held up or failed.
+        `urgent`: a life-safety alert, ahead of everything else to the same robot or host."""
         key = (who, channel.model_dump_json(), thread)
         before = self._last.get(key)
-        deliver = self._deliver(who, channel, message, before, list(fallback))
+        deliver = self._deliver(who, channel, message, before, list(fallback), urgent=urgent)
         task = asyncio.get_running_loop().create_task(deliver)
         self._tasks.add(task)
         self._last[key] = task
@@ -91,9 +97,12 @@ class Deliveries:
         paused = self.destinations.of(channel).paused_until
         return max(pace.next_free() if pace is not None else 0.0, paused or 0.0)
 
-    def route(self, channel: Channel, fallback: list[Channel]) -> Channel:
+    def route(self, channel: Channel, fallback: list[Channel], failed: bool = False) -> Channel:
         """Where one attempt goes: the channel's robot free soonest (the fewest waiting, the
-        least used); if even that one is held up and there is a fallback, the first free soonest."""
+        least used); if even that one is held up and there is a fallback, the first free soonest;
+        once the channel `failed` an attempt, the fallback free soonest."""
+        if fallback and failed:
+            return min(fallback, key=self.free_at)
 
         def load(robot: Channel) -> tuple[float, int, float]:
             pace = self.paces.of(robot)
@@ -113,6 +122,8 @@ class Deliveries:
         message: Message,
         before: asyncio.Task[None] | None,
         fallback: list[Channel],
+        *,
+        urgent: bool = False,
     ) -> None:
         if before is not None:
             # In order per destination; a cancelled or failed one before does not hold this up.
@@ -124,15 +135,19 @@ class Deliveries:
         delay = 1.0
         error = "not tried"
         attempt = 0
-        urgency = urgency_of(message)
+        urgency = URGENT if urgent else urgency_of(message)
         while attempt < self.attempts:
-            # Chosen again at each attempt: a robot that answered "throttled" is passed over.
-            to = self.route(channel, fallback)
+            # Chosen again at each attempt: a robot that answered "throttled" is passed over, and
+            # a channel that keeps failing gives way to the fallback.
+            to = self.route(channel, fallback, failed=attempt > 0)
             pace = self.paces.of(to)
             try:
                 if pace is not None:
                     await pace.turn(urgency)
-                await self.destinations.of(to).send(functools.partial(self.sender.send, to, message))
+                # Urgent past a destination's pause at its first attempt; once it failed there,
+                # its retries wait for the pause as the others' do (or go to the fallback).
+                first = urgent and attempt == 0
+                await self.destinations.of(to).send(functools.partial(self.sender.send, to, message), first)
                 return
             except asyncio.CancelledError:
                 # Stopped mid-retry: kept with the failures, for an operator to see and resend.
@@ -154,6 +169,8 @@ class Deliveries:
                 if attempt == self.attempts:
                     break
                 log.warning("delivery to %s (%s) failed, attempt %d: %s", who, channel.kind, attempt, error)
+                if fallback and to not in fallback:
+                    continue  # the next attempt goes to the fallback, not held up by a back-off
                 try:
                     await asyncio.sleep(delay)
                 except asyncio.CancelledError:

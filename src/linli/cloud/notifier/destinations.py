@@ -2,11 +2,18 @@
 of sends at once, and a circuit breaker that pauses it while it keeps failing.
 
 Closed, sends go through, at most `per_destination` at once, the rest waiting their turn in
-order. After `pause_after` failures in a row it opens: nothing is sent for the pause; then it is
-half-open and one delivery probes it while the others wait for the answer. A success closes it;
-a failure opens it again for twice as long (ten minutes at most), and each delivery that was
-waiting counts that as one failed attempt of its own, so that a destination that stays dead
-has its deliveries recorded as failed after their attempts, not kept for ever.
+order. After `pause_after` failures in a row it opens, and at once when a send times out (a
+hanging or trickling endpoint: each further send would hold a connection as long, and most
+would be sent again): nothing is sent for the pause; then it is half-open and one delivery
+probes it while the others wait for the answer. A success closes it; a failure opens it again
+for twice as long (ten minutes at most), and each delivery that was waiting counts that as one
+failed attempt of its own, so that a destination that stays dead has its deliveries recorded
+as failed after their attempts, not kept for ever.
+
+A life-safety alert's first attempt (`urgent`) waits for neither: it goes at once, beside the
+sends under way and through a pause, on a connection kept for it (`Sender` pools one more than
+the limit), so that it never waits behind a hanging endpoint's timeouts. Its failure counts as
+any other's.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from linli.catalog.channels import Channel, EmailChannel, HttpChannel
-from linli.cloud.notifier.channels import DeliveryError, ThrottledError
+from linli.cloud.notifier.channels import DeadlineError, DeliveryError, ThrottledError
 from linli.cloud.notifier.config import DeliveryConfig
 
 MAX_PAUSE_S = 600.0
@@ -68,8 +75,12 @@ class Destination:
             return None
         return Paused(self.name, self.failures, self.paused_until, self.last_error, self.waiting)
 
-    async def send(self, call: Callable[[], Awaitable[None]]) -> None:
-        """Send once through this destination; DeliveryError when it failed or is paused."""
+    async def send(self, call: Callable[[], Awaitable[None]], urgent: bool = False) -> None:
+        """Send once through this destination; DeliveryError when it failed or is paused. An
+        `urgent` send takes no slot and does not wait for a pause."""
+        if urgent:
+            await self._send_urgent(call)
+            return
         self.waiting += 1
         probe = False
         try:
@@ -90,7 +101,7 @@ class Destination:
             raise
         except DeliveryError as exc:
             self.slots.release()
-            await self._failed(str(exc), probe)
+            await self._failed(str(exc), probe, timed_out=isinstance(exc, DeadlineError))
             raise
         except BaseException:
             self.slots.release()
@@ -98,6 +109,17 @@ class Destination:
                 await self._settle(probing=False)
             raise
         self.slots.release()
+        await self._succeeded()
+
+    async def _send_urgent(self, call: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await call()
+        except ThrottledError:
+            await self._succeeded()
+            raise
+        except DeliveryError as exc:
+            await self._failed(str(exc), probe=False, timed_out=isinstance(exc, DeadlineError))
+            raise
         await self._succeeded()
 
     async def _admit(self) -> bool:
@@ -121,12 +143,13 @@ class Destination:
     def _why(self) -> str:
         return f"{self.name} paused after {self.failures} failures in a row; last error: {self.last_error}"
 
-    async def _failed(self, error: str, probe: bool) -> None:
+    async def _failed(self, error: str, probe: bool, timed_out: bool = False) -> None:
         self.failures += 1
         self.last_error = error
         if probe:
             self.pause_s = min(self.pause_s * 2, max(MAX_PAUSE_S, self.policy.pause_s))
-        if probe or (self.paused_until is None and self.failures >= self.policy.pause_after):
+        tripped = timed_out or self.failures >= self.policy.pause_after
+        if probe or (self.paused_until is None and tripped):
             self.paused_until = self.clock() + self.pause_s
             await self._settle(probing=False)
 

@@ -195,7 +195,8 @@ class Notifier(Outbox):
         due = self.store.book(due_by=now, limit=TICK_BATCH)
         if len(due) == TICK_BATCH:
             self._wake(0)  # more are due (a storm, a restart): the rest right after, the loop free between
-        for active in self._read(due):
+        # A life-safety alert first: its messages are claimed (and go) before a storm's.
+        for active in sorted(self._read(due), key=lambda a: not life_safety(self.config, a.alert.rule)):
             fp = active.alert.fingerprint
             try:
                 wait_until = active.first_s + self._group_wait(active.alert)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -62,15 +62,11 @@ class Outbox:
         thread: str | None = None,
         subs: Mapping[str, Subscription] | None = None,
     ) -> None:
-        """Send what a claim kept (`held`: its outbox ids), if the claim was won; a life-safety
-        alert with its subscription's `fallback` for when its robots are held up."""
+        """Send what a claim kept (`held`: its outbox ids), if the claim was won."""
         if held is None:
             return  # another notifier won it, or the alert is closed
         for (sub_id, channel, notice), held_id in zip(outgoing, held, strict=True):
-            sub = (subs or {}).get(sub_id)
-            urgent = notice.kind in ("firing", "escalation") and life_safety(self.config, notice.alert.rule)
-            fallback = sub.fallback if sub is not None and urgent else []
-            self._send(sub_id, channel, notice, held_id, thread, fallback=fallback)
+            self._send(sub_id, channel, notice, held_id, thread, sub=(subs or {}).get(sub_id))
 
     def _send(
         self,
@@ -80,12 +76,18 @@ class Outbox:
         held: int,
         thread: str | None = None,
         *,
-        fallback: Sequence[Channel] = (),
+        sub: Subscription | None = None,
     ) -> None:
+        """Deliver one notice; a life-safety alert urgently, with its subscription's `fallback`
+        for when its robots are held up or keep failing."""
         self.sent.append((sub_id, str(channel.kind), notice))
         finished = functools.partial(self._release, held)
         thread = thread or thread_of(notice)
-        self.deliveries.start(sub_id, channel, notice, thread=thread, finished=finished, fallback=fallback)
+        urgent = notice.kind in ("firing", "escalation") and life_safety(self.config, notice.alert.rule)
+        fallback = sub.fallback if sub is not None and urgent else []
+        self.deliveries.start(
+            sub_id, channel, notice, thread=thread, finished=finished, fallback=fallback, urgent=urgent
+        )
 
     def _release(self, held: int) -> None:
         try:
@@ -95,8 +97,10 @@ class Outbox:
             self.count_failure("outbox", str(held), exc)
 
     def send_orphans(self) -> int:
-        """Send the notices a notifier claimed and never sent (it died); how many."""
+        """Send the notices a notifier claimed and never sent (it died), as it would have (a
+        life-safety alert with its subscription's fallback); how many."""
         orphans = self.store.orphans(self.clock(), self.clock() + self.config.lease_s)
+        subs = {s.id: s for s in self.store.subscriptions()} if orphans else {}
         for held, sub_id, channel_json, body in orphans:
             try:
                 channel = CHANNEL.validate_json(channel_json)
@@ -108,7 +112,7 @@ class Outbox:
             log.warning(
                 "notifier: sending a notice for %s that another notifier claimed and never sent", sub_id
             )
-            self._send(sub_id, channel, notice, held)
+            self._send(sub_id, channel, notice, held, sub=subs.get(sub_id))
         return len(orphans)
 
     def _record(self, who: str, channel: Channel, notice: Message, error: str) -> None:
