@@ -5,14 +5,16 @@ from __future__ import annotations
 import socket
 import threading
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from linli.catalog.errors import ConfigError
 from linli.catalog.mqttclient import MqttBroker, Will, make_client
-from linli.cloud.notifier.config import BrokerConfig
+from linli.cloud.notifier.config import BrokerConfig, load_notifier_config
 from linli.cloud.waste.config import TruckBroker
 from linli.demo.servers import LocalServer
 from linli.edge.config import AlertsConfig, EdgeConfig, MqttConfig
@@ -46,9 +48,17 @@ def test_every_broker_table_reads_the_same_keys(table: type[MqttBroker]) -> None
     )
 
 
-def test_the_notifier_still_reads_keepalive_s_its_key_before() -> None:
-    assert BrokerConfig.model_validate({"keepalive_s": 2}).keepalive == 2
-    assert BrokerConfig.model_validate({"keepalive": 5}).keepalive == 5
+def test_the_notifier_refuses_keepalive_s_its_key_before_naming_the_file_and_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "notifier.toml"
+    path.write_text("[broker]\nkeepalive_s = 2\n")
+    with pytest.raises(ConfigError) as refused:
+        load_notifier_config(path)
+    assert refused.value.path == str(path)
+    assert refused.value.problems == [
+        "key 'broker.keepalive_s': renamed: use 'keepalive' (the same value) instead"
+    ]
+    path.write_text("[broker]\nkeepalive = 5\n")
+    assert load_notifier_config(path).broker.keepalive == 5
 
 
 def _edge(**tables: Any) -> EdgeConfig:

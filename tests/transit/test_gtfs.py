@@ -3,6 +3,7 @@ reported with the file, the row and what is wrong."""
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import json
 import shutil
@@ -14,7 +15,9 @@ from pathlib import Path
 import gtfs_analyzer
 import pytest
 
-from linli.transit.gtfs import GtfsError, gtfs_seconds, load_feed, metres, runs_on, why_it_runs
+from linli.transit import times
+from linli.transit.gtfs import GtfsError, load_feed, metres, runs_on, why_it_runs
+from linli.transit.times import gtfs_hhmm, gtfs_seconds
 
 ROOT = Path(__file__).resolve().parents[2]
 HONGQIAO = ROOT / "deploy" / "gtfs" / "hongqiao"
@@ -59,6 +62,17 @@ def test_gtfs_times_pass_midnight_and_refuse_nonsense() -> None:
     for bad in ("6:3:00", "06:60:00", "06:30", "ab:cd:ef", ""):
         with pytest.raises(ValueError, match="is not a time"):
             gtfs_seconds(bad)
+
+
+def test_gtfs_hhmm_writes_back_what_gtfs_seconds_read_and_imports_only_the_standard_library() -> None:
+    for text in ("00:00", "06:30", "23:59", "25:10"):
+        assert gtfs_hhmm(gtfs_seconds(f"{text}:00")) == text
+    assert gtfs_hhmm(gtfs_seconds("06:30:59")) == "06:30"  # to the minute
+    # The command line formats the timetable's times with it before `--help` could import pydantic.
+    tree = ast.parse(Path(times.__file__).read_text(encoding="utf-8"))
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert {name.split(".")[0] for name in imported} <= set(sys.stdlib_module_names) | {"__future__"}
 
 
 def broken(tmp_path: Path, name: str, old: str, new: str) -> list[str]:

@@ -31,21 +31,31 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _allowed_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
-    """Walk the model along `loc` to list the keys allowed where an unknown key was found."""
-    current: object = model
+def _owner(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """Walk the model along `loc` to the model whose key its last part is."""
+    current: type[BaseModel] | None = model
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
         fields = getattr(current, "model_fields", None)
         if not fields or part not in fields:
-            return []
-        annotation = fields[part].annotation
-        current = _model_in(annotation)
+            return None
+        current = _model_in(fields[part].annotation)
         if current is None:
-            return []
-    fields = getattr(current, "model_fields", None)
+            return None
+    return current
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The keys allowed where an unknown key was found."""
+    fields = getattr(_owner(model, loc), "model_fields", None)
     return sorted(fields) if fields else []
+
+
+def _renamed_to(model: type[BaseModel], loc: tuple[int | str, ...]) -> str | None:
+    """The key's name now, if the key at `loc` is one its table renamed (`RENAMED_KEYS`)."""
+    renamed: dict[str, str] = getattr(_owner(model, loc), "RENAMED_KEYS", {})
+    return renamed.get(str(loc[-1])) if loc else None
 
 
 def _model_in(annotation: object) -> type[BaseModel] | None:
@@ -64,7 +74,9 @@ def describe_validation_error(model: type[BaseModel], exc: ValidationError) -> l
     for err in exc.errors():
         loc = tuple(err["loc"])
         key = _key_path(loc)
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and (now := _renamed_to(model, loc)):
+            problems.append(f"key '{key}': renamed: use '{now}' (the same value) instead")
+        elif err["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc)
             hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
             problems.append(f"key '{key}': unknown key (a typo?){hint}")

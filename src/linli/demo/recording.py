@@ -58,7 +58,8 @@ from linli.edge.config import EdgeConfig
 from linli.edge.deadband import Reporter, deadbands
 from linli.edge.rules import State
 from linli.sim.edgeconfig import district_edge_config
-from linli.transit.gtfs import gtfs_seconds, load_feed
+from linli.transit.gtfs import load_feed
+from linli.transit.times import gtfs_seconds
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ class Services:
         headers = {"Authorization": f"Bearer {self.token}"}
         with httpx.Client(headers=headers, timeout=2) as client:
             with contextlib.suppress(httpx.HTTPError, ValueError):
-                self.trips = list(client.get(f"{self.waste_url}/trips").raise_for_status().json())
+                self.trips = every(client, f"{self.waste_url}/trips")
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 found = every(client, f"{self.waste_url}/bookings")
                 self.bookings = Counter(str(b["state"]) for b in found)

@@ -33,6 +33,7 @@ from shapely.geometry import LineString, Point
 from linli.catalog.errors import validation_reasons
 from linli.catalog.i18n import Locale
 from linli.transit.extras import Extras, RouteExtras
+from linli.transit.times import gtfs_seconds
 
 FILES = ("agency.txt", "stops.txt", "routes.txt", "trips.txt", "stop_times.txt", "shapes.txt", "calendar.txt")
 EXTRAS = "linli.toml"
@@ -151,17 +152,6 @@ class GtfsError(Exception):
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"{folder}: {len(problems)} problem(s):\n{lines}")
-
-
-def gtfs_seconds(text: str) -> int:
-    """'H:MM:SS' (hours may pass 24, for trips past midnight) to seconds; ValueError if not."""
-    parts = text.strip().split(":")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts) or not (len(parts[1]) == len(parts[2]) == 2):
-        raise ValueError(f"'{text}' is not a time H:MM:SS")
-    h, m, s = (int(p) for p in parts)
-    if m > 59 or s > 59:
-        raise ValueError(f"'{text}' is not a time H:MM:SS")
-    return h * 3600 + m * 60 + s
 
 
 class _Reader:

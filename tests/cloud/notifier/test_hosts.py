@@ -82,7 +82,7 @@ allow_private = true
 host = "{hosts.here}"
 port = {broker}
 group = "hosts"
-keepalive_s = {KEEPALIVE_S}
+keepalive = {KEEPALIVE_S}
 leave_after_s = {LEAVE_AFTER_S}
 
 [[subscriptions]]

@@ -143,7 +143,7 @@ allow_private = true
 host = "127.0.0.1"
 port = {broker}
 group = "{group}"
-keepalive_s = 2
+keepalive = 2
 leave_after_s = 2
 {subscriptions.replace("HOOK", hook)}"""
     )

@@ -6,10 +6,10 @@ import fnmatch
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import AfterValidator, AliasChoices, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from linli.catalog.alerts import ALERT_TOPIC, EDGE_STATUS_TOPIC, AlertMessage
 from linli.catalog.channels import Channel, ChannelKind, HttpChannel
@@ -223,10 +223,8 @@ class BrokerConfig(MqttBroker):
     group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = NOTIFIER_GROUP
     alert_topic: str = ALERT_TOPIC
     status_topic: str = EDGE_STATUS_TOPIC
-    # `keepalive_s`, its name before every broker table had the same keys, is still read.
-    keepalive: Annotated[
-        int, Field(ge=2, le=3600, validation_alias=AliasChoices("keepalive", "keepalive_s"))
-    ] = 30
+    # Every broker table has the same keys: `keepalive_s` is refused, naming `keepalive`.
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"keepalive_s": "keepalive"}
     # A notifier whose state has been unreachable this long leaves the group until it is back,
     # so that the broker gives the others every new event.
     leave_after_s: Annotated[float, Field(gt=0)] = 10.0

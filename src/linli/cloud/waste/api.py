@@ -30,6 +30,7 @@ from linli.cloud.waste.engine import WasteEngine
 from linli.cloud.waste.realtime import feed_message
 from linli.cloud.waste.rollups import ZONE, Period, period_start
 from linli.cloud.waste.scopes import needed
+from linli.cloud.waste.tracking import TripTracker
 from linli.cloud.waste.trip_reports import snapshot
 from linli.transit.gtfs import local_hhmm
 
@@ -126,6 +127,12 @@ def _local(epoch_ms: int | None, timezone: str) -> str | None:
     return None if epoch_ms is None else local_hhmm(epoch_ms / 1000, timezone)
 
 
+def leaving(item: tuple[str, TripTracker]) -> list[Any]:
+    """A followed trip's place in `GET /trips`: when it leaves (ms), then its key."""
+    key, tracker = item
+    return [round((tracker.zero_s + tracker.trip.stop_times[0].departure_s) * 1000), key]
+
+
 def dispatch(service: WasteEngine, kind: str, trip_id: str, arg: str) -> str:
     """The command applied ("done")."""
     status = commands.command(service, kind, trip_id, arg)
@@ -145,12 +152,13 @@ def app(service: WasteEngine, token: str, tokens: TokenBook | None = None) -> AS
     # Every endpoint is async: it runs on the event loop that takes the trucks' messages, so
     # it sees the trips between two messages, never during one, and can start deliveries.
 
-    @api.get("/trips")
-    async def trips() -> list[TripNow]:
-        """Trips followed now: each one's next stop, predicted time and delay."""
+    @api.get("/trips", responses=PAGED)
+    async def trips(paged: Paged) -> list[TripNow]:
+        """Trips followed now, in the order they leave: each one's next stop, predicted time and delay."""
         tz = service.feed.timezone
         now = service.clock()
-        return [trip_now(*snapshot(service.feed, key, t, now), tz) for key, t in service.trackers.items()]
+        shown = page(list(service.trackers.items()), leaving, paged)
+        return [trip_now(*snapshot(service.feed, key, t, now), tz) for key, t in shown]
 
     @api.get("/notices", responses=PAGED)
     async def notices(
@@ -159,8 +167,9 @@ def app(service: WasteEngine, token: str, tokens: TokenBook | None = None) -> AS
         """The keeper notices sent, newest first; `day`: of one service day (YYYY-MM-DD)."""
         return rows_page(lambda before, n: service.state.notices(n, day, before), paged)
 
-    @api.get("/rollups")
+    @api.get("/rollups", responses=PAGED)
     async def rollups(
+        paged: Paged,
         period: Period = Period.DAY,
         since: Annotated[
             dt.date | None, Query(alias="from", description="the first day (YYYY-MM-DD)")
@@ -169,15 +178,20 @@ def app(service: WasteEngine, token: str, tokens: TokenBook | None = None) -> AS
         """Tonnage by period, waste type, compound, route and truck, as `linli waste rollup --state`
         last kept it; from the period holding `from` (default: the last 31 days) on."""
         first = since or (dt.datetime.now(ZoneInfo(ZONE)) - dt.timedelta(days=31)).date()
+        # No tonnage is older than the epoch, and a day of year 1 has no week or month before it.
+        first = max(first, dt.date(1970, 1, 1))
         start = dt.datetime.combine(first, dt.time(), ZoneInfo(ZONE))
         begins = period_start(int(start.timestamp() * 1000), period)
         rows = service.state.rollups(period, int(begins.timestamp() * 1000))
+        shown = page(
+            rows, lambda r: [r["start_ms"], r["waste_type"], r["stop"], r["route"], r["truck"]], paged
+        )
         return [
             Tonnage(
                 start=dt.datetime.fromtimestamp(r["start_ms"] / 1000, ZoneInfo(ZONE)).date().isoformat(),
                 **{k: v for k, v in r.items() if k != "start_ms"},
             )
-            for r in rows
+            for r in shown
         ]
 
     @api.get("/incidents", responses=PAGED)

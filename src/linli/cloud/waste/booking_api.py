@@ -205,16 +205,17 @@ def booking_routes(api: FastAPI, service: WasteEngine) -> None:
     supervision_routes(api, service)
     page_routes(api, service)
 
-    @api.get("/compounds")
-    async def compounds(request: Request) -> list[dict[str, Any]]:
-        """The compounds a pickup can be booked at (a link: its own)."""
+    @api.get("/compounds", responses=PAGED)
+    async def compounds(request: Request, paged: Paged) -> list[dict[str, Any]]:
+        """The compounds a pickup can be booked at (a link: its own), by id."""
         holder = holder_of(request, changing=False)
         depots = set(service.feed.extras.depots)
-        return [
+        found = [
             {"id": s.id, "name": s.name, "names": {locale: s.name_in(locale) for locale in LOCALES}}
             for s in service.feed.stops.values()
             if s.id not in depots and (holder.scope is not Scope.BOOK or s.id in holder.compounds)
         ]
+        return paging.page(found, lambda c: [c["id"]], paged)
 
 
 def names(feed: Feed, thing: str, name: Callable[[Feed, str, Locale], str]) -> dict[str, str]:

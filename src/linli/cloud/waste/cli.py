@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from linli.catalog.wording import plural
 from linli.cloud.waste import report
 from linli.cloud.waste.rollups import Period
+from linli.transit.times import gtfs_hhmm
 
 if TYPE_CHECKING:
     from linli.transit.gtfs import Feed
@@ -206,7 +207,7 @@ def _check(args: argparse.Namespace) -> int:
         trips = sorted(
             (t for t in feed.trips.values() if t.route_id == rid), key=lambda t: t.stop_times[0].departure_s
         )
-        starts = ", ".join(report.clock(t.stop_times[0].departure_s) for t in trips)
+        starts = ", ".join(gtfs_hhmm(t.stop_times[0].departure_s) for t in trips)
         km = feed.shapes[trips[0].shape_id].line.length / 1000 if trips else 0.0
         print(f"  {rid:<12} {route.waste_type:<11} {route.truck:<20} {km:5.1f} km, leaves at {starts}")
     return 0
@@ -243,7 +244,7 @@ def _trips(args: argparse.Namespace) -> int:
         f"{args.date.isoformat()} ({args.date.strftime('%A')}): {plural(running, 'trip')} of {len(answers)}"
     )
     for _, why, trip in answers:
-        starts = report.clock(trip.stop_times[0].departure_s)
+        starts = gtfs_hhmm(trip.stop_times[0].departure_s)
         print(f"  {starts}  {trip.id:<18} {trip.service_id:<10} {WHY[why]}")
     return 0
 

@@ -85,8 +85,8 @@ def _solve(problem: Problem) -> Plan:
     return problem.solve(_roads)
 
 
-class Renovation(Protocol):
-    """What the planner reads of the renovation (which owns the planner: it imports this module)."""
+class Plannable(Protocol):
+    """What the planner reads of a `Renovation` (which owns the planner: it imports this module)."""
 
     @property
     def roads(self) -> Roads: ...
@@ -97,7 +97,7 @@ class Renovation(Protocol):
 class Planner:
     """Plans a `Renovation`'s rounds in a worker process; call `close` when done."""
 
-    def __init__(self, renovation: Renovation) -> None:
+    def __init__(self, renovation: Plannable) -> None:
         self.renovation = renovation
         self.solved = 0  # plans solved and applied
         self.errors = 0  # plans that failed (logged): the next change plans again

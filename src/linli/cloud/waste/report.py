@@ -20,10 +20,6 @@ def _cell(column: str, value: object) -> object:
     return f"{value:.1%}" if column in ("on_time", "in_window") else value
 
 
-def clock(seconds: int) -> str:
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}"
-
-
 def stats(args: argparse.Namespace) -> int:
     from collections import defaultdict
     from zoneinfo import ZoneInfo

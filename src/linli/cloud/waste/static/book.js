@@ -65,6 +65,22 @@ class Refusal extends Error {
 }
 
 async function call(method, path, body) {
+  return (await answer(method, path, body)).data;
+}
+
+// A whole list, page after page: each page's Link header names the next one (none on the last).
+async function every(path) {
+  const found = [];
+  for (let page = path + "?limit=1000"; page; ) {
+    const { data, response } = await answer("GET", page);
+    found.push(...data);
+    const next = /<([^>]*)>;\s*rel="next"/.exec(response.headers.get("Link") || "");
+    page = next ? next[1] : null;
+  }
+  return found;
+}
+
+async function answer(method, path, body) {
   let response;
   try {
     response = await fetch(path, {
@@ -78,7 +94,7 @@ async function call(method, path, body) {
   const data = await response.json().catch(() => ({}));
   if (response.status === 401) throw new Refusal("unauthorized");
   if (!response.ok) throw new Refusal(data.code || "refused");
-  return data;
+  return { data, response };
 }
 
 function fail(code) {
@@ -207,7 +223,7 @@ async function start() {
   $("earliest").value = inputValue(soon);
   $("latest").value = inputValue(soon + 3 * 3600000);
   try {
-    compounds = await call("GET", "/compounds");
+    compounds = await every("/compounds");
     named();
   } catch (e) {
     fail(e.code);
