@@ -64,15 +64,17 @@ def test_a_notice_whose_deliveries_cannot_be_held_is_not_claimed_and_goes_once_t
         service = WasteService(config, TOKEN, feed)
         rename(state, "waste_delivery", "waste_delivery_away")
         taken = 0
-        while service.waiting == 0 and not service.claimed:  # until the trip decides its first notices
+        while (
+            service.engine.waiting == 0 and not service.engine.claimed
+        ):  # until the trip decides its first notices
             hand_over(service, messages[taken : taken + 1])
             taken += 1
-        waiting = service.waiting
+        waiting = service.engine.waiting
         assert count(state, "waste_notice") == 0, "claimed while its deliveries could not be held"
-        assert sum(service.claimed.values()) == 0
+        assert sum(service.engine.claimed.values()) == 0
         rename(state, "waste_delivery_away", "waste_delivery")
         hand_over(service, messages[taken : taken + 1])  # the trip's next message claims them
-        claimed = sum(service.claimed.values())
+        claimed = sum(service.engine.claimed.values())
         assert claimed >= waiting
         db = sqlite3.connect(state)
         notices = db.execute("SELECT stop_id FROM waste_notice").fetchall()
@@ -81,7 +83,7 @@ def test_a_notice_whose_deliveries_cannot_be_held_is_not_claimed_and_goes_once_t
         assert len(notices) == claimed
         # Nothing sent yet (no await since): every claimed notice's deliveries are held.
         assert len(holds) == sum(channels[stop] for (stop,) in notices) > 0
-        await service.deliveries.drain(10)
+        await service.engine.deliveries.drain(10)
         service.state.close()
 
     asyncio.run(run())
