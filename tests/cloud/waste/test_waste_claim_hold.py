@@ -11,6 +11,8 @@ import random
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from linli.cloud.waste.config import TruckBroker, WasteConfig
 from linli.cloud.waste.service import WasteService
 from linli.demo.servers import free_port
@@ -37,6 +39,7 @@ def rename(state: Path, table: str, to: str) -> None:
         db.close()
 
 
+@pytest.mark.slow
 def test_a_notice_whose_deliveries_cannot_be_held_is_not_claimed_and_goes_once_they_can(
     tmp_path: Path,
 ) -> None:

@@ -6,6 +6,7 @@ import json
 import random
 from collections.abc import Callable
 
+import pytest
 from pydantic import ValidationError
 
 from linli.catalog.errors import validation_reason
@@ -57,6 +58,7 @@ def outcome(kind: str, payload: bytes, parse: Callable[[str, bytes], Payload]) -
     return "taken", (type(message), message.model_dump())
 
 
+@pytest.mark.slow
 def test_every_message_of_a_day_and_hostile_ones_are_taken_or_refused_as_before() -> None:
     feed = load_feed(FEED)
     payloads = [(kind, payload) for kind in MESSAGES for payload in HOSTILE]
