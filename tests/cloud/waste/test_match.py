@@ -6,6 +6,7 @@ import functools
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -133,3 +134,48 @@ def test_the_array_search_finds_what_shapely_finds(lo: float, width: float, dx: 
     # The same place, or another of the window exactly as near (a tie either may take).
     if along != pytest.approx(ref_along, abs=1e-6):
         assert Point(x, y).distance(line.interpolate(along)) == pytest.approx(ref_off, abs=1e-6)
+
+
+def array_nearest(segments: Segments, x: float, y: float, lo: float, hi: float) -> tuple[float, float]:
+    """The array search as it was first written (issue 36): every segment of the window clipped
+    to it, NaN for those of no length. The search now gives exactly its answers, faster."""
+    lo, hi = max(0.0, lo), min(segments.total, hi)
+    if hi <= lo:
+        px, py = segments.point_at(lo)
+        return lo, float(np.hypot(px - x, py - y))
+    first = max(0, int(np.searchsorted(segments.along, lo, side="right")) - 1)
+    last = min(len(segments.length), int(np.searchsorted(segments.along, hi, side="left")))
+    length = segments.length[first:last]
+    begins = segments.along[first:last]
+    step = segments.step[first:last]
+    start = segments.start[first:last]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_lo = np.where(length > 0, (np.maximum(lo, begins) - begins) / length, 0.0)
+        t_hi = np.where(length > 0, (np.minimum(hi, begins + length) - begins) / length, 0.0)
+        t = ((x - start[:, 0]) * step[:, 0] + (y - start[:, 1]) * step[:, 1]) / (length * length)
+    t = np.clip(np.nan_to_num(t), t_lo, t_hi)
+    off = np.hypot(start[:, 0] + t * step[:, 0] - x, start[:, 1] + t * step[:, 1] - y)
+    best = int(np.argmin(off))
+    return float(begins[best] + t[best] * length[best]), float(off[best])
+
+
+def test_the_search_gives_exactly_the_answers_of_the_first_array_search() -> None:
+    """Bit for bit, not within a tolerance: a service's progress, and so its notices, must not
+    move by an optimisation. Windows at random and at the vertices themselves (where a segment
+    is clipped to nothing), on the district's road and on one with a repeated vertex."""
+    line, segments = road()
+    rng = random.Random(36)
+    cases: list[tuple[Segments, float]] = [(segments, line.length)]
+    repeated = LineString([(X0, Y0), (X0 + 100, Y0), (X0 + 100, Y0), (X0 + 100, Y0 + 80), (X0, Y0 + 80)])
+    cases.append((Segments(repeated), repeated.length))
+    checked = 0
+    for segs, length in cases:
+        vertices = segs.along.tolist()
+        for _ in range(3000):
+            a = rng.choice(vertices) if rng.random() < 0.3 else rng.uniform(-10, length)
+            b = rng.choice(vertices) if rng.random() < 0.3 else a + rng.expovariate(1 / 250)
+            x, y = segs.point_at(rng.uniform(0, length))
+            x, y = x + rng.gauss(0, 40), y + rng.gauss(0, 40)
+            assert segs.nearest(x, y, a, b) == array_nearest(segs, x, y, a, b), (a, b, x, y)
+            checked += 1
+    assert checked == 6000

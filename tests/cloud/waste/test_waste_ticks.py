@@ -42,11 +42,11 @@ def test_a_tick_writes_its_trips_and_lines_in_one_transaction_and_reads_the_book
             ]
     stamped.sort(key=lambda m: m[0])
 
-    transactions: list[list[str]] = []  # the statements of each transaction committed
+    transactions: list[list[str]] = []  # the statements of each transaction committed, once a row
     current: list[str] = []
 
-    def executed(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        current.append(statement)
+    def executed(_conn: Any, _cursor: Any, statement: str, params: Any, _ctx: Any, many: bool) -> None:
+        current.extend([statement] * (len(params) if many else 1))  # executemany: once a row
 
     def committed(_conn: Any) -> None:
         transactions.append(current.copy())

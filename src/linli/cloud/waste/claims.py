@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 from sqlalchemy.exc import DBAPIError
 
+from linli.catalog.channels import Channel
 from linli.cloud.waste.config import WasteConfig
 from linli.cloud.waste.held import HeldDeliveries, StateError
 from linli.cloud.waste.messages import IncidentMessage, WasteNotice
@@ -155,23 +156,26 @@ class Claims:
         key = f"{tracker.trip.id}@{tracker.zero_s}"
         while self._told.get(key, 0) < len(tracker.notices):
             notice = tracker.notices[self._told.get(key, 0)]
+            thread = f"{notice.trip_id}/{notice.index}"
+            deliveries = [
+                (keeper.name, channel, WasteNotice(notice, self.feed, route.truck, route.waste_type, locale))
+                for keeper in self.feed.extras.stops[notice.stop_id].keepers
+                for locale in [keeper.locale or self.config.locale]
+                for channel in keeper.channels
+            ]
             try:
-                claimed = self._record(notice, day.isoformat())
+                held = self._record(notice, day.isoformat(), deliveries, thread)
             except DBAPIError as exc:
                 what = f"claiming the {notice.kind} of trip {key} at {notice.stop_id}"
                 if self.state_error(exc, what):
                     return
-                claimed = False  # a bug: logged, and the trip's next notices go on
+                held = None  # a bug: logged, and the trip's next notices go on
             self._told[key] = self._told.get(key, 0) + 1
-            if not claimed:
+            if held is None:
                 continue
             self.claimed[str(notice.kind)] += 1
-            extras = self.feed.extras.stops[notice.stop_id]
-            for keeper in extras.keepers:
-                locale = keeper.locale or self.config.locale
-                message = WasteNotice(notice, self.feed, route.truck, route.waste_type, locale)
-                for channel in keeper.channels:
-                    self.held.deliver(keeper.name, channel, message, f"{notice.trip_id}/{notice.index}")
+            for (who, channel, message), row in zip(deliveries, held, strict=True):
+                self.held.start(who, channel, message, thread, row)
 
     def _keep_steps(self, tracker: TripTracker, day: str) -> None:
         """What the trip taught the predictor, kept before its notices are claimed: a service
@@ -187,16 +191,20 @@ class Claims:
                 return
         steps.clear()
 
-    def _record(self, n: KeeperNotice, day: str) -> bool:
-        """Claim a notice before it is sent; False when it is claimed already (by this service
-        before a restart, or by another on the same state), or is one of a kind told once.
-        Raises DBAPIError, counting nothing, when the state cannot be reached."""
+    def _record(
+        self, n: KeeperNotice, day: str, deliveries: list[tuple[str, Channel, WasteNotice]], thread: str
+    ) -> list[int] | None:
+        """Claim a notice before it is sent, its deliveries held in the same transaction: their
+        holds, or None when it is claimed already (by this service before a restart, or by
+        another on the same state), or is one of a kind told once. Raises DBAPIError, counting
+        nothing, when the state cannot be reached."""
         key = (n.trip_id, day, n.index, str(n.kind))
         if n.kind not in ONCE and round(n.time_s * 1000) <= self._resumed.get(key, -1):
-            return False  # decided again from a message sent again after a kill: told already
-        claimed = self.state.claim_notice(n, day, 0 if n.kind in ONCE else self._seq[key])
+            return None  # decided again from a message sent again after a kill: told already
+        holds = [self.held.holding(who, channel, message, thread) for who, channel, message in deliveries]
+        held = self.state.claim_and_hold(n, day, 0 if n.kind in ONCE else self._seq[key], holds)
         self._seq[key] += 1
-        return claimed
+        return held
 
     def _resume_late(self, tracker: TripTracker, key: str) -> bool:
         """A trip opened while the state could not be reached: what was told of it (before a

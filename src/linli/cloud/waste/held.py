@@ -22,7 +22,7 @@ from linli.catalog.channels import Channel
 from linli.cloud.notifier.channels import Message, Sender
 from linli.cloud.notifier.delivery import Deliveries
 from linli.cloud.waste.config import WasteConfig
-from linli.cloud.waste.state import WasteState
+from linli.cloud.waste.state import Hold, WasteState
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +74,26 @@ class HeldDeliveries:
     def deliver(self, who: str, channel: Channel, message: Message, thread: str) -> None:
         """Send in the background, kept in the state until delivered or recorded as failed: if
         this service dies first, another sends it when the lease runs out (`send_orphans`)."""
-        body = json.dumps({"subject": message.subject, "text": message.text(), "json": message.to_json()})
         try:
-            lease = self.wall() + self.config.lease_s
-            held = self.state.hold(who, channel.model_dump_json(), body, thread, lease)
+            held: int | None = self.state.hold(*self.holding(who, channel, message, thread))
         except DBAPIError as exc:
             # Sent all the same, only not kept for another service.
             self.state_error(exc, "holding a delivery")
+            held = None
+        self.start(who, channel, message, thread, held)
+
+    def holding(self, who: str, channel: Channel, message: Message, thread: str) -> Hold:
+        """The state's row that holds a delivery (`WasteState.hold`, `claim_and_hold`), its
+        lease from now."""
+        body = json.dumps({"subject": message.subject, "text": message.text(), "json": message.to_json()})
+        return who, channel.model_dump_json(), body, thread, self.wall() + self.config.lease_s
+
+    def start(self, who: str, channel: Channel, message: Message, thread: str, held: int | None) -> None:
+        """Deliver in the background; the `held` row (None: not held) goes once it is delivered
+        or recorded as failed."""
+        if held is None:
             self.deliveries.start(who, channel, message, thread=thread)
             return
-        self._send(who, channel, message, thread, held)
-
-    def _send(self, who: str, channel: Channel, message: Message, thread: str, held: int) -> None:
-        """Deliver in the background; the held row goes once it is delivered or recorded as failed."""
         finished = functools.partial(self._release, held)
         self._sending.add(held)
         self.deliveries.start(who, channel, message, thread=thread, finished=finished)
@@ -114,7 +121,7 @@ class HeldDeliveries:
                 self.state.release(held)  # cannot be sent, now or later: logged, not retried forever
                 continue
             log.warning("waste: sending to %s what a service held and never sent: %s", who, message.subject)
-            self._send(who, channel, message, thread, held)
+            self.start(who, channel, message, thread, held)
         return len(orphans)
 
     def _failed(self, who: str, channel: Channel, message: Any, error: str) -> None:

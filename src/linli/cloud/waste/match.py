@@ -17,12 +17,13 @@ compares the two). A fix makes up to seven searches (the doubled-back road's can
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
 from numpy.typing import NDArray
-from shapely.geometry import LineString, Point
+from shapely.geometry import LineString
 
 from linli.transit.gtfs import metres
 
@@ -61,7 +62,7 @@ class Matcher:
         """Take one fix; the progress moves only on MATCHED."""
         if self.last_s is not None and time_s <= self.last_s:
             return Fix.STALE
-        point = Point(metres(lat, lon))
+        x, y = metres(lat, lon)
         if self.progress is None or self.matched_s is None:
             lo, hi = 0.0, min(self.line.length, self.start_window)
         else:
@@ -69,11 +70,11 @@ class Matcher:
             dt = time_s - self.matched_s
             lo = max(0.0, self.progress - self.back_slack)
             hi = min(self.line.length, self.progress + self.max_speed * dt + self.ahead_slack)
-        at, off = self._nearest(point, lo, hi)
+        at, off = self.segments.nearest(x, y, lo, hi)
         # Where the road doubles back on itself both passes are about as near to the fix: of
         # the candidates no more than `tie` further from it, take the one nearest to where
         # the truck should be by now at its recent speed.
-        candidates = self._as_near(point, at, off, lo, hi)
+        candidates = self._as_near((x, y), at, off, lo, hi)
         if self.progress is not None and self.matched_s is not None:
             expected = self.progress + self.speed * (time_s - self.matched_s)
             at = min(candidates, key=lambda c: abs(c - expected))
@@ -89,8 +90,9 @@ class Matcher:
         self.matched_s = time_s
         return Fix.MATCHED
 
-    def _as_near(self, point: Point, at: float, off: float, lo: float, hi: float) -> list[float]:
-        """`at`, and the places before and after it in [lo, hi] within `tie` of as near."""
+    def _as_near(self, fix: tuple[float, float], at: float, off: float, lo: float, hi: float) -> list[float]:
+        """`at`, and the places before and after it in [lo, hi] within `tie` of as near as `fix`."""
+        x, y = fix
         found = [at]
         for before in (True, False):
             edge = at
@@ -98,19 +100,20 @@ class Matcher:
                 a, b = (lo, edge - 2 * self.tie) if before else (edge + 2 * self.tie, hi)
                 if b <= a:
                     break
-                edge, other_off = self._nearest(point, a, b)
+                edge, other_off = self.segments.nearest(x, y, a, b)
                 if other_off > off + self.tie:
                     break
                 found.append(edge)
         return found
 
-    def _nearest(self, point: Point, lo: float, hi: float) -> tuple[float, float]:
-        """(distance along the shape, distance from the road) of the nearest point in [lo, hi]."""
-        return self.segments.nearest(point.x, point.y, lo, hi)
-
 
 class Segments:
-    """A line's segments as arrays: starts, directions, lengths and where each starts along it."""
+    """A line's segments as arrays: starts, directions, lengths and where each starts along it.
+
+    What a search needs of each segment that does not depend on the fix is worked out once
+    here: its squared length, and how much of it a window that covers it whole spans (the
+    ratio is not always exactly 1 in floating point, and must be what it was).
+    """
 
     def __init__(self, line: LineString) -> None:
         xy = np.asarray(line.coords, dtype=float)[:, :2]
@@ -119,6 +122,19 @@ class Segments:
         self.length: NDArray[np.float64] = np.hypot(self.step[:, 0], self.step[:, 1])
         self.along: NDArray[np.float64] = np.concatenate(([0.0], np.cumsum(self.length)))
         self.total = float(self.along[-1])
+        # Contiguous columns, and the same values as plain floats for the searches' scalars.
+        self._x0, self._y0 = self.start[:, 0].copy(), self.start[:, 1].copy()
+        self._dx, self._dy = self.step[:, 0].copy(), self.step[:, 1].copy()
+        self._along = self.along.tolist()
+        self._lengths = self.length.tolist()
+        positive = self.length > 0
+        # A segment of no length projects every point to its start (t = 0): dividing by 1
+        # gives that, where dividing by 0 gave NaN, then 0.
+        self._squared = np.where(positive, self.length * self.length, 1.0)
+        ends = self.along[:-1] + self.length
+        with np.errstate(divide="ignore", invalid="ignore"):
+            whole = np.where(positive, (ends - self.along[:-1]) / self.length, 0.0)
+        self._whole: NDArray[np.float64] = whole
 
     def nearest(self, x: float, y: float, lo: float, hi: float) -> tuple[float, float]:
         """(distance along the line, distance from it) of the point of [lo, hi] nearest (x, y):
@@ -127,21 +143,24 @@ class Segments:
         if hi <= lo:
             px, py = self.point_at(lo)
             return lo, float(np.hypot(px - x, py - y))
-        # The segments that overlap the window, each clipped to it.
-        first = max(0, int(np.searchsorted(self.along, lo, side="right")) - 1)
-        last = min(len(self.length), int(np.searchsorted(self.along, hi, side="left")))
-        length = self.length[first:last]
-        begins = self.along[first:last]
-        step = self.step[first:last]
-        start = self.start[first:last]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t_lo = np.where(length > 0, (np.maximum(lo, begins) - begins) / length, 0.0)
-            t_hi = np.where(length > 0, (np.minimum(hi, begins + length) - begins) / length, 0.0)
-            t = ((x - start[:, 0]) * step[:, 0] + (y - start[:, 1]) * step[:, 1]) / (length * length)
-        t = np.clip(np.nan_to_num(t), t_lo, t_hi)
-        off = np.hypot(start[:, 0] + t * step[:, 0] - x, start[:, 1] + t * step[:, 1] - y)
+        # The segments that overlap the window. Only the first can start before it and only
+        # the last end after it: those two are clipped to it, the others are whole.
+        first = max(0, bisect.bisect_right(self._along, lo) - 1)
+        last = min(len(self._lengths), bisect.bisect_left(self._along, hi))
+        x0, y0 = self._x0[first:last], self._y0[first:last]
+        dx, dy = self._dx[first:last], self._dy[first:last]
+        t = ((x - x0) * dx + (y - y0) * dy) / self._squared[first:last]
+        np.maximum(t, 0.0, out=t)
+        begin, length = self._along[first], self._lengths[first]
+        if length > 0:
+            t[0] = max(t[0], (max(lo, begin) - begin) / length)
+        t_hi = self._whole[first:last].copy()
+        begin, length = self._along[last - 1], self._lengths[last - 1]
+        t_hi[-1] = (min(hi, begin + length) - begin) / length if length > 0 else 0.0
+        np.minimum(t, t_hi, out=t)
+        off = np.hypot(x0 + t * dx - x, y0 + t * dy - y)
         best = int(np.argmin(off))
-        return float(begins[best] + t[best] * length[best]), float(off[best])
+        return self._along[first + best] + float(t[best]) * self._lengths[first + best], float(off[best])
 
     def point_at(self, along: float) -> tuple[float, float]:
         """The point `along` metres from the line's start."""

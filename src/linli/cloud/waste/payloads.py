@@ -68,11 +68,21 @@ def truck_filters(topic: str) -> list[str]:
 
 
 def decode(kind: str, payload: bytes) -> Payload:
-    """The message of that kind; RefusedError when it is too large, malformed or invalid."""
+    """The message of that kind; RefusedError when it is too large, malformed or invalid.
+
+    Parsed and validated in one step by pydantic's own JSON parser (a third of the time of
+    `json.loads` then the model); what it refuses goes through `json.loads` as before, which
+    takes some it does not (UTF-16, a byte-order mark, a lone surrogate) and says why of the rest.
+    """
     if len(payload) > MAX_PAYLOAD:
         raise RefusedError("too_large", f"{len(payload)} bytes, limit {MAX_PAYLOAD}")
+    model = MESSAGES[kind]
     try:
-        return MESSAGES[kind].model_validate(json.loads(payload))
+        return model.model_validate_json(payload)
+    except ValidationError:
+        pass
+    try:
+        return model.model_validate(json.loads(payload))
     except (ValueError, ValidationError) as exc:
         detail = validation_reason(exc) if isinstance(exc, ValidationError) else str(exc)[:200]
         raise RefusedError("invalid", detail) from exc

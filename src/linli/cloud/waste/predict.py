@@ -72,9 +72,28 @@ class History:
     _departures: list[float] = field(default_factory=list)  # left minus due, s, the last 200
     # Driven and expected seconds of every segment by service day: today's traffic on every road.
     _days: dict[float, list[float]] = field(default_factory=dict)
+    # Worked out once, not at each of a prediction's segments: the hour's traffic, until a
+    # segment of that hour is learned; the local hour of each hour of UTC time, where the
+    # zone's offset is whole hours all through it.
+    _traffic: dict[int, float] = field(default_factory=dict, repr=False, compare=False)
+    _local_hours: dict[float, int] = field(default_factory=dict, repr=False, compare=False)
 
     def hour(self, time_s: float) -> int:
-        return dt.datetime.fromtimestamp(time_s, ZoneInfo(self.timezone)).hour
+        """The local hour at `time_s`, as `datetime.fromtimestamp` gives it."""
+        start = time_s // 3600 * 3600
+        hour = self._local_hours.get(start)
+        # Within a microsecond of the hour's end, fromtimestamp may round up into the next.
+        if hour is not None and time_s - start < 3600 - 1e-3:
+            return hour
+        zone = ZoneInfo(self.timezone)
+        first = dt.datetime.fromtimestamp(start, zone)
+        offset = first.utcoffset()
+        # Transitions fall on whole seconds: none in (start, start + 3600) if the hour's last
+        # second has its first one's offset.
+        last = dt.datetime.fromtimestamp(start + 3599, zone).utcoffset()
+        if offset is not None and offset == last and offset % dt.timedelta(hours=1) == dt.timedelta(0):
+            self._local_hours[start] = first.hour
+        return dt.datetime.fromtimestamp(time_s, zone).hour
 
     def add_segment(self, route: str, index: int, left_s: float, arrived_s: float, scheduled: float) -> None:
         """A segment driven: from leaving stop `index - 1` to arriving at stop `index`."""
@@ -85,13 +104,17 @@ class History:
         ratios = self._hours[hour]
         ratios.append((arrived_s - left_s) / scheduled)
         del ratios[:-500]
+        self._traffic.pop(hour, None)
 
     def segment(self, route: str, index: int, leave_s: float, scheduled: float) -> float:
         """Expected seconds for a segment left at `leave_s`: its own history at that hour, shrunk
         towards the timetable's time scaled by the hour's traffic on every route."""
         hour = self.hour(leave_s)
-        ratios = self._hours.get(hour, [])
-        traffic = (sum(ratios) + HOUR_PRIOR_N * RUSH_PRIOR.get(hour, 1.0)) / (len(ratios) + HOUR_PRIOR_N)
+        traffic = self._traffic.get(hour)
+        if traffic is None:
+            ratios = self._hours.get(hour, [])
+            traffic = (sum(ratios) + HOUR_PRIOR_N * RUSH_PRIOR.get(hour, 1.0)) / (len(ratios) + HOUR_PRIOR_N)
+            self._traffic[hour] = traffic
         samples = self._segments.get((route, index, hour), [])
         return (sum(samples) + SEGMENT_PRIOR_N * scheduled * traffic) / (len(samples) + SEGMENT_PRIOR_N)
 

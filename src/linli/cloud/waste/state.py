@@ -10,6 +10,7 @@ a service started again (migration 0010).
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # Where a trip stands: its `waste_trip` row and its stops' `waste_trip_stop` rows.
 Snapshot = tuple[dict[str, Any], list[dict[str, Any]]]
+# A delivery held until it is delivered: contact, channel (JSON), message (JSON), thread, lease.
+Hold = tuple[str, str, str, str, float]
 
 # Any fixed number: the advisory lock whose holder runs the renovation dispatch.
 DISPATCH_LOCK = 0x6C696E6C6977
@@ -52,6 +55,10 @@ INCIDENT = text(
     "VALUES (:trip, :day, :kind, :stop, :seq, :time_ms, :route, :truck, :detail) "
     "ON CONFLICT DO NOTHING RETURNING id"
 )
+HOLD = text(
+    "INSERT INTO waste_delivery (contact, channel, message, thread, lease_s) "
+    "VALUES (:contact, :channel, :message, :thread, :lease) RETURNING id"
+)
 
 STEP = text(
     "INSERT INTO waste_step (trip_id, day, idx, state, route, time_ms, from_ms, scheduled_s, expected_s, "
@@ -62,13 +69,23 @@ STEP_COLUMNS = "idx, state, time_ms, from_ms, scheduled_s, expected_s, dwell_bin
 # The newest steps a starting service learns from: some weeks of a district's trips.
 RECALLED_STEPS = 50_000
 
-TRIP = text(
+# A tick's writes go to the driver as they are (`_many`): compiling them each time was most of
+# what a tick cost (sqlalchemy's parameters per row).
+TRIP = (
     "INSERT INTO waste_trip (trip_id, day, route, truck, waste_type, next_idx, progress_m, finished, "
     "updated_ms) VALUES (:trip_id, :day, :route, :truck, :waste_type, :next_idx, :progress_m, :finished, "
     ":updated_ms) ON CONFLICT (trip_id, day) DO UPDATE SET route = excluded.route, truck = excluded.truck, "
     "waste_type = excluded.waste_type, next_idx = excluded.next_idx, progress_m = excluded.progress_m, "
     "finished = excluded.finished, updated_ms = excluded.updated_ms"
 )
+
+TRIP_STOPS_GONE = "DELETE FROM waste_trip_stop WHERE trip_id = :trip AND day = :day"
+TRIP_STOP = (
+    "INSERT INTO waste_trip_stop (trip_id, day, idx, stop_id, state, scheduled_ms, predicted_ms) "
+    "VALUES (:trip_id, :day, :idx, :stop_id, :state, :scheduled_ms, :predicted_ms)"
+)
+OUTBOX = "INSERT INTO waste_outbox (line) VALUES (:line)"
+PARAMETER = re.compile(r":(\w+)")
 
 
 def adopt_legacy_file(state: str | Path) -> bool:
@@ -105,6 +122,12 @@ class WasteState(Tables):
 
     def claim_notice(self, n: KeeperNotice, day: str, seq: int) -> bool:
         """Record a notice before it is sent; False when it is recorded already (told)."""
+        return self.claim_and_hold(n, day, seq, []) is not None
+
+    def claim_and_hold(self, n: KeeperNotice, day: str, seq: int, holds: Sequence[Hold]) -> list[int] | None:
+        """Record a notice and hold its deliveries (`hold`) in one transaction: the holds' ids,
+        or None when the notice is recorded already (told), and nothing is held. A state that
+        fails between the two keeps neither: the notice is claimed again, never claimed and lost."""
         params = {
             "trip": n.trip_id,
             "day": day,
@@ -117,7 +140,10 @@ class WasteState(Tables):
             "bins": n.bins,
             "kg": n.kg,
         }
-        return self._change(NOTICE, params) == 1
+        with self._engine.begin() as conn:
+            if conn.execute(NOTICE, params).rowcount != 1:
+                return None
+            return [_hold(conn, hold) for hold in holds]
 
     def told(self, trip_id: str, day: str) -> list[tuple[int, str, int, int | None]]:
         """A trip's notices sent so far, in order: (stop index, kind, time, predicted time)."""
@@ -208,18 +234,8 @@ class WasteState(Tables):
 
     def hold(self, contact: str, channel: str, message: str, thread: str, lease_until: float) -> int:
         """Keep a delivery about to start until `release`; its id."""
-        rows = self._rows(
-            "INSERT INTO waste_delivery (contact, channel, message, thread, lease_s) "
-            "VALUES (:contact, :channel, :message, :thread, :lease) RETURNING id",
-            {
-                "contact": contact,
-                "channel": channel,
-                "message": message,
-                "thread": thread,
-                "lease": lease_until,
-            },
-        )
-        return int(rows[0][0])
+        with self._single.begin() as conn:
+            return _hold(conn, (contact, channel, message, thread, lease_until))
 
     def release(self, held: int) -> None:
         """Delivered, or recorded as failed: nobody sends it again."""
@@ -247,22 +263,20 @@ class WasteState(Tables):
 
     def _trips_seen(self, conn: Connection, trips: Sequence[Snapshot]) -> None:
         """`trip_seen` of each, in the order of their keys: two services writing the same trips
-        in one transaction each lock them in the same order, and never deadlock."""
-        rows: list[dict[str, Any]] = []
-        for trip, stops in sorted(trips, key=lambda t: (t[0]["trip_id"], t[0]["day"])):
-            key = {"trip": trip["trip_id"], "day": trip["day"]}
-            conn.execute(TRIP, trip)
-            conn.execute(text("DELETE FROM waste_trip_stop WHERE trip_id = :trip AND day = :day"), key)
-            rows += [{"day": trip["day"], "trip_id": trip["trip_id"], **stop} for stop in stops]
+        in one transaction each lock them in the same order, and never deadlock. Each statement
+        once for every trip (`executemany`), not once a trip."""
+        if not trips:
+            return
+        ordered = sorted(trips, key=lambda t: (t[0]["trip_id"], t[0]["day"]))
+        _many(conn, TRIP, [trip for trip, _ in ordered])
+        _many(conn, TRIP_STOPS_GONE, [{"trip": trip["trip_id"], "day": trip["day"]} for trip, _ in ordered])
+        rows = [
+            {"day": trip["day"], "trip_id": trip["trip_id"], **stop}
+            for trip, stops in ordered
+            for stop in stops
+        ]
         if rows:
-            conn.execute(
-                text(
-                    "INSERT INTO waste_trip_stop (trip_id, day, idx, stop_id, state, scheduled_ms, "
-                    "predicted_ms) VALUES (:trip_id, :day, :idx, :stop_id, :state, :scheduled_ms, "
-                    ":predicted_ms)"
-                ),
-                rows,
-            )
+            _many(conn, TRIP_STOP, rows)
 
     def trip_finished(self, trip_id: str, day: str) -> bool:
         """Whether a trip's follower saw it finished (back at the depot, or given up)."""
@@ -364,8 +378,7 @@ class WasteState(Tables):
             with self._engine.begin() as conn:
                 self._trips_seen(conn, trips)
                 if lines:
-                    rows = [{"line": line} for line in lines]
-                    conn.execute(text("INSERT INTO waste_outbox (line) VALUES (:line)"), rows)
+                    _many(conn, OUTBOX, [{"line": line} for line in lines])
 
     def pending(self) -> int:
         return int(self._rows("SELECT COUNT(*) FROM waste_outbox")[0][0])
@@ -383,6 +396,25 @@ class WasteState(Tables):
         if ids:
             with self._engine.begin() as conn:
                 conn.execute(text("DELETE FROM waste_outbox WHERE id = :id"), [{"id": i} for i in ids])
+
+
+def _many(conn: Connection, sql: str, rows: list[dict[str, Any]]) -> None:
+    """`sql` (its parameters `:name`) for each of `rows`, straight to the driver: SQLite takes
+    `:name` as it is, psycopg `%(name)s`. Errors come as DBAPIError all the same."""
+    driver_sql = sql if conn.dialect.name == "sqlite" else PARAMETER.sub(r"%(\1)s", sql)
+    conn.exec_driver_sql(driver_sql, rows)
+
+
+def _hold(conn: Connection, hold: Hold) -> int:
+    contact, channel, message, thread, lease_until = hold
+    params = {
+        "contact": contact,
+        "channel": channel,
+        "message": message,
+        "thread": thread,
+        "lease": lease_until,
+    }
+    return int(conn.execute(HOLD, params).scalar_one())
 
 
 def _step(row: tuple[Any, ...]) -> Step:
