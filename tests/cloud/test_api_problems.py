@@ -119,7 +119,7 @@ def test_the_waste_service_s_refusals_are_problems(tmp_path: Path) -> None:
     booking = {"compound": "nowhere", "m3": 2, "earliest": "x"}
     answers = asyncio.run(
         ask(
-            waste_app(service, TOKEN),
+            waste_app(service.engine, TOKEN),
             [
                 ("GET", "/trips", {}),
                 ("POST", "/incidents/7/ack", {"headers": AUTH}),
