@@ -426,8 +426,10 @@ class Bench:
     def agent_before(self, link: Link, fleet: Fleet) -> Run:
         """The agent of the `before` checkout (its source roots first on PYTHONPATH)."""
         assert self.before is not None
-        roots = ("catalog", "edge", "cloud", "dashboards", "firmware-sim")
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(self.before / r) for r in roots)}
+        # src/ since the one-tree layout; the roots of the checkouts from before it.
+        roots = ("src", "catalog", "edge", "cloud", "dashboards", "firmware-sim")
+        paths = [str(self.before / r) for r in roots if (self.before / r).is_dir()]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
         return self.agent(link, fleet, env=env, name="agent-before")
 
     def agent(self, link: Link, fleet: Fleet, env: dict[str, str] | None = None, name: str = "agent") -> Run:

@@ -8,11 +8,14 @@ every step waits for the counters, never for time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +29,9 @@ CAMERAS = 20
 BURST = 2000  # messages in one write to the broker
 MAX_BURSTS = 500  # the overload's bound: a million messages at most
 HEARTBEAT = b'{"ts":%d,"uptime_s":%d,"detections_today":0,"interceptions_today":0,"door_holds_today":0}'
+# A truck driver's SOS, at QoS 0 like the flood: a life-safety message, never shed.
+SOS = b'{"ts":%d,"alarm":"sos","active":true,"stop":"gate %d"}'
+ALARM_EVERY = 50  # one SOS in this many messages of a flood with alarms
 
 
 def publish_packet(topic: str, payload: bytes, qos: int = 0, mid: int = 0) -> bytes:
@@ -45,7 +51,11 @@ class Flood:
     """A publisher writing bursts of QoS 0 heartbeats as fast as the socket takes them, until
     stopped; each camera's messages a millisecond apart in time, so each is its own point."""
 
-    def __init__(self, port: int, site: str) -> None:
+    def __init__(self, port: int, site: str, *, alarm_every: int = 0) -> None:
+        """With `alarm_every`, every that many messages is a truck's SOS instead of a heartbeat."""
+        self.alarm_every = alarm_every
+        self.alarms = 0
+        self.alarm_topic = f"trucks/{site}/truck-1/alarm"
         self.sock = socket.create_connection(("127.0.0.1", port))
         client_id = unique("flood").encode()
         connect = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id
@@ -61,7 +71,11 @@ class Flood:
         packets = []
         for k in range(self.sent, self.sent + n):
             ts = self.base_ms + k // CAMERAS
-            packets.append(publish_packet(self.topics[k % CAMERAS], HEARTBEAT % (ts, k)))
+            if self.alarm_every and k % self.alarm_every == 0:
+                packets.append(publish_packet(self.alarm_topic, SOS % (ts, k)))
+                self.alarms += 1
+            else:
+                packets.append(publish_packet(self.topics[k % CAMERAS], HEARTBEAT % (ts, k)))
         self.sent += n
         return b"".join(packets)
 
@@ -85,26 +99,34 @@ def metric(text: str, name: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def test_an_overloaded_agent_keeps_storing_sheds_the_excess_by_reason_and_recovers(
-    mosquitto: LocalServer, victoria: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(mqttinbox, "MAX_INBOX", 3 * BURST)
-    site, port = unique("site"), free_port()
-    config = EdgeConfig.model_validate(
+def flooded_config(
+    mosquitto: LocalServer, victoria: LocalServer, tmp_path: Path, metrics_port: int, sites: list[Any]
+) -> EdgeConfig:
+    """An agent of these sites, its metrics on `metrics_port`, writing small batches to `victoria`."""
+    return EdgeConfig.model_validate(
         {
-            "agent": {"name": unique("agent"), "metrics": f"127.0.0.1:{port}"},
+            "agent": {"name": unique("agent"), "metrics": f"127.0.0.1:{metrics_port}"},
             "buffer": {"path": str(tmp_path / "buffer.sqlite")},
             "writer": {
                 "kind": "influxdb2", "url": victoria.url, "org": "linli", "bucket": "linli",
                 "flush_interval": 0.2, "batch_size": 1000,
             },
             "mqtt": {"port": mosquitto.port},
-            "sites": [
-                {"id": site, "devices": [{"id": f"cam-{i}", "profile": "camera"} for i in range(CAMERAS)]},
-                {"id": f"{site}-q1", "devices": [{"id": "cam-0", "profile": "camera"}]},
-            ],
+            "sites": sites,
         }
     )  # fmt: skip
+
+
+def test_an_overloaded_agent_keeps_storing_sheds_the_excess_by_reason_and_recovers(
+    mosquitto: LocalServer, victoria: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mqttinbox, "MAX_INBOX", 3 * BURST)
+    site, port = unique("site"), free_port()
+    sites = [
+        {"id": site, "devices": [{"id": f"cam-{i}", "profile": "camera"} for i in range(CAMERAS)]},
+        {"id": f"{site}-q1", "devices": [{"id": "cam-0", "profile": "camera"}]},
+    ]
+    config = flooded_config(mosquitto, victoria, tmp_path, port, sites)
     flood = Flood(mosquitto.port, site)
 
     async def scenario() -> None:
@@ -144,6 +166,55 @@ def test_an_overloaded_agent_keeps_storing_sheds_the_excess_by_reason_and_recove
         asyncio.run(scenario())
     finally:
         flood.close()
+
+
+def test_a_flooded_agent_sheds_readings_but_stores_every_alarm(
+    mosquitto: LocalServer, victoria: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mqttinbox, "MAX_INBOX", 3 * BURST)
+    site, port = unique("site"), free_port()
+    cameras = [{"id": f"cam-{i}", "profile": "camera"} for i in range(CAMERAS)]
+    sites = [{"id": site, "devices": [*cameras, {"id": "truck-1", "profile": "truck"}]}]
+    config = flooded_config(mosquitto, victoria, tmp_path, port, sites)
+    flood = Flood(mosquitto.port, site, alarm_every=ALARM_EVERY)
+
+    async def scenario() -> None:
+        async with running(config) as agent:
+            mqtt = agent.mqtt
+            assert mqtt is not None
+            async with flooding(flood):
+                # Shedding for a while: some hundred alarms arrive while readings are shed.
+                await wait_until(lambda: mqtt.overflow > 20 * BURST, 90, "readings shed")
+            await wait_until(lambda: mqtt.received + mqtt.overflow == flood.sent, 120, "all accounted")
+            await wait_until(
+                lambda: agent.buffer.stats.lines == agent.spool.staged == 0 and not mqtt.queued,
+                120,
+                "the buffer drained",
+            )
+            # Every SOS stored, each its own point, though readings were shed all around them.
+            sos = await asyncio.to_thread(vm_series_settled, victoria.url, "truck_active", site, flood.alarms)
+            assert sum(len(s["timestamps"]) for s in sos) == flood.alarms
+            # Counted apart: alarms kept while QoS 0 was being shed, in /metrics too.
+            assert 0 < mqtt.alarms_kept <= flood.alarms
+            assert mqtt.stored + mqtt.overflow == flood.sent  # each message stored or shed
+            page = (await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/metrics")).decode()
+            assert metric(page, "linli_mqtt_alarms_kept_total") == mqtt.alarms_kept
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        flood.close()
+
+
+@contextlib.asynccontextmanager
+async def flooding(flood: Flood) -> AsyncIterator[None]:
+    """The flood running in its thread; stopped and joined on the way out."""
+    flood.thread.start()
+    try:
+        yield
+    finally:
+        flood.stop.set()
+        await asyncio.to_thread(flood.thread.join)
 
 
 async def more_stored_while_more_shed(agent: Agent) -> None:

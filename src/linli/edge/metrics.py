@@ -135,6 +135,7 @@ def snapshot(agent: Agent) -> Snapshot:
         mqtt = {
             "received": m.received, "stored": m.stored, "redelivered": m.redelivered,
             "ignored_retained": m.ignored_retained, "overflow": m.overflow,
+            "alarms_kept": m.alarms_kept,  # QoS 0 alarms kept while readings were shed
         }  # fmt: skip
         rejected = dict(m.dead_letters)
         shed = dict(m.shed)

@@ -2,9 +2,10 @@
 
 The receive thread stamps each message and queues it, waking the asyncio side only when it
 sleeps for want of messages, when a batch is already large, or for an alarm (see urgency);
-past a full inbox, QoS 0 messages are shed and counted by reason. The asyncio side handles a
-batch at a time, emits its lines and acknowledges its QoS 1 messages once they are on disk,
-each stored once however often the broker sends it (`_once`).
+past a full inbox, QoS 0 messages are shed and counted by reason, except alarms, which are
+kept and counted apart. The asyncio side handles a batch at a time, emits its lines and
+acknowledges its QoS 1 messages once they are on disk, each stored once however often the
+broker sends it (`_once`).
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class MqttInbox(MqttIngest):
         tags = {key: dev.tags for key, dev in self.devices.items()}
         self.urgency = Urgency(configured_rules(config), self.router, tags, self.settings.max_payload)
         self.urgent = 0  # messages that woke the asyncio side at once for an alarm
+        self.alarms_kept = 0  # QoS 0 alarms kept while the readings around them were shed
 
     @property
     def overflow(self) -> int:
@@ -126,25 +128,26 @@ class MqttInbox(MqttIngest):
         connection = self._connection
         received: list[Received] = []
         urgency = self.urgency if self.urgency.watching else None
-        urgent = 0
+        urgent: set[int] = set()  # where in `received` the alarms are
         for raw_topic, payload, qos, retain, mid in batch:
             try:
                 topic = raw_topic.decode()
             except UnicodeDecodeError:
                 # MQTT requires UTF-8 topics and Mosquitto enforces it; another broker may not.
                 topic = INVALID_TOPIC
-            received.append((topic, payload, retain, now_ms, mid, qos, connection))
             if urgency is not None and urgency.urgent(raw_topic, topic, payload):
-                urgent += 1
+                urgent.add(len(received))
+            received.append((topic, payload, retain, now_ms, mid, qos, connection))
         with self._room:
             inbox = self._inbox
             behind = bool(inbox) and now_ms - inbox[0][3] > MAX_BEHIND_MS
             if (behind or len(inbox) + len(received) > MAX_INBOX) and not self._stopping:
-                received = self._shed_excess(received, 0 if behind else MAX_INBOX - len(inbox), behind)
+                room = 0 if behind else MAX_INBOX - len(inbox)
+                received = self._shed_excess(received, room, behind, urgent)
             elif self._shedding and len(inbox) < FULL_BATCH:
                 self._ratelog.log("shed", "over", "mqtt: caught up; %d QoS 0 messages shed", self._shedding)
                 self._shedding = 0
-            self.urgent += urgent
+            self.urgent += len(urgent)
             if (urgent or len(inbox) + len(received) >= self._wake_at) and self._loop is not None:
                 # The asyncio side sleeps until this many are queued: the first message after
                 # a quiet spell, or a batch already full; an alarm, at once. Otherwise it looks
@@ -154,14 +157,25 @@ class MqttInbox(MqttIngest):
                 self._loop.call_soon_threadsafe(self._wake.set)
             inbox.extend(received)
 
-    def _shed_excess(self, received: list[Received], room: int, behind: bool) -> list[Received]:
+    def _shed_excess(
+        self, received: list[Received], room: int, behind: bool, urgent: set[int]
+    ) -> list[Received]:
         """What of `received` goes in the inbox: its QoS 1 messages (the broker's in-flight limit
-        bounds them) and the QoS 0 ones that fit in `room`; the rest are counted as shed."""
+        bounds them), the QoS 0 ones that fit in `room`, and past it the alarms (at `urgent`),
+        counted in `alarms_kept`; the rest are counted as shed.
+
+        An alarm is a life-safety message (an SOS, smoke, a fire panel's alarm): kept however
+        far behind the agent is, since the readings around it are worth far less."""
         kept = []
-        for message in received:
-            if message[5] or room > 0:
+        for i, message in enumerate(received):
+            if message[5]:
                 kept.append(message)
-                room -= not message[5]
+            elif room > 0:
+                kept.append(message)
+                room -= 1
+            elif i in urgent:
+                kept.append(message)
+                self.alarms_kept += 1
         shed = len(received) - len(kept)
         if not shed:
             return received

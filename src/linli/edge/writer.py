@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# While this many batches wait, a batch takes that many: each batch costs a few turns of the
+# event loop (read the buffer, send, drop what was sent), and under overload the MQTT connector
+# keeps that loop busy, so a writer taking one batch at a time falls behind what it is handed.
+BACKLOG_BATCHES = 4
+
 
 @dataclass
 class WriterStats:
@@ -81,6 +86,8 @@ class BatchWriter:
         # Chunks up to this id are the backlog of an outage (or of the last run).
         self._backlog_end: int | None = buffer.last_id() or None
         self._backlog_turn = True
+        # Batches grow while a backlog waits (BACKLOG_BATCHES), until the store refuses one as too large.
+        self._grow = True
 
     @property
     def pending(self) -> int:
@@ -180,7 +187,12 @@ class BatchWriter:
                     return backlog
                 live = await self._in_db(self.buffer.oldest, self.batch_size, after=end)
                 return live or backlog
-        return await self._in_db(self.buffer.oldest, self.batch_size)
+        return await self._in_db(self.buffer.oldest, self._live_batch())
+
+    def _live_batch(self) -> int:
+        """Lines to take from the live end: a batch, or BACKLOG_BATCHES of them while as many wait."""
+        grown = BACKLOG_BATCHES * self.batch_size
+        return grown if self._grow and self.buffer.stats.lines >= grown else self.batch_size
 
     async def _write_part(self, chunk: Chunk) -> bool:
         # One chunk larger than a batch (after a 413 halved the batch size): write its head.
@@ -216,7 +228,9 @@ class BatchWriter:
         s.failed_attempts += 1
         s.last_error = str(exc)
         if exc.status == 413 and lines > 1:
-            self.batch_size = max(1, lines // 2)
+            # Halved, but never above the configured size: a grown batch refused stops the growing.
+            self.batch_size = min(self.batch_size, max(1, lines // 2))
+            self._grow = False
             log.warning("store refused %d lines as too large; batch size now %d", lines, self.batch_size)
             self._retry_delay = 0.0
             return False
