@@ -396,3 +396,33 @@ def test_a_keeper_is_corrected_for_a_change_that_lasts_and_at_most_twice(feed: F
         (NoticeKind.CORRECTION, 150, told + 240),
         (NoticeKind.CORRECTION, 240, told + 480),
     ]
+
+
+def test_a_notice_goes_when_the_arrival_is_predicted_in_the_middle_of_the_promised_window(
+    feed: Feed,
+) -> None:
+    """On time is a lead of 13 to 18 minutes: a notice sent at a predicted 15 put the
+    prediction 2 minutes from the early edge and 3 from the late one, and more of the
+    arrivals around it fell out early than late (issue 34)."""
+    trip = feed.trips["dry-south-0810"]
+    zero = service_zero(MONDAY, feed.timezone)
+    start = zero + trip.stop_times[0].departure_s
+    arrives = start + 1000
+    tracker = TripTracker(feed, trip, zero, History(feed.timezone), lambda _h, _s, _now: {1: arrives})
+    for t in range(0, 200, 10):
+        tracker.tick(start + t)
+    notices = [n for n in tracker.notices if n.kind is NoticeKind.NOTICE]
+    assert [(arrives - n.time_s) / 60 for n in notices] == [15.5]
+
+
+def test_a_parked_trucks_departure_is_aimed_at_the_middle_of_the_window(feed: Feed) -> None:
+    """Of the delays past departures had, the one with the most of them within 2.5 minutes
+    either side: the window a keeper's notice is aimed at."""
+    trip = feed.trips["dry-south-0810"]
+    zero = service_zero(MONDAY, feed.timezone)
+    due = zero + trip.stop_times[0].departure_s
+    history = History(feed.timezone)
+    for late in [0, 0, 0, 0, 170, 170, 170, 300, 300, 300, 300]:
+        history.add_departure(late)
+    # 0 has 7 within 2 minutes before and 3 after, 170 has 7 within 2.5 either side.
+    assert history.departure(due, due - 600) == due + 170

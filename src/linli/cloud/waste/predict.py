@@ -48,10 +48,15 @@ HOUR_PRIOR_N = 5.0
 # Driven over scheduled by local hour in a city's usual traffic: a fresh service's guess before
 # it has learned the district's own (Shanghai's morning and evening peaks).
 RUSH_PRIOR = {7: 1.3, 8: 1.4, 9: 1.15, 17: 1.3, 18: 1.4, 19: 1.15}
-# Departures seen before they tell when a truck leaves; the window (before, after) the predicted
-# time a notice's lead may fall in and still be on time: 13 to 18 minutes for 15.
+# Departures seen before they tell when a truck leaves.
 MIN_DEPARTURES = 10
+# A notice is on time with a lead of 13 to 18 minutes for 15: 2 minutes early to 3 late.
 WINDOW_S = (120.0, 180.0)
+# A notice goes AIM_S before its nominal lead, so that the predicted arrival sits in the middle
+# of that window, HALF_WINDOW_S from either edge: with the error spread about evenly either side
+# of the prediction, the arrival falls in the window most often there (issue 34).
+AIM_S = (WINDOW_S[1] - WINDOW_S[0]) / 2
+HALF_WINDOW_S = (WINDOW_S[0] + WINDOW_S[1]) / 2
 # Seconds of expected travel that pull today's factor (every road, every trip so far) towards 1.
 DAY_PRIOR_S = 1200.0
 # A stop left this long after arriving was not a dwell: a blocked gate the truck came back
@@ -136,14 +141,17 @@ class History:
 
     def departure(self, due_s: float, now_s: float) -> float:
         """When a truck due to leave at `due_s` and not yet gone at `now_s` leaves: of the delays
-        seen later than it already is, the one whose notice window holds the most of them."""
+        seen later than it already is, the one whose notice window (aimed, HALF_WINDOW_S either
+        side) holds the most of them."""
         late = now_s - due_s
         seen = sorted(d for d in self._departures if d > late)
         if len(self._departures) < MIN_DEPARTURES or not seen:
             return max(now_s, due_s)
-        before, after = WINDOW_S
         best = max(
-            seen, key=lambda d: bisect.bisect_right(seen, d + after) - bisect.bisect_left(seen, d - before)
+            seen,
+            key=lambda d: (
+                bisect.bisect_right(seen, d + HALF_WINDOW_S) - bisect.bisect_left(seen, d - HALF_WINDOW_S)
+            ),
         )
         return max(now_s, due_s + best)
 

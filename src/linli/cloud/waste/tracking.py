@@ -4,7 +4,8 @@ The tracker matches each position to the trip's road, follows the stops' visits,
 the arrival at every stop ahead, and decides the keepers' messages:
 
 - `notice` once the predicted arrival is `notice_min` away (15 minutes unless the stop says
-  otherwise), naming the truck, the waste type and the time;
+  otherwise) and AIM_S more, the middle of the window a keeper is promised (13 to 18 minutes),
+  naming the truck, the waste type and the time;
 - `correction` when the prediction has stayed more than CORRECTION_S from the time told for
   CORRECTION_HOLD_S, at most MAX_CORRECTIONS times a stop;
 - `cancellation` for a noticed stop the truck passes by without serving;
@@ -23,7 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from linli.cloud.waste.match import Fix, Matcher
-from linli.cloud.waste.predict import History, Step, TripState, observe, predict
+from linli.cloud.waste.predict import AIM_S, History, Step, TripState, observe, predict
 from linli.transit.gtfs import Feed, Trip
 from linli.transit.stops import StopEvent, StopTracker, Visit, stop_distances
 
@@ -312,7 +313,7 @@ class TripTracker:
                 continue
             lead = self.feed.extras.stops[stop].notice_min * 60
             told = self._told.get(index)
-            if told is None and at - now_s <= lead:
+            if told is None and at - now_s <= lead + AIM_S:
                 self._tell(NoticeKind.NOTICE, index, now_s, predicted_s=at)
             elif told is not None and self._correct(index, at - told, now_s):
                 self._tell(NoticeKind.CORRECTION, index, now_s, predicted_s=at)
