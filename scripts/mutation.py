@@ -183,8 +183,7 @@ REVIEWED: dict[str, str] = {
     f"{_WRITER}__init____mutmut_21": "`_disk_refused` True at start: only an info line once",
     **{
         f"{_WRITER}_succeeded__mutmut_{n}": "the old backlog end dropped: a chunk queued since has a larger "
-        "id; it differs only when ids were reused after the buffer emptied, and then only in which "
-        "chunks alternate as past and present"
+        "id (chunk ids are AUTOINCREMENT, never given again)"
         for n in (8, 11)
     },
     f"{_WRITER}_succeeded__mutmut_10": "the written chunk's id dropped: it differs only when that chunk "
