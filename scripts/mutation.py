@@ -13,7 +13,6 @@ failed (its output says why: most often a test that fails on the unmutated code)
 from __future__ import annotations
 
 import argparse
-import contextlib
 import fcntl
 import fnmatch
 import importlib.util
@@ -21,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +27,8 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+
+import mutation_leftovers as leftovers
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = ROOT / ".mutation"
@@ -281,25 +281,21 @@ def mutmut(*args: str, **env: str) -> int:
 
 def run(globs: list[str], max_children: int) -> int:
     """`mutmut run` with one PostgreSQL cluster made for all its mutants (tests/conftest.py
-    copies it instead of running initdb each time), and the servers that a mutant killed on
-    its time limit left behind stopped afterwards: those whose environment carries this run's
-    token."""
+    copies it instead of running initdb each time); what its tests leave running is stopped
+    (`mutation_leftovers`), during the run and at its end, however it ends."""
     from linli.demo.servers import start_postgresql
 
     token = uuid.uuid4().hex
     template = Path(tempfile.mkdtemp(prefix="linli-pg-mutation-"))
     try:
-        start_postgresql(template / "pg").stop()
-        return mutmut(
-            "run", "--max-children", str(max_children), *globs,
-            LINLI_TEST_PG_CLUSTER=str(template / "pg" / "cluster"), LINLI_MUTATION_RUN=token,
-        )  # fmt: skip
+        with leftovers.stopped_after(token):
+            start_postgresql(template / "pg").stop()
+            return mutmut(
+                "run", "--max-children", str(max_children), *globs,
+                LINLI_TEST_PG_CLUSTER=str(template / "pg" / "cluster"), **{leftovers.RUN_VAR: token},
+            )  # fmt: skip
     finally:
         shutil.rmtree(template, ignore_errors=True)
-        for proc in Path("/proc").glob("[0-9]*"):
-            with contextlib.suppress(OSError):
-                if f"LINLI_MUTATION_RUN={token}".encode() in (proc / "environ").read_bytes().split(b"\0"):
-                    os.kill(int(proc.name), signal.SIGINT)  # PostgreSQL: its fast shutdown
 
 
 def sql_case_only(diff: str) -> bool:
@@ -435,7 +431,11 @@ def main() -> int:
     configure(modules)
     # Made before mutmut starts: a PYTHONPATH folder missing at start is never looked in again.
     (STAGE / "mutants" / "src").mkdir(parents=True)
-    code = run(globs, args.max_children)
+    try:
+        code = run(globs, args.max_children)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM or SIGHUP (mutation_leftovers)
+        print(f"mutation: stopped ({exc or 'Ctrl-C'}); what its tests started is stopped", file=sys.stderr)
+        return 130
     if code != 0:
         print(f"mutation: mutmut run failed (exit {code})", file=sys.stderr)
         return 3
