@@ -138,8 +138,17 @@ REVIEWED: dict[str, str] = {
     **{
         f"{_BOOKINGS}xǁBookingsǁcreate__mutmut_{n}": "`<` for `<=`: a pile exactly on the district's "
         "box edge, in float metres"
-        for n in (28, 29)
+        for n in (28, 29, 30, 31)
     },
+    f"{_BOOKINGS}xǁBookingsǁcreate__mutmut_83": "an id of 13 hex characters, not 12: as random, and "
+    "unique by the primary key (the API takes ids up to 64)",
+    **{
+        f"{_BOOKINGS}xǁBookingsǁcreate__mutmut_{n}": "a key of the INSERT's row renamed: its placeholders "
+        "are made from the same keys, and the columns named in COLUMNS' order"
+        for n in (*range(85, 103), *range(105, 109), *range(110, 118))
+    },
+    f"{_BOOKINGS}xǁBookingsǁcreate__mutmut_104": "the contact stored with its empty fields as null: "
+    "Requester reads them back as the same contact",
     f"{_BOOKINGS}xǁBookingsǁtrail__mutmut_7": 'SQL made lower case; its one quoted name, "by", already is',
     f"{_SPOOL}run__mutmut_2": "when lines nobody waits for are committed (20 ms, not 250 ms): only fsyncs a "
     "second, which no test times (no wall-clock assertions)",
