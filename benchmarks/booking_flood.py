@@ -81,18 +81,19 @@ def serve(broker: int, api: int, folder: Path, sms: str) -> None:
 
     async def run() -> None:
         service = WasteService(config, TOKEN)
-        take = service.take
+        take = service.engine.take
 
         def timed(topic: str, payload: bytes) -> None:
             take(topic, payload)
             sent = json.loads(payload)["sent"]
             waits.append((sent, time.time() - sent))
 
-        service.take = timed  # type: ignore[method-assign]
-        assert service.renovation is not None
+        service.engine.take = timed  # type: ignore[method-assign]
+        renovation = service.engine.renovation
+        assert renovation is not None
         for name in PLANNING:  # those this code has
-            if hasattr(service.renovation, name):
-                setattr(service.renovation, name, clocked(getattr(service.renovation, name), planning))
+            if hasattr(renovation, name):
+                setattr(renovation, name, clocked(getattr(renovation, name), planning))
         stop = asyncio.Event()
         task = asyncio.create_task(service.run(stop))
         await service.started.wait()

@@ -218,7 +218,7 @@ def waste_in_thread(service: Any) -> Iterator[asyncio.AbstractEventLoop]:
         assert started.result(20) is True
         yield loop
     finally:
-        asyncio.run_coroutine_threadsafe(service.deliveries.drain(10), loop).result(15)
+        asyncio.run_coroutine_threadsafe(service.engine.deliveries.drain(10), loop).result(15)
         loop.call_soon_threadsafe(stop.set)
         runner.join(30)
 

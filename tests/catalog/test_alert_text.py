@@ -15,7 +15,7 @@ from linli.catalog.alerttext import NoticeKind
 from linli.catalog.i18n import LOCALES, Locale, catalog
 from linli.catalog.profile import Severity, builtin_profiles
 from linli.cloud.notifier.channels import Notice
-from linli.cloud.notifier.engine import edge_status_alert
+from linli.cloud.notifier.routing import edge_status_alert
 from linli.edge.rules import profile_rules
 from test_waste_messages import _prose
 

@@ -136,7 +136,7 @@ def test_the_waste_service_s_lists_page_by_cursor(tmp_path: Path) -> None:
         assert service.state.claim_notice(notice, day, seq=n)
 
     async def scenario() -> dict[str, list[list[dict[str, Any]]]]:
-        transport = httpx.ASGITransport(app=waste_app(service, TOKEN))
+        transport = httpx.ASGITransport(app=waste_app(service.engine, TOKEN))
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
             return {
                 "failed": await pages(api, "/failed-deliveries?limit=2"),

@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 
-from linli.cloud.notifier.api import MAX_BODY
 from linli.cloud.notifier.api import app as notifier_app
 from linli.cloud.notifier.channels import Sender
 from linli.cloud.notifier.config import NotifierConfig, SmtpConfig
 from linli.cloud.notifier.engine import Notifier
+from linli.cloud.notifier.guard import MAX_BODY
 from linli.cloud.notifier.store import Store
 from linli.cloud.scope import Scope
 from linli.cloud.tokens import TokenBook
@@ -119,7 +119,7 @@ def test_the_waste_service_s_refusals_are_problems(tmp_path: Path) -> None:
     booking = {"compound": "nowhere", "m3": 2, "earliest": "x"}
     answers = asyncio.run(
         ask(
-            waste_app(service, TOKEN),
+            waste_app(service.engine, TOKEN),
             [
                 ("GET", "/trips", {}),
                 ("POST", "/incidents/7/ack", {"headers": AUTH}),

@@ -25,9 +25,10 @@ from linli.catalog.scenario import builtin_scenario_path, load_scenario
 from linli.cloud.waste.bookings import State as BookingState
 from linli.dashboards import boards, schema
 from linli.dashboards.alerts import rules
+from linli.dashboards.fields import COLOURS, _mapped, _shown
 from linli.dashboards.influxql import InfluxQuery, Select
 from linli.dashboards.influxv1 import expand, run
-from linli.dashboards.render import COLOURS, Source, _mapped, _shown, draw, render
+from linli.dashboards.render import Source, draw, render
 from linli.dashboards.theme import ZONE
 from linli.demo.recording import Recording, record
 from linli.demo.servers import LocalServer

@@ -12,10 +12,11 @@ import pytest
 from matplotlib import font_manager
 
 from linli.catalog.i18n import LOCALES, Locale
-from linli.dashboards import boards, render
+from linli.dashboards import boards, fields, render
+from linli.dashboards.fields import _columns
 from linli.dashboards.influxql import InfluxQuery
 from linli.dashboards.influxv1 import expand, run
-from linli.dashboards.render import Source, _columns
+from linli.dashboards.render import Source
 from linli.dashboards.screen import bin_rooms_today
 from linli.dashboards.theme import ZONE
 from linli.dashboards.words import in_locale, t
@@ -116,12 +117,12 @@ def test_every_figure_on_the_screen_carries_its_unit() -> None:
             assert units[t("screen.tank_level")] == "lengthm"  # m
             assert units[t("screen.waste_today")] == f"suffix: {tonne}"
             trips = by_title[t("screen.rounds")]
-        assert render._figure(trips, "delay min", 3.25) == ("3.2 分钟" if locale == "zh-CN" else "3.2 min")
+        assert fields._figure(trips, "delay min", 3.25) == ("3.2 分钟" if locale == "zh-CN" else "3.2 min")
         # Bin rooms served of scheduled, in the table as on the tile above it.
         with in_locale(locale):
             room = t("unit.room")
         for column in ("served", "of"):
-            assert render._cell(trips, column, 7) == f"7 {room}", (locale, column)
+            assert fields._cell(trips, column, 7) == f"7 {room}", (locale, column)
 
 
 def test_a_chinese_character_takes_two_columns_of_a_table() -> None:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from linli.edge import mqtt as mqtt_module
+from linli.edge import mqttinbox
 from linli.edge.config import EdgeConfig
 from linli.edge.mqtt import MqttConnector
 
@@ -78,7 +78,7 @@ def test_past_a_full_inbox_qos_0_messages_are_shed_at_once_and_counted_by_reason
     """The receive thread never waits for room (the broker would hold or drop the messages
     uncounted, and the agent take them in bursts): past MAX_INBOX, QoS 0 messages are shed at
     once, by reason; QoS 1 ones stay (the broker's in-flight limit bounds them)."""
-    monkeypatch.setattr(mqtt_module, "MAX_INBOX", 10)
+    monkeypatch.setattr(mqttinbox, "MAX_INBOX", 10)
     mqtt = connector()
     qos0 = (b"elevators/s1/cam-1/heartbeat", b"{}", 0, False, 0)
     mqtt._on_publishes([qos0] * 8)
@@ -94,7 +94,7 @@ def test_past_a_full_inbox_qos_0_messages_are_shed_at_once_and_counted_by_reason
     mqtt._on_publishes([qos0])
     assert mqtt.queued == 2
     topic, payload, retained, received_ms, mid, qos, connection = mqtt._inbox[0]
-    long_ago = received_ms - mqtt_module.MAX_BEHIND_MS - 1
+    long_ago = received_ms - mqttinbox.MAX_BEHIND_MS - 1
     mqtt._inbox[0] = (topic, payload, retained, long_ago, mid, qos, connection)
     mqtt._on_publishes([qos0] * 2)
     assert (mqtt.queued, mqtt.shed["behind"]) == (2, 2)
@@ -103,7 +103,7 @@ def test_past_a_full_inbox_qos_0_messages_are_shed_at_once_and_counted_by_reason
 def test_a_turn_handles_at_most_max_drain_messages(monkeypatch: pytest.MonkeyPatch) -> None:
     """A full inbox is handled in turns, so the commits and the writer get theirs in between;
     on the way out, all of it at once."""
-    monkeypatch.setattr(mqtt_module, "MAX_DRAIN", 4)
+    monkeypatch.setattr(mqttinbox, "MAX_DRAIN", 4)
     mqtt = connector()
     now = int(time.time() * 1000)
     mqtt._on_publishes([(b"elevators/s1/cam-1/heartbeat", heartbeat(now), 0, False, 0)] * 10)
@@ -116,14 +116,14 @@ def test_a_turn_handles_at_most_max_drain_messages(monkeypatch: pytest.MonkeyPat
 def test_a_batch_already_large_ends_the_wait_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under load a batch is handled once FULL_BATCH messages wait, not when batch_ms is up: QoS 1
     messages must be acknowledged before the broker's in-flight window fills."""
-    monkeypatch.setattr(mqtt_module, "FULL_BATCH", 10)
+    monkeypatch.setattr(mqttinbox, "FULL_BATCH", 10)
     mqtt = connector()
     message = (b"elevators/s1/cam-1/heartbeat", b"{}", 1, False, 7)
 
     async def scenario() -> None:
         mqtt._loop = asyncio.get_running_loop()
         mqtt._wake = asyncio.Event()
-        nap = asyncio.create_task(mqtt._nap(mqtt_module.FULL_BATCH, 60))
+        nap = asyncio.create_task(mqtt._nap(mqttinbox.FULL_BATCH, 60))
         await asyncio.sleep(0)  # the nap begins
         await asyncio.to_thread(mqtt._on_publishes, [message] * 9)
         done, _ = await asyncio.wait([nap], timeout=0.2)

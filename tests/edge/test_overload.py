@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from linli.demo.servers import LocalServer, free_port
-from linli.edge import mqtt as mqtt_module
+from linli.edge import mqttinbox
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
 from support import http_get, running, unique, vm_series_settled, wait_until
@@ -88,7 +88,7 @@ def metric(text: str, name: str) -> float:
 def test_an_overloaded_agent_keeps_storing_sheds_the_excess_by_reason_and_recovers(
     mosquitto: LocalServer, victoria: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mqtt_module, "MAX_INBOX", 3 * BURST)
+    monkeypatch.setattr(mqttinbox, "MAX_INBOX", 3 * BURST)
     site, port = unique("site"), free_port()
     config = EdgeConfig.model_validate(
         {

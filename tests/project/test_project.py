@@ -293,3 +293,19 @@ def test_every_file_backed_model_has_the_one_strict_base() -> None:
         if any(line.startswith(("class Strict(", "class _Strict(")) for line in path.read_text().splitlines())
     ]
     assert defined == ["src/linli/catalog/strict.py"]
+
+
+# Issue 33: a module over about 500 lines holds more than one thing; past this it is refused.
+MAX_MODULE_LINES = 530
+
+
+def test_no_module_is_over_530_lines() -> None:
+    """Split a module by what it holds before it grows past MAX_MODULE_LINES."""
+    sizes = {
+        str(path.relative_to(ROOT)): len(path.read_text(encoding="utf-8").splitlines())
+        for path in sorted((ROOT / "src" / "linli").rglob("*.py"))
+    }
+    over = {path: lines for path, lines in sizes.items() if lines > MAX_MODULE_LINES}
+    assert not over, ", ".join(
+        f"{path} has {lines} lines (at most {MAX_MODULE_LINES})" for path, lines in over.items()
+    )

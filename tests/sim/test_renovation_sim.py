@@ -134,7 +134,7 @@ def test_simulated_staff_book_and_the_simulated_truck_collects_through_mosquitto
         sim = await asyncio.to_thread(start_sim, "district", *args, env={"LINLI_CLOUD_TOKEN": TOKEN})
 
         def closed() -> list[str]:
-            r = service.renovation
+            r = service.engine.renovation
             return [] if r is None else [b.id for b in r.bookings.all() if b.state == "closed"]
 
         try:

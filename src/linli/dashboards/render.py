@@ -7,13 +7,12 @@ and markers on plain WGS-84 axes. Colours come from the panel's thresholds and f
 colours, so the picture uses the screen's own colour rules; names from its display-name
 overrides and every figure with its unit. The words are Chinese, so the text is set in
 Noto Sans CJK (Debian's fonts-noto-cjk): matplotlib's default font has no CJK glyphs.
+How a panel's field config names, counts and colours a series is in `fields`.
 """
 
 from __future__ import annotations
 
 import math
-import re
-import unicodedata
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -33,16 +32,22 @@ from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
 from linli.catalog.i18n import DEFAULT_LOCALE, Locale, clock
+from linli.dashboards.fields import (
+    _cell,
+    _columns,
+    _field_colour,
+    _figure,
+    _last,
+    _mapped,
+    _name,
+    _shown,
+    _unit,
+    colour,
+    renamed,
+)
 from linli.dashboards.influxv1 import Series, expand, run
 
 GRID_ROWS = 28  # what a 1080-pixel kiosk screen shows
-COLOURS = {
-    "green": "#73bf69",
-    "red": "#f2495c",
-    "orange": "#ff9830",
-    "blue": "#5794f2",
-    "text": "#d8d9da",
-}
 BACKGROUND, PANEL = "#111217", "#181b1f"
 
 
@@ -50,16 +55,10 @@ BACKGROUND, PANEL = "#111217", "#181b1f"
 CJK_PACKAGE = "fonts-noto-cjk"
 CJK_FILES = ("NotoSansCJK-Regular.ttc", "NotoSansCJK-Bold.ttc")
 CJK_FAMILY = "Noto Sans CJK SC"  # the collection's Simplified Chinese face: 压, 门 as Shanghai writes them
-# Grafana's unit ids the screen uses, as written after a number; "suffix: X" writes X.
-UNITS = {"kwatt": "kW", "watt": "W", "pressurempa": "MPa", "lengthm": "m", "masst": "t", "masskg": "kg"}
 
 
 class FontMissingError(RuntimeError):
     """The CJK font is not installed: the picture would show boxes for every Chinese word."""
-
-
-def colour(name: str) -> str:
-    return COLOURS.get(name, name)
 
 
 @cache
@@ -113,99 +112,6 @@ class Source:
             midnight = end.replace(hour=0, minute=0, second=0, microsecond=0)
             return max(self.start_ms, int(midnight.timestamp() * 1000))
         return self.start_ms
-
-
-def renamed(panel: dict[str, Any], name: str) -> str:
-    """A series' name after the panel's renameByRegex transformations, as Grafana applies them:
-    the pattern anchored at both ends, `$1` in the new name for what the first group caught
-    (one digit: with fewer than ten groups JavaScript reads `$107号` as `$1` then `07号`)."""
-    for step in panel.get("transformations", []):
-        if step["id"] != "renameByRegex":
-            continue
-        pattern = step["options"]["regex"]
-        if re.fullmatch(pattern, name):
-            replacement = re.sub(r"\$(\d)", r"\\g<\1>", step["options"]["renamePattern"])
-            name = re.sub(f"^{pattern}$", replacement, name)
-    return name
-
-
-def _props(panel: dict[str, Any], name: str) -> dict[str, Any]:
-    """A series' field config: the panel's defaults, then every override matching its name."""
-    field_config = panel.get("fieldConfig", {})
-    props: dict[str, Any] = dict(field_config.get("defaults", {}))
-    for override in field_config.get("overrides", []):
-        matcher = override["matcher"]
-        hit = (
-            name == matcher["options"]
-            if matcher["id"] == "byName"
-            else re.fullmatch(matcher["options"], name)
-        )
-        if hit:
-            props.update({p["id"]: p["value"] for p in override["properties"]})
-    return props
-
-
-def _shown(panel: dict[str, Any], name: str) -> str:
-    """The name Grafana shows for a series or column: its display-name override, else its own."""
-    return str(_props(panel, name).get("displayName", name))
-
-
-def _mapped(panel: dict[str, Any], name: str, value: object) -> str:
-    """A text value as the panel shows it: through its field's value mappings (an id as its name)."""
-    for mapping in _props(panel, name).get("mappings", []):
-        hit = mapping.get("options", {}).get(str(value)) if mapping.get("type") == "value" else None
-        if hit and "text" in hit:
-            return str(hit["text"])
-    return str(value)
-
-
-def _unit(panel: dict[str, Any], name: str = "") -> str:
-    """The unit written after a series' numbers ("" for a plain count)."""
-    unit = str(_props(panel, name).get("unit", ""))
-    if unit.startswith("suffix:"):
-        return unit.removeprefix("suffix:").strip()
-    return UNITS.get(unit, "")
-
-
-def _figure(panel: dict[str, Any], name: str, value: float, decimals: int | None = None) -> str:
-    """A number as the panel shows it: its decimals, then its unit."""
-    props = _props(panel, name)
-    if props.get("unit") == "percentunit":
-        return f"{value * 100:.0f}%"
-    places = decimals if decimals is not None else int(props.get("decimals", 0))
-    unit = _unit(panel, name)
-    return f"{value:.{places}f} {unit}".strip()
-
-
-def _name(alias: str | None, series: Series) -> str:
-    if not alias:
-        return series.columns[-1]
-    return re.sub(r"\$tag_([A-Za-z0-9_]+)", lambda m: series.tags.get(m[1], ""), alias).strip()
-
-
-def _last(series: Series, calcs: list[str]) -> float | None:
-    values = [row[-1] for row in series.values if isinstance(row[-1], int | float)]
-    if not values:
-        return None
-    return float(sum(values)) if "sum" in calcs else float(values[-1])
-
-
-def _threshold_colour(value: float, steps: list[dict[str, Any]]) -> str:
-    chosen = steps[0]["color"] if steps else "text"
-    for step in steps[1:]:
-        if value >= step["value"]:
-            chosen = step["color"]
-    return colour(chosen)
-
-
-def _field_colour(panel: dict[str, Any], name: str, value: float) -> str:
-    """The colour Grafana would give this series' value: a fixed colour, or its thresholds."""
-    props = _props(panel, name)
-    fixed = props.get("color")
-    if fixed and fixed.get("mode") == "fixed":
-        return colour(fixed["fixedColor"])
-    thresholds = props.get("thresholds") or {}
-    return _threshold_colour(value, thresholds.get("steps", []))
 
 
 def _points(ax: Axes, share: float) -> float:
@@ -403,17 +309,6 @@ def _labels_apart(ax: Axes, labels: list[tuple[str, float, float]], fontsize: fl
         placed.append(box)
         texts.append(label)
     return texts
-
-
-def _columns(text: str) -> int:
-    """How many columns a text takes: a Chinese character is as wide as two Latin ones."""
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
-
-
-def _cell(panel: dict[str, Any], column: str, value: object) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return _mapped(panel, column, value)
-    return _figure(panel, column, float(value), 1 if isinstance(value, float) else 0)
 
 
 def _table(ax: Axes, panel: dict[str, Any], frames: list[tuple[str, Series]]) -> None:

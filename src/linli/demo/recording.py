@@ -235,7 +235,7 @@ async def _until_recorded(agent: Agent, waste: WasteService, faults: tuple[str, 
         late = [
             p.name for p in agent.pollers if not p.health.online and not p.name.startswith(f"{OFFLINE_SITE}/")
         ]
-        missing = sorted(hot - seen) + ([] if waste.finished else ["a trip over"]) + late
+        missing = sorted(hot - seen) + ([] if waste.engine.finished else ["a trip over"]) + late
         if not missing and time.monotonic() >= paced:
             return
         if time.monotonic() > deadline:
@@ -292,11 +292,11 @@ def _typed(value: object, kind: str) -> Value:
 async def _renovation_day(waste: WasteService) -> None:
     """Property staff book three pickups; the driver takes them and collects the first of the
     round, answering and driving as the truck's terminal would report it."""
-    renovation = waste.renovation
+    renovation = waste.engine.renovation
     if renovation is None:
         return
     now = time.time()
-    zone = ZoneInfo(waste.feed.timezone)
+    zone = ZoneInfo(waste.engine.feed.timezone)
     made = []
     for n, compound in enumerate(("gubei-1", "hongmei-1", "yili-1")):
         request = BookingRequest.model_validate(
@@ -331,7 +331,8 @@ async def _renovation_day(waste: WasteService) -> None:
     first = renovation.bookings.get(nxt) if nxt else None
     if first is None or first.state != "accepted":
         return
-    depot = waste.feed.stops[waste.feed.extras.depots[0]]
+    feed = waste.engine.feed
+    depot = feed.stops[feed.extras.depots[0]]
     renovation.location(truck, depot.lat, depot.lon, 20.0, time.time())
     renovation.location(truck, first.lat, first.lon, 0.0, time.time())
     renovation.lift(truck, 180.0, time.time())

@@ -17,7 +17,8 @@ import pytest
 from alertflow import Hook
 from linli.catalog.alerts import AlertMessage
 from linli.cloud.notifier.config import Subscription
-from linli.cloud.notifier.engine import Notifier, edge_status_alert, inhibitor
+from linli.cloud.notifier.engine import Notifier
+from linli.cloud.notifier.routing import edge_status_alert, inhibitor
 from linli.cloud.notifier.store import Store
 from linli.demo.servers import LocalServer
 from support import stop_logged, wait_for

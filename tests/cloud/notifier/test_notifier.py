@@ -24,7 +24,8 @@ from linli.catalog.profile import Severity
 from linli.cloud.notifier import engine as notifier_module
 from linli.cloud.notifier.channels import DeliveryError, Notice, body
 from linli.cloud.notifier.config import NotifierConfig, QuietHours, Subscription
-from linli.cloud.notifier.engine import Notifier, edge_status_alert
+from linli.cloud.notifier.engine import Notifier
+from linli.cloud.notifier.routing import edge_status_alert
 from linli.cloud.notifier.store import Store
 from support import wait_until
 

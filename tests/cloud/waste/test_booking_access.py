@@ -200,8 +200,8 @@ def test_a_link_books_at_its_compounds_and_sees_and_cancels_its_own_office_s_boo
     assert "hongmei-1" not in listed.text
     assert call(running, "office-a", "GET", f"/bookings/{b_id}").status_code == 404
     assert call(running, "office-a", "POST", f"/bookings/{b_id}/cancel").status_code == 404
-    assert running.service.renovation is not None
-    assert str(running.service.renovation.bookings.get(b_id).state) != "cancelled"  # type: ignore[union-attr]
+    assert running.service.engine.renovation is not None
+    assert str(running.service.engine.renovation.bookings.get(b_id).state) != "cancelled"  # type: ignore[union-attr]
     assert [c["id"] for c in call(running, "office-a", "GET", "/compounds").json()] == ["gubei-1"]
     # Its own: seen with its trail (who booked it: the link), and cancelled.
     own = call(running, "office-a", "GET", f"/bookings/{a_id}").json()
@@ -255,7 +255,7 @@ def test_a_request_naming_a_url_or_a_topic_is_refused_and_nothing_is_sent_there(
         heard.append(running.heard.get_nowait())
     assert [t for t, _ in heard if t == OPS_TOPIC] == []
     assert all(b"requested" not in payload for t, payload in heard if t.endswith("/order"))
-    assert all(key not in json.dumps(b.to_json()) for b in running.service.renovation.bookings.all())  # type: ignore[union-attr]
+    assert all(key not in json.dumps(b.to_json()) for b in running.service.engine.renovation.bookings.all())  # type: ignore[union-attr]
 
 
 def test_the_requester_is_told_through_the_operator_s_sms_gateway_mail_and_wecom_app(

@@ -51,12 +51,14 @@ def morning_reads(out: Path) -> int:
             while ts / 1000 > due:
                 path = out / "rt" / f"{reads:04d}.pb"
                 path.write_bytes(
-                    feed_message(service.trackers.values(), service.now_s, trucks, feed.timezone)
+                    feed_message(
+                        service.engine.trackers.values(), service.engine.now_s, trucks, feed.timezone
+                    )
                 )
-                os.utime(path, (service.now_s, service.now_s))
+                os.utime(path, (service.engine.now_s, service.engine.now_s))
                 reads, due = reads + 1, due + EVERY_S
-            service.take(f"trucks/fleet/{truck}/{kind}", json.dumps(body).encode())
-        await service.deliveries.drain(0)
+            service.engine.take(f"trucks/fleet/{truck}/{kind}", json.dumps(body).encode())
+        await service.engine.deliveries.drain(0)
         return reads
 
     (out / "rt").mkdir()

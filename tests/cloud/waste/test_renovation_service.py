@@ -89,7 +89,7 @@ def cli_book(base: str, compound: str) -> subprocess.CompletedProcess[str]:
 
 
 def state_of(service: WasteService, booking_id: str) -> str | None:
-    found = service.renovation.bookings.get(booking_id) if service.renovation else None
+    found = service.engine.renovation.bookings.get(booking_id) if service.engine.renovation else None
     return None if found is None else str(found.state)
 
 
@@ -196,7 +196,7 @@ def test_a_booking_is_offered_declined_escalated_then_accepted_driven_collected_
                 out["cli"] = [
                     await asyncio.to_thread(cli_book, base, compound) for compound in ("nowhere", "yili-1")
                 ]
-                await service.deliveries.drain(10)
+                await service.engine.deliveries.drain(10)
         finally:
             await asyncio.to_thread(terminal.close)
             stop.set()
@@ -346,14 +346,14 @@ def test_a_truck_s_message_is_handled_while_a_plan_is_solved_and_the_plan_is_app
     async def scenario() -> dict[str, Any]:
         service = WasteService(held.config, TOKEN, held.feed)
         handled = threading.Event()
-        take = service.take
+        take = service.engine.take
 
         def taking(topic: str, payload: bytes) -> None:
             take(topic, payload)
             if topic.endswith("/location"):
                 handled.set()
 
-        monkeypatch.setattr(service, "take", taking)
+        monkeypatch.setattr(service.engine, "take", taking)
         async with running(service, held) as terminal:
 
             def steps(found: dict[str, Any]) -> None:
@@ -479,8 +479,8 @@ def test_a_stopped_service_says_what_it_did_and_what_is_left(
             await asyncio.to_thread(
                 terminal.send, "location", {"lat": gubei.lat, "lon": gubei.lon, "speed": 20.0}
             )
-            await wait_until(lambda: service.received == 1, 10, "the truck's message taken")
-        return service.received
+            await wait_until(lambda: service.engine.received == 1, 10, "the truck's message taken")
+        return service.engine.received
 
     with caplog.at_level(logging.INFO, logger="linli.cloud.waste.service"):
         assert asyncio.run(scenario()) == 1

@@ -59,7 +59,7 @@ class OnItsLoop:
         return asyncio.run_coroutine_threadsafe(take(), self.loop)
 
     def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.service.deliveries.drain(10), self.loop).result(15)
+        asyncio.run_coroutine_threadsafe(self.service.engine.deliveries.drain(10), self.loop).result(15)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(15)
         self.service.state.close()
@@ -94,7 +94,7 @@ def test_two_waste_services_claiming_one_notice_at_once_send_it_once(
             s.close()
         hook.close()
     heard = told(hook)
-    claimed = [s.service.claimed for s in services]
+    claimed = [s.service.engine.claimed for s in services]
     print(f"keeper messages: {sum(heard.values())}; claimed by each service: {claimed}")
     assert heard, "the trip told its keepers nothing"
     assert {"notice", "arrived", "collected"} <= {k[3] for k in heard}, heard

@@ -106,14 +106,14 @@ def test_a_truck_59_minutes_ahead_is_refused_and_every_keeper_hears_what_they_wo
         await asyncio.wait_for(service.started.wait(), 10)
         try:
             await asyncio.to_thread(publish, messages)
-            await wait_until(lambda: service.received >= len(messages), 30, "every message taken")
+            await wait_until(lambda: service.engine.received >= len(messages), 30, "every message taken")
         finally:
             stop.set()
             await task  # its deliveries drained
-        return dict(service.rejected)
+        return dict(service.engine.rejected)
 
     clean = service_for("clean")
-    messages = trip_and_parked(clean.feed)
+    messages = trip_and_parked(clean.engine.feed)
     attacked, lie = with_a_lie(messages, 59 * 60)
     try:
         assert asyncio.run(run(clean, messages)) == {}
@@ -159,10 +159,10 @@ def test_a_truck_a_few_minutes_ahead_is_taken_and_moves_no_other_trucks_trip(
         async def go() -> None:
             for truck, kind, body in messages:
                 hand_over(service, [(kind, body)], truck=truck)
-            await service.deliveries.drain(10)
+            await service.engine.deliveries.drain(10)
 
         asyncio.run(go())
-        return dict(service.rejected)
+        return dict(service.engine.rejected)
 
     messages = trip_and_parked(load_feed(local_feed(tmp_path / "feed", receiver.url)))
     attacked, _ = with_a_lie(messages, 4 * 60)
@@ -181,14 +181,14 @@ def test_a_payload_too_large_or_nested_too_deep_is_refused_counted_and_dead_lett
     feed = load_feed(local_feed(tmp_path, "http://127.0.0.1:9"))
     service = WasteService(WasteConfig(gtfs=tmp_path / "gtfs", state=str(tmp_path / "w.sqlite")), TOKEN, feed)
     dead: list[tuple[str, dict[str, Any]]] = []
-    service.dead_letter = lambda topic, payload: dead.append((topic, json.loads(payload)))
+    service.engine.dead_letter = lambda topic, payload: dead.append((topic, json.loads(payload)))
     huge = b'{"ts": 1, "lat": 31.2, "lon": 121.4, "pad": "' + b"x" * (8 << 20) + b'"}'
     deep = b'{"ts": 1, "lat": 31.2, "lon": 121.4, "x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
-    service.take(f"trucks/fleet/{DRY_SOUTH}/location", huge)
-    service.take(f"trucks/fleet/{DRY_SOUTH}/location", deep)
+    service.engine.take(f"trucks/fleet/{DRY_SOUTH}/location", huge)
+    service.engine.take(f"trucks/fleet/{DRY_SOUTH}/location", deep)
 
     async def stats() -> dict[str, Any]:
-        transport = httpx.ASGITransport(app=app(service, TOKEN))
+        transport = httpx.ASGITransport(app=app(service.engine, TOKEN))
         async with httpx.AsyncClient(transport=transport, base_url="http://waste") as api:
             answer = await api.get("/stats", headers={"Authorization": f"Bearer {TOKEN}"})
             return dict(answer.json())
@@ -240,10 +240,13 @@ def test_a_day_replayed_with_nobody_reporting_between_trips_is_taken_whole(
 
     async def run() -> None:
         for _, topic, payload in sorted(day, key=lambda m: m[0]):
-            service.take(topic, payload)
-        await service.deliveries.drain(30)
+            service.engine.take(topic, payload)
+        await service.engine.deliveries.drain(30)
 
     asyncio.run(run())
-    assert service.rejected == {}
-    done = [*service.finished, *(k for k, tr in service.trackers.items() if tr.stops.next_index() is None)]
+    assert service.engine.rejected == {}
+    done = [
+        *service.engine.finished,
+        *(k for k, tr in service.engine.trackers.items() if tr.stops.next_index() is None),
+    ]
     assert {key.split("@")[0] for key in done} == {t.id for t in monday}

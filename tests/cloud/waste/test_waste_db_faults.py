@@ -275,7 +275,7 @@ def test_a_constraint_violated_is_a_bug_logged_not_an_outage_retried_for_ever(
 
     async def run() -> None:
         hand_over(service, messages)
-        await service.deliveries.drain(10)
+        await service.engine.deliveries.drain(10)
 
     try:
         asyncio.run(run())
@@ -286,9 +286,9 @@ def test_a_constraint_violated_is_a_bug_logged_not_an_outage_retried_for_ever(
         tried = conn.execute(text("SELECT last_value FROM tried")).scalar_one()
     # Each notice's claim tried once (not again at each tick) and counted as a bug, none of it
     # taken for an outage, nothing left waiting.
-    assert service.state_errors == 0, (service.state_errors, tried)
-    assert service.state_bugs == tried > 1, (service.state_bugs, tried)
-    assert service.waiting == 0
+    assert service.engine.state_errors == 0, (service.engine.state_errors, tried)
+    assert service.engine.state_bugs == tried > 1, (service.engine.state_bugs, tried)
+    assert service.engine.waiting == 0
     bugs = [r.getMessage() for r in caplog.records if "a bug to report" in r.getMessage()]
     assert bugs, "no bug logged"
     assert "UniqueViolation" in bugs[0], bugs
@@ -314,7 +314,7 @@ def test_the_outbox_gives_a_refused_line_up_once_and_keeps_the_rest_through_an_o
     hook = Hook("127.0.0.1")
     config, feed, _ = one_trip(tmp_path, database.url, hook.base)
     service = WasteService(config, TOKEN, feed)
-    outbox = service.outbox
+    outbox = service.engine.outbox
     caplog.set_level(logging.ERROR, "linli.cloud.waste.service")
 
     def line(n: int, field: str = "n") -> str:
@@ -347,7 +347,7 @@ def test_the_outbox_gives_a_refused_line_up_once_and_keeps_the_rest_through_an_o
         with engine.connect() as conn:  # a sequence is not rolled back with the insert it counted
             tried = conn.execute(text("SELECT last_value FROM tried")).scalar_one()
         assert tried == 2, f"the refused line was tried {tried} times"
-        assert (service.state_bugs, service.state_errors, outbox.refused) == (1, 0, 1)
+        assert (service.engine.state_bugs, service.engine.state_errors, outbox.refused) == (1, 0, 1)
         assert stored() == [1, 3, 4, 5, 6]
         assert outbox.pending() == 0
         bugs = [r.getMessage() for r in caplog.records if "a bug to report" in r.getMessage()]
@@ -360,14 +360,14 @@ def test_the_outbox_gives_a_refused_line_up_once_and_keeps_the_rest_through_an_o
         outbox.put([line(8), line(9)])
         assert outbox.flush(store, None) == 0  # nothing can be read: nothing written, nothing lost
         assert outbox.pending() == 3  # held in memory
-        assert service.state_errors >= 3
-        assert service.state_bugs == 1
+        assert service.engine.state_errors >= 3
+        assert service.engine.state_bugs == 1
         database.fault("start")
         engine.dispose()
         wait_for(lambda: outbox.flush(store, None) > 0, "the held lines written once the state is back")
         assert stored() == [1, 3, 4, 5, 6, 7, 8, 9]  # each once, the refused one never
         assert outbox.pending() == 0
-        assert service.state_bugs == 1
+        assert service.engine.state_bugs == 1
     finally:
         service.state.close()
         engine.dispose()

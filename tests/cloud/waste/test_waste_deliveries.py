@@ -74,7 +74,7 @@ def test_a_hanging_and_a_trickling_keeper_gateway_cost_only_their_own_notices(
         return [p["notice"] for p in receiver.at(f"/send?to=keeper-{room}") if p["notice"] != "correction"]
 
     def failed() -> list[dict[str, Any]]:
-        return service.failures()
+        return service.engine.failures()
 
     def failed_for(room: str) -> list[str]:
         return [json.loads(f["message"])["notice"] for f in failed() if f["contact"] == keeper[room]]
@@ -140,11 +140,13 @@ def test_a_delivery_waiting_its_turn_past_its_lease_is_not_sent_again_by_its_own
 
     async def run() -> tuple[int, int]:
         for n in range(2):
-            service.held.deliver("keeper", channel, Resent(f"notice {n}", f"text {n}", {"n": n}), f"stop-{n}")
+            service.engine.held.deliver(
+                "keeper", channel, Resent(f"notice {n}", f"text {n}", {"n": n}), f"stop-{n}"
+            )
         await wait_until(lambda: len(gateway.posts) == 1, 30, "the first delivery at the gateway")
         leases = [float(lease) for (lease,) in service.state.rows("SELECT lease_s FROM waste_delivery")]
         await wait_until(lambda: time.time() > max(leases), 30, "both leases run out")
-        return service.send_orphans(), service.deliveries.under_way
+        return service.engine.send_orphans(), service.engine.deliveries.under_way
 
     try:
         sent, under_way = asyncio.run(run())

@@ -183,7 +183,7 @@ def told_alone(tmp_path: Path, messages: list[tuple[str, dict[str, Any]]]) -> To
 
     async def run() -> None:
         hand_over(service, messages)
-        await service.deliveries.drain(10)
+        await service.engine.deliveries.drain(10)
 
     asyncio.run(run())
     told = Counter((str(n["stop_id"]), str(n["kind"])) for n in service.state.notices(100_000))

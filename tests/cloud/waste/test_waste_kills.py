@@ -261,11 +261,11 @@ def test_a_trip_broken_down_before_a_restart_is_not_found_broken_down_again(
 
     async def run(service: WasteService, part: list[tuple[str, dict[str, Any]]], truck: str) -> None:
         hand_over(service, part, truck=truck)
-        await service.deliveries.drain(10)
+        await service.engine.deliveries.drain(10)
 
     asyncio.run(run(first, before, "truck-dry-south"))
     asyncio.run(run(first, clock[:20], "truck-wet-north"))
-    assert [str(i.kind) for i in first.incidents] == ["breakdown"]
+    assert [str(i.kind) for i in first.engine.incidents] == ["breakdown"]
     told = len(receiver.at("/operator"))
     first.state.close()
     second = WasteService(first.config, TOKEN, feed)
@@ -294,10 +294,10 @@ def test_a_restarted_service_predicts_as_the_one_it_replaces(
 
     async def run(service: WasteService) -> dict[int, float]:
         hand_over(service, messages[:cut])
-        await service.deliveries.drain(10)
-        tracker = service.trip_now(TRIP)
+        await service.engine.deliveries.drain(10)
+        tracker = service.engine.trip_now(TRIP)
         assert tracker is not None
-        return predict(service.history, tracker.state, now)
+        return predict(service.engine.history, tracker.state, now)
 
     before = asyncio.run(run(first))
     first.state.close()

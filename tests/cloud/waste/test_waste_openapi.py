@@ -25,7 +25,7 @@ EXAMPLES = 50
 def base_url(tmp_path: Path) -> Iterator[str]:
     """The waste service's API served by uvicorn on a free port, as `linli waste run` serves it."""
     config = WasteConfig(gtfs=FEED, state=str(tmp_path / "waste.sqlite"))
-    with serving(app(WasteService(config, TOKEN, load_feed(FEED)), TOKEN)) as base:
+    with serving(app(WasteService(config, TOKEN, load_feed(FEED)).engine, TOKEN)) as base:
         yield base
 
 

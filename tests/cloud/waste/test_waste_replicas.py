@@ -42,7 +42,7 @@ def told_alone(receiver: Receiver, smtp: int, tmp_path: Path) -> tuple[Any, list
 
     async def run() -> None:
         hand_over(alone, messages)
-        await alone.deliveries.drain(10)
+        await alone.engine.deliveries.drain(10)
 
     start = len(receiver.posts)
     asyncio.run(run())
@@ -67,8 +67,8 @@ def test_two_services_on_one_state_tell_each_notice_once_and_survive_one_going(
             if i < gone:
                 hand_over(first, [message])
             hand_over(second, [message])
-        await first.deliveries.drain(10)
-        await second.deliveries.drain(10)
+        await first.engine.deliveries.drain(10)
+        await second.engine.deliveries.drain(10)
 
     start = len(receiver.posts)
     asyncio.run(pair())
@@ -89,19 +89,19 @@ def test_two_services_on_one_state_tell_each_notice_once_and_survive_one_going(
     assert "/dispatcher" in {path for path, _, _ in expected}
     kinds = {kind for _, kind, _ in heard}
     assert {"notice", "arrived", "collected", "deferred", "returned", "blocked"} <= kinds
-    both = len(first.incidents) + len(second.incidents)
+    both = len(first.engine.incidents) + len(second.engine.incidents)
     assert (both, len(first.state.incidents())) == (2, 1)
     rows = first.state.notices(10_000)
     assert len(rows) == len({(r["trip_id"], r["day"], r["idx"], r["kind"], r["time_ms"]) for r in rows})
     # Each told its share: the first until it went, the second the rest (and what the first
     # had not claimed yet).
-    assert first.claimed["notice"] > 0
-    assert second.claimed["notice"] > 0
-    assert first.claimed.total() + second.claimed.total() == len(rows) + 1  # and the incident
+    assert first.engine.claimed["notice"] > 0
+    assert second.engine.claimed["notice"] > 0
+    assert first.engine.claimed.total() + second.engine.claimed.total() == len(rows) + 1  # and the incident
     # Every delivery finished, none left held for another service to send again.
     assert first.state.rows("SELECT COUNT(*) FROM waste_delivery") == [(0,)]
     for service in (first, second):
-        service.leadership.close()
+        service.engine.leadership.close()
         service.state.close()
 
 
@@ -123,24 +123,24 @@ def test_a_database_outage_mid_trip_delays_notices_and_loses_none(
     async def outage() -> int:
         nonlocal database
         hand_over(service, messages[:third])
-        await service.deliveries.drain(10)
+        await service.engine.deliveries.drain(10)
         told_before = len(receiver.posts)
         database.stop()
         hand_over(service, messages[third : 2 * third])
-        await service.deliveries.drain(10)
+        await service.engine.deliveries.drain(10)
         assert len(receiver.posts) == told_before  # nothing claimed, nothing told
         database = start_postgresql(database.datadir, database.port, init=False)
         hand_over(service, messages[2 * third :])
-        await service.deliveries.drain(10)
-        return service.outbox.pending()
+        await service.engine.deliveries.drain(10)
+        return service.engine.outbox.pending()
 
     start = len(receiver.posts)
     try:
         pending = asyncio.run(outage())
     finally:
         database.stop()
-    assert service.state_errors > 0
-    assert "internal" not in service.rejected
+    assert service.engine.state_errors > 0
+    assert "internal" not in service.engine.rejected
     assert told_since(receiver, start) == expected
     assert pending > 0  # the store's lines from the outage are kept too
 
@@ -165,10 +165,10 @@ def test_what_a_dead_service_held_is_sent_once_by_another(
     live = first.state.hold("keeper-live", channel.model_dump_json(), "{}", "t/live", time.time() + 300)
 
     async def sweep() -> tuple[int, int, int]:
-        taken = (first.send_orphans(), second.send_orphans())
-        again = first.send_orphans() + second.send_orphans()
-        await first.deliveries.drain(10)
-        await second.deliveries.drain(10)
+        taken = (first.engine.send_orphans(), second.engine.send_orphans())
+        again = first.engine.send_orphans() + second.engine.send_orphans()
+        await first.engine.deliveries.drain(10)
+        await second.engine.deliveries.drain(10)
         return taken[0] + taken[1], again, len(first.state.rows("SELECT id FROM waste_delivery"))
 
     taken, again, left = asyncio.run(sweep())
@@ -176,7 +176,7 @@ def test_what_a_dead_service_held_is_sent_once_by_another(
     assert sorted(b["n"] for b in receiver.at("/orphan")) == list(range(20))
     first.state.release(live)
     for service in (first, second):
-        service.leadership.close()
+        service.engine.leadership.close()
         service.state.close()
 
 
@@ -200,8 +200,8 @@ def test_a_held_delivery_that_cannot_be_read_is_dropped_with_a_log_not_retried_f
         service.state.hold("keeper", channel, message, "t", time.time() - 1)
 
     async def sweep() -> int:
-        taken = service.send_orphans()
-        await service.deliveries.drain(10)
+        taken = service.engine.send_orphans()
+        await service.engine.deliveries.drain(10)
         return taken
 
     with caplog.at_level("ERROR"):
@@ -209,5 +209,5 @@ def test_a_held_delivery_that_cannot_be_read_is_dropped_with_a_log_not_retried_f
     assert service.state.rows("SELECT COUNT(*) FROM waste_delivery") == [(0,)]
     assert receiver.at("/hostile") == []
     assert sum("cannot be read, dropped" in r.message for r in caplog.records) == len(hostile)
-    service.leadership.close()
+    service.engine.leadership.close()
     service.state.close()

@@ -178,7 +178,7 @@ def test_waste_rollup_keeps_the_tonnage_in_the_state_where_any_service_serves_it
     service, _ = incident_service(tmp_path, "http://127.0.0.1:1", 1, state=state)
 
     async def read() -> dict[str, list[dict[str, Any]]]:
-        transport = httpx.ASGITransport(app=app(service, TOKEN))
+        transport = httpx.ASGITransport(app=app(service.engine, TOKEN))
         auth = {"Authorization": f"Bearer {TOKEN}"}
         async with httpx.AsyncClient(transport=transport, base_url="http://waste") as api:
             return {

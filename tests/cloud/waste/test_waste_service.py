@@ -58,7 +58,7 @@ def hand_over(
 ) -> None:
     """A truck's messages to the service, in-process, as its MQTT feed would hand them over."""
     for kind, body in messages:
-        service.take(f"trucks/fleet/{truck}/{kind}", json.dumps(body).encode())
+        service.engine.take(f"trucks/fleet/{truck}/{kind}", json.dumps(body).encode())
 
 
 def lift_at(messages: list[tuple[str, dict[str, Any]]], stop_id: str) -> int:
@@ -137,7 +137,7 @@ def test_keepers_hear_before_the_truck_comes_then_arrival_and_collection(
                 "every bin room's collection",
             )
             await wait_until(
-                lambda: service.rejected.total() >= len(hostile), 10, "the hostile messages counted"
+                lambda: service.engine.rejected.total() >= len(hostile), 10, "the hostile messages counted"
             )
             async with httpx.AsyncClient(base_url=base, timeout=10) as api:
                 auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -223,8 +223,8 @@ def test_a_restart_mid_trip_tells_no_keeper_twice(
     async def run(part: list[tuple[str, dict[str, Any]]]) -> dict[str, int]:
         service = WasteService(config, TOKEN, feed)
         hand_over(service, part)
-        await service.deliveries.drain(10)
-        return dict(service.fixes)
+        await service.engine.deliveries.drain(10)
+        return dict(service.engine.fixes)
 
     asyncio.run(run(messages[:half]))
     told_before = len(receiver.posts)
@@ -254,11 +254,11 @@ def test_the_gtfs_realtime_feed_parses_back_with_the_trip_and_the_truck(tmp_path
     async def scenario() -> tuple[int, bytes, int]:
         service = WasteService(config, TOKEN, feed)
         hand_over(service, half)
-        transport = httpx.ASGITransport(app=app(service, TOKEN))
+        transport = httpx.ASGITransport(app=app(service.engine, TOKEN))
         async with httpx.AsyncClient(transport=transport, base_url="http://waste") as api:
             denied = (await api.get("/gtfs-rt")).status_code
             answer = await api.get("/gtfs-rt", headers={"Authorization": f"Bearer {TOKEN}"})
-        await service.deliveries.drain(0)
+        await service.engine.deliveries.drain(0)
         return denied, answer.content, answer.status_code
 
     denied, body, status = asyncio.run(scenario())
@@ -350,8 +350,8 @@ def test_a_blocked_gate_tells_the_property_and_the_dispatcher_and_the_stop_is_se
 
     async def run() -> list[dict[str, Any]]:
         hand_over(service, messages)
-        await service.deliveries.drain(10)
-        return [{"kind": str(i.kind), "stop": i.stop_id} for i in service.incidents]
+        await service.engine.deliveries.drain(10)
+        return [{"kind": str(i.kind), "stop": i.stop_id} for i in service.engine.incidents]
 
     incidents = asyncio.run(run())
     assert incidents == [{"kind": "blocked", "stop": blocked}]
@@ -377,7 +377,7 @@ def test_the_district_default_locale_is_used_for_contacts_without_their_own(
 
     async def run() -> None:
         hand_over(service, messages)
-        await service.deliveries.drain(10)
+        await service.engine.deliveries.drain(10)
 
     asyncio.run(run())
     [office] = receiver.at(f"/property?p={blocked}")
@@ -407,10 +407,12 @@ def test_a_truck_gone_silent_mid_trip_is_a_breakdown_and_the_stops_ahead_are_tol
     async def run() -> None:
         hand_over(service, before)
         hand_over(service, clock, truck="truck-wet-north")
-        await service.deliveries.drain(10)
+        await service.engine.deliveries.drain(10)
 
     asyncio.run(run())
-    assert [(str(i.kind), i.detail) for i in service.incidents] == [("breakdown", "no message for 10 min")]
+    assert [(str(i.kind), i.detail) for i in service.engine.incidents] == [
+        ("breakdown", "no message for 10 min")
+    ]
     [operator] = receiver.at("/operator")
     assert operator["incident"] == "breakdown"
     assert operator["text"].endswith("请作业公司紧急增派车辆。"), operator
@@ -444,12 +446,12 @@ def test_the_dispatcher_skips_a_stop_and_sends_a_replacement_truck_through_the_a
 
     async def run() -> dict[str, Any]:
         hand_over(service, messages[: cut + 1])
-        service.take(
+        service.engine.take(
             "trucks/fleet/truck-dry-south/alarm",
             json.dumps({"ts": messages[cut][1]["ts"] + 1000, "alarm": "breakdown", "active": True}).encode(),
         )
         out: dict[str, Any] = {}
-        transport = httpx.ASGITransport(app=app(service, TOKEN))
+        transport = httpx.ASGITransport(app=app(service.engine, TOKEN))
         async with httpx.AsyncClient(transport=transport, base_url="http://waste") as api:
             out["skip"] = (await api.post(f"/trips/{TRIP}/stops/{stops[5]}/skip", headers=auth)).status_code
             out["skip again"] = (
@@ -468,8 +470,8 @@ def test_the_dispatcher_skips_a_stop_and_sends_a_replacement_truck_through_the_a
         # The spare truck drives the rest of the trip, past the skipped stop without lifting.
         rest = [(k, b) for k, b in messages[cut + 1 :] if not (k == "lift" and b["stop"] == stops[5])]
         hand_over(service, rest, truck="truck-spare-1")
-        await service.deliveries.drain(10)
-        out["incidents"] = [str(i.kind) for i in service.incidents]
+        await service.engine.deliveries.drain(10)
+        out["incidents"] = [str(i.kind) for i in service.engine.incidents]
         return out
 
     out = asyncio.run(run())

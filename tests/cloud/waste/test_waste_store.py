@@ -50,16 +50,16 @@ def test_trips_visits_and_incidents_reach_the_store_and_the_service_figures_add_
     async def scenario() -> tuple[int, int, int, list[dict[str, object]]]:
         service = WasteService(config, TOKEN, feed)
         for kind, body in sorted(drive.messages, key=lambda m: m[1]["ts"]):
-            service.take(f"trucks/fleet/truck-dry-south/{kind}", json.dumps(body).encode())
-        service.advance(end_ms / 1000 + 120)  # the clock moves on: the trip is over
-        assert f"{TRIP}@{MONDAY}" in service.finished
+            service.engine.take(f"trucks/fleet/truck-dry-south/{kind}", json.dumps(body).encode())
+        service.engine.advance(end_ms / 1000 + 120)  # the clock moves on: the trip is over
+        assert f"{TRIP}@{MONDAY}" in service.engine.finished
         # The store is down at first: nothing is lost, the lines wait.
         dead = VisitStore(url=f"http://127.0.0.1:{free_port()}", database=db)
-        waiting = service.outbox.pending()
-        assert await asyncio.to_thread(service.outbox.flush, dead, None) == 0
-        assert service.outbox.pending() == waiting > 0
-        written = await asyncio.to_thread(service.outbox.flush, store, None)
-        transport = httpx.ASGITransport(app=app(service, TOKEN))
+        waiting = service.engine.outbox.pending()
+        assert await asyncio.to_thread(service.engine.outbox.flush, dead, None) == 0
+        assert service.engine.outbox.pending() == waiting > 0
+        written = await asyncio.to_thread(service.engine.outbox.flush, store, None)
+        transport = httpx.ASGITransport(app=app(service.engine, TOKEN))
         headers = {"Authorization": f"Bearer {TOKEN}"}
         async with httpx.AsyncClient(transport=transport, base_url="http://waste", headers=headers) as api:
             incidents = (await api.get("/incidents")).json()
@@ -69,8 +69,8 @@ def test_trips_visits_and_incidents_reach_the_store_and_the_service_figures_add_
             again = (await api.get("/incidents")).json()
         assert acked == {"incident": number, "kind": "blocked", "acknowledged": True}
         assert [i["acknowledged"] for i in again] == [True]
-        await asyncio.to_thread(service.outbox.flush, store, None)
-        await service.deliveries.drain(0)
+        await asyncio.to_thread(service.engine.outbox.flush, store, None)
+        await service.engine.deliveries.drain(0)
         return waiting, written, missing, incidents
 
     waiting, written, missing, incidents = asyncio.run(scenario())
@@ -166,11 +166,11 @@ def test_the_dispatcher_defers_a_stop_its_keeper_hears_and_the_stops_after_come_
     async def scenario() -> tuple[float, float, list[int], list[str]]:
         service = WasteService(config, TOKEN, feed)
         for kind, body in messages[: cut + 1]:
-            service.take(f"trucks/fleet/truck-dry-south/{kind}", json.dumps(body).encode())
-        tracker = service.trip_now(TRIP)
+            service.engine.take(f"trucks/fleet/truck-dry-south/{kind}", json.dumps(body).encode())
+        tracker = service.engine.trip_now(TRIP)
         assert tracker is not None
         before = tracker.predicted[after]
-        transport = httpx.ASGITransport(app=app(service, TOKEN))
+        transport = httpx.ASGITransport(app=app(service.engine, TOKEN))
         headers = {"Authorization": f"Bearer {TOKEN}"}
         async with httpx.AsyncClient(transport=transport, base_url="http://waste", headers=headers) as api:
             codes = [
@@ -178,13 +178,13 @@ def test_the_dispatcher_defers_a_stop_its_keeper_hears_and_the_stops_after_come_
                 (await api.post(f"/trips/{TRIP}/stops/{deferred}/defer")).status_code,  # already
                 (await api.post(f"/trips/{TRIP}/stops/nowhere/defer")).status_code,
             ]
-        service.advance(messages[cut][1]["ts"] / 1000 + 30)
+        service.engine.advance(messages[cut][1]["ts"] / 1000 + 30)
         sooner = tracker.predicted[after]
         # The truck still comes by in its old order and lifts there: the keeper hears it is back.
         for kind, body in messages[cut + 1 :]:
-            service.take(f"trucks/fleet/truck-dry-south/{kind}", json.dumps(body).encode())
-        told = [n["kind"] for n in reversed(service.notices()) if n["stop_id"] == deferred]
-        await service.deliveries.drain(0)
+            service.engine.take(f"trucks/fleet/truck-dry-south/{kind}", json.dumps(body).encode())
+        told = [n["kind"] for n in reversed(service.engine.notices()) if n["stop_id"] == deferred]
+        await service.engine.deliveries.drain(0)
         return before, sooner, codes, told
 
     before, sooner, codes, told = asyncio.run(scenario())

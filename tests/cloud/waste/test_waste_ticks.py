@@ -57,9 +57,9 @@ def test_a_tick_writes_its_trips_and_lines_in_one_transaction_and_reads_the_book
 
     async def run() -> None:
         for _, topic, payload in stamped:
-            service.take(topic, payload)
+            service.engine.take(topic, payload)
             await asyncio.sleep(0)
-        await service.deliveries.drain(30)
+        await service.engine.deliveries.drain(30)
 
     try:
         asyncio.run(run())
@@ -67,9 +67,9 @@ def test_a_tick_writes_its_trips_and_lines_in_one_transaction_and_reads_the_book
             service.state.rows("SELECT line FROM waste_outbox WHERE line LIKE 'waste_renovation %'")
         )
     finally:
-        service.leadership.close()
+        service.engine.leadership.close()
         service.state.close()
-    assert service.rejected == {}
+    assert service.engine.rejected == {}
     trips = [t for t in transactions if any(s.startswith("INSERT INTO waste_trip ") for s in t)]
     upserts = sum(s.startswith("INSERT INTO waste_trip ") for t in trips for s in t)
     # Several trips under way at once were written together, each time with the store's lines.

@@ -19,54 +19,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import json
 import logging
 import math
-import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from zoneinfo import ZoneInfo
+from collections.abc import Callable
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from linli.catalog.alerts import (
-    EDGE_OFFLINE,
-    EDGE_ONLINE,
-    EDGE_STOPPED,
-    AlertMessage,
-    AlertState,
-    fingerprint,
-)
+from linli.catalog.alerts import AlertMessage, AlertState
 from linli.catalog.alerttext import NoticeKind, Standing
-from linli.catalog.channels import Channel
 from linli.catalog.errors import validation_reason
-from linli.catalog.profile import Severity
 from linli.catalog.ratelog import RateLimitedLog
 from linli.cloud.db import unreachable
-from linli.cloud.notifier.channels import GroupNotice, Message, Notice, Sender, message_from_json, thread_of
-from linli.cloud.notifier.config import (
-    InhibitRule,
-    NotifierConfig,
-    QuietHours,
-    Silence,
-    Subscription,
-    labelled,
-    life_safety,
-)
+from linli.cloud.notifier.channels import GroupNotice, Notice, Sender
+from linli.cloud.notifier.config import NotifierConfig, Silence, Subscription, labelled, life_safety
 from linli.cloud.notifier.delivery import Deliveries
+from linli.cloud.notifier.outbox import Outbox, Outgoing
+from linli.cloud.notifier.routing import Active, group_key, inhibitor, matches, quiet_now
 from linli.cloud.notifier.store import NOTHING, Entry, Keep, Pending, Store
 
 log = logging.getLogger(__name__)
-
-RANK = {Severity.WARNING: 0, Severity.CRITICAL: 1}
 # How often an alert held back by a subscriber's quiet hours is looked at again.
 QUIET_RECHECK_S = 60.0
-CHANNEL: TypeAdapter[Channel] = TypeAdapter(Channel)
-# A notice to send: to whom, on which channel, what.
-Outgoing = tuple[str, Channel, Notice | GroupNotice]
 # Which notice an alert alone in its message gets, by how it stands.
 SINGLE: dict[Standing, NoticeKind] = {"new": "firing", "firing": "repeat", "resolved": "resolved"}
 # Alerts looked at in one go: each may take a few statements, and the loop has other work.
@@ -78,84 +52,7 @@ WAKE_GRID_S = 0.05
 BUG_RETRY_S = 60.0
 
 
-@dataclass(frozen=True)
-class Active:
-    """An open alert as the book has it."""
-
-    alert: AlertMessage
-    first_s: float  # when a notifier first saw it fire
-    acked_by: str | None
-    told: dict[str, float]  # subscription -> when it last heard
-
-
-def matches(sub: Subscription, alert: AlertMessage) -> bool:
-    return (
-        (not sub.sites or alert.site in sub.sites)
-        and (not sub.kinds or alert.kind in sub.kinds)
-        and (not sub.rules or alert.rule in sub.rules)
-        and RANK[alert.severity] >= RANK[sub.min_severity]
-    )
-
-
-def group_key(sub: Subscription, alert: AlertMessage) -> str:
-    """The group `alert` is told in to `sub`: its `group_by` labels as a query (`site=x&rule=y`),
-    which is also what the API's /alerts takes to list the group."""
-    return urllib.parse.urlencode([(label, str(getattr(alert, label))) for label in sub.group_by])
-
-
-def inhibitor(rules: Sequence[InhibitRule], alert: AlertMessage, book: Sequence[Active]) -> str | None:
-    """The fingerprint of a firing alert that inhibits `alert` by one of `rules`, or None."""
-    for rule in rules:
-        if not labelled(alert, rule.target):
-            continue
-        for other in book:
-            source = other.alert
-            if (
-                source.fingerprint != alert.fingerprint
-                and labelled(source, rule.source)
-                and all(getattr(source, label) == getattr(alert, label) for label in rule.equal)
-            ):
-                return source.fingerprint
-    return None
-
-
-def quiet_now(quiet: QuietHours | None, severity: Severity, now_s: float) -> bool:
-    if quiet is None or (severity is Severity.CRITICAL and quiet.critical_passes):
-        return False
-    local = datetime.fromtimestamp(now_s, ZoneInfo(quiet.zone)).strftime("%H:%M")
-    if quiet.start <= quiet.end:
-        return quiet.start <= local < quiet.end
-    return local >= quiet.start or local < quiet.end
-
-
-def edge_status_alert(edge: str, status: str, now_ms: int) -> AlertMessage | None:
-    """An edge's last will ("offline") as an alert like any other.
-
-    "online" resolves it, and so does "stopped": a planned stop (a restart, an upgrade)
-    pages nobody, while a lost connection does.
-    """
-    if status not in (EDGE_ONLINE, EDGE_OFFLINE, EDGE_STOPPED):
-        return None
-    rule = "edge.offline"
-    return AlertMessage(
-        fingerprint=fingerprint(rule, "", edge, None),
-        rule=rule,
-        title="Edge agent offline",
-        severity=Severity.CRITICAL,
-        state=AlertState.FIRING if status == EDGE_OFFLINE else AlertState.RESOLVED,
-        kind="edge",
-        site="",
-        device=edge,
-        port=None,
-        value=None,
-        threshold=0,
-        time_ms=now_ms,
-        since_ms=now_ms,
-        edge=edge,
-    )
-
-
-class Notifier:
+class Notifier(Outbox):
     """The alert book and the delivery queue."""
 
     def __init__(
@@ -165,9 +62,7 @@ class Notifier:
         self.store = store
         self.sender = sender
         self.clock = clock
-        self.sent: list[
-            tuple[str, str, Notice | GroupNotice]
-        ] = []  # (subscription, channel kind, notice): the log
+        self.sent = []  # (subscription, channel kind, notice): the log
         self.handled: Counter[str] = Counter()  # events taken, by device kind
         self.rejected: Counter[str] = Counter()  # events refused at the door, by reason
         self.errors: Counter[str] = Counter()  # alerts quarantined or failing, by where
@@ -494,88 +389,3 @@ class Notifier:
         held = self.store.claim_escalation(active.alert.fingerprint, sub.id, self._keep(out))
         self._send_all(out, held, subs={target.id: target for target in targets})
         return []
-
-    # --- delivery -----------------------------------------------------------
-
-    @property
-    def delivering(self) -> int:
-        """Deliveries under way (retries included)."""
-        return self.deliveries.under_way
-
-    def _outgoing(self, subs: list[Subscription], kind: NoticeKind, alert: AlertMessage) -> list[Outgoing]:
-        """The notices telling each of `subs` on each of its channels, in its locale and zone."""
-        return [
-            (sub.id, channel, Notice(kind, alert, sub.id, sub.locale or self.config.locale, sub.zone))
-            for sub in subs
-            for channel in sub.channels
-        ]
-
-    def _keep(self, outgoing: list[Outgoing]) -> Keep:
-        """What a claim keeps in the outbox until it is sent: if this notifier dies first,
-        another sends it; if the database fails, the claim is undone with it."""
-        notices = [(sub, ch.model_dump_json(), json.dumps(n.to_json())) for sub, ch, n in outgoing]
-        return Keep(notices, self.clock() + self.config.lease_s)
-
-    def _send_all(
-        self,
-        outgoing: list[Outgoing],
-        held: list[int] | None,
-        thread: str | None = None,
-        subs: Mapping[str, Subscription] | None = None,
-    ) -> None:
-        """Send what a claim kept (`held`: its outbox ids), if the claim was won; a life-safety
-        alert with its subscription's `fallback` for when its robots are held up."""
-        if held is None:
-            return  # another notifier won it, or the alert is closed
-        for (sub_id, channel, notice), held_id in zip(outgoing, held, strict=True):
-            sub = (subs or {}).get(sub_id)
-            urgent = notice.kind in ("firing", "escalation") and life_safety(self.config, notice.alert.rule)
-            fallback = sub.fallback if sub is not None and urgent else []
-            self._send(sub_id, channel, notice, held_id, thread, fallback=fallback)
-
-    def _send(
-        self,
-        sub_id: str,
-        channel: Channel,
-        notice: Notice | GroupNotice,
-        held: int,
-        thread: str | None = None,
-        *,
-        fallback: Sequence[Channel] = (),
-    ) -> None:
-        self.sent.append((sub_id, str(channel.kind), notice))
-        finished = functools.partial(self._release, held)
-        thread = thread or thread_of(notice)
-        self.deliveries.start(sub_id, channel, notice, thread=thread, finished=finished, fallback=fallback)
-
-    def _release(self, held: int) -> None:
-        try:
-            self.store.release(held)
-        except Exception as exc:
-            # Left in the outbox: sent again when its lease runs out, rather than lost.
-            self.count_failure("outbox", str(held), exc)
-
-    def send_orphans(self) -> int:
-        """Send the notices a notifier claimed and never sent (it died); how many."""
-        orphans = self.store.orphans(self.clock(), self.clock() + self.config.lease_s)
-        for held, sub_id, channel_json, body in orphans:
-            try:
-                channel = CHANNEL.validate_json(channel_json)
-                notice = message_from_json(json.loads(body) | {"subscription": sub_id})
-            except (ValidationError, ValueError, KeyError) as exc:
-                self.count_failure("outbox", str(held), exc)
-                self.store.release(held)  # cannot be sent, now or later: logged, not retried forever
-                continue
-            log.warning(
-                "notifier: sending a notice for %s that another notifier claimed and never sent", sub_id
-            )
-            self._send(sub_id, channel, notice, held)
-        return len(orphans)
-
-    def _record(self, who: str, channel: Channel, notice: Message, error: str) -> None:
-        self.store.record_failure(int(self.clock() * 1000), who, str(channel.kind), notice.to_json(), error)
-
-    async def drain(self, deadline_s: float = 5.0) -> None:
-        """Wait for every delivery under way, for at most `deadline_s`; the rest are recorded
-        as failed deliveries (GET /failed-deliveries), not lost."""
-        await self.deliveries.drain(deadline_s)

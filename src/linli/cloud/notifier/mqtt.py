@@ -20,7 +20,7 @@ from linli.catalog.alerts import NAME_MAX, AlertMessage
 from linli.catalog.errors import validation_reason
 from linli.catalog.mqttclient import make_client
 from linli.cloud.notifier.config import BrokerConfig
-from linli.cloud.notifier.engine import edge_status_alert
+from linli.cloud.notifier.routing import edge_status_alert
 
 log = logging.getLogger(__name__)
 

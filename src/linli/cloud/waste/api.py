@@ -19,16 +19,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp
 
 from linli.cloud.headers import Protect
-from linli.cloud.notifier.api import Guard, doc, guarded
+from linli.cloud.notifier.guard import Guard, doc, guarded
 from linli.cloud.paging import PAGED, Paged, page, rows_page
 from linli.cloud.prom import add_metrics, counter, gauge
 from linli.cloud.tokens import TokenBook
+from linli.cloud.waste import commands
 from linli.cloud.waste.booking_api import PUBLIC_PAGES, booking_routes
 from linli.cloud.waste.bookings import OPEN
 from linli.cloud.waste.engine import WasteEngine
 from linli.cloud.waste.realtime import feed_message
 from linli.cloud.waste.rollups import ZONE, Period, period_start
 from linli.cloud.waste.scopes import needed
+from linli.cloud.waste.trip_reports import snapshot
 from linli.transit.gtfs import local_hhmm
 
 
@@ -93,7 +95,7 @@ class Counts(BaseModel):
 
 
 def trip_now(trip: dict[str, Any], stops: list[dict[str, Any]], timezone: str) -> TripNow:
-    """A trip as the state keeps it (`WasteEngine.snapshot`)."""
+    """A trip as the state keeps it (`trip_reports.snapshot`)."""
     nxt = trip["next_idx"]
     here = stops[nxt] if nxt is not None and nxt < len(stops) else None
     predicted = None if here is None else here["predicted_ms"]
@@ -126,7 +128,7 @@ def _local(epoch_ms: int | None, timezone: str) -> str | None:
 
 def dispatch(service: WasteEngine, kind: str, trip_id: str, arg: str) -> str:
     """The command applied ("done")."""
-    status = service.command(kind, trip_id, arg)
+    status = commands.command(service, kind, trip_id, arg)
     if not status:
         what = (
             f"no trip {trip_id}" if kind == "replace" else f"no stop {arg} still to come on a trip {trip_id}"
@@ -148,7 +150,7 @@ def app(service: WasteEngine, token: str, tokens: TokenBook | None = None) -> AS
         """Trips followed now: each one's next stop, predicted time and delay."""
         tz = service.feed.timezone
         now = service.clock()
-        return [trip_now(*service.snapshot(key, t, now), tz) for key, t in service.trackers.items()]
+        return [trip_now(*snapshot(service.feed, key, t, now), tz) for key, t in service.trackers.items()]
 
     @api.get("/notices", responses=PAGED)
     async def notices(
@@ -213,7 +215,7 @@ def app(service: WasteEngine, token: str, tokens: TokenBook | None = None) -> AS
     @api.post("/incidents/{number}/ack", responses=doc(404))
     async def acknowledge(number: Annotated[int, Path(ge=0, le=2**62)]) -> dict[str, Any]:
         """The dispatcher has seen an incident (its number in GET /incidents): it is closed."""
-        incident = service.acknowledge(number)
+        incident = commands.acknowledge(service, number)
         if incident is None:
             raise HTTPException(404, f"no incident {number}")
         return {"incident": number, "kind": incident["kind"], "acknowledged": True}

@@ -28,7 +28,7 @@ from linli.catalog.i18n import DEFAULT_LOCALE, LOCALES, Locale, catalog
 from linli.catalog.ratelog import RateLimitedLog
 from linli.cloud import paging
 from linli.cloud.headers import page_csp
-from linli.cloud.notifier.api import doc, invalid, validation_detail
+from linli.cloud.notifier.guard import doc, invalid, validation_detail
 from linli.cloud.paging import PAGED, Paged
 from linli.cloud.problems import problem_response
 from linli.cloud.scope import Scope

@@ -8,7 +8,9 @@ so a day simulated fast runs as a real one; this machine's clock (`wall`, inject
 stamps dead letters and leases. Each trip runs on its own truck's time, and a message too far
 ahead of the service's clock is refused (`linli.cloud.waste.clocks`): one truck cannot move
 the others. Nothing here touches the network: the feed (`linli.cloud.waste.feed`) hands the
-messages in, and `linli.cloud.waste.service` wires the engine to it and to the API.
+messages in, and `linli.cloud.waste.service` wires the engine to it and to the API. The trips
+due are worked out in `due`, a tick's reports written in `trip_reports`, and the dispatcher's
+commands applied in `commands`.
 
 Several services may share one state (PostgreSQL, on several hosts): each follows every
 trip, so any of them can stop, and each notice and incident is claimed in the state before
@@ -24,7 +26,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import DBAPIError
 
@@ -36,22 +37,20 @@ from linli.cloud.waste.bookings import BookingError
 from linli.cloud.waste.claims import Claims
 from linli.cloud.waste.clocks import TruckClocks
 from linli.cloud.waste.config import WasteConfig
+from linli.cloud.waste.due import OVERDUE_S, DueTrips
 from linli.cloud.waste.faults import StateFaults
 from linli.cloud.waste.held import HeldDeliveries
-from linli.cloud.waste.outbox import Outbox, incident_line, trip_line, visit_lines
+from linli.cloud.waste.outbox import Outbox, trip_line, visit_lines
 from linli.cloud.waste.payloads import MESSAGES, Alarm, LiftMessage, Location, Payload, RefusedError, decode
 from linli.cloud.waste.predict import History
 from linli.cloud.waste.renovation import Renovation
 from linli.cloud.waste.renovation_link import RenovationLink
 from linli.cloud.waste.state import Leadership, WasteState
-from linli.cloud.waste.tracking import Incident, IncidentKind, TripTracker
-from linli.transit.gtfs import Feed, Trip, runs_on, service_zero
+from linli.cloud.waste.tracking import Incident, TripTracker
+from linli.cloud.waste.trip_reports import TripReports
+from linli.transit.gtfs import Feed, service_zero
 
 log = logging.getLogger(__name__)
-
-# A trip is given up this long after its scheduled end (a truck that never came).
-OVERDUE_S = 3 * 3600
-REPORT_S = 60.0  # a trip under way is written to the store this often (the trucks' time)
 
 
 class WasteEngine:
@@ -98,11 +97,8 @@ class WasteEngine:
                 config, feed, state, leadership=self.leadership, held=self.held, outbox=self.outbox
             )
         )
-        self._reported: dict[str, float] = {}  # trip -> when its last waste_trip point was
-        # A tick's reports, written together at its end: trip -> its rows, and the store's lines.
-        self._trips: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
-        self._lines: list[str] = []
-        self._days: dict[dt.date, list[tuple[str, Trip, float, float, float]]] = {}
+        self.reports = TripReports(feed, self.outbox, self.faults)
+        self._due = DueTrips(config, feed)
         self._recall()
 
     @property
@@ -289,7 +285,7 @@ class WasteEngine:
                 except DBAPIError as exc:  # the trips tick on; the bookings at the next tick
                     self.faults(exc, "the renovation tick")
                 else:
-                    self._lines += [line] if line is not None else []
+                    self.reports.lines += [line] if line is not None else []
             self._tick(self._ticked_s)
 
     def _tick(self, now: float) -> None:
@@ -309,9 +305,9 @@ class WasteEngine:
                         tracker.breakdown(now, f"no message for {self.config.silent_min:.0f} min")
                     self._catch_up(tracker, now)
                 self.claims.send_new(tracker)
-                self._report(key, tracker, now)
+                self.reports.report(key, tracker, now)
         self._close_trips(now)
-        self._write_reports()
+        self.reports.write()
         if self.claims.closed:
             self.send_waiting()
 
@@ -326,39 +322,6 @@ class WasteEngine:
             tracker.tick(tick)
             tracker.ticked_s = tick
             tick += step
-
-    def _due(self, now: float) -> list[tuple[str, Trip, float, float]]:
-        """(key, trip, zero, when it is opened) of the trips to follow at `now`."""
-        today = dt.datetime.fromtimestamp(now, ZoneInfo(self.feed.timezone)).date()
-        return [
-            (key, trip, zero, opens)
-            for date in (today - dt.timedelta(days=1), today)
-            for key, trip, zero, opens, end in self._runs(date)
-            if opens <= now <= end + OVERDUE_S
-        ]
-
-    def _runs(self, date: dt.date) -> list[tuple[str, Trip, float, float, float]]:
-        """(key, trip, zero, opened, scheduled end) of every trip running on `date`: worked out
-        once a day, not at every tick."""
-        runs = self._days.get(date)
-        if runs is None:
-            zero = service_zero(date, self.feed.timezone)
-            lookahead_s = self.config.lookahead_min * 60
-            runs = [
-                (
-                    f"{trip.id}@{date.isoformat()}",
-                    trip,
-                    zero,
-                    zero + trip.stop_times[0].departure_s - lookahead_s,
-                    zero + trip.stop_times[-1].arrival_s,
-                )
-                for trip in self.feed.trips.values()
-                if runs_on(self.feed, trip, date)
-            ]
-            if len(self._days) > 3:  # yesterday's, today's and tomorrow's are enough
-                self._days.clear()
-            self._days[date] = runs
-        return runs
 
     def _open_trips(self, now: float) -> None:
         """Follow the trips due."""
@@ -397,116 +360,17 @@ class WasteEngine:
                 del self.trackers[key]
                 if self.claims.waiting_of(tracker):
                     self.claims.closed[key] = tracker  # told once the state can be reached (`send_waiting`)
-                self._seen(key, tracker, now, finished=True)
+                self.reports.seen(key, tracker, now, finished=True)
                 if tracker.seen:
                     truck = self.feed.routes[tracker.trip.route_id].truck
-                    self._lines += [trip_line(tracker, truck, now), *visit_lines(tracker, truck)]
+                    self.reports.lines += [trip_line(tracker, truck, now), *visit_lines(tracker, truck)]
 
-    def _report(self, key: str, tracker: TripTracker, now: float) -> None:
-        """A trip under way, once a minute of the trucks' time (written at the tick's end)."""
-        if now - self._reported.get(key, 0.0) < REPORT_S:
-            return
-        self._reported[key] = now
-        self._seen(key, tracker, now)
-        self._lines.append(trip_line(tracker, self.feed.routes[tracker.trip.route_id].truck, now))
-
-    def _seen(self, key: str, tracker: TripTracker, now: float, *, finished: bool = False) -> None:
-        """Where a trip stands, for the state (any service answers for every trip from it),
-        written with the tick's other reports (`_write_reports`)."""
-        self._trips[key] = self.snapshot(key, tracker, now, finished=finished)
-
-    def _write_reports(self) -> None:
-        """What a tick found, in one transaction: where its trips stand, and the store's lines.
-        Before the message that moved the clock is acknowledged, as each report was before."""
-        if not (self._trips or self._lines):
-            return
-        trips, self._trips = list(self._trips.values()), {}
-        lines, self._lines = self._lines, []
-        try:
-            self.outbox.put(lines, trips)
-        except DBAPIError as exc:  # the lines held by the outbox; the trips written with their next report
-            if not self.faults(exc, "writing the trips") and trips:
-                self.outbox.put([])  # a trip the state refuses (a bug) holds up no line
-
-    def snapshot(
-        self, key: str, tracker: TripTracker, now: float, *, finished: bool = False
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """A trip followed here as the state keeps it: the trip's row, and its stops' rows."""
-        trip, route = tracker.trip, self.feed.routes[tracker.trip.route_id]
-        row = {
-            "trip_id": trip.id,
-            "day": key.split("@")[1],
-            "route": trip.route_id,
-            "truck": route.truck,
-            "waste_type": route.waste_type,
-            "next_idx": tracker.stops.next_index(),
-            "progress_m": round(tracker.state.progress, 1),
-            "finished": finished,
-            "updated_ms": round(now * 1000),
-        }
-        stops = [
-            {
-                "idx": i,
-                "stop_id": v.stop_id,
-                "state": str(v.state),
-                "scheduled_ms": round((tracker.zero_s + st.arrival_s) * 1000),
-                "predicted_ms": None if i not in tracker.predicted else round(tracker.predicted[i] * 1000),
-            }
-            for i, (v, st) in enumerate(zip(tracker.stops.visits, trip.stop_times, strict=True))
-        ]
-        return row, stops
-
-    # --- the dispatcher ------------------------------------------------------------
+    # --- the trips, as the dispatcher's commands find them (`linli.cloud.waste.commands`) ---
 
     def trip_now(self, trip_id: str) -> TripTracker | None:
         """The trip of that id followed now (the newest service day's)."""
         ours = [tr for tr in self.trackers.values() if tr.trip.id == trip_id]
         return max(ours, key=lambda tr: tr.zero_s) if ours else None
-
-    def skip(self, trip_id: str, stop_id: str) -> str:
-        """Take a stop off a trip under way; its keeper hears it is cancelled. See `command`."""
-        return self.command("skip", trip_id, stop_id)
-
-    def defer(self, trip_id: str, stop_id: str) -> str:
-        """Move a stop to the end of a trip under way (the dispatcher's call): its keeper hears
-        it is deferred, the stops after it are predicted without it. See `command`."""
-        return self.command("defer", trip_id, stop_id)
-
-    def command(self, kind: str, trip_id: str, arg: str) -> str:
-        """A dispatcher's command (`skip` or `defer` the stop `arg`, `replace` the truck by
-        `arg`): "done"; "" when no such trip is under way here."""
-        trip = self.feed.trips.get(trip_id)
-        tracker = self.trip_now(trip_id)
-        if trip is None or tracker is None:
-            return ""
-        t = round(self.now_s * 1000) / 1000  # to the millisecond, as every clock of the state
-        if kind == "replace":
-            self.route_of_truck[arg] = trip.route_id
-            tracker.replaced(t)
-            log.warning("waste: truck %s takes over trip %s", arg, trip_id)
-            return "done"
-        done = tracker.skip(arg, t) if kind == "skip" else tracker.defer(arg, t)
-        if done:
-            # Predicted without the stop's dwell at once, at the trip's own time (not the clock's).
-            tracker.tick(max(tracker.ticked_s, tracker.last_heard_s))
-            self.claims.send_new(tracker)
-        return "done" if done else ""
-
-    def acknowledge(self, number: int) -> dict[str, Any] | None:
-        """The dispatcher has seen incident `number` (GET /incidents): it is closed."""
-        row = self.state.acknowledge(number, round(self.now_s * 1000))
-        if row is not None and row["newly"]:
-            incident = Incident(
-                IncidentKind(row["kind"]), row["trip"], row["stop"], row["time_ms"] / 1000, row["detail"]
-            )
-            self.outbox.put(
-                [incident_line(incident, row["route"], row["truck"], open_=False, at_s=self.now_s)]
-            )
-        return row
-
-    def replace(self, trip_id: str, truck: str) -> str:
-        """Another truck takes a trip over: its messages drive the trip from now on. See `command`."""
-        return self.command("replace", trip_id, truck)
 
     def _tracker_of(self, route: str, t: float) -> TripTracker | None:
         """The trip the truck of `route` is on at `t`: the earliest one not finished."""

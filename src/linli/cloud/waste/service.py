@@ -1,9 +1,10 @@
-"""The waste service as `linli waste run` starts it: the trucks' feed, the engine, the store's
-outbox and the HTTP API, wired together.
+"""The waste service as `linli waste run` starts it: the trucks' feed, the engine, the
+renovation planner, the store's outbox and the HTTP API, wired together.
 
 The engine (`linli.cloud.waste.engine`) is the domain, on the trucks' clock; the feed
 (`linli.cloud.waste.feed`) hands it the trucks' messages on the event loop and carries what
 it publishes; the API (`linli.cloud.waste.api`) reads and commands it between two messages.
+The service holds the engine (`engine`): it only makes the parts and runs them.
 """
 
 from __future__ import annotations
@@ -34,19 +35,21 @@ log = logging.getLogger(__name__)
 ORPHANS_EVERY_S = 5.0
 
 
-class WasteService(WasteEngine):
+class WasteService:
     """Everything `linli waste run` starts; `started` is set once it listens and subscribed.
 
-    The engine with its state and sender made from the config; messages may also be handed
-    to `take` in-process (tests, benchmarks, the recording demo) without running it."""
+    `engine` is the domain, with the state and sender made from the config; messages may also
+    be handed to `engine.take` in-process (tests, benchmarks, the recording demo) without
+    running the service."""
 
     def __init__(self, config: WasteConfig, token: str, feed: Feed | None = None) -> None:
         feed = feed or load_feed(config.gtfs)  # a timetable that does not load opens no state
+        self.config = config
         self.sender = Sender(config.smtp, policy=config.delivery)
-        state = WasteState(config.state)
-        super().__init__(config, feed, state, self.sender, time.time)
+        self.state = WasteState(config.state)
+        self.engine = WasteEngine(config, feed, self.state, self.sender, time.time)
         self.token = token
-        self.tokens = TokenBook(state.engine)  # the API's, beside the token from the environment
+        self.tokens = TokenBook(self.state.engine)  # the API's, beside the token from the environment
         self.started = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> int:
@@ -54,18 +57,19 @@ class WasteService(WasteEngine):
         # out of the collector's full passes, which took 0.2-0.5 s of the event loop in a flood
         # of bookings; and the planning process forked next shares it without copying it.
         gc.freeze()
-        if self.renovation is not None:  # its worker forked first, before any thread starts
-            self.renovation.planner = Planner(self.renovation)
-        feed = TruckFeed(self.config.broker, self.config.client_id(), asyncio.get_running_loop(), self.take)
+        engine = self.engine
+        if engine.renovation is not None:  # its worker forked first, before any thread starts
+            engine.renovation.planner = Planner(engine.renovation)
+        feed = TruckFeed(self.config.broker, self.config.client_id(), asyncio.get_running_loop(), engine.take)
         # Keepers and offices on MQTT channels are told through the same broker connection,
         # and renovation orders go to the trucks' terminals on it.
         self.sender.publish = feed.publish
-        self.dead_letter = feed.publish
-        if self.renovation is not None:
-            self.renovation.publish = feed.publish
+        engine.dead_letter = feed.publish
+        if engine.renovation is not None:
+            engine.renovation.publish = feed.publish
         server = uvicorn.Server(
             uvicorn.Config(
-                app(self, self.token, self.tokens),
+                app(engine, self.token, self.tokens),
                 host=self.config.api_host,
                 port=self.config.api_port,
                 log_level="warning",
@@ -83,7 +87,7 @@ class WasteService(WasteEngine):
                 "waste: API on %s:%d; %d trips in the timetable",
                 self.config.api_host,
                 self.config.api_port,
-                len(self.feed.trips),
+                len(engine.feed.trips),
             )
             self.started.set()
             orphans = asyncio.create_task(self._send_orphans_until(stop))
@@ -93,21 +97,21 @@ class WasteService(WasteEngine):
             feed.stop()
             server.should_exit = True
             await api
-            if self.renovation is not None and self.renovation.planner is not None:
-                await self.renovation.planner.close()  # before the deliveries are drained
-            await self.deliveries.drain()
+            if engine.renovation is not None and engine.renovation.planner is not None:
+                await engine.renovation.planner.close()  # before the deliveries are drained
+            await engine.deliveries.drain()
             await self.sender.close()
             # What an operator pressing Ctrl-C wants to know: what it did, and what is left.
             log.info(
                 "waste: stopped; %d truck messages taken, %d notices claimed, %d waiting for the "
                 "state, %d deliveries recorded as failed, %d store lines kept for the next start",
-                self.received,
-                sum(self.claimed.values()),
-                self.waiting,
-                sum(self.deliveries.gave_up.values()),
-                self.outbox.pending(),
+                engine.received,
+                sum(engine.claimed.values()),
+                engine.waiting,
+                sum(engine.deliveries.gave_up.values()),
+                engine.outbox.pending(),
             )
-            self.leadership.close()
+            engine.leadership.close()
             self.state.close()
         return 0
 
@@ -115,11 +119,11 @@ class WasteService(WasteEngine):
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), ORPHANS_EVERY_S)
-            self.send_waiting()
+            self.engine.send_waiting()
             try:
-                self.send_orphans()
+                self.engine.send_orphans()
             except DBAPIError as exc:
-                self.faults(exc, "sending orphaned deliveries")
+                self.engine.faults(exc, "sending orphaned deliveries")
 
     async def _flush_until(self, stop: asyncio.Event) -> None:
         """Write the outbox to the store every `flush_s`, and once more at the stop."""
@@ -131,4 +135,4 @@ class WasteService(WasteEngine):
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), store.flush_s)
-            await asyncio.to_thread(self.outbox.flush, store, token)
+            await asyncio.to_thread(self.engine.outbox.flush, store, token)
