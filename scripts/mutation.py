@@ -72,7 +72,18 @@ MODULES = {
             "tests/cloud/test_state.py",
             "tests/cloud/notifier/test_claim_races.py",
             "tests/cloud/notifier/test_notifier.py",
+            "tests/cloud/notifier/test_grouping.py",
         ),
+    ),
+    # Of the notifier's records (split out of store.py), the silences and the subscriptions.
+    "records": Module(
+        "src/linli/cloud/notifier/records.py",
+        (
+            "tests/cloud/test_state.py",
+            "tests/cloud/notifier/test_silences.py",
+            "tests/cloud/notifier/test_notifier.py",
+        ),
+        ("xǁRecordsǁ*silence*", "xǁRecordsǁ*subscription*", "xǁRecordsǁseed"),
     ),
     # Of the waste service's outbox, the class that keeps lines until the store has them, not
     # the line formatters (what the dashboards show, tested through the store in the same file).
@@ -297,7 +308,7 @@ def run(globs: list[str], max_children: int) -> int:
     token = uuid.uuid4().hex
     template = Path(tempfile.mkdtemp(prefix="linli-pg-mutation-"))
     try:
-        with leftovers.stopped_after(token):
+        with leftovers.stopped_after(token, STAGE):
             start_postgresql(template / "pg").stop()
             return mutmut(
                 "run", "--max-children", str(max_children), *globs,

@@ -4,9 +4,10 @@ mutmut stops a mutant's pytest session on its time limit (SIGXCPU, then SIGKILL)
 session's fixtures never stop the servers it started: InfluxDB, Mosquitto, PostgreSQL, each in
 a session of its own (so that a terminal's Ctrl-C does not reach them) and so not stopped with
 it. Every process of a run carries the run's token in its environment (`LINLI_MUTATION_RUN`),
-inherited from mutmut. While the run goes, a process with the token whose parent has not got it
-(it was reparented when its test session died) is stopped; when the run ends, however it ends
-(SIGTERM and SIGHUP are made to end it as Ctrl-C does), every process with the token is.
+inherited from mutmut. While the run goes, a process with the token that no longer descends
+from the script (it was handed to init when its test session died) is stopped; when the run
+ends, however it ends (SIGTERM and SIGHUP are made to end it as Ctrl-C does), every process
+with the token, below the script or working in the stage is.
 """
 
 from __future__ import annotations
@@ -37,24 +38,49 @@ def _stat(pid: int) -> tuple[int, int] | None:
     return int(fields[1]), int(fields[19])
 
 
-def carriers(token: str) -> dict[int, int]:
-    """The live processes whose environment carries `token`: pid to parent pid."""
+def carriers(token: str) -> set[int]:
+    """The live processes whose environment carries `token`."""
     mark = f"{RUN_VAR}={token}".encode()
-    found = {}
+    found = set()
     for proc in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError):
-            if mark in (proc / "environ").read_bytes().split(b"\0"):
-                stat = _stat(int(proc.name))
-                if stat is not None:
-                    found[int(proc.name)] = stat[0]
+            if mark in (proc / "environ").read_bytes().split(b"\0") and _stat(int(proc.name)):
+                found.add(int(proc.name))
     return found
 
 
+def _ours(pids: set[int]) -> set[int]:
+    """Those of `pids` that descend from this process, by their parents. Not by the parents'
+    environment: mutmut's workers set their process title, which overwrites it."""
+    parents = {int(p.name): stat[0] for p in Path("/proc").glob("[0-9]*") if (stat := _stat(int(p.name)))}
+    ours = set()
+    for pid in pids:
+        up, seen = pid, set()
+        while up in parents and up not in seen and up != os.getpid():
+            seen.add(up)
+            up = parents[up]
+        if up == os.getpid():
+            ours.add(pid)
+    return ours
+
+
 def orphans(token: str) -> list[int]:
-    """Processes of the run whose parent is not (their test session died): not this process's
-    own children, mutmut itself among them."""
+    """Processes of the run no longer below this one: their test session died, and they were
+    handed to init (or a subreaper above)."""
     found = carriers(token)
-    return [pid for pid, parent in found.items() if parent not in found and parent != os.getpid()]
+    return sorted(found - _ours(found))
+
+
+def left(token: str, stage: Path) -> list[int]:
+    """Every process of the run still there: by its token, as this process's descendant, or
+    working in `stage` (a mutmut worker, its environment overwritten, whose mutmut is gone)."""
+    pids = {int(p.name) for p in Path("/proc").glob("[0-9]*") if _stat(int(p.name))}
+    working = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if Path(os.readlink(f"/proc/{pid}/cwd")).is_relative_to(stage):
+                working.add(pid)
+    return sorted((carriers(token) | _ours(pids) | working) - {os.getpid()})
 
 
 def stop(pids: list[int], grace_s: float = GRACE_S) -> None:
@@ -80,8 +106,9 @@ def _ended(signum: int, frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
-def stopped_after(token: str) -> Iterator[None]:
-    """Orphans of the run stopped while it goes, and everything of it once it ends."""
+def stopped_after(token: str, stage: Path) -> Iterator[None]:
+    """Orphans of the run stopped while it goes, and everything of it once it ends (mutmut
+    works in `stage`)."""
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _ended)
     done = threading.Event()
@@ -99,7 +126,7 @@ def stopped_after(token: str) -> Iterator[None]:
         sweeper.join()
         # Stopping a test session orphans its servers: again until nothing of the run is left.
         for _ in range(5):
-            left = list(carriers(token))
-            if not left:
+            still = left(token, stage)
+            if not still:
                 break
-            stop(left)
+            stop(still)
