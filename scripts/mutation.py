@@ -13,7 +13,6 @@ failed (its output says why: most often a test that fails on the unmutated code)
 from __future__ import annotations
 
 import argparse
-import contextlib
 import fcntl
 import fnmatch
 import importlib.util
@@ -21,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +27,8 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+
+import mutation_leftovers as leftovers
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = ROOT / ".mutation"
@@ -72,7 +72,18 @@ MODULES = {
             "tests/cloud/test_state.py",
             "tests/cloud/notifier/test_claim_races.py",
             "tests/cloud/notifier/test_notifier.py",
+            "tests/cloud/notifier/test_grouping.py",
         ),
+    ),
+    # Of the notifier's records (split out of store.py), the silences and the subscriptions.
+    "records": Module(
+        "src/linli/cloud/notifier/records.py",
+        (
+            "tests/cloud/test_state.py",
+            "tests/cloud/notifier/test_silences.py",
+            "tests/cloud/notifier/test_notifier.py",
+        ),
+        ("xǁRecordsǁ*silence*", "xǁRecordsǁ*subscription*", "xǁRecordsǁseed"),
     ),
     # Of the waste service's outbox, the class that keeps lines until the store has them, not
     # the line formatters (what the dashboards show, tested through the store in the same file).
@@ -138,8 +149,17 @@ REVIEWED: dict[str, str] = {
     **{
         f"{_BOOKINGS}xǁBookingsǁcreate__mutmut_{n}": "`<` for `<=`: a pile exactly on the district's "
         "box edge, in float metres"
-        for n in (28, 29)
+        for n in (28, 29, 30, 31)
     },
+    f"{_BOOKINGS}xǁBookingsǁcreate__mutmut_83": "an id of 13 hex characters, not 12: as random, and "
+    "unique by the primary key (the API takes ids up to 64)",
+    **{
+        f"{_BOOKINGS}xǁBookingsǁcreate__mutmut_{n}": "a key of the INSERT's row renamed: its placeholders "
+        "are made from the same keys, and the columns named in COLUMNS' order"
+        for n in (*range(85, 103), *range(105, 109), *range(110, 118))
+    },
+    f"{_BOOKINGS}xǁBookingsǁcreate__mutmut_104": "the contact stored with its empty fields as null: "
+    "Requester reads them back as the same contact",
     f"{_BOOKINGS}xǁBookingsǁtrail__mutmut_7": 'SQL made lower case; its one quoted name, "by", already is',
     f"{_SPOOL}run__mutmut_2": "when lines nobody waits for are committed (20 ms, not 250 ms): only fsyncs a "
     "second, which no test times (no wall-clock assertions)",
@@ -183,8 +203,7 @@ REVIEWED: dict[str, str] = {
     f"{_WRITER}__init____mutmut_21": "`_disk_refused` True at start: only an info line once",
     **{
         f"{_WRITER}_succeeded__mutmut_{n}": "the old backlog end dropped: a chunk queued since has a larger "
-        "id; it differs only when ids were reused after the buffer emptied, and then only in which "
-        "chunks alternate as past and present"
+        "id (chunk ids are AUTOINCREMENT, never given again)"
         for n in (8, 11)
     },
     f"{_WRITER}_succeeded__mutmut_10": "the written chunk's id dropped: it differs only when that chunk "
@@ -282,25 +301,21 @@ def mutmut(*args: str, **env: str) -> int:
 
 def run(globs: list[str], max_children: int) -> int:
     """`mutmut run` with one PostgreSQL cluster made for all its mutants (tests/conftest.py
-    copies it instead of running initdb each time), and the servers that a mutant killed on
-    its time limit left behind stopped afterwards: those whose environment carries this run's
-    token."""
+    copies it instead of running initdb each time); what its tests leave running is stopped
+    (`mutation_leftovers`), during the run and at its end, however it ends."""
     from linli.demo.servers import start_postgresql
 
     token = uuid.uuid4().hex
     template = Path(tempfile.mkdtemp(prefix="linli-pg-mutation-"))
     try:
-        start_postgresql(template / "pg").stop()
-        return mutmut(
-            "run", "--max-children", str(max_children), *globs,
-            LINLI_TEST_PG_CLUSTER=str(template / "pg" / "cluster"), LINLI_MUTATION_RUN=token,
-        )  # fmt: skip
+        with leftovers.stopped_after(token, STAGE):
+            start_postgresql(template / "pg").stop()
+            return mutmut(
+                "run", "--max-children", str(max_children), *globs,
+                LINLI_TEST_PG_CLUSTER=str(template / "pg" / "cluster"), **{leftovers.RUN_VAR: token},
+            )  # fmt: skip
     finally:
         shutil.rmtree(template, ignore_errors=True)
-        for proc in Path("/proc").glob("[0-9]*"):
-            with contextlib.suppress(OSError):
-                if f"LINLI_MUTATION_RUN={token}".encode() in (proc / "environ").read_bytes().split(b"\0"):
-                    os.kill(int(proc.name), signal.SIGINT)  # PostgreSQL: its fast shutdown
 
 
 def sql_case_only(diff: str) -> bool:
@@ -436,7 +451,11 @@ def main() -> int:
     configure(modules)
     # Made before mutmut starts: a PYTHONPATH folder missing at start is never looked in again.
     (STAGE / "mutants" / "src").mkdir(parents=True)
-    code = run(globs, args.max_children)
+    try:
+        code = run(globs, args.max_children)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM or SIGHUP (mutation_leftovers)
+        print(f"mutation: stopped ({exc or 'Ctrl-C'}); what its tests started is stopped", file=sys.stderr)
+        return 130
     if code != 0:
         print(f"mutation: mutmut run failed (exit {code})", file=sys.stderr)
         return 3

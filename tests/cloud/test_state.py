@@ -11,7 +11,7 @@ import sqlalchemy
 from sqlalchemy import create_engine, text
 
 from linli.cloud.db import database_url, describe, migrate
-from linli.cloud.notifier.store import Keep, Store
+from linli.cloud.notifier.store import Keep, Pending, Store
 from linli.cloud.scope import Scope
 from linli.cloud.tokens import TokenBook
 
@@ -218,6 +218,65 @@ def test_a_resolution_keeps_the_all_clear_for_those_who_heard_in_its_own_transac
         (closed.held[0], "keeper", "all clear for keeper"),
         (closed.held[1], "ops", "all clear for ops"),
     ]
+    store.close()
+
+
+def test_the_alert_book_keeps_the_newest_episode_when_it_is_due_and_who_acknowledged_first(
+    state: str,
+) -> None:
+    store = Store(state)
+    fp, later = "00000000000000b0", "00000000000000b1"
+    assert store.open_alert(fp, 1000, "first", 1.0) == "new"
+    assert store.open_alert(later, 1000, "{}", 2.0, due=50.0) == "new"
+    # Due when opened unless told otherwise: looked at from `now`, or from `due`.
+    assert [e[0] for e in store.book(due_by=1.0)] == [fp]
+    assert [e[0] for e in store.book(due_by=49.0)] == [fp]
+    assert [e[0] for e in store.book(due_by=50.0)] == [fp, later]
+    assert store.open_alert(fp, 1000, "again", 3.0) == "open"  # the episode announced again
+    assert store.entry(fp) == (fp, "again", 1.0, None, {})
+    # A newer episode of an alert still open takes its place; an older one's event does not.
+    assert store.open_alert(fp, 2000, "newer", 4.0) == "open"
+    assert store.open_alert(fp, 1500, "older", 5.0) == "open"
+    assert store.entry(fp) == (fp, "newer", 1.0, None, {})
+    assert store.close_alert(fp, 2000, 6.0) is not None  # the newer episode is the one open
+    assert store.entry(fp) is None
+    # The first acknowledgement stands; an alert not open has nobody's.
+    assert store.ack(later, "alice", 7.0) == "alice"
+    assert store.ack(later, "bob", 8.0) == "alice"
+    entry = store.entry(later)
+    assert entry is not None
+    assert entry[3] == "alice"
+    assert store.ack(fp, "carol", 9.0) is None
+    store.close()
+
+
+def test_a_group_is_told_by_one_caller_once_its_gap_is_over_with_what_changed(state: str) -> None:
+    store = Store(state)
+    a, b, gone = "00000000000000c0", "00000000000000c1", "00000000000000c2"
+    for fp in (a, b, gone):
+        store.open_alert(fp, 1000, "{}", 1.0)
+    store.close_alert(gone, 1000, 2.0, pending=lambda _told: Pending([("ops", "lifts")], "gone resolved"))
+    kept: list[tuple[list[str], list[str]]] = []
+
+    def keep(firing: list[str], resolved: list[str]) -> Keep:
+        kept.append((firing, resolved))
+        return Keep([("ops", "{}", f"{len(firing)} firing, {len(resolved)} resolved")], lease_until=100.0)
+
+    claimed = store.claim_group("ops", "lifts", 10.0, ready=10.0, members=[b, gone, a], keep=keep)
+    assert claimed is not None
+    # The members still open are told, in one order; the resolution kept for the group is taken.
+    assert (claimed.firing, claimed.resolved) == ([a, b], ["gone resolved"])
+    assert kept == [([a, b], ["gone resolved"])]
+    assert [o[3] for o in store.orphans(now=101.0, lease_until=200.0)] == ["2 firing, 1 resolved"]
+    assert store.group_told("ops", "lifts") == 10.0
+    assert [(e[0], e[4]) for e in store.book()] == [(a, {"ops": 10.0}), (b, {"ops": 10.0})]
+    # Told at 10: a caller that may tell it only if it was told by 9 gets nothing.
+    assert store.claim_group("ops", "lifts", 11.0, ready=9.0, members=[a], keep=keep) is None
+    assert store.group_told("ops", "lifts") == 10.0
+    again = store.claim_group("ops", "lifts", 20.0, ready=10.0, members=[a], keep=keep)
+    assert again is not None
+    assert (again.firing, again.resolved) == ([a], [])  # the resolution was taken once
+    assert store.group_told("ops", "lifts") == 20.0
     store.close()
 
 

@@ -250,3 +250,49 @@ def test_a_chunk_and_its_deliveries_are_committed_together_or_not_at_all(tmp_pat
     assert [c.queued_ms for c in buffer.oldest(100)] == [2000]
     assert buffer.delivered() == [b"\x01"]
     buffer.close()
+
+
+def test_a_chunk_id_is_never_given_again_so_a_removal_takes_only_what_was_written(
+    tmp_path: Path,
+) -> None:
+    one = len(line(10).encode())
+    buffer = DurableBuffer(tmp_path / "b.sqlite", max_bytes=3 * one)
+    buffer.append([line(10), line(11)], now_ms=1000)
+    taken = buffer.oldest(100)  # the writer's batch, on its way to the store
+    # Meanwhile a commit too large for what is left drops every chunk, the batch among them.
+    buffer.append([line(12), line(13)], now_ms=2000)
+    assert buffer.stats.dropped == 2
+    buffer.remove([c.id for c in taken])  # the store took the batch
+    assert [(c.queued_ms, c.lines) for c in buffer.oldest(100)] == [(2000, 2)]
+    assert (buffer.stats.chunks, buffer.stats.lines) == (1, 2)
+    # Nor after a restart with nothing pending.
+    newest = buffer.last_id()
+    buffer.remove([newest])
+    buffer = reopened(buffer)
+    buffer.append([line(14)], now_ms=3000)
+    assert buffer.last_id() > newest
+    buffer.close()
+
+
+def test_a_buffer_from_before_ids_were_never_reused_keeps_its_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE pending (id INTEGER PRIMARY KEY, queued_ms INTEGER NOT NULL, "
+        "lines INTEGER NOT NULL, body BLOB NOT NULL)"
+    )
+    old.executemany(
+        "INSERT INTO pending VALUES (?, ?, 1, ?)", [(4, 1000, line(4).encode()), (9, 2000, line(9).encode())]
+    )
+    old.commit()
+    old.close()
+    buffer = DurableBuffer(path, max_bytes=10**7)
+    assert [(c.id, c.queued_ms, c.body) for c in buffer.oldest(100)] == [
+        (4, 1000, line(4).encode()),
+        (9, 2000, line(9).encode()),
+    ]
+    assert (buffer.stats.chunks, buffer.stats.lines) == (2, 2)
+    buffer.remove([9])
+    buffer.append([line(10)], now_ms=3000)
+    assert buffer.last_id() == 10  # not 9 again
+    buffer.close()

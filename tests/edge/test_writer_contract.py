@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -285,11 +285,28 @@ def test_refused_lines_in_a_chunk_larger_than_a_batch_and_in_two_chunks_cost_no_
     buffer.close()
 
 
-class RefusesThenGoesAway:
+class Passed:
+    """A real store's sink, passed every call; a subclass does something on the way."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink, self.target = sink, sink.target
+
+    def write(self, body: bytes) -> None:
+        self.sink.write(body)
+
+    def check(self) -> None:
+        self.sink.check()
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+class RefusesThenGoesAway(Passed):
     """A real store that is stopped right after it refuses a batch: the bisection finds it gone."""
 
     def __init__(self, server: LocalServer, sink: Sink) -> None:
-        self.server, self.sink, self.target = server, sink, sink.target
+        super().__init__(sink)
+        self.server = server
 
     def write(self, body: bytes) -> None:
         try:
@@ -298,12 +315,6 @@ class RefusesThenGoesAway:
             if exc.status == 400 and self.server.proc.poll() is None:
                 self.server.stop()
             raise
-
-    def check(self) -> None:
-        self.sink.check()
-
-    def close(self) -> None:
-        self.sink.close()
 
 
 @pytest.mark.servers
@@ -329,3 +340,36 @@ def test_a_store_gone_while_refused_lines_are_isolated_costs_no_line(
         assert [line for _, line in buffer.dead_letters()] == [bad]
     finally:
         restarted.stop()
+
+
+class CommitWhileWriting(Passed):
+    """A real store; the spool's next commit lands while the first batch is on its way to it."""
+
+    def __init__(self, sink: Sink, commit: Callable[[], None]) -> None:
+        super().__init__(sink)
+        self._commit: Callable[[], None] | None = commit
+
+    def write(self, body: bytes) -> None:
+        commit, self._commit = self._commit, None
+        if commit is not None:
+            commit()
+        self.sink.write(body)
+
+
+@pytest.mark.servers
+def test_lines_queued_while_a_full_buffer_drops_the_batch_being_written_are_written(
+    influx1: LocalServer, tmp_path: Path, db: ThreadPoolExecutor
+) -> None:
+    database = created(influx1, "dropped")
+    site = unique("s")
+    buffer = DurableBuffer(tmp_path / "b.sqlite", max_bytes=1000)
+    buffer.append(points(site, 0, 10))
+    # 20 lines more than the bound leaves room for: every chunk before them is dropped.
+    later = points(site, 100, 20)
+    sink = writer_for(influx1, database, buffer, db).sink
+    writer = BatchWriter(CommitWhileWriting(sink, lambda: buffer.append(later)), buffer, db)
+    assert asyncio.run(write_all(writer)) == [True, True]
+    # The dropped batch had reached the store; the lines queued during its write are not lost.
+    assert sorted(stored_x(influx1, database, site)) == [*range(10), *range(100, 120)]
+    assert (buffer.stats.dropped, buffer.stats.lines) == (10, 0)
+    buffer.close()

@@ -22,13 +22,17 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = """
+# AUTOINCREMENT: a chunk id is never given again, even once every chunk is gone. The writer holds
+# the ids of a batch while the store takes it; a full buffer may drop that batch meanwhile, and
+# a chunk queued then with a reused id would be removed as written without ever being sent.
+_PENDING = """
 CREATE TABLE IF NOT EXISTS pending (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     queued_ms INTEGER NOT NULL,
     lines INTEGER NOT NULL,
     body BLOB NOT NULL
-);
+)"""
+_SCHEMA = f"""{_PENDING};
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS delivered_window (id INTEGER PRIMARY KEY, pairs BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letter (
@@ -109,7 +113,7 @@ class DurableBuffer:
             self._db.execute(f"PRAGMA synchronous={sync.value.upper()}")
             self._db.executescript(_SCHEMA)
             with self._transaction():
-                pass
+                self._ids_never_reused()
         except sqlite3.OperationalError as exc:
             self._db.close()
             if "locked" in str(exc):
@@ -269,6 +273,16 @@ class DurableBuffer:
         """Keep a small fact across restarts (the MQTT subscriptions, rejected retained payloads)."""
         with self._transaction():
             self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def _ids_never_reused(self) -> None:
+        """Rebuild a buffer made before chunk ids were AUTOINCREMENT; its chunks keep their ids."""
+        (sql,) = self._db.execute("SELECT sql FROM sqlite_master WHERE name = 'pending'").fetchone()
+        if "AUTOINCREMENT" in sql:
+            return
+        self._db.execute("ALTER TABLE pending RENAME TO pending_before")
+        self._db.execute(_PENDING)
+        self._db.execute("INSERT INTO pending SELECT id, queued_ms, lines, body FROM pending_before")
+        self._db.execute("DROP TABLE pending_before")
 
     def _oldest_ms(self) -> int:
         row = self._db.execute("SELECT queued_ms FROM pending ORDER BY id LIMIT 1").fetchone()

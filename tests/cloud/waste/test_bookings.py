@@ -75,24 +75,41 @@ def test_malformed_bookings_are_refused_with_the_reason(changes: dict[str, Any],
 
 
 @pytest.mark.parametrize(
-    ("changes", "reason"),
+    ("changes", "reason", "code"),
     [
-        ({"compound": "nowhere-9"}, "no compound 'nowhere-9'"),
-        ({"compound": "depot"}, "no compound 'depot'"),
-        ({"latest": "2026-12-01T07:59:00+08:00", "earliest": "2026-12-01T07:00:00+08:00"}, "before now"),
-        ({"volume_m3": 40.0}, "more than the largest truck takes"),
-        ({"lat": 39.9, "lon": 116.4}, "outside the district"),  # Beijing
+        ({"compound": "nowhere-9"}, "no compound 'nowhere-9'", "unknown_compound"),
+        ({"compound": "depot"}, "no compound 'depot'", "unknown_compound"),
+        (
+            {"latest": "2026-12-01T07:59:00+08:00", "earliest": "2026-12-01T07:00:00+08:00"},
+            "before now",
+            "window_over",
+        ),
+        ({"volume_m3": 40.0}, "^40 m³ is more than the largest truck takes [(]12 m³[)]$", "too_big"),
+        ({"lat": 39.9, "lon": 116.4}, "^the pile at 39.90000, 116.40000 is outside", "outside_district"),
         # Due east and due north of a bin room: outside on one axis is outside.
-        ({"lat": 31.184316, "lon": 121.9}, "outside the district"),
-        ({"lat": 31.6, "lon": 121.415124}, "outside the district"),
+        ({"lat": 31.184316, "lon": 121.9}, "outside the district", "outside_district"),
+        ({"lat": 31.6, "lon": 121.415124}, "outside the district", "outside_district"),
+        # No SMS gateway is set ([bookings.sms]): a phone is a contact it cannot reach.
+        (
+            {"contact": {"name": "Property office", "phone": "13800138000"}},
+            "^contact: this service sends no SMS",
+            "contact_unreachable",
+        ),
     ],
 )
 def test_bookings_the_district_cannot_serve_are_refused_with_the_reason(
-    book: Bookings, changes: dict[str, Any], reason: str
+    book: Bookings, changes: dict[str, Any], reason: str, code: str
 ) -> None:
-    with pytest.raises(BookingError, match=reason):
+    """Each refusal with its code, for the page to say in its reader's language."""
+    with pytest.raises(BookingError, match=reason) as refused:
         book.create(request(**changes), NOW, "staff")
+    assert refused.value.code == code
     assert book.all() == []
+
+
+def test_a_volume_of_exactly_the_largest_truck_s_room_is_booked(book: Bookings) -> None:
+    made, new = book.create(request(volume_m3=12.0), NOW, "staff")
+    assert (new, made.m3, made.state) == (True, 12.0, State.REQUESTED)
 
 
 @pytest.mark.parametrize("pile", [{}, {"lat": 31.1853, "lon": 121.4161}], ids=["bin-room", "own-pile"])
@@ -151,6 +168,7 @@ def test_a_booking_as_the_api_shows_it(book: Bookings, feed: Feed) -> None:
     assert made.to_json() == shown
     odd, _ = book.create(request(volume_m3=2.3456, key="odd"), NOW, "staff", office="gubei office")
     assert odd.to_json()["volume_m3"] == 2.346  # to the litre
+    assert odd.office == "gubei office"  # as made, and as read back
     stored = book.get(odd.id)
     assert stored is not None
     assert stored.office == "gubei office"  # read back: the link that made it still sees it
