@@ -53,6 +53,22 @@ def histograms(url: str) -> dict[str, Histogram]:
     return out
 
 
+def wait_listening(url: str, agent: subprocess.Popen[bytes]) -> None:
+    """Until the agent's /metrics answers: on a loaded machine its start-up alone can take
+    longer than the settling time."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/metrics", timeout=10).close()  # noqa: S310
+            return
+        except OSError:
+            if agent.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(
+                    "benchmark: the agent's /metrics did not answer; see its log above"
+                ) from None
+            time.sleep(0.1)
+
+
 def quantile(before: Histogram, after: Histogram, q: float) -> float:
     """The q-quantile (0..1) of what was observed between two scrapes, interpolated within its
     bucket as Prometheus's histogram_quantile does."""
@@ -92,6 +108,7 @@ def run(  # noqa: PLR0917 (the benchmark's knobs)
     )
     agent = subprocess.Popen([sys.executable, "-m", "linli.cli", "edge", "run", "--config", str(config)])
     try:
+        wait_listening(f"http://{metrics}", agent)
         time.sleep(5)  # connect and settle before measuring
         t0, before = time.time(), histograms(f"http://{metrics}")
         user0, system0 = cpu_split(agent.pid)
