@@ -358,3 +358,10 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
             runs.append(run(Path(tmp) / str(seed), args, seed))
             print(json.dumps(runs[-1], ensure_ascii=False), file=sys.stderr, flush=True)
     return runs
+
+
+if __name__ == "__main__":  # the same as `alert_storm.py --through-edge`
+    import alert_storm
+
+    sys.argv.insert(1, "--through-edge")
+    sys.exit(alert_storm.main())
