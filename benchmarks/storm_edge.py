@@ -48,7 +48,6 @@ from linli.catalog.alerts import ALERT_TOPIC, EDGE_OFFLINE, EDGE_ONLINE, EDGE_ST
 from linli.catalog.scenario import expand, load_scenario
 from linli.demo.district import linli_argv, spawn
 from linli.demo.servers import (
-    LocalServer,
     free_port,
     free_port_range,
     ports_listening,
@@ -239,38 +238,52 @@ def strike(control: str, fault: str) -> None:
         raise SystemExit(f"benchmark: the simulator refused {fault}: {answer.text}")
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """The notifier stopped as it is asked to, killed if it does not within two minutes."""
+    proc.terminate()
+    try:
+        proc.wait(120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def run(work: Path, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """One storm through the edge; its figures."""
     work.mkdir(parents=True)
-    broker = start_mosquitto(work / "mq")
-    store = start_victoria_metrics(work / "vm")
-    robot = Robot()
-    bad = SlowServer(["hang"] * 20 + ["trickle"] * 5 if args.bad_endpoints else [])
-    uplink = Uplink(broker.port)
     # One clock for the simulator and the edge, as `linli demo` has (its children take it from
     # the environment): a rescue point's report each simulated minute is 2 s here. The notifier
     # keeps the real one, as a central service does: its group intervals are real seconds, and
     # so are the robot's limit and every time measured here.
     clock = {simtime.ENV: simtime.SharedClock.starting_now(TIME_SCALE).encode()}
-    children: list[LocalServer] = []
-    notifier: subprocess.Popen[bytes] | None = None
-    seen: Announcements | None = None
-    try:
+    # Every server and process stopped at the end, whatever happens, in reverse order of start.
+    with contextlib.ExitStack() as stack:
+        broker = start_mosquitto(work / "mq")
+        stack.callback(broker.stop)
+        store = start_victoria_metrics(work / "vm")
+        stack.callback(store.stop)
+        robot = Robot()
+        stack.callback(robot.close)
+        bad = SlowServer(["hang"] * 20 + ["trickle"] * 5 if args.bad_endpoints else [])
+        uplink = Uplink(broker.port)
+        stack.callback(uplink.close)
         scenario, edge_cfg, modbus = write_configs(work, uplink.port, store.url)
         api = free_port()
         config(work / "notifier.toml", broker.port, api, robot.url, today=False, bad=bad.urls)
-        notifier = start_notifier(work / "notifier.toml", TOKEN)
+        stack.callback(stop, start_notifier(work / "notifier.toml", TOKEN))
         seen = Announcements(broker.port)
+        stack.callback(seen.close)
         control = free_port()
         sim = [
             "sim", "district", "--scenario", str(scenario), "--modbus-port", str(modbus.start),
             "--mqtt-port", str(broker.port), "--control-port", str(control),
         ]  # fmt: skip
-        children.append(spawn("district", linli_argv(*sim), work / "logs", clock, control))
-        wait_listening(children[-1], START_S)
+        district = spawn("district", linli_argv(*sim), work / "logs", clock, control)
+        stack.callback(district.stop, 60)
+        wait_listening(district, START_S)
         asyncio.run(ports_listening("127.0.0.1", modbus, START_S))
         edge = spawn("edge", linli_argv("edge", "run", "--config", str(edge_cfg)), work / "logs", clock)
-        children.append(edge)
+        stack.callback(edge.stop, 60)
         seen.wait_status(EDGE_ONLINE, 0)
         time.sleep(args.warm_s)  # the devices read for a while: every rule has its first value
         quiet = len(seen.firing)  # alerts before the storm (none expected)
@@ -296,18 +309,6 @@ def run(work: Path, args: argparse.Namespace, seed: int) -> dict[str, Any]:
         recorded = {a["fingerprint"] for a in api_get(api, "/alerts?limit=1000")}
         failed = len(api_get(api, "/failed-deliveries"))
         raised = set(seen.firing)
-    finally:
-        for child in reversed(children):
-            child.stop(60)
-        if notifier is not None:
-            notifier.terminate()
-            notifier.wait(120)
-        if seen is not None:
-            seen.close()
-        robot.close()
-        uplink.close()
-        store.stop()
-        broker.stop()
     return figures(robot, bad, smoke_struck, seed) | {
         "alerts_before_storm": quiet,
         "alerts_raised": len(raised),
