@@ -17,6 +17,9 @@ notifier recorded as failed by the end, the most the robot took in any minute, t
 time from its reading to the robot (None: it never got there), and the alerts the notifier holds
 against the alerts raised. `--json` prints one JSON object.
 
+`--through-edge` raises the storm in a simulated compound read by the real edge agent instead
+(`storm_edge.py` says how); the same figures.
+
 `--bad-endpoints` adds 20 webhook subscribers that take a request and never answer and 5 that
 answer a byte a second (each alert goes to every subscription), and reports the smoke alarm's
 time from its reading to each subscription (p50 / max over the 26; a bad endpoint has it when
@@ -264,7 +267,24 @@ def main() -> int:
     parser.add_argument(
         "--bad-endpoints", action="store_true", help="20 hanging and 5 trickling webhook subscribers beside"
     )
+    parser.add_argument(
+        "--through-edge",
+        action="store_true",
+        help="the storm through a simulated compound and the real edge agent (storm_edge.py)",
+    )
+    parser.add_argument("--warm-s", type=float, default=10.0, help="with --through-edge: read before")
     args = parser.parse_args()
+    if args.through_edge:
+        import storm_edge
+
+        edge_runs = storm_edge.main(args)
+        if args.json:
+            print(json.dumps({"machine": machine(), "runs": edge_runs}, ensure_ascii=False))
+        else:
+            print(f"machine: {machine()}")
+            for r in edge_runs:
+                print(json.dumps(r, ensure_ascii=False))
+        return 0
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
