@@ -248,8 +248,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def run(work: Path, args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    """One storm through the edge; its figures."""
+def run(name: str, work: Path, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """One storm through the edge with the notifier configured as `name` ("today", "new"); its figures."""
     work.mkdir(parents=True)
     # One clock for the simulator and the edge, as `linli demo` has (its children take it from
     # the environment): a rescue point's report each simulated minute is 2 s here. The notifier
@@ -269,7 +269,7 @@ def run(work: Path, args: argparse.Namespace, seed: int) -> dict[str, Any]:
         stack.callback(uplink.close)
         scenario, edge_cfg, modbus = write_configs(work, uplink.port, store.url)
         api = free_port()
-        config(work / "notifier.toml", broker.port, api, robot.url, today=False, bad=bad.urls)
+        config(work / "notifier.toml", broker.port, api, robot.url, today=name == "today", bad=bad.urls)
         stack.callback(stop, start_notifier(work / "notifier.toml", TOKEN))
         seen = Announcements(broker.port)
         stack.callback(seen.close)
@@ -310,6 +310,7 @@ def run(work: Path, args: argparse.Namespace, seed: int) -> dict[str, Any]:
         failed = len(api_get(api, "/failed-deliveries"))
         raised = set(seen.firing)
     return figures(robot, bad, smoke_struck, seed) | {
+        "run": f"{name} through-edge",
         "alerts_before_storm": quiet,
         "alerts_raised": len(raised),
         "alerts_recorded": len(raised & recorded),
@@ -352,12 +353,13 @@ def figures(robot: Robot, bad: SlowServer, smoke_struck: float, seed: int) -> di
 
 
 def main(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """`--runs` storms through the edge, each on servers of its own."""
+    """`--runs` storms through the edge of each configuration in turn, each on servers of its own."""
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.runs):
-            runs.append(run(Path(tmp) / str(seed), args, seed))
-            print(json.dumps(runs[-1], ensure_ascii=False), file=sys.stderr, flush=True)
+            for name in ("today", "new"):
+                runs.append(run(name, Path(tmp) / f"{name}-{seed}", args, seed))
+                print(json.dumps(runs[-1], ensure_ascii=False), file=sys.stderr, flush=True)
     return runs
 
 
