@@ -79,9 +79,13 @@ class Inbox:
         return "250 OK"
 
 
+LATE_S = 6.0
+
+
 class SlowReceiver:
     """An HTTP server that takes every POST and then never finishes its answer: "trickle" sends
-    the status line and then its body a byte a second, "hang" never says a word."""
+    the status line and then its body a byte a second, "hang" never says a word; or "late",
+    which answers whole after `LATE_S` (past httpx's own 5 s default timeout)."""
 
     def __init__(self, mode: str) -> None:
         self.posts: list[str] = []
@@ -92,6 +96,11 @@ class SlowReceiver:
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 receiver.posts.append(self.path)
+                if mode == "late":
+                    # The receiver's own pace, as slow as a loaded robot service's: not a sync.
+                    if not receiver.stopping.wait(LATE_S):
+                        answer(self, "application/json", b'{"errcode": 0, "errmsg": "ok"}')
+                    return
                 if mode == "trickle":
                     self.send_response(200)
                     self.send_header("Content-Length", "100000")

@@ -27,6 +27,13 @@ from support import http_get, start_sim, stop_process, unique, wait_until
 MANUAL = 3  # the charger profile's stop reason for a stop-coil write
 
 
+# How long the edge waits for the station's answer, and so how often it polls (a timeout may not
+# exceed the interval). 0.4 s was a figure of the machine: under load an answer, the stop coil's
+# write among them, came later, the write counted as failed and was made again at a later poll,
+# so the stop was no longer in the poll that saw the breach. An answer in time comes at once.
+POLL_S = 5.0
+
+
 def config(*, store: str, broker: int, charger: int, agent: str) -> EdgeConfig:
     text = f"""
 [agent]
@@ -62,8 +69,8 @@ id = "station-1"
 name = "3号楼车棚充电桩"
 profile = "charger"
 port = {charger}
-interval = 0.5
-timeout = 0.4
+interval = {POLL_S}
+timeout = {POLL_S}
 """
     return EdgeConfig.model_validate(tomllib.loads(text))
 
@@ -105,7 +112,7 @@ class Inbox:
 
 async def port_1(port: int) -> tuple[int, int, float]:
     """(state, stop reason, temperature) of the station's port 1, read as any Modbus client would."""
-    client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2)
+    client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=POLL_S)
     await client.connect()
     try:
         resp = await client.read_input_registers(100, count=9, device_id=1)
@@ -133,7 +140,7 @@ def test_an_overheating_port_is_stopped_alerted_and_resolved_as_it_cools(
             task = asyncio.create_task(agent.run(stop))
             try:
                 await wait_until(
-                    lambda: "online" in inbox.status(agent_name), 10, "the agent's online status"
+                    lambda: "online" in inbox.status(agent_name), 60, "the agent's online status"
                 )
 
                 def temperature_steps() -> list[str]:

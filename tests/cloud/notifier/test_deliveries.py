@@ -26,7 +26,7 @@ from linli.cloud.notifier.delivery import Deliveries
 from linli.cloud.notifier.service import Service
 from linli.cloud.waste.config import load_waste_config
 from linli.demo.servers import LocalServer, free_port
-from peers import Inbox, Receiver, SlowReceiver
+from peers import LATE_S, Inbox, Receiver, SlowReceiver
 from support import unique, wait_until
 from test_cloud import TOKEN, event, publish
 
@@ -175,6 +175,28 @@ def test_the_booking_gateways_on_a_private_address_need_the_config_s_consent(tmp
     assert "allow_private = true" in message
     path.write_text(path.read_text().replace("[bookings]", "[delivery]\nallow_private = true\n[bookings]"))
     assert load_waste_config(path).bookings.sms is not None
+
+
+@pytest.mark.slow
+def test_an_answer_late_but_within_the_deadline_is_a_delivery() -> None:
+    """`deadline_s` is the one limit on a send (docs/alerts.md): httpx's own 5 s per connect
+    and read cut a 15 s deadline short, and a loaded robot service's answer after 5 s was
+    recorded as a failed delivery."""
+    late = SlowReceiver("late")
+    hook = HttpChannel(kind=ChannelKind.WEBHOOK, url=f"{late.url}/hook")
+
+    async def send() -> None:
+        sender = Sender(SmtpConfig(), policy=DeliveryConfig(allow_private=True, deadline_s=10 * LATE_S))
+        try:
+            await sender.send(hook, Notice("firing", alert(), "ops"))
+        finally:
+            await sender.close()
+
+    try:
+        asyncio.run(send())  # raised DeadlineError("ReadTimeout: ") after 5 s
+    finally:
+        late.close()
+    assert late.posts == ["/hook"]
 
 
 def test_a_name_that_resolves_to_loopback_is_refused_when_it_is_sent_to(

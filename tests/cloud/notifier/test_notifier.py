@@ -94,8 +94,11 @@ def store(state: str) -> Iterator[Store]:
     s.close()
 
 
-def run(notifier: Notifier, clock: Clock, steps: list[tuple[float, AlertMessage | None]]) -> None:
-    """At each (seconds later, event): set the clock, hand over the event, tick, deliver."""
+def run(
+    notifier: Notifier, clock: Clock, steps: list[tuple[float, AlertMessage | None]], drain_s: float = 5.0
+) -> None:
+    """At each (seconds later, event): set the clock, hand over the event, tick, deliver (a
+    delivery still under way after `drain_s` is cancelled and recorded as failed)."""
 
     async def go() -> None:
         for later, event in steps:
@@ -103,7 +106,7 @@ def run(notifier: Notifier, clock: Clock, steps: list[tuple[float, AlertMessage 
             if event is not None:
                 notifier.handle(event)
             notifier.tick()
-            await notifier.drain()
+            await notifier.drain(drain_s)
 
     asyncio.run(go())
 

@@ -407,7 +407,12 @@ class Sender:
                     max_connections=size,
                     network_backend=PublicOnly(),
                 )
-            client = self._clients[key] = httpx.AsyncClient(transport=transport, trust_env=False)
+            # httpx's own timeouts (5 s per connect and read by default) cut a longer deadline
+            # short: each phase gets the whole `deadline_s`, which `_post` holds the send to.
+            timeout = httpx.Timeout(self.policy.deadline_s)
+            client = self._clients[key] = httpx.AsyncClient(
+                transport=transport, trust_env=False, timeout=timeout
+            )
         return client
 
     async def send(self, channel: Channel, notice: Message) -> None:
