@@ -212,11 +212,16 @@ def alert_run(
         expected = {(sub, e.fingerprint, str(e.state)) for sub in ("ops", "duty") for e in events}
         failed: set[Key] = set()
 
-        def complete() -> bool:
+        def read_failed() -> bool:
+            """What the notifiers recorded as failed; False while one does not answer."""
             failed.clear()
-            for port in ports:
-                for f in get(port, "/failed-deliveries") or []:
-                    failed.add((f["subscription"], f["fingerprint"], f["notice"]))
+            answers = [get(port, "/failed-deliveries") for port in ports]
+            for f in (f for answer in answers for f in answer or []):
+                failed.add((f["subscription"], f["fingerprint"], f["notice"]))
+            return None not in answers
+
+        def complete() -> bool:
+            read_failed()
             return set(told(hook)) >= expected
 
         # The resolutions are announced ten times, every RESEND_S: the last of them bounds the wait.
@@ -228,7 +233,9 @@ def alert_run(
         wait_for(lambda: database.held() == 0, "no notice held in the outbox", timeout=LEASE_S * 3 + 30)
         rounds = edge.alerting.rounds
         wait_for(lambda: edge.alerting.rounds >= rounds + 2, "two announcement rounds", timeout=RESEND_S * 10)
-        complete()
+        # A request that failed (the API's pooled connection killed by the last terminate) is
+        # not "nothing failed": the failures are read once both notifiers answer.
+        wait_for(read_failed, "each notifier's failed deliveries", timeout=30)
         return told(hook), failed
     finally:
         if edge is not None:
