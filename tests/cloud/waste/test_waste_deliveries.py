@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy
 
 from linli.cloud.notifier.config import DeliveryConfig, SmtpConfig
 from linli.cloud.waste.config import TruckBroker, WasteConfig
@@ -154,3 +155,47 @@ def test_a_delivery_waiting_its_turn_past_its_lease_is_not_sent_again_by_its_own
         gateway.close()
         service.state.close()
     assert (sent, under_way) == (0, 2)  # the two, each once: none taken for an orphan
+
+
+def test_a_delivery_whose_release_failed_is_released_later_not_sent_again_by_its_service(
+    tmp_path: Path,
+) -> None:
+    """Delivered, but the state refused to let it go (a restart, a partition from the database).
+    Once the state answers again, past the lease, its own service releases it rather than take
+    it for a dead service's orphan. (Before, it sent it again: under stress-ng,
+    `test_waste_hosts.py` had a keeper told "arrived" and "collected" twice, sent again by the
+    service partitioned from PostgreSQL that had sent them, a lease after it held them.)"""
+    gateway = Receiver()
+    config = WasteConfig(
+        gtfs=FEED,
+        state=str(tmp_path / "waste.sqlite"),
+        broker=TruckBroker(port=1),
+        lease_s=5,
+        delivery=DeliveryConfig(allow_private=True),
+    )
+    service = WasteService(config, TOKEN, load_feed(FEED))
+    channel = CHANNEL.validate_python({"kind": "webhook", "url": f"{gateway.url}/send"})
+    refuse = (
+        "CREATE TRIGGER keep_held BEFORE DELETE ON waste_delivery BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
+
+    async def run() -> int:
+        with service.state.engine.begin() as conn:
+            conn.execute(sqlalchemy.text(refuse))
+        service.engine.held.deliver("keeper", channel, Resent("notice", "text", {"n": 1}), "stop-1")
+        await wait_until(lambda: service.engine.deliveries.under_way == 0, 30, "the delivery done")
+        leases = [float(lease) for (lease,) in service.state.rows("SELECT lease_s FROM waste_delivery")]
+        assert len(leases) == 1  # delivered, still held: its release was refused
+        with service.state.engine.begin() as conn:
+            conn.execute(sqlalchemy.text("DROP TRIGGER keep_held"))
+        service.engine.held.wall = lambda: leases[0] + 1  # its lease ran out
+        return service.engine.send_orphans()
+
+    try:
+        sent = asyncio.run(run())
+        held = service.state.rows("SELECT id FROM waste_delivery")
+    finally:
+        gateway.close()
+        service.state.close()
+    assert len(gateway.at("/send")) == 1
+    assert (sent, held) == (0, [])  # released, not sent again

@@ -148,13 +148,24 @@ class Notifier(Outbox):
         """An alert that outlasted its group wait by its own times, and nobody told of it yet:
         its events came late and together (held while the state was down, or while no notifier
         of the group could take them), its resolution before the tick that would have told it.
-        Its first message goes now, before the resolution, as it would have in time, where its
-        group may be told now. A flap shorter than the group wait stays untold. True if overdue."""
+        Told to some subscriptions only (the state failed between their claims), the same for
+        the others. Its first message goes now, before the resolution, as it would have in
+        time, where its group may be told now. A flap shorter than the group wait stays
+        untold. True if overdue."""
         if resolution.time_ms - resolution.since_ms < self._group_wait(resolution) * 1000:
             return False
         entry = self.store.entry(resolution.fingerprint)
-        if entry is None or entry[4]:
-            return False  # not open (closed already), or told
+        if entry is None:
+            return False  # not open: closed already
+        # Told to some only (the state failed between two subscriptions' claims): the others
+        # are told now too, or the closing would keep the resolution for those who heard alone.
+        concerned = [
+            s
+            for s in subs.values()
+            if matches(s, resolution) and not quiet_now(s.quiet, resolution.severity, now)
+        ]
+        if entry[4] and all(s.id in entry[4] for s in concerned):
+            return False  # told to every subscription it concerns (one in its quiet hours waits)
         self._afresh()  # as a tick does
         for active in self._read([entry]):
             if active.alert.since_ms <= resolution.since_ms:

@@ -69,6 +69,9 @@ class HeldDeliveries:
         # Held deliveries under way here (waiting their turn, or sending): past their lease they
         # are this service's still, not a dead one's orphans (`send_orphans`).
         self._sending: set[int] = set()
+        # Delivered (or recorded as failed) but their release refused (the state restarting,
+        # out of reach): released again here, never sent again by this service.
+        self._unreleased: set[int] = set()
         self.unrecorded: list[tuple[int, str, str, str, str]] = []  # failed deliveries, not kept yet
 
     def deliver(self, who: str, channel: Channel, message: Message, thread: str) -> None:
@@ -102,15 +105,25 @@ class HeldDeliveries:
         self._sending.discard(held)
         try:
             self.state.release(held)
-        except DBAPIError as exc:  # left held: sent again when its lease runs out, not lost
+        except DBAPIError as exc:  # left held: released again by `send_orphans`
+            self._unreleased.add(held)
             self.state_error(exc, "releasing a delivery")
+
+    def _release_again(self) -> None:
+        """Release what was delivered while the state refused it; raises while it still does."""
+        for held in sorted(self._unreleased):
+            self.state.release(held)
+            self._unreleased.discard(held)
 
     def send_orphans(self) -> int:
         """Send what another service (or this one, before a restart) held and never finished; how
         many. One still under way here (a backlog longer than the lease) only has its lease taken
-        again: sent again, its recipient would hear it twice."""
+        again: sent again, its recipient would hear it twice. One delivered here whose release
+        failed is released first, not sent again."""
+        self._release_again()
         now = self.wall()
-        orphans = [o for o in self.state.orphans(now, now + self.config.lease_s) if o[0] not in self._sending]
+        mine = self._sending | self._unreleased
+        orphans = [o for o in self.state.orphans(now, now + self.config.lease_s) if o[0] not in mine]
         for held, who, channel_json, body, thread in orphans:
             try:
                 channel = CHANNEL.validate_json(channel_json)
