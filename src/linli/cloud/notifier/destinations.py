@@ -79,7 +79,7 @@ class Destination:
         """Send once through this destination; DeliveryError when it failed or is paused. An
         `urgent` send takes no slot and does not wait for a pause."""
         if urgent:
-            await self._send_urgent(call)
+            await self._attempt(call, False, lambda: None)
             return
         self.waiting += 1
         probe = False
@@ -92,34 +92,29 @@ class Destination:
             raise
         finally:
             self.waiting -= 1
+        await self._attempt(call, probe, self.slots.release)
+
+    async def _attempt(
+        self, call: Callable[[], Awaitable[None]], probe: bool, release: Callable[[], None]
+    ) -> None:
+        """Send once and count its answer; `release` frees what the send held, before the count."""
         try:
             await call()
         except ThrottledError:
             # The host answered: only one robot of it is resting (its pace waits), not the host.
-            self.slots.release()
+            release()
             await self._succeeded()
             raise
         except DeliveryError as exc:
-            self.slots.release()
+            release()
             await self._failed(str(exc), probe, timed_out=isinstance(exc, DeadlineError))
             raise
         except BaseException:
-            self.slots.release()
+            release()
             if probe:
                 await self._settle(probing=False)
             raise
-        self.slots.release()
-        await self._succeeded()
-
-    async def _send_urgent(self, call: Callable[[], Awaitable[None]]) -> None:
-        try:
-            await call()
-        except ThrottledError:
-            await self._succeeded()
-            raise
-        except DeliveryError as exc:
-            await self._failed(str(exc), probe=False, timed_out=isinstance(exc, DeadlineError))
-            raise
+        release()
         await self._succeeded()
 
     async def _admit(self) -> bool:
