@@ -35,7 +35,7 @@ from linli.cloud.notifier.channels import GroupNotice, Notice, Sender
 from linli.cloud.notifier.config import NotifierConfig, Silence, Subscription, labelled, life_safety
 from linli.cloud.notifier.delivery import Deliveries
 from linli.cloud.notifier.outbox import Outbox, Outgoing
-from linli.cloud.notifier.routing import Active, group_key, inhibitor, matches, quiet_now
+from linli.cloud.notifier.routing import Active, group_key, hears_now, inhibitor, matches, quiet_now
 from linli.cloud.notifier.store import NOTHING, Entry, Keep, Pending, Store
 
 log = logging.getLogger(__name__)
@@ -159,11 +159,7 @@ class Notifier(Outbox):
             return False  # not open: closed already
         # Told to some only (the state failed between two subscriptions' claims): the others
         # are told now too, or the closing would keep the resolution for those who heard alone.
-        concerned = [
-            s
-            for s in subs.values()
-            if matches(s, resolution) and not quiet_now(s.quiet, resolution.severity, now)
-        ]
+        concerned = [s for s in subs.values() if hears_now(s, resolution, now)]
         if entry[4] and all(s.id in entry[4] for s in concerned):
             return False  # told to every subscription it concerns (one in its quiet hours waits)
         self._afresh()  # as a tick does
@@ -275,9 +271,8 @@ class Notifier(Outbox):
         members = [
             a
             for a in self._open()
-            if matches(sub, a.alert)
+            if hears_now(sub, a.alert, now)
             and group_key(sub, a.alert) == key
-            and not quiet_now(sub.quiet, a.alert.severity, now)
             and not self._inhibited(a.alert)
             and self.silenced(a.alert, now) is None
         ]

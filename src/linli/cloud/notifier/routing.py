@@ -98,3 +98,8 @@ def edge_status_alert(edge: str, status: str, now_ms: int) -> AlertMessage | Non
         since_ms=now_ms,
         edge=edge,
     )
+
+
+def hears_now(sub: Subscription, alert: AlertMessage, now_s: float) -> bool:
+    """`sub` is told of `alert` now: the alert concerns it and it is outside its quiet hours."""
+    return matches(sub, alert) and not quiet_now(sub.quiet, alert.severity, now_s)
