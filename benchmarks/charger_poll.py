@@ -2,8 +2,9 @@
 
 Runs the simulator, the agent and VictoriaMetrics as separate processes, samples the
 agent's CPU time from /proc in fixed windows, and reads polls, poll latency and schedule lag
-from the agent's /metrics (its histograms, at the start and end of the measured span).
-Prints medians over the windows.
+from the agent's /metrics (its histograms, at the start and end of the measured span). Then,
+in the same run, `bare_modbus.py` polls the same registers on the same schedule and keeps
+nothing: the ceiling the agent's CPU is compared with. Prints medians over the windows.
 
     .venv/bin/python benchmarks/charger_poll.py [--stations 100] [--duration 60]
 """
@@ -112,16 +113,17 @@ def run(  # noqa: PLR0917 (the benchmark's knobs)
         time.sleep(5)  # connect and settle before measuring
         t0, before = time.time(), histograms(f"http://{metrics}")
         user0, system0 = cpu_split(agent.pid)
-        windows = []
-        for _ in range(int(duration // window)):
-            c0, w0 = cpu_seconds(agent.pid), time.monotonic()
-            time.sleep(window)
-            windows.append((cpu_seconds(agent.pid) - c0) / (time.monotonic() - w0) * 100)
+        windows = cpu_windows(agent.pid, duration, window)
         t1, after = time.time(), histograms(f"http://{metrics}")
         user1, system1 = cpu_split(agent.pid)
-    finally:
         agent.terminate()
         agent.wait(30)
+        # The ceiling, in the same run: the same requests on the same schedule, nothing kept.
+        bare_cpu, bare_polls = ceiling(config, duration, window)
+    finally:
+        if agent.poll() is None:
+            agent.terminate()
+            agent.wait(30)
         sim.terminate()
         sim.wait(30)
     start_ms, end_ms = int(t0 * 1000), int(t1 * 1000)
@@ -155,7 +157,38 @@ def run(  # noqa: PLR0917 (the benchmark's knobs)
         "lag_p50_ms": quantile(*lag, 0.5) * 1000,
         "lag_p99_ms": quantile(*lag, 0.99) * 1000,
         "ceiling_polls_per_s": polls_per_s / (cpu / 100) if cpu else 0.0,
+        "bare_cpu_percent": bare_cpu,
+        "bare_polls_per_s": bare_polls,
     }
+
+
+def cpu_windows(pid: int, duration: float, window: float) -> list[float]:
+    """The process's CPU, % of a core, in each `window` seconds of `duration`."""
+    windows = []
+    for _ in range(int(duration // window)):
+        c0, w0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(window)
+        windows.append((cpu_seconds(pid) - c0) / (time.monotonic() - w0) * 100)
+    return windows
+
+
+def ceiling(config: Path, duration: float, window: float) -> tuple[float, float]:
+    """(median CPU % of a core, polls/s answered) of `bare_modbus.py` on the agent's config."""
+    bare = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("bare_modbus.py")), "--config", str(config)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(5)  # connect and settle, as the agent did
+        cpu = statistics.median(cpu_windows(bare.pid, duration, window))
+    finally:
+        bare.terminate()
+        out, _ = bare.communicate(timeout=30)
+    if bare.returncode != 0:
+        raise SystemExit(f"benchmark: bare_modbus.py failed ({bare.returncode}): {out}")
+    # "bare_modbus: 100.0 polls/s answered, ..." (over its whole life, settling included)
+    return cpu, float(out.split()[1])
 
 
 def main() -> int:
@@ -182,6 +215,10 @@ def main() -> int:
     print(f"poll latency p50 / p99 ms  {r['latency_p50_ms']:10.2f} / {r['latency_p99_ms']:.2f}")
     print(f"schedule lag p50 / p99 ms  {r['lag_p50_ms']:10.2f} / {r['lag_p99_ms']:.2f}  (poll-cycle jitter)")
     print(f"ceiling polls/s at 100 %   {r['ceiling_polls_per_s']:10.0f}  (polls/s over CPU fraction)")
+    bare = f"{r['bare_cpu_percent']:10.1f}  ({r['bare_polls_per_s']:.1f} polls/s answered)"
+    print(f"bare pymodbus CPU %        {bare}")
+    ratio = r["cpu_percent"] / r["bare_cpu_percent"] if r["bare_cpu_percent"] else float("inf")
+    print(f"agent / bare pymodbus      {ratio:10.2f}  (goal <= 1.5)")
     return 0
 
 
