@@ -157,6 +157,8 @@ class Claims:
     def send_new(self, tracker: TripTracker) -> None:
         """Claim and tell the trip's new notices, in order; while the state cannot be reached
         they wait, and go with the trip's next message or tick once it can."""
+        if not (tracker.state.steps or self.unresumed or self.waiting_of(tracker)):
+            return  # most calls (a parked truck's ticks, most fixes): nothing to keep or claim
         route = self.feed.routes[tracker.trip.route_id]
         day = service_day(tracker.zero_s, self.feed.timezone)
         opened = f"{tracker.trip.id}@{day.isoformat()}"
