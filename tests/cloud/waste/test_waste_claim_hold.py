@@ -19,7 +19,7 @@ from linli.demo.servers import free_port
 from linli.sim.timetable import Traffic, drive_trip
 from linli.transit.gtfs import load_feed
 from support import LOOPBACK
-from test_waste_service import MONDAY, TOKEN, TRIP, hand_over, local_feed
+from test_waste_service import MONDAY, TOKEN, TRIP, hand_over, incident_service, local_feed
 
 
 def count(state: Path, table: str) -> int:
@@ -86,6 +86,45 @@ def test_a_notice_whose_deliveries_cannot_be_held_is_not_claimed_and_goes_once_t
         assert len(notices) == claimed
         # Nothing sent yet (no await since): every claimed notice's deliveries are held.
         assert len(holds) == sum(channels[stop] for (stop,) in notices) > 0
+        await service.engine.deliveries.drain(10)
+        service.state.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.slow
+def test_an_incident_whose_deliveries_cannot_be_held_is_not_claimed_and_goes_once_they_can(
+    tmp_path: Path,
+) -> None:
+    """As a notice: a breakdown whose operator's and dispatcher's deliveries cannot be held is
+    not claimed (claimed first, it was recorded as told and sent without a hold); back, it is
+    claimed with a hold for each of their channels, before anything is sent."""
+    service, feed = incident_service(tmp_path, f"http://127.0.0.1:{free_port()}", free_port())
+    state = tmp_path / "waste.sqlite"
+    trip = feed.trips[TRIP]
+    drive = drive_trip(feed, trip, MONDAY, random.Random(9), traffic=Traffic(sd=0.0, trip_sd=0.2))
+    messages = sorted(drive.messages, key=lambda m: m[1]["ts"])
+    cut = len(messages) // 3  # under way
+
+    async def run() -> None:
+        hand_over(service, messages[:cut])
+        rename(state, "waste_delivery", "waste_delivery_away")
+        alarm = {"ts": messages[cut - 1][1]["ts"] + 1000, "alarm": "breakdown", "active": True}
+        hand_over(service, [("alarm", alarm)])
+        assert [str(i.kind) for i in service.engine.incidents] == []
+        assert count(state, "waste_incident") == 0, "claimed while its deliveries could not be held"
+        assert service.engine.waiting > 0
+        rename(state, "waste_delivery_away", "waste_delivery")
+        after = next(body for kind, body in messages[cut:] if kind == "location")
+        hand_over(service, [("location", {**after, "ts": alarm["ts"] + 1000})])
+        assert [str(i.kind) for i in service.engine.incidents] == ["breakdown"]
+        assert count(state, "waste_incident") == 1
+        db = sqlite3.connect(state)
+        holds = db.execute("SELECT contact FROM waste_delivery WHERE thread = ?", (f"incident/{TRIP}",))
+        held = sorted(who for (who,) in holds)
+        db.close()
+        # Nothing sent yet (no await since): the operator's and the dispatcher's webhooks held.
+        assert held == ["dispatcher", "operator"]
         await service.engine.deliveries.drain(10)
         service.state.close()
 

@@ -22,6 +22,7 @@ from linli.cloud.waste.messages import IncidentMessage, WasteNotice
 from linli.cloud.waste.outbox import Outbox, incident_line
 from linli.cloud.waste.state import WasteState
 from linli.cloud.waste.tracking import Incident, IncidentKind, KeeperNotice, NoticeKind, TripTracker
+from linli.transit.extras import Contact
 from linli.transit.gtfs import Feed, service_day
 
 log = logging.getLogger(__name__)
@@ -104,19 +105,31 @@ class Claims:
             if round(incident.time_s * 1000) <= self._resumed.get(seq_key, -1):
                 self._incidents_told[key] = self._incidents_told.get(key, 0) + 1
                 continue  # found again from a message sent again after a kill: told already
+            contacts = self._told_of(incident)
+            waste_type = self.feed.routes[tracker.trip.route_id].waste_type
+            deliveries = [
+                (contact.name, channel, IncidentMessage(incident, self.feed, truck, waste_type, locale))
+                for contact in contacts
+                for locale in [contact.locale or self.config.locale]
+                for channel in contact.channels
+            ]
+            thread = f"incident/{incident.trip_id}"
+            holds = [self.held.holding(who, channel, message, thread) for who, channel, message in deliveries]
             try:
-                number = self.state.claim_incident(
-                    incident, day, self._seq[seq_key], tracker.trip.route_id, truck
+                # Claimed with its deliveries held, in one transaction: a state failing between
+                # the two cannot leave it recorded as told and never sent.
+                claimed = self.state.claim_incident_and_hold(
+                    incident, day, self._seq[seq_key], tracker.trip.route_id, truck, holds=holds
                 )
             except DBAPIError as exc:
                 what = f"claiming the {incident.kind} of trip {key} at {incident.stop_id}"
                 if self.state_error(exc, what):
                     return False
-                number = None  # a bug: logged, and the trip's next incidents go on
+                claimed = None  # a bug: logged, and the trip's next incidents go on
             self._seq[seq_key] += 1
             self._incidents_told[key] = self._incidents_told.get(key, 0) + 1
             self.incidents.append(incident)
-            if number is None:
+            if claimed is None:
                 continue  # another service has it
             self.claimed[str(incident.kind)] += 1
             self.outbox.put(
@@ -129,22 +142,23 @@ class Claims:
                 incident.stop_id,
                 incident.detail,
             )
-            if incident.kind is IncidentKind.BLOCKED:
-                stop = self.feed.extras.stops.get(incident.stop_id or "")
-                contacts = [c for c in (stop.property if stop else None, self.config.dispatcher) if c]
-            else:
-                contacts = [c for c in (self.config.operator, self.config.dispatcher) if c]
-            waste_type = self.feed.routes[tracker.trip.route_id].waste_type
-            for contact in contacts:
-                locale = contact.locale or self.config.locale
-                message = IncidentMessage(incident, self.feed, truck, waste_type, locale)
-                for channel in contact.channels:
-                    self.held.deliver(contact.name, channel, message, f"incident/{incident.trip_id}")
+            for (who, channel, message), row in zip(deliveries, claimed[1], strict=True):
+                self.held.start(who, channel, message, thread, row)
         return True
+
+    def _told_of(self, incident: Incident) -> list[Contact]:
+        """Who hears of an incident: a blocked gate's property office (else the operator), and
+        the dispatcher."""
+        if incident.kind is IncidentKind.BLOCKED:
+            stop = self.feed.extras.stops.get(incident.stop_id or "")
+            return [c for c in (stop.property if stop else None, self.config.dispatcher) if c]
+        return [c for c in (self.config.operator, self.config.dispatcher) if c]
 
     def send_new(self, tracker: TripTracker) -> None:
         """Claim and tell the trip's new notices, in order; while the state cannot be reached
         they wait, and go with the trip's next message or tick once it can."""
+        if not (tracker.state.steps or self.unresumed or self.waiting_of(tracker)):
+            return  # most calls (a parked truck's ticks, most fixes): nothing to keep or claim
         route = self.feed.routes[tracker.trip.route_id]
         day = service_day(tracker.zero_s, self.feed.timezone)
         opened = f"{tracker.trip.id}@{day.isoformat()}"

@@ -273,7 +273,7 @@ class Renovation:
 
     def tick(self, now_s: float) -> list[Booking] | None:
         """Orders not answered in time are escalated; bookings past their window expire. The
-        open bookings after that (one query when nothing moved), None unless dispatching."""
+        open bookings after that (no query of them when none changed), None unless dispatching."""
         if not self.active:
             return None
         moved = False
@@ -287,12 +287,13 @@ class Renovation:
                 self.bookings.move(booking_id, State.REQUESTED, now_s, "dispatch", detail="not answered")
                 self._escalate(booking_id, now_s, f"the driver of {booking.truck} did not answer")
                 self.dispatch(now_s)
-        open_ = self.bookings.all(OPEN)
+        # Read again only when a booking changed (`Bookings.open`): most minutes, none did.
+        open_ = self.bookings.open()
         for b in open_:
             if b.state in WAITING and now_s > b.latest_s:
                 self._tell(self.bookings.move(b.id, State.EXPIRED, now_s, "dispatch"), "expired", now_s)
                 moved = True
-        return self.bookings.all(OPEN) if moved else open_
+        return self.bookings.open() if moved else open_
 
     # --- telling ----------------------------------------------------------------------------
 

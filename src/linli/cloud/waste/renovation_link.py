@@ -88,8 +88,8 @@ class RenovationLink:
         if not self.renovation.active:
             return None
         # Orders not answered, bookings past their window, and bookings another service took:
-        # looked for once a minute of the trucks' time, with the report (each a query of the
-        # state), not at every tick.
+        # looked for once a minute of the trucks' time, with the report, not at every tick (the
+        # bookings read again only when one changed: `Bookings.open`).
         if now - self._reported_s < REPORT_S:
             return None
         open_ = self.renovation.tick(now)

@@ -172,6 +172,14 @@ class WasteState(Tables):
 
     def claim_incident(self, i: Incident, day: str, seq: int, route: str, truck: str) -> int | None:
         """Record an incident before anyone is told; its number, or None when recorded already."""
+        claimed = self.claim_incident_and_hold(i, day, seq, route, truck, holds=[])
+        return None if claimed is None else claimed[0]
+
+    def claim_incident_and_hold(
+        self, i: Incident, day: str, seq: int, route: str, truck: str, *, holds: Sequence[Hold]
+    ) -> tuple[int, list[int]] | None:
+        """`claim_incident` and its deliveries held in one transaction, as `claim_and_hold`: its
+        number and the holds' ids, or None (recorded already, nothing held)."""
         params = {
             "trip": i.trip_id,
             "day": day,
@@ -183,8 +191,9 @@ class WasteState(Tables):
             "truck": truck,
             "detail": i.detail,
         }
-        rows = self._rows(INCIDENT, params)
-        return int(rows[0][0]) if rows else None
+        with self._engine.begin() as conn:
+            number = conn.execute(INCIDENT, params).scalar()
+            return None if number is None else (int(number), [_hold(conn, hold) for hold in holds])
 
     def incidents(self, number: int | None = None) -> list[dict[str, Any]]:
         """Every incident, oldest first, or the one of that `number` (what acknowledges it)."""
