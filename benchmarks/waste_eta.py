@@ -18,7 +18,9 @@ The same drives are replayed in-process through the tracker with other predictor
 same run: the timetable alone; the timetable plus the truck's current delay (the usual naive
 live prediction); the remaining road at the timetable's own speed including dwell; and
 linli's predictor given the simulator's true road factors and rush hours (not a ceiling: it
-does not know the day's, the trip's or the drive's luck, nor late departures).
+does not know the day's, the trip's or the drive's luck, nor late departures); and the same
+knowing also each day's factor and when each truck leaves (`known_day`: all the world decides
+before a truck drives), and its trip's own factor too (`known_trip`).
 
     .venv/bin/python benchmarks/waste_eta.py --days 3 --seed 1 --traffic-sd 0.3 --json
 """
@@ -42,7 +44,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -342,7 +344,45 @@ class TrueRoads(History):
         return 60.0 + 20.0 * bins
 
 
-PREDICTORS = ("linli", "timetable", "schedule_delay", "feed_speed", "linli_true_roads")
+class KnownDay(TrueRoads):
+    """The true roads, and also each day's factor and when each truck really leaves (`drive`
+    sets them): everything the world decides before a truck drives, known exactly. With
+    `trip`, its trip's own factor too, and no pace learned on the way (nothing left to learn);
+    without, the pace is learned from the trip's segments as linli does. Neither knows each
+    drive's luck, the signals or the dwell's: where the goals' reach ends (issue 34)."""
+
+    def __init__(self, timezone: str, traffic: Traffic, *, trip: bool) -> None:
+        super().__init__(timezone, traffic)
+        self.trip = trip
+        self.factor = 1.0
+        self.left_s = 0.0
+
+    def drive(self, d: Drive) -> None:
+        self.factor = self.traffic.day(d.date)
+        if self.trip and self.traffic.run_sd > 0:
+            run = random.Random(f"{self.traffic.seed}:run:{d.trip.id}:{d.date}")  # as drive_trip draws it
+            self.factor *= math.exp(run.gauss(0, self.traffic.run_sd))
+        self.left_s = d.run.left_s
+
+    def segment(self, route: str, index: int, leave_s: float, scheduled: float) -> float:
+        # The simulator's segments take at least 30 s of schedule.
+        return super().segment(route, index, leave_s, max(30.0, scheduled)) * self.factor
+
+    def day(self, zero_s: float) -> float:
+        return 1.0
+
+    def departure(self, due_s: float, now_s: float) -> float:
+        return max(now_s, self.left_s)
+
+
+def known_pace(history: History, state: TripState, now: float) -> dict[int, float]:
+    """linli's prediction without the pace learned on the way: for `KnownDay` with the trip."""
+    return predict(history, replace(state, expected_s=0.0, observed_s=0.0), now)
+
+
+PREDICTORS = (
+    "linli", "timetable", "schedule_delay", "feed_speed", "linli_true_roads", "known_day", "known_trip",
+)  # fmt: skip
 
 
 def replay(
@@ -356,6 +396,8 @@ def replay(
         "schedule_delay": (schedule_delay, History(feed.timezone)),
         "feed_speed": (feed_speed, History(feed.timezone)),
         "linli_true_roads": (predict, TrueRoads(feed.timezone, traffic)),
+        "known_day": (predict, KnownDay(feed.timezone, traffic, trip=False)),
+        "known_trip": (known_pace, KnownDay(feed.timezone, traffic, trip=True)),
     }
     if linli:
         predictors["linli"] = (predict, History(feed.timezone))
@@ -365,6 +407,8 @@ def replay(
         for name, (predictor, history) in predictors.items():
             if not d.scored and name != "linli":
                 continue
+            if isinstance(history, KnownDay):
+                history.drive(d)
             tracker = TripTracker(feed, d.trip, zero, history, predictor)
             tracker.replay(d.run.messages, tick_s=TICK_S)
             if not d.scored:

@@ -41,8 +41,9 @@ def test_the_local_hour_is_the_one_datetime_gives_in_every_zone() -> None:
 
 
 def test_a_segment_learned_moves_the_hours_traffic_at_once() -> None:
-    """The hour's traffic kept between segments is worked out again once a segment of that hour
-    is learned: the same times as a history that has just learned them all."""
+    """The hour's traffic and the road's factor kept between segments are worked out again once
+    a segment of that hour or road is learned: the same times as a history that has just
+    learned them all."""
     rng = random.Random(7)
     zero = dt.datetime(2026, 11, 23, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
     learning = History()
@@ -50,6 +51,6 @@ def test_a_segment_learned_moves_the_hours_traffic_at_once() -> None:
         left = zero + rng.uniform(6, 20) * 3600
         learning.add_segment("r", rng.randrange(5), left, left + rng.uniform(60, 600), 240.0)
         fresh = History()  # the same samples, nothing worked out yet
-        fresh._segments, fresh._hours = learning._segments, learning._hours
+        fresh._segments, fresh._hours, fresh._roads = learning._segments, learning._hours, learning._roads
         index, leave = rng.randrange(5), zero + rng.uniform(6, 20) * 3600
         assert learning.segment("r", index, leave, 240.0) == fresh.segment("r", index, leave, 240.0), n

@@ -95,6 +95,22 @@ def test_history_learns_the_hour_then_the_segment_and_dwell_by_bins() -> None:
     assert h.dwell(4, 999.0) == pytest.approx(45 + 22 * 4, abs=3)
 
 
+def test_a_roads_factor_learned_at_one_hour_carries_to_the_others() -> None:
+    """A segment driven at twice its schedule every morning at 10 is slow at 14:00 too, where it
+    has never been driven: the road's factor is learned at every hour, the hour's traffic on
+    every route (issue 34: a late departure moves a segment to an hour with no samples)."""
+    h = History("Asia/Shanghai")
+    ten = dt.datetime(2026, 12, 7, 10, 10, tzinfo=dt.UTC).timestamp() - 8 * 3600
+    for k in range(40):  # the other routes run to schedule at 10 and at 14
+        h.add_segment("other", k % 8, ten, ten + 100, 100.0)
+        h.add_segment("other", k % 8, ten + 4 * 3600, ten + 4 * 3600 + 100, 100.0)
+    for _ in range(7):
+        h.add_segment("r", 3, ten, ten + 200, 100.0)
+    assert h.segment("r", 3, ten, 100.0) == pytest.approx(200.0, abs=15)
+    assert h.segment("r", 3, ten + 4 * 3600, 100.0) == pytest.approx(200.0, abs=25)
+    assert h.segment("r", 4, ten + 4 * 3600, 100.0) == pytest.approx(100.0, abs=5)  # another road
+
+
 @pytest.fixture
 def no_rush(monkeypatch: pytest.MonkeyPatch) -> None:
     """Traffic exactly as the timetable assumes, and the predictor told so: the notices' timing

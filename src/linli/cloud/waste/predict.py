@@ -5,9 +5,11 @@ The prediction is built from three things:
 - segment travel times learned from the history, per route, segment and hour of the day
   (the evening rush is slower than mid-morning), each shrunk towards a prior: the timetable's
   time scaled by the hour's traffic on every route, itself shrunk towards the city's usual rush
-  (RUSH_PRIOR). A fresh service thus starts from the timetable and the hour's traffic and
-  moves smoothly as it learns, instead of jumping from one source to the next at a count of
-  samples (which sent a correction per notice: 30 notices, 30 corrections);
+  (RUSH_PRIOR), and by the segment's own road factor learned at every hour (a late departure
+  drives a segment at an hour it has few samples of). A fresh service thus starts from the
+  timetable and the hour's traffic and moves smoothly as it learns, instead of jumping from one
+  source to the next at a count of samples (which sent a correction per notice: 30 notices,
+  30 corrections);
 - when the truck leaves the depot: on time at the earliest, or, once the history has seen
   enough departures, the delay that best fits the window a keeper is promised, among the
   departures later than the truck already is (a truck still parked past its time is late);
@@ -41,8 +43,11 @@ from linli.transit.stops import StopEvent, Visit
 
 # Seconds of expected travel that pull the trip's pace towards 1: little evidence, little pace.
 PACE_PRIOR_S = 600.0
-# How many observations the prior of a segment (the timetable by the hour's traffic) weighs.
+# How many observations the prior of a segment at an hour (its road's factor by the hour's
+# traffic) weighs.
 SEGMENT_PRIOR_N = 1.0
+# How many observations 1 weighs in a road's factor, learned at every hour.
+ROAD_PRIOR_N = 1.0
 # How many observations the city's usual rush weighs in the hour's traffic.
 HOUR_PRIOR_N = 5.0
 # Driven over scheduled by local hour in a city's usual traffic: a fresh service's guess before
@@ -72,6 +77,9 @@ class History:
     _segments: dict[tuple[str, int, int], list[float]] = field(default_factory=lambda: defaultdict(list))
     # Driven over scheduled, by hour, across every route: the hour's traffic, learned first.
     _hours: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
+    # Driven over scheduled by the hour's traffic then, by route and segment, at every hour: the
+    # road's own factor (a narrow street is slow at any hour).
+    _roads: dict[tuple[str, int], list[float]] = field(default_factory=lambda: defaultdict(list))
     # Least squares of dwell = a + b * bins: n, sum x, sum y, sum xx, sum xy.
     _dwell: list[float] = field(default_factory=lambda: [0.0] * 5)
     _departures: list[float] = field(default_factory=list)  # left minus due, s, the last 200
@@ -81,6 +89,7 @@ class History:
     # segment of that hour is learned; the local hour of each hour of UTC time, where the
     # zone's offset is whole hours all through it.
     _traffic: dict[int, float] = field(default_factory=dict, repr=False, compare=False)
+    _road: dict[tuple[str, int], float] = field(default_factory=dict, repr=False, compare=False)
     _local_hours: dict[float, int] = field(default_factory=dict, repr=False, compare=False)
 
     def hour(self, time_s: float) -> int:
@@ -106,6 +115,10 @@ class History:
         samples = self._segments[(route, index, hour)]
         samples.append(arrived_s - left_s)
         del samples[:-30]  # the last month of this trip's days: old roadworks are forgotten
+        road = self._roads[(route, index)]
+        road.append((arrived_s - left_s) / (scheduled * self._hour_traffic(hour)))
+        del road[:-60]
+        self._road.pop((route, index), None)
         ratios = self._hours[hour]
         ratios.append((arrived_s - left_s) / scheduled)
         del ratios[:-500]
@@ -113,15 +126,27 @@ class History:
 
     def segment(self, route: str, index: int, leave_s: float, scheduled: float) -> float:
         """Expected seconds for a segment left at `leave_s`: its own history at that hour, shrunk
-        towards the timetable's time scaled by the hour's traffic on every route."""
+        towards the timetable's time scaled by the hour's traffic on every route and by its
+        road's factor learned at every hour (a segment is driven at several hours, a late
+        departure moves it to another: few samples at any one)."""
         hour = self.hour(leave_s)
+        road = self._road.get((route, index))
+        if road is None:
+            ratios = self._roads.get((route, index), [])
+            road = (sum(ratios) + ROAD_PRIOR_N) / (len(ratios) + ROAD_PRIOR_N)
+            self._road[(route, index)] = road
+        prior = scheduled * self._hour_traffic(hour) * road
+        samples = self._segments.get((route, index, hour), [])
+        return (sum(samples) + SEGMENT_PRIOR_N * prior) / (len(samples) + SEGMENT_PRIOR_N)
+
+    def _hour_traffic(self, hour: int) -> float:
+        """Driven over scheduled at that hour on every route, shrunk towards the city's rush."""
         traffic = self._traffic.get(hour)
         if traffic is None:
             ratios = self._hours.get(hour, [])
             traffic = (sum(ratios) + HOUR_PRIOR_N * RUSH_PRIOR.get(hour, 1.0)) / (len(ratios) + HOUR_PRIOR_N)
             self._traffic[hour] = traffic
-        samples = self._segments.get((route, index, hour), [])
-        return (sum(samples) + SEGMENT_PRIOR_N * scheduled * traffic) / (len(samples) + SEGMENT_PRIOR_N)
+        return traffic
 
     def add_day(self, zero_s: float, expected_s: float, driven_s: float) -> None:
         sums = self._days.setdefault(zero_s, [0.0, 0.0])
