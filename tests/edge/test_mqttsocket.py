@@ -248,32 +248,51 @@ def test_a_flood_through_mosquitto_arrives_whole_in_order_mostly_in_batches(mosq
     assert sum(n for n in batches if n > 1) > len(sent) / 2, batches[:50]
 
 
-def test_after_a_small_read_the_next_waits_for_more_and_after_a_full_one_not(
+class Clock:
+    """The socket's time: read, and moved by its sleeps and by the test (time spent in select)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(round(seconds, 6))
+        self.now += seconds
+
+
+def test_after_a_small_read_the_next_comes_coalesce_s_after_it_and_after_a_full_one_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    slept: list[float] = []
-    monkeypatch.setattr("linli.edge.mqttsocket.time.sleep", slept.append)
+    clock = Clock()
+    monkeypatch.setattr(mqttsocket, "time", clock)
     ours, theirs = socket.socketpair()
     try:
-        sock = BufferedSocket(ours, coalesce_s=0.01)
+        sock = BufferedSocket(ours, coalesce_s=0.02)
         theirs.sendall(b"x" * 10)
         assert sock.recv(10) == b"x" * 10
-        assert slept == []  # the first read after the start does not wait
+        assert clock.slept == []  # the first read after the start does not wait
+        # A stream: the next message 5 ms later is read 20 ms after the last read, not sooner.
+        clock.now += 0.005
         theirs.sendall(b"y" * 10)
         assert sock.recv(10) == b"y" * 10
-        assert slept == [0.01]  # light load: the read after a small one waited
+        assert clock.slept == [0.015]
+        # An alarm 100 ms after the last read (10 a second) has waited long enough in select:
+        # read at once, not held 20 ms more.
+        clock.now += 0.1
+        theirs.sendall(b"a")
+        assert sock.recv(1) == b"a"
+        assert clock.slept == [0.015]
         theirs.sendall(b"z" * mqttsocket.COALESCE_BELOW)
         data = b""
         while len(data) < mqttsocket.COALESCE_BELOW:
             data += sock.recv(mqttsocket.COALESCE_BELOW)
-        slept.clear()
+        clock.slept.clear()
         theirs.sendall(b"w")
         assert sock.recv(1) == b"w"
-        assert slept == []  # after a large read: at once
-        theirs.sendall(b"v")
-        sock._last_at -= mqttsocket.STREAM_GAP_S  # the last read was a quiet spell ago
-        assert sock.recv(1) == b"v"
-        assert slept == []  # the first message after quiet: at once
+        assert clock.slept == []  # after a large read: at once
     finally:
         ours.close()
         theirs.close()
