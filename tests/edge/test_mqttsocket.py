@@ -285,6 +285,14 @@ def test_after_a_small_read_the_next_comes_coalesce_s_after_it_and_after_a_full_
         theirs.sendall(b"a")
         assert sock.recv(1) == b"a"
         assert clock.slept == [0.015]
+        # Counted from the end of the read's handling (the client says when): a stream is read
+        # as often as before, when each read waited 20 ms after the socket woke the thread.
+        clock.now += 0.004
+        sock.handled()
+        clock.now += 0.001
+        theirs.sendall(b"b")
+        assert sock.recv(1) == b"b"
+        assert clock.slept == [0.015, 0.019]
         theirs.sendall(b"z" * mqttsocket.COALESCE_BELOW)
         data = b""
         while len(data) < mqttsocket.COALESCE_BELOW:
@@ -296,6 +304,32 @@ def test_after_a_small_read_the_next_comes_coalesce_s_after_it_and_after_a_full_
     finally:
         ours.close()
         theirs.close()
+
+
+def test_the_client_says_when_a_read_is_handled_after_its_messages(
+    mosquitto: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait before the next read counts from then (see the test above)."""
+    events: list[str] = []
+    monkeypatch.setattr(BufferedSocket, "handled", lambda _s: events.append("handled"))
+    topic = unique("handled")
+    sent = [(0, b"%d" % i) for i in range(20)]
+    got: list[Publish] = []
+    done = threading.Event()
+
+    def on_publishes(batch: list[Publish]) -> None:
+        events.append("messages")
+        got.extend(batch)
+        if len(got) >= len(sent):
+            done.set()
+
+    sub = BufferedClient(CallbackAPIVersion.VERSION2, client_id=unique("sub"), protocol=paho.MQTTv311)
+    sub.on_message = lambda _c, _u, msg: on_publishes([(msg._topic, bytes(msg.payload), 0, False, 0)])
+    sub.on_publishes = on_publishes
+    publish_through(mosquitto, sub, topic=topic, sent=sent, done=done, got=got)
+    # Every read's messages are followed by the client's word that they are handled.
+    last = len(events) - 1 - events[::-1].index("messages")
+    assert "handled" in events[last:], events
 
 
 def test_a_paho_without_a_name_the_fast_path_reads_decodes_every_message_itself_warning_once(

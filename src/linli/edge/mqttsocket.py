@@ -22,10 +22,11 @@ costs a few hundred microseconds of CPU, far more than the message. After a read
 little, the next one comes `coalesce_s` after it at the soonest (the agent's `[mqtt] batch_ms`,
 as long as its asyncio side waits between batches anyway; 20 ms where it watches for alarms,
 see urgency), so the thread reads at most that often and each message waits at most that long
-more. The time is counted from the last read, not from the socket's wakeup: a message that
-comes `coalesce_s` or more after the last read (an alarm at 10 a second, or after a quiet
-spell) is read at once, and a stream of them is still read once a `coalesce_s`. A large read is
-followed at once by the next: under load nothing waits.
+more. The time is counted from the end of the last read's handling (`handled`), not from the
+socket's wakeup: a message that comes `coalesce_s` or more after it (an alarm at 10 a second,
+or after a quiet spell) is read at once, and a stream is read as often as when each read waited
+`coalesce_s` after the wakeup. A large read is followed at once by the next: under load nothing
+waits.
 
 All this reads and overrides names private to paho-mqtt (`_sock`, `_in_packet`, ...), as
 paho-mqtt 2.2 has them; pyproject pins that minor version. A client checks them when it is
@@ -90,7 +91,7 @@ class BufferedSocket:
         self._pos = 0
         self._coalesce_s = coalesce_s
         self._last_read = READ_SIZE
-        self._last_at = float("-inf")  # when the buffer was last refilled (time.monotonic)
+        self._last_at = float("-inf")  # when the last read was refilled, or handled (time.monotonic)
         self._scratch = bytearray(READ_SIZE)
         self._view = memoryview(self._scratch)
 
@@ -114,6 +115,11 @@ class BufferedSocket:
         start = self._pos
         self._pos = min(start + bufsize, len(self._buf))
         return self._buf[start : self._pos]
+
+    def handled(self) -> None:
+        """What the last read brought is handled: a wait before the next one counts from now,
+        so that a stream is read no more often than when each read waited after its wakeup."""
+        self._last_at = time.monotonic()
 
     def _read(self, size: int) -> bytes:
         """One read of up to `size` bytes, into memory kept from read to read.
@@ -266,6 +272,8 @@ class BufferedClient(paho.Client):
                 break
             rc = super().loop_read(max_packets)
             handled += 1
+        if isinstance(self._sock, BufferedSocket):
+            self._sock.handled()
         return rc
 
     def _sock_close(self) -> None:
