@@ -26,7 +26,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from harness import Webhook
+from harness import Webhook, cpu_seconds
 from linli.catalog.alerts import ALERT_TOPIC
 from linli.demo.servers import free_port, start_mosquitto, start_victoria_metrics
 
@@ -223,6 +223,7 @@ def main() -> int:
                 time.sleep(0.5)
             got.clear()
             events.clear()
+            cpu_before = [cpu_seconds(p.pid) for p in procs]  # the notifier's, the agent's
             cycles = max(1, args.alerts // args.devices)
             for _ in range(cycles):
                 for level in (10, 90):  # below the limit: fires; back above it: resolves
@@ -234,6 +235,7 @@ def main() -> int:
             deadline = time.monotonic() + 30
             while len(got) < 2 * expected and time.monotonic() < deadline:
                 time.sleep(0.2)
+            cpu = [cpu_seconds(p.pid) - was for p, was in zip(procs, cpu_before, strict=True)]
             client.loop_stop()
             tap.loop_stop()
         finally:
@@ -253,6 +255,12 @@ def main() -> int:
                 else f"{kind}: no {what}"
             )
     duplicates = len(got) - len({(k, f, t) for k, f, t, _ in got})
+    # Each process's CPU time over the timed part: what an alert costs it, whatever the
+    # machine's load does to the latency.
+    print(
+        f"CPU over the run: notifier {cpu[0]:.2f} s ({cpu[0] / (2 * expected) * 1000:.2f} ms an event), "
+        f"agent {cpu[1]:.2f} s"
+    )
     print(f"duplicates: {duplicates}")
     if args.trace:
         print_hops(hops, events, got)

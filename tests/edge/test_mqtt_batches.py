@@ -11,7 +11,6 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from linli.demo.servers import LocalServer
-from linli.edge import mqttsocket
 from linli.edge.config import EdgeConfig
 from linli.edge.mqtt import MqttConnector
 from support import unique, wait_until
@@ -50,7 +49,7 @@ def test_a_stream_is_handled_in_batches_of_batch_ms_and_a_lone_message_at_once(
         try:
             await wait_until(mqtt.subscribed.is_set, 10, "the subscription")
             # A lone message after a quiet spell: the sleeping connector is woken for it at once.
-            await asyncio.sleep(mqttsocket.STREAM_GAP_S)  # the quiet spell, not a wait for the code
+            await asyncio.sleep(0.5)  # a quiet spell of batch_ms, not a wait for the code
             pub.publish(TOPIC, heartbeat(int(time.time() * 1000)), qos=0).wait_for_publish(5)
             # Nothing is queued and the health check is an hour away: only the receive thread's
             # wake-up can bring it in, so its arrival at all is the proof (however slow the machine).

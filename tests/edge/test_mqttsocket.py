@@ -248,35 +248,88 @@ def test_a_flood_through_mosquitto_arrives_whole_in_order_mostly_in_batches(mosq
     assert sum(n for n in batches if n > 1) > len(sent) / 2, batches[:50]
 
 
-def test_after_a_small_read_the_next_waits_for_more_and_after_a_full_one_not(
+class Clock:
+    """The socket's time: read, and moved by its sleeps and by the test (time spent in select)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(round(seconds, 6))
+        self.now += seconds
+
+
+def test_after_a_small_read_the_next_comes_coalesce_s_after_it_and_after_a_full_one_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    slept: list[float] = []
-    monkeypatch.setattr("linli.edge.mqttsocket.time.sleep", slept.append)
+    clock = Clock()
+    monkeypatch.setattr(mqttsocket, "time", clock)
     ours, theirs = socket.socketpair()
     try:
-        sock = BufferedSocket(ours, coalesce_s=0.01)
+        sock = BufferedSocket(ours, coalesce_s=0.02)
         theirs.sendall(b"x" * 10)
         assert sock.recv(10) == b"x" * 10
-        assert slept == []  # the first read after the start does not wait
+        assert clock.slept == []  # the first read after the start does not wait
+        # A stream: the next message 5 ms later is read 20 ms after the last read, not sooner.
+        clock.now += 0.005
         theirs.sendall(b"y" * 10)
         assert sock.recv(10) == b"y" * 10
-        assert slept == [0.01]  # light load: the read after a small one waited
+        assert clock.slept == [0.015]
+        # An alarm 100 ms after the last read (10 a second) has waited long enough in select:
+        # read at once, not held 20 ms more.
+        clock.now += 0.1
+        theirs.sendall(b"a")
+        assert sock.recv(1) == b"a"
+        assert clock.slept == [0.015]
+        # Counted from the end of the read's handling (the client says when): a stream is read
+        # as often as before, when each read waited 20 ms after the socket woke the thread.
+        clock.now += 0.004
+        sock.handled()
+        clock.now += 0.001
+        theirs.sendall(b"b")
+        assert sock.recv(1) == b"b"
+        assert clock.slept == [0.015, 0.019]
         theirs.sendall(b"z" * mqttsocket.COALESCE_BELOW)
         data = b""
         while len(data) < mqttsocket.COALESCE_BELOW:
             data += sock.recv(mqttsocket.COALESCE_BELOW)
-        slept.clear()
+        clock.slept.clear()
         theirs.sendall(b"w")
         assert sock.recv(1) == b"w"
-        assert slept == []  # after a large read: at once
-        theirs.sendall(b"v")
-        sock._last_at -= mqttsocket.STREAM_GAP_S  # the last read was a quiet spell ago
-        assert sock.recv(1) == b"v"
-        assert slept == []  # the first message after quiet: at once
+        assert clock.slept == []  # after a large read: at once
     finally:
         ours.close()
         theirs.close()
+
+
+def test_the_client_says_when_a_read_is_handled_after_its_messages(
+    mosquitto: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait before the next read counts from then (see the test above)."""
+    events: list[str] = []
+    monkeypatch.setattr(BufferedSocket, "handled", lambda _s: events.append("handled"))
+    topic = unique("handled")
+    sent = [(0, b"%d" % i) for i in range(20)]
+    got: list[Publish] = []
+    done = threading.Event()
+
+    def on_publishes(batch: list[Publish]) -> None:
+        events.append("messages")
+        got.extend(batch)
+        if len(got) >= len(sent):
+            done.set()
+
+    sub = BufferedClient(CallbackAPIVersion.VERSION2, client_id=unique("sub"), protocol=paho.MQTTv311)
+    sub.on_message = lambda _c, _u, msg: on_publishes([(msg._topic, bytes(msg.payload), 0, False, 0)])
+    sub.on_publishes = on_publishes
+    publish_through(mosquitto, sub, topic=topic, sent=sent, done=done, got=got)
+    # Every read's messages are followed by the client's word that they are handled.
+    last = len(events) - 1 - events[::-1].index("messages")
+    assert "handled" in events[last:], events
 
 
 def test_a_paho_without_a_name_the_fast_path_reads_decodes_every_message_itself_warning_once(

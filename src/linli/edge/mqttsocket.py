@@ -19,11 +19,14 @@ QoS 2, packets cut off at the end of a read, MQTT 5) goes through paho unchanged
 At light load every message would wake the receive thread on its own: 2,000 devices' messages
 a second, each a TCP segment of its own, cost paho's loop 2,000 turns a second, and each turn
 costs a few hundred microseconds of CPU, far more than the message. After a read that found
-little, the next one waits `coalesce_s` (the agent's `[mqtt] batch_ms`, as long as its asyncio
-side waits between batches anyway; 20 ms where it watches for alarms, see urgency) for more
-to arrive, so the thread wakes at most that often and each message waits at most that long
-more. A large read is followed at once by the next: under load nothing waits. Nor does the
-first message after a second of quiet: a lone alarm goes through at once.
+little, the next one comes `coalesce_s` after it at the soonest (the agent's `[mqtt] batch_ms`,
+as long as its asyncio side waits between batches anyway; 20 ms where it watches for alarms,
+see urgency), so the thread reads at most that often and each message waits at most that long
+more. The time is counted from the end of the last read's handling (`handled`), not from the
+socket's wakeup: a message that comes `coalesce_s` or more after it (an alarm at 10 a second,
+or after a quiet spell) is read at once, and a stream is read as often as when each read waited
+`coalesce_s` after the wakeup. A large read is followed at once by the next: under load nothing
+waits.
 
 All this reads and overrides names private to paho-mqtt (`_sock`, `_in_packet`, ...), as
 paho-mqtt 2.2 has them; pyproject pins that minor version. A client checks them when it is
@@ -50,10 +53,9 @@ from paho.mqtt.enums import MQTTErrorCode
 log = logging.getLogger(__name__)
 
 READ_SIZE = 262_144
-# A read of less than this (a few dozen messages) means light load: wait before the next one,
-# if it came less than STREAM_GAP_S before: the first message after a quiet spell goes at once.
+# A read of less than this (a few dozen messages) means light load: the next read comes
+# `coalesce_s` after it at the soonest.
 COALESCE_BELOW = 16_384
-STREAM_GAP_S = 1.0
 # Packets handled per loop_read() at most, so that a flood still leaves paho time to send
 # acknowledgements and keepalives.
 MAX_PACKETS_PER_READ = 1000
@@ -89,17 +91,19 @@ class BufferedSocket:
         self._pos = 0
         self._coalesce_s = coalesce_s
         self._last_read = READ_SIZE
-        self._last_at = 0.0
+        self._last_at = float("-inf")  # when the last read was refilled, or handled (time.monotonic)
         self._scratch = bytearray(READ_SIZE)
         self._view = memoryview(self._scratch)
 
     def recv(self, bufsize: int) -> bytes:
         """Up to `bufsize` bytes; one system call refills the buffer only when it is empty."""
         if self._pos >= len(self._buf):
-            now = time.monotonic()
-            if self._coalesce_s and self._last_read < COALESCE_BELOW and now - self._last_at < STREAM_GAP_S:
-                time.sleep(self._coalesce_s)  # a stream of small reads: let more arrive (module doc)
-            self._last_at = now
+            if self._coalesce_s and self._last_read < COALESCE_BELOW:
+                # Light load: one read a coalesce_s at most; what waited in select has waited.
+                wait = self._last_at + self._coalesce_s - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+            self._last_at = time.monotonic()
             # BlockingIOError (SSLWantReadError under TLS) passes to paho.
             data = self._read(max(bufsize, READ_SIZE))
             if self._tls and data:
@@ -111,6 +115,11 @@ class BufferedSocket:
         start = self._pos
         self._pos = min(start + bufsize, len(self._buf))
         return self._buf[start : self._pos]
+
+    def handled(self) -> None:
+        """What the last read brought is handled: a wait before the next one counts from now,
+        so that a stream is read no more often than when each read waited after its wakeup."""
+        self._last_at = time.monotonic()
 
     def _read(self, size: int) -> bytes:
         """One read of up to `size` bytes, into memory kept from read to read.
@@ -224,7 +233,7 @@ class BufferedClient(paho.Client):
     """
 
     on_publishes: PublishBatch | None = None
-    # How long a read after a small one waits for more (see the module's doc); 0: not at all.
+    # The least time from a small read to the next (see the module's doc); 0: no wait at all.
     coalesce_s = 0.1
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -263,6 +272,8 @@ class BufferedClient(paho.Client):
                 break
             rc = super().loop_read(max_packets)
             handled += 1
+        if isinstance(self._sock, BufferedSocket):
+            self._sock.handled()
         return rc
 
     def _sock_close(self) -> None:

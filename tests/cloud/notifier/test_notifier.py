@@ -150,6 +150,30 @@ def test_an_alert_opened_a_moment_after_another_is_told_when_its_own_group_wait_
     assert sender.got == [("ops", "firing", "webhook")] * 2
 
 
+def test_events_handled_one_after_another_share_the_tick_woken_for_the_first(store: Store) -> None:
+    # A burst, or a loop that fell behind: events queued behind each other are handled in one
+    # go. One tick tells them all; a tick per event would read the subscriptions, the due
+    # alerts and the book again for each, and find nothing left to tell.
+    sender = Recorder()
+    store.put_subscription(Subscription(id="ops", channels=[HOOK], group_by=["fingerprint"]))
+    n = Notifier(NotifierConfig(group_wait_s=0), store, sender, time.time)  # type: ignore[arg-type]
+    sites = [f"site-{i}" for i in range(5)]
+
+    async def go() -> None:
+        for site in sites:
+            n.handle(alert(site=site))
+        await wait_until(lambda: len(sender.got) == len(sites), 10, "every first message")
+        await n.drain()
+        # An event handled after that tick ran wakes one of its own.
+        n.handle(alert(site="site-late"))
+        await wait_until(lambda: len(sender.got) == len(sites) + 1, 10, "the late one's message")
+        await n.drain()
+
+    asyncio.run(go())
+    assert sender.got == [("ops", "firing", "webhook")] * (len(sites) + 1)
+    assert n.ticks == 2
+
+
 def test_filters_by_site_kind_rule_and_severity(store: Store) -> None:
     clock, sender = Clock(at("10:00")), Recorder()
     subs = [

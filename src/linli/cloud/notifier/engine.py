@@ -71,6 +71,7 @@ class Notifier(Outbox):
         self._ratelog = RateLimitedLog(log)
         self._buglog = RateLimitedLog(log, level=logging.ERROR)
         self._wakes: set[int] = set()  # the ticks already scheduled, as steps of the grid on the loop's clock
+        self._soon: asyncio.AbstractEventLoop | None = None  # the loop a tick is due on right away
         self._book: list[Active] | None = None  # every open alert, read once a tick when a group needs it
         self._told_now: set[tuple[str, str]] = set()  # (subscription, group) told in this tick
         self._silences: list[Silence] | None = None  # the silences, read once a tick
@@ -323,11 +324,17 @@ class Notifier(Outbox):
     def _wake(self, delay: float) -> None:
         """Tick once `delay` seconds have passed. A tick already scheduled for the same step of
         the grid serves: a burst wakes the notifier once, not once an alert. An earlier tick
-        never serves, since what it reads is what is due by then."""
+        never serves, since what it reads is what is due by then; one due right away, not run
+        yet, does: the events handled before it are due by then."""
         with contextlib.suppress(RuntimeError):  # no loop: the caller ticks
             loop = asyncio.get_running_loop()
             if delay <= 0:
-                loop.call_soon(self._woken, None)  # more are due now: right after this turn
+                # Right after this turn. Events queued behind each other (a burst, a loop that
+                # fell behind) share that tick: its reads of the subscriptions, the due alerts
+                # and the book, once for all of them.
+                if self._soon is not loop:
+                    self._soon = loop
+                    loop.call_soon(self._woken, None)
                 return
             step = math.ceil((loop.time() + delay) / WAKE_GRID_S)
             if step in self._wakes:
@@ -336,7 +343,9 @@ class Notifier(Outbox):
             loop.call_at(step * WAKE_GRID_S, self._woken, step)
 
     def _woken(self, step: int | None) -> None:
-        if step is not None:
+        if step is None:
+            self._soon = None  # what is handled from now on needs a tick after this one
+        else:
             self._wakes.discard(step)
         try:
             self.tick()
