@@ -98,3 +98,48 @@ def test_every_message_arrives_valid_with_the_current_clock(mosquitto: LocalServ
     assert len(stamps) == 60  # every device on its own topic
     assert all(len(set(s)) == len(s) for s in stamps.values())  # each message its own point
     assert all(len(v) > 20 for v in values.values())  # values differ by device and message
+
+
+@pytest.mark.servers
+def test_publishers_in_parts_send_every_device_s_messages_once_between_them(mosquitto: LocalServer) -> None:
+    fleet = Fleet({"truck": 10, "camera": 10, "rescue_point": 10}, dict.fromkeys(KINDS, 0.25), 4, 1)
+    hold, parts = 1.0, 3
+    expected = fleet.messages(hold)
+    got: Counter[str] = Counter()
+    arrived = threading.Condition()
+
+    def on_message(_c: object, _u: object, msg: paho.MQTTMessage) -> None:
+        if not msg.retain:
+            with arrived:
+                got[msg.topic] += 1
+                arrived.notify()
+
+    subscribed = threading.Event()
+    sub = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("sub"))
+    sub.on_message = on_message
+    sub.on_subscribe = lambda *_: subscribed.set()
+    sub.connect("127.0.0.1", mosquitto.port)
+    sub.subscribe([(f, 1) for f in fleet.filters()])
+    sub.loop_start()
+    try:
+        assert subscribed.wait(10)
+        pubs = [Publisher(fleet, mosquitto.port, unique(f"pub{k}"), part=(k, parts)) for k in range(parts)]
+        senders = [threading.Thread(target=pub.send, args=(hold,)) for pub in pubs]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join()
+        for pub in pubs:
+            pub.close()
+        with arrived:
+            assert arrived.wait_for(lambda: got.total() >= expected, 10), f"{got.total()} of {expected}"
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+    # The parts share the connections, and so the devices, without overlap.
+    assert sorted(c for pub in pubs for c in pub.socks) == list(range(fleet.connections))
+    assert [pub.sent for pub in pubs] == [pub.messages(hold) for pub in pubs]
+    assert all(pub.acked == pub.sent > 0 for pub in pubs)
+    assert sum(pub.sent for pub in pubs) == got.total() == expected
+    devices = [d for devices in fleet.devices.values() for d in devices]
+    assert got == Counter({d.topic: fleet.messages(hold) // len(devices) for d in devices})
