@@ -803,7 +803,8 @@ def offer_in_turn(args: argparse.Namespace, work: Path, qos: int) -> list[Run]:
                             run, args.held or fleet.rate / 2, args.hold, bench.then or 0
                         ):
                             print(f"    {line}", flush=True)
-                    if not run.held and not args.then:  # overloaded on purpose: offered again
+                    # Overloaded on purpose, or the same load again: offered again.
+                    if not run.held and not args.then and args.repeat == 1:
                         behind.add((consumer, link.name))
     finally:
         mq.stop()
