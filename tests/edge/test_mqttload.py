@@ -7,6 +7,8 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -22,6 +24,26 @@ sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
 from mqttload import KINDS, Fleet, Publisher, parse_every, raise_open_files
 
 MESSAGE = {"truck": "location", "camera": "heartbeat", "rescue_point": "state"}
+
+
+@contextmanager
+def subscribed(
+    mosquitto: LocalServer, fleet: Fleet, on_message: Callable[[object, object, paho.MQTTMessage], None]
+) -> Iterator[None]:
+    """A paho client subscribed at QoS 1 to every message of the fleet, until the block ends."""
+    done = threading.Event()
+    sub = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("sub"))
+    sub.on_message = on_message
+    sub.on_subscribe = lambda *_: done.set()
+    sub.connect("127.0.0.1", mosquitto.port)
+    sub.subscribe([(f, 1) for f in fleet.filters()])
+    sub.loop_start()
+    try:
+        assert done.wait(10)
+        yield
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
 
 
 def test_devices_are_spread_over_connections_at_most_n_each() -> None:
@@ -60,15 +82,7 @@ def test_every_message_arrives_valid_with_the_current_clock(mosquitto: LocalServ
             got.append((msg.topic, bytes(msg.payload), int(time.time() * 1000)))
             arrived.notify()
 
-    subscribed = threading.Event()
-    sub = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("sub"))
-    sub.on_message = on_message
-    sub.on_subscribe = lambda *_: subscribed.set()
-    sub.connect("127.0.0.1", mosquitto.port)
-    sub.subscribe([(f, 1) for f in fleet.filters()])
-    sub.loop_start()
-    try:
-        assert subscribed.wait(10)
+    with subscribed(mosquitto, fleet, on_message):
         pub = Publisher(fleet, mosquitto.port, unique("pub"))
         before_ms = int(time.time() * 1000)
         _, _, start_ms = pub.send(hold)
@@ -76,9 +90,6 @@ def test_every_message_arrives_valid_with_the_current_clock(mosquitto: LocalServ
         assert pub.acked == expected  # QoS 1: the broker acknowledged every one
         with arrived:
             assert arrived.wait_for(lambda: len(got) >= expected, 10), f"{len(got)} of {expected} arrived"
-    finally:
-        sub.loop_stop()
-        sub.disconnect()
     assert len(got) == expected == pub.sent
     compiled = {
         k: CompiledMessage(next(m for m in get_profile(k).mqtt.messages if m.name == n))  # type: ignore[union-attr]
@@ -98,3 +109,37 @@ def test_every_message_arrives_valid_with_the_current_clock(mosquitto: LocalServ
     assert len(stamps) == 60  # every device on its own topic
     assert all(len(set(s)) == len(s) for s in stamps.values())  # each message its own point
     assert all(len(v) > 20 for v in values.values())  # values differ by device and message
+
+
+@pytest.mark.servers
+def test_publishers_in_parts_send_every_device_s_messages_once_between_them(mosquitto: LocalServer) -> None:
+    fleet = Fleet({"truck": 10, "camera": 10, "rescue_point": 10}, dict.fromkeys(KINDS, 0.25), 4, 1)
+    hold, parts = 1.0, 3
+    expected = fleet.messages(hold)
+    got: Counter[str] = Counter()
+    arrived = threading.Condition()
+
+    def on_message(_c: object, _u: object, msg: paho.MQTTMessage) -> None:
+        if not msg.retain:
+            with arrived:
+                got[msg.topic] += 1
+                arrived.notify()
+
+    with subscribed(mosquitto, fleet, on_message):
+        pubs = [Publisher(fleet, mosquitto.port, unique(f"pub{k}"), part=(k, parts)) for k in range(parts)]
+        senders = [threading.Thread(target=pub.send, args=(hold,)) for pub in pubs]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join()
+        for pub in pubs:
+            pub.close()
+        with arrived:
+            assert arrived.wait_for(lambda: got.total() >= expected, 10), f"{got.total()} of {expected}"
+    # The parts share the connections, and so the devices, without overlap.
+    assert sorted(c for pub in pubs for c in pub.socks) == list(range(fleet.connections))
+    assert [pub.sent for pub in pubs] == [pub.messages(hold) for pub in pubs]
+    assert all(pub.acked == pub.sent > 0 for pub in pubs)
+    assert sum(pub.sent for pub in pubs) == got.total() == expected
+    devices = [d for devices in fleet.devices.values() for d in devices]
+    assert got == Counter({d.topic: fleet.messages(hold) // len(devices) for d in devices})

@@ -212,6 +212,31 @@ def test_a_batch_holds_at_most_the_limit(pair: tuple[BufferedSocket, socket.sock
     assert [p[1] for p in sock.take_publishes(100)] == [str(i).encode() for i in range(4, 10)]
 
 
+def test_a_read_s_first_publish_comes_in_its_batch_not_through_paho_one_by_one() -> None:
+    """At light load each read holds a few messages: the first went through paho's own path and a
+    callback of its own, which cost more than the rest of the read."""
+    client = BufferedClient(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311, manual_ack=True)
+    by_paho: list[bytes] = []
+    batches: list[list[Publish]] = []
+    client.on_message = lambda _c, _u, m: by_paho.append(bytes(m.payload))
+    client.on_publishes = batches.append
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)  # as paho sets it once connected
+    client._sock = BufferedSocket(ours)
+    try:
+        for burst in range(3):
+            peer.sendall(b"".join(publish_packet(b"t", f"{burst}:{i}".encode()) for i in range(5)))
+            assert select.select([ours], [], [], 5)[0]  # what paho's loop waits for
+            assert client.loop_read() == paho.MQTT_ERR_SUCCESS
+    finally:
+        client._sock = None
+        ours.close()
+        peer.close()
+    assert by_paho == []
+    expected = [[f"{burst}:{i}".encode() for i in range(5)] for burst in range(3)]
+    assert [[payload for _, payload, *_ in batch] for batch in batches] == expected
+
+
 def test_a_flood_through_mosquitto_arrives_whole_in_order_mostly_in_batches(mosquitto: LocalServer) -> None:
     """Real broker: QoS 0 and 1, sizes across the remaining-length boundaries, acknowledged by hand."""
     topic = unique("flood")

@@ -79,6 +79,7 @@ class Target:
     extra: dict[str, str]  # topic levels that become tags, besides site and device
     compiled: CompiledMessage | None  # None for the status topic
     series: str | None  # the series key, when no payload field is a tag
+    kind: str  # the device's kind, for the alert rules
 
 
 class MqttIngest:
@@ -96,6 +97,7 @@ class MqttIngest:
         self.settings: MqttConfig = config.mqtt
         self.agent = config.agent.name
         self._max_ahead_ms = int(self.settings.max_clock_ahead * 1000)
+        self._max_payload = self.settings.max_payload
         self.devices: dict[tuple[str, str, str], MqttDevice] = {}
         kinds: dict[str, Profile] = {}
         for site, device in config.devices():
@@ -142,8 +144,8 @@ class MqttIngest:
             if target is None:
                 return None
         dev = target.dev
-        if len(payload) > self.settings.max_payload:
-            detail = f"{len(payload)} bytes, limit {self.settings.max_payload}"
+        if len(payload) > self._max_payload:
+            detail = f"{len(payload)} bytes, limit {self._max_payload}"
             self._reject("too_large", detail, topic, payload, dev, received_ms, retained=retained)
             return None
         compiled = target.compiled
@@ -161,21 +163,12 @@ class MqttIngest:
             detail = f"device time is {ahead:.0f}s ahead of the agent's clock (limit {limit}s)"
             self._reject("bad_time", detail, topic, payload, dev, received_ms, retained=retained)
             return None
-        kind = dev.profile.kind
-        if self.observe is not None and kind in self.observed_kinds:
-            self.observe(kind, dev.tags, compiled.fields(values), time_ms, None)
-        confirm = compiled.spec.confirm
-        if confirm is None:
+        if self.observe is not None and target.kind in self.observed_kinds:
+            self.observe(target.kind, dev.tags, compiled.fields(values), time_ms, None)
+        if compiled.spec.confirm is None:
             field_set = compiled.field_set_of(values)
         else:
-            fields = compiled.fields(values)
-            confirmer = dev.confirmers.get(compiled.spec.name)
-            if confirmer is None:
-                confirmer = dev.confirmers[compiled.spec.name] = Confirmer(confirm)
-            confirmed, started = confirmer.observe(time_ms / 1000, fields)
-            fields[confirm.confirmed_field] = confirmed
-            fields[confirm.count_field] = started
-            field_set = compiled.field_set(fields)
+            field_set = self._confirmed(dev, compiled, values, time_ms)
         self._seen(dev, received_ms, time_ms)
         key = target.series
         if key is None:
@@ -187,6 +180,20 @@ class MqttIngest:
                 key = dev.series[key_parts] = series_key(dev.profile.measurement, tagset)
         self.stored += 1
         return f"{key} {field_set} {time_ms}"
+
+    @staticmethod
+    def _confirmed(dev: MqttDevice, compiled: CompiledMessage, values: Any, time_ms: int) -> str:
+        """The field set of a message whose profile confirms a state: with what its confirmer says."""
+        confirm = compiled.spec.confirm
+        assert confirm is not None
+        fields = compiled.fields(values)
+        confirmer = dev.confirmers.get(compiled.spec.name)
+        if confirmer is None:
+            confirmer = dev.confirmers[compiled.spec.name] = Confirmer(confirm)
+        confirmed, started = confirmer.observe(time_ms / 1000, fields)
+        fields[confirm.confirmed_field] = confirmed
+        fields[confirm.count_field] = started
+        return compiled.field_set(fields)
 
     def _resolve(self, topic: str, payload: bytes, received_ms: int, *, retained: bool) -> Target | None:
         """The target of a topic not seen before; None (after rejecting it) when there is none."""
@@ -217,7 +224,7 @@ class MqttIngest:
             series = series_key(dev.profile.measurement, {**dev.tags, **extra})
         if len(self._targets) >= MAX_CACHED_TOPICS:
             self._targets.clear()
-        target = self._targets[topic] = Target(route, dev, extra, compiled, series)
+        target = self._targets[topic] = Target(route, dev, extra, compiled, series, dev.profile.kind)
         return target
 
     def _seen_retained(self, topic: str, payload: bytes) -> bool:
