@@ -160,6 +160,8 @@ REVIEWED: dict[str, str] = {
     },
     f"{_BOOKINGS}xǁBookingsǁcreate__mutmut_104": "the contact stored with its empty fields as null: "
     "Requester reads them back as the same contact",
+    f"{_BOOKINGS}xǁBookingsǁcreate__mutmut_148": "`or 'XXXX'` for `or ''`: differs only when a "
+    "booking without a key draws a random 48-bit id already taken and another's key is 'XXXX'",
     f"{_BOOKINGS}xǁBookingsǁtrail__mutmut_7": 'SQL made lower case; its one quoted name, "by", already is',
     f"{_SPOOL}run__mutmut_2": "when lines nobody waits for are committed (20 ms, not 250 ms): only fsyncs a "
     "second, which no test times (no wall-clock assertions)",
