@@ -80,6 +80,7 @@ MODULES = {
         "src/linli/cloud/notifier/records.py",
         (
             "tests/cloud/test_state.py",
+            "tests/cloud/notifier/test_records.py",
             "tests/cloud/notifier/test_silences.py",
             "tests/cloud/notifier/test_notifier.py",
         ),
