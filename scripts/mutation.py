@@ -226,6 +226,8 @@ REVIEWED: dict[str, str] = {
     f"{_WRITER}drain__mutmut_4": "`<=` for `<`: differs only when two monotonic readings are equal",
     "linli.cloud.notifier.records.xǁRecordsǁsilences__mutmut_1": "the listing's default lower bound 0.0 made "
     "1.0: only a silence that ended in the first second of 1970 is left out",
+    f"{_STORE}open_alert__mutmut_20": "the refresh's one statement never taken as done: the transaction "
+    "after it makes the same change to the open episode and answers 'open' too",
     f"{_STORE}claim_group__mutmut_2": "the group's own lock dropped: its upsert takes the group row's lock, "
     "and a second claimer's conflict path checks `last_s <= :ready` on the row the first committed",
     f"{_STORE}close_alert__mutmut_75": "ON CONFLICT DO NOTHING in lower case: keywords",
