@@ -80,6 +80,7 @@ MODULES = {
         "src/linli/cloud/notifier/records.py",
         (
             "tests/cloud/test_state.py",
+            "tests/cloud/notifier/test_records.py",
             "tests/cloud/notifier/test_silences.py",
             "tests/cloud/notifier/test_notifier.py",
         ),
@@ -160,6 +161,8 @@ REVIEWED: dict[str, str] = {
     },
     f"{_BOOKINGS}xǁBookingsǁcreate__mutmut_104": "the contact stored with its empty fields as null: "
     "Requester reads them back as the same contact",
+    f"{_BOOKINGS}xǁBookingsǁcreate__mutmut_148": "`or 'XXXX'` for `or ''`: differs only when a "
+    "booking without a key draws a random 48-bit id already taken and another's key is 'XXXX'",
     f"{_BOOKINGS}xǁBookingsǁtrail__mutmut_7": 'SQL made lower case; its one quoted name, "by", already is',
     f"{_SPOOL}run__mutmut_2": "when lines nobody waits for are committed (20 ms, not 250 ms): only fsyncs a "
     "second, which no test times (no wall-clock assertions)",
@@ -221,6 +224,12 @@ REVIEWED: dict[str, str] = {
         for n in (27, 31)
     },
     f"{_WRITER}drain__mutmut_4": "`<=` for `<`: differs only when two monotonic readings are equal",
+    "linli.cloud.notifier.records.xǁRecordsǁsilences__mutmut_1": "the listing's default lower bound 0.0 made "
+    "1.0: only a silence that ended in the first second of 1970 is left out",
+    f"{_STORE}open_alert__mutmut_20": "the refresh's one statement never taken as done: the transaction "
+    "after it makes the same change to the open episode and answers 'open' too",
+    f"{_STORE}claim_group__mutmut_2": "the group's own lock dropped: its upsert takes the group row's lock, "
+    "and a second claimer's conflict path checks `last_s <= :ready` on the row the first committed",
     f"{_STORE}close_alert__mutmut_75": "ON CONFLICT DO NOTHING in lower case: keywords",
     f"{_STORE}orphans__mutmut_14": "an unquoted table name: any case is the same name",
     f"{_STORE}orphans__mutmut_16": "unquoted column names: any case is the same name",

@@ -7,14 +7,17 @@ it. Every process of a run carries the run's token in its environment (`LINLI_MU
 inherited from mutmut. While the run goes, a process with the token that no longer descends
 from the script (it was handed to init when its test session died) is stopped; when the run
 ends, however it ends (SIGTERM and SIGHUP are made to end it as Ctrl-C does), every process
-with the token, below the script or working in the stage is.
+with the token, below the script or working in the stage is. So is a test disk (the tmpfs of
+`tests/edge/test_full_disk.py`) whose test session is gone: its fixture's unmount never ran.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +27,9 @@ from types import FrameType
 RUN_VAR = "LINLI_MUTATION_RUN"
 GRACE_S = 10.0  # a server's own shutdown (PostgreSQL's fast one, InfluxDB's) before SIGKILL
 SWEEP_S = 2.0  # how often orphans are looked for during a run
+# A test disk's mount source: the pid and start time of the test session that mounted it
+# (`owner()` in tests/edge/test_full_disk.py).
+DISK = re.compile(r"linli-test-(\d+)-(\d+)")
 
 
 def _stat(pid: int) -> tuple[int, int] | None:
@@ -101,6 +107,29 @@ def stop(pids: list[int], grace_s: float = GRACE_S) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+def stale_disks() -> list[str]:
+    """The mount points of the test disks whose test session is gone (or is another process
+    now, under the same pid)."""
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mount, _, fs = line.partition(" - ")
+        kind, source = fs.split()[:2]
+        owner = DISK.fullmatch(source)
+        if kind == "tmpfs" and owner is not None:
+            stat = _stat(int(owner[1]))
+            if stat is None or stat[1] != int(owner[2]):
+                # mountinfo escapes a space, tab, newline and backslash as \ooo (octal)
+                points.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), mount.split()[4]))
+    return points
+
+
+def unmount_stale() -> None:
+    """Unmount the test disks whose session is gone; lazily: whatever still holds a file on one
+    (a server the sweep stops next) does not keep the mount."""
+    for point in stale_disks():
+        subprocess.run(["umount", "--lazy", point], capture_output=True, check=False, timeout=30)
+
+
 def _ended(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -116,6 +145,7 @@ def stopped_after(token: str, stage: Path) -> Iterator[None]:
     def sweep() -> None:
         while not done.wait(SWEEP_S):
             stop(orphans(token))
+            unmount_stale()
 
     sweeper = threading.Thread(target=sweep, name="mutation-leftovers", daemon=True)
     sweeper.start()
@@ -130,3 +160,4 @@ def stopped_after(token: str, stage: Path) -> Iterator[None]:
             if not still:
                 break
             stop(still)
+        unmount_stale()

@@ -31,6 +31,14 @@ from test_mqtt_sites import publish_all, publisher
 MESSAGES = 20
 
 
+def owner() -> str:
+    """A test disk's name (its mount's source): the test session's pid and start time. A session
+    killed on its time limit (a mutant, under scripts/mutation) never runs its fixture's unmount;
+    scripts/mutation_leftovers.py unmounts each test disk whose session is gone, told so by this."""
+    start = Path("/proc/self/stat").read_text().rsplit(") ", 1)[1].split()[19]
+    return f"linli-test-{os.getpid()}-{start}"
+
+
 class SmallDisk:
     """A 1 MB tmpfs mounted for one test: `fill` makes every new write on it fail with ENOSPC."""
 
@@ -39,7 +47,7 @@ class SmallDisk:
             # Never skip: without a full disk the branch under test does not run.
             pytest.fail("a full disk needs a tmpfs mount, which needs root (CI runs the tests as root)")
         folder.mkdir()
-        mount = ["mount", "-t", "tmpfs", "-o", "size=1m", "linli-test", str(folder)]
+        mount = ["mount", "-t", "tmpfs", "-o", "size=1m", owner(), str(folder)]
         done = subprocess.run(mount, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             pytest.fail(f"cannot mount a tmpfs for the full-disk test: {done.stderr.strip()}")

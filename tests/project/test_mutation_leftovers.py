@@ -9,6 +9,7 @@ its own, as the test fixtures start them), and is then killed, or left running.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import subprocess
@@ -159,3 +160,60 @@ def test_a_run_stopped_with_sigterm_stops_what_its_tests_started(tmp_path: Path)
         assert [pid for pid in runners if alive(pid)] == []
     finally:
         kill_left(tmp_path)
+
+
+# A test session with a full-disk test's tmpfs mounted (test_full_disk.py's SmallDisk, as its
+# fixture mounts it); it waits to be killed.
+DISK_SESSION = """
+import sys, time
+from pathlib import Path
+sys.path[:0] = [sys.argv[2], sys.argv[2] + "/edge"]
+from test_full_disk import SmallDisk
+SmallDisk(Path(sys.argv[1]) / "disk")
+(Path(sys.argv[1]) / "mounted").touch()
+time.sleep(3600)
+"""
+
+
+def mounted(folder: Path) -> bool:
+    return any(
+        line.split()[4] == str(folder) for line in Path("/proc/self/mountinfo").read_text().splitlines()
+    )
+
+
+@pytest.mark.servers
+@pytest.mark.slow
+def test_the_full_disk_of_a_session_killed_on_its_time_limit_is_unmounted_and_a_live_one_s_kept(
+    tmp_path: Path,
+) -> None:
+    spec = importlib.util.spec_from_file_location("mutation_leftovers", SCRIPTS / "mutation_leftovers.py")
+    assert spec is not None
+    assert spec.loader is not None
+    leftovers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(leftovers)
+    (tmp_path / "session.py").write_text(DISK_SESSION)
+    sessions = {}
+    for name in ("dead", "live"):
+        (tmp_path / name).mkdir()
+        argv = [
+            sys.executable,
+            str(tmp_path / "session.py"),
+            str(tmp_path / name),
+            str(Path(__file__).parents[1]),
+        ]
+        sessions[name] = subprocess.Popen(argv)
+    try:
+        for name in sessions:
+            wait_for((tmp_path / name / "mounted").exists, f"the {name} session's disk", timeout=120)
+        sessions["dead"].kill()  # as mutmut kills a session on its time limit
+        sessions["dead"].wait()
+        assert mounted(tmp_path / "dead" / "disk")  # its fixture's unmount never ran
+        leftovers.unmount_stale()
+        assert not mounted(tmp_path / "dead" / "disk")
+        assert mounted(tmp_path / "live" / "disk")  # its session still runs: still its disk
+    finally:
+        for name, session in sessions.items():
+            session.kill()
+            session.wait()
+            if mounted(tmp_path / name / "disk"):
+                subprocess.run(["umount", "--lazy", str(tmp_path / name / "disk")], check=True, timeout=30)

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, text
 
 from linli.catalog.alerts import AlertMessage
 from linli.cloud.notifier.config import Subscription
-from linli.cloud.notifier.store import Store
+from linli.cloud.notifier.store import NOTHING, Store
 from races import Call, blocked_or_done, waiting
 from support import wait_for
 from test_notifier import HOOK, Clock, Recorder, alert, at, make
@@ -31,12 +31,24 @@ def hold_told_row(conn: Connection, sub: str) -> None:
     )
 
 
-@pytest.mark.parametrize("kind", ["first", "escalation"])
+def told_firing(store: Store, kind: str) -> bool:
+    """Whether `store` claimed telling "duty" the alert fires: its first message, the escalation
+    (which the resolution's deletes reach only after `told`), or a group's message with the alert
+    among its members."""
+    if kind == "first":
+        return store.claim_first(FP, "duty", 2.0) is not None
+    if kind == "escalation":
+        return store.claim_escalation(FP, "duty") is not None
+    group = store.claim_group("duty", "lifts", 2.0, ready=2.0, members=[FP], keep=lambda *_: NOTHING)
+    return group is not None and FP in group.firing
+
+
+@pytest.mark.parametrize("kind", ["first", "escalation", "group"])
 def test_a_claim_waits_for_a_resolution_half_done_and_then_finds_the_alert_closed(
     pg_database: tuple[str, Engine], kind: str
 ) -> None:
     """The resolution has deleted the alert but not yet read who heard of it; a notifier claims
-    the first message meanwhile. Either the claim loses, or the resolution lists its
+    a message meanwhile. Either the claim leaves the alert out, or the resolution lists its
     subscriber: never a firing message that no resolution follows."""
     url, engine = pg_database
     closer, claimer = Store(url), Store(url)
@@ -49,16 +61,13 @@ def test_a_claim_waits_for_a_resolution_half_done_and_then_finds_the_alert_close
             close = Call(lambda: closer.close_alert(FP, 1000, 2.0))
             blocked_or_done(engine, [], 1)
             assert close.is_alive()
-            if kind == "first":
-                claim = Call(lambda: claimer.claim_first(FP, "duty", 2.0))
-            else:  # the escalation, which the resolution's deletes reach only after `told`
-                claim = Call(lambda: claimer.claim_escalation(FP, "duty"))
+            claim = Call(lambda: told_firing(claimer, kind))
             blocked_or_done(engine, [claim], 2)
             third.rollback()
         closed, claimed = close.outcome(), claim.outcome()
         # Without the alert's lock the claim wins on the alert it still sees, and the resolution,
         # which read who heard of it before that, never tells "duty" it is over.
-        assert (closed.told, claimed) == (["ops"], None)
+        assert (closed.told, claimed) == (["ops"], False)
         assert closer.rows("SELECT * FROM told") == []  # nothing left of the closed alert
         assert closer.rows("SELECT * FROM escalated") == []
     finally:

@@ -86,3 +86,43 @@ def test_a_cancellation_racing_the_truck_s_arrival_has_one_winner_and_the_reques
     finally:
         leader.bookings.state.close()
         other.bookings.state.close()
+
+
+def test_the_same_key_sent_twice_at_once_books_once_and_both_get_that_booking(
+    pg_database: tuple[str, Engine],
+) -> None:
+    """A client's retry that overtakes its first try (two services, one state): the second finds
+    no booking for the key, and its insert waits on the first's; once the first commits, the
+    second is answered with the first's booking, not an error and not a second booking."""
+    url, engine = pg_database
+    feed = load_feed(FEED)
+    books = [Bookings(WasteState(url), feed, max_m3=12.0) for _ in range(2)]
+    asked = BookingRequest.model_validate(
+        {
+            "key": "gubei-1:2026-12-01:retry",
+            "compound": "gubei-1",
+            "volume_m3": 2.5,
+            "earliest": "2026-12-01T09:00:00+08:00",
+            "latest": "2026-12-01T12:00:00+08:00",
+            "contact": {"name": "Property office, gubei-1", "email": "p@x.example"},
+        }
+    )
+    try:
+        with engine.connect() as third:
+            third.begin()
+            # The first try's booking row is in, uncommitted, while its trail event waits here.
+            third.execute(text("LOCK TABLE booking_event IN EXCLUSIVE MODE"))
+            first = Call(lambda: books[0].create(asked, NOW, "staff", "gubei office"))
+            blocked_or_done(engine, [first], 1)
+            retry = Call(lambda: books[1].create(asked, NOW + 1, "staff", "gubei office"))
+            blocked_or_done(engine, [first, retry], 2)  # its insert waits on the first's key
+            third.rollback()
+        made, new = first.outcome()
+        again, new_again = retry.outcome()
+        assert (new, new_again) == (True, False)
+        assert (again.id, again.office, again.state) == (made.id, "gubei office", State.REQUESTED)
+        assert [b.id for b in books[1].all()] == [made.id]
+        assert [t["state"] for t in books[1].trail(made.id)] == ["requested"]
+    finally:
+        for b in books:
+            b.state.close()
