@@ -163,3 +163,32 @@ def test_a_good_payload_with_any_keys_changed_is_stored_or_refused_as_by_the_pyd
         payload[key] = data.draw(json_scalars)
     raw = json.dumps(payload).encode()
     assert outcome(CompiledMessage(spec), raw) == outcome(slow(spec), raw)
+
+
+# Patterns that Python's `re` (msgspec's) reads unlike Rust's regex (pydantic's), each with a
+# value only Python's reading takes: such a field must be checked as pydantic checks it.
+UNLIKE = [
+    (r"^\w+$", "½"),
+    (r"(?i)^[a-z]+$", "İstanbul"),
+    (r"^[a-z ]+\s?$", "ab\x1c"),
+    (r"^[[:digit:]]+$", "d]"),
+]
+
+
+@pytest.mark.parametrize(("pattern", "value"), UNLIKE, ids=[p for p, _ in UNLIKE])
+def test_a_pattern_python_reads_unlike_rust_is_checked_as_pydantic_checks_it(
+    pattern: str, value: str
+) -> None:
+    spec = MqttMessage.model_validate(
+        {
+            "name": "state",
+            "topic": "things/{site}/{device}/state",
+            "fields": [
+                {"name": "where", "type": "string", "tag": True, "pattern": pattern},
+                {"name": "level", "type": "float"},
+            ],
+        }
+    )
+    raw = json.dumps({"where": value, "level": 1.0}, ensure_ascii=False).encode()
+    assert outcome(slow(spec), raw)[0] == "refused"  # what makes the case: pydantic refuses it
+    assert outcome(CompiledMessage(spec), raw) == outcome(slow(spec), raw)

@@ -88,11 +88,21 @@ def _field_set_function(fields: Sequence[PayloadField]) -> Callable[[Any], str]:
     return namespace["field_set"]  # type: ignore[no-any-return]
 
 
+# Where Python's `re` and Rust's regex (pydantic's) disagree: Unicode classes (Python's `\w`
+# takes '½', its `\s` the controls \x1c-\x1f), inline flags (Python's (?i) folds 'İ' to 'i'),
+# POSIX classes (Python reads `[[:digit:]]` as another set). A pattern with one of these is
+# checked by pydantic alone, as before the fast path.
+_UNLIKE_IN_RUST = re.compile(r"\\[wWsSbBdDpP]|\(\?|\[\[:")
+
+
 def _fast_pattern(pattern: str) -> str:
     r"""A pydantic (Rust regex) pattern for Python's `re`, which msgspec uses: there `$` also
-    matches before a final newline, which line protocol cannot carry; `\Z` does not."""
+    matches before a final newline, which line protocol cannot carry; `\Z` does not. ValueError
+    for a pattern the two engines may read differently (`_UNLIKE_IN_RUST`)."""
     if pattern.count("$") != 1 or not pattern.endswith("$") or pattern.endswith("\\$"):
         raise ValueError(f"pattern {pattern!r}: only a final '$' is translated")
+    if _UNLIKE_IN_RUST.search(pattern):
+        raise ValueError(f"pattern {pattern!r}: Python's re may read it unlike Rust's regex")
     re.compile(pattern)
     return pattern[:-1] + r"\Z"
 
