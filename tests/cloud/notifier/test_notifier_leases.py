@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from linli.catalog.channels import HttpChannel
 from linli.cloud.notifier.channels import Notice
@@ -24,6 +24,21 @@ from test_notifier_db_faults import Database
 LEASE_S = NotifierConfig().lease_s
 OPS = [Subscription(id="ops", channels=[HOOK])]
 FIRING = ("ops", "firing", "webhook")
+
+
+def refuse_releases(engine: Engine) -> None:
+    """The outbox's delete refused, as a database shutting down refuses it, until the trigger
+    `keep_held` is dropped."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE FUNCTION keep_held() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "RAISE EXCEPTION 'lost by the test' USING ERRCODE = 'admin_shutdown'; END $$"
+            )
+        )
+        conn.execute(
+            text("CREATE TRIGGER keep_held BEFORE DELETE ON outbox FOR EACH ROW EXECUTE FUNCTION keep_held()")
+        )
 
 
 def test_a_notice_whose_release_failed_is_released_later_not_sent_again_by_its_notifier(
@@ -51,23 +66,11 @@ def test_a_notice_whose_release_failed_is_released_later_not_sent_again_by_its_n
         return taken
 
     try:
-        with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "CREATE FUNCTION keep_held() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                    "RAISE EXCEPTION 'lost by the test' USING ERRCODE = 'admin_shutdown'; END $$"
-                )
-            )
-            conn.execute(
-                text(
-                    "CREATE TRIGGER keep_held BEFORE DELETE ON outbox "
-                    "FOR EACH ROW EXECUTE FUNCTION keep_held()"
-                )
-            )
+        refuse_releases(engine)
         run(notifier, clock, [(0, alert())])
         assert sender.got == [FIRING]
         assert database.held() == 1  # delivered, still in the outbox: its release was refused
-        assert notifier.errors["outbox"] == 1, notifier.errors
+        assert notifier.errors["outbox"] >= 1, notifier.errors
         with engine.begin() as conn:
             conn.execute(text("DROP TRIGGER keep_held ON outbox"))
         clock.now += LEASE_S + 1  # its lease ran out
@@ -77,6 +80,27 @@ def test_a_notice_whose_release_failed_is_released_later_not_sent_again_by_its_n
     finally:
         store.close()
         other_store.close()
+        engine.dispose()
+
+
+def test_a_notifier_stopping_releases_what_the_database_refused_to_before(postgresql: LocalServer) -> None:
+    """The database refused a delivered notice's release, and answers again as the notifier
+    stops: its last drain releases it, so that no other notifier sends it again after its
+    lease. (Before, it was left in the outbox.)"""
+    database = Database(postgresql, unique("stopping").replace("-", "_"))
+    store, clock, sender = Store(database.url), Clock(at("10:00")), Recorder()
+    notifier = make(store, OPS, clock, sender, group_wait_s=0)
+    engine = create_engine(postgresql_url(postgresql, database.name))
+    try:
+        refuse_releases(engine)
+        run(notifier, clock, [(0, alert())])
+        assert (sender.got, database.held()) == ([FIRING], 1)
+        with engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER keep_held ON outbox"))
+        asyncio.run(notifier.drain())  # as `linli cloud run` does when it stops
+        assert database.held() == 0
+    finally:
+        store.close()
         engine.dispose()
 
 

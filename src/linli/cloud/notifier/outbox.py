@@ -123,5 +123,11 @@ class Outbox:
 
     async def drain(self, deadline_s: float = 5.0) -> None:
         """Wait for every delivery under way, for at most `deadline_s`; the rest are recorded
-        as failed deliveries (GET /failed-deliveries), not lost."""
+        as failed deliveries (GET /failed-deliveries), not lost. Then release what the database
+        refused to before: a notifier stopping leaves another nothing to send again, unless
+        the database still refuses."""
         await self.deliveries.drain(deadline_s)
+        try:
+            self.own.release_again()
+        except Exception as exc:
+            self._release_refused(exc)
