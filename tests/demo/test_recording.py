@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from linli.dashboards.influxv1 import run as query
-from linli.demo.recording import stop_writing, write_all
+from linli.demo.recording import stop_district, stop_writing, write_all
 from linli.demo.servers import free_port, start_influxdb1
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
@@ -79,3 +81,43 @@ def test_the_recording_ends_once_its_agent_wrote_everything_to_a_store_that_stal
     finally:
         influx.proc.send_signal(signal.SIGCONT)
         influx.stop()
+
+
+# Ignores SIGTERM and exits once its stdin is closed: a simulator slow to stop.
+SLOW_TO_STOP = (
+    "import signal, sys\n"
+    "signal.signal(signal.SIGTERM, lambda *_: None)\n"
+    "print('ready', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+@pytest.mark.servers
+def test_the_recording_waits_for_a_simulator_slow_to_stop_while_its_agent_runs_on() -> None:
+    """Between the two halves the recording waits for the first simulator to exit (the second
+    listens on its ports). The wait runs beside the agent and the waste service: here the
+    simulator exits only once the event loop has run on, which it does only if the wait leaves
+    it free. (Before, `sim.wait(10)` held the loop and gave up after 10 s: under stress-ng the
+    simulator took longer, and the whole recording failed.)"""
+    sim = subprocess.Popen(
+        [sys.executable, "-c", SLOW_TO_STOP], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert sim.stdin is not None
+    assert sim.stdout is not None
+    try:
+        assert sim.stdout.readline().strip() == "ready"
+
+        async def go() -> None:
+            stopping = asyncio.create_task(stop_district(sim))
+            for _ in range(10):  # the loop runs on while the simulator is stopping
+                await asyncio.sleep(0)
+            assert sim.stdin is not None
+            sim.stdin.close()  # now it exits
+            await asyncio.wait_for(stopping, 60)
+
+        asyncio.run(go())
+        assert sim.returncode == 0  # it exited by itself, after SIGTERM, not killed
+    finally:
+        if sim.poll() is None:
+            sim.kill()
+            sim.wait()

@@ -87,6 +87,9 @@ LEAVE_BEFORE_S = 1500.0
 RECORDED_TIMEOUT_S = 300.0
 # How long the renovation planner (a worker process) may take to offer a pickup: a guard.
 OFFER_TIMEOUT_S = 60.0
+# How long the simulator may take to exit once told to stop: a guard (its exit ends the wait).
+# Under stress-ng it took longer than the 10 s the recording once allowed it.
+DISTRICT_STOP_TIMEOUT_S = 120.0
 # How long the stopped agent may take to write what it holds to the store: a guard for a store
 # that never answers, not a pace (its drain ends once the buffer is empty). The agent's own
 # default, 10 s, left the last lines in its buffer on a loaded machine.
@@ -203,8 +206,7 @@ async def record(
                 else:
                     await asyncio.sleep(half / time_scale)  # this half of the stretch, in real time
             finally:
-                sim.terminate()
-                sim.wait(10)
+                await stop_district(sim)
     finally:
         end_ms = await stop_writing(stop, task, url, waste_task)
     # As `linli waste rollup` does in operation: the periods the recording touches, whole.
@@ -215,6 +217,19 @@ async def record(
         write_rollups, url, database, since, datetime.now(ZoneInfo(ZONE)) + timedelta(days=1)
     )
     return Recording(url, database, int(start_s * 1000), end_ms)
+
+
+async def stop_district(sim: subprocess.Popen[str]) -> None:
+    """Stop the simulator and wait until it has exited, so that the next half's can listen on
+    its Modbus ports: in a thread, so that the agent and the waste service run on meanwhile.
+    Killed if it is still there after `DISTRICT_STOP_TIMEOUT_S` (a guard)."""
+    sim.terminate()
+    try:
+        await asyncio.to_thread(sim.wait, DISTRICT_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        log.warning("the district simulator did not stop within %g s; killed", DISTRICT_STOP_TIMEOUT_S)
+        sim.kill()
+        await asyncio.to_thread(sim.wait)
 
 
 def write_all(agent: Agent, stop: asyncio.Event) -> asyncio.Task[bool]:
