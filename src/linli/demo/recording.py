@@ -203,12 +203,17 @@ async def record(
                 if trouble:
                     await _renovation_day(waste)
                     await _until_recorded(agent, waste, faults, ready + half / time_scale)
+                    # Ended while the district still runs: its devices are not seen going dark
+                    # as the simulator stops, which the screen's "now" would show.
+                    end_ms = await stop_writing(stop, task, url, waste_task)
                 else:
                     await asyncio.sleep(half / time_scale)  # this half of the stretch, in real time
             finally:
                 await stop_district(sim)
     finally:
-        end_ms = await stop_writing(stop, task, url, waste_task)
+        if not stop.is_set():  # the recording failed: what runs stops, and the failure is said
+            stop.set()
+            await asyncio.gather(task, waste_task, return_exceptions=True)
     # As `linli waste rollup` does in operation: the periods the recording touches, whole.
     since = datetime.fromtimestamp(start_s, ZoneInfo(ZONE))
     if every_poll is not None:
