@@ -87,6 +87,13 @@ LEAVE_BEFORE_S = 1500.0
 RECORDED_TIMEOUT_S = 300.0
 # How long the renovation planner (a worker process) may take to offer a pickup: a guard.
 OFFER_TIMEOUT_S = 60.0
+# How long the simulator may take to exit once told to stop: a guard (its exit ends the wait).
+# Under stress-ng it took longer than the 10 s the recording once allowed it.
+DISTRICT_STOP_TIMEOUT_S = 120.0
+# How long the stopped agent may take to write what it holds to the store: a guard for a store
+# that never answers, not a pace (its drain ends once the buffer is empty). The agent's own
+# default, 10 s, left the last lines in its buffer on a loaded machine.
+STORED_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -140,7 +147,7 @@ async def record(
     config = EdgeConfig.model_validate(tomllib.loads(text))
     agent = Agent(config)
     stop = asyncio.Event()
-    task = asyncio.create_task(agent.run(stop))
+    task = write_all(agent, stop)
     start_s = time.time() - simulated_s
     half = simulated_s / 2
     # The truck whose gate is found blocked leaves just after the trouble starts, so that its
@@ -196,15 +203,17 @@ async def record(
                 if trouble:
                     await _renovation_day(waste)
                     await _until_recorded(agent, waste, faults, ready + half / time_scale)
+                    # Ended while the district still runs: its devices are not seen going dark
+                    # as the simulator stops, which the screen's "now" would show.
+                    end_ms = await stop_writing(stop, task, url, waste_task)
                 else:
                     await asyncio.sleep(half / time_scale)  # this half of the stretch, in real time
             finally:
-                sim.terminate()
-                sim.wait(10)
+                await stop_district(sim)
     finally:
-        stop.set()
-        await task
-        await waste_task
+        if not stop.is_set():  # the recording failed: what runs stops, and the failure is said
+            stop.set()
+            await asyncio.gather(task, waste_task, return_exceptions=True)
     # As `linli waste rollup` does in operation: the periods the recording touches, whole.
     since = datetime.fromtimestamp(start_s, ZoneInfo(ZONE))
     if every_poll is not None:
@@ -212,7 +221,49 @@ async def record(
     await asyncio.to_thread(
         write_rollups, url, database, since, datetime.now(ZoneInfo(ZONE)) + timedelta(days=1)
     )
-    return Recording(url, database, int(start_s * 1000), int(time.time() * 1000))
+    return Recording(url, database, int(start_s * 1000), end_ms)
+
+
+async def stop_district(sim: subprocess.Popen[str]) -> None:
+    """Stop the simulator and wait until it has exited, so that the next half's can listen on
+    its Modbus ports: in a thread, so that the agent and the waste service run on meanwhile.
+    Killed if it is still there after `DISTRICT_STOP_TIMEOUT_S` (a guard)."""
+    sim.terminate()
+    try:
+        await asyncio.to_thread(sim.wait, DISTRICT_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        log.warning("the district simulator did not stop within %g s; killed", DISTRICT_STOP_TIMEOUT_S)
+        sim.kill()
+        await asyncio.to_thread(sim.wait)
+
+
+def write_all(agent: Agent, stop: asyncio.Event) -> asyncio.Task[bool]:
+    """The agent running until `stop`, then writing everything it holds, however long the store
+    takes (`STORED_TIMEOUT_S` a guard); True once it has."""
+    return asyncio.create_task(agent.run(stop, drain_deadline_s=STORED_TIMEOUT_S))
+
+
+async def stop_writing(
+    stop: asyncio.Event, agent: asyncio.Task[bool], url: str, *others: asyncio.Task[int]
+) -> int:
+    """Stop the `agent` running with `stop` (and the `others`), once it has written everything
+    it holds to the store at `url`; when it was stopped (ms since the epoch), the recording's end.
+
+    Its last lines are the recording's last moments (an alert resolving, each site's latest
+    values): a recording whose agent gave up on them after its default 10 s drain showed a
+    screen without them. The end is the moment the district stopped, not when the lines were
+    written or the recording post-processed: the screen's "now" panels look five minutes back
+    from it, and a site's values unchanged are stored every two minutes only."""
+    end_ms = int(time.time() * 1000)
+    stop.set()
+    stored = await agent
+    for task in others:
+        await task
+    if not stored:
+        raise RuntimeError(
+            f"the agent could not write everything it recorded to {url}; the rest is in its buffer"
+        )
+    return end_ms
 
 
 async def _until_recorded(agent: Agent, waste: WasteService, faults: tuple[str, ...], paced: float) -> None:

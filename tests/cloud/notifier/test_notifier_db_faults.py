@@ -5,9 +5,12 @@ processes of one group, telling two webhook subscribers. The same sequence runs 
 database left alone, and on one that restarts, stops for a while, and has every notifier
 connection terminated (`pg_terminate_backend`) again and again. Every notice the clean run
 told arrives in the faulted run (or is kept in `GET /failed-deliveries`), none that it did not
-tell, and at most one extra copy per fault: a notice in flight when its outbox entry could not
-be released is sent once more when its lease (`lease_s`, short here) runs out. The faulted run
-ends only once the outbox is empty, so such a copy has had its chance to be counted.
+tell, and each once: a notice delivered while its outbox entry could not be released is
+released by its notifier once the database answers, never sent again. Only a notifier that
+dies leaves its entries to be sent again by another once their lease runs out (one copy per
+delivery under way at a kill, `test_notifier.py`); nothing is killed here, and the lease is
+longer than the database is ever away, so no live notifier's entry is taken for a dead one's.
+The faulted run ends only once the outbox is empty, so a copy would have been counted.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ RESEND_S = 2.0
 DEVICES = 12
 STAGGER_S = 1.5  # rescue point i fires at i * STAGGER_S
 EPISODE_S = 8.0
-LEASE_S = 10.0  # a notice not released is sent again after this long
+# A notice not released is sent by another notifier after this long: longer than the 15 s the
+# database is stopped and its start under load, so that its own notifier has released it first.
+LEASE_S = 40.0
 # (seconds from the start, what): over the 24.5 s the alerts flow, backends terminated, a
 # restart, 15 s stopped, then backends terminated every 2 s.
 FAULTS = [
@@ -69,14 +74,7 @@ class Database:
     def held(self, table: str = "outbox") -> int:
         """Deliveries held in `table` (the notifier's outbox by default): being sent, or left for
         their lease to run out and be sent again; -1 while the database does not answer."""
-        engine = create_engine(postgresql_url(self.server, self.name))
-        try:
-            with engine.connect() as conn:
-                return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
-        except OperationalError:
-            return -1
-        finally:
-            engine.dispose()
+        return held(postgresql_url(self.server, self.name), table)
 
     def fault(self, what: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} postgresql: {what}")
@@ -99,6 +97,19 @@ class Database:
                 print(f"  {ended} backends terminated")
             finally:
                 engine.dispose()
+
+
+def held(url: str, table: str = "outbox") -> int:
+    """Deliveries held in `table` of the database at `url` (SQLAlchemy's, with its driver);
+    -1 while it does not answer."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+    except OperationalError:
+        return -1
+    finally:
+        engine.dispose()
 
 
 SUBSCRIPTIONS = """
@@ -227,9 +238,10 @@ def alert_run(
         # The resolutions are announced ten times, every RESEND_S: the last of them bounds the wait.
         with contextlib.suppress(AssertionError):  # the caller compares, and says what is missing
             wait_for(complete, "every notice told", timeout=RESEND_S * 10 + 15)
-        # A notice whose outbox entry could not be released is sent again when its lease runs
-        # out: the run is over once nothing is held, and two more rounds of the edge's
-        # announcements (counted, so the window watched something) have told nothing more.
+        # A notice whose outbox entry could not be released is released once the database
+        # answers (sent again, it would be counted): the run is over once nothing is held, and
+        # two more rounds of the edge's announcements (counted, so the window watched
+        # something) have told nothing more.
         wait_for(lambda: database.held() == 0, "no notice held in the outbox", timeout=LEASE_S * 3 + 30)
         rounds = edge.alerting.rounds
         wait_for(lambda: edge.alerting.rounds >= rounds + 2, "two announcement rounds", timeout=RESEND_S * 10)
@@ -260,12 +272,10 @@ def test_two_notifiers_tell_everything_once_while_postgresql_fails_under_them(
         database.server.stop()
     missing = sorted(k for k in clean if k not in faulted and k not in failed)
     doubled = sorted(k for k, n in faulted.items() if n > 1)
-    extra = sum(n - 1 for n in faulted.values())
     print("faulted run:", json.dumps({"told": sum(faulted.values()), "missing": missing, "doubled": doubled}))
     assert not missing, f"told in the clean run, never in the faulted one: {missing}"
     assert set(faulted) <= set(clean), f"never told in the clean run: {set(faulted) - set(clean)}"
-    assert max(faulted.values()) <= 2, f"told more than twice: {faulted}"
-    assert extra <= len(FAULTS), f"{extra} extra copies for {len(FAULTS)} faults: {doubled}"
+    assert not doubled, f"told more than once, with no notifier killed: {doubled}"
 
 
 def test_a_constraint_violated_is_a_bug_logged_once_not_an_outage_retried_for_ever(

@@ -31,6 +31,7 @@ from linli.catalog.alerttext import NoticeKind, Standing
 from linli.catalog.errors import validation_reason
 from linli.catalog.ratelog import RateLimitedLog
 from linli.cloud.db import unreachable
+from linli.cloud.leases import OwnHolds
 from linli.cloud.notifier.channels import GroupNotice, Notice, Sender
 from linli.cloud.notifier.config import NotifierConfig, Silence, Subscription, labelled, life_safety
 from linli.cloud.notifier.delivery import Deliveries
@@ -68,6 +69,7 @@ class Notifier(Outbox):
         self.errors: Counter[str] = Counter()  # alerts quarantined or failing, by where
         self.ticks = 0  # ticks begun, failed ones too: a quiet window has proof a tick came
         self.deliveries = Deliveries(sender, config.attempts, self._record, config.delivery)
+        self.own = OwnHolds(store.release, self._release_refused)
         self._ratelog = RateLimitedLog(log)
         self._buglog = RateLimitedLog(log, level=logging.ERROR)
         self._wakes: set[int] = set()  # the ticks already scheduled, as steps of the grid on the loop's clock

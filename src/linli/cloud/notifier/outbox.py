@@ -1,10 +1,10 @@
 """The notifier's sending side: what a claim keeps in the outbox, sent on each of a
 subscription's channels (a life-safety alert with its fallback), released once delivered or
-recorded as failed, and sent by another notifier if its sender died first."""
+recorded as failed (again later if the state refused), and sent by another notifier if its
+sender died first, never again by its own sender (`linli.cloud.leases`)."""
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -14,6 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 from linli.catalog.alerts import AlertMessage
 from linli.catalog.alerttext import NoticeKind
 from linli.catalog.channels import Channel
+from linli.cloud.leases import OwnHolds
 from linli.cloud.notifier.channels import GroupNotice, Message, Notice, message_from_json, thread_of
 from linli.cloud.notifier.config import NotifierConfig, Subscription, life_safety
 from linli.cloud.notifier.delivery import Deliveries
@@ -35,6 +36,9 @@ class Outbox:
     deliveries: Deliveries
     sent: list[tuple[str, str, Notice | GroupNotice]]  # (subscription, channel kind, notice): the log
     count_failure: Callable[[str, str, BaseException], None]
+    # Outbox entries under way here, or delivered with their release refused: past their lease
+    # they are this notifier's still, not a dead one's orphans (`send_orphans`).
+    own: OwnHolds
 
     @property
     def delivering(self) -> int:
@@ -81,7 +85,7 @@ class Outbox:
         """Deliver one notice; a life-safety alert urgently, with its subscription's `fallback`
         for when its robots are held up or keep failing."""
         self.sent.append((sub_id, str(channel.kind), notice))
-        finished = functools.partial(self._release, held)
+        finished = self.own.sending(held)
         thread = thread or thread_of(notice)
         urgent = notice.kind in ("firing", "escalation") and life_safety(self.config, notice.alert.rule)
         fallback = sub.fallback if sub is not None and urgent else []
@@ -89,17 +93,16 @@ class Outbox:
             sub_id, channel, notice, thread=thread, finished=finished, fallback=fallback, urgent=urgent
         )
 
-    def _release(self, held: int) -> None:
-        try:
-            self.store.release(held)
-        except Exception as exc:
-            # Left in the outbox: sent again when its lease runs out, rather than lost.
-            self.count_failure("outbox", str(held), exc)
+    def _release_refused(self, exc: Exception) -> None:
+        """Left in the outbox, released again by `send_orphans`, never sent again from here."""
+        self.count_failure("outbox", "(release)", exc)
 
     def send_orphans(self) -> int:
         """Send the notices a notifier claimed and never sent (it died), as it would have (a
-        life-safety alert with its subscription's fallback); how many."""
-        orphans = self.store.orphans(self.clock(), self.clock() + self.config.lease_s)
+        life-safety alert with its subscription's fallback); how many. What this notifier
+        delivered and could not release is released first, not sent again."""
+        self.own.release_again()
+        orphans = self.own.others(self.store.orphans(self.clock(), self.clock() + self.config.lease_s))
         subs = {s.id: s for s in self.store.subscriptions()} if orphans else {}
         for held, sub_id, channel_json, body in orphans:
             try:
@@ -120,5 +123,11 @@ class Outbox:
 
     async def drain(self, deadline_s: float = 5.0) -> None:
         """Wait for every delivery under way, for at most `deadline_s`; the rest are recorded
-        as failed deliveries (GET /failed-deliveries), not lost."""
+        as failed deliveries (GET /failed-deliveries), not lost. Then release what the database
+        refused to before: a notifier stopping leaves another nothing to send again, unless
+        the database still refuses."""
         await self.deliveries.drain(deadline_s)
+        try:
+            self.own.release_again()
+        except Exception as exc:
+            self._release_refused(exc)

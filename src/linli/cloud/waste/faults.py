@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.exc import DBAPIError
-
 from linli.catalog.ratelog import RateLimitedLog
 from linli.cloud.db import unreachable
 
@@ -21,7 +19,7 @@ class StateFaults:
         self._ratelog = RateLimitedLog(log)
         self._buglog = RateLimitedLog(log, level=logging.ERROR)
 
-    def __call__(self, exc: DBAPIError, what: str) -> bool:
+    def __call__(self, exc: Exception, what: str) -> bool:
         """A step the state refused; True when it cannot be reached (down, restarting, a
         connection dropped): an outage, what the step was for waits and is tried again. False
         for a bug (a constraint violated, a statement refused), which trying again does not mend:

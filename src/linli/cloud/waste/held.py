@@ -8,7 +8,6 @@ and kept here while the state cannot be reached.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import DBAPIError
 
 from linli.catalog.channels import Channel
+from linli.cloud.leases import OwnHolds
 from linli.cloud.notifier.channels import Message, Sender
 from linli.cloud.notifier.delivery import Deliveries
 from linli.cloud.waste.config import WasteConfig
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL: TypeAdapter[Channel] = TypeAdapter(Channel)
 # A step the state refused, and what it was for; True when the state cannot be reached.
-StateError = Callable[[DBAPIError, str], bool]
+StateError = Callable[[Exception, str], bool]
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,9 @@ class HeldDeliveries:
         self.wall = wall
         self.now_ms = now_ms
         self.deliveries = Deliveries(sender, config.attempts, self._failed, config.delivery)
-        # Held deliveries under way here (waiting their turn, or sending): past their lease they
-        # are this service's still, not a dead one's orphans (`send_orphans`).
-        self._sending: set[int] = set()
-        # Delivered (or recorded as failed) but their release refused (the state restarting,
-        # out of reach): released again here, never sent again by this service.
-        self._unreleased: set[int] = set()
+        # Held deliveries under way here, or delivered with their release refused: past their
+        # lease they are this service's still, not a dead one's orphans (`send_orphans`).
+        self._own = OwnHolds(state.release, lambda exc: state_error(exc, "releasing a delivery"))
         self.unrecorded: list[tuple[int, str, str, str, str]] = []  # failed deliveries, not kept yet
 
     def deliver(self, who: str, channel: Channel, message: Message, thread: str) -> None:
@@ -97,33 +94,16 @@ class HeldDeliveries:
         if held is None:
             self.deliveries.start(who, channel, message, thread=thread)
             return
-        finished = functools.partial(self._release, held)
-        self._sending.add(held)
-        self.deliveries.start(who, channel, message, thread=thread, finished=finished)
-
-    def _release(self, held: int) -> None:
-        self._sending.discard(held)
-        try:
-            self.state.release(held)
-        except DBAPIError as exc:  # left held: released again by `send_orphans`
-            self._unreleased.add(held)
-            self.state_error(exc, "releasing a delivery")
-
-    def _release_again(self) -> None:
-        """Release what was delivered while the state refused it; raises while it still does."""
-        for held in sorted(self._unreleased):
-            self.state.release(held)
-            self._unreleased.discard(held)
+        self.deliveries.start(who, channel, message, thread=thread, finished=self._own.sending(held))
 
     def send_orphans(self) -> int:
         """Send what another service (or this one, before a restart) held and never finished; how
         many. One still under way here (a backlog longer than the lease) only has its lease taken
         again: sent again, its recipient would hear it twice. One delivered here whose release
         failed is released first, not sent again."""
-        self._release_again()
+        self._own.release_again()
         now = self.wall()
-        mine = self._sending | self._unreleased
-        orphans = [o for o in self.state.orphans(now, now + self.config.lease_s) if o[0] not in mine]
+        orphans = self._own.others(self.state.orphans(now, now + self.config.lease_s))
         for held, who, channel_json, body, thread in orphans:
             try:
                 channel = CHANNEL.validate_json(channel_json)
