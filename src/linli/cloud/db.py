@@ -23,6 +23,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, TextClause, create_engine, event, make_url, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -56,8 +57,9 @@ def database_url(state: str | Path) -> str:
 def unreachable(exc: BaseException) -> bool:
     """The state cannot be reached now (down, restarting, cut off, its connection dropped, a
     lock or a serialisation that lost): trying again is right. Anything else, a constraint
-    violated or a statement the database refuses, is a bug that trying again does not mend."""
-    if isinstance(exc, OperationalError | InterfaceError):
+    violated or a statement the database refuses, is a bug that trying again does not mend.
+    A pool with no connection free within its timeout is the same outage seen from here."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy
 
 from linli.cloud.notifier.config import DeliveryConfig, SmtpConfig
+from linli.cloud.waste import service as service_module
 from linli.cloud.waste.config import TruckBroker, WasteConfig
 from linli.cloud.waste.held import CHANNEL, Resent
 from linli.cloud.waste.service import WasteService
@@ -199,3 +200,61 @@ def test_a_delivery_whose_release_failed_is_released_later_not_sent_again_by_its
         service.state.close()
     assert len(gateway.at("/send")) == 1
     assert (sent, held) == (0, [])  # released, not sent again
+
+
+def test_the_orphans_round_outlives_a_step_that_fails_and_sends_them_at_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead service's delivery, past its lease, is sent by the service's background round.
+    The round's first sweep fails with the connection pool's own timeout (a `TimeoutError` of
+    SQLAlchemy, not a `DBAPIError`): it is counted as the state out of reach, and the next
+    round sends the orphan once. (Before, any error but a `DBAPIError` ended the round's task
+    for good: orphans then waited for a restart.)"""
+    gateway = Receiver()
+    config = WasteConfig(
+        gtfs=FEED,
+        state=str(tmp_path / "waste.sqlite"),
+        broker=TruckBroker(port=1),
+        lease_s=5,
+        delivery=DeliveryConfig(allow_private=True),
+    )
+    service = WasteService(config, TOKEN, load_feed(FEED))
+    channel = CHANNEL.validate_python({"kind": "webhook", "url": f"{gateway.url}/send"})
+    body = json.dumps({"subject": "notice", "text": "text", "json": {"n": 1}})
+    # Held by a service that died: its lease ran out a minute ago.
+    service.state.hold("keeper", channel.model_dump_json(), body, "stop-1", time.time() - 60)
+    sweep = service.state.orphans
+    sweeps: list[str] = []
+
+    def failing_once(now: float, lease_until: float, limit: int = 50) -> list[tuple[int, str, str, str, str]]:
+        sweeps.append("failed" if not sweeps else "swept")
+        if sweeps == ["failed"]:
+            raise sqlalchemy.exc.TimeoutError("QueuePool limit of size 5 overflow 10 reached")
+        return sweep(now, lease_until, limit)
+
+    monkeypatch.setattr(service.state, "orphans", failing_once)
+    monkeypatch.setattr(service_module, "ORPHANS_EVERY_S", 0.05)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        rounds = asyncio.create_task(service._send_orphans_until(stop))
+        try:
+            await wait_until(lambda: rounds.done() or len(gateway.at("/send")) == 1, 30, "the orphan sent")
+            await wait_until(
+                lambda: rounds.done() or not service.state.rows("SELECT id FROM waste_delivery"),
+                30,
+                "the orphan released",
+            )
+        finally:
+            stop.set()
+        await rounds  # raises what ended it early
+
+    try:
+        asyncio.run(run())
+    finally:
+        gateway.close()
+        service.state.close()
+    assert sweeps[0] == "failed"
+    assert "swept" in sweeps
+    assert [p["n"] for p in gateway.at("/send")] == [1]
+    assert (service.engine.faults.state_errors, service.engine.faults.state_bugs) == (1, 0)

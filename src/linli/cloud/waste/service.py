@@ -17,7 +17,6 @@ import os
 import time
 
 import uvicorn
-from sqlalchemy.exc import DBAPIError
 
 from linli.cloud.notifier.channels import Sender
 from linli.cloud.tokens import TokenBook
@@ -116,14 +115,20 @@ class WasteService:
         return 0
 
     async def _send_orphans_until(self, stop: asyncio.Event) -> None:
+        """Every `ORPHANS_EVERY_S`: what waited for the state, then what a dead service held.
+        A step that fails is counted and logged (`StateFaults`) and tried at the next round:
+        the loop must outlive any of them, or orphans would wait for a restart."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), ORPHANS_EVERY_S)
-            self.engine.send_waiting()
-            try:
-                self.engine.send_orphans()
-            except DBAPIError as exc:
-                self.engine.faults(exc, "sending orphaned deliveries")
+            for step, what in (
+                (self.engine.send_waiting, "telling what waited for the state"),
+                (self.engine.send_orphans, "sending orphaned deliveries"),
+            ):
+                try:
+                    step()
+                except Exception as exc:  # counted and logged, tried at the next round
+                    self.engine.faults(exc, what)
 
     async def _flush_until(self, stop: asyncio.Event) -> None:
         """Write the outbox to the store every `flush_s`, and once more at the stop."""
