@@ -16,6 +16,7 @@ import httpx
 import pytest
 import sqlalchemy
 
+from linli.catalog.channels import Channel
 from linli.cloud.notifier.config import DeliveryConfig, SmtpConfig
 from linli.cloud.waste import service as service_module
 from linli.cloud.waste.config import TruckBroker, WasteConfig
@@ -167,15 +168,7 @@ def test_a_delivery_whose_release_failed_is_released_later_not_sent_again_by_its
     `test_waste_hosts.py` had a keeper told "arrived" and "collected" twice, sent again by the
     service partitioned from PostgreSQL that had sent them, a lease after it held them.)"""
     gateway = Receiver()
-    config = WasteConfig(
-        gtfs=FEED,
-        state=str(tmp_path / "waste.sqlite"),
-        broker=TruckBroker(port=1),
-        lease_s=5,
-        delivery=DeliveryConfig(allow_private=True),
-    )
-    service = WasteService(config, TOKEN, load_feed(FEED))
-    channel = CHANNEL.validate_python({"kind": "webhook", "url": f"{gateway.url}/send"})
+    service, channel = _leasing_service(tmp_path, gateway)
     refuse = (
         "CREATE TRIGGER keep_held BEFORE DELETE ON waste_delivery BEGIN SELECT RAISE(ABORT, 'refused'); END"
     )
@@ -211,15 +204,7 @@ def test_the_orphans_round_outlives_a_step_that_fails_and_sends_them_at_the_next
     round sends the orphan once. (Before, any error but a `DBAPIError` ended the round's task
     for good: orphans then waited for a restart.)"""
     gateway = Receiver()
-    config = WasteConfig(
-        gtfs=FEED,
-        state=str(tmp_path / "waste.sqlite"),
-        broker=TruckBroker(port=1),
-        lease_s=5,
-        delivery=DeliveryConfig(allow_private=True),
-    )
-    service = WasteService(config, TOKEN, load_feed(FEED))
-    channel = CHANNEL.validate_python({"kind": "webhook", "url": f"{gateway.url}/send"})
+    service, channel = _leasing_service(tmp_path, gateway)
     body = json.dumps({"subject": "notice", "text": "text", "json": {"n": 1}})
     # Held by a service that died: its lease ran out a minute ago.
     service.state.hold("keeper", channel.model_dump_json(), body, "stop-1", time.time() - 60)
@@ -258,3 +243,16 @@ def test_the_orphans_round_outlives_a_step_that_fails_and_sends_them_at_the_next
     assert "swept" in sweeps
     assert [p["n"] for p in gateway.at("/send")] == [1]
     assert (service.engine.faults.state_errors, service.engine.faults.state_bugs) == (1, 0)
+
+
+def _leasing_service(tmp_path: Path, gateway: Receiver) -> tuple[WasteService, Channel]:
+    """A service on an SQLite state with 5 s leases, and a webhook channel to `gateway`."""
+    config = WasteConfig(
+        gtfs=FEED,
+        state=str(tmp_path / "waste.sqlite"),
+        broker=TruckBroker(port=1),
+        lease_s=5,
+        delivery=DeliveryConfig(allow_private=True),
+    )
+    service = WasteService(config, TOKEN, load_feed(FEED))
+    return service, CHANNEL.validate_python({"kind": "webhook", "url": f"{gateway.url}/send"})
