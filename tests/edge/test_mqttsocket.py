@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import logging
 import select
 import socket
+import ssl
+import struct
 import threading
+import time
 from collections.abc import Iterator, Sized
+from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
@@ -17,10 +22,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from linli.cloud.broker.certs import make_ca, make_leaf
 from linli.demo.servers import LocalServer
 from linli.edge import mqttsocket
 from linli.edge.mqttsocket import READ_SIZE, BufferedClient, BufferedSocket, Publish
 from support import unique
+
+TCP_CLOSE_WAIT = 8  # tcpi_state in Linux's struct tcp_info
 
 
 @pytest.fixture
@@ -329,6 +337,85 @@ def test_after_a_small_read_the_next_comes_coalesce_s_after_it_and_after_a_full_
     finally:
         ours.close()
         theirs.close()
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected loopback TCP pair (a socketpair cannot be reset): ours non-blocking, as paho's."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        ours = socket.create_connection(listener.getsockname())
+        theirs, _ = listener.accept()
+    ours.setblocking(False)
+    return ours, theirs
+
+
+@pytest.mark.parametrize("ending", ["closed", "reset"])
+def test_the_end_or_an_error_an_early_read_met_is_told_at_once_not_after_another_wait(
+    monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """The client refills before paho's read of a packet (`refill`); when that read meets the
+    end of the stream or a reset, paho's next recv hears it at once, with the reset's own
+    error. (Before, paho's recv waited `coalesce_s` more, up to 100 ms, and read again: after a
+    reset, that read found only the end of the stream.)"""
+    clock = Clock()
+    monkeypatch.setattr(mqttsocket, "time", clock)
+    ours, theirs = _tcp_pair()
+    try:
+        sock = BufferedSocket(ours, coalesce_s=0.05)
+        theirs.sendall(b"x")
+        select.select([ours], [], [], 30)
+        assert sock.recv(1) == b"x"  # a small read: the next waits 50 ms
+        if ending == "reset":
+            theirs.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        theirs.close()
+        assert select.select([ours], [], [], 30)[0] == [ours]  # the FIN or the RST is here
+        sock.refill()
+        assert clock.slept == [0.05]  # the early read waited as paho's would have
+        if ending == "reset":
+            with pytest.raises(ConnectionResetError):
+                sock.recv(1)
+        else:
+            assert sock.recv(1) == b""
+        assert clock.slept == [0.05]  # and paho's own read did not wait again
+        assert sock.pending() == 0
+    finally:
+        ours.close()
+
+
+def test_under_tls_the_records_before_the_end_are_handed_over_and_then_the_end_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TLS refill reads every record already arrived (`_more_records`); when it meets the end
+    of the stream after them, paho gets the records, then the end with no other wait or read."""
+    clock = Clock()
+    monkeypatch.setattr(mqttsocket, "time", clock)
+    make_ca(tmp_path)
+    make_leaf(tmp_path, "server", "localhost", server_names=["127.0.0.1"])
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(tmp_path / "server.crt", tmp_path / "server.key")
+    asking = ssl.create_default_context(cafile=tmp_path / "ca.crt")
+    ours, theirs = _tcp_pair()
+    ours.setblocking(True)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        server = pool.submit(served.wrap_socket, theirs, server_side=True)
+        client = asking.wrap_socket(ours, server_hostname="127.0.0.1")
+        peer = server.result(30)
+    try:
+        client.setblocking(False)
+        sock = BufferedSocket(client, coalesce_s=0.05)
+        for record in (b"first", b"second"):
+            peer.sendall(record)  # a TLS record each
+        peer.close()
+        # The FIN is here once the kernel has the connection half closed (CLOSE_WAIT).
+        deadline = time.monotonic() + 30
+        while client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != TCP_CLOSE_WAIT:
+            assert time.monotonic() < deadline, "the peer's FIN never arrived"
+            select.select([], [], [], 0.01)
+        sock.refill()
+        assert sock.recv(100) == b"firstsecond"
+        assert sock.recv(1) == b""
+        assert clock.slept == []  # the first read after the start, and no second one
+    finally:
+        client.close()
 
 
 def test_the_client_says_when_a_read_is_handled_after_its_messages(

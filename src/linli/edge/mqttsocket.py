@@ -94,10 +94,18 @@ class BufferedSocket:
         self._last_at = float("-inf")  # when the last read was refilled, or handled (time.monotonic)
         self._scratch = bytearray(READ_SIZE)
         self._view = memoryview(self._scratch)
+        # The end of the stream (b"") or an error an early read (`refill`) met, for paho's next
+        # recv: it hears it at once, not after another wait and read.
+        self._met: bytes | OSError | None = None
 
     def recv(self, bufsize: int) -> bytes:
         """Up to `bufsize` bytes; one system call refills the buffer only when it is empty."""
         if self._pos >= len(self._buf):
+            if self._met is not None:
+                met, self._met = self._met, None
+                if isinstance(met, OSError):
+                    raise met
+                return met
             if self._coalesce_s and self._last_read < COALESCE_BELOW:
                 # Light load: one read a coalesce_s at most; what waited in select has waited.
                 wait = self._last_at + self._coalesce_s - time.monotonic()
@@ -115,6 +123,22 @@ class BufferedSocket:
         start = self._pos
         self._pos = min(start + bufsize, len(self._buf))
         return self._buf[start : self._pos]
+
+    def refill(self) -> None:
+        """Read now what paho's next recv would, waiting as it would, and keep it all buffered.
+        The end of the stream or an error met is kept for that recv (see `_met`).
+        BlockingIOError (SSLWantReadError under TLS) passes: nothing had come after all."""
+        if self._pos < len(self._buf) or self._met is not None:
+            return
+        try:
+            self.recv(0)  # what it read stays buffered
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except OSError as exc:
+            self._met = exc
+            return
+        if self._pos >= len(self._buf):  # nothing buffered after a read: the end of the stream
+            self._met = b""
 
     def handled(self) -> None:
         """What the last read brought is handled: a wait before the next one counts from now,
@@ -140,8 +164,12 @@ class BufferedSocket:
                 more = self._sock.recv(READ_SIZE - size)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
                 break
+            except OSError as exc:  # paho hears it once it has the records that came before
+                self._met = exc
+                break
             if not more:
-                break  # the end of the stream: paho hears it at its next read
+                self._met = b""  # the end of the stream, likewise
+                break
             chunks.append(more)
             size += len(more)
         return b"".join(chunks)
@@ -262,13 +290,12 @@ class BufferedClient(paho.Client):
             # of a read is decoded with the rest: paho's path and a callback of its own for one
             # message cost more than the rest of a light load's read. The same recv, and wait.
             try:
-                sock.recv(0)  # everything read stays buffered (b"" at the end of the stream)
+                sock.refill()
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 return MQTTErrorCode.MQTT_ERR_SUCCESS  # nothing after all: as paho's own read
-            except OSError:
-                pass  # paho's read meets it too, and reports it
         if not sock.pending():
-            return super().loop_read(max_packets)  # the end of the stream, an error: paho's
+            # The end of the stream or an error the refill met: paho's first recv hears it.
+            return super().loop_read(max_packets)
         rc, handled = MQTTErrorCode.MQTT_ERR_SUCCESS, 0
         while handled < MAX_PACKETS_PER_READ:
             hook = self.on_publishes
