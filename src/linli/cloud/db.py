@@ -146,6 +146,17 @@ class Tables:
             rows = conn.execute(text(sql), {"now": now, "until": lease_until, "limit": limit}).all()
         return sorted(tuple(row) for row in rows)
 
+    def _renew(self, table: str, ids: list[int], lease_until: float) -> None:
+        """Extend the leases of the rows `ids` of `table` to `lease_until`: still being sent by
+        their holder, which is alive."""
+        if not ids:
+            return
+        with self._single.begin() as conn:
+            conn.execute(
+                text(f"UPDATE {table} SET lease_s = :until WHERE id = :id"),  # noqa: S608 - a constant
+                [{"id": held, "until": lease_until} for held in ids],
+            )
+
     def close(self) -> None:
         self._engine.dispose()
 

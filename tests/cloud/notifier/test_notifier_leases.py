@@ -140,3 +140,33 @@ def test_a_notice_still_being_sent_past_its_lease_is_not_sent_again_by_its_notif
         assert store.orphans(clock.now + LEASE_S + 1, clock.now + 2 * LEASE_S) == []  # released
     finally:
         store.close()
+
+
+def test_a_notice_still_being_sent_keeps_its_lease_and_another_notifier_leaves_it(state: str) -> None:
+    """The receiver holds the delivery past its first lease. Its notifier renews the lease at
+    its round, so another notifier on the same state, sweeping after the first lease would have
+    run out, takes nothing: the notice is told once. (Before, the other notifier took it for a
+    dead sender's and told it a second time.)"""
+    store, other_store, clock, sender = Store(state), Store(state), Clock(at("10:00")), Gate()
+    notifier = make(store, OPS, clock, sender, group_wait_s=0)
+    other = make(other_store, OPS, clock, sender, group_wait_s=0)
+
+    async def go() -> tuple[int, int]:
+        assert notifier.handle(alert())
+        notifier.tick()
+        await asyncio.wait_for(sender.reached.wait(), 30)
+        clock.now += 0.6 * LEASE_S
+        mine = notifier.send_orphans()  # its round, within the first lease: renewed
+        clock.now += 0.6 * LEASE_S  # past the first lease, within the renewed one
+        theirs = other.send_orphans()
+        sender.open.set()
+        await notifier.drain(30)
+        await other.drain(30)
+        return mine, theirs
+
+    try:
+        assert asyncio.run(go()) == (0, 0)
+        assert sender.got == [FIRING]
+    finally:
+        store.close()
+        other_store.close()

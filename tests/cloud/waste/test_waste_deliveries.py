@@ -245,7 +245,7 @@ def test_the_orphans_round_outlives_a_step_that_fails_and_sends_them_at_the_next
     assert (service.engine.faults.state_errors, service.engine.faults.state_bugs) == (1, 0)
 
 
-def _leasing_service(tmp_path: Path, gateway: Receiver) -> tuple[WasteService, Channel]:
+def _leasing_service(tmp_path: Path, gateway: Receiver | SlowReceiver) -> tuple[WasteService, Channel]:
     """A service on an SQLite state with 5 s leases, and a webhook channel to `gateway`."""
     config = WasteConfig(
         gtfs=FEED,
@@ -256,3 +256,37 @@ def _leasing_service(tmp_path: Path, gateway: Receiver) -> tuple[WasteService, C
     )
     service = WasteService(config, TOKEN, load_feed(FEED))
     return service, CHANNEL.validate_python({"kind": "webhook", "url": f"{gateway.url}/send"})
+
+
+def test_a_delivery_still_being_sent_keeps_its_lease_and_another_service_leaves_it(
+    tmp_path: Path,
+) -> None:
+    """A keeper's gateway holds the delivery past its first lease. Its service renews the lease
+    at its round, so another service on the same state, sweeping after the first lease would
+    have run out, takes nothing. (Before, the other service took it for a dead service's orphan
+    and the keeper was told twice.)"""
+    gateway = SlowReceiver("hang")
+    mine, channel = _leasing_service(tmp_path, gateway)
+    other, _ = _leasing_service(tmp_path, gateway)
+    clock = [1_000_000.0]
+    for service in (mine, other):
+        service.engine.held.wall = lambda: clock[0]
+    lease = mine.config.lease_s
+
+    async def run() -> tuple[int, int, list[float]]:
+        mine.engine.held.deliver("keeper", channel, Resent("notice", "text", {"n": 1}), "stop-1")
+        await wait_until(lambda: len(gateway.posts) == 1, 30, "the delivery at the gateway")
+        clock[0] += 0.6 * lease
+        renewed = mine.engine.send_orphans()  # its round, within the first lease
+        clock[0] += 0.6 * lease  # past the first lease, within the renewed one
+        taken = other.engine.send_orphans()
+        return renewed, taken, [float(u) for (u,) in mine.state.rows("SELECT lease_s FROM waste_delivery")]
+
+    try:
+        renewed, taken, leases = asyncio.run(run())
+        assert (renewed, taken) == (0, 0)
+        assert leases == [1_000_000.0 + 1.6 * lease]  # renewed at the round, a lease from then
+    finally:
+        gateway.close()
+        mine.state.close()
+        other.state.close()

@@ -69,7 +69,7 @@ class Notifier(Outbox):
         self.errors: Counter[str] = Counter()  # alerts quarantined or failing, by where
         self.ticks = 0  # ticks begun, failed ones too: a quiet window has proof a tick came
         self.deliveries = Deliveries(sender, config.attempts, self._record, config.delivery)
-        self.own = OwnHolds(store.release, self._release_refused)
+        self.own = OwnHolds(store.release, self._release_refused, store.renew)
         self._ratelog = RateLimitedLog(log)
         self._buglog = RateLimitedLog(log, level=logging.ERROR)
         self._wakes: set[int] = set()  # the ticks already scheduled, as steps of the grid on the loop's clock

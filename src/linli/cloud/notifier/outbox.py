@@ -100,8 +100,10 @@ class Outbox:
     def send_orphans(self) -> int:
         """Send the notices a notifier claimed and never sent (it died), as it would have (a
         life-safety alert with its subscription's fallback); how many. What this notifier
-        delivered and could not release is released first, not sent again."""
+        delivered and could not release is released first, not sent again; what it is still
+        sending has its lease renewed, so that another notifier does not take it."""
         self.own.release_again()
+        self.own.renew(self.clock() + self.config.lease_s)
         orphans = self.own.others(self.store.orphans(self.clock(), self.clock() + self.config.lease_s))
         subs = {s.id: s for s in self.store.subscriptions()} if orphans else {}
         for held, sub_id, channel_json, body in orphans:

@@ -339,6 +339,10 @@ class Store(Records):
         """The notice was delivered, or recorded as failed: nobody sends it again."""
         self._change("DELETE FROM outbox WHERE id = :id", {"id": held})
 
+    def renew(self, held: list[int], lease_until: float) -> None:
+        """The notices `held` are still being sent by their notifier: leased until `lease_until`."""
+        self._renew("outbox", held, lease_until)
+
     def orphans(self, now: float, lease_until: float, limit: int = 50) -> list[tuple[int, str, str, str]]:
         """(id, subscription, channel, notice) of notices whose sender's lease ran out, each now
         leased to the caller until `lease_until`; another caller gets none of them."""

@@ -68,7 +68,7 @@ class HeldDeliveries:
         self.deliveries = Deliveries(sender, config.attempts, self._failed, config.delivery)
         # Held deliveries under way here, or delivered with their release refused: past their
         # lease they are this service's still, not a dead one's orphans (`send_orphans`).
-        self._own = OwnHolds(state.release, lambda exc: state_error(exc, "releasing a delivery"))
+        self._own = OwnHolds(state.release, lambda exc: state_error(exc, "releasing a delivery"), state.renew)
         self.unrecorded: list[tuple[int, str, str, str, str]] = []  # failed deliveries, not kept yet
 
     def deliver(self, who: str, channel: Channel, message: Message, thread: str) -> None:
@@ -100,9 +100,10 @@ class HeldDeliveries:
         """Send what another service (or this one, before a restart) held and never finished; how
         many. One still under way here (a backlog longer than the lease) only has its lease taken
         again: sent again, its recipient would hear it twice. One delivered here whose release
-        failed is released first, not sent again."""
+        failed is released first, not sent again; one still being sent has its lease renewed."""
         self._own.release_again()
         now = self.wall()
+        self._own.renew(now + self.config.lease_s)
         orphans = self._own.others(self.state.orphans(now, now + self.config.lease_s))
         for held, who, channel_json, body, thread in orphans:
             try:

@@ -250,6 +250,10 @@ class WasteState(Tables):
         """Delivered, or recorded as failed: nobody sends it again."""
         self._change("DELETE FROM waste_delivery WHERE id = :id", {"id": held})
 
+    def renew(self, held: list[int], lease_until: float) -> None:
+        """The deliveries `held` are still being sent by their service: leased until `lease_until`."""
+        self._renew("waste_delivery", held, lease_until)
+
     def orphans(
         self, now: float, lease_until: float, limit: int = 50
     ) -> list[tuple[int, str, str, str, str]]:
