@@ -8,12 +8,21 @@ import asyncio
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from linli.dashboards.influxv1 import run as query
-from linli.demo.recording import stop_district, stop_writing, write_all
+from linli.demo.recording import (
+    FAULTS,
+    _faulted_devices,
+    _until_recorded,
+    stop_district,
+    stop_writing,
+    write_all,
+)
 from linli.demo.servers import free_port, start_influxdb1
 from linli.edge.agent import Agent
 from linli.edge.config import EdgeConfig
@@ -121,3 +130,53 @@ def test_the_recording_waits_for_a_simulator_slow_to_stop_while_its_agent_runs_o
         if sim.poll() is None:
             sim.kill()
             sim.wait()
+
+
+class Edge:
+    """The agent as the recording reads it: one station, no MQTT, no alert; counts its looks."""
+
+    def __init__(self) -> None:
+        self.station = SimpleNamespace(
+            name="hongxu-1/station-1", health=SimpleNamespace(online=True, last_seen_ms=0)
+        )
+        self.alerting = SimpleNamespace(events=[])
+        self.mqtt = None
+        self.looks = 0
+
+    @property
+    def pollers(self) -> list[SimpleNamespace]:
+        self.looks += 1
+        return [self.station]
+
+
+def test_the_second_half_runs_on_until_every_faulted_device_was_read_since_it_began() -> None:
+    """Past its stretch, with a trip over and every station online, the second half still waits
+    for a faulted station that a starved simulator has not yet answered since the half began.
+    (Before, it ended: under four CPU hogs the screen had no smoke alarm and the annotation's
+    query returned nothing.)"""
+    agent = Edge()
+    waste = SimpleNamespace(engine=SimpleNamespace(finished=True))
+    faults = ("hongxu-1/station-1:smoke", "hongxu-tower:leak", "fleet/truck-dry-north:blocked")
+    began_ms = 1_800_000_000_000
+    agent.station.health.last_seen_ms = began_ms - 1  # answered before, by the first half
+
+    async def go() -> None:
+        recorded = asyncio.create_task(
+            _until_recorded(agent, waste, faults, time.monotonic(), began_ms)  # type: ignore[arg-type]
+        )
+        await wait_until(lambda: agent.looks >= 2 or recorded.done(), 30, "the recording looking twice")
+        assert not recorded.done()  # not read since: it waits
+        agent.station.health.last_seen_ms = began_ms + 1000
+        await asyncio.wait_for(recorded, 30)
+
+    asyncio.run(go())
+    assert _faulted_devices(FAULTS) == {
+        "hongxu-1/station-1",
+        "gubei-1/station-1",
+        "changhong-1/station-1",
+        "ronghua-tower/sprinkler-1",
+        "changhong-tower-2/pump-1",
+        "changhong-tower-1/smoke-2",
+        "ronghua-tower/door-1",
+        "yili-1/rescue-1",
+    }

@@ -198,11 +198,12 @@ async def record(
             if trouble:
                 args += ["--offline", OFFLINE_SITE, *(a for fault in faults for a in ("--fault", fault))]
             sim = _start_district(args, workdir)
-            ready = time.monotonic()  # simulated time is `start_s + offset` now
+            # Simulated time is `start_s + offset` now.
+            ready, ready_ms = time.monotonic(), int(time.time() * 1000)
             try:
                 if trouble:
                     await _renovation_day(waste)
-                    await _until_recorded(agent, waste, faults, ready + half / time_scale)
+                    await _until_recorded(agent, waste, faults, ready + half / time_scale, ready_ms)
                     # Ended while the district still runs: its devices are not seen going dark
                     # as the simulator stops, which the screen's "now" would show.
                     end_ms = await stop_writing(stop, task, url, waste_task)
@@ -266,16 +267,21 @@ async def stop_writing(
     return end_ms
 
 
-async def _until_recorded(agent: Agent, waste: WasteService, faults: tuple[str, ...], paced: float) -> None:
+async def _until_recorded(
+    agent: Agent, waste: WasteService, faults: tuple[str, ...], paced: float, since_ms: int
+) -> None:
     """Run the second half until `paced` (monotonic: its stretch of simulated time), and on until
     its trouble is in: a trip over (its bin-room visits written, which the service's figures are
     read from), every overheating port's alert fired and resolved (stopped by the edge's
-    interlock, and cooled), and every station outside the dark site online. A loaded machine
+    interlock, and cooled), every faulted device read since the half began (`since_ms`: a
+    starved simulator answered a station's poll with its smoke too late, and the screen had no
+    smoke alarm), and every station outside the dark site online. A loaded machine
     runs the simulator and the edge late: a recording paced by the wall clock alone ended
     before any trip did, with the overheating station's answers all too late, or with stations
     the starved simulator answered late shown offline. The simulator's clock stops at the
     present (then keeps pace with it), so waiting longer puts no device ahead of the edge."""
     hot = {f.removesuffix(":overheat") for f in faults if f.endswith(":overheat")}
+    faulted = _faulted_devices(faults)
     seen: set[str] = set()  # the agent keeps its recent events only: collected as they come
     deadline = paced + RECORDED_TIMEOUT_S
     while True:
@@ -287,12 +293,35 @@ async def _until_recorded(agent: Agent, waste: WasteService, faults: tuple[str, 
         late = [
             p.name for p in agent.pollers if not p.health.online and not p.name.startswith(f"{OFFLINE_SITE}/")
         ]
-        missing = sorted(hot - seen) + ([] if waste.engine.finished else ["a trip over"]) + late
+        missing = [
+            *sorted(hot - seen),
+            *(f"{device} read with its fault" for device in sorted(faulted - _read_since(agent, since_ms))),
+            *([] if waste.engine.finished else ["a trip over"]),
+            *late,
+        ]
         if not missing and time.monotonic() >= paced:
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"the recording's second half never recorded: {', '.join(missing)}")
         await asyncio.sleep(0.2)
+
+
+def _faulted_devices(faults: tuple[str, ...]) -> set[str]:
+    """The edge's devices ("site/device") given a fault: a station's smoke, a fire pump's fault.
+    Not a site's (a tank slowly leaking), nor a truck's, which the waste service follows."""
+    devices = {fault.split(":")[0] for fault in faults}
+    return {d for d in devices if "/" in d and not d.startswith("fleet/")}
+
+
+def _read_since(agent: Agent, since_ms: int) -> set[str]:
+    """The devices ("site/device") the edge has read since `since_ms` (ms since the epoch):
+    polled with an answer, or a message received."""
+    read = {p.name for p in agent.pollers if p.health.last_seen_ms >= since_ms}
+    if agent.mqtt is not None:
+        read |= {
+            f"{site}/{dev}" for (_, site, dev), d in agent.mqtt.devices.items() if d.last_seen_ms >= since_ms
+        }
+    return read
 
 
 def thin(url: str, source: str, target: str) -> None:
