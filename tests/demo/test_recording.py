@@ -156,7 +156,13 @@ def test_the_second_half_runs_on_until_every_faulted_device_was_read_since_it_be
     query returned nothing.)"""
     agent = Edge()
     waste = SimpleNamespace(engine=SimpleNamespace(finished=True))
-    faults = ("hongxu-1/station-1:smoke", "hongxu-tower:leak", "fleet/truck-dry-north:blocked")
+    faults = (
+        "hongxu-1/station-1:smoke",
+        "hongxu-tower:leak",
+        "fleet/truck-dry-north:blocked",
+        "gubei-1/station-2:silent",  # answers nothing: not waited for
+        "zunyi-1/station-1:smoke",  # dark since the half began: not waited for
+    )
     began_ms = 1_800_000_000_000
     agent.station.health.last_seen_ms = began_ms - 1  # answered before, by the first half
 

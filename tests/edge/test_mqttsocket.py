@@ -412,7 +412,10 @@ def test_under_tls_the_records_before_the_end_are_handed_over_and_then_the_end_a
             select.select([], [], [], 0.01)
         sock.refill()
         assert sock.recv(100) == b"firstsecond"
+        # The end waits for paho as a byte would: paho reads it, not waits in select().
+        assert sock.pending() == 1
         assert sock.recv(1) == b""
+        assert sock.pending() == 0
         assert clock.slept == []  # the first read after the start, and no second one
     finally:
         client.close()

@@ -58,6 +58,7 @@ from linli.edge.config import EdgeConfig
 from linli.edge.deadband import Reporter, deadbands
 from linli.edge.rules import State
 from linli.sim.edgeconfig import district_edge_config
+from linli.sim.modbus_server import Fault
 from linli.transit.gtfs import load_feed
 from linli.transit.times import gtfs_seconds
 
@@ -307,19 +308,24 @@ async def _until_recorded(
 
 
 def _faulted_devices(faults: tuple[str, ...]) -> set[str]:
-    """The edge's devices ("site/device") given a fault: a station's smoke, a fire pump's fault.
-    Not a site's (a tank slowly leaking), nor a truck's, which the waste service follows."""
-    devices = {fault.split(":")[0] for fault in faults}
-    return {d for d in devices if "/" in d and not d.startswith("fleet/")}
+    """The edge's devices ("site/device") given a fault it reads: a station's smoke, a fire
+    pump's fault. Not a site's (a tank slowly leaking), a truck's (the waste service follows
+    it), one that makes the device stop answering, or one on the dark site."""
+    mute = {str(f) for f in Fault if f is not Fault.NONE}
+    devices = {device for device, _, kind in (f.partition(":") for f in faults) if kind not in mute}
+    return {d for d in devices if "/" in d and not d.startswith(("fleet/", f"{OFFLINE_SITE}/"))}
 
 
 def _read_since(agent: Agent, since_ms: int) -> set[str]:
     """The devices ("site/device") the edge has read since `since_ms` (ms since the epoch):
-    polled with an answer, or a message received."""
+    polled with an answer, or a reading received (not a status message: the simulator's
+    "online" comes before any reading)."""
     read = {p.name for p in agent.pollers if p.health.last_seen_ms >= since_ms}
     if agent.mqtt is not None:
         read |= {
-            f"{site}/{dev}" for (_, site, dev), d in agent.mqtt.devices.items() if d.last_seen_ms >= since_ms
+            f"{site}/{dev}"
+            for (_, site, dev), d in agent.mqtt.devices.items()
+            if d.last_reading_ms >= since_ms
         }
     return read
 

@@ -56,6 +56,7 @@ class MqttDevice:
     status: str = ""
     last_seen_mono: float = 0.0
     last_seen_ms: int = 0
+    last_reading_ms: int = 0  # when its last reading came (not a status message)
     messages: int = 0
     latency_s: float = 0.0
     errors: Counter[str] = field(default_factory=Counter)
@@ -170,6 +171,7 @@ class MqttIngest:
         else:
             field_set = self._confirmed(dev, compiled, values, time_ms)
         self._seen(dev, received_ms, time_ms)
+        dev.last_reading_ms = received_ms
         key = target.series
         if key is None:
             tags = compiled.tags(values)

@@ -175,8 +175,10 @@ class BufferedSocket:
         return b"".join(chunks)
 
     def pending(self) -> int:
-        """Bytes already read from the socket (or decrypted by TLS) and not yet handed to paho."""
-        ours = len(self._buf) - self._pos
+        """Bytes already read from the socket (or decrypted by TLS) and not yet handed to paho;
+        1 more for an end or an error kept for paho's next recv (`_met`), so that paho reads it
+        rather than wait in select() on a socket that may have nothing more to say (TLS)."""
+        ours = len(self._buf) - self._pos + (self._met is not None)
         return ours + self._sock.pending() if isinstance(self._sock, ssl.SSLSocket) else ours
 
     def take_publishes(self, limit: int) -> list[Publish]:

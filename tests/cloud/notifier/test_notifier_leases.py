@@ -9,12 +9,15 @@ release (restarting, a connection lost). The clock of the leases is the test's.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from linli.catalog.channels import HttpChannel
 from linli.cloud.notifier.channels import Notice
 from linli.cloud.notifier.config import NotifierConfig, Subscription
+from linli.cloud.notifier.service import Service
 from linli.cloud.notifier.store import Store
 from linli.demo.servers import LocalServer, postgresql_url
 from support import unique
@@ -170,3 +173,30 @@ def test_a_notice_still_being_sent_keeps_its_lease_and_another_notifier_leaves_i
     finally:
         store.close()
         other_store.close()
+
+
+def test_a_tick_that_keeps_failing_does_not_stop_the_orphans_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`linli cloud run`'s tick: the notifier's tick failing (counted) still leaves the orphans'
+    round its turn, which renews the leases of what is being sent. (Before, one `try` held
+    both: a tick failing at every turn stopped the renewals, and the leases ran out.)"""
+    service = Service(NotifierConfig(state=str(tmp_path / "notifier.sqlite")), "token")
+    rounds: list[str] = []
+
+    def failing_tick() -> None:
+        raise RuntimeError("a tick that fails")
+
+    def orphans() -> int:
+        rounds.append("orphans")
+        return 0
+
+    monkeypatch.setattr(service.notifier, "tick", failing_tick)
+    monkeypatch.setattr(service.notifier, "send_orphans", orphans)
+    try:
+        service.tick()
+        service.tick()
+    finally:
+        service.store.close()
+    assert rounds == ["orphans", "orphans"]
+    assert service.notifier.errors["tick"] == 2

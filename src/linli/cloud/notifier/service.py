@@ -61,6 +61,16 @@ class Service:
         self.started = asyncio.Event()
         self.feed: AlertFeed | None = None  # while running
 
+    def tick(self) -> None:
+        """The notifier's tick, then its orphans' round. Each on its own: a tick that keeps
+        failing must not stop the round, which renews the leases of what is still being sent.
+        A failure is counted (the state may be unreadable for a moment) and tried next tick."""
+        for step in (self.notifier.tick, self.notifier.send_orphans):
+            try:
+                step()
+            except Exception as exc:
+                self.notifier.count_failure("tick", "(all)", exc)
+
     async def run(self, stop: asyncio.Event) -> int:
         loop = asyncio.get_running_loop()
         feed = self.feed = AlertFeed(self.config.broker, loop, self.notifier.handle, self.notifier.reject)
@@ -92,12 +102,7 @@ class Service:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=TICK_S)
                 feed.retry()  # events the state could not take before
-                try:
-                    self.notifier.tick()
-                    self.notifier.send_orphans()
-                except Exception as exc:
-                    # The state may be unreadable for a moment (a locked file): next tick.
-                    self.notifier.count_failure("tick", "(all)", exc)
+                self.tick()
         finally:
             feed.stop()
             server.should_exit = True
