@@ -29,6 +29,11 @@ def escape_key(text: str) -> str:
     return text.translate(_KEY_ESCAPES)
 
 
+def escape_string(text: str) -> str:
+    """A string field value's text between its double quotes."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def format_field_value(value: FieldValue) -> str:
     """One field value in line-protocol syntax; NaN and infinity cannot be stored."""
     kind = type(value)  # exact types first: the common case, on every reading
@@ -46,8 +51,7 @@ def format_field_value(value: FieldValue) -> str:
         if not math.isfinite(value):
             raise ValueError(f"line protocol cannot carry {value}")
         return repr(value)
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+    return f'"{escape_string(value)}"'
 
 
 def series_key(measurement: str, tags: Mapping[str, str]) -> str:

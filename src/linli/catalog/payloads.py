@@ -20,7 +20,7 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import ErrorDetails
 
-from linli.catalog.lineprotocol import FieldValue, escape_key, format_field, format_field_value
+from linli.catalog.lineprotocol import FieldValue, escape_key, escape_string, format_field, format_field_value
 from linli.catalog.mqttspec import FieldType, MqttMessage, PayloadField
 from linli.catalog.readings import MAX_TIME_MS, MIN_TIME_MS
 
@@ -41,11 +41,6 @@ def _formatter(name: str, kind: FieldType) -> Callable[[Any], str]:
     if kind is FieldType.BOOL:
         return lambda v: prefix + ("true" if v else "false")
     return lambda v: prefix + format_field_value(v)
-
-
-def _quoted(text: str) -> str:
-    """A validated string as a line-protocol field value (as format_field_value has it)."""
-    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _field_set_function(fields: Sequence[PayloadField]) -> Callable[[Any], str]:
@@ -70,7 +65,7 @@ def _field_set_function(fields: Sequence[PayloadField]) -> Callable[[Any], str]:
         elif f.type is FieldType.BOOL:
             text = f'{f.name}={{"true" if {value} else "false"}}'
         else:
-            text = f'{f.name}="{{_quoted({value})}}"'
+            text = f'{f.name}="{{escape_string({value})}}"'
         if f.required:
             run.append(text if run else commas[emitted] + text)
             emitted = "yes"
@@ -83,7 +78,7 @@ def _field_set_function(fields: Sequence[PayloadField]) -> Callable[[Any], str]:
     if run:
         body.append(f"    s += f'''{','.join(run)}'''")
     source = 'def field_set(v):\n    s = ""\n' + "\n".join(body) + "\n    return s\n"
-    namespace: dict[str, Any] = {"_quoted": _quoted}
+    namespace: dict[str, Any] = {"escape_string": escape_string}
     exec(source, namespace)  # noqa: S102 (code made above from the profile's identifiers)
     return namespace["field_set"]  # type: ignore[no-any-return]
 
