@@ -103,8 +103,9 @@ class Outbox:
         delivered and could not release is released first, not sent again; what it is still
         sending has its lease renewed, so that another notifier does not take it."""
         self.own.release_again()
-        self.own.renew(self.clock() + self.config.lease_s)
-        orphans = self.own.others(self.store.orphans(self.clock(), self.clock() + self.config.lease_s))
+        now = self.clock()
+        self.own.renew(now + self.config.lease_s)
+        orphans = self.own.others(self.store.orphans(now, now + self.config.lease_s))
         subs = {s.id: s for s in self.store.subscriptions()} if orphans else {}
         for held, sub_id, channel_json, body in orphans:
             try:
