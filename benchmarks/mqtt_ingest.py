@@ -31,6 +31,13 @@ second, what it shed and why, and what waits, so that a collapse shows as it hap
 
     .venv/bin/python benchmarks/mqtt_ingest.py --devices 200 --rate 40000 --then 10000 \
         --consumers agent --hold 30 --before /path/to/old/checkout --repeat 3
+
+`--agent-cpu F` holds the agent to F of one core (a control group's quota; needs root), a
+smaller edge box: on a quiet machine the agent stores more than the publishers can offer on
+the same cores, and twice its held rate can then be offered (`cpucap.py`):
+
+    .venv/bin/python benchmarks/mqtt_ingest.py --devices 200 --per-connection 25 --publishers 4 \
+        --agent-cpu 0.25 --rate 12000 24000 --held 12000 --then 3000 --consumers agent --hold 30
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ from dataclasses import asdict, dataclass
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
+from cpucap import CapError, CpuCap
 from harness import cpu_seconds
 from linli.cloud.broker.certs import make_ca, make_leaf
 from linli.cloud.broker.configs import QUEUES
@@ -276,6 +284,7 @@ class Bench:
     after: float = 20.0  # ... for this long
     before: Path | None = None  # a checkout whose agent runs as "agent-before"
     publishers: int = 1  # publisher processes offering each load together
+    cap: CpuCap | None = None  # the agents' CPU cap, all of them together
 
     def _profile(self, pid: int, tag: str) -> subprocess.Popen[bytes] | None:
         """py-spy sampling `pid` for the hold, its collapsed stacks in the --profile folder."""
@@ -483,7 +492,10 @@ class Bench:
                     ports[-1],
                 )
                 argv = [sys.executable, "-m", "linli.cli", "edge", "run", "--config", str(config)]
-                started.append((subprocess.Popen(argv, env=env), cid, filters))
+                proc = subprocess.Popen(argv, env=env)
+                if self.cap is not None:
+                    self.cap.add(proc.pid)
+                started.append((proc, cid, filters))
             return started
 
         ports: list[int] = []
@@ -643,6 +655,7 @@ OVERLOAD_OPTIONS: tuple[tuple[str, type, str, str], ...] = (
         "overload: the agent's highest held rate, to compare with (default: half --rate)",
     ),
     ("--before", Path, "CHECKOUT", "also run the agent of another checkout (its source roots), in turn"),
+    ("--agent-cpu", float, "F", "hold the agent to F of one core (a cgroup's quota; needs root)"),
 )
 
 
@@ -741,9 +754,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
     print(f"machine: {machine}; hold {args.hold:.0f} s; lag allowance {args.lag:.1f} s for every consumer")
+    try:
+        cap = CpuCap(args.agent_cpu, f"linli-bench-{os.getpid()}") if args.agent_cpu else None
+    except (CapError, ValueError) as exc:
+        print(f"mqtt_ingest: --agent-cpu: {exc}", file=sys.stderr)
+        return 2
+    if cap is not None:
+        print(f"the agent held to {cap.fraction:g} of one core (a cgroup's CPU quota)")
     print(HEADER, flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        runs = [run for qos in args.qos for run in offer_in_turn(args, Path(tmp), qos)]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            runs = [run for qos in args.qos for run in offer_in_turn(args, Path(tmp), qos, cap)]
+    finally:
+        if cap is not None:
+            cap.close()
     print()
     for line in summary(runs):
         print(line)
@@ -764,7 +788,7 @@ def overload_figures(run: Run, args: argparse.Namespace) -> dict[str, object]:
     return {"overload": asdict(overload(run.seconds, args.hold, args.then))}
 
 
-def offer_in_turn(args: argparse.Namespace, work: Path, qos: int) -> list[Run]:
+def offer_in_turn(args: argparse.Namespace, work: Path, qos: int, cap: CpuCap | None = None) -> list[Run]:
     """Every load to every consumer in turn, from one broker; a consumer that fell behind is
     not offered more."""
     runs: list[Run] = []
@@ -781,6 +805,7 @@ def offer_in_turn(args: argparse.Namespace, work: Path, qos: int) -> list[Run]:
         args.after,
         args.before,
         args.publishers,
+        cap,
     )
     behind: set[tuple[str, str]] = set()
     try:
