@@ -18,7 +18,7 @@ owns all of this state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from operator import attrgetter
 from typing import Any, NamedTuple
@@ -64,6 +64,12 @@ def _watched(keys: tuple[str, ...]) -> type[msgspec.Struct]:
     return msgspec.defstruct("Watched", fields, gc=False)
 
 
+@cache
+def _decoder(struct: type[msgspec.Struct]) -> Callable[[bytes], Any]:
+    """One decoder per set of keys, not one per topic: a fleet's topics share a few."""
+    return msgspec.json.Decoder(struct).decode
+
+
 class Watch:
     """One topic's watched values, and which of them its last message had past their limit."""
 
@@ -75,7 +81,7 @@ class Watch:
         keys = tuple(dict.fromkeys(w.key for w in wires))  # a key two rules watch is read once
         self._keys = keys
         self._struct = _watched(keys)
-        self._decode = msgspec.json.Decoder(self._struct).decode
+        self._decode = _decoder(self._struct)
         # Each wire with the getter of its value in what `_decode` gives.
         self._judged = tuple((attrgetter(f"w{keys.index(w.key)}"), *w[1:]) for w in wires)
 
