@@ -115,6 +115,20 @@ def test_an_alarm_or_its_clearing_is_urgent_and_a_healthy_state_is_not() -> None
     assert judged("rescue/s1/rp-9/state", [rescue_state(5)]) == [False]
 
 
+def test_an_alarm_is_judged_whatever_else_its_payload_holds() -> None:
+    """The receive thread reads only the watched keys (msgspec); a payload that reader refuses
+    but the validation downstream takes (NaN in a key it ignores) is judged from a whole parse."""
+    config = edge_config(1883, rules=[{"kind": "truck", "field": "speed", "above": 60}])
+    mqtt = MqttConnector(config, lambda *_: None)
+    urgency, now = mqtt.urgency, int(time.time() * 1000)
+    alarm_topic = "trucks/s1/truck-1/alarm"
+    alarm = truck_alarm(active=True).replace(b'"stop"', b'"x": NaN, "stop"')
+    assert urgency.urgent(alarm_topic.encode(), alarm_topic, alarm)
+    assert mqtt.handle(alarm_topic, alarm, now) is not None  # stored, so the alarm is raised
+    topic = "trucks/s1/truck-1/location"
+    assert urgency.urgent(topic.encode(), topic, truck_location(70))
+
+
 def test_an_agent_without_alarms_to_watch_keeps_its_batches() -> None:
     """A camera's messages carry nothing to judge: its agent reads every batch_ms, as before."""
     config = EdgeConfig.model_validate(

@@ -193,26 +193,33 @@ class BufferedSocket:
             header = buf[pos]
             if header >> 4 != 3 or header & 0x06 > 0x02:  # not a PUBLISH, or QoS 2 (or 3)
                 break
-            # The remaining length: 1 to 4 bytes of 7 bits each.
-            length, shift, i = 0, 0, pos + 1
-            while True:
-                if i >= end or i - pos > 4:
-                    return self._taken(out, pos)
-                byte = buf[i]
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                i += 1
-                if not byte & 0x80:
-                    break
+            # The remaining length: 1 to 4 bytes of 7 bits each; a message of the usual few
+            # hundred bytes has two, read without the loop (this runs for every message).
+            byte = buf[pos + 1]
+            if byte < 0x80:
+                length, i = byte, pos + 2
+            elif pos + 2 < end and buf[pos + 2] < 0x80:
+                length, i = (byte & 0x7F) | buf[pos + 2] << 7, pos + 3
+            else:
+                length, shift, i = 0, 0, pos + 1
+                while True:
+                    if i >= end or i - pos > 4:
+                        return self._taken(out, pos)
+                    byte = buf[i]
+                    length |= (byte & 0x7F) << shift
+                    shift += 7
+                    i += 1
+                    if not byte & 0x80:
+                        break
             body_end = i + length
-            if body_end > end:
-                break
+            if body_end > end or length < 2:
+                break  # not wholly here, or too short for a topic: paho reads or reports it
             qos = (header >> 1) & 0x03
-            topic_end = i + 2 + int.from_bytes(buf[i : i + 2])
+            topic_end = i + 2 + (buf[i] << 8 | buf[i + 1])
             payload_start = topic_end + 2 if qos else topic_end
             if topic_end == i + 2 or payload_start > body_end:
                 break  # an empty topic or a short packet: paho reports it
-            mid = int.from_bytes(buf[topic_end:payload_start]) if qos else 0
+            mid = buf[topic_end] << 8 | buf[topic_end + 1] if qos else 0
             out.append((buf[i + 2 : topic_end], buf[payload_start:body_end], qos, bool(header & 1), mid))
             pos = body_end
         return self._taken(out, pos)
