@@ -269,7 +269,8 @@ class WasteEngine:
         return self.now_s or self.wall()
 
     def advance(self, t: float) -> None:
-        """Move the clock to `t` (never back), ticking every trip on the way."""
+        """Move the clock to `t` (never back), ticking every trip on the way; what the ticks
+        report is written at the end, in one transaction (`TripReports.write`)."""
         if t <= self.now_s:
             return
         if not self._ticked_s:
@@ -277,6 +278,16 @@ class WasteEngine:
             # so they decide the same notices.
             self._ticked_s = (t // self.config.tick_s - 1) * self.config.tick_s
         self.now_s = t
+        try:
+            self._ticks_until(t)
+        finally:
+            # The ticks' reports together: a message after the trucks were parked for hours
+            # catches up hundreds of ticks, each with the renovation's status line, and wrote
+            # each in its own transaction. All are still committed before the message that
+            # moved the clock is acknowledged.
+            self.reports.write()
+
+    def _ticks_until(self, t: float) -> None:
         while self._ticked_s + self.config.tick_s <= t:
             self._ticked_s += self.config.tick_s
             if self.renovating is not None:
@@ -307,7 +318,6 @@ class WasteEngine:
                 self.claims.send_new(tracker)
                 self.reports.report(key, tracker, now)
         self._close_trips(now)
-        self.reports.write()
         if self.claims.closed:
             self.send_waiting()
 
