@@ -15,13 +15,18 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import event
 
+from linli.cloud.waste import engine as engine_module
+from linli.cloud.waste import tracking
 from linli.cloud.waste.config import WasteConfig
 from linli.cloud.waste.service import WasteService
+from linli.cloud.waste.tracking import TripTracker
 from linli.demo.servers import free_port
 from linli.sim.timetable import Traffic, drive_trip
-from linli.transit.gtfs import load_feed, runs_on
+from linli.transit import stops
+from linli.transit.gtfs import Feed, Trip, load_feed, runs_on
+from linli.transit.stops import stop_distances
 from support import LOOPBACK
-from test_waste_service import MONDAY, local_feed
+from test_waste_service import FEED, MONDAY, local_feed
 
 
 @pytest.mark.slow
@@ -138,3 +143,41 @@ def status_lines(service: WasteService) -> list[str]:
         "SELECT line FROM waste_outbox WHERE line LIKE 'waste_renovation %' ORDER BY id"
     )
     return [str(line) for (line,) in rows]
+
+
+def test_the_trips_of_one_road_share_their_stops_places_worked_out_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each stop's distance along the road (`stop_distances`, shapely's substrings: slow) is
+    worked out once for every trip of the same road and stops, not twice a trip, and every
+    trip followed has them exactly as `stop_distances` gives them."""
+    feed = load_feed(FEED)
+    calls: list[str] = []
+
+    def counted(feed_: Feed, trip: Trip) -> list[float]:
+        calls.append(trip.id)
+        return stop_distances(feed_, trip)
+
+    monkeypatch.setattr(stops, "stop_distances", counted)
+    monkeypatch.setattr(engine_module, "stop_distances", counted, raising=False)
+    monkeypatch.setattr(tracking, "stop_distances", counted, raising=False)
+    service = WasteService(WasteConfig(gtfs=FEED, state=str(tmp_path / "waste.sqlite")), "t", feed)
+    opened: list[TripTracker] = []
+    zone = ZoneInfo(feed.timezone)
+    try:
+        service.engine.advance(dt.datetime.combine(MONDAY, dt.time(5, 0), zone).timestamp())
+        for hour in range(6, 20):  # an hour at a time: every trip of the day is followed
+            service.engine.advance(dt.datetime.combine(MONDAY, dt.time(hour, 0), zone).timestamp())
+            opened += [tr for tr in service.engine.trackers.values() if tr not in opened]
+    finally:
+        service.engine.leadership.close()
+        service.state.close()
+    day = [trip for trip in feed.trips.values() if runs_on(feed, trip, MONDAY)]
+    assert sorted(tr.trip.id for tr in opened) == sorted(trip.id for trip in day)
+    roads = {(trip.shape_id, tuple(st.stop_id for st in trip.stop_times)) for trip in day}
+    assert len(roads) < len(day)  # some routes run twice a day
+    assert len(calls) == len(roads), calls
+    for tracker in opened:
+        places = stop_distances(feed, tracker.trip)
+        assert tracker.state.places == places  # bit for bit
+        assert [visit.at_m for visit in tracker.stops.visits] == places

@@ -48,7 +48,8 @@ from linli.cloud.waste.renovation_link import RenovationLink
 from linli.cloud.waste.state import Leadership, WasteState
 from linli.cloud.waste.tracking import Incident, TripTracker
 from linli.cloud.waste.trip_reports import TripReports
-from linli.transit.gtfs import Feed, service_zero
+from linli.transit.gtfs import Feed, Trip, service_zero
+from linli.transit.stops import stop_distances
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class WasteEngine:
         )
         self.reports = TripReports(feed, self.outbox, self.faults)
         self._due = DueTrips(config, feed)
+        self._places: dict[tuple[str, tuple[str, ...]], list[float]] = {}  # `_places_of`
         self._recall()
 
     @property
@@ -345,6 +347,7 @@ class WasteEngine:
                 self.history,
                 blocked_wait_s=self.config.blocked_wait_min * 60,
                 on_blocked=self.config.on_blocked,
+                places=self._places_of(trip),
             )
             try:
                 if self.state.trip_finished(trip.id, key.split("@")[1]):
@@ -361,6 +364,14 @@ class WasteEngine:
                 self.claims.unresumed.add(key)
             self.trackers[key] = tracker
             log.info("waste: following trip %s", key)
+
+    def _places_of(self, trip: Trip) -> list[float]:
+        """Each stop's distance along the trip's road (`stop_distances`), worked out once for
+        every trip of the same road and stops: every day's trips of a route share them."""
+        key = (trip.shape_id, tuple(st.stop_id for st in trip.stop_times))
+        if key not in self._places:
+            self._places[key] = stop_distances(self.feed, trip)
+        return list(self._places[key])
 
     def _close_trips(self, now: float) -> None:
         for key, tracker in list(self.trackers.items()):
