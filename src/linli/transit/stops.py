@@ -79,8 +79,10 @@ class StopTracker:
     events: list[StopEvent] = field(default_factory=list)
 
     @classmethod
-    def for_trip(cls, feed: Feed, trip: Trip) -> StopTracker:
-        places = stop_distances(feed, trip)
+    def for_trip(cls, feed: Feed, trip: Trip, places: list[float] | None = None) -> StopTracker:
+        """A trip's stops, all ahead; at `places` along its road (`stop_distances`, worked out
+        here if not given)."""
+        places = stop_distances(feed, trip) if places is None else places
         depots = set(feed.extras.depots)
         return cls(
             [

@@ -169,3 +169,27 @@ def test_no_message_class_of_the_waste_service_writes_its_own_words() -> None:
                     bypass[f"{path.name}:{cls.name}.{f.name}"] = words
     assert classes >= 3
     assert not bypass, bypass
+
+
+def test_a_message_works_out_its_names_and_times_once_for_all_its_parts(
+    feed: Feed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivery held renders the title, the text and the JSON (the title three times, the SMS
+    twice): the names and times in them are looked up once, and each part reads as it would
+    from a message rendered afresh."""
+    stop, truck = longest(feed)
+    notice = KeeperNotice(NoticeKind.NOTICE, "trip-1", stop, 3, BEFORE, DUE)
+    fresh = WasteNotice(notice, feed, truck, "wet")
+    parts = (fresh.subject, fresh.text(), fresh.sms(), fresh.to_json())
+    filled = 0
+    values = WasteNotice._values
+
+    def counted(self: WasteNotice) -> dict[str, object]:
+        nonlocal filled
+        filled += 1
+        return values(self)
+
+    monkeypatch.setattr(WasteNotice, "_values", counted)
+    message = WasteNotice(notice, feed, truck, "wet")
+    assert (message.subject, message.text(), message.sms(), message.to_json()) == parts
+    assert filled == 1

@@ -4,21 +4,29 @@ and the store's lines in one transaction, the renovation bookings read when one 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import itertools
 import json
 import random
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import event
 
+from linli.cloud.waste import engine as engine_module
+from linli.cloud.waste import tracking
 from linli.cloud.waste.config import WasteConfig
 from linli.cloud.waste.service import WasteService
+from linli.cloud.waste.tracking import TripTracker
 from linli.demo.servers import free_port
 from linli.sim.timetable import Traffic, drive_trip
-from linli.transit.gtfs import load_feed, runs_on
+from linli.transit import stops
+from linli.transit.gtfs import Feed, Trip, load_feed, runs_on
+from linli.transit.stops import stop_distances
 from support import LOOPBACK
-from test_waste_service import MONDAY, local_feed
+from test_waste_service import FEED, MONDAY, local_feed
 
 
 @pytest.mark.slow
@@ -80,3 +88,96 @@ def test_a_tick_writes_its_trips_and_lines_in_one_transaction_and_reads_the_book
     bookings = sum(" FROM booking" in s for t in transactions for s in t)
     assert status_lines > 1
     assert bookings == 1, (bookings, status_lines)
+
+
+def test_a_message_after_a_quiet_spell_writes_every_tick_it_catches_up_in_one_transaction(
+    tmp_path: Path,
+) -> None:
+    """The trucks parked, a message an hour later moves the clock over 120 ticks: their reports
+    (a renovation status line a minute) are committed together before `take` returns, each
+    line as it was, not one transaction a tick."""
+    folder = local_feed(tmp_path, f"http://127.0.0.1:{free_port()}")
+    settings = {"gtfs": folder, "state": str(tmp_path / "waste.sqlite"), "broker": {"port": 1}}
+    service = WasteService(WasteConfig.model_validate(settings), "t", load_feed(folder))
+    zone = ZoneInfo("Asia/Shanghai")
+    night = dt.datetime.combine(MONDAY, dt.time(2, 0, 10), zone).timestamp()  # no trip due
+    parked = {"lat": 31.19, "lon": 121.40, "speed": 0.0}
+
+    def park(t: float) -> None:
+        body = {"ts": round(t * 1000), **parked}
+        service.engine.take("trucks/fleet/truck-dry-south/location", json.dumps(body).encode())
+
+    transactions: list[list[str]] = []  # the statements of each transaction committed
+    current: list[str] = []
+
+    def executed(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        current.append(statement)  # an executemany once
+
+    def committed(_conn: Any) -> None:
+        transactions.append(current.copy())
+        current.clear()
+
+    event.listen(service.state.engine, "before_cursor_execute", executed)
+    event.listen(service.state.engine, "commit", committed)
+    try:
+        park(night)
+        before, lines_before = len(transactions), status_lines(service)
+        park(night + 3600)
+        lines = status_lines(service)
+    finally:
+        service.engine.leadership.close()
+        service.state.close()
+    assert service.engine.rejected == {}
+    assert lines[: len(lines_before)] == lines_before
+    # A line each minute of the hour caught up, stamped with its own minute.
+    stamps = [int(line.rsplit(" ", 1)[1]) for line in lines[len(lines_before) :]]
+    assert len(stamps) == 60, stamps
+    assert {b - a for a, b in itertools.pairwise(stamps)} == {60_000}, stamps
+    writes = [t for t in transactions[before:] if any(s.startswith("INSERT INTO waste_outbox") for s in t)]
+    assert len(writes) == 1, len(writes)
+
+
+def status_lines(service: WasteService) -> list[str]:
+    """The renovation's status lines kept for the store, in order."""
+    rows = service.state.rows(
+        "SELECT line FROM waste_outbox WHERE line LIKE 'waste_renovation %' ORDER BY id"
+    )
+    return [str(line) for (line,) in rows]
+
+
+def test_the_trips_of_one_road_share_their_stops_places_worked_out_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each stop's distance along the road (`stop_distances`, shapely's substrings: slow) is
+    worked out once for every trip of the same road and stops, not twice a trip, and every
+    trip followed has them exactly as `stop_distances` gives them."""
+    feed = load_feed(FEED)
+    calls: list[str] = []
+
+    def counted(feed_: Feed, trip: Trip) -> list[float]:
+        calls.append(trip.id)
+        return stop_distances(feed_, trip)
+
+    monkeypatch.setattr(stops, "stop_distances", counted)
+    monkeypatch.setattr(engine_module, "stop_distances", counted, raising=False)
+    monkeypatch.setattr(tracking, "stop_distances", counted, raising=False)
+    service = WasteService(WasteConfig(gtfs=FEED, state=str(tmp_path / "waste.sqlite")), "t", feed)
+    opened: list[TripTracker] = []
+    zone = ZoneInfo(feed.timezone)
+    try:
+        service.engine.advance(dt.datetime.combine(MONDAY, dt.time(5, 0), zone).timestamp())
+        for hour in range(6, 20):  # an hour at a time: every trip of the day is followed
+            service.engine.advance(dt.datetime.combine(MONDAY, dt.time(hour, 0), zone).timestamp())
+            opened += [tr for tr in service.engine.trackers.values() if tr not in opened]
+    finally:
+        service.engine.leadership.close()
+        service.state.close()
+    day = [trip for trip in feed.trips.values() if runs_on(feed, trip, MONDAY)]
+    assert sorted(tr.trip.id for tr in opened) == sorted(trip.id for trip in day)
+    roads = {(trip.shape_id, tuple(st.stop_id for st in trip.stop_times)) for trip in day}
+    assert len(roads) < len(day)  # some routes run twice a day
+    assert len(calls) == len(roads), calls
+    for tracker in opened:
+        places = stop_distances(feed, tracker.trip)
+        assert tracker.state.places == places  # bit for bit
+        assert [visit.at_m for visit in tracker.stops.visits] == places

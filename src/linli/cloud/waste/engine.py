@@ -48,7 +48,8 @@ from linli.cloud.waste.renovation_link import RenovationLink
 from linli.cloud.waste.state import Leadership, WasteState
 from linli.cloud.waste.tracking import Incident, TripTracker
 from linli.cloud.waste.trip_reports import TripReports
-from linli.transit.gtfs import Feed, service_zero
+from linli.transit.gtfs import Feed, Trip, service_zero
+from linli.transit.stops import stop_distances
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class WasteEngine:
         )
         self.reports = TripReports(feed, self.outbox, self.faults)
         self._due = DueTrips(config, feed)
+        self._places: dict[tuple[str, tuple[str, ...]], list[float]] = {}  # `_places_of`
         self._recall()
 
     @property
@@ -269,7 +271,8 @@ class WasteEngine:
         return self.now_s or self.wall()
 
     def advance(self, t: float) -> None:
-        """Move the clock to `t` (never back), ticking every trip on the way."""
+        """Move the clock to `t` (never back), ticking every trip on the way; what the ticks
+        report is written at the end, in one transaction (`TripReports.write`)."""
         if t <= self.now_s:
             return
         if not self._ticked_s:
@@ -277,6 +280,16 @@ class WasteEngine:
             # so they decide the same notices.
             self._ticked_s = (t // self.config.tick_s - 1) * self.config.tick_s
         self.now_s = t
+        try:
+            self._ticks_until(t)
+        finally:
+            # The ticks' reports together: a message after the trucks were parked for hours
+            # catches up hundreds of ticks, each with the renovation's status line, and wrote
+            # each in its own transaction. All are still committed before the message that
+            # moved the clock is acknowledged.
+            self.reports.write()
+
+    def _ticks_until(self, t: float) -> None:
         while self._ticked_s + self.config.tick_s <= t:
             self._ticked_s += self.config.tick_s
             if self.renovating is not None:
@@ -307,7 +320,6 @@ class WasteEngine:
                 self.claims.send_new(tracker)
                 self.reports.report(key, tracker, now)
         self._close_trips(now)
-        self.reports.write()
         if self.claims.closed:
             self.send_waiting()
 
@@ -335,6 +347,7 @@ class WasteEngine:
                 self.history,
                 blocked_wait_s=self.config.blocked_wait_min * 60,
                 on_blocked=self.config.on_blocked,
+                places=self._places_of(trip),
             )
             try:
                 if self.state.trip_finished(trip.id, key.split("@")[1]):
@@ -351,6 +364,14 @@ class WasteEngine:
                 self.claims.unresumed.add(key)
             self.trackers[key] = tracker
             log.info("waste: following trip %s", key)
+
+    def _places_of(self, trip: Trip) -> list[float]:
+        """Each stop's distance along the trip's road (`stop_distances`), worked out once for
+        every trip of the same road and stops: every day's trips of a route share them."""
+        key = (trip.shape_id, tuple(st.stop_id for st in trip.stop_times))
+        if key not in self._places:
+            self._places[key] = stop_distances(self.feed, trip)
+        return list(self._places[key])
 
     def _close_trips(self, now: float) -> None:
         for key, tracker in list(self.trackers.items()):

@@ -15,6 +15,7 @@ ids stay in the machine fields. Times are the district's, written as people writ
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from linli.catalog.i18n import DEFAULT_LOCALE, Locale, clock, iso, text
@@ -52,12 +53,18 @@ class _Catalogued:
     def _values(self) -> dict[str, object]:
         raise NotImplementedError
 
+    @cached_property
+    def _filled(self) -> dict[str, object]:
+        """`_values`, worked out once: a delivery renders the title three times and the SMS
+        twice (`text`, `to_json`), and the names and times in them are most of its cost."""
+        return self._values()
+
     @property
     def subject(self) -> str:
-        return text(self._keys()[0], self.locale, **self._values())
+        return text(self._keys()[0], self.locale, **self._filled)
 
     def sms(self) -> str:
-        return text(self._keys()[1], self.locale, **self._values())
+        return text(self._keys()[1], self.locale, **self._filled)
 
     def text(self) -> str:
         return f"{self.subject}\n{self.sms()}"

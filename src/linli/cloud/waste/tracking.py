@@ -26,7 +26,7 @@ from typing import Any
 from linli.cloud.waste.match import Fix, Matcher
 from linli.cloud.waste.predict import AIM_S, History, Step, TripState, observe, predict
 from linli.transit.gtfs import Feed, Trip
-from linli.transit.stops import StopEvent, StopTracker, Visit, stop_distances
+from linli.transit.stops import StopEvent, StopTracker, Visit
 
 # A keeper is corrected only when the time told is this far off (a change they would act on),
 # has been for this long (a red light or a lost minute of GPS is not news), and no more than
@@ -90,16 +90,20 @@ class TripTracker:
     on_blocked: str = "defer"  # or "skip": what a blocked gate does to its stop
     notices: list[KeeperNotice] = field(default_factory=list)
     incidents: list[Incident] = field(default_factory=list)
+    # Each stop's distance along the road (`stop_distances`), if the caller has it already:
+    # the trips of a route share their road and stops, and working it out is slow.
+    places: list[float] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.matcher = Matcher(self.feed.shapes[self.trip.shape_id].line)
-        self.stops = StopTracker.for_trip(self.feed, self.trip)
+        self.stops = StopTracker.for_trip(self.feed, self.trip, self.places)
         depots = set(self.feed.extras.depots)
         self.bins = [
             0 if st.stop_id in depots else self.feed.extras.stops[st.stop_id].bins
             for st in self.trip.stop_times
         ]
-        self.state = TripState(self.trip, self.zero_s, stop_distances(self.feed, self.trip), self.bins)
+        places = [visit.at_m for visit in self.stops.visits]  # worked out once, by `for_trip`
+        self.state = TripState(self.trip, self.zero_s, places, self.bins)
         self.predicted: dict[int, float] = {}
         self._told: dict[int, float] = {}  # stop index -> the arrival time last told
         self._corrected: dict[int, int] = {}  # stop index -> corrections told

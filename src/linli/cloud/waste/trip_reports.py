@@ -1,5 +1,5 @@
-"""Where the trips followed stand, for the state, and the store's lines: a tick's reports,
-written together at its end."""
+"""Where the trips followed stand, for the state, and the store's lines: the reports of the
+ticks one message moves the clock over, written together after the last of them."""
 
 from __future__ import annotations
 
@@ -18,15 +18,16 @@ TripRows = tuple[dict[str, Any], list[dict[str, Any]]]
 
 
 class TripReports:
-    """A tick's reports: `report` and `seen` add to them, `lines` takes the store's lines, and
-    `write` puts them all in the state in one transaction."""
+    """The ticks' reports: `report` and `seen` add to them, `lines` takes the store's lines, and
+    `write` puts them all in the state in one transaction (`WasteEngine.advance`, once the
+    clock has moved)."""
 
     def __init__(self, feed: Feed, outbox: Outbox, faults: StateFaults) -> None:
         self.feed = feed
         self.outbox = outbox
         self.faults = faults
         self._reported: dict[str, float] = {}  # trip -> when its last waste_trip point was
-        # A tick's reports, written together at its end: trip -> its rows, and the store's lines.
+        # The ticks' reports, written together (`write`): trip -> its rows, and the store's lines.
         self._trips: dict[str, TripRows] = {}
         self.lines: list[str] = []
 
@@ -44,8 +45,9 @@ class TripReports:
         self._trips[key] = snapshot(self.feed, key, tracker, now, finished=finished)
 
     def write(self) -> None:
-        """What a tick found, in one transaction: where its trips stand, and the store's lines.
-        Before the message that moved the clock is acknowledged, as each report was before."""
+        """What the ticks found, in one transaction: where their trips stand (each as its newest
+        tick left it), and the store's lines. Before the message that moved the clock is
+        acknowledged, as each report was before."""
         if not (self._trips or self.lines):
             return
         trips, self._trips = list(self._trips.values()), {}
