@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from linli.catalog.profile import DataType, ModbusPoint, Order, RegisterType
-from linli.catalog.registers import DecodeError, compile_decoder, encode
+from linli.catalog.registers import DecodeError, bytes_to_registers, compile_decoder, encode
 
 
 def point(dtype: str, **kw: object) -> ModbusPoint:
@@ -91,6 +91,20 @@ def test_bit_fields() -> None:
     assert [compile_decoder(point("uint16", bit=b))(word, 0) for b in range(4)] == [1, 0, 1, 0]
     # Bit 17 of a 32-bit big-endian word lives in the first register.
     assert compile_decoder(point("uint32", bit=17))([0x0002, 0x0000], 0) == 1
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "uint32", "int32"])
+@pytest.mark.parametrize("byte_order", ["big", "little"])
+@pytest.mark.parametrize("word_order", ["big", "little"])
+def test_every_bit_of_every_word_in_every_order(dtype: str, byte_order: str, word_order: str) -> None:
+    # The word as the device means it, then its registers as the device's orders lay them out.
+    size = DataType(dtype).registers
+    for word in (0x0000_0001, 0x8000_0000 >> (32 - 16 * size), 0xA5C3_5A3C & (2 ** (16 * size) - 1)):
+        regs = bytes_to_registers(word.to_bytes(2 * size, "big"), Order(byte_order), Order(word_order))
+        for bit in range(16 * size):
+            spec = {"bit": bit, "byte_order": byte_order, "word_order": word_order}
+            got = compile_decoder(point(dtype, **spec))([7, *regs, 9], 1)
+            assert got == (word >> bit) & 1, (word, bit)
 
 
 def test_bool_points_read_coils() -> None:

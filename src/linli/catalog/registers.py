@@ -128,6 +128,14 @@ def compile_decoder(
 
     if point.bit is not None:
         bit = point.bit
+        if byte_order is Order.BIG:
+            # Status words are big-endian nearly always: the word's bit, without its bytes.
+            if n == 1:
+                return Decoder(field, n, lambda block, off: (block[off] >> bit) & 1)
+            high, low = (0, 1) if word_order is Order.BIG else (1, 0)
+            return Decoder(
+                field, n, lambda block, off: (((block[off + high] << 16) | block[off + low]) >> bit) & 1
+            )
         unsigned = struct.Struct(">H" if n == 1 else ">I")
 
         def bit_value(block: Sequence[int], off: int) -> Value:
@@ -166,7 +174,7 @@ class BlockDecoder:
     def __init__(self, count: int, slots: Sequence[tuple[int, Decoder]]) -> None:
         """`count` registers in the block; `slots` the (offset, decoder) of each point."""
         self.count = count
-        self._pack = struct.Struct(f">{count}H").pack
+        self.pack = struct.Struct(f">{count}H").pack
         # Plain points in address order that do not overlap go into one struct format.
         taken: dict[int, int] = {}  # slot index -> position among the unpacked values
         fmt, end = ">", 0
@@ -177,8 +185,11 @@ class BlockDecoder:
             fmt += decoder.plain.code
             taken[index] = len(taken)
             end = offset + decoder.registers
-        self._unpack = struct.Struct(fmt).unpack_from if taken else None  # from the packed block
-        self._steps = [
+        # From the packed block: the values of the plain points, `unpacked` of them.
+        self.unpack = struct.Struct(fmt).unpack_from if taken else None
+        self.unpacked = len(taken)
+        # Each slot's position among the unpacked values (-1: decoded alone), offset and decoder.
+        self.steps = [
             (taken.get(index, -1), offset, decoder, decoder.plain)
             for index, (offset, decoder) in enumerate(slots)
         ]
@@ -186,12 +197,12 @@ class BlockDecoder:
 
     def __call__(self, block: Sequence[int]) -> list[Value | DecodeError]:
         """Each slot's value, or the DecodeError it gave, in slot order."""
-        unpack = self._unpack
+        unpack = self.unpack
         whole = len(block) >= self.count  # else each point alone, failing as its Decoder fails
-        raws: tuple[Value, ...] = unpack(self._pack(*block[: self.count])) if unpack and whole else ()
+        raws: tuple[Value, ...] = unpack(self.pack(*block[: self.count])) if unpack and whole else ()
         out: list[Value | DecodeError] = []
         errors = 0
-        for position, offset, decoder, plain in self._steps:
+        for position, offset, decoder, plain in self.steps:
             if position < 0 or plain is None or not whole:
                 try:
                     out.append(decoder.fn(block, offset))

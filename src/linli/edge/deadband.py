@@ -51,6 +51,7 @@ class Reporter:
         if stored is None:
             stored = self._stored[channel] = {}
         out: dict[str, Value] = {}
+        suppressed = 0
         # This runs for every value of every poll: no method calls on the common path.
         for name, value in fields.items():
             band = bands.get(name)
@@ -59,16 +60,21 @@ class Reporter:
                 # A clock set back must not hold a value back until it catches up again.
                 if last is not None and 0 <= time_ms - last[1] < band.every_ms:
                     before = last[0]
+                    # The same value is within any band (widths are >= 0) and crosses no limit:
+                    # most values at most polls stop here.
+                    if value == before:
+                        suppressed += 1
+                        continue
                     if band.width == 0 or type(value) is bool or type(before) is bool:
-                        changed = value != before
+                        changed = True
                     else:
                         changed = abs(value - before) > band.width
-                    # An unchanged value cannot have crossed a limit: most polls stop here.
-                    if not changed and (value == before or not (band.limits and band.crossed(before, value))):
-                        self.suppressed += 1
+                    if not changed and not (band.limits and band.crossed(before, value)):
+                        suppressed += 1
                         continue
                 stored[name] = (value, time_ms)
             out[name] = value
+        self.suppressed += suppressed
         return out
 
     def forget(self) -> None:

@@ -14,6 +14,7 @@ from typing import cast
 
 from linli.catalog.profile import ModbusPoint, Order, RegisterType
 from linli.catalog.registers import BlockDecoder, DecodeError, Decoder, Value, compile_decoder
+from linli.edge.blockrows import RowsInto, Run, compile_rows
 
 PROTOCOL_MAX_REGISTERS = 125
 PROTOCOL_MAX_BITS = 2000
@@ -39,9 +40,8 @@ class Read:
 
     # Built at the first decode, from the slots as planned.
     _block: BlockDecoder | None = field(default=None, repr=False, compare=False)
-    _runs: list[tuple[int | None, int, int, tuple[str, ...]]] = field(
-        default_factory=list, repr=False, compare=False
-    )
+    _runs: list[Run] = field(default_factory=list, repr=False, compare=False)
+    _fast: RowsInto | None = field(default=None, repr=False, compare=False)
 
     @property
     def end(self) -> int:
@@ -60,6 +60,9 @@ class Read:
         """Add the answer's values to `rows` by channel and field, in slot order; give each
         value that did not decode to `bad` with its channel."""
         decoder = self._decoder()
+        assert self._fast is not None
+        if self._fast(block, rows):  # every value decoded: most blocks
+            return
         values = decoder(block)
         if decoder.errors:
             for slot, value in zip(self.slots, values, strict=True):
@@ -86,6 +89,7 @@ class Read:
                     names = tuple(s.decoder.field for s in self.slots[start:index])
                     self._runs.append((self.slots[start].channel, start, index, names))
                     start = index
+            self._fast = compile_rows(self._block, self._runs)
         return self._block
 
 
