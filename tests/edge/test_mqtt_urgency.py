@@ -129,6 +129,23 @@ def test_an_alarm_is_judged_whatever_else_its_payload_holds() -> None:
     assert urgency.urgent(topic.encode(), topic, truck_location(70))
 
 
+def test_a_payload_nested_past_the_parsers_depth_is_not_urgent_and_does_not_raise() -> None:
+    """msgspec raises RecursionError, not its own error, for a ~2 KB payload nested a thousand
+    deep: raised in the receive thread, it ended paho's loop and with it every message after."""
+    config = edge_config(1883, rules=[{"kind": "truck", "field": "speed", "above": 60}])
+    urgency = MqttConnector(config, lambda *_: None).urgency
+    topic = "trucks/s1/truck-1/location"
+
+    def nested(depth: int) -> bytes:
+        return b'{"x":' + b"[" * depth + b"]" * depth + b',"speed":70}'
+
+    # Nested within reach, the unwatched key is skipped, as the asyncio side's reader does.
+    assert urgency.urgent(topic.encode(), topic, nested(100))
+    for depth in (1_000, 5_000):
+        assert urgency.urgent(topic.encode(), topic, nested(depth)) is False
+    assert urgency.urgent(topic.encode(), topic, truck_location(70))  # the next is judged
+
+
 def test_an_agent_without_alarms_to_watch_keeps_its_batches() -> None:
     """A camera's messages carry nothing to judge: its agent reads every batch_ms, as before."""
     config = EdgeConfig.model_validate(

@@ -89,9 +89,11 @@ class Watch:
         """Whether this message raises an alarm or clears one; what it says is remembered."""
         try:
             values = self._decode(payload)
-        except msgspec.MsgspecError:
+        except (msgspec.MsgspecError, RecursionError):
             # msgspec refuses NaN and Infinity anywhere, where the validation downstream takes
             # them in a key it ignores: such a payload is judged from a whole parse, as before.
+            # Nested past its depth it raises RecursionError, which must not leave this thread:
+            # it would end paho's loop, and every message after with it.
             values = self._parsed(payload)
             if values is None:
                 return False  # not a JSON object: the asyncio side rejects it
@@ -114,7 +116,7 @@ class Watch:
         """The watched values as `_decode` gives them, from a whole parse; None if not an object."""
         try:
             values = from_json(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         if not isinstance(values, dict):
             return None
