@@ -137,6 +137,46 @@ def test_a_message_after_a_quiet_spell_writes_every_tick_it_catches_up_in_one_tr
     assert len(writes) == 1, len(writes)
 
 
+def test_a_trip_that_finishes_during_a_catch_up_is_kept_at_its_own_tick(tmp_path: Path) -> None:
+    """The reports of a catch-up are written together, but not a finished trip's: kept only at
+    the end of a long catch-up, a kill before it would leave the trip unfinished in the state,
+    and a restarted service would open it again and find it broken down."""
+    folder = local_feed(tmp_path, f"http://127.0.0.1:{free_port()}")
+    feed = load_feed(folder)
+    settings = {"gtfs": folder, "state": str(tmp_path / "waste.sqlite"), "broker": {"port": 1}}
+    service = WasteService(WasteConfig.model_validate(settings), "t", feed)
+    trip = feed.trips["dry-south-0810"]
+    drive = drive_trip(feed, trip, MONDAY, random.Random(1), traffic=Traffic(sd=0.0, trip_sd=0.0))
+    messages = sorted(drive.messages, key=lambda m: m[1]["ts"])
+    end_s = messages[-1][1]["ts"] / 1000
+    finished: list[int] = []  # the transactions (by number) that kept the trip finished
+    count = [0]
+
+    def executed(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        rows = parameters if isinstance(parameters, list) else [parameters]
+        mine = [r for r in rows if isinstance(r, dict) and r.get("trip_id") == trip.id]
+        if statement.startswith("INSERT INTO waste_trip (") and any(r["finished"] for r in mine):
+            finished.append(count[0])
+
+    def committed(_conn: Any) -> None:
+        count[0] += 1
+
+    try:
+        for kind, body in messages:
+            service.engine.take(f"trucks/fleet/truck-dry-south/{kind}", json.dumps(body).encode())
+        assert f"{trip.id}@{MONDAY}" not in service.engine.finished  # closed at the next tick
+        event.listen(service.state.engine, "before_cursor_execute", executed)
+        event.listen(service.state.engine, "commit", committed)
+        service.engine.advance(end_s + 3 * 3600)  # the clock moves on, 360 ticks in one go
+        last = count[0]
+    finally:
+        service.engine.leadership.close()
+        service.state.close()
+    assert f"{trip.id}@{MONDAY}" in service.engine.finished
+    assert finished, "the finished trip was never written"
+    assert finished[0] < last - 1, (finished, last)  # not only in the catch-up's last transaction
+
+
 def status_lines(service: WasteService) -> list[str]:
     """The renovation's status lines kept for the store, in order."""
     rows = service.state.rows(

@@ -319,7 +319,10 @@ class WasteEngine:
                     self._catch_up(tracker, now)
                 self.claims.send_new(tracker)
                 self.reports.report(key, tracker, now)
-        self._close_trips(now)
+        if self._close_trips(now):
+            # A finished trip is kept at its own tick, not at the end of a long catch-up: a
+            # kill in between would open it again on restart and find it broken down.
+            self.reports.write()
         if self.claims.closed:
             self.send_waiting()
 
@@ -373,18 +376,22 @@ class WasteEngine:
             self._places[key] = stop_distances(self.feed, trip)
         return list(self._places[key])
 
-    def _close_trips(self, now: float) -> None:
+    def _close_trips(self, now: float) -> int:
+        """Close the trips back at the depot, or overdue; how many."""
+        closed = 0
         for key, tracker in list(self.trackers.items()):
             end = tracker.zero_s + tracker.trip.stop_times[-1].arrival_s
             if tracker.stops.next_index() is None or now > end + OVERDUE_S:
                 self.finished.add(key)
                 del self.trackers[key]
+                closed += 1
                 if self.claims.waiting_of(tracker):
                     self.claims.closed[key] = tracker  # told once the state can be reached (`send_waiting`)
                 self.reports.seen(key, tracker, now, finished=True)
                 if tracker.seen:
                     truck = self.feed.routes[tracker.trip.route_id].truck
                     self.reports.lines += [trip_line(tracker, truck, now), *visit_lines(tracker, truck)]
+        return closed
 
     # --- the trips, as the dispatcher's commands find them (`linli.cloud.waste.commands`) ---
 
