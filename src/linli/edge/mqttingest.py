@@ -170,13 +170,8 @@ class MqttIngest:
             field_set = compiled.field_set_of(values)
         else:
             field_set = self._confirmed(dev, compiled, values, time_ms)
-        # `_seen`, written out: every reading comes here.
-        dev.messages += 1
-        dev.last_seen_mono = time.monotonic()
-        dev.last_seen_ms = dev.last_reading_ms = received_ms
-        dev.latency_s = (received_ms - time_ms) / 1000 if received_ms > time_ms else 0.0
-        if not dev.online:
-            self._online(dev, received_ms)
+        self._seen(dev, received_ms, time_ms)
+        dev.last_reading_ms = received_ms
         key = target.series
         if key is None:
             tags = compiled.tags(values)
@@ -250,14 +245,11 @@ class MqttIngest:
         dev.last_seen_ms = received_ms
         dev.latency_s = max(0, received_ms - time_ms) / 1000
         if not dev.online:
-            self._online(dev, received_ms)
-
-    def _online(self, dev: MqttDevice, received_ms: int) -> None:
-        log.info("%s: online", dev.name)
-        dev.online = True
-        # A state change is written at once, not at the next health tick: the screen
-        # shows when it happened.
-        self._lines.append(self.health_line(dev, received_ms))
+            log.info("%s: online", dev.name)
+            dev.online = True
+            # A state change is written at once, not at the next health tick: the screen
+            # shows when it happened.
+            self._lines.append(self.health_line(dev, received_ms))
 
     def _status(
         self, dev: MqttDevice, route: Route, topic: str, payload: bytes, received_ms: int, *, retained: bool
